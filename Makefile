@@ -1,0 +1,62 @@
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# Tests never read .env: they get their own settings, so a developer's .env cannot change them.
+TEST_ENV := OPSION_READ_DOTENV=0 DEBUG=0 HTTPS=0 STATIC_MANIFEST=0 SECRET_KEY=test-secret-key-not-for-production \
+	FIELD_ENCRYPTION_KEYS=b3BzaW9uLXRlc3Qtb25seS1mZXJuZXQta2V5LTAwMDE= ANTHROPIC_API_KEY= REDIS_URL=
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+REQUIRE_POSTGRES ?= 0
+
+.PHONY: install run test test-sqlite test-postgres lint format browser-deps migrate bench loadtest clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+.env:
+	@echo "Writing a development .env with a random SECRET_KEY and FIELD_ENCRYPTION_KEYS"
+	@$(BIN)/python -c "import secrets; from cryptography.fernet import Fernet; \
+	print('DEBUG=1'); print('HTTPS=0'); print('SECRET_KEY=' + secrets.token_urlsafe(50)); \
+	print('FIELD_ENCRYPTION_KEYS=' + Fernet.generate_key().decode()); print('ANTHROPIC_API_KEY=')" > .env
+
+run: install .env
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_demo
+	@echo "Serving on http://127.0.0.1:8000  (set ANTHROPIC_API_KEY in .env for platform-key queries)"
+	$(BIN)/python manage.py runserver 127.0.0.1:8000
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+browser-deps:
+	@./scripts/ensure-chromium
+
+test: lint browser-deps test-sqlite test-postgres
+
+test-sqlite: install
+	$(TEST_ENV) $(BIN)/python manage.py makemigrations --check --dry-run
+	$(TEST_ENV) $(BIN)/pytest -p no:cacheprovider
+
+test-postgres: install
+	@if $(BIN)/python scripts/pg_reachable.py "$(TEST_DATABASE_URL)"; then \
+		echo "== PostgreSQL pass on $(TEST_DATABASE_URL)"; \
+		$(TEST_ENV) DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/pytest -p no:cacheprovider; \
+	elif [ "$(REQUIRE_POSTGRES)" = "1" ]; then \
+		echo "!! PostgreSQL at $(TEST_DATABASE_URL) is unreachable and REQUIRE_POSTGRES=1: failing."; exit 1; \
+	else \
+		echo "!!!!!!!! PostgreSQL at $(TEST_DATABASE_URL) is UNREACHABLE: the PostgreSQL pass was SKIPPED !!!!!!!!"; \
+	fi
+
+clean:
+	rm -rf $(VENV) staticfiles artifacts .pytest_cache

@@ -1,0 +1,139 @@
+from django.http import HttpRequest
+from ninja import Query, Router, Schema
+from ninja.responses import Response
+
+from insights import services
+from insights.http import add_ratelimit_headers, window_json
+from opsion.errors import Refused, refused_json
+from orgs import access
+from orgs.api import ERRORS
+
+router = Router(tags=["insights"])
+
+
+class QueryIn(Schema):
+    query: str
+
+
+class TokensOut(Schema):
+    inputTokens: int | None
+    outputTokens: int | None
+
+
+class RateLimitOut(Schema):
+    limit: int
+    remaining: int
+    resetSeconds: int
+
+
+class AnswerOut(Schema):
+    id: int
+    query: str
+    answer: str
+    model: str
+    keySource: str
+    usage: TokensOut
+    rateLimit: RateLimitOut
+
+
+class UsageOut(Schema):
+    limit: int
+    windowSeconds: int
+    used: int
+    remaining: int
+    resetSeconds: int
+    keySource: str
+
+
+class HistoryItem(Schema):
+    id: int
+    query: str
+    answer: str
+    model: str
+    keySource: str
+    outcome: str
+    errorCode: str
+    createdAt: str
+    usage: TokensOut
+
+
+class HistoryOut(Schema):
+    items: list[HistoryItem]
+    limit: int
+    offset: int
+    hasMore: bool
+
+
+class Page(Schema):
+    limit: int = 20
+    offset: int = 0
+
+
+def _tokens(row) -> dict:
+    return {"inputTokens": row.input_tokens, "outputTokens": row.output_tokens}
+
+
+@router.post(
+    "/{slug}/insights/queries",
+    response={200: AnswerOut, **ERRORS, 503: ERRORS[400]},
+    summary="Ask AI Insights a question",
+)
+def post_query(request: HttpRequest, slug: str, payload: QueryIn):
+    membership = access.membership_or_404(request.auth, slug)
+    try:
+        pending = services.start(membership=membership, text=payload.query)
+        pending.answer()
+    except Refused as refused:
+        return add_ratelimit_headers(refused_json(refused), services.usage(membership.organisation).window)
+    row = pending.row
+    body = {
+        "id": row.pk,
+        "query": row.query,
+        "answer": row.answer,
+        "model": row.model,
+        "keySource": row.key_source,
+        "usage": _tokens(row),
+        "rateLimit": window_json(pending.window),
+    }
+    return add_ratelimit_headers(Response(AnswerOut(**body).model_dump()), pending.window)
+
+
+@router.get("/{slug}/insights/usage", response={200: UsageOut, **ERRORS}, summary="The rolling window")
+def get_usage(request: HttpRequest, slug: str):
+    membership = access.membership_or_404(request.auth, slug)
+    usage = services.usage(membership.organisation)
+    w = usage.window
+    body = {
+        "limit": w.limit,
+        "windowSeconds": w.window_seconds,
+        "used": w.used,
+        "remaining": w.remaining,
+        "resetSeconds": w.reset_seconds,
+        "keySource": usage.key_source,
+    }
+    return add_ratelimit_headers(Response(body), w)
+
+
+@router.get("/{slug}/insights/queries", response={200: HistoryOut, **ERRORS}, summary="Your recent queries")
+def list_queries(request: HttpRequest, slug: str, page: Query[Page]):
+    membership = access.membership_or_404(request.auth, slug)
+    limit, offset = min(max(page.limit, 1), 100), max(page.offset, 0)
+    rows = services.recent_queries(membership=membership, limit=limit + 1, offset=offset)
+    items = [
+        {
+            "id": r.pk,
+            "query": r.query,
+            "answer": r.answer,
+            "model": r.model,
+            "keySource": r.key_source,
+            "outcome": r.outcome,
+            "errorCode": r.error_code,
+            "createdAt": r.created_at.isoformat(),
+            "usage": _tokens(r),
+        }
+        for r in rows[:limit]
+    ]
+    window = services.usage(membership.organisation).window
+    return add_ratelimit_headers(
+        Response({"items": items, "limit": limit, "offset": offset, "hasMore": len(rows) > limit}), window
+    )

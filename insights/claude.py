@@ -1,0 +1,104 @@
+"""The only module that talks to Anthropic (and the only one importing its SDK).
+
+Every SDK exception is translated here into an `UpstreamError` carrying no SDK object: an SDK
+exception's `.request.headers` holds the raw key, so it must never reach a log or a traceback.
+"""
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import anthropic
+from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
+
+log = logging.getLogger("opsion.insights")
+
+SYSTEM_PROMPT = (
+    "You are Opsion's AI Insights assistant for regulatory-compliance teams at crypto-asset and "
+    "financial firms. Answer precisely and practically about MiCAR (Regulation (EU) 2023/1114) and "
+    "related regimes (DORA, AMLR, the Transfer of Funds Regulation, MiFID II). Cite articles where "
+    "you can, say when something depends on national implementation or on RTS/ITS still in "
+    "development, and do not invent citations. Use short Markdown sections and lists."
+)
+
+
+class UpstreamError(Exception):
+    """Anthropic did not answer. `kind` is auth, rate_limited or unavailable; never holds SDK objects."""
+
+    def __init__(self, kind: str, *, status: int | None = None, retry_after: int | None = None) -> None:
+        self.kind = kind
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(f"anthropic {kind} (status {status})")
+
+
+@dataclass(frozen=True)
+class Completion:
+    model: str
+    input_tokens: int | None
+    output_tokens: int | None
+
+
+def _retry_after(headers) -> int | None:
+    try:
+        value = headers.get("retry-after")
+        return max(1, int(float(value))) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _classify(exc: Exception) -> UpstreamError:
+    """Map an SDK exception to an UpstreamError, keeping only the status and retry time."""
+    if isinstance(exc, anthropic.APITimeoutError):
+        return UpstreamError("unavailable", status=None)
+    if isinstance(exc, anthropic.APIConnectionError):
+        return UpstreamError("unavailable", status=None)
+    if isinstance(exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError):
+        return UpstreamError("auth", status=exc.status_code)
+    if isinstance(exc, anthropic.RateLimitError):
+        return UpstreamError("rate_limited", status=429, retry_after=_retry_after(exc.response.headers))
+    if isinstance(exc, anthropic.APIStatusError):
+        # An `error` event inside a 200 stream carries its type in the body.
+        body = exc.body if isinstance(exc.body, dict) else {}
+        kind = (body.get("error") or {}).get("type") if isinstance(body.get("error"), dict) else None
+        if kind == "authentication_error" or kind == "permission_error":
+            return UpstreamError("auth", status=exc.status_code)
+        if kind == "rate_limit_error":
+            return UpstreamError("rate_limited", status=exc.status_code)
+        return UpstreamError("unavailable", status=exc.status_code)
+    return UpstreamError("unavailable", status=None)
+
+
+@sensitive_variables("api_key", "client")
+def stream_answer(*, api_key: str, query: str) -> Iterator[str | Completion]:
+    """Yield the answer's text as Anthropic writes it, then one Completion. Raises UpstreamError."""
+    client = anthropic.Anthropic(
+        api_key=api_key,
+        base_url=settings.ANTHROPIC_BASE_URL,
+        timeout=settings.ANTHROPIC_TIMEOUT_SECONDS,
+        max_retries=0,  # see settings: the SDK would obey an uncapped retry-after
+    )
+    failure: UpstreamError | None = None
+    try:
+        with client.messages.stream(
+            model=settings.ANTHROPIC_MODEL,
+            max_tokens=settings.ANTHROPIC_MAX_TOKENS,
+            system=SYSTEM_PROMPT,
+            messages=[{"role": "user", "content": query}],
+        ) as stream:
+            yield from stream.text_stream
+            final = stream.get_final_message()
+            yield Completion(
+                model=final.model,
+                input_tokens=final.usage.input_tokens,
+                output_tokens=final.usage.output_tokens,
+            )
+    except anthropic.AnthropicError as exc:
+        failure = _classify(exc)
+    finally:
+        client.close()
+    if failure is not None:
+        # Raised outside the except block so the SDK exception is not even the implicit context.
+        log.warning("anthropic call failed: %s", failure)
+        raise failure

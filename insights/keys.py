@@ -1,0 +1,50 @@
+"""Decides which Anthropic key and which rolling limit apply to an organisation's next query."""
+
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from insights.models import KeySource
+from orgs.crypto import Sealed
+from orgs.models import ClaudeApiKey, Organisation
+
+log = logging.getLogger("opsion.insights")
+
+
+class PlatformKey:
+    """The platform key, read from settings only when revealed (mirrors `Sealed`)."""
+
+    def reveal(self) -> str:
+        return settings.ANTHROPIC_API_KEY
+
+    def __repr__(self) -> str:
+        return "<PlatformKey>"
+
+
+@dataclass(frozen=True)
+class KeyChoice:
+    source: str
+    limit: int
+    secret: Sealed | PlatformKey | None
+
+    @property
+    def uses_org_key(self) -> bool:
+        return self.source == KeySource.ORGANISATION
+
+
+def platform_key_configured() -> bool:
+    return bool(settings.ANTHROPIC_API_KEY)
+
+
+def resolve(org: Organisation, *, with_secret: bool = True) -> KeyChoice:
+    """The organisation's own key and the BYOM limit on an eligible plan with a stored key; else the platform's.
+
+    A key left behind after a downgrade is ignored until the plan returns or someone removes it.
+    """
+    if org.allows_byom:
+        fields = ("secret",) if with_secret else ("id",)
+        row = ClaudeApiKey.objects.filter(organisation=org).only(*fields).first()
+        if row is not None:
+            return KeyChoice(KeySource.ORGANISATION, settings.INSIGHTS_BYOM_LIMIT, row.secret if with_secret else None)
+    return KeyChoice(KeySource.PLATFORM, settings.INSIGHTS_PLATFORM_LIMIT, PlatformKey() if with_secret else None)

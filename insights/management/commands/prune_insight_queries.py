@@ -1,0 +1,41 @@
+import re
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from insights.models import InsightQuery
+
+UNITS = {"d": "days", "h": "hours", "w": "weeks"}
+
+
+def parse_age(value: str) -> timedelta:
+    match = re.fullmatch(r"(\d+)([dhw])", value.strip())
+    if not match:
+        raise CommandError("--older-than takes a number and a unit, e.g. 90d, 12w or 48h.")
+    return timedelta(**{UNITS[match[2]]: int(match[1])})
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete insight queries older than the given age (default 90d). "
+        "Rows still inside the rolling window are never deleted."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--older-than", default="90d")
+        parser.add_argument("--batch-size", type=int, default=5000)
+
+    def handle(self, *args, older_than: str, batch_size: int, **options):
+        age = parse_age(older_than)
+        # Never prune inside the window: those rows are what the limiter counts.
+        age = max(age, timedelta(seconds=settings.INSIGHTS_WINDOW_SECONDS))
+        cutoff = timezone.now() - age
+        total = 0
+        while True:
+            ids = list(InsightQuery.objects.filter(created_at__lt=cutoff).values_list("id", flat=True)[:batch_size])
+            if not ids:
+                break
+            total += InsightQuery.objects.filter(id__in=ids).delete()[0]
+        self.stdout.write(f"Deleted {total} insight queries older than {older_than}.")

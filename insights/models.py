@@ -1,0 +1,52 @@
+from django.conf import settings
+from django.db import models
+from django.db.models.functions import Now
+
+from orgs.models import Organisation
+
+
+class KeySource(models.TextChoices):
+    ORGANISATION = "organisation", "Your organisation's Anthropic key"
+    PLATFORM = "platform", "Opsion's platform key"
+
+
+class Outcome(models.TextChoices):
+    PENDING = "pending", "In progress"
+    ANSWERED = "answered", "Answered"
+    FAILED = "failed", "Failed"
+
+
+class InsightQueryQuerySet(models.QuerySet):
+    def recent_for(self, *, org: Organisation, user) -> "InsightQueryQuerySet":
+        return self.filter(organisation=org, user=user).order_by("-created_at", "-id")
+
+
+class InsightQuery(models.Model):
+    """One query sent to Anthropic. The rows are the rolling limit's log and the usage history."""
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="insight_queries")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    # The database's clock, not each process's: every app server counts against the same time.
+    created_at = models.DateTimeField(db_default=Now())
+    key_source = models.CharField(max_length=12, choices=KeySource.choices)
+    query = models.TextField()
+    answer = models.TextField(blank=True)
+    model = models.CharField(max_length=100, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.PENDING)
+    error_code = models.CharField(max_length=40, blank=True)
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = InsightQueryQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # The window count is a range scan on this index, however long the history grows.
+            models.Index(fields=["organisation", "created_at"], name="insight_org_created"),
+            models.Index(fields=["organisation", "user", "-created_at"], name="insight_org_user_recent"),
+        ]
+        verbose_name_plural = "insight queries"
+
+    def __str__(self) -> str:
+        return f"{self.organisation} #{self.pk}"

@@ -1,0 +1,193 @@
+"""AI Insights: validate a question, pick the key and limit, count it, ask Claude, record the outcome."""
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db.models.functions import Now
+from django.views.decorators.debug import sensitive_variables
+
+from insights import claude, keys, ratelimit
+from insights.models import InsightQuery, Outcome
+from opsion.errors import InvalidRequest, Refused
+from orgs import services as org_services
+from orgs.crypto import DecryptionFailed
+from orgs.models import KeyStatus, Membership, Organisation
+
+log = logging.getLogger("opsion.insights")
+
+UNAVAILABLE_MESSAGE = "AI Insights is temporarily unavailable. Please try again shortly."
+
+
+class InsightsUnavailable(Refused):
+    code, status, default_message = "insights_unavailable", 503, UNAVAILABLE_MESSAGE
+
+
+class KeyInvalid(Refused):
+    # Verbatim from the product documentation.
+    code, status = "claude_api_key_invalid", 400
+    default_message = "Your organisation's Claude API key is invalid. Update it in Settings → AI Insights."
+
+
+class KeyUnreadable(Refused):
+    code, status = "claude_api_key_unreadable", 400
+    default_message = (
+        "Your organisation's stored Claude API key cannot be read. An Owner or Admin should save it again "
+        "in Settings → AI Insights."
+    )
+
+
+class UpstreamRateLimited(Refused):
+    code, status = "upstream_rate_limited", 429
+
+    def __init__(self, retry_after: int | None) -> None:
+        when = f" Try again in {retry_after} seconds." if retry_after else " Try again shortly."
+        super().__init__(
+            "Your organisation's Anthropic account is rate-limited by Anthropic." + when,
+            retry_after=retry_after,
+        )
+
+
+@dataclass(frozen=True)
+class Usage:
+    window: ratelimit.Window
+    key_source: str
+
+
+def validate_query(text: str) -> str:
+    """The trimmed question. Raises InvalidRequest when empty, too long or holding control characters."""
+    text = (text or "").strip()
+    if not text:
+        raise InvalidRequest("Type a question first.")
+    if len(text) > settings.INSIGHTS_MAX_QUERY_CHARS:
+        raise InvalidRequest(f"Questions are limited to {settings.INSIGHTS_MAX_QUERY_CHARS:,} characters.")
+    if "\x00" in text:
+        raise InvalidRequest("The question contains a NUL character.")
+    return text
+
+
+def usage(org: Organisation) -> Usage:
+    """The organisation's rolling window under the limit in force now."""
+    choice = keys.resolve(org, with_secret=False)
+    window = ratelimit.peek(org=org, limit=choice.limit, window_seconds=settings.INSIGHTS_WINDOW_SECONDS)
+    return Usage(window=window, key_source=choice.source)
+
+
+@dataclass
+class PendingQuery:
+    """A query that has been counted and recorded; `stream()` asks Claude and records the outcome."""
+
+    row: InsightQuery
+    window: ratelimit.Window
+    choice: keys.KeyChoice
+
+    def stream(self) -> Iterator[str]:
+        """Yield the answer as it arrives.
+
+        Raises KeyInvalid, KeyUnreadable, UpstreamRateLimited or InsightsUnavailable.
+        """
+        parts: list[str] = []
+        completion = None
+        failure: Refused | None = None
+        try:
+            for item in _ask(self.choice, self.row.query):
+                if isinstance(item, claude.Completion):
+                    completion = item
+                else:
+                    parts.append(item)
+                    yield item
+        except DecryptionFailed:
+            log.error(
+                "stored claude api key for org=%s cannot be decrypted with FIELD_ENCRYPTION_KEYS",
+                self.row.organisation_id,
+            )
+            failure = KeyUnreadable()
+        except claude.UpstreamError as exc:
+            failure = self._refusal(exc)
+        finally:
+            self._record("".join(parts), completion, failure)
+        if failure is not None:
+            raise failure
+
+    def answer(self) -> str:
+        """The whole answer at once. Raises as `stream()`."""
+        return "".join(self.stream())
+
+    def _refusal(self, exc: claude.UpstreamError) -> Refused:
+        org = self.row.organisation
+        if exc.kind == "auth" and self.choice.uses_org_key:
+            org_services.claude_api_key_mark(org=org, status=KeyStatus.INVALID)
+            return KeyInvalid()
+        if exc.kind == "rate_limited" and self.choice.uses_org_key:
+            return UpstreamRateLimited(exc.retry_after)
+        log.error("insights unavailable for org=%s: %s on the %s key", org.slug, exc, self.choice.source)
+        return InsightsUnavailable()
+
+    def _record(self, answer: str, completion, failure: Refused | None) -> None:
+        row = self.row
+        if isinstance(failure, KeyUnreadable):
+            # Nothing was sent to Anthropic, so the query must not count against the limit.
+            row.delete()
+            return
+        row.answer = answer
+        row.completed_at = Now()
+        if failure is None and completion is not None:
+            row.outcome, row.model = Outcome.ANSWERED, completion.model
+            row.input_tokens, row.output_tokens = completion.input_tokens, completion.output_tokens
+            if self.choice.uses_org_key:
+                org_services.claude_api_key_mark(org=row.organisation, status=KeyStatus.VALID)
+        else:
+            row.outcome = Outcome.FAILED
+            row.error_code = failure.code if failure else "interrupted"
+        row.save(
+            update_fields=[
+                "answer",
+                "completed_at",
+                "outcome",
+                "model",
+                "input_tokens",
+                "output_tokens",
+                "error_code",
+            ]
+        )
+        row.refresh_from_db(fields=["completed_at"])
+
+
+@sensitive_variables("api_key")
+def _ask(choice: keys.KeyChoice, query: str) -> Iterator:
+    # The decrypted key lives only in this frame and in claude.stream_answer's.
+    api_key = choice.secret.reveal()
+    yield from claude.stream_answer(api_key=api_key, query=query)
+
+
+def start(*, membership: Membership, text: str) -> PendingQuery:
+    """Validate, choose the key and count the query. Raises InvalidRequest, InsightsUnavailable, RateLimited.
+
+    A query counts once it is let through here; refusals before that (bad input, no platform key,
+    over the limit) do not.
+    """
+    query = validate_query(text)
+    org = membership.organisation
+    choice = keys.resolve(org)
+    if not choice.uses_org_key and not keys.platform_key_configured():
+        log.error("ANTHROPIC_API_KEY is not set: AI Insights cannot answer on the platform key")
+        raise InsightsUnavailable()
+    row, window = ratelimit.acquire(
+        org=org,
+        limit=choice.limit,
+        window_seconds=settings.INSIGHTS_WINDOW_SECONDS,
+        row={
+            "user": membership.user,
+            "key_source": choice.source,
+            "query": query,
+            "model": settings.ANTHROPIC_MODEL,
+        },
+    )
+    return PendingQuery(row=row, window=window, choice=choice)
+
+
+def recent_queries(*, membership: Membership, limit: int = 20, offset: int = 0) -> list[InsightQuery]:
+    return list(
+        InsightQuery.objects.recent_for(org=membership.organisation, user=membership.user)[offset : offset + limit]
+    )

@@ -1,0 +1,23 @@
+from django import template
+
+from insights.rendering import render_markdown
+
+register = template.Library()
+
+
+@register.filter(name="markdown")
+def markdown_filter(text: str):
+    return render_markdown(text)
+
+
+@register.filter
+def duration(seconds: int) -> str:
+    """`1 h 5 min`, `12 min`, `45 s`: when the next query frees up."""
+    seconds = int(seconds or 0)
+    if seconds >= 3600:
+        hours, rest = divmod(seconds, 3600)
+        return f"{hours} h {rest // 60} min" if rest >= 60 else f"{hours} h"
+    if seconds >= 60:
+        minutes = -(-seconds // 60)
+        return f"{minutes} min"
+    return f"{seconds} s"

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from insights import views
+
+app_name = "insights"
+
+urlpatterns = [
+    path("<slug:slug>/insights/", views.query_page, name="query"),
+]

@@ -1,0 +1,73 @@
+from collections.abc import Iterator
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods
+
+from insights import keys, services
+from insights.http import add_ratelimit_headers, sse, window_json
+from insights.rendering import render_markdown
+from insights.suggestions import SUGGESTED_QUERIES
+from opsion.errors import Refused, refused_json
+from orgs import access
+from orgs.models import Membership
+
+
+def _page(request: HttpRequest, membership: Membership, *, status: int = 200, **extra) -> HttpResponse:
+    usage = services.usage(membership.organisation)
+    platform_key_missing = usage.key_source == "platform" and not keys.platform_key_configured()
+    context = {
+        "membership": membership,
+        "org": membership.organisation,
+        "usage": usage,
+        "window": usage.window,
+        "suggestions": SUGGESTED_QUERIES,
+        "recent": services.recent_queries(membership=membership, limit=10),
+        "show_operator_notice": platform_key_missing and access.can_see_operator_notices(request.user, membership),
+        **extra,
+    }
+    return add_ratelimit_headers(render(request, "insights/query.html", context, status=status), usage.window)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def query_page(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = access.membership_or_http404(request.user, slug)
+    if request.method == "GET":
+        answered = request.GET.get("answered")
+        return _page(request, membership, answered_id=int(answered) if answered and answered.isdigit() else None)
+    text = request.POST.get("query", "").strip() or request.POST.get("suggestion", "")
+    wants_stream = "text/event-stream" in request.headers.get("Accept", "")
+    try:
+        pending = services.start(membership=membership, text=text)
+        if wants_stream:
+            return _stream(pending)
+        pending.answer()
+    except Refused as refused:
+        if wants_stream:
+            response = refused_json(refused)
+            return add_ratelimit_headers(response, services.usage(membership.organisation).window)
+        return _page(request, membership, status=refused.status, error=refused, draft=text)
+    return redirect(f"{reverse('insights:query', args=[slug])}?answered={pending.row.pk}#answer")
+
+
+def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
+    """Server-Sent Events: `start`, then `delta`s as Claude writes, then `done` (safe HTML) or `error`."""
+
+    def events() -> Iterator[bytes]:
+        yield sse("start", {"id": pending.row.pk, "rateLimit": window_json(pending.window)})
+        try:
+            for text in pending.stream():
+                yield sse("delta", {"text": text})
+        except Refused as refused:
+            yield sse("error", {"code": refused.code, "message": refused.message})
+        else:
+            yield sse("done", {"id": pending.row.pk, "html": str(render_markdown(pending.row.answer))})
+        window = services.usage(pending.row.organisation).window
+        yield sse("usage", {"used": window.used, **window_json(window)})
+
+    response = StreamingHttpResponse(events(), content_type="text/event-stream")
+    response["X-Accel-Buffering"] = "no"
+    return add_ratelimit_headers(response, pending.window)

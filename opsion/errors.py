@@ -1,0 +1,43 @@
+"""The one error shape both surfaces speak, and the responses that carry it."""
+
+from django.http import HttpRequest, JsonResponse
+
+
+class Refused(Exception):
+    """A request the product refuses on purpose. `message` is always safe to show a user."""
+
+    code = "refused"
+    status = 400
+    default_message = ""
+
+    def __init__(self, message: str | None = None, *, retry_after: int | None = None) -> None:
+        self.message = message or self.default_message
+        self.retry_after = retry_after
+        super().__init__(self.message)
+
+
+class NotFound(Refused):
+    code, status, default_message = "not_found", 404, "Not found."
+
+
+class InvalidRequest(Refused):
+    code, status = "invalid_request", 400
+
+
+def error_json(code: str, message: str, status: int, *, retry_after: int | None = None) -> JsonResponse:
+    response = JsonResponse({"error": {"code": code, "message": message}}, status=status)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
+
+
+def refused_json(refused: Refused) -> JsonResponse:
+    return error_json(refused.code, refused.message, refused.status, retry_after=refused.retry_after)
+
+
+TOO_MANY_ATTEMPTS = "Too many attempts. Please wait a few minutes and try again."
+
+
+def too_many_attempts(request: HttpRequest, exception: Exception) -> JsonResponse:
+    """django-ratelimit's RATELIMIT_VIEW: a 429 in our error shape instead of its default 403."""
+    return error_json("too_many_attempts", TOO_MANY_ATTEMPTS, 429, retry_after=60)

@@ -1,0 +1,57 @@
+"""Answers "may this user do this to this organisation?" and nothing else."""
+
+from django.http import Http404
+
+from opsion.errors import NotFound, Refused
+from orgs.models import Membership, Organisation
+
+
+class RoleRequired(Refused):
+    code, status = "forbidden_role", 403
+    default_message = "Only an Owner or Admin of this organisation can change its Claude API key."
+
+
+class PlanRequired(Refused):
+    # Verbatim from the product documentation.
+    code, status = "byom_plan_required", 403
+    default_message = "Bring Your Own Model requires the Enterprise plan"
+
+
+def membership_or_404(user, slug: str) -> Membership:
+    """The user's membership of the organisation `slug`. Raises NotFound for outsiders and unknown slugs alike."""
+    if not getattr(user, "is_authenticated", False):
+        raise NotFound()
+    membership = Membership.objects.select_related("organisation").filter(user=user, organisation__slug=slug).first()
+    if membership is None:
+        raise NotFound()
+    return membership
+
+
+def membership_or_http404(user, slug: str) -> Membership:
+    """As membership_or_404, for console views: raises Http404."""
+    try:
+        return membership_or_404(user, slug)
+    except NotFound:
+        raise Http404("No such organisation.") from None
+
+
+def require_key_manager(membership: Membership) -> None:
+    """Raises RoleRequired unless the member is an Owner or Admin."""
+    if not membership.can_manage:
+        raise RoleRequired()
+
+
+def require_byom_admin(membership: Membership) -> None:
+    """Role first, then plan. Raises RoleRequired or PlanRequired."""
+    require_key_manager(membership)
+    if not membership.organisation.allows_byom:
+        raise PlanRequired()
+
+
+def can_see_operator_notices(user, membership: Membership | None) -> bool:
+    return bool(getattr(user, "is_staff", False) or (membership and membership.can_manage))
+
+
+def first_organisation(user) -> Organisation | None:
+    membership = Membership.objects.for_user(user).first()
+    return membership.organisation if membership else None

@@ -1,0 +1,92 @@
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.db.models import Count, Exists, OuterRef
+
+from opsion.http import client_ip
+from orgs import services
+from orgs.models import ApiToken, AuditEvent, ClaudeApiKey, Membership, Organisation, User
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Organisation)
+class OrganisationAdmin(admin.ModelAdmin):
+    # The key model is deliberately not registered and not inlined: it never appears in admin,
+    # so neither its value nor its ciphertext can reach a form or a change message.
+    list_display = ["name", "slug", "plan", "claude_api_key_set", "member_count", "created_at"]
+    list_filter = ["plan"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [MembershipInline]
+    actions = ["remove_claude_api_key"]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                _members=Count("memberships", distinct=True),
+                _key_set=Exists(ClaudeApiKey.objects.filter(organisation=OuterRef("pk"))),
+            )
+        )
+
+    @admin.display(boolean=True, description="Claude API key set", ordering="_key_set")
+    def claude_api_key_set(self, obj) -> bool:
+        return obj._key_set
+
+    @admin.display(description="Members", ordering="_members")
+    def member_count(self, obj) -> int:
+        return obj._members
+
+    @admin.action(description="Remove the Claude API key of the selected organisations")
+    def remove_claude_api_key(self, request, queryset):
+        removed = sum(
+            services.claude_api_key_remove_as_staff(org=org, staff_user=request.user, ip=client_ip(request))
+            for org in queryset
+        )
+        self.message_user(request, f"Removed the Claude API key of {removed} organisation(s).", messages.SUCCESS)
+
+
+@admin.register(User)
+class UserAdmin(BaseUserAdmin):
+    ordering = ["email"]
+    list_display = ["email", "name", "is_staff", "is_active", "date_joined"]
+    search_fields = ["email", "name"]
+    fieldsets = [
+        (None, {"fields": ["email", "password"]}),
+        ("Profile", {"fields": ["name"]}),
+        ("Permissions", {"fields": ["is_active", "is_staff", "is_superuser", "groups", "user_permissions"]}),
+        ("Dates", {"fields": ["last_login", "date_joined"]}),
+    ]
+    add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]})]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "user", "prefix", "created_at", "last_used_at"]
+    search_fields = ["name", "user__email"]
+    fields = ["user", "name", "prefix", "created_at", "last_used_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False  # tokens are created by their owner (console or create_api_token), shown once
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "organisation", "action", "actor_email", "ip", "via"]
+    list_filter = ["action", "via"]
+    search_fields = ["organisation__slug", "actor_email"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -1,0 +1,61 @@
+"""Abuse guards for the console and the API (django-ratelimit, counters in the shared cache)."""
+
+from django.http import HttpRequest
+from django_ratelimit.core import is_ratelimited
+
+from opsion.errors import Refused
+
+SIGN_IN_RATE = "10/15m"
+KEY_WRITE_RATE = "10/m"
+TOKEN_CREATE_RATE = "10/h"
+
+
+class TooManyAttempts(Refused):
+    code, status = "too_many_attempts", 429
+
+
+def _account(_group, request: HttpRequest) -> str:
+    return (request.POST.get("username") or "").strip().lower()
+
+
+def sign_in_locked(request: HttpRequest) -> bool:
+    """True once this IP or this account has failed to sign in 10 times in 15 minutes."""
+    return any(
+        is_ratelimited(request, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=False)
+        for name, key in (("ip", "ip"), ("account", _account))
+    )
+
+
+def sign_in_failed(request: HttpRequest) -> None:
+    for name, key in (("ip", "ip"), ("account", _account)):
+        is_ratelimited(request, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=True)
+
+
+def _guard(request: HttpRequest, group: str, rate: str, keys: list[str], message: str, retry_after: int) -> None:
+    for value in keys:
+        if is_ratelimited(request, group=group, key=lambda _g, _r, v=value: v, rate=rate, increment=True):
+            raise TooManyAttempts(message, retry_after=retry_after)
+
+
+def key_write(request: HttpRequest, *, user, org_slug: str) -> None:
+    """10 key saves/removals a minute per user and per organisation. Raises TooManyAttempts."""
+    _guard(
+        request,
+        "byom-key-write",
+        KEY_WRITE_RATE,
+        [f"user:{user.pk}", f"org:{org_slug}"],
+        "Too many changes to this key in a short time. Please wait a minute and try again.",
+        60,
+    )
+
+
+def token_create(request: HttpRequest, *, user) -> None:
+    """10 new API tokens an hour per user. Raises TooManyAttempts."""
+    _guard(
+        request,
+        "api-token-create",
+        TOKEN_CREATE_RATE,
+        [f"user:{user.pk}"],
+        "Too many new API tokens in a short time. Please try again later.",
+        3600,
+    )

@@ -1,0 +1,24 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from opsion.errors import Refused
+from orgs import services
+from orgs.models import User
+
+
+class Command(BaseCommand):
+    help = "Create a personal API token for a user and print it (alone, on the last line)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("email")
+        parser.add_argument("--name", default="CLI token")
+
+    def handle(self, *args, email: str, name: str, **options):
+        user = User.objects.filter(email__iexact=email).first()
+        if user is None:
+            raise CommandError(f"No user with e-mail {email}.")
+        try:
+            token, raw = services.api_token_create(user=user, name=name)
+        except Refused as refused:
+            raise CommandError(refused.message) from None
+        self.stdout.write(f"Created token “{token.name}” for {user.email}. It is shown once; store it now.")
+        self.stdout.write(raw)

@@ -1,0 +1,122 @@
+"""Writes about organisations: the Claude API key and personal API tokens."""
+
+import hashlib
+import logging
+import secrets
+
+from django.db import transaction
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
+
+from opsion.errors import InvalidRequest, NotFound
+from orgs import access
+from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Organisation
+from orgs.validation import validate_claude_api_key
+
+log = logging.getLogger("opsion.orgs")
+
+TOKEN_PREFIX = "opsn_"
+TOKEN_NAME_MAX = 100
+# last_used_at is written at most once a minute per token, so API traffic does not turn
+# every read into a write.
+LAST_USED_RESOLUTION_SECONDS = 60
+
+
+def _audit(*, org: Organisation, actor, action: str, ip: str | None, via: str) -> None:
+    AuditEvent.objects.create(
+        organisation=org,
+        actor=actor,
+        actor_email=getattr(actor, "email", "") or "",
+        action=action,
+        ip=ip,
+        via=via,
+    )
+
+
+@sensitive_variables("raw_key", "key")
+def claude_api_key_set(*, membership: Membership, raw_key: str, ip: str | None, via: str = "console") -> None:
+    """Store `raw_key` encrypted for the member's organisation. Raises RoleRequired, PlanRequired, KeyMalformed."""
+    access.require_byom_admin(membership)
+    key = validate_claude_api_key(raw_key)
+    org = membership.organisation
+    with transaction.atomic():
+        ClaudeApiKey.objects.update_or_create(
+            organisation=org,
+            defaults={
+                "secret": key,
+                "status": KeyStatus.UNVERIFIED,
+                "saved_by": membership.user,
+                "saved_at": timezone.now(),
+                "status_changed_at": None,
+            },
+        )
+        _audit(org=org, actor=membership.user, action=AuditAction.KEY_SAVED, ip=ip, via=via)
+    log.info("claude api key saved org=%s by user=%s via=%s", org.slug, membership.user.pk, via)
+
+
+def claude_api_key_remove(*, membership: Membership, ip: str | None, via: str = "console") -> bool:
+    """Delete the organisation's key (idempotent); True when one was deleted. Raises RoleRequired.
+
+    Removal is not plan-gated: an organisation moved off a BYOM plan can still delete the key it left behind.
+    """
+    access.require_key_manager(membership)
+    return _remove(org=membership.organisation, actor=membership.user, ip=ip, via=via)
+
+
+def claude_api_key_remove_as_staff(*, org: Organisation, staff_user, ip: str | None) -> bool:
+    """Opsion staff remove an organisation's key from Django admin; audited like any removal."""
+    return _remove(org=org, actor=staff_user, ip=ip, via="admin")
+
+
+def _remove(*, org: Organisation, actor, ip: str | None, via: str) -> bool:
+    with transaction.atomic():
+        deleted, _ = ClaudeApiKey.objects.filter(organisation=org).delete()
+        if deleted:
+            _audit(org=org, actor=actor, action=AuditAction.KEY_REMOVED, ip=ip, via=via)
+    if deleted:
+        log.info("claude api key removed org=%s by user=%s via=%s", org.slug, getattr(actor, "pk", None), via)
+    return bool(deleted)
+
+
+def claude_api_key_mark(*, org: Organisation, status: str) -> None:
+    """Record what Anthropic said of the organisation's key (valid or invalid); no-op if unchanged or removed."""
+    ClaudeApiKey.objects.filter(organisation=org).exclude(status=status).update(
+        status=status, status_changed_at=timezone.now()
+    )
+
+
+def _hash(raw_token: str) -> str:
+    return hashlib.sha256(raw_token.encode()).hexdigest()
+
+
+def api_token_create(*, user, name: str) -> tuple[ApiToken, str]:
+    """Create a personal API token; returns it with the raw token, which is never stored. Raises InvalidRequest."""
+    name = (name or "").strip()
+    if not name:
+        raise InvalidRequest("Give the token a name, e.g. “CI pipeline”.")
+    if len(name) > TOKEN_NAME_MAX:
+        raise InvalidRequest(f"Token names are at most {TOKEN_NAME_MAX} characters.")
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(user=user, name=name, token_hash=_hash(raw), prefix=raw[:12])
+    return token, raw
+
+
+def api_token_revoke(*, user, token_id: int) -> None:
+    """Delete one of the user's tokens. Raises NotFound for tokens that are not theirs."""
+    deleted, _ = ApiToken.objects.filter(user=user, pk=token_id).delete()
+    if not deleted:
+        raise NotFound("That token does not exist or was already revoked.")
+
+
+@sensitive_variables("raw_token")
+def api_token_authenticate(raw_token: str):
+    """The active user owning `raw_token`, or None; records when the token was last used."""
+    if not raw_token or not raw_token.startswith(TOKEN_PREFIX) or len(raw_token) > 200:
+        return None
+    token = ApiToken.objects.select_related("user").filter(token_hash=_hash(raw_token)).first()
+    if token is None or not token.user.is_active:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() >= LAST_USED_RESOLUTION_SECONDS:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.user

@@ -1,0 +1,32 @@
+"""The form an Anthropic API key must have before we store it."""
+
+import re
+
+from opsion.errors import Refused
+
+KEY_PREFIX = "sk-ant-"
+MIN_LENGTH = 40
+MAX_LENGTH = 256
+_ALLOWED = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class KeyMalformed(Refused):
+    code, status = "claude_api_key_malformed", 400
+
+
+def validate_claude_api_key(raw: str) -> str:
+    """Return the trimmed key. Raises KeyMalformed with a message saying what is wrong."""
+    key = (raw or "").strip()
+    if not key:
+        raise KeyMalformed("Enter your Anthropic API key.")
+    if len(key) > MAX_LENGTH:
+        raise KeyMalformed(f"That is too long to be an Anthropic API key (at most {MAX_LENGTH} characters).")
+    if not key.startswith(KEY_PREFIX):
+        raise KeyMalformed(f"An Anthropic API key starts with “{KEY_PREFIX}”.")
+    if any(ch.isspace() for ch in key):
+        raise KeyMalformed("The key must not contain spaces or line breaks.")
+    if not _ALLOWED.fullmatch(key):
+        raise KeyMalformed("The key may contain only letters, digits, hyphens (-) and underscores (_).")
+    if len(key) < MIN_LENGTH:
+        raise KeyMalformed(f"That is too short to be an Anthropic API key (at least {MIN_LENGTH} characters).")
+    return key

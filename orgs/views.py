@@ -1,0 +1,126 @@
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import LoginView
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
+
+from opsion.errors import NotFound, Refused
+from opsion.http import client_ip
+from orgs import access, guards, selectors, services
+from orgs.forms import ApiTokenForm, SignInForm
+from orgs.models import ApiToken, Membership
+
+SIGN_IN_LOCKED = "Too many failed sign-in attempts. Please wait 15 minutes and try again."
+
+
+class SignInView(LoginView):
+    form_class = SignInForm
+    redirect_authenticated_user = True
+
+    def post(self, request, *args, **kwargs):
+        if guards.sign_in_locked(request):
+            form = self.get_form()
+            form.errors.clear()
+            return self.render_to_response(self.get_context_data(form=form, locked=SIGN_IN_LOCKED), status=429)
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        guards.sign_in_failed(self.request)
+        return super().form_invalid(form)
+
+
+sign_in = sensitive_post_parameters("password")(SignInView.as_view())
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    org = access.first_organisation(request.user)
+    if org is None:
+        return render(request, "orgs/no_organisation.html")
+    return redirect("insights:query", org.slug)
+
+
+def _settings_page(request: HttpRequest, membership: Membership, *, status: int = 200, **extra) -> HttpResponse:
+    org = membership.organisation
+    context = {
+        "membership": membership,
+        "org": org,
+        "key": selectors.claude_api_key_state(org),
+        "tokens": ApiToken.objects.for_user(request.user),
+        "token_form": extra.pop("token_form", None) or ApiTokenForm(),
+        "audit_events": selectors.audit_events_for(org) if membership.can_manage else None,
+        "platform_limit": settings.INSIGHTS_PLATFORM_LIMIT,
+        "byom_limit": settings.INSIGHTS_BYOM_LIMIT,
+        **extra,
+    }
+    return render(request, "orgs/settings.html", context, status=status)
+
+
+@login_required
+def settings_page(request: HttpRequest, slug: str) -> HttpResponse:
+    return _settings_page(request, access.membership_or_http404(request.user, slug))
+
+
+@login_required
+@require_POST
+@sensitive_post_parameters("api_key")
+def byom_save(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = access.membership_or_http404(request.user, slug)
+    try:
+        guards.key_write(request, user=request.user, org_slug=slug)
+        services.claude_api_key_set(
+            membership=membership, raw_key=request.POST.get("api_key", ""), ip=client_ip(request)
+        )
+    except Refused as refused:
+        # Re-render (never echoing the submitted key) so the message sits next to the field.
+        return _settings_page(request, membership, status=refused.status, key_error=refused.message)
+    messages.success(request, "Claude API key saved. AI Insights queries now use your organisation's key.")
+    return redirect("orgs:settings", slug)
+
+
+@login_required
+@require_POST
+def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = access.membership_or_http404(request.user, slug)
+    if request.POST.get("confirm") != "yes":
+        return _settings_page(request, membership, confirm_remove=True)
+    try:
+        guards.key_write(request, user=request.user, org_slug=slug)
+        services.claude_api_key_remove(membership=membership, ip=client_ip(request))
+    except Refused as refused:
+        return _settings_page(request, membership, status=refused.status, key_error=refused.message)
+    messages.success(request, "Claude API key removed. AI Insights queries now use Opsion's platform key.")
+    return redirect("orgs:settings", slug)
+
+
+@login_required
+@require_POST
+def token_create(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = access.membership_or_http404(request.user, slug)
+    form = ApiTokenForm(request.POST)
+    if not form.is_valid():
+        return _settings_page(request, membership, status=400, token_form=form)
+    try:
+        guards.token_create(request, user=request.user)
+        token, raw = services.api_token_create(user=request.user, name=form.cleaned_data["name"])
+    except Refused as refused:
+        return _settings_page(request, membership, status=refused.status, token_error=refused.message)
+    # Rendered, not redirected: the raw token is shown this once and never stored anywhere.
+    response = _settings_page(request, membership, new_token=raw, new_token_name=token.name)
+    return response
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest, slug: str, token_id: int) -> HttpResponse:
+    access.membership_or_http404(request.user, slug)
+    try:
+        services.api_token_revoke(user=request.user, token_id=token_id)
+    except NotFound as missing:
+        messages.error(request, missing.message)
+    else:
+        messages.success(request, "API token revoked. Requests using it are now refused.")
+    return redirect("orgs:settings", slug)

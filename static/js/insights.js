@@ -1,0 +1,137 @@
+// Progressive enhancement for the AI Insights page: stream the answer as Claude writes it.
+// Without JavaScript the form is a plain POST that returns the whole answer.
+(function () {
+  "use strict";
+  const form = document.getElementById("ask-form");
+  if (!form || !window.fetch || !window.TextDecoder) return;
+
+  const textarea = document.getElementById("query");
+  const button = document.getElementById("ask-button");
+  const status = document.getElementById("ask-status");
+  const answer = document.getElementById("answer");
+  const body = document.getElementById("answer-body");
+  const errorBox = document.getElementById("answer-error");
+
+  document.querySelectorAll("button.suggestion").forEach(function (el) {
+    el.addEventListener("click", function (event) {
+      event.preventDefault();
+      textarea.value = el.value;
+      textarea.focus();
+    });
+  });
+
+  function formatDuration(seconds) {
+    if (seconds >= 3600) {
+      const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60);
+      return m ? h + " h " + m + " min" : h + " h";
+    }
+    if (seconds >= 60) return Math.ceil(seconds / 60) + " min";
+    return seconds + " s";
+  }
+
+  function updateMeter(rate) {
+    if (!rate) return;
+    const used = rate.limit - rate.remaining;
+    document.getElementById("usage-used").textContent = String(used);
+    document.getElementById("usage-limit").textContent = String(rate.limit);
+    const bar = document.getElementById("usage-bar");
+    bar.max = rate.limit;
+    bar.value = used;
+    const reset = document.getElementById("usage-reset");
+    reset.hidden = rate.remaining > 0;
+    document.getElementById("usage-reset-in").textContent = formatDuration(rate.resetSeconds);
+  }
+
+  function showError(message) {
+    const p = document.createElement("p");
+    p.className = "alert alert--error";
+    p.setAttribute("role", "alert");
+    p.textContent = message;
+    errorBox.replaceChildren(p);
+  }
+
+  function parseEvent(chunk) {
+    let event = "message", data = "";
+    chunk.split("\n").forEach(function (line) {
+      if (line.startsWith("event: ")) event = line.slice(7);
+      else if (line.startsWith("data: ")) data += line.slice(6);
+    });
+    return { event: event, data: data ? JSON.parse(data) : {} };
+  }
+
+  function handle(evt) {
+    if (evt.event === "start") {
+      updateMeter(evt.data.rateLimit);
+    } else if (evt.event === "delta") {
+      body.classList.add("streaming");
+      body.append(document.createTextNode(evt.data.text));
+    } else if (evt.event === "done") {
+      body.classList.remove("streaming");
+      // Markdown rendered and sanitised on the server (nh3): safe to insert.
+      body.innerHTML = evt.data.html;
+    } else if (evt.event === "error") {
+      body.classList.remove("streaming");
+      showError(evt.data.message);
+    } else if (evt.event === "usage") {
+      updateMeter(evt.data);
+    }
+  }
+
+  async function ask(event) {
+    event.preventDefault();
+    const question = textarea.value.trim();
+    if (!question) { textarea.focus(); return; }
+    button.disabled = true;
+    status.textContent = "Asking Claude…";
+    answer.hidden = false;
+    errorBox.replaceChildren();
+    body.replaceChildren();
+    try {
+      const response = await fetch(form.dataset.streamUrl, {
+        method: "POST",
+        headers: { "Accept": "text/event-stream", "X-CSRFToken": form.elements.csrfmiddlewaretoken.value },
+        body: new URLSearchParams(new FormData(form)),
+        credentials: "same-origin",
+      });
+      if (!response.ok || !response.body) {
+        let message = "AI Insights is temporarily unavailable. Please try again shortly.";
+        try {
+          const payload = await response.json();
+          message = payload.error.message;
+          if (payload.error.code === "rate_limited" || payload.error.code === "upstream_rate_limited") {
+            const retry = parseInt(response.headers.get("Retry-After") || "0", 10);
+            if (retry) message += " Try again in " + formatDuration(retry) + ".";
+          }
+        } catch (ignored) { /* keep the generic message */ }
+        const limit = response.headers.get("RateLimit");
+        const policy = response.headers.get("RateLimit-Policy");
+        if (limit && policy) {
+          const r = /r=(\d+)/.exec(limit), t = /t=(\d+)/.exec(limit), q = /q=(\d+)/.exec(policy);
+          if (r && t && q) updateMeter({ limit: +q[1], remaining: +r[1], resetSeconds: +t[1] });
+        }
+        showError(message);
+        return;
+      }
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let split;
+        while ((split = buffer.indexOf("\n\n")) !== -1) {
+          handle(parseEvent(buffer.slice(0, split)));
+          buffer = buffer.slice(split + 2);
+        }
+      }
+    } catch (err) {
+      showError("The connection was interrupted. Please try again.");
+    } finally {
+      button.disabled = false;
+      status.textContent = "";
+    }
+  }
+
+  form.addEventListener("submit", ask);
+})();

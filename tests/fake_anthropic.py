@@ -1,0 +1,213 @@
+"""A fake Anthropic Messages API: a real HTTP server on 127.0.0.1 that the real SDK reaches
+through its base URL. It speaks JSON and SSE streaming, Anthropic's error shape, and records
+which key every request carried, so a test can prove which key was used.
+
+Behaviour is chosen per API key (`fake.behave(key, "auth_error")`) or for every key
+(`fake.default = "overloaded"`):
+
+- "ok": answers (streamed or not) with `fake.answer_text`;
+- "auth_error" (401), "permission_error" (403), "rate_limited" (429 + retry-after),
+  "server_error" (500), "overloaded" (529);
+- "slow": sleeps `fake.delay` seconds before answering (to trip the client's timeout);
+- "midstream_error": streams part of the answer, then an `error` event;
+- "hold": streams the first delta, then waits until `fake.release` is set (to prove streaming).
+"""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+DEFAULT_ANSWER = (
+    "## Authorisation under MiCAR\n\n"
+    "A crypto-asset service provider must be **authorised by the competent authority** of its home "
+    "Member State (Article 59).\n\n- Submit the application under Article 62\n- Meet prudential "
+    "requirements (Article 67)\n"
+)
+
+ERRORS = {
+    "auth_error": (401, "authentication_error", "invalid x-api-key"),
+    "permission_error": (
+        403,
+        "permission_error",
+        "Your API key does not have permission to use this resource.",
+    ),
+    "rate_limited": (
+        429,
+        "rate_limit_error",
+        "Number of request tokens has exceeded your per-minute rate limit",
+    ),
+    "server_error": (500, "api_error", "Internal server error"),
+    "overloaded": (529, "overloaded_error", "Overloaded"),
+}
+
+
+class FakeAnthropic:
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.behaviours: dict[str, str] = {}
+        self.default = "ok"
+        self.answer_text = DEFAULT_ANSWER
+        self.retry_after = "30"
+        self.delay = 5.0
+        self.release = threading.Event()
+        self.chunk_pause = 0.0
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def keys_used(self) -> list[str]:
+        return [r["key"] for r in self.requests]
+
+    def behave(self, key: str, behaviour: str) -> None:
+        self.behaviours[key] = behaviour
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+        self.behaviours.clear()
+        self.default = "ok"
+        self.answer_text = DEFAULT_ANSWER
+        self.retry_after = "30"
+        self.release = threading.Event()
+        self.chunk_pause = 0.0
+
+    def start(self) -> "FakeAnthropic":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.release.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _record(self, entry: dict) -> None:
+        with self._lock:
+            self.requests.append(entry)
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # keep test output quiet
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("content-length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                auth = self.headers.get("authorization", "")
+                key = auth[7:] if auth.lower().startswith("bearer ") else self.headers.get("x-api-key", "")
+                fake._record({"key": key, "path": self.path, "body": body})
+                if not self.path.startswith("/v1/messages"):
+                    return self._error(404, "not_found_error", "Not found")
+                behaviour = fake.behaviours.get(key, fake.default)
+                if behaviour == "slow":
+                    time.sleep(fake.delay)
+                if behaviour in ERRORS:
+                    return self._error(*ERRORS[behaviour])
+                if body.get("stream"):
+                    return self._stream(body, behaviour)
+                return self._json(200, _message(body, fake.answer_text))
+
+            def _json(self, status: int, payload: dict, headers: dict | None = None) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.send_header("request-id", "req_fake")
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _error(self, status: int, kind: str, message: str) -> None:
+                headers = {"retry-after": fake.retry_after} if status == 429 else {}
+                headers["x-should-retry"] = "false"
+                self._json(status, {"type": "error", "error": {"type": kind, "message": message}}, headers)
+
+            def _event(self, event: str, data: dict) -> None:
+                self.wfile.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
+                self.wfile.flush()
+
+            def _stream(self, body: dict, behaviour: str) -> None:
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("cache-control", "no-cache")
+                self.send_header("connection", "close")
+                self.end_headers()
+                text = fake.answer_text
+                message = _message(body, "")
+                message["usage"] = {"input_tokens": _count(body), "output_tokens": 1}
+                self._event("message_start", {"type": "message_start", "message": message})
+                self._event(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": 0,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                )
+                chunks = _chunks(text)
+                for i, chunk in enumerate(chunks):
+                    self._event(
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": 0,
+                            "delta": {"type": "text_delta", "text": chunk},
+                        },
+                    )
+                    if behaviour == "hold" and i == 0:
+                        fake.release.wait(30)
+                    if behaviour == "midstream_error" and i == 1:
+                        self._event(
+                            "error",
+                            {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+                        )
+                        self.close_connection = True
+                        return
+                    if fake.chunk_pause:
+                        time.sleep(fake.chunk_pause)
+                self._event("content_block_stop", {"type": "content_block_stop", "index": 0})
+                self._event(
+                    "message_delta",
+                    {
+                        "type": "message_delta",
+                        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                        "usage": {"output_tokens": len(text.split())},
+                    },
+                )
+                self._event("message_stop", {"type": "message_stop"})
+                self.close_connection = True
+
+        return Handler
+
+
+def _count(body: dict) -> int:
+    return sum(len(str(m.get("content", "")).split()) for m in body.get("messages", [])) + 10
+
+
+def _chunks(text: str, size: int = 24) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def _message(body: dict, text: str) -> dict:
+    return {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": body.get("model", "claude-fake"),
+        "content": [{"type": "text", "text": text}] if text else [],
+        "stop_reason": "end_turn" if text else None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": _count(body), "output_tokens": len(text.split())},
+    }

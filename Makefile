@@ -58,5 +58,11 @@ test-postgres: install
 		echo "!!!!!!!! PostgreSQL at $(TEST_DATABASE_URL) is UNREACHABLE: the PostgreSQL pass was SKIPPED !!!!!!!!"; \
 	fi
 
+# Recreates and finally drops this database: never point it at one you care about.
+LOADTEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/opsion_loadtest
+
+loadtest: install
+	$(BIN)/python scripts/loadtest/run.py --database-url $(LOADTEST_DATABASE_URL)
+
 clean:
 	rm -rf $(VENV) staticfiles artifacts .pytest_cache

@@ -73,14 +73,15 @@ def _classify(exc: Exception) -> UpstreamError:
 @sensitive_variables("api_key", "client")
 def stream_answer(*, api_key: str, query: str) -> Iterator[str | Completion]:
     """Yield the answer's text as Anthropic writes it, then one Completion. Raises UpstreamError."""
-    client = anthropic.Anthropic(
-        api_key=api_key,
-        base_url=settings.ANTHROPIC_BASE_URL,
-        timeout=settings.ANTHROPIC_TIMEOUT_SECONDS,
-        max_retries=0,  # see settings: the SDK would obey an uncapped retry-after
-    )
+    client = None
     failure: UpstreamError | None = None
     try:
+        client = anthropic.Anthropic(
+            api_key=api_key,
+            base_url=settings.ANTHROPIC_BASE_URL,
+            timeout=settings.ANTHROPIC_TIMEOUT_SECONDS,
+            max_retries=0,  # see settings: the SDK would obey an uncapped retry-after
+        )
         with client.messages.stream(
             model=settings.ANTHROPIC_MODEL,
             max_tokens=settings.ANTHROPIC_MAX_TOKENS,
@@ -96,8 +97,16 @@ def stream_answer(*, api_key: str, query: str) -> Iterator[str | Completion]:
             )
     except anthropic.AnthropicError as exc:
         failure = _classify(exc)
+    except Exception as exc:
+        # Anything else (a mistyped ANTHROPIC_BASE_URL, a reply the SDK cannot parse) is still "Anthropic did
+        # not answer" to the user. Its traceback runs through SDK frames holding the key in local variables, so
+        # it goes no further: the operator gets its type and its message with the key cut out.
+        message = str(exc).replace(api_key, "[key]") if api_key else str(exc)
+        log.error("anthropic call failed unexpectedly: %s: %s", type(exc).__name__, message)
+        failure = UpstreamError("unavailable")
     finally:
-        client.close()
+        if client is not None:
+            client.close()
     if failure is not None:
         # Raised outside the except block so the SDK exception is not even the implicit context.
         log.warning("anthropic call failed: %s", failure)

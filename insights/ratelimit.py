@@ -3,14 +3,23 @@
 One row per query (InsightQuery) is the log. A decision locks the organisation row, counts the
 rows in the window and inserts the new one, in one short transaction committed before Anthropic
 is called. Time is the database's clock, so every app server counts against the same time.
+
+On PostgreSQL the decision is one call of the SQL function `insights_ratelimit_acquire`
+(migration 0002): lock, count and insert in one round trip instead of five (BEGIN, lock, count,
+insert, COMMIT), which keeps it within a small factor of a bare INSERT (docs/benchmarks.md). One
+statement could not do it alone: a statement's snapshot is taken before it waits for the lock, so
+its count would miss the row committed by the request it waited for. Inside a function each
+statement takes a fresh snapshot. SQLite keeps the ORM path below; BEGIN IMMEDIATE serialises it.
 """
 
+import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.db.models import Count, DateTimeField, ExpressionWrapper, Max, Min
+from django.db.models.expressions import DatabaseDefault
 from django.db.models.functions import Now
 
 from insights.models import InsightQuery
@@ -42,7 +51,10 @@ class Window:
 def _stats(org_id: int, window_seconds: int) -> tuple[int, datetime | None, datetime | None]:
     cutoff = ExpressionWrapper(Now() - timedelta(seconds=window_seconds), output_field=DateTimeField())
     row = InsightQuery.objects.filter(organisation_id=org_id, created_at__gt=cutoff).aggregate(
-        used=Count("id"), oldest=Min("created_at"), now=Max(Now())
+        # COUNT(*), not COUNT(id): PostgreSQL can then answer from the index alone.
+        used=Count("*"),
+        oldest=Min("created_at"),
+        now=Max(Now()),
     )
     return row["used"], row["oldest"], row["now"]
 
@@ -61,7 +73,10 @@ def peek(*, org: Organisation, limit: int, window_seconds: int) -> Window:
 
 def acquire(*, org: Organisation, limit: int, window_seconds: int, row: dict) -> tuple[InsightQuery, Window]:
     """Count one query and insert its row, or raise RateLimited with the exact Retry-After."""
-    with transaction.atomic():
+    using = router.db_for_write(InsightQuery)
+    if connections[using].vendor == "postgresql":
+        return _acquire_in_one_round_trip(org=org, limit=limit, window_seconds=window_seconds, row=row, using=using)
+    with transaction.atomic(using=using):
         # Lock the organisation row so two requests racing at 19/20 cannot both pass. The count
         # must run after the lock: under READ COMMITTED each statement takes a fresh snapshot.
         # (On SQLite select_for_update is a no-op; BEGIN IMMEDIATE has already serialised us.)
@@ -72,3 +87,38 @@ def acquire(*, org: Organisation, limit: int, window_seconds: int, row: dict) ->
         query = InsightQuery.objects.create(organisation=org, **row)
     oldest = oldest or query.created_at
     return query, Window(limit, window_seconds, used + 1, _reset(oldest, query.created_at, window_seconds))
+
+
+def _acquire_in_one_round_trip(
+    *, org: Organisation, limit: int, window_seconds: int, row: dict, using: str
+) -> tuple[InsightQuery, Window]:
+    query = InsightQuery(organisation=org, **row)
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT used, oldest, db_now, new_id, new_created_at"
+            " FROM insights_ratelimit_acquire(%s, %s, %s, %s::jsonb)",
+            [org.pk, limit, window_seconds, _row_json(query, using)],
+        )
+        used, oldest, now, new_id, created_at = cursor.fetchone()
+    if used is None:
+        raise Organisation.DoesNotExist("Organisation matching query does not exist.")
+    if new_id is None:
+        raise RateLimited(limit=limit, retry_after=_reset(oldest, now, window_seconds))
+    # The row now exists: mark the instance saved, as Model.save() would.
+    query.pk, query.created_at = new_id, created_at
+    query._state.adding, query._state.db = False, using
+    oldest = oldest or created_at
+    return query, Window(limit, window_seconds, used + 1, _reset(oldest, created_at, window_seconds))
+
+
+def _row_json(query: InsightQuery, using: str) -> str:
+    """The unsaved row's column values as the ORM would send them; database defaults left out."""
+    connection = connections[using]
+    values = {}
+    for field in InsightQuery._meta.concrete_fields:
+        value = getattr(query, field.attname)
+        if field.primary_key or isinstance(value, DatabaseDefault):
+            continue
+        values[field.column] = field.get_db_prep_save(value, connection)
+    # str() for datetimes gives PostgreSQL's own input format, microseconds and offset included.
+    return json.dumps(values, default=str)

@@ -100,7 +100,7 @@ class PendingQuery:
         except DecryptionFailed:
             log.error(
                 "stored claude api key for org=%s cannot be decrypted with FIELD_ENCRYPTION_KEYS",
-                self.row.organisation_id,
+                self.row.organisation.slug,
             )
             failure = KeyUnreadable()
         except claude.UpstreamError as exc:

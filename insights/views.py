@@ -50,7 +50,9 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
             response = refused_json(refused)
             return add_ratelimit_headers(response, services.usage(membership.organisation).window)
         return _page(request, membership, status=refused.status, error=refused, draft=text)
-    return redirect(f"{reverse('insights:query', args=[slug])}?answered={pending.row.pk}#answer")
+    # Every insights response carries the RateLimit fields, the redirect after a plain POST included.
+    answered = redirect(f"{reverse('insights:query', args=[slug])}?answered={pending.row.pk}#answer")
+    return add_ratelimit_headers(answered, pending.window)
 
 
 def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:

@@ -1,11 +1,16 @@
 """The JSON API under /api/v1/: authentication and the error shape; routes live in each app's api.py."""
 
-from django.http import HttpRequest
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
+from django.http import Http404, HttpRequest
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 from ninja.security import HttpBearer, SessionAuth
 
 from opsion.errors import Refused, error_json, refused_json
+from opsion.middleware import database_unavailable
 from orgs import services
 
 
@@ -16,6 +21,20 @@ class TokenAuth(HttpBearer):
         return services.api_token_authenticate(token)
 
 
+class NotJson(Exception):
+    """The request body is not declared as JSON."""
+
+
+class JsonParser(Parser):
+    """Request bodies are JSON, declared as such: a form post or text/plain body is refused with 415, not guessed at."""
+
+    def parse_body(self, request: HttpRequest):
+        media_type = request.content_type or ""
+        if media_type != "application/json" and not media_type.endswith("+json"):
+            raise NotJson()
+        return super().parse_body(request)
+
+
 api = NinjaAPI(
     title="Opsion API",
     version="1",
@@ -23,12 +42,21 @@ api = NinjaAPI(
     "(`Authorization: Bearer …`) or the browser session (CSRF token required on writes).",
     auth=[TokenAuth(), SessionAuth()],
     urls_namespace="api",
+    parser=JsonParser(),
 )
 
 
 @api.exception_handler(Refused)
 def _refused(request, exc: Refused):
     return refused_json(exc)
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def _database_unavailable(request, exc):
+    # django-ninja catches every exception a view raises; with DEBUG on its default handler
+    # answers with a plain-text traceback, so a lost database must be translated here too.
+    return database_unavailable(request)
 
 
 @api.exception_handler(AuthenticationError)
@@ -51,7 +79,33 @@ def _invalid(request, exc: ValidationError):
 def _http_error(request, exc: HttpError):
     if exc.status_code == 403 and "CSRF" in str(exc):
         return error_json("csrf_failed", "CSRF check failed: send the X-CSRFToken header with session requests.", 403)
+    # ninja wraps every failure to parse the body in "Cannot parse request body"; say which one it was.
+    if isinstance(exc.__cause__, NotJson):
+        return error_json("unsupported_media_type", "Send the request body as JSON (`Content-Type: application/json`).", 415)
+    if isinstance(exc.__cause__, UnicodeDecodeError):
+        return error_json("invalid_request", "The request body must be UTF-8 encoded JSON.", 400)
+    if isinstance(exc.__cause__, ValueError):
+        return error_json("invalid_request", "The request body must be a JSON object.", 400)
     return error_json("invalid_request" if exc.status_code == 400 else "error", str(exc), exc.status_code)
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request, exc):
+    limit_kb = settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024
+    return error_json("payload_too_large", f"The request body is too large (at most {limit_kb} KB).", 413)
+
+
+@api.exception_handler(Http404)
+def _not_found(request, exc):
+    return error_json("not_found", "Not found.", 404)
+
+
+@api.exception_handler(Exception)
+def _unexpected(request, exc):
+    # ninja's default handler answers with a plain-text traceback when DEBUG is on. Re-raise instead, so an
+    # unexpected error takes Django's path: logged by django.request, reported through got_request_exception,
+    # and answered as a JSON 500 by ApiErrorShapeMiddleware.
+    raise exc
 
 
 def _describe(errors: list[dict]) -> str:

@@ -36,7 +36,52 @@ class DatabaseUnavailableMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not isinstance(exception, OperationalError | InterfaceError) or not isinstance(exception, DatabaseError):
             return None
-        log.error("database unavailable while serving %s %s", request.method, request.path)
-        if request.path.startswith("/api/"):
-            return error_json("service_unavailable", UNAVAILABLE, 503)
-        return HttpResponse(render_to_string("503.html", {"message": UNAVAILABLE}), status=503)
+        return database_unavailable(request)
+
+
+def database_unavailable(request: HttpRequest) -> HttpResponse:
+    """The 503 for a lost database: JSON under /api/, a plain page elsewhere. Shared with the API's handler."""
+    log.error("database unavailable while serving %s %s", request.method, request.path)
+    if request.path.startswith("/api/"):
+        return error_json("service_unavailable", UNAVAILABLE, 503)
+    return HttpResponse(render_to_string("503.html", {"message": UNAVAILABLE}), status=503)
+
+
+API_ERRORS = {
+    400: ("invalid_request", "The request is not valid."),
+    403: ("forbidden", "You may not do that."),
+    404: ("not_found", "Not found."),
+    413: ("payload_too_large", "The request body is too large."),
+    500: ("server_error", "Something went wrong on our side. It has been logged; please try again."),
+}
+
+
+class ApiErrorShapeMiddleware:
+    """Every API error speaks the JSON error shape, even one Django or ninja answers before our code runs.
+
+    That covers an unknown path under /api/ (404), a method the path does not take (ninja's plain-text 405),
+    a request Django refuses to read (400) and an unexpected error (500, the technical page when DEBUG is on).
+    Sits innermost, so the security and no-store headers still apply to the replacement.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            not request.path.startswith("/api/")
+            or response.status_code < 400
+            or response.get("Content-Type", "").startswith("application/json")
+        ):
+            return response
+        if response.status_code == 405:
+            allowed = response.get("Allow", "")
+            replacement = error_json("method_not_allowed", f"{request.method} is not allowed here. Use {allowed}.", 405)
+        else:
+            code, message = API_ERRORS.get(response.status_code, ("error", response.reason_phrase))
+            replacement = error_json(code, message, response.status_code)
+        for header in ("Allow", "Retry-After", "WWW-Authenticate"):
+            if header in response:
+                replacement[header] = response[header]
+        return replacement

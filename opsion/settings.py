@@ -69,6 +69,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "opsion.middleware.NoStoreMiddleware",
+    "opsion.middleware.ApiErrorShapeMiddleware",
 ]
 
 ROOT_URLCONF = "opsion.urls"
@@ -119,6 +120,9 @@ AUTH_PASSWORD_VALIDATORS = [
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    # django-ratelimit only knows django-redis by name (W001), but Django's built-in RedisCache gives it
+    # what it needs: a cache shared by every process, with an atomic add() and incr().
+    SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
 else:
     # Local memory is per process: correct only for the single-process embedded default.
     # django-ratelimit warns about it (E003/W001); production sets REDIS_URL.
@@ -163,6 +167,8 @@ CSRF_COOKIE_HTTPONLY = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Error pages and reports hide sensitive values with DEBUG on too, and any value holding an Anthropic key.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "opsion.reporting.KeySafeExceptionReporterFilter"
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],

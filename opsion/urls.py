@@ -19,6 +19,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok", "database": True})
 
 
+handler400 = "opsion.views.bad_request"
+
 admin.site.site_header = "Opsion staff"
 admin.site.site_title = "Opsion staff"
 

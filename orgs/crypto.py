@@ -64,6 +64,18 @@ class Sealed:
     def reveal(self) -> str:
         return decrypt(self.ciphertext)
 
+    def readable(self) -> bool:
+        """Whether a configured key opens this secret.
+
+        Only the token's HMAC is checked (signing and encryption halves come from the same Fernet
+        key), so no plaintext is ever produced just to answer the question.
+        """
+        try:
+            fernet().extract_timestamp(self.ciphertext.encode())
+        except InvalidToken:
+            return False
+        return True
+
     def __repr__(self) -> str:
         return "<Sealed secret>"
 

@@ -7,6 +7,10 @@ class SignInForm(AuthenticationForm):
         label="E-mail", widget=forms.EmailInput(attrs={"autofocus": True, "autocomplete": "email"})
     )
 
+    def clean_username(self) -> str:
+        # Addresses are stored lower-cased (UserManager.create_user), so "Ada@Example.com" must sign in too.
+        return self.cleaned_data["username"].lower()
+
 
 class ApiTokenForm(forms.Form):
     name = forms.CharField(max_length=100, label="Token name")

@@ -1,9 +1,10 @@
 """Abuse guards for the console and the API (django-ratelimit, counters in the shared cache)."""
 
 from django.http import HttpRequest
-from django_ratelimit.core import is_ratelimited
+from django_ratelimit.core import get_usage, is_ratelimited
 
 from opsion.errors import Refused
+from opsion.http import client_ip
 
 SIGN_IN_RATE = "10/15m"
 KEY_WRITE_RATE = "10/m"
@@ -18,16 +19,28 @@ def _account(_group, request: HttpRequest) -> str:
     return (request.POST.get("username") or "").strip().lower()
 
 
+def _ip(_group, request: HttpRequest) -> str:
+    # The same address the audit log records: behind the trusted proxy (BEHIND_PROXY=1) django-ratelimit's
+    # own "ip" key would see only the proxy, and ten failures by anyone would lock everyone out.
+    return client_ip(request) or ""
+
+
+_SIGN_IN_KEYS = (("ip", _ip), ("account", _account))
+
+
 def sign_in_locked(request: HttpRequest) -> bool:
     """True once this IP or this account has failed to sign in 10 times in 15 minutes."""
-    return any(
-        is_ratelimited(request, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=False)
-        for name, key in (("ip", "ip"), ("account", _account))
-    )
+    for name, key in _SIGN_IN_KEYS:
+        usage = get_usage(request, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=False)
+        # A peek does not count this attempt, so the limit is reached at 10 failures, not above them.
+        # (An unreachable cache reads as limit 0 and so fails closed.)
+        if usage is not None and usage["count"] >= usage["limit"]:
+            return True
+    return False
 
 
 def sign_in_failed(request: HttpRequest) -> None:
-    for name, key in (("ip", "ip"), ("account", _account)):
+    for name, key in _SIGN_IN_KEYS:
         is_ratelimited(request, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=True)
 
 

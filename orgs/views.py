@@ -85,7 +85,8 @@ def byom_save(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
-    if request.POST.get("confirm") != "yes":
+    # Only a member who may remove is asked to confirm; anyone else falls through to the service's refusal.
+    if request.POST.get("confirm") != "yes" and membership.can_manage:
         return _settings_page(request, membership, confirm_remove=True)
     try:
         guards.key_write(request, user=request.user, org_slug=slug)

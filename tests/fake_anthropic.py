@@ -43,17 +43,19 @@ ERRORS = {
 
 
 class FakeAnthropic:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.requests: list[dict] = []
         self.behaviours: dict[str, str] = {}
         self.default = "ok"
         self.answer_text = DEFAULT_ANSWER
         self.retry_after = "30"
+        # Real Anthropic marks 429/529 as retryable; "true" lets a test prove the SDK does not retry.
+        self.should_retry = "false"
         self.delay = 5.0
         self.release = threading.Event()
         self.chunk_pause = 0.0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -76,6 +78,7 @@ class FakeAnthropic:
         self.default = "ok"
         self.answer_text = DEFAULT_ANSWER
         self.retry_after = "30"
+        self.should_retry = "false"
         self.release = threading.Event()
         self.chunk_pause = 0.0
 
@@ -131,7 +134,7 @@ class FakeAnthropic:
 
             def _error(self, status: int, kind: str, message: str) -> None:
                 headers = {"retry-after": fake.retry_after} if status == 429 else {}
-                headers["x-should-retry"] = "false"
+                headers["x-should-retry"] = fake.should_retry
                 self._json(status, {"type": "error", "error": {"type": kind, "message": message}}, headers)
 
             def _event(self, event: str, data: dict) -> None:
@@ -211,3 +214,20 @@ def _message(body: dict, text: str) -> dict:
         "stop_sequence": None,
         "usage": {"input_tokens": _count(body), "output_tokens": len(text.split())},
     }
+
+
+if __name__ == "__main__":
+    # A standalone server for `make loadtest`: python tests/fake_anthropic.py --port 8765
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Serve the fake Anthropic Messages API on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--chunk-pause", type=float, default=0.0, help="seconds between streamed chunks")
+    options = parser.parse_args()
+    server = FakeAnthropic(port=options.port)
+    server.chunk_pause = options.chunk_pause
+    print(f"fake Anthropic listening on {server.base_url}", flush=True)
+    try:
+        server._server.serve_forever()
+    except KeyboardInterrupt:
+        pass

@@ -11,6 +11,8 @@
   const answer = document.getElementById("answer");
   const body = document.getElementById("answer-body");
   const errorBox = document.getElementById("answer-error");
+  const history = document.getElementById("history");
+  let question = "";
 
   document.querySelectorAll("button.suggestion").forEach(function (el) {
     el.addEventListener("click", function (event) {
@@ -39,6 +41,7 @@
     bar.value = used;
     const reset = document.getElementById("usage-reset");
     reset.hidden = rate.remaining > 0;
+    document.getElementById("usage-meter").classList.toggle("meter--full", rate.remaining === 0);
     document.getElementById("usage-reset-in").textContent = formatDuration(rate.resetSeconds);
   }
 
@@ -48,6 +51,33 @@
     p.setAttribute("role", "alert");
     p.textContent = message;
     errorBox.replaceChildren(p);
+  }
+
+  // The query just answered joins "Your recent queries", as it will on the next page load.
+  function remember(html) {
+    if (!history) return;
+    const summary = document.createElement("summary");
+    const q = document.createElement("span");
+    q.className = "history__q";
+    q.textContent = question.length > 140 ? question.slice(0, 139) + "…" : question;
+    const when = document.createElement("span");
+    when.className = "muted";
+    when.textContent = "· just now";
+    summary.append(q, " ", when);
+    const prose = document.createElement("div");
+    prose.className = "prose";
+    // Markdown rendered and sanitised on the server (nh3): safe to insert.
+    prose.innerHTML = html;
+    const details = document.createElement("details");
+    details.append(summary, prose);
+    const item = document.createElement("li");
+    item.className = "history__item";
+    item.append(details);
+    history.prepend(item);
+    while (history.children.length > 10) history.lastElementChild.remove();
+    history.hidden = false;
+    const empty = document.getElementById("history-empty");
+    if (empty) empty.remove();
   }
 
   function parseEvent(chunk) {
@@ -69,6 +99,7 @@
       body.classList.remove("streaming");
       // Markdown rendered and sanitised on the server (nh3): safe to insert.
       body.innerHTML = evt.data.html;
+      remember(evt.data.html);
     } else if (evt.event === "error") {
       body.classList.remove("streaming");
       showError(evt.data.message);
@@ -79,9 +110,11 @@
 
   async function ask(event) {
     event.preventDefault();
-    const question = textarea.value.trim();
+    question = textarea.value.trim();
     if (!question) { textarea.focus(); return; }
     button.disabled = true;
+    // Screen readers announce the answer once, when it is complete, not every streamed piece.
+    answer.setAttribute("aria-busy", "true");
     status.textContent = "Asking Claude…";
     answer.hidden = false;
     errorBox.replaceChildren();
@@ -98,9 +131,10 @@
         try {
           const payload = await response.json();
           message = payload.error.message;
-          if (payload.error.code === "rate_limited" || payload.error.code === "upstream_rate_limited") {
+          // Our own limit says when to retry here; Anthropic's limit already says so in its message.
+          if (payload.error.code === "rate_limited") {
             const retry = parseInt(response.headers.get("Retry-After") || "0", 10);
-            if (retry) message += " Try again in " + formatDuration(retry) + ".";
+            if (retry) message += (/[.!?]$/.test(message) ? " " : ". ") + "Try again in " + formatDuration(retry) + ".";
           }
         } catch (ignored) { /* keep the generic message */ }
         const limit = response.headers.get("RateLimit");
@@ -128,6 +162,7 @@
     } catch (err) {
       showError("The connection was interrupted. Please try again.");
     } finally {
+      answer.removeAttribute("aria-busy");
       button.disabled = false;
       status.textContent = "";
     }

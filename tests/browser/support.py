@@ -1,0 +1,142 @@
+"""What the browser tests share: signing in, the console and network logs, axe-core, screenshots."""
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import BrowserContext, ConsoleMessage, Error, Page, Response, expect
+
+from tests.base import PASSWORD
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts" / "screenshots"
+DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
+MASK = "sk-ant-••••••••••••••••"
+PHONE = {"width": 390, "height": 844}
+_FAILED_LOAD = re.compile(r"^Failed to load resource: the server responded with a status of (\d{3})")
+_axe = Axe()
+
+
+def sign_in(page: Page, base_url: str, email: str) -> None:
+    """Sign in through the real form, as a person would."""
+    page.goto(f"{base_url}/accounts/login/")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
+@dataclass
+class ConsoleLog:
+    """Console errors, uncaught exceptions and CSP violations from every page of a context.
+
+    Chromium reports a CSP violation as a console error, so the CSP is covered by the same list.
+    A response the app sends on purpose with an error status (a 400 re-render, a 429 answer to
+    `fetch`) also logs "Failed to load resource"; a test names those it expects with `allow`.
+    """
+
+    context: BrowserContext
+    errors: list[str] = field(default_factory=list)
+    allowed_statuses: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.context.on("page", self.watch)
+
+    def watch(self, page: Page) -> None:
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda exc: self.errors.append(f"uncaught exception: {exc}"))
+
+    def allow(self, status: int) -> None:
+        self.allowed_statuses.add(status)
+
+    def _on_console(self, message: ConsoleMessage) -> None:
+        if message.type != "error":
+            return
+        failed = _FAILED_LOAD.match(message.text)
+        if failed and int(failed.group(1)) in self.allowed_statuses:
+            return
+        self.errors.append(f"{message.text} [{message.location.get('url', '')}]")
+
+
+@dataclass
+class Received:
+    url: str
+    status: int
+    headers: dict[str, str]
+    body: bytes | None
+
+
+class NetworkLog:
+    """Every response the page received, with its headers and body, read as it arrives."""
+
+    def __init__(self, page: Page) -> None:
+        self.responses: list[Received] = []
+        page.on("response", self._on_response)
+
+    def _on_response(self, response: Response) -> None:
+        try:
+            body = response.body()
+        except Error:
+            body = None  # redirects have no body; their headers are still checked
+        self.responses.append(Received(response.url, response.status, response.all_headers(), body))
+
+    def containing(self, secret: str) -> list[str]:
+        needle = secret.encode()
+        return [
+            r.url
+            for r in self.responses
+            if needle in (r.body or b"") or any(secret in value for value in r.headers.values())
+        ]
+
+
+def assert_no_serious_accessibility_violations(page: Page) -> None:
+    violations = _axe.run(page).response["violations"]
+    serious = [v for v in violations if v["impact"] in ("serious", "critical")]
+    report = "\n".join(
+        f"{v['id']} ({v['impact']}): {v['help']} -> {[n['target'] for n in v['nodes']]}" for v in serious
+    )
+    assert not serious, f"axe-core found serious or critical violations on {page.url}:\n{report}"
+
+
+_FOCUS_JS = """(selector) => {
+    const el = document.activeElement;
+    const style = getComputedStyle(el);
+    return {
+        element: el.outerHTML.slice(0, 80),
+        focusVisible: el.matches(':focus-visible'),
+        outlineStyle: style.outlineStyle,
+        outlineWidth: parseFloat(style.outlineWidth),
+        matches: selector ? el.matches(selector) : false,
+    };
+}"""
+
+
+def focus_outline(page: Page, selector: str | None = None) -> dict:
+    """How the focused element looks: whether it matches :focus-visible (and `selector`), its outline."""
+    return page.evaluate(_FOCUS_JS, selector)
+
+
+def tab_to(page: Page, selector: str, *, limit: int = 40) -> None:
+    """Press Tab until `selector` has focus, checking that every stop on the way shows its focus."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        focus = focus_outline(page, selector)
+        assert focus["focusVisible"], f"focus is not visible on {focus['element']}"
+        assert focus["outlineStyle"] != "none" and focus["outlineWidth"] >= 2, f"no focus outline: {focus}"
+        if focus["matches"]:
+            return
+    raise AssertionError(f"{selector} was not reached with {limit} presses of Tab")
+
+
+def screenshot(page: Page, name: str, *, docs: bool = True) -> Path:
+    """Write artifacts/screenshots/<name>.png; with UPDATE_SCREENSHOTS=1 also refresh docs/screenshots/."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=path, full_page=True, animations="disabled", caret="hide")
+    if docs and os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS_SCREENSHOTS / path.name)
+    return path

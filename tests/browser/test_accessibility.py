@@ -1,0 +1,121 @@
+"""axe-core on every state of the Settings page and on the AI Insights page, with a screenshot of each.
+
+Screenshots go to artifacts/screenshots/ on every run (UPDATE_SCREENSHOTS=1 refreshes docs/screenshots/).
+"""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from playwright.sync_api import expect
+
+from insights.models import InsightQuery, KeySource, Outcome
+from orgs import services as org_services
+from orgs.models import KeyStatus
+from tests.base import GOOD_KEY
+from tests.browser.support import PHONE, assert_no_serious_accessibility_violations, screenshot, sign_in
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+SETTINGS_STATES = {
+    # state: (who looks, key stored, status Anthropic gave it)
+    "no-key": ("admin@acme.test", False, None),
+    "key-saved": ("admin@acme.test", True, KeyStatus.VALID),
+    "key-invalid": ("admin@acme.test", True, KeyStatus.INVALID),
+    "confirm-remove": ("admin@acme.test", True, KeyStatus.VALID),
+    "key-refused": ("admin@acme.test", False, None),
+    "member-read-only": ("member@acme.test", True, KeyStatus.VALID),
+    "professional": ("admin@globex.test", False, None),
+}
+
+
+def save_key(world, status: str | None) -> None:
+    org_services.claude_api_key_set(
+        membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None
+    )
+    if status:
+        org_services.claude_api_key_mark(org=world.acme, status=status)
+
+
+def ask(page, question: str) -> None:
+    page.get_by_label("Your question").fill(question)
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+
+@pytest.mark.parametrize("state", SETTINGS_STATES)
+def test_settings_page_has_no_serious_accessibility_violations(app, page, world, console, state):
+    email, stored, status = SETTINGS_STATES[state]
+    if stored:
+        save_key(world, status)
+    sign_in(page, app.url, email)
+    slug = email.split("@")[1].removesuffix(".test")
+    page.goto(f"{app.url}/orgs/{slug}/settings/")
+    if state == "confirm-remove":
+        page.get_by_role("button", name="Remove", exact=True).click()
+        expect(page.get_by_role("alertdialog")).to_be_visible()
+    if state == "key-refused":
+        console.allow(400)
+        page.get_by_label("Anthropic API key").fill("sk-proj-not-an-anthropic-key-0000000000000000")
+        page.get_by_role("button", name="Save", exact=True).click()
+        expect(page.locator("#byom-error")).to_be_visible()
+    expect(page.get_by_role("heading", name="Settings", exact=True)).to_be_visible()
+
+    screenshot(page, f"settings-{state}")
+    assert_no_serious_accessibility_violations(page)
+
+
+def test_insights_page_with_an_answer_has_no_serious_accessibility_violations(app, page):
+    sign_in(page, app.url, "member@acme.test")
+    ask(page, "What must a crypto-asset service provider do to obtain authorisation under MiCAR?")
+    expect(page.locator("#answer-body h2")).to_be_visible()
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()
+
+    screenshot(page, "insights-answer")
+    assert_no_serious_accessibility_violations(page)
+
+
+def test_insights_page_at_the_limit_has_no_serious_accessibility_violations(app, page, world, console):
+    console.allow(429)
+    # The team has used the hour's twenty queries; two of them were this member's.
+    earlier = timezone.now() - timedelta(minutes=12)
+    mine = [
+        (
+            "Which MiCAR provisions apply to crypto-asset custody?",
+            "Custody is a **crypto-asset service** (Article 75).",
+        ),
+        ("When does MiCAR's transitional period end for our CASP?", "At the latest on **1 July 2026** (Article 143)."),
+    ]
+    InsightQuery.objects.bulk_create(
+        InsightQuery(
+            organisation=world.acme,
+            user=world.acme_member if n < len(mine) else world.acme_admin,
+            created_at=earlier,
+            key_source=KeySource.PLATFORM,
+            query=mine[n][0] if n < len(mine) else f"Team question {n}",
+            answer=mine[n][1] if n < len(mine) else "An answer.",
+            outcome=Outcome.ANSWERED,
+        )
+        for n in range(20)
+    )
+    sign_in(page, app.url, "member@acme.test")
+    ask(page, "What does MiCAR require in a crypto-asset white paper?")
+    expect(page.locator("#answer-error")).to_contain_text("Rate limit reached (20/hour)")
+
+    screenshot(page, "insights-limit-reached")
+    assert_no_serious_accessibility_violations(page)
+
+
+def test_pages_fit_a_phone_width_screen(app, page, world):
+    save_key(world, KeyStatus.VALID)
+    page.set_viewport_size(PHONE)
+    sign_in(page, app.url, "admin@acme.test")
+    ask(page, "What must a crypto-asset service provider do to obtain authorisation under MiCAR?")
+    expect(page.locator("#answer-body h2")).to_be_visible()
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "the page scrolls sideways"
+    screenshot(page, "insights-phone")
+    assert_no_serious_accessibility_violations(page)
+
+    page.goto(f"{app.url}/orgs/acme/settings/")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "the page scrolls sideways"
+    screenshot(page, "settings-phone", docs=False)

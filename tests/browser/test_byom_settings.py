@@ -1,0 +1,109 @@
+"""Journeys 1-3: the Bring Your Own Model card in Settings, in a real browser."""
+
+import pytest
+from playwright.sync_api import expect
+
+from orgs import services as org_services
+from tests.base import CANARY_KEY, GOOD_KEY
+from tests.browser.support import MASK, NetworkLog, sign_in
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def open_settings(page) -> None:
+    page.get_by_role("navigation", name="Organisation").get_by_role("link", name="Settings").click()
+    expect(page.get_by_role("heading", name="Settings", exact=True)).to_be_visible()
+
+
+def test_admin_saves_a_key_sees_it_masked_and_the_browser_never_receives_it(app, page):
+    network = NetworkLog(page)
+    sign_in(page, app.url, "admin@acme.test")
+    open_settings(page)
+    card = page.locator("#byom")
+    expect(card.get_by_text("No key stored.")).to_be_visible()
+
+    card.get_by_label("Anthropic API key").fill(CANARY_KEY)
+    card.get_by_role("button", name="Save", exact=True).click()
+
+    expect(page.get_by_role("status").filter(has_text="Claude API key saved.")).to_be_visible()
+    expect(card.locator("#byom-masked")).to_have_value(MASK)
+    expect(card.locator(".indicator--ok")).to_be_visible()
+    assert CANARY_KEY not in page.content()
+    assert any(MASK.encode() in (r.body or b"") for r in network.responses), "the network log recorded nothing"
+    assert network.containing(CANARY_KEY) == []
+    # A distinctive fragment too, in case a page ever echoes part of the key.
+    assert network.containing("NEVER-LEAK-ME") == []
+
+
+def test_admin_removes_the_key_through_the_confirmation_step(app, page, world):
+    org_services.claude_api_key_set(
+        membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None
+    )
+    network = NetworkLog(page)
+    sign_in(page, app.url, "admin@acme.test")
+    open_settings(page)
+    card = page.locator("#byom")
+    expect(card.locator("#byom-masked")).to_have_value(MASK)
+
+    card.get_by_role("button", name="Remove", exact=True).click()
+    confirm = page.get_by_role("alertdialog")
+    expect(confirm).to_contain_text("Remove the stored key?")
+    expect(card.locator("#byom-masked")).to_have_value(MASK)  # nothing removed until confirmed
+    confirm.get_by_role("button", name="Yes, remove the key").click()
+
+    expect(page.get_by_role("status").filter(has_text="Claude API key removed.")).to_be_visible()
+    key_input = card.get_by_label("Anthropic API key")
+    expect(key_input).to_have_value("")
+    expect(key_input).to_have_attribute("type", "password")
+    expect(card.locator("#byom-masked")).to_have_count(0)
+    expect(card.locator(".indicator")).to_have_count(0)
+    assert network.containing(GOOD_KEY) == []
+
+
+def test_member_sees_the_card_read_only(app, page, world):
+    org_services.claude_api_key_set(
+        membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None
+    )
+    sign_in(page, app.url, "member@acme.test")
+    open_settings(page)
+    card = page.locator("#byom")
+
+    expect(card.locator("#byom-masked")).to_have_value(MASK)
+    expect(card.locator(".indicator--ok")).to_be_visible()
+    expect(card).to_contain_text("Only an Owner or Admin can change this key. Your role is Member.")
+    expect(card.get_by_role("button")).to_have_count(0)
+    expect(card.locator("form")).to_have_count(0)
+    expect(card.locator("input:not([readonly])")).to_have_count(0)
+
+
+def test_admin_of_a_professional_organisation_sees_no_card(app, page):
+    sign_in(page, app.url, "admin@globex.test")
+    open_settings(page)
+
+    expect(page.get_by_role("heading", name="Organisation")).to_be_visible()
+    expect(page.get_by_text("Professional", exact=True)).to_be_visible()
+    expect(page.locator("#byom")).to_have_count(0)
+    expect(page.get_by_text("Bring Your Own Model")).to_have_count(0)
+    expect(page.get_by_label("Anthropic API key")).to_have_count(0)
+
+
+def test_malformed_key_is_refused_next_to_the_field_and_the_input_comes_back_empty(app, page, console):
+    console.allow(400)  # the refusal re-renders the page with status 400
+    sign_in(page, app.url, "admin@acme.test")
+    open_settings(page)
+    card = page.locator("#byom")
+    malformed = "sk-ant-api03-this key has spaces in it and is long enough"
+
+    card.get_by_label("Anthropic API key").fill(malformed)
+    card.get_by_role("button", name="Save", exact=True).click()
+
+    error = card.locator("#byom-error")
+    expect(error).to_have_text("The key must not contain spaces or line breaks.")
+    key_input = card.get_by_label("Anthropic API key")
+    expect(key_input).to_have_value("")
+    expect(key_input).to_have_attribute("aria-invalid", "true")
+    expect(key_input).to_have_attribute("aria-describedby", "byom-error")
+    error_box, input_box = error.bounding_box(), key_input.bounding_box()
+    assert abs(input_box["y"] - (error_box["y"] + error_box["height"])) < 80, "the message is not next to the field"
+    expect(card.locator("#byom-masked")).to_have_count(0)
+    assert "this key has spaces" not in page.content()

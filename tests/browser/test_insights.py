@@ -1,0 +1,97 @@
+"""Journeys 4-6: asking AI Insights in a real browser, with the fake Anthropic server behind the app."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from playwright.sync_api import expect
+
+from insights.models import InsightQuery, KeySource, Outcome
+from insights.suggestions import SUGGESTED_QUERIES
+from orgs import services as org_services
+from tests.base import GOOD_KEY
+from tests.browser.support import sign_in
+from tests.conftest import PLATFORM_KEY
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+INVALID_KEY_MESSAGE = "Your organisation's Claude API key is invalid. Update it in Settings → AI Insights."
+
+
+def test_end_user_picks_a_micar_suggestion_and_watches_the_answer_stream_in(app, page, fake_anthropic):
+    fake_anthropic.behave(PLATFORM_KEY, "hold")  # first piece of the answer, then wait for release
+    sign_in(page, app.url, "member@acme.test")
+    expect(page.get_by_role("heading", name="AI Insights")).to_be_visible()
+    expect(page.locator("#usage-used")).to_have_text("0")
+    question = next(q for q in SUGGESTED_QUERIES if "MiCAR" in q)
+
+    page.get_by_role("button", name=question).click()
+    expect(page.get_by_label("Your question")).to_have_value(question)
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    body = page.locator("#answer-body")
+    expect(body).to_contain_text("## Authorisation under")  # streamed while Anthropic still holds
+    expect(body.locator("h2")).to_have_count(0)
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_disabled()
+    expect(page.locator("#usage-used")).to_have_text("1")
+
+    fake_anthropic.release.set()
+    expect(body.get_by_role("heading", level=2, name="Authorisation under MiCAR")).to_be_visible()
+    expect(body.locator("strong")).to_have_text("authorised by the competent authority")
+    expect(body.get_by_role("listitem")).to_have_count(2)
+    expect(body).not_to_contain_text("##")
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()
+    expect(page.locator("#usage-used")).to_have_text("1")
+    assert fake_anthropic.keys_used == [PLATFORM_KEY]
+    assert question in str(fake_anthropic.requests[0]["body"]["messages"])
+
+
+def test_at_the_limit_the_page_says_rate_limit_reached_and_when_to_retry(app, page, world, fake_anthropic, console):
+    console.allow(429)  # the refused query's answer to fetch
+    ten_minutes_ago = timezone.now() - timedelta(minutes=10)
+    InsightQuery.objects.bulk_create(
+        InsightQuery(
+            organisation=world.acme,
+            user=world.acme_member,
+            created_at=ten_minutes_ago,
+            key_source=KeySource.PLATFORM,
+            query=f"Earlier question {n}",
+            answer="An earlier answer.",
+            outcome=Outcome.ANSWERED,
+        )
+        for n in range(20)
+    )
+    sign_in(page, app.url, "member@acme.test")
+    expect(page.locator("#usage-used")).to_have_text("20")
+    expect(page.locator("#usage-limit")).to_have_text("20")
+    expect(page.locator("#usage-reset")).to_have_text("Limit reached. The next query frees up in 50 min.")
+
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    expect(page.locator("#answer-error").get_by_role("alert")).to_have_text(
+        "Rate limit reached (20/hour). Try again in 50 min."
+    )
+    expect(page.locator("#usage-used")).to_have_text("20")
+    expect(page.locator("#usage-reset")).to_be_visible()
+    assert fake_anthropic.requests == []
+
+
+def test_a_key_anthropic_rejects_shows_the_invalid_key_message_and_settings_turns_red(app, page, world, fake_anthropic):
+    org_services.claude_api_key_set(
+        membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None
+    )
+    fake_anthropic.behave(GOOD_KEY, "auth_error")
+    sign_in(page, app.url, "admin@acme.test")
+    expect(page.locator("#usage-limit")).to_have_text("200")
+    expect(page.locator("#usage-meter")).to_contain_text("your organisation's Anthropic key")
+
+    page.get_by_label("Your question").fill("Which MiCAR articles cover CASP authorisation?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    expect(page.locator("#answer-error").get_by_role("alert")).to_have_text(INVALID_KEY_MESSAGE)
+    assert fake_anthropic.keys_used == [GOOD_KEY]
+    page.get_by_role("navigation", name="Organisation").get_by_role("link", name="Settings").click()
+    indicator = page.locator("#byom .indicator")
+    expect(indicator).to_have_class("indicator indicator--bad")
+    expect(indicator).to_have_text(INVALID_KEY_MESSAGE)

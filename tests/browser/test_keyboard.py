@@ -1,0 +1,41 @@
+"""Journey 7: Save, Remove and Ask with the keyboard alone, and focus always visible."""
+
+import pytest
+from playwright.sync_api import expect
+
+from insights.suggestions import SUGGESTED_QUERIES
+from tests.base import GOOD_KEY
+from tests.browser.support import MASK, focus_outline, sign_in, tab_to
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_keyboard_user_saves_and_removes_a_key_and_asks_a_question(app, page):
+    sign_in(page, app.url, "admin@acme.test")
+    page.goto(f"{app.url}/orgs/acme/settings/")
+
+    tab_to(page, "#byom-key")
+    page.keyboard.type(GOOD_KEY)
+    tab_to(page, "#byom button[type=submit]")
+    page.keyboard.press("Enter")
+    expect(page.locator("#byom-masked")).to_have_value(MASK)
+
+    tab_to(page, "#byom-remove")
+    page.keyboard.press("Enter")
+    confirm_button = page.get_by_role("button", name="Yes, remove the key")
+    expect(confirm_button).to_be_focused()  # the confirmation step takes focus itself
+    assert focus_outline(page)["outlineStyle"] != "none"
+    page.keyboard.press("Enter")
+    expect(page.get_by_label("Anthropic API key")).to_have_value("")
+
+    tab_to(page, "nav[aria-label=Organisation] a[href$='/insights/']")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="AI Insights")).to_be_visible()
+    tab_to(page, "button.suggestion")
+    page.keyboard.press("Enter")
+    expect(page.get_by_label("Your question")).to_be_focused()
+    expect(page.get_by_label("Your question")).to_have_value(SUGGESTED_QUERIES[0])
+    tab_to(page, "#ask-button", limit=1)
+    page.keyboard.press("Enter")
+    expect(page.locator("#answer-body").get_by_role("heading", name="Authorisation under MiCAR")).to_be_visible()
+    expect(page.locator("#usage-used")).to_have_text("1")

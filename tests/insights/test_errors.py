@@ -1,0 +1,242 @@
+"""Every row of the error table, over the JSON API, the no-JS console POST and the SSE stream.
+
+The messages are the product documentation's contract; no SDK text or traceback may reach a user.
+"""
+
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from django.utils.html import escape
+
+from insights.models import InsightQuery, Outcome
+from tests.base import GOOD_KEY
+from tests.conftest import PLATFORM_KEY
+
+from .helpers import INVALID_KEY_MESSAGE, UNAVAILABLE_MESSAGE, assert_no_leaks, sse_events
+
+UPSTREAM_LIMITED_MESSAGE = (
+    "Your organisation's Anthropic account is rate-limited by Anthropic. Try again in 30 seconds."
+)
+
+
+def closed_port_url() -> str:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    slug: str  # acme has its own key; globex runs on the platform key
+    arrange: Callable
+    status: int
+    code: str
+    message: str
+    retry_after: int | None = None
+    sent: bool = True  # reached Anthropic, so it counts and leaves a failed row
+
+
+def behave(key: str, behaviour: str) -> Callable:
+    def arrange(fake, settings, monkeypatch):
+        fake.behave(key, behaviour)
+
+    return arrange
+
+
+def slow(fake, settings, monkeypatch):
+    monkeypatch.setattr(fake, "delay", 1.0)
+    settings.ANTHROPIC_TIMEOUT_SECONDS = 0.2
+    fake.default = "slow"
+
+
+def refused_connection(fake, settings, monkeypatch):
+    settings.ANTHROPIC_BASE_URL = closed_port_url()
+
+
+def no_platform_key(fake, settings, monkeypatch):
+    settings.ANTHROPIC_API_KEY = ""
+
+
+CASES = [
+    Case("org-key-401", "acme", behave(GOOD_KEY, "auth_error"), 400, "claude_api_key_invalid", INVALID_KEY_MESSAGE),
+    Case(
+        "org-key-403", "acme", behave(GOOD_KEY, "permission_error"), 400, "claude_api_key_invalid", INVALID_KEY_MESSAGE
+    ),
+    Case(
+        "org-key-429",
+        "acme",
+        behave(GOOD_KEY, "rate_limited"),
+        429,
+        "upstream_rate_limited",
+        UPSTREAM_LIMITED_MESSAGE,
+        retry_after=30,
+    ),
+    Case(
+        "platform-key-401",
+        "globex",
+        behave(PLATFORM_KEY, "auth_error"),
+        503,
+        "insights_unavailable",
+        UNAVAILABLE_MESSAGE,
+    ),
+    Case(
+        "platform-key-403",
+        "globex",
+        behave(PLATFORM_KEY, "permission_error"),
+        503,
+        "insights_unavailable",
+        UNAVAILABLE_MESSAGE,
+    ),
+    Case(
+        "platform-key-429",
+        "globex",
+        behave(PLATFORM_KEY, "rate_limited"),
+        503,
+        "insights_unavailable",
+        UNAVAILABLE_MESSAGE,
+    ),
+    Case("org-key-500", "acme", behave(GOOD_KEY, "server_error"), 503, "insights_unavailable", UNAVAILABLE_MESSAGE),
+    Case(
+        "platform-key-529",
+        "globex",
+        behave(PLATFORM_KEY, "overloaded"),
+        503,
+        "insights_unavailable",
+        UNAVAILABLE_MESSAGE,
+    ),
+    Case("org-key-529", "acme", behave(GOOD_KEY, "overloaded"), 503, "insights_unavailable", UNAVAILABLE_MESSAGE),
+    Case("timeout", "globex", slow, 503, "insights_unavailable", UNAVAILABLE_MESSAGE),
+    Case("connection-refused", "acme", refused_connection, 503, "insights_unavailable", UNAVAILABLE_MESSAGE),
+    Case(
+        "midstream-error",
+        "globex",
+        behave(PLATFORM_KEY, "midstream_error"),
+        503,
+        "insights_unavailable",
+        UNAVAILABLE_MESSAGE,
+    ),
+    Case("no-platform-key", "globex", no_platform_key, 503, "insights_unavailable", UNAVAILABLE_MESSAGE, sent=False),
+]
+
+
+@pytest.fixture(params=CASES, ids=[c.id for c in CASES])
+def case(request, world, acme_key, fake_anthropic, settings, monkeypatch) -> Case:
+    request.param.arrange(fake_anthropic, settings, monkeypatch)
+    return request.param
+
+
+def member(world, slug: str):
+    return world.acme_member if slug == "acme" else world.globex_member
+
+
+def assert_recorded(case: Case, world) -> None:
+    rows = InsightQuery.objects.all()
+    if not case.sent:
+        assert not rows.exists()
+        return
+    row = rows.get()
+    assert row.organisation.slug == case.slug
+    assert (row.outcome, row.error_code) == (Outcome.FAILED, case.code)
+    assert row.completed_at is not None
+
+
+def test_the_api_answers_with_the_documented_error(case, world, api_client, caplog):
+    client = api_client(member(world, case.slug))
+
+    with caplog.at_level(logging.INFO):
+        response = client.post(
+            f"/api/v1/orgs/{case.slug}/insights/queries", {"query": "MiCAR?"}, content_type="application/json"
+        )
+
+    assert response.status_code == case.status
+    assert response.json() == {"error": {"code": case.code, "message": case.message}}
+    assert response.get("Retry-After") == (str(case.retry_after) if case.retry_after else None)
+    assert response["RateLimit-Policy"].startswith('"insights";q=')
+    assert response["RateLimit"].startswith('"insights";r=')
+    assert_no_leaks(response.content.decode())
+    assert_recorded(case, world)
+    for key in (GOOD_KEY, PLATFORM_KEY):
+        assert key not in caplog.text
+
+
+def test_the_console_without_javascript_shows_the_message_on_the_page(case, world, console):
+    response = console(member(world, case.slug)).post(f"/orgs/{case.slug}/insights/", {"query": "MiCAR?"})
+
+    assert response.status_code == case.status
+    page = response.content.decode()
+    assert escape(case.message) in page
+    assert 'value="MiCAR?"' in page or ">MiCAR?</textarea>" in page  # the question is kept for another try
+    assert response["RateLimit-Policy"].startswith('"insights";q=')
+    assert_no_leaks(page)
+    assert_recorded(case, world)
+
+
+def test_the_console_stream_ends_with_an_error_event(case, world, console):
+    response = console(member(world, case.slug)).post(
+        f"/orgs/{case.slug}/insights/", {"query": "MiCAR?"}, HTTP_ACCEPT="text/event-stream"
+    )
+
+    assert response["RateLimit-Policy"].startswith('"insights";q=')
+    if not case.sent:
+        # Refused before anything was counted: a plain JSON error the page's script shows as is.
+        assert response.status_code == case.status
+        assert response.json() == {"error": {"code": case.code, "message": case.message}}
+    else:
+        assert response.status_code == 200
+        raw = b"".join(response.streaming_content)
+        events = sse_events([raw])
+        names = [name for name, _ in events]
+        assert names[0] == "start" and names[-1] == "usage"
+        assert "done" not in names
+        assert dict(events)["error"] == {"code": case.code, "message": case.message}
+        assert_no_leaks(raw.decode())
+    assert_recorded(case, world)
+
+
+def test_an_error_mid_stream_keeps_the_partial_answer_and_marks_the_row_failed(world, fake_anthropic, console):
+    fake_anthropic.behave(PLATFORM_KEY, "midstream_error")
+
+    response = console(world.globex_member).post(
+        "/orgs/globex/insights/", {"query": "MiCAR?"}, HTTP_ACCEPT="text/event-stream"
+    )
+    events = sse_events(response.streaming_content)
+
+    deltas = [data["text"] for name, data in events if name == "delta"]
+    assert len(deltas) == 2
+    assert [name for name, _ in events][-2:] == ["error", "usage"]
+    assert events[-2][1]["message"] == UNAVAILABLE_MESSAGE
+    row = InsightQuery.objects.get()
+    assert (row.outcome, row.error_code, row.answer) == (Outcome.FAILED, "insights_unavailable", "".join(deltas))
+    assert events[-1][1]["used"] == 1
+
+
+def test_operators_get_a_log_line_without_the_key_when_the_platform_key_is_rejected(
+    world, fake_anthropic, api_client, caplog
+):
+    fake_anthropic.behave(PLATFORM_KEY, "auth_error")
+
+    with caplog.at_level(logging.INFO, logger="opsion.insights"):
+        api_client(world.globex_member).post(
+            "/api/v1/orgs/globex/insights/queries", {"query": "MiCAR?"}, content_type="application/json"
+        )
+
+    errors = [r for r in caplog.records if r.name == "opsion.insights" and r.levelno >= logging.ERROR]
+    assert errors, "no log line for the operator"
+    assert "globex" in errors[0].getMessage() and "platform" in errors[0].getMessage()
+    assert PLATFORM_KEY not in caplog.text
+
+
+def test_a_rejected_organisation_key_is_not_retried_on_the_platform_key(world, fake_anthropic, api_client, acme_key):
+    fake_anthropic.behave(GOOD_KEY, "auth_error")
+
+    api_client(world.acme_member).post(
+        "/api/v1/orgs/acme/insights/queries", {"query": "MiCAR?"}, content_type="application/json"
+    )
+
+    assert fake_anthropic.keys_used == [GOOD_KEY]

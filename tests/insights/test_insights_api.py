@@ -1,0 +1,229 @@
+"""The JSON API of AI Insights: answer, usage and history shapes, and the key status in settings."""
+
+import pytest
+from django.conf import settings
+
+from insights.models import InsightQuery, KeySource, Outcome
+from orgs import services as org_services
+from tests.base import GOOD_KEY, OTHER_KEY
+
+from .helpers import INVALID_KEY_MESSAGE, seed
+
+QUERIES = "/api/v1/orgs/{}/insights/queries"
+USAGE = "/api/v1/orgs/{}/insights/usage"
+SETTINGS = "/api/v1/orgs/{}/settings"
+
+
+def ask(client, slug: str, query: str = "Which reserve rules apply to asset-referenced tokens?"):
+    return client.post(QUERIES.format(slug), {"query": query}, content_type="application/json")
+
+
+def assert_ratelimit_headers(response, *, limit: int, remaining: int) -> None:
+    assert response["RateLimit-Policy"] == f'"insights";q={limit};w=3600'
+    assert response["RateLimit"].startswith(f'"insights";r={remaining};t=')
+
+
+def test_a_query_returns_the_answer_in_the_documented_shape(world, fake_anthropic, api_client):
+    response = ask(api_client(world.globex_member), "globex", "  Which reserve rules apply to ARTs?  ")
+
+    assert response.status_code == 200
+    body = response.json()
+    row = InsightQuery.objects.get()
+    assert body == {
+        "id": row.pk,
+        "query": "Which reserve rules apply to ARTs?",
+        "answer": fake_anthropic.answer_text,
+        "model": settings.ANTHROPIC_MODEL,
+        "keySource": "platform",
+        "usage": {"inputTokens": row.input_tokens, "outputTokens": row.output_tokens},
+        "rateLimit": {"limit": 20, "remaining": 19, "resetSeconds": 3600},
+    }
+    assert body["usage"]["inputTokens"] > 0 and body["usage"]["outputTokens"] > 0
+    assert (row.outcome, row.answer, row.user) == (Outcome.ANSWERED, fake_anthropic.answer_text, world.globex_member)
+    assert fake_anthropic.requests[0]["body"]["messages"] == [
+        {"role": "user", "content": "Which reserve rules apply to ARTs?"}
+    ]
+    assert_ratelimit_headers(response, limit=20, remaining=19)
+
+
+def test_a_query_on_the_organisations_key_reports_it(world, fake_anthropic, api_client, acme_key):
+    seed(world.acme, 600, 300, source=KeySource.ORGANISATION)
+
+    response = ask(api_client(world.acme_member), "acme")
+
+    body = response.json()
+    assert body["keySource"] == "organisation"
+    assert body["rateLimit"]["limit"] == 200
+    assert body["rateLimit"]["remaining"] == 197
+    assert abs(body["rateLimit"]["resetSeconds"] - 3000) <= 1
+    assert_ratelimit_headers(response, limit=200, remaining=197)
+
+
+def test_usage_reports_the_window_in_the_documented_shape(world, fake_anthropic, api_client, acme_key):
+    seed(world.acme, 1800, 60, 30)
+    seed(world.acme, 4000)
+
+    response = api_client(world.acme_member).get(USAGE.format("acme"))
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"limit", "windowSeconds", "used", "remaining", "resetSeconds", "keySource"}
+    assert {k: v for k, v in body.items() if k != "resetSeconds"} == {
+        "limit": 200,
+        "windowSeconds": 3600,
+        "used": 3,
+        "remaining": 197,
+        "keySource": "organisation",
+    }
+    assert abs(body["resetSeconds"] - 1800) <= 1
+    assert response["RateLimit-Policy"] == '"insights";q=200;w=3600'
+    assert response["RateLimit"] == f'"insights";r=197;t={body["resetSeconds"]}'
+
+
+def test_usage_of_an_idle_organisation_has_nothing_to_reset(world, api_client):
+    response = api_client(world.globex_member).get(USAGE.format("globex"))
+
+    assert response.json() == {
+        "limit": 20,
+        "windowSeconds": 3600,
+        "used": 0,
+        "remaining": 20,
+        "resetSeconds": 0,
+        "keySource": "platform",
+    }
+    assert response["RateLimit"] == '"insights";r=20;t=0'
+
+
+def test_history_lists_only_the_callers_queries_newest_first_and_paginates(world, fake_anthropic, api_client):
+    mine = seed(world.globex, 500, 400, 300, 200, 100, user=world.globex_member)
+    seed(world.globex, 50, 40, user=world.globex_admin)
+    seed(world.acme, 30, user=world.globex_member)  # another organisation's, though the same person
+    client = api_client(world.globex_member)
+
+    first = client.get(QUERIES.format("globex"), {"limit": 2})
+    last = client.get(QUERIES.format("globex"), {"limit": 2, "offset": 4})
+
+    assert first.status_code == 200
+    page = first.json()
+    assert (page["limit"], page["offset"], page["hasMore"]) == (2, 0, True)
+    assert [item["id"] for item in page["items"]] == [mine[4].pk, mine[3].pk]
+    assert set(page["items"][0]) == {
+        "id",
+        "query",
+        "answer",
+        "model",
+        "keySource",
+        "outcome",
+        "errorCode",
+        "createdAt",
+        "usage",
+    }
+    assert (last.json()["offset"], last.json()["hasMore"]) == (4, False)
+    assert [item["id"] for item in last.json()["items"]] == [mine[0].pk]
+    assert first["RateLimit-Policy"] == '"insights";q=20;w=3600'
+    assert first["RateLimit"].startswith('"insights";r=13;')
+
+
+def test_history_shows_a_new_query_with_its_outcome(world, fake_anthropic, api_client):
+    client = api_client(world.globex_member)
+    answered = ask(client, "globex").json()
+
+    items = client.get(QUERIES.format("globex")).json()["items"]
+
+    assert items[0]["id"] == answered["id"]
+    assert items[0]["outcome"] == "answered"
+    assert items[0]["answer"] == fake_anthropic.answer_text
+    assert items[0]["usage"] == answered["usage"]
+
+
+def test_history_of_a_member_without_queries_is_empty(world, api_client):
+    seed(world.globex, 100, user=world.globex_admin)
+
+    body = api_client(world.globex_member).get(QUERIES.format("globex")).json()
+
+    assert body == {"items": [], "limit": 20, "offset": 0, "hasMore": False}
+
+
+@pytest.mark.parametrize("method", ["get_usage", "get_queries", "post_query"])
+def test_outsiders_get_not_found(world, fake_anthropic, api_client, method):
+    client = api_client(world.outsider)
+
+    if method == "post_query":
+        response = ask(client, "globex")
+    else:
+        response = client.get((USAGE if method == "get_usage" else QUERIES).format("globex"))
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert not InsightQuery.objects.exists()
+    assert fake_anthropic.requests == []
+
+
+def test_the_api_requires_authentication(world, client):
+    response = client.post(QUERIES.format("globex"), {"query": "q"}, content_type="application/json")
+
+    assert response.status_code == 401
+
+
+def key_status(client, slug: str = "acme"):
+    return client.get(SETTINGS.format(slug)).json()["claudeApiKeyStatus"]
+
+
+def test_key_status_goes_from_unverified_to_valid_to_invalid_and_back(world, fake_anthropic, api_client):
+    owner = api_client(world.acme_owner)
+    assert key_status(owner) is None
+
+    owner.put(SETTINGS.format("acme") + "/claude-api-key", {"apiKey": GOOD_KEY}, content_type="application/json")
+    assert key_status(owner) == "unverified"
+
+    assert ask(owner, "acme").status_code == 200
+    assert key_status(owner) == "valid"
+
+    fake_anthropic.behave(GOOD_KEY, "auth_error")
+    rejected = ask(owner, "acme")
+    assert rejected.status_code == 400
+    assert rejected.json() == {"error": {"code": "claude_api_key_invalid", "message": INVALID_KEY_MESSAGE}}
+    assert key_status(owner) == "invalid"
+
+    owner.put(SETTINGS.format("acme") + "/claude-api-key", {"apiKey": OTHER_KEY}, content_type="application/json")
+    assert key_status(owner) == "unverified"
+
+    owner.delete(SETTINGS.format("acme") + "/claude-api-key")
+    assert key_status(owner) is None
+
+
+def test_a_rejected_key_shows_the_red_indicator_on_the_settings_page(world, fake_anthropic, api_client, console):
+    org_services.claude_api_key_set(
+        membership=world.membership(world.acme_owner, world.acme), raw_key=GOOD_KEY, ip=None
+    )
+    fake_anthropic.behave(GOOD_KEY, "permission_error")
+    assert ask(api_client(world.acme_member), "acme").status_code == 400
+
+    page = console(world.acme_admin).get("/orgs/acme/settings/").content.decode()
+
+    assert "indicator--bad" in page
+    assert "indicator--ok" not in page
+    assert INVALID_KEY_MESSAGE in page
+
+
+def test_a_valid_key_shows_the_green_indicator(world, fake_anthropic, api_client, console, acme_key):
+    assert ask(api_client(world.acme_member), "acme").status_code == 200
+
+    page = console(world.acme_admin).get("/orgs/acme/settings/").content.decode()
+
+    assert "indicator--ok" in page
+    assert "Key saved and accepted by Anthropic." in page
+    assert "indicator--bad" not in page
+
+
+def test_the_platform_key_being_rejected_leaves_the_organisations_status_alone(
+    world, fake_anthropic, api_client, acme_key
+):
+    # A downgraded organisation's stored key was never used, so nothing is known about it.
+    world.acme.plan = "professional"
+    world.acme.save(update_fields=["plan"])
+    fake_anthropic.default = "auth_error"
+
+    assert ask(api_client(world.acme_member), "acme").status_code == 503
+
+    assert key_status(api_client(world.acme_owner)) == "unverified"

@@ -1,0 +1,230 @@
+"""The AI Insights console page: the meter, the suggestions, history, the no-JS POST and SSE streaming."""
+
+import html
+import re
+import time
+
+import pytest
+
+from insights.models import InsightQuery, Outcome
+from insights.suggestions import SUGGESTED_QUERIES
+from orgs.models import Membership, Role
+from tests.conftest import PLATFORM_KEY
+
+from .helpers import UNAVAILABLE_MESSAGE, parse_sse, seed, seed_spread, sse_events
+
+PAGE = "/orgs/{}/insights/"
+NOTICE = "ANTHROPIC_API_KEY"
+
+
+def text_of(response) -> str:
+    """The page as a reader sees it: tags dropped, whitespace collapsed."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", response.content.decode())).split())
+
+
+def test_the_page_shows_the_meter_and_which_key_queries_use(world, console):
+    seed(world.globex, 1200, 300, 60)
+
+    response = console(world.globex_member).get(PAGE.format("globex"))
+
+    assert response.status_code == 200
+    text = text_of(response)
+    assert "3 of 20 queries used in the last 60 minutes" in text
+    assert "Queries use Opsion's platform key." in text
+    assert '<p id="usage-reset" class="meter__reset" hidden>' in response.content.decode()
+    assert response["RateLimit-Policy"] == '"insights";q=20;w=3600'
+    assert response["RateLimit"].startswith('"insights";r=17;t=')
+
+
+def test_the_page_shows_the_organisations_key_and_its_limit(world, console, acme_key):
+    response = console(world.acme_member).get(PAGE.format("acme"))
+
+    text = text_of(response)
+    assert "0 of 200 queries used in the last 60 minutes" in text
+    assert "Queries use your organisation's Anthropic key." in text
+
+
+def test_at_the_limit_the_page_says_when_the_next_query_frees_up(world, console):
+    seed_spread(world.globex, 20, oldest=1800, newest=60)
+
+    page = console(world.globex_member).get(PAGE.format("globex")).content.decode()
+
+    assert '<p id="usage-reset" class="meter__reset">' in page
+    assert "The next query frees up in <strong" in page
+    assert re.search(r'id="usage-reset-in">30 min</strong>', page)
+
+
+def test_the_suggestions_put_micar_first(world, console):
+    text = text_of(console(world.globex_member).get(PAGE.format("globex")))
+
+    assert SUGGESTED_QUERIES[0].startswith("What must a crypto-asset service provider")
+    positions = [text.find(s) for s in SUGGESTED_QUERIES]
+    assert all(p >= 0 for p in positions)
+    assert positions == sorted(positions)
+
+
+def test_the_page_lists_the_users_recent_queries_with_their_answers(world, console):
+    seed(world.globex, 300, user=world.globex_member)
+    InsightQuery.objects.filter(organisation=world.globex).update(
+        query="Mine: ART reserves?", answer="**Reserve** rules"
+    )
+    seed(world.globex, 200, user=world.globex_admin)
+    InsightQuery.objects.filter(user=world.globex_admin).update(query="Admin's question")
+
+    page = console(world.globex_member).get(PAGE.format("globex")).content.decode()
+
+    assert "Mine: ART reserves?" in page
+    assert "<strong>Reserve</strong> rules" in page
+    assert "Admin&#x27;s question" not in page and "Admin's question" not in page
+
+
+def test_outsiders_cannot_see_the_page(world, console):
+    assert console(world.outsider).get(PAGE.format("globex")).status_code == 404
+
+
+def test_signed_out_visitors_are_sent_to_sign_in(world, client):
+    response = client.get(PAGE.format("globex"))
+
+    assert response.status_code == 302
+    assert "/accounts/login/" in response["Location"]
+
+
+def test_a_no_js_post_redirects_to_the_whole_answer(world, fake_anthropic, console):
+    client = console(world.globex_member)
+
+    response = client.post(PAGE.format("globex"), {"query": "How are CASPs authorised?"})
+
+    row = InsightQuery.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/orgs/globex/insights/?answered={row.pk}#answer"
+    assert response["RateLimit-Policy"] == '"insights";q=20;w=3600'
+    assert response["RateLimit"] == '"insights";r=19;t=3600'
+    page = client.get(response["Location"]).content.decode()
+    assert "<h2>Authorisation under MiCAR</h2>" in page
+    assert 'id="usage-used">1</span> of <span id="usage-limit">20</span>' in page
+    assert (row.outcome, row.query) == (Outcome.ANSWERED, "How are CASPs authorised?")
+
+
+def test_a_suggestion_button_asks_that_question(world, fake_anthropic, console):
+    console(world.globex_member).post(PAGE.format("globex"), {"query": "", "suggestion": SUGGESTED_QUERIES[1]})
+
+    assert InsightQuery.objects.get().query == SUGGESTED_QUERIES[1]
+    assert fake_anthropic.requests[0]["body"]["messages"][0]["content"] == SUGGESTED_QUERIES[1]
+
+
+def test_over_the_limit_the_page_shows_the_message_and_the_time_to_retry(world, fake_anthropic, console):
+    seed_spread(world.globex, 20, oldest=1800, newest=60)
+
+    response = console(world.globex_member).post(PAGE.format("globex"), {"query": "One more?"})
+
+    assert response.status_code == 429
+    assert "Rate limit reached (20/hour). Try again in 30 min." in text_of(response)
+    assert response["RateLimit"].startswith('"insights";r=0;t=')
+    assert InsightQuery.objects.count() == 20
+
+
+def test_over_the_limit_the_stream_request_gets_the_json_error_and_retry_after(
+    world, fake_anthropic, console, acme_key
+):
+    seed_spread(world.acme, 200, oldest=900, newest=60, source="organisation")
+
+    response = console(world.acme_member).post(PAGE.format("acme"), {"query": "q"}, HTTP_ACCEPT="text/event-stream")
+
+    assert response.status_code == 429
+    assert response.json() == {"error": {"code": "rate_limited", "message": "Rate limit reached (200/hour)"}}
+    assert abs(int(response["Retry-After"]) - 2700) <= 1
+    assert response["RateLimit-Policy"] == '"insights";q=200;w=3600'
+
+
+def test_an_empty_question_is_refused_on_the_page_without_counting(world, fake_anthropic, console):
+    response = console(world.globex_member).post(PAGE.format("globex"), {"query": "   "})
+
+    assert response.status_code == 400
+    assert "Type a question first." in text_of(response)
+    assert not InsightQuery.objects.exists()
+
+
+def test_the_answer_streams_into_the_page_as_claude_writes_it(world, fake_anthropic, console):
+    fake_anthropic.behave(PLATFORM_KEY, "hold")
+
+    response = console(world.globex_member).post(
+        PAGE.format("globex"), {"query": "Authorisation?"}, HTTP_ACCEPT="text/event-stream"
+    )
+    assert response.streaming
+    assert response["Content-Type"] == "text/event-stream"
+    assert response["X-Accel-Buffering"] == "no"
+    assert response["Cache-Control"] == "no-store"
+    assert response["RateLimit"] == '"insights";r=19;t=3600'
+    chunks = iter(response.streaming_content)
+
+    started = time.monotonic()
+    name, data = parse_sse(next(chunks))
+    assert name == "start"
+    assert data == {
+        "id": InsightQuery.objects.get().pk,
+        "rateLimit": {"limit": 20, "remaining": 19, "resetSeconds": 3600},
+    }
+    first = parse_sse(next(chunks))
+    # The fake holds the rest of the answer (for up to 30 s) until released: this delta was streamed.
+    assert time.monotonic() - started < 10
+    assert not fake_anthropic.release.is_set()
+    assert first == ("delta", {"text": fake_anthropic.answer_text[:24]})
+    assert InsightQuery.objects.get().outcome == Outcome.PENDING
+
+    fake_anthropic.release.set()
+    rest = sse_events(chunks)
+
+    names = [n for n, _ in rest]
+    assert names[-2:] == ["done", "usage"]
+    assert set(names[:-2]) == {"delta"}
+    assert first[1]["text"] + "".join(d["text"] for n, d in rest if n == "delta") == fake_anthropic.answer_text
+    done = dict(rest)["done"]
+    assert done["html"].startswith("<h2>Authorisation under MiCAR</h2>")
+    assert "<strong>authorised by the competent authority</strong>" in done["html"]
+    assert dict(rest)["usage"] == {"used": 1, "limit": 20, "remaining": 19, "resetSeconds": pytest.approx(3600, abs=1)}
+    assert InsightQuery.objects.get().outcome == Outcome.ANSWERED
+
+
+@pytest.mark.parametrize("role", ["owner", "admin"])
+def test_owners_and_admins_see_the_operator_notice_when_no_platform_key_is_set(world, console, settings, role):
+    settings.ANTHROPIC_API_KEY = ""
+
+    page = console(getattr(world, f"globex_{role}")).get(PAGE.format("globex")).content.decode()
+
+    assert NOTICE in page
+    assert "README" in page
+
+
+def test_staff_see_the_operator_notice(world, console, settings):
+    settings.ANTHROPIC_API_KEY = ""
+    Membership.objects.create(user=world.staff, organisation=world.globex, role=Role.MEMBER)
+
+    assert NOTICE in console(world.staff).get(PAGE.format("globex")).content.decode()
+
+
+def test_members_do_not_see_the_operator_notice(world, console, settings):
+    settings.ANTHROPIC_API_KEY = ""
+
+    page = console(world.globex_member).get(PAGE.format("globex")).content.decode()
+
+    assert NOTICE not in page
+
+
+def test_members_get_the_generic_message_when_no_platform_key_is_set(world, fake_anthropic, console, settings):
+    settings.ANTHROPIC_API_KEY = ""
+
+    response = console(world.globex_member).post(PAGE.format("globex"), {"query": "MiCAR?"})
+
+    assert response.status_code == 503
+    assert UNAVAILABLE_MESSAGE in text_of(response)
+    assert NOTICE not in response.content.decode()
+
+
+def test_no_notice_when_the_platform_key_is_set(world, console, fake_anthropic):
+    assert NOTICE not in console(world.globex_owner).get(PAGE.format("globex")).content.decode()
+
+
+def test_no_notice_when_the_organisation_uses_its_own_key(world, console, settings, acme_key):
+    settings.ANTHROPIC_API_KEY = ""
+
+    assert NOTICE not in console(world.acme_owner).get(PAGE.format("acme")).content.decode()

@@ -1,0 +1,115 @@
+"""Which Anthropic key answers, and which limit applies, proven by the keys the fake server received."""
+
+import os
+import subprocess
+import sys
+
+from django.conf import settings
+
+from insights import keys, services
+from orgs import services as org_services
+from orgs.models import Plan
+from tests.base import GOOD_KEY, OTHER_KEY
+from tests.conftest import PLATFORM_KEY
+
+
+def ask(world, user, org) -> services.PendingQuery:
+    pending = services.start(membership=world.membership(user, org), text="What does MiCAR require of a CASP?")
+    pending.answer()
+    return pending
+
+
+def test_it_uses_the_platform_key_before_a_key_is_saved(world, fake_anthropic):
+    pending = ask(world, world.acme_member, world.acme)
+
+    assert fake_anthropic.keys_used == [PLATFORM_KEY]
+    assert pending.row.key_source == "platform"
+    assert pending.window.limit == 20
+
+
+def test_it_uses_the_organisations_key_after_save(world, fake_anthropic, acme_key):
+    pending = ask(world, world.acme_member, world.acme)
+
+    assert fake_anthropic.keys_used == [GOOD_KEY]
+    assert pending.row.key_source == "organisation"
+    assert pending.window.limit == 200
+
+
+def test_a_custom_plan_organisation_uses_its_own_key(world, fake_anthropic):
+    org_services.claude_api_key_set(
+        membership=world.membership(world.initech_admin, world.initech), raw_key=OTHER_KEY, ip=None
+    )
+
+    pending = ask(world, world.initech_member, world.initech)
+
+    assert fake_anthropic.keys_used == [OTHER_KEY]
+    assert pending.window.limit == 200
+
+
+def test_it_returns_to_the_platform_key_after_the_key_is_removed(world, fake_anthropic, acme_key):
+    ask(world, world.acme_member, world.acme)
+    org_services.claude_api_key_remove(membership=world.membership(world.acme_admin, world.acme), ip=None)
+
+    pending = ask(world, world.acme_member, world.acme)
+
+    assert fake_anthropic.keys_used == [GOOD_KEY, PLATFORM_KEY]
+    assert pending.row.key_source == "platform"
+    assert pending.window.limit == 20
+
+
+def test_a_downgrade_ignores_the_stored_key_until_the_plan_returns(world, fake_anthropic, acme_key):
+    acme = world.acme
+    acme.plan = Plan.PROFESSIONAL
+    acme.save(update_fields=["plan"])
+
+    downgraded = ask(world, world.acme_member, acme)
+
+    assert fake_anthropic.keys_used == [PLATFORM_KEY]
+    assert downgraded.row.key_source == "platform"
+    assert downgraded.window.limit == 20
+
+    acme.plan = Plan.INSTITUTIONAL
+    acme.save(update_fields=["plan"])
+
+    restored = ask(world, world.acme_member, acme)
+
+    assert fake_anthropic.keys_used == [PLATFORM_KEY, GOOD_KEY]
+    assert restored.row.key_source == "organisation"
+    assert restored.window.limit == 200
+
+
+def test_one_organisations_key_never_serves_another(world, fake_anthropic, acme_key):
+    ask(world, world.globex_member, world.globex)
+    ask(world, world.initech_member, world.initech)
+
+    assert fake_anthropic.keys_used == [PLATFORM_KEY, PLATFORM_KEY]
+
+
+def test_limits_follow_the_settings(world, settings):
+    settings.INSIGHTS_PLATFORM_LIMIT = 7
+    settings.INSIGHTS_BYOM_LIMIT = 70
+    org_services.claude_api_key_set(
+        membership=world.membership(world.acme_owner, world.acme), raw_key=GOOD_KEY, ip=None
+    )
+
+    assert keys.resolve(world.acme, with_secret=False).limit == 70
+    assert keys.resolve(world.globex, with_secret=False).limit == 7
+
+
+def test_the_defaults_are_20_and_200_per_3600_seconds():
+    # A fresh interpreter without any INSIGHTS_* variables shows what settings.py defaults to.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INSIGHTS_")}
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.INSIGHTS_PLATFORM_LIMIT, s.INSIGHTS_BYOM_LIMIT, s.INSIGHTS_WINDOW_SECONDS)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "DJANGO_SETTINGS_MODULE": "opsion.settings"},
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout.split() == ["20", "200", "3600"]

@@ -1,0 +1,70 @@
+"""`manage.py prune_insight_queries`: old history goes, the rolling window's rows never do."""
+
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from insights import services
+from insights.models import InsightQuery
+
+from .helpers import seed
+
+DAY = 86400
+
+
+def prune(*args: str) -> str:
+    out = StringIO()
+    call_command("prune_insight_queries", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_it_deletes_queries_older_than_90_days_only(world):
+    old = seed(world.globex, 91 * DAY, 200 * DAY)
+    kept = seed(world.globex, 89 * DAY, 2 * DAY, 600)
+    other_org_old = seed(world.acme, 120 * DAY)
+
+    output = prune("--older-than", "90d")
+
+    assert set(InsightQuery.objects.values_list("pk", flat=True)) == {q.pk for q in kept}
+    assert not InsightQuery.objects.filter(pk__in=[q.pk for q in old + other_org_old]).exists()
+    assert output.strip() == "Deleted 3 insight queries older than 90d."
+
+
+def test_it_never_deletes_rows_inside_the_window(world):
+    inside = seed(world.globex, *[60] * 20, 3500)
+    seed(world.globex, 7300)
+
+    prune("--older-than", "0h")
+
+    assert set(InsightQuery.objects.values_list("pk", flat=True)) == {q.pk for q in inside}
+    # The limit still holds after pruning: all 20 queries of the last hour still count.
+    assert services.usage(world.globex).window.used == 21
+
+
+def test_it_works_in_batches(world):
+    seed(world.globex, *[100 * DAY] * 7)
+    seed(world.globex, 10)
+
+    output = prune("--older-than", "12w", "--batch-size", "2")
+
+    assert InsightQuery.objects.count() == 1
+    assert output.strip() == "Deleted 7 insight queries older than 12w."
+
+
+def test_it_defaults_to_90_days(world):
+    seed(world.globex, 91 * DAY, 89 * DAY)
+
+    prune()
+
+    assert InsightQuery.objects.count() == 1
+
+
+@pytest.mark.parametrize("age", ["90", "ninety days", "90m", "-1d", "d"])
+def test_it_refuses_an_unclear_age(world, age):
+    seed(world.globex, 200 * DAY)
+
+    with pytest.raises(CommandError, match="90d, 12w or 48h"):
+        prune(f"--older-than={age}")
+
+    assert InsightQuery.objects.count() == 1

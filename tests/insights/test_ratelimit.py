@@ -1,0 +1,200 @@
+"""The rolling limit: exact counts, exact Retry-After, a sliding window and what counts as a query.
+
+Time is controlled by seeding rows with past `created_at` values; nothing sleeps.
+"""
+
+import pytest
+
+from insights import ratelimit, services
+from insights.models import InsightQuery, Outcome
+from orgs import services as org_services
+from tests.conftest import PLATFORM_KEY
+
+from .helpers import seed, seed_spread
+
+URL = "/api/v1/orgs/{}/insights/queries"
+
+
+def post(client, slug: str, query: str = "What are the white-paper obligations under MiCAR?"):
+    return client.post(URL.format(slug), {"query": query}, content_type="application/json")
+
+
+def test_the_21st_platform_query_in_an_hour_is_refused_with_the_documented_message(world, fake_anthropic, api_client):
+    seed_spread(world.globex, 20, oldest=1800, newest=30)
+
+    response = post(api_client(world.globex_member), "globex")
+
+    assert response.status_code == 429
+    assert response.json() == {"error": {"code": "rate_limited", "message": "Rate limit reached (20/hour)"}}
+    assert fake_anthropic.requests == []
+
+
+def test_the_201st_byom_query_in_an_hour_is_refused_with_the_documented_message(
+    world, fake_anthropic, api_client, acme_key
+):
+    seed_spread(world.acme, 200, oldest=3000, newest=10, source="organisation")
+
+    response = post(api_client(world.acme_member), "acme")
+
+    assert response.status_code == 429
+    assert response.json() == {"error": {"code": "rate_limited", "message": "Rate limit reached (200/hour)"}}
+    assert response["RateLimit-Policy"] == '"insights";q=200;w=3600'
+    assert fake_anthropic.requests == []
+
+
+def test_the_20th_query_is_still_answered(world, fake_anthropic, api_client):
+    seed_spread(world.globex, 19, oldest=1800)
+
+    response = post(api_client(world.globex_member), "globex")
+
+    assert response.status_code == 200
+    assert response.json()["rateLimit"]["remaining"] == 0
+    assert response["RateLimit"].startswith('"insights";r=0;')
+
+
+@pytest.mark.parametrize("oldest", [1800, 600, 3599, 5])
+def test_retry_after_is_when_the_oldest_counted_query_leaves_the_window(world, fake_anthropic, api_client, oldest):
+    # Older rows outside the window must not decide the time either.
+    seed(world.globex, 3700, 7200)
+    seed_spread(world.globex, 20, oldest=oldest, newest=min(oldest, 2))
+
+    response = post(api_client(world.globex_member), "globex")
+
+    expected = 3600 - oldest
+    assert response.status_code == 429
+    assert abs(int(response["Retry-After"]) - expected) <= 1
+    assert response["RateLimit-Policy"] == '"insights";q=20;w=3600'
+    remaining, reset = response["RateLimit"].removeprefix('"insights";').split(";")
+    assert remaining == "r=0"
+    assert abs(int(reset.removeprefix("t=")) - expected) <= 1
+
+
+def test_the_window_slides_so_queries_older_than_an_hour_stop_counting(world, fake_anthropic, api_client):
+    seed_spread(world.globex, 30, oldest=7200, newest=3605)  # all out of the window
+    seed_spread(world.globex, 19, oldest=3500, newest=100)  # 19 still count
+    client = api_client(world.globex_member)
+
+    first = post(client, "globex")
+    second = post(client, "globex")
+
+    assert first.status_code == 200
+    assert first.json()["rateLimit"] == {"limit": 20, "remaining": 0, "resetSeconds": pytest.approx(100, abs=1)}
+    assert second.status_code == 429
+
+
+def test_a_query_leaving_the_window_frees_exactly_one_slot(world, fake_anthropic):
+    # 20 queries, one of them a second past the window: exactly one more may go.
+    seed(world.globex, 3601, *[100] * 19)
+    membership = world.membership(world.globex_member, world.globex)
+
+    services.start(membership=membership, text="one").answer()
+    with pytest.raises(ratelimit.RateLimited):
+        services.start(membership=membership, text="two")
+
+
+def test_usage_counts_one_window_per_organisation(world, fake_anthropic, api_client):
+    seed(world.globex, *[60] * 20)
+
+    assert post(api_client(world.acme_member), "acme").status_code == 200
+    assert post(api_client(world.globex_member), "globex").status_code == 429
+
+
+def test_removing_the_key_drops_the_limit_to_20_at_once_while_the_window_still_counts(
+    world, fake_anthropic, api_client, acme_key
+):
+    seed_spread(world.acme, 25, oldest=1200, newest=60, source="organisation")
+    client = api_client(world.acme_member)
+    assert post(client, "acme").status_code == 200  # 26th of 200
+
+    org_services.claude_api_key_remove(membership=world.membership(world.acme_owner, world.acme), ip=None)
+    response = post(client, "acme")
+
+    assert response.status_code == 429
+    assert response.json()["error"]["message"] == "Rate limit reached (20/hour)"
+    assert abs(int(response["Retry-After"]) - 2400) <= 1
+    assert response["RateLimit-Policy"] == '"insights";q=20;w=3600'
+    assert response["RateLimit"] == f'"insights";r=0;t={response["Retry-After"]}'
+    usage = client.get("/api/v1/orgs/acme/insights/usage").json()
+    assert (usage["limit"], usage["used"], usage["remaining"], usage["keySource"]) == (20, 26, 0, "platform")
+
+
+def test_queries_on_the_platform_key_count_after_a_key_is_saved(world, fake_anthropic, api_client):
+    # One count per organisation, whichever key served the earlier queries.
+    seed(world.acme, *[60] * 20)
+    client = api_client(world.acme_member)
+    assert post(client, "acme").status_code == 429
+
+    org_services.claude_api_key_set(
+        membership=world.membership(world.acme_owner, world.acme),
+        raw_key="sk-ant-api03-fresh-000000000000000000000000000000000000000000000000",
+        ip=None,
+    )
+    response = post(client, "acme")
+
+    assert response.status_code == 200
+    assert response.json()["rateLimit"]["remaining"] == 200 - 21
+
+
+def test_a_query_that_fails_upstream_still_counts(world, fake_anthropic, api_client):
+    fake_anthropic.behave(PLATFORM_KEY, "server_error")
+
+    response = post(api_client(world.globex_member), "globex")
+
+    assert response.status_code == 503
+    row = InsightQuery.objects.get(organisation=world.globex)
+    assert (row.outcome, row.error_code) == (Outcome.FAILED, "insights_unavailable")
+    assert services.usage(world.globex).window.used == 1
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["", "   \n\t ", "x" * 4001],
+    ids=["empty", "blank", "too-long"],
+)
+def test_a_refused_question_does_not_count(world, fake_anthropic, api_client, query):
+    response = post(api_client(world.globex_member), "globex", query)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert response.json()["error"]["message"]
+    assert not InsightQuery.objects.exists()
+    assert fake_anthropic.requests == []
+
+
+def test_a_4000_character_question_is_accepted(world, fake_anthropic, api_client):
+    response = post(api_client(world.globex_member), "globex", "x" * 4000)
+
+    assert response.status_code == 200
+
+
+def test_no_platform_key_refuses_without_counting(world, fake_anthropic, api_client, settings):
+    settings.ANTHROPIC_API_KEY = ""
+
+    response = post(api_client(world.globex_member), "globex")
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "insights_unavailable"
+    assert not InsightQuery.objects.exists()
+    assert fake_anthropic.requests == []
+
+
+def test_a_query_over_the_limit_adds_no_row(world, fake_anthropic, api_client):
+    seed(world.globex, *[60] * 20)
+    client = api_client(world.globex_member)
+
+    for _ in range(3):
+        assert post(client, "globex").status_code == 429
+
+    assert InsightQuery.objects.filter(organisation=world.globex).count() == 20
+
+
+def test_acquire_reports_the_window_after_counting(world):
+    seed(world.globex, 900, 60)
+
+    row, window = ratelimit.acquire(
+        org=world.globex, limit=5, window_seconds=3600, row={"key_source": "platform", "query": "q"}
+    )
+
+    assert row.pk is not None
+    assert (window.used, window.remaining) == (3, 2)
+    assert abs(window.reset_seconds - 2700) <= 1

@@ -1,0 +1,55 @@
+"""The window count stays a range scan on an index however long the history grows."""
+
+import pytest
+from django.db import connection
+from django.db.models import Count, DateTimeField, ExpressionWrapper
+from django.db.models.functions import Now
+
+from insights.models import InsightQuery
+
+from .helpers import seed
+
+
+def window_count_sql(org_id: int) -> tuple[str, tuple]:
+    from datetime import timedelta
+
+    cutoff = ExpressionWrapper(Now() - timedelta(seconds=3600), output_field=DateTimeField())
+    queryset = InsightQuery.objects.filter(organisation_id=org_id, created_at__gt=cutoff).values("organisation_id")
+    queryset = queryset.annotate(used=Count("*")).values("used")
+    return queryset.query.sql_with_params()
+
+
+def test_the_table_has_an_index_on_organisation_then_created_at(db):
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, InsightQuery._meta.db_table)
+
+    index = constraints["insight_org_created"]
+    assert index["index"] is True
+    assert index["columns"] == ["organisation_id", "created_at"]
+
+
+def test_the_window_count_uses_the_index(world):
+    # Enough rows across organisations that reading the table would be the planner's worse choice.
+    for org in (world.acme, world.globex, world.initech):
+        seed(org, *range(60, 60 + 400 * 30, 30))
+    org_id = world.globex.pk
+    sql, params = window_count_sql(org_id)
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("ANALYZE insights_insightquery")
+            cursor.execute("EXPLAIN " + sql, params)
+        else:
+            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+        plan = "\n".join(" ".join(str(c) for c in row) for row in cursor.fetchall())
+
+    assert "insight_org_created" in plan, plan
+    if connection.vendor == "postgresql":
+        assert "Index" in plan and "Seq Scan" not in plan, plan
+
+
+@pytest.mark.parametrize("fields", [("organisation", "created_at")])
+def test_the_model_declares_the_index(fields):
+    declared = {index.name: tuple(index.fields) for index in InsightQuery._meta.indexes}
+
+    assert declared["insight_org_created"] == fields

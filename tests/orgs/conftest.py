@@ -1,0 +1,34 @@
+"""Fixtures for the organisation tests: fast password hashing and people by plan and role."""
+
+import pytest
+
+from orgs.models import Membership, Organisation, Plan, Role
+from tests.base import make_user
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # Every test builds a dozen users; the production PBKDF2 work factor would dominate the run.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def people(world):
+    """`people(plan, role)` -> (organisation, user or None). Adds the Owner the shared world lacks on initech."""
+    initech_owner = make_user("owner@initech.test")
+    Membership.objects.create(user=initech_owner, organisation=world.initech, role=Role.OWNER)
+    orgs = {Plan.PROFESSIONAL: world.globex, Plan.INSTITUTIONAL: world.acme, Plan.CUSTOM: world.initech}
+    by_role = {
+        Plan.PROFESSIONAL: {"owner": world.globex_owner, "admin": world.globex_admin, "member": world.globex_member},
+        Plan.INSTITUTIONAL: {"owner": world.acme_owner, "admin": world.acme_admin, "member": world.acme_member},
+        Plan.CUSTOM: {"owner": initech_owner, "admin": world.initech_admin, "member": world.initech_member},
+    }
+
+    def lookup(plan: str, role: str) -> tuple[Organisation, object]:
+        if role == "anonymous":
+            return orgs[plan], None
+        if role == "outsider":
+            return orgs[plan], world.outsider
+        return orgs[plan], by_role[plan][role]
+
+    return lookup

@@ -1,0 +1,186 @@
+"""Django admin for Opsion staff: organisations, memberships, users, tokens, audit events, key removal."""
+
+import re
+
+import pytest
+from django.contrib.admin.models import LogEntry
+
+from orgs import services
+from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Plan
+from tests.base import CANARY_KEY, GOOD_KEY
+from tests.orgs.helpers import console, store_key, stored_key
+
+ORGS = "/admin/orgs/organisation/"
+
+
+@pytest.fixture
+def staff(world):
+    return console(world.staff)
+
+
+def rows_of(page: str) -> dict[str, str]:
+    """The change list's rows, keyed by the organisation name in each."""
+    rows = re.findall(r"<tr>.*?</tr>", page, re.S)
+    named = {}
+    for row in rows:
+        match = re.search(r'<th class="field-name"><a href="[^"]+">([^<]+)</a></th>', row)
+        if match:
+            named[match.group(1)] = row
+    return named
+
+
+def test_only_staff_get_in(world):
+    response = console(world.acme_owner).get(ORGS)
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+
+
+class TestOrganisationList:
+    def test_it_shows_plan_key_set_and_member_count(self, world, staff):
+        store_key(world.acme, CANARY_KEY)
+
+        page = staff.get(ORGS).content.decode()
+
+        assert "Claude API key set" in page
+        rows = rows_of(page)
+        assert set(rows) == {"Acme Digital Assets", "Globex Payments", "Initech Custody"}
+        assert '<td class="field-plan">Institutional</td>' in rows["Acme Digital Assets"]
+        assert '<td class="field-plan">Professional</td>' in rows["Globex Payments"]
+        assert 'alt="True"' in rows["Acme Digital Assets"]
+        assert 'alt="False"' in rows["Globex Payments"]
+        assert '<td class="field-member_count">3</td>' in rows["Acme Digital Assets"]
+        assert '<td class="field-member_count">2</td>' in rows["Initech Custody"]
+        assert CANARY_KEY not in page
+
+    def test_it_filters_by_plan(self, world, staff):
+        page = staff.get(ORGS, {"plan__exact": Plan.CUSTOM}).content.decode()
+
+        assert set(rows_of(page)) == {"Initech Custody"}
+
+    def test_it_searches_by_name_and_slug(self, world, staff):
+        assert set(rows_of(staff.get(ORGS, {"q": "globex"}).content.decode())) == {"Globex Payments"}
+        assert set(rows_of(staff.get(ORGS, {"q": "Custody"}).content.decode())) == {"Initech Custody"}
+
+
+class TestOrganisationChange:
+    def test_the_change_page_has_an_editable_plan_and_the_memberships_inline(self, world, staff):
+        store_key(world.acme, CANARY_KEY)
+
+        page = staff.get(f"{ORGS}{world.acme.pk}/change/").content.decode()
+
+        assert '<select name="plan"' in page
+        assert 'name="memberships-TOTAL_FORMS" value="3"' in page
+        assert 'name="memberships-0-role"' in page
+        assert CANARY_KEY not in page
+        assert "secret" not in page.lower()
+
+    def test_changing_the_plan_keeps_the_key_and_logs_no_key(self, world, staff):
+        store_key(world.acme, CANARY_KEY)
+        memberships = list(world.acme.memberships.order_by("pk"))
+        data = {
+            "name": world.acme.name,
+            "slug": world.acme.slug,
+            "plan": Plan.PROFESSIONAL,
+            "memberships-TOTAL_FORMS": str(len(memberships)),
+            "memberships-INITIAL_FORMS": str(len(memberships)),
+            "memberships-MIN_NUM_FORMS": "0",
+            "memberships-MAX_NUM_FORMS": "1000",
+        }
+        for i, m in enumerate(memberships):
+            data |= {
+                f"memberships-{i}-id": str(m.pk),
+                f"memberships-{i}-organisation": str(world.acme.pk),
+                f"memberships-{i}-user": str(m.user_id),
+                f"memberships-{i}-role": m.role,
+            }
+
+        response = staff.post(f"{ORGS}{world.acme.pk}/change/", data)
+
+        assert response.status_code == 302, response.content.decode()[:2000]
+        world.acme.refresh_from_db()
+        assert world.acme.plan == Plan.PROFESSIONAL
+        assert stored_key(world.acme) == CANARY_KEY
+        entry = LogEntry.objects.get()
+        assert "plan" in entry.get_change_message().lower()
+        assert CANARY_KEY not in entry.change_message
+        assert CANARY_KEY not in entry.object_repr
+
+
+class TestRemoveKeyAction:
+    def test_it_deletes_the_key_and_audits_the_removal(self, world, staff):
+        store_key(world.acme, CANARY_KEY)
+        store_key(world.globex, GOOD_KEY)
+
+        response = staff.post(
+            ORGS,
+            {"action": "remove_claude_api_key", "_selected_action": [world.acme.pk, world.initech.pk]},
+            REMOTE_ADDR="10.1.2.3",
+            follow=True,
+        )
+
+        page = response.content.decode()
+        assert "Removed the Claude API key of 1 organisation(s)." in page
+        assert not ClaudeApiKey.objects.filter(organisation=world.acme).exists()
+        assert stored_key(world.globex) == GOOD_KEY
+        event = AuditEvent.objects.get()
+        assert (event.organisation, event.action, event.actor, event.ip, event.via) == (
+            world.acme,
+            AuditAction.KEY_REMOVED,
+            world.staff,
+            "10.1.2.3",
+            "admin",
+        )
+        assert CANARY_KEY not in page
+        assert not LogEntry.objects.filter(change_message__contains=CANARY_KEY).exists()
+
+
+class TestOtherModels:
+    def test_users_are_listed_and_editable(self, world, staff):
+        listing = staff.get("/admin/orgs/user/").content.decode()
+        change = staff.get(f"/admin/orgs/user/{world.acme_admin.pk}/change/").content.decode()
+
+        assert "admin@acme.test" in listing
+        assert 'name="email" value="admin@acme.test"' in change
+
+    def test_api_tokens_never_show_their_hash(self, world, staff):
+        _, raw = services.api_token_create(user=world.acme_admin, name="pipeline")
+        token = ApiToken.objects.get()
+
+        listing = staff.get("/admin/orgs/apitoken/").content.decode()
+        change = staff.get(f"/admin/orgs/apitoken/{token.pk}/change/").content.decode()
+
+        assert "pipeline" in listing
+        assert token.prefix in listing
+        for page in (listing, change):
+            assert token.token_hash not in page
+            assert raw not in page
+        assert staff.get("/admin/orgs/apitoken/add/").status_code == 403
+
+    def test_audit_events_are_read_only(self, world, staff):
+        services.claude_api_key_set(
+            membership=world.membership(world.acme_admin, world.acme), raw_key=CANARY_KEY, ip="203.0.113.1"
+        )
+        event = AuditEvent.objects.get()
+
+        listing = staff.get("/admin/orgs/auditevent/").content.decode()
+        change = staff.get(f"/admin/orgs/auditevent/{event.pk}/change/")
+
+        assert "admin@acme.test" in listing
+        assert "203.0.113.1" in listing
+        assert change.status_code == 200
+        assert 'name="_save"' not in change.content.decode()
+        assert staff.post(f"/admin/orgs/auditevent/{event.pk}/change/", {"action": "x"}).status_code == 403
+        assert staff.get("/admin/orgs/auditevent/add/").status_code == 403
+        assert staff.post(f"/admin/orgs/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403
+        assert AuditEvent.objects.filter(pk=event.pk, action=AuditAction.KEY_SAVED).exists()
+        assert CANARY_KEY not in listing + change.content.decode()
+
+    def test_the_key_model_is_not_in_admin(self, world, staff):
+        store_key(world.acme, CANARY_KEY)
+
+        index = staff.get("/admin/").content.decode()
+
+        assert "claudeapikey" not in index.lower()
+        assert staff.get("/admin/orgs/claudeapikey/").status_code == 404
+        assert CANARY_KEY not in index

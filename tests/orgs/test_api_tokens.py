@@ -1,0 +1,213 @@
+"""Personal API tokens: created in the console and shown once, listed, used, revoked; stored only as a hash."""
+
+import hashlib
+import re
+from datetime import timedelta
+
+from django.db import connection
+from django.utils import timezone
+
+from orgs import services
+from orgs.models import ApiToken
+from tests.base import GOOD_KEY
+from tests.orgs.helpers import api_put_key, console, csrf_token_from, error_of
+
+CREATE = "/orgs/acme/settings/tokens/create"
+
+
+def create_in_console(client, name: str = "Reporting pipeline") -> str:
+    response = client.post(CREATE, {"name": name})
+    assert response.status_code == 200
+    match = re.search(r'<code class="token" id="new-token">([^<]+)</code>', response.content.decode())
+    assert match, "the new token is not on the page"
+    return match.group(1)
+
+
+def api_get(raw: str, slug: str = "acme"):
+    return console().get(f"/api/v1/orgs/{slug}/settings", headers={"Authorization": f"Bearer {raw}"})
+
+
+def test_a_new_token_is_shown_once_with_a_warning(world):
+    client = console(world.acme_admin)
+
+    response = client.post(CREATE, {"name": "Reporting pipeline"})
+
+    page = response.content.decode()
+    assert "Token “Reporting pipeline” created. Copy it now: it will not be shown again." in page
+    raw = create_in_console(client, "Second")
+    assert raw.startswith("opsn_")
+    assert raw not in client.get("/orgs/acme/settings/").content.decode()
+
+
+def test_the_new_token_works_against_the_api(world):
+    raw = create_in_console(console(world.acme_admin))
+
+    response = api_get(raw)
+
+    assert response.status_code == 200
+    assert response.json()["role"] == "admin"
+
+
+def test_tokens_are_listed_with_name_prefix_created_and_last_used_but_never_in_full(world):
+    client = console(world.acme_admin)
+    raw = create_in_console(client, "Nightly export")
+
+    page = client.get("/orgs/acme/settings/").content.decode()
+
+    row = re.search(r"<tr>\s*<td>Nightly export</td>.*?</tr>", page, re.S).group(0)
+    assert f"<code>{raw[:12]}…</code>" in row
+    assert timezone.now().strftime("%-d %b %Y") in row
+    assert "never" in row
+    assert raw not in page
+    assert raw[12:] not in page
+
+
+def test_using_a_token_records_when_it_was_last_used(world):
+    client = console(world.acme_admin)
+    raw = create_in_console(client)
+
+    api_get(raw)
+
+    token = ApiToken.objects.get()
+    assert token.last_used_at is not None
+    assert timezone.now() - token.last_used_at < timedelta(minutes=1)
+    row = re.search(
+        r"<tr>\s*<td>Reporting pipeline</td>.*?</tr>", client.get("/orgs/acme/settings/").content.decode(), re.S
+    )
+    assert "never" not in row.group(0)
+
+
+def test_last_used_is_written_at_most_once_a_minute(world):
+    _, raw = services.api_token_create(user=world.acme_admin, name="busy")
+    recent = timezone.now() - timedelta(seconds=10)
+    ApiToken.objects.update(last_used_at=recent)
+
+    api_get(raw)
+    assert ApiToken.objects.get().last_used_at == recent
+
+    stale = timezone.now() - timedelta(minutes=2)
+    ApiToken.objects.update(last_used_at=stale)
+    api_get(raw)
+    assert ApiToken.objects.get().last_used_at > stale
+
+
+def test_tokens_are_stored_only_as_a_hash(world):
+    raw = create_in_console(console(world.acme_admin))
+
+    token = ApiToken.objects.get()
+    assert token.token_hash == hashlib.sha256(raw.encode()).hexdigest()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM orgs_apitoken")
+        columns = [str(value) for value in cursor.fetchone()]
+    assert not any(raw in value or raw[12:] in value for value in columns)
+
+
+def test_a_revoked_token_is_refused(world):
+    client = console(world.acme_admin)
+    raw = create_in_console(client)
+    token = ApiToken.objects.get()
+
+    response = client.post(f"/orgs/acme/settings/tokens/{token.pk}/revoke", follow=True)
+
+    assert "API token revoked. Requests using it are now refused." in response.content.decode()
+    assert not ApiToken.objects.exists()
+    refused = api_get(raw)
+    assert refused.status_code == 401
+    assert error_of(refused)["code"] == "unauthenticated"
+
+
+def test_you_cannot_revoke_someone_elses_token(world):
+    _, raw = services.api_token_create(user=world.acme_owner, name="owner's")
+    token = ApiToken.objects.get()
+
+    response = console(world.acme_admin).post(f"/orgs/acme/settings/tokens/{token.pk}/revoke", follow=True)
+
+    assert "That token does not exist or was already revoked." in response.content.decode()
+    assert api_get(raw).status_code == 200
+
+
+def test_the_list_shows_only_your_own_tokens(world):
+    services.api_token_create(user=world.acme_owner, name="owner-only token")
+
+    page = console(world.acme_admin).get("/orgs/acme/settings/").content.decode()
+
+    assert "owner-only token" not in page
+    assert "You have no API tokens." in page
+
+
+def test_a_token_acts_as_its_user_in_their_organisations_only(world):
+    _, raw = services.api_token_create(user=world.acme_member, name="member")
+
+    assert api_get(raw, "acme").status_code == 200
+    assert api_get(raw, "initech").status_code == 404
+    refused = api_put_key(console(), "acme", {"apiKey": GOOD_KEY}, Authorization=f"Bearer {raw}")
+    assert error_of(refused)["code"] == "forbidden_role"
+
+
+def test_a_deactivated_users_token_is_refused(world):
+    _, raw = services.api_token_create(user=world.acme_admin, name="gone")
+    world.acme_admin.is_active = False
+    world.acme_admin.save()
+
+    assert api_get(raw).status_code == 401
+
+
+def test_a_malformed_authorization_header_is_unauthenticated(world):
+    for header in ("Bearer", "Bearer ", "Token opsn_abc", "bearer opsn_" + "x" * 300):
+        response = console().get("/api/v1/orgs/acme/settings", headers={"Authorization": header})
+        assert response.status_code == 401, header
+
+
+def test_a_token_needs_a_name(world):
+    response = console(world.acme_admin).post(CREATE, {"name": ""})
+
+    assert response.status_code == 400
+    assert 'id="token-name-error"' in response.content.decode()
+    assert not ApiToken.objects.exists()
+
+
+def test_a_token_name_may_not_be_too_long(world):
+    response = console(world.acme_admin).post(CREATE, {"name": "n" * 101})
+
+    assert response.status_code == 400
+    assert not ApiToken.objects.exists()
+
+
+def test_creating_tokens_needs_the_csrf_token(world):
+    client = console(world.acme_admin, enforce_csrf_checks=True)
+
+    refused = client.post(CREATE, {"name": "sneaky"})
+    csrf = csrf_token_from(client.get("/orgs/acme/settings/").content.decode())
+    accepted = client.post(CREATE, {"name": "mine", "csrfmiddlewaretoken": csrf})
+
+    assert refused.status_code == 403
+    assert accepted.status_code == 200
+    assert list(ApiToken.objects.values_list("name", flat=True)) == ["mine"]
+
+
+def test_revoking_needs_the_csrf_token(world):
+    services.api_token_create(user=world.acme_admin, name="keep")
+    token = ApiToken.objects.get()
+
+    response = console(world.acme_admin, enforce_csrf_checks=True).post(f"/orgs/acme/settings/tokens/{token.pk}/revoke")
+
+    assert response.status_code == 403
+    assert ApiToken.objects.exists()
+
+
+def test_token_pages_are_for_members_only(world):
+    assert console(world.outsider).post(CREATE, {"name": "x"}).status_code == 404
+    assert console().post(CREATE, {"name": "x"}).status_code == 302
+    assert not ApiToken.objects.exists()
+
+
+def test_creating_many_tokens_quickly_is_refused_in_words(world):
+    client = console(world.acme_admin)
+    for n in range(10):
+        assert client.post(CREATE, {"name": f"t{n}"}).status_code == 200
+
+    response = client.post(CREATE, {"name": "one too many"})
+
+    assert response.status_code == 429
+    assert "Too many new API tokens in a short time. Please try again later." in response.content.decode()
+    assert ApiToken.objects.count() == 10

@@ -1,0 +1,277 @@
+"""Saving and removing the Claude API key from the Settings console, for every role, plan and outcome."""
+
+import pytest
+
+from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, Plan
+from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY
+from tests.orgs.helpers import (
+    PLAN_REFUSAL,
+    PLANS,
+    ROLES,
+    audit_actions,
+    console,
+    csrf_token_from,
+    store_key,
+    stored_key,
+)
+
+ROLE_REFUSAL = "Only an Owner or Admin of this organisation can change its Claude API key."
+
+
+def save_url(slug: str) -> str:
+    return f"/orgs/{slug}/settings/claude-api-key/save"
+
+
+def remove_url(slug: str) -> str:
+    return f"/orgs/{slug}/settings/claude-api-key/remove"
+
+
+def settings_url(slug: str) -> str:
+    return f"/orgs/{slug}/settings/"
+
+
+@pytest.mark.parametrize("plan", PLANS)
+@pytest.mark.parametrize("role", ROLES)
+def test_saving_a_key_obeys_role_then_plan(people, role, plan):
+    org, user = people(plan, role)
+
+    response = console(user).post(save_url(org.slug), {"api_key": CANARY_KEY})
+
+    if role == "anonymous":
+        assert response.status_code == 302
+        assert response["Location"].startswith("/accounts/login/")
+    elif role == "outsider":
+        assert response.status_code == 404
+        assert org.name not in response.content.decode()
+    elif role == "member":
+        assert response.status_code == 403
+        assert ROLE_REFUSAL in response.content.decode()
+    elif plan == Plan.PROFESSIONAL:
+        assert response.status_code == 403
+        assert PLAN_REFUSAL in response.content.decode()
+    else:
+        assert response.status_code == 302
+        assert response["Location"] == settings_url(org.slug)
+        assert stored_key(org) == CANARY_KEY
+        assert audit_actions(org) == [AuditAction.KEY_SAVED]
+        return
+    assert CANARY_KEY not in response.content.decode()
+    assert not ClaudeApiKey.objects.exists()
+    assert not AuditEvent.objects.exists()
+
+
+@pytest.mark.parametrize("plan", PLANS)
+@pytest.mark.parametrize("role", ROLES)
+def test_removing_a_key_is_for_owners_and_admins_on_any_plan(people, role, plan):
+    org, user = people(plan, role)
+    store_key(org, GOOD_KEY)
+
+    response = console(user).post(remove_url(org.slug), {"confirm": "yes"})
+
+    if role == "anonymous":
+        assert response.status_code == 302
+        assert response["Location"].startswith("/accounts/login/")
+    elif role == "outsider":
+        assert response.status_code == 404
+    elif role == "member":
+        assert response.status_code == 403
+        assert ROLE_REFUSAL in response.content.decode()
+    else:
+        # Removal is never plan-gated: a downgraded organisation must be able to delete its leftover key.
+        assert response.status_code == 302
+        assert not ClaudeApiKey.objects.filter(organisation=org).exists()
+        assert audit_actions(org) == [AuditAction.KEY_REMOVED]
+        return
+    assert stored_key(org) == GOOD_KEY
+    assert not AuditEvent.objects.exists()
+
+
+@pytest.mark.parametrize("plan", PLANS)
+@pytest.mark.parametrize("role", ROLES)
+def test_viewing_settings_depends_on_membership_only(people, role, plan):
+    org, user = people(plan, role)
+
+    response = console(user).get(settings_url(org.slug))
+
+    if role == "anonymous":
+        assert response.status_code == 302
+        assert response["Location"] == f"/accounts/login/?next={settings_url(org.slug)}"
+    elif role == "outsider":
+        assert response.status_code == 404
+        assert org.name not in response.content.decode()
+    else:
+        assert response.status_code == 200
+        assert org.name in response.content.decode()
+
+
+def test_unknown_slug_is_a_plain_404(world):
+    client = console(world.acme_admin)
+
+    assert client.get(settings_url("no-such-org")).status_code == 404
+    assert client.post(save_url("no-such-org"), {"api_key": GOOD_KEY}).status_code == 404
+    assert client.post(remove_url("no-such-org"), {"confirm": "yes"}).status_code == 404
+
+
+def test_an_admin_cannot_reach_another_organisations_key(world):
+    store_key(world.initech, GOOD_KEY)
+    client = console(world.acme_admin)
+
+    assert client.post(save_url("initech"), {"api_key": OTHER_KEY}).status_code == 404
+    assert client.post(remove_url("initech"), {"confirm": "yes"}).status_code == 404
+    assert stored_key(world.initech) == GOOD_KEY
+    assert not AuditEvent.objects.exists()
+
+
+def test_role_is_checked_before_plan(world):
+    response = console(world.globex_member).post(save_url("globex"), {"api_key": "not a key"})
+
+    assert response.status_code == 403
+    page = response.content.decode()
+    assert ROLE_REFUSAL in page
+    assert PLAN_REFUSAL not in page
+
+
+def test_plan_is_checked_before_the_keys_form(world):
+    response = console(world.globex_admin).post(save_url("globex"), {"api_key": "not a key"})
+
+    assert response.status_code == 403
+    assert PLAN_REFUSAL in response.content.decode()
+
+
+def test_a_member_cannot_replace_an_existing_key(world):
+    store_key(world.acme, GOOD_KEY, by=world.acme_admin)
+
+    response = console(world.acme_member).post(save_url("acme"), {"api_key": OTHER_KEY})
+
+    assert response.status_code == 403
+    assert stored_key(world.acme) == GOOD_KEY
+    assert ClaudeApiKey.objects.get().saved_by == world.acme_admin
+
+
+def test_a_saved_key_is_announced_and_masked_but_never_shown(world):
+    response = console(world.acme_admin).post(save_url("acme"), {"api_key": CANARY_KEY}, follow=True)
+
+    page = response.content.decode()
+    assert "Claude API key saved. AI Insights queries now use your organisation&#x27;s key." in page
+    assert "sk-ant-••••••••••••••••" in page
+    assert CANARY_KEY not in page
+
+
+def test_saving_again_replaces_the_key(world):
+    client = console(world.acme_admin)
+    client.post(save_url("acme"), {"api_key": GOOD_KEY})
+
+    client.post(save_url("acme"), {"api_key": OTHER_KEY})
+
+    assert ClaudeApiKey.objects.filter(organisation=world.acme).count() == 1
+    assert stored_key(world.acme) == OTHER_KEY
+    assert audit_actions(world.acme) == [AuditAction.KEY_SAVED, AuditAction.KEY_SAVED]
+
+
+def test_remove_without_confirmation_asks_first_and_keeps_the_key(world):
+    store_key(world.acme, GOOD_KEY)
+
+    response = console(world.acme_admin).post(remove_url("acme"))
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Remove the stored key?" in page
+    assert 'name="confirm" value="yes"' in page
+    assert "Yes, remove the key" in page
+    assert stored_key(world.acme) == GOOD_KEY
+    assert not AuditEvent.objects.exists()
+
+
+def test_remove_with_confirmation_deletes_the_key_and_says_so(world):
+    store_key(world.acme, GOOD_KEY)
+
+    response = console(world.acme_admin).post(remove_url("acme"), {"confirm": "yes"}, follow=True)
+
+    page = response.content.decode()
+    assert "Claude API key removed. AI Insights queries now use Opsion&#x27;s platform key." in page
+    assert "No key stored." in page
+    assert not ClaudeApiKey.objects.exists()
+
+
+def test_a_member_asking_to_remove_is_refused_without_a_confirmation_step(world):
+    store_key(world.acme, GOOD_KEY)
+
+    response = console(world.acme_member).post(remove_url("acme"))
+
+    assert response.status_code == 403
+    page = response.content.decode()
+    assert ROLE_REFUSAL in page
+    assert "Remove the stored key?" not in page
+    assert stored_key(world.acme) == GOOD_KEY
+
+
+def test_removing_when_no_key_is_stored_changes_nothing(world):
+    response = console(world.acme_admin).post(remove_url("acme"), {"confirm": "yes"})
+
+    assert response.status_code == 302
+    assert not AuditEvent.objects.exists()
+
+
+def test_save_and_remove_are_post_only(world):
+    client = console(world.acme_admin)
+
+    assert client.get(save_url("acme")).status_code == 405
+    assert client.get(remove_url("acme")).status_code == 405
+
+
+class TestCsrf:
+    def test_a_save_without_the_csrf_token_is_refused(self, world):
+        client = console(world.acme_admin, enforce_csrf_checks=True)
+
+        response = client.post(save_url("acme"), {"api_key": CANARY_KEY})
+
+        assert response.status_code == 403
+        assert "CSRF check failed" in response.content.decode()
+        assert not ClaudeApiKey.objects.exists()
+        assert not AuditEvent.objects.exists()
+
+    def test_a_remove_without_the_csrf_token_is_refused(self, world):
+        store_key(world.acme, GOOD_KEY)
+        client = console(world.acme_admin, enforce_csrf_checks=True)
+
+        response = client.post(remove_url("acme"), {"confirm": "yes"})
+
+        assert response.status_code == 403
+        assert stored_key(world.acme) == GOOD_KEY
+
+    def test_the_forms_own_token_lets_the_save_and_remove_through(self, world):
+        client = console(world.acme_admin, enforce_csrf_checks=True)
+        token = csrf_token_from(client.get(settings_url("acme")).content.decode())
+
+        saved = client.post(save_url("acme"), {"api_key": GOOD_KEY, "csrfmiddlewaretoken": token})
+        removed = client.post(remove_url("acme"), {"confirm": "yes", "csrfmiddlewaretoken": token})
+
+        assert saved.status_code == 302
+        assert removed.status_code == 302
+        assert audit_actions(world.acme) == [AuditAction.KEY_SAVED, AuditAction.KEY_REMOVED]
+        assert not ClaudeApiKey.objects.exists()
+
+
+def test_the_audit_event_records_who_and_from_where(world):
+    console(world.acme_owner).post(save_url("acme"), {"api_key": GOOD_KEY}, REMOTE_ADDR="203.0.113.9")
+
+    event = AuditEvent.objects.get()
+    assert (event.actor, event.actor_email, event.ip, event.via) == (
+        world.acme_owner,
+        "owner@acme.test",
+        "203.0.113.9",
+        "console",
+    )
+
+
+def test_saving_and_removing_never_log_the_key(world, caplog):
+    caplog.set_level("DEBUG")
+    client = console(world.acme_admin)
+
+    client.post(save_url("acme"), {"api_key": CANARY_KEY})
+    client.post(save_url("acme"), {"api_key": CANARY_KEY + " broken"})
+    client.post(remove_url("acme"), {"confirm": "yes"})
+
+    assert "claude api key saved org=acme" in caplog.text
+    assert "claude api key removed org=acme" in caplog.text
+    assert CANARY_KEY not in caplog.text

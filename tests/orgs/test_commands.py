@@ -1,0 +1,187 @@
+"""create_api_token, rotate_encryption_keys and seed_demo."""
+
+import hashlib
+import io
+
+import pytest
+from cryptography.fernet import Fernet
+from django.contrib.auth import authenticate
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from orgs import crypto, services
+from orgs.models import ApiToken, ClaudeApiKey, Membership, Organisation, Plan, Role, User
+from tests.base import CANARY_KEY, GOOD_KEY
+from tests.orgs.helpers import console
+
+
+def run(*args, **options) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out, **options)
+    return out.getvalue()
+
+
+class TestCreateApiToken:
+    def test_it_prints_the_token_alone_on_its_last_line(self, world):
+        output = run("create_api_token", "admin@acme.test", "--name", "CI pipeline")
+
+        last = output.rstrip("\n").splitlines()[-1]
+        assert last.startswith("opsn_")
+        assert " " not in last
+        assert "CI pipeline" in output
+        token = ApiToken.objects.get()
+        assert (token.user, token.name) == (world.acme_admin, "CI pipeline")
+
+    def test_the_printed_token_authenticates_and_is_stored_only_as_a_hash(self, world):
+        raw = run("create_api_token", "admin@acme.test").rstrip("\n").splitlines()[-1]
+
+        response = console().get("/api/v1/orgs/acme/settings", headers={"Authorization": f"Bearer {raw}"})
+
+        assert response.status_code == 200
+        token = ApiToken.objects.get()
+        assert token.name == "CLI token"
+        assert token.token_hash == hashlib.sha256(raw.encode()).hexdigest()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM orgs_apitoken")
+            assert not any(raw in str(value) for value in cursor.fetchone())
+
+    def test_the_email_is_matched_regardless_of_case(self, world):
+        run("create_api_token", "Member@Acme.TEST")
+
+        assert ApiToken.objects.get().user == world.acme_member
+
+    def test_an_unknown_email_is_an_error(self, world):
+        with pytest.raises(CommandError, match="No user with e-mail nobody@acme.test"):
+            run("create_api_token", "nobody@acme.test")
+        assert not ApiToken.objects.exists()
+
+    def test_a_blank_name_is_an_error(self, world):
+        with pytest.raises(CommandError, match="name"):
+            run("create_api_token", "admin@acme.test", "--name", "  ")
+
+
+class TestRotateEncryptionKeys:
+    @pytest.fixture
+    def old_rows(self, world, settings):
+        """Two keys saved under the current (old) encryption key; returns (old, new) Fernet keys."""
+        services.claude_api_key_set(
+            membership=world.membership(world.acme_admin, world.acme), raw_key=CANARY_KEY, ip=None
+        )
+        services.claude_api_key_set(
+            membership=world.membership(world.initech_admin, world.initech), raw_key=GOOD_KEY, ip=None
+        )
+        return settings.FIELD_ENCRYPTION_KEYS[0], Fernet.generate_key().decode()
+
+    @staticmethod
+    def revealed() -> dict[str, str]:
+        return {
+            row.organisation.slug: row.secret.reveal() for row in ClaudeApiKey.objects.select_related("organisation")
+        }
+
+    def test_it_moves_old_rows_to_the_first_key_and_says_how_many(self, old_rows, settings):
+        old, new = old_rows
+        settings.FIELD_ENCRYPTION_KEYS = [new, old]
+
+        output = run("rotate_encryption_keys")
+
+        assert "Re-encrypted 2 stored key(s) with the first FIELD_ENCRYPTION_KEYS entry." in output
+        settings.FIELD_ENCRYPTION_KEYS = [new]
+        assert self.revealed() == {"acme": CANARY_KEY, "initech": GOOD_KEY}
+
+    def test_without_rotation_the_new_key_alone_cannot_read_old_rows(self, old_rows, settings):
+        _, new = old_rows
+
+        settings.FIELD_ENCRYPTION_KEYS = [new]
+
+        with pytest.raises(crypto.DecryptionFailed):
+            self.revealed()
+
+    def test_after_rotation_the_old_key_no_longer_opens_the_rows(self, old_rows, settings):
+        old, new = old_rows
+        settings.FIELD_ENCRYPTION_KEYS = [new, old]
+
+        run("rotate_encryption_keys")
+
+        settings.FIELD_ENCRYPTION_KEYS = [old]
+        with pytest.raises(crypto.DecryptionFailed):
+            self.revealed()
+
+    def test_rows_no_key_opens_are_reported_and_left_alone(self, old_rows, settings):
+        _, new = old_rows
+        settings.FIELD_ENCRYPTION_KEYS = [new]
+        before = {row.pk: row.secret.ciphertext for row in ClaudeApiKey.objects.all()}
+
+        with pytest.raises(CommandError, match="2 stored key"):
+            run("rotate_encryption_keys")
+
+        assert {row.pk: row.secret.ciphertext for row in ClaudeApiKey.objects.all()} == before
+
+    def test_its_output_never_contains_a_key(self, old_rows, settings):
+        old, new = old_rows
+        settings.FIELD_ENCRYPTION_KEYS = [new, old]
+
+        output = run("rotate_encryption_keys")
+
+        assert CANARY_KEY not in output
+        assert GOOD_KEY not in output
+
+    def test_keys_still_work_through_the_product_after_rotation(self, old_rows, settings, world):
+        old, new = old_rows
+        settings.FIELD_ENCRYPTION_KEYS = [new, old]
+        run("rotate_encryption_keys")
+        settings.FIELD_ENCRYPTION_KEYS = [new]
+
+        body = console(world.acme_member).get("/api/v1/orgs/acme/settings").json()
+
+        assert body["claudeApiKeySet"] is True
+
+
+class TestSeedDemo:
+    def test_it_refuses_with_debug_off_unless_forced(self, db, settings):
+        settings.DEBUG = False
+
+        with pytest.raises(CommandError, match="--force"):
+            run("seed_demo")
+        assert not Organisation.objects.exists()
+
+    def test_it_creates_the_documented_organisations_and_users(self, db):
+        output = run("seed_demo", "--force", "--password", "demo-pass-123")
+
+        assert dict(Organisation.objects.values_list("slug", "plan")) == {
+            "acme": Plan.INSTITUTIONAL,
+            "globex": Plan.PROFESSIONAL,
+            "initech": Plan.CUSTOM,
+        }
+        memberships = {
+            (m.user.email, m.organisation.slug, m.role)
+            for m in Membership.objects.select_related("user", "organisation")
+        }
+        assert memberships == {
+            ("owner@acme.test", "acme", Role.OWNER),
+            ("admin@acme.test", "acme", Role.ADMIN),
+            ("member@acme.test", "acme", Role.MEMBER),
+            ("owner@globex.test", "globex", Role.OWNER),
+            ("admin@initech.test", "initech", Role.ADMIN),
+        }
+        staff = User.objects.get(email="staff@opsion.test")
+        assert staff.is_staff and staff.is_superuser
+        assert authenticate(username="admin@acme.test", password="demo-pass-123") is not None
+        assert "http://127.0.0.1:8000/accounts/login/" in output
+        assert "demo-pass-123" in output
+
+    def test_the_default_password_is_opsion_demo(self, db, settings):
+        settings.DEBUG = True
+
+        run("seed_demo")
+
+        assert authenticate(username="owner@globex.test", password="opsion-demo") is not None
+
+    def test_it_is_idempotent_and_restores_the_demo_state(self, db):
+        run("seed_demo", "--force")
+        Organisation.objects.filter(slug="acme").update(plan=Plan.PROFESSIONAL)
+        counts = (User.objects.count(), Organisation.objects.count(), Membership.objects.count())
+
+        run("seed_demo", "--force")
+
+        assert (User.objects.count(), Organisation.objects.count(), Membership.objects.count()) == counts
+        assert Organisation.objects.get(slug="acme").plan == Plan.INSTITUTIONAL

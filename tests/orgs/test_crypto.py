@@ -1,0 +1,154 @@
+"""The Claude API key at rest: encrypted with FIELD_ENCRYPTION_KEYS, independent of SECRET_KEY, never dumped."""
+
+import io
+import json
+
+import pytest
+from cryptography.fernet import Fernet
+from django.core.exceptions import FieldError
+from django.core.management import call_command
+from django.db import connection
+
+from orgs import crypto, services
+from orgs.models import ClaudeApiKey
+from tests.base import CANARY_KEY, GOOD_KEY
+
+
+def save(world, key: str = CANARY_KEY) -> None:
+    services.claude_api_key_set(membership=world.membership(world.acme_admin, world.acme), raw_key=key, ip=None)
+
+
+def raw_column() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT secret FROM orgs_claudeapikey")
+        (value,) = cursor.fetchone()
+    return value
+
+
+def reload() -> ClaudeApiKey:
+    return ClaudeApiKey.objects.get()
+
+
+def test_the_stored_column_holds_ciphertext_not_the_key(world, settings):
+    save(world)
+
+    stored = raw_column()
+
+    assert CANARY_KEY not in stored
+    assert "CANARY" not in stored
+    assert "sk-ant-" not in stored
+    assert Fernet(settings.FIELD_ENCRYPTION_KEYS[0]).decrypt(stored.encode()).decode() == CANARY_KEY
+
+
+def test_the_same_key_encrypts_differently_each_time(world):
+    save(world)
+    first = raw_column()
+
+    save(world)
+
+    assert raw_column() != first
+    assert reload().secret.reveal() == CANARY_KEY
+
+
+def test_a_loaded_key_stays_sealed_until_revealed(world):
+    save(world)
+
+    row = reload()
+
+    assert isinstance(row.secret, crypto.Sealed)
+    for text in (repr(row.secret), str(row.secret), repr(row), str(row), repr(vars(row))):
+        assert CANARY_KEY not in text
+    assert row.secret.reveal() == CANARY_KEY
+
+
+def test_changing_secret_key_keeps_keys_readable(world, settings):
+    save(world)
+
+    settings.SECRET_KEY = "an-entirely-different-secret-key-after-a-rotation-0123456789"
+
+    assert reload().secret.reveal() == CANARY_KEY
+
+
+def test_a_new_key_put_first_keeps_old_rows_readable_and_encrypts_new_ones(world, settings):
+    old = settings.FIELD_ENCRYPTION_KEYS[0]
+    new = Fernet.generate_key().decode()
+    save(world)
+
+    settings.FIELD_ENCRYPTION_KEYS = [new, old]
+
+    assert reload().secret.reveal() == CANARY_KEY
+    save(world, GOOD_KEY)
+    assert Fernet(new).decrypt(raw_column().encode()).decode() == GOOD_KEY
+
+
+def test_a_wrong_key_fails_loudly_instead_of_returning_ciphertext(world, settings):
+    save(world)
+    row = reload()
+
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+
+    with pytest.raises(crypto.DecryptionFailed):
+        row.secret.reveal()
+    with pytest.raises(crypto.DecryptionFailed):
+        crypto.decrypt(raw_column())
+
+
+def test_a_tampered_ciphertext_fails_loudly(world):
+    save(world)
+    ciphertext = raw_column()
+    tampered = ciphertext[:-6] + ("A" if ciphertext[-6] != "A" else "B") + ciphertext[-5:]
+
+    with pytest.raises(crypto.DecryptionFailed):
+        crypto.Sealed(tampered).reveal()
+
+
+def test_malformed_encryption_keys_are_a_configuration_error(world, settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    settings.FIELD_ENCRYPTION_KEYS = ["not-a-fernet-key"]
+
+    with pytest.raises(ImproperlyConfigured, match="FIELD_ENCRYPTION_KEYS"):
+        crypto.encrypt("x")
+
+
+def test_only_isnull_lookups_are_allowed(world):
+    save(world)
+
+    assert ClaudeApiKey.objects.filter(secret__isnull=False).count() == 1
+    assert ClaudeApiKey.objects.filter(secret__isnull=True).count() == 0
+    for lookup in ("secret", "secret__exact", "secret__iexact", "secret__contains", "secret__startswith", "secret__in"):
+        value = [CANARY_KEY] if lookup.endswith("__in") else CANARY_KEY
+        with pytest.raises(FieldError):
+            list(ClaudeApiKey.objects.filter(**{lookup: value}))
+
+
+def test_dumpdata_writes_ciphertext_never_the_key(world):
+    save(world)
+    out = io.StringIO()
+
+    call_command("dumpdata", "orgs", stdout=out)
+
+    dump = out.getvalue()
+    assert CANARY_KEY not in dump
+    (row,) = [obj for obj in json.loads(dump) if obj["model"] == "orgs.claudeapikey"]
+    assert crypto.decrypt(row["fields"]["secret"]) == CANARY_KEY
+
+
+def test_dumpdata_of_everything_never_contains_the_key(world):
+    save(world)
+    out = io.StringIO()
+
+    call_command("dumpdata", stdout=out)
+
+    assert CANARY_KEY not in out.getvalue()
+
+
+def test_removing_the_key_deletes_the_ciphertext(world):
+    save(world)
+    membership = world.membership(world.acme_admin, world.acme)
+
+    services.claude_api_key_remove(membership=membership, ip=None)
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM orgs_claudeapikey")
+        assert cursor.fetchone() == (0,)

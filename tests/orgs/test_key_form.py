@@ -1,0 +1,163 @@
+"""The form a Claude API key must have, refused the same way by the console and the API."""
+
+import pytest
+
+from orgs.models import AuditEvent, ClaudeApiKey
+from orgs.validation import KeyMalformed, validate_claude_api_key
+from tests.base import GOOD_KEY
+from tests.orgs.helpers import api_put_key, bearer, console, error_of, stored_key
+
+MARK = "ECHOmark7"
+BODY = "a" * 40
+
+# (id, submitted key, what the refusal must say). Every key carries MARK so a test can prove it is never echoed.
+MALFORMED = [
+    ("empty", "   \n\t ", "Enter your Anthropic API key."),
+    ("no prefix", f"{MARK}-api03-{BODY}", "An Anthropic API key starts with “sk-ant-”."),
+    ("openai style", f"sk-proj-{MARK}{BODY}", "An Anthropic API key starts with “sk-ant-”."),
+    ("upper-case prefix", f"SK-ANT-api03-{MARK}{BODY}", "An Anthropic API key starts with “sk-ant-”."),
+    ("look-alike hyphen in prefix", f"sk\u2010ant-api03-{MARK}{BODY}", "An Anthropic API key starts with “sk-ant-”."),
+    ("inner space", f"sk-ant-api03-{MARK} {BODY}", "The key must not contain spaces or line breaks."),
+    ("inner newline", f"sk-ant-api03-{MARK}\n{BODY}", "The key must not contain spaces or line breaks."),
+    ("inner tab", f"sk-ant-api03-{MARK}\t{BODY}", "The key must not contain spaces or line breaks."),
+    ("inner no-break space", f"sk-ant-api03-{MARK}\u00a0{BODY}", "The key must not contain spaces or line breaks."),
+    (
+        "cyrillic look-alikes",
+        f"sk-ant-api03-{MARK}" + "\u0430\u0435\u043e" * 14,
+        "The key may contain only letters, digits, hyphens (-) and underscores (_).",
+    ),
+    (
+        "full-width digits",
+        f"sk-ant-api03-{MARK}" + "\uff11" * 40,
+        "The key may contain only letters, digits, hyphens (-) and underscores (_).",
+    ),
+    (
+        "zero-width space",
+        f"sk-ant-api03-{MARK}\u200b{BODY}",
+        "The key may contain only letters, digits, hyphens (-) and underscores (_).",
+    ),
+    (
+        "punctuation",
+        f"sk-ant-api03-{MARK}<script>{BODY}",
+        "The key may contain only letters, digits, hyphens (-) and underscores (_).",
+    ),
+    (
+        "too short",
+        f"sk-ant-{MARK}",
+        "That is too short to be an Anthropic API key (at least 40 characters).",
+    ),
+    (
+        "too long",
+        f"sk-ant-api03-{MARK}" + "a" * 300,
+        "That is too long to be an Anthropic API key (at most 256 characters).",
+    ),
+]
+CASES = [pytest.param(raw, message, id=case_id) for case_id, raw, message in MALFORMED]
+
+
+@pytest.mark.parametrize(("raw", "message"), CASES)
+def test_validation_says_what_is_wrong(raw, message):
+    with pytest.raises(KeyMalformed) as refused:
+        validate_claude_api_key(raw)
+
+    assert refused.value.message == message
+    assert refused.value.code == "claude_api_key_malformed"
+    assert MARK not in message
+
+
+@pytest.mark.parametrize(
+    "length",
+    [40, 256],
+    ids=["shortest accepted", "longest accepted"],
+)
+def test_keys_at_the_length_limits_are_accepted(length):
+    key = "sk-ant-" + "x" * (length - len("sk-ant-"))
+
+    assert validate_claude_api_key(key) == key
+
+
+@pytest.mark.parametrize("length", [39, 257], ids=["one too short", "one too long"])
+def test_keys_just_past_the_length_limits_are_refused(length):
+    with pytest.raises(KeyMalformed):
+        validate_claude_api_key("sk-ant-" + "x" * (length - len("sk-ant-")))
+
+
+@pytest.mark.parametrize(("raw", "message"), CASES)
+def test_the_console_refuses_a_malformed_key_in_words_without_echoing_it(world, raw, message):
+    response = console(world.acme_admin).post("/orgs/acme/settings/claude-api-key/save", {"api_key": raw})
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert message in page
+    assert MARK not in page
+    assert 'value=""' in page  # the password field comes back empty
+    assert not ClaudeApiKey.objects.exists()
+    assert not AuditEvent.objects.exists()
+
+
+@pytest.mark.parametrize(("raw", "message"), CASES)
+def test_the_api_refuses_a_malformed_key_with_its_code_and_message(world, raw, message):
+    response = api_put_key(console(), "acme", {"apiKey": raw}, **bearer(world.acme_admin))
+
+    assert response.status_code == 400
+    assert error_of(response) == {"code": "claude_api_key_malformed", "message": message}
+    assert MARK not in response.content.decode()
+    assert not ClaudeApiKey.objects.exists()
+    assert not AuditEvent.objects.exists()
+
+
+def test_a_malformed_key_leaves_the_stored_key_alone(world):
+    console(world.acme_admin).post("/orgs/acme/settings/claude-api-key/save", {"api_key": GOOD_KEY})
+
+    console(world.acme_admin).post("/orgs/acme/settings/claude-api-key/save", {"api_key": f"sk-ant-{MARK} x"})
+
+    assert stored_key(world.acme) == GOOD_KEY
+    assert AuditEvent.objects.count() == 1
+
+
+SURROUNDED = "  \t\r\n" + GOOD_KEY + " \n\u00a0"
+
+
+def test_the_console_trims_surrounding_whitespace_and_accepts_the_key(world):
+    response = console(world.acme_admin).post("/orgs/acme/settings/claude-api-key/save", {"api_key": SURROUNDED})
+
+    assert response.status_code == 302
+    assert stored_key(world.acme) == GOOD_KEY
+
+
+def test_the_api_trims_surrounding_whitespace_and_accepts_the_key(world):
+    response = api_put_key(console(), "acme", {"apiKey": SURROUNDED}, **bearer(world.acme_admin))
+
+    assert response.status_code == 200
+    assert stored_key(world.acme) == GOOD_KEY
+
+
+MEGABYTE_KEY = f"sk-ant-api03-{MARK}" + "a" * (1024 * 1024)
+
+
+def test_the_console_refuses_a_megabyte_paste_in_words_without_echoing_it(world):
+    # As from a browser holding its CSRF cookie: the CSRF check reads the form before the view does.
+    client = console(world.acme_admin, enforce_csrf_checks=True)
+    client.get("/orgs/acme/settings/")
+
+    response = client.post("/orgs/acme/settings/claude-api-key/save", {"api_key": MEGABYTE_KEY})
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "What you sent is too large" in page
+    assert MARK not in page
+    assert not ClaudeApiKey.objects.exists()
+    assert not AuditEvent.objects.exists()
+
+
+def test_the_api_refuses_a_megabyte_key_in_its_error_shape(world):
+    response = api_put_key(console(), "acme", {"apiKey": MEGABYTE_KEY}, **bearer(world.acme_admin))
+
+    assert response.status_code == 413
+    assert error_of(response) == {
+        "code": "payload_too_large",
+        "message": "The request body is too large (at most 64 KB).",
+    }
+    assert MARK not in response.content.decode()
+    assert not ClaudeApiKey.objects.exists()
+    assert not AuditEvent.objects.exists()

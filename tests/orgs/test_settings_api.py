@@ -1,0 +1,340 @@
+"""The JSON settings API: shapes, the error table in its check order, sessions with CSRF, OpenAPI."""
+
+import pytest
+
+from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, Plan
+from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY
+from tests.orgs.helpers import (
+    PLAN_REFUSAL,
+    PLANS,
+    ROLES,
+    api_delete_key,
+    api_put_key,
+    audit_actions,
+    bearer,
+    console,
+    error_of,
+    store_key,
+    stored_key,
+)
+
+UNAUTHENTICATED = {
+    "code": "unauthenticated",
+    "message": "Sign in, or send a valid personal API token as `Authorization: Bearer <token>`.",
+}
+NOT_FOUND = {"code": "not_found", "message": "Not found."}
+FORBIDDEN_ROLE = {
+    "code": "forbidden_role",
+    "message": "Only an Owner or Admin of this organisation can change its Claude API key.",
+}
+PLAN_REQUIRED = {"code": "byom_plan_required", "message": PLAN_REFUSAL}
+
+
+def auth_for(user) -> dict:
+    return {} if user is None else bearer(user)
+
+
+def get_settings(slug: str, **headers):
+    return console().get(f"/api/v1/orgs/{slug}/settings", headers=headers)
+
+
+@pytest.mark.parametrize("plan", PLANS)
+@pytest.mark.parametrize("role", ROLES)
+def test_get_settings_is_for_any_member(people, role, plan):
+    org, user = people(plan, role)
+
+    response = get_settings(org.slug, **auth_for(user))
+
+    if role == "anonymous":
+        assert response.status_code == 401
+        assert error_of(response) == UNAUTHENTICATED
+        assert response["WWW-Authenticate"] == "Bearer"
+    elif role == "outsider":
+        assert response.status_code == 404
+        assert error_of(response) == NOT_FOUND
+    else:
+        assert response.status_code == 200
+        assert response.json() == {
+            "organisation": {"slug": org.slug, "name": org.name, "plan": str(plan)},
+            "role": role,
+            "byomAvailable": plan != Plan.PROFESSIONAL,
+            "claudeApiKeySet": False,
+            "claudeApiKeyStatus": None,
+        }
+
+
+@pytest.mark.parametrize("plan", PLANS)
+@pytest.mark.parametrize("role", ROLES)
+def test_put_key_obeys_authentication_membership_role_then_plan(people, role, plan):
+    org, user = people(plan, role)
+
+    response = api_put_key(console(), org.slug, {"apiKey": CANARY_KEY}, **auth_for(user))
+
+    expected = {
+        "anonymous": (401, UNAUTHENTICATED),
+        "outsider": (404, NOT_FOUND),
+        "member": (403, FORBIDDEN_ROLE),
+    }.get(role) or ((403, PLAN_REQUIRED) if plan == Plan.PROFESSIONAL else None)
+    assert CANARY_KEY not in response.content.decode()
+    if expected is None:
+        assert response.status_code == 200
+        assert response.json() == {"claudeApiKeySet": True}
+        assert stored_key(org) == CANARY_KEY
+        assert audit_actions(org) == [AuditAction.KEY_SAVED]
+    else:
+        assert (response.status_code, error_of(response)) == expected
+        assert not ClaudeApiKey.objects.exists()
+        assert not AuditEvent.objects.exists()
+
+
+@pytest.mark.parametrize("plan", PLANS)
+@pytest.mark.parametrize("role", ROLES)
+def test_delete_key_is_for_owners_and_admins_on_any_plan(people, role, plan):
+    org, user = people(plan, role)
+    store_key(org, GOOD_KEY)
+
+    response = api_delete_key(console(), org.slug, **auth_for(user))
+
+    expected = {
+        "anonymous": (401, UNAUTHENTICATED),
+        "outsider": (404, NOT_FOUND),
+        "member": (403, FORBIDDEN_ROLE),
+    }.get(role)
+    if expected is None:
+        assert response.status_code == 200
+        assert response.json() == {"claudeApiKeySet": False}
+        assert not ClaudeApiKey.objects.exists()
+        assert audit_actions(org) == [AuditAction.KEY_REMOVED]
+    else:
+        assert (response.status_code, error_of(response)) == expected
+        assert stored_key(org) == GOOD_KEY
+        assert not AuditEvent.objects.exists()
+
+
+class TestCheckOrder:
+    """Authentication, membership, role, plan, then the key's form: each case breaks all later rules too."""
+
+    def test_authentication_comes_before_membership(self, world):
+        response = api_put_key(console(), "no-such-org", {"apiKey": "junk"})
+
+        assert (response.status_code, error_of(response)) == (401, UNAUTHENTICATED)
+
+    def test_a_bad_token_is_unauthenticated_not_not_found(self, world):
+        response = api_put_key(console(), "no-such-org", {"apiKey": "junk"}, Authorization="Bearer opsn_forged")
+
+        assert (response.status_code, error_of(response)) == (401, UNAUTHENTICATED)
+
+    def test_membership_comes_before_role(self, world):
+        response = api_put_key(console(), "globex", {"apiKey": "junk"}, **bearer(world.acme_member))
+
+        assert (response.status_code, error_of(response)) == (404, NOT_FOUND)
+
+    def test_role_comes_before_plan(self, world):
+        response = api_put_key(console(), "globex", {"apiKey": "junk"}, **bearer(world.globex_member))
+
+        assert (response.status_code, error_of(response)) == (403, FORBIDDEN_ROLE)
+
+    def test_plan_comes_before_the_keys_form(self, world):
+        response = api_put_key(console(), "globex", {"apiKey": "junk"}, **bearer(world.globex_admin))
+
+        assert (response.status_code, error_of(response)) == (403, PLAN_REQUIRED)
+
+    def test_the_keys_form_comes_last(self, world):
+        response = api_put_key(console(), "acme", {"apiKey": "junk"}, **bearer(world.acme_admin))
+
+        assert response.status_code == 400
+        assert error_of(response)["code"] == "claude_api_key_malformed"
+
+    def test_an_unknown_slug_looks_exactly_like_an_org_you_are_not_in(self, world):
+        headers = bearer(world.acme_admin)
+
+        unknown = api_put_key(console(), "no-such-org", {"apiKey": GOOD_KEY}, **headers)
+        foreign = api_put_key(console(), "initech", {"apiKey": GOOD_KEY}, **headers)
+
+        assert unknown.status_code == foreign.status_code == 404
+        assert unknown.content == foreign.content
+        assert get_settings("initech", **headers).content == get_settings("no-such-org", **headers).content
+
+
+class TestShapes:
+    def test_settings_reflect_a_saved_key_and_its_status(self, world):
+        headers = bearer(world.acme_member)
+        api_put_key(console(), "acme", {"apiKey": GOOD_KEY}, **bearer(world.acme_admin))
+
+        body = get_settings("acme", **headers).json()
+
+        assert body["claudeApiKeySet"] is True
+        assert body["claudeApiKeyStatus"] == "unverified"
+        assert GOOD_KEY not in str(body)
+
+    def test_saving_again_replaces_the_key(self, world):
+        headers = bearer(world.acme_owner)
+        api_put_key(console(), "acme", {"apiKey": GOOD_KEY}, **headers)
+
+        response = api_put_key(console(), "acme", {"apiKey": OTHER_KEY}, **headers)
+
+        assert response.json() == {"claudeApiKeySet": True}
+        assert ClaudeApiKey.objects.count() == 1
+        assert stored_key(world.acme) == OTHER_KEY
+        assert ClaudeApiKey.objects.get().saved_by == world.acme_owner
+
+    def test_delete_is_idempotent(self, world):
+        headers = bearer(world.acme_admin)
+        store_key(world.acme, GOOD_KEY)
+
+        first = api_delete_key(console(), "acme", **headers)
+        second = api_delete_key(console(), "acme", **headers)
+
+        assert first.status_code == second.status_code == 200
+        assert first.json() == second.json() == {"claudeApiKeySet": False}
+        assert audit_actions(world.acme) == [AuditAction.KEY_REMOVED]
+
+    def test_a_downgraded_org_keeps_its_key_until_an_admin_deletes_it(self, world):
+        headers = bearer(world.acme_admin)
+        api_put_key(console(), "acme", {"apiKey": GOOD_KEY}, **headers)
+        world.acme.plan = Plan.PROFESSIONAL
+        world.acme.save()
+
+        body = get_settings("acme", **headers).json()
+        assert (body["byomAvailable"], body["claudeApiKeySet"]) == (False, True)
+        refused = api_put_key(console(), "acme", {"apiKey": OTHER_KEY}, **headers)
+        assert error_of(refused) == PLAN_REQUIRED
+        assert stored_key(world.acme) == GOOD_KEY
+
+        assert api_delete_key(console(), "acme", **headers).json() == {"claudeApiKeySet": False}
+        assert not ClaudeApiKey.objects.exists()
+
+    def test_the_audit_event_records_the_api_as_its_channel(self, world):
+        console().put(
+            "/api/v1/orgs/acme/settings/claude-api-key",
+            data={"apiKey": GOOD_KEY},
+            content_type="application/json",
+            headers=bearer(world.acme_admin),
+            REMOTE_ADDR="192.0.2.44",
+        )
+
+        event = AuditEvent.objects.get()
+        assert (event.actor, event.ip, event.via) == (world.acme_admin, "192.0.2.44", "api")
+
+
+class TestInvalidRequests:
+    @pytest.mark.parametrize(
+        "body",
+        ["this is not json", "{", '["sk-ant-x"]', "", "null"],
+        ids=["text", "truncated", "array", "empty", "null"],
+    )
+    def test_a_body_that_is_not_a_json_object_is_an_invalid_request(self, world, body):
+        response = api_put_key(console(), "acme", body, **bearer(world.acme_admin))
+
+        assert response.status_code == 400
+        assert error_of(response)["code"] == "invalid_request"
+        assert not ClaudeApiKey.objects.exists()
+
+    @pytest.mark.parametrize("body", [{}, {"api_key": GOOD_KEY}, {"apikey": GOOD_KEY}], ids=["empty", "snake", "lower"])
+    def test_a_missing_api_key_field_is_an_invalid_request(self, world, body):
+        response = api_put_key(console(), "acme", body, **bearer(world.acme_admin))
+
+        assert response.status_code == 400
+        assert error_of(response) == {"code": "invalid_request", "message": "The field `apiKey` is required."}
+        assert GOOD_KEY not in response.content.decode()
+        assert not ClaudeApiKey.objects.exists()
+
+    @pytest.mark.parametrize("value", [None, 42, ["sk-ant"], {"key": "sk-ant"}], ids=["null", "number", "list", "dict"])
+    def test_an_api_key_that_is_not_a_string_is_an_invalid_request(self, world, value):
+        response = api_put_key(console(), "acme", {"apiKey": value}, **bearer(world.acme_admin))
+
+        assert response.status_code == 400
+        assert error_of(response)["code"] == "invalid_request"
+        assert not ClaudeApiKey.objects.exists()
+
+
+class TestSessionAuthentication:
+    def test_a_signed_in_browser_can_read_settings_without_a_token(self, world):
+        response = console(world.acme_member).get("/api/v1/orgs/acme/settings")
+
+        assert response.status_code == 200
+        assert response.json()["role"] == "member"
+
+    def test_session_writes_without_the_csrf_header_are_refused_in_our_error_shape(self, world):
+        store_key(world.acme, GOOD_KEY)
+        client = console(world.acme_admin, enforce_csrf_checks=True)
+        client.get("/orgs/acme/settings/")  # the browser holds the CSRF cookie but does not echo it
+
+        put = api_put_key(client, "acme", {"apiKey": OTHER_KEY})
+        delete = api_delete_key(client, "acme")
+
+        for response in (put, delete):
+            assert response.status_code == 403
+            assert error_of(response)["code"] == "csrf_failed"
+        assert stored_key(world.acme) == GOOD_KEY
+        assert not AuditEvent.objects.exists()
+
+    def test_session_writes_with_the_csrf_header_go_through(self, world):
+        client = console(world.acme_admin, enforce_csrf_checks=True)
+        client.get("/orgs/acme/settings/")
+        csrf = {"X-CSRFToken": client.cookies["csrftoken"].value}
+
+        put = api_put_key(client, "acme", {"apiKey": GOOD_KEY}, **csrf)
+        delete = api_delete_key(client, "acme", **csrf)
+
+        assert put.json() == {"claudeApiKeySet": True}
+        assert delete.json() == {"claudeApiKeySet": False}
+        assert audit_actions(world.acme) == [AuditAction.KEY_SAVED, AuditAction.KEY_REMOVED]
+
+    def test_token_writes_need_no_csrf(self, world):
+        client = console(enforce_csrf_checks=True)
+
+        response = api_put_key(client, "acme", {"apiKey": GOOD_KEY}, **bearer(world.acme_admin))
+
+        assert response.json() == {"claudeApiKeySet": True}
+
+    def test_signing_out_ends_api_access(self, world):
+        client = console(world.acme_admin)
+        client.post("/accounts/logout/")
+
+        response = client.get("/api/v1/orgs/acme/settings")
+
+        assert (response.status_code, error_of(response)) == (401, UNAUTHENTICATED)
+
+
+class TestOpenApi:
+    def test_the_schema_is_served_and_lists_the_settings_paths(self, db):
+        response = console().get("/api/v1/openapi.json")
+
+        assert response.status_code == 200
+        paths = response.json()["paths"]
+        assert set(paths["/api/v1/orgs/{slug}/settings"]) >= {"get"}
+        assert set(paths["/api/v1/orgs/{slug}/settings/claude-api-key"]) >= {"put", "delete"}
+
+    def test_the_schema_documents_the_request_and_response_fields(self, db):
+        schema = console().get("/api/v1/openapi.json").json()
+        components = schema["components"]["schemas"]
+
+        assert set(components["KeyIn"]["properties"]) == {"apiKey"}
+        assert set(components["SettingsOut"]["properties"]) == {
+            "organisation",
+            "role",
+            "byomAvailable",
+            "claudeApiKeySet",
+            "claudeApiKeyStatus",
+        }
+        assert set(components["ErrorOut"]["properties"]) == {"error"}
+
+
+def test_api_answers_are_never_cached(world):
+    response = get_settings("acme", **bearer(world.acme_admin))
+
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_saving_through_the_api_never_logs_the_key(world, caplog):
+    caplog.set_level("DEBUG")
+    headers = bearer(world.acme_admin)
+
+    api_put_key(console(), "acme", {"apiKey": CANARY_KEY}, **headers)
+    api_put_key(console(), "acme", {"apiKey": CANARY_KEY + "\n"}, **headers)
+    api_put_key(console(), "globex", {"apiKey": CANARY_KEY}, **bearer(world.globex_admin))
+    api_delete_key(console(), "acme", **headers)
+
+    assert "claude api key saved org=acme" in caplog.text
+    assert CANARY_KEY not in caplog.text

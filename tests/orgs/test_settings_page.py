@@ -1,0 +1,240 @@
+"""The Settings page: organisation facts, the BYOM card in each state, the audit log, plan changes."""
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+
+from orgs import services
+from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Plan
+from tests.base import CANARY_KEY, GOOD_KEY
+from tests.orgs.helpers import CARD_HEADING, MASKED, PLANS, console, store_key, stored_key
+
+SAVE_ACTION = 'action="/orgs/{slug}/settings/claude-api-key/save"'
+REMOVE_ACTION = 'action="/orgs/{slug}/settings/claude-api-key/remove"'
+
+
+def page_of(user, slug: str) -> str:
+    response = console(user).get(f"/orgs/{slug}/settings/")
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def assert_no_card(page: str) -> None:
+    assert CARD_HEADING not in page
+    assert "Bring Your Own Model" not in page
+    assert not re.search(r'id="byom', page)
+    assert 'class="card byom"' not in page
+    assert MASKED not in page
+    assert 'name="api_key"' not in page
+
+
+@pytest.mark.parametrize("plan", PLANS)
+@pytest.mark.parametrize("role", ["owner", "admin", "member"])
+def test_it_shows_the_organisation_the_plan_and_your_role(people, plan, role):
+    org, user = people(plan, role)
+
+    page = page_of(user, org.slug)
+
+    assert f"<dd>{org.name}</dd>" in page
+    assert f"<dd>{Plan(plan).label}</dd>" in page
+    assert f"<dd>{role.capitalize()}</dd>" in page
+    if plan == Plan.PROFESSIONAL:
+        assert_no_card(page)
+    else:
+        assert CARD_HEADING in page
+        assert 'id="byom"' in page
+
+
+def test_a_professional_org_gets_no_card_markup_even_with_a_stored_key(world):
+    store_key(world.globex, CANARY_KEY, by=world.globex_admin)
+
+    for user in (world.globex_owner, world.globex_admin, world.globex_member):
+        page = page_of(user, "globex")
+        assert_no_card(page)
+        assert CANARY_KEY not in page
+
+
+class TestNoKeyStored:
+    def test_admins_get_a_password_field_a_save_button_and_the_platform_limit(self, world):
+        page = page_of(world.acme_admin, "acme")
+
+        assert re.search(r'<input id="byom-key" name="api_key" type="password"[^>]* value=""', page)
+        assert '<button class="button button--primary" type="submit">Save</button>' in page
+        assert "Queries use Opsion's platform key at <strong>20 queries per rolling 60 minutes</strong>" in page
+        assert "200 queries per rolling 60 minutes</strong>" not in page
+        assert MASKED not in page
+        assert "indicator--ok" not in page
+
+    def test_members_see_the_same_state_without_any_form(self, world):
+        page = page_of(world.acme_member, "acme")
+
+        assert "No key stored." in page
+        assert "20 queries per rolling 60 minutes" in page
+        assert 'name="api_key"' not in page
+        assert SAVE_ACTION.format(slug="acme") not in page
+        assert "Only an Owner or Admin can change this key. Your role is Member." in page
+
+    def test_the_limit_lines_follow_the_configured_limits(self, world, settings):
+        settings.INSIGHTS_PLATFORM_LIMIT = 7
+
+        assert "Opsion's platform key at <strong>7 queries per rolling 60 minutes" in page_of(world.acme_admin, "acme")
+
+
+class TestKeyStored:
+    @pytest.fixture
+    def saved(self, world):
+        membership = world.membership(world.acme_admin, world.acme)
+        services.claude_api_key_set(membership=membership, raw_key=CANARY_KEY, ip="198.51.100.4")
+        ClaudeApiKey.objects.update(saved_at=datetime(2026, 3, 14, 9, 26, tzinfo=UTC))
+
+    def test_admins_see_the_mask_the_green_indicator_who_when_the_limit_and_remove(self, world, saved):
+        page = page_of(world.acme_owner, "acme")
+
+        assert f'value="{MASKED}" readonly' in page
+        assert re.search(r'class="indicator indicator--ok" role="status">.*Key saved\.', page)
+        assert "Saved 14 Mar 2026, 09:26 UTC by admin@acme.test." in page
+        assert "<strong>200 queries per rolling 60 minutes</strong>" in page
+        assert "platform key at" not in page
+        assert REMOVE_ACTION.format(slug="acme") in page
+        assert 'id="byom-remove"' in page
+        assert "Replace with a new key" in page
+        assert CANARY_KEY not in page
+
+    def test_members_see_the_same_state_read_only(self, world, saved):
+        page = page_of(world.acme_member, "acme")
+
+        assert f'value="{MASKED}" readonly' in page
+        assert "indicator--ok" in page
+        assert "by admin@acme.test" in page
+        assert "200 queries per rolling 60 minutes" in page
+        assert SAVE_ACTION.format(slug="acme") not in page
+        assert REMOVE_ACTION.format(slug="acme") not in page
+        assert 'name="api_key"' not in page
+        assert "Only an Owner or Admin can change this key." in page
+        assert CANARY_KEY not in page
+
+    def test_a_key_anthropic_accepted_says_so(self, world, saved):
+        services.claude_api_key_mark(org=world.acme, status=KeyStatus.VALID)
+
+        assert "Key saved and accepted by Anthropic." in page_of(world.acme_admin, "acme")
+
+    def test_a_key_anthropic_rejected_turns_the_indicator_red_with_the_documented_words(self, world, saved):
+        services.claude_api_key_mark(org=world.acme, status=KeyStatus.INVALID)
+
+        page = page_of(world.acme_admin, "acme")
+
+        assert "indicator--bad" in page
+        assert "indicator--ok" not in page
+        assert "Your organisation's Claude API key is invalid. Update it in Settings → AI Insights." in page
+
+
+class TestAuditLog:
+    def test_owners_and_admins_see_saves_and_removals_with_actor_and_ip(self, world):
+        client = console(world.acme_owner)
+        client.post("/orgs/acme/settings/claude-api-key/save", {"api_key": GOOD_KEY}, REMOTE_ADDR="203.0.113.5")
+        console(world.acme_admin).post(
+            "/orgs/acme/settings/claude-api-key/remove", {"confirm": "yes"}, REMOTE_ADDR="198.51.100.77"
+        )
+
+        for user in (world.acme_owner, world.acme_admin):
+            page = page_of(user, "acme")
+            assert '<h2 id="audit-heading">Audit log</h2>' in page
+            rows = re.findall(r"<tr><td>.*?</tr>", page)
+            assert len(rows) == 2
+            assert "Claude API key removed" in rows[0]
+            assert "admin@acme.test" in rows[0]
+            assert "198.51.100.77" in rows[0]
+            assert "Claude API key saved" in rows[1]
+            assert "owner@acme.test" in rows[1]
+            assert "203.0.113.5" in rows[1]
+
+    def test_members_do_not_see_the_audit_log(self, world):
+        console(world.acme_admin).post("/orgs/acme/settings/claude-api-key/save", {"api_key": GOOD_KEY})
+
+        page = page_of(world.acme_member, "acme")
+
+        assert "Audit log" not in page
+        assert "Claude API key saved" not in page
+
+    def test_it_shows_only_this_organisations_events(self, world):
+        console(world.initech_admin).post("/orgs/initech/settings/claude-api-key/save", {"api_key": GOOD_KEY})
+
+        page = page_of(world.acme_admin, "acme")
+
+        assert "No key changes yet." in page
+        assert "admin@initech.test" not in page
+
+    def test_a_removal_by_opsion_staff_is_labelled_as_such(self, world):
+        store_key(world.acme, GOOD_KEY)
+        services.claude_api_key_remove_as_staff(org=world.acme, staff_user=world.staff, ip="10.0.0.1")
+
+        page = page_of(world.acme_admin, "acme")
+
+        assert "Claude API key removed (by Opsion staff)" in page
+        assert "staff@opsion.test" in page
+
+
+class TestPlanChanges:
+    def test_a_downgrade_keeps_the_key_and_hides_the_card(self, world):
+        console(world.acme_admin).post("/orgs/acme/settings/claude-api-key/save", {"api_key": CANARY_KEY})
+
+        world.acme.plan = Plan.PROFESSIONAL
+        world.acme.save()
+
+        assert stored_key(world.acme) == CANARY_KEY
+        for user in (world.acme_admin, world.acme_member):
+            assert_no_card(page_of(user, "acme"))
+
+    def test_restoring_the_plan_shows_the_stored_key_again(self, world):
+        console(world.acme_admin).post("/orgs/acme/settings/claude-api-key/save", {"api_key": CANARY_KEY})
+        world.acme.plan = Plan.PROFESSIONAL
+        world.acme.save()
+
+        world.acme.plan = Plan.CUSTOM
+        world.acme.save()
+
+        page = page_of(world.acme_admin, "acme")
+        assert CARD_HEADING in page
+        assert f'value="{MASKED}" readonly' in page
+        assert "by admin@acme.test" in page
+        assert stored_key(world.acme) == CANARY_KEY
+
+    def test_an_admin_is_told_about_a_leftover_key_and_can_remove_it(self, world):
+        store_key(world.globex, CANARY_KEY, by=world.globex_owner)
+        client = console(world.globex_admin)
+
+        page = page_of(world.globex_admin, "globex")
+        assert 'id="leftover-key"' in page
+        assert "still stored" in page
+        assert REMOVE_ACTION.format(slug="globex") in page
+
+        asked = client.post("/orgs/globex/settings/claude-api-key/remove")
+        assert asked.status_code == 200
+        assert "Remove the stored key?" in asked.content.decode()
+        assert_no_card(asked.content.decode())
+        assert stored_key(world.globex) == CANARY_KEY
+
+        removed = client.post("/orgs/globex/settings/claude-api-key/remove", {"confirm": "yes"}, follow=True)
+        page = removed.content.decode()
+        assert "Claude API key removed." in page
+        assert 'id="leftover-key"' not in page
+        assert not ClaudeApiKey.objects.exists()
+        assert AuditEvent.objects.get().action == AuditAction.KEY_REMOVED
+
+    def test_members_are_not_offered_the_leftover_key_removal(self, world):
+        store_key(world.globex, CANARY_KEY)
+
+        page = page_of(world.globex_member, "globex")
+
+        assert 'id="leftover-key"' not in page
+        assert REMOVE_ACTION.format(slug="globex") not in page
+
+    def test_without_a_leftover_key_there_is_no_notice(self, world):
+        assert 'id="leftover-key"' not in page_of(world.globex_admin, "globex")
+
+
+def test_the_page_is_never_cached(world):
+    response = console(world.acme_admin).get("/orgs/acme/settings/")
+
+    assert response["Cache-Control"] == "no-store"

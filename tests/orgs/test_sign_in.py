@@ -1,0 +1,122 @@
+"""Signing in with an e-mail address, landing on the first organisation, the switcher, signing out."""
+
+import re
+
+from django.test import Client
+
+from orgs.models import Membership, Role
+from tests.base import PASSWORD, make_user
+from tests.orgs.helpers import console
+
+LOGIN = "/accounts/login/"
+
+
+def sign_in(client: Client, email: str, password: str = PASSWORD, *, follow: bool = False, **fields):
+    return client.post(LOGIN, {"username": email, "password": password, **fields}, follow=follow)
+
+
+def test_the_sign_in_page_asks_for_an_email_and_a_password(db):
+    page = Client().get(LOGIN).content.decode()
+
+    assert '<input type="email" name="username"' in page
+    assert '<input type="password" name="password"' in page
+
+
+def test_signing_in_with_an_email_lands_on_the_first_organisation(world):
+    client = Client()
+
+    response = sign_in(client, "admin@acme.test", follow=True)
+
+    assert response.redirect_chain[0] == ("/", 302)
+    assert response.redirect_chain[-1] == ("/orgs/acme/insights/", 302)
+    assert response.status_code == 200
+
+
+def test_the_first_organisation_is_the_first_by_name(world):
+    Membership.objects.create(user=world.initech_member, organisation=world.globex, role=Role.MEMBER)
+
+    response = sign_in(Client(), "member@initech.test", follow=True)
+
+    assert response.redirect_chain[-1] == ("/orgs/globex/insights/", 302)
+
+
+def test_the_email_is_not_case_sensitive(world):
+    response = sign_in(Client(), "Admin@ACME.test")
+
+    assert response.status_code == 302
+
+
+def test_a_wrong_password_is_refused(world):
+    client = Client()
+
+    response = sign_in(client, "admin@acme.test", "not-the-password")
+
+    assert response.status_code == 200
+    assert "Please enter a correct" in response.content.decode()
+    assert client.get("/orgs/acme/settings/").status_code == 302
+
+
+def test_a_deactivated_user_cannot_sign_in(world):
+    world.acme_admin.is_active = False
+    world.acme_admin.save()
+
+    assert sign_in(Client(), "admin@acme.test").status_code == 200
+
+
+def test_sign_in_honours_next(world):
+    response = sign_in(Client(), "member@acme.test", next="/orgs/acme/settings/")
+
+    assert response["Location"] == "/orgs/acme/settings/"
+
+
+def test_sign_in_does_not_redirect_off_site(world):
+    response = sign_in(Client(), "member@acme.test", next="https://evil.example/")
+
+    assert response["Location"] == "/"
+
+
+def test_a_user_without_an_organisation_is_told_so(world):
+    response = sign_in(Client(), "outsider@elsewhere.test", follow=True)
+
+    assert "You are not in an organisation yet" in response.content.decode()
+
+
+def test_pages_need_a_signed_in_user(db):
+    assert Client().get("/")["Location"] == "/accounts/login/?next=/"
+
+
+def test_a_signed_in_user_visiting_sign_in_goes_home(world):
+    assert console(world.acme_admin).get(LOGIN)["Location"] == "/"
+
+
+def test_signing_out_ends_the_session(world):
+    client = console(world.acme_admin)
+
+    response = client.post("/accounts/logout/")
+
+    assert response["Location"] == LOGIN
+    assert client.get("/orgs/acme/settings/")["Location"].startswith(LOGIN)
+
+
+class TestSwitcher:
+    def test_it_lists_every_organisation_of_the_user_and_marks_the_current_one(self, world):
+        Membership.objects.create(user=world.acme_admin, organisation=world.globex, role=Role.MEMBER)
+
+        page = console(world.acme_admin).get("/orgs/globex/settings/").content.decode()
+
+        switcher = re.search(r'<details class="switcher">.*?</details>', page, re.S).group(0)
+        assert "<summary" in switcher and "Globex Payments</summary>" in switcher
+        assert re.search(r'href="/orgs/globex/insights/" aria-current="true">Globex Payments', switcher)
+        assert re.search(r'href="/orgs/acme/insights/">Acme Digital Assets <span class="muted">· Admin', switcher)
+        assert "Initech" not in switcher
+
+    def test_the_tabs_follow_the_current_organisation(self, world):
+        page = console(world.acme_member).get("/orgs/acme/settings/").content.decode()
+
+        assert 'href="/orgs/acme/settings/" aria-current="page">Settings' in page
+        assert 'href="/orgs/acme/insights/"' in page
+
+    def test_someone_in_no_organisation_gets_no_switcher(self, world):
+        page = console(make_user("new@elsewhere.test")).get("/", follow=True).content.decode()
+
+        assert 'class="switcher"' not in page

@@ -1,0 +1,200 @@
+"""Anthropic failing in every way it can: each query answers promptly with a clear message,
+its InsightQuery row records the outcome, and nothing is left holding a worker or a lock.
+
+(The exact wording of each error is pinned in tests/insights/; here the point is the fault.)
+"""
+
+import json
+import threading
+import time
+
+import pytest
+from django.db import connections
+from django.urls import reverse
+
+from insights.models import InsightQuery, KeySource, Outcome
+from orgs.models import ClaudeApiKey, KeyStatus
+from tests.conftest import PLATFORM_KEY
+from tests.reliability.conftest import closed_port
+
+QUESTION = "What does MiCAR Article 59 require?"
+UNAVAILABLE = "AI Insights is temporarily unavailable. Please try again shortly."
+
+
+def api_ask(client, slug: str):
+    return client.post(
+        f"/api/v1/orgs/{slug}/insights/queries", data=json.dumps({"query": QUESTION}), content_type="application/json"
+    )
+
+
+def only_row(org) -> InsightQuery:
+    rows = list(InsightQuery.objects.filter(organisation=org))
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def assert_failed(row: InsightQuery, error_code: str) -> None:
+    assert row.outcome == Outcome.FAILED
+    assert row.error_code == error_code
+    assert row.completed_at is not None
+
+
+def assert_next_query_answers(client, slug: str, fake) -> None:
+    """Nothing was left stuck: the organisation's very next query goes through and is answered."""
+    fake.reset()
+    response = api_ask(client, slug)
+    assert response.status_code == 200, response.content
+    assert InsightQuery.objects.filter(organisation__slug=slug, outcome=Outcome.PENDING).count() == 0
+
+
+def test_a_timeout_answers_503_before_anthropic_would_have_and_records_it(
+    world, api_client, fake_anthropic, settings, monkeypatch
+):
+    fake_anthropic.default = "slow"
+    monkeypatch.setattr(fake_anthropic, "delay", 10.0)
+    settings.ANTHROPIC_TIMEOUT_SECONDS = 0.5
+    client = api_client(world.globex_member)
+
+    started = time.monotonic()
+    response = api_ask(client, "globex")
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 503
+    assert response.json()["error"] == {"code": "insights_unavailable", "message": UNAVAILABLE}
+    # The fake would have answered 200 after 10 s; our 0.5 s timeout won.
+    assert elapsed < fake_anthropic.delay
+    assert_failed(only_row(world.globex), "insights_unavailable")
+    assert_next_query_answers(client, "globex", fake_anthropic)
+
+
+def test_connection_refused_answers_503_and_leaves_the_org_key_untouched(
+    world, acme_key, api_client, fake_anthropic, settings
+):
+    settings.ANTHROPIC_BASE_URL = f"http://127.0.0.1:{closed_port()}"
+
+    response = api_ask(api_client(world.acme_member), "acme")
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "insights_unavailable"
+    row = only_row(world.acme)
+    assert row.key_source == KeySource.ORGANISATION
+    assert_failed(row, "insights_unavailable")
+    # An unreachable Anthropic says nothing about the key: it must not be marked invalid.
+    assert ClaudeApiKey.objects.get(organisation=world.acme).status == KeyStatus.UNVERIFIED
+
+
+@pytest.mark.parametrize("behaviour", ["server_error", "overloaded"])
+@pytest.mark.parametrize("org_slug", ["acme", "globex"])
+def test_anthropic_500_and_529_answer_503_on_either_key(
+    world, acme_key, api_client, fake_anthropic, behaviour, org_slug
+):
+    fake_anthropic.default = behaviour
+    member = {"acme": world.acme_member, "globex": world.globex_member}[org_slug]
+    client = api_client(member)
+
+    response = api_ask(client, org_slug)
+
+    assert response.status_code == 503
+    assert response.json()["error"] == {"code": "insights_unavailable", "message": UNAVAILABLE}
+    assert fake_anthropic.keys_used == [acme_key if org_slug == "acme" else PLATFORM_KEY]
+    assert_failed(only_row(member.memberships.get().organisation), "insights_unavailable")
+    assert ClaudeApiKey.objects.get(organisation=world.acme).status == KeyStatus.UNVERIFIED
+    assert_next_query_answers(client, org_slug, fake_anthropic)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_429_asking_to_wait_an_hour_is_passed_on_at_once_not_waited_out(world, acme_key, api_client, fake_anthropic):
+    # Anthropic says "retry in an hour" and marks the error retryable, as it does for real. The
+    # SDK would sleep the full hour before retrying; the request must come back immediately.
+    fake_anthropic.default = "rate_limited"
+    fake_anthropic.retry_after = "3600"
+    fake_anthropic.should_retry = "true"
+    client = api_client(world.acme_member)
+    result = {}
+
+    def ask() -> None:
+        try:
+            result["response"] = api_ask(client, "acme")
+        finally:
+            connections.close_all()
+
+    started = time.monotonic()
+    worker = threading.Thread(target=ask, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    elapsed = time.monotonic() - started
+
+    assert not worker.is_alive(), "the request is still waiting out Anthropic's retry-after"
+    assert elapsed < 30  # an hour was asked for
+    response = result["response"]
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "upstream_rate_limited"
+    assert response["Retry-After"] == "3600"
+    assert len(fake_anthropic.requests) == 1  # asked once, no retry
+    assert_failed(only_row(world.acme), "upstream_rate_limited")
+
+
+def test_a_429_on_the_platform_key_is_our_problem_and_reads_as_unavailable(world, api_client, fake_anthropic):
+    fake_anthropic.default = "rate_limited"
+    fake_anthropic.retry_after = "3600"
+
+    response = api_ask(api_client(world.globex_member), "globex")
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "insights_unavailable"
+    assert "Retry-After" not in response or response["Retry-After"] != "3600"
+    assert_failed(only_row(world.globex), "insights_unavailable")
+
+
+def test_an_error_mid_stream_fails_the_api_query_and_records_it(world, api_client, fake_anthropic):
+    fake_anthropic.default = "midstream_error"
+    client = api_client(world.globex_member)
+
+    response = api_ask(client, "globex")
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "insights_unavailable"
+    assert_failed(only_row(world.globex), "insights_unavailable")
+    assert_next_query_answers(client, "globex", fake_anthropic)
+
+
+def _sse(chunks) -> list[tuple[str, dict]]:
+    events = []
+    for block in b"".join(chunks).decode().split("\n\n"):
+        if block.strip():
+            head, data = block.split("\n", 1)
+            events.append((head.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
+    return events
+
+
+def test_an_error_mid_stream_ends_the_console_stream_with_an_error_event(world, console, fake_anthropic):
+    fake_anthropic.default = "midstream_error"
+    response = console(world.globex_member).post(
+        reverse("insights:query", args=["globex"]), {"query": QUESTION}, HTTP_ACCEPT="text/event-stream"
+    )
+
+    events = _sse(response.streaming_content)
+
+    names = [name for name, _ in events]
+    assert names[0] == "start" and "delta" in names and "done" not in names
+    assert ("error", {"code": "insights_unavailable", "message": UNAVAILABLE}) in events
+    row = only_row(world.globex)
+    assert_failed(row, "insights_unavailable")
+    assert row.answer  # the part that arrived is kept with the failed row
+
+
+@pytest.mark.django_db(transaction=True)  # a server's response.close() also closes the DB connection
+def test_a_reader_leaving_mid_stream_closes_the_row_as_interrupted(world, console, api_client, fake_anthropic):
+    fake_anthropic.default = "hold"  # one delta, then the fake waits
+    response = console(world.globex_member).post(
+        reverse("insights:query", args=["globex"]), {"query": QUESTION}, HTTP_ACCEPT="text/event-stream"
+    )
+    stream = iter(response.streaming_content)
+    assert next(stream).startswith(b"event: start")
+    assert next(stream).startswith(b"event: delta")
+
+    response.close()  # the browser tab went away: the WSGI server closes the response
+    fake_anthropic.release.set()
+
+    assert_failed(only_row(world.globex), "interrupted")
+    assert_next_query_answers(api_client(world.globex_member), "globex", fake_anthropic)

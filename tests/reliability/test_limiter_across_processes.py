@@ -1,0 +1,138 @@
+"""The rolling limit holds across app servers: two gunicorn processes, one PostgreSQL database.
+
+This is how Opsion scales past one machine (many app servers, one database), so the limit must
+not live in any one process's memory. Both servers run the real app against the test database
+and the fake Anthropic server; the test only speaks HTTP to them.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from insights.models import InsightQuery
+from orgs import services as org_services
+from tests.conftest import PLATFORM_KEY
+from tests.reliability.conftest import closed_port, postgres_only
+
+LIMIT = 6
+
+pytestmark = [postgres_only, pytest.mark.django_db(transaction=True)]
+
+
+def _database_url() -> str:
+    s = connection.settings_dict
+    auth = quote(s["USER"] or "", safe="") + (f":{quote(s['PASSWORD'], safe='')}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{quote(s['NAME'], safe='')}"
+
+
+def _start_server(env: dict, log: Path) -> tuple[subprocess.Popen, str]:
+    port = closed_port()
+    command = [
+        *(sys.executable, "-m", "gunicorn", "opsion.wsgi:application"),
+        *("--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread", "--threads", "8"),
+    ]
+    process = subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _wait_until_healthy(process: subprocess.Popen, base_url: str, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"gunicorn exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"gunicorn at {base_url} did not become healthy:\n{log.read_text()}")
+
+
+@pytest.fixture
+def two_servers(world, fake_anthropic, tmp_path):
+    env = {
+        **os.environ,
+        "OPSION_READ_DOTENV": "0",
+        "DEBUG": "0",
+        "HTTPS": "0",
+        "STATIC_MANIFEST": "0",
+        "SECRET_KEY": settings.SECRET_KEY,
+        "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS),
+        "DATABASE_URL": _database_url(),
+        "ANTHROPIC_BASE_URL": fake_anthropic.base_url,
+        "ANTHROPIC_API_KEY": PLATFORM_KEY,
+        "INSIGHTS_PLATFORM_LIMIT": str(LIMIT),
+        "INSIGHTS_WINDOW_SECONDS": "3600",
+        "REDIS_URL": "",
+        "LOG_LEVEL": "WARNING",
+    }
+    env.pop("TEST_DATABASE_NAME", None)
+    started = [(*_start_server(env, tmp_path / f"gunicorn-{i}.log"), tmp_path / f"gunicorn-{i}.log") for i in (1, 2)]
+    try:
+        for process, base_url, log in started:
+            _wait_until_healthy(process, base_url, log)
+        yield [base_url for _, base_url, _ in started]
+    finally:
+        for process, _, _ in started:
+            process.terminate()
+        for process, _, _ in started:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _ask(base_url: str, token: str) -> tuple[int, dict]:
+    request = urllib.request.Request(  # noqa: S310
+        f"{base_url}/api/v1/orgs/globex/insights/queries",
+        data=json.dumps({"query": "What does MiCAR Article 59 require?"}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+def test_two_app_servers_share_one_limit(world, two_servers):
+    server_a, server_b = two_servers
+    _, token = org_services.api_token_create(user=world.globex_member, name="two servers")
+
+    # Each server sees the queries the other let through.
+    for base_url in (server_a, server_a, server_b, server_b):
+        assert _ask(base_url, token)[0] == 200
+
+    # Then both race for the last two places: eight requests at once, four to each server.
+    barrier = threading.Barrier(8)
+    outcomes: list[tuple[int, dict]] = []
+
+    def race(base_url: str) -> None:
+        barrier.wait()
+        outcomes.append(_ask(base_url, token))
+
+    racers = [threading.Thread(target=race, args=(url,)) for url in [server_a, server_b] * 4]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(timeout=60)
+
+    statuses = sorted(status for status, _ in outcomes)
+    assert statuses == [200, 200, 429, 429, 429, 429, 429, 429], outcomes
+    assert {body["error"]["code"] for status, body in outcomes if status == 429} == {"rate_limited"}
+    assert [_ask(url, token)[0] for url in (server_a, server_b)] == [429, 429]
+    assert InsightQuery.objects.filter(organisation=world.globex).count() == LIMIT

@@ -1,0 +1,321 @@
+"""The standing guard: an organisation's Claude API key never leaves the server.
+
+A canary key is planted as acme's key. Then every URL the project serves (found by walking the URL
+resolver, so a new URL is guarded the day it is added) is requested by every kind of visitor, every
+failure path of a query is taken on every surface, and the error pages are rendered with DEBUG on and
+off — while the project's, Django's and the SDK's loggers record at DEBUG. The canary must appear in no
+response body, no header, no cookie, no log record, no `dumpdata` output and no admin history.
+"""
+
+import itertools
+import json
+import re
+from io import StringIO
+
+import pytest
+from django.contrib import admin
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Group, Permission
+from django.contrib.contenttypes.models import ContentType
+from django.core.management import call_command
+from django.test import Client
+from django.urls import URLResolver, get_resolver, resolve
+from django.urls.resolvers import RegexPattern, RoutePattern
+
+from insights.models import InsightQuery
+from orgs import services
+from orgs.models import ApiToken, Membership
+from tests.base import CANARY_KEY, GOOD_KEY, make_user
+
+# Any sizeable piece of the key is as bad as the whole of it.
+FRAGMENTS = [CANARY_KEY, CANARY_KEY[13:45], "NEVER-LEAK-ME"]
+
+QUERY_FAILURES = [
+    "ok",
+    "auth_error",
+    "permission_error",
+    "rate_limited",
+    "server_error",
+    "overloaded",
+    "slow",
+    "midstream_error",
+]
+
+
+class Guard:
+    """Reads every response and, at the end, every log record, for any fragment of the canary."""
+
+    def __init__(self, logs) -> None:
+        self.logs = logs
+        self.responses = 0
+
+    def check(self, label: str, response) -> bytes:
+        body = b"".join(response.streaming_content) if response.streaming else response.content
+        self.responses += 1
+        for fragment in FRAGMENTS:
+            assert fragment.encode() not in body, f"{label}: the key is in the response body"
+            for name, value in response.items():
+                assert fragment not in f"{name}: {value}", f"{label}: the key is in the {name} header"
+            for cookie in response.cookies.values():
+                assert fragment not in cookie.OutputString(), f"{label}: the key is in a cookie"
+        return body
+
+    def check_logs(self) -> None:
+        assert self.logs.texts, "nothing was logged: the log capture is not working"
+        for fragment in FRAGMENTS:
+            leaked = [text for text in self.logs.texts if fragment in text]
+            assert not leaked, f"the key is in a log record:\n{leaked[0][:2000]}"
+
+
+@pytest.fixture
+def guard(world, fake_anthropic, debug_logs):
+    membership = world.membership(world.acme_owner, world.acme)
+    services.claude_api_key_set(membership=membership, raw_key=CANARY_KEY, ip="198.51.100.7")
+    g = Guard(debug_logs)
+    yield g
+    g.check_logs()
+
+
+def _client(user=None, **defaults) -> Client:
+    client = Client(raise_request_exception=False, **defaults)
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+def _visitors(world, api_token: str) -> dict[str, Client]:
+    viewer = make_user("viewer@opsion.test", is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+    return {
+        "anonymous": _client(),
+        "member": _client(world.acme_member),
+        "admin": _client(world.acme_admin),
+        "staff": _client(viewer),
+        "superuser": _client(world.staff),
+        "token": _client(HTTP_AUTHORIZATION=f"Bearer {api_token}"),
+    }
+
+
+# --- Walking the URL resolver -------------------------------------------------------------------------
+
+
+def _leaves(patterns, chain=()):
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            yield from _leaves(pattern.url_patterns, (*chain, pattern))
+        else:
+            yield (*chain, pattern)
+
+
+def _values(name: str, choices: list[str], model_admin, world) -> list[str]:
+    """Real values for a URL parameter, so each URL reaches its view instead of a 404."""
+    if choices:
+        return choices
+    if name in ("object_id", "pk") and model_admin is not None:
+        obj = model_admin.model._default_manager.order_by("pk").first()
+        assert obj is not None, f"create a {model_admin.model.__name__} so its admin pages are exercised"
+        return [str(obj.pk)]
+    known = {
+        "slug": [world.acme.slug],
+        "token_id": [str(ApiToken.objects.filter(user=world.acme_admin).first().pk)],
+        "id": [str(world.acme_member.pk)],
+        "object_id": [str(world.acme.pk)],
+        "content_type_id": [str(ContentType.objects.get_for_model(world.acme).pk)],
+        "url": ["no/such/page/"],
+    }
+    assert name in known, f"teach the canary guard a real value for the URL parameter `{name}`"
+    return known[name]
+
+
+_ROUTE_PARAM = re.compile(r"<(?:(?P<converter>[^>:]+):)?(?P<name>\w+)>")
+_REGEX_PARAM = re.compile(r"\(\?P<(?P<name>\w+)>(?P<body>[^)]*)\)")
+
+
+def _expand(chain, world) -> list[str]:
+    """Every concrete URL for one resolver leaf (several when a parameter is a choice, like admin's app_label)."""
+    model_admin = getattr(chain[-1].callback, "model_admin", None)
+    template, params = "", []
+    for part in chain:
+        pattern = part.pattern
+        if isinstance(pattern, RoutePattern):
+            text = str(pattern)
+            for m in _ROUTE_PARAM.finditer(text):
+                params.append((m["name"], []))
+            template += _ROUTE_PARAM.sub(lambda m: "{" + m["name"] + "}", text)
+        else:
+            assert isinstance(pattern, RegexPattern), f"unexpected URL pattern {pattern!r}"
+            text = pattern.regex.pattern
+            for m in _REGEX_PARAM.finditer(text):
+                body = m["body"]
+                choices = body.split("|") if re.fullmatch(r"[\w|]+", body) else []
+                params.append((m["name"], choices))
+            text = _REGEX_PARAM.sub(lambda m: "{" + m["name"] + "}", text)
+            template += text.removeprefix("^").removesuffix("$").removesuffix(r"\Z")
+    options = [_values(name, choices, model_admin, world) for name, choices in params]
+    urls = []
+    for combo in itertools.product(*options):
+        url = "/" + template.format(**dict(zip([n for n, _ in params], combo, strict=True)))
+        route = "".join(str(part.pattern) for part in chain)
+        assert resolve(url).route.replace("^", "") == route.replace("^", ""), f"{url} does not reach {route}"
+        urls.append(url)
+    return urls
+
+
+def every_url(world) -> list[str]:
+    urls = []
+    for chain in _leaves(get_resolver().url_patterns):
+        urls.extend(_expand(chain, world))
+    return list(dict.fromkeys(urls))  # ninja adds one pattern per method for a shared path
+
+
+def _admin_history(world) -> None:
+    """An admin edit of acme, so admin history has an entry for the organisation holding the key."""
+    members = list(Membership.objects.filter(organisation=world.acme).order_by("pk"))
+    data = {
+        "name": "Acme Digital Assets Ltd",
+        "slug": "acme",
+        "plan": world.acme.plan,
+        "memberships-TOTAL_FORMS": str(len(members)),
+        "memberships-INITIAL_FORMS": str(len(members)),
+        "memberships-MIN_NUM_FORMS": "0",
+        "memberships-MAX_NUM_FORMS": "1000",
+    }
+    for i, m in enumerate(members):
+        data |= {
+            f"memberships-{i}-id": str(m.pk),
+            f"memberships-{i}-organisation": str(world.acme.pk),
+            f"memberships-{i}-user": str(m.user_id),
+            f"memberships-{i}-role": m.role,
+        }
+    response = _client(world.staff).post(f"/admin/orgs/organisation/{world.acme.pk}/change/", data)
+    assert response.status_code == 302, response.content[:2000]
+
+
+# --- The tests ----------------------------------------------------------------------------------------
+
+
+def test_the_key_is_in_no_response_and_no_log_line_for_any_url_and_any_visitor(guard, world, api_token):
+    """GET every URL as every kind of visitor, plus the API's write error paths."""
+    services.claude_api_key_mark(org=world.acme, status="invalid")  # the settings page's "invalid" state too
+    Group.objects.create(name="Support")
+    _admin_history(world)
+    assert InsightQuery.objects.count() == 0
+    _client(world.acme_admin).post("/api/v1/orgs/acme/insights/queries", {"query": "Seed a row"}, "application/json")
+
+    urls = every_url(world)
+    assert "/api/v1/openapi.json" in urls and "/api/v1/docs" in urls
+    assert f"/admin/orgs/organisation/{world.acme.pk}/change/" in urls
+    assert f"/admin/orgs/organisation/{world.acme.pk}/history/" in urls
+    for role, client in _visitors(world, api_token).items():
+        for url in urls:
+            if role == "token" and not url.startswith("/api/"):
+                continue  # a token is only ever read by the API
+            response = client.get(url)
+            guard.check(f"GET {url} as {role}", response)
+            assert response.status_code < 500, f"GET {url} as {role}: {response.status_code}"
+
+    key_url = "/api/v1/orgs/{}/settings/claude-api-key"
+    writes = [
+        (world.acme_admin, "put", "acme", {"apiKey": CANARY_KEY + "!"}),  # malformed
+        (world.acme_admin, "put", "acme", {"apiKey": [CANARY_KEY]}),  # wrong type
+        (world.acme_admin, "put", "acme", {"apiKey": CANARY_KEY + " " + CANARY_KEY}),  # a space inside
+        (world.acme_member, "put", "acme", {"apiKey": CANARY_KEY}),  # not an Owner or Admin
+        (world.acme_member, "delete", "acme", None),
+        (world.globex_admin, "put", "globex", {"apiKey": CANARY_KEY}),  # plan without BYOM
+        (world.globex_admin, "put", "acme", {"apiKey": CANARY_KEY}),  # someone else's organisation
+    ]
+    for user, method, slug, body in writes:
+        client = _client(user)
+        response = getattr(client, method)(key_url.format(slug), json.dumps(body), "application/json")
+        guard.check(f"{method.upper()} key for {slug} as {user}", response)
+        assert 400 <= response.status_code < 500, (user, method, slug, response.status_code)
+    admin = _client(world.acme_admin)
+    response = admin.post("/orgs/acme/settings/claude-api-key/save", {"api_key": CANARY_KEY + "\u0430"})
+    assert response.status_code == 400
+    guard.check("console save of a malformed key", response)
+    assert guard.responses > 300
+
+
+@pytest.mark.parametrize("surface", ["api", "console", "sse"])
+def test_the_key_is_in_no_response_and_no_log_line_when_a_query_fails(
+    guard, world, fake_anthropic, settings, monkeypatch, surface
+):
+    """Every way Anthropic can fail, plus a refused connection, on the API, the console and the stream."""
+    settings.ANTHROPIC_TIMEOUT_SECONDS = 0.3
+    monkeypatch.setattr(fake_anthropic, "delay", 0.6)
+    client = _client(world.acme_member)
+    for behaviour in [*QUERY_FAILURES, "connection_refused"]:
+        if behaviour == "connection_refused":
+            settings.ANTHROPIC_BASE_URL = "http://127.0.0.1:9"
+        else:
+            fake_anthropic.behave(CANARY_KEY, behaviour)
+        label = f"{surface} query, Anthropic {behaviour}"
+        if surface == "api":
+            response = client.post("/api/v1/orgs/acme/insights/queries", {"query": label}, "application/json")
+        else:
+            accept = "text/event-stream" if surface == "sse" else "text/html"
+            response = client.post("/orgs/acme/insights/", {"query": label}, HTTP_ACCEPT=accept)
+        guard.check(label, response)
+        assert response.status_code < 500 or response.status_code == 503, (label, response.status_code)
+    assert CANARY_KEY in fake_anthropic.keys_used  # the queries really ran on the planted key
+    assert InsightQuery.objects.filter(organisation=world.acme).count() == len(QUERY_FAILURES) + 1
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["debug-off", "debug-on"])
+def test_the_key_is_in_no_error_page(guard, world, settings, debug):
+    """400, 403, 404 and 500 pages, the technical ones with DEBUG on and the templates with it off."""
+    settings.DEBUG = debug
+    admin = _client(world.acme_admin)
+    oversize = {"api_key": CANARY_KEY * 1000}
+    pages = {
+        "404 unknown page": admin.get("/no/such/page/"),
+        "404 unknown API path": admin.get("/api/v1/no/such/thing"),
+        "404 other organisation": admin.get("/orgs/globex/settings/"),
+        "400 bad host": admin.get("/orgs/acme/settings/", HTTP_HOST="evil.example"),
+        "400 oversize console save": admin.post("/orgs/acme/settings/claude-api-key/save", oversize),
+        "413 oversize API save": admin.put(
+            "/api/v1/orgs/acme/settings/claude-api-key", json.dumps({"apiKey": oversize["api_key"]}), "application/json"
+        ),
+        "403 CSRF": _client(world.acme_admin, enforce_csrf_checks=True).post(
+            "/orgs/acme/settings/claude-api-key/save", {"api_key": CANARY_KEY}
+        ),
+        "403 staff without permission": _client(make_user("nobody@opsion.test", is_staff=True)).get(
+            f"/admin/orgs/organisation/{world.acme.pk}/change/"
+        ),
+    }
+    # An operator's mistyped ANTHROPIC_BASE_URL fails inside the SDK, in frames holding the key as a local
+    # variable: it must end as "unavailable", not as an error page printing those frames.
+    settings.ANTHROPIC_BASE_URL = "http://[::1"
+    query = {"query": "What is a CASP?"}
+    pages["503 bad base URL, API"] = admin.post("/api/v1/orgs/acme/insights/queries", query, "application/json")
+    pages["503 bad base URL, console"] = admin.post("/orgs/acme/insights/", query)
+    pages["200 bad base URL, stream"] = admin.post("/orgs/acme/insights/", query, HTTP_ACCEPT="text/event-stream")
+    # A view failing with the key revealed in one frame and sealed in another.
+    settings.ROOT_URLCONF = "tests.security.urls"
+    pages["500 in a view holding the key"] = admin.get("/boom/acme/")
+
+    bodies = {}
+    for label, response in pages.items():
+        bodies[label] = guard.check(label, response)
+        assert response.status_code == int(label[:3]), (label, response.status_code)
+    assert b'"code": "insights_unavailable"' in bodies["503 bad base URL, API"]
+    assert b"event: error" in bodies["200 bad base URL, stream"]
+    assert b"RuntimeError" in bodies["500 in a view holding the key"] or not debug  # the technical page
+
+
+def test_dumpdata_and_admin_history_never_contain_the_key(guard, world):
+    _admin_history(world)
+    services.claude_api_key_set(membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None)
+    services.claude_api_key_set(membership=world.membership(world.acme_admin, world.acme), raw_key=CANARY_KEY, ip=None)
+    out = StringIO()
+    call_command("dumpdata", stdout=out)
+    dump = out.getvalue()
+    assert '"model": "orgs.claudeapikey"' in dump  # the row is dumped, as ciphertext
+    for fragment in FRAGMENTS:
+        assert fragment not in dump
+    entries = list(LogEntry.objects.all())
+    assert entries, "the admin edit left no history"
+    for entry in entries:
+        for fragment in FRAGMENTS:
+            assert fragment not in entry.change_message and fragment not in entry.object_repr
+    assert admin.site.is_registered(Membership) is False  # memberships are edited inline only

@@ -41,6 +41,15 @@ def decrypt(ciphertext: str) -> str:
         raise DecryptionFailed("no configured FIELD_ENCRYPTION_KEYS entry decrypts this value") from None
 
 
+def is_current(ciphertext: str) -> bool:
+    """True when the first (encrypting) key already opens this ciphertext."""
+    try:
+        Fernet(settings.FIELD_ENCRYPTION_KEYS[0]).decrypt(ciphertext.encode())
+    except InvalidToken:
+        return False
+    return True
+
+
 def rotate(ciphertext: str) -> str:
     """Re-encrypt with the first key. Raises DecryptionFailed."""
     try:
@@ -87,6 +96,9 @@ class Sealed:
     __hash__ = None
 
 
+SEALED_MARKER = "fernet:"
+
+
 class EncryptedTextField(models.TextField):
     """Stores a str encrypted; loads it as a `Sealed`. Only `isnull` lookups are allowed."""
 
@@ -94,6 +106,10 @@ class EncryptedTextField(models.TextField):
         return None if value is None else Sealed(value)
 
     def to_python(self, value):
+        # loaddata hands back what dumpdata wrote: ciphertext behind a marker that no
+        # plaintext key can start with. Anything else is plaintext, encrypted on save.
+        if isinstance(value, str) and value.startswith(SEALED_MARKER):
+            return Sealed(value.removeprefix(SEALED_MARKER))
         return value
 
     def get_prep_value(self, value):
@@ -106,9 +122,9 @@ class EncryptedTextField(models.TextField):
     def value_to_string(self, obj):
         # dumpdata writes the ciphertext, never the secret.
         value = self.value_from_object(obj)
-        if value is None or isinstance(value, Sealed):
-            return value and value.ciphertext
-        return encrypt(str(value))
+        if value is None:
+            return None
+        return SEALED_MARKER + (value.ciphertext if isinstance(value, Sealed) else encrypt(str(value)))
 
     def get_lookup(self, lookup_name):
         if lookup_name != "isnull":

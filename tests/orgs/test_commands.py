@@ -88,6 +88,15 @@ class TestRotateEncryptionKeys:
         settings.FIELD_ENCRYPTION_KEYS = [new]
         assert self.revealed() == {"acme": CANARY_KEY, "initech": GOOD_KEY}
 
+    def test_a_second_run_moves_nothing(self, old_rows, settings):
+        old, new = old_rows
+        settings.FIELD_ENCRYPTION_KEYS = [new, old]
+        run("rotate_encryption_keys")
+
+        output = run("rotate_encryption_keys")
+
+        assert "Re-encrypted 0 stored key(s)" in output
+
     def test_without_rotation_the_new_key_alone_cannot_read_old_rows(self, old_rows, settings):
         _, new = old_rows
 

@@ -131,7 +131,19 @@ def test_dumpdata_writes_ciphertext_never_the_key(world):
     dump = out.getvalue()
     assert CANARY_KEY not in dump
     (row,) = [obj for obj in json.loads(dump) if obj["model"] == "orgs.claudeapikey"]
-    assert crypto.decrypt(row["fields"]["secret"]) == CANARY_KEY
+    assert row["fields"]["secret"].startswith(crypto.SEALED_MARKER)
+    assert crypto.decrypt(row["fields"]["secret"].removeprefix(crypto.SEALED_MARKER)) == CANARY_KEY
+
+
+def test_loaddata_of_a_dump_restores_a_readable_key(world, tmp_path):
+    save(world)
+    dump = tmp_path / "keys.json"
+    call_command("dumpdata", "orgs.claudeapikey", output=str(dump))
+    ClaudeApiKey.objects.all().delete()
+
+    call_command("loaddata", str(dump), verbosity=0)
+
+    assert ClaudeApiKey.objects.get(organisation=world.acme).secret.reveal() == CANARY_KEY
 
 
 def test_dumpdata_of_everything_never_contains_the_key(world):

@@ -16,14 +16,15 @@ class Command(BaseCommand):
         unreadable = []
         with transaction.atomic():
             for row in ClaudeApiKey.objects.select_for_update().only("id", "secret", "organisation_id"):
+                if crypto.is_current(row.secret.ciphertext):
+                    continue
                 try:
                     rotated = crypto.rotate(row.secret.ciphertext)
                 except crypto.DecryptionFailed:
                     unreadable.append(row.organisation_id)
                     continue
-                if rotated != row.secret.ciphertext:
-                    ClaudeApiKey.objects.filter(pk=row.pk).update(secret=crypto.Sealed(rotated))
-                    moved += 1
+                ClaudeApiKey.objects.filter(pk=row.pk).update(secret=crypto.Sealed(rotated))
+                moved += 1
         self.stdout.write(f"Re-encrypted {moved} stored key(s) with the first FIELD_ENCRYPTION_KEYS entry.")
         if unreadable:
             raise CommandError(

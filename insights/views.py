@@ -49,7 +49,10 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
         if wants_stream:
             response = refused_json(refused)
             return add_ratelimit_headers(response, services.usage(membership.organisation).window)
-        return _page(request, membership, status=refused.status, error=refused, draft=text)
+        page = _page(request, membership, status=refused.status, error=refused, draft=text)
+        if refused.retry_after is not None:
+            page["Retry-After"] = str(refused.retry_after)
+        return page
     # Every insights response carries the RateLimit fields, the redirect after a plain POST included.
     answered = redirect(f"{reverse('insights:query', args=[slug])}?answered={pending.row.pk}#answer")
     return add_ratelimit_headers(answered, pending.window)

@@ -240,3 +240,32 @@ def test_a_rejected_organisation_key_is_not_retried_on_the_platform_key(world, f
     )
 
     assert fake_anthropic.keys_used == [GOOD_KEY]
+
+
+def test_an_upstream_limit_without_a_retry_time_says_to_try_again_shortly(world, fake_anthropic, api_client, acme_key):
+    fake_anthropic.behave(GOOD_KEY, "rate_limited")
+    fake_anthropic.retry_after = ""
+
+    response = api_client(world.acme_member).post(
+        "/api/v1/orgs/acme/insights/queries", {"query": "MiCAR?"}, content_type="application/json"
+    )
+
+    assert response.status_code == 429
+    assert response.json()["error"] == {
+        "code": "upstream_rate_limited",
+        "message": "Your organisation's Anthropic account is rate-limited by Anthropic. Try again shortly.",
+    }
+    assert "Retry-After" not in response
+
+
+def test_an_overloaded_anthropic_is_retried_at_most_once(world, fake_anthropic, api_client):
+    # Real Anthropic marks 529 as retryable; the request path may retry once at most.
+    fake_anthropic.behave(PLATFORM_KEY, "overloaded")
+    fake_anthropic.should_retry = "true"
+
+    response = api_client(world.globex_member).post(
+        "/api/v1/orgs/globex/insights/queries", {"query": "MiCAR?"}, content_type="application/json"
+    )
+
+    assert response.status_code == 503
+    assert 1 <= len(fake_anthropic.requests) <= 2

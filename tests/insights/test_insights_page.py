@@ -120,6 +120,7 @@ def test_over_the_limit_the_page_shows_the_message_and_the_time_to_retry(world, 
     assert response.status_code == 429
     assert "Rate limit reached (20/hour). Try again in 30 min." in text_of(response)
     assert response["RateLimit"].startswith('"insights";r=0;t=')
+    assert abs(int(response["Retry-After"]) - 1800) <= 1
     assert InsightQuery.objects.count() == 20
 
 

@@ -64,5 +64,16 @@ LOADTEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/opsion_loadtest
 loadtest: install
 	$(BIN)/python scripts/loadtest/run.py --database-url $(LOADTEST_DATABASE_URL)
 
+# Benchmarks (not tests): PostgreSQL and SQLite, ~10 minutes; prints a table, writes docs/benchmarks.md.
+# BENCH_DATABASE_URL is dropped and re-created on every run: never point it at one you care about.
+# BENCH_ARGS=--quick shrinks every section to seconds (report in artifacts/), for work on the harness.
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/opsion_bench
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/15
+BENCH_ARGS ?=
+
+bench: install
+	$(TEST_ENV) REDIS_URL=$(BENCH_REDIS_URL) LOG_LEVEL=WARNING \
+		$(BIN)/python -m bench --postgres-url $(BENCH_DATABASE_URL) $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) staticfiles artifacts .pytest_cache

@@ -16,14 +16,19 @@ def prepare(vendor: str, postgres_url: str) -> str:
     if vendor == "sqlite":
         directory = tempfile.mkdtemp(prefix="opsion-bench-")
         return f"sqlite:///{os.path.join(directory, 'bench.sqlite3')}"
-    parts = urlsplit(postgres_url)
-    name = parts.path.lstrip("/")
-    maintenance = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(maintenance, autocommit=True, connect_timeout=5) as conn:
+    name = urlsplit(postgres_url).path.lstrip("/")
+    if name in ("", "postgres", "template0", "template1"):
+        raise SystemExit(f"Refusing to drop {name!r}: point --postgres-url at a dedicated database.")
+    with psycopg.connect(maintenance_url(postgres_url), autocommit=True, connect_timeout=5) as conn:
         # A fresh database every run: no bloat, no leftover rows from an interrupted run.
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return postgres_url
+
+
+def maintenance_url(postgres_url: str) -> str:
+    """The same server's `postgres` database, from which others are created and dropped."""
+    return urlunsplit(urlsplit(postgres_url)._replace(path="/postgres"))
 
 
 def migrate() -> None:

@@ -14,6 +14,7 @@ database connection per request) and with persistent connections (CONN_MAX_AGE=6
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -76,7 +77,7 @@ class Servers:
         _wait_until_up(port, ready_path, process, log)
 
     def __enter__(self) -> "Servers":
-        fake_port = _free_port()
+        self.fake_port = fake_port = _free_port()
         fake = [sys.executable, "tests/fake_anthropic.py", "--port", str(fake_port)]
         self._start("fake-anthropic", fake, dict(os.environ), fake_port, None)
         for name, overrides in self.configs.items():
@@ -103,6 +104,8 @@ class Servers:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+        if exc[0] is None:  # keep the servers' logs only when something went wrong
+            shutil.rmtree(self.logs, ignore_errors=True)
 
 
 def _load(port: int, path: str, headers: dict, clients: int, seconds: float) -> dict:
@@ -160,6 +163,20 @@ def _sdk_client_seconds(rounds: int, calls: int = 10) -> dict:
     return stats.summary(stats.interleave({"sdk": stats.per_call(construct, calls)}, rounds=rounds)["sdk"])
 
 
+def _statements(bench: Bench, path: str, fake_port: int) -> list[str]:
+    """The SQL statements one real request runs, captured in this process with Django's test client."""
+    from django.test import Client, override_settings
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(SERVER_NAME="127.0.0.1", headers={"Authorization": f"Bearer {bench.token}"})
+    with override_settings(ANTHROPIC_BASE_URL=f"http://127.0.0.1:{fake_port}", INSIGHTS_BYOM_LIMIT=10**9):
+        client.post(path, BODY, content_type="application/json")  # the token's last-used time, once a minute
+        with CaptureQueriesContext(connection) as captured:
+            response = client.post(path, BODY, content_type="application/json")
+    assert response.status_code == 200, response.content  # a broken setup must stop the bench
+    return [" ".join(q["sql"].split())[:110] for q in captured.captured_queries]
+
+
 def run(bench: Bench, *, rounds: int, seconds: float, clients: int, workers: int) -> dict:
     configs = {"default": {}}
     if connection.vendor == "postgresql":
@@ -176,6 +193,8 @@ def run(bench: Bench, *, rounds: int, seconds: float, clients: int, workers: int
     connection.close()
     runs: dict[str, list[dict]] = {}
     with Servers(workers, configs) as servers:
+        statements = _statements(bench, real_path, servers.fake_port)
+        reset()
         targets = {
             "baseline": (servers.ports["default"], "/bench/baseline", plain),
             "real": (servers.ports["default"], real_path, auth),
@@ -205,9 +224,17 @@ def run(bench: Bench, *, rounds: int, seconds: float, clients: int, workers: int
         "p50": {name: stats.summary([r["p50"] for r in runs[name]]) for name in runs},
         "p99": {name: stats.summary([r["p99"] for r in runs[name]]) for name in runs},
         "errors": {name: sum(r["errors"] for r in runs[name]) for name in runs},
+        # Machine time per request beyond the baseline's: 1/throughput is what one request costs the
+        # whole (shared) machine, so the difference is Opsion's own work, whatever the bottleneck.
+        "extra_ms_per_request": {
+            name: stats.summary([1000 / r - 1000 / b for r, b in zip(rps[name], rps["baseline"], strict=True)])
+            for name in rps
+            if name != "baseline"
+        },
         "throughput_ratio": {
             name: stats.summary(stats.ratios(rps[name], rps["baseline"])) for name in rps if name != "baseline"
         },
     }
     out["sdk_client_construction_seconds"] = _sdk_client_seconds(rounds)
+    out["statements_per_request"] = statements
     return out

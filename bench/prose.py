@@ -1,0 +1,174 @@
+"""The fixed text of docs/benchmarks.md; bench.report adds the figures around it.
+
+Nothing here quotes a figure: the text says what is measured and why the numbers come out the
+way they do, and stays true whatever a run measures.
+"""
+
+INTRO = """\
+What Opsion's own work on an AI Insights query costs, beside the alternatives. Users pay for
+Claude's latency (seconds per answer), so the pipeline's own work must be a rounding error beside
+it and must stay flat as the query history grows. The harness is `bench/`; `make bench` runs it.
+
+**The figures were taken on a 2-core machine shared with other helpers' test runs** (load
+averages below). Absolute times are inflated and noisy; comparisons are therefore ratios of
+alternatives measured side by side, interleaved round by round, so a burst of load from elsewhere
+hits all of them alike. Each figure is the median over rounds, with the interquartile range in
+brackets."""
+
+HEADLINE = """\
+✅ / ❌ compare the median with the target. The rows "without the commit flush" repeat the
+measurement with the session's flush switched off (PostgreSQL `synchronous_commit = off`, SQLite
+`synchronous = OFF`). The flush waits for this machine's shared disk, costs the same for every
+variant and is the noisiest part of a write; without it the ratio isolates what a design controls,
+round trips and work per decision. Targets are met when the durable figure, as deployed, meets
+them; both are shown."""
+
+PIPELINE = """\
+`POST /api/v1/orgs/<slug>/insights/queries` with a Bearer token (authentication, membership, key
+resolution with decryption, the rolling limit, the query row, the answer, the outcome) against
+`POST /bench/baseline`, which parses the body and calls the same fake Anthropic server through the
+same `insights.claude.stream_answer`. The baseline lives in `bench/urls.py`, a bench-only URLconf
+selected by `bench.settings`; it is never in production URLs. Both run under the same gunicorn
+(sync workers) against `tests/fake_anthropic.py` run standalone, loaded by closed-loop clients in
+a separate process, the variants alternating round by round. The limit is raised out of reach
+(`INSIGHTS_BYOM_LIMIT=10⁹`) and each round's rows are deleted after it.
+
+The fake answers at once, so this is the strictest comparison there is: against Claude's seconds
+per answer the same milliseconds are well under 1 %. On two shared cores the servers, the fake,
+PostgreSQL and the clients all compete for the CPU, so throughput measures the machine time each
+request costs; "machine time over baseline" (1/throughput of the real endpoint minus 1/throughput
+of the baseline) is Opsion's own work per request, whatever the bottleneck.
+
+Where the real endpoint's extra time goes, listed below per request: the SQL statements (two of
+them commits that wait for the log flush: the limiter's insert before Anthropic is called, and the
+outcome after), the API's authentication and validation, decrypting the key, and — with the
+settings' default `CONN_MAX_AGE=0` — a new database connection per request, the largest single
+item on PostgreSQL (compare the two real rows). Persistent connections (`CONN_MAX_AGE=60`, or
+Django's psycopg pool) are the cheap win for a gunicorn deployment. After that the gap is
+statements: each costs a round trip plus the ORM's Python, a few tenths of a millisecond here, so a
+statement that fetches what the request already holds (the user it has just authenticated), reads
+back a time it wrote, or rewrites a status that has not changed is worth removing. On SQLite the two
+durable commits (rollback journal, several fsyncs each) are most of the gap.
+
+Constructing the SDK client, which `claude.stream_answer` does on every call (it loads the CA
+bundle each time), costs as much as or more than all of Opsion's own work. It is in both endpoints,
+so it flatters the ratio: reusing one client per process would make both endpoints faster, lower
+the ratio and leave the absolute overhead where it is."""
+
+DECISION = """\
+`ratelimit.acquire` alone (lock, count, insert, commit), in one process on one persistent
+connection, against (a) django-ratelimit's `is_ratelimited` on Redis (fixed window, incrementing;
+the usual choice, but not exact: a fixed window lets up to twice the limit through across a window
+boundary, and its counter is not the query log) and (b) the floor: one single-row INSERT of the
+same row into the same table, committed on its own, which any design that logs each query pays.
+The first design (`bench/legacy.py`) runs beside the current one. Each round's rows are deleted
+after it, so the window never grows during the run.
+
+The query row is written anyway (it is the usage history the API and the console show), so a
+limiter's real price is its time over the floor; django-ratelimit's is all of its time, on top of
+that insert, and a second system to run. On SQLite both designs are the same ORM path (only the
+count changed to `COUNT(*)`), so their rows there are a control: they should agree. Without the
+flush a SQLite write costs a fraction of a millisecond, and the ORM path's own Python (three
+statements to build, a transaction to open and close) becomes most of a decision: that, not the
+database, is what the SQLite "without the commit flush" ratio measures. Durable, as deployed, the
+flush dominates both."""
+
+HISTORY = """\
+Three organisations get 1 k, 100 k and 1 M rows of history spread over the past year: older than
+the window, so they do not count, but they sit in the same index. They are interleaved in the
+table with 300 k rows of 300 other organisations, and each of the three also has 100 rows inside
+the window. The three are measured side by side. The rows are generated by the database itself in
+one `INSERT … SELECT` (nothing crosses the wire), followed by `VACUUM (ANALYZE)` on PostgreSQL and
+`ANALYZE` on SQLite, as autovacuum would.
+
+The window count is a range scan on `insight_org_created (organisation_id, created_at)` starting
+at now minus the window: its cost follows the rows inside the window, which the limit bounds, not
+the history. The plans are `EXPLAIN (ANALYZE, BUFFERS)` (PostgreSQL) or `EXPLAIN QUERY PLAN`
+(SQLite) of the window count for the largest organisation: `peek`'s query (the function's count has
+the same predicate). With `COUNT(*)` PostgreSQL can answer from the index alone (Index Only Scan);
+the first design's `COUNT(id)` had to fetch every counted row from the table. Any heap fetches in
+the index-only plan are for rows on pages written since the last vacuum, as the window's newest rows
+always are. SQLite's index entries carry the rowid (the `id`), so both counts are covering there."""
+
+CONCURRENCY = """\
+Decisions per second from 1, 8 and 32 client threads, each with its own connection, calling
+`acquire` for a fixed time: all on one organisation, or spread over 32 (with one client both
+layouts are one organisation, a control). One organisation's
+decisions are serialised by its row lock, which is held until the commit, including the commit's
+log flush; its throughput is therefore bounded by the flush latency, and extra clients only queue
+(and cost the CPU that wakes them). Spread over organisations, the locks never meet and PostgreSQL
+groups their commits into shared flushes: per-organisation locks do not serialise different
+organisations. The one-organisation bound does not matter in practice: an organisation may send 20
+or 200 queries an hour. The clients share one Python process (one GIL) on two shared cores, so the
+absolute figures are a floor on what the database can do.
+
+**SQLite:** `transaction_mode = "IMMEDIATE"` takes the database-wide write lock at the start of
+every decision, so every writer, whichever organisation it counts for, is serialised: spreading
+over organisations cannot help, and with many writers most of the time goes to waiting in SQLite's
+busy handler. That is the price of the exact count on SQLite, the single-process embedded default;
+PostgreSQL is the database for concurrent use."""
+
+ENCRYPTION = """\
+`orgs.crypto` (MultiFernet over `FIELD_ENCRYPTION_KEYS`): encrypt and decrypt per call, and decrypt
+when the ciphertext's key is second in the list, as it is between adding a new key and running the
+rotation (MultiFernet tries the new key first and pays for one failed HMAC check). Either way it is
+microseconds, invisible beside a query. `manage.py rotate_encryption_keys` over 10 k organisations
+with a stored key each: one transaction that locks every row, skips those already on the first key
+and re-encrypts and updates the others one UPDATE per row, so the statements rather than Fernet set
+its cost (the bench alternates two keys so that every run moves every row). It runs once per key
+rotation; at this rate even a large deployment rotates in well under a minute."""
+
+DESIGN = """\
+**Before** (`bench/legacy.py`, as first written): an ORM transaction of `BEGIN`, `SELECT … FOR
+UPDATE` on the organisation, the window count, `INSERT … RETURNING` and `COMMIT`: five round trips
+on PostgreSQL, with the organisation's lock held across four of them. The count was `COUNT(id)`,
+which needs every counted row from the table.
+
+**Now** (`insights/ratelimit.py` and migration `insights/0002_ratelimit_acquire_function`): on
+PostgreSQL, one call in autocommit, `SELECT … FROM insights_ratelimit_acquire(org, limit, window,
+row)`: one round trip, one implicit transaction. The plpgsql function locks the organisation row
+(`FOR UPDATE`), counts the rows newer than `statement_timestamp()` minus the window (`COUNT(*)`,
+`MIN(created_at)`), and inserts the row only when the count is under the limit; it returns the
+count, the oldest counted time, the database's now, and the new row's id and `created_at`.
+
+Why a function and not one statement: a statement's snapshot is taken before it waits for a lock,
+so an `INSERT … SELECT … WHERE (SELECT count(*) …) < limit` that locks in a CTE would count without
+the row committed by the request it waited for, and at 19 of 20 both would pass. Inside a VOLATILE
+plpgsql function each statement takes a new snapshot under READ COMMITTED, so the count, taken
+after the lock, sees it. The count and the new row use the same `statement_timestamp()`, so every
+decision counts all committed rows newer than its own row's time minus the window: the window
+stays exact. The row's columns come from the model (`_row_json`: every concrete field except the
+primary key and database defaults, prepared by the field as the ORM would), so a new model field
+needs no change to the function.
+
+`acquire`, `peek`, `Window` and `RateLimited` keep their signatures and their behaviour: the same
+count, the same refusal and Retry-After, the same returned row (saved, with its id and
+`created_at`) and window; `tests/insights` passes on both databases. SQLite keeps the ORM path,
+which BEGIN IMMEDIATE serialises, and `peek` and that path now count with `COUNT(*)`. The exactness
+run in section 4 (32 racing clients, a limit of 50, exactly 50 let through) repeats on every bench."""
+
+METHOD = """\
+`make bench` runs `python -m bench`, which runs `bench.suite` once per database, each in its own
+process: PostgreSQL on a dedicated database (`BENCH_DATABASE_URL`, default `opsion_bench`, dropped,
+re-created and migrated on every run) and SQLite on a temporary file (the settings' IMMEDIATE
+transaction mode, rollback journal). The settings are the production ones (`bench.settings` only
+adds the baseline URL) with the Makefile's test environment (DEBUG off), and django-ratelimit's
+cache is Redis at `BENCH_REDIS_URL`. Rounds, calls per round and sizes are in `bench/suite.py`;
+`make bench BENCH_ARGS=--quick` shrinks them to seconds for work on the harness. The raw results of
+the last run are in `artifacts/benchmarks.json`. Benchmarks are never part of the test suite.
+
+Every comparison runs its variants in the same rounds, rotating their order each round; a ratio is
+computed per round, then summarised like any figure (median, IQR). Times come from
+`time.perf_counter` around batches of back-to-back calls (per-decision figures are batch means)."""
+
+TEXT = {
+    "intro": INTRO,
+    "headline": HEADLINE,
+    "pipeline": PIPELINE,
+    "decision": DECISION,
+    "history": HISTORY,
+    "concurrency": CONCURRENCY,
+    "encryption": ENCRYPTION,
+    "design": DESIGN,
+    "method": METHOD,
+}

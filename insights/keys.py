@@ -27,6 +27,7 @@ class KeyChoice:
     source: str
     limit: int
     secret: Sealed | PlatformKey | None
+    key_status: str | None = None  # what Anthropic last said of the organisation's key
 
     @property
     def uses_org_key(self) -> bool:
@@ -43,8 +44,10 @@ def resolve(org: Organisation, *, with_secret: bool = True) -> KeyChoice:
     A key left behind after a downgrade is ignored until the plan returns or someone removes it.
     """
     if org.allows_byom:
-        fields = ("secret",) if with_secret else ("id",)
+        fields = ("secret", "status") if with_secret else ("id",)
         row = ClaudeApiKey.objects.filter(organisation=org).only(*fields).first()
         if row is not None:
-            return KeyChoice(KeySource.ORGANISATION, settings.INSIGHTS_BYOM_LIMIT, row.secret if with_secret else None)
+            if not with_secret:
+                return KeyChoice(KeySource.ORGANISATION, settings.INSIGHTS_BYOM_LIMIT, None)
+            return KeyChoice(KeySource.ORGANISATION, settings.INSIGHTS_BYOM_LIMIT, row.secret, row.status)
     return KeyChoice(KeySource.PLATFORM, settings.INSIGHTS_PLATFORM_LIMIT, PlatformKey() if with_secret else None)

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models.functions import Now
+from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from insights import claude, keys, ratelimit
@@ -131,11 +131,11 @@ class PendingQuery:
             row.delete()
             return
         row.answer = answer
-        row.completed_at = Now()
+        row.completed_at = timezone.now()
         if failure is None and completion is not None:
             row.outcome, row.model = Outcome.ANSWERED, completion.model
             row.input_tokens, row.output_tokens = completion.input_tokens, completion.output_tokens
-            if self.choice.uses_org_key:
+            if self.choice.uses_org_key and self.choice.key_status != KeyStatus.VALID:
                 org_services.claude_api_key_mark(org=row.organisation, status=KeyStatus.VALID)
         else:
             row.outcome = Outcome.FAILED
@@ -151,7 +151,6 @@ class PendingQuery:
                 "error_code",
             ]
         )
-        row.refresh_from_db(fields=["completed_at"])
 
 
 @sensitive_variables("api_key")

@@ -99,7 +99,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     # The limiter relies on READ COMMITTED (PostgreSQL's default): each statement after the
     # row lock sees rows committed by the transaction that held it.
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+    # Persistent connections: a new PostgreSQL connection per request costs more than all of a
+    # query's own work (docs/benchmarks.md). Health checks drop connections that died while idle.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
 TEST_DATABASE_NAME = env.str("TEST_DATABASE_NAME", default="")
 if TEST_DATABASE_NAME:

@@ -1,5 +1,7 @@
 """Answers "may this user do this to this organisation?" and nothing else."""
 
+import re
+
 from django.http import Http404
 
 from opsion.errors import NotFound, Refused
@@ -17,13 +19,19 @@ class PlanRequired(Refused):
     default_message = "Bring Your Own Model requires the Enterprise plan"
 
 
+# What Organisation.slug (a SlugField) can hold. Anything else names no organisation, and turning it away
+# before the query keeps a NUL byte, which PostgreSQL refuses outright, away from the database.
+_SLUG = re.compile(r"[-a-zA-Z0-9_]+")
+
+
 def membership_or_404(user, slug: str) -> Membership:
     """The user's membership of the organisation `slug`. Raises NotFound for outsiders and unknown slugs alike."""
-    if not getattr(user, "is_authenticated", False):
+    if not getattr(user, "is_authenticated", False) or not _SLUG.fullmatch(slug or ""):
         raise NotFound()
     membership = Membership.objects.select_related("organisation").filter(user=user, organisation__slug=slug).first()
     if membership is None:
         raise NotFound()
+    membership.user = user  # already loaded by authentication: spare the query
     return membership
 
 

@@ -38,14 +38,21 @@ def platform_key_configured() -> bool:
     return bool(settings.ANTHROPIC_API_KEY)
 
 
+def _stored_key(org: Organisation) -> ClaudeApiKey | None:
+    """The organisation's key row: from the join `access.membership_or_404` made, else one query."""
+    try:
+        return org.claude_api_key
+    except ClaudeApiKey.DoesNotExist:
+        return None
+
+
 def resolve(org: Organisation, *, with_secret: bool = True) -> KeyChoice:
     """The organisation's own key and the BYOM limit on an eligible plan with a stored key; else the platform's.
 
     A key left behind after a downgrade is ignored until the plan returns or someone removes it.
     """
     if org.allows_byom:
-        fields = ("secret", "status") if with_secret else ("id",)
-        row = ClaudeApiKey.objects.filter(organisation=org).only(*fields).first()
+        row = _stored_key(org)
         if row is not None:
             if not with_secret:
                 return KeyChoice(KeySource.ORGANISATION, settings.INSIGHTS_BYOM_LIMIT, None)

@@ -21,6 +21,19 @@ class TokenAuth(HttpBearer):
         return services.api_token_authenticate(token)
 
 
+class SessionCookieAuth(SessionAuth):
+    """The browser session, CSRF-checked on writes.
+
+    Without a signed-in session there is nothing for a forged request to ride on, so a request carrying no
+    valid credentials gets the 401 that says what to send, not ninja's "CSRF check failed".
+    """
+
+    def __call__(self, request: HttpRequest):
+        if not request.user.is_authenticated:
+            return None
+        return super().__call__(request)
+
+
 class NotJson(Exception):
     """The request body is not declared as JSON."""
 
@@ -40,7 +53,7 @@ api = NinjaAPI(
     version="1",
     description="Organisation settings and AI Insights. Authenticate with a personal API token "
     "(`Authorization: Bearer …`) or the browser session (CSRF token required on writes).",
-    auth=[TokenAuth(), SessionAuth()],
+    auth=[TokenAuth(), SessionCookieAuth()],
     urls_namespace="api",
     parser=JsonParser(),
 )
@@ -81,7 +94,9 @@ def _http_error(request, exc: HttpError):
         return error_json("csrf_failed", "CSRF check failed: send the X-CSRFToken header with session requests.", 403)
     # ninja wraps every failure to parse the body in "Cannot parse request body"; say which one it was.
     if isinstance(exc.__cause__, NotJson):
-        return error_json("unsupported_media_type", "Send the request body as JSON (`Content-Type: application/json`).", 415)
+        return error_json(
+            "unsupported_media_type", "Send the request body as JSON (`Content-Type: application/json`).", 415
+        )
     if isinstance(exc.__cause__, UnicodeDecodeError):
         return error_json("invalid_request", "The request body must be UTF-8 encoded JSON.", 400)
     if isinstance(exc.__cause__, ValueError):

@@ -28,7 +28,13 @@ def membership_or_404(user, slug: str) -> Membership:
     """The user's membership of the organisation `slug`. Raises NotFound for outsiders and unknown slugs alike."""
     if not getattr(user, "is_authenticated", False) or not _SLUG.fullmatch(slug or ""):
         raise NotFound()
-    membership = Membership.objects.select_related("organisation").filter(user=user, organisation__slug=slug).first()
+    # The key row (ciphertext only; it loads sealed) rides along in the same query, so the insights
+    # path resolves its key without another round trip (docs/benchmarks.md).
+    membership = (
+        Membership.objects.select_related("organisation", "organisation__claude_api_key")
+        .filter(user=user, organisation__slug=slug)
+        .first()
+    )
     if membership is None:
         raise NotFound()
     membership.user = user  # already loaded by authentication: spare the query

@@ -1,0 +1,208 @@
+"""Bad input, by hand: every case gets a clear 4xx in our JSON error shape and changes nothing."""
+
+import json
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from insights.models import InsightQuery
+from orgs import services
+from orgs.models import ApiToken, AuditEvent, ClaudeApiKey
+from tests.base import GOOD_KEY, OTHER_KEY
+from tests.security.conftest import json_error
+
+KEY = "/api/v1/orgs/{}/settings/claude-api-key"
+QUERIES = "/api/v1/orgs/{}/insights/queries"
+LOOKALIKE_KEY = "sk-\u0430nt-" + OTHER_KEY[7:]  # a Cyrillic "а" where the Latin "a" belongs
+ONE_MEGABYTE_KEY = "sk-ant-" + "A" * (1024 * 1024)
+
+
+def _state() -> tuple:
+    """Everything a refused request must leave as it was."""
+    keys = sorted((k.organisation_id, k.secret.ciphertext, k.status) for k in ClaudeApiKey.objects.all())
+    return keys, InsightQuery.objects.count(), AuditEvent.objects.count(), ApiToken.objects.count()
+
+
+@pytest.fixture
+def before(world, fake_anthropic, api_token):
+    """acme and initech already have keys, so a refused save must not overwrite one."""
+    services.claude_api_key_set(membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None)
+    services.claude_api_key_set(
+        membership=world.membership(world.initech_admin, world.initech), raw_key=GOOD_KEY, ip=None
+    )
+    return _state()
+
+
+@pytest.fixture
+def api(api_token) -> Client:
+    return Client(HTTP_AUTHORIZATION=f"Bearer {api_token}")
+
+
+def _json(value) -> bytes:
+    return json.dumps(value).encode()
+
+
+# (case, method, path, body, content type, status, error code)
+API_CASES = [
+    ("oversize key body", "put", KEY, _json({"apiKey": "x" * 70_000}), "application/json", 413, "payload_too_large"),
+    ("1 MB key", "put", KEY, _json({"apiKey": ONE_MEGABYTE_KEY}), "application/json", 413, "payload_too_large"),
+    (
+        "oversize question",
+        "post",
+        QUERIES,
+        _json({"query": "x" * 70_000}),
+        "application/json",
+        413,
+        "payload_too_large",
+    ),
+    ("key as a form", "put", KEY, b"apiKey=" + OTHER_KEY.encode(), "application/x-www-form-urlencoded", 415, None),
+    ("key as text", "put", KEY, _json({"apiKey": OTHER_KEY}), "text/plain", 415, "unsupported_media_type"),
+    ("key as XML", "put", KEY, b"<apiKey>x</apiKey>", "application/xml", 415, "unsupported_media_type"),
+    ("question as a form", "post", QUERIES, b"query=Hello", "application/x-www-form-urlencoded", 415, None),
+    ("key, no type", "put", KEY, _json({"apiKey": OTHER_KEY}), "application/octet-stream", 415, None),
+    ("key, invalid UTF-8", "put", KEY, b'{"apiKey": "sk-ant-\xff\xfe"}', "application/json", 400, "invalid_request"),
+    ("question, invalid UTF-8", "post", QUERIES, b'{"query": "\xc3\x28"}', "application/json", 400, "invalid_request"),
+    ("key, broken JSON", "put", KEY, b'{"apiKey": ', "application/json", 400, "invalid_request"),
+    ("key, JSON list", "put", KEY, _json([OTHER_KEY]), "application/json", 400, "invalid_request"),
+    ("key, JSON number", "put", KEY, _json({"apiKey": 42}), "application/json", 400, "invalid_request"),
+    ("key, missing", "put", KEY, _json({}), "application/json", 400, "invalid_request"),
+    ("key with NUL", "put", KEY, _json({"apiKey": OTHER_KEY[:20] + "\x00" + OTHER_KEY[20:]}), None, 400, "malformed"),
+    ("key with newline", "put", KEY, _json({"apiKey": OTHER_KEY[:20] + "\n" + OTHER_KEY[20:]}), None, 400, "malformed"),
+    ("key with CRLF", "put", KEY, _json({"apiKey": OTHER_KEY[:20] + "\r\nX-Evil: 1"}), None, 400, "malformed"),
+    ("look-alike key", "put", KEY, _json({"apiKey": LOOKALIKE_KEY}), None, 400, "malformed"),
+    ("full-width key", "put", KEY, _json({"apiKey": "sk-ant-" + "Ａ" * 50}), None, 400, "malformed"),
+    ("key one too long", "put", KEY, _json({"apiKey": "sk-ant-" + "a" * 250}), None, 400, "malformed"),
+    ("question with NUL", "post", QUERIES, _json({"query": "What is\x00 MiCAR?"}), None, 400, "invalid_request"),
+    ("empty question", "post", QUERIES, _json({"query": " \n\t "}), None, 400, "invalid_request"),
+    ("question too long", "post", QUERIES, _json({"query": "x" * 4001}), None, 400, "invalid_request"),
+    ("PATCH the key", "patch", KEY, _json({"apiKey": OTHER_KEY}), None, 405, "method_not_allowed"),
+    ("POST the key", "post", KEY, _json({"apiKey": OTHER_KEY}), None, 405, "method_not_allowed"),
+    ("POST settings", "post", "/api/v1/orgs/{}/settings", _json({}), None, 405, "method_not_allowed"),
+    ("DELETE the history", "delete", QUERIES, None, None, 405, "method_not_allowed"),
+    ("PUT usage", "put", "/api/v1/orgs/{}/insights/usage", _json({}), None, 405, "method_not_allowed"),
+]
+
+
+@pytest.mark.parametrize(
+    "method, path, body, content_type, status, code", [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES]
+)
+def test_the_api_refuses_bad_input_clearly_and_changes_nothing(
+    before, api, method, path, body, content_type, status, code
+):
+    kwargs = {"content_type": content_type or "application/json"} if body is not None else {}
+    response = (
+        getattr(api, method)(path.format("acme"), body, **kwargs)
+        if body is not None
+        else getattr(api, method)(path.format("acme"))
+    )
+    assert response.status_code == status, response.content[:300]
+    error = json_error(response)
+    if code == "malformed":
+        assert error["code"] == "claude_api_key_malformed"
+    elif code is not None:
+        assert error["code"] == code
+    assert "\x00" not in error["message"] and OTHER_KEY not in error["message"]  # nothing submitted is echoed
+    if status == 405:
+        assert response["Allow"]
+    assert _state() == before
+
+
+def test_a_wrong_content_type_says_what_to_send(before, api):
+    response = api.put(KEY.format("acme"), json.dumps({"apiKey": OTHER_KEY}), "text/plain")
+    assert json_error(response) == {
+        "code": "unsupported_media_type",
+        "message": "Send the request body as JSON (`Content-Type: application/json`).",
+    }
+
+
+def test_an_oversize_body_names_the_limit(before, api):
+    response = api.put(KEY.format("acme"), json.dumps({"apiKey": ONE_MEGABYTE_KEY}), "application/json")
+    limit_kb = settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024
+    assert json_error(response)["message"] == f"The request body is too large (at most {limit_kb} KB)."
+
+
+def test_a_look_alike_key_is_refused_with_the_prefix_it_must_have(before, api):
+    response = api.put(KEY.format("acme"), json.dumps({"apiKey": LOOKALIKE_KEY}), "application/json")
+    assert json_error(response)["message"] == "An Anthropic API key starts with “sk-ant-”."
+
+
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("get", "/api/v1/orgs/{}/settings", None),
+        ("put", KEY, {"apiKey": OTHER_KEY}),
+        ("delete", KEY, None),
+        ("post", QUERIES, {"query": "What does MiCAR require of a CASP?"}),
+        ("get", QUERIES, None),
+        ("get", "/api/v1/orgs/{}/insights/usage", None),
+    ],
+)
+def test_another_organisation_looks_exactly_like_one_that_does_not_exist(before, api, method, path, body):
+    """acme's admin reaching for initech (which has a key) or a made-up slug: the same 404, nothing changed."""
+    answers = []
+    for slug in ("initech", "globex", "no-such-org", "acme\x00", "acme%00", "ACME", "acme%0A", "acme%20"):
+        args = (json.dumps(body), "application/json") if body is not None else ()
+        response = getattr(api, method)(path.format(slug), *args)
+        assert response.status_code == 404, (slug, response.content[:200])
+        answers.append(json_error(response))
+    assert all(a == {"code": "not_found", "message": "Not found."} for a in answers)
+    assert _state() == before
+
+
+def test_an_unknown_api_path_is_a_json_404(before, api):
+    response = api.get("/api/v1/orgs/acme/no-such-thing")
+    assert response.status_code == 404
+    assert json_error(response)["code"] == "not_found"
+
+
+def test_a_missing_or_wrong_token_is_a_401_not_a_csrf_error(before):
+    for client in (Client(), Client(HTTP_AUTHORIZATION="Bearer opsn_not-a-real-token"), Client(HTTP_AUTHORIZATION="x")):
+        response = client.put(KEY.format("acme"), json.dumps({"apiKey": OTHER_KEY}), "application/json")
+        assert response.status_code == 401
+        assert json_error(response)["code"] == "unauthenticated"
+        assert response["WWW-Authenticate"] == "Bearer"
+    assert _state() == before
+
+
+# --- The console: the same refusals as pages, with the message next to the field ------------------------
+
+
+@pytest.mark.parametrize(
+    "key, message",
+    [
+        (OTHER_KEY[:20] + "\x00" + OTHER_KEY[20:], "may contain only letters, digits, hyphens"),
+        (OTHER_KEY[:20] + "\n" + OTHER_KEY[20:], "must not contain spaces or line breaks"),
+        (LOOKALIKE_KEY, "starts with “sk-ant-”"),
+        ("sk-ant-" + "a" * 300, "That is too long to be an Anthropic API key"),
+    ],
+    ids=["NUL", "newline", "look-alike", "too long"],
+)
+def test_the_console_refuses_a_bad_key_next_to_the_field(before, world, key, message):
+    client = Client()
+    client.force_login(world.acme_admin)
+    response = client.post("/orgs/acme/settings/claude-api-key/save", {"api_key": key})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert message in page
+    assert key not in page  # never echoed back into the form
+    assert _state() == before
+
+
+def test_the_console_refuses_an_oversize_form_and_a_question_with_nul(before, world):
+    client = Client()
+    client.force_login(world.acme_admin)
+    assert client.post("/orgs/acme/settings/claude-api-key/save", {"api_key": ONE_MEGABYTE_KEY}).status_code == 400
+    response = client.post("/orgs/acme/insights/", {"query": "What is\x00 MiCAR?"})
+    assert response.status_code == 400
+    assert "The question contains a NUL character." in response.content.decode()
+    assert client.post("/orgs/globex/settings/claude-api-key/save", {"api_key": OTHER_KEY}).status_code == 404
+    assert client.get("/orgs/acme/settings/claude-api-key/save").status_code == 405
+    assert _state() == before
+
+
+def test_a_question_may_span_several_lines(before, api):
+    """Newlines are ordinary text in a question (the page's textarea allows them); only NUL is refused."""
+    response = api.post(QUERIES.format("acme"), json.dumps({"query": "First line.\nSecond line."}), "application/json")
+    assert response.status_code == 200
+    assert InsightQuery.objects.get().query == "First line.\nSecond line."

@@ -1,0 +1,153 @@
+"""Production settings: `check --deploy` is clean, start-up refuses missing secrets, and every response
+carries the security headers; over HTTPS the cookies are Secure and HttpOnly and HSTS is on."""
+
+import json
+import re
+import secrets
+
+import pytest
+from cryptography.fernet import Fernet
+from django.test import Client
+
+from tests.base import PASSWORD
+from tests.security.conftest import ROOT, base_env, run_python
+
+
+def production_env(**overrides: str | None) -> dict[str, str]:
+    env = {
+        "DEBUG": "0",
+        "HTTPS": "1",
+        "STATIC_MANIFEST": "1",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "ALLOWED_HOSTS": "opsion.example",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "DATABASE_URL": "postgres://opsion@db.opsion.example:5432/opsion",
+    }
+    env.update(overrides)
+    return base_env(**env)
+
+
+def test_check_deploy_is_clean_with_production_settings():
+    result = run_python(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env())
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "System check identified no issues" in output, output
+    assert "WARNING" not in output and "ERROR" not in output, output
+
+
+@pytest.mark.parametrize("variable", ["SECRET_KEY", "FIELD_ENCRYPTION_KEYS"])
+@pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
+def test_start_up_stops_and_names_a_missing_secret(variable, value):
+    result = run_python(["manage.py", "check"], production_env(**{variable: value}))
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {variable} is not set." in result.stderr, result.stderr[-2000:]
+
+
+# Settings as production computes them from its environment, read in a separate process.
+PRODUCTION_SECURITY = """
+import json
+from django.conf import settings
+names = ["SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_PRELOAD", "SECURE_SSL_REDIRECT",
+         "SESSION_COOKIE_SECURE", "SESSION_COOKIE_HTTPONLY", "CSRF_COOKIE_SECURE", "CSRF_COOKIE_HTTPONLY",
+         "X_FRAME_OPTIONS", "SECURE_REFERRER_POLICY", "SECURE_CONTENT_TYPE_NOSNIFF", "DEBUG"]
+print(json.dumps({name: getattr(settings, name) for name in names}))
+"""
+
+
+@pytest.fixture
+def production_security(settings) -> dict:
+    result = run_python(
+        ["manage.py", "shell", "-c", PRODUCTION_SECURITY], production_env(DATABASE_URL="sqlite:///:memory:")
+    )
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout.strip().splitlines()[-1])
+    for name, value in values.items():
+        setattr(settings, name, value)
+    return values
+
+
+def test_production_settings_turn_on_hsts_and_secure_httponly_cookies(world, production_security):
+    assert production_security["SECURE_HSTS_SECONDS"] >= 31536000
+    assert production_security["DEBUG"] is False
+    client = Client()
+    # Over plain HTTP the app redirects to HTTPS before anything else.
+    assert client.get("/accounts/login/").status_code == 301
+
+    page = client.get("/accounts/login/", secure=True)
+    assert page.status_code == 200
+    assert page["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains; preload"
+    csrf = page.cookies["csrftoken"]
+    assert csrf["secure"] and csrf["httponly"]
+
+    signed_in = client.post(
+        "/accounts/login/",
+        {"username": "member@acme.test", "password": PASSWORD, "csrfmiddlewaretoken": csrf.value},
+        secure=True,
+    )
+    assert signed_in.status_code == 302
+    session = signed_in.cookies["sessionid"]
+    assert session["secure"] and session["httponly"]
+    assert session["samesite"] == "Lax"
+
+
+def _assert_security_headers(response, label: str) -> None:
+    csp = response["Content-Security-Policy"]
+    assert "'unsafe-inline'" not in csp and "'unsafe-eval'" not in csp, label
+    directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+    assert directives["script-src"] == "'self'", label
+    assert directives["style-src"] == "'self'", label
+    assert directives["frame-ancestors"] == "'none'", label
+    assert response["X-Frame-Options"] == "DENY", label
+    assert response["Referrer-Policy"] == "same-origin", label
+    assert response["X-Content-Type-Options"] == "nosniff", label
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/orgs/acme/settings/",
+        "/orgs/acme/insights/",
+        "/api/v1/orgs/acme/settings",
+        "/api/v1/orgs/acme/insights/usage",
+        "/api/v1/orgs/acme/insights/queries",
+        "/api/v1/orgs/globex/settings",  # an error is as private as an answer
+        "/api/v1/orgs/acme/no-such-thing",
+    ],
+)
+def test_settings_pages_and_api_answers_are_never_cached(world, path):
+    client = Client()
+    client.force_login(world.acme_admin)
+    response = client.get(path)
+    assert "no-store" in response["Cache-Control"], path
+    _assert_security_headers(response, path)
+
+
+def test_the_sign_in_page_and_api_refusals_carry_the_security_headers(world):
+    _assert_security_headers(Client().get("/accounts/login/"), "sign-in page")
+    _assert_security_headers(Client().get("/api/v1/orgs/acme/settings"), "API 401")
+
+
+TEMPLATE_DIRS = [ROOT / "templates", ROOT / "orgs" / "templates", ROOT / "insights" / "templates"]
+
+
+def test_no_template_has_inline_script_or_style():
+    """The CSP allows only files from our origin, so inline code would be blocked in the browser anyway."""
+    templates = [p for d in TEMPLATE_DIRS if d.exists() for p in d.rglob("*.html")]
+    assert len(templates) >= 8
+    offences = []
+    for template in templates:
+        text = template.read_text()
+        for number, line in enumerate(text.splitlines(), 1):
+            where = f"{template.relative_to(ROOT)}:{number}"
+            if re.search(r"<script(?![^>]*\bsrc=)[^>]*>", line, re.I):
+                offences.append(f"{where}: inline <script>")
+            if re.search(r"<style\b", line, re.I):
+                offences.append(f"{where}: <style> element")
+            if re.search(r"\sstyle\s*=", line, re.I):
+                offences.append(f"{where}: style= attribute")
+            if re.search(r"\son[a-z]+\s*=", line, re.I):
+                offences.append(f"{where}: inline event handler")
+            if re.search(r"javascript:", line, re.I):
+                offences.append(f"{where}: javascript: URL")
+    assert not offences, "\n".join(offences)

@@ -1,0 +1,237 @@
+"""Abuse guards: sign-in, key changes and token creation are refused with 429 past their limits."""
+
+import json
+import types
+import uuid
+
+import pytest
+import redis
+from django.test import Client
+
+from orgs.models import ApiToken, AuditEvent, ClaudeApiKey
+from tests.base import GOOD_KEY, OTHER_KEY, PASSWORD
+from tests.security.conftest import base_env, json_error, run_python
+
+LOGIN = "/accounts/login/"
+KEY_API = "/api/v1/orgs/{}/settings/claude-api-key"
+LOCKED = "Too many failed sign-in attempts. Please wait 15 minutes and try again."
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class Clock:
+    """django-ratelimit's clock, held still so a test never straddles one of its fixed windows."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    import django_ratelimit.core
+
+    clock = Clock()
+    monkeypatch.setattr(django_ratelimit.core, "time", types.SimpleNamespace(time=clock.time))
+    return clock
+
+
+def _sign_in(email: str, password: str, ip: str = "203.0.113.10", **headers):
+    client = Client()
+    response = client.post(LOGIN, {"username": email, "password": password}, REMOTE_ADDR=ip, **headers)
+    return client, response
+
+
+def _signed_in(client: Client) -> bool:
+    return "_auth_user_id" in client.session
+
+
+# --- Sign-in ------------------------------------------------------------------------------------------
+
+
+def test_ten_failures_from_one_address_lock_it_for_every_account(world, clock):
+    for i in range(10):
+        _, response = _sign_in(f"guess{i}@nowhere.test", "wrong", ip="203.0.113.10")
+        assert response.status_code == 200
+    client, response = _sign_in("member@acme.test", PASSWORD, ip="203.0.113.10")
+    assert response.status_code == 429
+    assert LOCKED in response.content.decode()
+    assert not _signed_in(client)
+    # Another address is not affected.
+    client, response = _sign_in("member@acme.test", PASSWORD, ip="203.0.113.11")
+    assert response.status_code == 302 and _signed_in(client)
+
+
+def test_ten_failures_for_one_account_lock_it_from_every_address(world, clock):
+    for i in range(10):
+        email = "member@acme.test" if i % 2 else "Member@ACME.test "  # the same account, however it is typed
+        _, response = _sign_in(email, "wrong", ip=f"198.51.100.{i}")
+        assert response.status_code == 200
+    client, response = _sign_in("member@acme.test", PASSWORD, ip="192.0.2.99")
+    assert response.status_code == 429
+    assert LOCKED in response.content.decode()
+    assert not _signed_in(client)
+    # Other accounts from that address are not affected.
+    client, response = _sign_in("admin@acme.test", PASSWORD, ip="192.0.2.99")
+    assert response.status_code == 302 and _signed_in(client)
+
+
+def test_nine_failures_still_let_the_right_password_in(world, clock):
+    for _ in range(9):
+        _sign_in("member@acme.test", "wrong")
+    client, response = _sign_in("member@acme.test", PASSWORD)
+    assert response.status_code == 302 and _signed_in(client)
+
+
+def test_the_lock_lifts_after_fifteen_minutes(world, clock):
+    for _ in range(10):
+        _sign_in("member@acme.test", "wrong")
+    assert _sign_in("member@acme.test", PASSWORD)[1].status_code == 429
+    clock.advance(15 * 60 + 1)
+    client, response = _sign_in("member@acme.test", PASSWORD)
+    assert response.status_code == 302 and _signed_in(client)
+
+
+def test_behind_the_proxy_each_client_is_counted_not_the_proxy(world, clock, settings):
+    # BEHIND_PROXY=1: the proxy connects from one address and appends the client's to X-Forwarded-For.
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    proxy = "10.0.0.2"
+    for i in range(10):
+        _sign_in(f"guess{i}@nowhere.test", "wrong", ip=proxy, HTTP_X_FORWARDED_FOR="203.0.113.5")
+    client, response = _sign_in("member@acme.test", PASSWORD, ip=proxy, HTTP_X_FORWARDED_FOR="203.0.113.6")
+    assert response.status_code == 302 and _signed_in(client)
+    # The locked client cannot escape by putting a made-up address first: the proxy's hop is the one counted.
+    _, response = _sign_in("admin@acme.test", PASSWORD, ip=proxy, HTTP_X_FORWARDED_FOR="192.0.2.1, 203.0.113.5")
+    assert response.status_code == 429
+
+
+# --- Key saves and removals -----------------------------------------------------------------------------
+
+
+def _put_key(client: Client, slug: str, key: str):
+    return client.put(KEY_API.format(slug), json.dumps({"apiKey": key}), "application/json")
+
+
+def _as(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_the_eleventh_key_change_in_a_minute_by_one_user_is_refused_with_429_json(world, clock, api_token):
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {api_token}")
+    for _ in range(5):
+        assert _put_key(client, "acme", GOOD_KEY).status_code == 200
+        assert client.delete(KEY_API.format("acme")).status_code == 200
+    response = _put_key(client, "acme", OTHER_KEY)
+    assert response.status_code == 429
+    error = json_error(response)
+    assert error["code"] == "too_many_attempts"
+    assert "wait a minute" in error["message"]
+    assert response["Retry-After"] == "60"
+    assert not ClaudeApiKey.objects.filter(organisation=world.acme).exists()  # the refused save changed nothing
+    assert AuditEvent.objects.filter(organisation=world.acme).count() == 10
+    clock.advance(61)
+    assert _put_key(client, "acme", OTHER_KEY).status_code == 200
+
+
+def test_key_changes_are_counted_per_organisation_across_its_admins(world, clock):
+    admin = _as(world.acme_admin)
+    for _ in range(10):
+        assert _put_key(admin, "acme", GOOD_KEY).status_code == 200
+    response = _put_key(_as(world.acme_owner), "acme", OTHER_KEY)
+    assert response.status_code == 429
+    assert json_error(response)["code"] == "too_many_attempts"
+    assert ClaudeApiKey.objects.get(organisation=world.acme).secret.reveal() == GOOD_KEY
+    # Another organisation's admins are not affected.
+    assert _put_key(_as(world.initech_admin), "initech", OTHER_KEY).status_code == 200
+
+
+def test_the_console_shows_the_refusal_next_to_the_key_field(world, clock):
+    admin = _as(world.acme_admin)
+    for _ in range(10):
+        response = admin.post("/orgs/acme/settings/claude-api-key/save", {"api_key": GOOD_KEY})
+        assert response.status_code == 302
+    response = admin.post("/orgs/acme/settings/claude-api-key/remove", {"confirm": "yes"})
+    assert response.status_code == 429
+    assert "Too many changes to this key in a short time" in response.content.decode()
+    assert ClaudeApiKey.objects.filter(organisation=world.acme).exists()  # the refused removal changed nothing
+
+
+# --- API tokens -----------------------------------------------------------------------------------------
+
+
+def test_the_eleventh_new_token_in_an_hour_is_refused(world, clock):
+    member = _as(world.acme_member)
+    for i in range(10):
+        response = member.post("/orgs/acme/settings/tokens/create", {"name": f"Token {i}"})
+        assert response.status_code == 200 and b"Copy it now" in response.content
+    response = member.post("/orgs/acme/settings/tokens/create", {"name": "One too many"})
+    assert response.status_code == 429
+    assert "Too many new API tokens in a short time" in response.content.decode()
+    assert ApiToken.objects.filter(user=world.acme_member).count() == 10
+
+
+# --- Shared counters ------------------------------------------------------------------------------------
+
+# Another app server: the same guard, run in a separate process against the same Redis.
+OTHER_SERVER = """
+import sys, types
+import django
+django.setup()
+from django.test import RequestFactory, override_settings
+import django_ratelimit.core
+from orgs import guards
+
+url, prefix, now = sys.argv[1], sys.argv[2], float(sys.argv[3])
+django_ratelimit.core.time = types.SimpleNamespace(time=lambda: now)
+caches = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url, "KEY_PREFIX": prefix}}
+with override_settings(CACHES=caches):
+    for user_pk in range(1000, 1010):
+        guards.key_write(RequestFactory().put("/"), user=types.SimpleNamespace(pk=user_pk), org_slug="acme")
+print("ten key changes for acme")
+"""
+
+
+@pytest.fixture
+def redis_cache(settings):
+    """Django's built-in Redis cache on 127.0.0.1:6379 under a prefix of our own, removed afterwards."""
+    connection = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        connection.ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip("Redis is not running on 127.0.0.1:6379 (CI and the dev machines run it)")
+    prefix = f"opsion-test-security-{uuid.uuid4().hex}"
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": prefix,
+        }
+    }
+    yield prefix
+    stale = list(connection.scan_iter(f"{prefix}:*"))
+    if stale:
+        connection.delete(*stale)
+    connection.close()
+
+
+def test_the_counters_are_shared_by_every_app_server_through_redis(world, clock, redis_cache):
+    env = base_env(
+        DJANGO_SETTINGS_MODULE="opsion.settings",
+        SECRET_KEY="test-secret-key-not-for-production",
+        FIELD_ENCRYPTION_KEYS="b3BzaW9uLXRlc3Qtb25seS1mZXJuZXQta2V5LTAwMDE=",
+        REDIS_URL=REDIS_URL,
+    )
+    result = run_python(["-c", OTHER_SERVER, REDIS_URL, redis_cache, str(clock.now)], env)
+    assert result.returncode == 0, result.stderr
+    assert redis.Redis.from_url(REDIS_URL).keys(f"{redis_cache}:*"), "the other process wrote no counter"
+
+    response = _put_key(_as(world.acme_admin), "acme", GOOD_KEY)
+    assert response.status_code == 429
+    assert json_error(response)["code"] == "too_many_attempts"
+    assert _put_key(_as(world.initech_admin), "initech", GOOD_KEY).status_code == 200

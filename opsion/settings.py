@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_ratelimit",
+    "ninja",  # serves the API docs page (Swagger UI) from our own static files: no CDN, CSP-clean
     "orgs",
     "insights",
 ]

@@ -1,7 +1,24 @@
-import pytest
-from django.core.cache import cache
+"""Shared fixtures: the small world, the fake Anthropic server, clients, and test-wide settings."""
 
+import os
+import tempfile
+
+import pytest
+from django.conf import settings as django_settings
+from django.core.cache import cache
+from django.test import Client
+
+from orgs import services as org_services
+from tests.base import GOOD_KEY
 from tests.fake_anthropic import FakeAnthropic
+
+# The race tests need every thread (and a second OS process) to reach the same database. Django's
+# default SQLite test database is a shared-cache in-memory one, which other processes cannot open
+# and whose table locks ignore the busy timeout, so unless a test database name was chosen SQLite
+# uses a temporary file. This runs before pytest-django creates the database.
+_default_db = django_settings.DATABASES["default"]
+if _default_db["ENGINE"] == "django.db.backends.sqlite3" and not (_default_db.get("TEST") or {}).get("NAME"):
+    _default_db.setdefault("TEST", {})["NAME"] = os.path.join(tempfile.mkdtemp(prefix="opsion-test-"), "test.sqlite3")
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +36,44 @@ def fake_anthropic(_fake_anthropic_server, settings):
     settings.ANTHROPIC_API_KEY = PLATFORM_KEY
     settings.ANTHROPIC_TIMEOUT_SECONDS = 2.0
     return _fake_anthropic_server
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # Every world has a dozen users; the production PBKDF2 work factor would dominate the run.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def api_client():
+    """`api_client(user)`: a client authenticated by a fresh personal API token, as a script would be."""
+
+    def make(user) -> Client:
+        _, raw = org_services.api_token_create(user=user, name="tests")
+        return Client(headers={"Authorization": f"Bearer {raw}"})
+
+    return make
+
+
+@pytest.fixture
+def console():
+    """`console(user)`: a browser-like client signed in as `user`."""
+
+    def make(user) -> Client:
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def acme_key(world):
+    """Acme (Institutional) with GOOD_KEY saved by its Owner."""
+    org_services.claude_api_key_set(
+        membership=world.membership(world.acme_owner, world.acme), raw_key=GOOD_KEY, ip=None
+    )
+    return GOOD_KEY
 
 
 @pytest.fixture(autouse=True)

@@ -1,15 +1,9 @@
-"""Fixtures for the organisation tests: fast password hashing and people by plan and role."""
+"""Fixtures for the organisation tests: people by plan and role."""
 
 import pytest
 
 from orgs.models import Membership, Organisation, Plan, Role
 from tests.base import make_user
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # Every test builds a dozen users; the production PBKDF2 work factor would dominate the run.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

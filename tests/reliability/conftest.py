@@ -7,10 +7,6 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 from django.db import connection
-from django.test import Client
-
-from orgs import services as org_services
-from tests.base import GOOD_KEY
 
 POSTGRES_ONLY = (
     "needs PostgreSQL: a closed port or a terminated backend is a database-server fault; SQLite has no server"
@@ -54,40 +50,3 @@ def pg_admin_connection() -> psycopg.Connection:
         dbname=s["NAME"],
         autocommit=True,
     )
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    # The world signs up ten people; a deliberately slow hasher is not what these tests are about.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def api_client():
-    """`api_client(user)`: a client authenticated by a fresh personal API token, as a script would be."""
-
-    def make(user) -> Client:
-        _, raw = org_services.api_token_create(user=user, name="reliability tests")
-        return Client(headers={"Authorization": f"Bearer {raw}"})
-
-    return make
-
-
-@pytest.fixture
-def console():
-    """`console(user)`: a browser-like client signed in as `user`."""
-
-    def make(user) -> Client:
-        client = Client()
-        client.force_login(user)
-        return client
-
-    return make
-
-
-@pytest.fixture
-def acme_key(world):
-    """Acme (Institutional) with GOOD_KEY saved by its Owner."""
-    membership = world.membership(world.acme_owner, world.acme)
-    org_services.claude_api_key_set(membership=membership, raw_key=GOOD_KEY, ip=None)
-    return GOOD_KEY

@@ -81,9 +81,3 @@ def json_error(response) -> dict:
     assert isinstance(body["error"].get("code"), str) and body["error"]["code"], body
     assert isinstance(body["error"].get("message"), str) and body["error"]["message"], body
     return body["error"]
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # The world has a dozen users; the production hasher would spend seconds on them in every test.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -7,8 +7,9 @@ through the same SDK client, and both are loaded by the same closed-loop clients
 variants alternate round by round. The rolling limit is raised out of reach (INSIGHTS_BYOM_LIMIT)
 and the rows a round inserts are deleted after it, so every round sees the same window.
 
-On PostgreSQL the real endpoint runs twice: with the settings' default CONN_MAX_AGE=0 (a new
-database connection per request) and with persistent connections (CONN_MAX_AGE=60).
+On PostgreSQL the real endpoint runs twice: with the settings' default persistent connections
+(CONN_MAX_AGE=60) and with a new database connection per request (CONN_MAX_AGE=0), to show what
+the default saves.
 """
 
 import http.client
@@ -153,14 +154,25 @@ def _load(port: int, path: str, headers: dict, clients: int, seconds: float) -> 
 
 
 def _sdk_client_seconds(rounds: int, calls: int = 10) -> dict:
-    """What constructing the SDK client costs: claude.stream_answer builds one per call."""
+    """What building the SDK client costs: a whole client (own connection pool, CA bundle) against
+    the light per-call client over the shared pool that claude.stream_answer builds."""
     import anthropic  # measured here only; the app talks to the SDK through insights.claude alone
 
-    def construct() -> None:
+    from insights import claude
+
+    def whole() -> None:
         anthropic.Anthropic(api_key="sk-ant-bench", base_url="http://127.0.0.1:9", max_retries=0).close()
 
-    construct()
-    return stats.summary(stats.interleave({"sdk": stats.per_call(construct, calls)}, rounds=rounds)["sdk"])
+    def per_call() -> None:
+        anthropic.Anthropic(
+            api_key="sk-ant-bench", base_url="http://127.0.0.1:9", max_retries=0, http_client=claude._http_client()
+        )
+
+    whole(), per_call()
+    timed = stats.interleave(
+        {"whole": stats.per_call(whole, calls), "per_call": stats.per_call(per_call, calls)}, rounds=rounds
+    )
+    return {name: stats.summary(values) for name, values in timed.items()}
 
 
 def _statements(bench: Bench, path: str, fake_port: int) -> list[str]:
@@ -180,7 +192,7 @@ def _statements(bench: Bench, path: str, fake_port: int) -> list[str]:
 def run(bench: Bench, *, rounds: int, seconds: float, clients: int, workers: int) -> dict:
     configs = {"default": {}}
     if connection.vendor == "postgresql":
-        configs["persistent"] = {"CONN_MAX_AGE": "60"}
+        configs["per_request"] = {"CONN_MAX_AGE": "0"}
     real_path = f"/api/v1/orgs/{bench.api_org.slug}/insights/queries"
     auth = {"Authorization": f"Bearer {bench.token}", "Content-Type": "application/json"}
     plain = {"Content-Type": "application/json"}
@@ -199,8 +211,8 @@ def run(bench: Bench, *, rounds: int, seconds: float, clients: int, workers: int
             "baseline": (servers.ports["default"], "/bench/baseline", plain),
             "real": (servers.ports["default"], real_path, auth),
         }
-        if "persistent" in servers.ports:
-            targets["real_persistent_connections"] = (servers.ports["persistent"], real_path, auth)
+        if "per_request" in servers.ports:
+            targets["real_connection_per_request"] = (servers.ports["per_request"], real_path, auth)
 
         def variant(name: str):
             port, path, headers = targets[name]

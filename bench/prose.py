@@ -9,8 +9,9 @@ What Opsion's own work on an AI Insights query costs, beside the alternatives. U
 Claude's latency (seconds per answer), so the pipeline's own work must be a rounding error beside
 it and must stay flat as the query history grows. The harness is `bench/`; `make bench` runs it.
 
-**The figures were taken on a 2-core machine shared with other helpers' test runs** (load
-averages below). Absolute times are inflated and noisy; comparisons are therefore ratios of
+**The figures were taken on a 2-core shared machine** (load averages below), where the servers,
+the fake, the database and the load generator all compete for the same two cores. Absolute
+times are inflated and noisy; comparisons are therefore ratios of
 alternatives measured side by side, interleaved round by round, so a burst of load from elsewhere
 hits all of them alike. Each figure is the median over rounds, with the interquartile range in
 brackets."""
@@ -39,21 +40,25 @@ PostgreSQL and the clients all compete for the CPU, so throughput measures the m
 request costs; "machine time over baseline" (1/throughput of the real endpoint minus 1/throughput
 of the baseline) is Opsion's own work per request, whatever the bottleneck.
 
-Where the real endpoint's extra time goes, listed below per request: the SQL statements (two of
-them commits that wait for the log flush: the limiter's insert before Anthropic is called, and the
-outcome after), the API's authentication and validation, decrypting the key, and — with the
-settings' default `CONN_MAX_AGE=0` — a new database connection per request, the largest single
-item on PostgreSQL (compare the two real rows). Persistent connections (`CONN_MAX_AGE=60`, or
-Django's psycopg pool) are the cheap win for a gunicorn deployment. After that the gap is
-statements: each costs a round trip plus the ORM's Python, a few tenths of a millisecond here, so a
-statement that fetches what the request already holds (the user it has just authenticated), reads
-back a time it wrote, or rewrites a status that has not changed is worth removing. On SQLite the two
-durable commits (rollback journal, several fsyncs each) are most of the gap.
+Where the real endpoint's extra time goes, listed below per request: four SQL statements on
+PostgreSQL (the token, the membership joined with its organisation and stored key, the limiter's
+one-call function committed before Anthropic is called, the outcome after) and eight on SQLite
+(the limiter there is BEGIN IMMEDIATE, lock, count, insert, COMMIT, and both commits wait for the
+disk), plus the API's authentication and validation and the key's decryption (microseconds).
+Each statement costs a round trip and the ORM's Python, and PostgreSQL's own work runs on the same
+two cores as everything else, which is why the machine time over baseline is a few milliseconds.
 
-Constructing the SDK client, which `claude.stream_answer` does on every call (it loads the CA
-bundle each time), costs as much as or more than all of Opsion's own work. It is in both endpoints,
-so it flatters the ratio: reusing one client per process would make both endpoints faster, lower
-the ratio and leave the absolute overhead where it is."""
+**The ≥ 0.80 target is not met, and here is why.** With the fake answering at once and the SDK
+client reusing one connection pool per process (below), the baseline costs only about 2 ms of
+machine time per request: that is the whole of the budget the ratio compares against, so
+reaching 0.80 would mean doing authentication, the organisation check, an exact durable limit and
+the query log in about half a millisecond. Those four statements are the minimum the product's
+promises need (a per-organisation row lock and a durable log before Claude is called, the outcome
+after). The design choices that did move the figure are all in place: the limiter in one round
+trip, the key joined into the membership lookup, no re-reads of what the request already holds,
+persistent connections by default (compare the two real rows) and one shared HTTP pool for the SDK.
+Against a real Claude answer, which takes seconds, Opsion's milliseconds are well under 1 % of
+what the user waits."""
 
 DECISION = """\
 `ratelimit.acquire` alone (lock, count, insert, commit), in one process on one persistent

@@ -79,8 +79,9 @@ def acquire(*, org: Organisation, limit: int, window_seconds: int, row: dict) ->
     with transaction.atomic(using=using):
         # Lock the organisation row so two requests racing at 19/20 cannot both pass. The count
         # must run after the lock: under READ COMMITTED each statement takes a fresh snapshot.
-        # (On SQLite select_for_update is a no-op; BEGIN IMMEDIATE has already serialised us.)
-        Organisation.objects.select_for_update().filter(pk=org.pk).values_list("pk", flat=True).get()
+        # (SQLite has no row locks and needs none: BEGIN IMMEDIATE has already serialised us.)
+        if connections[using].features.has_select_for_update:
+            Organisation.objects.select_for_update().filter(pk=org.pk).values_list("pk", flat=True).get()
         used, oldest, now = _stats(org.pk, window_seconds)
         if used >= limit:
             raise RateLimited(limit=limit, retry_after=_reset(oldest, now, window_seconds))

@@ -1,6 +1,6 @@
 import logging
 
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 
@@ -34,7 +34,7 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, OperationalError | InterfaceError) or not isinstance(exception, DatabaseError):
+        if not isinstance(exception, OperationalError | InterfaceError):
             return None
         return database_unavailable(request)
 

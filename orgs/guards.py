@@ -1,10 +1,20 @@
-"""Abuse guards for the console and the API (django-ratelimit, counters in the shared cache)."""
+"""Abuse guards for the console and the API (django-ratelimit, counters in the shared cache).
+
+If the cache (Redis) is unreachable the guards fail open, with an ERROR line for operators: a
+broken cache must not take sign-in and key management down with it, and every write is still
+role-checked and audited. The trade is that brute-force counting pauses until Redis is back.
+"""
+
+import logging
+from functools import wraps
 
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage, is_ratelimited
 
 from opsion.errors import Refused
 from opsion.http import client_ip
+
+log = logging.getLogger("opsion.guards")
 
 SIGN_IN_RATE = "10/15m"
 KEY_WRITE_RATE = "10/m"
@@ -28,22 +38,41 @@ def _ip(_group, request: HttpRequest) -> str:
 _SIGN_IN_KEYS = (("ip", _ip), ("account", _account))
 
 
+def _fail_open(default):
+    def decorate(guard):
+        @wraps(guard)
+        def run(*args, **kwargs):
+            try:
+                return guard(*args, **kwargs)
+            except TooManyAttempts:
+                raise
+            except Exception as exc:  # the cache client's own errors (redis.ConnectionError, timeouts…)
+                log.error("abuse guard %s skipped: cache unavailable (%s)", guard.__name__, type(exc).__name__)
+                return default
+
+        return run
+
+    return decorate
+
+
+@_fail_open(False)
 def sign_in_locked(request: HttpRequest) -> bool:
     """True once this IP or this account has failed to sign in 10 times in 15 minutes."""
     for name, key in _SIGN_IN_KEYS:
         usage = get_usage(request, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=False)
         # A peek does not count this attempt, so the limit is reached at 10 failures, not above them.
-        # (An unreachable cache reads as limit 0 and so fails closed.)
         if usage is not None and usage["count"] >= usage["limit"]:
             return True
     return False
 
 
+@_fail_open(None)
 def sign_in_failed(request: HttpRequest) -> None:
     for name, key in _SIGN_IN_KEYS:
         is_ratelimited(request, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=True)
 
 
+@_fail_open(None)
 def _guard(request: HttpRequest, group: str, rate: str, keys: list[str], message: str, retry_after: int) -> None:
     for value in keys:
         if is_ratelimited(request, group=group, key=lambda _g, _r, v=value: v, rate=rate, increment=True):

@@ -235,3 +235,42 @@ def test_the_counters_are_shared_by_every_app_server_through_redis(world, clock,
     assert response.status_code == 429
     assert json_error(response)["code"] == "too_many_attempts"
     assert _put_key(_as(world.initech_admin), "initech", GOOD_KEY).status_code == 200
+
+
+@pytest.fixture
+def redis_down(settings):
+    """The guards' cache pointed at a Redis that is not there (a closed port)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{port}/0",
+            "OPTIONS": {"socket_connect_timeout": 0.5},
+        }
+    }
+
+
+def test_with_redis_down_sign_in_still_works_and_operators_are_told(world, redis_down, caplog):
+    client, response = _sign_in("admin@acme.test", PASSWORD)
+
+    assert response.status_code == 302
+    assert _signed_in(client)
+    assert "abuse guard sign_in_locked skipped: cache unavailable" in caplog.text
+
+
+def test_with_redis_down_a_wrong_password_is_refused_not_a_500(world, redis_down):
+    client, response = _sign_in("admin@acme.test", "wrong-password")
+
+    assert response.status_code == 200
+    assert not _signed_in(client)
+
+
+def test_with_redis_down_key_changes_still_work(world, redis_down):
+    response = _put_key(_as(world.acme_admin), "acme", GOOD_KEY)
+
+    assert response.status_code == 200
+    assert ClaudeApiKey.objects.filter(organisation=world.acme).exists()

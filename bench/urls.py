@@ -18,11 +18,16 @@ from opsion.urls import urlpatterns as production_urlpatterns
 BASELINE_KEY = "sk-ant-api03-bench-baseline-0000000000000000000000000000000000000000"
 
 
+class _BaselineKey:
+    def reveal(self) -> str:
+        return BASELINE_KEY
+
+
 @csrf_exempt
 @require_POST
 def baseline(request: HttpRequest) -> JsonResponse:
     query = json.loads(request.body)["query"]
-    parts = [part for part in claude.stream_answer(api_key=BASELINE_KEY, query=query) if isinstance(part, str)]
+    parts = [part for part in claude.stream_answer(secret=_BaselineKey(), query=query) if isinstance(part, str)]
     return JsonResponse({"answer": "".join(parts)})
 
 

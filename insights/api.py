@@ -1,5 +1,5 @@
 from django.http import HttpRequest
-from ninja import Query, Router, Schema
+from ninja import Field, Query, Router, Schema
 from ninja.responses import Response
 
 from insights import services
@@ -65,8 +65,8 @@ class HistoryOut(Schema):
 
 
 class Page(Schema):
-    limit: int = 20
-    offset: int = 0
+    limit: int = Field(20, ge=1, le=100)
+    offset: int = Field(0, ge=0, le=100_000)
 
 
 def _tokens(row) -> dict:
@@ -117,7 +117,7 @@ def get_usage(request: HttpRequest, slug: str):
 @router.get("/{slug}/insights/queries", response={200: HistoryOut, **ERRORS}, summary="Your recent queries")
 def list_queries(request: HttpRequest, slug: str, page: Query[Page]):
     membership = access.membership_or_404(request.auth, slug)
-    limit, offset = min(max(page.limit, 1), 100), max(page.offset, 0)
+    limit, offset = page.limit, page.offset
     rows = services.recent_queries(membership=membership, limit=limit + 1, offset=offset)
     items = [
         {

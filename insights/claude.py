@@ -5,13 +5,17 @@ exception's `.request.headers` holds the raw key, so it must never reach a log o
 """
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
+from typing import Protocol
 
 import anthropic
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
+
+from orgs.crypto import DecryptionFailed
 
 log = logging.getLogger("opsion.insights")
 
@@ -82,42 +86,81 @@ def _http_client() -> anthropic.DefaultHttpxClient:
     return anthropic.DefaultHttpxClient()
 
 
-@sensitive_variables("api_key", "client")
-def stream_answer(*, api_key: str, query: str) -> Iterator[str | Completion]:
-    """Yield the answer's text as Anthropic writes it, then one Completion. Raises UpstreamError."""
+class Secret(Protocol):
+    """A key that is revealed only when a client is built: `orgs.crypto.Sealed` or `keys.PlatformKey`."""
+
+    def reveal(self) -> str: ...
+
+
+@sensitive_variables("api_key")
+def _client(secret: Secret) -> anthropic.Anthropic:
+    """A light client for one call over the shared pool. Raises orgs.crypto.DecryptionFailed.
+
+    The plain key exists only in this (ordinary, so filterable) frame and inside the client object,
+    whose repr does not show it; the generator below never holds it in a local variable, because
+    Django's sensitive_variables cannot hide the locals of a generator's frame.
+    """
+    api_key = secret.reveal()
+    return anthropic.Anthropic(
+        api_key=api_key,
+        base_url=settings.ANTHROPIC_BASE_URL,
+        timeout=settings.ANTHROPIC_TIMEOUT_SECONDS,
+        max_retries=0,  # see settings: the SDK would obey an uncapped retry-after
+        http_client=_http_client(),
+    )
+
+
+def stream_answer(*, secret: Secret, query: str) -> Iterator[str | Completion]:
+    """Yield the answer's text as Anthropic writes it, then one Completion.
+
+    Raises UpstreamError, or DecryptionFailed before anything is sent. The timeout bounds each read
+    and, checked between chunks, the whole answer: a reply that drips forever is cut off too.
+    """
     failure: UpstreamError | None = None
+    client = None
     try:
-        # A light client per call (the key belongs to this call only) over one shared connection pool.
-        client = anthropic.Anthropic(
-            api_key=api_key,
-            base_url=settings.ANTHROPIC_BASE_URL,
-            timeout=settings.ANTHROPIC_TIMEOUT_SECONDS,
-            max_retries=0,  # see settings: the SDK would obey an uncapped retry-after
-            http_client=_http_client(),
-        )
+        client = _client(secret)
+    except DecryptionFailed:
+        raise
+    except Exception as exc:  # e.g. a malformed ANTHROPIC_BASE_URL; the message names no key
+        log.error("anthropic client could not be built: %s", type(exc).__name__)
+        failure = UpstreamError("unavailable")
+    if client is None:
+        raise failure
+    deadline = time.monotonic() + settings.ANTHROPIC_TIMEOUT_SECONDS
+    try:
         with client.messages.stream(
             model=settings.ANTHROPIC_MODEL,
             max_tokens=settings.ANTHROPIC_MAX_TOKENS,
             system=SYSTEM_PROMPT,
             messages=[{"role": "user", "content": query}],
         ) as stream:
-            yield from stream.text_stream
-            final = stream.get_final_message()
-            yield Completion(
-                model=final.model,
-                input_tokens=final.usage.input_tokens,
-                output_tokens=final.usage.output_tokens,
-            )
+            for text in stream.text_stream:
+                yield text
+                if time.monotonic() > deadline:
+                    failure = UpstreamError("unavailable")
+                    break
+            else:
+                final = stream.get_final_message()
+                yield Completion(
+                    model=final.model,
+                    input_tokens=final.usage.input_tokens,
+                    output_tokens=final.usage.output_tokens,
+                )
     except anthropic.AnthropicError as exc:
         failure = _classify(exc)
     except Exception as exc:
         # Anything else (a mistyped ANTHROPIC_BASE_URL, a reply the SDK cannot parse) is still "Anthropic did
         # not answer" to the user. Its traceback runs through SDK frames holding the key in local variables, so
         # it goes no further: the operator gets its type and its message with the key cut out.
-        message = str(exc).replace(api_key, "[key]") if api_key else str(exc)
-        log.error("anthropic call failed unexpectedly: %s: %s", type(exc).__name__, message)
+        log.error("anthropic call failed unexpectedly: %s: %s", type(exc).__name__, _redact(str(exc), client))
         failure = UpstreamError("unavailable")
     if failure is not None:
         # Raised outside the except block so the SDK exception is not even the implicit context.
         log.warning("anthropic call failed: %s", failure)
         raise failure
+
+
+@sensitive_variables("client")
+def _redact(text: str, client: anthropic.Anthropic) -> str:
+    return text.replace(client.api_key, "[key]") if client.api_key else text

@@ -2,6 +2,7 @@
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 
@@ -28,6 +29,7 @@ class KeyChoice:
     limit: int
     secret: Sealed | PlatformKey | None
     key_status: str | None = None  # what Anthropic last said of the organisation's key
+    key_saved_at: datetime | None = None  # which save of it this is (a newer save must not be marked)
 
     @property
     def uses_org_key(self) -> bool:
@@ -56,5 +58,5 @@ def resolve(org: Organisation, *, with_secret: bool = True) -> KeyChoice:
         if row is not None:
             if not with_secret:
                 return KeyChoice(KeySource.ORGANISATION, settings.INSIGHTS_BYOM_LIMIT, None)
-            return KeyChoice(KeySource.ORGANISATION, settings.INSIGHTS_BYOM_LIMIT, row.secret, row.status)
+            return KeyChoice(KeySource.ORGANISATION, settings.INSIGHTS_BYOM_LIMIT, row.secret, row.status, row.saved_at)
     return KeyChoice(KeySource.PLATFORM, settings.INSIGHTS_PLATFORM_LIMIT, PlatformKey() if with_secret else None)

@@ -65,10 +65,25 @@ def _reset(oldest: datetime | None, now: datetime | None, window_seconds: int) -
     return max(1, math.ceil((oldest + timedelta(seconds=window_seconds) - now).total_seconds()))
 
 
+def _frees_in(org_id: int, *, used: int, limit: int, oldest, now, window_seconds: int) -> int:
+    """Seconds until the next query is allowed: when the oldest counted row leaves the window, or,
+    when more than `limit` rows count (the limit fell: the key was removed, the plan downgraded),
+    when enough of them have left for one more to fit."""
+    if used > limit:
+        cutoff = now - timedelta(seconds=window_seconds)
+        oldest = (
+            InsightQuery.objects.filter(organisation_id=org_id, created_at__gt=cutoff)
+            .order_by("created_at")
+            .values_list("created_at", flat=True)[used - limit]
+        )
+    return _reset(oldest, now, window_seconds)
+
+
 def peek(*, org: Organisation, limit: int, window_seconds: int) -> Window:
     """The window as it stands, without counting anything."""
     used, oldest, now = _stats(org.pk, window_seconds)
-    return Window(limit, window_seconds, used, _reset(oldest, now, window_seconds))
+    frees_in = _frees_in(org.pk, used=used, limit=limit, oldest=oldest, now=now, window_seconds=window_seconds)
+    return Window(limit, window_seconds, used, frees_in)
 
 
 def acquire(*, org: Organisation, limit: int, window_seconds: int, row: dict) -> tuple[InsightQuery, Window]:
@@ -84,7 +99,12 @@ def acquire(*, org: Organisation, limit: int, window_seconds: int, row: dict) ->
             Organisation.objects.select_for_update().filter(pk=org.pk).values_list("pk", flat=True).get()
         used, oldest, now = _stats(org.pk, window_seconds)
         if used >= limit:
-            raise RateLimited(limit=limit, retry_after=_reset(oldest, now, window_seconds))
+            raise RateLimited(
+                limit=limit,
+                retry_after=_frees_in(
+                    org.pk, used=used, limit=limit, oldest=oldest, now=now, window_seconds=window_seconds
+                ),
+            )
         query = InsightQuery.objects.create(organisation=org, **row)
     oldest = oldest or query.created_at
     return query, Window(limit, window_seconds, used + 1, _reset(oldest, query.created_at, window_seconds))
@@ -104,7 +124,12 @@ def _acquire_in_one_round_trip(
     if used is None:
         raise Organisation.DoesNotExist("Organisation matching query does not exist.")
     if new_id is None:
-        raise RateLimited(limit=limit, retry_after=_reset(oldest, now, window_seconds))
+        raise RateLimited(
+            limit=limit,
+            retry_after=_frees_in(
+                org.pk, used=used, limit=limit, oldest=oldest, now=now, window_seconds=window_seconds
+            ),
+        )
     # The row now exists: mark the instance saved, as Model.save() would.
     query.pk, query.created_at = new_id, created_at
     query._state.adding, query._state.db = False, using

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.utils import timezone
-from django.views.decorators.debug import sensitive_variables
 
 from insights import claude, keys, ratelimit
-from insights.models import InsightQuery, Outcome
+from insights.models import InsightQuery, KeySource, Outcome
 from opsion.errors import InvalidRequest, Refused
 from orgs import services as org_services
 from orgs.crypto import DecryptionFailed
@@ -54,6 +53,11 @@ class Usage:
     window: ratelimit.Window
     key_source: str
 
+    @property
+    def platform_key_missing(self) -> bool:
+        """Queries would run on the platform key, and none is configured (operators must set ANTHROPIC_API_KEY)."""
+        return self.key_source == KeySource.PLATFORM and not keys.platform_key_configured()
+
 
 def validate_query(text: str) -> str:
     """The trimmed question. Raises InvalidRequest when empty, too long or holding control characters."""
@@ -91,7 +95,7 @@ class PendingQuery:
         completion = None
         failure: Refused | None = None
         try:
-            for item in _ask(self.choice, self.row.query):
+            for item in claude.stream_answer(secret=self.choice.secret, query=self.row.query):
                 if isinstance(item, claude.Completion):
                     completion = item
                 else:
@@ -117,7 +121,7 @@ class PendingQuery:
     def _refusal(self, exc: claude.UpstreamError) -> Refused:
         org = self.row.organisation
         if exc.kind == "auth" and self.choice.uses_org_key:
-            org_services.claude_api_key_mark(org=org, status=KeyStatus.INVALID)
+            org_services.claude_api_key_mark(org=org, status=KeyStatus.INVALID, saved_at=self.choice.key_saved_at)
             return KeyInvalid()
         if exc.kind == "rate_limited" and self.choice.uses_org_key:
             return UpstreamRateLimited(exc.retry_after)
@@ -126,17 +130,15 @@ class PendingQuery:
 
     def _record(self, answer: str, completion, failure: Refused | None) -> None:
         row = self.row
-        if isinstance(failure, KeyUnreadable):
-            # Nothing was sent to Anthropic, so the query must not count against the limit.
-            row.delete()
-            return
         row.answer = answer
         row.completed_at = timezone.now()
         if failure is None and completion is not None:
             row.outcome, row.model = Outcome.ANSWERED, completion.model
             row.input_tokens, row.output_tokens = completion.input_tokens, completion.output_tokens
             if self.choice.uses_org_key and self.choice.key_status != KeyStatus.VALID:
-                org_services.claude_api_key_mark(org=row.organisation, status=KeyStatus.VALID)
+                org_services.claude_api_key_mark(
+                    org=row.organisation, status=KeyStatus.VALID, saved_at=self.choice.key_saved_at
+                )
         else:
             row.outcome = Outcome.FAILED
             row.error_code = failure.code if failure else "interrupted"
@@ -153,15 +155,10 @@ class PendingQuery:
         )
 
 
-@sensitive_variables("api_key")
-def _ask(choice: keys.KeyChoice, query: str) -> Iterator:
-    # The decrypted key lives only in this frame and in claude.stream_answer's.
-    api_key = choice.secret.reveal()
-    yield from claude.stream_answer(api_key=api_key, query=query)
-
-
 def start(*, membership: Membership, text: str) -> PendingQuery:
-    """Validate, choose the key and count the query. Raises InvalidRequest, InsightsUnavailable, RateLimited.
+    """Validate, choose the key and count the query.
+
+    Raises InvalidRequest, KeyUnreadable, InsightsUnavailable or RateLimited.
 
     A query counts once it is let through here; refusals before that (bad input, no platform key,
     over the limit) do not.
@@ -169,6 +166,11 @@ def start(*, membership: Membership, text: str) -> PendingQuery:
     query = validate_query(text)
     org = membership.organisation
     choice = keys.resolve(org)
+    if choice.uses_org_key and not choice.secret.readable():
+        # Checked before counting (the token's signature only; nothing is decrypted): nothing can be
+        # sent, so the query must not count.
+        log.error("stored claude api key for org=%s cannot be decrypted with FIELD_ENCRYPTION_KEYS", org.slug)
+        raise KeyUnreadable()
     if not choice.uses_org_key and not keys.platform_key_configured():
         log.error("ANTHROPIC_API_KEY is not set: AI Insights cannot answer on the platform key")
         raise InsightsUnavailable()

@@ -1,3 +1,4 @@
+import re
 from collections.abc import Iterator
 
 from django.contrib.auth.decorators import login_required
@@ -6,7 +7,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
-from insights import keys, services
+from insights import services
 from insights.http import add_ratelimit_headers, sse, window_json
 from insights.rendering import render_markdown
 from insights.suggestions import SUGGESTED_QUERIES
@@ -14,10 +15,11 @@ from opsion.errors import Refused, refused_json
 from orgs import access
 from orgs.models import Membership
 
+ANSWER_ID = re.compile(r"[0-9]{1,18}")
+
 
 def _page(request: HttpRequest, membership: Membership, *, status: int = 200, **extra) -> HttpResponse:
     usage = services.usage(membership.organisation)
-    platform_key_missing = usage.key_source == "platform" and not keys.platform_key_configured()
     context = {
         "membership": membership,
         "org": membership.organisation,
@@ -25,7 +27,8 @@ def _page(request: HttpRequest, membership: Membership, *, status: int = 200, **
         "window": usage.window,
         "suggestions": SUGGESTED_QUERIES,
         "recent": services.recent_queries(membership=membership, limit=10),
-        "show_operator_notice": platform_key_missing and access.can_see_operator_notices(request.user, membership),
+        "show_operator_notice": usage.platform_key_missing
+        and access.can_see_operator_notices(request.user, membership),
         **extra,
     }
     return add_ratelimit_headers(render(request, "insights/query.html", context, status=status), usage.window)
@@ -36,9 +39,10 @@ def _page(request: HttpRequest, membership: Membership, *, status: int = 200, **
 def query_page(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
     if request.method == "GET":
-        answered = request.GET.get("answered")
-        return _page(request, membership, answered_id=int(answered) if answered and answered.isdigit() else None)
-    text = request.POST.get("query", "").strip() or request.POST.get("suggestion", "")
+        answered = request.GET.get("answered", "")
+        return _page(request, membership, answered_id=int(answered) if ANSWER_ID.fullmatch(answered) else None)
+    # A suggestion button (the no-JavaScript path) asks its own question, whatever the box holds.
+    text = request.POST.get("suggestion") or request.POST.get("query", "")
     wants_stream = "text/event-stream" in request.headers.get("Accept", "")
     try:
         pending = services.start(membership=membership, text=text)
@@ -62,7 +66,9 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
     """Server-Sent Events: `start`, then `delta`s as Claude writes, then `done` (safe HTML) or `error`."""
 
     def events() -> Iterator[bytes]:
-        yield sse("start", {"id": pending.row.pk, "rateLimit": window_json(pending.window)})
+        yield sse(
+            "start", {"id": pending.row.pk, "used": pending.window.used, "rateLimit": window_json(pending.window)}
+        )
         try:
             for text in pending.stream():
                 yield sse("delta", {"text": text})

@@ -42,7 +42,7 @@ class OrganisationAdmin(admin.ModelAdmin):
     def member_count(self, obj) -> int:
         return obj._members
 
-    @admin.action(description="Remove the Claude API key of the selected organisations")
+    @admin.action(description="Remove the Claude API key of the selected organisations", permissions=["change"])
     def remove_claude_api_key(self, request, queryset):
         removed = sum(
             services.claude_api_key_remove_as_staff(org=org, staff_user=request.user, ip=client_ip(request))

@@ -2,7 +2,7 @@ from django.http import HttpRequest
 from ninja import Router, Schema
 
 from opsion.http import client_ip
-from orgs import access, guards, selectors, services
+from orgs import access, selectors, services
 
 router = Router(tags=["settings"])
 
@@ -61,7 +61,6 @@ def get_settings(request: HttpRequest, slug: str):
 @router.put("/{slug}/settings/claude-api-key", response={200: KeySetOut, **ERRORS}, summary="Save the Claude API key")
 def put_claude_api_key(request: HttpRequest, slug: str, payload: KeyIn):
     membership = access.membership_or_404(request.auth, slug)
-    guards.key_write(request, user=request.auth, org_slug=slug)
     services.claude_api_key_set(membership=membership, raw_key=payload.apiKey, ip=client_ip(request), via="api")
     return {"claudeApiKeySet": True}
 
@@ -73,6 +72,5 @@ def put_claude_api_key(request: HttpRequest, slug: str, payload: KeyIn):
 )
 def delete_claude_api_key(request: HttpRequest, slug: str):
     membership = access.membership_or_404(request.auth, slug)
-    guards.key_write(request, user=request.auth, org_slug=slug)
     services.claude_api_key_remove(membership=membership, ip=client_ip(request), via="api")
     return {"claudeApiKeySet": False}

@@ -73,16 +73,20 @@ def sign_in_failed(request: HttpRequest) -> None:
 
 
 @_fail_open(None)
-def _guard(request: HttpRequest, group: str, rate: str, keys: list[str], message: str, retry_after: int) -> None:
+def _guard(group: str, rate: str, keys: list[str], message: str, retry_after: int) -> None:
+    # Keyed by values, not by the request: the services call these after their access checks.
     for value in keys:
-        if is_ratelimited(request, group=group, key=lambda _g, _r, v=value: v, rate=rate, increment=True):
+        if is_ratelimited(None, group=group, key=lambda _g, _r, v=value: v, rate=rate, increment=True):
             raise TooManyAttempts(message, retry_after=retry_after)
 
 
-def key_write(request: HttpRequest, *, user, org_slug: str) -> None:
-    """10 key saves/removals a minute per user and per organisation. Raises TooManyAttempts."""
+def key_write(*, user, org_slug: str) -> None:
+    """10 key saves/removals a minute per user and per organisation. Raises TooManyAttempts.
+
+    Called by the key services after the role (and plan) checks, so a Member's refused attempts
+    never count against the organisation: they cannot lock its Owners out of rotating the key.
+    """
     _guard(
-        request,
         "byom-key-write",
         KEY_WRITE_RATE,
         [f"user:{user.pk}", f"org:{org_slug}"],
@@ -91,10 +95,9 @@ def key_write(request: HttpRequest, *, user, org_slug: str) -> None:
     )
 
 
-def token_create(request: HttpRequest, *, user) -> None:
+def token_create(*, user) -> None:
     """10 new API tokens an hour per user. Raises TooManyAttempts."""
     _guard(
-        request,
         "api-token-create",
         TOKEN_CREATE_RATE,
         [f"user:{user.pk}"],

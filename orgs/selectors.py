@@ -4,7 +4,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from orgs.models import AuditEvent, ClaudeApiKey, Membership, Organisation
+from orgs.models import AuditEvent, ClaudeApiKey, Organisation
 
 log = logging.getLogger("opsion.orgs")
 
@@ -44,10 +44,6 @@ def claude_api_key_state(org: Organisation) -> KeyState:
         saved_by=row.saved_by.email if row.saved_by else None,
         saved_at=row.saved_at,
     )
-
-
-def memberships_for(user) -> list[Membership]:
-    return list(Membership.objects.for_user(user))
 
 
 def audit_events_for(org: Organisation, *, limit: int = 50) -> list[AuditEvent]:

@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from opsion.errors import InvalidRequest, NotFound
-from orgs import access
+from orgs import access, guards
 from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Organisation
 from orgs.validation import validate_claude_api_key
 
@@ -35,8 +35,12 @@ def _audit(*, org: Organisation, actor, action: str, ip: str | None, via: str) -
 
 @sensitive_variables("raw_key", "key")
 def claude_api_key_set(*, membership: Membership, raw_key: str, ip: str | None, via: str = "console") -> None:
-    """Store `raw_key` encrypted for the member's organisation. Raises RoleRequired, PlanRequired, KeyMalformed."""
+    """Store `raw_key` encrypted for the member's organisation.
+
+    Raises RoleRequired, PlanRequired, TooManyAttempts or KeyMalformed, checked in that order.
+    """
     access.require_byom_admin(membership)
+    guards.key_write(user=membership.user, org_slug=membership.organisation.slug)
     key = validate_claude_api_key(raw_key)
     org = membership.organisation
     with transaction.atomic():
@@ -55,11 +59,12 @@ def claude_api_key_set(*, membership: Membership, raw_key: str, ip: str | None, 
 
 
 def claude_api_key_remove(*, membership: Membership, ip: str | None, via: str = "console") -> bool:
-    """Delete the organisation's key (idempotent); True when one was deleted. Raises RoleRequired.
+    """Delete the organisation's key (idempotent); True when one was deleted. Raises RoleRequired, TooManyAttempts.
 
     Removal is not plan-gated: an organisation moved off a BYOM plan can still delete the key it left behind.
     """
     access.require_key_manager(membership)
+    guards.key_write(user=membership.user, org_slug=membership.organisation.slug)
     return _remove(org=membership.organisation, actor=membership.user, ip=ip, via=via)
 
 
@@ -78,9 +83,13 @@ def _remove(*, org: Organisation, actor, ip: str | None, via: str) -> bool:
     return bool(deleted)
 
 
-def claude_api_key_mark(*, org: Organisation, status: str) -> None:
-    """Record what Anthropic said of the organisation's key (valid or invalid); no-op if unchanged or removed."""
-    ClaudeApiKey.objects.filter(organisation=org).exclude(status=status).update(
+def claude_api_key_mark(*, org: Organisation, status: str, saved_at) -> None:
+    """Record what Anthropic said of the organisation's key, saved at `saved_at` (valid or invalid).
+
+    A no-op when that key has since been replaced or removed: a slow answer on the old key must not
+    paint the new one red (or green).
+    """
+    ClaudeApiKey.objects.filter(organisation=org, saved_at=saved_at).exclude(status=status).update(
         status=status, status_changed_at=timezone.now()
     )
 

@@ -70,7 +70,6 @@ def settings_page(request: HttpRequest, slug: str) -> HttpResponse:
 def byom_save(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
     try:
-        guards.key_write(request, user=request.user, org_slug=slug)
         services.claude_api_key_set(
             membership=membership, raw_key=request.POST.get("api_key", ""), ip=client_ip(request)
         )
@@ -89,7 +88,6 @@ def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
     if request.POST.get("confirm") != "yes" and membership.can_manage:
         return _settings_page(request, membership, confirm_remove=True)
     try:
-        guards.key_write(request, user=request.user, org_slug=slug)
         services.claude_api_key_remove(membership=membership, ip=client_ip(request))
     except Refused as refused:
         return _settings_page(request, membership, status=refused.status, key_error=refused.message)
@@ -105,7 +103,7 @@ def token_create(request: HttpRequest, slug: str) -> HttpResponse:
     if not form.is_valid():
         return _settings_page(request, membership, status=400, token_form=form)
     try:
-        guards.token_create(request, user=request.user)
+        guards.token_create(user=request.user)
         token, raw = services.api_token_create(user=request.user, name=form.cleaned_data["name"])
     except Refused as refused:
         return _settings_page(request, membership, status=refused.status, token_error=refused.message)

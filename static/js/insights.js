@@ -13,6 +13,7 @@
   const errorBox = document.getElementById("answer-error");
   const history = document.getElementById("history");
   let question = "";
+  let finished = true; // false while a stream is open and has sent neither `done` nor `error`
 
   document.querySelectorAll("button.suggestion").forEach(function (el) {
     el.addEventListener("click", function (event) {
@@ -31,9 +32,10 @@
     return seconds + " s";
   }
 
-  function updateMeter(rate) {
+  function updateMeter(rate, used) {
     if (!rate) return;
-    const used = rate.limit - rate.remaining;
+    // The server's count when it sends one: above a lowered limit it exceeds limit - remaining.
+    if (typeof used !== "number") used = rate.limit - rate.remaining;
     document.getElementById("usage-used").textContent = String(used);
     document.getElementById("usage-limit").textContent = String(rate.limit);
     const bar = document.getElementById("usage-bar");
@@ -91,20 +93,22 @@
 
   function handle(evt) {
     if (evt.event === "start") {
-      updateMeter(evt.data.rateLimit);
+      updateMeter(evt.data.rateLimit, evt.data.used);
     } else if (evt.event === "delta") {
       body.classList.add("streaming");
       body.append(document.createTextNode(evt.data.text));
     } else if (evt.event === "done") {
+      finished = true;
       body.classList.remove("streaming");
       // Markdown rendered and sanitised on the server (nh3): safe to insert.
       body.innerHTML = evt.data.html;
       remember(evt.data.html);
     } else if (evt.event === "error") {
+      finished = true;
       body.classList.remove("streaming");
       showError(evt.data.message);
     } else if (evt.event === "usage") {
-      updateMeter(evt.data);
+      updateMeter(evt.data, evt.data.used);
     }
   }
 
@@ -126,6 +130,13 @@
         body: new URLSearchParams(new FormData(form)),
         credentials: "same-origin",
       });
+      const type = response.headers.get("Content-Type") || "";
+      if (!type.startsWith("text/event-stream") && !type.startsWith("application/json")) {
+        // Neither an answer stream nor our JSON error (the session expired and we were sent to the
+        // sign-in page, a stale CSRF token): the plain form post lets the server answer properly.
+        form.submit();
+        return;
+      }
       if (!response.ok || !response.body) {
         let message = "AI Insights is temporarily unavailable. Please try again shortly.";
         try {
@@ -146,6 +157,7 @@
         showError(message);
         return;
       }
+      finished = false;
       const reader = response.body.getReader();
       const decoder = new TextDecoder();
       let buffer = "";
@@ -159,6 +171,7 @@
           buffer = buffer.slice(split + 2);
         }
       }
+      if (!finished) showError("The answer was interrupted before it finished. Please try again.");
     } catch (err) {
       showError("The connection was interrupted. Please try again.");
     } finally {

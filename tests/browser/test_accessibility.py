@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from insights.models import InsightQuery, KeySource, Outcome
 from orgs import services as org_services
-from orgs.models import KeyStatus
+from orgs.models import ClaudeApiKey, KeyStatus
 from tests.base import GOOD_KEY
 from tests.browser.support import PHONE, assert_no_serious_accessibility_violations, screenshot, sign_in
 
@@ -34,7 +34,7 @@ def save_key(world, status: str | None) -> None:
         membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None
     )
     if status:
-        org_services.claude_api_key_mark(org=world.acme, status=status)
+        ClaudeApiKey.objects.filter(organisation=world.acme).update(status=status)
 
 
 def ask(page, question: str) -> None:

@@ -95,3 +95,29 @@ def test_a_key_anthropic_rejects_shows_the_invalid_key_message_and_settings_turn
     indicator = page.locator("#byom .indicator")
     expect(indicator).to_have_class("indicator indicator--bad")
     expect(indicator).to_have_text(INVALID_KEY_MESSAGE)
+
+
+def test_asking_after_the_session_expired_leads_to_sign_in_not_a_blank_answer(app, page, fake_anthropic):
+    sign_in(page, app.url, "member@acme.test")
+    expect(page.get_by_role("heading", name="AI Insights")).to_be_visible()
+    page.context.clear_cookies(name="sessionid")  # the session expired (the CSRF cookie is still there)
+
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    expect(page.get_by_role("heading", name="Sign in to Opsion")).to_be_visible()
+    assert fake_anthropic.requests == []
+
+
+def test_asking_with_a_stale_form_shows_the_server_page_not_a_blank_answer(app, page, fake_anthropic, console):
+    console.allow(403)
+    sign_in(page, app.url, "member@acme.test")
+    expect(page.get_by_role("heading", name="AI Insights")).to_be_visible()
+    page.context.clear_cookies()  # every cookie gone: the form's CSRF token no longer matches anything
+
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    expect(page.get_by_role("heading", name="Forbidden")).to_be_visible()
+    expect(page.get_by_text("CSRF check failed")).to_be_visible()
+    assert fake_anthropic.requests == []

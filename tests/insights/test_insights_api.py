@@ -94,6 +94,16 @@ def test_usage_of_an_idle_organisation_has_nothing_to_reset(world, api_client):
     assert response["RateLimit"] == '"insights";r=20;t=0'
 
 
+@pytest.mark.parametrize(
+    "params", [{"offset": "100000000000000000000"}, {"offset": "-1"}, {"limit": "0"}, {"limit": "101"}]
+)
+def test_history_refuses_a_page_out_of_range_with_400_json(world, api_client, params):
+    response = api_client(world.globex_member).get(QUERIES.format("globex"), params)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_request"
+
+
 def test_history_lists_only_the_callers_queries_newest_first_and_paginates(world, fake_anthropic, api_client):
     mine = seed(world.globex, 500, 400, 300, 200, 100, user=world.globex_member)
     seed(world.globex, 50, 40, user=world.globex_admin)

@@ -112,6 +112,19 @@ def test_a_suggestion_button_asks_that_question(world, fake_anthropic, console):
     assert fake_anthropic.requests[0]["body"]["messages"][0]["content"] == SUGGESTED_QUERIES[1]
 
 
+def test_a_suggestion_button_wins_over_a_draft_left_in_the_box(world, fake_anthropic, console):
+    suggestion = SUGGESTED_QUERIES[2]
+
+    console(world.globex_member).post(PAGE.format("globex"), {"query": "an old draft", "suggestion": suggestion})
+
+    assert fake_anthropic.requests[-1]["body"]["messages"][0]["content"] == suggestion
+
+
+@pytest.mark.parametrize("answered", ["²", "9" * 5000, "-1", "abc"])
+def test_a_mangled_answer_link_still_shows_the_page(world, console, answered):
+    assert console(world.globex_member).get(PAGE.format("globex"), {"answered": answered}).status_code == 200
+
+
 def test_over_the_limit_the_page_shows_the_message_and_the_time_to_retry(world, fake_anthropic, console):
     seed_spread(world.globex, 20, oldest=1800, newest=60)
 
@@ -163,6 +176,7 @@ def test_the_answer_streams_into_the_page_as_claude_writes_it(world, fake_anthro
     assert name == "start"
     assert data == {
         "id": InsightQuery.objects.get().pk,
+        "used": 1,
         "rateLimit": {"limit": 20, "remaining": 19, "resetSeconds": 3600},
     }
     first = parse_sse(next(chunks))

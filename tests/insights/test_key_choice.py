@@ -4,11 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 from django.conf import settings
 
 from insights import keys, services
 from orgs import services as org_services
-from orgs.models import Plan
+from orgs.models import ClaudeApiKey, KeyStatus, Plan
 from tests.base import GOOD_KEY, OTHER_KEY
 from tests.conftest import PLATFORM_KEY
 
@@ -113,3 +114,17 @@ def test_the_defaults_are_20_and_200_per_3600_seconds():
         timeout=60,
     )
     assert out.stdout.split() == ["20", "200", "3600"]
+
+
+def test_a_slow_answer_on_a_replaced_key_does_not_mark_the_new_key(world, fake_anthropic):
+    owner = world.membership(world.acme_owner, world.acme)
+    org_services.claude_api_key_set(membership=owner, raw_key=GOOD_KEY, ip=None)
+    fake_anthropic.behave(GOOD_KEY, "auth_error")
+    pending = services.start(membership=world.membership(world.acme_member, world.acme), text="MiCAR?")
+    # The Owner rotates the key while the query on the old one is still out.
+    org_services.claude_api_key_set(membership=owner, raw_key=OTHER_KEY, ip=None)
+
+    with pytest.raises(services.KeyInvalid):
+        pending.answer()
+
+    assert ClaudeApiKey.objects.get(organisation=world.acme).status == KeyStatus.UNVERIFIED

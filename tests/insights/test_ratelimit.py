@@ -111,7 +111,9 @@ def test_removing_the_key_drops_the_limit_to_20_at_once_while_the_window_still_c
 
     assert response.status_code == 429
     assert response.json()["error"]["message"] == "Rate limit reached (20/hour)"
-    assert abs(int(response["Retry-After"]) - 2400) <= 1
+    # 26 count against 20: the next query fits once the 7 oldest have left, so Retry-After is when the
+    # 7th oldest (seeded 1200 - 6 * 47.5 = 915 s ago) leaves, not the oldest.
+    assert abs(int(response["Retry-After"]) - (3600 - 915)) <= 1
     assert response["RateLimit-Policy"] == '"insights";q=20;w=3600'
     assert response["RateLimit"] == f'"insights";r=0;t={response["Retry-After"]}'
     usage = client.get("/api/v1/orgs/acme/insights/usage").json()
@@ -198,3 +200,16 @@ def test_acquire_reports_the_window_after_counting(world):
     assert row.pk is not None
     assert (window.used, window.remaining) == (3, 2)
     assert abs(window.reset_seconds - 2700) <= 1
+
+
+def test_when_the_limit_falls_below_the_count_the_page_says_when_a_query_really_frees_up(
+    world, fake_anthropic, console, acme_key
+):
+    seed_spread(world.acme, 30, oldest=3000, newest=60, source="organisation")
+    org_services.claude_api_key_remove(membership=world.membership(world.acme_owner, world.acme), ip=None)
+
+    response = console(world.acme_member).get("/orgs/acme/insights/")
+
+    # 30 count against 20: the 11th oldest (3000 - 10 * (2940 / 29) ≈ 1986 s ago) must leave first.
+    t = int(response["RateLimit"].rsplit("t=", 1)[1])
+    assert abs(t - (3600 - 1986)) <= 2

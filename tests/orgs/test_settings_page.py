@@ -115,12 +115,12 @@ class TestKeyStored:
         assert CANARY_KEY not in page
 
     def test_a_key_anthropic_accepted_says_so(self, world, saved):
-        services.claude_api_key_mark(org=world.acme, status=KeyStatus.VALID)
+        ClaudeApiKey.objects.filter(organisation=world.acme).update(status=KeyStatus.VALID)
 
         assert "Key saved and accepted by Anthropic." in page_of(world.acme_admin, "acme")
 
     def test_a_key_anthropic_rejected_turns_the_indicator_red_with_the_documented_words(self, world, saved):
-        services.claude_api_key_mark(org=world.acme, status=KeyStatus.INVALID)
+        ClaudeApiKey.objects.filter(organisation=world.acme).update(status=KeyStatus.INVALID)
 
         page = page_of(world.acme_admin, "acme")
 

@@ -196,7 +196,8 @@ def _admin_history(world) -> None:
 
 def test_the_key_is_in_no_response_and_no_log_line_for_any_url_and_any_visitor(guard, world, api_token):
     """GET every URL as every kind of visitor, plus the API's write error paths."""
-    services.claude_api_key_mark(org=world.acme, status="invalid")  # the settings page's "invalid" state too
+    # The settings page's "invalid" state too.
+    ClaudeApiKey.objects.filter(organisation=world.acme).update(status="invalid")
     Group.objects.create(name="Support")
     _admin_history(world)
     assert InsightQuery.objects.count() == 0

@@ -1,6 +1,5 @@
 """The window count stays a range scan on an index however long the history grows."""
 
-import pytest
 from django.db import connection
 from django.db.models import Count, DateTimeField, ExpressionWrapper
 from django.db.models.functions import Now
@@ -46,10 +45,3 @@ def test_the_window_count_uses_the_index(world):
     assert "insight_org_created" in plan, plan
     if connection.vendor == "postgresql":
         assert "Index" in plan and "Seq Scan" not in plan, plan
-
-
-@pytest.mark.parametrize("fields", [("organisation", "created_at")])
-def test_the_model_declares_the_index(fields):
-    declared = {index.name: tuple(index.fields) for index in InsightQuery._meta.indexes}
-
-    assert declared["insight_org_created"] == fields

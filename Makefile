@@ -7,7 +7,7 @@ TEST_ENV := OPSION_READ_DOTENV=0 DEBUG=0 HTTPS=0 STATIC_MANIFEST=0 SECRET_KEY=te
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 REQUIRE_POSTGRES ?= 0
 
-.PHONY: install run test test-sqlite test-postgres lint format browser-deps migrate bench loadtest clean
+.PHONY: install run test test-sqlite test-postgres lint format browser-deps bench loadtest clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -64,7 +64,7 @@ LOADTEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/opsion_loadtest
 loadtest: install
 	$(BIN)/python scripts/loadtest/run.py --database-url $(LOADTEST_DATABASE_URL)
 
-# Benchmarks (not tests): PostgreSQL and SQLite, ~10 minutes; prints a table, writes docs/benchmarks.md.
+# Benchmarks (not tests): PostgreSQL and SQLite, about 5 minutes; prints a table, writes docs/benchmarks.md.
 # BENCH_DATABASE_URL is dropped and re-created on every run: never point it at one you care about.
 # BENCH_ARGS=--quick shrinks every section to seconds (report in artifacts/), for work on the harness.
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/opsion_bench

@@ -73,7 +73,7 @@ def validate_query(text: str) -> str:
 
 def usage(org: Organisation) -> Usage:
     """The organisation's rolling window under the limit in force now."""
-    choice = keys.resolve(org, with_secret=False)
+    choice = keys.resolve(org)
     window = ratelimit.peek(org=org, limit=choice.limit, window_seconds=settings.INSIGHTS_WINDOW_SECONDS)
     return Usage(window=window, key_source=choice.source)
 

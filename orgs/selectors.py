@@ -1,7 +1,7 @@
 """Reads about organisations for both surfaces."""
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from orgs.models import AuditEvent, ClaudeApiKey, Organisation
@@ -16,8 +16,28 @@ KEY_UNREADABLE = "unreadable"
 class KeyState:
     is_set: bool
     status: str | None = None
-    saved_by: str | None = None
     saved_at: datetime | None = None
+    row: ClaudeApiKey | None = field(default=None, repr=False)
+
+    @property
+    def saved_by(self) -> str | None:
+        """Who saved the key (read only when a page shows it: the API does not)."""
+        user = self.row.saved_by if self.row else None
+        return user.email if user else None
+
+
+def stored_claude_api_key(org: Organisation) -> ClaudeApiKey | None:
+    """The organisation's key row (sealed), or None.
+
+    Reuses the row `access.membership_or_404` joined into its query; otherwise one query, not cached on
+    `org`, so a caller holding a long-lived `org` never reads a key that has since been replaced.
+    """
+    if Organisation.claude_api_key.related.is_cached(org):
+        try:
+            return org.claude_api_key
+        except ClaudeApiKey.DoesNotExist:
+            return None
+    return ClaudeApiKey.objects.filter(organisation=org).first()
 
 
 def claude_api_key_state(org: Organisation) -> KeyState:
@@ -26,24 +46,14 @@ def claude_api_key_state(org: Organisation) -> KeyState:
     The status is "unreadable" when no FIELD_ENCRYPTION_KEYS entry opens the stored key (one was
     dropped too early): the page says so, and operators get a log line, instead of a 500 later.
     """
-    row = (
-        ClaudeApiKey.objects.filter(organisation=org)
-        .select_related("saved_by")
-        .only("secret", "status", "saved_at", "saved_by__email", "organisation_id")
-        .first()
-    )
+    row = stored_claude_api_key(org)
     if row is None:
         return KeyState(is_set=False)
     status = row.status
     if not row.secret.readable():
         log.error("stored claude api key for org=%s cannot be decrypted with FIELD_ENCRYPTION_KEYS", org.slug)
         status = KEY_UNREADABLE
-    return KeyState(
-        is_set=True,
-        status=status,
-        saved_by=row.saved_by.email if row.saved_by else None,
-        saved_at=row.saved_at,
-    )
+    return KeyState(is_set=True, status=status, saved_at=row.saved_at, row=row)
 
 
 def audit_events_for(org: Organisation, *, limit: int = 50) -> list[AuditEvent]:

@@ -108,8 +108,7 @@ def token_create(request: HttpRequest, slug: str) -> HttpResponse:
     except Refused as refused:
         return _settings_page(request, membership, status=refused.status, token_error=refused.message)
     # Rendered, not redirected: the raw token is shown this once and never stored anywhere.
-    response = _settings_page(request, membership, new_token=raw, new_token_name=token.name)
-    return response
+    return _settings_page(request, membership, new_token=raw, new_token_name=token.name)
 
 
 @login_required

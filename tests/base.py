@@ -52,3 +52,25 @@ def build_world() -> World:
     outsider = make_user("outsider@elsewhere.test")
     staff = make_user("staff@opsion.test", is_staff=True, is_superuser=True)
     return World(acme=acme, initech=initech, globex=globex, outsider=outsider, staff=staff, **people)
+
+
+def organisation_admin_form(org: Organisation, **fields) -> dict:
+    """The POST data of the organisation's admin change page as it stands, with `fields` changed."""
+    members = list(org.memberships.order_by("pk"))
+    data = {
+        "name": org.name,
+        "slug": org.slug,
+        "plan": org.plan,
+        "memberships-TOTAL_FORMS": str(len(members)),
+        "memberships-INITIAL_FORMS": str(len(members)),
+        "memberships-MIN_NUM_FORMS": "0",
+        "memberships-MAX_NUM_FORMS": "1000",
+    }
+    for i, m in enumerate(members):
+        data |= {
+            f"memberships-{i}-id": str(m.pk),
+            f"memberships-{i}-organisation": str(org.pk),
+            f"memberships-{i}-user": str(m.user_id),
+            f"memberships-{i}-role": m.role,
+        }
+    return data | fields

@@ -2,6 +2,8 @@
 
 import pytest
 from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from insights.models import InsightQuery, KeySource, Outcome
 from orgs import services as org_services
@@ -237,3 +239,16 @@ def test_the_platform_key_being_rejected_leaves_the_organisations_status_alone(
     assert ask(api_client(world.acme_member), "acme").status_code == 503
 
     assert key_status(api_client(world.acme_owner)) == "unverified"
+
+
+def test_a_query_costs_a_fixed_handful_of_sql_statements(world, fake_anthropic, api_client, acme_key):
+    # The hot path: token, membership (+organisation, +stored key), the limiter, the outcome. On SQLite
+    # the limiter is BEGIN IMMEDIATE, count, insert, COMMIT instead of one function call.
+    client = api_client(world.acme_member)
+    assert ask(client, "acme").status_code == 200  # the token's first use records last_used_at once
+
+    with CaptureQueriesContext(connection) as captured:
+        assert ask(client, "acme").status_code == 200
+
+    expected = {"postgresql": 4, "sqlite": 7}[connection.vendor]
+    assert len(captured.captured_queries) == expected, [q["sql"][:80] for q in captured.captured_queries]

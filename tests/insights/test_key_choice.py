@@ -93,8 +93,8 @@ def test_limits_follow_the_settings(world, settings):
         membership=world.membership(world.acme_owner, world.acme), raw_key=GOOD_KEY, ip=None
     )
 
-    assert keys.resolve(world.acme, with_secret=False).limit == 70
-    assert keys.resolve(world.globex, with_secret=False).limit == 7
+    assert keys.resolve(world.acme).limit == 70
+    assert keys.resolve(world.globex).limit == 7
 
 
 def test_the_defaults_are_20_and_200_per_3600_seconds():

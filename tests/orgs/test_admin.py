@@ -7,7 +7,7 @@ from django.contrib.admin.models import LogEntry
 
 from orgs import services
 from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Plan
-from tests.base import CANARY_KEY, GOOD_KEY
+from tests.base import CANARY_KEY, GOOD_KEY, organisation_admin_form
 from tests.orgs.helpers import console, store_key, stored_key
 
 ORGS = "/admin/orgs/organisation/"
@@ -77,23 +77,7 @@ class TestOrganisationChange:
 
     def test_changing_the_plan_keeps_the_key_and_logs_no_key(self, world, staff):
         store_key(world.acme, CANARY_KEY)
-        memberships = list(world.acme.memberships.order_by("pk"))
-        data = {
-            "name": world.acme.name,
-            "slug": world.acme.slug,
-            "plan": Plan.PROFESSIONAL,
-            "memberships-TOTAL_FORMS": str(len(memberships)),
-            "memberships-INITIAL_FORMS": str(len(memberships)),
-            "memberships-MIN_NUM_FORMS": "0",
-            "memberships-MAX_NUM_FORMS": "1000",
-        }
-        for i, m in enumerate(memberships):
-            data |= {
-                f"memberships-{i}-id": str(m.pk),
-                f"memberships-{i}-organisation": str(world.acme.pk),
-                f"memberships-{i}-user": str(m.user_id),
-                f"memberships-{i}-role": m.role,
-            }
+        data = organisation_admin_form(world.acme, plan=Plan.PROFESSIONAL)
 
         response = staff.post(f"{ORGS}{world.acme.pk}/change/", data)
 

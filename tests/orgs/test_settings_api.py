@@ -2,7 +2,7 @@
 
 import pytest
 
-from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, Plan
+from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Plan
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY
 from tests.orgs.helpers import (
     PLAN_REFUSAL,
@@ -338,3 +338,16 @@ def test_saving_through_the_api_never_logs_the_key(world, caplog):
 
     assert "claude api key saved org=acme" in caplog.text
     assert CANARY_KEY not in caplog.text
+
+
+def test_reading_the_settings_costs_three_queries_with_or_without_a_key(world, django_assert_num_queries):
+    # Token, membership (+organisation, +stored key), the token's last use on its first call. Nothing
+    # about the key (its saver, a second read of its row) is fetched for the API's answer.
+    client = console()
+    headers = bearer(world.acme_member)
+    for key in (None, GOOD_KEY):
+        if key:
+            store_key(world.acme, key)
+        with django_assert_num_queries(3):
+            assert client.get("/api/v1/orgs/acme/settings", headers=headers).status_code == 200
+        ApiToken.objects.update(last_used_at=None)

@@ -24,8 +24,8 @@ from django.urls.resolvers import RegexPattern, RoutePattern
 
 from insights.models import InsightQuery
 from orgs import services
-from orgs.models import ApiToken, ClaudeApiKey, Membership
-from tests.base import CANARY_KEY, GOOD_KEY, make_user
+from orgs.models import ApiToken, ClaudeApiKey
+from tests.base import CANARY_KEY, GOOD_KEY, make_user, organisation_admin_form
 
 # Any sizeable piece of the key is as bad as the whole of it.
 FRAGMENTS = [CANARY_KEY, CANARY_KEY[13:45], "NEVER-LEAK-ME"]
@@ -170,23 +170,7 @@ def every_url(world) -> list[str]:
 
 def _admin_history(world) -> None:
     """An admin edit of acme, so admin history has an entry for the organisation holding the key."""
-    members = list(Membership.objects.filter(organisation=world.acme).order_by("pk"))
-    data = {
-        "name": "Acme Digital Assets Ltd",
-        "slug": "acme",
-        "plan": world.acme.plan,
-        "memberships-TOTAL_FORMS": str(len(members)),
-        "memberships-INITIAL_FORMS": str(len(members)),
-        "memberships-MIN_NUM_FORMS": "0",
-        "memberships-MAX_NUM_FORMS": "1000",
-    }
-    for i, m in enumerate(members):
-        data |= {
-            f"memberships-{i}-id": str(m.pk),
-            f"memberships-{i}-organisation": str(world.acme.pk),
-            f"memberships-{i}-user": str(m.user_id),
-            f"memberships-{i}-role": m.role,
-        }
+    data = organisation_admin_form(world.acme, name="Acme Digital Assets Ltd")
     response = _client(world.staff).post(f"/admin/orgs/organisation/{world.acme.pk}/change/", data)
     assert response.status_code == 302, response.content[:2000]
 

@@ -30,13 +30,14 @@ def membership_or_404(user, slug: str) -> Membership:
         raise NotFound()
     # The key row (ciphertext only; it loads sealed) rides along in the same query, so the insights
     # path resolves its key without another round trip (docs/benchmarks.md).
-    membership = (
-        Membership.objects.select_related("organisation", "organisation__claude_api_key")
-        .filter(user=user, organisation__slug=slug)
-        .first()
-    )
-    if membership is None:
-        raise NotFound()
+    # get(), not first(): (user, organisation) is unique, and first()'s ORDER BY id would steer the
+    # planner away from the unique index and cost the ORM a sort clause to build on every request.
+    try:
+        membership = Membership.objects.select_related("organisation", "organisation__claude_api_key").get(
+            user=user, organisation__slug=slug
+        )
+    except Membership.DoesNotExist:
+        raise NotFound() from None
     membership.user = user  # already loaded by authentication: spare the query
     return membership
 

@@ -37,7 +37,10 @@ def stored_claude_api_key(org: Organisation) -> ClaudeApiKey | None:
             return org.claude_api_key
         except ClaudeApiKey.DoesNotExist:
             return None
-    return ClaudeApiKey.objects.filter(organisation=org).first()
+    try:  # one row per organisation at most (a one-to-one)
+        return ClaudeApiKey.objects.get(organisation=org)
+    except ClaudeApiKey.DoesNotExist:
+        return None
 
 
 def claude_api_key_state(org: Organisation) -> KeyState:

@@ -122,8 +122,11 @@ def api_token_authenticate(raw_token: str):
     """The active user owning `raw_token`, or None; records when the token was last used."""
     if not raw_token or not raw_token.startswith(TOKEN_PREFIX) or len(raw_token) > 200:
         return None
-    token = ApiToken.objects.select_related("user").filter(token_hash=_hash(raw_token)).first()
-    if token is None or not token.user.is_active:
+    try:  # the hash is unique: get(), with no ORDER BY for the database to honour
+        token = ApiToken.objects.select_related("user").get(token_hash=_hash(raw_token))
+    except ApiToken.DoesNotExist:
+        return None
+    if not token.user.is_active:
         return None
     now = timezone.now()
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() >= LAST_USED_RESOLUTION_SECONDS:

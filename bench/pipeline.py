@@ -10,6 +10,10 @@ and the rows a round inserts are deleted after it, so every round sees the same 
 On PostgreSQL the real endpoint runs twice: with the settings' default persistent connections
 (CONN_MAX_AGE=60) and with a new database connection per request (CONN_MAX_AGE=0), to show what
 the default saves.
+
+A second pair then runs against a fake that streams at a Claude-like pace (a pause between chunks),
+under gunicorn as the README deploys it (gthread workers): what a user waits for, and how much of
+it is Opsion's. It is information beside the strict comparison, not a substitute for it.
 """
 
 import http.client
@@ -22,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.db import connection
@@ -59,12 +64,30 @@ def _wait_until_up(port: int, path: str | None, process: subprocess.Popen, log: 
     raise RuntimeError(f"a benchmark server did not come up:\n{log.read_text()[-2000:]}")
 
 
-class Servers:
-    """The fake Anthropic server and one gunicorn per configuration; stopped by process id."""
+# gunicorn as the bench runs it: sync workers for the strict comparison (one request per process,
+# nothing shared), and the README's production line for the paced one (an answer holds a thread).
+SYNC = ["--worker-class=sync"]
+PRODUCTION = ["--worker-class=gthread", "--threads=8"]
 
-    def __init__(self, workers: int, configs: dict[str, dict[str, str]]) -> None:
-        self.workers = workers
+
+@dataclass(frozen=True)
+class Config:
+    """One gunicorn: its environment overrides, which fake it calls and how it serves."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    fake: str = "instant"
+    workers: int = 4
+    serve: list[str] = field(default_factory=lambda: SYNC)
+
+
+class Servers:
+    """The fake Anthropic servers (name → seconds between streamed chunks) and one gunicorn per
+    configuration; stopped by process id."""
+
+    def __init__(self, fakes: dict[str, float], configs: dict[str, Config]) -> None:
+        self.fakes = fakes
         self.configs = configs
+        self.fake_ports: dict[str, int] = {}
         self.ports: dict[str, int] = {}
         self.processes: list[subprocess.Popen] = []
         self.logs = Path(tempfile.mkdtemp(prefix="opsion-bench-logs-"))
@@ -78,19 +101,23 @@ class Servers:
         _wait_until_up(port, ready_path, process, log)
 
     def __enter__(self) -> "Servers":
-        self.fake_port = fake_port = _free_port()
-        fake = [sys.executable, "tests/fake_anthropic.py", "--port", str(fake_port)]
-        self._start("fake-anthropic", fake, dict(os.environ), fake_port, None)
-        for name, overrides in self.configs.items():
+        for name, chunk_pause in self.fakes.items():
+            self.fake_ports[name] = port = _free_port()
+            fake = [sys.executable, "tests/fake_anthropic.py", "--port", str(port), "--chunk-pause", str(chunk_pause)]
+            self._start(f"fake-anthropic-{name}", fake, dict(os.environ), port, None)
+        for name, config in self.configs.items():
             port = _free_port()
-            env = dict(os.environ) | overrides
-            env |= {"ANTHROPIC_BASE_URL": f"http://127.0.0.1:{fake_port}", "INSIGHTS_BYOM_LIMIT": str(10**9)}
+            env = dict(os.environ) | config.env
+            env |= {
+                "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{self.fake_ports[config.fake]}",
+                "INSIGHTS_BYOM_LIMIT": str(10**9),
+            }
             gunicorn = [
                 str(Path(sys.executable).parent / "gunicorn"),
                 "opsion.wsgi:application",
                 f"--bind=127.0.0.1:{port}",
-                f"--workers={self.workers}",
-                "--worker-class=sync",
+                f"--workers={config.workers}",
+                *config.serve,
                 "--log-level=warning",
             ]
             self._start(f"gunicorn-{name}", gunicorn, env, port, "/healthz")
@@ -189,10 +216,55 @@ def _statements(bench: Bench, path: str, fake_port: int) -> list[str]:
     return [" ".join(q["sql"].split())[:110] for q in captured.captured_queries]
 
 
-def run(bench: Bench, *, rounds: int, seconds: float, clients: int, workers: int) -> dict:
-    configs = {"default": {}}
+def _compare(targets: dict[str, tuple], *, clients: int, seconds: float, rounds: int, reset) -> dict:
+    """Load each target with closed-loop clients, alternating round by round; every figure against
+    the first target's (the baseline's)."""
+    runs: dict[str, list[dict]] = {}
+
+    def variant(name: str):
+        port, path, headers = targets[name]
+
+        def measure() -> float:
+            result = _load(port, path, headers, clients, seconds)
+            runs.setdefault(name, []).append(result)
+            return result["rps"]
+
+        return measure
+
+    for port, path, headers in targets.values():  # warm every worker: imports, connections
+        _load(port, path, headers, clients, max(1.0, seconds / 2))
+    reset()
+    rps = stats.interleave({name: variant(name) for name in targets}, rounds=rounds, between=reset)
+    base = next(iter(targets))
+    others = [name for name in rps if name != base]
+    p50 = {name: [r["p50"] for r in runs[name]] for name in runs}
+    return {
+        "clients": clients,
+        "seconds_per_run": seconds,
+        "rps": {name: stats.summary(values) for name, values in rps.items()},
+        "p50": {name: stats.summary(values) for name, values in p50.items()},
+        "p99": {name: stats.summary([r["p99"] for r in runs[name]]) for name in runs},
+        "errors": {name: sum(r["errors"] for r in runs[name]) for name in runs},
+        # Machine time per request beyond the baseline's: 1/throughput is what one request costs the
+        # whole (shared) machine, so the difference is Opsion's own work, whatever the bottleneck.
+        "extra_ms_per_request": {
+            name: stats.summary([1000 / r - 1000 / b for r, b in zip(rps[name], rps[base], strict=True)])
+            for name in others
+        },
+        "throughput_ratio": {name: stats.summary(stats.ratios(rps[name], rps[base])) for name in others},
+        # What a user waits beyond the baseline, request by request (same round, median against median).
+        "p50_over_baseline": {
+            name: stats.summary([a - b for a, b in zip(p50[name], p50[base], strict=True)]) for name in others
+        },
+    }
+
+
+def run(bench: Bench, *, rounds: int, seconds: float, clients: int, workers: int, paced: dict) -> dict:
+    """`paced`: chunk_pause (s), clients, seconds and rounds for the Claude-like comparison."""
+    configs = {"default": Config(workers=workers)}
     if connection.vendor == "postgresql":
-        configs["per_request"] = {"CONN_MAX_AGE": "0"}
+        configs["per_request"] = Config(env={"CONN_MAX_AGE": "0"}, workers=workers)
+    configs["paced"] = Config(fake="paced", serve=PRODUCTION)
     real_path = f"/api/v1/orgs/{bench.api_org.slug}/insights/queries"
     auth = {"Authorization": f"Bearer {bench.token}", "Content-Type": "application/json"}
     plain = {"Content-Type": "application/json"}
@@ -203,49 +275,27 @@ def run(bench: Bench, *, rounds: int, seconds: float, clients: int, workers: int
         connection.close()
 
     connection.close()
-    runs: dict[str, list[dict]] = {}
-    with Servers(workers, configs) as servers:
-        statements = _statements(bench, real_path, servers.fake_port)
+    with Servers({"instant": 0.0, "paced": paced["chunk_pause"]}, configs) as servers:
+        statements = _statements(bench, real_path, servers.fake_ports["instant"])
         reset()
-        targets = {
+        strict = {
             "baseline": (servers.ports["default"], "/bench/baseline", plain),
             "real": (servers.ports["default"], real_path, auth),
         }
         if "per_request" in servers.ports:
-            targets["real_connection_per_request"] = (servers.ports["per_request"], real_path, auth)
-
-        def variant(name: str):
-            port, path, headers = targets[name]
-
-            def measure() -> float:
-                result = _load(port, path, headers, clients, seconds)
-                runs.setdefault(name, []).append(result)
-                return result["rps"]
-
-            return measure
-
-        for port, path, headers in targets.values():  # warm every worker: imports, connections
-            _load(port, path, headers, clients, max(1.0, seconds / 2))
-        reset()
-        rps = stats.interleave({name: variant(name) for name in targets}, rounds=rounds, between=reset)
-    out: dict = {
-        "clients": clients,
-        "workers": workers,
-        "seconds_per_run": seconds,
-        "rps": {name: stats.summary(values) for name, values in rps.items()},
-        "p50": {name: stats.summary([r["p50"] for r in runs[name]]) for name in runs},
-        "p99": {name: stats.summary([r["p99"] for r in runs[name]]) for name in runs},
-        "errors": {name: sum(r["errors"] for r in runs[name]) for name in runs},
-        # Machine time per request beyond the baseline's: 1/throughput is what one request costs the
-        # whole (shared) machine, so the difference is Opsion's own work, whatever the bottleneck.
-        "extra_ms_per_request": {
-            name: stats.summary([1000 / r - 1000 / b for r, b in zip(rps[name], rps["baseline"], strict=True)])
-            for name in rps
-            if name != "baseline"
-        },
-        "throughput_ratio": {
-            name: stats.summary(stats.ratios(rps[name], rps["baseline"])) for name in rps if name != "baseline"
-        },
+            strict["real_connection_per_request"] = (servers.ports["per_request"], real_path, auth)
+        out = _compare(strict, clients=clients, seconds=seconds, rounds=rounds, reset=reset)
+        like_claude = {
+            "baseline": (servers.ports["paced"], "/bench/baseline", plain),
+            "real": (servers.ports["paced"], real_path, auth),
+        }
+        out["paced"] = _compare(
+            like_claude, clients=paced["clients"], seconds=paced["seconds"], rounds=paced["rounds"], reset=reset
+        )
+    out["workers"] = workers
+    out["paced"] |= {
+        "chunk_pause": paced["chunk_pause"],
+        "serve": f"{configs['paced'].workers} workers, " + " ".join(PRODUCTION),
     }
     out["sdk_client_construction_seconds"] = _sdk_client_seconds(rounds)
     out["statements_per_request"] = statements

@@ -80,6 +80,15 @@ def headline(results: dict) -> list[str]:
         "throughput_ratio",
         "real_connection_per_request",
     )
+    row(
+        "1. … at a Claude-like pace (answers take about 1 s): p50 over baseline",
+        "",
+        _time,
+        "pipeline",
+        "paced",
+        "p50_over_baseline",
+        "real",
+    )
     row("2. Decision / INSERT floor", "≤ 3×", _ratio, "decision", "ratio_to_floor", "acquire", at_most=3)
     row("2. … without the commit flush", "≤ 3×", _ratio, "decision", "ratio_to_floor_no_flush", "acquire", at_most=3)
     row("2. Before (5 round trips) / floor", "", _ratio, "decision", "ratio_to_floor", "acquire_before")
@@ -142,11 +151,34 @@ def pipeline(results: dict) -> list[str]:
             f"builds, {_time(sdk['per_call'])}."
         )
         lines.append("")
+        lines += _paced(data["paced"])
         lines.append(f"The {len(data['statements_per_request'])} SQL statements of one real request:")
         lines.append("")
         lines += [f"{i}. `{sql}`" for i, sql in enumerate(data["statements_per_request"], 1)]
         lines.append("")
     return lines
+
+
+def _paced(data: dict) -> list[str]:
+    lines = [
+        f"At a Claude-like pace — the fake pausing {data['chunk_pause']} s between chunks; gunicorn "
+        f"{data['serve']}; {data['clients']} closed-loop clients; {data['seconds_per_run']} s per run:",
+        "",
+    ]
+    rows = [
+        [
+            label,
+            _rate(data["rps"][key], "req/s"),
+            _time(data["p50"][key]),
+            _time(data["p99"][key]),
+            _ratio(data["throughput_ratio"][key]) if key != "baseline" else "1",
+            _time(data["p50_over_baseline"][key]) if key != "baseline" else "—",
+            str(data["errors"][key]),
+        ]
+        for key, label in (("baseline", "Baseline: SDK call only"), ("real", "Real endpoint"))
+    ]
+    header = ["Variant", "Throughput", "p50", "p99", "Throughput / baseline", "p50 over baseline", "Errors"]
+    return lines + _table(header, rows)
 
 
 def decision(results: dict) -> list[str]:

@@ -7,7 +7,7 @@ through the same SDK client, and both are loaded by the same closed-loop clients
 variants alternate round by round. The rolling limit is raised out of reach (INSIGHTS_BYOM_LIMIT)
 and the rows a round inserts are deleted after it, so every round sees the same window.
 
-On PostgreSQL the real endpoint runs twice: with the settings' default persistent connections
+The real endpoint runs twice: with the settings' default persistent connections
 (CONN_MAX_AGE=60) and with a new database connection per request (CONN_MAX_AGE=0), to show what
 the default saves.
 
@@ -124,6 +124,22 @@ class Servers:
             self.ports[name] = port
         return self
 
+    def meters(self) -> dict:
+        """Cumulative CPU seconds of each party to a request: the app servers, the database server (when
+        it is PostgreSQL on this machine; SQLite's work is inside the app), the fakes and the load
+        generator (this process, whose other threads are idle meanwhile)."""
+        apps = [p.pid for p in self.processes if "gunicorn" in " ".join(map(str, p.args))]
+        fakes = [p.pid for p in self.processes if p.pid not in apps]
+        meters = {
+            "app": lambda: sum(_tree_cpu_seconds(pid) for pid in apps),
+            "fake": lambda: sum(_tree_cpu_seconds(pid) for pid in fakes),
+            "load": time.process_time,
+        }
+        postmaster = _postmaster_pid()
+        if postmaster is not None:
+            meters["database"] = lambda: _tree_cpu_seconds(postmaster)
+        return meters
+
     def __exit__(self, *exc) -> None:
         for process in reversed(self.processes):
             process.terminate()
@@ -136,8 +152,40 @@ class Servers:
             shutil.rmtree(self.logs, ignore_errors=True)
 
 
-def _load(port: int, path: str, headers: dict, clients: int, seconds: float) -> dict:
-    """Closed-loop load: `clients` threads each sending one request after another for `seconds`."""
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and all its descendants, alive or already reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:  # exited, or no /proc: counted by its parent once reaped
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is fields[0]
+    own_and_reaped = sum(int(x) for x in fields[11:15]) / _TICKS  # utime stime cutime cstime
+    return own_and_reaped + sum(_tree_cpu_seconds(int(child)) for child in children)
+
+
+def _postmaster_pid() -> int | None:
+    """The PostgreSQL server's parent process, when it runs on this machine (its backends are children)."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    try:
+        return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:  # a server elsewhere: its CPU is not ours to read
+        return None
+
+
+def _load(port: int, path: str, headers: dict, clients: int, seconds: float, meters: dict | None = None) -> dict:
+    """Closed-loop load: `clients` threads each sending one request after another for `seconds`.
+
+    `meters` (name → cumulative CPU seconds) are read before and after, giving CPU per request by process.
+    """
+    meters = meters or {}
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
     stop = threading.Event()
@@ -165,18 +213,21 @@ def _load(port: int, path: str, headers: dict, clients: int, seconds: float) -> 
     for thread in threads:
         thread.start()
     start.wait()
+    cpu_before = {name: meter() for name, meter in meters.items()}
     began = time.perf_counter()
     time.sleep(seconds)
     stop.set()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - began
+    cpu = {name: meter() - cpu_before[name] for name, meter in meters.items()}
     done = [x for per_client in latencies for x in per_client]
     return {
         "rps": len(done) / elapsed,
         "p50": stats.quantile(done, 0.5),
         "p99": stats.quantile(done, 0.99),
         "errors": sum(errors),
+        "cpu_ms_per_request": {name: 1000 * seconds / max(1, len(done)) for name, seconds in cpu.items()},
     }
 
 
@@ -216,7 +267,9 @@ def _statements(bench: Bench, path: str, fake_port: int) -> list[str]:
     return [" ".join(q["sql"].split())[:110] for q in captured.captured_queries]
 
 
-def _compare(targets: dict[str, tuple], *, clients: int, seconds: float, rounds: int, reset) -> dict:
+def _compare(
+    targets: dict[str, tuple], *, clients: int, seconds: float, rounds: int, reset, meters: dict | None = None
+) -> dict:
     """Load each target with closed-loop clients, alternating round by round; every figure against
     the first target's (the baseline's)."""
     runs: dict[str, list[dict]] = {}
@@ -225,7 +278,7 @@ def _compare(targets: dict[str, tuple], *, clients: int, seconds: float, rounds:
         port, path, headers = targets[name]
 
         def measure() -> float:
-            result = _load(port, path, headers, clients, seconds)
+            result = _load(port, path, headers, clients, seconds, meters)
             runs.setdefault(name, []).append(result)
             return result["rps"]
 
@@ -245,6 +298,10 @@ def _compare(targets: dict[str, tuple], *, clients: int, seconds: float, rounds:
         "p50": {name: stats.summary(values) for name, values in p50.items()},
         "p99": {name: stats.summary([r["p99"] for r in runs[name]]) for name in runs},
         "errors": {name: sum(r["errors"] for r in runs[name]) for name in runs},
+        "cpu_ms_per_request": {
+            name: {part: stats.summary([r["cpu_ms_per_request"][part] for r in runs[name]]) for part in meters or {}}
+            for name in runs
+        },
         # Machine time per request beyond the baseline's: 1/throughput is what one request costs the
         # whole (shared) machine, so the difference is Opsion's own work, whatever the bottleneck.
         "extra_ms_per_request": {
@@ -262,8 +319,7 @@ def _compare(targets: dict[str, tuple], *, clients: int, seconds: float, rounds:
 def run(bench: Bench, *, rounds: int, seconds: float, clients: int, workers: int, paced: dict) -> dict:
     """`paced`: chunk_pause (s), clients, seconds and rounds for the Claude-like comparison."""
     configs = {"default": Config(workers=workers)}
-    if connection.vendor == "postgresql":
-        configs["per_request"] = Config(env={"CONN_MAX_AGE": "0"}, workers=workers)
+    configs["per_request"] = Config(env={"CONN_MAX_AGE": "0"}, workers=workers)
     configs["paced"] = Config(fake="paced", serve=PRODUCTION)
     real_path = f"/api/v1/orgs/{bench.api_org.slug}/insights/queries"
     auth = {"Authorization": f"Bearer {bench.token}", "Content-Type": "application/json"}
@@ -282,9 +338,8 @@ def run(bench: Bench, *, rounds: int, seconds: float, clients: int, workers: int
             "baseline": (servers.ports["default"], "/bench/baseline", plain),
             "real": (servers.ports["default"], real_path, auth),
         }
-        if "per_request" in servers.ports:
-            strict["real_connection_per_request"] = (servers.ports["per_request"], real_path, auth)
-        out = _compare(strict, clients=clients, seconds=seconds, rounds=rounds, reset=reset)
+        strict["real_connection_per_request"] = (servers.ports["per_request"], real_path, auth)
+        out = _compare(strict, clients=clients, seconds=seconds, rounds=rounds, reset=reset, meters=servers.meters())
         like_claude = {
             "baseline": (servers.ports["paced"], "/bench/baseline", plain),
             "real": (servers.ports["paced"], real_path, auth),

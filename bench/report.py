@@ -144,6 +144,7 @@ def pipeline(results: dict) -> list[str]:
             )
         header = ["Variant", "Throughput", "p50", "p99", "Throughput / baseline", "Machine time over baseline"]
         lines += _table([*header, "Errors"], rows)
+        lines += _cpu_by_process(data, names)
         sdk = data["sdk_client_construction_seconds"]
         lines.append(
             f"Building the SDK client: a whole client with its own connection pool "
@@ -157,6 +158,42 @@ def pipeline(results: dict) -> list[str]:
         lines += [f"{i}. `{sql}`" for i, sql in enumerate(data["statements_per_request"], 1)]
         lines.append("")
     return lines
+
+
+CPU_PARTS = {
+    "app": "App (gunicorn)",
+    "database": "PostgreSQL server",
+    "fake": "Fake Anthropic",
+    "load": "Load generator",
+}
+
+
+def _cpu_by_process(data: dict, names: dict[str, str]) -> list[str]:
+    """Where each request's machine time goes: CPU per request, by process, median over rounds."""
+    cpu = data.get("cpu_ms_per_request") or {}
+    parts = [part for part in CPU_PARTS if part in cpu.get("baseline", {})]
+    if not parts:
+        return []
+
+    def ms(x: float) -> str:
+        return f"{x:.2f} ms"
+
+    medians = {name: {part: cpu[name][part]["median"] for part in parts} for name in names if name in cpu}
+    rows = [
+        [label, *(ms(medians[key][part]) for part in parts), ms(sum(medians[key].values()))]
+        for key, label in names.items()
+        if key in medians
+    ]
+    extra = {part: medians["real"][part] - medians["baseline"][part] for part in parts}
+    rows.append(
+        [
+            "**Real − baseline: Opsion's own work**",
+            *(f"**{ms(extra[p])}**" for p in parts),
+            f"**{ms(sum(extra.values()))}**",
+        ]
+    )
+    header = ["CPU per request, by process (medians)", *(CPU_PARTS[part] for part in parts), "All"]
+    return _table(header, rows)
 
 
 def _paced(data: dict) -> list[str]:

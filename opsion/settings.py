@@ -107,11 +107,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     # The limiter relies on READ COMMITTED (PostgreSQL's default): each statement after the
     # row lock sees rows committed by the transaction that held it.
-    # Persistent connections: a new PostgreSQL connection per request costs more than all of a
-    # query's own work (docs/benchmarks.md). Health checks drop connections that died while idle.
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    # Health checks drop connections that died while idle.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
+# Persistent connections on both databases: a new PostgreSQL connection per request costs more than
+# all of a query's own work, and a new SQLite connection re-runs the PRAGMAs and Django's
+# registration of its SQL functions (docs/benchmarks.md).
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 TEST_DATABASE_NAME = env.str("TEST_DATABASE_NAME", default="")
 if TEST_DATABASE_NAME:
     DATABASES["default"]["TEST"] = {"NAME": TEST_DATABASE_NAME}

@@ -5,8 +5,9 @@ The floor is what any design that logs each query must pay: one single-row INSER
 into the same table, committed on its own. Each round's inserted rows are deleted afterwards so the
 window never grows during the run.
 
-Each database variant runs twice: durable (as deployed: every commit waits for the log flush) and
-with the flush switched off for the session (synchronous_commit = off; SQLite synchronous = OFF).
+Each database variant runs twice: durable (as deployed: PostgreSQL waits for the log flush at every
+commit; SQLite, in WAL mode with synchronous = NORMAL, syncs the log at checkpoints) and with the
+flush switched off for the session (synchronous_commit = off; SQLite synchronous = OFF).
 The flush is the same for every variant and, on a shared disk, noisy; without it the figures
 isolate what a design controls: round trips and work per decision.
 """
@@ -38,21 +39,27 @@ def redis_available() -> bool:
         return False
 
 
-def _flush(enabled: bool) -> None:
+def _flush_setting(value: str | None = None) -> str:
+    """The session's commit-flush setting, as deployed unless changed; sets `value` first if given."""
+    postgresql = connection.vendor == "postgresql"
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(f"SET synchronous_commit = {'on' if enabled else 'off'}")
-        else:
-            cursor.execute(f"PRAGMA synchronous = {'FULL' if enabled else 'OFF'}")
+        if value is not None:
+            cursor.execute(f"SET synchronous_commit = {value}" if postgresql else f"PRAGMA synchronous = {value}")
+        cursor.execute("SHOW synchronous_commit" if postgresql else "PRAGMA synchronous")
+        return str(cursor.fetchone()[0])
 
 
 def _without_flush(timed: Callable[[], float]) -> Callable[[], float]:
+    """`timed` with the flush off, then the session put back as it was (as deployed: PostgreSQL
+    synchronous_commit = on; SQLite in WAL mode with synchronous = NORMAL, as the settings open it)."""
+
     def run() -> float:
-        _flush(False)
+        deployed = _flush_setting()
+        _flush_setting("off" if connection.vendor == "postgresql" else "OFF")
         try:
             return timed()
         finally:
-            _flush(True)
+            _flush_setting(deployed)
 
     return run
 

@@ -32,7 +32,7 @@ FULL = {
     "concurrency": {"clients": (1, 8, 32), "rounds": 3, "seconds": 1.5},
     "encryption": {"rounds": 7, "calls": 2000, "rows": 10_000, "rotations": 3},
 }
-# A durable SQLite commit is several fsyncs (rollback journal): fewer calls keep the run short.
+# SQLite's decisions serialise on one write lock and its checkpoints sync the disk: fewer calls keep the run short.
 SQLITE = {"decision": {"calls": 100}, "history": {"calls": 50}}
 QUICK = {
     "pipeline": {

@@ -213,3 +213,17 @@ def test_when_the_limit_falls_below_the_count_the_page_says_when_a_query_really_
     # 30 count against 20: the 11th oldest (3000 - 10 * (2940 / 29) ≈ 1986 s ago) must leave first.
     t = int(response["RateLimit"].rsplit("t=", 1)[1])
     assert abs(t - (3600 - 1986)) <= 2
+
+
+@pytest.mark.parametrize("window_seconds", [3600, 60])
+def test_the_window_statistics_agree_with_the_orm_statement_they_stand_for(world, window_seconds):
+    # On SQLite _stats runs a hand-written statement; on PostgreSQL it is the ORM statement itself.
+    seed(world.globex, 3500, 1800, 50, 30, 3700, 7200)
+    seed(world.acme, 10)  # another organisation's rows never count
+
+    used, oldest, now = ratelimit._stats(world.globex.pk, window_seconds)
+
+    assert (used, oldest, now) == ratelimit._orm_stats(world.globex.pk, window_seconds)[:2] + (now,)
+    assert used == {3600: 4, 60: 2}[window_seconds]
+    assert now.tzinfo is not None and oldest.tzinfo is not None
+    assert abs((now - oldest).total_seconds() - {3600: 3500, 60: 50}[window_seconds]) < 5

@@ -180,10 +180,14 @@ def _postmaster_pid() -> int | None:
         return None
 
 
-def _load(port: int, path: str, headers: dict, clients: int, seconds: float, meters: dict | None = None) -> dict:
+def _load(
+    port: int, path: str, headers: dict, clients: int, seconds: float, meters: dict | None = None, stagger: float = 0
+) -> dict:
     """Closed-loop load: `clients` threads each sending one request after another for `seconds`.
 
     `meters` (name → cumulative CPU seconds) are read before and after, giving CPU per request by process.
+    `stagger` spreads the clients' first requests evenly over that many seconds: with answers that all
+    take the same time, clients starting together would stay in lockstep, arriving in waves.
     """
     meters = meters or {}
     latencies: list[list[float]] = [[] for _ in range(clients)]
@@ -193,6 +197,7 @@ def _load(port: int, path: str, headers: dict, clients: int, seconds: float, met
 
     def client(i: int) -> None:
         start.wait()
+        stop.wait(stagger * i / clients)
         while not stop.is_set():
             began = time.perf_counter()
             try:
@@ -268,7 +273,14 @@ def _statements(bench: Bench, path: str, fake_port: int) -> list[str]:
 
 
 def _compare(
-    targets: dict[str, tuple], *, clients: int, seconds: float, rounds: int, reset, meters: dict | None = None
+    targets: dict[str, tuple],
+    *,
+    clients: int,
+    seconds: float,
+    rounds: int,
+    reset,
+    meters: dict | None = None,
+    stagger: float = 0,
 ) -> dict:
     """Load each target with closed-loop clients, alternating round by round; every figure against
     the first target's (the baseline's)."""
@@ -278,14 +290,14 @@ def _compare(
         port, path, headers = targets[name]
 
         def measure() -> float:
-            result = _load(port, path, headers, clients, seconds, meters)
+            result = _load(port, path, headers, clients, seconds, meters, stagger)
             runs.setdefault(name, []).append(result)
             return result["rps"]
 
         return measure
 
     for port, path, headers in targets.values():  # warm every worker: imports, connections
-        _load(port, path, headers, clients, max(1.0, seconds / 2))
+        _load(port, path, headers, clients, max(1.0, seconds / 2), stagger=stagger)
     reset()
     rps = stats.interleave({name: variant(name) for name in targets}, rounds=rounds, between=reset)
     base = next(iter(targets))
@@ -317,7 +329,7 @@ def _compare(
 
 
 def run(bench: Bench, *, rounds: int, seconds: float, clients: int, workers: int, paced: dict) -> dict:
-    """`paced`: chunk_pause (s), clients, seconds and rounds for the Claude-like comparison."""
+    """`paced`: chunk_pause, stagger (s), clients, seconds and rounds for the Claude-like comparison."""
     configs = {"default": Config(workers=workers)}
     configs["per_request"] = Config(env={"CONN_MAX_AGE": "0"}, workers=workers)
     configs["paced"] = Config(fake="paced", serve=PRODUCTION)
@@ -345,11 +357,17 @@ def run(bench: Bench, *, rounds: int, seconds: float, clients: int, workers: int
             "real": (servers.ports["paced"], real_path, auth),
         }
         out["paced"] = _compare(
-            like_claude, clients=paced["clients"], seconds=paced["seconds"], rounds=paced["rounds"], reset=reset
+            like_claude,
+            clients=paced["clients"],
+            seconds=paced["seconds"],
+            rounds=paced["rounds"],
+            reset=reset,
+            stagger=paced["stagger"],
         )
     out["workers"] = workers
     out["paced"] |= {
         "chunk_pause": paced["chunk_pause"],
+        "stagger": paced["stagger"],
         "serve": f"{configs['paced'].workers} workers, " + " ".join(PRODUCTION),
     }
     out["sdk_client_construction_seconds"] = _sdk_client_seconds(rounds)

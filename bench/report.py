@@ -199,7 +199,8 @@ def _cpu_by_process(data: dict, names: dict[str, str]) -> list[str]:
 def _paced(data: dict) -> list[str]:
     lines = [
         f"At a Claude-like pace — the fake pausing {data['chunk_pause']} s between chunks; gunicorn "
-        f"{data['serve']}; {data['clients']} closed-loop clients; {data['seconds_per_run']} s per run:",
+        f"{data['serve']}; {data['clients']} closed-loop clients, their first requests spread over "
+        f"{data['stagger']} s; {data['seconds_per_run']} s per run:",
         "",
     ]
     rows = [

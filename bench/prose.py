@@ -58,17 +58,21 @@ figure of its CPU row, and 0.80 allows Opsion a quarter of that: a few milliseco
 authentication, the organisation check, an exact durable limit and the query log, on a machine
 where each ORM statement alone costs about one. Those four statements are the minimum the
 product's promises need (a per-organisation row lock and a durable log before Claude is called,
-the outcome after); getting under the budget would mean hand-written SQL in place of the ORM on
-the request path, or dropping one of the promises, and neither is worth it against what follows.
-The changes that did move the figure are all in place: the limiter in one round trip, the key
-joined into the membership lookup, unique lookups without `first()`'s ORDER BY, no re-reads of
+the outcome after); getting under the budget would mean hand-writing the SQL of authentication,
+the membership lookup and the outcome as well as the limiter's, or dropping one of the promises,
+and neither is worth it against what follows. The changes that did move the figure are all in
+place: the limiter in one round trip on PostgreSQL and with its count written out once on SQLite,
+the key joined into the membership lookup, unique lookups without `first()`'s ORDER BY, no re-reads of
 what the request already holds, persistent connections by default on both databases (compare the
 CONN_MAX_AGE=0 rows) and one shared HTTP pool for the SDK.
 
 What it means for users is the paced comparison below each table: the fake streams its answer over
-about a second (Claude's take several), gunicorn runs as the README deploys it, and the real
-endpoint's median latency is compared with the baseline's, round by round. Against a real Claude
-answer Opsion's milliseconds are around 1 % of what the user waits."""
+about a second, gunicorn runs as the README deploys it, and the real endpoint's median latency is
+compared with the baseline's, round by round. The difference is a few tens of milliseconds, more
+than the CPU figures alone: the limiter's commit waits for the disk before Claude is called, the
+outcome's commit waits again before the response ends, and in a threaded worker one request's
+Python waits for another's. Claude's real answers take several seconds, so that is of the order of
+1 % of what the user waits, and throughput at this pace is the baseline's."""
 
 DECISION = """\
 `ratelimit.acquire` alone (lock, count, insert, commit), in one process on one persistent

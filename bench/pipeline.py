@@ -232,7 +232,7 @@ def _load(
         "p50": stats.quantile(done, 0.5),
         "p99": stats.quantile(done, 0.99),
         "errors": sum(errors),
-        "cpu_ms_per_request": {name: 1000 * seconds / max(1, len(done)) for name, seconds in cpu.items()},
+        "cpu_ms_per_request": {name: 1000 * used / max(1, len(done)) for name, used in cpu.items()},
     }
 
 

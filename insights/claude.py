@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Protocol
 
 import anthropic
@@ -81,9 +82,11 @@ def _http_client() -> anthropic.DefaultHttpxClient:
 
     Building a client loads the CA bundle and opens new TLS connections (about 18 ms here, more than
     all of Opsion's own work per query), so only the per-call Anthropic wrapper is created each time.
-    The pool holds no credentials: the key travels in each request's headers.
+    The pool holds no credentials: the key travels in each request's headers. Nor does it keep
+    cookies: a cookie set in reply to one organisation's call (by a CDN or balancer in front of the
+    API) would otherwise ride along with every other organisation's.
     """
-    return anthropic.DefaultHttpxClient()
+    return anthropic.DefaultHttpxClient(cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])))
 
 
 class Secret(Protocol):

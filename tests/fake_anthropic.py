@@ -54,6 +54,7 @@ class FakeAnthropic:
         self.delay = 5.0
         self.release = threading.Event()
         self.chunk_pause = 0.0
+        self.set_cookie = ""
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
@@ -81,6 +82,7 @@ class FakeAnthropic:
         self.should_retry = "false"
         self.release = threading.Event()
         self.chunk_pause = 0.0
+        self.set_cookie = ""
 
     def start(self) -> "FakeAnthropic":
         self._thread.start()
@@ -116,7 +118,7 @@ class FakeAnthropic:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 auth = self.headers.get("authorization", "")
                 key = auth[7:] if auth.lower().startswith("bearer ") else self.headers.get("x-api-key", "")
-                fake._record({"key": key, "path": self.path, "body": body})
+                fake._record({"key": key, "path": self.path, "body": body, "cookie": self.headers.get("cookie")})
                 if not self.path.startswith("/v1/messages"):
                     return self._error(404, "not_found_error", "Not found")
                 behaviour = fake.behaviours.get(key, fake.default)
@@ -128,12 +130,17 @@ class FakeAnthropic:
                     return self._stream(body, behaviour)
                 return self._json(200, _message(body, fake.answer_text))
 
+            def _cookie(self) -> None:
+                if fake.set_cookie:  # as a CDN or load balancer in front of the API might
+                    self.send_header("set-cookie", fake.set_cookie)
+
             def _json(self, status: int, payload: dict, headers: dict | None = None) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
                 self.send_header("request-id", "req_fake")
+                self._cookie()
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)
                 self.end_headers()
@@ -152,6 +159,7 @@ class FakeAnthropic:
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
                 self.send_header("cache-control", "no-cache")
+                self._cookie()
                 self.send_header("connection", "close")
                 self.end_headers()
                 text = fake.answer_text

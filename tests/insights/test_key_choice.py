@@ -86,6 +86,18 @@ def test_one_organisations_key_never_serves_another(world, fake_anthropic, acme_
     assert fake_anthropic.keys_used == [PLATFORM_KEY, PLATFORM_KEY]
 
 
+def test_nothing_one_organisations_call_received_rides_along_with_anothers(world, fake_anthropic, acme_key):
+    # The HTTP connection pool is shared by every call in a process; a cookie set in reply to one
+    # organisation's request (by a CDN or balancer in front of the API) must not follow another's.
+    fake_anthropic.set_cookie = "affinity=acme-session; Path=/"
+    ask(world, world.acme_member, world.acme)
+    ask(world, world.globex_member, world.globex)
+    ask(world, world.acme_member, world.acme)
+
+    assert fake_anthropic.keys_used == [GOOD_KEY, PLATFORM_KEY, GOOD_KEY]
+    assert [r["cookie"] for r in fake_anthropic.requests] == [None, None, None]
+
+
 def test_limits_follow_the_settings(world, settings):
     settings.INSIGHTS_PLATFORM_LIMIT = 7
     settings.INSIGHTS_BYOM_LIMIT = 70

@@ -39,6 +39,12 @@ class User(AbstractBaseUser, PermissionsMixin):
     def __str__(self) -> str:
         return self.email
 
+    def clean(self) -> None:
+        # Stored lower-cased whichever way a user is made (create_user, the admin's forms), because the
+        # sign-in form lower-cases what is typed; the uniqueness check then runs on the stored form.
+        super().clean()
+        self.email = self.email.lower()
+
     def get_full_name(self) -> str:
         return self.name or self.email
 

@@ -4,9 +4,10 @@ import re
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.test import Client
 
 from orgs import services
-from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Plan
+from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Plan, User
 from tests.base import CANARY_KEY, GOOD_KEY, organisation_admin_form
 from tests.orgs.helpers import console, store_key, stored_key
 
@@ -168,3 +169,33 @@ class TestOtherModels:
         assert "claudeapikey" not in index.lower()
         assert staff.get("/admin/orgs/claudeapikey/").status_code == 404
         assert CANARY_KEY not in index
+
+
+def test_a_user_staff_add_with_capitals_in_the_address_can_sign_in_however_they_type_it(staff):
+    # The sign-in form lower-cases what is typed; addresses must be stored that way whichever way in.
+    response = staff.post(
+        "/admin/orgs/user/add/",
+        {
+            "email": "Ada.Lovelace@Example.COM",
+            "password1": "a-long-new-password-1",
+            "password2": "a-long-new-password-1",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert User.objects.filter(email="ada.lovelace@example.com").exists()
+
+    for typed in ("Ada.Lovelace@Example.COM", "ada.lovelace@example.com"):
+        client = Client()
+        client.post("/accounts/login/", {"username": typed, "password": "a-long-new-password-1"})
+        assert "_auth_user_id" in client.session, typed
+
+
+def test_staff_cannot_add_an_address_that_differs_from_a_users_only_in_case(staff, world):
+    response = staff.post(
+        "/admin/orgs/user/add/",
+        {"email": "Admin@ACME.test", "password1": "a-long-new-password-1", "password2": "a-long-new-password-1"},
+    )
+
+    assert response.status_code == 200
+    assert "already exists" in response.content.decode()
+    assert User.objects.filter(email__iexact="admin@acme.test").count() == 1

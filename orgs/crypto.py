@@ -73,6 +73,9 @@ class Sealed:
     def reveal(self) -> str:
         return decrypt(self.ciphertext)
 
+    # Templates call argument-free methods; this one they must refuse ({{ ….secret.reveal }} renders "").
+    reveal.alters_data = True
+
     def readable(self) -> bool:
         """Whether a configured key opens this secret.
 

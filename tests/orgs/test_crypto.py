@@ -8,9 +8,10 @@ from cryptography.fernet import Fernet
 from django.core.exceptions import FieldError
 from django.core.management import call_command
 from django.db import connection
+from django.template import Context, Template
 
 from orgs import crypto, services
-from orgs.models import ClaudeApiKey
+from orgs.models import ClaudeApiKey, Organisation
 from tests.base import CANARY_KEY, GOOD_KEY
 
 
@@ -59,6 +60,20 @@ def test_a_loaded_key_stays_sealed_until_revealed(world):
     for text in (repr(row.secret), str(row.secret), repr(row), str(row), repr(vars(row))):
         assert CANARY_KEY not in text
     assert row.secret.reveal() == CANARY_KEY
+
+
+def test_no_template_can_reveal_a_loaded_key(world):
+    # Templates call argument-free methods: {{ key.secret.reveal }} must print nothing, even when the
+    # organisation (as on every page) carries its key row.
+    save(world)
+    org = Organisation.objects.select_related("claude_api_key").get(pk=world.acme.pk)
+
+    page = Template("[{{ org.claude_api_key.secret.reveal }}][{{ org.claude_api_key.secret }}]").render(
+        Context({"org": org})
+    )
+
+    assert CANARY_KEY not in page
+    assert page == "[][&lt;Sealed secret&gt;]"
 
 
 def test_changing_secret_key_keeps_keys_readable(world, settings):

@@ -11,7 +11,7 @@ from django.db.models import Count, DateTimeField, ExpressionWrapper, Max, Min
 from django.db.models.functions import Now
 
 from insights.models import InsightQuery
-from insights.ratelimit import RateLimited, _reset
+from insights.ratelimit import RateLimited, Window, _reset
 from orgs.models import Organisation
 
 
@@ -28,5 +28,5 @@ def acquire(*, org: Organisation, limit: int, window_seconds: int, row: dict) ->
         Organisation.objects.select_for_update().filter(pk=org.pk).values_list("pk", flat=True).get()
         used, oldest, now = _stats(org.pk, window_seconds)
         if used >= limit:
-            raise RateLimited(limit=limit, retry_after=_reset(oldest, now, window_seconds))
+            raise RateLimited(Window(limit, window_seconds, used, _reset(oldest, now, window_seconds)))
         return InsightQuery.objects.create(organisation=org, **row)

@@ -84,7 +84,7 @@ def post_query(request: HttpRequest, slug: str, payload: QueryIn):
         pending = services.start(membership=membership, text=payload.query)
         pending.answer()
     except Refused as refused:
-        return add_ratelimit_headers(refused_json(refused), services.usage(membership.organisation).window)
+        return add_ratelimit_headers(refused_json(refused), services.window_after(refused, membership.organisation))
     row = pending.row
     body = {
         "id": row.pk,

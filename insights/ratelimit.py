@@ -27,15 +27,6 @@ from opsion.errors import Refused
 from orgs.models import Organisation
 
 
-class RateLimited(Refused):
-    code, status = "rate_limited", 429
-
-    def __init__(self, *, limit: int, retry_after: int) -> None:
-        # Wording from the product documentation: "Rate limit reached (200/hour)".
-        super().__init__(f"Rate limit reached ({limit}/hour)", retry_after=retry_after)
-        self.limit = limit
-
-
 @dataclass(frozen=True)
 class Window:
     limit: int
@@ -46,6 +37,21 @@ class Window:
     @property
     def remaining(self) -> int:
         return max(0, self.limit - self.used)
+
+
+class RateLimited(Refused):
+    code, status = "rate_limited", 429
+
+    def __init__(self, window: Window) -> None:
+        # Wording from the product documentation: "Rate limit reached (200/hour)".
+        super().__init__(f"Rate limit reached ({window.limit}/hour)", retry_after=window.reset_seconds)
+        self.limit = window.limit
+        self.window = window  # as the decision saw it: the response needs no second look
+
+
+def _refuse(org_id: int, *, used: int, limit: int, oldest, now, window_seconds: int) -> RateLimited:
+    frees_in = _frees_in(org_id, used=used, limit=limit, oldest=oldest, now=now, window_seconds=window_seconds)
+    return RateLimited(Window(limit, window_seconds, used, frees_in))
 
 
 # `_orm_stats` as the ORM writes it for SQLite, written out once: building that statement through the
@@ -122,12 +128,7 @@ def acquire(*, org: Organisation, limit: int, window_seconds: int, row: dict) ->
             Organisation.objects.select_for_update().filter(pk=org.pk).values_list("pk", flat=True).get()
         used, oldest, now = _stats(org.pk, window_seconds)
         if used >= limit:
-            raise RateLimited(
-                limit=limit,
-                retry_after=_frees_in(
-                    org.pk, used=used, limit=limit, oldest=oldest, now=now, window_seconds=window_seconds
-                ),
-            )
+            raise _refuse(org.pk, used=used, limit=limit, oldest=oldest, now=now, window_seconds=window_seconds)
         query = InsightQuery.objects.create(organisation=org, **row)
     oldest = oldest or query.created_at
     return query, Window(limit, window_seconds, used + 1, _reset(oldest, query.created_at, window_seconds))
@@ -147,12 +148,7 @@ def _acquire_in_one_round_trip(
     if used is None:
         raise Organisation.DoesNotExist("Organisation matching query does not exist.")
     if new_id is None:
-        raise RateLimited(
-            limit=limit,
-            retry_after=_frees_in(
-                org.pk, used=used, limit=limit, oldest=oldest, now=now, window_seconds=window_seconds
-            ),
-        )
+        raise _refuse(org.pk, used=used, limit=limit, oldest=oldest, now=now, window_seconds=window_seconds)
     # The row now exists: mark the instance saved, as Model.save() would.
     query.pk, query.created_at = new_id, created_at
     query._state.adding, query._state.db = False, using

@@ -78,6 +78,11 @@ def usage(org: Organisation) -> Usage:
     return Usage(window=window, key_source=choice.source)
 
 
+def window_after(refused: Refused, org: Organisation) -> ratelimit.Window:
+    """The window to report beside a refusal: the limiter's own, when it was the limiter that refused."""
+    return refused.window if isinstance(refused, ratelimit.RateLimited) else usage(org).window
+
+
 @dataclass
 class PendingQuery:
     """A query that has been counted and recorded; `stream()` asks Claude and records the outcome."""

@@ -52,7 +52,7 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
     except Refused as refused:
         if wants_stream:
             response = refused_json(refused)
-            return add_ratelimit_headers(response, services.usage(membership.organisation).window)
+            return add_ratelimit_headers(response, services.window_after(refused, membership.organisation))
         page = _page(request, membership, status=refused.status, error=refused, draft=text)
         if refused.retry_after is not None:
             page["Retry-After"] = str(refused.retry_after)

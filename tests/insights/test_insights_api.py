@@ -252,3 +252,21 @@ def test_a_query_costs_a_fixed_handful_of_sql_statements(world, fake_anthropic, 
 
     expected = {"postgresql": 4, "sqlite": 7}[connection.vendor]
     assert len(captured.captured_queries) == expected, [q["sql"][:80] for q in captured.captured_queries]
+
+
+def test_a_refusal_at_the_limit_reports_the_limiters_window_without_counting_again(world, fake_anthropic, api_client):
+    # The decision already knows the count and when a slot frees: the 429 must not run the count twice.
+    seed(world.globex, *range(100, 2100, 100))  # 20 in the window: the platform limit
+    client = api_client(world.globex_member)
+    assert ask(client, "globex").status_code == 429  # the token's first use records last_used_at once
+
+    with CaptureQueriesContext(connection) as captured:
+        response = ask(client, "globex")
+
+    assert response.status_code == 429
+    assert response["RateLimit"] == '"insights";r=0;t={}'.format(response["Retry-After"])
+    assert 1595 <= int(response["Retry-After"]) <= 1600  # when the oldest, 2000 s old, leaves
+    expected = {"postgresql": 3, "sqlite": 6}[connection.vendor]  # token, membership, the decision
+    assert len(captured.captured_queries) == expected, [q["sql"][:80] for q in captured.captured_queries]
+    assert InsightQuery.objects.filter(organisation=world.globex).count() == 20
+    assert fake_anthropic.requests == []

@@ -11,8 +11,18 @@ def people(world):
     """`people(plan, role)` -> (organisation, user or None). Adds the Owner the shared world lacks on initech."""
     initech_owner = make_user("owner@initech.test")
     Membership.objects.create(user=initech_owner, organisation=world.initech, role=Role.OWNER)
-    orgs = {Plan.PROFESSIONAL: world.globex, Plan.INSTITUTIONAL: world.acme, Plan.CUSTOM: world.initech}
+    umbrella = Organisation.objects.create(name="Umbrella Tokens", slug="umbrella", plan=Plan.STARTER)
+    starter = {role: make_user(f"{role}@umbrella.test") for role in ("owner", "admin", "member")}
+    for role, user in starter.items():
+        Membership.objects.create(user=user, organisation=umbrella, role=role)
+    orgs = {
+        Plan.STARTER: umbrella,
+        Plan.PROFESSIONAL: world.globex,
+        Plan.INSTITUTIONAL: world.acme,
+        Plan.CUSTOM: world.initech,
+    }
     by_role = {
+        Plan.STARTER: starter,
         Plan.PROFESSIONAL: {"owner": world.globex_owner, "admin": world.globex_admin, "member": world.globex_member},
         Plan.INSTITUTIONAL: {"owner": world.acme_owner, "admin": world.acme_admin, "member": world.acme_member},
         Plan.CUSTOM: {"owner": initech_owner, "admin": world.initech_admin, "member": world.initech_member},

@@ -8,7 +8,9 @@ from django.test import Client
 from orgs import services
 from orgs.models import AuditEvent, ClaudeApiKey, Organisation, Plan
 
-PLANS = [Plan.PROFESSIONAL, Plan.INSTITUTIONAL, Plan.CUSTOM]
+PLANS = list(Plan)
+# Written out here, not read from orgs.models.BYOM_PLANS, so a plan wrongly made eligible there fails.
+ELIGIBLE = {Plan.INSTITUTIONAL, Plan.CUSTOM}
 ROLES = ["owner", "admin", "member", "outsider", "anonymous"]
 MASKED = "sk-ant-••••••••••••••••"
 CARD_HEADING = "AI Insights — Bring Your Own Model"

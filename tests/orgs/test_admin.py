@@ -4,11 +4,12 @@ import re
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
 from django.test import Client
 
 from orgs import services
 from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Plan, User
-from tests.base import CANARY_KEY, GOOD_KEY, organisation_admin_form
+from tests.base import CANARY_KEY, GOOD_KEY, make_user, organisation_admin_form
 from tests.orgs.helpers import console, store_key, stored_key
 
 ORGS = "/admin/orgs/organisation/"
@@ -93,6 +94,19 @@ class TestOrganisationChange:
 
 
 class TestRemoveKeyAction:
+    def test_staff_who_may_only_view_organisations_cannot_remove_a_key(self, world):
+        viewer = make_user("viewer@opsion.test", is_staff=True)
+        viewer.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+        store_key(world.acme, CANARY_KEY)
+
+        client = console(viewer)
+        offered = client.get(ORGS).content.decode()
+        client.post(ORGS, {"action": "remove_claude_api_key", "_selected_action": [world.acme.pk]}, follow=True)
+
+        assert "remove_claude_api_key" not in offered
+        assert stored_key(world.acme) == CANARY_KEY
+        assert not AuditEvent.objects.exists()
+
     def test_it_deletes_the_key_and_audits_the_removal(self, world, staff):
         store_key(world.acme, CANARY_KEY)
         store_key(world.globex, GOOD_KEY)

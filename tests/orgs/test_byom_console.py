@@ -2,9 +2,10 @@
 
 import pytest
 
-from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, Plan
+from orgs.models import AuditAction, AuditEvent, ClaudeApiKey
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY
 from tests.orgs.helpers import (
+    ELIGIBLE,
     PLAN_REFUSAL,
     PLANS,
     ROLES,
@@ -46,7 +47,7 @@ def test_saving_a_key_obeys_role_then_plan(people, role, plan):
     elif role == "member":
         assert response.status_code == 403
         assert ROLE_REFUSAL in response.content.decode()
-    elif plan == Plan.PROFESSIONAL:
+    elif plan not in ELIGIBLE:
         assert response.status_code == 403
         assert PLAN_REFUSAL in response.content.decode()
     else:

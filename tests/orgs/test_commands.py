@@ -134,15 +134,21 @@ class TestRotateEncryptionKeys:
         assert CANARY_KEY not in output
         assert GOOD_KEY not in output
 
-    def test_keys_still_work_through_the_product_after_rotation(self, old_rows, settings, world):
+    def test_keys_still_work_through_the_product_after_rotation(self, old_rows, settings, world, fake_anthropic):
         old, new = old_rows
         settings.FIELD_ENCRYPTION_KEYS = [new, old]
         run("rotate_encryption_keys")
         settings.FIELD_ENCRYPTION_KEYS = [new]
 
         body = console(world.acme_member).get("/api/v1/orgs/acme/settings").json()
+        asked = console(world.initech_member).post(
+            "/api/v1/orgs/initech/insights/queries", {"query": "What is MiCAR?"}, content_type="application/json"
+        )
 
-        assert body["claudeApiKeySet"] is True
+        # "Set" alone would hold for a key nobody can read any more; it must read and reach Anthropic.
+        assert (body["claudeApiKeySet"], body["claudeApiKeyStatus"]) == (True, "unverified")
+        assert asked.status_code == 200
+        assert fake_anthropic.keys_used == [GOOD_KEY]
 
 
 class TestSeedDemo:

@@ -2,9 +2,10 @@
 
 import pytest
 
-from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Plan
+from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Membership, Plan, Role
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY
 from tests.orgs.helpers import (
+    ELIGIBLE,
     PLAN_REFUSAL,
     PLANS,
     ROLES,
@@ -57,7 +58,7 @@ def test_get_settings_is_for_any_member(people, role, plan):
         assert response.json() == {
             "organisation": {"slug": org.slug, "name": org.name, "plan": str(plan)},
             "role": role,
-            "byomAvailable": plan != Plan.PROFESSIONAL,
+            "byomAvailable": plan in ELIGIBLE,
             "claudeApiKeySet": False,
             "claudeApiKeyStatus": None,
         }
@@ -74,7 +75,7 @@ def test_put_key_obeys_authentication_membership_role_then_plan(people, role, pl
         "anonymous": (401, UNAUTHENTICATED),
         "outsider": (404, NOT_FOUND),
         "member": (403, FORBIDDEN_ROLE),
-    }.get(role) or ((403, PLAN_REQUIRED) if plan == Plan.PROFESSIONAL else None)
+    }.get(role) or ((403, PLAN_REQUIRED) if plan not in ELIGIBLE else None)
     assert CANARY_KEY not in response.content.decode()
     if expected is None:
         assert response.status_code == 200
@@ -351,3 +352,17 @@ def test_reading_the_settings_costs_three_queries_with_or_without_a_key(world, d
         with django_assert_num_queries(3):
             assert client.get("/api/v1/orgs/acme/settings", headers=headers).status_code == 200
         ApiToken.objects.update(last_used_at=None)
+
+
+def test_being_opsion_staff_gives_no_key_rights_inside_an_organisation(world):
+    # Staff rights live in the admin; in the product a staff member who is a Member is a Member.
+    Membership.objects.create(user=world.staff, organisation=world.acme, role=Role.MEMBER)
+    store_key(world.acme, GOOD_KEY)
+
+    put = api_put_key(console(world.staff), "acme", {"apiKey": CANARY_KEY})
+    delete = api_delete_key(console(world.staff), "acme")
+
+    assert (put.status_code, error_of(put)) == (403, FORBIDDEN_ROLE)
+    assert (delete.status_code, error_of(delete)) == (403, FORBIDDEN_ROLE)
+    assert stored_key(world.acme) == GOOD_KEY
+    assert not AuditEvent.objects.exists()

@@ -8,7 +8,7 @@ import pytest
 from orgs import services
 from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Plan
 from tests.base import CANARY_KEY, GOOD_KEY
-from tests.orgs.helpers import CARD_HEADING, MASKED, PLANS, console, store_key, stored_key
+from tests.orgs.helpers import CARD_HEADING, ELIGIBLE, MASKED, PLANS, console, store_key, stored_key
 
 SAVE_ACTION = 'action="/orgs/{slug}/settings/claude-api-key/save"'
 REMOVE_ACTION = 'action="/orgs/{slug}/settings/claude-api-key/remove"'
@@ -39,7 +39,7 @@ def test_it_shows_the_organisation_the_plan_and_your_role(people, plan, role):
     assert f"<dd>{org.name}</dd>" in page
     assert f"<dd>{Plan(plan).label}</dd>" in page
     assert f"<dd>{role.capitalize()}</dd>" in page
-    if plan == Plan.PROFESSIONAL:
+    if plan not in ELIGIBLE:
         assert_no_card(page)
     else:
         assert CARD_HEADING in page

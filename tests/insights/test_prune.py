@@ -1,9 +1,11 @@
 """`manage.py prune_insight_queries`: old history goes, the rolling window's rows never do."""
 
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from insights import services
 from insights.models import InsightQuery
@@ -40,6 +42,16 @@ def test_it_never_deletes_rows_inside_the_window(world):
     assert set(InsightQuery.objects.values_list("pk", flat=True)) == {q.pk for q in inside}
     # The limit still holds after pruning: all 20 queries of the last hour still count.
     assert services.usage(world.globex).window.used == 21
+
+
+def test_an_app_clock_running_ahead_cannot_reach_into_the_window(world, monkeypatch):
+    inside = seed(world.globex, 3000, 60)
+    ahead = timezone.now() + timedelta(hours=2)
+    monkeypatch.setattr(timezone, "now", lambda: ahead)  # this process's clock, not the database's
+
+    prune("--older-than", "1h")
+
+    assert set(InsightQuery.objects.values_list("pk", flat=True)) == {q.pk for q in inside}
 
 
 def test_it_works_in_batches(world):

@@ -3,7 +3,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
+from django.db.models import DateTimeField, ExpressionWrapper
+from django.db.models.functions import Now
 
 from insights.models import InsightQuery
 
@@ -31,7 +32,9 @@ class Command(BaseCommand):
         age = parse_age(older_than)
         # Never prune inside the window: those rows are what the limiter counts.
         age = max(age, timedelta(seconds=settings.INSIGHTS_WINDOW_SECONDS))
-        cutoff = timezone.now() - age
+        # The database's clock, which stamped created_at and which the limiter counts against: an app
+        # server's clock running ahead must not reach into the window.
+        cutoff = ExpressionWrapper(Now() - age, output_field=DateTimeField())
         total = 0
         while True:
             ids = list(InsightQuery.objects.filter(created_at__lt=cutoff).values_list("id", flat=True)[:batch_size])

@@ -10,6 +10,7 @@ from django.utils import timezone
 from insights import claude, keys, ratelimit
 from insights.models import InsightQuery, KeySource, Outcome
 from opsion.errors import InvalidRequest, Refused
+from orgs import selectors as org_selectors
 from orgs import services as org_services
 from orgs.crypto import DecryptionFailed
 from orgs.models import KeyStatus, Membership, Organisation
@@ -107,10 +108,7 @@ class PendingQuery:
                     parts.append(item)
                     yield item
         except DecryptionFailed:
-            log.error(
-                "stored claude api key for org=%s cannot be decrypted with FIELD_ENCRYPTION_KEYS",
-                self.row.organisation.slug,
-            )
+            org_selectors.log_unreadable_claude_api_key(self.row.organisation)
             failure = KeyUnreadable()
         except claude.UpstreamError as exc:
             failure = self._refusal(exc)
@@ -171,10 +169,8 @@ def start(*, membership: Membership, text: str) -> PendingQuery:
     query = validate_query(text)
     org = membership.organisation
     choice = keys.resolve(org)
-    if choice.uses_org_key and not choice.secret.readable():
-        # Checked before counting (the token's signature only; nothing is decrypted): nothing can be
-        # sent, so the query must not count.
-        log.error("stored claude api key for org=%s cannot be decrypted with FIELD_ENCRYPTION_KEYS", org.slug)
+    if choice.uses_org_key and not org_selectors.claude_api_key_readable(org, choice.secret):
+        # Checked before counting: nothing can be sent, so the query must not count.
         raise KeyUnreadable()
     if not choice.uses_org_key and not keys.platform_key_configured():
         log.error("ANTHROPIC_API_KEY is not set: AI Insights cannot answer on the platform key")

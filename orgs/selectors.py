@@ -52,11 +52,21 @@ def claude_api_key_state(org: Organisation) -> KeyState:
     row = stored_claude_api_key(org)
     if row is None:
         return KeyState(is_set=False)
-    status = row.status
-    if not row.secret.readable():
-        log.error("stored claude api key for org=%s cannot be decrypted with FIELD_ENCRYPTION_KEYS", org.slug)
-        status = KEY_UNREADABLE
+    status = row.status if claude_api_key_readable(org, row.secret) else KEY_UNREADABLE
     return KeyState(is_set=True, status=status, saved_at=row.saved_at, row=row)
+
+
+def claude_api_key_readable(org: Organisation, secret) -> bool:
+    """Whether a configured FIELD_ENCRYPTION_KEYS entry opens the stored key (nothing is decrypted).
+    When none does, operators get a log line naming the organisation."""
+    if secret.readable():
+        return True
+    log_unreadable_claude_api_key(org)
+    return False
+
+
+def log_unreadable_claude_api_key(org: Organisation) -> None:
+    log.error("stored claude api key for org=%s cannot be decrypted with FIELD_ENCRYPTION_KEYS", org.slug)
 
 
 def audit_events_for(org: Organisation, *, limit: int = 50) -> list[AuditEvent]:

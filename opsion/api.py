@@ -2,7 +2,6 @@
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -10,7 +9,6 @@ from ninja.parser import Parser
 from ninja.security import HttpBearer, SessionAuth
 
 from opsion.errors import Refused, error_json, refused_json
-from opsion.middleware import database_unavailable
 from orgs import services
 
 
@@ -64,14 +62,6 @@ def _refused(request, exc: Refused):
     return refused_json(exc)
 
 
-@api.exception_handler(OperationalError)
-@api.exception_handler(InterfaceError)
-def _database_unavailable(request, exc):
-    # django-ninja catches every exception a view raises; with DEBUG on its default handler
-    # answers with a plain-text traceback, so a lost database must be translated here too.
-    return database_unavailable(request)
-
-
 @api.exception_handler(AuthenticationError)
 def _unauthenticated(request, exc):
     response = error_json(
@@ -118,8 +108,9 @@ def _not_found(request, exc):
 @api.exception_handler(Exception)
 def _unexpected(request, exc):
     # ninja's default handler answers with a plain-text traceback when DEBUG is on. Re-raise instead, so an
-    # unexpected error takes Django's path: logged by django.request, reported through got_request_exception,
-    # and answered as a JSON 500 by ApiErrorShapeMiddleware.
+    # unexpected error takes Django's path: a lost database becomes the JSON 503 of
+    # DatabaseUnavailableMiddleware; anything else is logged by django.request, reported through
+    # got_request_exception, and answered as a JSON 500 by ApiErrorShapeMiddleware.
     raise exc
 
 

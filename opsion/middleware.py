@@ -40,7 +40,7 @@ class DatabaseUnavailableMiddleware:
 
 
 def database_unavailable(request: HttpRequest) -> HttpResponse:
-    """The 503 for a lost database: JSON under /api/, a plain page elsewhere. Shared with the API's handler."""
+    """The 503 for a lost database: JSON under /api/, a plain page elsewhere."""
     log.error("database unavailable while serving %s %s", request.method, request.path)
     if request.path.startswith("/api/"):
         return error_json("service_unavailable", UNAVAILABLE, 503)

@@ -98,9 +98,11 @@ def race(memberships: list, fake) -> list[str]:
             for thread in threads:
                 thread.start()
             assert process.stdout.readline().strip() == "ready", _stderr(stderr)
-            ready.wait()
+            # The other process first: it takes a pipe read to wake, so signalled after our own threads it
+            # would mostly find the race already run, and the processes would not really compete.
             process.stdin.write("go\n")
             process.stdin.flush()
+            ready.wait()
             for thread in threads:
                 thread.join(120)
             out, _ = process.communicate(timeout=120)

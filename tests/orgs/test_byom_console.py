@@ -1,6 +1,13 @@
 """Saving and removing the Claude API key from the Settings console, for every role, plan and outcome."""
 
+import io
+import json
+
 import pytest
+from django.contrib.messages.storage.cookie import CookieStorage
+from django.contrib.sessions.models import Session
+from django.core.management import call_command
+from django.http import HttpRequest
 
 from orgs.models import AuditAction, AuditEvent, ClaudeApiKey
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY
@@ -276,3 +283,29 @@ def test_saving_and_removing_never_log_the_key(world, caplog):
     assert "claude api key saved org=acme" in caplog.text
     assert "claude api key removed org=acme" in caplog.text
     assert CANARY_KEY not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "who, posted",
+    [
+        ("acme_admin", CANARY_KEY),  # saved
+        ("acme_member", CANARY_KEY),  # refused: role
+        ("globex_admin", CANARY_KEY),  # refused: plan
+        ("acme_admin", CANARY_KEY + " trailing words"),  # refused: malformed
+    ],
+)
+def test_a_key_posted_in_the_console_is_nowhere_at_rest_in_plain_text(world, who, posted):
+    # Not in any table (sessions decoded, not just their encoded column), nor in the messages cookie.
+    client = console(getattr(world, who))
+    slug = "globex" if who.startswith("globex") else "acme"
+
+    client.post(save_url(slug), {"api_key": posted}, follow=True)
+
+    out = io.StringIO()
+    call_command("dumpdata", stdout=out)
+    assert CANARY_KEY not in out.getvalue()
+    for session in Session.objects.all():
+        assert CANARY_KEY not in json.dumps(session.get_decoded(), default=str)
+    if "messages" in client.cookies:
+        decoded = CookieStorage(HttpRequest())._decode(client.cookies["messages"].value) or []
+        assert all(CANARY_KEY not in str(message) for message in decoded)

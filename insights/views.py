@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
@@ -63,7 +64,15 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
-    """Server-Sent Events: `start`, then `delta`s as Claude writes, then `done` (safe HTML) or `error`."""
+    """Server-Sent Events: `start`, then `delta`s as Claude writes, then `done` (safe HTML) or `error`.
+
+    Both `done` and `error` carry the query's entry for "Your recent queries" (`historyItem`),
+    rendered by the same template as the page, so the list the browser shows is the one a reload
+    would show, failed queries included.
+    """
+
+    def history_item() -> str:
+        return render_to_string("insights/_history_item.html", {"q": pending.row})
 
     def events() -> Iterator[bytes]:
         yield sse(
@@ -73,9 +82,10 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
             for text in pending.stream():
                 yield sse("delta", {"text": text})
         except Refused as refused:
-            yield sse("error", {"code": refused.code, "message": refused.message})
+            yield sse("error", {"code": refused.code, "message": refused.message, "historyItem": history_item()})
         else:
-            yield sse("done", {"id": pending.row.pk, "html": str(render_markdown(pending.row.answer))})
+            html = str(render_markdown(pending.row.answer))
+            yield sse("done", {"id": pending.row.pk, "html": html, "historyItem": history_item()})
         window = services.usage(pending.row.organisation).window
         yield sse("usage", {"used": window.used, **window_json(window)})
 

@@ -12,7 +12,6 @@
   const body = document.getElementById("answer-body");
   const errorBox = document.getElementById("answer-error");
   const history = document.getElementById("history");
-  let question = "";
   let finished = true; // false while a stream is open and has sent neither `done` nor `error`
 
   document.querySelectorAll("button.suggestion").forEach(function (el) {
@@ -55,27 +54,12 @@
     errorBox.replaceChildren(p);
   }
 
-  // The query just answered joins "Your recent queries", as it will on the next page load.
-  function remember(html) {
-    if (!history) return;
-    const summary = document.createElement("summary");
-    const q = document.createElement("span");
-    q.className = "history__q";
-    q.textContent = question.length > 140 ? question.slice(0, 139) + "…" : question;
-    const when = document.createElement("span");
-    when.className = "muted";
-    when.textContent = "· just now";
-    summary.append(q, " ", when);
-    const prose = document.createElement("div");
-    prose.className = "prose";
-    // Markdown rendered and sanitised on the server (nh3): safe to insert.
-    prose.innerHTML = html;
-    const details = document.createElement("details");
-    details.append(summary, prose);
-    const item = document.createElement("li");
-    item.className = "history__item";
-    item.append(details);
-    history.prepend(item);
+  // The query just asked joins "Your recent queries", answered or failed, as it will on the next
+  // page load: the server renders the entry with the page's own template (its text escaped, its
+  // answer's Markdown sanitised by nh3), so it is safe to insert.
+  function remember(itemHtml) {
+    if (!history || !itemHtml) return;
+    history.insertAdjacentHTML("afterbegin", itemHtml);
     while (history.children.length > 10) history.lastElementChild.remove();
     history.hidden = false;
     const empty = document.getElementById("history-empty");
@@ -102,11 +86,12 @@
       body.classList.remove("streaming");
       // Markdown rendered and sanitised on the server (nh3): safe to insert.
       body.innerHTML = evt.data.html;
-      remember(evt.data.html);
+      remember(evt.data.historyItem);
     } else if (evt.event === "error") {
       finished = true;
       body.classList.remove("streaming");
       showError(evt.data.message);
+      remember(evt.data.historyItem);
     } else if (evt.event === "usage") {
       updateMeter(evt.data, evt.data.used);
     }
@@ -114,8 +99,7 @@
 
   async function ask(event) {
     event.preventDefault();
-    question = textarea.value.trim();
-    if (!question) { textarea.focus(); return; }
+    if (!textarea.value.trim()) { textarea.focus(); return; }
     button.disabled = true;
     // Screen readers announce the answer once, when it is complete, not every streamed piece.
     answer.setAttribute("aria-busy", "true");

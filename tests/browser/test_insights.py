@@ -121,3 +121,33 @@ def test_asking_with_a_stale_form_shows_the_server_page_not_a_blank_answer(app, 
     expect(page.get_by_role("heading", name="Forbidden")).to_be_visible()
     expect(page.get_by_text("CSRF check failed")).to_be_visible()
     assert fake_anthropic.requests == []
+
+
+def test_each_question_joins_recent_queries_at_once_answered_or_failed(app, page, fake_anthropic):
+    sign_in(page, app.url, "member@acme.test")
+    history = page.locator("#history")
+    expect(page.get_by_text("No queries yet.")).to_be_visible()
+
+    page.get_by_label("Your question").fill("Which MiCAR articles govern ART reserves?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#answer-body").get_by_role("heading", name="Authorisation under MiCAR")).to_be_visible()
+    expect(history.locator("> li")).to_have_count(1)
+    expect(history.locator("> li").first).to_contain_text("Which MiCAR articles govern ART reserves?")
+    expect(page.get_by_text("No queries yet.")).to_have_count(0)
+
+    fake_anthropic.behave(PLATFORM_KEY, "midstream_error")
+    page.get_by_label("Your question").fill("Does DORA apply to CASPs?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#answer-error").get_by_role("alert")).to_have_text(
+        "AI Insights is temporarily unavailable. Please try again shortly."
+    )
+    newest = history.locator("> li").first
+    expect(history.locator("> li")).to_have_count(2)
+    expect(newest).to_contain_text("Does DORA apply to CASPs?")
+    expect(newest.locator(".badge--bad")).to_have_text("failed")
+
+    shown = history.inner_html()
+    page.reload()
+    expect(history.locator("> li")).to_have_count(2)
+    # What the page showed without a reload is what a reload shows (the newest entry opens then).
+    assert shown.split() == history.inner_html().replace('<details open="">', "<details>").split()

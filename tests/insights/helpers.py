@@ -1,6 +1,7 @@
 """Small helpers shared by the AI Insights tests."""
 
 import json
+import re
 from datetime import timedelta
 
 from django.db.models.functions import Now
@@ -64,6 +65,14 @@ def sse_events(chunks) -> list[tuple[str, dict]]:
     """Parse Server-Sent Events from an iterable of byte chunks."""
     text = b"".join(chunks).decode()
     return [parse_sse(block) for block in text.split("\n\n") if block.strip()]
+
+
+HISTORY_ITEM = re.compile(r'<li class="history__item">.*?</details>\s*</li>', re.DOTALL)
+
+
+def history_items(html: str) -> list[str]:
+    """The entries of "Your recent queries" in a page or an SSE event, newest first."""
+    return HISTORY_ITEM.findall(html)
 
 
 def parse_sse(block: str | bytes) -> tuple[str, dict]:

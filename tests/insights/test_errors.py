@@ -15,7 +15,7 @@ from insights.models import InsightQuery, Outcome
 from tests.base import GOOD_KEY
 from tests.conftest import PLATFORM_KEY
 
-from .helpers import INVALID_KEY_MESSAGE, UNAVAILABLE_MESSAGE, assert_no_leaks, sse_events
+from .helpers import INVALID_KEY_MESSAGE, UNAVAILABLE_MESSAGE, assert_no_leaks, history_items, sse_events
 
 UPSTREAM_LIMITED_MESSAGE = (
     "Your organisation's Anthropic account is rate-limited by Anthropic. Try again in 30 seconds."
@@ -194,7 +194,11 @@ def test_the_console_stream_ends_with_an_error_event(case, world, console):
         names = [name for name, _ in events]
         assert names[0] == "start" and names[-1] == "usage"
         assert "done" not in names
-        assert dict(events)["error"] == {"code": case.code, "message": case.message}
+        error = dict(events)["error"]
+        assert (error["code"], error["message"]) == (case.code, case.message)
+        # The failed query joins "Your recent queries" at once, as a reload would show it.
+        assert '<span class="history__q">MiCAR?</span>' in error["historyItem"]
+        assert '<span class="badge badge--bad">failed</span>' in error["historyItem"]
         assert_no_leaks(raw.decode())
     assert_recorded(case, world)
 
@@ -214,6 +218,10 @@ def test_an_error_mid_stream_keeps_the_partial_answer_and_marks_the_row_failed(w
     row = InsightQuery.objects.get()
     assert (row.outcome, row.error_code, row.answer) == (Outcome.FAILED, "insights_unavailable", "".join(deltas))
     assert events[-1][1]["used"] == 1
+    # Listed as failed, with what arrived, exactly as the page lists it after a reload.
+    reloaded = console(world.globex_member).get(f"/orgs/globex/insights/?answered={row.pk}").content.decode()
+    assert history_items(events[-2][1]["historyItem"]) == history_items(reloaded)[:1]
+    assert '<span class="badge badge--bad">failed</span>' in events[-2][1]["historyItem"]
 
 
 def test_operators_get_a_log_line_without_the_key_when_the_platform_key_is_rejected(

@@ -11,7 +11,7 @@ from insights.suggestions import SUGGESTED_QUERIES
 from orgs.models import Membership, Role
 from tests.conftest import PLATFORM_KEY
 
-from .helpers import UNAVAILABLE_MESSAGE, parse_sse, seed, seed_spread, sse_events
+from .helpers import UNAVAILABLE_MESSAGE, history_items, parse_sse, seed, seed_spread, sse_events
 
 PAGE = "/orgs/{}/insights/"
 NOTICE = "ANTHROPIC_API_KEY"
@@ -197,7 +197,12 @@ def test_the_answer_streams_into_the_page_as_claude_writes_it(world, fake_anthro
     assert done["html"].startswith("<h2>Authorisation under MiCAR</h2>")
     assert "<strong>authorised by the competent authority</strong>" in done["html"]
     assert dict(rest)["usage"] == {"used": 1, "limit": 20, "remaining": 19, "resetSeconds": pytest.approx(3600, abs=1)}
-    assert InsightQuery.objects.get().outcome == Outcome.ANSWERED
+    row = InsightQuery.objects.get()
+    assert row.outcome == Outcome.ANSWERED
+    # The new entry for "Your recent queries" is the one the page shows after a reload.
+    reloaded = console(world.globex_member).get(PAGE.format("globex") + f"?answered={row.pk}").content.decode()
+    assert history_items(done["historyItem"]) == history_items(reloaded)[:1]
+    assert "Authorisation?" in done["historyItem"] and "<strong>authorised by" in done["historyItem"]
 
 
 @pytest.mark.parametrize("role", ["owner", "admin"])

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
 from insights.models import InsightQuery
 from orgs import services as org_services
@@ -117,6 +117,22 @@ def _ask(base_url: str, token: str) -> tuple[int, dict]:
         return refused.code, json.loads(refused.read())
 
 
+def _wait_for_blocked_backends(cursor, count: int) -> None:
+    """Until `count` other connections to this database wait for a lock."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")  # else a transaction sees its first snapshot
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        )
+        if cursor.fetchone()[0] >= count:
+            return
+        time.sleep(0.05)
+    cursor.execute("SELECT state, wait_event_type, wait_event, left(query, 60) FROM pg_stat_activity")
+    pytest.fail(f"{count} requests never waited together at the limiter; connections: {cursor.fetchall()}")
+
+
 def test_two_app_servers_share_one_limit(world, two_servers):
     server_a, server_b = two_servers
     _, token = org_services.api_token_create(user=world.globex_member, name="two servers")
@@ -125,17 +141,20 @@ def test_two_app_servers_share_one_limit(world, two_servers):
     for base_url in (server_a, server_a, server_b, server_b):
         assert _ask(base_url, token)[0] == 200
 
-    # Then both race for the last two places: eight requests at once, four to each server.
-    barrier = threading.Barrier(8)
+    # Then both race for the last two places: eight requests, four to each server, made to arrive
+    # together. While this test holds back every insert into the log (LOCK TABLE … EXCLUSIVE still
+    # lets reads through), each request gets as far as the limiter can take it and waits there, so
+    # all eight are in flight at the same moment when the lock is released. A limiter that counted
+    # before locking would let all eight through here.
     outcomes: list[tuple[int, dict]] = []
-
-    def race(base_url: str) -> None:
-        barrier.wait()
-        outcomes.append(_ask(base_url, token))
-
-    racers = [threading.Thread(target=race, args=(url,)) for url in [server_a, server_b] * 4]
-    for racer in racers:
-        racer.start()
+    racers = [
+        threading.Thread(target=lambda url=url: outcomes.append(_ask(url, token))) for url in [server_a, server_b] * 4
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"LOCK TABLE {InsightQuery._meta.db_table} IN EXCLUSIVE MODE")
+        for racer in racers:
+            racer.start()
+        _wait_for_blocked_backends(cursor, 8)
     for racer in racers:
         racer.join(timeout=60)
 

@@ -6,9 +6,9 @@ import tempfile
 import pytest
 from django.conf import settings as django_settings
 from django.core.cache import cache
-from django.test import Client
 
 from orgs import services as org_services
+from tests import clients
 from tests.base import GOOD_KEY
 from tests.fake_anthropic import FakeAnthropic
 
@@ -48,23 +48,14 @@ def _fast_password_hashing(settings):
 def api_client():
     """`api_client(user)`: a client authenticated by a fresh personal API token, as a script would be."""
 
-    def make(user) -> Client:
-        _, raw = org_services.api_token_create(user=user, name="tests")
-        return Client(headers={"Authorization": f"Bearer {raw}"})
-
-    return make
+    return clients.token_client
 
 
 @pytest.fixture
 def console():
     """`console(user)`: a browser-like client signed in as `user`."""
 
-    def make(user) -> Client:
-        client = Client()
-        client.force_login(user)
-        return client
-
-    return make
+    return clients.console
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ The messages are the product documentation's contract; no SDK text or traceback 
 """
 
 import logging
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,6 +12,7 @@ from django.utils.html import escape
 
 from insights.models import InsightQuery, Outcome
 from tests.base import GOOD_KEY
+from tests.clients import closed_port
 from tests.conftest import PLATFORM_KEY
 
 from .helpers import INVALID_KEY_MESSAGE, UNAVAILABLE_MESSAGE, assert_no_leaks, history_items, sse_events
@@ -23,11 +23,7 @@ UPSTREAM_LIMITED_MESSAGE = (
 
 
 def closed_port_url() -> str:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{closed_port()}"
 
 
 @dataclass(frozen=True)

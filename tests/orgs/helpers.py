@@ -1,11 +1,7 @@
-"""Plain helpers for the organisation tests: clients, tokens, stored keys, page and JSON probes."""
+"""Plain helpers for the organisation tests: plans and roles, stored keys, page and JSON probes."""
 
-import json
 import re
 
-from django.test import Client
-
-from orgs import services
 from orgs.models import AuditEvent, ClaudeApiKey, Organisation, Plan
 
 PLANS = list(Plan)
@@ -15,30 +11,6 @@ ROLES = ["owner", "admin", "member", "outsider", "anonymous"]
 MASKED = "sk-ant-••••••••••••••••"
 CARD_HEADING = "AI Insights — Bring Your Own Model"
 PLAN_REFUSAL = "Bring Your Own Model requires the Enterprise plan"
-
-
-def console(user=None, **kwargs) -> Client:
-    client = Client(**kwargs)
-    if user is not None:
-        client.force_login(user)
-    return client
-
-
-def bearer(user, name: str = "tests") -> dict:
-    """Request headers carrying a fresh personal API token of `user`."""
-    _, raw = services.api_token_create(user=user, name=name)
-    return {"Authorization": f"Bearer {raw}"}
-
-
-def api_put_key(client: Client, slug: str, body, **headers):
-    data = body if isinstance(body, str | bytes) else json.dumps(body)
-    return client.put(
-        f"/api/v1/orgs/{slug}/settings/claude-api-key", data=data, content_type="application/json", headers=headers
-    )
-
-
-def api_delete_key(client: Client, slug: str, **headers):
-    return client.delete(f"/api/v1/orgs/{slug}/settings/claude-api-key", headers=headers)
 
 
 def store_key(org: Organisation, key: str, *, by=None) -> ClaudeApiKey:

@@ -10,7 +10,8 @@ from django.test import Client
 from orgs import services
 from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Plan, User
 from tests.base import CANARY_KEY, GOOD_KEY, make_user, organisation_admin_form
-from tests.orgs.helpers import console, store_key, stored_key
+from tests.clients import console
+from tests.orgs.helpers import store_key, stored_key
 
 ORGS = "/admin/orgs/organisation/"
 

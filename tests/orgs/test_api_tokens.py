@@ -10,7 +10,8 @@ from django.utils import timezone
 from orgs import services
 from orgs.models import ApiToken
 from tests.base import GOOD_KEY
-from tests.orgs.helpers import api_put_key, console, csrf_token_from, error_of
+from tests.clients import api_put_key, console
+from tests.orgs.helpers import csrf_token_from, error_of
 
 CREATE = "/orgs/acme/settings/tokens/create"
 

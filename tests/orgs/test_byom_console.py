@@ -11,13 +11,13 @@ from django.http import HttpRequest
 
 from orgs.models import AuditAction, AuditEvent, ClaudeApiKey
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY
+from tests.clients import console
 from tests.orgs.helpers import (
     ELIGIBLE,
     PLAN_REFUSAL,
     PLANS,
     ROLES,
     audit_actions,
-    console,
     csrf_token_from,
     store_key,
     stored_key,

@@ -12,7 +12,7 @@ from django.db import connection
 from orgs import crypto, services
 from orgs.models import ApiToken, ClaudeApiKey, Membership, Organisation, Plan, Role, User
 from tests.base import CANARY_KEY, GOOD_KEY
-from tests.orgs.helpers import console
+from tests.clients import console
 
 
 def run(*args, **options) -> str:

@@ -5,7 +5,8 @@ import pytest
 from orgs.models import AuditEvent, ClaudeApiKey
 from orgs.validation import KeyMalformed, validate_claude_api_key
 from tests.base import GOOD_KEY
-from tests.orgs.helpers import api_put_key, bearer, console, error_of, stored_key
+from tests.clients import api_put_key, bearer, console
+from tests.orgs.helpers import error_of, stored_key
 
 MARK = "ECHOmark7"
 BODY = "a" * 40

@@ -4,20 +4,8 @@ import pytest
 
 from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Membership, Plan, Role
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY
-from tests.orgs.helpers import (
-    ELIGIBLE,
-    PLAN_REFUSAL,
-    PLANS,
-    ROLES,
-    api_delete_key,
-    api_put_key,
-    audit_actions,
-    bearer,
-    console,
-    error_of,
-    store_key,
-    stored_key,
-)
+from tests.clients import api_delete_key, api_put_key, bearer, console
+from tests.orgs.helpers import ELIGIBLE, PLAN_REFUSAL, PLANS, ROLES, audit_actions, error_of, store_key, stored_key
 
 UNAUTHENTICATED = {
     "code": "unauthenticated",

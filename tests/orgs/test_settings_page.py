@@ -8,7 +8,8 @@ import pytest
 from orgs import services
 from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Plan
 from tests.base import CANARY_KEY, GOOD_KEY
-from tests.orgs.helpers import CARD_HEADING, ELIGIBLE, MASKED, PLANS, console, store_key, stored_key
+from tests.clients import console
+from tests.orgs.helpers import CARD_HEADING, ELIGIBLE, MASKED, PLANS, store_key, stored_key
 
 SAVE_ACTION = 'action="/orgs/{slug}/settings/claude-api-key/save"'
 REMOVE_ACTION = 'action="/orgs/{slug}/settings/claude-api-key/remove"'

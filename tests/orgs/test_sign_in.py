@@ -6,7 +6,7 @@ from django.test import Client
 
 from orgs.models import Membership, Role
 from tests.base import PASSWORD, make_user
-from tests.orgs.helpers import console
+from tests.clients import console
 
 LOGIN = "/accounts/login/"
 

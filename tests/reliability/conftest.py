@@ -1,25 +1,19 @@
 """Fixtures for the fault and load tests: API and console clients, a stored BYOM key, and real
 database faults (a closed port, a terminated backend, a failing insert) instead of patched code."""
 
-import socket
 from contextlib import contextmanager
 
 import psycopg
 import pytest
 from django.db import connection
 
+from tests.clients import closed_port
+
 POSTGRES_ONLY = (
     "needs PostgreSQL: a closed port or a terminated backend is a database-server fault; SQLite has no server"
 )
 
 postgres_only = pytest.mark.skipif(connection.vendor != "postgresql", reason=POSTGRES_ONLY)
-
-
-def closed_port() -> int:
-    """A local TCP port with nothing listening on it: connecting is refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

@@ -14,8 +14,8 @@ from django.urls import reverse
 
 from insights.models import InsightQuery, KeySource, Outcome
 from orgs.models import ClaudeApiKey, KeyStatus
+from tests.clients import closed_port
 from tests.conftest import PLATFORM_KEY
-from tests.reliability.conftest import closed_port
 
 QUESTION = "What does MiCAR Article 59 require?"
 UNAVAILABLE = "AI Insights is temporarily unavailable. Please try again shortly."
@@ -177,7 +177,8 @@ def test_an_error_mid_stream_ends_the_console_stream_with_an_error_event(world, 
 
     names = [name for name, _ in events]
     assert names[0] == "start" and "delta" in names and "done" not in names
-    assert ("error", {"code": "insights_unavailable", "message": UNAVAILABLE}) in events
+    error = dict(events)["error"]
+    assert (error["code"], error["message"]) == ("insights_unavailable", UNAVAILABLE)
     row = only_row(world.globex)
     assert_failed(row, "insights_unavailable")
     assert row.answer  # the part that arrived is kept with the failed row

@@ -14,6 +14,7 @@ from django.urls import reverse
 
 from orgs.models import AuditEvent, ClaudeApiKey
 from tests.base import GOOD_KEY, OTHER_KEY
+from tests.clients import api_put_key
 from tests.reliability.conftest import database_unreachable, pg_admin_connection, postgres_only
 
 UNAVAILABLE = "Opsion is temporarily unavailable. Please try again shortly."
@@ -35,11 +36,7 @@ def assert_page_503(response) -> None:
 
 
 def put_key(client, slug: str, key: str):
-    return client.put(
-        f"/api/v1/orgs/{slug}/settings/claude-api-key",
-        data=json.dumps({"apiKey": key}),
-        content_type="application/json",
-    )
+    return api_put_key(client, slug, {"apiKey": key})
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ from django.db import connection, transaction
 
 from insights.models import InsightQuery
 from orgs import services as org_services
+from tests.clients import closed_port
 from tests.conftest import PLATFORM_KEY
-from tests.reliability.conftest import closed_port
 
 LIMIT = 6
 

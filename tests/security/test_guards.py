@@ -1,6 +1,5 @@
 """Abuse guards: sign-in, key changes and token creation are refused with 429 past their limits."""
 
-import json
 import types
 import uuid
 
@@ -10,10 +9,10 @@ from django.test import Client
 
 from orgs.models import ApiToken, AuditEvent, ClaudeApiKey
 from tests.base import GOOD_KEY, OTHER_KEY, PASSWORD
+from tests.clients import api_delete_key, api_put_key, closed_port, console
 from tests.security.conftest import base_env, json_error, run_python
 
 LOGIN = "/accounts/login/"
-KEY_API = "/api/v1/orgs/{}/settings/claude-api-key"
 LOCKED = "Too many failed sign-in attempts. Please wait 15 minutes and try again."
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -113,20 +112,14 @@ def test_behind_the_proxy_each_client_is_counted_not_the_proxy(world, clock, set
 
 
 def _put_key(client: Client, slug: str, key: str):
-    return client.put(KEY_API.format(slug), json.dumps({"apiKey": key}), "application/json")
-
-
-def _as(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
+    return api_put_key(client, slug, {"apiKey": key})
 
 
 def test_the_eleventh_key_change_in_a_minute_by_one_user_is_refused_with_429_json(world, clock, api_token):
     client = Client(HTTP_AUTHORIZATION=f"Bearer {api_token}")
     for _ in range(5):
         assert _put_key(client, "acme", GOOD_KEY).status_code == 200
-        assert client.delete(KEY_API.format("acme")).status_code == 200
+        assert api_delete_key(client, "acme").status_code == 200
     response = _put_key(client, "acme", OTHER_KEY)
     assert response.status_code == 429
     error = json_error(response)
@@ -140,29 +133,29 @@ def test_the_eleventh_key_change_in_a_minute_by_one_user_is_refused_with_429_jso
 
 
 def test_key_changes_are_counted_per_organisation_across_its_admins(world, clock):
-    admin = _as(world.acme_admin)
+    admin = console(world.acme_admin)
     for _ in range(10):
         assert _put_key(admin, "acme", GOOD_KEY).status_code == 200
-    response = _put_key(_as(world.acme_owner), "acme", OTHER_KEY)
+    response = _put_key(console(world.acme_owner), "acme", OTHER_KEY)
     assert response.status_code == 429
     assert json_error(response)["code"] == "too_many_attempts"
     assert ClaudeApiKey.objects.get(organisation=world.acme).secret.reveal() == GOOD_KEY
     # Another organisation's admins are not affected.
-    assert _put_key(_as(world.initech_admin), "initech", OTHER_KEY).status_code == 200
+    assert _put_key(console(world.initech_admin), "initech", OTHER_KEY).status_code == 200
 
 
 def test_a_members_refused_key_changes_do_not_lock_the_owners_out(world, clock):
     # The guard runs after the role check: refusals never reach the organisation's counter, so a
     # Member cannot stop an Owner from rotating a compromised key.
-    member = _as(world.acme_member)
+    member = console(world.acme_member)
     for _ in range(15):
         assert _put_key(member, "acme", GOOD_KEY).status_code == 403
 
-    assert _put_key(_as(world.acme_owner), "acme", OTHER_KEY).status_code == 200
+    assert _put_key(console(world.acme_owner), "acme", OTHER_KEY).status_code == 200
 
 
 def test_the_console_shows_the_refusal_next_to_the_key_field(world, clock):
-    admin = _as(world.acme_admin)
+    admin = console(world.acme_admin)
     for _ in range(10):
         response = admin.post("/orgs/acme/settings/claude-api-key/save", {"api_key": GOOD_KEY})
         assert response.status_code == 302
@@ -176,7 +169,7 @@ def test_the_console_shows_the_refusal_next_to_the_key_field(world, clock):
 
 
 def test_the_eleventh_new_token_in_an_hour_is_refused(world, clock):
-    member = _as(world.acme_member)
+    member = console(world.acme_member)
     for i in range(10):
         response = member.post("/orgs/acme/settings/tokens/create", {"name": f"Token {i}"})
         assert response.status_code == 200 and b"Copy it now" in response.content
@@ -241,20 +234,16 @@ def test_the_counters_are_shared_by_every_app_server_through_redis(world, clock,
     assert result.returncode == 0, result.stderr
     assert redis.Redis.from_url(REDIS_URL).keys(f"{redis_cache}:*"), "the other process wrote no counter"
 
-    response = _put_key(_as(world.acme_admin), "acme", GOOD_KEY)
+    response = _put_key(console(world.acme_admin), "acme", GOOD_KEY)
     assert response.status_code == 429
     assert json_error(response)["code"] == "too_many_attempts"
-    assert _put_key(_as(world.initech_admin), "initech", GOOD_KEY).status_code == 200
+    assert _put_key(console(world.initech_admin), "initech", GOOD_KEY).status_code == 200
 
 
 @pytest.fixture
 def redis_down(settings):
     """The guards' cache pointed at a Redis that is not there (a closed port)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = closed_port()
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -280,7 +269,7 @@ def test_with_redis_down_a_wrong_password_is_refused_not_a_500(world, redis_down
 
 
 def test_with_redis_down_key_changes_still_work(world, redis_down):
-    response = _put_key(_as(world.acme_admin), "acme", GOOD_KEY)
+    response = _put_key(console(world.acme_admin), "acme", GOOD_KEY)
 
     assert response.status_code == 200
     assert ClaudeApiKey.objects.filter(organisation=world.acme).exists()

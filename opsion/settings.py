@@ -1,7 +1,7 @@
 """Opsion settings, read from the environment (and a local `.env` in development).
 
-Defaults give a working single-process SQLite set-up. With DEBUG off, a missing SECRET_KEY or
-FIELD_ENCRYPTION_KEYS stops start-up with a message saying what to set.
+Defaults give a working single-process SQLite set-up. A missing SECRET_KEY or FIELD_ENCRYPTION_KEYS
+stops start-up (DEBUG on or off) with a message saying what to set.
 """
 
 from pathlib import Path

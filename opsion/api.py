@@ -15,6 +15,14 @@ from orgs import services
 class TokenAuth(HttpBearer):
     """`Authorization: Bearer <personal API token>`; no CSRF, since a token is never sent implicitly."""
 
+    def __call__(self, request: HttpRequest):
+        # Read here rather than by ninja's HttpBearer, which with DEBUG on logs a header of any other
+        # scheme whole ("Token opsn_…"): a credential in a log line.
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return self.authenticate(request, token.strip())
+
     def authenticate(self, request: HttpRequest, token: str):
         return services.api_token_authenticate(token)
 

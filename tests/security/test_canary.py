@@ -288,6 +288,27 @@ def test_the_key_is_in_no_error_page(guard, world, settings, debug):
     assert b"RuntimeError" in bodies["500 in a view holding the key"] or not debug  # the technical page
 
 
+def test_passwords_inside_urls_and_connection_parameters_are_in_no_error_page(world, settings):
+    """Django hides values by name (KEY, PASS…); these hide inside innocently named URLs, or in a
+    driver's frame. With DEBUG on the technical page shows settings, request.META and locals."""
+    from tests.security.urls import DB_PASSWORD
+
+    settings.DEBUG = True
+    settings.ROOT_URLCONF = "tests.security.urls"
+    settings.REDIS_URL = f"redis://:{DB_PASSWORD}@cache.internal:6379/0"
+    settings.CACHES = {**settings.CACHES, "reports": {"BACKEND": "x", "LOCATION": settings.REDIS_URL}}
+    client = Client(raise_request_exception=False)
+
+    # runserver copies the process environment, DATABASE_URL included, into request.META.
+    response = client.get("/boom-with-credentials/", DATABASE_URL=f"postgres://opsion:{DB_PASSWORD}@db/opsion")
+
+    assert response.status_code == 500
+    page = response.content.decode()
+    assert "RuntimeError" in page and "REDIS_URL" in page and "DATABASE_URL" in page and "conn_params" in page
+    assert "redis://:********************@cache.internal:6379/0" in page
+    assert DB_PASSWORD not in page
+
+
 def test_dumpdata_and_admin_history_never_contain_the_key(guard, world):
     _admin_history(world)
     services.claude_api_key_set(membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None)

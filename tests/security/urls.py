@@ -8,6 +8,8 @@ from insights import keys
 from opsion.urls import urlpatterns as project_urlpatterns
 from orgs.models import Organisation
 
+DB_PASSWORD = "db-password-canary-8c41"
+
 
 @sensitive_variables("api_key")
 def _use_key(choice: keys.KeyChoice) -> None:
@@ -22,4 +24,15 @@ def boom(request: HttpRequest, slug: str) -> HttpResponse:
     return HttpResponse("unreachable")
 
 
-urlpatterns = [*project_urlpatterns, path("boom/<slug:slug>/", boom)]
+def boom_with_credentials(request: HttpRequest) -> HttpResponse:
+    """Fails with a database URL and a driver's connection parameters in its local variables."""
+    dsn = f"postgres://opsion:{DB_PASSWORD}@db.internal:5432/opsion"
+    conn_params = {"host": "db.internal", "user": "opsion", "password": DB_PASSWORD}
+    raise RuntimeError(f"could not connect with {len(dsn)}-character DSN and {len(conn_params)} parameters")
+
+
+urlpatterns = [
+    *project_urlpatterns,
+    path("boom/<slug:slug>/", boom),
+    path("boom-with-credentials/", boom_with_credentials),
+]

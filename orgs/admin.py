@@ -63,6 +63,24 @@ class UserAdmin(BaseUserAdmin):
         ("Dates", {"fields": ["last_login", "date_joined"]}),
     ]
     add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]})]
+    privilege_fields = ("is_staff", "is_superuser", "groups", "user_permissions")
+
+    # Django's UserAdmin lets anyone with "change user" edit privileges, their own included: a
+    # support account could make itself a superuser. Only superusers grant or take away staff status
+    # and permissions, or change another staff account (its password included).
+    def get_readonly_fields(self, request, obj=None):
+        readonly = super().get_readonly_fields(request, obj)
+        return readonly if request.user.is_superuser else (*readonly, *self.privilege_fields)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        if obj is not None and obj.is_staff and obj != request.user and not request.user.is_superuser:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        if obj is not None and obj.is_staff and not request.user.is_superuser:
+            return False
+        return super().has_delete_permission(request, obj)
 
 
 @admin.register(ApiToken)

@@ -214,3 +214,66 @@ def test_staff_cannot_add_an_address_that_differs_from_a_users_only_in_case(staf
     assert response.status_code == 200
     assert "already exists" in response.content.decode()
     assert User.objects.filter(email__iexact="admin@acme.test").count() == 1
+
+
+class TestStaffPrivileges:
+    """Support staff who may change users cannot grant privileges or take over other staff accounts."""
+
+    @pytest.fixture
+    def support(self, world):
+        user = make_user("support@opsion.test", is_staff=True)
+        user.user_permissions.set(Permission.objects.filter(codename__in=["view_user", "change_user", "delete_user"]))
+        return user
+
+    @staticmethod
+    def change_form(user: User, **fields) -> dict:
+        return {
+            "email": user.email,
+            "name": user.name,
+            "is_active": "on",
+            "date_joined_0": "2026-01-01",
+            "date_joined_1": "00:00:00",
+            **fields,
+        }
+
+    def test_support_staff_cannot_make_themselves_superuser(self, world, support):
+        escalate = self.change_form(support, is_staff="on", is_superuser="on", name="Support")
+        response = console(support).post(f"/admin/orgs/user/{support.pk}/change/", escalate)
+
+        assert response.status_code == 302, response.content.decode()[:2000]
+        support.refresh_from_db()
+        assert (support.name, support.is_staff, support.is_superuser) == ("Support", True, False)
+        assert not support.user_permissions.filter(codename="change_organisation").exists()
+
+    def test_support_staff_cannot_make_a_customer_staff_or_grant_permissions(self, world, support):
+        grant = Permission.objects.get(codename="change_organisation")
+        form = self.change_form(world.acme_owner, is_staff="on", user_permissions=[grant.pk])
+        page = console(support).get(f"/admin/orgs/user/{world.acme_owner.pk}/change/").content.decode()
+        response = console(support).post(f"/admin/orgs/user/{world.acme_owner.pk}/change/", form)
+
+        assert 'name="is_superuser"' not in page and 'name="user_permissions"' not in page
+        assert response.status_code == 302
+        world.acme_owner.refresh_from_db()
+        assert not world.acme_owner.is_staff
+        assert not world.acme_owner.user_permissions.exists()
+
+    def test_support_staff_cannot_change_or_delete_another_staff_account(self, world, support):
+        client = console(support)
+        target = world.staff  # a superuser
+        password = {"password1": "a-long-new-password-1", "password2": "a-long-new-password-1"}
+
+        changed = client.post(f"/admin/orgs/user/{target.pk}/change/", self.change_form(target, name="Mallory"))
+        reset = client.post(f"/admin/orgs/user/{target.pk}/password/", password)
+        deleted = client.post(f"/admin/orgs/user/{target.pk}/delete/", {"post": "yes"})
+
+        assert (changed.status_code, reset.status_code, deleted.status_code) == (403, 403, 403)
+        target.refresh_from_db()
+        assert target.name != "Mallory" and not target.check_password("a-long-new-password-1")
+
+    def test_superusers_still_grant_staff_status(self, world, staff):
+        form = self.change_form(world.acme_owner, is_staff="on")
+        response = staff.post(f"/admin/orgs/user/{world.acme_owner.pk}/change/", form)
+
+        assert response.status_code == 302
+        world.acme_owner.refresh_from_db()
+        assert world.acme_owner.is_staff

@@ -30,6 +30,7 @@ urlpatterns = [
     path("", org_views.home, name="home"),
     path("accounts/login/", org_views.sign_in, name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/tokens/<int:token_id>/revoke", org_views.account_token_revoke, name="account_token_revoke"),
     path("orgs/", include("orgs.urls")),
     path("orgs/", include("insights.urls")),
     path("api/v1/", api.urls),

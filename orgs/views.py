@@ -39,7 +39,8 @@ sign_in = sensitive_post_parameters("password")(SignInView.as_view())
 def home(request: HttpRequest) -> HttpResponse:
     org = access.first_organisation(request.user)
     if org is None:
-        return render(request, "orgs/no_organisation.html")
+        # Tokens outlive memberships (re-added, a user's tokens work again): they stay revocable here.
+        return render(request, "orgs/no_organisation.html", {"tokens": ApiToken.objects.for_user(request.user)})
     return redirect("insights:query", org.slug)
 
 
@@ -111,14 +112,26 @@ def token_create(request: HttpRequest, slug: str) -> HttpResponse:
     return _settings_page(request, membership, new_token=raw, new_token_name=token.name)
 
 
-@login_required
-@require_POST
-def token_revoke(request: HttpRequest, slug: str, token_id: int) -> HttpResponse:
-    access.membership_or_http404(request.user, slug)
+def _revoke(request: HttpRequest, token_id: int) -> None:
     try:
         services.api_token_revoke(user=request.user, token_id=token_id)
     except NotFound as missing:
         messages.error(request, missing.message)
     else:
         messages.success(request, "API token revoked. Requests using it are now refused.")
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest, slug: str, token_id: int) -> HttpResponse:
+    access.membership_or_http404(request.user, slug)
+    _revoke(request, token_id)
     return redirect("orgs:settings", slug)
+
+
+@login_required
+@require_POST
+def account_token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    """Revoke one of your tokens from outside any organisation (you may belong to none)."""
+    _revoke(request, token_id)
+    return redirect("home")

@@ -10,7 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from orgs import services
-from orgs.models import ApiToken
+from orgs.models import ApiToken, Membership, Role
 from tests.base import GOOD_KEY
 from tests.clients import api_put_key, console
 from tests.orgs.helpers import csrf_token_from, error_of
@@ -126,6 +126,39 @@ def test_you_cannot_revoke_someone_elses_token(world):
     response = console(world.acme_admin).post(f"/orgs/acme/settings/tokens/{token.pk}/revoke", follow=True)
 
     assert "That token does not exist or was already revoked." in response.content.decode()
+    assert api_get(raw).status_code == 200
+
+
+def test_someone_removed_from_every_organisation_can_still_revoke_their_tokens(world):
+    token, raw = services.api_token_create(user=world.acme_member, name="leaked laptop")
+    services.api_token_create(user=world.acme_owner, name="not yours")
+    Membership.objects.filter(user=world.acme_member).delete()
+    client = console(world.acme_member)
+
+    home = client.get("/").content.decode()
+    assert "You are not in an organisation yet" in home
+    assert "leaked laptop" in home and "not yours" not in home
+    assert raw not in home
+
+    response = client.post(f"/accounts/tokens/{token.pk}/revoke", follow=True)
+
+    assert "API token revoked. Requests using it are now refused." in response.content.decode()
+    assert "leaked laptop" not in response.content.decode()
+    # Added back later, the revoked token stays refused.
+    Membership.objects.create(user=world.acme_member, organisation=world.acme, role=Role.MEMBER)
+    assert api_get(raw).status_code == 401
+
+
+def test_revoking_from_the_account_page_is_only_for_your_own_tokens_and_needs_csrf(world):
+    token, raw = services.api_token_create(user=world.acme_owner, name="owner's")
+
+    other = console(world.acme_admin).post(f"/accounts/tokens/{token.pk}/revoke", follow=True)
+    forged = console(world.acme_owner, enforce_csrf_checks=True).post(f"/accounts/tokens/{token.pk}/revoke")
+    anonymous = console().post(f"/accounts/tokens/{token.pk}/revoke")
+
+    assert "That token does not exist or was already revoked." in other.content.decode()
+    assert forged.status_code == 403
+    assert anonymous.status_code == 302 and anonymous["Location"].startswith("/accounts/login/")
     assert api_get(raw).status_code == 200
 
 

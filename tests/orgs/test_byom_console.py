@@ -184,6 +184,7 @@ def test_remove_without_confirmation_asks_first_and_keeps_the_key(world):
     assert response.status_code == 200
     page = response.content.decode()
     assert "Remove the stored key?" in page
+    assert "{#" not in page and "#}" not in page and "{%" not in page  # no template source shows
     assert 'name="confirm" value="yes"' in page
     assert "Yes, remove the key" in page
     assert stored_key(world.acme) == GOOD_KEY

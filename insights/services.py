@@ -189,6 +189,11 @@ def start(*, membership: Membership, text: str) -> PendingQuery:
     return PendingQuery(row=row, window=window, choice=choice)
 
 
+def own_query(*, membership: Membership, pk: int) -> InsightQuery | None:
+    """One of the member's own queries in this organisation, or None."""
+    return InsightQuery.objects.recent_for(org=membership.organisation, user=membership.user).filter(pk=pk).first()
+
+
 def recent_queries(*, membership: Membership, limit: int = 20, offset: int = 0) -> list[InsightQuery]:
     return list(
         InsightQuery.objects.recent_for(org=membership.organisation, user=membership.user)[offset : offset + limit]

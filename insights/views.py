@@ -19,15 +19,24 @@ from orgs.models import Membership
 ANSWER_ID = re.compile(r"[0-9]{1,18}")
 
 
-def _page(request: HttpRequest, membership: Membership, *, status: int = 200, **extra) -> HttpResponse:
+def _page(
+    request: HttpRequest, membership: Membership, *, status: int = 200, answered_id: int | None = None, **extra
+) -> HttpResponse:
     usage = services.usage(membership.organisation)
+    recent = services.recent_queries(membership=membership, limit=10)
+    # The answer a plain POST redirected to: usually the newest entry; an old link may name an older
+    # one, and one that is not this member's (or no longer exists) shows no answer card at all.
+    answered = next((q for q in recent if q.pk == answered_id), None)
+    if answered is None and answered_id is not None:
+        answered = services.own_query(membership=membership, pk=answered_id)
     context = {
         "membership": membership,
         "org": membership.organisation,
         "usage": usage,
         "window": usage.window,
         "suggestions": SUGGESTED_QUERIES,
-        "recent": services.recent_queries(membership=membership, limit=10),
+        "recent": recent,
+        "answered": answered,
         "show_operator_notice": usage.platform_key_missing
         and access.can_see_operator_notices(request.user, membership),
         **extra,

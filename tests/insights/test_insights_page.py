@@ -120,6 +120,33 @@ def test_a_suggestion_button_wins_over_a_draft_left_in_the_box(world, fake_anthr
     assert fake_anthropic.requests[-1]["body"]["messages"][0]["content"] == suggestion
 
 
+def answer_card(page: str) -> str:
+    return page[page.index('id="answer"') : page.index('id="answer-body"')]
+
+
+def test_an_answer_link_shows_that_answer_even_after_ten_newer_ones(world, console):
+    old = seed(world.globex, 3000, user=world.globex_member)[0]
+    InsightQuery.objects.filter(pk=old.pk).update(answer="**The old** answer")
+    seed(world.globex, *range(10, 20), user=world.globex_member)
+
+    page = console(world.globex_member).get(PAGE.format("globex"), {"answered": old.pk}).content.decode()
+
+    assert " hidden>" not in answer_card(page)
+    assert "<strong>The old</strong> answer" in page
+
+
+@pytest.mark.parametrize("whose", ["someone else's", "deleted"])
+def test_an_answer_link_to_no_answer_of_yours_shows_no_empty_answer_card(world, console, whose):
+    other = seed(world.globex, 60, user=world.globex_admin)[0]
+    InsightQuery.objects.filter(pk=other.pk).update(answer="The admin's private answer")
+    pk = other.pk if whose == "someone else's" else other.pk + 1000
+
+    page = console(world.globex_member).get(PAGE.format("globex"), {"answered": pk}).content.decode()
+
+    assert " hidden>" in answer_card(page)
+    assert "private answer" not in page
+
+
 @pytest.mark.parametrize("answered", ["²", "9" * 5000, "-1", "abc"])
 def test_a_mangled_answer_link_still_shows_the_page(world, console, answered):
     assert console(world.globex_member).get(PAGE.format("globex"), {"answered": answered}).status_code == 200

@@ -75,7 +75,8 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
 def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
     """Server-Sent Events: `start`, then `delta`s as Claude writes, then `done` (safe HTML) or `error`.
 
-    Both `done` and `error` carry the query's entry for "Your recent queries" (`historyItem`),
+    `error` also carries the part of the answer that arrived, rendered (`html`, possibly empty). Both
+    `done` and `error` carry the query's entry for "Your recent queries" (`historyItem`),
     rendered by the same template as the page, so the list the browser shows is the one a reload
     would show, failed queries included.
     """
@@ -91,7 +92,12 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
             for text in pending.stream():
                 yield sse("delta", {"text": text})
         except Refused as refused:
-            yield sse("error", {"code": refused.code, "message": refused.message, "historyItem": history_item()})
+            # What arrived before the failure, rendered as the history will show it.
+            partial = str(render_markdown(pending.row.answer)) if pending.row.answer else ""
+            yield sse(
+                "error",
+                {"code": refused.code, "message": refused.message, "html": partial, "historyItem": history_item()},
+            )
         else:
             html = str(render_markdown(pending.row.answer))
             yield sse("done", {"id": pending.row.pk, "html": html, "historyItem": history_item()})

@@ -90,6 +90,8 @@
     } else if (evt.event === "error") {
       finished = true;
       body.classList.remove("streaming");
+      // What arrived before the failure, rendered and sanitised on the server like a full answer.
+      if (evt.data.html) body.innerHTML = evt.data.html;
       showError(evt.data.message);
       remember(evt.data.historyItem);
     } else if (evt.event === "usage") {

@@ -141,6 +141,9 @@ def test_each_question_joins_recent_queries_at_once_answered_or_failed(app, page
     expect(page.locator("#answer-error").get_by_role("alert")).to_have_text(
         "AI Insights is temporarily unavailable. Please try again shortly."
     )
+    # The part that arrived stays, rendered like any answer rather than as raw Markdown.
+    expect(page.locator("#answer-body h2")).to_have_text("Authorisation under MiCAR")
+    expect(page.locator("#answer-body")).not_to_contain_text("##")
     newest = history.locator("> li").first
     expect(history.locator("> li")).to_have_count(2)
     expect(newest).to_contain_text("Does DORA apply to CASPs?")

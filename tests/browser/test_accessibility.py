@@ -116,6 +116,12 @@ def test_pages_fit_a_phone_width_screen(app, page, world):
     screenshot(page, "insights-phone")
     assert_no_serious_accessibility_violations(page)
 
+    org_services.api_token_create(user=world.acme_admin, name="Quarterly reporting pipeline")
     page.goto(f"{app.url}/orgs/acme/settings/")
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "the page scrolls sideways"
+    # Narrow screens drop the least useful columns, never who changed the key or the Revoke button.
+    expect(page.get_by_role("columnheader", name="Who")).to_be_visible()
+    revoke = page.get_by_role("button", name="Revoke token Quarterly reporting pipeline").bounding_box()
+    card = page.locator("section", has=page.get_by_role("heading", name="API tokens")).bounding_box()
+    assert revoke["x"] + revoke["width"] <= card["x"] + card["width"], "the Revoke button sticks out of its card"
     screenshot(page, "settings-phone", docs=False)

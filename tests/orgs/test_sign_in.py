@@ -81,6 +81,14 @@ def test_a_user_without_an_organisation_is_told_so(world):
     assert "You are not in an organisation yet" in response.content.decode()
 
 
+def test_staff_in_no_organisation_are_pointed_to_the_staff_admin(world):
+    staff_home = console(world.staff).get("/").content.decode()
+    outsider_home = console(world.outsider).get("/").content.decode()
+
+    assert '<a href="/admin/">staff admin</a>' in staff_home
+    assert "staff admin" not in outsider_home
+
+
 def test_pages_need_a_signed_in_user(db):
     assert Client().get("/")["Location"] == "/accounts/login/?next=/"
 

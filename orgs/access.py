@@ -2,6 +2,7 @@
 
 import re
 
+from django.conf import settings
 from django.http import Http404
 
 from opsion.errors import NotFound, Refused
@@ -64,7 +65,12 @@ def require_byom_admin(membership: Membership) -> None:
 
 
 def can_see_operator_notices(user, membership: Membership | None) -> bool:
-    return bool(getattr(user, "is_staff", False) or (membership and membership.can_manage))
+    """Notices about the server's own configuration: for Opsion staff, and in development (DEBUG on,
+    where whoever signs in as an Owner or Admin runs the server) for Owners and Admins too. In
+    production a customer's Owner can do nothing about the server's environment."""
+    if getattr(user, "is_staff", False):
+        return True
+    return bool(settings.DEBUG and membership and membership.can_manage)
 
 
 def first_organisation(user) -> Organisation | None:

@@ -233,13 +233,28 @@ def test_the_answer_streams_into_the_page_as_claude_writes_it(world, fake_anthro
 
 
 @pytest.mark.parametrize("role", ["owner", "admin"])
-def test_owners_and_admins_see_the_operator_notice_when_no_platform_key_is_set(world, console, settings, role):
+def test_in_development_owners_and_admins_see_the_operator_notice_when_no_platform_key_is_set(
+    world, console, settings, role
+):
     settings.ANTHROPIC_API_KEY = ""
+    settings.DEBUG = True  # `make run`: whoever signs in as an Owner runs the server too
 
     page = console(getattr(world, f"globex_{role}")).get(PAGE.format("globex")).content.decode()
 
     assert NOTICE in page
     assert "README" in page
+
+
+@pytest.mark.parametrize("role", ["owner", "admin"])
+def test_in_production_customers_owners_and_admins_are_not_told_to_edit_the_servers_environment(
+    world, console, settings, role
+):
+    settings.ANTHROPIC_API_KEY = ""
+    settings.DEBUG = False
+
+    page = console(getattr(world, f"globex_{role}")).get(PAGE.format("globex")).content.decode()
+
+    assert NOTICE not in page and "README" not in page
 
 
 def test_staff_see_the_operator_notice(world, console, settings):

@@ -40,6 +40,7 @@
     const bar = document.getElementById("usage-bar");
     bar.max = rate.limit;
     bar.value = used;
+    document.getElementById("usage-over").hidden = used <= rate.limit;
     const reset = document.getElementById("usage-reset");
     reset.hidden = rate.remaining > 0;
     document.getElementById("usage-meter").classList.toggle("meter--full", rate.remaining === 0);

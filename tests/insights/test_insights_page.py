@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from insights.models import InsightQuery, Outcome
+from insights.models import InsightQuery, KeySource, Outcome
 from insights.suggestions import SUGGESTED_QUERIES
 from orgs.models import Membership, Role
 from tests.conftest import PLATFORM_KEY
@@ -61,6 +61,18 @@ def test_the_suggestions_put_micar_first(world, console):
     positions = [text.find(s) for s in SUGGESTED_QUERIES]
     assert all(p >= 0 for p in positions)
     assert positions == sorted(positions)
+
+
+def test_a_count_above_a_lowered_limit_is_explained(world, console, settings):
+    seed(world.globex, *range(60, 85), user=world.globex_member, source=KeySource.ORGANISATION)  # 25 on a BYOM key
+
+    over = console(world.globex_member).get(PAGE.format("globex")).content.decode()
+    settings.INSIGHTS_PLATFORM_LIMIT = 25
+    at = console(world.globex_member).get(PAGE.format("globex")).content.decode()
+
+    assert 'id="usage-used">25</span> of <span id="usage-limit">20</span>' in over
+    assert '<p id="usage-over" class="muted">The limit was lowered after some of these queries ran' in over
+    assert '<p id="usage-over" class="muted" hidden>' in at
 
 
 def test_the_page_lists_the_users_recent_queries_with_their_answers(world, console):

@@ -14,6 +14,15 @@
   const history = document.getElementById("history");
   let finished = true; // false while a stream is open and has sent neither `done` nor `error`
 
+  // A question handed to the plain form post (below) survives the sign-in page it may lead to: it
+  // is put back in the box when this page loads again in the same tab.
+  const draftKey = "opsion:insights-draft:" + location.pathname;
+  try {
+    const saved = sessionStorage.getItem(draftKey);
+    sessionStorage.removeItem(draftKey);
+    if (saved && !textarea.value) textarea.value = saved;
+  } catch (ignored) { /* storage disabled: nothing to restore */ }
+
   document.querySelectorAll("button.suggestion").forEach(function (el) {
     el.addEventListener("click", function (event) {
       event.preventDefault();
@@ -121,6 +130,7 @@
       if (!type.startsWith("text/event-stream") && !type.startsWith("application/json")) {
         // Neither an answer stream nor our JSON error (the session expired and we were sent to the
         // sign-in page, a stale CSRF token): the plain form post lets the server answer properly.
+        try { sessionStorage.setItem(draftKey, textarea.value); } catch (ignored) { /* best effort */ }
         form.submit();
         return;
       }

@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 from insights.models import InsightQuery, KeySource, Outcome
 from insights.suggestions import SUGGESTED_QUERIES
 from orgs import services as org_services
-from tests.base import GOOD_KEY
+from tests.base import GOOD_KEY, PASSWORD
 from tests.browser.support import sign_in
 from tests.conftest import PLATFORM_KEY
 
@@ -106,6 +106,16 @@ def test_asking_after_the_session_expired_leads_to_sign_in_not_a_blank_answer(ap
     page.get_by_role("button", name="Ask", exact=True).click()
 
     expect(page.get_by_role("heading", name="Sign in to Opsion")).to_be_visible()
+    expect(page.get_by_role("status")).to_have_text("Sign in to continue where you left off.")
+    assert fake_anthropic.requests == []
+
+    # Signed in again, the person is back on the page with their question still in the box.
+    page.get_by_label("E-mail").fill("member@acme.test")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_label("Your question")).to_have_value("What does MiCAR say about white papers?")
+    page.reload()
+    expect(page.get_by_label("Your question")).to_have_value("")  # restored once, not forever
     assert fake_anthropic.requests == []
 
 

@@ -89,6 +89,14 @@ def test_staff_in_no_organisation_are_pointed_to_the_staff_admin(world):
     assert "staff admin" not in outsider_home
 
 
+def test_sent_to_sign_in_from_a_page_says_you_will_continue_there(db):
+    sent = Client().get("/orgs/acme/insights/", follow=True).content.decode()
+    plain = Client().get(LOGIN).content.decode()
+
+    assert "Sign in to continue where you left off." in sent
+    assert "Sign in to continue where you left off." not in plain
+
+
 def test_pages_need_a_signed_in_user(db):
     assert Client().get("/")["Location"] == "/accounts/login/?next=/"
 

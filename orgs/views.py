@@ -1,3 +1,5 @@
+import secrets
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -14,6 +16,11 @@ from orgs.forms import ApiTokenForm, SignInForm
 from orgs.models import ApiToken, Membership
 
 SIGN_IN_LOCKED = "Too many failed sign-in attempts. Please wait 15 minutes and try again."
+TOKEN_FORMS_USED = "token_forms_used"
+TOKEN_ALREADY_CREATED = (
+    "This form already created its token, which was shown only once. If you did not copy it, revoke it "
+    "below and create a new one."
+)
 
 
 class SignInView(LoginView):
@@ -52,6 +59,7 @@ def _settings_page(request: HttpRequest, membership: Membership, *, status: int 
         "key": selectors.claude_api_key_state(org),
         "tokens": ApiToken.objects.for_user(request.user),
         "token_form": extra.pop("token_form", None) or ApiTokenForm(),
+        "token_form_once": secrets.token_urlsafe(12),
         "audit_events": selectors.audit_events_for(org) if membership.can_manage else None,
         "platform_limit": settings.INSIGHTS_PLATFORM_LIMIT,
         "byom_limit": settings.INSIGHTS_BYOM_LIMIT,
@@ -103,12 +111,20 @@ def token_create(request: HttpRequest, slug: str) -> HttpResponse:
     form = ApiTokenForm(request.POST)
     if not form.is_valid():
         return _settings_page(request, membership, status=400, token_form=form)
+    # The page showing a new token is the answer to this POST (the raw token is shown this once and
+    # stored nowhere, so there is nothing to redirect to); reloading it would post again. Each form
+    # carries a one-time value, and a form already used creates nothing the second time.
+    once = request.POST.get("once", "")
+    used = request.session.get(TOKEN_FORMS_USED, [])
+    if once in used:
+        return _settings_page(request, membership, status=409, token_error=TOKEN_ALREADY_CREATED)
     try:
         guards.token_create(user=request.user)
         token, raw = services.api_token_create(user=request.user, name=form.cleaned_data["name"])
     except Refused as refused:
         return _settings_page(request, membership, status=refused.status, token_error=refused.message)
-    # Rendered, not redirected: the raw token is shown this once and never stored anywhere.
+    if once:
+        request.session[TOKEN_FORMS_USED] = [*used, once][-20:]
     return _settings_page(request, membership, new_token=raw, new_token_name=token.name)
 
 

@@ -1,9 +1,12 @@
 """Journeys 1-3: the Bring Your Own Model card in Settings, in a real browser."""
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
 from orgs import services as org_services
+from orgs.models import ApiToken
 from tests.base import CANARY_KEY, GOOD_KEY
 from tests.browser.support import MASK, NetworkLog, sign_in
 
@@ -107,3 +110,20 @@ def test_malformed_key_is_refused_next_to_the_field_and_the_input_comes_back_emp
     assert abs(input_box["y"] - (error_box["y"] + error_box["height"])) < 80, "the message is not next to the field"
     expect(card.locator("#byom-masked")).to_have_count(0)
     assert "this key has spaces" not in page.content()
+
+
+def test_a_new_api_token_is_shown_once_and_a_reload_creates_no_second_one(app, page, world, console):
+    console.allow(409)  # the reload's answer
+    sign_in(page, app.url, "member@acme.test")
+    page.goto(f"{app.url}/orgs/acme/settings/")
+    page.get_by_label("Token name").fill("Nightly export")
+    page.get_by_role("button", name="Create token").click()
+
+    new_token = page.locator("#new-token")
+    expect(new_token).to_have_text(re.compile(r"^opsn_"))
+    page.reload()  # the browser posts the form again
+
+    expect(page.get_by_role("alert")).to_contain_text("This form already created its token")
+    expect(page.locator("#new-token")).to_have_count(0)
+    expect(page.get_by_role("button", name="Revoke token Nightly export")).to_have_count(1)
+    assert ApiToken.objects.filter(user=world.acme_member).count() == 1

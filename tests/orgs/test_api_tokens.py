@@ -42,6 +42,26 @@ def test_a_new_token_is_shown_once_with_a_warning(world):
     assert raw not in client.get("/orgs/acme/settings/").content.decode()
 
 
+def test_reloading_the_page_that_showed_a_new_token_does_not_create_another(world):
+    client = console(world.acme_admin)
+    settings_page = client.get("/orgs/acme/settings/").content.decode()
+    once = re.search(r'name="once" value="([^"]+)"', settings_page).group(1)
+
+    first = client.post(CREATE, {"name": "Nightly export", "once": once})
+    again = client.post(CREATE, {"name": "Nightly export", "once": once})  # the browser's reload re-posts
+
+    assert first.status_code == 200 and 'id="new-token"' in first.content.decode()
+    assert again.status_code == 409
+    assert "This form already created its token, which was shown only once." in again.content.decode()
+    assert 'id="new-token"' not in again.content.decode()
+    assert ApiToken.objects.filter(user=world.acme_admin).count() == 1
+    # A fresh form (each page carries a new one-time value) creates the next token as usual.
+    fresh = re.search(r'name="once" value="([^"]+)"', again.content.decode()).group(1)
+    assert fresh != once
+    assert client.post(CREATE, {"name": "Second", "once": fresh}).status_code == 200
+    assert ApiToken.objects.filter(user=world.acme_admin).count() == 2
+
+
 def test_the_new_token_works_against_the_api(world):
     raw = create_in_console(console(world.acme_admin))
 

@@ -1,5 +1,7 @@
 """Journey 7: Save, Remove and Ask with the keyboard alone, and focus always visible."""
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -27,6 +29,16 @@ def test_keyboard_user_saves_and_removes_a_key_and_asks_a_question(app, page):
     assert focus_outline(page)["outlineStyle"] != "none"
     page.keyboard.press("Enter")
     expect(page.get_by_label("Anthropic API key")).to_have_value("")
+
+    tab_to(page, "details.switcher summary")
+    expect(page.locator("details.switcher summary")).to_have_accessible_name(
+        re.compile(r"^Acme Digital Assets ?, switch organisation$")
+    )
+    page.keyboard.press("Enter")
+    expect(page.locator("details.switcher")).to_have_attribute("open", "")
+    page.keyboard.press("Escape")
+    expect(page.locator("details.switcher")).not_to_have_attribute("open", "")
+    expect(page.locator("details.switcher summary")).to_be_focused()
 
     tab_to(page, "nav[aria-label=Organisation] a[href$='/insights/']")
     page.keyboard.press("Enter")

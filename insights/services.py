@@ -96,17 +96,27 @@ class PendingQuery:
         """Yield the answer as it arrives.
 
         Raises KeyInvalid, KeyUnreadable, UpstreamRateLimited or InsightsUnavailable.
+
+        If the reader leaves (the stream is closed: a browser tab went away), the answer is still
+        read to the end and recorded, answered or failed, for the history: it has been asked and is
+        being paid for. Nothing is raised to a reader who is gone.
         """
         parts: list[str] = []
         completion = None
         failure: Refused | None = None
+        reader_left = False
         try:
             for item in claude.stream_answer(secret=self.choice.secret, query=self.row.query):
                 if isinstance(item, claude.Completion):
                     completion = item
-                else:
-                    parts.append(item)
+                    continue
+                parts.append(item)
+                if reader_left:
+                    continue
+                try:
                     yield item
+                except GeneratorExit:
+                    reader_left = True  # read on without yielding; close() returns when the answer ends
         except DecryptionFailed:
             org_selectors.log_unreadable_claude_api_key(self.row.organisation)
             failure = KeyUnreadable()
@@ -114,7 +124,7 @@ class PendingQuery:
             failure = self._refusal(exc)
         finally:
             self._record("".join(parts), completion, failure)
-        if failure is not None:
+        if failure is not None and not reader_left:
             raise failure
 
     def answer(self) -> str:

@@ -88,9 +88,13 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
         yield sse(
             "start", {"id": pending.row.pk, "used": pending.window.used, "rateLimit": window_json(pending.window)}
         )
+        answer = pending.stream()
         try:
-            for text in pending.stream():
+            for text in answer:
                 yield sse("delta", {"text": text})
+        except GeneratorExit:
+            answer.close()  # the reader left: now, not whenever the generator is collected
+            raise
         except Refused as refused:
             # What arrived before the failure, rendered as the history will show it.
             partial = str(render_markdown(pending.row.answer)) if pending.row.answer else ""

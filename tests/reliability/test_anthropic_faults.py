@@ -185,7 +185,9 @@ def test_an_error_mid_stream_ends_the_console_stream_with_an_error_event(world, 
 
 
 @pytest.mark.django_db(transaction=True)  # a server's response.close() also closes the DB connection
-def test_a_reader_leaving_mid_stream_closes_the_row_as_interrupted(world, console, api_client, fake_anthropic):
+def test_a_reader_leaving_mid_stream_still_gets_the_whole_answer_in_their_history(
+    world, console, api_client, fake_anthropic
+):
     fake_anthropic.default = "hold"  # one delta, then the fake waits
     response = console(world.globex_member).post(
         reverse("insights:query", args=["globex"]), {"query": QUESTION}, HTTP_ACCEPT="text/event-stream"
@@ -193,9 +195,29 @@ def test_a_reader_leaving_mid_stream_closes_the_row_as_interrupted(world, consol
     stream = iter(response.streaming_content)
     assert next(stream).startswith(b"event: start")
     assert next(stream).startswith(b"event: delta")
+    assert only_row(world.globex).outcome == Outcome.PENDING
 
-    response.close()  # the browser tab went away: the WSGI server closes the response
-    fake_anthropic.release.set()
+    fake_anthropic.release.set()  # Anthropic writes on…
+    response.close()  # …while the browser tab has gone away: the WSGI server closes the response
 
-    assert_failed(only_row(world.globex), "interrupted")
+    row = only_row(world.globex)
+    assert (row.outcome, row.answer) == (Outcome.ANSWERED, fake_anthropic.answer_text)
+    assert row.output_tokens and row.completed_at
     assert_next_query_answers(api_client(world.globex_member), "globex", fake_anthropic)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failure_after_the_reader_left_is_recorded_and_raises_nothing(world, console, fake_anthropic):
+    fake_anthropic.default = "midstream_error"  # two deltas, then an error event
+    response = console(world.globex_member).post(
+        reverse("insights:query", args=["globex"]), {"query": QUESTION}, HTTP_ACCEPT="text/event-stream"
+    )
+    stream = iter(response.streaming_content)
+    assert next(stream).startswith(b"event: start")
+    assert next(stream).startswith(b"event: delta")  # the first of the two
+
+    response.close()  # no exception reaches the server closing the response
+
+    row = only_row(world.globex)
+    assert_failed(row, "insights_unavailable")
+    assert row.answer == fake_anthropic.answer_text[:48]  # the second delta was read after the reader left

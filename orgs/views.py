@@ -1,4 +1,5 @@
 import secrets
+from functools import wraps
 
 from django.conf import settings
 from django.contrib import messages
@@ -7,7 +8,7 @@ from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods
 
 from opsion.errors import NotFound, Refused
 from opsion.http import client_ip
@@ -51,6 +52,21 @@ def home(request: HttpRequest) -> HttpResponse:
     return redirect("insights:query", org.slug)
 
 
+def form_action(view):
+    """For the URLs the settings forms post to. A GET is not an error but a way back to the form's page:
+    it is where signing in again lands someone whose session expired as they submitted (the sign-in
+    page returns to the URL the form posted to), so they see the page, not a 405. Nothing is changed."""
+
+    @wraps(view)
+    @require_http_methods(["GET", "HEAD", "POST"])
+    def run(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if request.method != "POST":
+            return redirect("orgs:settings", kwargs["slug"]) if "slug" in kwargs else redirect("home")
+        return view(request, *args, **kwargs)
+
+    return run
+
+
 def _settings_page(request: HttpRequest, membership: Membership, *, status: int = 200, **extra) -> HttpResponse:
     org = membership.organisation
     context = {
@@ -74,7 +90,7 @@ def settings_page(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@form_action
 @sensitive_post_parameters("api_key")
 def byom_save(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
@@ -90,7 +106,7 @@ def byom_save(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@form_action
 def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
     # Only a member who may remove is asked to confirm; anyone else falls through to the service's refusal.
@@ -105,7 +121,7 @@ def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@form_action
 def token_create(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
     form = ApiTokenForm(request.POST)
@@ -138,7 +154,7 @@ def _revoke(request: HttpRequest, token_id: int) -> None:
 
 
 @login_required
-@require_POST
+@form_action
 def token_revoke(request: HttpRequest, slug: str, token_id: int) -> HttpResponse:
     access.membership_or_http404(request.user, slug)
     _revoke(request, token_id)
@@ -146,7 +162,7 @@ def token_revoke(request: HttpRequest, slug: str, token_id: int) -> HttpResponse
 
 
 @login_required
-@require_POST
+@form_action
 def account_token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     """Revoke one of your tokens from outside any organisation (you may belong to none)."""
     _revoke(request, token_id)

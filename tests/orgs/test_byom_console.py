@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.http import HttpRequest
 
 from orgs.models import AuditAction, AuditEvent, ClaudeApiKey
-from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY
+from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY, PASSWORD
 from tests.clients import console
 from tests.orgs.helpers import (
     ELIGIBLE,
@@ -221,11 +221,29 @@ def test_removing_when_no_key_is_stored_changes_nothing(world):
     assert not AuditEvent.objects.exists()
 
 
-def test_save_and_remove_are_post_only(world):
+def test_the_form_urls_change_nothing_on_get_and_lead_back_to_the_settings_page(world):
+    # Where signing in again lands someone whose session expired as they submitted: not a 405 page.
+    store_key(world.acme, GOOD_KEY)
     client = console(world.acme_admin)
 
-    assert client.get(save_url("acme")).status_code == 405
-    assert client.get(remove_url("acme")).status_code == 405
+    for url in (save_url("acme"), remove_url("acme"), "/orgs/acme/settings/tokens/create"):
+        response = client.get(url)
+        assert (response.status_code, response["Location"]) == (302, "/orgs/acme/settings/"), url
+        assert client.put(url).status_code == 405, url
+    assert client.get("/accounts/tokens/1/revoke")["Location"] == "/"
+    assert stored_key(world.acme) == GOOD_KEY
+    assert not AuditEvent.objects.exists()
+
+
+def test_after_a_session_expired_on_submit_signing_in_leads_back_to_settings(world):
+    sent = console().post("/orgs/acme/settings/tokens/create", {"name": "Nightly"})
+    assert sent["Location"] == "/accounts/login/?next=/orgs/acme/settings/tokens/create"
+
+    client = console()
+    signed_in = client.post(sent["Location"], {"username": "admin@acme.test", "password": PASSWORD}, follow=True)
+
+    assert signed_in.redirect_chain[-1] == ("/orgs/acme/settings/", 302)
+    assert signed_in.status_code == 200 and "API tokens" in signed_in.content.decode()
 
 
 class TestCsrf:

@@ -197,7 +197,7 @@ def test_the_console_refuses_an_oversize_form_and_a_question_with_nul(before, wo
     assert response.status_code == 400
     assert "The question contains a NUL character." in response.content.decode()
     assert client.post("/orgs/globex/settings/claude-api-key/save", {"api_key": OTHER_KEY}).status_code == 404
-    assert client.get("/orgs/acme/settings/claude-api-key/save").status_code == 405
+    assert client.delete("/orgs/acme/settings/claude-api-key/save").status_code == 405
     assert _state() == before
 
 

@@ -119,6 +119,8 @@
     answer.hidden = false;
     errorBox.replaceChildren();
     body.replaceChildren();
+    const asked = answer.querySelector(".answer__question"); // shown for a linked answer only
+    if (asked) asked.remove();
     try {
       const response = await fetch(form.dataset.streamUrl, {
         method: "POST",
@@ -149,7 +151,14 @@
         const policy = response.headers.get("RateLimit-Policy");
         if (limit && policy) {
           const r = /r=(\d+)/.exec(limit), t = /t=(\d+)/.exec(limit), q = /q=(\d+)/.exec(policy);
-          if (r && t && q) updateMeter({ limit: +q[1], remaining: +r[1], resetSeconds: +t[1] });
+          if (r && t && q) {
+            const rate = { limit: +q[1], remaining: +r[1], resetSeconds: +t[1] };
+            // The headers cannot say "over the limit" (a lowered limit): at 0 remaining, keep a
+            // higher count the page already shows rather than claim exactly the limit.
+            const shown = parseInt(document.getElementById("usage-used").textContent, 10);
+            const used = rate.remaining === 0 && shown > rate.limit ? shown : rate.limit - rate.remaining;
+            updateMeter(rate, used);
+          }
         }
         showError(message);
         return;

@@ -113,6 +113,10 @@ def test_pages_fit_a_phone_width_screen(app, page, world):
     expect(page.locator("#answer-body h2")).to_be_visible()
     expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "the page scrolls sideways"
+    page.locator("details.switcher summary").click()  # the organisation menu, open, fits too
+    expect(page.locator(".switcher__menu")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "the open menu scrolls sideways"
+    page.keyboard.press("Escape")
     screenshot(page, "insights-phone")
     assert_no_serious_accessibility_violations(page)
 

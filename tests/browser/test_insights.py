@@ -77,6 +77,33 @@ def test_at_the_limit_the_page_says_rate_limit_reached_and_when_to_retry(app, pa
     assert fake_anthropic.requests == []
 
 
+def test_refused_above_a_lowered_limit_the_meter_keeps_the_real_count(app, page, world, fake_anthropic, console):
+    console.allow(429)
+    InsightQuery.objects.bulk_create(  # 25 asked on the organisation's own key, since removed: limit now 20
+        InsightQuery(
+            organisation=world.acme,
+            user=world.acme_member,
+            created_at=timezone.now() - timedelta(minutes=5),
+            key_source=KeySource.ORGANISATION,
+            query=f"Earlier question {n}",
+            answer="An earlier answer.",
+            outcome=Outcome.ANSWERED,
+        )
+        for n in range(25)
+    )
+    sign_in(page, app.url, "member@acme.test")
+    expect(page.locator("#usage-used")).to_have_text("25")
+    expect(page.locator("#usage-over")).to_be_visible()
+
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    expect(page.locator("#answer-error").get_by_role("alert")).to_contain_text("Rate limit reached (20/hour)")
+    expect(page.locator("#usage-used")).to_have_text("25")
+    expect(page.locator("#usage-over")).to_be_visible()
+    assert fake_anthropic.requests == []
+
+
 def test_a_key_anthropic_rejects_shows_the_invalid_key_message_and_settings_turns_red(app, page, world, fake_anthropic):
     org_services.claude_api_key_set(
         membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None

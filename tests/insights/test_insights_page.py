@@ -29,7 +29,7 @@ def test_the_page_shows_the_meter_and_which_key_queries_use(world, console):
 
     assert response.status_code == 200
     text = text_of(response)
-    assert "3 of 20 queries used in the last 60 minutes" in text
+    assert "3 of 20 queries used by your organisation in the last 60 minutes" in text
     assert "Queries use Opsion's platform key." in text
     assert '<p id="usage-reset" class="meter__reset" hidden>' in response.content.decode()
     assert response["RateLimit-Policy"] == '"insights";q=20;w=3600'
@@ -40,7 +40,7 @@ def test_the_page_shows_the_organisations_key_and_its_limit(world, console, acme
     response = console(world.acme_member).get(PAGE.format("acme"))
 
     text = text_of(response)
-    assert "0 of 200 queries used in the last 60 minutes" in text
+    assert "0 of 200 queries used by your organisation in the last 60 minutes" in text
     assert "Queries use your organisation's Anthropic key." in text
 
 
@@ -73,6 +73,16 @@ def test_a_count_above_a_lowered_limit_is_explained(world, console, settings):
     assert 'id="usage-used">25</span> of <span id="usage-limit">20</span>' in over
     assert '<p id="usage-over" class="muted">The limit was lowered after some of these queries ran' in over
     assert '<p id="usage-over" class="muted" hidden>' in at
+
+
+def test_a_query_still_being_answered_says_so_in_the_history(world, console):
+    row = seed(world.globex, 5, user=world.globex_member)[0]
+    InsightQuery.objects.filter(pk=row.pk).update(outcome=Outcome.PENDING, answer="")
+
+    page = console(world.globex_member).get(PAGE.format("globex")).content.decode()
+
+    assert "The answer is still being written." in page
+    assert "No answer was received." not in page
 
 
 def test_the_page_lists_the_users_recent_queries_with_their_answers(world, console):
@@ -145,6 +155,7 @@ def test_an_answer_link_shows_that_answer_even_after_ten_newer_ones(world, conso
 
     assert " hidden>" not in answer_card(page)
     assert "<strong>The old</strong> answer" in page
+    assert '<span class="muted">You asked:</span> seeded 0' in page  # which question it answers
 
 
 @pytest.mark.parametrize("whose", ["someone else's", "deleted"])

@@ -53,6 +53,12 @@ class UpstreamRateLimited(Refused):
 class Usage:
     window: ratelimit.Window
     key_source: str
+    key_status: str | None = None  # what Anthropic last said of the organisation's key
+
+    @property
+    def org_key_invalid(self) -> bool:
+        """Queries run on the organisation's key, and Anthropic rejected it last time."""
+        return self.key_source == KeySource.ORGANISATION and self.key_status == KeyStatus.INVALID
 
     @property
     def platform_key_missing(self) -> bool:
@@ -76,7 +82,7 @@ def usage(org: Organisation) -> Usage:
     """The organisation's rolling window under the limit in force now."""
     choice = keys.resolve(org)
     window = ratelimit.peek(org=org, limit=choice.limit, window_seconds=settings.INSIGHTS_WINDOW_SECONDS)
-    return Usage(window=window, key_source=choice.source)
+    return Usage(window=window, key_source=choice.source, key_status=choice.key_status)
 
 
 def window_after(refused: Refused, org: Organisation) -> ratelimit.Window:

@@ -36,6 +36,7 @@ def _page(
         "window": usage.window,
         "suggestions": SUGGESTED_QUERIES,
         "recent": recent,
+        "key_invalid_message": services.KeyInvalid.default_message,
         "answered": answered,
         "show_operator_notice": usage.platform_key_missing
         and access.can_see_operator_notices(request.user, membership),

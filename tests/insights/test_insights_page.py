@@ -8,7 +8,7 @@ import pytest
 
 from insights.models import InsightQuery, KeySource, Outcome
 from insights.suggestions import SUGGESTED_QUERIES
-from orgs.models import Membership, Role
+from orgs.models import ClaudeApiKey, KeyStatus, Membership, Role
 from tests.conftest import PLATFORM_KEY
 
 from .helpers import UNAVAILABLE_MESSAGE, history_items, parse_sse, seed, seed_spread, sse_events
@@ -73,6 +73,20 @@ def test_a_count_above_a_lowered_limit_is_explained(world, console, settings):
     assert 'id="usage-used">25</span> of <span id="usage-limit">20</span>' in over
     assert '<p id="usage-over" class="muted">The limit was lowered after some of these queries ran' in over
     assert '<p id="usage-over" class="muted" hidden>' in at
+
+
+def test_a_key_anthropic_rejected_is_flagged_on_the_insights_page_before_anyone_asks(world, console, acme_key):
+    ClaudeApiKey.objects.filter(organisation=world.acme).update(status=KeyStatus.INVALID)
+    message = "Your organisation&#x27;s Claude API key is invalid. Update it in Settings → AI Insights."
+
+    member = console(world.acme_member).get(PAGE.format("acme")).content.decode()
+    admin = console(world.acme_admin).get(PAGE.format("acme")).content.decode()
+    ClaudeApiKey.objects.filter(organisation=world.acme).update(status=KeyStatus.VALID)
+    fixed = console(world.acme_admin).get(PAGE.format("acme")).content.decode()
+
+    assert message in member and "Ask an Owner or Admin of your organisation to update it." in member
+    assert message in admin and '<a href="/orgs/acme/settings/#byom">Go to Settings</a>' in admin
+    assert message not in fixed
 
 
 def test_a_query_still_being_answered_says_so_in_the_history(world, console):

@@ -14,14 +14,24 @@
   const history = document.getElementById("history");
   let finished = true; // false while a stream is open and has sent neither `done` nor `error`
 
-  // A question handed to the plain form post (below) survives the sign-in page it may lead to: it
-  // is put back in the box when this page loads again in the same tab.
+  // A question the page could not send (below) survives the reload or sign-in page that follows: it
+  // is put back in the box, once, when this page loads again in the same tab.
   const draftKey = "opsion:insights-draft:" + location.pathname;
+  const REFRESHED = "Your sign-in changed since this page was loaded, so it was refreshed. Your question is still here: press Ask again.";
   try {
-    const saved = sessionStorage.getItem(draftKey);
+    const saved = JSON.parse(sessionStorage.getItem(draftKey) || "null");
     sessionStorage.removeItem(draftKey);
-    if (saved && !textarea.value) textarea.value = saved;
-  } catch (ignored) { /* storage disabled: nothing to restore */ }
+    if (saved && saved.text && !textarea.value) {
+      textarea.value = saved.text;
+      if (saved.refreshed) status.textContent = REFRESHED;
+    }
+  } catch (ignored) { /* storage disabled or unreadable: nothing to restore */ }
+
+  function keepDraft(refreshed) {
+    try {
+      sessionStorage.setItem(draftKey, JSON.stringify({ text: textarea.value, refreshed: refreshed }));
+    } catch (ignored) { /* best effort */ }
+  }
 
   document.querySelectorAll("button.suggestion").forEach(function (el) {
     el.addEventListener("click", function (event) {
@@ -129,10 +139,18 @@
         credentials: "same-origin",
       });
       const type = response.headers.get("Content-Type") || "";
+      if (response.status === 403 && !type.startsWith("application/json")) {
+        // The form's CSRF token is stale (signed out and in again in another tab): posting it again
+        // would fail the same way. A reload fetches a fresh one, or the sign-in page if the session
+        // is gone, and the question comes back either way.
+        keepDraft(true);
+        location.reload();
+        return;
+      }
       if (!type.startsWith("text/event-stream") && !type.startsWith("application/json")) {
         // Neither an answer stream nor our JSON error (the session expired and we were sent to the
-        // sign-in page, a stale CSRF token): the plain form post lets the server answer properly.
-        try { sessionStorage.setItem(draftKey, textarea.value); } catch (ignored) { /* best effort */ }
+        // sign-in page): the plain form post lets the server answer properly.
+        keepDraft(false);
         form.submit();
         return;
       }

@@ -146,18 +146,27 @@ def test_asking_after_the_session_expired_leads_to_sign_in_not_a_blank_answer(ap
     assert fake_anthropic.requests == []
 
 
-def test_asking_with_a_stale_form_shows_the_server_page_not_a_blank_answer(app, page, fake_anthropic, console):
-    console.allow(403)
+def test_asking_from_a_page_whose_form_went_stale_refreshes_it_and_keeps_the_question(
+    app, page, fake_anthropic, console
+):
+    console.allow(403)  # the stale form's refusal, before the page refreshes itself
     sign_in(page, app.url, "member@acme.test")
     expect(page.get_by_role("heading", name="AI Insights")).to_be_visible()
-    page.context.clear_cookies()  # every cookie gone: the form's CSRF token no longer matches anything
+    other_tab = page.context.new_page()  # signed out and in again there: this tab's CSRF token is stale
+    other_tab.goto(f"{app.url}/orgs/acme/insights/")
+    other_tab.get_by_role("button", name="Sign out").click()
+    sign_in(other_tab, app.url, "member@acme.test")
+    other_tab.close()
 
     page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
     page.get_by_role("button", name="Ask", exact=True).click()
 
-    expect(page.get_by_role("heading", name="Forbidden")).to_be_visible()
-    expect(page.get_by_text("CSRF check failed")).to_be_visible()
+    expect(page.locator("#ask-status")).to_contain_text("Your sign-in changed since this page was loaded")
+    expect(page.get_by_label("Your question")).to_have_value("What does MiCAR say about white papers?")
     assert fake_anthropic.requests == []
+    page.get_by_role("button", name="Ask", exact=True).click()  # now with the fresh form
+    expect(page.locator("#answer-body").get_by_role("heading", name="Authorisation under MiCAR")).to_be_visible()
+    assert len(fake_anthropic.requests) == 1
 
 
 def test_each_question_joins_recent_queries_at_once_answered_or_failed(app, page, fake_anthropic):

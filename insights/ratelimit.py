@@ -45,7 +45,6 @@ class RateLimited(Refused):
     def __init__(self, window: Window) -> None:
         # Wording from the product documentation: "Rate limit reached (200/hour)".
         super().__init__(f"Rate limit reached ({window.limit}/hour)", retry_after=window.reset_seconds)
-        self.limit = window.limit
         self.window = window  # as the decision saw it: the response needs no second look
 
 

@@ -1,17 +1,15 @@
 """Journeys 4-6: asking AI Insights in a real browser, with the fake Anthropic server behind the app."""
 
-from datetime import timedelta
-
 import pytest
-from django.utils import timezone
 from playwright.sync_api import expect
 
-from insights.models import InsightQuery, KeySource, Outcome
+from insights.models import KeySource
 from insights.suggestions import SUGGESTED_QUERIES
 from orgs import services as org_services
 from tests.base import GOOD_KEY, PASSWORD
 from tests.browser.support import sign_in
 from tests.conftest import PLATFORM_KEY
+from tests.insights.helpers import seed
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -48,19 +46,7 @@ def test_end_user_picks_a_micar_suggestion_and_watches_the_answer_stream_in(app,
 
 def test_at_the_limit_the_page_says_rate_limit_reached_and_when_to_retry(app, page, world, fake_anthropic, console):
     console.allow(429)  # the refused query's answer to fetch
-    ten_minutes_ago = timezone.now() - timedelta(minutes=10)
-    InsightQuery.objects.bulk_create(
-        InsightQuery(
-            organisation=world.acme,
-            user=world.acme_member,
-            created_at=ten_minutes_ago,
-            key_source=KeySource.PLATFORM,
-            query=f"Earlier question {n}",
-            answer="An earlier answer.",
-            outcome=Outcome.ANSWERED,
-        )
-        for n in range(20)
-    )
+    seed(world.acme, *[600] * 20, user=world.acme_member)  # 20 asked ten minutes ago: the limit
     sign_in(page, app.url, "member@acme.test")
     expect(page.locator("#usage-used")).to_have_text("20")
     expect(page.locator("#usage-limit")).to_have_text("20")
@@ -79,18 +65,8 @@ def test_at_the_limit_the_page_says_rate_limit_reached_and_when_to_retry(app, pa
 
 def test_refused_above_a_lowered_limit_the_meter_keeps_the_real_count(app, page, world, fake_anthropic, console):
     console.allow(429)
-    InsightQuery.objects.bulk_create(  # 25 asked on the organisation's own key, since removed: limit now 20
-        InsightQuery(
-            organisation=world.acme,
-            user=world.acme_member,
-            created_at=timezone.now() - timedelta(minutes=5),
-            key_source=KeySource.ORGANISATION,
-            query=f"Earlier question {n}",
-            answer="An earlier answer.",
-            outcome=Outcome.ANSWERED,
-        )
-        for n in range(25)
-    )
+    # 25 asked on the organisation's own key, since removed: the limit is now 20.
+    seed(world.acme, *[300] * 25, user=world.acme_member, source=KeySource.ORGANISATION)
     sign_in(page, app.url, "member@acme.test")
     expect(page.locator("#usage-used")).to_have_text("25")
     expect(page.locator("#usage-over")).to_be_visible()

@@ -270,6 +270,14 @@ class TestStaffPrivileges:
         target.refresh_from_db()
         assert target.name != "Mallory" and not target.check_password("a-long-new-password-1")
 
+    def test_support_staff_cannot_delete_a_staff_account_through_the_bulk_action(self, world, support):
+        action = {"action": "delete_selected", "_selected_action": [world.staff.pk], "post": "yes"}
+
+        response = console(support).post("/admin/orgs/user/", action)
+
+        assert response.status_code in (200, 403)
+        assert User.objects.filter(pk=world.staff.pk).exists()
+
     def test_superusers_still_grant_staff_status(self, world, staff):
         form = self.change_form(world.acme_owner, is_staff="on")
         response = staff.post(f"/admin/orgs/user/{world.acme_owner.pk}/change/", form)

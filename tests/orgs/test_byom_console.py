@@ -9,7 +9,8 @@ from django.contrib.sessions.models import Session
 from django.core.management import call_command
 from django.http import HttpRequest
 
-from orgs.models import AuditAction, AuditEvent, ClaudeApiKey
+from orgs import services
+from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY, PASSWORD
 from tests.clients import console
 from tests.orgs.helpers import (
@@ -230,7 +231,10 @@ def test_the_form_urls_change_nothing_on_get_and_lead_back_to_the_settings_page(
         response = client.get(url)
         assert (response.status_code, response["Location"]) == (302, "/orgs/acme/settings/"), url
         assert client.put(url).status_code == 405, url
-    assert client.get("/accounts/tokens/1/revoke")["Location"] == "/"
+    token, _ = services.api_token_create(user=world.acme_admin, name="kept")
+    for url in (f"/orgs/acme/settings/tokens/{token.pk}/revoke", f"/accounts/tokens/{token.pk}/revoke"):
+        assert client.get(url).status_code == 302, url
+    assert ApiToken.objects.filter(pk=token.pk).exists()
     assert stored_key(world.acme) == GOOD_KEY
     assert not AuditEvent.objects.exists()
 

@@ -26,6 +26,7 @@ from insights.models import InsightQuery
 from orgs import services
 from orgs.models import ApiToken, ClaudeApiKey
 from tests.base import CANARY_KEY, GOOD_KEY, make_user, organisation_admin_form
+from tests.security.urls import DB_PASSWORD
 
 # Any sizeable piece of the key is as bad as the whole of it.
 FRAGMENTS = [CANARY_KEY, CANARY_KEY[13:45], "NEVER-LEAK-ME"]
@@ -291,8 +292,6 @@ def test_the_key_is_in_no_error_page(guard, world, settings, debug):
 def test_passwords_inside_urls_and_connection_parameters_are_in_no_error_page(world, settings):
     """Django hides values by name (KEY, PASS…); these hide inside innocently named URLs, or in a
     driver's frame. With DEBUG on the technical page shows settings, request.META and locals."""
-    from tests.security.urls import DB_PASSWORD
-
     settings.DEBUG = True
     settings.ROOT_URLCONF = "tests.security.urls"
     settings.REDIS_URL = f"redis://:{DB_PASSWORD}@cache.internal:6379/0"

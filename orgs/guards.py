@@ -8,6 +8,7 @@ role-checked and audited. The trade is that brute-force counting pauses until Re
 import logging
 from functools import wraps
 
+from django.core.cache import cache
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage, is_ratelimited
 
@@ -19,6 +20,7 @@ log = logging.getLogger("opsion.guards")
 SIGN_IN_RATE = "10/15m"
 KEY_WRITE_RATE = "10/m"
 TOKEN_CREATE_RATE = "10/h"
+FORM_ONCE_SECONDS = 24 * 3600
 
 
 class TooManyAttempts(Refused):
@@ -93,6 +95,17 @@ def key_write(*, user, org_slug: str) -> None:
         "Too many changes to this key in a short time. Please wait a minute and try again.",
         60,
     )
+
+
+@_fail_open(True)
+def claim_form(*, user, form_id: str) -> bool:
+    """True the first time this user submits the one-time form value `form_id`, False after.
+
+    The claim is one atomic cache add(), so two submissions racing (a double click: both read the
+    session before either writes it) cannot both win. Fails open: the session's own list still
+    catches a reload.
+    """
+    return cache.add(f"form-once:{user.pk}:{form_id}", 1, timeout=FORM_ONCE_SECONDS)
 
 
 def token_create(*, user) -> None:

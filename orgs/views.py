@@ -129,10 +129,11 @@ def token_create(request: HttpRequest, slug: str) -> HttpResponse:
         return _settings_page(request, membership, status=400, token_form=form)
     # The page showing a new token is the answer to this POST (the raw token is shown this once and
     # stored nowhere, so there is nothing to redirect to); reloading it would post again. Each form
-    # carries a one-time value, and a form already used creates nothing the second time.
+    # carries a one-time value, and a form already used creates nothing the second time: the session
+    # remembers it (a reload days later), the shared cache claims it atomically (a double click).
     once = request.POST.get("once", "")
     used = request.session.get(TOKEN_FORMS_USED, [])
-    if once in used:
+    if once and (once in used or not guards.claim_form(user=request.user, form_id=once)):
         return _settings_page(request, membership, status=409, token_error=TOKEN_ALREADY_CREATED)
     try:
         guards.token_create(user=request.user)

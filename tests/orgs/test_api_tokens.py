@@ -62,6 +62,25 @@ def test_reloading_the_page_that_showed_a_new_token_does_not_create_another(worl
     assert ApiToken.objects.filter(user=world.acme_admin).count() == 2
 
 
+def test_a_double_click_on_create_makes_one_token(world):
+    # Two clicks race: the second request reads the session before the first one has saved its
+    # used-form list. Only the atomic claim in the shared cache can tell the second one apart.
+    client = console(world.acme_admin)
+    settings_page = client.get("/orgs/acme/settings/").content.decode()
+    once = re.search(r'name="once" value="([^"]+)"', settings_page).group(1)
+    first = client.post(CREATE, {"name": "Nightly export", "once": once})
+    session = client.session
+    del session["token_forms_used"]  # what the racing second request saw
+    session.save()
+
+    second = client.post(CREATE, {"name": "Nightly export", "once": once})
+
+    assert first.status_code == 200
+    assert second.status_code == 409
+    assert "This form already created its token, which was shown only once." in second.content.decode()
+    assert ApiToken.objects.filter(user=world.acme_admin).count() == 1
+
+
 def test_the_new_token_works_against_the_api(world):
     raw = create_in_console(console(world.acme_admin))
 

@@ -160,7 +160,7 @@ def stream_answer(*, secret: Secret, query: str) -> Iterator[str | Completion]:
         failure = UpstreamError("unavailable")
     if failure is not None:
         # Raised outside the except block so the SDK exception is not even the implicit context.
-        log.warning("anthropic call failed: %s", failure)
+        # Logged once, by the service, which knows the organisation and whose key it was.
         raise failure
 
 

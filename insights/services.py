@@ -138,11 +138,14 @@ class PendingQuery:
         return "".join(self.stream())
 
     def _refusal(self, exc: claude.UpstreamError) -> Refused:
+        """The refusal for a failed call, logged once: the customer's own matters at INFO, ours at ERROR."""
         org = self.row.organisation
         if exc.kind == "auth" and self.choice.uses_org_key:
+            log.info("org=%s: %s on the organisation's key; marked invalid", org.slug, exc)
             org_services.claude_api_key_mark(org=org, status=KeyStatus.INVALID, saved_at=self.choice.key_saved_at)
             return KeyInvalid()
         if exc.kind == "rate_limited" and self.choice.uses_org_key:
+            log.info("org=%s: %s on the organisation's key", org.slug, exc)
             return UpstreamRateLimited(exc.retry_after)
         log.error("insights unavailable for org=%s: %s on the %s key", org.slug, exc, self.choice.source)
         return InsightsUnavailable()

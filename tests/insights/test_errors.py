@@ -238,6 +238,32 @@ def test_operators_get_a_log_line_without_the_key_when_the_platform_key_is_rejec
     assert PLATFORM_KEY not in caplog.text
 
 
+@pytest.mark.parametrize(
+    "slug, key, behaviour, level, expected",
+    [
+        ("globex", PLATFORM_KEY, "server_error", logging.ERROR, "insights unavailable for org=globex"),
+        ("acme", GOOD_KEY, "overloaded", logging.ERROR, "insights unavailable for org=acme"),
+        ("acme", GOOD_KEY, "auth_error", logging.INFO, "org=acme: anthropic auth (status 401)"),
+        ("acme", GOOD_KEY, "rate_limited", logging.INFO, "org=acme: anthropic rate_limited (status 429)"),
+    ],
+    ids=["platform-key-500", "org-key-529", "org-key-401", "org-key-429"],
+)
+def test_an_upstream_failure_is_logged_once_with_its_organisation(
+    world, fake_anthropic, api_client, acme_key, caplog, slug, key, behaviour, level, expected
+):
+    fake_anthropic.behave(key, behaviour)
+
+    with caplog.at_level(logging.INFO, logger="opsion"):
+        api_client(member(world, slug)).post(
+            f"/api/v1/orgs/{slug}/insights/queries", {"query": "MiCAR?"}, content_type="application/json"
+        )
+
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name.startswith("opsion")]
+    assert len(lines) == 1, lines
+    assert lines[0][0] == level and lines[0][1].startswith(expected)
+    assert key not in caplog.text
+
+
 def test_a_rejected_organisation_key_is_not_retried_on_the_platform_key(world, fake_anthropic, api_client, acme_key):
     fake_anthropic.behave(GOOD_KEY, "auth_error")
 

@@ -117,9 +117,10 @@ def peek(*, org: Organisation, limit: int, window_seconds: int) -> Window:
 def acquire(*, org: Organisation, limit: int, window_seconds: int, row: dict) -> tuple[InsightQuery, Window]:
     """Count one query and insert its row, or raise RateLimited with the exact Retry-After."""
     using = router.db_for_write(InsightQuery)
+    _require_autocommit(connections[using])
     if connections[using].vendor == "postgresql":
         return _acquire_in_one_round_trip(org=org, limit=limit, window_seconds=window_seconds, row=row, using=using)
-    with transaction.atomic(using=using):
+    with transaction.atomic(using=using, durable=True):
         # Lock the organisation row so two requests racing at 19/20 cannot both pass. The count
         # must run after the lock: under READ COMMITTED each statement takes a fresh snapshot.
         # (SQLite has no row locks and needs none: BEGIN IMMEDIATE has already serialised us.)
@@ -153,6 +154,16 @@ def _acquire_in_one_round_trip(
     query._state.adding, query._state.db = False, using
     oldest = oldest or created_at
     return query, Window(limit, window_seconds, used + 1, _reset(oldest, created_at, window_seconds))
+
+
+def _require_autocommit(connection) -> None:
+    """Django's durable-atomic check, without opening a transaction (BEGIN and COMMIT would be two more
+    round trips). Inside a caller's transaction the function's row lock and the query row would last
+    until that transaction ends: held across the call to Claude, and the row invisible to every count.
+    A test's own transaction is exempt, as Django exempts it from durable blocks."""
+    blocks = connection.atomic_blocks
+    if blocks and not blocks[-1]._from_testcase:
+        raise RuntimeError("ratelimit.acquire() must not run inside a transaction: it commits its own decision.")
 
 
 def _row_json(query: InsightQuery, using: str) -> str:

@@ -4,6 +4,7 @@ Time is controlled by seeding rows with past `created_at` values; nothing sleeps
 """
 
 import pytest
+from django.db import transaction
 
 from insights import ratelimit, services
 from insights.models import InsightQuery, Outcome
@@ -228,3 +229,16 @@ def test_the_window_statistics_agree_with_the_orm_statement_they_stand_for(world
     assert oldest == orm_oldest
     assert abs((db_now() - now).total_seconds()) < 5  # the database's clock, as an aware datetime
     assert abs((now - oldest).total_seconds() - {3600: 3500, 60: 50}[window_seconds]) < 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_decision_inside_a_callers_transaction_is_refused_not_deferred(world):
+    # Inside an outer transaction the decision's lock and row would last until that transaction ends,
+    # held across the call to Claude and invisible to every other count: the limiter refuses to run.
+    row = {"user": world.globex_member, "key_source": "platform", "query": "MiCAR?", "model": "m"}
+    with transaction.atomic(), pytest.raises(RuntimeError, match="must not run inside a transaction"):
+        ratelimit.acquire(org=world.globex, limit=20, window_seconds=3600, row=row)
+
+    assert not InsightQuery.objects.exists()
+    query, window = ratelimit.acquire(org=world.globex, limit=20, window_seconds=3600, row=row)
+    assert window.used == 1 and InsightQuery.objects.get() == query

@@ -1,5 +1,6 @@
 import re
 from collections.abc import Iterator
+from functools import wraps
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -14,6 +15,7 @@ from insights.rendering import render_markdown
 from insights.suggestions import SUGGESTED_QUERIES
 from opsion.errors import Refused, refused_json
 from orgs import access
+from orgs import views as org_views
 from orgs.models import Membership
 
 ANSWER_ID = re.compile(r"[0-9]{1,18}")
@@ -45,13 +47,30 @@ def _page(
     return add_ratelimit_headers(render(request, "insights/query.html", context, status=status), usage.window)
 
 
-@login_required
+def _sign_in_keeps_the_question(view):
+    """login_required, except that a question posted after the session expired is not lost on the
+    way: the sign-in page answers the POST itself and brings the question back afterwards."""
+
+    signed_in_view = login_required(view)
+
+    @wraps(view)
+    def run(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if request.method == "POST" and not request.user.is_authenticated:
+            return org_views.sign_in_to_continue(request, draft=request.POST.get("query", ""))
+        return signed_in_view(request, *args, **kwargs)
+
+    return run
+
+
 @require_http_methods(["GET", "POST"])
+@_sign_in_keeps_the_question
 def query_page(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
     if request.method == "GET":
         answered = request.GET.get("answered", "")
-        return _page(request, membership, answered_id=int(answered) if ANSWER_ID.fullmatch(answered) else None)
+        kept = org_views.take_kept_draft(request)
+        extra = {"draft": kept, "draft_kept": True} if kept else {}
+        return _page(request, membership, answered_id=int(answered) if ANSWER_ID.fullmatch(answered) else None, **extra)
     # A suggestion button (the no-JavaScript path) asks its own question, whatever the box holds.
     text = request.POST.get("suggestion") or request.POST.get("query", "")
     wants_stream = "text/event-stream" in request.headers.get("Accept", "")

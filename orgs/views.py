@@ -24,9 +24,25 @@ TOKEN_ALREADY_CREATED = (
 )
 
 
+KEPT_DRAFT = "kept_draft"
+
+
 class SignInView(LoginView):
+    """Sign-in by e-mail. A form posted after the session expired may carry its typed text along
+    (`draft`, see sign_in_to_continue): it is handed back once, after sign-in, to the page it came from."""
+
     form_class = SignInForm
     redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs):
+        return {**super().get_context_data(**kwargs), "draft": _posted_draft(self.request)}
+
+    def form_valid(self, form):
+        response = super().form_valid(form)  # signs in: from here on the session is the user's own
+        draft = _posted_draft(self.request)
+        if draft:
+            self.request.session[KEPT_DRAFT] = {"path": self.get_success_url(), "text": draft}
+        return response
 
     def post(self, request, *args, **kwargs):
         if guards.sign_in_locked(request):
@@ -41,6 +57,33 @@ class SignInView(LoginView):
 
 
 sign_in = sensitive_post_parameters("password")(SignInView.as_view())
+
+
+def _posted_draft(request: HttpRequest) -> str:
+    draft = request.POST.get("draft", "") if request.method == "POST" else ""
+    return _draft(draft)
+
+
+def _draft(text: str) -> str:
+    # A draft is a question typed in a form, never longer than the longest question.
+    return text[: settings.INSIGHTS_MAX_QUERY_CHARS] if text.strip() else ""
+
+
+def sign_in_to_continue(request: HttpRequest, *, draft: str) -> HttpResponse:
+    """The sign-in page, in answer to a form posted after the session expired.
+
+    A redirect to the sign-in page would drop the POST and what was typed with it. Here the text rides
+    along in the sign-in form itself (never stored for an anonymous visitor) and comes back once, in
+    the box it was typed in, after sign-in (`take_kept_draft`). Nothing is sent on the user's behalf.
+    """
+    context = {"form": SignInForm(request), "next": request.path, "draft": _draft(draft)}
+    return render(request, "registration/login.html", context)
+
+
+def take_kept_draft(request: HttpRequest) -> str | None:
+    """The text kept across sign-in for this page, once; None when there is none."""
+    kept = request.session.pop(KEPT_DRAFT, None)
+    return kept["text"] if kept and kept.get("path") == request.path else None
 
 
 @login_required

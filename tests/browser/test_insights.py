@@ -109,7 +109,10 @@ def test_asking_after_the_session_expired_leads_to_sign_in_not_a_blank_answer(ap
     page.get_by_role("button", name="Ask", exact=True).click()
 
     expect(page.get_by_role("heading", name="Sign in to Opsion")).to_be_visible()
-    expect(page.get_by_role("status")).to_have_text("Sign in to continue where you left off.")
+    expect(page.get_by_role("status")).to_have_text(
+        "You were signed out before your question was sent, so nothing was asked. "
+        "Sign in and it will be back in the box, ready to send."
+    )
     assert fake_anthropic.requests == []
 
     # Signed in again, the person is back on the page with their question still in the box.
@@ -117,6 +120,9 @@ def test_asking_after_the_session_expired_leads_to_sign_in_not_a_blank_answer(ap
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_label("Your question")).to_have_value("What does MiCAR say about white papers?")
+    expect(page.locator("#ask-status")).to_have_text(
+        "You were signed out before this question was sent: nothing was asked yet. Press Ask to send it."
+    )
     page.reload()
     expect(page.get_by_label("Your question")).to_have_value("")  # restored once, not forever
     assert fake_anthropic.requests == []

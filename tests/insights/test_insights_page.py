@@ -9,6 +9,7 @@ import pytest
 from insights.models import InsightQuery, KeySource, Outcome
 from insights.suggestions import SUGGESTED_QUERIES
 from orgs.models import ClaudeApiKey, KeyStatus, Membership, Role
+from tests.base import PASSWORD
 from tests.conftest import PLATFORM_KEY
 
 from .helpers import UNAVAILABLE_MESSAGE, history_items, parse_sse, seed, seed_spread, sse_events
@@ -123,6 +124,44 @@ def test_signed_out_visitors_are_sent_to_sign_in(world, client):
 
     assert response.status_code == 302
     assert "/accounts/login/" in response["Location"]
+
+
+QUESTION = "Does a white paper for an asset-referenced token need the NCA's approval? <b>&</b>"
+
+
+def test_a_question_posted_after_the_session_expired_comes_back_after_signing_in(world, fake_anthropic, client):
+    # Without JavaScript a redirect to the sign-in page would drop the POST and the question with it.
+    expired = client.post(PAGE.format("globex"), {"query": QUESTION})
+
+    assert expired.status_code == 200
+    page = expired.content.decode()
+    assert "You were signed out before your question was sent, so nothing was asked." in page
+    assert '<form method="post" action="/accounts/login/"' in page
+    assert f'<input type="hidden" name="draft" value="{html.escape(QUESTION)}">' in page
+    assert not InsightQuery.objects.exists() and fake_anthropic.requests == []
+    # A mistyped password keeps it too.
+    wrong = {"username": "member@globex.test", "password": "wrong", "next": "/orgs/globex/insights/"}
+    retry = client.post("/accounts/login/", {**wrong, "draft": QUESTION}).content.decode()
+    assert f'name="draft" value="{html.escape(QUESTION)}"' in retry
+
+    signed_in = client.post("/accounts/login/", {**wrong, "password": PASSWORD, "draft": QUESTION}, follow=True)
+
+    assert signed_in.redirect_chain == [("/orgs/globex/insights/", 302)]
+    assert f">{html.escape(QUESTION)}</textarea>" in signed_in.content.decode()
+    assert "You were signed out before this question was sent: nothing was asked yet." in text_of(signed_in)
+    assert not InsightQuery.objects.exists()  # it waits for the user to press Ask
+    again = client.get(PAGE.format("globex")).content.decode()  # once only
+    assert "></textarea>" in again and "signed out before" not in again
+
+
+def test_a_kept_question_goes_back_only_to_the_page_it_was_typed_on(world, client):
+    Membership.objects.create(user=world.globex_member, organisation=world.acme, role=Role.MEMBER)
+    client.post("/accounts/login/", {"username": "member@globex.test", "password": PASSWORD, "draft": QUESTION})
+
+    landed = client.get(PAGE.format("acme")).content.decode()  # no `next`: signed in to the home page
+
+    assert html.escape(QUESTION) not in landed
+    assert html.escape(QUESTION) not in client.get(PAGE.format("globex")).content.decode()
 
 
 def test_a_no_js_post_redirects_to_the_whole_answer(world, fake_anthropic, console):

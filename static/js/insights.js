@@ -79,6 +79,12 @@
   // answer's Markdown sanitised by nh3), so it is safe to insert.
   function remember(itemHtml) {
     if (!history || !itemHtml) return;
+    // The page opened its newest entry because no answer was showing; now one is (as after a reload
+    // of the answer's link), so that entry closes. Entries the reader opened stay open.
+    history.querySelectorAll("details[data-auto-open]").forEach(function (entry) {
+      entry.open = false;
+      entry.removeAttribute("data-auto-open");
+    });
     history.insertAdjacentHTML("afterbegin", itemHtml);
     while (history.children.length > 10) history.lastElementChild.remove();
     history.hidden = false;

@@ -181,4 +181,24 @@ def test_each_question_joins_recent_queries_at_once_answered_or_failed(app, page
     page.reload()
     expect(history.locator("> li")).to_have_count(2)
     # What the page showed without a reload is what a reload shows (the newest entry opens then).
-    assert shown.split() == history.inner_html().replace('<details open="">', "<details>").split()
+    assert shown.split() == history.inner_html().replace('<details open="" data-auto-open="">', "<details>").split()
+
+
+def test_a_new_answer_closes_the_entry_the_page_had_opened_but_not_those_the_reader_opened(
+    app, page, world, fake_anthropic
+):
+    seed(world.acme, 600, 300, user=world.acme_member)  # "seeded 1" is the newest
+    sign_in(page, app.url, "member@acme.test")
+    entries = page.locator("#history > li details")
+    expect(entries.nth(0)).to_have_attribute("open", "")  # no answer showing: the newest is open
+    entries.nth(1).locator("summary").click()  # the reader opens the older one
+    expect(entries.nth(1)).to_have_attribute("open", "")
+
+    page.get_by_label("Your question").fill("Which MiCAR articles govern ART reserves?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    expect(page.locator("#answer-body").get_by_role("heading", name="Authorisation under MiCAR")).to_be_visible()
+    expect(entries).to_have_count(3)
+    expect(entries.nth(0)).not_to_have_attribute("open", "")  # its answer is in the answer card
+    expect(entries.nth(1)).not_to_have_attribute("open", "")  # the one the page had opened
+    expect(entries.nth(2)).to_have_attribute("open", "")  # the one the reader opened

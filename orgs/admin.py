@@ -1,5 +1,7 @@
 from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.models import Group
 from django.db.models import Count, Exists, OuterRef
 
 from opsion.http import client_ip
@@ -81,6 +83,25 @@ class UserAdmin(BaseUserAdmin):
         if obj is not None and obj.is_staff and not request.user.is_superuser:
             return False
         return super().has_delete_permission(request, obj)
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(BaseGroupAdmin):
+    """A group's permissions are privileges too: staff who may change a group they belong to could
+    otherwise grant themselves anything (Django's own GroupAdmin allows it). Only superusers create,
+    change or delete groups; others with "view group" may look."""
+
+    def has_add_permission(self, request) -> bool:
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser
 
 
 @admin.register(ApiToken)

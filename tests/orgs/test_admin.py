@@ -4,7 +4,7 @@ import re
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 from django.test import Client
 
 from orgs import services
@@ -277,6 +277,31 @@ class TestStaffPrivileges:
 
         assert response.status_code in (200, 403)
         assert User.objects.filter(pk=world.staff.pk).exists()
+
+    def test_support_staff_cannot_grant_permissions_through_their_own_group(self, world, support):
+        team = Group.objects.create(name="Support")
+        team.permissions.set(Permission.objects.filter(codename__in=["view_group", "change_group", "add_group"]))
+        support.groups.add(team)
+        grab = Permission.objects.filter(codename__in=["change_organisation", "add_membership", "change_membership"])
+        client = console(support)
+
+        changed = client.post(
+            f"/admin/auth/group/{team.pk}/change/", {"name": "Support", "permissions": [p.pk for p in grab]}
+        )
+        added = client.post("/admin/auth/group/add/", {"name": "Mine", "permissions": [p.pk for p in grab]})
+
+        assert (changed.status_code, added.status_code) == (403, 403)
+        support = User.objects.get(pk=support.pk)  # fresh: permissions are cached per instance
+        assert not support.has_perm("orgs.change_organisation") and not Group.objects.filter(name="Mine").exists()
+        assert client.get(f"/admin/auth/group/{team.pk}/change/").status_code == 200  # may still look
+
+    def test_superusers_still_manage_groups(self, world, staff):
+        grant = Permission.objects.get(codename="view_organisation")
+
+        response = staff.post("/admin/auth/group/add/", {"name": "Support", "permissions": [grant.pk]})
+
+        assert response.status_code == 302
+        assert list(Group.objects.get(name="Support").permissions.all()) == [grant]
 
     def test_superusers_still_grant_staff_status(self, world, staff):
         form = self.change_form(world.acme_owner, is_staff="on")

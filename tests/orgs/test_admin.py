@@ -9,7 +9,7 @@ from django.test import Client
 
 from orgs import services
 from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Plan, User
-from tests.base import CANARY_KEY, GOOD_KEY, make_user, organisation_admin_form
+from tests.base import CANARY_KEY, GOOD_KEY, PASSWORD, make_user, organisation_admin_form
 from tests.clients import console
 from tests.orgs.helpers import store_key, stored_key
 
@@ -33,10 +33,25 @@ def rows_of(page: str) -> dict[str, str]:
 
 
 def test_only_staff_get_in(world):
-    response = console(world.acme_owner).get(ORGS)
+    response = console(world.acme_owner).get(ORGS, follow=True)
 
-    assert response.status_code == 302
-    assert response["Location"].startswith("/admin/login/")
+    assert response.redirect_chain[0][0].startswith("/admin/login/")
+    assert response.status_code == 403  # signed in, but not staff: signing in again would change nothing
+
+
+def test_admin_has_no_sign_in_page_of_its_own_staff_use_the_guarded_one(world):
+    # Admin's stock page checked passwords with no guard at all: 50 guesses, then the right one, got in.
+    right = {"username": "staff@opsion.test", "password": PASSWORD}
+    client = Client()
+
+    posted = client.post("/admin/login/", right)  # checks nothing: sends to the site's page
+    sent = client.get(f"/admin/login/?next={ORGS}")
+    signed_in = client.post("/accounts/login/", {**right, "next": ORGS}, follow=True)
+
+    assert posted.status_code == 302 and not posted.wsgi_request.user.is_authenticated
+    assert sent["Location"] == f"/accounts/login/?next={ORGS}"
+    assert signed_in.redirect_chain == [(ORGS, 302)] and signed_in.status_code == 200
+    assert client.get("/admin/login/")["Location"] == "/admin/"  # already signed in: straight on
 
 
 class TestOrganisationList:

@@ -58,20 +58,28 @@ def _fail_open(default):
 
 
 @_fail_open(False)
-def sign_in_locked(request: HttpRequest) -> bool:
-    """True once this IP or this account has failed to sign in 10 times in 15 minutes."""
+def sign_in_attempt(request: HttpRequest) -> bool:
+    """Count this sign-in attempt before its password is checked; True when it must be refused: this IP
+    or this account has had 10 attempts in 15 minutes that did not succeed.
+
+    Every attempt is counted up front, with an atomic increment, and a success is counted apart
+    (`sign_in_succeeded`), so an attempt still in progress counts as failed. Checking first and counting
+    failures afterwards would let every guess already in flight through: 40 parallel guesses, 40 checked.
+    """
+    locked = False
     for name, key in _SIGN_IN_KEYS:
-        usage = get_usage(request, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=False)
-        # A peek does not count this attempt, so the limit is reached at 10 failures, not above them.
-        if usage is not None and usage["count"] >= usage["limit"]:
-            return True
-    return False
+        tried = get_usage(request, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=True)
+        succeeded = get_usage(request, group=f"sign-in-{name}-ok", key=key, rate=SIGN_IN_RATE, increment=False)
+        if tried is not None and tried["count"] - (succeeded or {}).get("count", 0) > tried["limit"]:
+            locked = True  # both counters still count this attempt: a locked IP keeps counting per account
+    return locked
 
 
 @_fail_open(None)
-def sign_in_failed(request: HttpRequest) -> None:
+def sign_in_succeeded(request: HttpRequest) -> None:
+    """Successes are not failures: an office's many sign-ins from one address never lock it."""
     for name, key in _SIGN_IN_KEYS:
-        is_ratelimited(request, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=True)
+        get_usage(request, group=f"sign-in-{name}-ok", key=key, rate=SIGN_IN_RATE, increment=True)
 
 
 @_fail_open(None)

@@ -40,6 +40,7 @@ class SignInView(LoginView):
         return {**super().get_context_data(**kwargs), "draft": _posted_draft(self.request)}
 
     def form_valid(self, form):
+        guards.sign_in_succeeded(self.request)
         response = super().form_valid(form)  # signs in: from here on the session is the user's own
         draft = _posted_draft(self.request)
         if draft:
@@ -47,15 +48,11 @@ class SignInView(LoginView):
         return response
 
     def post(self, request, *args, **kwargs):
-        if guards.sign_in_locked(request):
-            form = self.get_form()
-            form.errors.clear()
+        if guards.sign_in_attempt(request):
+            # An unbound form: the password is not even checked (no hashing for a locked-out guesser).
+            form = self.get_form_class()(request, initial={"username": request.POST.get("username", "")})
             return self.render_to_response(self.get_context_data(form=form, locked=SIGN_IN_LOCKED), status=429)
         return super().post(request, *args, **kwargs)
-
-    def form_invalid(self, form):
-        guards.sign_in_failed(self.request)
-        return super().form_invalid(form)
 
 
 sign_in = sensitive_post_parameters("password")(SignInView.as_view())

@@ -5,8 +5,10 @@ import uuid
 
 import pytest
 import redis
-from django.test import Client
+from django.contrib.auth import forms as auth_forms
+from django.test import Client, RequestFactory
 
+from orgs import guards
 from orgs.models import ApiToken, AuditEvent, ClaudeApiKey
 from tests.base import GOOD_KEY, OTHER_KEY, PASSWORD
 from tests.clients import api_delete_key, api_put_key, closed_port, console
@@ -76,6 +78,46 @@ def test_ten_failures_for_one_account_lock_it_from_every_address(world, clock):
     assert not _signed_in(client)
     # Other accounts from that address are not affected.
     client, response = _sign_in("admin@acme.test", PASSWORD, ip="192.0.2.99")
+    assert response.status_code == 302 and _signed_in(client)
+
+
+def test_guesses_still_being_checked_count_so_parallel_guesses_cannot_pass_the_limit(world, clock):
+    # Ten guesses arrive together and are counted before any password is checked: an eleventh
+    # arriving while they are all still in flight is refused. Counting failures only once each
+    # check had finished let every guess in flight through (40 in parallel: 40 checked).
+    factory = RequestFactory()
+    in_flight = [
+        guards.sign_in_attempt(factory.post(LOGIN, {"username": f"g{i}@x.test"}, REMOTE_ADDR="203.0.113.10"))
+        for i in range(10)
+    ]
+
+    client, response = _sign_in("member@acme.test", PASSWORD, ip="203.0.113.10")
+
+    assert in_flight == [False] * 10
+    assert response.status_code == 429 and not _signed_in(client)
+
+
+def test_a_locked_out_attempt_does_not_even_check_the_password(world, clock, monkeypatch):
+    for i in range(10):
+        _sign_in("owner@acme.test", f"wrong-{i}")
+    checked = []
+    real = auth_forms.authenticate
+    monkeypatch.setattr(auth_forms, "authenticate", lambda *a, **k: checked.append(1) or real(*a, **k))
+
+    _, response = _sign_in("owner@acme.test", PASSWORD)
+
+    assert response.status_code == 429 and checked == []  # no password hashing for a locked-out guesser
+    assert 'value="owner@acme.test"' in response.content.decode()  # the address stays in the box
+
+
+def test_an_offices_many_successful_sign_ins_from_one_address_never_lock_it(world, clock):
+    for _ in range(25):
+        assert _sign_in("member@acme.test", PASSWORD, ip="203.0.113.10")[1].status_code == 302
+    for i in range(9):
+        _sign_in("admin@acme.test", f"typo-{i}", ip="203.0.113.10")
+
+    client, response = _sign_in("admin@acme.test", PASSWORD, ip="203.0.113.10")
+
     assert response.status_code == 302 and _signed_in(client)
 
 
@@ -258,7 +300,7 @@ def test_with_redis_down_sign_in_still_works_and_operators_are_told(world, redis
 
     assert response.status_code == 302
     assert _signed_in(client)
-    assert "abuse guard sign_in_locked skipped: cache unavailable" in caplog.text
+    assert "abuse guard sign_in_attempt skipped: cache unavailable" in caplog.text
 
 
 def test_with_redis_down_a_wrong_password_is_refused_not_a_500(world, redis_down):

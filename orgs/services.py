@@ -42,8 +42,8 @@ def claude_api_key_set(*, membership: Membership, raw_key: str, ip: str | None, 
     access.require_byom_admin(membership)
     guards.key_write(user=membership.user, org_slug=membership.organisation.slug)
     key = validate_claude_api_key(raw_key)
-    org = membership.organisation
     with transaction.atomic():
+        org = _as_it_is_now(membership, access.require_byom_admin).organisation
         ClaudeApiKey.objects.update_or_create(
             organisation=org,
             defaults={
@@ -65,7 +65,23 @@ def claude_api_key_remove(*, membership: Membership, ip: str | None, via: str = 
     """
     access.require_key_manager(membership)
     guards.key_write(user=membership.user, org_slug=membership.organisation.slug)
-    return _remove(org=membership.organisation, actor=membership.user, ip=ip, via=via)
+    with transaction.atomic():
+        _as_it_is_now(membership, access.require_key_manager)
+        return _remove(org=membership.organisation, actor=membership.user, ip=ip, via=via)
+
+
+def _as_it_is_now(membership: Membership, check) -> Membership:
+    """Inside a key write's transaction: `check` the membership again as it is now, its row and its
+    organisation's locked until the write commits. Staff may remove or demote the member, or change
+    the plan, between the request's first check and the write; each such change now lands either
+    wholly before the write (which is then refused) or after it. Raises NotFound or what `check` raises."""
+    try:
+        fresh = Membership.objects.select_for_update().select_related("organisation").get(pk=membership.pk)
+    except Membership.DoesNotExist:
+        raise NotFound() from None
+    fresh.user = membership.user
+    check(fresh)
+    return fresh
 
 
 def claude_api_key_remove_as_staff(*, org: Organisation, staff_user, ip: str | None) -> bool:

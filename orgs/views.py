@@ -6,7 +6,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView, redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.debug import sensitive_post_parameters
@@ -151,6 +151,8 @@ def byom_save(request: HttpRequest, slug: str) -> HttpResponse:
         services.claude_api_key_set(
             membership=membership, raw_key=request.POST.get("api_key", ""), ip=client_ip(request)
         )
+    except NotFound:
+        raise Http404("No such organisation.") from None  # removed from it as they saved
     except Refused as refused:
         # Re-render (never echoing the submitted key) so the message sits next to the field.
         return _settings_page(request, membership, status=refused.status, key_error=refused.message)
@@ -167,6 +169,8 @@ def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
         return _settings_page(request, membership, confirm_remove=True)
     try:
         services.claude_api_key_remove(membership=membership, ip=client_ip(request))
+    except NotFound:
+        raise Http404("No such organisation.") from None
     except Refused as refused:
         return _settings_page(request, membership, status=refused.status, key_error=refused.message)
     messages.success(request, "Claude API key removed. AI Insights queries now use Opsion's platform key.")

@@ -129,3 +129,38 @@ def test_pages_fit_a_phone_width_screen(app, page, world):
     card = page.locator("section", has=page.get_by_role("heading", name="API tokens")).bounding_box()
     assert revoke["x"] + revoke["width"] <= card["x"] + card["width"], "the Revoke button sticks out of its card"
     screenshot(page, "settings-phone", docs=False)
+
+
+RICH_ANSWER = (
+    "## Thresholds\n\n"
+    "| Article | Obligation | Competent authority | Deadline |\n"
+    "|---|---|---|---|\n"
+    "| Article 36 | Reserve of assets held by issuers of asset-referenced tokens | National competent "
+    "authority of the home Member State | Continuously, with monthly independent audits |\n\n"
+    "Check it with:\n\n```\nreserve_ratio = reserve_assets / tokens_in_circulation\n```\n"
+)
+
+
+def test_a_wide_table_and_code_in_an_answer_stay_readable_on_a_phone(app, page, fake_anthropic):
+    fake_anthropic.answer_text = RICH_ANSWER
+    page.set_viewport_size(PHONE)
+    sign_in(page, app.url, "member@acme.test")
+
+    ask(page, "Which reserve obligations apply to ART issuers under MiCAR?")
+
+    box = page.locator("#answer-body .prose__table")
+    expect(box).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "the page scrolls sideways"
+    # The table scrolls in its own box rather than breaking words apart letter by letter.
+    assert box.evaluate("el => el.scrollWidth > el.clientWidth"), "the table was squeezed into the screen"
+    lines = page.get_by_role("cell", name="Article 36").evaluate(
+        "el => { const r = document.createRange(); r.selectNodeContents(el); "
+        "return new Set([...r.getClientRects()].map(rect => Math.round(rect.top))).size; }"
+    )
+    assert lines <= 2, f"'Article 36' was broken over {lines} lines"
+    # Code keeps the dark block's light text (it was light grey on a light grey background).
+    code = page.locator("#answer-body pre code")
+    assert code.evaluate("el => getComputedStyle(el).backgroundColor") == "rgba(0, 0, 0, 0)"
+    assert code.evaluate("el => getComputedStyle(el).color") == "rgb(226, 232, 240)"
+    screenshot(page, "insights-phone-table")
+    assert_no_serious_accessibility_violations(page)

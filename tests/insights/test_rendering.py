@@ -1,6 +1,7 @@
 """Model answers are Markdown rendered to sanitised HTML: an answer cannot inject script or markup."""
 
 import re
+from html.parser import HTMLParser
 
 import pytest
 
@@ -21,15 +22,24 @@ HOSTILE = (
 )
 
 
+class _Markup(HTMLParser):
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
 def assert_harmless(html: str) -> None:
-    lowered = html.lower()
-    assert "<script" not in lowered
-    assert "onerror" not in lowered
-    assert "onclick" not in lowered
-    assert "javascript:" not in lowered
-    assert "<iframe" not in lowered
-    assert "<img" not in lowered
-    assert "style=" not in lowered
+    """No element or attribute that could run script or change the page; text that merely reads like
+    markup (escaped, so shown as written) is harmless and allowed."""
+    for tag, attrs in _Markup(html).tags:
+        assert tag not in {"script", "iframe", "img", "style", "object", "embed"}, tag
+        assert not any(name.startswith("on") or name == "style" for name in attrs), (tag, attrs)
+        assert not (attrs.get("href") or "").strip().lower().startswith(("javascript:", "data:", "vbscript:"))
+    assert "<script" not in html.lower() and "<iframe" not in html.lower()
 
 
 def test_markdown_is_rendered():
@@ -39,6 +49,43 @@ def test_markdown_is_rendered():
     assert "<li><strong>bold</strong> item</li>" in html
     assert "<table>" in html and "<td>1</td>" in html
     assert "<pre><code>code" in html
+
+
+CLAUDE_STYLE = (
+    "Key requirements:\n"
+    "- Submit an application to the NCA\n"
+    "- Hold own funds\n"
+    "  - EUR 50,000 for class 1\n"
+    "  - EUR 125,000 for class 2\n"
+    "Steps:\n"
+    "1. Prepare the white paper\n"
+    "2. Notify it\n"
+    "   - at least 20 working days ahead\n"
+)
+
+
+def test_lists_render_as_claude_writes_them_without_blank_lines_and_with_narrow_indents():
+    # Claude starts lists straight after a line of text and nests them by two or three spaces.
+    html = render_markdown(CLAUDE_STYLE)
+
+    assert "<p>Key requirements:</p>\n<ul>" in html
+    assert "<li>Hold own funds\n<ul>\n<li>EUR 50,000 for class 1</li>" in html
+    assert "<ol>\n<li>Prepare the white paper</li>" in html
+    assert "<li>Notify it\n<ul>\n<li>at least 20 working days ahead</li>" in html
+    assert "- " not in html.replace("<", " <")  # no list marker left as text
+
+
+def test_bare_urls_become_links_and_tables_stay_tables():
+    html = render_markdown(
+        "See https://eur-lex.europa.eu/eli/reg/2023/1114/oj.\n\n| Art. | Topic |\n|---|:--|\n| 36 | Reserve |"
+    )
+
+    assert (
+        '<a href="https://eur-lex.europa.eu/eli/reg/2023/1114/oj" rel="noopener noreferrer nofollow">'
+        "https://eur-lex.europa.eu/eli/reg/2023/1114/oj</a>." in html
+    )
+    assert "<th>Art.</th>" in html and "<td>Reserve</td>" in html
+    assert '<div class="prose__table" tabindex="0"><table>' in html and "</table></div>" in html
 
 
 def test_hostile_markup_is_removed_but_the_content_stays():

@@ -8,8 +8,8 @@ paragraph). Tables, strikethrough and bare URLs as links, as in GitHub's flavour
 from functools import cache
 
 import nh3
-from markdown_it import MarkdownIt
 from django.utils.safestring import SafeString, mark_safe
+from markdown_it import MarkdownIt
 
 ALLOWED_TAGS = {
     "p",

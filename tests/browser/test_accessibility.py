@@ -51,7 +51,7 @@ def test_settings_page_has_no_serious_accessibility_violations(app, page, world,
     slug = email.split("@")[1].removesuffix(".test")
     page.goto(f"{app.url}/orgs/{slug}/settings/")
     if state == "confirm-remove":
-        page.get_by_role("button", name="Remove", exact=True).click()
+        page.get_by_role("button", name="Remove the stored key").click()
         expect(page.get_by_role("alertdialog")).to_be_visible()
     if state == "key-refused":
         console.allow(400)

@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 from orgs import services as org_services
 from orgs.models import ApiToken
 from tests.base import CANARY_KEY, GOOD_KEY
-from tests.browser.support import MASK, NetworkLog, sign_in
+from tests.browser.support import MASK, PHONE, NetworkLog, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -48,7 +48,7 @@ def test_admin_removes_the_key_through_the_confirmation_step(app, page, world):
     card = page.locator("#byom")
     expect(card.locator("#byom-masked")).to_have_value(MASK)
 
-    card.get_by_role("button", name="Remove", exact=True).click()
+    card.get_by_role("button", name="Remove the stored key").click()
     confirm = page.get_by_role("alertdialog")
     expect(confirm).to_contain_text("Remove the stored key?")
     expect(card.locator("#byom-masked")).to_have_value(MASK)  # nothing removed until confirmed
@@ -110,6 +110,29 @@ def test_malformed_key_is_refused_next_to_the_field_and_the_input_comes_back_emp
     assert abs(input_box["y"] - (error_box["y"] + error_box["height"])) < 80, "the message is not next to the field"
     expect(card.locator("#byom-masked")).to_have_count(0)
     assert "this key has spaces" not in page.content()
+
+
+def test_on_a_phone_a_refused_replacement_brings_the_field_and_its_error_into_view(app, page, world, console):
+    # The green "Key saved and accepted" of the stored key sits at the top; the refusal must not hide below it.
+    console.allow(400)
+    org_services.claude_api_key_set(
+        membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None
+    )
+    page.set_viewport_size(PHONE)
+    sign_in(page, app.url, "admin@acme.test")
+    open_settings(page)
+    card = page.locator("#byom")
+    expect(card.get_by_label("Stored Anthropic API key")).to_have_value(MASK)
+    card.get_by_text("Replace with a new key").click()
+
+    card.get_by_label("New Anthropic API key").fill("sk-ant-api03-this key has spaces in it and is long enough")
+    card.get_by_role("button", name="Save new key").click()
+
+    key_input = card.get_by_label("New Anthropic API key")
+    expect(key_input).to_be_focused()
+    expect(key_input).to_be_in_viewport()
+    expect(card.locator("#byom-error")).to_be_in_viewport()
+    expect(card.locator("#byom-error")).to_have_text("The key must not contain spaces or line breaks.")
 
 
 def test_a_new_api_token_is_shown_once_and_a_reload_creates_no_second_one(app, page, world, console):

@@ -202,3 +202,22 @@ def test_a_new_answer_closes_the_entry_the_page_had_opened_but_not_those_the_rea
     expect(entries.nth(0)).not_to_have_attribute("open", "")  # its answer is in the answer card
     expect(entries.nth(1)).not_to_have_attribute("open", "")  # the one the page had opened
     expect(entries.nth(2)).to_have_attribute("open", "")  # the one the reader opened
+
+
+def test_a_question_over_the_limit_is_refused_whole_not_cut_short_in_silence(app, page, fake_anthropic, console):
+    # The box used to drop everything past 4,000 characters from a paste, often the question itself.
+    console.allow(400)
+    sign_in(page, app.url, "member@acme.test")
+    long_question = (
+        "Background: " + "our CASP offers custody and exchange services. " * 90 + "So: do we need a licence?"
+    )
+    assert len(long_question) > 4000
+
+    page.get_by_label("Your question").fill(long_question)
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    expect(page.locator("#answer-error").get_by_role("alert")).to_have_text(
+        "Questions are limited to 4,000 characters."
+    )
+    expect(page.get_by_label("Your question")).to_have_value(long_question)
+    assert fake_anthropic.requests == []

@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
+from insights import services as insights_services
 from opsion.errors import NotFound, Refused
 from opsion.http import client_ip
 from orgs import access, guards, selectors, services
@@ -166,7 +167,9 @@ def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
     # Only a member who may remove is asked to confirm; anyone else falls through to the service's refusal.
     if request.POST.get("confirm") != "yes" and membership.can_manage:
-        return _settings_page(request, membership, confirm_remove=True)
+        # Said before removing: the queries already counted stay counted under the lower limit.
+        after = insights_services.window_on_platform_key(membership.organisation)
+        return _settings_page(request, membership, confirm_remove=True, window_after_removal=after)
     try:
         services.claude_api_key_remove(membership=membership, ip=client_ip(request))
     except NotFound:

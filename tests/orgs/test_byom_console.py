@@ -13,6 +13,7 @@ from orgs import guards, services
 from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Membership, Organisation, Plan, Role
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY, PASSWORD
 from tests.clients import console
+from tests.insights.helpers import seed_spread
 from tests.orgs.helpers import (
     ELIGIBLE,
     PLAN_REFUSAL,
@@ -190,6 +191,28 @@ def test_remove_without_confirmation_asks_first_and_keeps_the_key(world):
     assert "Yes, remove the key" in page
     assert stored_key(world.acme) == GOOD_KEY
     assert not AuditEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "used, wait",
+    [
+        (25, "21 min"),  # six must leave the window for one more to fit under 20: the sixth oldest is 2387 s old
+        (20, "10 min"),  # the oldest, 3000 s old, leaves in 600 s
+        (19, None),  # one more still fits: nothing to warn about
+    ],
+)
+def test_the_confirmation_warns_when_removing_would_leave_the_organisation_at_the_lower_limit(world, used, wait):
+    store_key(world.acme, GOOD_KEY)
+    seed_spread(world.acme, used, oldest=3000, newest=60, source="organisation")
+
+    page = " ".join(console(world.acme_admin).post(remove_url("acme")).content.decode().split())
+
+    warning = (
+        f"Your organisation has used {used} queries in the last 60 minutes, so no one in it can ask AI Insights "
+        f"for about {wait} after removing the key."
+    )
+    assert (warning in page) is (wait is not None)
+    assert "Remove the stored key?" in page and stored_key(world.acme) == GOOD_KEY
 
 
 def test_remove_with_confirmation_deletes_the_key_and_says_so(world):

@@ -66,11 +66,13 @@
     document.getElementById("usage-reset-in").textContent = formatDuration(rate.resetSeconds);
   }
 
-  function showError(message) {
+  function showError(message, code) {
     const p = document.createElement("p");
     p.className = "alert alert--error";
     p.setAttribute("role", "alert");
     p.textContent = message;
+    const hint = document.getElementById("key-invalid-hint");
+    if (code === "claude_api_key_invalid" && hint) p.append(hint.content.cloneNode(true));
     errorBox.replaceChildren(p);
   }
 
@@ -118,7 +120,7 @@
       body.classList.remove("streaming");
       // What arrived before the failure, rendered and sanitised on the server like a full answer.
       if (evt.data.html) body.innerHTML = evt.data.html;
-      showError(evt.data.message);
+      showError(evt.data.message, evt.data.code);
       remember(evt.data.historyItem);
     } else if (evt.event === "usage") {
       updateMeter(evt.data, evt.data.used);

@@ -92,12 +92,28 @@ def test_a_key_anthropic_rejects_shows_the_invalid_key_message_and_settings_turn
     page.get_by_label("Your question").fill("Which MiCAR articles cover CASP authorisation?")
     page.get_by_role("button", name="Ask", exact=True).click()
 
-    expect(page.locator("#answer-error").get_by_role("alert")).to_have_text(INVALID_KEY_MESSAGE)
+    alert = page.locator("#answer-error").get_by_role("alert")
+    expect(alert).to_have_text(INVALID_KEY_MESSAGE + " Go to Settings.")  # the way to fix it, at hand
     assert fake_anthropic.keys_used == [GOOD_KEY]
-    page.get_by_role("navigation", name="Organisation").get_by_role("link", name="Settings").click()
+    alert.get_by_role("link", name="Go to Settings").click()
     indicator = page.locator("#byom .indicator")
     expect(indicator).to_have_class("indicator indicator--bad")
     expect(indicator).to_have_text(INVALID_KEY_MESSAGE)
+
+
+def test_a_member_whose_organisations_key_is_rejected_is_told_whom_to_ask(app, page, world, fake_anthropic):
+    org_services.claude_api_key_set(
+        membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None
+    )
+    fake_anthropic.behave(GOOD_KEY, "auth_error")
+    sign_in(page, app.url, "member@acme.test")
+
+    page.get_by_label("Your question").fill("Which MiCAR articles cover CASP authorisation?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    alert = page.locator("#answer-error").get_by_role("alert")
+    expect(alert).to_have_text(INVALID_KEY_MESSAGE + " Ask an Owner or Admin of your organisation to update it.")
+    expect(alert.get_by_role("link")).to_have_count(0)
 
 
 def test_asking_after_the_session_expired_leads_to_sign_in_not_a_blank_answer(app, page, fake_anthropic):

@@ -53,6 +53,19 @@ def test_at_the_limit_the_page_says_when_the_next_query_frees_up(world, console)
     assert '<p id="usage-reset" class="meter__reset">' in page
     assert "The next query frees up in <strong" in page
     assert re.search(r'id="usage-reset-in">30 min</strong>', page)
+    assert "contact Opsion support" not in page  # the platform key's 20 is the plan's, not a soft cap
+
+
+def test_at_the_byom_cap_the_page_says_support_can_raise_it(world, console, acme_key):
+    # The documentation's resolution: "Wait for the rolling window to reset, or contact support".
+    seed_spread(world.acme, 200, oldest=1800, newest=60, source=KeySource.ORGANISATION)
+
+    text = text_of(console(world.acme_member).get(PAGE.format("acme")))
+
+    assert (
+        "Limit reached. The next query frees up in 30 min. The 200-query cap is an abuse guard: "
+        "contact Opsion support if your use case needs more." in text
+    )
 
 
 def test_the_suggestions_put_micar_first(world, console):

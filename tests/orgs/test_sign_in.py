@@ -86,6 +86,7 @@ def test_staff_in_no_organisation_are_pointed_to_the_staff_admin(world):
     outsider_home = console(world.outsider).get("/").content.decode()
 
     assert '<a href="/admin/">staff admin</a>' in staff_home
+    assert "You are not in an organisation yet" not in staff_home  # nor told to ask a customer's Owner
     assert "staff admin" not in outsider_home
 
 

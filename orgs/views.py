@@ -140,7 +140,18 @@ def _settings_page(request: HttpRequest, membership: Membership, *, status: int 
 
 @login_required
 def settings_page(request: HttpRequest, slug: str) -> HttpResponse:
-    return _settings_page(request, access.membership_or_http404(request.user, slug))
+    membership = access.membership_or_http404(request.user, slug)
+    if request.GET.get("confirm") == "remove" and membership.can_manage:
+        # The Remove button's confirmation step is a page of its own (a GET), so Back and reload from
+        # what follows never ask to resend a form.
+        return _removal_confirmation(request, membership)
+    return _settings_page(request, membership)
+
+
+def _removal_confirmation(request: HttpRequest, membership: Membership) -> HttpResponse:
+    # Said before removing: the queries already counted stay counted under the lower limit.
+    after = insights_services.window_on_platform_key(membership.organisation)
+    return _settings_page(request, membership, confirm_remove=True, window_after_removal=after)
 
 
 @login_required
@@ -167,9 +178,7 @@ def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
     # Only a member who may remove is asked to confirm; anyone else falls through to the service's refusal.
     if request.POST.get("confirm") != "yes" and membership.can_manage:
-        # Said before removing: the queries already counted stay counted under the lower limit.
-        after = insights_services.window_on_platform_key(membership.organisation)
-        return _settings_page(request, membership, confirm_remove=True, window_after_removal=after)
+        return _removal_confirmation(request, membership)
     try:
         services.claude_api_key_remove(membership=membership, ip=client_ip(request))
     except NotFound:

@@ -61,6 +61,10 @@ def test_admin_removes_the_key_through_the_confirmation_step(app, page, world):
     expect(card.locator("#byom-masked")).to_have_count(0)
     expect(card.locator(".indicator")).to_have_count(0)
     assert network.containing(GOOD_KEY) == []
+    # Back leads to the confirmation page again, not to Chromium's "Confirm Form Resubmission".
+    page.go_back()
+    expect(page.get_by_role("heading", name="Settings", exact=True)).to_be_visible()
+    expect(page.locator("#byom")).to_contain_text("No key stored.")
 
 
 def test_member_sees_the_card_read_only(app, page, world):

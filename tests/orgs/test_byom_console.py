@@ -215,6 +215,19 @@ def test_the_confirmation_warns_when_removing_would_leave_the_organisation_at_th
     assert "Remove the stored key?" in page and stored_key(world.acme) == GOOD_KEY
 
 
+def test_the_remove_button_opens_the_confirmation_as_a_page_of_its_own(world):
+    store_key(world.acme, GOOD_KEY)
+
+    asked = console(world.acme_admin).get(settings_url("acme") + "?confirm=remove")
+    member = console(world.acme_member).get(settings_url("acme") + "?confirm=remove").content.decode()
+
+    page = asked.content.decode()
+    assert asked.status_code == 200 and "Remove the stored key?" in page
+    assert f'action="{remove_url("acme")}"' in page and 'name="confirm" value="yes"' in page
+    assert stored_key(world.acme) == GOOD_KEY and not AuditEvent.objects.exists()
+    assert "Remove the stored key?" not in member  # only those who may remove are asked
+
+
 def test_remove_with_confirmation_deletes_the_key_and_says_so(world):
     store_key(world.acme, GOOD_KEY)
 

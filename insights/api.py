@@ -1,12 +1,20 @@
+from typing import Literal
+
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
 from ninja.responses import Response
 
 from insights import services
 from insights.http import add_ratelimit_headers, window_json
+from insights.models import KeySource, Outcome
 from opsion.errors import Refused, refused_json
 from orgs import access
-from orgs.api import ERRORS
+from orgs.api import COMMON_ERRORS, ERRORS
+
+RATE_LIMIT_HEADERS = (
+    "Every answer, refusals included, carries the organisation's rolling window as `RateLimit-Policy: "
+    '"insights";q=<limit>;w=3600` and `RateLimit: "insights";r=<remaining>;t=<seconds until one frees up>`. '
+)
 
 router = Router(tags=["insights"])
 
@@ -31,7 +39,7 @@ class AnswerOut(Schema):
     query: str
     answer: str
     model: str
-    keySource: str
+    keySource: Literal[tuple(KeySource.values)] = Field(description="Whose Anthropic key answered.")
     usage: TokensOut
     rateLimit: RateLimitOut
 
@@ -42,7 +50,7 @@ class UsageOut(Schema):
     used: int
     remaining: int
     resetSeconds: int
-    keySource: str
+    keySource: Literal[tuple(KeySource.values)] = Field(description="Whose Anthropic key the next query uses.")
 
 
 class HistoryItem(Schema):
@@ -50,9 +58,9 @@ class HistoryItem(Schema):
     query: str
     answer: str
     model: str
-    keySource: str
-    outcome: str
-    errorCode: str
+    keySource: Literal[tuple(KeySource.values)]
+    outcome: Literal[tuple(Outcome.values)]
+    errorCode: str = Field(description="The refusal's code when the outcome is `failed`, else empty.")
     createdAt: str
     usage: TokensOut
 
@@ -77,6 +85,11 @@ def _tokens(row) -> dict:
     "/{slug}/insights/queries",
     response={200: AnswerOut, **ERRORS, 503: ERRORS[400]},
     summary="Ask AI Insights a question",
+    description="Any member. Counts against the organisation's rolling limit (20 queries per 60 minutes on "
+    "Opsion's platform key, 200 on its own key) once sent to Anthropic. "
+    "`rate_limited` (429, Retry-After: when the next query fits), `claude_api_key_invalid` (400: Anthropic "
+    "rejected the organisation's key), `claude_api_key_unreadable` (400), `upstream_rate_limited` (429: the "
+    "organisation's Anthropic account), `insights_unavailable` (503). " + RATE_LIMIT_HEADERS + COMMON_ERRORS,
 )
 def post_query(request: HttpRequest, slug: str, payload: QueryIn):
     membership = access.membership_or_404(request.auth, slug)
@@ -98,7 +111,14 @@ def post_query(request: HttpRequest, slug: str, payload: QueryIn):
     return add_ratelimit_headers(Response(AnswerOut(**body).model_dump()), pending.window)
 
 
-@router.get("/{slug}/insights/usage", response={200: UsageOut, **ERRORS}, summary="The rolling window")
+@router.get(
+    "/{slug}/insights/usage",
+    response={200: UsageOut, **ERRORS},
+    summary="The rolling window",
+    description="Any member: the organisation's queries in the last 60 minutes, under the limit in force now. "
+    + RATE_LIMIT_HEADERS
+    + COMMON_ERRORS,
+)
 def get_usage(request: HttpRequest, slug: str):
     membership = access.membership_or_404(request.auth, slug)
     usage = services.usage(membership.organisation)
@@ -114,7 +134,12 @@ def get_usage(request: HttpRequest, slug: str):
     return add_ratelimit_headers(Response(body), w)
 
 
-@router.get("/{slug}/insights/queries", response={200: HistoryOut, **ERRORS}, summary="Your recent queries")
+@router.get(
+    "/{slug}/insights/queries",
+    response={200: HistoryOut, **ERRORS},
+    summary="Your recent queries",
+    description="Your own queries in this organisation, newest first. " + RATE_LIMIT_HEADERS + COMMON_ERRORS,
+)
 def list_queries(request: HttpRequest, slug: str, page: Query[Page]):
     membership = access.membership_or_404(request.auth, slug)
     limit, offset = page.limit, page.offset

@@ -1,15 +1,24 @@
+from typing import Literal
+
 from django.http import HttpRequest
-from ninja import Router, Schema
+from ninja import Field, Router, Schema
 
 from opsion.http import client_ip
 from orgs import access, selectors, services
+from orgs.models import KeyStatus, Plan, Role
 
 router = Router(tags=["settings"])
 
+# Every refusal, on every route: the `code` is stable, the `message` is for people.
+COMMON_ERRORS = (
+    "Errors: `unauthenticated` (401), `not_found` (404: not a member, or no such organisation), "
+    "`invalid_request` (400), `unsupported_media_type` (415), `csrf_failed` (403, session writes)."
+)
+
 
 class ErrorBody(Schema):
-    code: str
-    message: str
+    code: str = Field(description="Stable machine-readable code, e.g. `rate_limited`, `byom_plan_required`.")
+    message: str = Field(description="Human-readable, safe to show.")
 
 
 class ErrorOut(Schema):
@@ -19,15 +28,18 @@ class ErrorOut(Schema):
 class OrganisationOut(Schema):
     slug: str
     name: str
-    plan: str
+    plan: Literal[tuple(Plan.values)]
 
 
 class SettingsOut(Schema):
     organisation: OrganisationOut
-    role: str
-    byomAvailable: bool
-    claudeApiKeySet: bool
-    claudeApiKeyStatus: str | None
+    role: Literal[tuple(Role.values)] = Field(description="Your role in the organisation.")
+    byomAvailable: bool = Field(description="The plan allows the organisation's own Claude API key.")
+    claudeApiKeySet: bool = Field(description="A key is stored. The key itself is never returned.")
+    claudeApiKeyStatus: Literal[(*KeyStatus.values, selectors.KEY_UNREADABLE)] | None = Field(
+        description="What Anthropic last said of the stored key; `unreadable` when the server cannot decrypt "
+        "it (save it again); null when none is stored."
+    )
 
 
 class KeyIn(Schema):
@@ -53,12 +65,24 @@ def _settings(membership) -> dict:
     }
 
 
-@router.get("/{slug}/settings", response={200: SettingsOut, **ERRORS}, summary="Organisation settings")
+@router.get(
+    "/{slug}/settings",
+    response={200: SettingsOut, **ERRORS},
+    summary="Organisation settings",
+    description="Any member. " + COMMON_ERRORS,
+)
 def get_settings(request: HttpRequest, slug: str):
     return _settings(access.membership_or_404(request.auth, slug))
 
 
-@router.put("/{slug}/settings/claude-api-key", response={200: KeySetOut, **ERRORS}, summary="Save the Claude API key")
+@router.put(
+    "/{slug}/settings/claude-api-key",
+    response={200: KeySetOut, **ERRORS},
+    summary="Save the Claude API key",
+    description="Owners and Admins, on the Institutional or Custom plan. Checked in this order: "
+    "`forbidden_role` (403), `byom_plan_required` (403), `too_many_attempts` (429, with Retry-After: 10 key "
+    "changes a minute per user and per organisation), `claude_api_key_malformed` (400). " + COMMON_ERRORS,
+)
 def put_claude_api_key(request: HttpRequest, slug: str, payload: KeyIn):
     membership = access.membership_or_404(request.auth, slug)
     services.claude_api_key_set(membership=membership, raw_key=payload.apiKey, ip=client_ip(request), via="api")
@@ -69,6 +93,8 @@ def put_claude_api_key(request: HttpRequest, slug: str, payload: KeyIn):
     "/{slug}/settings/claude-api-key",
     response={200: KeySetOut, **ERRORS},
     summary="Remove the Claude API key",
+    description="Owners and Admins, on any plan (a key left from a BYOM plan can always be removed); idempotent. "
+    "`forbidden_role` (403), `too_many_attempts` (429). " + COMMON_ERRORS,
 )
 def delete_claude_api_key(request: HttpRequest, slug: str):
     membership = access.membership_or_404(request.auth, slug)

@@ -2,7 +2,12 @@
 
 import pytest
 
+from insights.ratelimit import RateLimited
+from insights.services import InsightsUnavailable, KeyInvalid, KeyUnreadable, UpstreamRateLimited
+from orgs.access import PlanRequired, RoleRequired
+from orgs.guards import TooManyAttempts
 from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Membership, Plan, Role
+from orgs.validation import KeyMalformed
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY
 from tests.clients import api_delete_key, api_put_key, bearer, console
 from tests.orgs.helpers import ELIGIBLE, PLAN_REFUSAL, PLANS, ROLES, audit_actions, error_of, store_key, stored_key
@@ -308,6 +313,48 @@ class TestOpenApi:
             "claudeApiKeyStatus",
         }
         assert set(components["ErrorOut"]["properties"]) == {"error"}
+
+    def test_the_schema_lists_the_values_of_every_enumerated_field(self, db):
+        components = console().get("/api/v1/openapi.json").json()["components"]["schemas"]
+
+        def values(schema: str, field: str) -> set:
+            prop = components[schema]["properties"][field]
+            options = prop.get("anyOf", [prop])
+            return {v for option in options for v in option.get("enum", [])}
+
+        assert values("OrganisationOut", "plan") == {"starter", "professional", "institutional", "custom"}
+        assert values("SettingsOut", "role") == {"owner", "admin", "member"}
+        assert values("SettingsOut", "claudeApiKeyStatus") == {"unverified", "valid", "invalid", "unreadable"}
+        assert values("AnswerOut", "keySource") == values("UsageOut", "keySource") == {"platform", "organisation"}
+        assert values("HistoryItem", "outcome") == {"pending", "answered", "failed"}
+
+    def test_each_operation_documents_the_error_codes_it_can_answer_with(self, db):
+        paths = console().get("/api/v1/openapi.json").json()["paths"]
+        documented = {
+            (method, path): op.get("description", "") for path, ops in paths.items() for method, op in ops.items()
+        }
+        expected = {
+            ("put", "/api/v1/orgs/{slug}/settings/claude-api-key"): [
+                RoleRequired,
+                PlanRequired,
+                TooManyAttempts,
+                KeyMalformed,
+            ],
+            ("delete", "/api/v1/orgs/{slug}/settings/claude-api-key"): [RoleRequired, TooManyAttempts],
+            ("post", "/api/v1/orgs/{slug}/insights/queries"): [
+                RateLimited,
+                KeyInvalid,
+                KeyUnreadable,
+                UpstreamRateLimited,
+                InsightsUnavailable,
+            ],
+        }
+
+        for operation, refusals in expected.items():
+            for refusal in refusals:
+                assert f"`{refusal.code}` ({refusal.status}" in documented[operation], (operation, refusal.code)
+        for operation, description in documented.items():
+            assert "`unauthenticated` (401)" in description and "`not_found` (404" in description, operation
 
 
 def test_api_answers_are_never_cached(world):

@@ -25,6 +25,25 @@ class OrganisationAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
     inlines = [MembershipInline]
     actions = ["remove_claude_api_key"]
+    readonly_fields = ["claude_api_key_stored"]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        if "plan" in form.base_fields:
+            form.base_fields["plan"].help_text = (
+                "Only Institutional and Custom include Bring Your Own Model. On any other plan AI Insights uses "
+                "Opsion's platform key and the limit of 20 queries an hour applies at once; a stored key stays "
+                "stored, unused, until the organisation removes it or the plan returns."
+            )
+        return form
+
+    @admin.display(description="Claude API key")
+    def claude_api_key_stored(self, obj) -> str:
+        # Whether one is stored, and nothing of the key itself: not even its ciphertext reaches admin.
+        if obj is None or obj.pk is None or not ClaudeApiKey.objects.filter(organisation=obj).exists():
+            return "None stored."
+        state = "Stored, in use." if obj.allows_byom else "Stored, but unused on this plan."
+        return f"{state} Remove it with the list's action “Remove the Claude API key…”."
 
     def get_queryset(self, request):
         return (

@@ -93,6 +93,20 @@ class TestOrganisationChange:
         assert CANARY_KEY not in page
         assert "secret" not in page.lower()
 
+    def test_the_change_page_says_whether_a_key_is_stored_and_what_a_plan_change_does(self, world, staff):
+        store_key(world.acme, CANARY_KEY)
+        store_key(world.globex, CANARY_KEY)  # left from an earlier BYOM plan
+
+        acme = " ".join(staff.get(f"{ORGS}{world.acme.pk}/change/").content.decode().split())
+        globex = " ".join(staff.get(f"{ORGS}{world.globex.pk}/change/").content.decode().split())
+        initech = " ".join(staff.get(f"{ORGS}{world.initech.pk}/change/").content.decode().split())
+
+        assert "Stored, in use." in acme and "Stored, but unused on this plan." in globex
+        assert "None stored." in initech
+        assert "the limit of 20 queries an hour applies at once" in acme
+        for page in (acme, globex):
+            assert CANARY_KEY not in page and "gAAAA" not in page  # neither the key nor a Fernet token
+
     def test_changing_the_plan_keeps_the_key_and_logs_no_key(self, world, staff):
         store_key(world.acme, CANARY_KEY)
         data = organisation_admin_form(world.acme, plan=Plan.PROFESSIONAL)

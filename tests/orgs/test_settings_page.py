@@ -8,7 +8,7 @@ import pytest
 from orgs import services
 from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Plan
 from tests.base import CANARY_KEY, GOOD_KEY
-from tests.clients import console
+from tests.clients import api_put_key, bearer, console
 from tests.orgs.helpers import CARD_HEADING, ELIGIBLE, MASKED, PLANS, store_key, stored_key
 
 SAVE_ACTION = 'action="/orgs/{slug}/settings/claude-api-key/save"'
@@ -180,6 +180,15 @@ class TestAuditLog:
 
         assert "Claude API key removed (by Opsion staff)" in page
         assert "staff@opsion.test" in page
+
+    def test_a_change_through_the_api_is_labelled_as_such(self, world):
+        api_put_key(console(), "acme", {"apiKey": GOOD_KEY}, **bearer(world.acme_admin))
+        console(world.acme_owner).post("/orgs/acme/settings/claude-api-key/remove", {"confirm": "yes"})
+
+        page = page_of(world.acme_admin, "acme")
+
+        assert "Claude API key saved (through the API)" in page
+        assert "Claude API key removed</td>" in page  # in the console: no label
 
 
 class TestPlanChanges:

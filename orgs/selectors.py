@@ -20,6 +20,11 @@ class KeyState:
     row: ClaudeApiKey | None = field(default=None, repr=False)
 
     @property
+    def status_changed_at(self) -> datetime | None:
+        """When Anthropic's answer about this key last changed (first accepted, or rejected)."""
+        return self.row.status_changed_at if self.row else None
+
+    @property
     def saved_by(self) -> str | None:
         """Who saved the key (read only when a page shows it: the API does not)."""
         user = self.row.saved_by if self.row else None

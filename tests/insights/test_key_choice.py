@@ -140,3 +140,13 @@ def test_a_slow_answer_on_a_replaced_key_does_not_mark_the_new_key(world, fake_a
         pending.answer()
 
     assert ClaudeApiKey.objects.get(organisation=world.acme).status == KeyStatus.UNVERIFIED
+
+
+def test_a_key_choice_never_shows_either_key_when_printed(world, acme_key):
+    # A KeyChoice is a dataclass: its repr (in a log line, an f-string, a debugger) lists its fields.
+    on_platform, on_own = keys.resolve(world.globex), keys.resolve(world.acme)
+
+    shown = f"{on_platform!r} {on_own!r} {on_platform} {on_own} {on_platform.secret} {on_own.secret}"
+
+    assert PLATFORM_KEY not in shown and GOOD_KEY not in shown
+    assert "<PlatformKey>" in shown and on_own.secret.reveal() == GOOD_KEY

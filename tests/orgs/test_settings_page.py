@@ -108,6 +108,24 @@ class TestKeyStored:
         assert "Replace with a new key" in page
         assert CANARY_KEY not in page
 
+    @pytest.mark.parametrize(
+        "behaviour, said", [("ok", "First accepted by Anthropic"), ("auth_error", "Rejected by Anthropic")]
+    )
+    def test_the_page_says_when_anthropic_accepted_or_rejected_the_key(
+        self, world, saved, fake_anthropic, behaviour, said
+    ):
+        if behaviour != "ok":
+            fake_anthropic.behave(CANARY_KEY, behaviour)
+        ask = console(world.acme_member).post(
+            "/api/v1/orgs/acme/insights/queries", {"query": "MiCAR?"}, "application/json"
+        )
+        changed = ClaudeApiKey.objects.get().status_changed_at
+
+        page = page_of(world.acme_admin, "acme")
+
+        assert ask.status_code in (200, 400) and changed is not None
+        assert f"Saved 14 Mar 2026, 09:26 UTC by admin@acme.test. {said} {changed:%-d %b %Y, %H:%M} UTC." in page
+
     def test_members_see_the_same_state_read_only(self, world, saved):
         page = page_of(world.acme_member, "acme")
 

@@ -10,11 +10,13 @@ response body, no header, no cookie, no log record, no `dumpdata` output and no 
 import itertools
 import json
 import re
+import uuid
 from io import StringIO
 
 import pytest
 from django.contrib import admin
 from django.contrib.admin.models import LogEntry
+from django.contrib.auth import forms as auth_forms
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
 from django.core.management import call_command
@@ -306,6 +308,31 @@ def test_passwords_inside_urls_and_connection_parameters_are_in_no_error_page(wo
     assert "RuntimeError" in page and "REDIS_URL" in page and "DATABASE_URL" in page and "conn_params" in page
     assert "redis://:********************@cache.internal:6379/0" in page
     assert DB_PASSWORD not in page
+
+
+def test_posted_secrets_are_in_no_error_page_when_the_view_behind_the_form_fails(world, settings, monkeypatch):
+    """With DEBUG on the technical page lists the request's POST: the key and the password must show
+    as hidden (by name), not as typed, when something fails after they arrive."""
+    settings.DEBUG = True
+    password = "Correct-Horse-" + uuid.uuid4().hex  # built, so the test's own source shown on the page lacks it
+    admin = Client(raise_request_exception=False)
+    admin.force_login(world.acme_admin)
+    settings.FIELD_ENCRYPTION_KEYS = ["not-a-fernet-key"]  # an operator's mistake: saving fails mid-view
+    saved = admin.post("/orgs/acme/settings/claude-api-key/save", {"api_key": CANARY_KEY})
+
+    def unreachable_user_store(*args, **kwargs):
+        raise RuntimeError("the user store is unreachable")
+
+    monkeypatch.setattr(auth_forms, "authenticate", unreachable_user_store)
+    signed_in = Client(raise_request_exception=False).post(
+        "/accounts/login/", {"username": "owner@acme.test", "password": password}
+    )
+
+    for response, field, secret in ((saved, "api_key", CANARY_KEY), (signed_in, "password", password)):
+        page = response.content.decode()
+        assert response.status_code == 500 and "POST" in page and field in page  # the technical page, POST listed
+        for fragment in (secret, secret[-12:]):
+            assert fragment not in page
 
 
 def test_dumpdata_and_admin_history_never_contain_the_key(guard, world):

@@ -41,10 +41,23 @@ ALLOWED_TAGS = {
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}}
 
 
+# An answer sits under the page's own headings (the card's "Answer" is an h2): its `#` becomes an h3.
+HEADING_SHIFT = 2
+
+
+def _heading(renderer, tokens, idx, options, env):
+    token = tokens[idx]
+    token.tag = f"h{min(6, int(token.tag[1]) + HEADING_SHIFT)}"
+    return renderer.renderToken(tokens, idx, options, env)
+
+
 @cache
 def _parser() -> MarkdownIt:
     # Raw HTML passes the parser and meets nh3 below, which keeps only the allowed tags' text.
-    return MarkdownIt("commonmark", {"html": True, "linkify": True}).enable(["table", "strikethrough", "linkify"])
+    md = MarkdownIt("commonmark", {"html": True, "linkify": True}).enable(["table", "strikethrough", "linkify"])
+    md.add_render_rule("heading_open", _heading)
+    md.add_render_rule("heading_close", _heading)
+    return md
 
 
 def render_markdown(text: str) -> SafeString:

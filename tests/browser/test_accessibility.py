@@ -67,7 +67,7 @@ def test_settings_page_has_no_serious_accessibility_violations(app, page, world,
 def test_insights_page_with_an_answer_has_no_serious_accessibility_violations(app, page):
     sign_in(page, app.url, "member@acme.test")
     ask(page, "What must a crypto-asset service provider do to obtain authorisation under MiCAR?")
-    expect(page.locator("#answer-body h2")).to_be_visible()
+    expect(page.locator("#answer-body h4")).to_be_visible()
     expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()
 
     screenshot(page, "insights-answer")
@@ -110,7 +110,7 @@ def test_pages_fit_a_phone_width_screen(app, page, world):
     page.set_viewport_size(PHONE)
     sign_in(page, app.url, "admin@acme.test")
     ask(page, "What must a crypto-asset service provider do to obtain authorisation under MiCAR?")
-    expect(page.locator("#answer-body h2")).to_be_visible()
+    expect(page.locator("#answer-body h4")).to_be_visible()
     expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "the page scrolls sideways"
     page.locator("details.switcher summary").click()  # the organisation menu, open, fits too

@@ -2,7 +2,7 @@
 
 CommonMark (markdown-it-py), as Claude writes it: a list may start straight after a line of text and
 nest by two or three spaces (Python-Markdown needed a blank line and four, and ran such lists into one
-paragraph). Tables, strikethrough and bare URLs as links, as in GitHub's flavour.
+paragraph). Tables, strikethrough and bare http(s):// addresses as links, as in GitHub's flavour.
 """
 
 from functools import cache
@@ -37,6 +37,7 @@ ALLOWED_TAGS = {
     "th",
     "td",
     "a",
+    "div",
 }
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}}
 
@@ -51,12 +52,27 @@ def _heading(renderer, tokens, idx, options, env):
     return renderer.renderToken(tokens, idx, options, env)
 
 
+def _table_open(renderer, tokens, idx, options, env):
+    # A box of its own to scroll in on narrow screens, reachable by keyboard (an allowed tag below).
+    return '<div class="prose__table" tabindex="0">' + renderer.renderToken(tokens, idx, options, env)
+
+
+def _table_close(renderer, tokens, idx, options, env):
+    return renderer.renderToken(tokens, idx, options, env) + "</div>"
+
+
 @cache
 def _parser() -> MarkdownIt:
     # Raw HTML passes the parser and meets nh3 below, which keeps only the allowed tags' text.
     md = MarkdownIt("commonmark", {"html": True, "linkify": True}).enable(["table", "strikethrough", "linkify"])
-    md.add_render_rule("heading_open", _heading)
-    md.add_render_rule("heading_close", _heading)
+    md.linkify.set({"fuzzy_link": False})  # https://… and www.… only: "report.md" is a file name, not a site
+    for rule, render in [
+        ("heading_open", _heading),
+        ("heading_close", _heading),
+        ("table_open", _table_open),
+        ("table_close", _table_close),
+    ]:
+        md.add_render_rule(rule, render)
     return md
 
 
@@ -66,11 +82,9 @@ def render_markdown(text: str) -> SafeString:
         html,
         tags=ALLOWED_TAGS,
         attributes=ALLOWED_ATTRIBUTES,
+        # The table box, and nothing else a div could carry: not even another class.
+        tag_attribute_values={"div": {"class": {"prose__table"}, "tabindex": {"0"}}},
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
     )
-    # Tables get a box of their own to scroll in on narrow screens (nh3 leaves <table> bare: no attributes).
-    clean = clean.replace("<table>", '<div class="prose__table" tabindex="0"><table>').replace(
-        "</table>", "</table></div>"
-    )
-    return mark_safe(clean)  # noqa: S308 - sanitised by nh3 just above; the table boxes are our own
+    return mark_safe(clean)  # noqa: S308 - sanitised by nh3 just above

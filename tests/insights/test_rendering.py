@@ -85,7 +85,30 @@ def test_bare_urls_become_links_and_tables_stay_tables():
         "https://eur-lex.europa.eu/eli/reg/2023/1114/oj</a>." in html
     )
     assert "<th>Art.</th>" in html and "<td>Reserve</td>" in html
-    assert '<div class="prose__table" tabindex="0"><table>' in html and "</table></div>" in html
+    assert '<div class="prose__table" tabindex="0"><table>' in html and "</table>\n</div>" in html
+
+
+def test_markup_hidden_in_a_link_title_stays_inside_it():
+    # Anything done to the HTML after sanitising could turn text in an attribute into live markup.
+    html = render_markdown(
+        'See [the rules](https://example.com "<table><img src=x onerror=alert(1)><div class=evil tabindex=9>").'
+    )
+
+    assert_harmless(html)
+    assert [tag for tag, _ in _Markup(html).tags] == ["p", "a"]
+
+
+def test_only_full_addresses_become_links_not_file_names():
+    html = render_markdown("See report.md, settings.py and MiCA.eu, or https://eba.europa.eu.")
+
+    assert [attrs.get("href") for tag, attrs in _Markup(html).tags if tag == "a"] == ["https://eba.europa.eu"]
+
+
+def test_a_table_box_is_the_only_div_an_answer_can_hold():
+    html = render_markdown('<div class="prose__table x" tabindex="-1" onclick="a()">raw</div>\n\n| a |\n|---|\n| 1 |')
+
+    divs = [attrs for tag, attrs in _Markup(html).tags if tag == "div"]
+    assert divs == [{}, {"class": "prose__table", "tabindex": "0"}]
 
 
 def test_an_answers_headings_sit_below_the_pages_own():

@@ -66,13 +66,13 @@ def sign_in_attempt(request: HttpRequest) -> bool:
     (`sign_in_succeeded`), so an attempt still in progress counts as failed. Checking first and counting
     failures afterwards would let every guess already in flight through: 40 parallel guesses, 40 checked.
     """
-    locked = False
-    for name, key in _SIGN_IN_KEYS:
+    for name, key in _SIGN_IN_KEYS:  # the address first: a locked address adds nothing to any account's count,
+        # or one address could lock out every account it names, staff included, without checking a password
         tried = get_usage(request, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=True)
         succeeded = get_usage(request, group=f"sign-in-{name}-ok", key=key, rate=SIGN_IN_RATE, increment=False)
         if tried is not None and tried["count"] - (succeeded or {}).get("count", 0) > tried["limit"]:
-            locked = True  # both counters still count this attempt: a locked IP keeps counting per account
-    return locked
+            return True
+    return False
 
 
 @_fail_open(None)

@@ -97,6 +97,18 @@ def test_guesses_still_being_checked_count_so_parallel_guesses_cannot_pass_the_l
     assert response.status_code == 429 and not _signed_in(client)
 
 
+def test_a_locked_address_cannot_go_on_to_lock_out_other_accounts(world, clock):
+    for i in range(10):
+        _sign_in(f"guess{i}@nowhere.test", "wrong", ip="203.0.113.66")
+    for victim in ("owner@acme.test", "staff@opsion.test"):
+        for _ in range(10):
+            assert _sign_in(victim, "x", ip="203.0.113.66")[1].status_code == 429
+
+    for victim in ("owner@acme.test", "staff@opsion.test"):
+        client, response = _sign_in(victim, PASSWORD, ip="198.51.100.7")
+        assert response.status_code == 302 and _signed_in(client), victim
+
+
 def test_a_locked_out_attempt_does_not_even_check_the_password(world, clock, monkeypatch):
     for i in range(10):
         _sign_in("owner@acme.test", f"wrong-{i}")

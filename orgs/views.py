@@ -202,10 +202,12 @@ def token_create(request: HttpRequest, slug: str) -> HttpResponse:
     # remembers it (a reload days later), the shared cache claims it atomically (a double click).
     once = request.POST.get("once", "")
     used = request.session.get(TOKEN_FORMS_USED, [])
-    if once and (once in used or not guards.claim_form(user=request.user, form_id=once)):
+    if once in used:
         return _settings_page(request, membership, status=409, token_error=TOKEN_ALREADY_CREATED)
     try:
-        guards.token_create(user=request.user)
+        guards.token_create(user=request.user)  # before the claim: a refused form stays unused, to retry later
+        if once and not guards.claim_form(user=request.user, form_id=once):
+            return _settings_page(request, membership, status=409, token_error=TOKEN_ALREADY_CREATED)
         token, raw = services.api_token_create(user=request.user, name=form.cleaned_data["name"])
     except Refused as refused:
         return _settings_page(request, membership, status=refused.status, token_error=refused.message)

@@ -237,6 +237,21 @@ def test_the_eleventh_new_token_in_an_hour_is_refused(world, clock):
     assert ApiToken.objects.filter(user=world.acme_member).count() == 10
 
 
+def test_a_token_form_refused_by_the_limit_creates_its_token_when_sent_again_later(world, clock):
+    # Refused, the form created nothing: sending it again after the hour must not say it "already created its token".
+    member = console(world.acme_member)
+    for i in range(10):
+        member.post("/orgs/acme/settings/tokens/create", {"name": f"Token {i}"})
+    form = {"name": "Eleventh", "once": "one-time-value-of-the-eleventh-form"}
+    assert member.post("/orgs/acme/settings/tokens/create", form).status_code == 429
+    clock.advance(3601)
+
+    again = member.post("/orgs/acme/settings/tokens/create", form)
+
+    assert again.status_code == 200 and b"Copy it now" in again.content
+    assert ApiToken.objects.filter(user=world.acme_member, name="Eleventh").count() == 1
+
+
 # --- Shared counters ------------------------------------------------------------------------------------
 
 # Another app server: the same guard, run in a separate process against the same Redis.

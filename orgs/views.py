@@ -76,8 +76,9 @@ def _posted_draft(request: HttpRequest) -> str:
 
 
 def _draft(text: str) -> str:
-    # A draft is a question typed in a form, never longer than the longest question.
-    return text[: settings.INSIGHTS_MAX_QUERY_CHARS] if text.strip() else ""
+    # Kept whole, even past the longest question: asking then says so, instead of sending a shortened one.
+    # (Django caps the request body, so nothing unbounded is carried.)
+    return text if text.strip() else ""
 
 
 def sign_in_to_continue(request: HttpRequest, *, draft: str) -> HttpResponse:

@@ -167,6 +167,19 @@ def test_a_question_posted_after_the_session_expired_comes_back_after_signing_in
     assert "></textarea>" in again and "signed out before" not in again
 
 
+def test_a_kept_question_over_the_limit_comes_back_whole_and_is_refused_whole(world, fake_anthropic, client):
+    long_question = "Background. " * 400 + "THE END?"
+    client.post(PAGE.format("globex"), {"query": long_question})
+    login = {"username": "member@globex.test", "password": PASSWORD, "next": "/orgs/globex/insights/"}
+
+    back = client.post("/accounts/login/", {**login, "draft": long_question}, follow=True).content.decode()
+    asked = client.post(PAGE.format("globex"), {"query": long_question})
+
+    assert f">{long_question}</textarea>" in back
+    assert asked.status_code == 400 and "Questions are limited to 4,000 characters." in asked.content.decode()
+    assert not InsightQuery.objects.exists()
+
+
 def test_a_kept_question_goes_back_only_to_the_page_it_was_typed_on(world, client):
     Membership.objects.create(user=world.globex_member, organisation=world.acme, role=Role.MEMBER)
     client.post("/accounts/login/", {"username": "member@globex.test", "password": PASSWORD, "draft": QUESTION})

@@ -1,5 +1,6 @@
 from typing import Literal
 
+from django.conf import settings
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
 from ninja.responses import Response
@@ -13,7 +14,8 @@ from orgs.api import COMMON_ERRORS, ERRORS
 
 RATE_LIMIT_HEADERS = (
     "Every answer, refusals included, carries the organisation's rolling window as `RateLimit-Policy: "
-    '"insights";q=<limit>;w=3600` and `RateLimit: "insights";r=<remaining>;t=<seconds until one frees up>`. '
+    '"insights";q=<limit>;w=<window seconds>` and `RateLimit: "insights";r=<remaining>;t=<seconds until one '
+    "frees up>`. "
 )
 
 router = Router(tags=["insights"])
@@ -85,8 +87,9 @@ def _tokens(row) -> dict:
     "/{slug}/insights/queries",
     response={200: AnswerOut, **ERRORS, 503: ERRORS[400]},
     summary="Ask AI Insights a question",
-    description="Any member. Counts against the organisation's rolling limit (20 queries per 60 minutes on "
-    "Opsion's platform key, 200 on its own key) once sent to Anthropic. "
+    description=f"Any member. Counts against the organisation's rolling limit ({settings.INSIGHTS_PLATFORM_LIMIT} "
+    f"queries per {settings.INSIGHTS_WINDOW_SECONDS // 60} minutes on Opsion's platform key, "
+    f"{settings.INSIGHTS_BYOM_LIMIT} on its own key) once sent to Anthropic. "
     "`rate_limited` (429, Retry-After: when the next query fits), `claude_api_key_invalid` (400: Anthropic "
     "rejected the organisation's key), `claude_api_key_unreadable` (400), `upstream_rate_limited` (429: the "
     "organisation's Anthropic account), `insights_unavailable` (503). " + RATE_LIMIT_HEADERS + COMMON_ERRORS,
@@ -115,7 +118,7 @@ def post_query(request: HttpRequest, slug: str, payload: QueryIn):
     "/{slug}/insights/usage",
     response={200: UsageOut, **ERRORS},
     summary="The rolling window",
-    description="Any member: the organisation's queries in the last 60 minutes, under the limit in force now. "
+    description="Any member: the organisation's queries in the rolling window, under the limit in force now. "
     + RATE_LIMIT_HEADERS
     + COMMON_ERRORS,
 )

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
@@ -32,8 +33,9 @@ class OrganisationAdmin(admin.ModelAdmin):
         if "plan" in form.base_fields:
             form.base_fields["plan"].help_text = (
                 "Only Institutional and Custom include Bring Your Own Model. On any other plan AI Insights uses "
-                "Opsion's platform key and the limit of 20 queries an hour applies at once; a stored key stays "
-                "stored, unused, until the organisation removes it or the plan returns."
+                f"Opsion's platform key and its limit of {settings.INSIGHTS_PLATFORM_LIMIT} queries per rolling "
+                f"{settings.INSIGHTS_WINDOW_SECONDS // 60} minutes applies at once; a stored key stays stored, "
+                "unused, until the organisation removes it or the plan returns."
             )
         return form
 

@@ -93,6 +93,13 @@ class TestOrganisationChange:
         assert CANARY_KEY not in page
         assert "secret" not in page.lower()
 
+    def test_the_plan_help_follows_the_configured_limit(self, world, staff, settings):
+        settings.INSIGHTS_PLATFORM_LIMIT, settings.INSIGHTS_WINDOW_SECONDS = 5, 600
+
+        page = " ".join(staff.get(f"{ORGS}{world.acme.pk}/change/").content.decode().split())
+
+        assert "its limit of 5 queries per rolling 10 minutes applies at once" in page
+
     def test_the_change_page_says_whether_a_key_is_stored_and_what_a_plan_change_does(self, world, staff):
         store_key(world.acme, CANARY_KEY)
         store_key(world.globex, CANARY_KEY)  # left from an earlier BYOM plan
@@ -103,7 +110,7 @@ class TestOrganisationChange:
 
         assert "Stored, in use." in acme and "Stored, but unused on this plan." in globex
         assert "None stored." in initech
-        assert "the limit of 20 queries an hour applies at once" in acme
+        assert "its limit of 20 queries per rolling 60 minutes applies at once" in acme
         for page in (acme, globex):
             assert CANARY_KEY not in page and "gAAAA" not in page  # neither the key nor a Fernet token
 

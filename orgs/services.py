@@ -75,8 +75,11 @@ def _as_it_is_now(membership: Membership, check) -> Membership:
     organisation's locked until the write commits. Staff may remove or demote the member, or change
     the plan, between the request's first check and the write; each such change now lands either
     wholly before the write (which is then refused) or after it. Raises NotFound or what `check` raises."""
+    # The organisation row first, then the membership's: the order Django admin's change form writes
+    # them in (the organisation, then its membership inline), so the two can never deadlock.
+    Organisation.objects.select_for_update().filter(pk=membership.organisation_id).values_list("pk").first()
     try:
-        fresh = Membership.objects.select_for_update().select_related("organisation").get(pk=membership.pk)
+        fresh = Membership.objects.select_for_update(of=("self",)).select_related("organisation").get(pk=membership.pk)
     except Membership.DoesNotExist:
         raise NotFound() from None
     fresh.user = membership.user

@@ -9,8 +9,8 @@ from django.contrib.sessions.models import Session
 from django.core.management import call_command
 from django.http import HttpRequest
 
-from orgs import guards, services
-from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Membership, Organisation, Plan, Role
+from orgs import services
+from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY, PASSWORD
 from tests.clients import console
 from tests.insights.helpers import seed_spread
@@ -316,56 +316,6 @@ class TestCsrf:
         assert saved.status_code == 302
         assert removed.status_code == 302
         assert audit_actions(world.acme) == [AuditAction.KEY_SAVED, AuditAction.KEY_REMOVED]
-        assert not ClaudeApiKey.objects.exists()
-
-
-class TestStaffChangesDuringAKeyWrite:
-    """Staff remove or demote the member, or downgrade the plan, after the request's first check but
-    before its write: the write sees the change and is refused. (The change is made where it can land:
-    between the abuse guard, the last step before the write, and the write itself.)"""
-
-    @pytest.fixture
-    def lands_mid_request(self, monkeypatch):
-        def arrange(change):
-            real = guards.key_write
-
-            def change_then_guard(**kwargs):
-                change()
-                return real(**kwargs)
-
-            monkeypatch.setattr(guards, "key_write", change_then_guard)
-
-        return arrange
-
-    def membership(self, world):
-        return Membership.objects.filter(user=world.acme_admin, organisation=world.acme)
-
-    def test_a_member_removed_mid_request_cannot_save(self, world, lands_mid_request):
-        lands_mid_request(lambda: self.membership(world).delete())
-
-        response = console(world.acme_admin).post(save_url("acme"), {"api_key": GOOD_KEY})
-
-        assert response.status_code == 404
-        assert not ClaudeApiKey.objects.exists() and not AuditEvent.objects.exists()
-
-    def test_a_member_demoted_mid_request_cannot_save_or_remove(self, world, lands_mid_request):
-        store_key(world.acme, OTHER_KEY)
-        lands_mid_request(lambda: self.membership(world).update(role=Role.MEMBER))
-        client = console(world.acme_admin)
-
-        saved = client.post(save_url("acme"), {"api_key": GOOD_KEY})
-        removed = client.post(remove_url("acme"), {"confirm": "yes"})
-
-        assert (saved.status_code, removed.status_code) == (403, 403)
-        assert ROLE_REFUSAL in saved.content.decode()
-        assert stored_key(world.acme) == OTHER_KEY and not AuditEvent.objects.exists()
-
-    def test_a_plan_downgraded_mid_request_refuses_the_save(self, world, lands_mid_request):
-        lands_mid_request(lambda: Organisation.objects.filter(pk=world.acme.pk).update(plan=Plan.PROFESSIONAL))
-
-        response = console(world.acme_admin).post(save_url("acme"), {"api_key": GOOD_KEY})
-
-        assert response.status_code == 403 and PLAN_REFUSAL in response.content.decode()
         assert not ClaudeApiKey.objects.exists()
 
 

@@ -1,6 +1,7 @@
 """Fixtures for the fault and load tests: API and console clients, a stored BYOM key, and real
 database faults (a closed port, a terminated backend, a failing insert) instead of patched code."""
 
+import time
 from contextlib import contextmanager
 
 import psycopg
@@ -44,3 +45,19 @@ def pg_admin_connection() -> psycopg.Connection:
         dbname=s["NAME"],
         autocommit=True,
     )
+
+
+def wait_for_lock_waiters(cursor, count: int) -> None:
+    """Until `count` other connections to this database wait for a lock (PostgreSQL)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")  # else a transaction sees its first snapshot
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        )
+        if cursor.fetchone()[0] >= count:
+            return
+        time.sleep(0.05)
+    cursor.execute("SELECT state, wait_event_type, wait_event, left(query, 60) FROM pg_stat_activity")
+    pytest.fail(f"{count} connections never waited for a lock together; connections: {cursor.fetchall()}")

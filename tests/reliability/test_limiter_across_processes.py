@@ -25,6 +25,7 @@ from insights.models import InsightQuery
 from orgs import services as org_services
 from tests.clients import closed_port
 from tests.conftest import PLATFORM_KEY
+from tests.reliability.conftest import wait_for_lock_waiters
 
 LIMIT = 6
 
@@ -117,22 +118,6 @@ def _ask(base_url: str, token: str) -> tuple[int, dict]:
         return refused.code, json.loads(refused.read())
 
 
-def _wait_for_blocked_backends(cursor, count: int) -> None:
-    """Until `count` other connections to this database wait for a lock."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        cursor.execute("SELECT pg_stat_clear_snapshot()")  # else a transaction sees its first snapshot
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-        )
-        if cursor.fetchone()[0] >= count:
-            return
-        time.sleep(0.05)
-    cursor.execute("SELECT state, wait_event_type, wait_event, left(query, 60) FROM pg_stat_activity")
-    pytest.fail(f"{count} requests never waited together at the limiter; connections: {cursor.fetchall()}")
-
-
 def test_two_app_servers_share_one_limit(world, two_servers):
     server_a, server_b = two_servers
     _, token = org_services.api_token_create(user=world.globex_member, name="two servers")
@@ -154,7 +139,7 @@ def test_two_app_servers_share_one_limit(world, two_servers):
         cursor.execute(f"LOCK TABLE {InsightQuery._meta.db_table} IN EXCLUSIVE MODE")
         for racer in racers:
             racer.start()
-        _wait_for_blocked_backends(cursor, 8)
+        wait_for_lock_waiters(cursor, 8)
     for racer in racers:
         racer.join(timeout=60)
 

@@ -1,0 +1,61 @@
+"""Staff change a membership or a plan in Django admin while a member's key save is under way.
+
+Admin's change form writes the organisation row, then its membership inline, in one transaction. A
+member's save that arrives in between must wait for it and then be judged on what it committed:
+refused when the member was removed or demoted or the plan lost BYOM, never saved on the strength of
+a check made before, and never deadlocked against admin's order of writes. PostgreSQL only: SQLite
+serialises every write transaction (BEGIN IMMEDIATE), so nothing interleaves there.
+"""
+
+import threading
+
+import pytest
+from django.db import connections
+
+from orgs.models import AuditEvent, ClaudeApiKey
+from tests.base import GOOD_KEY
+from tests.clients import console
+from tests.reliability.conftest import pg_admin_connection, postgres_only, wait_for_lock_waiters
+
+pytestmark = [postgres_only, pytest.mark.django_db(transaction=True)]
+
+# What staff change, as SQL on admin's own connection: (statement, status the member's save then gets).
+CHANGES = {
+    "member removed": ("DELETE FROM orgs_membership WHERE user_id = %(user)s AND organisation_id = %(org)s", 404),
+    "member demoted": (
+        "UPDATE orgs_membership SET role = 'member' WHERE user_id = %(user)s AND organisation_id = %(org)s",
+        403,
+    ),
+    "plan downgraded": ("UPDATE orgs_organisation SET plan = 'professional' WHERE id = %(org)s", 403),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_a_key_save_arriving_while_staff_change_the_organisation_is_judged_on_their_change(world, change):
+    statement, refused_with = CHANGES[change]
+    ids = {"user": world.acme_admin.pk, "org": world.acme.pk}
+    outcome = {}
+
+    def member_saves() -> None:
+        try:
+            response = console(world.acme_admin).post("/orgs/acme/settings/claude-api-key/save", {"api_key": GOOD_KEY})
+            outcome["status"] = response.status_code
+        finally:
+            connections.close_all()
+
+    with pg_admin_connection() as staff, pg_admin_connection() as watcher:
+        staff.autocommit = False
+        with staff.cursor() as cursor:
+            # Admin's save_model: the organisation row first (locked until the form's transaction ends).
+            cursor.execute("UPDATE orgs_organisation SET name = name WHERE id = %(org)s", ids)
+            member = threading.Thread(target=member_saves)
+            member.start()
+            with watcher.cursor() as watching:
+                wait_for_lock_waiters(watching, 1)  # the member's save waits for admin's transaction
+            # Then the membership inline (or the plan itself), and the form's commit.
+            cursor.execute(statement, ids)
+        staff.commit()
+        member.join(timeout=30)
+
+    assert outcome.get("status") == refused_with, outcome
+    assert not ClaudeApiKey.objects.exists() and not AuditEvent.objects.exists()

@@ -54,7 +54,9 @@ def _heading(renderer, tokens, idx, options, env):
 
 def _table_open(renderer, tokens, idx, options, env):
     # A box of its own to scroll in on narrow screens, reachable by keyboard (an allowed tag below).
-    return '<div class="prose__table" tabindex="0">' + renderer.renderToken(tokens, idx, options, env)
+    return '<div class="prose__table" tabindex="0" role="region" aria-label="Table">' + renderer.renderToken(
+        tokens, idx, options, env
+    )
 
 
 def _table_close(renderer, tokens, idx, options, env):
@@ -63,8 +65,9 @@ def _table_close(renderer, tokens, idx, options, env):
 
 @cache
 def _parser() -> MarkdownIt:
-    # Raw HTML passes the parser and meets nh3 below, which keeps only the allowed tags' text.
-    md = MarkdownIt("commonmark", {"html": True, "linkify": True}).enable(["table", "strikethrough", "linkify"])
+    # HTML in an answer is shown as the text it is: answers are full of placeholders like <Company Name>,
+    # which as markup would vanish. (nh3 below still guards what the renderer itself produces.)
+    md = MarkdownIt("commonmark", {"html": False, "linkify": True}).enable(["table", "strikethrough", "linkify"])
     md.linkify.set({"fuzzy_link": False})  # https://… and www.… only: "report.md" is a file name, not a site
     for rule, render in [
         ("heading_open", _heading),
@@ -83,7 +86,9 @@ def render_markdown(text: str) -> SafeString:
         tags=ALLOWED_TAGS,
         attributes=ALLOWED_ATTRIBUTES,
         # The table box, and nothing else a div could carry: not even another class.
-        tag_attribute_values={"div": {"class": {"prose__table"}, "tabindex": {"0"}}},
+        tag_attribute_values={
+            "div": {"class": {"prose__table"}, "tabindex": {"0"}, "role": {"region"}, "aria-label": {"Table"}}
+        },
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
     )

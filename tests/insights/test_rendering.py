@@ -85,7 +85,16 @@ def test_bare_urls_become_links_and_tables_stay_tables():
         "https://eur-lex.europa.eu/eli/reg/2023/1114/oj</a>." in html
     )
     assert "<th>Art.</th>" in html and "<td>Reserve</td>" in html
-    assert '<div class="prose__table" tabindex="0"><table>' in html and "</table>\n</div>" in html
+    assert '<div class="prose__table" tabindex="0" role="region" aria-label="Table"><table>' in html
+    assert "</table>\n</div>" in html
+
+
+def test_placeholders_in_angle_brackets_are_shown_not_dropped_as_unknown_tags():
+    html = render_markdown("Address it to <Company Name> Ltd; replace <your-api-key> and <issuer-LEI>.")
+
+    assert (
+        html == "<p>Address it to &lt;Company Name&gt; Ltd; replace &lt;your-api-key&gt; and &lt;issuer-LEI&gt;.</p>\n"
+    )
 
 
 def test_markup_hidden_in_a_link_title_stays_inside_it():
@@ -108,7 +117,7 @@ def test_a_table_box_is_the_only_div_an_answer_can_hold():
     html = render_markdown('<div class="prose__table x" tabindex="-1" onclick="a()">raw</div>\n\n| a |\n|---|\n| 1 |')
 
     divs = [attrs for tag, attrs in _Markup(html).tags if tag == "div"]
-    assert divs == [{}, {"class": "prose__table", "tabindex": "0"}]
+    assert divs == [{"class": "prose__table", "tabindex": "0", "role": "region", "aria-label": "Table"}]
 
 
 def test_an_answers_headings_sit_below_the_pages_own():

@@ -67,8 +67,11 @@ class Usage:
 
 
 def validate_query(text: str) -> str:
-    """The trimmed question. Raises InvalidRequest when empty, too long or holding control characters."""
-    text = (text or "").strip()
+    """The trimmed question. Raises InvalidRequest when empty, too long or holding control characters.
+
+    Line breaks count as one character, as the browser counts them: a plain form post sends each as CRLF.
+    """
+    text = (text or "").replace("\r\n", "\n").strip()
     if not text:
         raise InvalidRequest("Type a question first.")
     if len(text) > settings.INSIGHTS_MAX_QUERY_CHARS:

@@ -279,6 +279,17 @@ def test_over_the_limit_the_stream_request_gets_the_json_error_and_retry_after(
     assert response["RateLimit-Policy"] == '"insights";q=200;w=3600'
 
 
+def test_a_question_of_4000_characters_with_line_breaks_is_accepted_from_the_plain_form(world, fake_anthropic, console):
+    # The browser counts a line break as one character; the plain form post sends it as two (CRLF).
+    question = "Para one.\r\n" + "x" * 3990
+    assert len(question.replace("\r\n", "\n")) == 4000
+
+    response = console(world.globex_member).post(PAGE.format("globex"), {"query": question})
+
+    assert response.status_code == 302
+    assert InsightQuery.objects.get().query == question.replace("\r\n", "\n")
+
+
 def test_an_empty_question_is_refused_on_the_page_without_counting(world, fake_anthropic, console):
     response = console(world.globex_member).post(PAGE.format("globex"), {"query": "   "})
 

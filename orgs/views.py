@@ -107,19 +107,28 @@ def home(request: HttpRequest) -> HttpResponse:
     return redirect("insights:query", org.slug)
 
 
-def form_action(view):
+def form_action(not_done: str):
     """For the URLs the settings forms post to. A GET is not an error but a way back to the form's page:
     it is where signing in again lands someone whose session expired as they submitted (the sign-in
-    page returns to the URL the form posted to), so they see the page, not a 405. Nothing is changed."""
+    page returns to the URL the form posted to), so they see the page, not a 405, told that nothing
+    was changed (`not_done`): someone rotating a compromised key must not think it is done."""
 
-    @wraps(view)
-    @require_http_methods(["GET", "HEAD", "POST"])
-    def run(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if request.method != "POST":
-            return redirect("orgs:settings", kwargs["slug"]) if "slug" in kwargs else redirect("home")
-        return view(request, *args, **kwargs)
+    def decorate(view):
+        @wraps(view)
+        @require_http_methods(["GET", "HEAD", "POST"])
+        def run(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if request.method != "POST":
+                if request.method == "GET":
+                    messages.warning(request, not_done)
+                return redirect("orgs:settings", kwargs["slug"]) if "slug" in kwargs else redirect("home")
+            return view(request, *args, **kwargs)
 
-    return run
+        return run
+
+    return decorate
+
+
+SIGNED_OUT = "You were signed out before this was sent, so nothing was changed: "
 
 
 def _settings_page(request: HttpRequest, membership: Membership, *, status: int = 200, **extra) -> HttpResponse:
@@ -156,7 +165,7 @@ def _removal_confirmation(request: HttpRequest, membership: Membership) -> HttpR
 
 
 @login_required
-@form_action
+@form_action(SIGNED_OUT + "your new key was not saved. Paste it again.")
 @sensitive_post_parameters("api_key")
 def byom_save(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
@@ -174,7 +183,7 @@ def byom_save(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-@form_action
+@form_action(SIGNED_OUT + "the key was not removed. Remove it again if you still want to.")
 def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
     # Only a member who may remove is asked to confirm; anyone else falls through to the service's refusal.
@@ -191,7 +200,7 @@ def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-@form_action
+@form_action(SIGNED_OUT + "no token was created. Create it again.")
 def token_create(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
     form = ApiTokenForm(request.POST)
@@ -227,7 +236,7 @@ def _revoke(request: HttpRequest, token_id: int) -> None:
 
 
 @login_required
-@form_action
+@form_action(SIGNED_OUT + "the token was not revoked. Revoke it again.")
 def token_revoke(request: HttpRequest, slug: str, token_id: int) -> HttpResponse:
     access.membership_or_http404(request.user, slug)
     _revoke(request, token_id)
@@ -235,7 +244,7 @@ def token_revoke(request: HttpRequest, slug: str, token_id: int) -> HttpResponse
 
 
 @login_required
-@form_action
+@form_action(SIGNED_OUT + "the token was not revoked. Revoke it again.")
 def account_token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     """Revoke one of your tokens from outside any organisation (you may belong to none)."""
     _revoke(request, token_id)

@@ -284,6 +284,25 @@ def test_after_a_session_expired_on_submit_signing_in_leads_back_to_settings(wor
 
     assert signed_in.redirect_chain[-1] == ("/orgs/acme/settings/", 302)
     assert signed_in.status_code == 200 and "API tokens" in signed_in.content.decode()
+    assert "You were signed out before this was sent, so nothing was changed: no token was created." in (
+        signed_in.content.decode()
+    )
+
+
+def test_a_key_rotation_lost_to_an_expired_session_says_the_new_key_was_not_saved(world):
+    # Rotating a compromised key, the Owner must not leave believing it is done.
+    store_key(world.acme, GOOD_KEY)
+    sent = console().post(save_url("acme"), {"api_key": OTHER_KEY})
+    client = console()
+
+    back = client.post(sent["Location"], {"username": "owner@acme.test", "password": PASSWORD}, follow=True)
+
+    page = back.content.decode()
+    assert back.redirect_chain[-1] == (settings_url("acme"), 302)
+    assert '<p class="flash flash--warning" role="status">You were signed out before this was sent, so nothing' in page
+    assert "your new key was not saved. Paste it again." in page
+    assert stored_key(world.acme) == GOOD_KEY
+    assert "your new key was not saved" not in client.get(settings_url("acme")).content.decode()  # said once
 
 
 class TestCsrf:

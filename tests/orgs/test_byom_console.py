@@ -312,7 +312,7 @@ class TestCsrf:
         response = client.post(save_url("acme"), {"api_key": CANARY_KEY})
 
         assert response.status_code == 403
-        assert "CSRF check failed" in response.content.decode()
+        assert "CSRF check failed), so nothing was sent. Go back and copy what you typed" in response.content.decode()
         assert not ClaudeApiKey.objects.exists()
         assert not AuditEvent.objects.exists()
 

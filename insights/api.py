@@ -10,7 +10,7 @@ from insights.http import add_ratelimit_headers, window_json
 from insights.models import KeySource, Outcome
 from opsion.errors import Refused, refused_json
 from orgs import access
-from orgs.api import COMMON_ERRORS, ERRORS
+from orgs.api import AUTH_ERRORS, BODY_ERROR_RESPONSES, BODY_ERRORS, CSRF_ERRORS, ERRORS, errors
 
 RATE_LIMIT_HEADERS = (
     "Every answer, refusals included, carries the organisation's rolling window as `RateLimit-Policy: "
@@ -85,14 +85,16 @@ def _tokens(row) -> dict:
 
 @router.post(
     "/{slug}/insights/queries",
-    response={200: AnswerOut, **ERRORS, 503: ERRORS[400]},
+    response={200: AnswerOut, **BODY_ERROR_RESPONSES, 503: ERRORS[400]},
     summary="Ask AI Insights a question",
     description=f"Any member. Counts against the organisation's rolling limit ({settings.INSIGHTS_PLATFORM_LIMIT} "
     f"queries per {settings.INSIGHTS_WINDOW_SECONDS // 60} minutes on Opsion's platform key, "
     f"{settings.INSIGHTS_BYOM_LIMIT} on its own key) once sent to Anthropic. "
     "`rate_limited` (429, Retry-After: when the next query fits), `claude_api_key_invalid` (400: Anthropic "
     "rejected the organisation's key), `claude_api_key_unreadable` (400), `upstream_rate_limited` (429: the "
-    "organisation's Anthropic account), `insights_unavailable` (503). " + RATE_LIMIT_HEADERS + COMMON_ERRORS,
+    "organisation's Anthropic account), `insights_unavailable` (503). "
+    + RATE_LIMIT_HEADERS
+    + errors(AUTH_ERRORS, BODY_ERRORS, CSRF_ERRORS),
 )
 def post_query(request: HttpRequest, slug: str, payload: QueryIn):
     membership = access.membership_or_404(request.auth, slug)
@@ -120,7 +122,7 @@ def post_query(request: HttpRequest, slug: str, payload: QueryIn):
     summary="The rolling window",
     description="Any member: the organisation's queries in the rolling window, under the limit in force now. "
     + RATE_LIMIT_HEADERS
-    + COMMON_ERRORS,
+    + errors(AUTH_ERRORS),
 )
 def get_usage(request: HttpRequest, slug: str):
     membership = access.membership_or_404(request.auth, slug)
@@ -141,7 +143,9 @@ def get_usage(request: HttpRequest, slug: str):
     "/{slug}/insights/queries",
     response={200: HistoryOut, **ERRORS},
     summary="Your recent queries",
-    description="Your own queries in this organisation, newest first. " + RATE_LIMIT_HEADERS + COMMON_ERRORS,
+    description="Your own queries in this organisation, newest first. "
+    + RATE_LIMIT_HEADERS
+    + errors(AUTH_ERRORS, "`invalid_request` (400: `limit` or `offset` out of range)"),
 )
 def list_queries(request: HttpRequest, slug: str, page: Query[Page]):
     membership = access.membership_or_404(request.auth, slug)

@@ -9,11 +9,14 @@ from orgs.models import KeyStatus, Plan, Role
 
 router = Router(tags=["settings"])
 
-# Every refusal, on every route: the `code` is stable, the `message` is for people.
-COMMON_ERRORS = (
-    "Errors: `unauthenticated` (401), `not_found` (404: not a member, or no such organisation), "
-    "`invalid_request` (400), `unsupported_media_type` (415), `csrf_failed` (403, session writes)."
-)
+# Refusals shared by routes, in each operation's description: the `code` is stable, the `message` is for people.
+AUTH_ERRORS = "`unauthenticated` (401), `not_found` (404: not a member, or no such organisation)"
+BODY_ERRORS = "`invalid_request` (400), `unsupported_media_type` (415)"
+CSRF_ERRORS = "`csrf_failed` (403, writes with the browser session)"
+
+
+def errors(*groups: str) -> str:
+    return "Also: " + ", ".join(groups) + "."
 
 
 class ErrorBody(Schema):
@@ -51,6 +54,7 @@ class KeySetOut(Schema):
 
 
 ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 429: ErrorOut}
+BODY_ERROR_RESPONSES = {**ERRORS, 415: ErrorOut}  # routes that read a JSON body
 
 
 def _settings(membership) -> dict:
@@ -69,7 +73,7 @@ def _settings(membership) -> dict:
     "/{slug}/settings",
     response={200: SettingsOut, **ERRORS},
     summary="Organisation settings",
-    description="Any member. " + COMMON_ERRORS,
+    description="Any member. " + errors(AUTH_ERRORS),
 )
 def get_settings(request: HttpRequest, slug: str):
     return _settings(access.membership_or_404(request.auth, slug))
@@ -77,11 +81,12 @@ def get_settings(request: HttpRequest, slug: str):
 
 @router.put(
     "/{slug}/settings/claude-api-key",
-    response={200: KeySetOut, **ERRORS},
+    response={200: KeySetOut, **BODY_ERROR_RESPONSES},
     summary="Save the Claude API key",
     description="Owners and Admins, on the Institutional or Custom plan. Checked in this order: "
     "`forbidden_role` (403), `byom_plan_required` (403), `too_many_attempts` (429, with Retry-After: 10 key "
-    "changes a minute per user and per organisation), `claude_api_key_malformed` (400). " + COMMON_ERRORS,
+    "changes a minute per user and per organisation), `claude_api_key_malformed` (400). "
+    + errors(AUTH_ERRORS, BODY_ERRORS, CSRF_ERRORS),
 )
 def put_claude_api_key(request: HttpRequest, slug: str, payload: KeyIn):
     membership = access.membership_or_404(request.auth, slug)
@@ -94,7 +99,7 @@ def put_claude_api_key(request: HttpRequest, slug: str, payload: KeyIn):
     response={200: KeySetOut, **ERRORS},
     summary="Remove the Claude API key",
     description="Owners and Admins, on any plan (a key left from a BYOM plan can always be removed); idempotent. "
-    "`forbidden_role` (403), `too_many_attempts` (429). " + COMMON_ERRORS,
+    "`forbidden_role` (403), `too_many_attempts` (429). " + errors(AUTH_ERRORS, CSRF_ERRORS),
 )
 def delete_claude_api_key(request: HttpRequest, slug: str):
     membership = access.membership_or_404(request.auth, slug)

@@ -353,8 +353,13 @@ class TestOpenApi:
         for operation, refusals in expected.items():
             for refusal in refusals:
                 assert f"`{refusal.code}` ({refusal.status}" in documented[operation], (operation, refusal.code)
-        for operation, description in documented.items():
-            assert "`unauthenticated` (401)" in description and "`not_found` (404" in description, operation
+        for (method, path), description in documented.items():
+            assert "`unauthenticated` (401)" in description and "`not_found` (404" in description, path
+            # Only what each can answer: a body's errors where there is a body, CSRF's on writes.
+            assert ("`unsupported_media_type` (415)" in description) is (method in ("put", "post")), (method, path)
+            assert ("`csrf_failed` (403" in description) is (method != "get"), (method, path)
+            if method in ("put", "post"):
+                assert "415" in paths[path][method]["responses"], (method, path)
 
 
 def test_api_answers_are_never_cached(world):

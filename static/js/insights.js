@@ -208,7 +208,10 @@
       showError("The connection was interrupted. Please try again.");
     } finally {
       answer.removeAttribute("aria-busy");
+      const hadFocus = document.activeElement === button || document.activeElement === document.body;
       button.disabled = false;
+      // Disabling the focused button sent keyboard focus to the page's start: give it back.
+      if (hadFocus) button.focus();
       status.textContent = "";
     }
   }

@@ -51,3 +51,5 @@ def test_keyboard_user_saves_and_removes_a_key_and_asks_a_question(app, page):
     page.keyboard.press("Enter")
     expect(page.locator("#answer-body").get_by_role("heading", name="Authorisation under MiCAR")).to_be_visible()
     expect(page.locator("#usage-used")).to_have_text("1")
+    # The button was disabled while the answer streamed; focus comes back to it, not to the page's start.
+    expect(page.locator("#ask-button")).to_be_focused()

@@ -1,10 +1,13 @@
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group
 from django.db.models import Count, Exists, OuterRef
+from django.template.response import TemplateResponse
 
+from insights import services as insights_services
 from opsion.http import client_ip
 from orgs import services
 from orgs.models import ApiToken, AuditEvent, ClaudeApiKey, Membership, Organisation, User
@@ -45,7 +48,7 @@ class OrganisationAdmin(admin.ModelAdmin):
         if obj is None or obj.pk is None or not ClaudeApiKey.objects.filter(organisation=obj).exists():
             return "None stored."
         state = "Stored, in use." if obj.allows_byom else "Stored, but unused on this plan."
-        return f"{state} Remove it with the list's action “Remove the Claude API key…”."
+        return f"{state} Remove it with the list's action “Remove the Claude API key of the selected organisations…”."
 
     def get_queryset(self, request):
         return (
@@ -65,13 +68,34 @@ class OrganisationAdmin(admin.ModelAdmin):
     def member_count(self, obj) -> int:
         return obj._members
 
-    @admin.action(description="Remove the Claude API key of the selected organisations", permissions=["change"])
+    @admin.action(description="Remove the Claude API key of the selected organisations…", permissions=["change"])
     def remove_claude_api_key(self, request, queryset):
+        if request.POST.get("confirm") != "yes":
+            # First a confirmation step, as for deletions: it names each key and what removing it does now.
+            return self._confirm_key_removal(request, queryset)
         removed = sum(
             services.claude_api_key_remove_as_staff(org=org, staff_user=request.user, ip=client_ip(request))
             for org in queryset
         )
         self.message_user(request, f"Removed the Claude API key of {removed} organisation(s).", messages.SUCCESS)
+
+    def _confirm_key_removal(self, request, queryset) -> TemplateResponse:
+        with_key = queryset.filter(claude_api_key__isnull=False).order_by("name")
+        rows = [
+            {"org": org, "in_use": org.allows_byom, "after": insights_services.window_on_platform_key(org)}
+            for org in with_key
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Remove Claude API keys?",
+            "opts": self.model._meta,
+            "rows": rows,
+            "selected": [str(pk) for pk in queryset.values_list("pk", flat=True)],
+            "without_key": queryset.count() - len(rows),
+            "platform_limit": settings.INSIGHTS_PLATFORM_LIMIT,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/orgs/organisation/remove_key_confirmation.html", context)
 
 
 @admin.register(User)

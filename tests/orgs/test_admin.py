@@ -11,6 +11,7 @@ from orgs import services
 from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Plan, User
 from tests.base import CANARY_KEY, GOOD_KEY, PASSWORD, make_user, organisation_admin_form
 from tests.clients import console
+from tests.insights.helpers import seed_spread
 from tests.orgs.helpers import store_key, stored_key
 
 ORGS = "/admin/orgs/organisation/"
@@ -148,12 +149,12 @@ class TestRemoveKeyAction:
         store_key(world.acme, CANARY_KEY)
         store_key(world.globex, GOOD_KEY)
 
-        response = staff.post(
-            ORGS,
-            {"action": "remove_claude_api_key", "_selected_action": [world.acme.pk, world.initech.pk]},
-            REMOTE_ADDR="10.1.2.3",
-            follow=True,
-        )
+        action = {"action": "remove_claude_api_key", "_selected_action": [world.acme.pk, world.initech.pk]}
+        asked = staff.post(ORGS, action, REMOTE_ADDR="10.1.2.3")
+        assert "Remove the stored Claude API key of these organisations?" in asked.content.decode()
+        assert stored_key(world.acme) == CANARY_KEY and not AuditEvent.objects.exists()  # nothing yet
+
+        response = staff.post(ORGS, {**action, "confirm": "yes"}, REMOTE_ADDR="10.1.2.3", follow=True)
 
         page = response.content.decode()
         assert "Removed the Claude API key of 1 organisation(s)." in page
@@ -169,6 +170,26 @@ class TestRemoveKeyAction:
         )
         assert CANARY_KEY not in page
         assert not LogEntry.objects.filter(change_message__contains=CANARY_KEY).exists()
+
+    def test_the_confirmation_names_each_key_and_warns_of_a_lockout(self, world, staff):
+        store_key(world.acme, CANARY_KEY)
+        store_key(world.globex, GOOD_KEY)  # left from an earlier plan: unused
+        seed_spread(world.acme, 25, oldest=3000, newest=60, source="organisation")
+        selected = [world.acme.pk, world.globex.pk, world.initech.pk]
+
+        page = staff.post(ORGS, {"action": "remove_claude_api_key", "_selected_action": selected}).content.decode()
+
+        text = " ".join(re.sub(r"<[^>]+>", "", page).split())
+        assert (
+            "Acme Digital Assets (Institutional): its AI Insights queries move to Opsion's platform key at once, "
+            "limited to 20 per rolling window. It has used 25 queries in the window, so no one in it can ask "
+            "AI Insights for about 21 min." in text
+        )
+        assert "Globex Payments (Professional): the key is not in use on this plan" in text
+        assert "1 other selected organisation(s) have no key stored." in text
+        assert page.count('name="_selected_action"') == 3 and 'name="confirm" value="yes"' in page
+        assert CANARY_KEY not in page and GOOD_KEY not in page
+        assert ClaudeApiKey.objects.count() == 2
 
 
 class TestOtherModels:

@@ -27,6 +27,8 @@ def sign_in(page: Page, base_url: str, email: str) -> None:
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    # The landing page's scripts (deferred) have run: a click now is the enhanced page's, not a plain post.
+    page.wait_for_load_state("load")
 
 
 @dataclass

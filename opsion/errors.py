@@ -1,6 +1,6 @@
 """The one error shape both surfaces speak, and the responses that carry it."""
 
-from django.http import HttpRequest, JsonResponse
+from django.http import JsonResponse
 
 
 class Refused(Exception):
@@ -33,11 +33,3 @@ def error_json(code: str, message: str, status: int, *, retry_after: int | None 
 
 def refused_json(refused: Refused) -> JsonResponse:
     return error_json(refused.code, refused.message, refused.status, retry_after=refused.retry_after)
-
-
-TOO_MANY_ATTEMPTS = "Too many attempts. Please wait a few minutes and try again."
-
-
-def too_many_attempts(request: HttpRequest, exception: Exception) -> JsonResponse:
-    """django-ratelimit's RATELIMIT_VIEW: a 429 in our error shape instead of its default 403."""
-    return error_json("too_many_attempts", TOO_MANY_ATTEMPTS, 429, retry_after=60)

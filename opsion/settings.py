@@ -143,7 +143,6 @@ else:
     SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
 RATELIMIT_USE_CACHE = "default"
 RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
-RATELIMIT_VIEW = "opsion.errors.too_many_attempts"
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "UTC"

@@ -40,12 +40,45 @@ def test_a_query_returns_the_answer_in_the_documented_shape(world, fake_anthropi
         "usage": {"inputTokens": row.input_tokens, "outputTokens": row.output_tokens},
         "rateLimit": {"limit": 20, "remaining": 19, "resetSeconds": 3600},
     }
-    assert body["usage"]["inputTokens"] > 0 and body["usage"]["outputTokens"] > 0
+    # What the fake reported: its input count is the question's words + 10, its output the answer's words.
+    assert body["usage"] == {"inputTokens": 6 + 10, "outputTokens": len(fake_anthropic.answer_text.split())}
     assert (row.outcome, row.answer, row.user) == (Outcome.ANSWERED, fake_anthropic.answer_text, world.globex_member)
-    assert fake_anthropic.requests[0]["body"]["messages"] == [
-        {"role": "user", "content": "Which reserve rules apply to ARTs?"}
-    ]
+    sent = fake_anthropic.requests[0]["body"]
+    assert sent["messages"] == [{"role": "user", "content": "Which reserve rules apply to ARTs?"}]
+    assert "MiCAR" in sent["system"] and "do not invent citations" in sent["system"]  # the assistant's brief
+    assert (sent["model"], sent["max_tokens"]) == (settings.ANTHROPIC_MODEL, settings.ANTHROPIC_MAX_TOKENS)
     assert_ratelimit_headers(response, limit=20, remaining=19)
+
+
+def test_the_answer_length_cap_is_the_configured_one(world, fake_anthropic, api_client, settings):
+    settings.ANTHROPIC_MAX_TOKENS = 321
+
+    ask(api_client(world.globex_member), "globex")
+
+    assert fake_anthropic.requests[0]["body"]["max_tokens"] == 321
+
+
+def test_history_says_why_a_query_failed_and_pages_exactly(world, fake_anthropic, api_client, acme_key):
+    fake_anthropic.behave(GOOD_KEY, "auth_error")
+    client = api_client(world.acme_member)
+    ask(client, "acme")
+    fake_anthropic.reset()
+    ask(client, "acme")
+
+    two = client.get(QUERIES.format("acme") + "?limit=2").json()
+    one = client.get(QUERIES.format("acme") + "?limit=1").json()
+
+    assert [item["errorCode"] for item in two["items"]] == ["", "claude_api_key_invalid"]
+    assert [item["outcome"] for item in two["items"]] == ["answered", "failed"]
+    assert two["hasMore"] is False and one["hasMore"] is True
+
+
+def test_remaining_is_never_negative_above_a_lowered_limit(world, api_client):
+    seed(world.globex, *[300] * 25)  # 25 counted, the platform limit is 20
+
+    body = api_client(world.globex_member).get(USAGE.format("globex")).json()
+
+    assert (body["used"], body["limit"], body["remaining"]) == (25, 20, 0)
 
 
 def test_a_query_on_the_organisations_key_reports_it(world, fake_anthropic, api_client, acme_key):

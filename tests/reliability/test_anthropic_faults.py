@@ -67,6 +67,23 @@ def test_a_timeout_answers_503_before_anthropic_would_have_and_records_it(
     assert_next_query_answers(client, "globex", fake_anthropic)
 
 
+def test_an_answer_that_trickles_in_forever_is_cut_off_at_the_timeout(world, api_client, fake_anthropic, settings):
+    # Each piece arrives within the per-read timeout, so only the whole-answer deadline can stop it.
+    fake_anthropic.answer_text = "word " * 400  # about 80 pieces, 0.2 s apart: 16 s in all
+    fake_anthropic.chunk_pause = 0.2
+    settings.ANTHROPIC_TIMEOUT_SECONDS = 1
+    client = api_client(world.globex_member)
+
+    started = time.monotonic()
+    response = api_ask(client, "globex")
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 503 and response.json()["error"]["code"] == "insights_unavailable"
+    assert elapsed < 5
+    assert_failed(only_row(world.globex), "insights_unavailable")
+    assert_next_query_answers(client, "globex", fake_anthropic)
+
+
 def test_connection_refused_answers_503_and_leaves_the_org_key_untouched(
     world, acme_key, api_client, fake_anthropic, settings
 ):

@@ -95,9 +95,19 @@ def _assert_security_headers(response, label: str) -> None:
     csp = response["Content-Security-Policy"]
     assert "'unsafe-inline'" not in csp and "'unsafe-eval'" not in csp, label
     directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
-    assert directives["script-src"] == "'self'", label
-    assert directives["style-src"] == "'self'", label
-    assert directives["frame-ancestors"] == "'none'", label
+    # The whole policy: each directive limits something (where scripts, styles, fetches and forms may
+    # go, plugins, framing, <base>); loosening any one of them must fail here.
+    assert directives == {
+        "default-src": "'self'",
+        "script-src": "'self'",
+        "style-src": "'self'",
+        "img-src": "'self' data:",
+        "connect-src": "'self'",
+        "form-action": "'self'",
+        "frame-ancestors": "'none'",
+        "base-uri": "'none'",
+        "object-src": "'none'",
+    }, label
     assert response["X-Frame-Options"] == "DENY", label
     assert response["Referrer-Policy"] == "same-origin", label
     assert response["X-Content-Type-Options"] == "nosniff", label

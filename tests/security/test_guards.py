@@ -153,6 +153,16 @@ def test_the_lock_lifts_after_fifteen_minutes(world, clock):
     assert response.status_code == 302 and _signed_in(client)
 
 
+def test_without_a_proxy_a_forged_forwarded_for_header_does_not_escape_the_lock(world, clock, settings):
+    # BEHIND_PROXY is off (the default): X-Forwarded-For is whatever the client says, so it is ignored.
+    for i in range(10):
+        _sign_in(f"guess{i}@nowhere.test", "wrong", ip="203.0.113.10", HTTP_X_FORWARDED_FOR=f"198.51.100.{i}")
+
+    client, response = _sign_in("member@acme.test", PASSWORD, ip="203.0.113.10", HTTP_X_FORWARDED_FOR="192.0.2.77")
+
+    assert response.status_code == 429 and not _signed_in(client)
+
+
 def test_behind_the_proxy_each_client_is_counted_not_the_proxy(world, clock, settings):
     # BEHIND_PROXY=1: the proxy connects from one address and appends the client's to X-Forwarded-For.
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -2,7 +2,8 @@
 
 This is how Opsion scales past one machine (many app servers, one database), so the limit must
 not live in any one process's memory. Both servers run the real app against the test database
-and the fake Anthropic server; the test only speaks HTTP to them.
+and the fake Anthropic server; the test only speaks HTTP to them. The same real servers show that
+one recovers by itself when PostgreSQL drops its persistent connection.
 """
 
 import json
@@ -25,7 +26,7 @@ from insights.models import InsightQuery
 from orgs import services as org_services
 from tests.clients import closed_port
 from tests.conftest import PLATFORM_KEY
-from tests.reliability.conftest import wait_for_lock_waiters
+from tests.reliability.conftest import pg_admin_connection, wait_for_lock_waiters
 
 LIMIT = 6
 
@@ -45,11 +46,11 @@ def _database_url() -> str:
     return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{quote(s['NAME'], safe='')}"
 
 
-def _start_server(env: dict, log: Path) -> tuple[subprocess.Popen, str]:
+def _start_server(env: dict, log: Path, threads: int = 8) -> tuple[subprocess.Popen, str]:
     port = closed_port()
     command = [
         *(sys.executable, "-m", "gunicorn", "opsion.wsgi:application"),
-        *("--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread", "--threads", "8"),
+        *("--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread", "--threads", str(threads)),
     ]
     process = subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     return process, f"http://127.0.0.1:{port}"
@@ -69,8 +70,28 @@ def _wait_until_healthy(process: subprocess.Popen, base_url: str, log: Path) -> 
     pytest.fail(f"gunicorn at {base_url} did not become healthy:\n{log.read_text()}")
 
 
+def _servers(env: dict, tmp_path: Path, count: int, threads: int = 8):
+    started = [
+        (*_start_server(env, tmp_path / f"gunicorn-{i}.log", threads), tmp_path / f"gunicorn-{i}.log")
+        for i in range(1, count + 1)
+    ]
+    try:
+        for process, base_url, log in started:
+            _wait_until_healthy(process, base_url, log)
+        yield [base_url for _, base_url, _ in started]
+    finally:
+        for process, _, _ in started:
+            process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown: nothing is in flight any more
+        for process, _, _ in started:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 @pytest.fixture
-def two_servers(world, fake_anthropic, tmp_path):
+def server_env(world, fake_anthropic) -> dict:
     env = {
         **os.environ,
         "OPSION_READ_DOTENV": "0",
@@ -88,20 +109,18 @@ def two_servers(world, fake_anthropic, tmp_path):
         "LOG_LEVEL": "WARNING",
     }
     env.pop("TEST_DATABASE_NAME", None)
-    started = [(*_start_server(env, tmp_path / f"gunicorn-{i}.log"), tmp_path / f"gunicorn-{i}.log") for i in (1, 2)]
-    try:
-        for process, base_url, log in started:
-            _wait_until_healthy(process, base_url, log)
-        yield [base_url for _, base_url, _ in started]
-    finally:
-        for process, _, _ in started:
-            process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown: nothing is in flight any more
-        for process, _, _ in started:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    return env
+
+
+@pytest.fixture
+def two_servers(server_env, tmp_path):
+    yield from _servers(server_env, tmp_path, 2)
+
+
+@pytest.fixture
+def one_thread_server(server_env, tmp_path):
+    """One worker with one thread: every request reuses the same persistent database connection."""
+    yield from _servers(server_env, tmp_path, 1, threads=1)
 
 
 def _ask(base_url: str, token: str) -> tuple[int, dict]:
@@ -148,3 +167,23 @@ def test_two_app_servers_share_one_limit(world, two_servers):
     assert {body["error"]["code"] for status, body in outcomes if status == 429} == {"rate_limited"}
     assert [_ask(url, token)[0] for url in (server_a, server_b)] == [429, 429]
     assert InsightQuery.objects.filter(organisation=world.globex).count() == LIMIT
+
+
+def test_a_server_reconnects_by_itself_after_postgresql_dropped_its_connection(world, one_thread_server):
+    # A database restart or failover drops every connection. The next request must get a fresh one
+    # (CONN_HEALTH_CHECKS), not fail on the dead persistent one.
+    (server,) = one_thread_server
+    _, token = org_services.api_token_create(user=world.globex_member, name="reconnect")
+    assert _ask(server, token)[0] == 200  # the server now holds a persistent connection
+    connection.ensure_connection()
+    with pg_admin_connection() as admin:
+        dropped = admin.execute(
+            "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND backend_type = 'client backend' AND pid NOT IN (pg_backend_pid(), %s)",
+            [connection.connection.info.backend_pid],
+        ).fetchone()[0]
+
+    status, body = _ask(server, token)
+
+    assert dropped >= 1
+    assert status == 200, body

@@ -54,6 +54,7 @@ class FakeAnthropic:
         self.delay = 5.0
         self.release = threading.Event()
         self.chunk_pause = 0.0
+        self.midstream_error = "overloaded_error"  # the error event's type for "midstream_error"
         self.set_cookie = ""
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
@@ -82,6 +83,7 @@ class FakeAnthropic:
         self.should_retry = "false"
         self.release = threading.Event()
         self.chunk_pause = 0.0
+        self.midstream_error = "overloaded_error"
         self.set_cookie = ""
 
     def start(self) -> "FakeAnthropic":
@@ -189,7 +191,7 @@ class FakeAnthropic:
                     if behaviour == "midstream_error" and i == 1:
                         self._event(
                             "error",
-                            {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+                            {"type": "error", "error": {"type": fake.midstream_error, "message": "Stream failed"}},
                         )
                         self.close_connection = True
                         return

@@ -119,6 +119,38 @@ def test_anthropic_500_and_529_answer_503_on_either_key(
     assert_next_query_answers(client, org_slug, fake_anthropic)
 
 
+@pytest.mark.parametrize(
+    "error_type, code, status",
+    [
+        ("permission_error", "claude_api_key_invalid", 400),
+        ("authentication_error", "claude_api_key_invalid", 400),
+        ("rate_limit_error", "upstream_rate_limited", 429),
+        ("overloaded_error", "insights_unavailable", 503),
+    ],
+)
+def test_an_error_inside_the_answer_stream_is_classified_by_its_type(
+    world, acme_key, api_client, fake_anthropic, error_type, code, status
+):
+    # Anthropic can fail after answering 200, with an `error` event: the key's fault reads as the key's.
+    fake_anthropic.behave(acme_key, "midstream_error")
+    fake_anthropic.midstream_error = error_type
+
+    response = api_ask(api_client(world.acme_member), "acme")
+
+    assert (response.status_code, response.json()["error"]["code"]) == (status, code)
+    expected = KeyStatus.INVALID if code == "claude_api_key_invalid" else KeyStatus.UNVERIFIED
+    assert ClaudeApiKey.objects.get(organisation=world.acme).status == expected
+
+
+def test_a_fractional_retry_after_is_never_passed_on_as_zero(world, acme_key, api_client, fake_anthropic):
+    fake_anthropic.behave(acme_key, "rate_limited")
+    fake_anthropic.retry_after = "0.4"
+
+    response = api_ask(api_client(world.acme_member), "acme")
+
+    assert response.status_code == 429 and response["Retry-After"] == "1"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_429_asking_to_wait_an_hour_is_passed_on_at_once_not_waited_out(world, acme_key, api_client, fake_anthropic):
     # Anthropic says "retry in an hour" and marks the error retryable, as it does for real. The

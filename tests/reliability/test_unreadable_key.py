@@ -13,7 +13,8 @@ from cryptography.fernet import Fernet
 from django.urls import reverse
 from django.utils.html import escape
 
-from insights.models import InsightQuery
+from insights import services
+from insights.models import InsightQuery, Outcome
 from orgs.models import ClaudeApiKey
 from tests.base import GOOD_KEY, OTHER_KEY
 
@@ -103,3 +104,18 @@ def test_putting_the_old_encryption_key_back_heals_it_without_a_save(
     assert client.get("/api/v1/orgs/acme/settings").json()["claudeApiKeyStatus"] == "unverified"
     assert ask(client).status_code == 200
     assert fake_anthropic.keys_used == [GOOD_KEY]
+
+
+def test_a_key_that_became_unreadable_after_the_query_was_counted_reads_as_unreadable(
+    world, acme_key, settings, fake_anthropic
+):
+    # The encryption keys changed (a deploy) between the query being let through and the call to Claude.
+    pending = services.start(membership=world.membership(world.acme_member, world.acme), text="MiCAR Article 59?")
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+
+    with pytest.raises(services.KeyUnreadable):
+        pending.answer()
+
+    row = InsightQuery.objects.get()
+    assert (row.outcome, row.error_code) == (Outcome.FAILED, "claude_api_key_unreadable")
+    assert fake_anthropic.requests == []  # nothing, least of all the ciphertext, was sent

@@ -24,9 +24,11 @@ def test_keyboard_user_saves_and_removes_a_key_and_asks_a_question(app, page):
 
     tab_to(page, "#byom-remove")
     page.keyboard.press("Enter")
-    confirm_button = page.get_by_role("button", name="Yes, remove the key")
-    expect(confirm_button).to_be_focused()  # the confirmation step takes focus itself
+    # The confirmation step takes focus itself, on Cancel: a stray Enter must not remove the key.
+    expect(page.get_by_role("link", name="Cancel")).to_be_focused()
     assert focus_outline(page)["outlineStyle"] != "none"
+    page.keyboard.press("Shift+Tab")
+    expect(page.get_by_role("button", name="Yes, remove the key")).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.get_by_label("Anthropic API key")).to_have_value("")
 

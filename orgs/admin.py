@@ -45,7 +45,7 @@ class OrganisationAdmin(admin.ModelAdmin):
     @admin.display(description="Claude API key")
     def claude_api_key_stored(self, obj) -> str:
         # Whether one is stored, and nothing of the key itself: not even its ciphertext reaches admin.
-        if obj is None or obj.pk is None or not ClaudeApiKey.objects.filter(organisation=obj).exists():
+        if obj is None or not obj._key_set:  # annotated by get_queryset, which the change page reads through
             return "None stored."
         state = "Stored, in use." if obj.allows_byom else "Stored, but unused on this plan."
         return f"{state} Remove it with the list's action “Remove the Claude API key of the selected organisations…”."
@@ -85,13 +85,14 @@ class OrganisationAdmin(admin.ModelAdmin):
             {"org": org, "in_use": org.allows_byom, "after": insights_services.window_on_platform_key(org)}
             for org in with_key
         ]
+        selected = [str(pk) for pk in queryset.values_list("pk", flat=True)]
         context = {
             **self.admin_site.each_context(request),
             "title": "Remove Claude API keys?",
             "opts": self.model._meta,
             "rows": rows,
-            "selected": [str(pk) for pk in queryset.values_list("pk", flat=True)],
-            "without_key": queryset.count() - len(rows),
+            "selected": selected,
+            "without_key": len(selected) - len(rows),
             "platform_limit": settings.INSIGHTS_PLATFORM_LIMIT,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         }

@@ -82,7 +82,6 @@ def _as_it_is_now(membership: Membership, check) -> Membership:
         fresh = Membership.objects.select_for_update(of=("self",)).select_related("organisation").get(pk=membership.pk)
     except Membership.DoesNotExist:
         raise NotFound() from None
-    fresh.user = membership.user
     check(fresh)
     return fresh
 
@@ -93,7 +92,8 @@ def claude_api_key_remove_as_staff(*, org: Organisation, staff_user, ip: str | N
 
 
 def _remove(*, org: Organisation, actor, ip: str | None, via: str) -> bool:
-    with transaction.atomic():
+    # Its own transaction for staff; inside a member's (after the re-check) no savepoint is needed.
+    with transaction.atomic(savepoint=False):
         deleted, _ = ClaudeApiKey.objects.filter(organisation=org).delete()
         if deleted:
             _audit(org=org, actor=actor, action=AuditAction.KEY_REMOVED, ip=ip, via=via)

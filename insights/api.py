@@ -10,12 +10,13 @@ from insights.http import add_ratelimit_headers, window_json
 from insights.models import KeySource, Outcome
 from opsion.errors import Refused, refused_json
 from orgs import access
-from orgs.api import AUTH_ERRORS, BODY_ERROR_RESPONSES, BODY_ERRORS, CSRF_ERRORS, ERRORS, errors
+from orgs.api import ANY, AUTH_ERRORS, BODY, BODY_ERRORS, CSRF_ERRORS, errors, headers, responses
 
+RATE_LIMIT = ("RateLimit-Policy", "RateLimit")
 RATE_LIMIT_HEADERS = (
-    "Every answer, refusals included, carries the organisation's rolling window as `RateLimit-Policy: "
-    '"insights";q=<limit>;w=<window seconds>` and `RateLimit: "insights";r=<remaining>;t=<seconds until one '
-    "frees up>`. "
+    "Every answer to a member, refusals included, carries the organisation's rolling window as "
+    '`RateLimit-Policy: "insights";q=<limit>;w=<window seconds>` and `RateLimit: "insights";r=<remaining>;'
+    "t=<seconds until one frees up>`, except the refusal of a malformed request (body or parameters). "
 )
 
 router = Router(tags=["insights"])
@@ -74,9 +75,12 @@ class HistoryOut(Schema):
     hasMore: bool
 
 
+MAX_OFFSET = 100_000  # deep OFFSETs scan what they skip: the history pages reach back this far
+
+
 class Page(Schema):
     limit: int = Field(20, ge=1, le=100)
-    offset: int = Field(0, ge=0, le=100_000)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
 def _tokens(row) -> dict:
@@ -85,7 +89,8 @@ def _tokens(row) -> dict:
 
 @router.post(
     "/{slug}/insights/queries",
-    response={200: AnswerOut, **BODY_ERROR_RESPONSES, 503: ERRORS[400]},
+    response=responses(AnswerOut, *BODY, 429),
+    openapi_extra=headers(s200=RATE_LIMIT, s400=RATE_LIMIT, s429=(*RATE_LIMIT, "Retry-After"), s503=RATE_LIMIT),
     summary="Ask AI Insights a question",
     description=f"Any member. Counts against the organisation's rolling limit ({settings.INSIGHTS_PLATFORM_LIMIT} "
     f"queries per {settings.INSIGHTS_WINDOW_SECONDS // 60} minutes on Opsion's platform key, "
@@ -118,7 +123,8 @@ def post_query(request: HttpRequest, slug: str, payload: QueryIn):
 
 @router.get(
     "/{slug}/insights/usage",
-    response={200: UsageOut, **ERRORS},
+    response=responses(UsageOut, *ANY),
+    openapi_extra=headers(s200=RATE_LIMIT),
     summary="The rolling window",
     description="Any member: the organisation's queries in the rolling window, under the limit in force now. "
     + RATE_LIMIT_HEADERS
@@ -141,9 +147,11 @@ def get_usage(request: HttpRequest, slug: str):
 
 @router.get(
     "/{slug}/insights/queries",
-    response={200: HistoryOut, **ERRORS},
+    response=responses(HistoryOut, *ANY, 400),
+    openapi_extra=headers(s200=RATE_LIMIT),
     summary="Your recent queries",
-    description="Your own queries in this organisation, newest first. "
+    description="Your own queries in this organisation, newest first, `limit` (1–100) at a time from `offset` "
+    f"(0–{MAX_OFFSET:,}); `hasMore` says whether the next page holds more. "
     + RATE_LIMIT_HEADERS
     + errors(AUTH_ERRORS, "`invalid_request` (400: `limit` or `offset` out of range)"),
 )
@@ -165,7 +173,9 @@ def list_queries(request: HttpRequest, slug: str, page: Query[Page]):
         }
         for r in rows[:limit]
     ]
+    # Never promise a page the offset cap would refuse.
+    has_more = len(rows) > limit and offset + limit <= MAX_OFFSET
     window = services.usage(membership.organisation).window
     return add_ratelimit_headers(
-        Response({"items": items, "limit": limit, "offset": offset, "hasMore": len(rows) > limit}), window
+        Response({"items": items, "limit": limit, "offset": offset, "hasMore": has_more}), window
     )

@@ -78,6 +78,11 @@ def validate_query(text: str) -> str:
         raise InvalidRequest(f"Questions are limited to {settings.INSIGHTS_MAX_QUERY_CHARS:,} characters.")
     if "\x00" in text:
         raise InvalidRequest("The question contains a NUL character.")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:  # a lone surrogate: valid JSON ("\ud800"), but no database can store it
+            raise InvalidRequest("The question contains characters that are not valid text.") from None
     return text
 
 

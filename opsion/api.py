@@ -97,7 +97,7 @@ def _http_error(request, exc: HttpError):
         )
     if isinstance(exc.__cause__, UnicodeDecodeError):
         return error_json("invalid_request", "The request body must be UTF-8 encoded JSON.", 400)
-    if isinstance(exc.__cause__, ValueError):
+    if exc.__cause__ is not None:  # malformed JSON, or nested too deeply to parse (RecursionError)
         return error_json("invalid_request", "The request body must be a JSON object.", 400)
     return error_json("invalid_request" if exc.status_code == 400 else "error", str(exc), exc.status_code)
 
@@ -127,12 +127,14 @@ def _describe(errors: list[dict]) -> str:
     if not errors:
         return "The request body is not valid."
     first = errors[0]
-    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "payload"))
+    source, *names = first.get("loc", ()) or ("body",)  # ("body", "payload", "query") or ("query", "limit")
+    where = ".".join(str(p) for p in names if p != "payload")
     if first.get("type") == "json_invalid" or not where:
         return "The request body must be a JSON object."
+    what = "parameter" if source == "query" else "field"
     if first.get("type") == "missing":
-        return f"The field `{where}` is required."
-    return f"The field `{where}` is not valid: {first.get('msg', 'invalid value')}."
+        return f"The {what} `{where}` is required."
+    return f"The {what} `{where}` is not valid: {first.get('msg', 'invalid value')}."
 
 
 api.add_router("/orgs/", "orgs.api.router")

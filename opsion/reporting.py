@@ -1,5 +1,7 @@
-"""What error reports may show: Django's DEBUG pages, admin error e-mails and anything else built on its filter."""
+"""What error reports and log lines may show: Django's DEBUG pages, admin error e-mails, anything else built on
+its filter, and every line the logging configuration writes."""
 
+import logging
 import re
 
 from django.conf import settings
@@ -16,10 +18,10 @@ class KeySafeExceptionReporterFilter(SafeExceptionReporterFilter):
 
     Django's own filter steps aside when DEBUG is on, so a developer's error page (or a screenshot of it
     in a ticket) would print a key from any local variable. It also cannot see into frames we do not own,
-    such as the form parser holding a posted key. The platform key is hidden by its exact value too,
-    whatever its form. Passwords get the same treatment: inside URLs, and in the local variables of
-    frames we do not own (a driver's connection parameters). The cost is that DEBUG pages show fewer
-    local values.
+    such as the form parser holding a posted key. The platform key and the encryption keys are hidden by
+    their exact values too, whatever their form. Passwords get the same treatment: inside URLs, and in
+    the local variables of frames we do not own (a driver's connection parameters). The cost is that
+    DEBUG pages show fewer local values.
     """
 
     def is_active(self, request) -> bool:
@@ -46,7 +48,38 @@ class KeySafeExceptionReporterFilter(SafeExceptionReporterFilter):
             text = repr(value)
         except Exception:  # a broken __repr__ must not break the error page
             return self.cleansed_substitute
-        platform_key = settings.ANTHROPIC_API_KEY
-        if ANTHROPIC_KEY.search(text) or (platform_key and platform_key in text):
+        if redact(text) != text:
             return self.cleansed_substitute
         return value
+
+
+def redact(text: str) -> str:
+    """`text` with every Anthropic key (by form, and the platform key by value) and encryption key blanked."""
+    text = ANTHROPIC_KEY.sub("sk-ant-[redacted]", text)
+    for secret in (settings.ANTHROPIC_API_KEY, *settings.FIELD_ENCRYPTION_KEYS):
+        if secret and secret in text:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+class RedactKeysFilter(logging.Filter):
+    """A logging filter for every handler: a key in a message, its arguments or its traceback is redacted.
+
+    Our own code never logs a key; this covers what we do not write, such as an HTTP library logging a
+    header it refused, or an exception whose text quotes the request.
+    """
+
+    _formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True

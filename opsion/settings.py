@@ -7,6 +7,7 @@ stops start-up (DEBUG on or off) with a message saying what to set.
 from pathlib import Path
 
 import environ
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -31,16 +32,33 @@ SECRET_KEY = _required(
     "Set it to a long random string, e.g. "
     "python -c 'import secrets; print(secrets.token_urlsafe(50))'. `make run` writes one to .env.",
 )
-# Comma-separated Fernet keys: the first encrypts, every key decrypts. Independent of SECRET_KEY.
-FIELD_ENCRYPTION_KEYS = [
-    k.strip()
-    for k in _required(
-        "FIELD_ENCRYPTION_KEYS",
+
+
+def _fernet_keys() -> list[str]:
+    """Comma-separated Fernet keys: the first encrypts, every key decrypts. Independent of SECRET_KEY.
+
+    Each is checked now, not at the first save: a typo in a rotation would otherwise start an app whose
+    every key read and write fails (with /healthz green). A message names the entry, never its value.
+    """
+    hint = (
         "Set it to one or more comma-separated Fernet keys, e.g. "
-        "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'.",
-    ).split(",")
-    if k.strip()
-]
+        "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'."
+    )
+    keys = [k.strip() for k in _required("FIELD_ENCRYPTION_KEYS", hint).split(",") if k.strip()]
+    if not keys:
+        raise ImproperlyConfigured(f"FIELD_ENCRYPTION_KEYS holds no key. {hint}")
+    for position, key in enumerate(keys, 1):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            raise ImproperlyConfigured(
+                f"FIELD_ENCRYPTION_KEYS entry {position} (of {len(keys)}) is not a Fernet key: "
+                "32 url-safe base64-encoded bytes, as Fernet.generate_key() prints."
+            ) from None
+    return keys
+
+
+FIELD_ENCRYPTION_KEYS = _fernet_keys()
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -168,6 +186,8 @@ WHITENOISE_USE_FINDERS = not STATIC_MANIFEST
 # Security headers. HTTPS defaults to on whenever DEBUG is off.
 HTTPS = env.bool("HTTPS", default=not DEBUG)
 SECURE_SSL_REDIRECT = HTTPS
+# A load balancer probes the instance itself over plain HTTP; a redirect would read as unhealthy.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_PROXY", False) else None
 SECURE_HSTS_SECONDS = 31536000 if HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
@@ -197,7 +217,8 @@ CONTENT_SECURITY_POLICY = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
 
 # AI Insights.
-ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="")
+# Trimmed: a key mounted from a secret file usually ends in a newline, which no HTTP header may carry.
+ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="").strip()
 ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="") or None
 ANTHROPIC_MODEL = env.str("ANTHROPIC_MODEL", default="claude-sonnet-5-5")
 ANTHROPIC_MAX_TOKENS = env.int("ANTHROPIC_MAX_TOKENS", default=1024)
@@ -214,7 +235,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Whoever logs it, a line holding an Anthropic key or an encryption key is written with the key redacted.
+    "filters": {"redact_keys": {"()": "opsion.reporting.RedactKeysFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_keys"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # The SDK and its HTTP client log request options at DEBUG; keep them quiet.
@@ -222,5 +245,6 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        "httpcore2": {"level": "WARNING"},  # anthropic 2.x's; at DEBUG it logs a rejected header whole
     },
 }

@@ -53,8 +53,45 @@ class KeySetOut(Schema):
     claudeApiKeySet: bool
 
 
-ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 429: ErrorOut}
-BODY_ERROR_RESPONSES = {**ERRORS, 415: ErrorOut}  # routes that read a JSON body
+# The error statuses an operation can answer with, each in the error shape. Every operation: 401
+# (unauthenticated), 404 (not a member), 500 (our failure) and 503 (the database unavailable).
+ANY = (401, 404, 500, 503)
+WRITE = (*ANY, 403)  # csrf_failed, with the browser session
+BODY = (*WRITE, 400, 413, 415)  # operations that read a JSON body
+
+
+def responses(ok: type[Schema], *statuses: int) -> dict:
+    """An operation's documented answers: `ok` for 200, the error shape for each error status."""
+    return {200: ok, **dict.fromkeys(sorted(statuses), ErrorOut)}
+
+
+HEADERS = {
+    "WWW-Authenticate": {"description": "`Bearer`.", "required": True, "schema": {"type": "string"}},
+    "Retry-After": {"description": "Seconds until a retry can succeed.", "schema": {"type": "integer"}},
+    "RateLimit-Policy": {
+        "description": 'The rolling limit: `"insights";q=<limit>;w=<window seconds>`.',
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    "RateLimit": {
+        "description": 'The rolling window now: `"insights";r=<remaining>;t=<seconds until one frees up>`.',
+        "required": True,
+        "schema": {"type": "string"},
+    },
+}
+
+
+def headers(**by_status: tuple[str, ...]) -> dict:
+    """`openapi_extra` documenting the response headers clients read, by status (`s429=("Retry-After",)`),
+    and 401's WWW-Authenticate on every operation. Only a 200's (and 401's) are always sent: an error status
+    may come from a check made before the header's value is known (a malformed body, say)."""
+    documented = {401: ("WWW-Authenticate",)} | {int(status[1:]): names for status, names in by_status.items()}
+    return {
+        "responses": {
+            status: {"headers": {n: HEADERS[n] | ({} if status in (200, 401) else {"required": False}) for n in names}}
+            for status, names in documented.items()
+        }
+    }
 
 
 def _settings(membership) -> dict:
@@ -71,7 +108,8 @@ def _settings(membership) -> dict:
 
 @router.get(
     "/{slug}/settings",
-    response={200: SettingsOut, **ERRORS},
+    response=responses(SettingsOut, *ANY),
+    openapi_extra=headers(),
     summary="Organisation settings",
     description="Any member. " + errors(AUTH_ERRORS),
 )
@@ -81,7 +119,8 @@ def get_settings(request: HttpRequest, slug: str):
 
 @router.put(
     "/{slug}/settings/claude-api-key",
-    response={200: KeySetOut, **BODY_ERROR_RESPONSES},
+    response=responses(KeySetOut, *BODY, 429),
+    openapi_extra=headers(s429=("Retry-After",)),
     summary="Save the Claude API key",
     description="Owners and Admins, on the Institutional or Custom plan. Checked in this order: "
     "`forbidden_role` (403), `byom_plan_required` (403), `too_many_attempts` (429, with Retry-After: 10 key "
@@ -96,7 +135,8 @@ def put_claude_api_key(request: HttpRequest, slug: str, payload: KeyIn):
 
 @router.delete(
     "/{slug}/settings/claude-api-key",
-    response={200: KeySetOut, **ERRORS},
+    response=responses(KeySetOut, *WRITE, 429),
+    openapi_extra=headers(s429=("Retry-After",)),
     summary="Remove the Claude API key",
     description="Owners and Admins, on any plan (a key left from a BYOM plan can always be removed); idempotent. "
     "`forbidden_role` (403), `too_many_attempts` (429). " + errors(AUTH_ERRORS, CSRF_ERRORS),

@@ -1,5 +1,6 @@
 import secrets
 from functools import wraps
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib import messages
@@ -39,6 +40,12 @@ class SignInView(LoginView):
 
     def get_context_data(self, **kwargs):
         return {**super().get_context_data(**kwargs), "draft": _posted_draft(self.request)}
+
+    def get_redirect_url(self):
+        # `next` naming the sign-in page itself would make Django raise (a 500) for a signed-in visitor,
+        # who is sent to the default page instead.
+        url = super().get_redirect_url()
+        return "" if url and urlsplit(url).path == self.request.path else url
 
     def form_valid(self, form):
         guards.sign_in_succeeded(self.request)

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from insights import api
 from insights.models import InsightQuery, KeySource, Outcome
 from orgs import services as org_services
 from tests.base import GOOD_KEY, OTHER_KEY
@@ -167,6 +168,18 @@ def test_history_lists_only_the_callers_queries_newest_first_and_paginates(world
     assert [item["id"] for item in last.json()["items"]] == [mine[0].pk]
     assert first["RateLimit-Policy"] == '"insights";q=20;w=3600'
     assert first["RateLimit"].startswith('"insights";r=13;')
+
+
+def test_history_never_promises_a_page_beyond_the_offset_cap(world, api_client, monkeypatch):
+    # The cap is 100,000: a script at 200 queries an hour gets there in three weeks. Lowered here to 3 rows.
+    monkeypatch.setattr(api, "MAX_OFFSET", 3)
+    seed(world.globex, 500, 400, 300, 200, 100, user=world.globex_member)
+    client = api_client(world.globex_member)
+
+    before_cap = client.get(QUERIES.format("globex"), {"limit": 1, "offset": 2}).json()
+    at_cap = client.get(QUERIES.format("globex"), {"limit": 1, "offset": 3}).json()
+
+    assert (before_cap["hasMore"], at_cap["hasMore"]) == (True, False)  # offset 4 would be refused
 
 
 def test_history_shows_a_new_query_with_its_outcome(world, fake_anthropic, api_client):

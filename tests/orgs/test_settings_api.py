@@ -361,6 +361,44 @@ class TestOpenApi:
             if method in ("put", "post"):
                 assert "415" in paths[path][method]["responses"], (method, path)
 
+    def test_each_operation_lists_exactly_the_statuses_it_can_answer_with(self, db):
+        paths = console().get("/api/v1/openapi.json").json()["paths"]
+        every = {"200", "401", "404", "500", "503"}  # 500: our failure; 503: the database unavailable
+        expected = {
+            ("get", "/api/v1/orgs/{slug}/settings"): every,
+            ("put", "/api/v1/orgs/{slug}/settings/claude-api-key"): every | {"400", "403", "413", "415", "429"},
+            ("delete", "/api/v1/orgs/{slug}/settings/claude-api-key"): every | {"403", "429"},
+            ("post", "/api/v1/orgs/{slug}/insights/queries"): every | {"400", "403", "413", "415", "429"},
+            ("get", "/api/v1/orgs/{slug}/insights/queries"): every | {"400"},
+            ("get", "/api/v1/orgs/{slug}/insights/usage"): every,
+        }
+
+        listed = {(method, path): set(op["responses"]) for path, ops in paths.items() for method, op in ops.items()}
+
+        assert listed == expected
+
+    def test_each_operation_documents_the_headers_clients_read(self, db):
+        paths = console().get("/api/v1/openapi.json").json()["paths"]
+
+        def documented(method, path, status) -> dict:
+            headers = paths[path][method]["responses"][status].get("headers", {})
+            return {name: spec.get("required", False) for name, spec in headers.items()}
+
+        queries, key = "/api/v1/orgs/{slug}/insights/queries", "/api/v1/orgs/{slug}/settings/claude-api-key"
+        always = {"RateLimit-Policy": True, "RateLimit": True}
+        assert documented("post", queries, "200") == documented("get", queries, "200") == always
+        assert documented("get", "/api/v1/orgs/{slug}/insights/usage", "200") == always
+        # A refusal carries them once the request is well-formed: not on a malformed body's 400.
+        assert documented("post", queries, "429") == {
+            "RateLimit-Policy": False,
+            "RateLimit": False,
+            "Retry-After": False,
+        }
+        assert documented("put", key, "429") == documented("delete", key, "429") == {"Retry-After": False}
+        for path, ops in paths.items():
+            for method in ops:
+                assert documented(method, path, "401") == {"WWW-Authenticate": True}, (method, path)
+
 
 def test_api_answers_are_never_cached(world):
     response = get_settings("acme", **bearer(world.acme_admin))

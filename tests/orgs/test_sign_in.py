@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 from django.test import Client
 
 from orgs.models import Membership, Role
@@ -104,6 +105,15 @@ def test_pages_need_a_signed_in_user(db):
 
 def test_a_signed_in_user_visiting_sign_in_goes_home(world):
     assert console(world.acme_admin).get(LOGIN)["Location"] == "/"
+
+
+@pytest.mark.parametrize("next_url", [LOGIN, LOGIN + "?next=/", "http://testserver" + LOGIN])
+def test_a_sign_in_link_pointing_at_itself_sends_a_signed_in_user_home(world, next_url):
+    client = console(world.acme_admin, raise_request_exception=False)
+
+    response = client.get(LOGIN, {"next": next_url})  # a crafted link; Django would raise (a 500) on a loop
+
+    assert (response.status_code, response["Location"]) == (302, "/")
 
 
 def test_signing_out_ends_the_session(world):

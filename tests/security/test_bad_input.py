@@ -74,6 +74,9 @@ API_CASES = [
     ("full-width key", "put", KEY, _json({"apiKey": "sk-ant-" + "Ａ" * 50}), None, 400, "malformed"),
     ("key one too long", "put", KEY, _json({"apiKey": "sk-ant-" + "a" * 250}), None, 400, "malformed"),
     ("question with NUL", "post", QUERIES, _json({"query": "What is\x00 MiCAR?"}), None, 400, "invalid_request"),
+    # Valid JSON, but no UTF-8 text (so no database) can hold a lone surrogate: refused, not a 500.
+    ("question, lone surrogate", "post", QUERIES, b'{"query": "What is \\ud800 MiCAR?"}', None, 400, "invalid_request"),
+    ("key, nested too deep", "put", KEY, b"[" * 5000 + b"]" * 5000, None, 400, "invalid_request"),
     ("empty question", "post", QUERIES, _json({"query": " \n\t "}), None, 400, "invalid_request"),
     ("question too long", "post", QUERIES, _json({"query": "x" * 4001}), None, 400, "invalid_request"),
     ("PATCH the key", "patch", KEY, _json({"apiKey": OTHER_KEY}), None, 405, "method_not_allowed"),
@@ -148,6 +151,26 @@ def test_another_organisation_looks_exactly_like_one_that_does_not_exist(before,
         answers.append(json_error(response))
     assert all(a == {"code": "not_found", "message": "Not found."} for a in answers)
     assert _state() == before
+
+
+def test_a_body_nested_too_deeply_gets_the_same_message_as_any_other_non_object(before, api):
+    response = api.put(KEY.format("acme"), b"[" * 5000 + b"]" * 5000, content_type="application/json")
+
+    assert json_error(response)["message"] == "The request body must be a JSON object."
+
+
+def test_a_host_we_do_not_serve_is_refused_in_the_json_error_shape(before, api):
+    # A client reaching the API under a name missing from ALLOWED_HOSTS (a new domain, a proxy mistake).
+    response = api.get("/api/v1/orgs/acme/settings", HTTP_HOST="api.not-ours.example")
+
+    assert response.status_code == 400
+    assert json_error(response) == {"code": "invalid_request", "message": "The request is not valid."}
+
+
+def test_an_out_of_range_parameter_is_named_as_a_parameter(before, api):
+    response = api.get(QUERIES.format("acme"), {"limit": 0})
+
+    assert json_error(response)["message"].startswith("The parameter `limit` is not valid:")
 
 
 def test_an_unknown_api_path_is_a_json_404(before, api):

@@ -14,6 +14,7 @@ import uuid
 from io import StringIO
 
 import pytest
+from cryptography.fernet import Fernet
 from django.contrib import admin
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import forms as auth_forms
@@ -28,6 +29,8 @@ from insights.models import InsightQuery
 from orgs import services
 from orgs.models import ApiToken, ClaudeApiKey
 from tests.base import CANARY_KEY, GOOD_KEY, make_user, organisation_admin_form
+from tests.conftest import PLATFORM_KEY
+from tests.security.conftest import base_env, run_python
 from tests.security.urls import DB_PASSWORD
 
 # Any sizeable piece of the key is as bad as the whole of it.
@@ -352,3 +355,82 @@ def test_dumpdata_and_admin_history_never_contain_the_key(guard, world):
             assert fragment not in entry.change_message and fragment not in entry.object_repr
     # The key model stays out of admin altogether, so no form or change message can ever hold it.
     assert not admin.site.is_registered(ClaudeApiKey)
+
+
+def test_the_encryption_keys_are_in_no_error_page(world, acme_key, settings):
+    """A frame building the cipher holds every FIELD_ENCRYPTION_KEYS entry, the ones opening every stored key too.
+    (Start-up refuses a malformed entry; this is what the page would show if one got past it.)"""
+    valid = settings.FIELD_ENCRYPTION_KEYS[0]
+    typo = Fernet.generate_key().decode().rstrip("=")
+    settings.DEBUG = True
+    settings.FIELD_ENCRYPTION_KEYS = [typo, valid]
+    settings.ROOT_URLCONF = "tests.security.urls"
+
+    page = _client(world.acme_admin).get("/boom/acme/")
+
+    assert page.status_code == 500 and b"ImproperlyConfigured" in page.content
+    assert valid.encode() not in page.content and typo.encode() not in page.content
+
+
+# Logged the way an HTTP library might: a refused header, and an exception quoting the request.
+THIRD_PARTY_LOGGING = """
+import logging
+from django.conf import settings
+log = logging.getLogger("some.http.library")
+log.debug("refused header %s", "Authorization: Bearer " + settings.ANTHROPIC_API_KEY)
+log.debug("using %s", settings.FIELD_ENCRYPTION_KEYS[0])
+try:
+    raise ValueError("Illegal header value b'Bearer %s'" % settings.ANTHROPIC_API_KEY)
+except ValueError:
+    log.exception("send failed")
+log.warning("an org key %s", "sk-ant-api03-" + "Z" * 40)
+print("done")
+"""
+
+
+def test_a_log_line_holding_a_key_is_written_redacted_whoever_logs_it():
+    fernet_key = Fernet.generate_key().decode()
+    env = base_env(
+        DEBUG="0",
+        SECRET_KEY="x" * 50,
+        FIELD_ENCRYPTION_KEYS=fernet_key,
+        ANTHROPIC_API_KEY=PLATFORM_KEY,
+        LOG_LEVEL="DEBUG",
+    )
+
+    result = run_python(["manage.py", "shell", "-c", THIRD_PARTY_LOGGING], env)
+
+    assert result.returncode == 0 and "done" in result.stdout, result.stderr[-2000:]
+    logged = result.stderr
+    assert "refused header Authorization: Bearer sk-ant-[redacted]" in logged, logged
+    assert "send failed" in logged and "ValueError: Illegal header value" in logged, logged
+    assert "an org key sk-ant-[redacted]" in logged, logged
+    assert PLATFORM_KEY not in logged and fernet_key not in logged and "Z" * 40 not in logged, logged
+
+
+# A platform-key query through the real SDK and its HTTP stack, every logger at DEBUG.
+PLATFORM_QUERY = """
+from insights import claude, keys
+for _ in claude.stream_answer(secret=keys.PlatformKey(), query="What is MiCAR?"):
+    pass
+print("answered")
+"""
+
+
+def test_a_platform_key_mounted_with_a_newline_works_and_stays_out_of_debug_logs(fake_anthropic):
+    # A key mounted from a secret file usually ends in a newline; no HTTP header may carry one, and the
+    # HTTP stack would log the refused header whole.
+    env = base_env(
+        DEBUG="0",
+        SECRET_KEY="x" * 50,
+        FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+        ANTHROPIC_API_KEY=PLATFORM_KEY + "\n",
+        ANTHROPIC_BASE_URL=fake_anthropic.base_url,
+        LOG_LEVEL="DEBUG",
+    )
+
+    result = run_python(["manage.py", "shell", "-c", PLATFORM_QUERY], env)
+
+    assert "answered" in result.stdout, result.stderr[-2000:]
+    assert fake_anthropic.requests[-1]["key"] == PLATFORM_KEY
+    assert PLATFORM_KEY not in result.stdout + result.stderr

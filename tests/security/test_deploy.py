@@ -44,6 +44,42 @@ def test_start_up_stops_and_names_a_missing_secret(variable, value):
     assert f"ImproperlyConfigured: {variable} is not set." in result.stderr, result.stderr[-2000:]
 
 
+@pytest.mark.parametrize(
+    "keys, message",
+    [
+        ("typo,valid", "FIELD_ENCRYPTION_KEYS entry 1 (of 2) is not a Fernet key"),
+        ("valid,typo", "FIELD_ENCRYPTION_KEYS entry 2 (of 2) is not a Fernet key"),
+        (" , ", "FIELD_ENCRYPTION_KEYS holds no key"),
+    ],
+    ids=["first", "second", "none"],
+)
+def test_start_up_stops_on_a_malformed_encryption_key_naming_the_entry_not_its_value(keys, message):
+    # A rotation typo would otherwise start an app whose every key read and write fails, /healthz green.
+    valid, typo = Fernet.generate_key().decode(), Fernet.generate_key().decode().rstrip("=")
+    value = keys.replace("typo", typo).replace("valid", valid)
+
+    result = run_python(["manage.py", "check"], production_env(FIELD_ENCRYPTION_KEYS=value))
+
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {message}" in result.stderr, result.stderr[-2000:]
+    assert typo not in result.stderr and valid not in result.stderr
+
+
+def test_the_platform_key_is_read_without_surrounding_whitespace():
+    code = "from django.conf import settings; print(repr(settings.ANTHROPIC_API_KEY))"
+
+    result = run_python(["manage.py", "shell", "-c", code], production_env(ANTHROPIC_API_KEY=" sk-ant-api03-k\n"))
+
+    assert result.stdout.strip().splitlines()[-1] == repr("sk-ant-api03-k"), result.stderr[-2000:]
+
+
+def test_a_load_balancer_probe_over_plain_http_is_answered_not_redirected(db, settings):
+    settings.SECURE_SSL_REDIRECT = True  # HTTPS=1, the production default; no proxy header on a direct probe
+
+    assert Client().get("/healthz").status_code == 200
+    assert Client().get("/accounts/login/").status_code == 301  # everything else still goes to HTTPS
+
+
 # Settings as production computes them from its environment, read in a separate process.
 PRODUCTION_SECURITY = """
 import json

@@ -39,12 +39,22 @@ class Window:
         return max(0, self.limit - self.used)
 
 
+def window_words(seconds: int) -> str:
+    """The window as the pages name it: "60 minutes" (the product documentation's), "10 minutes", "2 hours"."""
+    if seconds % 3600 == 0 and seconds > 3600:
+        return f"{seconds // 3600} hours"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} minutes"
+    return f"{seconds} seconds"
+
+
 class RateLimited(Refused):
     code, status = "rate_limited", 429
 
     def __init__(self, window: Window) -> None:
-        # Wording from the product documentation: "Rate limit reached (200/hour)".
-        super().__init__(f"Rate limit reached ({window.limit}/hour)", retry_after=window.reset_seconds)
+        # Wording from the product documentation: "Rate limit reached (200/hour)", for its hour-long window.
+        per = "/hour" if window.window_seconds == 3600 else f" per {window_words(window.window_seconds)}"
+        super().__init__(f"Rate limit reached ({window.limit}{per})", retry_after=window.reset_seconds)
         self.window = window  # as the decision saw it: the response needs no second look
 
 

@@ -54,11 +54,17 @@ class Usage:
     window: ratelimit.Window
     key_source: str
     key_status: str | None = None  # what Anthropic last said of the organisation's key
+    key_readable: bool = True  # a configured FIELD_ENCRYPTION_KEYS entry opens the organisation's key
 
     @property
     def org_key_invalid(self) -> bool:
         """Queries run on the organisation's key, and Anthropic rejected it last time."""
         return self.key_source == KeySource.ORGANISATION and self.key_status == KeyStatus.INVALID
+
+    @property
+    def org_key_unreadable(self) -> bool:
+        """Queries would run on the organisation's key, and the server cannot decrypt it (save it again)."""
+        return self.key_source == KeySource.ORGANISATION and not self.key_readable
 
     @property
     def platform_key_missing(self) -> bool:
@@ -90,7 +96,8 @@ def usage(org: Organisation) -> Usage:
     """The organisation's rolling window under the limit in force now."""
     choice = keys.resolve(org)
     window = ratelimit.peek(org=org, limit=choice.limit, window_seconds=settings.INSIGHTS_WINDOW_SECONDS)
-    return Usage(window=window, key_source=choice.source, key_status=choice.key_status)
+    readable = not choice.uses_org_key or choice.secret.readable()  # its signature only: nothing decrypted
+    return Usage(window=window, key_source=choice.source, key_status=choice.key_status, key_readable=readable)
 
 
 def window_on_platform_key(org: Organisation) -> ratelimit.Window:

@@ -39,6 +39,7 @@ def _page(
         "suggestions": SUGGESTED_QUERIES,
         "recent": recent,
         "key_invalid_message": services.KeyInvalid.default_message,
+        "key_unreadable_message": services.KeyUnreadable.default_message,
         "answered": answered,
         "show_operator_notice": usage.platform_key_missing
         and access.can_see_operator_notices(request.user, membership),

@@ -1,6 +1,5 @@
 from django.conf import settings
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.db import connection
 from django.db.utils import DatabaseError
 from django.http import HttpRequest, JsonResponse
@@ -29,7 +28,7 @@ admin.site.site_title = "Opsion staff"
 urlpatterns = [
     path("", org_views.home, name="home"),
     path("accounts/login/", org_views.sign_in, name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/logout/", org_views.SignOutView.as_view(), name="logout"),
     path("accounts/tokens/<int:token_id>/revoke", org_views.account_token_revoke, name="account_token_revoke"),
     path("orgs/", include("orgs.urls")),
     path("orgs/", include("insights.urls")),

@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.views import LoginView, redirect_to_login
+from django.contrib.auth.views import LoginView, LogoutView, redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -29,6 +29,7 @@ TOKEN_ALREADY_CREATED = (
 
 
 KEPT_DRAFT = "kept_draft"
+SIGNED_IN_TO = "signed_in_to"  # the page a sign-in returned to, until a form's URL reads it
 
 
 class SignInView(LoginView):
@@ -50,6 +51,7 @@ class SignInView(LoginView):
     def form_valid(self, form):
         guards.sign_in_succeeded(self.request)
         response = super().form_valid(form)  # signs in: from here on the session is the user's own
+        self.request.session[SIGNED_IN_TO] = urlsplit(self.get_success_url()).path
         draft = _posted_draft(self.request)
         if draft:
             self.request.session[KEPT_DRAFT] = {"path": self.get_success_url(), "text": draft}
@@ -64,6 +66,18 @@ class SignInView(LoginView):
 
 
 sign_in = sensitive_post_parameters("password")(SignInView.as_view())
+
+
+class SignOutView(LogoutView):
+    """Signing out is a POST (a link could sign anyone out); a GET, from a typed or bookmarked address,
+    gets a page with the button instead of a bare 405."""
+
+    http_method_names = ["get", "post", "options"]
+
+    def get(self, request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect("login")
+        return render(request, "registration/sign_out.html")
 
 
 def admin_sign_in(request: HttpRequest) -> HttpResponse:
@@ -118,14 +132,15 @@ def form_action(not_done: str):
     """For the URLs the settings forms post to. A GET is not an error but a way back to the form's page:
     it is where signing in again lands someone whose session expired as they submitted (the sign-in
     page returns to the URL the form posted to), so they see the page, not a 405, told that nothing
-    was changed (`not_done`): someone rotating a compromised key must not think it is done."""
+    was changed (`not_done`): someone rotating a compromised key must not think it is done. Any other
+    GET (the address bar still showing the URL a form answered at, a restored tab) just goes to the page."""
 
     def decorate(view):
         @wraps(view)
         @require_http_methods(["GET", "HEAD", "POST"])
         def run(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             if request.method != "POST":
-                if request.method == "GET":
+                if request.method == "GET" and request.session.pop(SIGNED_IN_TO, None) == request.path:
                     messages.warning(request, not_done)
                 return redirect("orgs:settings", kwargs["slug"]) if "slug" in kwargs else redirect("home")
             return view(request, *args, **kwargs)

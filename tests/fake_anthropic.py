@@ -233,16 +233,41 @@ def _message(body: dict, text: str) -> dict:
     }
 
 
+BEHAVIOURS = ["ok", *ERRORS, "slow", "midstream_error"]
+
+
+def _key_behaviour(text: str) -> tuple[str, str]:
+    key, _, behaviour = text.rpartition("=")
+    if not key or behaviour not in BEHAVIOURS:
+        raise ValueError(text)
+    return key, behaviour
+
+
 if __name__ == "__main__":
-    # A standalone server for `make loadtest`: python tests/fake_anthropic.py --port 8765
+    # A standalone server, for `make run` (README), `make loadtest` and `make bench`:
+    # python tests/fake_anthropic.py --port 8765 [--default overloaded] [--key sk-ant-…=auth_error]
     import argparse
 
     parser = argparse.ArgumentParser(description="Serve the fake Anthropic Messages API on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--chunk-pause", type=float, default=0.0, help="seconds between streamed chunks")
+    parser.add_argument(
+        "--default", choices=BEHAVIOURS, default="ok", help="how every key not named by --key is answered"
+    )
+    parser.add_argument(
+        "--key",
+        type=_key_behaviour,
+        action="append",
+        default=[],
+        metavar="KEY=BEHAVIOUR",
+        help=f"answer this key so ({', '.join(BEHAVIOURS)}); repeatable",
+    )
     options = parser.parse_args()
     server = FakeAnthropic(port=options.port)
     server.chunk_pause = options.chunk_pause
+    server.default = options.default
+    for key, behaviour in options.key:
+        server.behave(key, behaviour)
     print(f"fake Anthropic listening on {server.base_url}", flush=True)
     try:
         server._server.serve_forever()

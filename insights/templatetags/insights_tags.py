@@ -1,5 +1,7 @@
 from django import template
+from django.conf import settings
 
+from insights.ratelimit import window_words
 from insights.rendering import render_markdown
 
 register = template.Library()
@@ -21,3 +23,9 @@ def duration(seconds: int) -> str:
         minutes = -(-seconds // 60)
         return f"{minutes} min"
     return f"{seconds} s"
+
+
+@register.simple_tag
+def rolling_window() -> str:
+    """The rolling window, in words: "60 minutes" unless INSIGHTS_WINDOW_SECONDS says otherwise."""
+    return window_words(settings.INSIGHTS_WINDOW_SECONDS)

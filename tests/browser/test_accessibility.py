@@ -134,6 +134,27 @@ def test_pages_fit_a_phone_width_screen(app, page, world):
     screenshot(page, "settings-phone", docs=False)
 
 
+@pytest.mark.parametrize(
+    ("viewport", "name"),
+    [
+        (PHONE, "compliance-bot@acme.test"),  # an everyday name: whom the token is for
+        ({"width": 1280, "height": 860}, "N" * 100),  # the longest name the form accepts
+    ],
+    ids=["phone", "desktop"],
+)
+def test_a_long_token_name_wraps_inside_its_card(app, page, world, viewport, name):
+    org_services.api_token_create(user=world.acme_admin, name=name)
+    page.set_viewport_size(viewport)
+    sign_in(page, app.url, "admin@acme.test")
+    page.goto(f"{app.url}/orgs/acme/settings/")
+
+    revoke = page.get_by_role("button", name=f"Revoke token {name}").bounding_box()
+    card = page.locator("section", has=page.get_by_role("heading", name="API tokens")).bounding_box()
+
+    assert revoke["x"] + revoke["width"] <= card["x"] + card["width"], "the Revoke button sticks out of its card"
+    assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"], "the page scrolls sideways"
+
+
 RICH_ANSWER = (
     "## Thresholds\n\n"
     "| Article | Obligation | Competent authority | Deadline |\n"

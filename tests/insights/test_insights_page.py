@@ -5,6 +5,7 @@ import re
 import time
 
 import pytest
+from cryptography.fernet import Fernet
 
 from insights.models import InsightQuery, KeySource, Outcome
 from insights.suggestions import SUGGESTED_QUERIES
@@ -101,6 +102,21 @@ def test_a_key_anthropic_rejected_is_flagged_on_the_insights_page_before_anyone_
     assert message in member and "Ask an Owner or Admin of your organisation to update it." in member
     assert message in admin and '<a href="/orgs/acme/settings/#byom">Go to Settings</a>' in admin
     assert message not in fixed
+
+
+def test_a_key_the_server_cannot_read_is_flagged_on_the_insights_page_before_anyone_asks(
+    world, console, acme_key, settings
+):
+    message = "Your organisation&#x27;s stored Claude API key cannot be read. An Owner or Admin should save it again"
+    readable = console(world.acme_member).get(PAGE.format("acme")).content.decode()
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # the key it was sealed with was dropped
+
+    member = console(world.acme_member).get(PAGE.format("acme")).content.decode()
+    admin = console(world.acme_admin).get(PAGE.format("acme")).content.decode()
+
+    assert message not in readable
+    assert message in member and "Go to Settings" not in member
+    assert message in admin and '<a href="/orgs/acme/settings/#byom">Go to Settings</a>' in admin
 
 
 def test_a_query_still_being_answered_says_so_in_the_history(world, console):
@@ -252,6 +268,29 @@ def test_an_answer_link_to_no_answer_of_yours_shows_no_empty_answer_card(world, 
 @pytest.mark.parametrize("answered", ["²", "9" * 5000, "-1", "abc"])
 def test_a_mangled_answer_link_still_shows_the_page(world, console, answered):
     assert console(world.globex_member).get(PAGE.format("globex"), {"answered": answered}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "window_seconds, words, refusal",
+    [
+        (3600, "60 minutes", "(20/hour)"),
+        (600, "10 minutes", "(20 per 10 minutes)"),
+        (7200, "2 hours", "(20 per 2 hours)"),
+    ],
+)
+def test_the_pages_and_the_refusal_name_the_window_in_force(
+    world, fake_anthropic, console, settings, window_seconds, words, refusal
+):
+    settings.INSIGHTS_WINDOW_SECONDS = window_seconds
+    seed_spread(world.acme, 20, oldest=window_seconds / 2, newest=60)
+    member, owner = console(world.acme_member), console(world.acme_owner)
+
+    refused = text_of(member.post(PAGE.format("acme"), {"query": "One more?"}))
+    settings_page = text_of(owner.get("/orgs/acme/settings/"))
+
+    assert f"queries used by your organisation in the last {words}" in refused
+    assert f"Rate limit reached {refusal}." in refused
+    assert f"20 queries per rolling {words}" in settings_page
 
 
 def test_over_the_limit_the_page_shows_the_message_and_the_time_to_retry(world, fake_anthropic, console):

@@ -289,6 +289,20 @@ def test_after_a_session_expired_on_submit_signing_in_leads_back_to_settings(wor
     )
 
 
+def test_opening_a_form_url_while_signed_in_goes_to_the_page_without_claiming_a_sign_out(world):
+    # The new-token page answers the form's POST, so the address bar shows the form's URL: Enter there, a
+    # restored tab or history GETs it. Nobody was signed out, and the token was created.
+    client = console(world.acme_admin)
+    client.post("/orgs/acme/settings/tokens/create", {"name": "Nightly", "once": "a"})
+
+    for url in ("/orgs/acme/settings/tokens/create", save_url("acme"), remove_url("acme")):
+        again = client.get(url, follow=True)
+
+        assert again.redirect_chain == [("/orgs/acme/settings/", 302)], url
+        assert "signed out" not in again.content.decode(), url
+    assert ApiToken.objects.filter(name="Nightly").count() == 1
+
+
 def test_a_key_rotation_lost_to_an_expired_session_says_the_new_key_was_not_saved(world):
     # Rotating a compromised key, the Owner must not leave believing it is done.
     store_key(world.acme, GOOD_KEY)

@@ -191,12 +191,33 @@ class TestSeedDemo:
 
         assert authenticate(username="owner@globex.test", password="opsion-demo") is not None
 
-    def test_it_is_idempotent_and_restores_the_demo_state(self, db):
+    def test_run_again_it_keeps_changes_and_adds_only_what_is_missing(self, db):
+        # `make run` seeds at every start: a plan changed in admin must survive a restart.
         run("seed_demo", "--force")
         Organisation.objects.filter(slug="acme").update(plan=Plan.PROFESSIONAL)
-        counts = (User.objects.count(), Organisation.objects.count(), Membership.objects.count())
+        Membership.objects.filter(user__email="member@acme.test").update(role=Role.ADMIN)
+        owner = User.objects.get(email="owner@acme.test")
+        owner.set_password("changed-by-hand")
+        owner.save()
+        Membership.objects.filter(user__email="admin@initech.test").delete()
+        counts = (User.objects.count(), Organisation.objects.count(), Membership.objects.count() + 1)
 
-        run("seed_demo", "--force")
+        output = run("seed_demo", "--force")
 
         assert (User.objects.count(), Organisation.objects.count(), Membership.objects.count()) == counts
+        assert Organisation.objects.get(slug="acme").plan == Plan.PROFESSIONAL
+        assert Membership.objects.get(user__email="member@acme.test").role == Role.ADMIN
+        assert authenticate(username="owner@acme.test", password="changed-by-hand") is not None
+        assert Membership.objects.filter(user__email="admin@initech.test", organisation__slug="initech").exists()
+        assert "seed_demo --reset" in output
+
+    def test_reset_restores_the_demo_state(self, db):
+        run("seed_demo", "--force")
+        Organisation.objects.filter(slug="acme").update(plan=Plan.PROFESSIONAL)
+        Membership.objects.filter(user__email="member@acme.test").update(role=Role.ADMIN)
+
+        run("seed_demo", "--force", "--reset", "--password", "back-again-1")
+
         assert Organisation.objects.get(slug="acme").plan == Plan.INSTITUTIONAL
+        assert Membership.objects.get(user__email="member@acme.test").role == Role.MEMBER
+        assert authenticate(username="owner@acme.test", password="back-again-1") is not None

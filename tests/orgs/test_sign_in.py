@@ -116,6 +116,17 @@ def test_a_sign_in_link_pointing_at_itself_sends_a_signed_in_user_home(world, ne
     assert (response.status_code, response["Location"]) == (302, "/")
 
 
+def test_a_typed_sign_out_address_asks_with_a_button_and_changes_nothing(world):
+    client = console(world.acme_admin)
+
+    page = client.get("/accounts/logout/")
+
+    assert page.status_code == 200
+    assert '<form method="post" action="/accounts/logout/"' in page.content.decode()
+    assert client.get("/orgs/acme/settings/").status_code == 200  # still signed in
+    assert Client().get("/accounts/logout/")["Location"] == LOGIN
+
+
 def test_signing_out_ends_the_session(world):
     client = console(world.acme_admin)
 

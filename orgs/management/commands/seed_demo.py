@@ -19,33 +19,48 @@ MEMBERS = [
 
 
 class Command(BaseCommand):
-    help = "Create the demo organisations and users (idempotent). Refuses with DEBUG off unless --force."
+    help = (
+        "Create the demo organisations and users that are missing, keeping changes made to existing ones "
+        "(a plan changed in admin, say) unless --reset. Refuses with DEBUG off unless --force."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--password", default="opsion-demo")
         parser.add_argument("--force", action="store_true")
+        parser.add_argument(
+            "--reset", action="store_true", help="Put the demo plans, roles and passwords back as documented."
+        )
 
     @transaction.atomic
-    def handle(self, *args, password: str, force: bool, **options):
+    def handle(self, *args, password: str, force: bool, reset: bool, **options):
         if not settings.DEBUG and not force:
             raise CommandError("seed_demo creates users with a known password; with DEBUG off pass --force.")
+        self.reset = reset
         orgs = {}
         for slug, name, plan in ORGANISATIONS:
-            orgs[slug], _ = Organisation.objects.update_or_create(slug=slug, defaults={"name": name, "plan": plan})
+            orgs[slug] = self._ensure(Organisation, {"slug": slug}, {"name": name, "plan": plan})
         for email, slug, role in MEMBERS:
             user = self._user(email, password)
-            Membership.objects.update_or_create(user=user, organisation=orgs[slug], defaults={"role": role})
+            self._ensure(Membership, {"user": user, "organisation": orgs[slug]}, {"role": role})
         self._user("staff@opsion.test", password, is_staff=True, is_superuser=True)
+        if not reset:
+            self.stdout.write("Existing demo data was kept as it is; `manage.py seed_demo --reset` restores it.")
         self.stdout.write("Demo data ready. Sign in at http://127.0.0.1:8000/accounts/login/ with:")
         for email, slug, role in MEMBERS:
             self.stdout.write(f"  {email:<22} {role.label:<7} of {slug}")
         self.stdout.write(f"  {'staff@opsion.test':<22} staff superuser (/admin/)")
         self.stdout.write(f"  password: {password}")
 
+    def _ensure(self, model, lookup: dict, values: dict):
+        if self.reset:
+            return model.objects.update_or_create(**lookup, defaults=values)[0]
+        return model.objects.get_or_create(**lookup, defaults=values)[0]
+
     def _user(self, email: str, password: str, **flags) -> User:
-        user, _ = User.objects.get_or_create(email=email, defaults=flags)
-        for flag, value in flags.items():
-            setattr(user, flag, value)
-        user.set_password(password)
-        user.save()
+        user, created = User.objects.get_or_create(email=email, defaults=flags)
+        if created or self.reset:
+            for flag, value in flags.items():
+                setattr(user, flag, value)
+            user.set_password(password)
+            user.save()
         return user

@@ -160,6 +160,14 @@ class PendingQuery:
         """The whole answer at once. Raises as `stream()`."""
         return "".join(self.stream())
 
+    def answer_unread(self) -> None:
+        """Ask and record the outcome for a reader who left before anything was read, as `stream()` does
+        for one who leaves part-way: the query is counted, so its answer (or failure) belongs in the history."""
+        try:
+            self.answer()
+        except Refused:
+            pass  # recorded as failed
+
     def _refusal(self, exc: claude.UpstreamError) -> Refused:
         """The refusal for a failed call, logged once: the customer's own matters at INFO, ours at ERROR."""
         org = self.row.organisation

@@ -106,9 +106,13 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
         return render_to_string("insights/_history_item.html", {"q": pending.row})
 
     def events() -> Iterator[bytes]:
-        yield sse(
-            "start", {"id": pending.row.pk, "used": pending.window.used, "rateLimit": window_json(pending.window)}
-        )
+        try:
+            yield sse(
+                "start", {"id": pending.row.pk, "used": pending.window.used, "rateLimit": window_json(pending.window)}
+            )
+        except GeneratorExit:
+            pending.answer_unread()  # the reader left before Claude was asked: the query counts all the same
+            raise
         answer = pending.stream()
         try:
             for text in answer:

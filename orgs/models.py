@@ -91,7 +91,10 @@ class MembershipQuerySet(models.QuerySet):
 
 
 class Membership(models.Model):
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    # No index of its own: the unique (user, organisation) constraint's index leads with it.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships", db_index=False
+    )
     organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -156,7 +159,10 @@ class AuditAction(models.TextChoices):
 
 
 class AuditEvent(models.Model):
-    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="audit_events")
+    # No index of its own: the (organisation, -created_at) index leads with it.
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.CASCADE, related_name="audit_events", db_index=False
+    )
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     actor_email = models.EmailField(blank=True)
     action = models.CharField(max_length=40, choices=AuditAction.choices)

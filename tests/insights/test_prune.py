@@ -80,3 +80,13 @@ def test_it_refuses_an_unclear_age(world, age):
         prune(f"--older-than={age}")
 
     assert InsightQuery.objects.count() == 1
+
+
+@pytest.mark.parametrize("size", ["0", "-1"])
+def test_it_refuses_a_batch_size_that_could_delete_nothing(world, size):
+    seed(world.globex, 200 * DAY)
+
+    with pytest.raises(CommandError, match="--batch-size must be at least 1"):
+        prune("--batch-size", size)
+
+    assert InsightQuery.objects.count() == 1

@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 
@@ -303,3 +304,15 @@ def test_creating_many_tokens_quickly_is_refused_in_words(world):
     assert response.status_code == 429
     assert "Too many new API tokens in a short time. Please try again later." in response.content.decode()
     assert ApiToken.objects.count() == 10
+
+
+def test_reloading_a_new_token_page_after_the_cache_claim_expired_creates_nothing(world):
+    # The session's list of used forms refuses the reload on its own: the shared cache's claim is gone
+    # (days later, or Redis restarted).
+    client = console(world.acme_admin)
+    form = {"name": "CI", "once": "form-value-1"}
+    assert client.post("/orgs/acme/settings/tokens/create", form).status_code == 200
+    cache.clear()
+
+    assert client.post("/orgs/acme/settings/tokens/create", form).status_code == 409
+    assert ApiToken.objects.filter(user=world.acme_admin).count() == 1

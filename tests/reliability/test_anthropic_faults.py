@@ -256,6 +256,26 @@ def test_a_reader_leaving_mid_stream_still_gets_the_whole_answer_in_their_histor
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("behaviour, outcome", [("ok", Outcome.ANSWERED), ("overloaded", Outcome.FAILED)])
+def test_a_reader_leaving_right_after_the_start_event_still_gets_the_outcome_in_their_history(
+    world, console, fake_anthropic, behaviour, outcome
+):
+    # A tab closed at once: the server's write of `start` fails before Claude was asked. The query counts.
+    fake_anthropic.default = behaviour
+    response = console(world.globex_member).post(
+        reverse("insights:query", args=["globex"]), {"query": QUESTION}, HTTP_ACCEPT="text/event-stream"
+    )
+    stream = iter(response.streaming_content)
+    assert next(stream).startswith(b"event: start")
+
+    response.close()  # no exception reaches the server closing the response
+
+    row = only_row(world.globex)
+    assert len(fake_anthropic.requests) == 1
+    assert row.outcome == outcome and row.completed_at  # never left "still being written"
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_failure_after_the_reader_left_is_recorded_and_raises_nothing(world, console, fake_anthropic):
     fake_anthropic.default = "midstream_error"  # two deltas, then an error event
     response = console(world.globex_member).post(

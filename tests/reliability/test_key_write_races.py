@@ -15,6 +15,7 @@ from django.db import connections
 from orgs.models import AuditEvent, ClaudeApiKey
 from tests.base import GOOD_KEY
 from tests.clients import console
+from tests.orgs.helpers import store_key
 from tests.reliability.conftest import pg_admin_connection, postgres_only, wait_for_lock_waiters
 
 pytestmark = [postgres_only, pytest.mark.django_db(transaction=True)]
@@ -59,3 +60,43 @@ def test_a_key_save_arriving_while_staff_change_the_organisation_is_judged_on_th
 
     assert outcome.get("status") == refused_with, outcome
     assert not ClaudeApiKey.objects.exists() and not AuditEvent.objects.exists()
+
+
+# A removal is allowed on any plan (a key left from a BYOM plan can always be removed): only the membership counts.
+REMOVAL_CHANGES = {
+    "member removed": ("DELETE FROM orgs_membership WHERE user_id = %(user)s AND organisation_id = %(org)s", 404),
+    "member demoted": (
+        "UPDATE orgs_membership SET role = 'member' WHERE user_id = %(user)s AND organisation_id = %(org)s",
+        403,
+    ),
+}
+
+
+@pytest.mark.parametrize("change", REMOVAL_CHANGES)
+def test_a_key_removal_arriving_while_staff_change_the_membership_is_judged_on_their_change(world, change):
+    store_key(world.acme, GOOD_KEY)
+    statement, refused_with = REMOVAL_CHANGES[change]
+    ids = {"user": world.acme_admin.pk, "org": world.acme.pk}
+    outcome = {}
+
+    def member_removes() -> None:
+        try:
+            response = console(world.acme_admin).post("/orgs/acme/settings/claude-api-key/remove", {"confirm": "yes"})
+            outcome["status"] = response.status_code
+        finally:
+            connections.close_all()
+
+    with pg_admin_connection() as staff, pg_admin_connection() as watcher:
+        staff.autocommit = False
+        with staff.cursor() as cursor:
+            cursor.execute("UPDATE orgs_organisation SET name = name WHERE id = %(org)s", ids)
+            member = threading.Thread(target=member_removes)
+            member.start()
+            with watcher.cursor() as watching:
+                wait_for_lock_waiters(watching, 1)
+            cursor.execute(statement, ids)
+        staff.commit()
+        member.join(timeout=30)
+
+    assert outcome.get("status") == refused_with, outcome
+    assert ClaudeApiKey.objects.exists() and not AuditEvent.objects.exists()

@@ -21,11 +21,12 @@ from django.contrib.auth import forms as auth_forms
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
 from django.core.management import call_command
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.urls import URLResolver, get_resolver, resolve
 from django.urls.resolvers import RegexPattern, RoutePattern
 
 from insights.models import InsightQuery
+from opsion.reporting import KeySafeExceptionReporterFilter, redact
 from orgs import services
 from orgs.models import ApiToken, ClaudeApiKey
 from tests.base import CANARY_KEY, GOOD_KEY, make_user, organisation_admin_form
@@ -434,3 +435,15 @@ def test_a_platform_key_mounted_with_a_newline_works_and_stays_out_of_debug_logs
     assert "answered" in result.stdout, result.stderr[-2000:]
     assert fake_anthropic.requests[-1]["key"] == PLATFORM_KEY
     assert PLATFORM_KEY not in result.stdout + result.stderr
+
+
+def test_error_reports_hide_the_platform_key_and_the_encryption_keys_by_value_whatever_their_form(settings):
+    # An operator's platform key need not look like sk-ant-… (a proxy's token, say): the pattern cannot catch it.
+    settings.ANTHROPIC_API_KEY = "platform-canary-of-another-form-0123456789"
+    reporter = KeySafeExceptionReporterFilter()
+    request = RequestFactory().get("/")
+
+    for secret in (settings.ANTHROPIC_API_KEY, settings.FIELD_ENCRYPTION_KEYS[0]):
+        assert reporter.cleanse_special_types(request, f"headers: {secret}") == reporter.cleansed_substitute
+        assert redact(f"headers: {secret}") == "headers: [redacted]"
+    assert reporter.cleanse_special_types(request, "nothing secret here") == "nothing secret here"

@@ -36,6 +36,13 @@ def test_check_deploy_is_clean_with_production_settings():
     assert "WARNING" not in output and "ERROR" not in output, output
 
 
+def test_check_deploy_warns_when_the_abuse_guards_would_count_per_process():
+    result = run_python(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(REDIS_URL=None))
+
+    assert result.returncode != 0
+    assert "(opsion.W001) REDIS_URL is not set: the abuse guards" in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("variable", ["SECRET_KEY", "FIELD_ENCRYPTION_KEYS"])
 @pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
 def test_start_up_stops_and_names_a_missing_secret(variable, value):

@@ -11,7 +11,8 @@ from django.test import Client, RequestFactory
 from orgs import guards
 from orgs.models import ApiToken, AuditEvent, ClaudeApiKey
 from tests.base import GOOD_KEY, OTHER_KEY, PASSWORD
-from tests.clients import api_delete_key, api_put_key, closed_port, console
+from tests.clients import api_delete_key, api_put_key, closed_port, console, token_client
+from tests.orgs.helpers import store_key
 from tests.security.conftest import base_env, json_error, run_python
 
 LOGIN = "/accounts/login/"
@@ -356,3 +357,16 @@ def test_with_redis_down_key_changes_still_work(world, redis_down):
 
     assert response.status_code == 200
     assert ClaudeApiKey.objects.filter(organisation=world.acme).exists()
+
+
+def test_a_members_refused_key_removals_do_not_lock_the_owners_out(world, clock):
+    # An Owner must still be able to remove a compromised key however often a Member tried first.
+    store_key(world.acme, GOOD_KEY)
+    member = token_client(world.acme_member)
+    for _ in range(15):
+        assert api_delete_key(member, "acme").json()["error"]["code"] == "forbidden_role"
+
+    owner = console(world.acme_owner)
+
+    assert owner.post("/orgs/acme/settings/claude-api-key/remove", {"confirm": "yes"}).status_code == 302
+    assert not ClaudeApiKey.objects.exists()

@@ -29,6 +29,8 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=5000)
 
     def handle(self, *args, older_than: str, batch_size: int, **options):
+        if batch_size < 1:
+            raise CommandError("--batch-size must be at least 1.")
         age = parse_age(older_than)
         # Never prune inside the window: those rows are what the limiter counts.
         age = max(age, timedelta(seconds=settings.INSIGHTS_WINDOW_SECONDS))

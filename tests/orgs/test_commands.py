@@ -162,6 +162,7 @@ class TestSeedDemo:
     def test_it_creates_the_documented_organisations_and_users(self, db):
         output = run("seed_demo", "--force", "--password", "demo-pass-123")
 
+        assert "seed_demo --reset" not in output  # nothing existed, so nothing was kept
         assert dict(Organisation.objects.values_list("slug", "plan")) == {
             "acme": Plan.INSTITUTIONAL,
             "globex": Plan.PROFESSIONAL,

@@ -35,7 +35,7 @@ class Command(BaseCommand):
     def handle(self, *args, password: str, force: bool, reset: bool, **options):
         if not settings.DEBUG and not force:
             raise CommandError("seed_demo creates users with a known password; with DEBUG off pass --force.")
-        self.reset = reset
+        self.reset, self.kept = reset, False
         orgs = {}
         for slug, name, plan in ORGANISATIONS:
             orgs[slug] = self._ensure(Organisation, {"slug": slug}, {"name": name, "plan": plan})
@@ -43,7 +43,7 @@ class Command(BaseCommand):
             user = self._user(email, password)
             self._ensure(Membership, {"user": user, "organisation": orgs[slug]}, {"role": role})
         self._user("staff@opsion.test", password, is_staff=True, is_superuser=True)
-        if not reset:
+        if self.kept:
             self.stdout.write("Existing demo data was kept as it is; `manage.py seed_demo --reset` restores it.")
         self.stdout.write("Demo data ready. Sign in at http://127.0.0.1:8000/accounts/login/ with:")
         for email, slug, role in MEMBERS:
@@ -54,10 +54,13 @@ class Command(BaseCommand):
     def _ensure(self, model, lookup: dict, values: dict):
         if self.reset:
             return model.objects.update_or_create(**lookup, defaults=values)[0]
-        return model.objects.get_or_create(**lookup, defaults=values)[0]
+        row, created = model.objects.get_or_create(**lookup, defaults=values)
+        self.kept |= not created
+        return row
 
     def _user(self, email: str, password: str, **flags) -> User:
         user, created = User.objects.get_or_create(email=email, defaults=flags)
+        self.kept |= not created and not self.reset
         if created or self.reset:
             for flag, value in flags.items():
                 setattr(user, flag, value)

@@ -1,5 +1,6 @@
 import logging
 
+from django.core.exceptions import SuspiciousOperation
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
@@ -9,6 +10,19 @@ from opsion.errors import error_json
 log = logging.getLogger("opsion")
 
 UNAVAILABLE = "Opsion is temporarily unavailable. Please try again shortly."
+
+
+class RejectNulMiddleware:
+    """A NUL in the query string means nothing to any page, and PostgreSQL refuses it in a text
+    comparison (a 500 from an admin filter or search): it is a 400, in the API's shape under /api/."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if any("\x00" in key or "\x00" in value for key, value in request.GET.items()):
+            raise SuspiciousOperation("NUL in the query string")
+        return self.get_response(request)
 
 
 class NoStoreMiddleware:

@@ -1,22 +1,57 @@
+from collections import Counter
+
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Exists, OuterRef
+from django.forms.models import BaseInlineFormSet
 from django.template.response import TemplateResponse
 
 from insights import services as insights_services
 from opsion.http import client_ip
 from orgs import services
-from orgs.models import ApiToken, AuditEvent, ClaudeApiKey, Membership, Organisation, User
+from orgs.models import (
+    MANAGING_ROLES,
+    ApiToken,
+    AuditAction,
+    AuditEvent,
+    ClaudeApiKey,
+    Membership,
+    Organisation,
+    Plan,
+    Role,
+    User,
+)
+
+
+class MembershipFormSet(BaseInlineFormSet):
+    def clean(self) -> None:
+        """Refuse a save that would leave an organisation that had an Owner or Admin with none: no one in it
+        could then save, rotate or remove its Claude API key (a compromised one included)."""
+        super().clean()
+        if any(self.errors) or self.instance.pk is None:
+            return
+        had_manager = self.instance.memberships.filter(role__in=MANAGING_ROLES).exists()
+        roles = [f.cleaned_data.get("role") for f in self.forms if f.cleaned_data and not f.cleaned_data.get("DELETE")]
+        if had_manager and not MANAGING_ROLES.intersection(roles):
+            raise ValidationError(
+                "This would leave the organisation without an Owner or Admin, so no one in it could manage its "
+                "Claude API key. Keep one, or make another member Owner or Admin in the same save."
+            )
 
 
 class MembershipInline(admin.TabularInline):
     model = Membership
+    formset = MembershipFormSet
     extra = 0
     autocomplete_fields = ["user"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user", "organisation")
 
 
 @admin.register(Organisation)
@@ -49,6 +84,43 @@ class OrganisationAdmin(admin.ModelAdmin):
             return "None stored."
         state = "Stored, in use." if obj.allows_byom else "Stored, but unused on this plan."
         return f"{state} Remove it with the list's action “Remove the Claude API key of the selected organisations…”."
+
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        if change and "plan" in form.changed_data:
+            old = Plan(form.initial["plan"]).label
+            self._audit(request, obj, AuditAction.PLAN_CHANGED, f"{old} → {obj.get_plan_display()}")
+
+    def save_formset(self, request, form, formset, change) -> None:
+        """Memberships changed in the inline reach the organisation's own audit log, as its key changes do."""
+        super().save_formset(request, form, formset, change)
+        if formset.model is not Membership:
+            return
+        org, removed, added = form.instance, AuditAction.MEMBER_REMOVED, AuditAction.MEMBER_ADDED
+        for row in formset.initial_forms:
+            member, was = row.instance, Role(row.initial["role"]).label
+            if row in formset.deleted_forms:
+                self._audit(request, org, removed, f"{member.user.email} ({was})")
+            elif "user" in row.changed_data:  # the row now names someone else
+                self._audit(request, org, removed, f"{User.objects.get(pk=row.initial['user']).email} ({was})")
+                self._audit(request, org, added, _joined(member))
+            elif "role" in row.changed_data:
+                detail = f"{member.user.email}: {was} → {member.get_role_display()}"
+                self._audit(request, org, AuditAction.ROLE_CHANGED, detail)
+        for member in formset.new_objects:
+            self._audit(request, org, added, _joined(member))
+
+    def _audit(self, request, org: Organisation, action: str, detail: str) -> None:
+        ip = client_ip(request)
+        services.audit_staff_change(org=org, staff_user=request.user, action=action, detail=detail, ip=ip)
+
+    def get_deleted_objects(self, objs, request):
+        """Deleting an organisation (offboarding, erasure) takes its audit events with it, though they are
+        never deleted one by one; the confirmation lists at most a few of each kind of row (a busy
+        organisation has hundreds of thousands of queries), with the counts in the summary."""
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        perms_needed.discard(AuditEvent._meta.verbose_name)
+        return _abridged(deleted), counts, perms_needed, protected
 
     def get_queryset(self, request):
         return (
@@ -97,6 +169,30 @@ class OrganisationAdmin(admin.ModelAdmin):
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         }
         return TemplateResponse(request, "admin/orgs/organisation/remove_key_confirmation.html", context)
+
+
+def _joined(member: Membership) -> str:
+    return f"{member.user.email} as {member.get_role_display()}"
+
+
+def _abridged(items: list, limit: int = 20) -> list:
+    """Django's nested list of what a deletion takes with it, with at most `limit` rows of each kind
+    per level (each entry reads "<Model name>: <row>")."""
+    kept, shown, skipped, previous_kept = [], Counter(), Counter(), False
+    for item in items:
+        if isinstance(item, list):  # the rows that go with the entry before it
+            if previous_kept:
+                kept.append(_abridged(item, limit))
+            continue
+        kind = str(item).partition(": ")[0]
+        previous_kept = shown[kind] < limit
+        if previous_kept:
+            kept.append(item)
+            shown[kind] += 1
+        else:
+            skipped[kind] += 1
+    kept.extend(f"… and {count:,} more of kind {kind}" for kind, count in skipped.items())
+    return kept
 
 
 @admin.register(User)

@@ -74,6 +74,10 @@ class Organisation(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        # Addresses are lower case: `ACME` beside `acme` would be two customers one letter apart.
+        self.slug = self.slug.lower()
+
     @property
     def allows_byom(self) -> bool:
         return self.plan in BYOM_PLANS
@@ -83,6 +87,9 @@ class Role(models.TextChoices):
     OWNER = "owner", "Owner"
     ADMIN = "admin", "Admin"
     MEMBER = "member", "Member"
+
+
+MANAGING_ROLES = frozenset({Role.OWNER, Role.ADMIN})  # may save and remove the organisation's key
 
 
 class MembershipQuerySet(models.QuerySet):
@@ -109,7 +116,7 @@ class Membership(models.Model):
 
     @property
     def can_manage(self) -> bool:
-        return self.role in (Role.OWNER, Role.ADMIN)
+        return self.role in MANAGING_ROLES
 
 
 class KeyStatus(models.TextChoices):
@@ -156,6 +163,11 @@ class ApiToken(models.Model):
 class AuditAction(models.TextChoices):
     KEY_SAVED = "claude_api_key.saved", "Claude API key saved"
     KEY_REMOVED = "claude_api_key.removed", "Claude API key removed"
+    # Made by Opsion staff in admin; they change who may manage the key, or whether it is used.
+    PLAN_CHANGED = "organisation.plan_changed", "Plan changed"
+    MEMBER_ADDED = "membership.added", "Member added"
+    ROLE_CHANGED = "membership.role_changed", "Role changed"
+    MEMBER_REMOVED = "membership.removed", "Member removed"
 
 
 class AuditEvent(models.Model):
@@ -168,6 +180,7 @@ class AuditEvent(models.Model):
     action = models.CharField(max_length=40, choices=AuditAction.choices)
     ip = models.GenericIPAddressField(null=True, blank=True)
     via = models.CharField(max_length=20, default="console")
+    detail = models.CharField(max_length=300, blank=True)  # e.g. "Institutional → Professional"
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

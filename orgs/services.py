@@ -22,7 +22,7 @@ TOKEN_NAME_MAX = 100
 LAST_USED_RESOLUTION_SECONDS = 60
 
 
-def _audit(*, org: Organisation, actor, action: str, ip: str | None, via: str) -> None:
+def _audit(*, org: Organisation, actor, action: str, ip: str | None, via: str, detail: str = "") -> None:
     AuditEvent.objects.create(
         organisation=org,
         actor=actor,
@@ -30,7 +30,14 @@ def _audit(*, org: Organisation, actor, action: str, ip: str | None, via: str) -
         action=action,
         ip=ip,
         via=via,
+        detail=detail,
     )
+
+
+def audit_staff_change(*, org: Organisation, staff_user, action: str, detail: str, ip: str | None) -> None:
+    """Record, for the organisation's Owners and Admins, a change Opsion staff made in admin to its plan
+    or memberships: it decides whether the key is used and who may manage it."""
+    _audit(org=org, actor=staff_user, action=action, ip=ip, via="admin", detail=detail[:300])
 
 
 @sensitive_variables("raw_key", "key")

@@ -90,3 +90,25 @@ def test_it_refuses_a_batch_size_that_could_delete_nothing(world, size):
         prune("--batch-size", size)
 
     assert InsightQuery.objects.count() == 1
+
+
+@pytest.mark.parametrize("age", ["36501d", "99999999999d", "800000d"])
+def test_it_refuses_an_age_beyond_a_century_instead_of_crashing(world, age):
+    seed(world.globex, 200 * DAY)
+
+    with pytest.raises(CommandError, match="at most 36500d"):
+        prune(f"--older-than={age}")
+
+    assert InsightQuery.objects.count() == 1
+
+
+def test_it_says_when_the_rolling_window_was_applied_instead_of_a_shorter_age(world):
+    seed(world.globex, 2 * 3600, 60)
+
+    output = prune("--older-than", "0d")
+
+    assert InsightQuery.objects.count() == 1
+    assert output.strip() == (
+        "Deleted 1 insight queries older than 60 minutes (0d was asked; rows inside the rolling window are never "
+        "deleted)."
+    )

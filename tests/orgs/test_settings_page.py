@@ -187,7 +187,7 @@ class TestAuditLog:
 
         page = page_of(world.acme_admin, "acme")
 
-        assert "No key changes yet." in page
+        assert "No changes recorded yet." in page
         assert "admin@initech.test" not in page
 
     def test_a_removal_by_opsion_staff_is_labelled_as_such(self, world):

@@ -7,15 +7,25 @@ from django.db.models import DateTimeField, ExpressionWrapper
 from django.db.models.functions import Now
 
 from insights.models import InsightQuery
+from insights.ratelimit import window_words
 
 UNITS = {"d": "days", "h": "hours", "w": "weeks"}
+
+
+MAX_AGE = timedelta(days=36500)  # a century: older than any row, and within every database's dates
 
 
 def parse_age(value: str) -> timedelta:
     match = re.fullmatch(r"(\d+)([dhw])", value.strip())
     if not match:
         raise CommandError("--older-than takes a number and a unit, e.g. 90d, 12w or 48h.")
-    return timedelta(**{UNITS[match[2]]: int(match[1])})
+    try:
+        age = timedelta(**{UNITS[match[2]]: int(match[1])})
+    except OverflowError:
+        age = MAX_AGE + MAX_AGE
+    if age > MAX_AGE:
+        raise CommandError("--older-than is at most 36500d (a century).")
+    return age
 
 
 class Command(BaseCommand):
@@ -31,9 +41,9 @@ class Command(BaseCommand):
     def handle(self, *args, older_than: str, batch_size: int, **options):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
-        age = parse_age(older_than)
+        asked = parse_age(older_than)
         # Never prune inside the window: those rows are what the limiter counts.
-        age = max(age, timedelta(seconds=settings.INSIGHTS_WINDOW_SECONDS))
+        age = max(asked, timedelta(seconds=settings.INSIGHTS_WINDOW_SECONDS))
         # The database's clock, which stamped created_at and which the limiter counts against: an app
         # server's clock running ahead must not reach into the window.
         cutoff = ExpressionWrapper(Now() - age, output_field=DateTimeField())
@@ -43,4 +53,11 @@ class Command(BaseCommand):
             if not ids:
                 break
             total += InsightQuery.objects.filter(id__in=ids).delete()[0]
-        self.stdout.write(f"Deleted {total} insight queries older than {older_than}.")
+        if age == asked:
+            self.stdout.write(f"Deleted {total} insight queries older than {older_than}.")
+        else:
+            window = window_words(settings.INSIGHTS_WINDOW_SECONDS)
+            self.stdout.write(
+                f"Deleted {total} insight queries older than {window} ({older_than} was asked; "
+                "rows inside the rolling window are never deleted)."
+            )

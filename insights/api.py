@@ -8,6 +8,7 @@ from ninja.responses import Response
 from insights import services
 from insights.http import add_ratelimit_headers, window_json
 from insights.models import KeySource, Outcome
+from insights.ratelimit import window_words
 from opsion.errors import Refused, refused_json
 from orgs import access
 from orgs.api import ANY, AUTH_ERRORS, BODY, BODY_ERRORS, CSRF_ERRORS, errors, headers, responses
@@ -93,7 +94,7 @@ def _tokens(row) -> dict:
     openapi_extra=headers(s200=RATE_LIMIT, s400=RATE_LIMIT, s429=(*RATE_LIMIT, "Retry-After"), s503=RATE_LIMIT),
     summary="Ask AI Insights a question",
     description=f"Any member. Counts against the organisation's rolling limit ({settings.INSIGHTS_PLATFORM_LIMIT} "
-    f"queries per {settings.INSIGHTS_WINDOW_SECONDS // 60} minutes on Opsion's platform key, "
+    f"queries per rolling {window_words(settings.INSIGHTS_WINDOW_SECONDS)} on Opsion's platform key, "
     f"{settings.INSIGHTS_BYOM_LIMIT} on its own key) once sent to Anthropic. "
     "`rate_limited` (429, Retry-After: when the next query fits), `claude_api_key_invalid` (400: Anthropic "
     "rejected the organisation's key), `claude_api_key_unreadable` (400), `upstream_rate_limited` (429: the "

@@ -42,10 +42,12 @@ class Window:
 def window_words(seconds: int) -> str:
     """The window as the pages name it: "60 minutes" (the product documentation's), "10 minutes", "2 hours"."""
     if seconds % 3600 == 0 and seconds > 3600:
-        return f"{seconds // 3600} hours"
-    if seconds % 60 == 0:
-        return f"{seconds // 60} minutes"
-    return f"{seconds} seconds"
+        count, unit = seconds // 3600, "hour"
+    elif seconds % 60 == 0:
+        count, unit = seconds // 60, "minute"
+    else:
+        count, unit = seconds, "second"
+    return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
 
 
 class RateLimited(Refused):

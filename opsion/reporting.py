@@ -2,6 +2,7 @@
 its filter, and every line the logging configuration writes."""
 
 import logging
+import logging.config
 import re
 
 from django.conf import settings
@@ -62,24 +63,44 @@ def redact(text: str) -> str:
     return text
 
 
-class RedactKeysFilter(logging.Filter):
-    """A logging filter for every handler: a key in a message, its arguments or its traceback is redacted.
+def configure_logging(config: dict) -> None:
+    """`LOGGING_CONFIG`: Django's dictConfig, then every log record redacted as it is made.
 
-    Our own code never logs a key; this covers what we do not write, such as an HTTP library logging a
-    header it refused, or an exception whose text quotes the request.
+    Redacting records rather than one handler's output covers every handler there is: ours, Django's own
+    (runserver's request log, the `django` logger's console handler with DEBUG on) and gunicorn's. Our own
+    code never logs a key; this covers what we do not write, such as an HTTP library logging a header it
+    refused, an exception whose text quotes a request, or a URL a visitor typed a key into.
     """
+    logging.config.dictConfig(config)
+    base = logging.getLogRecordFactory()
+    if getattr(base, "redacts_keys", False):
+        return
 
-    _formatter = logging.Formatter()
+    def factory(*args, **kwargs) -> logging.LogRecord:
+        return _redacted(base(*args, **kwargs))
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    factory.redacts_keys = True
+    logging.setLogRecordFactory(factory)
+
+
+_formatter = logging.Formatter()
+
+
+def _redacted(record: logging.LogRecord) -> logging.LogRecord:
+    """The record with any key in its message, arguments, traceback or stack blanked."""
+    try:
         message = record.getMessage()
-        redacted = redact(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self._formatter.formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = redact(record.stack_info)
-        return True
+    except Exception:  # a malformed call (a bad format, a broken __str__) must not raise where it was made
+        try:
+            message = f"unformattable log call: {record.msg!r} {record.args!r}"
+        except Exception:
+            message = "unformattable log call"
+        record.msg, record.args = message, None
+    redacted = redact(message)
+    if redacted != message:
+        record.msg, record.args = redacted, None
+    if record.exc_info:
+        record.exc_text = redact(_formatter.formatException(record.exc_info))
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+    return record

@@ -232,13 +232,14 @@ INSIGHTS_WINDOW_SECONDS = env.int("INSIGHTS_WINDOW_SECONDS", default=3600)
 INSIGHTS_MAX_QUERY_CHARS = env.int("INSIGHTS_MAX_QUERY_CHARS", default=4000)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# Whoever logs it and whichever handler writes it, a record holding an Anthropic key or an encryption key
+# is redacted as it is made (opsion.reporting.configure_logging).
+LOGGING_CONFIG = "opsion.reporting.configure_logging"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    # Whoever logs it, a line holding an Anthropic key or an encryption key is written with the key redacted.
-    "filters": {"redact_keys": {"()": "opsion.reporting.RedactKeysFilter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_keys"]}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # The SDK and its HTTP client log request options at DEBUG; keep them quiet.

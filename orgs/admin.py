@@ -12,6 +12,7 @@ from django.forms.models import BaseInlineFormSet
 from django.template.response import TemplateResponse
 
 from insights import services as insights_services
+from insights.ratelimit import window_words
 from opsion.http import client_ip
 from orgs import services
 from orgs.models import (
@@ -72,7 +73,7 @@ class OrganisationAdmin(admin.ModelAdmin):
             form.base_fields["plan"].help_text = (
                 "Only Institutional and Custom include Bring Your Own Model. On any other plan AI Insights uses "
                 f"Opsion's platform key and its limit of {settings.INSIGHTS_PLATFORM_LIMIT} queries per rolling "
-                f"{settings.INSIGHTS_WINDOW_SECONDS // 60} minutes applies at once; a stored key stays stored, "
+                f"{window_words(settings.INSIGHTS_WINDOW_SECONDS)} applies at once; a stored key stays stored, "
                 "unused, until the organisation removes it or the plan returns."
             )
         return form

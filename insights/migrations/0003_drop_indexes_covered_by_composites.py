@@ -3,22 +3,31 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
+from opsion.schema import without_index
+
 
 class Migration(migrations.Migration):
+    atomic = False  # CREATE/DROP INDEX CONCURRENTLY cannot run in a transaction
+
     dependencies = [
         ("insights", "0002_ratelimit_acquire_function"),
         ("orgs", "0002_drop_indexes_covered_by_composites"),
     ]
 
     operations = [
-        migrations.AlterField(
-            model_name="insightquery",
-            name="organisation",
-            field=models.ForeignKey(
-                db_index=False,
-                on_delete=django.db.models.deletion.CASCADE,
-                related_name="insight_queries",
-                to="orgs.organisation",
+        without_index(
+            migrations.AlterField(
+                model_name="insightquery",
+                name="organisation",
+                field=models.ForeignKey(
+                    db_index=False,
+                    on_delete=django.db.models.deletion.CASCADE,
+                    related_name="insight_queries",
+                    to="orgs.organisation",
+                ),
             ),
+            "insights_insightquery_organisation_id_229990b3",
+            "insights_insightquery",
+            "organisation_id",
         ),
     ]

@@ -4,31 +4,45 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
+from opsion.schema import without_index
+
 
 class Migration(migrations.Migration):
+    atomic = False  # CREATE/DROP INDEX CONCURRENTLY cannot run in a transaction
+
     dependencies = [
         ("orgs", "0001_initial"),
     ]
 
     operations = [
-        migrations.AlterField(
-            model_name="auditevent",
-            name="organisation",
-            field=models.ForeignKey(
-                db_index=False,
-                on_delete=django.db.models.deletion.CASCADE,
-                related_name="audit_events",
-                to="orgs.organisation",
+        without_index(
+            migrations.AlterField(
+                model_name="auditevent",
+                name="organisation",
+                field=models.ForeignKey(
+                    db_index=False,
+                    on_delete=django.db.models.deletion.CASCADE,
+                    related_name="audit_events",
+                    to="orgs.organisation",
+                ),
             ),
+            "orgs_auditevent_organisation_id_eaf71f53",
+            "orgs_auditevent",
+            "organisation_id",
         ),
-        migrations.AlterField(
-            model_name="membership",
-            name="user",
-            field=models.ForeignKey(
-                db_index=False,
-                on_delete=django.db.models.deletion.CASCADE,
-                related_name="memberships",
-                to=settings.AUTH_USER_MODEL,
+        without_index(
+            migrations.AlterField(
+                model_name="membership",
+                name="user",
+                field=models.ForeignKey(
+                    db_index=False,
+                    on_delete=django.db.models.deletion.CASCADE,
+                    related_name="memberships",
+                    to=settings.AUTH_USER_MODEL,
+                ),
             ),
+            "orgs_membership_user_id_ea921be1",
+            "orgs_membership",
+            "user_id",
         ),
     ]

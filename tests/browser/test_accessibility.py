@@ -155,6 +155,28 @@ def test_a_long_token_name_wraps_inside_its_card(app, page, world, viewport, nam
     assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"], "the page scrolls sideways"
 
 
+LINES_OF = (
+    "el => { const r = document.createRange(); r.selectNodeContents(el); "
+    "return new Set([...r.getClientRects()].map(b => Math.round(b.top))).size; }"
+)
+
+
+def test_short_values_in_the_settings_tables_stay_on_one_line_on_a_phone(app, page, world):
+    org_services.api_token_create(user=world.acme_admin, name="Nightly export")
+    admin = world.membership(world.acme_admin, world.acme)
+    org_services.claude_api_key_set(membership=admin, raw_key=GOOD_KEY, ip="203.0.113.7")
+    page.set_viewport_size(PHONE)
+    sign_in(page, app.url, "admin@acme.test")
+    page.goto(f"{app.url}/orgs/acme/settings/")
+
+    audit = page.locator("section", has=page.get_by_role("heading", name="Audit log"))
+    who = audit.locator("td", has_text="admin@acme.test")
+    prefix = page.locator("section", has=page.get_by_role("heading", name="API tokens")).locator("td code").first
+
+    assert who.evaluate(LINES_OF) == 1, "the actor's e-mail address is split mid-word"
+    assert prefix.evaluate(LINES_OF) == 1, "the token prefix is split mid-token"
+
+
 RICH_ANSWER = (
     "## Thresholds\n\n"
     "| Article | Obligation | Competent authority | Deadline |\n"

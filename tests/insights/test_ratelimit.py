@@ -8,6 +8,7 @@ from django.db import transaction
 
 from insights import ratelimit, services
 from insights.models import InsightQuery, Outcome
+from insights.ratelimit import window_words
 from orgs import services as org_services
 from tests.conftest import PLATFORM_KEY
 
@@ -242,3 +243,18 @@ def test_a_decision_inside_a_callers_transaction_is_refused_not_deferred(world):
     assert not InsightQuery.objects.exists()
     query, window = ratelimit.acquire(org=world.globex, limit=20, window_seconds=3600, row=row)
     assert window.used == 1 and InsightQuery.objects.get() == query
+
+
+@pytest.mark.parametrize(
+    "seconds, words",
+    [
+        (3600, "60 minutes"),  # the product documentation's
+        (60, "1 minute"),
+        (1, "1 second"),
+        (90, "90 seconds"),
+        (7200, "2 hours"),
+        (5400, "90 minutes"),
+    ],
+)
+def test_the_window_is_named_in_plain_english(seconds, words):
+    assert window_words(seconds) == words

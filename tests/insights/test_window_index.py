@@ -1,5 +1,6 @@
 """The window count stays a range scan on an index however long the history grows."""
 
+import pytest
 from django.db import connection
 from django.db.models import Count, DateTimeField, ExpressionWrapper
 from django.db.models.functions import Now
@@ -25,6 +26,25 @@ def test_the_table_has_an_index_on_organisation_then_created_at(db):
     index = constraints["insight_org_created"]
     assert index["index"] is True
     assert index["columns"] == ["organisation_id", "created_at"]
+
+
+@pytest.mark.parametrize(
+    "table, column",
+    [
+        ("insights_insightquery", "organisation_id"),
+        ("orgs_auditevent", "organisation_id"),
+        ("orgs_membership", "user_id"),
+    ],
+)
+def test_no_foreign_key_keeps_an_index_a_composite_one_already_leads_with(db, table, column):
+    # One index fewer to write on every limiter insert (and every audit event and membership).
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, table)
+
+    leading = [
+        c["columns"] for c in constraints.values() if (c["index"] or c["unique"]) and c["columns"][:1] == [column]
+    ]
+    assert [column] not in leading and leading, leading
 
 
 def test_the_window_count_uses_the_index(world):

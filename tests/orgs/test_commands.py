@@ -211,6 +211,15 @@ class TestSeedDemo:
         assert authenticate(username="owner@acme.test", password="changed-by-hand") is not None
         assert Membership.objects.filter(user__email="admin@initech.test", organisation__slug="initech").exists()
         assert "seed_demo --reset" in output
+        assert "password: opsion-demo (for the users created now; the others keep theirs)" in output
+
+    def test_a_password_given_again_is_every_demo_users(self, db):
+        run("seed_demo", "--force")
+
+        output = run("seed_demo", "--force", "--password", "my-own-demo-pass")
+
+        assert output.strip().endswith("password: my-own-demo-pass")
+        assert authenticate(username="owner@acme.test", password="my-own-demo-pass") is not None
 
     def test_reset_restores_the_demo_state(self, db):
         run("seed_demo", "--force")

@@ -127,6 +127,17 @@ def test_a_typed_sign_out_address_asks_with_a_button_and_changes_nothing(world):
     assert Client().get("/accounts/logout/")["Location"] == LOGIN
 
 
+def test_admins_sign_out_address_typed_leads_to_the_page_and_its_button_still_signs_out(world):
+    client = console(world.staff)
+
+    typed = client.get("/admin/logout/", follow=True)
+    assert typed.redirect_chain == [("/accounts/logout/", 302)] and typed.status_code == 200
+    assert client.get("/admin/").status_code == 200  # still signed in
+
+    client.post("/admin/logout/")
+    assert client.get("/admin/").status_code == 302
+
+
 def test_signing_out_ends_the_session(world):
     client = console(world.acme_admin)
 

@@ -409,6 +409,35 @@ def test_a_log_line_holding_a_key_is_written_redacted_whoever_logs_it():
     assert PLATFORM_KEY not in logged and fernet_key not in logged and "Z" * 40 not in logged, logged
 
 
+# What `make run` (DEBUG on, runserver) logs for a request whose URL or error text holds a key: Django's own
+# handlers write these, not ours.
+DJANGO_OWN_LOGGERS = """
+import logging
+from django.conf import settings
+key = settings.ANTHROPIC_API_KEY
+logging.getLogger("django.request").warning("Not Found: /%s", key)
+logging.getLogger("django.server").info('"GET /?apiKey=%s HTTP/1.1" 401 132', key)
+logging.getLogger("some.library").warning("%d items", "three")  # a library's malformed call
+print("done")
+"""
+
+
+def test_djangos_own_log_handlers_write_keys_redacted_and_a_malformed_call_raises_nothing():
+    env = base_env(
+        DEBUG="1",
+        SECRET_KEY="x" * 50,
+        FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+        ANTHROPIC_API_KEY=PLATFORM_KEY,
+    )
+
+    result = run_python(["manage.py", "shell", "-c", DJANGO_OWN_LOGGERS], env)
+
+    assert "done" in result.stdout, result.stderr[-2000:]
+    assert "Not Found: /sk-ant-[redacted]" in result.stderr and "apiKey=sk-ant-[redacted]" in result.stderr
+    assert "unformattable log call: '%d items' ('three',)" in result.stderr
+    assert PLATFORM_KEY not in result.stderr, result.stderr
+
+
 # A platform-key query through the real SDK and its HTTP stack, every logger at DEBUG.
 PLATFORM_QUERY = """
 from insights import claude, keys

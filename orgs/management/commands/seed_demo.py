@@ -9,6 +9,7 @@ ORGANISATIONS = [
     ("globex", "Globex Payments", Plan.PROFESSIONAL),
     ("initech", "Initech Custody", Plan.CUSTOM),
 ]
+DEFAULT_PASSWORD = "opsion-demo"
 MEMBERS = [
     ("owner@acme.test", "acme", Role.OWNER),
     ("admin@acme.test", "acme", Role.ADMIN),
@@ -25,17 +26,22 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--password", default="opsion-demo")
+        parser.add_argument(
+            "--password", help="every demo user's password (default: opsion-demo, for the users created now)"
+        )
         parser.add_argument("--force", action="store_true")
         parser.add_argument(
             "--reset", action="store_true", help="Put the demo plans, roles and passwords back as documented."
         )
 
     @transaction.atomic
-    def handle(self, *args, password: str, force: bool, reset: bool, **options):
+    def handle(self, *args, password: str | None, force: bool, reset: bool, **options):
         if not settings.DEBUG and not force:
             raise CommandError("seed_demo creates users with a known password; with DEBUG off pass --force.")
-        self.reset, self.kept = reset, False
+        # A password given explicitly is applied to every demo user, as the output then says it is theirs.
+        self.reset, self.set_password = reset, reset or password is not None
+        self.kept = self.kept_users = False
+        password = password or DEFAULT_PASSWORD
         orgs = {}
         for slug, name, plan in ORGANISATIONS:
             orgs[slug] = self._ensure(Organisation, {"slug": slug}, {"name": name, "plan": plan})
@@ -49,7 +55,8 @@ class Command(BaseCommand):
         for email, slug, role in MEMBERS:
             self.stdout.write(f"  {email:<22} {role.label:<7} of {slug}")
         self.stdout.write(f"  {'staff@opsion.test':<22} staff superuser (/admin/)")
-        self.stdout.write(f"  password: {password}")
+        others = " (for the users created now; the others keep theirs)" if self.kept_users else ""
+        self.stdout.write(f"  password: {password}{others}")
 
     def _ensure(self, model, lookup: dict, values: dict):
         if self.reset:
@@ -60,8 +67,9 @@ class Command(BaseCommand):
 
     def _user(self, email: str, password: str, **flags) -> User:
         user, created = User.objects.get_or_create(email=email, defaults=flags)
-        self.kept |= not created and not self.reset
-        if created or self.reset:
+        self.kept_users |= not created and not self.set_password
+        self.kept |= self.kept_users
+        if created or self.set_password:
             for flag, value in flags.items():
                 setattr(user, flag, value)
             user.set_password(password)

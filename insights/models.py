@@ -1,6 +1,9 @@
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
+from django.utils import timezone
 
 from orgs.models import Organisation
 
@@ -53,3 +56,15 @@ class InsightQuery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.organisation} #{self.pk}"
+
+    @property
+    def abandoned(self) -> bool:
+        """Still pending long after any answer could have ended: the process writing it was killed (a
+        deploy's SIGKILL after gunicorn's graceful timeout, running out of memory) before it recorded one."""
+        return self.outcome == Outcome.PENDING and self.created_at < timezone.now() - abandoned_after()
+
+
+def abandoned_after() -> timedelta:
+    """How long a pending query may take: the first read and the whole answer each have
+    ANTHROPIC_TIMEOUT_SECONDS, plus a minute for clocks and the outcome's write."""
+    return timedelta(seconds=2 * settings.ANTHROPIC_TIMEOUT_SECONDS + 60)

@@ -5,10 +5,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from insights import claude, keys, ratelimit
-from insights.models import InsightQuery, KeySource, Outcome
+from insights.models import InsightQuery, KeySource, Outcome, abandoned_after
 from opsion.errors import InvalidRequest, Refused
 from orgs import selectors as org_selectors
 from orgs import services as org_services
@@ -18,6 +19,7 @@ from orgs.models import KeyStatus, Membership, Organisation
 log = logging.getLogger("opsion.insights")
 
 UNAVAILABLE_MESSAGE = "AI Insights is temporarily unavailable. Please try again shortly."
+INTERRUPTED = "interrupted"  # the error code of a query whose answer stopped before Anthropic ended it
 
 
 class InsightsUnavailable(Refused):
@@ -194,7 +196,7 @@ class PendingQuery:
                 )
         else:
             row.outcome = Outcome.FAILED
-            row.error_code = failure.code if failure else "interrupted"
+            row.error_code = failure.code if failure else INTERRUPTED
         row.save(
             update_fields=[
                 "answer",
@@ -241,10 +243,28 @@ def start(*, membership: Membership, text: str) -> PendingQuery:
 
 def own_query(*, membership: Membership, pk: int) -> InsightQuery | None:
     """One of the member's own queries in this organisation, or None."""
-    return InsightQuery.objects.recent_for(org=membership.organisation, user=membership.user).filter(pk=pk).first()
+    rows = InsightQuery.objects.recent_for(org=membership.organisation, user=membership.user).filter(pk=pk)
+    return next(iter(_settled(list(rows[:1]))), None)
 
 
 def recent_queries(*, membership: Membership, limit: int = 20, offset: int = 0) -> list[InsightQuery]:
-    return list(
-        InsightQuery.objects.recent_for(org=membership.organisation, user=membership.user)[offset : offset + limit]
-    )
+    rows = InsightQuery.objects.recent_for(org=membership.organisation, user=membership.user)
+    return _settled(list(rows[offset : offset + limit]))
+
+
+def settle_abandoned() -> int:
+    """Record every abandoned query (see InsightQuery.abandoned) as failed, `interrupted`. Returns how many."""
+    abandoned = InsightQuery.objects.filter(outcome=Outcome.PENDING, created_at__lt=Now() - abandoned_after())
+    return abandoned.update(outcome=Outcome.FAILED, error_code=INTERRUPTED, completed_at=Now())
+
+
+def _settled(rows: list[InsightQuery]) -> list[InsightQuery]:
+    """`rows`, any abandoned one recorded (and shown) as failed, `interrupted`, not "still being written"
+    forever. A write only when there is one."""
+    if stale := [row for row in rows if row.abandoned]:
+        InsightQuery.objects.filter(pk__in=[row.pk for row in stale], outcome=Outcome.PENDING).update(
+            outcome=Outcome.FAILED, error_code=INTERRUPTED, completed_at=Now()
+        )
+        for row in stale:
+            row.outcome, row.error_code = Outcome.FAILED, INTERRUPTED
+    return rows

@@ -129,6 +129,22 @@ def test_a_query_still_being_answered_says_so_in_the_history(world, console):
     assert "No answer was received." not in page
 
 
+def test_a_query_a_killed_process_left_pending_shows_as_failed_not_still_being_written(world, console, api_client):
+    # A deploy's SIGKILL (past gunicorn's graceful timeout) or running out of memory ends the process writing
+    # the answer before it records one. Past any answer's deadline (2 × 60 s + 60 s), nothing is still writing.
+    recent, abandoned = seed(world.globex, 30, 200, user=world.globex_member)
+    InsightQuery.objects.update(outcome=Outcome.PENDING, answer="")
+
+    page = console(world.globex_member).get(PAGE.format("globex")).content.decode()
+    items = api_client(world.globex_member).get("/api/v1/orgs/globex/insights/queries").json()["items"]
+
+    assert page.count("The answer is still being written.") == 1  # the recent one only
+    assert page.count('<span class="badge badge--bad">failed</span>') == 1
+    assert [(i["outcome"], i["errorCode"]) for i in items] == [("pending", ""), ("failed", "interrupted")]
+    abandoned.refresh_from_db()
+    assert (abandoned.outcome, abandoned.error_code) == (Outcome.FAILED, "interrupted") and abandoned.completed_at
+
+
 def test_the_page_lists_the_users_recent_queries_with_their_answers(world, console):
     seed(world.globex, 300, user=world.globex_member)
     InsightQuery.objects.filter(organisation=world.globex).update(

@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from insights import services
-from insights.models import InsightQuery
+from insights.models import InsightQuery, Outcome
 
 from .helpers import seed
 
@@ -112,3 +112,16 @@ def test_it_says_when_the_rolling_window_was_applied_instead_of_a_shorter_age(wo
         "Deleted 1 insight queries older than 60 minutes (0d was asked; rows inside the rolling window are never "
         "deleted)."
     )
+
+
+def test_it_first_records_queries_a_killed_process_left_pending_as_failed(world):
+    recent, abandoned = seed(world.globex, 30, 200)
+    InsightQuery.objects.update(outcome=Outcome.PENDING, answer="")
+
+    output = prune()
+
+    assert output.splitlines()[0] == "Recorded 1 abandoned insight queries as failed (interrupted)."
+    recent.refresh_from_db()
+    abandoned.refresh_from_db()
+    assert recent.outcome == Outcome.PENDING  # may still be being answered
+    assert (abandoned.outcome, abandoned.error_code) == (Outcome.FAILED, "interrupted")

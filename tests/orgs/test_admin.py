@@ -238,15 +238,16 @@ class TestDeleteOrganisation:
         assert not Organisation.objects.filter(pk=world.acme.pk).exists()
         assert not AuditEvent.objects.exists() and not ClaudeApiKey.objects.exists()
 
-    def test_the_confirmation_lists_a_few_queries_and_counts_the_rest(self, world, staff):
+    def test_the_confirmation_counts_the_rows_that_go_with_it_without_loading_them(self, world, staff):
         seed_spread(world.acme, 60, oldest=7200)
 
-        page = staff.get(f"{ORGS}{world.acme.pk}/delete/").content.decode()
+        with CaptureQueriesContext(connection) as queries:
+            page = staff.get(f"{ORGS}{world.acme.pk}/delete/").content.decode()
 
-        assert page.count("Insight query: ") == 20
-        assert "… and 40 more of kind Insight query" in page
-        assert page.count("Membership: ") == 3  # every kind has its own few
-        assert re.search(r"Insight querys?: 60|Insight queries</a>: 60|Insight queries: 60", page), page[-3000:]
+        # A busy organisation has hundreds of thousands of queries: counted, never fetched.
+        assert not [q["sql"] for q in queries.captured_queries if '"insights_insightquery"."answer"' in q["sql"]]
+        assert "Insight queries: 60" in page and "Memberships: 3" in page
+        assert "Insight query: " not in page
 
     def test_audit_events_still_cannot_be_deleted_one_by_one(self, world, staff):
         services.claude_api_key_set(

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import DateTimeField, ExpressionWrapper
 from django.db.models.functions import Now
 
+from insights import services
 from insights.models import InsightQuery
 from insights.ratelimit import window_words
 
@@ -31,7 +32,8 @@ def parse_age(value: str) -> timedelta:
 class Command(BaseCommand):
     help = (
         "Delete insight queries older than the given age (default 90d). "
-        "Rows still inside the rolling window are never deleted."
+        "Rows still inside the rolling window are never deleted. First, queries a killed process left "
+        "pending are recorded as failed (interrupted)."
     )
 
     def add_arguments(self, parser):
@@ -42,6 +44,8 @@ class Command(BaseCommand):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
         asked = parse_age(older_than)
+        if settled := services.settle_abandoned():
+            self.stdout.write(f"Recorded {settled} abandoned insight queries as failed (interrupted).")
         # Never prune inside the window: those rows are what the limiter counts.
         age = max(asked, timedelta(seconds=settings.INSIGHTS_WINDOW_SECONDS))
         # The database's clock, which stamped created_at and which the limiter counts against: an app

@@ -262,9 +262,13 @@ def _settled(rows: list[InsightQuery]) -> list[InsightQuery]:
     """`rows`, any abandoned one recorded (and shown) as failed, `interrupted`, not "still being written"
     forever. A write only when there is one."""
     if stale := [row for row in rows if row.abandoned]:
-        InsightQuery.objects.filter(pk__in=[row.pk for row in stale], outcome=Outcome.PENDING).update(
-            outcome=Outcome.FAILED, error_code=INTERRUPTED, completed_at=Now()
+        settled = InsightQuery.objects.filter(
+            pk__in=[row.pk for row in stale], outcome=Outcome.PENDING, created_at__lt=Now() - abandoned_after()
         )
+        stale_pks = set(settled.values_list("pk", flat=True))
+        settled.filter(pk__in=stale_pks).update(outcome=Outcome.FAILED, error_code=INTERRUPTED, completed_at=Now())
         for row in stale:
+            if row.pk not in stale_pks:
+                continue
             row.outcome, row.error_code = Outcome.FAILED, INTERRUPTED
     return rows

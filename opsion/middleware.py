@@ -1,6 +1,5 @@
 import logging
 
-from django.core.exceptions import SuspiciousOperation
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
@@ -20,8 +19,12 @@ class RejectNulMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if any("\x00" in key or "\x00" in value for key, value in request.GET.items()):
-            raise SuspiciousOperation("NUL in the query string")
+        if any("\x00" in key or any("\x00" in value for value in values) for key, values in request.GET.lists()):
+            # Answered here, at WARNING: scanners send these by the thousand; no traceback is worth logging.
+            log.warning("NUL in the query string of %s %s", request.method, request.path)
+            from opsion.views import bad_request  # opsion.views imports this module
+
+            return bad_request(request, None)
         return self.get_response(request)
 
 

@@ -100,7 +100,10 @@ def _redacted(record: logging.LogRecord) -> logging.LogRecord:
     if redacted != message:
         record.msg, record.args = redacted, None
     if record.exc_info:
-        record.exc_text = redact(_formatter.formatException(record.exc_info))
+        try:
+            record.exc_text = redact(_formatter.formatException(record.exc_info))
+        except Exception:  # a malformed exc_info: logging itself would report it, never raise to the caller
+            record.exc_info, record.exc_text = None, f"unformattable exc_info: {redact(repr(record.exc_info))}"
     if record.stack_info:
         record.stack_info = redact(record.stack_info)
     return record

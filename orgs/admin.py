@@ -37,9 +37,12 @@ class MembershipFormSet(BaseInlineFormSet):
         super().clean()
         if any(self.errors) or self.instance.pk is None:
             return
-        had_manager = self.instance.memberships.filter(role__in=MANAGING_ROLES).exists()
+        managers = self.instance.memberships.filter(role__in=MANAGING_ROLES)
+        had_manager = managers.exists()
+        # Rows this formset does not hold (staff who may only add or delete memberships see none) stay as they are.
+        untouched = managers.exclude(pk__in=[f.instance.pk for f in self.initial_forms]).exists()
         roles = [f.cleaned_data.get("role") for f in self.forms if f.cleaned_data and not f.cleaned_data.get("DELETE")]
-        if had_manager and not MANAGING_ROLES.intersection(roles):
+        if had_manager and not untouched and not MANAGING_ROLES.intersection(roles):
             raise ValidationError(
                 "This would leave the organisation without an Owner or Admin, so no one in it could manage its "
                 "Claude API key. Keep one, or make another member Owner or Admin in the same save."
@@ -91,7 +94,7 @@ class OrganisationAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if change and "plan" in form.changed_data:
             old = Plan(form.initial["plan"]).label
-            self._audit(request, obj, AuditAction.PLAN_CHANGED, f"{old} → {obj.get_plan_display()}")
+            _audit_staff(request, obj, AuditAction.PLAN_CHANGED, f"{old} → {obj.get_plan_display()}")
 
     def save_formset(self, request, form, formset, change) -> None:
         """Memberships changed in the inline reach the organisation's own audit log, as its key changes do."""
@@ -102,19 +105,17 @@ class OrganisationAdmin(admin.ModelAdmin):
         for row in formset.initial_forms:
             member, was = row.instance, Role(row.initial["role"]).label
             if row in formset.deleted_forms:
-                self._audit(request, org, removed, f"{member.user.email} ({was})")
+                _audit_staff(request, org, removed, f"{member.user.email} ({was})")
+            elif not row.has_changed():  # unchanged, or shown read-only (staff who may only view memberships)
+                continue
             elif "user" in row.changed_data:  # the row now names someone else
-                self._audit(request, org, removed, f"{User.objects.get(pk=row.initial['user']).email} ({was})")
-                self._audit(request, org, added, _joined(member))
+                _audit_staff(request, org, removed, f"{User.objects.get(pk=row.initial['user']).email} ({was})")
+                _audit_staff(request, org, added, _joined(member))
             elif "role" in row.changed_data:
                 detail = f"{member.user.email}: {was} → {member.get_role_display()}"
-                self._audit(request, org, AuditAction.ROLE_CHANGED, detail)
+                _audit_staff(request, org, AuditAction.ROLE_CHANGED, detail)
         for member in formset.new_objects:
-            self._audit(request, org, added, _joined(member))
-
-    def _audit(self, request, org: Organisation, action: str, detail: str) -> None:
-        ip = client_ip(request)
-        services.audit_staff_change(org=org, staff_user=request.user, action=action, detail=detail, ip=ip)
+            _audit_staff(request, org, added, _joined(member))
 
     def get_deleted_objects(self, objs, request):
         """What deleting organisations (offboarding, erasure) takes with it, counted, not loaded: Django's own
@@ -189,6 +190,11 @@ class OrganisationAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/orgs/organisation/remove_key_confirmation.html", context)
 
 
+def _audit_staff(request, org: Organisation, action: str, detail: str) -> None:
+    ip = client_ip(request)
+    services.audit_staff_change(org=org, staff_user=request.user, action=action, detail=detail, ip=ip)
+
+
 def _joined(member: Membership) -> str:
     return f"{member.user.email} as {member.get_role_display()}"
 
@@ -223,6 +229,17 @@ class UserAdmin(BaseUserAdmin):
         if obj is not None and obj.is_staff and not request.user.is_superuser:
             return False
         return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request, obj) -> None:
+        self.delete_queryset(request, User.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset) -> None:
+        """Each organisation the users belonged to records their removal in its own audit log, as when
+        staff remove a member on the organisation's page."""
+        for membership in Membership.objects.filter(user__in=queryset).select_related("user", "organisation"):
+            detail = f"{membership.user.email} ({membership.get_role_display()}; user deleted)"
+            _audit_staff(request, membership.organisation, AuditAction.MEMBER_REMOVED, detail)
+        super().delete_queryset(request, queryset)
 
 
 admin.site.unregister(Group)

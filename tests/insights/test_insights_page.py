@@ -3,9 +3,12 @@
 import html
 import re
 import time
+from datetime import timedelta
 
 import pytest
 from cryptography.fernet import Fernet
+from django.db.models.functions import Now
+from django.utils import timezone
 
 from insights.models import InsightQuery, KeySource, Outcome
 from insights.suggestions import SUGGESTED_QUERIES
@@ -143,6 +146,18 @@ def test_a_query_a_killed_process_left_pending_shows_as_failed_not_still_being_w
     assert [(i["outcome"], i["errorCode"]) for i in items] == [("pending", ""), ("failed", "interrupted")]
     abandoned.refresh_from_db()
     assert (abandoned.outcome, abandoned.error_code) == (Outcome.FAILED, "interrupted") and abandoned.completed_at
+
+
+def test_an_app_clock_running_ahead_does_not_settle_a_query_just_asked(world, console, monkeypatch):
+    row = seed(world.globex, 5, user=world.globex_member)[0]  # created_at: the database's clock
+    InsightQuery.objects.filter(pk=row.pk).update(outcome=Outcome.PENDING, answer="", created_at=Now())
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + timedelta(minutes=4))  # this app server runs ahead
+
+    page = console(world.globex_member).get(PAGE.format("globex")).content.decode()
+
+    row.refresh_from_db()
+    assert row.outcome == Outcome.PENDING and "The answer is still being written." in page
 
 
 def test_the_page_lists_the_users_recent_queries_with_their_answers(world, console):

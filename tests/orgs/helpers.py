@@ -1,6 +1,7 @@
 """Plain helpers for the organisation tests: plans and roles, stored keys, page and JSON probes."""
 
 import re
+from html.parser import HTMLParser
 
 from orgs.models import AuditEvent, ClaudeApiKey, Organisation, Plan
 
@@ -38,3 +39,40 @@ def error_of(response) -> dict:
     assert set(body) == {"error"}, body
     assert set(body["error"]) == {"code", "message"}, body
     return body["error"]
+
+
+class _Form(HTMLParser):
+    """The named fields of one form: what a browser would submit, untouched."""
+
+    def __init__(self, form_id):
+        super().__init__()
+        self.form_id, self.inside, self.data, self.select, self.textarea = form_id, False, {}, None, None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form" and a.get("id") == self.form_id:
+            self.inside = True
+        if not self.inside:
+            return
+        if tag == "input" and a.get("name") and a.get("type") not in ("submit", "button"):
+            if a.get("type") == "checkbox" and "checked" not in a:
+                return
+            self.data[a["name"]] = a.get("value", "")
+        elif tag == "select" and a.get("name"):
+            self.select = a["name"]
+            self.data.setdefault(a["name"], "")
+        elif tag == "option" and self.select and "selected" in a:
+            self.data[self.select] = a.get("value", "")
+
+    def handle_endtag(self, tag):
+        if tag == "select":
+            self.select = None
+        if tag == "form":
+            self.inside = False
+
+
+def form_data(page: str, form_id: str) -> dict:
+    """What a browser posts for the form `form_id` on `page` as it stands (checked boxes, selected options)."""
+    p = _Form(form_id)
+    p.feed(page)
+    return p.data

@@ -9,12 +9,13 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from insights.models import InsightQuery
 from orgs import services
 from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Membership, Organisation, Plan, Role, User
 from tests.base import CANARY_KEY, GOOD_KEY, PASSWORD, make_user, organisation_admin_form
 from tests.clients import console
 from tests.insights.helpers import seed_spread
-from tests.orgs.helpers import store_key, stored_key
+from tests.orgs.helpers import form_data, store_key, stored_key
 
 ORGS = "/admin/orgs/organisation/"
 
@@ -224,6 +225,65 @@ class TestStaffChangesReachTheCustomersAuditLog:
         }
 
 
+class TestLimitedStaff:
+    """Support accounts with some of the membership permissions: the inline shows them less, or nothing."""
+
+    @staticmethod
+    def support(*codenames: str):
+        user = make_user("support@opsion.test", is_staff=True)
+        user.user_permissions.set(
+            Permission.objects.filter(codename__in=["view_organisation", "change_organisation", *codenames])
+        )
+        return console(user)
+
+    def test_a_plan_change_by_staff_who_may_only_view_memberships_records_only_the_plan(self, world):
+        client = self.support("view_membership")
+        data = form_data(client.get(f"{ORGS}{world.acme.pk}/change/").content.decode(), "organisation_form")
+        data["plan"] = Plan.PROFESSIONAL  # the read-only rows post no user or role
+
+        assert client.post(f"{ORGS}{world.acme.pk}/change/", data).status_code == 302
+
+        recorded = [(e.action, e.detail) for e in AuditEvent.objects.filter(organisation=world.acme)]
+        assert recorded == [(AuditAction.PLAN_CHANGED, "Institutional → Professional")]
+
+    def test_staff_who_may_only_add_memberships_can_add_a_member_and_change_the_plan(self, world):
+        client = self.support("add_membership")  # sees no existing rows, so cannot remove a manager
+        newcomer = make_user("new@acme.test")
+        data = form_data(client.get(f"{ORGS}{world.acme.pk}/change/").content.decode(), "organisation_form")
+        data |= {
+            "plan": Plan.CUSTOM,
+            "memberships-TOTAL_FORMS": "1",
+            "memberships-0-organisation": str(world.acme.pk),
+            "memberships-0-user": str(newcomer.pk),
+            "memberships-0-role": Role.MEMBER,
+        }
+
+        assert client.post(f"{ORGS}{world.acme.pk}/change/", data).status_code == 302
+
+        world.acme.refresh_from_db()
+        assert world.acme.plan == Plan.CUSTOM
+        assert Membership.objects.filter(organisation=world.acme, user=newcomer).exists()
+
+    def test_staff_who_may_not_delete_queries_cannot_delete_an_organisation_that_has_some(self, world):
+        seed_spread(world.acme, 3, oldest=7200)
+        client = self.support("delete_organisation")
+
+        assert client.post(f"{ORGS}{world.acme.pk}/delete/", {"post": "yes"}).status_code == 403
+        assert Organisation.objects.filter(pk=world.acme.pk).exists()
+
+
+def test_deleting_a_user_records_their_removal_in_each_organisations_audit_log(world, staff):
+    response = staff.post(f"/admin/orgs/user/{world.initech_admin.pk}/delete/", {"post": "yes"})
+
+    assert response.status_code == 302
+    event = AuditEvent.objects.get(organisation=world.initech)
+    assert (event.action, event.detail, event.via) == (
+        AuditAction.MEMBER_REMOVED,
+        "admin@initech.test (Admin; user deleted)",
+        "admin",
+    )
+
+
 class TestDeleteOrganisation:
     def test_a_superuser_can_delete_an_organisation_whose_key_was_saved_and_its_audit_goes_with_it(self, world, staff):
         services.claude_api_key_set(
@@ -249,6 +309,19 @@ class TestDeleteOrganisation:
         assert "Insight queries: 60" in page and "Memberships: 3" in page
         assert "Insight query: " not in page
 
+    def test_deleting_removes_the_rows_in_bulk_without_loading_them(self, world, staff):
+        seed_spread(world.acme, 200, oldest=7200)
+        seed_spread(world.globex, 10, oldest=7200)
+        action = {"action": "delete_selected", "_selected_action": [world.acme.pk, world.globex.pk]}
+
+        with CaptureQueriesContext(connection) as queries:
+            asked = staff.post(ORGS, action)
+            done = staff.post(ORGS, {**action, "post": "yes"})
+
+        assert "Insight queries: 200" in asked.content.decode() and done.status_code == 302
+        assert not InsightQuery.objects.exists()
+        assert not [q["sql"] for q in queries.captured_queries if '"insights_insightquery"."answer"' in q["sql"]]
+
     def test_audit_events_still_cannot_be_deleted_one_by_one(self, world, staff):
         services.claude_api_key_set(
             membership=world.membership(world.acme_owner, world.acme), raw_key=GOOD_KEY, ip=None
@@ -262,6 +335,7 @@ class TestDeleteOrganisation:
     "url",
     [
         ORGS + "?plan__exact=%00",
+        ORGS + "?plan__exact=%00&plan__exact=institutional",  # admin filters read every value of a key
         "/admin/orgs/auditevent/?action__exact=%00",
         "/admin/insights/insightquery/?outcome__exact=%00",
         "/admin/autocomplete/?app_label=orgs&model_name=membership&field_name=user&term=%00",

@@ -9,6 +9,7 @@ response body, no header, no cookie, no log record, no `dumpdata` output and no 
 
 import itertools
 import json
+import logging
 import re
 import uuid
 from io import StringIO
@@ -436,6 +437,13 @@ def test_djangos_own_log_handlers_write_keys_redacted_and_a_malformed_call_raise
     assert "Not Found: /sk-ant-[redacted]" in result.stderr and "apiKey=sk-ant-[redacted]" in result.stderr
     assert "unformattable log call: '%d items' ('three',)" in result.stderr
     assert PLATFORM_KEY not in result.stderr, result.stderr
+
+
+def test_a_malformed_exc_info_never_raises_into_the_caller(caplog):
+    # The standard library reports a bad exc_info through Handler.handleError and returns; so must the redaction.
+    logging.getLogger("some.library").error("failed", exc_info=(ValueError, "not an exception", None))
+
+    assert "unformattable exc_info" in caplog.records[-1].exc_text
 
 
 # A platform-key query through the real SDK and its HTTP stack, every logger at DEBUG.

@@ -31,16 +31,15 @@ CHANGES = {
 }
 
 
-@pytest.mark.parametrize("change", CHANGES)
-def test_a_key_save_arriving_while_staff_change_the_organisation_is_judged_on_their_change(world, change):
-    statement, refused_with = CHANGES[change]
+def _member_posts_while_staff_change(world, path: str, data: dict, statement: str) -> int:
+    """The status the member's POST to `path` gets when it arrives while staff's admin transaction is open:
+    it waits on the organisation row admin wrote first, then staff run `statement` and commit."""
     ids = {"user": world.acme_admin.pk, "org": world.acme.pk}
     outcome = {}
 
-    def member_saves() -> None:
+    def member_posts() -> None:
         try:
-            response = console(world.acme_admin).post("/orgs/acme/settings/claude-api-key/save", {"api_key": GOOD_KEY})
-            outcome["status"] = response.status_code
+            outcome["status"] = console(world.acme_admin).post(path, data).status_code
         finally:
             connections.close_all()
 
@@ -49,16 +48,26 @@ def test_a_key_save_arriving_while_staff_change_the_organisation_is_judged_on_th
         with staff.cursor() as cursor:
             # Admin's save_model: the organisation row first (locked until the form's transaction ends).
             cursor.execute("UPDATE orgs_organisation SET name = name WHERE id = %(org)s", ids)
-            member = threading.Thread(target=member_saves)
+            member = threading.Thread(target=member_posts)
             member.start()
             with watcher.cursor() as watching:
-                wait_for_lock_waiters(watching, 1)  # the member's save waits for admin's transaction
+                wait_for_lock_waiters(watching, 1)  # the member's request waits for admin's transaction
             # Then the membership inline (or the plan itself), and the form's commit.
             cursor.execute(statement, ids)
         staff.commit()
         member.join(timeout=30)
+    return outcome.get("status")
 
-    assert outcome.get("status") == refused_with, outcome
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_a_key_save_arriving_while_staff_change_the_organisation_is_judged_on_their_change(world, change):
+    statement, refused_with = CHANGES[change]
+
+    status = _member_posts_while_staff_change(
+        world, "/orgs/acme/settings/claude-api-key/save", {"api_key": GOOD_KEY}, statement
+    )
+
+    assert status == refused_with
     assert not ClaudeApiKey.objects.exists() and not AuditEvent.objects.exists()
 
 
@@ -76,27 +85,10 @@ REMOVAL_CHANGES = {
 def test_a_key_removal_arriving_while_staff_change_the_membership_is_judged_on_their_change(world, change):
     store_key(world.acme, GOOD_KEY)
     statement, refused_with = REMOVAL_CHANGES[change]
-    ids = {"user": world.acme_admin.pk, "org": world.acme.pk}
-    outcome = {}
 
-    def member_removes() -> None:
-        try:
-            response = console(world.acme_admin).post("/orgs/acme/settings/claude-api-key/remove", {"confirm": "yes"})
-            outcome["status"] = response.status_code
-        finally:
-            connections.close_all()
+    status = _member_posts_while_staff_change(
+        world, "/orgs/acme/settings/claude-api-key/remove", {"confirm": "yes"}, statement
+    )
 
-    with pg_admin_connection() as staff, pg_admin_connection() as watcher:
-        staff.autocommit = False
-        with staff.cursor() as cursor:
-            cursor.execute("UPDATE orgs_organisation SET name = name WHERE id = %(org)s", ids)
-            member = threading.Thread(target=member_removes)
-            member.start()
-            with watcher.cursor() as watching:
-                wait_for_lock_waiters(watching, 1)
-            cursor.execute(statement, ids)
-        staff.commit()
-        member.join(timeout=30)
-
-    assert outcome.get("status") == refused_with, outcome
+    assert status == refused_with
     assert ClaudeApiKey.objects.exists() and not AuditEvent.objects.exists()

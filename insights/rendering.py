@@ -42,13 +42,14 @@ ALLOWED_TAGS = {
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}}
 
 
-# An answer sits under the page's own headings (the card's "Answer" is an h2): its `#` becomes an h3.
-HEADING_SHIFT = 2
+# An answer sits under the page's own headings (the card's "Answer" is an h2): its highest heading, whatever
+# its level (Claude usually starts at "##"), becomes an h3, so heading navigation never skips a level.
+ANSWER_TOP_HEADING = 3
 
 
 def _heading(renderer, tokens, idx, options, env):
     token = tokens[idx]
-    token.tag = f"h{min(6, int(token.tag[1]) + HEADING_SHIFT)}"
+    token.tag = f"h{min(6, int(token.tag[1]) + env['heading_shift'])}"
     return renderer.renderToken(tokens, idx, options, env)
 
 
@@ -80,7 +81,10 @@ def _parser() -> MarkdownIt:
 
 
 def render_markdown(text: str) -> SafeString:
-    html = _parser().render(text or "")
+    md = _parser()
+    tokens = md.parse(text or "")
+    top = min((int(t.tag[1]) for t in tokens if t.type == "heading_open"), default=1)
+    html = md.renderer.render(tokens, md.options, {"heading_shift": ANSWER_TOP_HEADING - top})
     clean = nh3.clean(
         html,
         tags=ALLOWED_TAGS,

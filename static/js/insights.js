@@ -13,6 +13,7 @@
   const errorBox = document.getElementById("answer-error");
   const history = document.getElementById("history");
   let finished = true; // false while a stream is open and has sent neither `done` nor `error`
+  let outcome = ""; // how the last question ended, said beside Ask once the answer card is no longer busy
 
   // A question the page could not send (below) survives the reload or sign-in page that follows: it
   // is put back in the box, once, when this page loads again in the same tab.
@@ -74,6 +75,7 @@
     const hint = document.getElementById("key-invalid-hint");
     if (code === "claude_api_key_invalid" && hint) p.append(hint.content.cloneNode(true));
     errorBox.replaceChildren(p);
+    outcome = message;
   }
 
   // The query just asked joins "Your recent queries", answered or failed, as it will on the next
@@ -111,6 +113,7 @@
       body.append(document.createTextNode(evt.data.text));
     } else if (evt.event === "done") {
       finished = true;
+      outcome = "Answer ready.";
       body.classList.remove("streaming");
       // Markdown rendered and sanitised on the server (nh3): safe to insert.
       body.innerHTML = evt.data.html;
@@ -134,6 +137,7 @@
     // Screen readers announce the answer once, when it is complete, not every streamed piece.
     answer.setAttribute("aria-busy", "true");
     status.textContent = "Asking Claude…";
+    outcome = "";
     answer.hidden = false;
     errorBox.replaceChildren();
     body.replaceChildren();
@@ -212,7 +216,9 @@
       button.disabled = false;
       // Disabling the focused button sent keyboard focus to the page's start: give it back.
       if (hadFocus) button.focus();
-      status.textContent = "";
+      // Said once the answer card is no longer busy: screen readers may not announce what changed inside a
+      // busy region (the answer, its error), so the status line beside Ask says how it ended.
+      status.textContent = outcome;
     }
   }
 

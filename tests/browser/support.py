@@ -121,10 +121,11 @@ def focus_outline(page: Page, selector: str | None = None) -> dict:
     return page.evaluate(_FOCUS_JS, selector)
 
 
-def tab_to(page: Page, selector: str, *, limit: int = 40) -> None:
-    """Press Tab until `selector` has focus, checking that every stop on the way shows its focus."""
+def tab_to(page: Page, selector: str, *, limit: int = 40, backwards: bool = False) -> None:
+    """Press Tab (Shift+Tab `backwards`) until `selector` has focus, checking that every stop on the way
+    shows its focus."""
     for _ in range(limit):
-        page.keyboard.press("Tab")
+        page.keyboard.press("Shift+Tab" if backwards else "Tab")
         focus = focus_outline(page, selector)
         assert focus["focusVisible"], f"focus is not visible on {focus['element']}"
         assert focus["outlineStyle"] != "none" and focus["outlineWidth"] >= 2, f"no focus outline: {focus}"

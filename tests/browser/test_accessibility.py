@@ -11,8 +11,8 @@ from playwright.sync_api import expect
 
 from insights.models import InsightQuery, KeySource, Outcome
 from orgs import services as org_services
-from orgs.models import ClaudeApiKey, KeyStatus
-from tests.base import GOOD_KEY
+from orgs.models import ClaudeApiKey, KeyStatus, Membership, Role
+from tests.base import GOOD_KEY, make_user
 from tests.browser.support import PHONE, assert_no_serious_accessibility_violations, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -67,7 +67,7 @@ def test_settings_page_has_no_serious_accessibility_violations(app, page, world,
 def test_insights_page_with_an_answer_has_no_serious_accessibility_violations(app, page):
     sign_in(page, app.url, "member@acme.test")
     ask(page, "What must a crypto-asset service provider do to obtain authorisation under MiCAR?")
-    expect(page.locator("#answer-body h4")).to_be_visible()
+    expect(page.locator("#answer-body h3")).to_be_visible()
     expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()
 
     screenshot(page, "insights-answer")
@@ -111,7 +111,7 @@ def test_pages_fit_a_phone_width_screen(app, page, world):
     sign_in(page, app.url, "admin@acme.test")
     # Transaction hashes are everyday input: a long unbroken string must wrap, not widen the page.
     ask(page, "Is transaction 0x5c504ed432cb51138bcf09aa5e8a410dd4a1e204ef84bfed1be16dfba1b22060 reportable?")
-    expect(page.locator("#answer-body h4")).to_be_visible()
+    expect(page.locator("#answer-body h3")).to_be_visible()
     expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "the page scrolls sideways"
     page.reload()  # the question in "Your recent queries" and the answer card too
@@ -210,3 +210,122 @@ def test_a_wide_table_and_code_in_an_answer_stay_readable_on_a_phone(app, page, 
     assert code.evaluate("el => getComputedStyle(el).color") == "rgb(226, 232, 240)"
     screenshot(page, "insights-phone-table", docs=False)
     assert_no_serious_accessibility_violations(page)
+
+
+# WCAG contrast of an element's outline and of its border with the first opaque background behind it.
+CONTRAST = """(el) => {
+  const rgb = c => c.match(/[\\d.]+/g).slice(0, 3).map(Number);
+  const channel = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const lum = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+  let bg = el.parentElement;
+  while (getComputedStyle(bg).backgroundColor === 'rgba(0, 0, 0, 0)') bg = bg.parentElement;
+  const back = lum(rgb(getComputedStyle(bg).backgroundColor));
+  const ratio = c => { const [a, b] = [lum(rgb(c)), back].sort((x, y) => y - x); return (a + 0.05) / (b + 0.05); };
+  const style = getComputedStyle(el);
+  return {ring: ratio(style.outlineColor), border: ratio(style.borderTopColor)};
+}"""
+
+
+def test_an_audit_entry_by_someone_with_a_long_address_does_not_make_the_page_scroll_sideways(app, page, world):
+    # WCAG 1.4.10 Reflow (and the suite's own "the page scrolls sideways" rule, only ever tried with
+    # admin@acme.test). Addresses of 30-45 characters are everyday ones.
+    long = make_user("alexandra.konstantinou@acmedigitalassets.test")
+    Membership.objects.create(user=long, organisation=world.acme, role=Role.ADMIN)
+    org_services.claude_api_key_set(membership=world.membership(long, world.acme), raw_key=GOOD_KEY, ip=None)
+    page.set_viewport_size(PHONE)
+    sign_in(page, app.url, "admin@acme.test")
+    page.goto(f"{app.url}/orgs/acme/settings/")
+
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "the page scrolls sideways"
+
+
+def test_the_focus_ring_and_input_borders_contrast_3_to_1_with_the_card(app, page):
+    # WCAG 1.4.11 Non-text Contrast: the focus indicator and a text field's boundary need 3:1
+    # against what surrounds them (the white card).
+    sign_in(page, app.url, "member@acme.test")
+    page.get_by_label("Your question").focus()
+    page.keyboard.press("Tab")  # keyboard focus on Ask: :focus-visible applies
+    ask = page.get_by_role("button", name="Ask", exact=True)
+    expect(ask).to_be_focused()
+
+    assert ask.evaluate(CONTRAST)["ring"] >= 3, "the focus ring contrasts less than 3:1 with the white card"
+    assert page.get_by_label("Your question").evaluate(CONTRAST)["border"] >= 3, (
+        "the question box's border is too faint"
+    )
+
+
+def test_an_answers_headings_follow_the_answer_cards_heading_without_a_gap(app, page):
+    # WCAG 1.3.1 (axe heading-order): Claude's "## Heading" is rendered as an h4 straight under the
+    # card's h2 "Answer" (and under h2 "Your recent queries"), so heading navigation skips a level.
+    sign_in(page, app.url, "member@acme.test")
+    page.get_by_label("Your question").fill("What must a CASP do to be authorised under MiCAR?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#answer-body").get_by_role("heading", name="Authorisation under MiCAR")).to_be_visible()
+
+    levels = page.evaluate(
+        "[...document.querySelectorAll('#answer h2, #answer h3, #answer h4, #answer h5, #answer h6')]"
+        ".map(h => +h.tagName[1])"
+    )
+    assert all(b - a <= 1 for a, b in zip(levels, levels[1:])), f"heading levels in the answer card: {levels}"
+
+
+def test_a_failed_sign_in_marks_the_fields_and_ties_the_message_to_them(app, page, world):
+    # WCAG 1.3.1 / 3.3.1: focus lands on the e-mail field (autofocus), but nothing there says the
+    # attempt failed: the alert is neither its description nor is the field marked invalid.
+    page.goto(f"{app.url}/accounts/login/")
+    page.get_by_label("E-mail").fill("member@acme.test")
+    page.get_by_label("Password").fill("not-the-password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("Please enter a correct email and password")
+    email = page.get_by_label("E-mail")
+    expect(email).to_be_focused()
+
+    expect(email).to_have_attribute("aria-invalid", "true")
+    expect(email).to_have_accessible_description(
+        "Please enter a correct email and password. Note that both fields may be case-sensitive."
+    )
+
+
+def test_a_refused_token_name_takes_focus_like_a_refused_key_does(app, page, console):
+    # WCAG 3.3.1 / 2.4.3: a refused key puts focus on its field (autofocus + aria-describedby); a
+    # refused token name leaves focus at the top of the re-rendered page, 20 Tab stops away.
+    console.allow(400)
+    sign_in(page, app.url, "admin@acme.test")
+    page.goto(f"{app.url}/orgs/acme/settings/")
+    page.get_by_label("Token name").fill("   ")
+    page.get_by_role("button", name="Create token").click()
+    expect(page.locator("#token-name-error")).to_have_text("This field is required.")
+
+    expect(page.get_by_label("Token name")).to_be_focused()
+
+
+def test_the_new_token_is_where_focus_lands(app, page):
+    # WCAG 2.4.3 Focus Order: the one-time token is shown in the API tokens card, below the key card;
+    # focus starts at the top of the page, and the role=status it sits in is not announced on a page load.
+    sign_in(page, app.url, "admin@acme.test")
+    page.goto(f"{app.url}/orgs/acme/settings/")
+    page.get_by_label("Token name").fill("Reporting pipeline")
+    page.get_by_role("button", name="Create token").click()
+    expect(page.locator("#new-token")).to_be_visible()
+
+    assert page.evaluate("document.activeElement.closest('.alert--success') !== null"), "focus is not on the new token"
+
+
+def test_how_an_answer_ended_is_said_beside_ask_once_the_card_is_no_longer_busy(app, page):
+    # Screen readers may not announce changes made inside a busy live region (the answer, its error).
+    sign_in(page, app.url, "member@acme.test")
+    page.get_by_label("Your question").fill("What must a CASP do to be authorised under MiCAR?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    expect(page.locator("#ask-status")).to_have_text("Answer ready.")
+    expect(page.locator("#answer")).not_to_have_attribute("aria-busy", "true")
+
+
+def test_focus_lands_on_the_message_after_a_key_is_saved(app, page):
+    sign_in(page, app.url, "admin@acme.test")
+    page.goto(f"{app.url}/orgs/acme/settings/")
+    page.get_by_label("Anthropic API key").fill(GOOD_KEY)
+    page.get_by_role("button", name="Save", exact=True).click()
+
+    expect(page.locator(".flash-stack")).to_be_focused()
+    expect(page.locator(".flash-stack")).to_contain_text("saved")

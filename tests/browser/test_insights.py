@@ -29,12 +29,12 @@ def test_end_user_picks_a_micar_suggestion_and_watches_the_answer_stream_in(app,
 
     body = page.locator("#answer-body")
     expect(body).to_contain_text("## Authorisation under")  # streamed while Anthropic still holds
-    expect(body.locator("h4")).to_have_count(0)
+    expect(body.locator("h3")).to_have_count(0)
     expect(page.get_by_role("button", name="Ask", exact=True)).to_be_disabled()
     expect(page.locator("#usage-used")).to_have_text("1")
 
     fake_anthropic.release.set()
-    expect(body.get_by_role("heading", level=4, name="Authorisation under MiCAR")).to_be_visible()
+    expect(body.get_by_role("heading", level=3, name="Authorisation under MiCAR")).to_be_visible()
     expect(body.locator("strong")).to_have_text("authorised by the competent authority")
     expect(body.get_by_role("listitem")).to_have_count(2)
     expect(body).not_to_contain_text("##")
@@ -186,7 +186,7 @@ def test_each_question_joins_recent_queries_at_once_answered_or_failed(app, page
         "AI Insights is temporarily unavailable. Please try again shortly."
     )
     # The part that arrived stays, rendered like any answer rather than as raw Markdown.
-    expect(page.locator("#answer-body h4")).to_have_text("Authorisation under MiCAR")
+    expect(page.locator("#answer-body h3")).to_have_text("Authorisation under MiCAR")
     expect(page.locator("#answer-body")).not_to_contain_text("##")
     newest = history.locator("> li").first
     expect(history.locator("> li")).to_have_count(2)

@@ -31,8 +31,11 @@ def test_keyboard_user_saves_and_removes_a_key_and_asks_a_question(app, page):
     expect(page.get_by_role("button", name="Yes, remove the key")).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.get_by_label("Anthropic API key")).to_have_value("")
+    # Focus starts on the message saying it was removed; the organisation switcher is back up the page.
+    expect(page.locator(".flash-stack")).to_be_focused()
+    expect(page.locator(".flash-stack")).to_contain_text("removed")
 
-    tab_to(page, "details.switcher summary")
+    tab_to(page, "details.switcher summary", backwards=True)
     expect(page.locator("details.switcher summary")).to_have_accessible_name(
         re.compile(r"^Acme Digital Assets ?, switch organisation$")
     )

@@ -215,7 +215,7 @@ def test_an_error_mid_stream_keeps_the_partial_answer_and_marks_the_row_failed(w
     assert (row.outcome, row.error_code, row.answer) == (Outcome.FAILED, "insights_unavailable", "".join(deltas))
     assert events[-1][1]["used"] == 1
     # What arrived is rendered, not left as raw Markdown (the fake's answer opens with a heading).
-    assert events[-2][1]["html"].startswith("<h4>") and "##" not in events[-2][1]["html"]
+    assert events[-2][1]["html"].startswith("<h3>") and "##" not in events[-2][1]["html"]
     # Listed as failed, with what arrived, exactly as the page lists it after a reload.
     reloaded = console(world.globex_member).get(f"/orgs/globex/insights/?answered={row.pk}").content.decode()
     assert history_items(events[-2][1]["historyItem"]) == history_items(reloaded)[:1]

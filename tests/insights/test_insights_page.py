@@ -248,7 +248,7 @@ def test_a_no_js_post_redirects_to_the_whole_answer(world, fake_anthropic, conso
     assert response["RateLimit-Policy"] == '"insights";q=20;w=3600'
     assert response["RateLimit"] == '"insights";r=19;t=3600'
     page = client.get(response["Location"]).content.decode()
-    assert "<h4>Authorisation under MiCAR</h4>" in page
+    assert "<h3>Authorisation under MiCAR</h3>" in page
     assert 'id="usage-used">1</span> of <span id="usage-limit">20</span>' in page
     assert (row.outcome, row.query) == (Outcome.ANSWERED, "How are CASPs authorised?")
 
@@ -404,7 +404,7 @@ def test_the_answer_streams_into_the_page_as_claude_writes_it(world, fake_anthro
     assert set(names[:-2]) == {"delta"}
     assert first[1]["text"] + "".join(d["text"] for n, d in rest if n == "delta") == fake_anthropic.answer_text
     done = dict(rest)["done"]
-    assert done["html"].startswith("<h4>Authorisation under MiCAR</h4>")
+    assert done["html"].startswith("<h3>Authorisation under MiCAR</h3>")
     assert "<strong>authorised by the competent authority</strong>" in done["html"]
     assert dict(rest)["usage"] == {"used": 1, "limit": 20, "remaining": 19, "resetSeconds": pytest.approx(3600, abs=1)}
     row = InsightQuery.objects.get()

@@ -45,7 +45,7 @@ def assert_harmless(html: str) -> None:
 def test_markdown_is_rendered():
     html = render_markdown("## Title\n\n- **bold** item\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n```\ncode\n```")
 
-    assert "<h4>Title</h4>" in html
+    assert "<h3>Title</h3>" in html
     assert "<li><strong>bold</strong> item</li>" in html
     assert "<table>" in html and "<td>1</td>" in html
     assert "<pre><code>code" in html
@@ -120,18 +120,21 @@ def test_a_table_box_is_the_only_div_an_answer_can_hold():
     assert divs == [{"class": "prose__table", "tabindex": "0", "role": "region", "aria-label": "Table"}]
 
 
-def test_an_answers_headings_sit_below_the_pages_own():
-    # The answer card's title is an h2: the answer's "#" must not claim the same level as the page's sections.
-    html = render_markdown("# Scope\n## Article 59\n###### Note")
-
-    assert html == "<h3>Scope</h3>\n<h4>Article 59</h4>\n<h6>Note</h6>\n"
+def test_an_answers_headings_sit_just_below_the_pages_own():
+    # The answer card's title is an h2: the answer's highest heading is an h3, whatever level it was written at,
+    # so heading navigation goes 2, 3, … without a gap (WCAG 1.3.1).
+    assert (
+        render_markdown("# Scope\n## Article 59\n###### Note") == "<h3>Scope</h3>\n<h4>Article 59</h4>\n<h6>Note</h6>\n"
+    )
+    assert render_markdown("## Scope\n### Article 59") == "<h3>Scope</h3>\n<h4>Article 59</h4>\n"
+    assert render_markdown("#### Only\n\ntext") == "<h3>Only</h3>\n<p>text</p>\n"
 
 
 def test_hostile_markup_is_removed_but_the_content_stays():
     html = render_markdown(HOSTILE)
 
     assert_harmless(html)
-    assert "<h4>Reserve rules</h4>" in html
+    assert "<h3>Reserve rules</h3>" in html
     assert "<strong>reserve assets</strong>" in html
     assert re.search(
         r'<a href="https://www\.eba\.europa\.eu/" rel="noopener noreferrer nofollow">EBA guidance</a>', html

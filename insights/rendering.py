@@ -42,15 +42,24 @@ ALLOWED_TAGS = {
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}}
 
 
-# An answer sits under the page's own headings (the card's "Answer" is an h2): its highest heading, whatever
-# its level (Claude usually starts at "##"), becomes an h3, so heading navigation never skips a level.
-ANSWER_TOP_HEADING = 3
+# An answer sits under the page's own headings (the card's "Answer" is an h2).
+CARD_HEADING = 2
 
 
-def _heading(renderer, tokens, idx, options, env):
-    token = tokens[idx]
-    token.tag = f"h{min(6, int(token.tag[1]) + env['heading_shift'])}"
-    return renderer.renderToken(tokens, idx, options, env)
+def _place_headings(tokens) -> None:
+    """Set each heading's level so that the answer's highest becomes an h3, whatever level Claude wrote it at
+    (usually "##"), and no heading is more than one level below the one before it: heading navigation goes
+    from the card's h2 through the answer without a gap (WCAG 1.3.1)."""
+    levels = [int(t.tag[1]) for t in tokens if t.type == "heading_open"]
+    if not levels:
+        return
+    shift, previous = CARD_HEADING + 1 - min(levels), CARD_HEADING
+    for token in tokens:
+        if token.type == "heading_open":
+            previous = min(6, int(token.tag[1]) + shift, previous + 1)
+            token.tag = f"h{previous}"
+        elif token.type == "heading_close":
+            token.tag = f"h{previous}"
 
 
 def _table_open(renderer, tokens, idx, options, env):
@@ -71,8 +80,6 @@ def _parser() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "linkify": True}).enable(["table", "strikethrough", "linkify"])
     md.linkify.set({"fuzzy_link": False})  # https://… and www.… only: "report.md" is a file name, not a site
     for rule, render in [
-        ("heading_open", _heading),
-        ("heading_close", _heading),
         ("table_open", _table_open),
         ("table_close", _table_close),
     ]:
@@ -83,8 +90,8 @@ def _parser() -> MarkdownIt:
 def render_markdown(text: str) -> SafeString:
     md = _parser()
     tokens = md.parse(text or "")
-    top = min((int(t.tag[1]) for t in tokens if t.type == "heading_open"), default=1)
-    html = md.renderer.render(tokens, md.options, {"heading_shift": ANSWER_TOP_HEADING - top})
+    _place_headings(tokens)
+    html = md.renderer.render(tokens, md.options, {})
     clean = nh3.clean(
         html,
         tags=ALLOWED_TAGS,

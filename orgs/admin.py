@@ -195,6 +195,13 @@ def _audit_staff(request, org: Organisation, action: str, detail: str) -> None:
     services.audit_staff_change(org=org, staff_user=request.user, action=action, detail=detail, ip=ip)
 
 
+def _left_without_manager(users) -> list[Organisation]:
+    """The organisations whose every Owner and Admin is among `users`."""
+    managing = Membership.objects.filter(role__in=MANAGING_ROLES)
+    orgs = Organisation.objects.filter(pk__in=managing.filter(user__in=users).values("organisation"))
+    return list(orgs.exclude(pk__in=managing.exclude(user__in=users).values("organisation")))
+
+
 def _joined(member: Membership) -> str:
     return f"{member.user.email} as {member.get_role_display()}"
 
@@ -229,6 +236,20 @@ class UserAdmin(BaseUserAdmin):
         if obj is not None and obj.is_staff and not request.user.is_superuser:
             return False
         return super().has_delete_permission(request, obj)
+
+    def get_deleted_objects(self, objs, request):
+        """Django's, and on the confirmation step a warning naming each organisation the deletion would leave
+        without an Owner or Admin (no one there could manage its Claude API key). It does not refuse: an
+        erasure request must still go through, or the organisation may be closing."""
+        result = super().get_deleted_objects(objs, request)
+        if request.POST.get("post") != "yes":
+            for org in _left_without_manager(objs):
+                messages.warning(
+                    request,
+                    f"Deleting this leaves {org} without an Owner or Admin: no one there could manage its Claude "
+                    "API key. Make another member Owner or Admin first, unless the organisation is closing.",
+                )
+        return result
 
     def delete_model(self, request, obj) -> None:
         self.delete_queryset(request, User.objects.filter(pk=obj.pk))

@@ -329,3 +329,15 @@ def test_focus_lands_on_the_message_after_a_key_is_saved(app, page):
 
     expect(page.locator(".flash-stack")).to_be_focused()
     expect(page.locator(".flash-stack")).to_contain_text("saved")
+
+
+def test_the_focus_ring_in_the_organisation_menu_contrasts_3_to_1_with_its_white_box(app, page):
+    sign_in(page, app.url, "member@acme.test")
+    page.locator("details.switcher summary").focus()
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")
+    link = page.locator(".switcher__menu a").first
+
+    expect(link).to_be_focused()
+    assert link.evaluate("el => el.matches(':focus-visible')")
+    assert link.evaluate(CONTRAST)["ring"] >= 3

@@ -120,12 +120,13 @@ def test_a_table_box_is_the_only_div_an_answer_can_hold():
     assert divs == [{"class": "prose__table", "tabindex": "0", "role": "region", "aria-label": "Table"}]
 
 
-def test_an_answers_headings_sit_just_below_the_pages_own():
+def test_an_answers_headings_sit_just_below_the_pages_own_and_never_skip_a_level():
     # The answer card's title is an h2: the answer's highest heading is an h3, whatever level it was written at,
-    # so heading navigation goes 2, 3, … without a gap (WCAG 1.3.1).
+    # and none is more than one level below the one before it (WCAG 1.3.1).
     assert (
-        render_markdown("# Scope\n## Article 59\n###### Note") == "<h3>Scope</h3>\n<h4>Article 59</h4>\n<h6>Note</h6>\n"
+        render_markdown("# Scope\n## Article 59\n###### Note") == "<h3>Scope</h3>\n<h4>Article 59</h4>\n<h5>Note</h5>\n"
     )
+    assert render_markdown("### Short\n\nYes.\n\n# Details") == "<h3>Short</h3>\n<p>Yes.</p>\n<h3>Details</h3>\n"
     assert render_markdown("## Scope\n### Article 59") == "<h3>Scope</h3>\n<h4>Article 59</h4>\n"
     assert render_markdown("#### Only\n\ntext") == "<h3>Only</h3>\n<p>text</p>\n"
 

@@ -284,6 +284,15 @@ def test_deleting_a_user_records_their_removal_in_each_organisations_audit_log(w
     )
 
 
+def test_deleting_an_organisations_only_manager_warns_on_the_confirmation_step(world, staff):
+    # Not refused (an erasure request must go through), but staff are told before they confirm.
+    warned = staff.get(f"/admin/orgs/user/{world.initech_admin.pk}/delete/").content.decode()
+    not_warned = staff.get(f"/admin/orgs/user/{world.acme_admin.pk}/delete/").content.decode()  # acme keeps its Owner
+
+    assert "Deleting this leaves Initech Custody without an Owner or Admin" in warned
+    assert "without an Owner or Admin" not in not_warned
+
+
 class TestDeleteOrganisation:
     def test_a_superuser_can_delete_an_organisation_whose_key_was_saved_and_its_audit_goes_with_it(self, world, staff):
         services.claude_api_key_set(

@@ -138,6 +138,14 @@ def test_admins_sign_out_address_typed_leads_to_the_page_and_its_button_still_si
     assert client.get("/admin/").status_code == 302
 
 
+def test_an_address_the_browser_accepts_but_django_refuses_is_told_why_next_to_the_fields(world):
+    # type=email lets "ada@acmetest" through; Django's EmailField refuses it, as a field error.
+    page = Client().post(LOGIN, {"username": "member@acmetest", "password": "whatever"}).content.decode()
+
+    assert '<div class="alert alert--error" role="alert" id="sign-in-error"><p>Enter a valid email address.</p>' in page
+    assert page.count('aria-invalid="true" aria-describedby="sign-in-error"') == 2
+
+
 def test_signing_out_ends_the_session(world):
     client = console(world.acme_admin)
 

@@ -148,7 +148,7 @@ def get_usage(request: HttpRequest, slug: str):
 
 @router.get(
     "/{slug}/insights/queries",
-    response=responses(HistoryOut, *ANY, 400),
+    response=responses(HistoryOut, *ANY),
     openapi_extra=headers(s200=RATE_LIMIT),
     summary="Your recent queries",
     description="Your own queries in this organisation, newest first, `limit` (1–100) at a time from `offset` "

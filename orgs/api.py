@@ -53,11 +53,12 @@ class KeySetOut(Schema):
     claudeApiKeySet: bool
 
 
-# The error statuses an operation can answer with, each in the error shape. Every operation: 401
-# (unauthenticated), 404 (not a member), 500 (our failure) and 503 (the database unavailable).
-ANY = (401, 404, 500, 503)
+# The error statuses an operation can answer with, each in the error shape. Every operation: 400 (a request
+# refused before it is read: a NUL in its query string, a Host not served), 401 (unauthenticated), 404 (not a
+# member), 500 (our failure) and 503 (the database unavailable).
+ANY = (400, 401, 404, 500, 503)
 WRITE = (*ANY, 403)  # csrf_failed, with the browser session
-BODY = (*WRITE, 400, 413, 415)  # operations that read a JSON body
+BODY = (*WRITE, 413, 415)  # operations that read a JSON body
 
 
 def responses(ok: type[Schema], *statuses: int) -> dict:

@@ -363,13 +363,13 @@ class TestOpenApi:
 
     def test_each_operation_lists_exactly_the_statuses_it_can_answer_with(self, db):
         paths = console().get("/api/v1/openapi.json").json()["paths"]
-        every = {"200", "401", "404", "500", "503"}  # 500: our failure; 503: the database unavailable
+        every = {"200", "400", "401", "404", "500", "503"}  # 500: our failure; 503: the database unavailable
         expected = {
             ("get", "/api/v1/orgs/{slug}/settings"): every,
-            ("put", "/api/v1/orgs/{slug}/settings/claude-api-key"): every | {"400", "403", "413", "415", "429"},
+            ("put", "/api/v1/orgs/{slug}/settings/claude-api-key"): every | {"403", "413", "415", "429"},
             ("delete", "/api/v1/orgs/{slug}/settings/claude-api-key"): every | {"403", "429"},
-            ("post", "/api/v1/orgs/{slug}/insights/queries"): every | {"400", "403", "413", "415", "429"},
-            ("get", "/api/v1/orgs/{slug}/insights/queries"): every | {"400"},
+            ("post", "/api/v1/orgs/{slug}/insights/queries"): every | {"403", "413", "415", "429"},
+            ("get", "/api/v1/orgs/{slug}/insights/queries"): every,
             ("get", "/api/v1/orgs/{slug}/insights/usage"): every,
         }
 

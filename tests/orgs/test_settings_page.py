@@ -198,6 +198,7 @@ class TestAuditLog:
 
         assert "Claude API key removed (by Opsion staff)" in page
         assert "staff@opsion.test" in page
+        assert "10.0.0.1" not in page  # staff's own network address stays in admin
 
     def test_a_change_through_the_api_is_labelled_as_such(self, world):
         api_put_key(console(), "acme", {"apiKey": GOOD_KEY}, **bearer(world.acme_admin))

@@ -70,10 +70,10 @@ What it means for users is the paced comparison below each table: the fake strea
 about a second, gunicorn runs as the README deploys it, and the real endpoint's median latency is
 compared with the baseline's, round by round. The difference has been ten to thirty milliseconds
 from run to run (the headline gives this run's), more than the CPU figures alone: the limiter's
-commit waits for the disk before Claude is called, the
-outcome's commit waits again before the response ends, and in a threaded worker one request's
-Python waits for another's. Claude's real answers take several seconds, so that is of the order of
-1 % of what the user waits, and throughput at this pace is the baseline's."""
+commit waits for the disk before Claude is called, the outcome's commit waits again before the
+response ends, and in a threaded worker one request's Python waits for another's. Claude's real
+answers take several seconds, so that is of the order of 1 % of what the user waits, and throughput
+at this pace is the baseline's."""
 
 DECISION = """\
 `ratelimit.acquire` alone (lock, count, insert, commit), in one process on one persistent

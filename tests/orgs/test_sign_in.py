@@ -142,8 +142,13 @@ def test_an_address_the_browser_accepts_but_django_refuses_is_told_why_next_to_t
     # type=email lets "ada@acmetest" through; Django's EmailField refuses it, as a field error.
     page = Client().post(LOGIN, {"username": "member@acmetest", "password": "whatever"}).content.decode()
 
-    assert '<div class="alert alert--error" role="alert" id="sign-in-error"><p>Enter a valid email address.</p>' in page
+    assert (
+        '<div class="alert alert--error" role="alert" id="sign-in-error"><p>E-mail: Enter a valid email address.</p>'
+        in page
+    )
     assert page.count('aria-invalid="true" aria-describedby="sign-in-error"') == 2
+    empty = Client().post(LOGIN, {"username": "", "password": ""}).content.decode()  # a client without `required`
+    assert "<p>E-mail: This field is required.</p><p>Password: This field is required.</p>" in empty
 
 
 def test_signing_out_ends_the_session(world):

@@ -135,6 +135,9 @@ class ClaudeApiKey(models.Model):
     saved_at = models.DateTimeField(default=timezone.now)
     status_changed_at = models.DateTimeField(null=True, blank=True)
 
+    class Meta:
+        verbose_name = "Claude API key"
+
     def __str__(self) -> str:
         return f"Claude API key for {self.organisation}"
 
@@ -155,6 +158,9 @@ class ApiToken(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
 
     objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "API token"
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"

@@ -276,13 +276,13 @@ def test_a_failed_sign_in_marks_the_fields_and_ties_the_message_to_them(app, pag
     page.get_by_label("E-mail").fill("member@acme.test")
     page.get_by_label("Password").fill("not-the-password")
     page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("alert")).to_contain_text("Please enter a correct email and password")
+    expect(page.get_by_role("alert")).to_contain_text("Please enter a correct e-mail address and password")
     email = page.get_by_label("E-mail")
     expect(email).to_be_focused()
 
     expect(email).to_have_attribute("aria-invalid", "true")
     expect(email).to_have_accessible_description(
-        "Please enter a correct email and password. Note that both fields may be case-sensitive."
+        "Please enter a correct e-mail address and password. The password is case-sensitive."
     )
 
 
@@ -341,3 +341,25 @@ def test_the_focus_ring_in_the_organisation_menu_contrasts_3_to_1_with_its_white
     expect(link).to_be_focused()
     assert link.evaluate("el => el.matches(':focus-visible')")
     assert link.evaluate(CONTRAST)["ring"] >= 3
+
+
+def test_the_audit_logs_who_column_fits_its_box_on_a_phone(app, page, world):
+    # An address wraps after its "@" and dots, not letter by letter, and not out of sight in the box.
+    long = make_user("alexandra.konstantinou@acmedigitalassets.test")
+    Membership.objects.create(user=long, organisation=world.acme, role=Role.ADMIN)
+    org_services.claude_api_key_set(membership=world.membership(long, world.acme), raw_key=GOOD_KEY, ip=None)
+    page.set_viewport_size(PHONE)
+    sign_in(page, app.url, "owner@acme.test")
+    page.goto(f"{app.url}/orgs/acme/settings/")
+
+    assert page.locator(".table-scroll").evaluate("el => el.scrollWidth <= el.clientWidth"), "the Who column is cut off"
+
+
+def test_a_malformed_address_marks_only_the_address_field(app, page):
+    page.goto(f"{app.url}/accounts/login/")
+    page.get_by_label("E-mail").fill("owner@acme")  # the browser lets it through; Django refuses it
+    page.get_by_label("Password").fill("opsion-demo")
+    page.get_by_role("button", name="Sign in").click()
+
+    expect(page.get_by_label("E-mail")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_label("Password")).not_to_have_attribute("aria-invalid", "true")

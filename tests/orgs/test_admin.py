@@ -316,6 +316,7 @@ class TestDeleteOrganisation:
         # A busy organisation has hundreds of thousands of queries: counted, never fetched.
         assert not [q["sql"] for q in queries.captured_queries if '"insights_insightquery"."answer"' in q["sql"]]
         assert "Insight queries: 60" in page and "Memberships: 3" in page
+        assert "Claude API keys: 1" in page or "Claude api keys" not in page
         assert "Insight query: " not in page
 
     def test_deleting_removes_the_rows_in_bulk_without_loading_them(self, world, staff):

@@ -273,3 +273,13 @@ def test_the_page_is_never_cached(world):
     response = console(world.acme_admin).get("/orgs/acme/settings/")
 
     assert response["Cache-Control"] == "no-store"
+
+
+def test_a_long_address_may_wrap_only_after_its_at_sign_and_dots_and_is_escaped():
+    from orgs.templatetags.orgs_tags import breakable_email
+
+    assert breakable_email("admin@acme.test") == "admin@acme.test"  # short: stays whole
+    assert breakable_email("alexandra.konstantinou@acme.test") == "alexandra.<wbr>konstantinou@<wbr>acme.<wbr>test"
+    assert (
+        breakable_email('"<b>"@long-domain-name.example') == "&quot;&lt;b&gt;&quot;@<wbr>long-domain-name.<wbr>example"
+    )

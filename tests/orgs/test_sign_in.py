@@ -53,7 +53,9 @@ def test_a_wrong_password_is_refused(world):
     response = sign_in(client, "admin@acme.test", "not-the-password")
 
     assert response.status_code == 200
-    assert "Please enter a correct" in response.content.decode()
+    assert "Please enter a correct e-mail address and password. The password is case-sensitive." in (
+        response.content.decode()
+    )  # not Django's "both fields may be case-sensitive": the address is not
     assert client.get("/orgs/acme/settings/").status_code == 302
 
 
@@ -146,7 +148,8 @@ def test_an_address_the_browser_accepts_but_django_refuses_is_told_why_next_to_t
         '<div class="alert alert--error" role="alert" id="sign-in-error"><p>E-mail: Enter a valid email address.</p>'
         in page
     )
-    assert page.count('aria-invalid="true" aria-describedby="sign-in-error"') == 2
+    assert page.count('aria-invalid="true" aria-describedby="sign-in-error"') == 1  # the address, not the password
+    assert page.count('aria-describedby="sign-in-error"') == 2
     empty = Client().post(LOGIN, {"username": "", "password": ""}).content.decode()  # a client without `required`
     assert "<p>E-mail: This field is required.</p><p>Password: This field is required.</p>" in empty
 

@@ -237,6 +237,8 @@ def test_an_audit_entry_by_someone_with_a_long_address_does_not_make_the_page_sc
     page.goto(f"{app.url}/orgs/acme/settings/")
 
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "the page scrolls sideways"
+    # Nor out of sight in the audit log's own box: the address wraps after its "@" and dots.
+    assert page.locator(".table-scroll").evaluate("el => el.scrollWidth <= el.clientWidth"), "the Who column is cut off"
 
 
 def test_the_focus_ring_and_input_borders_contrast_3_to_1_with_the_card(app, page):
@@ -341,18 +343,6 @@ def test_the_focus_ring_in_the_organisation_menu_contrasts_3_to_1_with_its_white
     expect(link).to_be_focused()
     assert link.evaluate("el => el.matches(':focus-visible')")
     assert link.evaluate(CONTRAST)["ring"] >= 3
-
-
-def test_the_audit_logs_who_column_fits_its_box_on_a_phone(app, page, world):
-    # An address wraps after its "@" and dots, not letter by letter, and not out of sight in the box.
-    long = make_user("alexandra.konstantinou@acmedigitalassets.test")
-    Membership.objects.create(user=long, organisation=world.acme, role=Role.ADMIN)
-    org_services.claude_api_key_set(membership=world.membership(long, world.acme), raw_key=GOOD_KEY, ip=None)
-    page.set_viewport_size(PHONE)
-    sign_in(page, app.url, "owner@acme.test")
-    page.goto(f"{app.url}/orgs/acme/settings/")
-
-    assert page.locator(".table-scroll").evaluate("el => el.scrollWidth <= el.clientWidth"), "the Who column is cut off"
 
 
 def test_a_malformed_address_marks_only_the_address_field(app, page):

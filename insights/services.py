@@ -254,21 +254,27 @@ def recent_queries(*, membership: Membership, limit: int = 20, offset: int = 0) 
 
 def settle_abandoned() -> int:
     """Record every abandoned query (see InsightQuery.abandoned) as failed, `interrupted`. Returns how many."""
-    abandoned = InsightQuery.objects.filter(outcome=Outcome.PENDING, created_at__lt=Now() - abandoned_after())
-    return abandoned.update(outcome=Outcome.FAILED, error_code=INTERRUPTED, completed_at=Now())
+    return _record_interrupted(InsightQuery.objects.all())
+
+
+def _abandoned(rows):
+    """Those of `rows` abandoned by the database's clock (an app server's may run ahead)."""
+    return rows.filter(outcome=Outcome.PENDING, created_at__lt=Now() - abandoned_after())
+
+
+def _record_interrupted(rows) -> int:
+    return _abandoned(rows).update(outcome=Outcome.FAILED, error_code=INTERRUPTED, completed_at=Now())
 
 
 def _settled(rows: list[InsightQuery]) -> list[InsightQuery]:
     """`rows`, any abandoned one recorded (and shown) as failed, `interrupted`, not "still being written"
-    forever. A write only when there is one."""
+    forever. A write only when the app's clock says there is one; the database's decides."""
     if stale := [row for row in rows if row.abandoned]:
-        settled = InsightQuery.objects.filter(
-            pk__in=[row.pk for row in stale], outcome=Outcome.PENDING, created_at__lt=Now() - abandoned_after()
+        pks = set(
+            _abandoned(InsightQuery.objects.filter(pk__in=[row.pk for row in stale])).values_list("pk", flat=True)
         )
-        stale_pks = set(settled.values_list("pk", flat=True))
-        settled.filter(pk__in=stale_pks).update(outcome=Outcome.FAILED, error_code=INTERRUPTED, completed_at=Now())
+        _record_interrupted(InsightQuery.objects.filter(pk__in=pks))
         for row in stale:
-            if row.pk not in stale_pks:
-                continue
-            row.outcome, row.error_code = Outcome.FAILED, INTERRUPTED
+            if row.pk in pks:
+                row.outcome, row.error_code = Outcome.FAILED, INTERRUPTED
     return rows

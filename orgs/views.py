@@ -51,10 +51,11 @@ class SignInView(LoginView):
     def form_valid(self, form):
         guards.sign_in_succeeded(self.request)
         response = super().form_valid(form)  # signs in: from here on the session is the user's own
-        self.request.session[SIGNED_IN_TO] = urlsplit(self.get_success_url()).path
+        back_to = self.get_success_url()
+        self.request.session[SIGNED_IN_TO] = urlsplit(back_to).path
         draft = _posted_draft(self.request)
         if draft:
-            self.request.session[KEPT_DRAFT] = {"path": self.get_success_url(), "text": draft}
+            self.request.session[KEPT_DRAFT] = {"path": back_to, "text": draft}
         return response
 
     def post(self, request, *args, **kwargs):

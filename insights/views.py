@@ -2,6 +2,7 @@ import re
 from collections.abc import Iterator
 from functools import wraps
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -41,6 +42,7 @@ def _page(
         "key_invalid_message": services.KeyInvalid.default_message,
         "key_unreadable_message": services.KeyUnreadable.default_message,
         "answered": answered,
+        "support_url": settings.SUPPORT_URL,
         "show_operator_notice": usage.platform_key_missing
         and access.can_see_operator_notices(request.user, membership),
         **extra,

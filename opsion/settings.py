@@ -231,6 +231,18 @@ INSIGHTS_BYOM_LIMIT = env.int("INSIGHTS_BYOM_LIMIT", default=200)
 INSIGHTS_WINDOW_SECONDS = env.int("INSIGHTS_WINDOW_SECONDS", default=3600)
 INSIGHTS_MAX_QUERY_CHARS = env.int("INSIGHTS_MAX_QUERY_CHARS", default=4000)
 
+
+def _support_url() -> str:
+    """Where "contact Opsion support" links (the limit-reached notice); unset, the words stay plain text.
+    Checked now: it is put in an href, so anything but a web or mail address is refused."""
+    url = env.str("SUPPORT_URL", default="").strip()
+    if url and not url.lower().startswith(("https://", "http://", "mailto:")):
+        raise ImproperlyConfigured("SUPPORT_URL must be an https://, http:// or mailto: address.")
+    return url
+
+
+SUPPORT_URL = _support_url()
+
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 # Whoever logs it and whichever handler writes it, a record holding an Anthropic key or an encryption key
 # is redacted as it is made (opsion.reporting.configure_logging).

@@ -72,6 +72,15 @@ def test_at_the_byom_cap_the_page_says_support_can_raise_it(world, console, acme
     )
 
 
+def test_with_a_support_address_configured_contact_support_links_to_it(world, console, acme_key, settings):
+    settings.SUPPORT_URL = "mailto:support@opsion.example"
+    seed_spread(world.acme, 200, oldest=1800, newest=60, source=KeySource.ORGANISATION)
+
+    page = console(world.acme_member).get(PAGE.format("acme")).content.decode()
+
+    assert '<a href="mailto:support@opsion.example">contact Opsion support</a> if your use case needs more.' in page
+
+
 def test_the_suggestions_put_micar_first(world, console):
     text = text_of(console(world.globex_member).get(PAGE.format("globex")))
 

@@ -49,6 +49,9 @@ def test_the_settings_page_says_the_stored_key_cannot_be_read(world, key_lost, c
     body = response.content.decode()
     assert UNREADABLE in body
     assert "Key saved" not in body  # no green indicator for a key that cannot be used
+    # Nor a promise that queries run on it: they are refused until the key is saved again.
+    assert "Queries use your organisation's key" not in body
+    assert "AI Insights queries are refused until the key is saved again." in body
     assert OPERATOR_LOG in caplog.text
 
 

@@ -196,8 +196,9 @@ def _audit_staff(request, org: Organisation, action: str, detail: str) -> None:
 
 
 def _left_without_manager(users) -> list[Organisation]:
-    """The organisations whose every Owner and Admin is among `users`."""
-    managing = Membership.objects.filter(role__in=MANAGING_ROLES)
+    """The organisations whose every active Owner and Admin is among `users` (an inactive one cannot
+    sign in to manage anything)."""
+    managing = Membership.objects.filter(role__in=MANAGING_ROLES, user__is_active=True)
     orgs = Organisation.objects.filter(pk__in=managing.filter(user__in=users).values("organisation"))
     return list(orgs.exclude(pk__in=managing.exclude(user__in=users).values("organisation")))
 
@@ -236,6 +237,19 @@ class UserAdmin(BaseUserAdmin):
         if obj is not None and obj.is_staff and not request.user.is_superuser:
             return False
         return super().has_delete_permission(request, obj)
+
+    def save_model(self, request, obj, form, change) -> None:
+        """Django's; deactivating an organisation's last active Owner or Admin is allowed (staff may be
+        locking out a compromised account) but staff are told what it leaves behind."""
+        deactivated = change and "is_active" in form.changed_data and not obj.is_active
+        stranded = _left_without_manager(User.objects.filter(pk=obj.pk)) if deactivated else []
+        super().save_model(request, obj, form, change)
+        for org in stranded:
+            messages.warning(
+                request,
+                f"The user {obj.email} was the last active Owner or Admin of {org}: no one there can manage its Claude "
+                "API key now. Make another member Owner or Admin, or reactivate this user.",
+            )
 
     def get_deleted_objects(self, objs, request):
         """Django's, and on the confirmation step a warning naming each organisation the deletion would leave

@@ -293,6 +293,60 @@ def test_deleting_an_organisations_only_manager_warns_on_the_confirmation_step(w
     assert "without an Owner or Admin" not in not_warned
 
 
+def user_admin_form(user, **fields) -> dict:
+    """The POST data of the user's admin change page as it stands, with `fields` changed."""
+    joined = user.date_joined
+    data = {
+        "email": user.email,
+        "name": user.name,
+        "date_joined_0": joined.strftime("%Y-%m-%d"),
+        "date_joined_1": joined.strftime("%H:%M:%S"),
+        **({"is_active": "on"} if user.is_active else {}),
+    }
+    return {k: v for k, v in (data | fields).items() if v is not None}
+
+
+@pytest.mark.parametrize("by_another_manager", [False, True], ids=["last-manager", "another-manager-left"])
+def test_deactivating_an_organisations_last_active_manager_is_allowed_and_warned_about(
+    world, staff, by_another_manager
+):
+    if by_another_manager:  # acme's Owner stays a member, but is no longer active
+        world.acme_owner.is_active = False
+        world.acme_owner.save(update_fields=["is_active"])
+    target = world.acme_admin if by_another_manager else world.initech_admin
+    org = world.acme if by_another_manager else world.initech
+
+    response = staff.post(f"/admin/orgs/user/{target.pk}/change/", user_admin_form(target, is_active=None), follow=True)
+
+    target.refresh_from_db()
+    assert target.is_active is False  # a compromised account must be lockable at once
+    assert f"The user {target.email} was the last active Owner or Admin of {org}" in response.content.decode()
+
+
+def test_deactivating_a_manager_whose_organisation_keeps_another_is_not_warned_about(world, staff):
+    response = staff.post(
+        f"/admin/orgs/user/{world.acme_admin.pk}/change/",
+        user_admin_form(world.acme_admin, is_active=None),
+        follow=True,
+    )
+
+    world.acme_admin.refresh_from_db()
+    assert world.acme_admin.is_active is False
+    assert "last active Owner or Admin" not in response.content.decode()
+
+
+def test_editing_a_last_manager_without_deactivating_them_is_not_warned_about(world, staff):
+    response = staff.post(
+        f"/admin/orgs/user/{world.initech_admin.pk}/change/",
+        user_admin_form(world.initech_admin, name="Ina Admin"),
+        follow=True,
+    )
+
+    world.initech_admin.refresh_from_db()
+    assert world.initech_admin.name == "Ina Admin"
+    assert "last active Owner or Admin" not in response.content.decode()
+
+
 class TestDeleteOrganisation:
     def test_a_superuser_can_delete_an_organisation_whose_key_was_saved_and_its_audit_goes_with_it(self, world, staff):
         services.claude_api_key_set(

@@ -5,7 +5,7 @@ nest by two or three spaces (Python-Markdown needed a blank line and four, and r
 paragraph). Tables, strikethrough and bare http(s):// addresses as links, as in GitHub's flavour.
 """
 
-from functools import cache
+from functools import cache, lru_cache
 
 import nh3
 from django.utils.safestring import SafeString, mark_safe
@@ -87,6 +87,10 @@ def _parser() -> MarkdownIt:
     return md
 
 
+# An answer is rendered where it is shown: a streamed answer's `done` event and its history entry, a
+# page's answer box and its history, every reload. Answers are short (ANTHROPIC_MAX_TOKENS), so a few
+# hundred of them rendered are a few megabytes per process; parsing and sanitising them again is not free.
+@lru_cache(maxsize=256)
 def render_markdown(text: str) -> SafeString:
     md = _parser()
     tokens = md.parse(text or "")

@@ -159,6 +159,18 @@ def test_the_streamed_answer_arrives_sanitised(world, fake_anthropic, console):
     assert "<strong>reserve assets</strong>" in events["done"]["html"]
 
 
+def test_a_streamed_answer_is_rendered_once_for_its_done_event_and_its_history_entry(world, fake_anthropic, console):
+    render_markdown.cache_clear()
+
+    response = console(world.globex_member).post(
+        "/orgs/globex/insights/", {"query": "Reserves?"}, HTTP_ACCEPT="text/event-stream"
+    )
+    events = dict(sse_events(response.streaming_content))
+
+    assert "<strong>" in events["done"]["html"] and "<strong>" in events["done"]["historyItem"]
+    assert (render_markdown.cache_info().misses, render_markdown.cache_info().hits) == (1, 1)
+
+
 def test_the_history_on_the_page_is_sanitised(world, fake_anthropic, console):
     fake_anthropic.answer_text = HOSTILE
     client = console(world.globex_member)

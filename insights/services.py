@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db.models.functions import Now
-from django.utils import timezone
 
 from insights import claude, keys, ratelimit
 from insights.models import InsightQuery, KeySource, Outcome, abandoned_after
@@ -186,7 +185,7 @@ class PendingQuery:
     def _record(self, answer: str, completion, failure: Refused | None) -> None:
         row = self.row
         row.answer = answer
-        row.completed_at = timezone.now()
+        row.completed_at = Now()  # the database's clock, as created_at's: a duration never reads negative
         if failure is None and completion is not None:
             row.outcome, row.model = Outcome.ANSWERED, completion.model
             row.input_tokens, row.output_tokens = completion.input_tokens, completion.output_tokens

@@ -1,9 +1,12 @@
 """The JSON API of AI Insights: answer, usage and history shapes, and the key status in settings."""
 
+from datetime import timedelta
+
 import pytest
 from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from insights import api
 from insights.models import InsightQuery, KeySource, Outcome
@@ -49,6 +52,18 @@ def test_a_query_returns_the_answer_in_the_documented_shape(world, fake_anthropi
     assert "MiCAR" in sent["system"] and "do not invent citations" in sent["system"]  # the assistant's brief
     assert (sent["model"], sent["max_tokens"]) == (settings.ANTHROPIC_MODEL, settings.ANTHROPIC_MAX_TOKENS)
     assert_ratelimit_headers(response, limit=20, remaining=19)
+
+
+def test_completion_is_timed_by_the_databases_clock_as_the_query_is(world, fake_anthropic, api_client, monkeypatch):
+    # created_at is the database's NOW; an app server whose clock runs behind must not make a query
+    # finish before it started.
+    behind = timezone.now() - timedelta(hours=1)
+    monkeypatch.setattr(timezone, "now", lambda: behind)
+
+    assert ask(api_client(world.globex_member), "globex").status_code == 200
+
+    row = InsightQuery.objects.get(organisation=world.globex)
+    assert row.completed_at >= row.created_at
 
 
 def test_the_answer_length_cap_is_the_configured_one(world, fake_anthropic, api_client, settings):

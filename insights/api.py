@@ -98,7 +98,8 @@ def _tokens(row) -> dict:
     f"{settings.INSIGHTS_BYOM_LIMIT} on its own key) once sent to Anthropic. "
     "`rate_limited` (429, Retry-After: when the next query fits), `claude_api_key_invalid` (400: Anthropic "
     "rejected the organisation's key), `claude_api_key_unreadable` (400), `upstream_rate_limited` (429: the "
-    "organisation's Anthropic account), `insights_unavailable` (503). "
+    "organisation's Anthropic account), `upstream_billing` (400: the organisation's Anthropic account cannot pay: "
+    "no credit, or a spend limit reached), `insights_unavailable` (503). "
     + RATE_LIMIT_HEADERS
     + errors(AUTH_ERRORS, BODY_ERRORS, CSRF_ERRORS),
 )

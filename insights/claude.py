@@ -30,7 +30,7 @@ SYSTEM_PROMPT = (
 
 
 class UpstreamError(Exception):
-    """Anthropic did not answer. `kind` is auth, rate_limited or unavailable; never holds SDK objects."""
+    """Anthropic did not answer. `kind` is auth, rate_limited, billing or unavailable; never holds SDK objects."""
 
     def __init__(self, kind: str, *, status: int | None = None, retry_after: int | None = None) -> None:
         self.kind = kind
@@ -67,13 +67,30 @@ def _classify(exc: Exception) -> UpstreamError:
     if isinstance(exc, anthropic.APIStatusError):
         # An `error` event inside a 200 stream carries its type in the body.
         body = exc.body if isinstance(exc.body, dict) else {}
-        kind = (body.get("error") or {}).get("type") if isinstance(body.get("error"), dict) else None
+        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        kind = error.get("type")
         if kind == "authentication_error" or kind == "permission_error":
             return UpstreamError("auth", status=exc.status_code)
         if kind == "rate_limit_error":
             return UpstreamError("rate_limited", status=exc.status_code)
+        if _is_billing(exc.status_code, kind, error.get("message")):
+            return UpstreamError("billing", status=exc.status_code)
         return UpstreamError("unavailable", status=exc.status_code)
     return UpstreamError("unavailable", status=None)
+
+
+def _is_billing(status: int, kind: str | None, message) -> bool:
+    """The account behind the key cannot pay: Anthropic's 402 `billing_error`, or the 400 it answers when the
+    credit balance runs out or the account's own spend limit is reached (an `invalid_request_error` told apart
+    only by its message). Any other 400 is about our own request."""
+    if status == 402 or kind == "billing_error":
+        return True
+    if kind != "invalid_request_error" or not isinstance(message, str):
+        return False
+    return any(words in message.lower() for words in _BILLING_WORDS)
+
+
+_BILLING_WORDS = ("credit balance", "api usage limits")
 
 
 @cache

@@ -50,6 +50,15 @@ class UpstreamRateLimited(Refused):
         )
 
 
+class UpstreamBilling(Refused):
+    # The organisation's own Anthropic account cannot pay for the query: only its Owners and Admins can fix that.
+    code, status = "upstream_billing", 400
+    default_message = (
+        "Your organisation's Anthropic account refused the query for a billing reason (no credit left, or a spend "
+        "limit reached). Check Plans & Billing at console.anthropic.com, then ask again."
+    )
+
+
 @dataclass(frozen=True)
 class Usage:
     window: ratelimit.Window
@@ -125,7 +134,7 @@ class PendingQuery:
     def stream(self) -> Iterator[str]:
         """Yield the answer as it arrives.
 
-        Raises KeyInvalid, KeyUnreadable, UpstreamRateLimited or InsightsUnavailable.
+        Raises KeyInvalid, KeyUnreadable, UpstreamRateLimited, UpstreamBilling or InsightsUnavailable.
 
         If the reader leaves (the stream is closed: a browser tab went away), the answer is still
         read to the end and recorded, answered or failed, for the history: it has been asked and is
@@ -179,6 +188,9 @@ class PendingQuery:
         if exc.kind == "rate_limited" and self.choice.uses_org_key:
             log.info("org=%s: %s on the organisation's key", org.slug, exc)
             return UpstreamRateLimited(exc.retry_after)
+        if exc.kind == "billing" and self.choice.uses_org_key:
+            log.info("org=%s: %s on the organisation's key", org.slug, exc)
+            return UpstreamBilling()
         log.error("insights unavailable for org=%s: %s on the %s key", org.slug, exc, self.choice.source)
         return InsightsUnavailable()
 

@@ -7,7 +7,9 @@ Behaviour is chosen per API key (`fake.behave(key, "auth_error")`) or for every 
 
 - "ok": answers (streamed or not) with `fake.answer_text`;
 - "auth_error" (401), "permission_error" (403), "rate_limited" (429 + retry-after),
-  "server_error" (500), "overloaded" (529);
+  "billing_error" (402), "credit_exhausted" and "spend_limit" (400s naming the account's credit or
+  spend limit), "server_error" (500),
+  "overloaded" (529);
 - "slow": sleeps `fake.delay` seconds before answering (to trip the client's timeout);
 - "midstream_error": streams part of the answer, then an `error` event;
 - "hold": streams the first delta, then waits until `fake.release` is set (to prove streaming).
@@ -36,6 +38,19 @@ ERRORS = {
         429,
         "rate_limit_error",
         "Number of request tokens has exceeded your per-minute rate limit",
+    ),
+    # The account cannot pay: Anthropic's 402, and the 400s it sends when credit runs out or a spend limit is hit.
+    "billing_error": (402, "billing_error", "There is an issue with your account's billing."),
+    "credit_exhausted": (
+        400,
+        "invalid_request_error",
+        "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or "
+        "purchase credits.",
+    ),
+    "spend_limit": (
+        400,
+        "invalid_request_error",
+        "You have reached your specified API usage limits. You will regain access on 2026-12-01 at 00:00 UTC.",
     ),
     "server_error": (500, "api_error", "Internal server error"),
     "overloaded": (529, "overloaded_error", "Overloaded"),

@@ -125,6 +125,7 @@ def test_anthropic_500_and_529_answer_503_on_either_key(
         ("permission_error", "claude_api_key_invalid", 400),
         ("authentication_error", "claude_api_key_invalid", 400),
         ("rate_limit_error", "upstream_rate_limited", 429),
+        ("billing_error", "upstream_billing", 400),
         ("overloaded_error", "insights_unavailable", 503),
     ],
 )
@@ -290,3 +291,52 @@ def test_a_failure_after_the_reader_left_is_recorded_and_raises_nothing(world, c
     row = only_row(world.globex)
     assert_failed(row, "insights_unavailable")
     assert row.answer == fake_anthropic.answer_text[:48]  # the second delta was read after the reader left
+
+
+BILLING = (
+    "Your organisation's Anthropic account refused the query for a billing reason (no credit left, or a spend "
+    "limit reached). Check Plans & Billing at console.anthropic.com, then ask again."
+)
+
+
+@pytest.mark.parametrize("behaviour", ["billing_error", "credit_exhausted", "spend_limit"])
+def test_the_organisations_own_account_out_of_credit_is_its_own_problem_not_ours(
+    world, acme_key, api_client, fake_anthropic, behaviour, caplog
+):
+    # BYOM bills the organisation's own Anthropic account: when that account cannot pay, only its Owners and
+    # Admins can fix it, so "temporarily unavailable, try again shortly" (and an ERROR for Opsion) would be wrong.
+    fake_anthropic.behave(acme_key, behaviour)
+
+    response = api_ask(api_client(world.acme_member), "acme")
+
+    assert response.status_code == 400
+    assert response.json()["error"] == {"code": "upstream_billing", "message": BILLING}
+    assert_failed(only_row(world.acme), "upstream_billing")
+    assert ClaudeApiKey.objects.get(organisation=world.acme).status == KeyStatus.UNVERIFIED  # the key is fine
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.parametrize("behaviour", ["billing_error", "credit_exhausted", "spend_limit"])
+def test_the_platform_account_out_of_credit_is_ours_and_reads_as_unavailable(
+    world, api_client, fake_anthropic, behaviour
+):
+    fake_anthropic.behave(PLATFORM_KEY, behaviour)
+
+    response = api_ask(api_client(world.globex_member), "globex")
+
+    assert response.status_code == 503
+    assert response.json()["error"] == {"code": "insights_unavailable", "message": UNAVAILABLE}
+
+
+def test_an_ordinary_bad_request_on_the_organisations_key_is_not_called_a_billing_problem(
+    world, acme_key, api_client, fake_anthropic, monkeypatch
+):
+    # A 400 for anything else (our own request, say max_tokens too high for the model) is ours to fix.
+    from tests import fake_anthropic as fake_module
+
+    monkeypatch.setitem(fake_module.ERRORS, "bad_request", (400, "invalid_request_error", "max_tokens: too large"))
+    fake_anthropic.behave(acme_key, "bad_request")
+
+    response = api_ask(api_client(world.acme_member), "acme")
+
+    assert (response.status_code, response.json()["error"]["code"]) == (503, "insights_unavailable")

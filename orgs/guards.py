@@ -17,7 +17,8 @@ from opsion.http import client_ip
 
 log = logging.getLogger("opsion.guards")
 
-SIGN_IN_RATE = "10/15m"
+SIGN_IN_WINDOW_SECONDS = 15 * 60
+SIGN_IN_RATE = f"10/{SIGN_IN_WINDOW_SECONDS}s"
 KEY_WRITE_RATE = "10/m"
 TOKEN_CREATE_RATE = "10/h"
 FORM_ONCE_SECONDS = 24 * 3600

@@ -62,7 +62,9 @@ class SignInView(LoginView):
         if guards.sign_in_attempt(request):
             # An unbound form: the password is not even checked (no hashing for a locked-out guesser).
             form = self.get_form_class()(request, initial={"username": request.POST.get("username", "")})
-            return self.render_to_response(self.get_context_data(form=form, locked=SIGN_IN_LOCKED), status=429)
+            locked = self.render_to_response(self.get_context_data(form=form, locked=SIGN_IN_LOCKED), status=429)
+            locked["Retry-After"] = str(guards.SIGN_IN_WINDOW_SECONDS)  # the window is fixed: at most this long
+            return locked
         return super().post(request, *args, **kwargs)
 
 
@@ -179,6 +181,15 @@ def _settings_page(request: HttpRequest, membership: Membership, *, status: int 
     return render(request, "orgs/settings.html", context, status=status)
 
 
+def _refused_page(request: HttpRequest, membership: Membership, refused: Refused, **extra) -> HttpResponse:
+    """The page again, the refusal beside its form; a refusal that says when to retry (an abuse guard's 429)
+    carries Retry-After, as the API's does."""
+    response = _settings_page(request, membership, status=refused.status, **extra)
+    if refused.retry_after is not None:
+        response["Retry-After"] = str(refused.retry_after)
+    return response
+
+
 @login_required
 def settings_page(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
@@ -208,7 +219,7 @@ def byom_save(request: HttpRequest, slug: str) -> HttpResponse:
         raise Http404("No such organisation.") from None  # removed from it as they saved
     except Refused as refused:
         # Re-render (never echoing the submitted key) so the message sits next to the field.
-        return _settings_page(request, membership, status=refused.status, key_error=refused.message)
+        return _refused_page(request, membership, refused, key_error=refused.message)
     messages.success(request, "Claude API key saved. AI Insights queries now use your organisation's key.")
     return redirect("orgs:settings", slug)
 
@@ -225,7 +236,7 @@ def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
     except NotFound:
         raise Http404("No such organisation.") from None
     except Refused as refused:
-        return _settings_page(request, membership, status=refused.status, key_error=refused.message)
+        return _refused_page(request, membership, refused, key_error=refused.message)
     messages.success(request, "Claude API key removed. AI Insights queries now use Opsion's platform key.")
     return redirect("orgs:settings", slug)
 
@@ -251,7 +262,7 @@ def token_create(request: HttpRequest, slug: str) -> HttpResponse:
             return _settings_page(request, membership, status=409, token_error=TOKEN_ALREADY_CREATED)
         token, raw = services.api_token_create(user=request.user, name=form.cleaned_data["name"])
     except Refused as refused:
-        return _settings_page(request, membership, status=refused.status, token_error=refused.message)
+        return _refused_page(request, membership, refused, token_error=refused.message)
     if once:
         request.session[TOKEN_FORMS_USED] = [*used, once][-20:]
     return _settings_page(request, membership, new_token=raw, new_token_name=token.name)

@@ -302,6 +302,7 @@ def test_creating_many_tokens_quickly_is_refused_in_words(world):
     response = client.post(CREATE, {"name": "one too many"})
 
     assert response.status_code == 429
+    assert response["Retry-After"] == "3600"
     assert "Too many new API tokens in a short time. Please try again later." in response.content.decode()
     assert ApiToken.objects.count() == 10
 

@@ -61,6 +61,7 @@ def test_ten_failures_from_one_address_lock_it_for_every_account(world, clock):
         assert response.status_code == 200
     client, response = _sign_in("member@acme.test", PASSWORD, ip="203.0.113.10")
     assert response.status_code == 429
+    assert response["Retry-After"] == "900"  # the fixed window's length: the longest the lock can last
     assert LOCKED in response.content.decode()
     assert not _signed_in(client)
     # Another address is not affected.
@@ -231,6 +232,7 @@ def test_the_console_shows_the_refusal_next_to_the_key_field(world, clock):
     response = admin.post("/orgs/acme/settings/claude-api-key/remove", {"confirm": "yes"})
     assert response.status_code == 429
     assert "Too many changes to this key in a short time" in response.content.decode()
+    assert response["Retry-After"] == "60"  # as the API says it
     assert ClaudeApiKey.objects.filter(organisation=world.acme).exists()  # the refused removal changed nothing
 
 

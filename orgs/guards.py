@@ -5,6 +5,7 @@ broken cache must not take sign-in and key management down with it, and every wr
 role-checked and audited. The trade is that brute-force counting pauses until Redis is back.
 """
 
+import ipaddress
 import logging
 from functools import wraps
 
@@ -35,7 +36,22 @@ def _account(_group, request: HttpRequest) -> str:
 def _ip(_group, request: HttpRequest) -> str:
     # The same address the audit log records: behind the trusted proxy (BEHIND_PROXY=1) django-ratelimit's
     # own "ip" key would see only the proxy, and ten failures by anyone would lock everyone out.
-    return client_ip(request) or ""
+    return _network(client_ip(request) or "")
+
+
+def _network(ip: str) -> str:
+    """An IPv6 address's /64, as django-ratelimit's own "ip" key counts it: anyone with IPv6 holds a whole
+    /64 and could take a fresh address for every guess. An IPv4 address (mapped into IPv6 by a dual-stack
+    server, too) is itself."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if address.version == 4:
+        return str(address)
+    if address.ipv4_mapped:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Address(int(address) >> 64 << 64))
 
 
 _SIGN_IN_KEYS = (("ip", _ip), ("account", _account))

@@ -178,6 +178,30 @@ def test_behind_the_proxy_each_client_is_counted_not_the_proxy(world, clock, set
     assert response.status_code == 429
 
 
+def test_one_ipv6_network_is_one_address_so_rotating_within_it_does_not_escape_the_lock(world, clock):
+    # Anyone with IPv6 holds a /64 (2^64 addresses): counting each address apart would let one machine
+    # guess passwords forever, a fresh address each time. django-ratelimit's own "ip" key groups a /64.
+    for i in range(10):
+        _sign_in(f"guess{i}@nowhere.test", "wrong", ip=f"2001:db8:1:2::{i + 1:x}")
+
+    client, response = _sign_in("member@acme.test", PASSWORD, ip="2001:db8:1:2:ffff::1")
+
+    assert response.status_code == 429 and not _signed_in(client)
+    # Another network is not affected, nor are IPv4 clients a dual-stack server sees mapped into IPv6.
+    for other in ("2001:db8:1:3::1", "::ffff:203.0.113.10"):
+        client, response = _sign_in("member@acme.test", PASSWORD, ip=other)
+        assert response.status_code == 302 and _signed_in(client), other
+
+
+def test_ipv4_clients_mapped_into_ipv6_are_counted_one_by_one(world, clock):
+    for i in range(10):
+        _sign_in(f"guess{i}@nowhere.test", "wrong", ip="::ffff:203.0.113.10")
+
+    assert _sign_in("member@acme.test", PASSWORD, ip="::ffff:203.0.113.10")[1].status_code == 429
+    client, response = _sign_in("member@acme.test", PASSWORD, ip="::ffff:203.0.113.11")
+    assert response.status_code == 302 and _signed_in(client)
+
+
 # --- Key saves and removals -----------------------------------------------------------------------------
 
 

@@ -37,8 +37,11 @@
   document.querySelectorAll("button.suggestion").forEach(function (el) {
     el.addEventListener("click", function (event) {
       event.preventDefault();
-      textarea.value = el.value;
       textarea.focus();
+      // Replaced as typing would replace it, so Undo (Ctrl+Z) brings back a question typed before the
+      // click; setting `value` would drop it for good. Where the editing command is missing, set it.
+      textarea.select();
+      if (!document.execCommand || !document.execCommand("insertText", false, el.value)) textarea.value = el.value;
     });
   });
 

@@ -237,3 +237,18 @@ def test_a_question_over_the_limit_is_refused_whole_not_cut_short_in_silence(app
     )
     expect(page.get_by_label("Your question")).to_have_value(long_question)
     assert fake_anthropic.requests == []
+
+
+def test_a_suggestion_picked_over_a_typed_question_can_be_undone(app, page):
+    # A suggestion replaces what the box holds; a click on one by mistake must not lose a long question for good.
+    sign_in(page, app.url, "member@acme.test")
+    box = page.get_by_label("Your question")
+    typed = "Our CASP holds client assets with a sub-custodian in Malta: what must our custody policy say?"
+    box.fill(typed)
+
+    page.get_by_role("button", name=SUGGESTED_QUERIES[1]).click()
+    expect(box).to_have_value(SUGGESTED_QUERIES[1])
+    expect(box).to_be_focused()
+
+    page.keyboard.press("Control+z")
+    expect(box).to_have_value(typed)

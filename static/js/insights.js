@@ -135,7 +135,12 @@
 
   async function ask(event) {
     event.preventDefault();
-    if (!textarea.value.trim()) { textarea.focus(); return; }
+    if (!textarea.value.trim()) {
+      // The box's `required` lets spaces through: say what the server would (insights.services.start).
+      status.textContent = "Type a question first.";
+      textarea.focus();
+      return;
+    }
     button.disabled = true;
     // Screen readers announce the answer once, when it is complete, not every streamed piece.
     answer.setAttribute("aria-busy", "true");

@@ -252,3 +252,17 @@ def test_a_suggestion_picked_over_a_typed_question_can_be_undone(app, page):
 
     page.keyboard.press("Control+z")
     expect(box).to_have_value(typed)
+
+
+def test_a_question_of_only_spaces_is_answered_with_what_to_do_not_silence(app, page, fake_anthropic):
+    # The box's `required` lets spaces through; the page must say why nothing happened, as the plain form does.
+    sign_in(page, app.url, "member@acme.test")
+    box = page.get_by_label("Your question")
+    box.fill("   \n  ")
+
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    expect(page.locator("#ask-status")).to_have_text("Type a question first.")
+    expect(box).to_be_focused()
+    expect(page.locator("#usage-used")).to_have_text("0")
+    assert fake_anthropic.requests == []

@@ -7,7 +7,7 @@ from playwright.sync_api import expect
 
 from insights.suggestions import SUGGESTED_QUERIES
 from tests.base import GOOD_KEY
-from tests.browser.support import MASK, focus_outline, sign_in, tab_to
+from tests.browser.support import MASK, PHONE, focus_outline, sign_in, tab_to
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -58,3 +58,18 @@ def test_keyboard_user_saves_and_removes_a_key_and_asks_a_question(app, page):
     expect(page.locator("#usage-used")).to_have_text("1")
     # The button was disabled while the answer streamed; focus comes back to it, not to the page's start.
     expect(page.locator("#ask-button")).to_be_focused()
+
+
+def test_the_organisation_menu_closes_on_a_click_elsewhere_as_menus_do(app, page):
+    # Left open, it lies over the Settings tab on a phone until its own button is found and pressed again.
+    page.set_viewport_size(PHONE)
+    sign_in(page, app.url, "member@acme.test")
+    page.locator("details.switcher summary").click()
+    expect(page.locator(".switcher__menu")).to_be_visible()
+
+    page.get_by_role("heading", name="AI Insights", level=1).click()
+
+    expect(page.locator("details.switcher")).not_to_have_attribute("open", "")
+    page.locator("details.switcher summary").click()  # and a click inside still works as before
+    page.locator(".switcher__menu").click(position={"x": 2, "y": 2})
+    expect(page.locator(".switcher__menu")).to_be_visible()

@@ -153,6 +153,17 @@ class TestKeyStored:
         assert "indicator--ok" not in page
         assert "Your organisation's Claude API key is invalid. Update it in Settings → AI Insights." in page
 
+    def test_a_member_told_the_key_was_rejected_is_told_whom_to_ask_as_on_the_insights_page(self, world, saved):
+        ClaudeApiKey.objects.filter(organisation=world.acme).update(status=KeyStatus.INVALID)
+
+        page = page_of(world.acme_member, "acme")
+
+        assert (
+            "Your organisation's Claude API key is invalid. Update it in Settings → AI Insights. "
+            "Ask an Owner or Admin of your organisation to update it." in page
+        )
+        assert "Ask an Owner or Admin" not in page_of(world.acme_admin, "acme")
+
 
 class TestAuditLog:
     def test_owners_and_admins_see_saves_and_removals_with_actor_and_ip(self, world):

@@ -1,10 +1,20 @@
 from django import template
 from django.conf import settings
 
+from insights import services
 from insights.ratelimit import window_words
 from insights.rendering import render_markdown
 
 register = template.Library()
+
+# Why a failed query has no whole answer, in "Your recent queries", where it is seen again long after the
+# error was shown. Said in the past: the cause may have been put right since (a key replaced, Anthropic's
+# limit passed). An answer cut off (`interrupted`) says no more than what arrived.
+_FAILURE_REASONS = {
+    services.KeyInvalid.code: "Anthropic rejected your organisation's Claude API key.",
+    services.UpstreamRateLimited.code: "Anthropic rate-limited your organisation's account.",
+    services.InsightsUnavailable.code: "AI Insights was temporarily unavailable.",
+}
 
 
 @register.filter(name="markdown")
@@ -29,3 +39,9 @@ def duration(seconds: int) -> str:
 def rolling_window() -> str:
     """The rolling window, in words: "60 minutes" unless INSIGHTS_WINDOW_SECONDS says otherwise."""
     return window_words(settings.INSIGHTS_WINDOW_SECONDS)
+
+
+@register.filter
+def failure_reason(error_code: str) -> str:
+    """Why a failed query failed, in words, or "" when there is nothing more to say."""
+    return _FAILURE_REASONS.get(error_code, "")

@@ -157,6 +157,31 @@ def test_a_query_a_killed_process_left_pending_shows_as_failed_not_still_being_w
     assert (abandoned.outcome, abandoned.error_code) == (Outcome.FAILED, "interrupted") and abandoned.completed_at
 
 
+def test_a_failed_query_in_the_history_says_why_it_has_no_whole_answer(world, console):
+    # Seen again after a reload, "failed" alone left the reader guessing: retry now, later, or fix the key?
+    rejected, limited, unavailable, cut, killed = seed(world.globex, 50, 40, 30, 20, 10, user=world.globex_member)
+    for row, code, answer in (
+        (rejected, "claude_api_key_invalid", ""),
+        (limited, "upstream_rate_limited", ""),
+        (unavailable, "insights_unavailable", ""),
+        (cut, "insights_unavailable", "## Authorisation under MiCAR\n\nA crypto-asset ser"),
+        (killed, "interrupted", ""),
+    ):
+        InsightQuery.objects.filter(pk=row.pk).update(outcome=Outcome.FAILED, error_code=code, answer=answer)
+
+    items = [
+        " ".join(html.unescape(re.sub(r"<[^>]+>", " ", i)).split())
+        for i in history_items(console(world.globex_member).get(PAGE.format("globex")).content.decode())
+    ]
+
+    assert items[0].endswith("No answer was received.")  # interrupted: nothing more is known
+    assert "Only part of the answer was received. AI Insights was temporarily unavailable." in items[1]
+    assert items[1].endswith("A crypto-asset ser")
+    assert items[2].endswith("No answer was received. AI Insights was temporarily unavailable.")
+    assert items[3].endswith("No answer was received. Anthropic rate-limited your organisation's account.")
+    assert items[4].endswith("No answer was received. Anthropic rejected your organisation's Claude API key.")
+
+
 def test_an_app_clock_running_ahead_does_not_settle_a_query_just_asked(world, console, monkeypatch):
     row = seed(world.globex, 5, user=world.globex_member)[0]  # created_at: the database's clock
     InsightQuery.objects.filter(pk=row.pk).update(outcome=Outcome.PENDING, answer="", created_at=Now())

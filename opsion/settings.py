@@ -62,6 +62,7 @@ FIELD_ENCRYPTION_KEYS = _fernet_keys()
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+CSRF_FAILURE_VIEW = "opsion.views.csrf_failure"  # a settings form gone stale goes back to its page
 
 INSTALLED_APPS = [
     "django.contrib.admin",

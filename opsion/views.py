@@ -1,13 +1,20 @@
 """Error pages Django renders itself, before any of our views runs."""
 
+from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django.template.loader import render_to_string
+from django.urls import Resolver404, resolve
+from django.views import csrf
 
 from opsion.errors import error_json
 from opsion.middleware import API_ERRORS
 
 TOO_LARGE = "What you sent is too large. Go back, check what you pasted, and try again."
+# Django's reason when a form's token does not match the browser's CSRF secret, once the origin checked out.
+STALE_TOKEN = "CSRF token from POST incorrect."
+STALE_FORM = "This page was out of date (you signed in again since it was loaded), so nothing was changed: "
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
@@ -21,3 +28,20 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     if isinstance(exception, RequestDataTooBig):
         return HttpResponse(render_to_string("400.html", {"title": "Too large", "message": TOO_LARGE}), status=400)
     return HttpResponse(render_to_string("400.html"), status=400)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """Django's CSRF refusal. Signing in again (in another tab, say) gives the browser a new CSRF secret,
+    so a settings form a tab still shows carries a token that no longer matches: its user, signed in, is
+    sent back to the form's page told what was not done, as after an expired session, instead of to a
+    dead end whose Back returns an emptied key field. Anything else (no token, another origin, no
+    session) gets the plain 403 page."""
+    if reason == STALE_TOKEN and request.user.is_authenticated:
+        try:
+            not_done = getattr(resolve(request.path_info).func, "not_done", None)
+        except Resolver404:
+            not_done = None
+        if not_done:
+            messages.warning(request, STALE_FORM + not_done)
+            return redirect(request.path)  # the form's URL answers a GET with its page (orgs.views.form_action)
+    return csrf.csrf_failure(request, reason)

@@ -143,8 +143,9 @@ def form_action(not_done: str):
     """For the URLs the settings forms post to. A GET is not an error but a way back to the form's page:
     it is where signing in again lands someone whose session expired as they submitted (the sign-in
     page returns to the URL the form posted to), so they see the page, not a 405, told that nothing
-    was changed (`not_done`): someone rotating a compromised key must not think it is done. Any other
-    GET (the address bar still showing the URL a form answered at, a restored tab) just goes to the page."""
+    was changed and what was not done (`not_done`): someone rotating a compromised key must not think it
+    is done. Any other GET (the address bar still showing the URL a form answered at, a restored tab) just
+    goes to the page. The view keeps `not_done` for the CSRF refusal of a stale form (opsion.views)."""
 
     def decorate(view):
         @wraps(view)
@@ -152,10 +153,11 @@ def form_action(not_done: str):
         def run(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             if request.method != "POST":
                 if request.method == "GET" and request.session.pop(SIGNED_IN_TO, None) == request.path:
-                    messages.warning(request, not_done)
+                    messages.warning(request, SIGNED_OUT + not_done)
                 return redirect("orgs:settings", kwargs["slug"]) if "slug" in kwargs else redirect("home")
             return view(request, *args, **kwargs)
 
+        run.not_done = not_done
         return run
 
     return decorate
@@ -207,7 +209,7 @@ def _removal_confirmation(request: HttpRequest, membership: Membership) -> HttpR
 
 
 @login_required
-@form_action(SIGNED_OUT + "your new key was not saved. Paste it again.")
+@form_action("your new key was not saved. Paste it again.")
 @sensitive_post_parameters("api_key")
 def byom_save(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
@@ -225,7 +227,7 @@ def byom_save(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-@form_action(SIGNED_OUT + "the key was not removed. Remove it again if you still want to.")
+@form_action("the key was not removed. Remove it again if you still want to.")
 def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
     # Only a member who may remove is asked to confirm; anyone else falls through to the service's refusal.
@@ -242,7 +244,7 @@ def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-@form_action(SIGNED_OUT + "no token was created. Create it again.")
+@form_action("no token was created. Create it again.")
 def token_create(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
     form = ApiTokenForm(request.POST)
@@ -278,7 +280,7 @@ def _revoke(request: HttpRequest, token_id: int) -> None:
 
 
 @login_required
-@form_action(SIGNED_OUT + "the token was not revoked. Revoke it again.")
+@form_action("the token was not revoked. Revoke it again.")
 def token_revoke(request: HttpRequest, slug: str, token_id: int) -> HttpResponse:
     access.membership_or_http404(request.user, slug)
     _revoke(request, token_id)
@@ -286,7 +288,7 @@ def token_revoke(request: HttpRequest, slug: str, token_id: int) -> HttpResponse
 
 
 @login_required
-@form_action(SIGNED_OUT + "the token was not revoked. Revoke it again.")
+@form_action("the token was not revoked. Revoke it again.")
 def account_token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     """Revoke one of your tokens from outside any organisation (you may belong to none)."""
     _revoke(request, token_id)

@@ -351,6 +351,36 @@ class TestCsrf:
         assert audit_actions(world.acme) == [AuditAction.KEY_SAVED, AuditAction.KEY_REMOVED]
         assert not ClaudeApiKey.objects.exists()
 
+    def test_a_save_from_a_page_loaded_before_signing_in_again_goes_back_to_the_page_saying_so(self, world):
+        # Signing in again (in another tab, say) gives the browser a new CSRF secret: the form a tab still
+        # shows carries the old one. Not a dead end: the page again, told the new key was not saved.
+        store_key(world.acme, GOOD_KEY)
+        client = console(world.acme_owner, enforce_csrf_checks=True)
+        stale = csrf_token_from(client.get(settings_url("acme")).content.decode())
+        client.cookies["csrftoken"] = "s" * 32  # what signing in again does to the cookie
+
+        back = client.post(save_url("acme"), {"api_key": OTHER_KEY, "csrfmiddlewaretoken": stale}, follow=True)
+
+        page = back.content.decode()
+        assert back.redirect_chain[-1] == (settings_url("acme"), 302)
+        assert '<p class="flash flash--warning" role="status">This page was out of date' in page
+        assert "so nothing was changed: your new key was not saved. Paste it again." in page
+        assert stored_key(world.acme) == GOOD_KEY
+        assert audit_actions(world.acme) == []
+
+    def test_a_stale_token_from_another_origin_still_gets_the_plain_refusal(self, world):
+        store_key(world.acme, GOOD_KEY)
+        client = console(world.acme_owner, enforce_csrf_checks=True)
+        stale = csrf_token_from(client.get(settings_url("acme")).content.decode())
+        client.cookies["csrftoken"] = "s" * 32
+
+        response = client.post(
+            remove_url("acme"), {"confirm": "yes", "csrfmiddlewaretoken": stale}, HTTP_ORIGIN="https://evil.example"
+        )
+
+        assert response.status_code == 403
+        assert stored_key(world.acme) == GOOD_KEY
+
 
 def test_the_audit_event_records_who_and_from_where(world):
     console(world.acme_owner).post(save_url("acme"), {"api_key": GOOD_KEY}, REMOTE_ADDR="203.0.113.9")

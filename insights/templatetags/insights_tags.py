@@ -13,6 +13,8 @@ register = template.Library()
 _FAILURE_REASONS = {
     services.KeyInvalid.code: "Anthropic rejected your organisation's Claude API key.",
     services.UpstreamRateLimited.code: "Anthropic rate-limited your organisation's account.",
+    services.UpstreamBilling.code: "Your organisation's Anthropic account refused it for a billing reason.",
+    services.KeyUnreadable.code: "Your organisation's stored Claude API key could not be read.",
     services.InsightsUnavailable.code: "AI Insights was temporarily unavailable.",
 }
 

@@ -159,8 +159,12 @@ def test_a_query_a_killed_process_left_pending_shows_as_failed_not_still_being_w
 
 def test_a_failed_query_in_the_history_says_why_it_has_no_whole_answer(world, console):
     # Seen again after a reload, "failed" alone left the reader guessing: retry now, later, or fix the key?
-    rejected, limited, unavailable, cut, killed = seed(world.globex, 50, 40, 30, 20, 10, user=world.globex_member)
+    unreadable, billing, rejected, limited, unavailable, cut, killed = seed(
+        world.globex, 70, 60, 50, 40, 30, 20, 10, user=world.globex_member
+    )
     for row, code, answer in (
+        (unreadable, "claude_api_key_unreadable", ""),
+        (billing, "upstream_billing", ""),
         (rejected, "claude_api_key_invalid", ""),
         (limited, "upstream_rate_limited", ""),
         (unavailable, "insights_unavailable", ""),
@@ -180,6 +184,10 @@ def test_a_failed_query_in_the_history_says_why_it_has_no_whole_answer(world, co
     assert items[2].endswith("No answer was received. AI Insights was temporarily unavailable.")
     assert items[3].endswith("No answer was received. Anthropic rate-limited your organisation's account.")
     assert items[4].endswith("No answer was received. Anthropic rejected your organisation's Claude API key.")
+    assert items[5].endswith(
+        "No answer was received. Your organisation's Anthropic account refused it for a billing reason."
+    )
+    assert items[6].endswith("No answer was received. Your organisation's stored Claude API key could not be read.")
 
 
 def test_an_app_clock_running_ahead_does_not_settle_a_query_just_asked(world, console, monkeypatch):

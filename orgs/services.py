@@ -3,12 +3,13 @@
 import hashlib
 import logging
 import secrets
+from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from opsion.errors import InvalidRequest, NotFound
+from opsion.errors import InvalidRequest, NotFound, Refused
 from orgs import access, guards
 from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Organisation
 from orgs.validation import validate_claude_api_key
@@ -65,16 +66,32 @@ def claude_api_key_set(*, membership: Membership, raw_key: str, ip: str | None, 
     log.info("claude api key saved org=%s by user=%s via=%s", org.slug, membership.user.pk, via)
 
 
-def claude_api_key_remove(*, membership: Membership, ip: str | None, via: str = "console") -> bool:
-    """Delete the organisation's key (idempotent); True when one was deleted. Raises RoleRequired, TooManyAttempts.
+class KeyReplaced(Refused):
+    code, status = "claude_api_key_replaced", 409
+    default_message = (
+        "The key was replaced after you asked to remove it, so the new key was kept. "
+        "Remove it again if you still want to."
+    )
 
+
+def claude_api_key_remove(
+    *, membership: Membership, ip: str | None, via: str = "console", saved_at: datetime | None = None
+) -> bool:
+    """Delete the organisation's key (idempotent); True when one was deleted. Raises RoleRequired, TooManyAttempts,
+    KeyReplaced.
+
+    `saved_at`, when given, is when the key the remover was shown was saved: a key saved since (another
+    Admin rotated it while a confirmation stood open) is not the one they chose to remove, and is kept.
     Removal is not plan-gated: an organisation moved off a BYOM plan can still delete the key it left behind.
     """
     access.require_key_manager(membership)
     guards.key_write(user=membership.user, org_slug=membership.organisation.slug)
+    org = membership.organisation
     with transaction.atomic():
-        _as_it_is_now(membership, access.require_key_manager)
-        return _remove(org=membership.organisation, actor=membership.user, ip=ip, via=via)
+        _as_it_is_now(membership, access.require_key_manager)  # locks the organisation: no save can slip in
+        if saved_at is not None and ClaudeApiKey.objects.filter(organisation=org).exclude(saved_at=saved_at).exists():
+            raise KeyReplaced()
+        return _remove(org=org, actor=membership.user, ip=ip, via=via)
 
 
 def _as_it_is_now(membership: Membership, check) -> Membership:

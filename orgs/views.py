@@ -1,4 +1,5 @@
 import secrets
+from datetime import datetime
 from functools import wraps
 from urllib.parse import urlsplit
 
@@ -226,6 +227,15 @@ def byom_save(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("orgs:settings", slug)
 
 
+def _shown_key(request: HttpRequest) -> datetime | None:
+    """When the key the confirmation showed was saved (its hidden `saved_at`); None from a form without it."""
+    value = request.POST.get("saved_at", "")
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        raise services.KeyReplaced() from None  # not a time we wrote: nothing says it is the key stored now
+
+
 @login_required
 @form_action("the key was not removed. Remove it again if you still want to.")
 def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
@@ -234,7 +244,7 @@ def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
     if request.POST.get("confirm") != "yes" and membership.can_manage:
         return _removal_confirmation(request, membership)
     try:
-        services.claude_api_key_remove(membership=membership, ip=client_ip(request))
+        services.claude_api_key_remove(membership=membership, ip=client_ip(request), saved_at=_shown_key(request))
     except NotFound:
         raise Http404("No such organisation.") from None
     except Refused as refused:

@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 
 import pytest
 from django.contrib.messages.storage.cookie import CookieStorage
@@ -237,6 +238,46 @@ def test_remove_with_confirmation_deletes_the_key_and_says_so(world):
     assert "Claude API key removed. AI Insights queries now use Opsion&#x27;s platform key." in page
     assert "No key stored." in page
     assert not ClaudeApiKey.objects.exists()
+
+
+def confirmation_form(client, slug: str) -> dict:
+    """The fields of the removal confirmation's form, as the page renders them."""
+    page = client.get(settings_url(slug), {"confirm": "remove"}).content.decode()
+    form = page.split(f'action="{remove_url(slug)}"', 1)[1].split("</form>", 1)[0]
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form))
+
+
+def test_the_confirmations_own_form_removes_the_key_it_showed(world):
+    store_key(world.acme, GOOD_KEY)
+    admin = console(world.acme_admin)
+
+    response = admin.post(remove_url("acme"), confirmation_form(admin, "acme"))
+
+    assert response.status_code == 302
+    assert not ClaudeApiKey.objects.exists()
+
+
+def test_a_confirmation_left_open_while_another_admin_replaced_the_key_keeps_the_new_key(world):
+    store_key(world.acme, GOOD_KEY)
+    owner = console(world.acme_owner)
+    confirmation = confirmation_form(owner, "acme")
+    assert console(world.acme_admin).post(save_url("acme"), {"api_key": OTHER_KEY}).status_code == 302
+
+    response = owner.post(remove_url("acme"), confirmation)
+
+    assert response.status_code == 409
+    assert "The key was replaced after you asked to remove it, so the new key was kept." in response.content.decode()
+    assert stored_key(world.acme) == OTHER_KEY
+    assert audit_actions(world.acme) == [AuditAction.KEY_SAVED]  # the Admin's save; no removal
+
+
+def test_a_confirmation_whose_key_time_was_tampered_with_removes_nothing(world):
+    store_key(world.acme, GOOD_KEY)
+
+    response = console(world.acme_owner).post(remove_url("acme"), {"confirm": "yes", "saved_at": "yesterday"})
+
+    assert response.status_code == 409
+    assert stored_key(world.acme) == GOOD_KEY
 
 
 def test_a_member_asking_to_remove_is_refused_without_a_confirmation_step(world):

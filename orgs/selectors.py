@@ -1,8 +1,11 @@
 """Reads about organisations for both surfaces."""
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from django.core.paginator import Page, Paginator
 
 from orgs.models import AuditEvent, ClaudeApiKey, Organisation
 
@@ -74,5 +77,20 @@ def log_unreadable_claude_api_key(org: Organisation) -> None:
     log.error("stored claude api key for org=%s cannot be decrypted with FIELD_ENCRYPTION_KEYS", org.slug)
 
 
-def audit_events_for(org: Organisation, *, limit: int = 50) -> list[AuditEvent]:
+AUDIT_CARD_EVENTS = 50
+AUDIT_PAGE_EVENTS = 100
+
+
+def audit_events_for(org: Organisation, *, limit: int = AUDIT_CARD_EVENTS) -> list[AuditEvent]:
     return list(AuditEvent.objects.filter(organisation=org)[:limit])
+
+
+def audit_log_page(org: Organisation, page: str | int | None) -> Page:
+    """One page of the organisation's whole audit log, newest first; a page number out of range gives the
+    nearest page (an old link after events were added still lands somewhere)."""
+    return Paginator(AuditEvent.objects.filter(organisation=org), AUDIT_PAGE_EVENTS).get_page(page)
+
+
+def audit_log_all(org: Organisation) -> Iterator[AuditEvent]:
+    """Every event, newest first, read in chunks (a long-lived organisation's log need not fit in memory)."""
+    return AuditEvent.objects.filter(organisation=org).iterator(chunk_size=1000)

@@ -8,6 +8,8 @@ urlpatterns = [
     path("<slug:slug>/settings/", views.settings_page, name="settings"),
     path("<slug:slug>/settings/claude-api-key/save", views.byom_save, name="byom_save"),
     path("<slug:slug>/settings/claude-api-key/remove", views.byom_remove, name="byom_remove"),
+    path("<slug:slug>/settings/audit-log/", views.audit_log, name="audit_log"),
+    path("<slug:slug>/settings/audit-log.csv", views.audit_log_csv, name="audit_log_csv"),
     path("<slug:slug>/settings/tokens/create", views.token_create, name="token_create"),
     path("<slug:slug>/settings/tokens/<int:token_id>/revoke", views.token_revoke, name="token_revoke"),
 ]

@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView, LogoutView, redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.debug import sensitive_post_parameters
@@ -17,7 +17,7 @@ from django.views.decorators.http import require_http_methods
 from insights import services as insights_services
 from opsion.errors import NotFound, Refused
 from opsion.http import client_ip
-from orgs import access, guards, selectors, services
+from orgs import access, audit_export, guards, selectors, services
 from orgs.forms import ApiTokenForm, SignInForm
 from orgs.models import ApiToken, Membership
 
@@ -177,6 +177,7 @@ def _settings_page(request: HttpRequest, membership: Membership, *, status: int 
         "token_form": extra.pop("token_form", None) or ApiTokenForm(),
         "token_form_once": secrets.token_urlsafe(12),
         "audit_events": selectors.audit_events_for(org) if membership.can_manage else None,
+        "audit_card_events": selectors.AUDIT_CARD_EVENTS,
         "platform_limit": settings.INSIGHTS_PLATFORM_LIMIT,
         "byom_limit": settings.INSIGHTS_BYOM_LIMIT,
         **extra,
@@ -201,6 +202,34 @@ def settings_page(request: HttpRequest, slug: str) -> HttpResponse:
         # what follows never ask to resend a form.
         return _removal_confirmation(request, membership)
     return _settings_page(request, membership)
+
+
+def _audit_reader(request: HttpRequest, slug: str) -> Membership:
+    """The audit log is for those who manage the key, as on the settings page."""
+    membership = access.membership_or_http404(request.user, slug)
+    if not membership.can_manage:
+        raise PermissionDenied("Only Owners and Admins can read the audit log.")
+    return membership
+
+
+@login_required
+def audit_log(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = _audit_reader(request, slug)
+    page = selectors.audit_log_page(membership.organisation, request.GET.get("page"))
+    return render(
+        request, "orgs/audit_log.html", {"membership": membership, "org": membership.organisation, "page": page}
+    )
+
+
+@login_required
+def audit_log_csv(request: HttpRequest, slug: str) -> StreamingHttpResponse:
+    """The whole audit log as CSV, for a compliance team's own records; streamed, newest first."""
+    org = _audit_reader(request, slug).organisation
+    response = StreamingHttpResponse(
+        audit_export.csv_lines(selectors.audit_log_all(org)), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="opsion-{org.slug}-audit-log.csv"'
+    return response
 
 
 def _removal_confirmation(request: HttpRequest, membership: Membership) -> HttpResponse:

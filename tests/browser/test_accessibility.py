@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from insights.models import InsightQuery, KeySource, Outcome
 from orgs import services as org_services
-from orgs.models import ClaudeApiKey, KeyStatus, Membership, Role
+from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Role
 from tests.base import GOOD_KEY, make_user
 from tests.browser.support import PHONE, assert_no_serious_accessibility_violations, screenshot, sign_in
 
@@ -103,6 +103,26 @@ def test_insights_page_at_the_limit_has_no_serious_accessibility_violations(app,
 
     screenshot(page, "insights-limit-reached")
     assert_no_serious_accessibility_violations(page)
+
+
+def test_the_full_audit_log_has_no_serious_accessibility_violations_and_fits_a_phone(app, page, world):
+    AuditEvent.objects.bulk_create(
+        AuditEvent(
+            organisation=world.acme, action=AuditAction.KEY_SAVED, actor_email="admin@acme.test", ip="203.0.113.5"
+        )
+        for _ in range(120)
+    )
+    sign_in(page, app.url, "admin@acme.test")
+    page.goto(f"{app.url}/orgs/acme/settings/")
+    page.get_by_role("link", name="Full audit log").click()
+    expect(page.get_by_role("heading", name="Audit log", exact=True)).to_be_visible()
+    expect(page.get_by_role("link", name="Settings", exact=True)).to_have_attribute("aria-current", "page")
+    assert_no_serious_accessibility_violations(page)
+
+    page.set_viewport_size(PHONE)
+    page.get_by_role("link", name="Older").click()
+    expect(page.get_by_text("120 changes, newest first; page 2 of 2.")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "the page scrolls sideways"
 
 
 def test_pages_fit_a_phone_width_screen(app, page, world):

@@ -1,5 +1,7 @@
 """The Settings page: organisation facts, the BYOM card in each state, the audit log, plan changes."""
 
+import csv
+import io
 import re
 from datetime import UTC, datetime
 
@@ -219,6 +221,88 @@ class TestAuditLog:
 
         assert "Claude API key saved (through the API)" in page
         assert "Claude API key removed</td>" in page  # in the console: no label
+
+
+def record_events(org, count: int, *, actor_email: str = "owner@acme.test") -> None:
+    AuditEvent.objects.bulk_create(
+        AuditEvent(organisation=org, action=AuditAction.KEY_SAVED, actor_email=actor_email, detail=f"event {i}")
+        for i in range(count)
+    )
+
+
+def csv_of(user, slug: str) -> list[list[str]]:
+    response = console(user).get(f"/orgs/{slug}/settings/audit-log.csv")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"] == f'attachment; filename="opsion-{slug}-audit-log.csv"'
+    return list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+
+
+class TestFullAuditLog:
+    def test_the_settings_card_says_when_it_shows_only_the_latest_and_links_to_the_rest(self, world):
+        record_events(world.acme, 51)
+
+        page = page_of(world.acme_owner, "acme")
+
+        assert len(re.findall(r"<tr><td>", page)) == 50
+        assert "The 50 most recent changes." in page
+        assert 'href="/orgs/acme/settings/audit-log/">Full audit log</a>' in page
+        assert 'href="/orgs/acme/settings/audit-log.csv" download>Download as CSV</a>' in page
+
+    def test_a_short_log_is_not_called_the_most_recent_changes(self, world):
+        record_events(world.acme, 3)
+
+        assert "most recent changes" not in page_of(world.acme_owner, "acme")
+
+    def test_the_full_log_pages_through_every_event_newest_first(self, world):
+        record_events(world.acme, 150)
+        record_events(world.initech, 5, actor_email="admin@initech.test")
+        client = console(world.acme_admin)
+
+        first = client.get("/orgs/acme/settings/audit-log/").content.decode()
+        second = client.get("/orgs/acme/settings/audit-log/", {"page": 2}).content.decode()
+        beyond = client.get("/orgs/acme/settings/audit-log/", {"page": 99}).content.decode()
+
+        details = [re.findall(r"event (\d+)", p) for p in (first, second)]
+        assert [len(d) for d in details] == [100, 50]
+        assert details[0][0] == "149" and details[1][-1] == "0"  # newest first, nothing missed
+        assert "150 changes, newest first; page 1 of 2." in first
+        assert 'rel="next">Older</a>' in first and 'rel="prev">Newer</a>' in second
+        assert re.findall(r"event (\d+)", beyond) == details[1]  # out of range: the last page
+        assert "initech" not in first + second
+
+    def test_the_csv_holds_every_event_and_keeps_staff_networks_out(self, world):
+        record_events(world.acme, 120)
+        console(world.acme_owner).post(
+            "/orgs/acme/settings/claude-api-key/save", {"api_key": GOOD_KEY}, REMOTE_ADDR="203.0.113.5"
+        )
+        services.claude_api_key_remove_as_staff(org=world.acme, staff_user=world.staff, ip="10.0.0.1")
+
+        rows = csv_of(world.acme_admin, "acme")
+
+        assert rows[0] == ["When (UTC)", "What", "Detail", "Who", "Through", "From"]
+        assert len(rows) == 1 + 122
+        assert rows[1][1:] == ["Claude API key removed", "", "staff@opsion.test", "Opsion staff", ""]
+        assert rows[2][1:] == ["Claude API key saved", "", "owner@acme.test", "Opsion console", "203.0.113.5"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rows[1][0])
+        assert "10.0.0.1" not in str(rows)
+
+    def test_a_csv_cell_a_spreadsheet_would_run_as_a_formula_is_defused(self, world):
+        AuditEvent.objects.create(
+            organisation=world.acme, action=AuditAction.MEMBER_ADDED, actor_email="=cmd@x.test", detail="+SUM(A1)"
+        )
+
+        rows = csv_of(world.acme_owner, "acme")
+
+        assert rows[1][2:4] == ["'+SUM(A1)", "'=cmd@x.test"]
+
+    @pytest.mark.parametrize("url", ["/orgs/acme/settings/audit-log/", "/orgs/acme/settings/audit-log.csv"])
+    def test_only_owners_and_admins_of_the_organisation_may_read_it(self, world, url):
+        record_events(world.acme, 1)
+
+        assert console(world.acme_member).get(url).status_code == 403
+        assert console(world.globex_owner).get(url).status_code == 404
+        assert console().get(url).status_code == 302  # to sign in
 
 
 class TestPlanChanges:

@@ -1,8 +1,11 @@
+import hashlib
 import re
+import secrets
 from collections.abc import Iterator
 from functools import wraps
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -15,7 +18,7 @@ from insights.http import add_ratelimit_headers, sse, window_json
 from insights.rendering import render_markdown
 from insights.suggestions import SUGGESTED_QUERIES
 from opsion.errors import Refused, refused_json
-from orgs import access
+from orgs import access, guards
 from orgs import views as org_views
 from orgs.models import Membership
 
@@ -38,6 +41,7 @@ def _page(
         "usage": usage,
         "window": usage.window,
         "suggestions": SUGGESTED_QUERIES,
+        "ask_once": secrets.token_urlsafe(12),
         "recent": recent,
         "key_invalid_message": services.KeyInvalid.default_message,
         "key_unreadable_message": services.KeyUnreadable.default_message,
@@ -77,6 +81,11 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
     # A suggestion button (the no-JavaScript path) asks its own question, whatever the box holds.
     text = request.POST.get("suggestion") or request.POST.get("query", "")
     wants_stream = "text/event-stream" in request.headers.get("Accept", "")
+    if not wants_stream and not _first_send(request, text):
+        # A double click without JavaScript (the script disables Ask instead): the question is asked, and
+        # billed, once. The browser shows this second response; the first one's answer is in the history.
+        messages.info(request, ALREADY_ASKED)
+        return redirect("insights:query", slug)
     try:
         pending = services.start(membership=membership, text=text)
         if wants_stream:
@@ -93,6 +102,22 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
     # Every insights response carries the RateLimit fields, the redirect after a plain POST included.
     answered = redirect(f"{reverse('insights:query', args=[slug])}?answered={pending.row.pk}#answer")
     return add_ratelimit_headers(answered, pending.window)
+
+
+ALREADY_ASKED = (
+    "That question was sent twice, so it was asked once: its answer appears in “Your recent queries” "
+    "(reload in a moment if it is still being written)."
+)
+
+
+def _first_send(request: HttpRequest, text: str) -> bool:
+    """False when this form already sent this question: the page's one-time value (`once`) is claimed with
+    the question, so the same form may still ask a different one (a page restored by Back)."""
+    once = request.POST.get("once", "")
+    if not once:
+        return True
+    asked = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return guards.claim_form(user=request.user, form_id=f"ask:{once}:{asked}")
 
 
 def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:

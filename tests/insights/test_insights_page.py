@@ -515,3 +515,46 @@ def test_no_notice_when_the_organisation_uses_its_own_key(world, console, settin
     settings.ANTHROPIC_API_KEY = ""
 
     assert NOTICE not in console(world.acme_owner).get(PAGE.format("acme")).content.decode()
+
+
+def once_of(page: str) -> str:
+    return re.search(r'<input type="hidden" name="once" value="([^"]+)">', page).group(1)
+
+
+def test_a_double_click_without_javascript_asks_and_bills_the_question_once(world, fake_anthropic, console):
+    client = console(world.globex_member)
+    form = {"query": "Which reserve rules apply?", "once": once_of(client.get(PAGE.format("globex")).content.decode())}
+
+    first = client.post(PAGE.format("globex"), form)
+    second = client.post(PAGE.format("globex"), form, follow=True)
+
+    assert first.status_code == 302 and "?answered=" in first["Location"]
+    assert InsightQuery.objects.filter(organisation=world.globex).count() == 1
+    assert "That question was sent twice, so it was asked once" in text_of(second)
+    assert "Which reserve rules apply?" in text_of(second)  # in "Your recent queries"
+
+
+def test_a_form_restored_by_back_still_asks_a_different_question(world, fake_anthropic, console):
+    client = console(world.globex_member)
+    once = once_of(client.get(PAGE.format("globex")).content.decode())
+
+    client.post(PAGE.format("globex"), {"query": "First question?", "once": once})
+    client.post(PAGE.format("globex"), {"query": "Second question?", "once": once})
+
+    asked = InsightQuery.objects.filter(organisation=world.globex).values_list("query", flat=True)
+    assert sorted(asked) == ["First question?", "Second question?"]
+
+
+def test_the_streaming_page_asks_every_question_its_form_sends(world, fake_anthropic, console):
+    # With JavaScript the page stays loaded between questions, so the form's one-time value repeats: the
+    # script disables Ask while an answer streams instead, and asking the same question again is allowed.
+    client = console(world.globex_member)
+    once = once_of(client.get(PAGE.format("globex")).content.decode())
+
+    for _ in range(2):
+        response = client.post(
+            PAGE.format("globex"), {"query": "Same question?", "once": once}, HTTP_ACCEPT="text/event-stream"
+        )
+        assert "done" in dict(sse_events(response.streaming_content))
+
+    assert InsightQuery.objects.filter(organisation=world.globex).count() == 2

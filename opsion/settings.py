@@ -152,7 +152,16 @@ AUTH_PASSWORD_VALIDATORS = [
 
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    # Bounded waits: redis-py waits for ever by default, so a Redis that accepts connections but never answers
+    # (hung, or a network path dropping its replies) would hold every sign-in and key write, one worker thread
+    # each, until the instance (its /healthz too) stopped answering. With these the guards fail open instead.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
     # django-ratelimit only knows django-redis by name (W001), but Django's built-in RedisCache gives it
     # what it needs: a cache shared by every process, with an atomic add() and incr().
     SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]

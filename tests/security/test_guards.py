@@ -1,5 +1,8 @@
 """Abuse guards: sign-in, key changes and token creation are refused with 429 past their limits."""
 
+import socket
+import threading
+import time
 import types
 import uuid
 
@@ -383,6 +386,63 @@ def test_with_redis_down_key_changes_still_work(world, redis_down):
 
     assert response.status_code == 200
     assert ClaudeApiKey.objects.filter(organisation=world.acme).exists()
+
+
+# An app server with the production cache settings (REDIS_URL) runs the sign-in and key-write guards.
+GUARDED_REQUESTS = """
+import time, types
+import django
+django.setup()
+from django.test import RequestFactory
+from orgs import guards
+
+started = time.monotonic()
+request = RequestFactory().post("/accounts/login/", {"username": "admin@acme.test", "password": "x"})
+assert guards.sign_in_attempt(request) is False
+guards.key_write(user=types.SimpleNamespace(pk=1), org_slug="acme")
+print(f"guards answered in {time.monotonic() - started:.1f}s")
+"""
+
+
+@pytest.fixture
+def hung_redis():
+    """A Redis address that accepts connections and never answers (hung, or its replies lost on the way)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    listener.close()
+    for connection in accepted:
+        connection.close()
+
+
+def test_with_redis_hung_the_guards_give_up_within_seconds_and_fail_open(hung_redis):
+    # Without a socket timeout each sign-in would wait for ever, one worker thread apiece, until the
+    # instance stopped answering anything (its /healthz included).
+    env = base_env(
+        DJANGO_SETTINGS_MODULE="opsion.settings",
+        SECRET_KEY="test-secret-key-not-for-production",
+        FIELD_ENCRYPTION_KEYS="b3BzaW9uLXRlc3Qtb25seS1mZXJuZXQta2V5LTAwMDE=",
+        REDIS_URL=hung_redis,
+    )
+    started = time.monotonic()
+
+    result = run_python(["-c", GUARDED_REQUESTS], env, timeout=30)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert time.monotonic() - started < 20
+    assert "abuse guard sign_in_attempt skipped: cache unavailable (TimeoutError)" in result.stderr
+    assert "abuse guard _guard skipped: cache unavailable (TimeoutError)" in result.stderr
 
 
 def test_a_members_refused_key_removals_do_not_lock_the_owners_out(world, clock):

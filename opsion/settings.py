@@ -253,7 +253,18 @@ def _support_url() -> str:
 
 SUPPORT_URL = _support_url()
 
-LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+
+def _log_level() -> str:
+    """The root log level, in any case: `info` is as common in deployment manifests as `INFO`, and
+    logging itself knows only the upper-case names (it would stop start-up with "Unable to configure root
+    logger")."""
+    level = env.str("LOG_LEVEL", default="INFO").strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ImproperlyConfigured("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+    return level
+
+
+LOG_LEVEL = _log_level()
 # Whoever logs it and whichever handler writes it, a record holding an Anthropic key or an encryption key
 # is redacted as it is made (opsion.reporting.configure_logging).
 LOGGING_CONFIG = "opsion.reporting.configure_logging"

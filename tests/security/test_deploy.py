@@ -81,6 +81,18 @@ def test_start_up_refuses_a_support_url_that_is_not_a_web_or_mail_address(url):
     assert "ImproperlyConfigured: SUPPORT_URL must be an https://, http:// or mailto: address." in result.stderr
 
 
+@pytest.mark.parametrize("level", ["info", " Warning ", "DEBUG"])
+def test_the_log_level_is_read_in_any_case(level):
+    result = run_python(["manage.py", "check"], production_env(LOG_LEVEL=level))
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_start_up_stops_on_an_unknown_log_level_naming_the_variable():
+    result = run_python(["manage.py", "check"], production_env(LOG_LEVEL="verbose"))
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR or CRITICAL." in result.stderr
+
+
 def test_the_platform_key_is_read_without_surrounding_whitespace():
     code = "from django.conf import settings; print(repr(settings.ANTHROPIC_API_KEY))"
 

@@ -4,6 +4,7 @@ Defaults give a working single-process SQLite set-up. A missing SECRET_KEY or FI
 stops start-up (DEBUG on or off) with a message saying what to set.
 """
 
+import warnings
 from pathlib import Path
 
 import environ
@@ -112,7 +113,22 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+
+def _database() -> dict:
+    """DATABASE_URL as Django's settings. A URL naming no engine stops start-up with a message that does not
+    print it: django-environ's own warning would print it whole, password included, to the start-up log."""
+    url = env.str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = environ.Env.db_url_config(url)
+    if not config.get("ENGINE"):
+        raise ImproperlyConfigured(
+            "DATABASE_URL is not a database URL: postgres://USER:PASSWORD@HOST:5432/NAME, or sqlite:///PATH."
+        )
+    return config
+
+
+DATABASES = {"default": _database()}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # select_for_update() is a no-op on SQLite; BEGIN IMMEDIATE takes the write lock at the
     # start of every atomic block, which serialises the rolling limiter exactly.

@@ -81,6 +81,15 @@ def test_start_up_refuses_a_support_url_that_is_not_a_web_or_mail_address(url):
     assert "ImproperlyConfigured: SUPPORT_URL must be an https://, http:// or mailto: address." in result.stderr
 
 
+@pytest.mark.parametrize("url", ["postgres//opsion:db-password-canary@db/opsion", "db-password-canary"])
+def test_start_up_stops_on_a_malformed_database_url_without_printing_it(url):
+    result = run_python(["manage.py", "check"], production_env(DATABASE_URL=url))
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: DATABASE_URL is not a database URL" in result.stderr, result.stderr[-2000:]
+    assert "db-password-canary" not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("level", ["info", " Warning ", "DEBUG"])
 def test_the_log_level_is_read_in_any_case(level):
     result = run_python(["manage.py", "check"], production_env(LOG_LEVEL=level))

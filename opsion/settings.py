@@ -166,7 +166,22 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 
-REDIS_URL = env.str("REDIS_URL", default="")
+
+def _redis_url() -> str:
+    """The shared cache's address (Django's RedisCache takes several, comma-separated). Checked now: the cache
+    is built at the first guard, and one it cannot parse (`127.0.0.1:6379`, with no scheme) would leave every
+    abuse guard failing open for good, with `check --deploy` clean. The message never prints the URL (it may
+    hold a password)."""
+    url = env.str("REDIS_URL", default="").strip()
+    schemes = ("redis://", "rediss://", "unix://")
+    if url and not all(server.strip().lower().startswith(schemes) for server in url.split(",")):
+        raise ImproperlyConfigured(
+            "REDIS_URL must be a redis://, rediss:// or unix:// address, e.g. redis://127.0.0.1:6379/0."
+        )
+    return url
+
+
+REDIS_URL = _redis_url()
 if REDIS_URL:
     # Bounded waits: redis-py waits for ever by default, so a Redis that accepts connections but never answers
     # (hung, or a network path dropping its replies) would hold every sign-in and key write, one worker thread

@@ -90,6 +90,22 @@ def test_start_up_stops_on_a_malformed_database_url_without_printing_it(url):
     assert "db-password-canary" not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("url", ["127.0.0.1:6379", "redis//:redis-password-canary@cache:6379/0"])
+def test_start_up_stops_on_a_redis_url_the_guards_could_never_use(url):
+    # Accepted, every guard would fail open on every request, with `check --deploy` clean.
+    result = run_python(["manage.py", "check", "--deploy"], production_env(REDIS_URL=url))
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: REDIS_URL must be a redis://, rediss:// or unix:// address" in result.stderr
+    assert "redis-password-canary" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("url", ["rediss://:secret@cache.example:6380/0", "redis://a:6379/0,redis://b:6379/0"])
+def test_tls_and_replicated_redis_urls_are_accepted(url):
+    result = run_python(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(REDIS_URL=url))
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 @pytest.mark.parametrize("level", ["info", " Warning ", "DEBUG"])
 def test_the_log_level_is_read_in_any_case(level):
     result = run_python(["manage.py", "check"], production_env(LOG_LEVEL=level))

@@ -13,6 +13,7 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Protocol
 
 import anthropic
+import httpx2
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
@@ -103,7 +104,37 @@ def _http_client() -> anthropic.DefaultHttpxClient:
     cookies: a cookie set in reply to one organisation's call (by a CDN or balancer in front of the
     API) would otherwise ride along with every other organisation's.
     """
-    return anthropic.DefaultHttpxClient(cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])))
+    return anthropic.DefaultHttpxClient(
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+        event_hooks={"response": [_cut_off_at_deadline]},
+    )
+
+
+class AnswerTooLong(Exception):
+    """The reply was still arriving ANTHROPIC_TIMEOUT_SECONDS after it started."""
+
+
+class _Deadline(httpx2.SyncByteStream):
+    """A response body that stops at a deadline, checked at every read, whatever arrives: the SDK drops
+    Anthropic's keep-alive `ping` events before our loop could see them, and each one restarts the
+    per-read timeout, so a reply of pings alone would otherwise hold a worker thread for as long as they came."""
+
+    def __init__(self, stream: httpx2.SyncByteStream, deadline: float) -> None:
+        self._stream, self._deadline = stream, deadline
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._stream:
+            if time.monotonic() > self._deadline:
+                raise AnswerTooLong()
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def _cut_off_at_deadline(response: httpx2.Response) -> None:
+    """Event hook of the shared client: each reply's body may take ANTHROPIC_TIMEOUT_SECONDS from its headers."""
+    response.stream = _Deadline(response.stream, time.monotonic() + settings.ANTHROPIC_TIMEOUT_SECONDS)
 
 
 class Secret(Protocol):
@@ -169,6 +200,8 @@ def stream_answer(*, secret: Secret, query: str) -> Iterator[str | Completion]:
                 )
     except anthropic.AnthropicError as exc:
         failure = _classify(exc)
+    except AnswerTooLong:
+        failure = UpstreamError("unavailable")
     except Exception as exc:
         # Anything else (a mistyped ANTHROPIC_BASE_URL, a reply the SDK cannot parse) is still "Anthropic did
         # not answer" to the user. Its traceback runs through SDK frames holding the key in local variables, so

@@ -12,7 +12,9 @@ Behaviour is chosen per API key (`fake.behave(key, "auth_error")`) or for every 
   "overloaded" (529);
 - "slow": sleeps `fake.delay` seconds before answering (to trip the client's timeout);
 - "midstream_error": streams part of the answer, then an `error` event;
-- "hold": streams the first delta, then waits until `fake.release` is set (to prove streaming).
+- "hold": streams the first delta, then waits until `fake.release` is set (to prove streaming);
+- "pings": opens the stream, sends only `ping` events (Anthropic's keep-alives) for `fake.delay` seconds,
+  then answers.
 """
 
 import json
@@ -191,6 +193,11 @@ class FakeAnthropic:
                         "content_block": {"type": "text", "text": ""},
                     },
                 )
+                if behaviour == "pings":
+                    until = time.monotonic() + fake.delay
+                    while time.monotonic() < until:
+                        self._event("ping", {"type": "ping"})
+                        time.sleep(0.2)
                 chunks = _chunks(text)
                 for i, chunk in enumerate(chunks):
                     self._event(
@@ -248,7 +255,7 @@ def _message(body: dict, text: str) -> dict:
     }
 
 
-BEHAVIOURS = ["ok", *ERRORS, "slow", "midstream_error"]
+BEHAVIOURS = ["ok", *ERRORS, "slow", "pings", "midstream_error"]
 
 
 def _key_behaviour(text: str) -> tuple[str, str]:

@@ -84,6 +84,26 @@ def test_an_answer_that_trickles_in_forever_is_cut_off_at_the_timeout(world, api
     assert_next_query_answers(client, "globex", fake_anthropic)
 
 
+def test_a_stream_that_sends_only_keep_alive_pings_is_cut_off_at_the_timeout(
+    world, api_client, fake_anthropic, settings, monkeypatch
+):
+    # Each ping arrives within the per-read timeout and carries no text: only the whole-answer deadline,
+    # checked on every event, can stop it. Otherwise the worker thread is held for as long as pings come.
+    fake_anthropic.default = "pings"
+    monkeypatch.setattr(fake_anthropic, "delay", 8.0)
+    settings.ANTHROPIC_TIMEOUT_SECONDS = 1
+    client = api_client(world.globex_member)
+
+    started = time.monotonic()
+    response = api_ask(client, "globex")
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 503 and response.json()["error"]["code"] == "insights_unavailable"
+    assert elapsed < 5
+    assert_failed(only_row(world.globex), "insights_unavailable")
+    assert_next_query_answers(client, "globex", fake_anthropic)
+
+
 def test_connection_refused_answers_503_and_leaves_the_org_key_untouched(
     world, acme_key, api_client, fake_anthropic, settings
 ):

@@ -99,7 +99,6 @@ def sign_in_succeeded(request: HttpRequest) -> None:
         get_usage(request, group=f"sign-in-{name}-ok", key=key, rate=SIGN_IN_RATE, increment=True)
 
 
-@_fail_open(None)
 def _guard(group: str, rate: str, keys: list[str], message: str, retry_after: int) -> None:
     # Keyed by values, not by the request: the services call these after their access checks.
     for value in keys:
@@ -107,6 +106,7 @@ def _guard(group: str, rate: str, keys: list[str], message: str, retry_after: in
             raise TooManyAttempts(message, retry_after=retry_after)
 
 
+@_fail_open(None)
 def key_write(*, user, org_slug: str) -> None:
     """10 key saves/removals a minute per user and per organisation. Raises TooManyAttempts.
 
@@ -133,6 +133,7 @@ def claim_form(*, user, form_id: str) -> bool:
     return cache.add(f"form-once:{user.pk}:{form_id}", 1, timeout=FORM_ONCE_SECONDS)
 
 
+@_fail_open(None)
 def token_create(*, user) -> None:
     """10 new API tokens an hour per user. Raises TooManyAttempts."""
     _guard(

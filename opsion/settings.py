@@ -4,6 +4,7 @@ Defaults give a working single-process SQLite set-up. A missing SECRET_KEY or FI
 stops start-up (DEBUG on or off) with a message saying what to set.
 """
 
+import math
 import warnings
 from pathlib import Path
 
@@ -25,6 +26,19 @@ def _required(name: str, hint: str) -> str:
     value = env.str(name, default="")
     if not value:
         raise ImproperlyConfigured(f"{name} is not set. {hint}")
+    return value
+
+
+def _number(name: str, default: int | float, *, minimum: int | float, cast=int):
+    """A numeric setting, checked now: a typo ("sixty") stops start-up naming the variable, and so does a value
+    that would quietly switch a protection off (INSIGHTS_WINDOW_SECONDS=0 would count nothing, ever)."""
+    raw = env.str(name, default=str(default)).strip()
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, e.g. {default}.") from None
+    if not math.isfinite(value) or value < minimum:
+        raise ImproperlyConfigured(f"{name} must be a number of at least {minimum}, e.g. {default}.")
     return value
 
 
@@ -149,7 +163,7 @@ else:
 # Persistent connections on both databases: a new PostgreSQL connection per request costs more than
 # all of a query's own work, and a new SQLite connection re-runs the PRAGMAs and Django's
 # registration of its SQL functions (docs/benchmarks.md).
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_MAX_AGE"] = _number("CONN_MAX_AGE", 60, minimum=0)
 TEST_DATABASE_NAME = env.str("TEST_DATABASE_NAME", default="")
 if TEST_DATABASE_NAME:
     DATABASES["default"]["TEST"] = {"NAME": TEST_DATABASE_NAME}
@@ -263,14 +277,14 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
 ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="").strip()
 ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="") or None
 ANTHROPIC_MODEL = env.str("ANTHROPIC_MODEL", default="claude-sonnet-5-5")
-ANTHROPIC_MAX_TOKENS = env.int("ANTHROPIC_MAX_TOKENS", default=1024)
-ANTHROPIC_TIMEOUT_SECONDS = env.float("ANTHROPIC_TIMEOUT_SECONDS", default=60.0)
+ANTHROPIC_MAX_TOKENS = _number("ANTHROPIC_MAX_TOKENS", 1024, minimum=1)
+ANTHROPIC_TIMEOUT_SECONDS = _number("ANTHROPIC_TIMEOUT_SECONDS", 60, minimum=0.1, cast=float)
 # No SDK retries in the request path: the SDK obeys any retry-after without a cap, which would
 # hold a worker (and the user) for as long as Anthropic asks. The user can simply ask again.
-INSIGHTS_PLATFORM_LIMIT = env.int("INSIGHTS_PLATFORM_LIMIT", default=20)
-INSIGHTS_BYOM_LIMIT = env.int("INSIGHTS_BYOM_LIMIT", default=200)
-INSIGHTS_WINDOW_SECONDS = env.int("INSIGHTS_WINDOW_SECONDS", default=3600)
-INSIGHTS_MAX_QUERY_CHARS = env.int("INSIGHTS_MAX_QUERY_CHARS", default=4000)
+INSIGHTS_PLATFORM_LIMIT = _number("INSIGHTS_PLATFORM_LIMIT", 20, minimum=0)
+INSIGHTS_BYOM_LIMIT = _number("INSIGHTS_BYOM_LIMIT", 200, minimum=0)
+INSIGHTS_WINDOW_SECONDS = _number("INSIGHTS_WINDOW_SECONDS", 3600, minimum=1)
+INSIGHTS_MAX_QUERY_CHARS = _number("INSIGHTS_MAX_QUERY_CHARS", 4000, minimum=1)
 
 
 def _support_url() -> str:

@@ -118,6 +118,35 @@ def test_start_up_stops_on_an_unknown_log_level_naming_the_variable():
     assert "ImproperlyConfigured: LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR or CRITICAL." in result.stderr
 
 
+@pytest.mark.parametrize(
+    "variable, value, message",
+    [
+        ("ANTHROPIC_TIMEOUT_SECONDS", "sixty", "ANTHROPIC_TIMEOUT_SECONDS must be a number, e.g. 60."),
+        ("ANTHROPIC_TIMEOUT_SECONDS", "inf", "ANTHROPIC_TIMEOUT_SECONDS must be a number of at least 0.1"),
+        ("INSIGHTS_WINDOW_SECONDS", "0", "INSIGHTS_WINDOW_SECONDS must be a number of at least 1, e.g. 3600."),
+        ("INSIGHTS_BYOM_LIMIT", "-1", "INSIGHTS_BYOM_LIMIT must be a number of at least 0, e.g. 200."),
+        ("CONN_MAX_AGE", "1.5", "CONN_MAX_AGE must be a number, e.g. 60."),
+    ],
+)
+def test_start_up_stops_on_a_numeric_setting_that_is_not_a_sensible_number(variable, value, message):
+    result = run_python(["manage.py", "check"], production_env(**{variable: value}))
+
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {message}" in result.stderr, result.stderr[-2000:]
+
+
+def test_numeric_settings_are_read_as_numbers():
+    code = (
+        "from django.conf import settings as s; "
+        "print(repr((s.ANTHROPIC_TIMEOUT_SECONDS, s.INSIGHTS_PLATFORM_LIMIT, s.DATABASES['default']['CONN_MAX_AGE'])))"
+    )
+    env = production_env(ANTHROPIC_TIMEOUT_SECONDS=" 30 ", INSIGHTS_PLATFORM_LIMIT="0", CONN_MAX_AGE="0")
+
+    result = run_python(["manage.py", "shell", "-c", code], env)
+
+    assert result.stdout.strip().splitlines()[-1] == repr((30.0, 0, 0)), result.stderr[-2000:]
+
+
 def test_the_platform_key_is_read_without_surrounding_whitespace():
     code = "from django.conf import settings; print(repr(settings.ANTHROPIC_API_KEY))"
 

@@ -159,7 +159,16 @@ else:
     # row lock sees rows committed by the transaction that held it.
     # Health checks drop connections that died while idle.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
+    # A persistent connection whose server vanished (a failover, a dropped network path) would hold its
+    # thread for ever; libpq's TCP keep-alives and user timeout make it fail within about a minute.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        connect_timeout=5,
+        keepalives=1,
+        keepalives_idle=30,
+        keepalives_interval=10,
+        keepalives_count=3,
+        tcp_user_timeout=30_000,
+    )
 # Persistent connections on both databases: a new PostgreSQL connection per request costs more than
 # all of a query's own work, and a new SQLite connection re-runs the PRAGMAs and Django's
 # registration of its SQL functions (docs/benchmarks.md).

@@ -147,6 +147,16 @@ def test_numeric_settings_are_read_as_numbers():
     assert result.stdout.strip().splitlines()[-1] == repr((30.0, 0, 0)), result.stderr[-2000:]
 
 
+def test_a_postgresql_connection_to_a_vanished_server_fails_instead_of_hanging():
+    code = "from django.conf import settings as s; import json; print(json.dumps(s.DATABASES['default']['OPTIONS']))"
+
+    result = run_python(["manage.py", "shell", "-c", code], production_env())
+
+    options = json.loads(result.stdout.strip().splitlines()[-1])
+    assert options["keepalives"] == 1 and options["tcp_user_timeout"] == 30_000
+    assert options["keepalives_idle"] + options["keepalives_interval"] * options["keepalives_count"] <= 60
+
+
 def test_the_platform_key_is_read_without_surrounding_whitespace():
     code = "from django.conf import settings; print(repr(settings.ANTHROPIC_API_KEY))"
 

@@ -217,6 +217,24 @@ def test_when_the_limit_falls_below_the_count_the_page_says_when_a_query_really_
     assert abs(t - (3600 - 1986)) <= 2
 
 
+def test_when_the_limit_falls_only_this_organisations_rows_in_the_window_decide_when_one_frees(
+    world, fake_anthropic, api_client, acme_key
+):
+    # Its own rows older than the window, and another organisation's rows inside it, must not shift
+    # which of its counted queries has to leave before the next one fits.
+    seed(world.acme, *(3700 + i for i in range(10)), source="organisation")  # out of the window
+    seed(world.globex, *[3000] * 10)  # in the window, older than any of Acme's, another organisation's
+    seed_spread(world.acme, 25, oldest=2400, newest=60, source="organisation")
+    org_services.claude_api_key_remove(membership=world.membership(world.acme_owner, world.acme), ip=None)
+
+    response = post(api_client(world.acme_member), "acme")
+
+    # 25 count against 20: the next query fits once the 6 oldest have left; the 6th oldest was seeded
+    # 2400 - 5 * 97.5 = 1912.5 s ago.
+    assert response.status_code == 429
+    assert abs(int(response["Retry-After"]) - (3600 - 1912.5)) <= 1
+
+
 @pytest.mark.parametrize("window_seconds", [3600, 60])
 def test_the_window_statistics_agree_with_the_orm_statement_they_stand_for(world, window_seconds):
     # On SQLite _stats runs a hand-written statement (on PostgreSQL the ORM's): both against the seeded ages.

@@ -3,6 +3,9 @@
 Time is controlled by seeding rows with past `created_at` values; nothing sleeps.
 """
 
+import math
+from datetime import timedelta
+
 import pytest
 from django.db import transaction
 
@@ -233,6 +236,22 @@ def test_when_the_limit_falls_only_this_organisations_rows_in_the_window_decide_
     # 2400 - 5 * 97.5 = 1912.5 s ago.
     assert response.status_code == 429
     assert abs(int(response["Retry-After"]) - (3600 - 1912.5)) <= 1
+
+
+def test_retry_after_is_never_early(world, fake_anthropic, api_client):
+    # Rounded up, never down: a client that waits exactly Retry-After seconds finds a slot free.
+    rows = seed(world.globex, *[1800.5] * 20)
+    before = db_now()
+
+    response = post(api_client(world.globex_member), "globex")
+
+    after = db_now()
+    frees_at = rows[0].created_at + timedelta(seconds=3600)
+    assert response.status_code == 429
+    retry_after = int(response["Retry-After"])
+    assert retry_after >= (frees_at - after).total_seconds()
+    assert retry_after <= math.ceil((frees_at - before).total_seconds())
+    assert response["RateLimit"] == f'"insights";r=0;t={retry_after}'
 
 
 @pytest.mark.parametrize("window_seconds", [3600, 60])

@@ -4,9 +4,10 @@ import pytest
 
 from insights.ratelimit import RateLimited
 from insights.services import InsightsUnavailable, KeyInvalid, KeyUnreadable, UpstreamRateLimited
+from orgs import services as org_services
 from orgs.access import PlanRequired, RoleRequired
 from orgs.guards import TooManyAttempts
-from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Membership, Plan, Role
+from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Plan, Role
 from orgs.validation import KeyMalformed
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY
 from tests.clients import api_delete_key, api_put_key, bearer, console
@@ -171,6 +172,19 @@ class TestShapes:
         assert ClaudeApiKey.objects.count() == 1
         assert stored_key(world.acme) == OTHER_KEY
         assert ClaudeApiKey.objects.get().saved_by == world.acme_owner
+
+    def test_replacing_a_rejected_key_starts_its_record_over(self, world):
+        # "Paste a corrected key and save again": the new key is not the one Anthropic rejected.
+        api_put_key(console(), "acme", {"apiKey": GOOD_KEY}, **bearer(world.acme_owner))
+        rejected = ClaudeApiKey.objects.get()
+        org_services.claude_api_key_mark(org=world.acme, status=KeyStatus.INVALID, saved_at=rejected.saved_at)
+
+        api_put_key(console(), "acme", {"apiKey": OTHER_KEY}, **bearer(world.acme_admin))
+
+        assert get_settings("acme", **bearer(world.acme_member)).json()["claudeApiKeyStatus"] == "unverified"
+        row = ClaudeApiKey.objects.get()
+        assert (row.status, row.status_changed_at, row.saved_by) == (KeyStatus.UNVERIFIED, None, world.acme_admin)
+        assert row.saved_at > rejected.saved_at
 
     def test_delete_is_idempotent(self, world):
         headers = bearer(world.acme_admin)

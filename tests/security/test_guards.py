@@ -241,6 +241,19 @@ def test_key_changes_are_counted_per_organisation_across_its_admins(world, clock
     assert _put_key(console(world.initech_admin), "initech", OTHER_KEY).status_code == 200
 
 
+def test_the_limit_is_checked_before_the_keys_form_and_malformed_keys_count(world, clock):
+    # The documented order: too_many_attempts (429) before claude_api_key_malformed (400).
+    admin = console(world.acme_admin)
+    for _ in range(10):
+        assert _put_key(admin, "acme", "sk-ant-too-short").status_code == 400
+
+    for key in ("sk-ant-too-short", OTHER_KEY):
+        response = _put_key(admin, "acme", key)
+        assert response.status_code == 429
+        assert json_error(response)["code"] == "too_many_attempts"
+    assert not ClaudeApiKey.objects.filter(organisation=world.acme).exists()
+
+
 def test_a_members_refused_key_changes_do_not_lock_the_owners_out(world, clock):
     # The guard runs after the role check: refusals never reach the organisation's counter, so a
     # Member cannot stop an Owner from rotating a compromised key.

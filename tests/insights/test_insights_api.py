@@ -11,6 +11,7 @@ from django.utils import timezone
 from insights import api
 from insights.models import InsightQuery, KeySource, Outcome
 from orgs import services as org_services
+from orgs.models import ClaudeApiKey
 from tests.base import GOOD_KEY, OTHER_KEY
 
 from .helpers import INVALID_KEY_MESSAGE, seed
@@ -263,6 +264,19 @@ def test_key_status_goes_from_unverified_to_valid_to_invalid_and_back(world, fak
 
     owner.delete(SETTINGS.format("acme") + "/claude-api-key")
     assert key_status(owner) is None
+
+
+def test_a_key_rejected_again_keeps_the_time_anthropic_first_rejected_it(world, fake_anthropic, api_client, acme_key):
+    # status_changed_at is when Anthropic's answer changed ("Rejected by Anthropic …"), not its latest refusal.
+    fake_anthropic.behave(GOOD_KEY, "auth_error")
+    client = api_client(world.acme_member)
+    assert ask(client, "acme").status_code == 400
+    first = ClaudeApiKey.objects.get().status_changed_at
+
+    assert ask(client, "acme").status_code == 400
+
+    assert first is not None
+    assert ClaudeApiKey.objects.get().status_changed_at == first
 
 
 def test_a_rejected_key_shows_the_red_indicator_on_the_settings_page(world, fake_anthropic, api_client, console):

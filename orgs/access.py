@@ -57,6 +57,15 @@ def require_key_manager(membership: Membership) -> None:
         raise RoleRequired()
 
 
+AUDIT_LOG_READERS = "Only an Owner or Admin of this organisation can read its audit log."
+
+
+def require_audit_reader(membership: Membership) -> None:
+    """The audit log is for those who manage the key. Raises RoleRequired."""
+    if not membership.can_manage:
+        raise RoleRequired(AUDIT_LOG_READERS)
+
+
 def require_byom_admin(membership: Membership) -> None:
     """Role first, then plan. Raises RoleRequired or PlanRequired."""
     require_key_manager(membership)

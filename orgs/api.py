@@ -1,11 +1,11 @@
 from typing import Literal
 
 from django.http import HttpRequest
-from ninja import Field, Router, Schema
+from ninja import Field, Query, Router, Schema
 
 from opsion.http import client_ip
-from orgs import access, selectors, services
-from orgs.models import KeyStatus, Plan, Role
+from orgs import access, audit_export, selectors, services
+from orgs.models import AuditAction, KeyStatus, Plan, Role
 
 router = Router(tags=["settings"])
 
@@ -43,6 +43,27 @@ class SettingsOut(Schema):
         description="What Anthropic last said of the stored key; `unreadable` when the server cannot decrypt "
         "it (save it again); null when none is stored."
     )
+
+
+class AuditEventOut(Schema):
+    action: Literal[tuple(AuditAction.values)]
+    description: str = Field(description="The action in words, with what changed, e.g. `Plan changed: …`.")
+    actorEmail: str = Field(description="Who made the change; empty when unknown.")
+    via: Literal["console", "api", "admin"] = Field(description="`admin`: a change made by Opsion staff.")
+    ip: str | None = Field(description="Where the change came from; null for Opsion staff's changes.")
+    createdAt: str
+
+
+class AuditEventsOut(Schema):
+    items: list[AuditEventOut]
+    limit: int
+    offset: int
+    hasMore: bool
+
+
+class AuditPage(Schema):
+    limit: int = Field(50, ge=1, le=200)
+    offset: int = Field(0, ge=0, le=1_000_000)
 
 
 class KeyIn(Schema):
@@ -116,6 +137,33 @@ def _settings(membership) -> dict:
 )
 def get_settings(request: HttpRequest, slug: str):
     return _settings(access.membership_or_404(request.auth, slug))
+
+
+@router.get(
+    "/{slug}/audit-events",
+    response=responses(AuditEventsOut, *ANY, 403),
+    openapi_extra=headers(),
+    summary="The audit log",
+    description="Owners and Admins: changes to the organisation's Claude API key, plan and members, newest "
+    "first, `limit` (1–200) at a time from `offset` (0–1,000,000). `forbidden_role` (403). "
+    + errors(AUTH_ERRORS, "`invalid_request` (400: `limit` or `offset` out of range)"),
+)
+def list_audit_events(request: HttpRequest, slug: str, page: Query[AuditPage]):
+    membership = access.membership_or_404(request.auth, slug)
+    access.require_audit_reader(membership)
+    events = selectors.audit_events_slice(membership.organisation, offset=page.offset, limit=page.limit + 1)
+    items = [
+        {
+            "action": e.action,
+            "description": e.get_action_display() + (f": {e.detail}" if e.detail else ""),
+            "actorEmail": e.actor_email,
+            "via": e.via,
+            "ip": audit_export.customer_ip(e),
+            "createdAt": e.created_at.isoformat(),
+        }
+        for e in events[: page.limit]
+    ]
+    return {"items": items, "limit": page.limit, "offset": page.offset, "hasMore": len(events) > page.limit}
 
 
 @router.put(

@@ -91,6 +91,10 @@ def audit_log_page(org: Organisation, page: str | int | None) -> Page:
     return Paginator(AuditEvent.objects.filter(organisation=org), AUDIT_PAGE_EVENTS).get_page(page)
 
 
+def audit_events_slice(org: Organisation, *, offset: int, limit: int) -> list[AuditEvent]:
+    return list(AuditEvent.objects.filter(organisation=org)[offset : offset + limit])
+
+
 def audit_log_all(org: Organisation) -> Iterator[AuditEvent]:
     """Every event, newest first, read in chunks (a long-lived organisation's log need not fit in memory)."""
     return AuditEvent.objects.filter(organisation=org).iterator(chunk_size=1000)

@@ -207,8 +207,10 @@ def settings_page(request: HttpRequest, slug: str) -> HttpResponse:
 def _audit_reader(request: HttpRequest, slug: str) -> Membership:
     """The audit log is for those who manage the key, as on the settings page."""
     membership = access.membership_or_http404(request.user, slug)
-    if not membership.can_manage:
-        raise PermissionDenied("Only Owners and Admins can read the audit log.")
+    try:
+        access.require_audit_reader(membership)
+    except access.RoleRequired as refused:
+        raise PermissionDenied(refused.message) from None
     return membership
 
 

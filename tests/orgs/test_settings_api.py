@@ -355,6 +355,7 @@ class TestOpenApi:
                 KeyMalformed,
             ],
             ("delete", "/api/v1/orgs/{slug}/settings/claude-api-key"): [RoleRequired, TooManyAttempts],
+            ("get", "/api/v1/orgs/{slug}/audit-events"): [RoleRequired],
             ("post", "/api/v1/orgs/{slug}/insights/queries"): [
                 RateLimited,
                 KeyInvalid,
@@ -385,6 +386,7 @@ class TestOpenApi:
             ("post", "/api/v1/orgs/{slug}/insights/queries"): every | {"403", "413", "415", "429"},
             ("get", "/api/v1/orgs/{slug}/insights/queries"): every,
             ("get", "/api/v1/orgs/{slug}/insights/usage"): every,
+            ("get", "/api/v1/orgs/{slug}/audit-events"): every | {"403"},
         }
 
         listed = {(method, path): set(op["responses"]) for path, ops in paths.items() for method, op in ops.items()}
@@ -412,6 +414,69 @@ class TestOpenApi:
         for path, ops in paths.items():
             for method in ops:
                 assert documented(method, path, "401") == {"WWW-Authenticate": True}, (method, path)
+
+
+class TestAuditEvents:
+    URL = "/api/v1/orgs/{}/audit-events"
+
+    def test_owners_and_admins_read_the_audit_log_newest_first_in_the_documented_shape(self, world):
+        api_put_key(console(), "acme", {"apiKey": GOOD_KEY}, **bearer(world.acme_admin))
+        org_services.claude_api_key_remove_as_staff(org=world.acme, staff_user=world.staff, ip="10.0.0.1")
+
+        response = console().get(self.URL.format("acme"), headers=bearer(world.acme_owner))
+
+        assert response.status_code == 200
+        body = response.json()
+        assert (body["limit"], body["offset"], body["hasMore"]) == (50, 0, False)
+        removed, saved = body["items"]
+        assert {k: v for k, v in removed.items() if k != "createdAt"} == {
+            "action": "claude_api_key.removed",
+            "description": "Claude API key removed",
+            "actorEmail": "staff@opsion.test",
+            "via": "admin",
+            "ip": None,  # staff's own network stays with Opsion
+        }
+        assert (saved["action"], saved["via"], saved["ip"], saved["actorEmail"]) == (
+            "claude_api_key.saved",
+            "api",
+            "127.0.0.1",  # the test client's address
+            "admin@acme.test",
+        )
+        assert saved["createdAt"] <= removed["createdAt"]
+
+    def test_it_pages_through_the_whole_log(self, world):
+        AuditEvent.objects.bulk_create(
+            AuditEvent(organisation=world.acme, action=AuditAction.KEY_SAVED, detail=f"event {i}") for i in range(5)
+        )
+        read = lambda **q: console().get(self.URL.format("acme"), q, headers=bearer(world.acme_admin)).json()  # noqa: E731
+
+        first, last = read(limit=2), read(limit=2, offset=4)
+
+        assert [i["description"] for i in first["items"]] == [
+            "Claude API key saved: event 4",
+            "Claude API key saved: event 3",
+        ]
+        assert first["hasMore"] is True
+        assert [i["description"] for i in last["items"]] == ["Claude API key saved: event 0"] and last[
+            "hasMore"
+        ] is False
+
+    def test_members_are_refused_and_outsiders_not_told_it_exists(self, world):
+        member = console().get(self.URL.format("acme"), headers=bearer(world.acme_member))
+        outsider = console().get(self.URL.format("acme"), headers=bearer(world.globex_owner))
+
+        assert member.status_code == 403
+        assert error_of(member) == {
+            "code": "forbidden_role",
+            "message": "Only an Owner or Admin of this organisation can read its audit log.",
+        }
+        assert outsider.status_code == 404 and error_of(outsider) == NOT_FOUND
+
+    @pytest.mark.parametrize("query", [{"limit": 0}, {"limit": 201}, {"offset": -1}, {"offset": 10**30}])
+    def test_a_page_out_of_range_is_refused_with_400_json(self, world, query):
+        response = console().get(self.URL.format("acme"), query, headers=bearer(world.acme_admin))
+
+        assert response.status_code == 400 and error_of(response)["code"] == "invalid_request"
 
 
 def test_api_answers_are_never_cached(world):

@@ -81,17 +81,23 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
     # A suggestion button (the no-JavaScript path) asks its own question, whatever the box holds.
     text = request.POST.get("suggestion") or request.POST.get("query", "")
     wants_stream = "text/event-stream" in request.headers.get("Accept", "")
-    if not wants_stream and not _first_send(request, text):
+    form_id = None if wants_stream else _ask_form_id(request, text)
+    if form_id and not guards.claim_form(user=request.user, form_id=form_id):
         # A double click without JavaScript (the script disables Ask instead): the question is asked, and
         # billed, once. The browser shows this second response; the first one's answer is in the history.
         messages.info(request, ALREADY_ASKED)
         return redirect("insights:query", slug)
+    pending = None
     try:
         pending = services.start(membership=membership, text=text)
         if wants_stream:
             return _stream(pending)
         pending.answer()
     except Refused as refused:
+        if pending is None and form_id:
+            # Refused before it was asked (over the limit, say): nothing is in the history, so sending this
+            # form again (a reload re-posts it) must ask the question, not say it was asked.
+            guards.release_form(user=request.user, form_id=form_id)
         if wants_stream:
             response = refused_json(refused)
             return add_ratelimit_headers(response, services.window_after(refused, membership.organisation))
@@ -110,14 +116,15 @@ ALREADY_ASKED = (
 )
 
 
-def _first_send(request: HttpRequest, text: str) -> bool:
-    """False when this form already sent this question: the page's one-time value (`once`) is claimed with
-    the question, so the same form may still ask a different one (a page restored by Back)."""
+def _ask_form_id(request: HttpRequest, text: str) -> str | None:
+    """What a plain post of the form claims, so it sends its question once: the page's one-time value (`once`)
+    with the question, so the same form may still ask a different one (a page restored by Back). None from a
+    form without one."""
     once = request.POST.get("once", "")
     if not once:
-        return True
+        return None
     asked = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return guards.claim_form(user=request.user, form_id=f"ask:{once}:{asked}")
+    return f"ask:{once}:{asked}"
 
 
 def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:

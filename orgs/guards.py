@@ -134,6 +134,12 @@ def claim_form(*, user, form_id: str) -> bool:
 
 
 @_fail_open(None)
+def release_form(*, user, form_id: str) -> None:
+    """Undo `claim_form` for a submission that was refused before it did anything, so the form may be sent again."""
+    cache.delete(f"form-once:{user.pk}:{form_id}")
+
+
+@_fail_open(None)
 def token_create(*, user) -> None:
     """10 new API tokens an hour per user. Raises TooManyAttempts."""
     _guard(

@@ -558,3 +558,21 @@ def test_the_streaming_page_asks_every_question_its_form_sends(world, fake_anthr
         assert "done" in dict(sse_events(response.streaming_content))
 
     assert InsightQuery.objects.filter(organisation=world.globex).count() == 2
+
+
+def test_a_form_refused_before_its_question_was_asked_can_be_sent_again(world, fake_anthropic, console):
+    # Over the limit nothing is asked or recorded. Sending that page's form again once the limit has room
+    # (a reload, which re-posts it; or a double click answered by the refusal) must ask the question, not
+    # say it "was asked once" with nothing in the history.
+    seed_spread(world.globex, 20, oldest=1800, newest=60)
+    client = console(world.globex_member)
+    form = {"query": "Which reserve rules apply?", "once": once_of(client.get(PAGE.format("globex")).content.decode())}
+    assert client.post(PAGE.format("globex"), form).status_code == 429
+    InsightQuery.objects.filter(organisation=world.globex).delete()  # the window has moved on
+
+    again = client.post(PAGE.format("globex"), form)
+
+    assert again.status_code == 302 and "?answered=" in again["Location"]
+    assert list(InsightQuery.objects.filter(organisation=world.globex).values_list("query", flat=True)) == [
+        "Which reserve rules apply?"
+    ]

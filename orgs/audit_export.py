@@ -20,7 +20,9 @@ class _Echo:
 
 def csv_lines(events: Iterable[AuditEvent]) -> Iterator[str]:
     writer = csv.writer(_Echo())
-    yield writer.writerow(HEADER)
+    # UTF-8's byte-order mark first: without it Excel reads the file in the machine's legacy code page, and the
+    # "→" of every plan or role change (and any accented name) comes out garbled.
+    yield "\ufeff" + writer.writerow(HEADER)
     for event in events:
         yield writer.writerow([_cell(value) for value in _row(event)])
 

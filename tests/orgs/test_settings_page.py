@@ -235,7 +235,7 @@ def csv_of(user, slug: str) -> list[list[str]]:
     assert response.status_code == 200
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert response["Content-Disposition"] == f'attachment; filename="opsion-{slug}-audit-log.csv"'
-    return list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    return list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode("utf-8-sig"))))
 
 
 class TestFullAuditLog:
@@ -295,6 +295,18 @@ class TestFullAuditLog:
         rows = csv_of(world.acme_owner, "acme")
 
         assert rows[1][2:4] == ["'+SUM(A1)", "'=cmd@x.test"]
+
+    def test_the_csv_says_it_is_utf_8_so_a_spreadsheet_does_not_garble_plan_and_role_changes(self, world):
+        # Excel reads a CSV without a byte-order mark in the machine's legacy code page: every "→" of a plan or
+        # role change would read "â†’". The mark is how a spreadsheet knows the file is UTF-8.
+        AuditEvent.objects.create(
+            organisation=world.acme, action=AuditAction.PLAN_CHANGED, detail="Institutional → Professional"
+        )
+
+        body = b"".join(console(world.acme_owner).get("/orgs/acme/settings/audit-log.csv").streaming_content)
+
+        assert body.startswith(b"\xef\xbb\xbfWhen (UTC),")
+        assert list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))[1][2] == "Institutional → Professional"
 
     @pytest.mark.parametrize("url", ["/orgs/acme/settings/audit-log/", "/orgs/acme/settings/audit-log.csv"])
     def test_only_owners_and_admins_of_the_organisation_may_read_it(self, world, url):

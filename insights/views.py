@@ -123,8 +123,9 @@ def _ask_form_id(request: HttpRequest, text: str) -> str | None:
     once = request.POST.get("once", "")
     if not once:
         return None
-    asked = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"ask:{once}:{asked}"
+    # Hashed, `once` too: it comes from the request, and would otherwise sit whole in the shared cache's key.
+    sent = hashlib.sha256(f"{len(once)}:{once}{text}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"ask:{sent}"
 
 
 def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:

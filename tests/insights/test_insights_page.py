@@ -3,10 +3,12 @@
 import html
 import re
 import time
+import warnings
 from datetime import timedelta
 
 import pytest
 from cryptography.fernet import Fernet
+from django.core.cache.backends.base import CacheKeyWarning
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -576,3 +578,16 @@ def test_a_form_refused_before_its_question_was_asked_can_be_sent_again(world, f
     assert list(InsightQuery.objects.filter(organisation=world.globex).values_list("query", flat=True)) == [
         "Which reserve rules apply?"
     ]
+
+
+def test_a_forms_one_time_value_of_any_length_makes_a_short_cache_key(world, fake_anthropic, console):
+    # `once` comes from the request: kept whole in the shared cache's key for a day, a member could park
+    # tens of kilobytes per post there (Redis also holds the sign-in guards' counters).
+    client = console(world.globex_member)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        response = client.post(PAGE.format("globex"), {"query": "Which reserve rules apply?", "once": "x" * 50_000})
+
+    assert response.status_code == 302 and "?answered=" in response["Location"]
+    assert not [w for w in caught if issubclass(w.category, CacheKeyWarning)]

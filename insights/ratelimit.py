@@ -108,7 +108,10 @@ def _reset(oldest: datetime | None, now: datetime | None, window_seconds: int) -
 def _frees_in(org_id: int, *, used: int, limit: int, oldest, now, window_seconds: int) -> int:
     """Seconds until the next query is allowed: when the oldest counted row leaves the window, or,
     when more than `limit` rows count (the limit fell: the key was removed, the plan downgraded),
-    when enough of them have left for one more to fit."""
+    when enough of them have left for one more to fit. A limit of 0 (allowed: it switches a key off) lets
+    nothing through however many leave: a whole window, never "now" (nor a row that is not there)."""
+    if limit <= 0:
+        return window_seconds
     if used > limit:
         cutoff = now - timedelta(seconds=window_seconds)
         oldest = (

@@ -591,3 +591,24 @@ def test_a_forms_one_time_value_of_any_length_makes_a_short_cache_key(world, fak
 
     assert response.status_code == 302 and "?answered=" in response["Location"]
     assert not [w for w in caught if issubclass(w.category, CacheKeyWarning)]
+
+
+@pytest.mark.parametrize("asked_before", [0, 3], ids=["none-asked", "some-asked"])
+def test_a_limit_set_to_zero_refuses_every_query_without_breaking_the_page_or_saying_retry_now(
+    world, fake_anthropic, console, api_client, settings, asked_before
+):
+    # The README allows a limit of 0 ("refuses every query on that key"). Queries counted before it was set
+    # must not break the page (nothing will ever free up a place), nor may a refusal say "retry in 0 s".
+    seed_spread(world.globex, asked_before, oldest=1800, newest=60)
+    settings.INSIGHTS_PLATFORM_LIMIT = 0
+
+    page = console(world.globex_member).get(PAGE.format("globex"))
+    refused = api_client(world.globex_member).post(
+        "/api/v1/orgs/globex/insights/queries", {"query": "Which reserve rules apply?"}, content_type="application/json"
+    )
+
+    assert page.status_code == 200
+    assert 'id="usage-reset-in">0 s</strong>' not in page.content.decode()
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert int(refused["Retry-After"]) > 0
+    assert InsightQuery.objects.filter(organisation=world.globex).count() == asked_before

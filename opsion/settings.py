@@ -5,6 +5,7 @@ stops start-up (DEBUG on or off) with a message saying what to set.
 """
 
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -191,13 +192,13 @@ AUTH_PASSWORD_VALIDATORS = [
 
 
 def _redis_url() -> str:
-    """The shared cache's address (Django's RedisCache takes several, comma-separated). Checked now: the cache
-    is built at the first guard, and one it cannot parse (`127.0.0.1:6379`, with no scheme) would leave every
-    abuse guard failing open for good, with `check --deploy` clean. The message never prints the URL (it may
-    hold a password)."""
+    """The shared cache's address (Django's RedisCache takes several, separated by commas or semicolons).
+    Checked now: the cache is built at the first guard, and one it cannot parse (`127.0.0.1:6379`, with no
+    scheme) would leave every abuse guard failing open for good, with `check --deploy` clean. The message
+    never prints the URL (it may hold a password)."""
     url = env.str("REDIS_URL", default="").strip()
     schemes = ("redis://", "rediss://", "unix://")
-    if url and not all(server.strip().lower().startswith(schemes) for server in url.split(",")):
+    if url and not all(server.strip().lower().startswith(schemes) for server in re.split("[;,]", url)):
         raise ImproperlyConfigured(
             "REDIS_URL must be a redis://, rediss:// or unix:// address, e.g. redis://127.0.0.1:6379/0."
         )

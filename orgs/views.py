@@ -275,7 +275,9 @@ def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
     if request.POST.get("confirm") != "yes" and membership.can_manage:
         return _removal_confirmation(request, membership)
     try:
-        services.claude_api_key_remove(membership=membership, ip=client_ip(request), saved_at=_shown_key(request))
+        # Only a confirmation's own form carries the key's time; anyone else meets the service's role check.
+        shown = _shown_key(request) if membership.can_manage else None
+        services.claude_api_key_remove(membership=membership, ip=client_ip(request), saved_at=shown)
     except NotFound:
         raise Http404("No such organisation.") from None
     except Refused as refused:

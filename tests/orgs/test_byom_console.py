@@ -280,6 +280,15 @@ def test_a_confirmation_whose_key_time_was_tampered_with_removes_nothing(world):
     assert stored_key(world.acme) == GOOD_KEY
 
 
+def test_a_member_posting_a_confirmation_by_hand_is_refused_for_their_role(world):
+    store_key(world.acme, GOOD_KEY)
+
+    response = console(world.acme_member).post(remove_url("acme"), {"confirm": "yes", "saved_at": "junk"})
+
+    assert response.status_code == 403 and ROLE_REFUSAL in response.content.decode()
+    assert stored_key(world.acme) == GOOD_KEY
+
+
 def test_a_member_asking_to_remove_is_refused_without_a_confirmation_step(world):
     store_key(world.acme, GOOD_KEY)
 

@@ -90,7 +90,9 @@ def test_start_up_stops_on_a_malformed_database_url_without_printing_it(url):
     assert "db-password-canary" not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("url", ["127.0.0.1:6379", "redis//:redis-password-canary@cache:6379/0"])
+@pytest.mark.parametrize(
+    "url", ["127.0.0.1:6379", "redis//:redis-password-canary@cache:6379/0", "redis://a:6379;cache:6379"]
+)
 def test_start_up_stops_on_a_redis_url_the_guards_could_never_use(url):
     # Accepted, every guard would fail open on every request, with `check --deploy` clean.
     result = run_python(["manage.py", "check", "--deploy"], production_env(REDIS_URL=url))

@@ -301,7 +301,9 @@ def _support_url() -> str:
     """Where "contact Opsion support" links (the limit-reached notice); unset, the words stay plain text.
     Checked now: it is put in an href, so anything but a web or mail address is refused."""
     url = env.str("SUPPORT_URL", default="").strip()
-    if url and not url.lower().startswith(("https://", "http://", "mailto:")):
+    prefix = next((p for p in ("https://", "http://", "mailto:") if url.lower().startswith(p)), "")
+    # A scheme alone ("https://", "mailto:", e.g. from an empty variable in a template) or a space is no address.
+    if url and (not prefix or len(url) == len(prefix) or any(c.isspace() for c in url)):
         raise ImproperlyConfigured("SUPPORT_URL must be an https://, http:// or mailto: address.")
     return url
 

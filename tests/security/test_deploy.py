@@ -72,7 +72,9 @@ def test_start_up_stops_on_a_malformed_encryption_key_naming_the_entry_not_its_v
     assert typo not in result.stderr and valid not in result.stderr
 
 
-@pytest.mark.parametrize("url", ["javascript:alert(1)", "support.opsion.example"])
+@pytest.mark.parametrize(
+    "url", ["javascript:alert(1)", "support.opsion.example", "https://", "mailto:", "https://support opsion.example"]
+)
 def test_start_up_refuses_a_support_url_that_is_not_a_web_or_mail_address(url):
     # It is put in an href on the insights page.
     result = run_python(["manage.py", "check"], production_env(SUPPORT_URL=url))

@@ -87,16 +87,16 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
         # billed, once. The browser shows this second response; the first one's answer is in the history.
         messages.info(request, ALREADY_ASKED)
         return redirect("insights:query", slug)
-    pending = None
     try:
         pending = services.start(membership=membership, text=text)
         if wants_stream:
             return _stream(pending)
         pending.answer()
     except Refused as refused:
-        if pending is None and form_id:
-            # Refused before it was asked (over the limit, say): nothing is in the history, so sending this
-            # form again (a reload re-posts it) must ask the question, not say it was asked.
+        if form_id:
+            # Refused (over the limit, say) or failed (Anthropic's own limit: "try again in 30 seconds"): there
+            # is no answer, so sending this form again (a reload re-posts it) must ask the question, not say it
+            # was asked and its answer is in the history.
             guards.release_form(user=request.user, form_id=form_id)
         if wants_stream:
             response = refused_json(refused)

@@ -580,6 +580,22 @@ def test_a_form_refused_before_its_question_was_asked_can_be_sent_again(world, f
     ]
 
 
+def test_a_form_whose_question_failed_can_be_sent_again(world, acme_key, fake_anthropic, console):
+    # Anthropic's own limit: the page says "Try again in 30 seconds". Sending the form again then (a reload
+    # re-posts it) must ask again, not say it "was asked once: its answer appears" with no answer anywhere.
+    fake_anthropic.behave(acme_key, "rate_limited")
+    client = console(world.acme_member)
+    form = {"query": "Which reserve rules apply?", "once": once_of(client.get(PAGE.format("acme")).content.decode())}
+    assert client.post(PAGE.format("acme"), form).status_code == 429
+    fake_anthropic.behave(acme_key, "ok")
+
+    again = client.post(PAGE.format("acme"), form)
+
+    assert again.status_code == 302 and "?answered=" in again["Location"]
+    outcomes = InsightQuery.objects.filter(organisation=world.acme).order_by("id").values_list("outcome", flat=True)
+    assert list(outcomes) == [Outcome.FAILED, Outcome.ANSWERED]
+
+
 def test_a_forms_one_time_value_of_any_length_makes_a_short_cache_key(world, fake_anthropic, console):
     # `once` comes from the request: kept whole in the shared cache's key for a day, a member could park
     # tens of kilobytes per post there (Redis also holds the sign-in guards' counters).

@@ -51,11 +51,13 @@ class UpstreamRateLimited(Refused):
 
 
 class UpstreamBilling(Refused):
-    # The organisation's own Anthropic account cannot pay for the query: only its Owners and Admins can fix that.
+    # The organisation's own Anthropic account cannot pay for the query: only whoever manages it can fix that
+    # (often not the member asking, so the message names no Opsion role).
     code, status = "upstream_billing", 400
     default_message = (
         "Your organisation's Anthropic account refused the query for a billing reason (no credit left, or a spend "
-        "limit reached). Check Plans & Billing at console.anthropic.com, then ask again."
+        "limit reached). Whoever manages that account should check Plans & Billing at console.anthropic.com; then "
+        "ask again."
     )
 
 

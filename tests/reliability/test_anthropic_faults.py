@@ -308,7 +308,8 @@ def test_a_failure_after_the_reader_left_is_recorded_and_raises_nothing(world, c
 
 BILLING = (
     "Your organisation's Anthropic account refused the query for a billing reason (no credit left, or a spend "
-    "limit reached). Check Plans & Billing at console.anthropic.com, then ask again."
+    "limit reached). Whoever manages that account should check Plans & Billing at console.anthropic.com; then "
+    "ask again."
 )
 
 

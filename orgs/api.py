@@ -4,7 +4,7 @@ from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
 
 from opsion.http import client_ip
-from orgs import access, audit_export, selectors, services
+from orgs import access, selectors, services
 from orgs.models import AuditAction, KeyStatus, Plan, Role
 
 router = Router(tags=["settings"])
@@ -158,7 +158,7 @@ def list_audit_events(request: HttpRequest, slug: str, page: Query[AuditPage]):
             "description": e.get_action_display() + (f": {e.detail}" if e.detail else ""),
             "actorEmail": e.actor_email,
             "via": e.via,
-            "ip": audit_export.customer_ip(e),
+            "ip": e.customer_ip,
             "createdAt": e.created_at.isoformat(),
         }
         for e in events[: page.limit]

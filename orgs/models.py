@@ -195,3 +195,9 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} by {self.actor_email or 'unknown'}"
+
+    @property
+    def customer_ip(self) -> str | None:
+        """Where the change came from, as the customer sees it (page, CSV, API): staff's own network stays
+        with Opsion, in admin."""
+        return None if self.via == "admin" else self.ip

@@ -18,8 +18,7 @@ from insights.http import add_ratelimit_headers, sse, window_json
 from insights.rendering import render_markdown
 from insights.suggestions import SUGGESTED_QUERIES
 from opsion.errors import Refused, refused_json
-from orgs import access, guards
-from orgs import views as org_views
+from orgs import access, drafts, guards
 from orgs.models import Membership
 
 ANSWER_ID = re.compile(r"[0-9]{1,18}")
@@ -63,7 +62,7 @@ def _sign_in_keeps_the_question(view):
     @wraps(view)
     def run(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         if request.method == "POST" and not request.user.is_authenticated:
-            return org_views.sign_in_to_continue(request, draft=request.POST.get("query", ""))
+            return drafts.sign_in_to_continue(request, draft=request.POST.get("query", ""))
         return signed_in_view(request, *args, **kwargs)
 
     return run
@@ -75,7 +74,7 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
     if request.method == "GET":
         answered = request.GET.get("answered", "")
-        kept = org_views.take_kept_draft(request)
+        kept = drafts.take(request)
         extra = {"draft": kept, "draft_kept": True} if kept else {}
         return _page(request, membership, answered_id=int(answered) if ANSWER_ID.fullmatch(answered) else None, **extra)
     # A suggestion button (the no-JavaScript path) asks its own question, whatever the box holds.

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_http_methods
 from insights import services as insights_services
 from opsion.errors import NotFound, Refused
 from opsion.http import client_ip
-from orgs import access, audit_export, guards, selectors, services
+from orgs import access, audit_export, drafts, guards, selectors, services
 from orgs.forms import ApiTokenForm, SignInForm
 from orgs.models import ApiToken, Membership
 
@@ -29,19 +29,18 @@ TOKEN_ALREADY_CREATED = (
 )
 
 
-KEPT_DRAFT = "kept_draft"
 SIGNED_IN_TO = "signed_in_to"  # the page a sign-in returned to, until a form's URL reads it
 
 
 class SignInView(LoginView):
     """Sign-in by e-mail. A form posted after the session expired may carry its typed text along
-    (`draft`, see sign_in_to_continue): it is handed back once, after sign-in, to the page it came from."""
+    (`draft`, see orgs.drafts): it is handed back once, after sign-in, to the page it came from."""
 
     form_class = SignInForm
     redirect_authenticated_user = True
 
     def get_context_data(self, **kwargs):
-        return {**super().get_context_data(**kwargs), "draft": _posted_draft(self.request)}
+        return {**super().get_context_data(**kwargs), "draft": drafts.posted(self.request)}
 
     def get_redirect_url(self):
         # `next` naming the sign-in page itself would make Django raise (a 500) for a signed-in visitor,
@@ -54,9 +53,7 @@ class SignInView(LoginView):
         response = super().form_valid(form)  # signs in: from here on the session is the user's own
         back_to = self.get_success_url()
         self.request.session[SIGNED_IN_TO] = urlsplit(back_to).path
-        draft = _posted_draft(self.request)
-        if draft:
-            self.request.session[KEPT_DRAFT] = {"path": back_to, "text": draft}
+        drafts.keep(self.request, path=back_to, draft=drafts.posted(self.request))
         return response
 
     def post(self, request, *args, **kwargs):
@@ -101,34 +98,6 @@ def admin_sign_out(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         return admin.site.logout(request)
     return redirect("logout")
-
-
-def _posted_draft(request: HttpRequest) -> str:
-    draft = request.POST.get("draft", "") if request.method == "POST" else ""
-    return _draft(draft)
-
-
-def _draft(text: str) -> str:
-    # Kept whole, even past the longest question: asking then says so, instead of sending a shortened one.
-    # (Django caps the request body, so nothing unbounded is carried.)
-    return text if text.strip() else ""
-
-
-def sign_in_to_continue(request: HttpRequest, *, draft: str) -> HttpResponse:
-    """The sign-in page, in answer to a form posted after the session expired.
-
-    A redirect to the sign-in page would drop the POST and what was typed with it. Here the text rides
-    along in the sign-in form itself (never stored for an anonymous visitor) and comes back once, in
-    the box it was typed in, after sign-in (`take_kept_draft`). Nothing is sent on the user's behalf.
-    """
-    context = {"form": SignInForm(request), "next": request.path, "draft": _draft(draft)}
-    return render(request, "registration/login.html", context)
-
-
-def take_kept_draft(request: HttpRequest) -> str | None:
-    """The text kept across sign-in for this page, once; None when there is none."""
-    kept = request.session.pop(KEPT_DRAFT, None)
-    return kept["text"] if kept and kept.get("path") == request.path else None
 
 
 @login_required

@@ -151,7 +151,7 @@ def get_settings(request: HttpRequest, slug: str):
 def list_audit_events(request: HttpRequest, slug: str, page: Query[AuditPage]):
     membership = access.membership_or_404(request.auth, slug)
     access.require_audit_reader(membership)
-    events = selectors.audit_events_slice(membership.organisation, offset=page.offset, limit=page.limit + 1)
+    events = selectors.audit_events_for(membership.organisation, offset=page.offset, limit=page.limit + 1)
     items = [
         {
             "action": e.action,

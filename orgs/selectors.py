@@ -81,18 +81,15 @@ AUDIT_CARD_EVENTS = 50
 AUDIT_PAGE_EVENTS = 100
 
 
-def audit_events_for(org: Organisation, *, limit: int = AUDIT_CARD_EVENTS) -> list[AuditEvent]:
-    return list(AuditEvent.objects.filter(organisation=org)[:limit])
+def audit_events_for(org: Organisation, *, offset: int = 0, limit: int = AUDIT_CARD_EVENTS) -> list[AuditEvent]:
+    """`limit` events from the `offset`-th, newest first: the Settings card's latest, an API page."""
+    return list(AuditEvent.objects.filter(organisation=org)[offset : offset + limit])
 
 
 def audit_log_page(org: Organisation, page: str | int | None) -> Page:
     """One page of the organisation's whole audit log, newest first; a page number out of range gives the
     nearest page (an old link after events were added still lands somewhere)."""
     return Paginator(AuditEvent.objects.filter(organisation=org), AUDIT_PAGE_EVENTS).get_page(page)
-
-
-def audit_events_slice(org: Organisation, *, offset: int, limit: int) -> list[AuditEvent]:
-    return list(AuditEvent.objects.filter(organisation=org)[offset : offset + limit])
 
 
 def audit_log_all(org: Organisation) -> Iterator[AuditEvent]:

@@ -161,23 +161,26 @@ def _client(secret: Secret) -> anthropic.Anthropic:
     )
 
 
+def _client_or_unavailable(secret: Secret) -> anthropic.Anthropic:
+    """_client, or UpstreamError("unavailable") if it cannot be built. Raises DecryptionFailed as it is."""
+    try:
+        return _client(secret)
+    except DecryptionFailed:
+        raise
+    except Exception as exc:  # e.g. a malformed ANTHROPIC_BASE_URL; the message names no key
+        log.error("anthropic client could not be built: %s", type(exc).__name__)
+    # Raised outside the except block, so the SDK's exception is not even its implicit context.
+    raise UpstreamError("unavailable")
+
+
 def stream_answer(*, secret: Secret, query: str) -> Iterator[str | Completion]:
     """Yield the answer's text as Anthropic writes it, then one Completion.
 
     Raises UpstreamError, or DecryptionFailed before anything is sent. The timeout bounds each read
     and, checked between chunks, the whole answer: a reply that drips forever is cut off too.
     """
+    client = _client_or_unavailable(secret)
     failure: UpstreamError | None = None
-    client = None
-    try:
-        client = _client(secret)
-    except DecryptionFailed:
-        raise
-    except Exception as exc:  # e.g. a malformed ANTHROPIC_BASE_URL; the message names no key
-        log.error("anthropic client could not be built: %s", type(exc).__name__)
-        failure = UpstreamError("unavailable")
-    if client is None:
-        raise failure
     deadline = time.monotonic() + settings.ANTHROPIC_TIMEOUT_SECONDS
     try:
         with client.messages.stream(

@@ -3,10 +3,12 @@
 import hashlib
 import logging
 import re
+import warnings
 from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
+from django.core.cache.backends.base import CacheKeyWarning
 from django.db import connection
 from django.utils import timezone
 
@@ -316,4 +318,22 @@ def test_reloading_a_new_token_page_after_the_cache_claim_expired_creates_nothin
     cache.clear()
 
     assert client.post("/orgs/acme/settings/tokens/create", form).status_code == 409
+    assert ApiToken.objects.filter(user=world.acme_admin).count() == 1
+
+
+def test_a_token_forms_one_time_value_of_any_length_is_kept_short_in_the_cache_and_the_session(world):
+    # `once` comes from the request: kept whole in the shared cache's key for a day (Redis also holds the
+    # sign-in guards' counters) and in the session's list of twenty, a user could park tens of kilobytes
+    # per post in each.
+    client = console(world.acme_admin)
+    form = {"name": "CI", "once": "x" * 50_000}
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = client.post(CREATE, form)
+        again = client.post(CREATE, form)  # a reload: still refused
+
+    assert first.status_code == 200 and again.status_code == 409
+    assert not [w for w in caught if issubclass(w.category, CacheKeyWarning)]
+    assert all(len(value) <= 64 for value in client.session["token_forms_used"])
     assert ApiToken.objects.filter(user=world.acme_admin).count() == 1

@@ -1,6 +1,6 @@
 import hashlib
 import secrets
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import wraps
 from urllib.parse import urlsplit
 
@@ -231,9 +231,14 @@ def byom_save(request: HttpRequest, slug: str) -> HttpResponse:
 def _shown_key(request: HttpRequest) -> datetime | None:
     """When the key the confirmation showed was saved (its hidden `saved_at`); None from a form without it."""
     value = request.POST.get("saved_at", "")
+    if not value:
+        return None
     try:
-        return datetime.fromisoformat(value) if value else None
-    except ValueError:
+        shown = datetime.fromisoformat(value)
+        if shown.tzinfo is None:
+            raise ValueError("a time we write carries its offset")
+        return shown.astimezone(UTC)  # OverflowError past year 1 or 9999 (the database would fail on it)
+    except (ValueError, OverflowError):
         raise services.KeyReplaced() from None  # not a time we wrote: nothing says it is the key stored now
 
 

@@ -3,6 +3,7 @@
 import io
 import json
 import re
+import warnings
 
 import pytest
 from django.contrib.messages.storage.cookie import CookieStorage
@@ -275,6 +276,26 @@ def test_a_confirmation_whose_key_time_was_tampered_with_removes_nothing(world):
     store_key(world.acme, GOOD_KEY)
 
     response = console(world.acme_owner).post(remove_url("acme"), {"confirm": "yes", "saved_at": "yesterday"})
+
+    assert response.status_code == 409
+    assert stored_key(world.acme) == GOOD_KEY
+
+
+@pytest.mark.parametrize(
+    "saved_at",
+    ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "2026-01-01T00:00:00"],
+    ids=["before-year-1-in-utc", "after-year-9999-in-utc", "no-offset"],
+)
+def test_a_confirmation_with_a_key_time_we_never_write_removes_nothing_and_is_no_server_error(world, saved_at):
+    # A time out of the database's range once in UTC raised OverflowError on SQLite (a 500); one without an
+    # offset was read in the server's zone, with a RuntimeWarning. Neither is a time the confirmation wrote.
+    store_key(world.acme, GOOD_KEY)
+    client = console(world.acme_owner)
+    client.raise_request_exception = False
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        response = client.post(remove_url("acme"), {"confirm": "yes", "saved_at": saved_at})
 
     assert response.status_code == 409
     assert stored_key(world.acme) == GOOD_KEY

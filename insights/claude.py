@@ -51,7 +51,7 @@ def _retry_after(headers) -> int | None:
     try:
         value = headers.get("retry-after")
         return max(1, int(float(value))) if value else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: "inf", "1e400" (no whole number of seconds)
         return None
 
 

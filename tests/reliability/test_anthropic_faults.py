@@ -354,3 +354,20 @@ def test_an_ordinary_bad_request_on_the_organisations_key_is_not_called_a_billin
     response = api_ask(api_client(world.acme_member), "acme")
 
     assert (response.status_code, response.json()["error"]["code"]) == (503, "insights_unavailable")
+
+
+@pytest.mark.parametrize("retry_after", ["inf", "1e400"])
+def test_a_retry_after_too_large_for_a_whole_number_is_still_anthropics_limit_not_a_server_error(
+    world, acme_key, api_client, fake_anthropic, retry_after
+):
+    # float("inf") has no int(): the OverflowError escaped the translation of the SDK's error (a 500, the query
+    # recorded as "interrupted") where "rate-limited by Anthropic, try again shortly" is the truth.
+    fake_anthropic.behave(acme_key, "rate_limited")
+    fake_anthropic.retry_after = retry_after
+    client = api_client(world.acme_member)
+    client.raise_request_exception = False
+
+    response = api_ask(client, "acme")
+
+    assert response.status_code == 429 and response.json()["error"]["code"] == "upstream_rate_limited"
+    assert_failed(only_row(world.acme), "upstream_rate_limited")

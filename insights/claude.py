@@ -47,12 +47,17 @@ class Completion:
     output_tokens: int | None
 
 
+# Past a day a retry time is no wait anyone could act on (a misbehaving proxy, not Anthropic's limits): unknown.
+RETRY_AFTER_MAX_SECONDS = 24 * 60 * 60
+
+
 def _retry_after(headers) -> int | None:
     try:
         value = headers.get("retry-after")
-        return max(1, int(float(value))) if value else None
+        seconds = max(1, int(float(value))) if value else None
     except (TypeError, ValueError, OverflowError):  # OverflowError: "inf", "1e400" (no whole number of seconds)
         return None
+    return seconds if seconds is None or seconds <= RETRY_AFTER_MAX_SECONDS else None
 
 
 def _classify(exc: Exception) -> UpstreamError:

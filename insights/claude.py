@@ -107,10 +107,13 @@ def _http_client() -> anthropic.DefaultHttpxClient:
     all of Opsion's own work per query), so only the per-call Anthropic wrapper is created each time.
     The pool holds no credentials: the key travels in each request's headers. Nor does it keep
     cookies: a cookie set in reply to one organisation's call (by a CDN or balancer in front of the
-    API) would otherwise ride along with every other organisation's.
+    API) would otherwise ride along with every other organisation's. Nor does it follow redirects (the
+    SDK's default would): Anthropic's API never redirects, and one (a hijacked name, a misconfigured
+    proxy) would carry the customer's question, and on a same-origin hop the key, wherever it pointed.
     """
     return anthropic.DefaultHttpxClient(
         cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+        follow_redirects=False,
         event_hooks={"response": [_cut_off_at_deadline]},
     )
 

@@ -145,6 +145,8 @@ class FakeAnthropic:
                     time.sleep(fake.delay)
                 if behaviour in ERRORS:
                     return self._error(*ERRORS[behaviour])
+                if behaviour == "redirect":  # as a hijacked DNS name or a misconfigured proxy might
+                    return self._json(307, {}, {"location": f"{fake.base_url}/elsewhere{self.path}"})
                 if body.get("stream"):
                     return self._stream(body, behaviour)
                 return self._json(200, _message(body, fake.answer_text))
@@ -255,7 +257,7 @@ def _message(body: dict, text: str) -> dict:
     }
 
 
-BEHAVIOURS = ["ok", *ERRORS, "slow", "pings", "midstream_error"]
+BEHAVIOURS = ["ok", *ERRORS, "slow", "pings", "midstream_error", "redirect"]
 
 
 def _key_behaviour(text: str) -> tuple[str, str]:

@@ -209,6 +209,20 @@ def test_a_429_on_the_platform_key_is_our_problem_and_reads_as_unavailable(world
     assert_failed(only_row(world.globex), "insights_unavailable")
 
 
+def test_a_redirect_from_anthropics_address_is_not_followed_with_the_question(
+    world, acme_key, api_client, fake_anthropic
+):
+    # A redirect (a hijacked name, a misconfigured proxy) would carry the customer's question, and on a
+    # same-origin hop the key, to wherever it points. Anthropic's API does not redirect: it reads as unavailable.
+    fake_anthropic.behave(acme_key, "redirect")
+
+    response = api_ask(api_client(world.acme_member), "acme")
+
+    assert response.status_code == 503 and response.json()["error"]["code"] == "insights_unavailable"
+    assert [r["path"] for r in fake_anthropic.requests] == ["/v1/messages"]
+    assert_failed(only_row(world.acme), "insights_unavailable")
+
+
 def test_an_error_mid_stream_fails_the_api_query_and_records_it(world, api_client, fake_anthropic):
     fake_anthropic.default = "midstream_error"
     client = api_client(world.globex_member)

@@ -61,9 +61,12 @@ class AuditEventsOut(Schema):
     hasMore: bool
 
 
+AUDIT_MAX_OFFSET = 1_000_000  # deep OFFSETs scan what they skip: the audit pages reach back this far
+
+
 class AuditPage(Schema):
     limit: int = Field(50, ge=1, le=200)
-    offset: int = Field(0, ge=0, le=1_000_000)
+    offset: int = Field(0, ge=0, le=AUDIT_MAX_OFFSET)
 
 
 class KeyIn(Schema):
@@ -163,7 +166,9 @@ def list_audit_events(request: HttpRequest, slug: str, page: Query[AuditPage]):
         }
         for e in events[: page.limit]
     ]
-    return {"items": items, "limit": page.limit, "offset": page.offset, "hasMore": len(events) > page.limit}
+    # Never promise a page the offset cap would refuse.
+    has_more = len(events) > page.limit and page.offset + page.limit <= AUDIT_MAX_OFFSET
+    return {"items": items, "limit": page.limit, "offset": page.offset, "hasMore": has_more}
 
 
 @router.put(

@@ -4,6 +4,7 @@ import pytest
 
 from insights.ratelimit import RateLimited
 from insights.services import InsightsUnavailable, KeyInvalid, KeyUnreadable, UpstreamRateLimited
+from orgs import api as org_api
 from orgs import services as org_services
 from orgs.access import PlanRequired, RoleRequired
 from orgs.guards import TooManyAttempts
@@ -460,6 +461,18 @@ class TestAuditEvents:
         assert [i["description"] for i in last["items"]] == ["Claude API key saved: event 0"] and last[
             "hasMore"
         ] is False
+
+    def test_it_never_promises_a_page_beyond_the_offset_cap(self, world, monkeypatch):
+        # The cap is 1,000,000: lowered here to 3 events, as a client paging by `hasMore` would meet it.
+        monkeypatch.setattr(org_api, "AUDIT_MAX_OFFSET", 3)
+        AuditEvent.objects.bulk_create(
+            AuditEvent(organisation=world.acme, action=AuditAction.KEY_SAVED, detail=f"event {i}") for i in range(5)
+        )
+        read = lambda **q: console().get(self.URL.format("acme"), q, headers=bearer(world.acme_admin)).json()  # noqa: E731
+
+        before_cap, at_cap = read(limit=1, offset=2), read(limit=1, offset=3)
+
+        assert (before_cap["hasMore"], at_cap["hasMore"]) == (True, False)  # offset 4 would be refused
 
     def test_members_are_refused_and_outsiders_not_told_it_exists(self, world):
         member = console().get(self.URL.format("acme"), headers=bearer(world.acme_member))

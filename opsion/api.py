@@ -3,6 +3,8 @@
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
@@ -54,6 +56,13 @@ class JsonParser(Parser):
         return super().parse_body(request)
 
 
+def _read_only(view):
+    """The OpenAPI document and its docs page only answer GET and HEAD: any other method is the API's JSON 405
+    (`method_not_allowed`), not Django's CSRF refusal (a bare 403 `forbidden`) nor, with a CSRF token, the
+    document again. Exempt from the CSRF check, since nothing but a read reaches the view."""
+    return csrf_exempt(require_safe(view))
+
+
 api = NinjaAPI(
     title="Opsion API",
     version="1",
@@ -62,6 +71,7 @@ api = NinjaAPI(
     auth=[TokenAuth(), SessionCookieAuth()],
     urls_namespace="api",
     parser=JsonParser(),
+    docs_decorator=_read_only,
 )
 
 

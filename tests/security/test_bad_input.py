@@ -179,6 +179,20 @@ def test_an_unknown_api_path_is_a_json_404(before, api):
     assert json_error(response)["code"] == "not_found"
 
 
+@pytest.mark.parametrize("path", ["/api/v1/openapi.json", "/api/v1/docs"])
+@pytest.mark.parametrize("method", ["post", "put", "delete"])
+def test_a_write_to_the_api_documents_is_a_json_405(before, api_token, path, method):
+    # As a real client meets it: Django's CSRF check on, a token that exempts nothing outside the operations.
+    client = Client(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Bearer {api_token}")
+
+    response = getattr(client, method)(path, "{}", "application/json")
+
+    assert response.status_code == 405
+    assert json_error(response)["code"] == "method_not_allowed"
+    assert response["Allow"] == "GET, HEAD"
+    assert client.get(path).status_code == client.head(path).status_code == 200
+
+
 def test_a_missing_or_wrong_token_is_a_401_not_a_csrf_error(before):
     for client in (Client(), Client(HTTP_AUTHORIZATION="Bearer opsn_not-a-real-token"), Client(HTTP_AUTHORIZATION="x")):
         response = client.put(KEY.format("acme"), json.dumps({"apiKey": OTHER_KEY}), "application/json")

@@ -63,6 +63,9 @@ API_CASES = [
     ("key, no type", "put", KEY, _json({"apiKey": OTHER_KEY}), "application/octet-stream", 415, None),
     ("key, invalid UTF-8", "put", KEY, b'{"apiKey": "sk-ant-\xff\xfe"}', "application/json", 400, "invalid_request"),
     ("question, invalid UTF-8", "post", QUERIES, b'{"query": "\xc3\x28"}', "application/json", 400, "invalid_request"),
+    # JSON in UTF-16 or UTF-32 (which Python's json module would quietly decode) is not UTF-8 either.
+    ("question, UTF-16", "post", QUERIES, '{"query": "Hello"}'.encode("utf-16"), None, 400, "invalid_request"),
+    ("key, UTF-32", "put", KEY, json.dumps({"apiKey": OTHER_KEY}).encode("utf-32"), None, 400, "invalid_request"),
     ("key, broken JSON", "put", KEY, b'{"apiKey": ', "application/json", 400, "invalid_request"),
     ("key, JSON list", "put", KEY, _json([OTHER_KEY]), "application/json", 400, "invalid_request"),
     ("key, JSON number", "put", KEY, _json({"apiKey": 42}), "application/json", 400, "invalid_request"),

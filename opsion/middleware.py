@@ -64,6 +64,38 @@ def database_unavailable(request: HttpRequest) -> HttpResponse:
     return HttpResponse(render_to_string("503.html", {"message": UNAVAILABLE}), status=503)
 
 
+class ApiHeadMiddleware:
+    """HEAD on an API address answers as its GET does: HTTP requires HEAD wherever GET works (uptime monitors
+    use it), and django-ninja answers only the methods an operation names. The body is dropped by the server
+    (gunicorn, runserver), as for Django's own views. A 405's `Allow` names HEAD beside GET, in a fixed order
+    (ninja builds it from a set)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path.startswith("/api/") or request.method != "HEAD":
+            return self._allow_head(self.get_response(request))
+        request.method = "GET"
+        try:
+            # A path without GET answers 405, naming what it takes; the error shape then says HEAD was refused.
+            return self._allow_head(self.get_response(request))
+        finally:
+            request.method = "HEAD"
+
+    @staticmethod
+    def _allow_head(response: HttpResponse) -> HttpResponse:
+        if response.status_code == 405 and "Allow" in response:
+            allowed = {method.strip() for method in response["Allow"].split(",")}
+            if "GET" in allowed:
+                allowed.add("HEAD")
+            response["Allow"] = ", ".join(sorted(allowed, key=METHOD_ORDER.index))
+        return response
+
+
+METHOD_ORDER = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"]
+
+
 API_ERRORS = {
     400: ("invalid_request", "The request is not valid."),
     403: ("forbidden", "You may not do that."),

@@ -107,6 +107,7 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "opsion.middleware.NoStoreMiddleware",
     "opsion.middleware.ApiErrorShapeMiddleware",
+    "opsion.middleware.ApiHeadMiddleware",
 ]
 
 ROOT_URLCONF = "opsion.urls"

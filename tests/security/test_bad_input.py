@@ -246,3 +246,42 @@ def test_a_question_may_span_several_lines(before, api):
     response = api.post(QUERIES.format("acme"), json.dumps({"query": "First line.\nSecond line."}), "application/json")
     assert response.status_code == 200
     assert InsightQuery.objects.get().query == "First line.\nSecond line."
+
+
+API_READS = [
+    "/api/v1/orgs/acme/settings",
+    "/api/v1/orgs/acme/audit-events",
+    "/api/v1/orgs/acme/insights/usage",
+    "/api/v1/orgs/acme/insights/queries",
+]
+
+
+@pytest.mark.parametrize("path", API_READS)
+def test_head_on_an_api_read_answers_as_its_get_does(before, api, path):
+    # HTTP requires HEAD wherever GET works, and uptime monitors use it; django-ninja answers only the methods an
+    # operation names. The body is dropped by the server (gunicorn, runserver), as for Django's own views.
+    get, head = api.get(path), api.head(path)
+
+    assert head.status_code == get.status_code == 200
+    assert head["Content-Type"] == get["Content-Type"] and get["Content-Type"].startswith("application/json")
+    assert head.get("RateLimit") == get.get("RateLimit")
+    assert Client().head(path).status_code == 401
+
+
+def test_head_where_there_is_no_get_is_the_json_405_naming_the_methods(before, api):
+    response = api.head(QUERIES.format("acme") + "/no-such-thing")
+    assert response.status_code == 404
+
+    response = api.head("/api/v1/orgs/acme/settings/claude-api-key")
+
+    assert response.status_code == 405
+    assert response["Allow"] == "PUT, DELETE"
+    assert response["Content-Type"].startswith("application/json")  # the error shape; a HEAD answer has no body
+
+
+def test_a_method_refused_on_an_api_read_names_head_among_the_allowed(before, api):
+    response = api.post("/api/v1/orgs/acme/settings", "{}", "application/json")
+
+    assert response.status_code == 405
+    assert response["Allow"] == "GET, HEAD"
+    assert json_error(response)["message"] == "POST is not allowed here. Use GET, HEAD."

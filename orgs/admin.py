@@ -32,20 +32,25 @@ from orgs.models import (
 
 class MembershipFormSet(BaseInlineFormSet):
     def clean(self) -> None:
-        """Refuse a save that would leave an organisation that had an Owner or Admin with none: no one in it
-        could then save, rotate or remove its Claude API key (a compromised one included)."""
+        """Refuse a save that would leave an organisation that had an active Owner or Admin with none: no one
+        in it could then save, rotate or remove its Claude API key (a compromised one included)."""
         super().clean()
         if any(self.errors) or self.instance.pk is None:
             return
-        managers = self.instance.memberships.filter(role__in=MANAGING_ROLES)
+        # Only an active account counts: a deactivated Owner cannot sign in to manage anything.
+        managers = self.instance.memberships.filter(role__in=MANAGING_ROLES, user__is_active=True)
         had_manager = managers.exists()
         # Rows this formset does not hold (staff who may only add or delete memberships see none) stay as they are.
         untouched = managers.exclude(pk__in=[f.instance.pk for f in self.initial_forms]).exists()
-        roles = [f.cleaned_data.get("role") for f in self.forms if f.cleaned_data and not f.cleaned_data.get("DELETE")]
-        if had_manager and not untouched and not MANAGING_ROLES.intersection(roles):
+        kept = [f.cleaned_data for f in self.forms if f.cleaned_data and not f.cleaned_data.get("DELETE")]
+        # A read-only row's cleaned data is its initial data, which names the user by primary key.
+        managing = [
+            getattr(row.get("user"), "pk", row.get("user")) for row in kept if row.get("role") in MANAGING_ROLES
+        ]
+        if had_manager and not untouched and not User.objects.filter(pk__in=managing, is_active=True).exists():
             raise ValidationError(
-                "This would leave the organisation without an Owner or Admin, so no one in it could manage its "
-                "Claude API key. Keep one, or make another member Owner or Admin in the same save."
+                "This would leave the organisation without an active Owner or Admin, so no one in it could manage "
+                "its Claude API key. Keep one, or make another active member Owner or Admin in the same save."
             )
 
 

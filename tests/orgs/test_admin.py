@@ -175,7 +175,7 @@ class TestOrganisationChange:
         accepted = staff.post(f"{ORGS}{world.acme.pk}/change/", data)
 
         assert refused.status_code == 200
-        assert "This would leave the organisation without an Owner or Admin" in refused.content.decode()
+        assert "This would leave the organisation without an active Owner or Admin" in refused.content.decode()
         assert accepted.status_code == 302
         roles = dict(world.acme.memberships.values_list("user__email", "role"))
         assert roles == {"admin@acme.test": Role.MEMBER, "member@acme.test": Role.ADMIN}
@@ -655,3 +655,18 @@ class TestStaffPrivileges:
         assert response.status_code == 302
         world.acme_owner.refresh_from_db()
         assert world.acme_owner.is_staff
+
+
+def test_staff_cannot_demote_the_last_active_manager_beside_a_deactivated_one(world, staff):
+    # acme's Owner left and was deactivated: its Admin is the only one who can still sign in and manage the key.
+    world.acme_owner.is_active = False
+    world.acme_owner.save(update_fields=["is_active"])
+    data = organisation_admin_form(world.acme)
+    rows = {v: k.removesuffix("-user") for k, v in data.items() if k.endswith("-user")}
+    data[rows[str(world.acme_admin.pk)] + "-role"] = Role.MEMBER
+
+    refused = staff.post(f"{ORGS}{world.acme.pk}/change/", data)
+
+    assert refused.status_code == 200
+    assert "This would leave the organisation without an active Owner or Admin" in refused.content.decode()
+    assert world.acme.memberships.get(user=world.acme_admin).role == Role.ADMIN

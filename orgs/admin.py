@@ -245,10 +245,17 @@ class UserAdmin(BaseUserAdmin):
 
     def save_model(self, request, obj, form, change) -> None:
         """Django's; deactivating an organisation's last active Owner or Admin is allowed (staff may be
-        locking out a compromised account) but staff are told what it leaves behind."""
-        deactivated = change and "is_active" in form.changed_data and not obj.is_active
+        locking out a compromised account) but staff are told what it leaves behind. A deactivation or
+        reactivation reaches the audit log of each organisation the user belongs to."""
+        toggled = change and "is_active" in form.changed_data
+        deactivated = toggled and not obj.is_active
         stranded = _left_without_manager(User.objects.filter(pk=obj.pk)) if deactivated else []
         super().save_model(request, obj, form, change)
+        if toggled:  # each organisation the user belongs to sees it in its audit log, as it would a deletion
+            action = AuditAction.ACCOUNT_DEACTIVATED if deactivated else AuditAction.ACCOUNT_REACTIVATED
+            for membership in Membership.objects.filter(user=obj).select_related("organisation"):
+                detail = f"{obj.email} ({membership.get_role_display()})"
+                _audit_staff(request, membership.organisation, action, detail)
         for org in stranded:
             messages.warning(
                 request,

@@ -174,6 +174,9 @@ class AuditAction(models.TextChoices):
     MEMBER_ADDED = "membership.added", "Member added"
     ROLE_CHANGED = "membership.role_changed", "Role changed"
     MEMBER_REMOVED = "membership.removed", "Member removed"
+    # A deactivated account cannot sign in: an Owner or Admin deactivated no longer manages the key.
+    ACCOUNT_DEACTIVATED = "membership.deactivated", "Member's account deactivated"
+    ACCOUNT_REACTIVATED = "membership.reactivated", "Member's account reactivated"
 
 
 class AuditEvent(models.Model):

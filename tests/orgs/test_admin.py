@@ -670,3 +670,18 @@ def test_staff_cannot_demote_the_last_active_manager_beside_a_deactivated_one(wo
     assert refused.status_code == 200
     assert "This would leave the organisation without an active Owner or Admin" in refused.content.decode()
     assert world.acme.memberships.get(user=world.acme_admin).role == Role.ADMIN
+
+
+def test_deactivating_and_reactivating_a_user_reach_each_organisations_audit_log(world, staff):
+    # Deactivating an Admin decides who may manage the key as much as deleting them does: the customer sees it.
+    target = world.initech_admin
+    staff.post(f"/admin/orgs/user/{target.pk}/change/", user_admin_form(target, is_active=None))
+    target.refresh_from_db()
+    staff.post(f"/admin/orgs/user/{target.pk}/change/", user_admin_form(target, is_active="on"))
+
+    recorded = [(e.action, e.detail, e.via) for e in AuditEvent.objects.filter(organisation=world.initech)]
+    assert recorded == [
+        (AuditAction.ACCOUNT_REACTIVATED, "admin@initech.test (Admin)", "admin"),
+        (AuditAction.ACCOUNT_DEACTIVATED, "admin@initech.test (Admin)", "admin"),
+    ]
+    assert not AuditEvent.objects.exclude(organisation=world.initech).exists()

@@ -14,9 +14,11 @@ from django.utils.text import capfirst
 
 from insights import services as insights_services
 from insights.ratelimit import window_words
+from insights.templatetags.insights_tags import duration
 from opsion.http import client_ip
 from orgs import services
 from orgs.models import (
+    BYOM_PLANS,
     MANAGING_ROLES,
     ApiToken,
     AuditAction,
@@ -98,8 +100,24 @@ class OrganisationAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change) -> None:
         super().save_model(request, obj, form, change)
         if change and "plan" in form.changed_data:
-            old = Plan(form.initial["plan"]).label
-            _audit_staff(request, obj, AuditAction.PLAN_CHANGED, f"{old} → {obj.get_plan_display()}")
+            old = Plan(form.initial["plan"])
+            _audit_staff(request, obj, AuditAction.PLAN_CHANGED, f"{old.label} → {obj.get_plan_display()}")
+            if old in BYOM_PLANS and not obj.allows_byom:
+                self._warn_of_lockout(request, obj)
+
+    def _warn_of_lockout(self, request, org: Organisation) -> None:
+        """Off a BYOM plan a stored key goes unused: the platform key's limit applies at once to the queries
+        already counted, as when the key is removed (whose confirmation says so too)."""
+        if not ClaudeApiKey.objects.filter(organisation=org).exists():
+            return  # it was already on the platform key
+        after = insights_services.window_on_platform_key(org)
+        if not after.remaining:
+            messages.warning(
+                request,
+                f"{org} now uses Opsion's platform key, limited to {after.limit} per rolling window. It has used "
+                f"{after.used} queries in the window, so no one in it can ask AI Insights for about "
+                f"{duration(after.reset_seconds)}.",
+            )
 
     def save_formset(self, request, form, formset, change) -> None:
         """Memberships changed in the inline reach the organisation's own audit log, as its key changes do."""

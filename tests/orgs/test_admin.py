@@ -1,5 +1,6 @@
 """Django admin for Opsion staff: organisations, memberships, users, tokens, audit events, key removal."""
 
+import html
 import re
 
 import pytest
@@ -685,3 +686,33 @@ def test_deactivating_and_reactivating_a_user_reach_each_organisations_audit_log
         (AuditAction.ACCOUNT_DEACTIVATED, "admin@initech.test (Admin)", "admin"),
     ]
     assert not AuditEvent.objects.exclude(organisation=world.initech).exists()
+
+
+def test_a_downgrade_that_locks_an_organisation_out_warns_as_removing_its_key_would(world, staff):
+    # Off a BYOM plan its stored key goes unused: the platform key's 20 apply at once to the 25 already asked.
+    store_key(world.acme, CANARY_KEY)
+    seed_spread(world.acme, 25, oldest=3000, newest=60, source="organisation")
+
+    response = staff.post(
+        f"{ORGS}{world.acme.pk}/change/", organisation_admin_form(world.acme, plan=Plan.PROFESSIONAL), follow=True
+    )
+
+    world.acme.refresh_from_db()
+    assert world.acme.plan == Plan.PROFESSIONAL  # staff may downgrade; they are told what it does
+    text = html.unescape(" ".join(re.sub(r"<[^>]+>", "", response.content.decode()).split()))
+    assert (
+        "Acme Digital Assets now uses Opsion's platform key, limited to 20 per rolling window. It has used 25 "
+        "queries in the window, so no one in it can ask AI Insights for about 21 min." in text
+    )
+    assert CANARY_KEY not in response.content.decode()
+
+
+def test_a_downgrade_within_the_platform_limit_is_not_warned_about(world, staff):
+    store_key(world.acme, CANARY_KEY)
+    seed_spread(world.acme, 5, oldest=3000, newest=60, source="organisation")
+
+    response = staff.post(
+        f"{ORGS}{world.acme.pk}/change/", organisation_admin_form(world.acme, plan=Plan.PROFESSIONAL), follow=True
+    )
+
+    assert "no one in it can ask AI Insights" not in response.content.decode()

@@ -35,6 +35,7 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("admin/login/", org_views.admin_sign_in),  # before admin's own: see the view
     path("admin/logout/", org_views.admin_sign_out),
+    path("admin/password_change/", org_views.admin_password_change),  # with a guess limit: see the view
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     # Browsers ask for /favicon.ico on pages that name no icon (Django admin, raw error pages).

@@ -99,6 +99,17 @@ def sign_in_succeeded(request: HttpRequest) -> None:
         get_usage(request, group=f"sign-in-{name}-ok", key=key, rate=SIGN_IN_RATE, increment=True)
 
 
+@_fail_open(False)
+def password_change_attempt(*, user) -> bool:
+    """Count this attempt at admin's password change before the old password is checked; True when it must
+    be refused: 10 attempts in 15 minutes. Someone holding a staff member's session could otherwise guess the
+    password, which outlives the session. Every attempt counts (a real change is rare), as sign-in counts them."""
+    usage = get_usage(
+        None, group="password-change", key=lambda _g, _r: f"user:{user.pk}", rate=SIGN_IN_RATE, increment=True
+    )
+    return usage is not None and usage["count"] > usage["limit"]
+
+
 def _guard(group: str, rate: str, keys: list[str], message: str, retry_after: int) -> None:
     # Keyed by values, not by the request: the services call these after their access checks.
     for value in keys:

@@ -93,6 +93,29 @@ def admin_sign_in(request: HttpRequest) -> HttpResponse:
     raise PermissionDenied
 
 
+def _admin_password_change(request: HttpRequest) -> HttpResponse:
+    # Through admin_view, as admin's own URL serves it: its staff check (and CSRF protection) included.
+    return admin.site.admin_view(admin.site.password_change, cacheable=True)(request)
+
+
+PASSWORD_CHANGE_LOCKED = "Too many attempts to change your password. Please wait 15 minutes and try again."
+
+
+@sensitive_post_parameters("old_password", "new_password1", "new_password2")
+def admin_password_change(request: HttpRequest) -> HttpResponse:
+    """Admin's password change, with a guess limit: the 11th attempt in 15 minutes is not even checked, and the
+    form comes back empty (429) saying why. Admin's own view does the rest, its staff check included."""
+    user = request.user
+    if request.method == "POST" and user.is_active and user.is_staff and guards.password_change_attempt(user=user):
+        messages.error(request, PASSWORD_CHANGE_LOCKED)
+        request.method = "GET"  # admin's form again, unbound
+        response = _admin_password_change(request)
+        response.status_code = 429
+        response["Retry-After"] = str(guards.SIGN_IN_WINDOW_SECONDS)
+        return response
+    return _admin_password_change(request)
+
+
 def admin_sign_out(request: HttpRequest) -> HttpResponse:
     """Admin's sign-out address: its own button POSTs and signs out as admin does; a typed or bookmarked
     address (a GET) gets the site's sign-out page with its button, not a bare 405."""

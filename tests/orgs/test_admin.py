@@ -726,3 +726,20 @@ def test_a_token_list_cannot_be_filtered_by_the_tokens_hash(world, staff, lookup
 
     assert staff.get("/admin/orgs/apitoken/", {lookup: "a"}).status_code == 400
     assert staff.get("/admin/orgs/apitoken/", {"user__id__exact": world.acme_member.pk}).status_code == 200
+
+
+def test_guessing_the_old_password_on_admins_password_change_is_stopped_after_ten_tries(world, staff):
+    # Someone holding a staff member's session could otherwise try passwords there without limit, and learn
+    # the one that outlives the session. The eleventh try within 15 minutes is not even checked.
+    url = "/admin/password_change/"
+    guess = {"old_password": "wrong", "new_password1": "a-New-passw0rd-1", "new_password2": "a-New-passw0rd-1"}
+    for _ in range(10):
+        assert staff.post(url, guess).status_code == 200  # the form again, saying the old password is wrong
+
+    locked = staff.post(url, {**guess, "old_password": PASSWORD})
+
+    assert locked.status_code == 429 and locked["Retry-After"] == "900"
+    assert "Too many attempts to change your password" in locked.content.decode()
+    world.staff.refresh_from_db()
+    assert world.staff.check_password(PASSWORD)  # not changed, though the old password was right
+    assert console(world.acme_admin).post(url, guess).status_code == 302  # not staff: admin's own redirect

@@ -131,16 +131,20 @@ TEMPLATES = [
 
 
 def _database() -> dict:
-    """DATABASE_URL as Django's settings. A URL naming no engine stops start-up with a message that does not
-    print it: django-environ's own warning would print it whole, password included, to the start-up log."""
+    """DATABASE_URL as Django's settings. A URL naming no engine, or one urllib cannot split, stops start-up with
+    a message that does not print it: django-environ's own warning would print it whole, password included, to
+    the start-up log, and urllib's "Port could not be cast to integer value as '…'" would print what it took
+    for the port, which for a password holding an unencoded "/" is the password."""
     url = env.str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        config = environ.Env.db_url_config(url)
+    refusal = "DATABASE_URL is not a database URL: postgres://USER:PASSWORD@HOST:5432/NAME, or sqlite:///PATH."
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            config = environ.Env.db_url_config(url)
+    except ValueError:
+        raise ImproperlyConfigured(refusal + " Percent-encode a /, # or ? in the password.") from None
     if not config.get("ENGINE"):
-        raise ImproperlyConfigured(
-            "DATABASE_URL is not a database URL: postgres://USER:PASSWORD@HOST:5432/NAME, or sqlite:///PATH."
-        )
+        raise ImproperlyConfigured(refusal)
     return config
 
 

@@ -83,7 +83,17 @@ def test_start_up_refuses_a_support_url_that_is_not_a_web_or_mail_address(url):
     assert "ImproperlyConfigured: SUPPORT_URL must be an https://, http:// or mailto: address." in result.stderr
 
 
-@pytest.mark.parametrize("url", ["postgres//opsion:db-password-canary@db/opsion", "db-password-canary"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres//opsion:db-password-canary@db/opsion",
+        "db-password-canary",
+        # A generated password holding "/" that was not percent-encoded: urllib reads what precedes it as the
+        # port and its ValueError ("Port could not be cast…") would print the password to the start-up log.
+        "postgres://opsion:db-password-canary/x@db:5432/opsion",
+        "postgres://opsion@db:db-password-canary/opsion",
+    ],
+)
 def test_start_up_stops_on_a_malformed_database_url_without_printing_it(url):
     result = run_python(["manage.py", "check"], production_env(DATABASE_URL=url))
 

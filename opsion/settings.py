@@ -8,6 +8,7 @@ import math
 import re
 import warnings
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from cryptography.fernet import Fernet
@@ -203,11 +204,23 @@ def _redis_url() -> str:
     never prints the URL (it may hold a password)."""
     url = env.str("REDIS_URL", default="").strip()
     schemes = ("redis://", "rediss://", "unix://")
-    if url and not all(server.strip().lower().startswith(schemes) for server in re.split("[;,]", url)):
+    servers = [server.strip() for server in re.split("[;,]", url)] if url else []
+    if not all(server.lower().startswith(schemes) and _splits(server) for server in servers):
         raise ImproperlyConfigured(
-            "REDIS_URL must be a redis://, rediss:// or unix:// address, e.g. redis://127.0.0.1:6379/0."
+            "REDIS_URL must be a redis://, rediss:// or unix:// address, e.g. redis://127.0.0.1:6379/0 "
+            "(percent-encode a /, # or ? in the password)."
         )
     return url
+
+
+def _splits(url: str) -> bool:
+    """Whether redis-py can read the address's port: urllib takes whatever precedes an unencoded "/" in the
+    password for the port, and redis-py's ValueError at the first guard would leave every guard failing open."""
+    try:
+        port = urlsplit(url).port  # raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    return port is None or port >= 0
 
 
 REDIS_URL = _redis_url()

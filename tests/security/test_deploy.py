@@ -103,7 +103,14 @@ def test_start_up_stops_on_a_malformed_database_url_without_printing_it(url):
 
 
 @pytest.mark.parametrize(
-    "url", ["127.0.0.1:6379", "redis//:redis-password-canary@cache:6379/0", "redis://a:6379;cache:6379"]
+    "url",
+    [
+        "127.0.0.1:6379",
+        "redis//:redis-password-canary@cache:6379/0",
+        "redis://a:6379;cache:6379",
+        # A password holding an unencoded "/": redis-py would take "redis-password-canary" for the port.
+        "redis://:redis-password-canary/x@cache:6379/0",
+    ],
 )
 def test_start_up_stops_on_a_redis_url_the_guards_could_never_use(url):
     # Accepted, every guard would fail open on every request, with `check --deploy` clean.

@@ -231,3 +231,17 @@ class TestSeedDemo:
         assert Organisation.objects.get(slug="acme").plan == Plan.INSTITUTIONAL
         assert Membership.objects.get(user__email="member@acme.test").role == Role.MEMBER
         assert authenticate(username="owner@acme.test", password="back-again-1") is not None
+
+    def test_reset_lets_every_demo_user_sign_in_again_with_the_documented_rights(self, db):
+        # Staff may deactivate a user in admin, or make one staff; --reset puts the README's table back, and
+        # a deactivated demo user could not sign in with any password.
+        run("seed_demo", "--force")
+        User.objects.filter(email__in=["member@acme.test", "staff@opsion.test"]).update(is_active=False)
+        User.objects.filter(email="owner@globex.test").update(is_staff=True, is_superuser=True)
+
+        run("seed_demo", "--force", "--reset", "--password", "back-again-1")
+
+        assert authenticate(username="member@acme.test", password="back-again-1") is not None
+        assert authenticate(username="staff@opsion.test", password="back-again-1") is not None
+        globex_owner = User.objects.get(email="owner@globex.test")
+        assert not globex_owner.is_staff and not globex_owner.is_superuser

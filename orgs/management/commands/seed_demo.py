@@ -31,7 +31,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--force", action="store_true")
         parser.add_argument(
-            "--reset", action="store_true", help="Put the demo plans, roles and passwords back as documented."
+            "--reset",
+            action="store_true",
+            help="Put the demo plans, roles, passwords and accounts (active, staff or not) back as documented.",
         )
 
     @transaction.atomic
@@ -46,7 +48,7 @@ class Command(BaseCommand):
         for slug, name, plan in ORGANISATIONS:
             orgs[slug] = self._ensure(Organisation, {"slug": slug}, {"name": name, "plan": plan})
         for email, slug, role in MEMBERS:
-            user = self._user(email, password)
+            user = self._user(email, password, is_staff=False, is_superuser=False)
             self._ensure(Membership, {"user": user, "organisation": orgs[slug]}, {"role": role})
         self._user("staff@opsion.test", password, is_staff=True, is_superuser=True)
         if self.kept:
@@ -66,12 +68,17 @@ class Command(BaseCommand):
         return row
 
     def _user(self, email: str, password: str, **flags) -> User:
+        # Active, with the table's rights: staff may have deactivated a demo user in admin (who could then not
+        # sign in with any password) or made one staff; --reset puts that back too.
+        flags["is_active"] = True
         user, created = User.objects.get_or_create(email=email, defaults=flags)
         self.kept_users |= not created and not self.set_password
         self.kept |= self.kept_users
-        if created or self.set_password:
+        if not (created or self.set_password):  # --reset sets the password too
+            return user
+        if self.reset:
             for flag, value in flags.items():
                 setattr(user, flag, value)
-            user.set_password(password)
-            user.save()
+        user.set_password(password)
+        user.save()
         return user

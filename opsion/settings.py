@@ -25,7 +25,9 @@ DEBUG = env.bool("DEBUG", default=False)
 
 
 def _required(name: str, hint: str) -> str:
-    value = env.str(name, default="")
+    # Read as it is: django-environ takes a value starting with "$" for the name of another variable, so a
+    # generated secret such as "$Xy9…" would read as unset (and "$HOME" as the home directory).
+    value = env.ENVIRON.get(name, "")
     if not value:
         raise ImproperlyConfigured(f"{name} is not set. {hint}")
     return value

@@ -51,6 +51,18 @@ def test_start_up_stops_and_names_a_missing_secret(variable, value):
     assert f"ImproperlyConfigured: {variable} is not set." in result.stderr, result.stderr[-2000:]
 
 
+def test_a_secret_key_starting_with_a_dollar_sign_is_taken_as_it_is():
+    # django-environ reads a value starting with "$" as the name of another variable: a generated secret
+    # such as "$Xy9…" would stop start-up with "SECRET_KEY is not set", and "$HOME" would become "/root".
+    secret = "$" + secrets.token_urlsafe(50)
+    show = "from django.conf import settings; print(settings.SECRET_KEY)"
+
+    result = run_python(["manage.py", "shell", "-c", show], production_env(SECRET_KEY=secret))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == secret
+
+
 @pytest.mark.parametrize(
     "keys, message",
     [

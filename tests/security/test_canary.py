@@ -26,6 +26,7 @@ from django.test import Client, RequestFactory
 from django.urls import URLResolver, get_resolver, resolve
 from django.urls.resolvers import RegexPattern, RoutePattern
 
+from insights import claude, keys
 from insights.models import InsightQuery
 from opsion.reporting import KeySafeExceptionReporterFilter, redact
 from orgs import services
@@ -487,3 +488,16 @@ def test_error_reports_hide_the_platform_key_and_the_encryption_keys_by_value_wh
         assert reporter.cleanse_special_types(request, f"headers: {secret}") == reporter.cleansed_substitute
         assert redact(f"headers: {secret}") == "headers: [redacted]"
     assert reporter.cleanse_special_types(request, "nothing secret here") == "nothing secret here"
+
+
+def test_the_streaming_generator_holds_no_local_that_shows_the_key(world, acme_key, fake_anthropic):
+    # Django's error reports show every frame's locals and cannot filter a generator's (sensitive_variables
+    # wraps only ordinary functions): the plain key must live only in `claude._client`'s frame and the client.
+    answer = claude.stream_answer(secret=keys.resolve(world.acme).secret, query="What is MiCAR?")
+    next(answer)  # suspended mid-answer, the SDK's stream open
+
+    shown = {name: repr(value) for name, value in answer.gi_frame.f_locals.items()}
+    answer.close()
+
+    assert "client" in shown  # the frame looked at is the one talking to Anthropic
+    assert not [name for name, text in shown.items() if GOOD_KEY in text], shown

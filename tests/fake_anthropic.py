@@ -14,7 +14,8 @@ Behaviour is chosen per API key (`fake.behave(key, "auth_error")`) or for every 
 - "midstream_error": streams part of the answer, then an `error` event;
 - "hold": streams the first delta, then waits until `fake.release` is set (to prove streaming);
 - "pings": opens the stream, sends only `ping` events (Anthropic's keep-alives) for `fake.delay` seconds,
-  then answers.
+  then answers;
+- "redirect": a 307 to another path of the fake (which a client must not follow).
 """
 
 import json

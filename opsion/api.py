@@ -48,6 +48,10 @@ class NotJson(Exception):
     """The request body is not declared as JSON."""
 
 
+class NotAnObject(ValueError):
+    """The request body is JSON, but not an object."""
+
+
 class JsonParser(Parser):
     """Request bodies are UTF-8 JSON, declared as such: a form post or text/plain body is refused with 415, not
     guessed at."""
@@ -58,7 +62,10 @@ class JsonParser(Parser):
             raise NotJson()
         # UTF-8 (a byte-order mark tolerated, as RFC 8259 allows), decoded here: json.loads would quietly take
         # bytes in UTF-16 or UTF-32 too. A UnicodeDecodeError is the 400 "must be UTF-8 encoded JSON".
-        return json.loads(request.body.decode("utf-8-sig"))
+        data = json.loads(request.body.decode("utf-8-sig"))
+        if not isinstance(data, dict):  # every body is an object: "must be a JSON object", not "`query` is required"
+            raise NotAnObject()
+        return data
 
 
 def _read_only(view):

@@ -162,6 +162,18 @@ def test_a_body_nested_too_deeply_gets_the_same_message_as_any_other_non_object(
     assert json_error(response)["message"] == "The request body must be a JSON object."
 
 
+@pytest.mark.parametrize("body", [b"[1]", b'"sk-ant-x"', b"42", b"null", b"true"])
+@pytest.mark.parametrize("path", [KEY, QUERIES])
+def test_a_body_that_is_json_but_not_an_object_says_so(before, api, path, body):
+    method = api.put if path == KEY else api.post
+
+    response = method(path.format("acme"), body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert json_error(response) == {"code": "invalid_request", "message": "The request body must be a JSON object."}
+    assert _state() == before
+
+
 def test_a_host_we_do_not_serve_is_refused_in_the_json_error_shape(before, api):
     # A client reaching the API under a name missing from ALLOWED_HOSTS (a new domain, a proxy mistake).
     response = api.get("/api/v1/orgs/acme/settings", HTTP_HOST="api.not-ours.example")

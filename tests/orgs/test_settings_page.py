@@ -296,6 +296,27 @@ class TestFullAuditLog:
 
         assert rows[1][2:4] == ["'+SUM(A1)", "'=cmd@x.test"]
 
+    @pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+    def test_every_start_a_spreadsheet_reads_as_a_formula_is_defused(self, world, start):
+        # An e-mail address may start with "-" (staff add members by address; it lands in the detail and the actor),
+        # and "@", a tab or a carriage return start a formula in Excel or LibreOffice as "=" does.
+        AuditEvent.objects.create(
+            organisation=world.acme, action=AuditAction.MEMBER_ADDED, actor_email=f"{start}1+1@x.test", detail=start
+        )
+
+        rows = csv_of(world.acme_owner, "acme")
+
+        assert rows[1][2:4] == [f"'{start}", f"'{start}1+1@x.test"]
+
+    def test_the_csv_holds_only_this_organisations_events(self, world):
+        record_events(world.acme, 2)
+        record_events(world.initech, 3, actor_email="admin@initech.test")
+
+        rows = csv_of(world.acme_admin, "acme")
+
+        assert len(rows) == 1 + 2
+        assert "admin@initech.test" not in str(rows)
+
     def test_the_csv_says_it_is_utf_8_so_a_spreadsheet_does_not_garble_plan_and_role_changes(self, world):
         # Excel reads a CSV without a byte-order mark in the machine's legacy code page: every "→" of a plan or
         # role change would read "â†’". The mark is how a spreadsheet knows the file is UTF-8.

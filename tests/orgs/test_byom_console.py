@@ -272,6 +272,20 @@ def test_a_confirmation_left_open_while_another_admin_replaced_the_key_keeps_the
     assert audit_actions(world.acme) == [AuditAction.KEY_SAVED]  # the Admin's save; no removal
 
 
+def test_another_organisations_key_does_not_stand_in_the_way_of_a_confirmed_removal(world):
+    # Only this organisation's key can have been replaced since the confirmation: another's, saved at its own
+    # time, is no reason to refuse (nor is it touched).
+    store_key(world.initech, OTHER_KEY)
+    store_key(world.acme, GOOD_KEY)
+    admin = console(world.acme_admin)
+
+    response = admin.post(remove_url("acme"), confirmation_form(admin, "acme"))
+
+    assert response.status_code == 302
+    assert stored_key(world.acme) is None
+    assert stored_key(world.initech) == OTHER_KEY
+
+
 def test_a_confirmation_whose_key_time_was_tampered_with_removes_nothing(world):
     store_key(world.acme, GOOD_KEY)
 

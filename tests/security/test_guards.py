@@ -1,5 +1,6 @@
 """Abuse guards: sign-in, key changes and token creation are refused with 429 past their limits."""
 
+import re
 import socket
 import threading
 import time
@@ -11,6 +12,7 @@ import redis
 from django.contrib.auth import forms as auth_forms
 from django.test import Client, RequestFactory
 
+from insights.models import InsightQuery
 from orgs import guards
 from orgs.models import ApiToken, AuditEvent, ClaudeApiKey
 from tests.base import GOOD_KEY, OTHER_KEY, PASSWORD
@@ -399,6 +401,19 @@ def test_with_redis_down_key_changes_still_work(world, redis_down):
 
     assert response.status_code == 200
     assert ClaudeApiKey.objects.filter(organisation=world.acme).exists()
+
+
+def test_with_redis_down_a_question_sent_without_javascript_is_still_asked(world, redis_down, fake_anthropic, caplog):
+    # The double-submit guard fails open: with it failing closed every plain post would be told its question
+    # "was asked once" (and nothing asked) for as long as Redis was away.
+    client = console(world.globex_member)
+    once = re.search(r'name="once" value="([^"]+)"', client.get("/orgs/globex/insights/").content.decode()).group(1)
+
+    response = client.post("/orgs/globex/insights/", {"query": "Which reserve rules apply?", "once": once})
+
+    assert response.status_code == 302 and "?answered=" in response["Location"]
+    assert InsightQuery.objects.filter(organisation=world.globex).count() == 1
+    assert "abuse guard claim_form skipped: cache unavailable" in caplog.text
 
 
 # An app server with the production cache settings (REDIS_URL) runs the sign-in and key-write guards.

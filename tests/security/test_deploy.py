@@ -159,6 +159,9 @@ def test_start_up_stops_on_an_unknown_log_level_naming_the_variable():
         ("INSIGHTS_WINDOW_SECONDS", "0", "INSIGHTS_WINDOW_SECONDS must be a number of at least 1, e.g. 3600."),
         ("INSIGHTS_BYOM_LIMIT", "-1", "INSIGHTS_BYOM_LIMIT must be a number of at least 0, e.g. 200."),
         ("CONN_MAX_AGE", "1.5", "CONN_MAX_AGE must be a number, e.g. 60."),
+        # 0 would make every call to Anthropic a 400, or refuse every question as too long.
+        ("ANTHROPIC_MAX_TOKENS", "0", "ANTHROPIC_MAX_TOKENS must be a number of at least 1, e.g. 1024."),
+        ("INSIGHTS_MAX_QUERY_CHARS", "0", "INSIGHTS_MAX_QUERY_CHARS must be a number of at least 1, e.g. 4000."),
     ],
 )
 def test_start_up_stops_on_a_numeric_setting_that_is_not_a_sensible_number(variable, value, message):

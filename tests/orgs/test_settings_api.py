@@ -461,6 +461,8 @@ class TestAuditEvents:
         assert [i["description"] for i in last["items"]] == ["Claude API key saved: event 0"] and last[
             "hasMore"
         ] is False
+        exact = read(limit=5)  # the log ends exactly where the page does: no empty page after it
+        assert len(exact["items"]) == 5 and exact["hasMore"] is False
 
     def test_it_never_promises_a_page_beyond_the_offset_cap(self, world, monkeypatch):
         # The cap is 1,000,000: lowered here to 3 events, as a client paging by `hasMore` would meet it.

@@ -3,6 +3,7 @@
 import html
 import re
 import time
+import types
 import warnings
 from datetime import timedelta
 
@@ -534,6 +535,25 @@ def test_a_double_click_without_javascript_asks_and_bills_the_question_once(worl
     assert InsightQuery.objects.filter(organisation=world.globex).count() == 1
     assert "That question was sent twice, so it was asked once" in text_of(second)
     assert "Which reserve rules apply?" in text_of(second)  # in "Your recent queries"
+
+
+def test_ask_pressed_again_long_after_the_first_still_asks_and_bills_once(world, fake_anthropic, console, monkeypatch):
+    # Without JavaScript nothing shows an answer is on its way, and one may take minutes (ANTHROPIC_TIMEOUT_SECONDS
+    # bounds each read): the form's claim must outlast an impatient second press, not only a double click.
+    import django.core.cache.backends.base
+    import django.core.cache.backends.locmem
+
+    client = console(world.globex_member)
+    form = {"query": "Which reserve rules apply?", "once": once_of(client.get(PAGE.format("globex")).content.decode())}
+    client.post(PAGE.format("globex"), form)
+    later = types.SimpleNamespace(time=lambda: time.time() + 600)
+    for module in (django.core.cache.backends.base, django.core.cache.backends.locmem):
+        monkeypatch.setattr(module, "time", later)
+
+    again = client.post(PAGE.format("globex"), form, follow=True)
+
+    assert InsightQuery.objects.filter(organisation=world.globex).count() == 1
+    assert "That question was sent twice, so it was asked once" in text_of(again)
 
 
 def test_a_form_restored_by_back_still_asks_a_different_question(world, fake_anthropic, console):

@@ -119,6 +119,19 @@ def test_a_key_anthropic_rejected_is_flagged_on_the_insights_page_before_anyone_
     assert message not in fixed
 
 
+def test_without_javascript_a_rejected_key_says_what_to_do_as_the_script_does(world, console, acme_key, fake_anthropic):
+    # The streamed page adds this to the message (insights.js); the plain post's page must too, or a
+    # Member reads "Update it in Settings" with no way to, and an Admin gets no link.
+    fake_anthropic.behave(acme_key, "auth_error")
+    message = "Your organisation&#x27;s Claude API key is invalid. Update it in Settings → AI Insights."
+
+    member = console(world.acme_member).post(PAGE.format("acme"), {"query": "MiCAR?"}).content.decode()
+    admin = console(world.acme_admin).post(PAGE.format("acme"), {"query": "MiCAR?"}).content.decode()
+
+    assert f'role="alert">{message} Ask an Owner or Admin of your organisation to update it.</p>' in member
+    assert f'role="alert">{message} <a href="/orgs/acme/settings/#byom">Go to Settings</a>.</p>' in admin
+
+
 def test_a_key_the_server_cannot_read_is_flagged_on_the_insights_page_before_anyone_asks(
     world, console, acme_key, settings
 ):

@@ -72,6 +72,15 @@ def page(context: BrowserContext, console: ConsoleLog) -> Iterator[Page]:
 
 
 @pytest.fixture
+def page_without_script(browser: Browser) -> Iterator[Page]:
+    """A page in a browser with JavaScript turned off: the console as plain forms and full page loads."""
+    ctx = browser.new_context(viewport=LAPTOP, locale="en-GB", timezone_id="UTC", java_script_enabled=False)
+    ctx.set_default_timeout(8000)
+    yield ctx.new_page()
+    ctx.close()
+
+
+@pytest.fixture
 def app(live_server, fake_anthropic, world):
     """The running app with its world, pointed at the fake Anthropic server."""
     yield live_server

@@ -14,6 +14,7 @@ from orgs import services as org_services
 from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Role
 from tests.base import GOOD_KEY, make_user
 from tests.browser.support import PHONE, assert_no_serious_accessibility_violations, screenshot, sign_in
+from tests.insights.helpers import seed
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -319,6 +320,26 @@ def test_a_refused_token_name_takes_focus_like_a_refused_key_does(app, page, con
     expect(page.locator("#token-name-error")).to_have_text("This field is required.")
 
     expect(page.get_by_label("Token name")).to_be_focused()
+
+
+def test_without_javascript_a_refused_question_takes_focus_and_is_described_by_the_refusal(
+    app, page_without_script, world
+):
+    # WCAG 4.1.3 / 2.4.3: the refusal comes on a new page load, where its role=alert is not announced and
+    # focus starts at the top; as a refused key does, the question takes focus with the refusal read with it.
+    page = page_without_script
+    seed(world.acme, *[600] * 20, user=world.acme_member)  # the platform key's 20 used ten minutes ago
+    sign_in(page, app.url, "member@acme.test")
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#answer-error").get_by_role("alert")).to_have_text(
+        "Rate limit reached (20/hour). Try again in 50 min."
+    )
+
+    question = page.get_by_label("Your question")
+    expect(question).to_be_focused()
+    expect(question).to_have_value("What does MiCAR say about white papers?")
+    expect(question).to_have_accessible_description("Rate limit reached (20/hour). Try again in 50 min.")
 
 
 def test_the_new_token_is_where_focus_lands(app, page):

@@ -135,8 +135,14 @@ def test_asking_after_the_session_expired_leads_to_sign_in_not_a_blank_answer(ap
     page.get_by_label("E-mail").fill("member@acme.test")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_label("Your question")).to_have_value("What does MiCAR say about white papers?")
+    question = page.get_by_label("Your question")
+    expect(question).to_have_value("What does MiCAR say about white papers?")
     expect(page.locator("#ask-status")).to_have_text(
+        "You were signed out before this question was sent: nothing was asked yet. Press Ask to send it."
+    )
+    # Said on a page load, where a role=status is not announced: focus starts on the question, read with it.
+    expect(question).to_be_focused()
+    expect(question).to_have_accessible_description(
         "You were signed out before this question was sent: nothing was asked yet. Press Ask to send it."
     )
     page.reload()

@@ -305,7 +305,8 @@ def token_create(request: HttpRequest, slug: str) -> HttpResponse:
             return _settings_page(request, membership, status=409, token_error=TOKEN_ALREADY_CREATED)
         token, raw = services.api_token_create(user=request.user, name=form.cleaned_data["name"])
     except Refused as refused:
-        return _refused_page(request, membership, refused, token_error=refused.message)
+        # Too many new tokens: the name typed stays in the box for when the guard lets it through.
+        return _refused_page(request, membership, refused, token_error=refused.message, token_form=form)
     if once:
         request.session[TOKEN_FORMS_USED] = [*used, once][-20:]
     return _settings_page(request, membership, new_token=raw, new_token_name=token.name)

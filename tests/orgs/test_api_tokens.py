@@ -309,6 +309,19 @@ def test_creating_many_tokens_quickly_is_refused_in_words(world):
     assert ApiToken.objects.count() == 10
 
 
+def test_a_name_refused_for_too_many_new_tokens_is_still_in_the_box(world):
+    client = console(world.acme_admin)
+    for n in range(10):
+        create_in_console(client, f"t{n}")
+
+    refused = client.post(CREATE, {"name": "Nightly compliance export"}).content.decode()
+    after = client.get("/orgs/acme/settings/").content.decode()
+
+    # Typed text survives a refusal, as a question does on the insights page; a fresh page starts empty.
+    assert re.search(r'<input type="text" name="name" id="id_name"[^>]* value="Nightly compliance export"', refused)
+    assert "Nightly compliance export" not in after
+
+
 def test_reloading_a_new_token_page_after_the_cache_claim_expired_creates_nothing(world):
     # The session's list of used forms refuses the reload on its own: the shared cache's claim is gone
     # (days later, or Redis restarted).

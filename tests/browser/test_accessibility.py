@@ -13,7 +13,7 @@ from insights.models import InsightQuery, KeySource, Outcome
 from orgs import services as org_services
 from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Role
 from tests.base import GOOD_KEY, make_user
-from tests.browser.support import PHONE, assert_no_serious_accessibility_violations, screenshot, sign_in
+from tests.browser.support import PHONE, assert_no_accessibility_violations, screenshot, sign_in
 from tests.insights.helpers import seed
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -44,7 +44,7 @@ def ask(page, question: str) -> None:
 
 
 @pytest.mark.parametrize("state", SETTINGS_STATES)
-def test_settings_page_has_no_serious_accessibility_violations(app, page, world, console, state):
+def test_settings_page_has_no_accessibility_violations(app, page, world, console, state):
     email, stored, status = SETTINGS_STATES[state]
     if stored:
         save_key(world, status)
@@ -62,20 +62,20 @@ def test_settings_page_has_no_serious_accessibility_violations(app, page, world,
     expect(page.get_by_role("heading", name="Settings", exact=True)).to_be_visible()
 
     screenshot(page, f"settings-{state}")
-    assert_no_serious_accessibility_violations(page)
+    assert_no_accessibility_violations(page)
 
 
-def test_insights_page_with_an_answer_has_no_serious_accessibility_violations(app, page):
+def test_insights_page_with_an_answer_has_no_accessibility_violations(app, page):
     sign_in(page, app.url, "member@acme.test")
     ask(page, "What must a crypto-asset service provider do to obtain authorisation under MiCAR?")
     expect(page.locator("#answer-body h3")).to_be_visible()
     expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()
 
     screenshot(page, "insights-answer")
-    assert_no_serious_accessibility_violations(page)
+    assert_no_accessibility_violations(page)
 
 
-def test_insights_page_at_the_limit_has_no_serious_accessibility_violations(app, page, world, console):
+def test_insights_page_at_the_limit_has_no_accessibility_violations(app, page, world, console):
     console.allow(429)
     # The team has used the hour's twenty queries; two of them were this member's.
     earlier = timezone.now() - timedelta(minutes=12)
@@ -103,10 +103,10 @@ def test_insights_page_at_the_limit_has_no_serious_accessibility_violations(app,
     expect(page.locator("#answer-error")).to_contain_text("Rate limit reached (20/hour)")
 
     screenshot(page, "insights-limit-reached")
-    assert_no_serious_accessibility_violations(page)
+    assert_no_accessibility_violations(page)
 
 
-def test_the_full_audit_log_has_no_serious_accessibility_violations_and_fits_a_phone(app, page, world):
+def test_the_full_audit_log_has_no_accessibility_violations_and_fits_a_phone(app, page, world):
     AuditEvent.objects.bulk_create(
         AuditEvent(
             organisation=world.acme, action=AuditAction.KEY_SAVED, actor_email="admin@acme.test", ip="203.0.113.5"
@@ -118,7 +118,7 @@ def test_the_full_audit_log_has_no_serious_accessibility_violations_and_fits_a_p
     page.get_by_role("link", name="Full audit log").click()
     expect(page.get_by_role("heading", name="Audit log", exact=True)).to_be_visible()
     expect(page.get_by_role("link", name="Settings", exact=True)).to_have_attribute("aria-current", "page")
-    assert_no_serious_accessibility_violations(page)
+    assert_no_accessibility_violations(page)
 
     page.set_viewport_size(PHONE)
     page.get_by_role("link", name="Older").click()
@@ -142,7 +142,7 @@ def test_pages_fit_a_phone_width_screen(app, page, world):
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "the open menu scrolls sideways"
     page.keyboard.press("Escape")
     screenshot(page, "insights-phone")
-    assert_no_serious_accessibility_violations(page)
+    assert_no_accessibility_violations(page)
 
     org_services.api_token_create(user=world.acme_admin, name="Quarterly reporting pipeline")
     page.goto(f"{app.url}/orgs/acme/settings/")
@@ -230,7 +230,7 @@ def test_a_wide_table_and_code_in_an_answer_stay_readable_on_a_phone(app, page, 
     assert code.evaluate("el => getComputedStyle(el).backgroundColor") == "rgba(0, 0, 0, 0)"
     assert code.evaluate("el => getComputedStyle(el).color") == "rgb(226, 232, 240)"
     screenshot(page, "insights-phone-table", docs=False)
-    assert_no_serious_accessibility_violations(page)
+    assert_no_accessibility_violations(page)
 
 
 # WCAG contrast of an element's outline and of its border with the first opaque background behind it.

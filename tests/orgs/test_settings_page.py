@@ -270,6 +270,9 @@ class TestFullAuditLog:
         assert 'rel="next">Older</a>' in first and 'rel="prev">Newer</a>' in second
         assert re.findall(r"event (\d+)", beyond) == details[1]  # out of range: the last page
         assert "initech" not in first + second
+        # Each page is told apart in the browser's tabs and history, as a screen reader announces it.
+        assert "<title>Audit log, page 1 of 2 · Acme Digital Assets · Opsion</title>" in first
+        assert "<title>Audit log, page 2 of 2 · Acme Digital Assets · Opsion</title>" in second
 
     def test_the_csv_holds_every_event_and_keeps_staff_networks_out(self, world):
         record_events(world.acme, 120)

@@ -100,7 +100,9 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
         if wants_stream:
             response = refused_json(refused)
             return add_ratelimit_headers(response, services.window_after(refused, membership.organisation))
-        page = _page(request, membership, status=refused.status, error=refused, draft=text)
+        # What was typed stays in the box, even when a suggestion button sent its own question instead.
+        typed = request.POST.get("query", "")
+        page = _page(request, membership, status=refused.status, error=refused, draft=typed if typed.strip() else text)
         if refused.retry_after is not None:
             page["Retry-After"] = str(refused.retry_after)
         return page

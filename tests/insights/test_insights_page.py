@@ -326,6 +326,21 @@ def test_a_suggestion_button_wins_over_a_draft_left_in_the_box(world, fake_anthr
     assert fake_anthropic.requests[-1]["body"]["messages"][0]["content"] == suggestion
 
 
+def test_a_refused_suggestion_leaves_the_question_typed_in_the_box_where_it_was(world, fake_anthropic, console):
+    # Without JavaScript a suggestion button sends its own question; refused (over the limit), the box comes
+    # back with what was typed in it, not the suggestion, which is still a button away.
+    seed_spread(world.globex, 20, oldest=1800, newest=60)
+    typed = "How long may a CASP keep client records?"
+
+    response = console(world.globex_member).post(
+        PAGE.format("globex"), {"query": typed, "suggestion": SUGGESTED_QUERIES[2]}
+    )
+
+    assert response.status_code == 429
+    assert f">{typed}</textarea>" in response.content.decode()
+    assert not fake_anthropic.requests
+
+
 def answer_card(page: str) -> str:
     return page[page.index('id="answer"') : page.index('id="answer-body"')]
 

@@ -24,7 +24,11 @@ router = Router(tags=["insights"])
 
 
 class QueryIn(Schema):
-    query: str
+    # Stated for clients built from the document; the service checks it, after trimming.
+    query: str = Field(
+        description=f"The question, at most {settings.INSIGHTS_MAX_QUERY_CHARS:,} characters once trimmed.",
+        json_schema_extra={"maxLength": settings.INSIGHTS_MAX_QUERY_CHARS},
+    )
 
 
 class TokensOut(Schema):

@@ -4,7 +4,7 @@ from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
 
 from opsion.http import client_ip
-from orgs import access, selectors, services
+from orgs import access, selectors, services, validation
 from orgs.models import AuditAction, KeyStatus, Plan, Role
 
 router = Router(tags=["settings"])
@@ -70,7 +70,12 @@ class AuditPage(Schema):
 
 
 class KeyIn(Schema):
-    apiKey: str
+    # Stated for clients built from the document; the service checks it (orgs.validation), and says what is wrong.
+    apiKey: str = Field(
+        description=f"Your Anthropic API key: `{validation.KEY_PREFIX}` then letters, digits, `-` and `_`, "
+        f"{validation.MIN_LENGTH}–{validation.MAX_LENGTH} characters in all (surrounding spaces are trimmed).",
+        json_schema_extra={"pattern": validation.KEY_PATTERN},
+    )
 
 
 class KeySetOut(Schema):

@@ -8,6 +8,8 @@ KEY_PREFIX = "sk-ant-"
 MIN_LENGTH = 40
 MAX_LENGTH = 256
 _ALLOWED = re.compile(r"[A-Za-z0-9_-]+")
+# The whole rule in one JSON Schema pattern, for the API's document (the checks below say which part failed).
+KEY_PATTERN = f"^{KEY_PREFIX}[A-Za-z0-9_-]{{{MIN_LENGTH - len(KEY_PREFIX)},{MAX_LENGTH - len(KEY_PREFIX)}}}$"
 
 
 class KeyMalformed(Refused):

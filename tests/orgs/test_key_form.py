@@ -1,9 +1,11 @@
 """The form a Claude API key must have, refused the same way by the console and the API."""
 
+import re
+
 import pytest
 
 from orgs.models import AuditEvent, ClaudeApiKey
-from orgs.validation import KeyMalformed, validate_claude_api_key
+from orgs.validation import KEY_PATTERN, KeyMalformed, validate_claude_api_key
 from tests.base import GOOD_KEY
 from tests.clients import api_put_key, bearer, console
 from tests.orgs.helpers import error_of, stored_key
@@ -81,6 +83,14 @@ def test_keys_at_the_length_limits_are_accepted(length):
 def test_keys_just_past_the_length_limits_are_refused(length):
     with pytest.raises(KeyMalformed):
         validate_claude_api_key("sk-ant-" + "x" * (length - len("sk-ant-")))
+
+
+def test_the_api_documents_pattern_refuses_what_validation_refuses():
+    # The OpenAPI document's one-line rule (KEY_PATTERN) and the checks that say what is wrong must agree.
+    assert not [case for case, raw, _ in MALFORMED if re.fullmatch(KEY_PATTERN, raw.strip())]
+    for length in (39, 40, 256, 257):
+        key = "sk-ant-" + "x" * (length - len("sk-ant-"))
+        assert bool(re.fullmatch(KEY_PATTERN, key)) == (40 <= length <= 256), length
 
 
 @pytest.mark.parametrize(("raw", "message"), CASES)

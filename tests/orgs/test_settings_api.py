@@ -1,5 +1,7 @@
 """The JSON settings API: shapes, the error table in its check order, sessions with CSRF, OpenAPI."""
 
+import re
+
 import pytest
 
 from insights.ratelimit import RateLimited
@@ -328,6 +330,16 @@ class TestOpenApi:
             "claudeApiKeyStatus",
         }
         assert set(components["ErrorOut"]["properties"]) == {"error"}
+
+    def test_the_schema_states_the_form_a_key_and_a_question_must_have(self, db):
+        # A client generated from the document can check these before sending, instead of learning them by a 400.
+        components = console().get("/api/v1/openapi.json").json()["components"]["schemas"]
+        key, query = components["KeyIn"]["properties"]["apiKey"], components["QueryIn"]["properties"]["query"]
+
+        assert re.fullmatch(key["pattern"], GOOD_KEY) and not re.fullmatch(key["pattern"], "sk-ant-has a space")
+        assert not re.fullmatch(key["pattern"], "sk-ant-short") and not re.fullmatch(key["pattern"], "sk-" + "a" * 50)
+        assert "sk-ant-" in key["description"]
+        assert query["maxLength"] == 4000 and "4,000 characters" in query["description"]
 
     def test_the_schema_lists_the_values_of_every_enumerated_field(self, db):
         components = console().get("/api/v1/openapi.json").json()["components"]["schemas"]

@@ -141,12 +141,32 @@ class TestOrganisationChange:
                 assert staff.get(f"{ORGS}{world.acme.pk}/change/").status_code == 200
             return len(queries)
 
+        queries_for_change_page()  # fills the caches the first view fills (the content type's)
         few = queries_for_change_page()
         for i in range(30):
             Membership.objects.create(user=make_user(f"m{i}@acme.test"), organisation=world.acme, role=Role.MEMBER)
 
-        # One per row is left: the user's autocomplete widget names its current choice.
-        assert queries_for_change_page() <= few + 30
+        # The same number: each row's autocomplete names its member from the user the inline already joined
+        # (Django's widget looked each one up again, one query per member).
+        assert queries_for_change_page() == few
+
+    def test_each_row_names_its_member_and_a_form_shown_again_names_the_posted_choice(self, world, staff):
+        # The rows' autocompletes name their members from the inline's own query; a posted choice is looked up.
+        members = list(world.acme.memberships.order_by("pk").select_related("user"))
+        page = staff.get(f"{ORGS}{world.acme.pk}/change/").content.decode()
+        data = organisation_admin_form(world.acme, slug="GLOBEX")  # refused: the page comes back
+        data["memberships-2-user"] = str(world.outsider.pk)
+
+        again = staff.post(f"{ORGS}{world.acme.pk}/change/", data).content.decode()
+
+        for i, m in enumerate(members):
+            assert re.search(
+                rf'name="memberships-{i}-user"[^>]*>\s*<option value="{m.user_id}" selected>{m.user.email}<', page, re.S
+            )
+        assert "Organisation with this Slug already exists." in again
+        assert re.search(
+            rf'name="memberships-2-user"[^>]*>\s*<option value="{world.outsider.pk}" selected>outsider@', again, re.S
+        )
 
     def test_a_slug_differing_only_in_case_from_anothers_is_refused(self, world, staff):
         data = organisation_admin_form(world.globex, slug="ACME")

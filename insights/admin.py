@@ -17,6 +17,8 @@ class InsightQueryAdmin(admin.ModelAdmin):
     list_filter = ["key_source", "outcome"]
     search_fields = ["organisation__slug", "user__email"]
     list_select_related = ["organisation", "user"]
+    # Every query ever asked is a row: no second count of the whole table beside each filtered list ("N total").
+    show_full_result_count = False
 
     def has_add_permission(self, request) -> bool:
         return False

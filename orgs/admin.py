@@ -86,6 +86,10 @@ class MembershipInline(admin.TabularInline):
     model = Membership
     formset = MembershipFormSet
     extra = 0
+    # Each row posts four fields: past about 250 rows Django's cap on a form's fields (1,000) refuses the whole
+    # change form, the plan (the BYOM gate) with it. A larger organisation lists only its Owners and Admins,
+    # the rows that decide who manages the key; new members can still be added.
+    all_rows_up_to = 100
     autocomplete_fields = ["user"]
 
     def get_queryset(self, request):
@@ -135,6 +139,22 @@ class OrganisationAdmin(admin.ModelAdmin):
             _audit_staff(request, obj, AuditAction.PLAN_CHANGED, f"{old.label} → {obj.get_plan_display()}")
             if old in BYOM_PLANS and not obj.allows_byom:
                 self._warn_of_lockout(request, obj)
+
+    def get_formset_kwargs(self, request, obj, inline, prefix):
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        if isinstance(inline, MembershipInline) and getattr(obj, "_members", 0) > inline.all_rows_up_to:
+            kwargs["queryset"] = kwargs["queryset"].filter(role__in=MANAGING_ROLES)
+        return kwargs
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        org = self.get_object(request, object_id)
+        if request.method == "GET" and org is not None and org._members > MembershipInline.all_rows_up_to:
+            messages.info(
+                request,
+                f"{org} has {org._members:,} members: only its Owners and Admins are listed below (every row would "
+                "not fit in one form). New members can still be added.",
+            )
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def _warn_of_lockout(self, request, org: Organisation) -> None:
         """Off a BYOM plan a stored key goes unused: the platform key's limit applies at once to the queries

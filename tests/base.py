@@ -54,9 +54,10 @@ def build_world() -> World:
     return World(acme=acme, initech=initech, globex=globex, outsider=outsider, staff=staff, **people)
 
 
-def organisation_admin_form(org: Organisation, **fields) -> dict:
-    """The POST data of the organisation's admin change page as it stands, with `fields` changed."""
-    members = list(org.memberships.order_by("pk"))
+def organisation_admin_form(org: Organisation, *, members=None, **fields) -> dict:
+    """The POST data of the organisation's admin change page as it stands (its inline holding `members`, by
+    default all of them), with `fields` changed."""
+    members = list((org.memberships.all() if members is None else members).order_by("pk"))
     data = {
         "name": org.name,
         "slug": org.slug,

@@ -11,6 +11,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from insights.models import InsightQuery
+from orgs import admin as org_admin
 from orgs import services
 from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Membership, Organisation, Plan, Role, User
 from tests.base import CANARY_KEY, GOOD_KEY, PASSWORD, make_user, organisation_admin_form
@@ -783,3 +784,24 @@ def test_guessing_the_old_password_on_admins_password_change_is_stopped_after_te
     world.staff.refresh_from_db()
     assert world.staff.check_password(PASSWORD)  # not changed, though the old password was right
     assert console(world.acme_admin).post(url, guess).status_code == 302  # not staff: admin's own redirect
+
+
+def test_a_large_organisations_page_lists_only_its_managers_so_its_plan_can_still_be_changed(world, staff, monkeypatch):
+    # Every membership row posts four fields: past Django's 1,000-field cap (about 250 members) the whole change
+    # form was refused (400), the plan (the BYOM gate) with it, and 5,000 rows took seconds to render.
+    monkeypatch.setattr(org_admin.MembershipInline, "all_rows_up_to", 5)
+    for i in range(4):
+        Membership.objects.create(user=make_user(f"m{i}@acme.test"), organisation=world.acme, role=Role.MEMBER)
+
+    page = staff.get(f"{ORGS}{world.acme.pk}/change/").content.decode()
+
+    assert "Acme Digital Assets has 7 members: only its Owners and Admins are listed below" in html.unescape(page)
+    assert 'name="memberships-TOTAL_FORMS" value="2"' in page  # owner@ and admin@
+    assert "m0@acme.test" not in page
+    managers = Membership.objects.filter(organisation=world.acme, role__in=[Role.OWNER, Role.ADMIN])
+    data = organisation_admin_form(world.acme, plan=Plan.PROFESSIONAL, members=managers)
+
+    assert staff.post(f"{ORGS}{world.acme.pk}/change/", data).status_code == 302
+    world.acme.refresh_from_db()
+    assert world.acme.plan == Plan.PROFESSIONAL
+    assert world.acme.memberships.count() == 7  # the members not listed are kept as they were

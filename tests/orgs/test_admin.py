@@ -805,3 +805,17 @@ def test_a_large_organisations_page_lists_only_its_managers_so_its_plan_can_stil
     world.acme.refresh_from_db()
     assert world.acme.plan == Plan.PROFESSIONAL
     assert world.acme.memberships.count() == 7  # the members not listed are kept as they were
+
+
+def test_the_audit_event_list_is_newest_first_by_its_primary_key(world, staff):
+    # created_at has no index across organisations: ordering by it sorted the whole log for every page.
+    for i in range(3):
+        AuditEvent.objects.create(organisation=world.acme, action=AuditAction.KEY_SAVED, actor_email=f"a{i}@acme.test")
+
+    with CaptureQueriesContext(connection) as queries:
+        page = staff.get("/admin/orgs/auditevent/").content.decode()
+
+    listing = [q["sql"] for q in queries.captured_queries if q["sql"].startswith('SELECT "orgs_auditevent"."id"')]
+    assert listing and all('ORDER BY "orgs_auditevent"."id" DESC' in sql for sql in listing)
+    assert "created_at" not in listing[0].split("ORDER BY")[1]
+    assert page.index("a2@acme.test") < page.index("a1@acme.test") < page.index("a0@acme.test")

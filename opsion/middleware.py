@@ -11,6 +11,25 @@ log = logging.getLogger("opsion")
 UNAVAILABLE = "Opsion is temporarily unavailable. Please try again shortly."
 
 
+class HeadWithoutBodyMiddleware:
+    """A HEAD answer is headers only (RFC 9110, 9.3.2). Django leaves dropping the body to the server, and
+    gunicorn sends whatever it is given: on a kept-alive connection the client then reads that body as the
+    start of the next answer (Node's http client fails the HEAD itself). Outermost, so a body any other layer
+    wrote (the API's error shape) goes too; Content-Length, set further in, still gives the GET's length."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if request.method == "HEAD":
+            if response.streaming:
+                response.streaming_content = []  # the original's close() still runs with the response's
+            else:
+                response.content = b""
+        return response
+
+
 class RejectNulMiddleware:
     """A NUL in the query string means nothing to any page, and PostgreSQL refuses it in a text
     comparison (a 500 from an admin filter or search): it is a 400, in the API's shape under /api/."""
@@ -66,8 +85,8 @@ def database_unavailable(request: HttpRequest) -> HttpResponse:
 
 class ApiHeadMiddleware:
     """HEAD on an API address answers as its GET does: HTTP requires HEAD wherever GET works (uptime monitors
-    use it), and django-ninja answers only the methods an operation names. The body is dropped by the server
-    (gunicorn, runserver), as for Django's own views. A 405's `Allow` names HEAD beside GET, in a fixed order
+    use it), and django-ninja answers only the methods an operation names. The body is dropped by
+    HeadWithoutBodyMiddleware, as for Django's own views. A 405's `Allow` names HEAD beside GET, in a fixed order
     (ninja builds it from a set)."""
 
     def __init__(self, get_response):

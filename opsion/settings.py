@@ -97,6 +97,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "opsion.middleware.HeadWithoutBodyMiddleware",  # outermost: it drops whatever body the others wrote
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "opsion.middleware.DatabaseUnavailableMiddleware",

@@ -1,9 +1,13 @@
 """Bad input, by hand: every case gets a clear 4xx in our JSON error shape and changes nothing."""
 
 import json
+from wsgiref.util import setup_testing_defaults
 
 import pytest
 from django.conf import settings
+from django.core.signals import request_finished, request_started
+from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from django.test import Client
 
 from insights.models import InsightQuery
@@ -271,7 +275,7 @@ API_READS = [
 @pytest.mark.parametrize("path", API_READS)
 def test_head_on_an_api_read_answers_as_its_get_does(before, api, path):
     # HTTP requires HEAD wherever GET works, and uptime monitors use it; django-ninja answers only the methods an
-    # operation names. The body is dropped by the server (gunicorn, runserver), as for Django's own views.
+    # operation names. (The body is dropped for every HEAD: test_a_head_answer_carries_no_body_….)
     get, head = api.get(path), api.head(path)
 
     assert head.status_code == get.status_code == 200
@@ -297,3 +301,37 @@ def test_a_method_refused_on_an_api_read_names_head_among_the_allowed(before, ap
     assert response.status_code == 405
     assert response["Allow"] == "GET, HEAD"
     assert json_error(response)["message"] == "POST is not allowed here. Use GET, HEAD."
+
+
+def _served(method: str, path: str, **environ) -> tuple[str, dict, bytes]:
+    """The answer as a WSGI server (gunicorn) gets it: Django's test client drops a HEAD answer's body itself."""
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "SERVER_NAME": "testserver", **environ}
+    setup_testing_defaults(environ)
+    started = {}
+    # As the test client does: the test's transaction must outlive the request.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        answer = get_wsgi_application()(environ, lambda status, headers: started.update(status=status, h=headers))
+        body = b"".join(answer)
+        answer.close()
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+    return started["status"], dict(started["h"]), body
+
+
+@pytest.mark.parametrize(
+    "path, status",
+    [("/api/v1/orgs/acme/settings", "200 OK"), (KEY.format("acme"), "405 Method Not Allowed"), ("/healthz", "200 OK")],
+)
+def test_a_head_answer_carries_no_body_even_from_a_server_that_sends_what_it_is_given(before, api_token, path, status):
+    # gunicorn writes whatever body the application returns, HEAD or not: on a kept-alive connection the client
+    # then reads that JSON as the start of the next answer (Node's http: "Parse Error: Expected HTTP/").
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_token}"}
+    head_status, headers, body = _served("HEAD", path, **auth)
+
+    assert (head_status, body) == (status, b"")
+    assert headers["Content-Type"].startswith("application/json")
+    if status == "200 OK":  # the length the GET's body has, as HTTP allows a HEAD answer to say
+        assert headers["Content-Length"] == str(len(_served("GET", path, **auth)[2]))

@@ -303,6 +303,17 @@ def test_a_method_refused_on_an_api_read_names_head_among_the_allowed(before, ap
     assert json_error(response)["message"] == "POST is not allowed here. Use GET, HEAD."
 
 
+def test_a_console_page_that_refuses_head_does_not_name_it_among_the_allowed(world, console):
+    # Only the API answers HEAD for GET; a page of its own that refuses HEAD must not say HEAD is allowed.
+    client = console(world.acme_member)
+
+    for method in (client.head, client.put):
+        response = method("/orgs/acme/insights/")
+
+        assert response.status_code == 405
+        assert response["Allow"] == "GET, POST"
+
+
 def _served(method: str, path: str, **environ) -> tuple[str, dict, bytes]:
     """The answer as a WSGI server (gunicorn) gets it: Django's test client drops a HEAD answer's body itself."""
     environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "SERVER_NAME": "testserver", **environ}

@@ -63,7 +63,10 @@ class MembershipFormSet(BaseInlineFormSet):
         """Refuse a save that would leave an organisation that had an active Owner or Admin with none: no one
         in it could then save, rotate or remove its Claude API key (a compromised one included)."""
         super().clean()
-        if any(self.errors) or self.instance.pk is None:
+        if self.instance.pk is None:
+            return
+        self._refuse_members_not_listed()
+        if any(self.errors):
             return
         # Only an active account counts: a deactivated Owner cannot sign in to manage anything.
         managers = self.instance.memberships.filter(role__in=MANAGING_ROLES, user__is_active=True)
@@ -79,6 +82,23 @@ class MembershipFormSet(BaseInlineFormSet):
             raise ValidationError(
                 "This would leave the organisation without an active Owner or Admin, so no one in it could manage "
                 "its Claude API key. Keep one, or make another active member Owner or Admin in the same save."
+            )
+
+    def _refuse_members_not_listed(self) -> None:
+        # A large organisation's page lists only its Owners and Admins, so Django's own check for one user on two
+        # rows cannot see a Member added again: the database's unique constraint would refuse the save (a 500).
+        added = {
+            form.cleaned_data["user"].pk: form
+            for form in self.extra_forms
+            if form.has_changed() and form.cleaned_data.get("user") and not form.cleaned_data.get("DELETE")
+        }
+        listed = [form.instance.pk for form in self.initial_forms]
+        hidden = self.instance.memberships.exclude(pk__in=listed).filter(user__in=added).select_related("user")
+        for member in hidden:
+            added[member.user_id].add_error(
+                "user",
+                f"{member.user.email} is already a member of this organisation, as {member.get_role_display()} "
+                "(not listed: for an organisation this large the page lists only its Owners and Admins).",
             )
 
 

@@ -819,3 +819,32 @@ def test_the_audit_event_list_is_newest_first_by_its_primary_key(world, staff):
     assert listing and all('ORDER BY "orgs_auditevent"."id" DESC' in sql for sql in listing)
     assert "created_at" not in listing[0].split("ORDER BY")[1]
     assert page.index("a2@acme.test") < page.index("a1@acme.test") < page.index("a0@acme.test")
+
+
+def test_adding_a_member_a_large_organisations_page_does_not_list_is_refused_not_a_server_error(
+    world, staff, monkeypatch
+):
+    # Its page lists only Owners and Admins, so Django's check for the same user on two rows cannot see the
+    # Member already there: the save reached the database's unique constraint (a 500).
+    monkeypatch.setattr(org_admin.MembershipInline, "all_rows_up_to", 5)
+    for i in range(4):
+        Membership.objects.create(user=make_user(f"m{i}@acme.test"), organisation=world.acme, role=Role.MEMBER)
+    managers = Membership.objects.filter(organisation=world.acme, role__in=[Role.OWNER, Role.ADMIN])
+    data = organisation_admin_form(world.acme, members=managers, plan=Plan.PROFESSIONAL)
+    new = int(data["memberships-TOTAL_FORMS"])
+    data |= {
+        "memberships-TOTAL_FORMS": str(new + 1),
+        f"memberships-{new}-organisation": str(world.acme.pk),
+        f"memberships-{new}-user": str(world.acme_member.pk),
+        f"memberships-{new}-role": Role.ADMIN,
+    }
+
+    refused = staff.post(f"{ORGS}{world.acme.pk}/change/", data)
+
+    assert refused.status_code == 200
+    assert "member@acme.test is already a member of this organisation, as Member" in html.unescape(
+        refused.content.decode()
+    )
+    world.acme.refresh_from_db()
+    assert world.acme.plan == Plan.INSTITUTIONAL
+    assert world.acme.memberships.get(user=world.acme_member).role == Role.MEMBER

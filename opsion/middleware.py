@@ -108,14 +108,18 @@ class ApiHeadMiddleware:
     @staticmethod
     def _allow_head(response: HttpResponse) -> HttpResponse:
         if response.status_code == 405 and "Allow" in response:
-            allowed = {method.strip() for method in response["Allow"].split(",")}
+            allowed = {method.strip().upper() for method in response["Allow"].split(",")} - {""}
             if "GET" in allowed:
                 allowed.add("HEAD")
-            response["Allow"] = ", ".join(sorted(allowed, key=METHOD_ORDER.index))
+            response["Allow"] = ", ".join(sorted(allowed, key=_method_order))
         return response
 
 
 METHOD_ORDER = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"]
+
+
+def _method_order(method: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
 
 
 API_ERRORS = {

@@ -8,9 +8,11 @@ from django.conf import settings
 from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
+from django.http import HttpResponseNotAllowed
 from django.test import Client
 
 from insights.models import InsightQuery
+from opsion.middleware import ApiHeadMiddleware
 from orgs import services
 from orgs.models import ApiToken, AuditEvent, ClaudeApiKey
 from tests.base import GOOD_KEY, OTHER_KEY
@@ -346,3 +348,15 @@ def test_a_head_answer_carries_no_body_even_from_a_server_that_sends_what_it_is_
     assert headers["Content-Type"].startswith("application/json")
     if status == "200 OK":  # the length the GET's body has, as HTTP allows a HEAD answer to say
         assert headers["Content-Length"] == str(len(_served("GET", path, **auth)[2]))
+
+
+@pytest.mark.parametrize(
+    ("allow", "named"),
+    [("", ""), ("PROPFIND, get", "GET, HEAD, PROPFIND"), ("DELETE,PUT", "PUT, DELETE")],
+)
+def test_any_405_allow_header_is_put_in_order_without_failing(allow, named):
+    # Whatever a view names (a method outside the usual list, lower case, nothing at all), never a 500.
+    refusal = HttpResponseNotAllowed([])
+    refusal["Allow"] = allow
+
+    assert ApiHeadMiddleware._allow_head(refusal)["Allow"] == named

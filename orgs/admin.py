@@ -109,7 +109,7 @@ class MembershipInline(admin.TabularInline):
     # Each row posts four fields: past about 250 rows Django's cap on a form's fields (1,000) refuses the whole
     # change form, the plan (the BYOM gate) with it. A larger organisation lists only its Owners and Admins,
     # the rows that decide who manages the key; new members can still be added.
-    all_rows_up_to = 100
+    all_rows_up_to = 200  # 800 fields of the 1,000, with room for the organisation's own and a few new rows
     autocomplete_fields = ["user"]
 
     def get_queryset(self, request):

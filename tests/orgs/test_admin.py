@@ -848,3 +848,17 @@ def test_adding_a_member_a_large_organisations_page_does_not_list_is_refused_not
     world.acme.refresh_from_db()
     assert world.acme.plan == Plan.INSTITUTIONAL
     assert world.acme.memberships.get(user=world.acme_member).role == Role.MEMBER
+
+
+def test_an_organisation_listing_every_member_still_fits_in_one_form(world, staff):
+    # The threshold is under Django's cap on a form's fields: at it, every row is listed and the page saves.
+    limit = org_admin.MembershipInline.all_rows_up_to
+    users = User.objects.bulk_create(User(email=f"m{i}@acme.test") for i in range(limit - 3))
+    Membership.objects.bulk_create(Membership(user=u, organisation=world.acme, role=Role.MEMBER) for u in users)
+    assert world.acme.memberships.count() == limit
+
+    response = staff.post(f"{ORGS}{world.acme.pk}/change/", organisation_admin_form(world.acme, plan=Plan.CUSTOM))
+
+    assert response.status_code == 302
+    world.acme.refresh_from_db()
+    assert world.acme.plan == Plan.CUSTOM

@@ -3,13 +3,10 @@ from collections import defaultdict
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.widgets import AutocompleteSelect
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group
-from django.core.exceptions import ValidationError
 from django.db.models import Count, Exists, OuterRef
-from django.forms.models import BaseInlineFormSet
 from django.template.response import TemplateResponse
 from django.utils.text import capfirst
 
@@ -18,6 +15,7 @@ from insights.ratelimit import window_words
 from insights.templatetags.insights_tags import duration
 from opsion.http import client_ip
 from orgs import services
+from orgs.admin_memberships import MembershipInline, audit_staff, joined
 from orgs.models import (
     BYOM_PLANS,
     MANAGING_ROLES,
@@ -31,94 +29,6 @@ from orgs.models import (
     Role,
     User,
 )
-
-
-class MemberSelect(AutocompleteSelect):
-    """Admin's autocomplete for a membership's user, naming the row's current member from the user the inline's
-    query already joined (`member`): Django's own widget looks each row's user up again, one query per member,
-    which made a 5,000-member organisation's page take 5,000 queries. Any other value (a posted choice) is looked
-    up as usual."""
-
-    member: User | None = None
-
-    def optgroups(self, name, value, attr=None):
-        member = self.member
-        if member is None or [str(v) for v in value if v not in self.choices.field.empty_values] != [str(member.pk)]:
-            return super().optgroups(name, value, attr)
-        label = self.choices.field.label_from_instance(member)
-        return [(None, [self.create_option(name, member.pk, label, True, 0)], 0)]
-
-
-class MembershipFormSet(BaseInlineFormSet):
-    def _construct_form(self, i, **kwargs):
-        form = super()._construct_form(i, **kwargs)
-        field = form.fields.get("user")  # absent when shown read-only
-        widget = getattr(field, "widget", None)
-        widget = getattr(widget, "widget", widget)  # inside admin's RelatedFieldWidgetWrapper
-        if isinstance(widget, MemberSelect) and form.instance.user_id is not None:
-            widget.member = form.instance.user  # joined by MembershipInline.get_queryset: no query
-        return form
-
-    def clean(self) -> None:
-        """Refuse a save that would leave an organisation that had an active Owner or Admin with none: no one
-        in it could then save, rotate or remove its Claude API key (a compromised one included)."""
-        super().clean()
-        if self.instance.pk is None:
-            return
-        self._refuse_members_not_listed()
-        if any(self.errors):
-            return
-        # Only an active account counts: a deactivated Owner cannot sign in to manage anything.
-        managers = self.instance.memberships.filter(role__in=MANAGING_ROLES, user__is_active=True)
-        had_manager = managers.exists()
-        # Rows this formset does not hold (staff who may only add or delete memberships see none) stay as they are.
-        untouched = managers.exclude(pk__in=[f.instance.pk for f in self.initial_forms]).exists()
-        kept = [f.cleaned_data for f in self.forms if f.cleaned_data and not f.cleaned_data.get("DELETE")]
-        # A read-only row's cleaned data is its initial data, which names the user by primary key.
-        managing = [
-            getattr(row.get("user"), "pk", row.get("user")) for row in kept if row.get("role") in MANAGING_ROLES
-        ]
-        if had_manager and not untouched and not User.objects.filter(pk__in=managing, is_active=True).exists():
-            raise ValidationError(
-                "This would leave the organisation without an active Owner or Admin, so no one in it could manage "
-                "its Claude API key. Keep one, or make another active member Owner or Admin in the same save."
-            )
-
-    def _refuse_members_not_listed(self) -> None:
-        # A large organisation's page lists only its Owners and Admins, so Django's own check for one user on two
-        # rows cannot see a Member added again: the database's unique constraint would refuse the save (a 500).
-        added = {
-            form.cleaned_data["user"].pk: form
-            for form in self.extra_forms
-            if form.has_changed() and form.cleaned_data.get("user") and not form.cleaned_data.get("DELETE")
-        }
-        listed = [form.instance.pk for form in self.initial_forms]
-        hidden = self.instance.memberships.exclude(pk__in=listed).filter(user__in=added).select_related("user")
-        for member in hidden:
-            added[member.user_id].add_error(
-                "user",
-                f"{member.user.email} is already a member of this organisation, as {member.get_role_display()} "
-                "(not listed: for an organisation this large the page lists only its Owners and Admins).",
-            )
-
-
-class MembershipInline(admin.TabularInline):
-    model = Membership
-    formset = MembershipFormSet
-    extra = 0
-    # Each row posts four fields: past about 250 rows Django's cap on a form's fields (1,000) refuses the whole
-    # change form, the plan (the BYOM gate) with it. A larger organisation lists only its Owners and Admins,
-    # the rows that decide who manages the key; new members can still be added.
-    all_rows_up_to = 200  # 800 fields of the 1,000, with room for the organisation's own and a few new rows
-    autocomplete_fields = ["user"]
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("user", "organisation")
-
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.name == "user":
-            kwargs["widget"] = MemberSelect(db_field, self.admin_site, using=kwargs.get("using"))
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 @admin.register(Organisation)
@@ -156,7 +66,7 @@ class OrganisationAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if change and "plan" in form.changed_data:
             old = Plan(form.initial["plan"])
-            _audit_staff(request, obj, AuditAction.PLAN_CHANGED, f"{old.label} → {obj.get_plan_display()}")
+            audit_staff(request, obj, AuditAction.PLAN_CHANGED, f"{old.label} → {obj.get_plan_display()}")
             if old in BYOM_PLANS and not obj.allows_byom:
                 self._warn_of_lockout(request, obj)
 
@@ -199,17 +109,17 @@ class OrganisationAdmin(admin.ModelAdmin):
         for row in formset.initial_forms:
             member, was = row.instance, Role(row.initial["role"]).label
             if row in formset.deleted_forms:
-                _audit_staff(request, org, removed, f"{member.user.email} ({was})")
+                audit_staff(request, org, removed, f"{member.user.email} ({was})")
             elif not row.has_changed():  # unchanged, or shown read-only (staff who may only view memberships)
                 continue
             elif "user" in row.changed_data:  # the row now names someone else
-                _audit_staff(request, org, removed, f"{User.objects.get(pk=row.initial['user']).email} ({was})")
-                _audit_staff(request, org, added, _joined(member))
+                audit_staff(request, org, removed, f"{User.objects.get(pk=row.initial['user']).email} ({was})")
+                audit_staff(request, org, added, joined(member))
             elif "role" in row.changed_data:
                 detail = f"{member.user.email}: {was} → {member.get_role_display()}"
-                _audit_staff(request, org, AuditAction.ROLE_CHANGED, detail)
+                audit_staff(request, org, AuditAction.ROLE_CHANGED, detail)
         for member in formset.new_objects:
-            _audit_staff(request, org, added, _joined(member))
+            audit_staff(request, org, added, joined(member))
 
     def get_deleted_objects(self, objs, request):
         """What deleting organisations (offboarding, erasure) takes with it, counted, not loaded: Django's own
@@ -284,21 +194,12 @@ class OrganisationAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/orgs/organisation/remove_key_confirmation.html", context)
 
 
-def _audit_staff(request, org: Organisation, action: str, detail: str) -> None:
-    ip = client_ip(request)
-    services.audit_staff_change(org=org, staff_user=request.user, action=action, detail=detail, ip=ip)
-
-
 def _left_without_manager(users) -> list[Organisation]:
     """The organisations whose every active Owner and Admin is among `users` (an inactive one cannot
     sign in to manage anything)."""
     managing = Membership.objects.filter(role__in=MANAGING_ROLES, user__is_active=True)
     orgs = Organisation.objects.filter(pk__in=managing.filter(user__in=users).values("organisation"))
     return list(orgs.exclude(pk__in=managing.exclude(user__in=users).values("organisation")))
-
-
-def _joined(member: Membership) -> str:
-    return f"{member.user.email} as {member.get_role_display()}"
 
 
 @admin.register(User)
@@ -344,7 +245,7 @@ class UserAdmin(BaseUserAdmin):
             action = AuditAction.ACCOUNT_DEACTIVATED if deactivated else AuditAction.ACCOUNT_REACTIVATED
             for membership in Membership.objects.filter(user=obj).select_related("organisation"):
                 detail = f"{obj.email} ({membership.get_role_display()})"
-                _audit_staff(request, membership.organisation, action, detail)
+                audit_staff(request, membership.organisation, action, detail)
         for org in stranded:
             messages.warning(
                 request,
@@ -374,7 +275,7 @@ class UserAdmin(BaseUserAdmin):
         staff remove a member on the organisation's page."""
         for membership in Membership.objects.filter(user__in=queryset).select_related("user", "organisation"):
             detail = f"{membership.user.email} ({membership.get_role_display()}; user deleted)"
-            _audit_staff(request, membership.organisation, AuditAction.MEMBER_REMOVED, detail)
+            audit_staff(request, membership.organisation, AuditAction.MEMBER_REMOVED, detail)
         super().delete_queryset(request, queryset)
 
 

@@ -1,0 +1,109 @@
+"""Memberships in Django admin: the organisation page's inline (its user picker without a query per row, the rule
+that an organisation keeps an active Owner or Admin) and the audit of what staff change there."""
+
+from django.contrib import admin
+from django.contrib.admin.widgets import AutocompleteSelect
+from django.core.exceptions import ValidationError
+from django.forms.models import BaseInlineFormSet
+
+from opsion.http import client_ip
+from orgs import services
+from orgs.models import MANAGING_ROLES, Membership, Organisation, User
+
+
+def audit_staff(request, org: Organisation, action: str, detail: str) -> None:
+    """Record a change staff made in admin in the organisation's own audit log."""
+    ip = client_ip(request)
+    services.audit_staff_change(org=org, staff_user=request.user, action=action, detail=detail, ip=ip)
+
+
+def joined(member: Membership) -> str:
+    return f"{member.user.email} as {member.get_role_display()}"
+
+
+class MemberSelect(AutocompleteSelect):
+    """Admin's autocomplete for a membership's user, naming the row's current member from the user the inline's
+    query already joined (`member`): Django's own widget looks each row's user up again, one query per member,
+    which made a 5,000-member organisation's page take 5,000 queries. Any other value (a posted choice) is looked
+    up as usual."""
+
+    member: User | None = None
+
+    def optgroups(self, name, value, attr=None):
+        member = self.member
+        if member is None or [str(v) for v in value if v not in self.choices.field.empty_values] != [str(member.pk)]:
+            return super().optgroups(name, value, attr)
+        label = self.choices.field.label_from_instance(member)
+        return [(None, [self.create_option(name, member.pk, label, True, 0)], 0)]
+
+
+class MembershipFormSet(BaseInlineFormSet):
+    def _construct_form(self, i, **kwargs):
+        form = super()._construct_form(i, **kwargs)
+        field = form.fields.get("user")  # absent when shown read-only
+        widget = getattr(field, "widget", None)
+        widget = getattr(widget, "widget", widget)  # inside admin's RelatedFieldWidgetWrapper
+        if isinstance(widget, MemberSelect) and form.instance.user_id is not None:
+            widget.member = form.instance.user  # joined by MembershipInline.get_queryset: no query
+        return form
+
+    def clean(self) -> None:
+        """Refuse a save that would leave an organisation that had an active Owner or Admin with none: no one
+        in it could then save, rotate or remove its Claude API key (a compromised one included)."""
+        super().clean()
+        if self.instance.pk is None:
+            return
+        self._refuse_members_not_listed()
+        if any(self.errors):
+            return
+        # Only an active account counts: a deactivated Owner cannot sign in to manage anything.
+        managers = self.instance.memberships.filter(role__in=MANAGING_ROLES, user__is_active=True)
+        had_manager = managers.exists()
+        # Rows this formset does not hold (staff who may only add or delete memberships see none) stay as they are.
+        untouched = managers.exclude(pk__in=[f.instance.pk for f in self.initial_forms]).exists()
+        kept = [f.cleaned_data for f in self.forms if f.cleaned_data and not f.cleaned_data.get("DELETE")]
+        # A read-only row's cleaned data is its initial data, which names the user by primary key.
+        managing = [
+            getattr(row.get("user"), "pk", row.get("user")) for row in kept if row.get("role") in MANAGING_ROLES
+        ]
+        if had_manager and not untouched and not User.objects.filter(pk__in=managing, is_active=True).exists():
+            raise ValidationError(
+                "This would leave the organisation without an active Owner or Admin, so no one in it could manage "
+                "its Claude API key. Keep one, or make another active member Owner or Admin in the same save."
+            )
+
+    def _refuse_members_not_listed(self) -> None:
+        # A large organisation's page lists only its Owners and Admins, so Django's own check for one user on two
+        # rows cannot see a Member added again: the database's unique constraint would refuse the save (a 500).
+        added = {
+            form.cleaned_data["user"].pk: form
+            for form in self.extra_forms
+            if form.has_changed() and form.cleaned_data.get("user") and not form.cleaned_data.get("DELETE")
+        }
+        listed = [form.instance.pk for form in self.initial_forms]
+        hidden = self.instance.memberships.exclude(pk__in=listed).filter(user__in=added).select_related("user")
+        for member in hidden:
+            added[member.user_id].add_error(
+                "user",
+                f"{member.user.email} is already a member of this organisation, as {member.get_role_display()} "
+                "(not listed: for an organisation this large the page lists only its Owners and Admins).",
+            )
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    formset = MembershipFormSet
+    extra = 0
+    # Each row posts four fields: past about 250 rows Django's cap on a form's fields (1,000) refuses the whole
+    # change form, the plan (the BYOM gate) with it. A larger organisation lists only its Owners and Admins,
+    # the rows that decide who manages the key; new members can still be added.
+    all_rows_up_to = 200  # 800 fields of the 1,000, with room for the organisation's own and a few new rows
+    autocomplete_fields = ["user"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user", "organisation")
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "user":
+            kwargs["widget"] = MemberSelect(db_field, self.admin_site, using=kwargs.get("using"))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)

@@ -8,6 +8,8 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group
 from django.db.models import Count, Exists, OuterRef
 from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.text import capfirst
 
 from insights import services as insights_services
@@ -79,10 +81,17 @@ class OrganisationAdmin(admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         org = self.get_object(request, object_id)
         if request.method == "GET" and org is not None and org._members > MembershipInline.all_rows_up_to:
+            memberships = f"{reverse('admin:orgs_membership_changelist')}?organisation__id__exact={org.pk}"
             messages.info(
                 request,
-                f"{org} has {org._members:,} members: only its Owners and Admins are listed below (every row would "
-                "not fit in one form). New members can still be added.",
+                format_html(
+                    "{} has {} members: only its Owners and Admins are listed below (every row would not fit in one "
+                    'form). New members can still be added here; <a href="{}">all its memberships</a> can be changed '
+                    "or removed on their own page.",
+                    org,
+                    f"{org._members:,}",
+                    memberships,
+                ),
             )
         return super().change_view(request, object_id, form_url, extra_context)
 

@@ -1,14 +1,21 @@
 """Memberships in Django admin: the organisation page's inline (its user picker without a query per row, the rule
 that an organisation keeps an active Owner or Admin) and the audit of what staff change there."""
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
+from django.shortcuts import redirect
 
 from opsion.http import client_ip
 from orgs import services
-from orgs.models import MANAGING_ROLES, Membership, Organisation, User
+from orgs.models import MANAGING_ROLES, AuditAction, Membership, Organisation, Role, User
+
+LEAVES_NO_MANAGER = (
+    "This would leave the organisation without an active Owner or Admin, so no one in it could manage its Claude "
+    "API key."
+)
 
 
 def audit_staff(request, org: Organisation, action: str, detail: str) -> None:
@@ -68,8 +75,7 @@ class MembershipFormSet(BaseInlineFormSet):
         ]
         if had_manager and not untouched and not User.objects.filter(pk__in=managing, is_active=True).exists():
             raise ValidationError(
-                "This would leave the organisation without an active Owner or Admin, so no one in it could manage "
-                "its Claude API key. Keep one, or make another active member Owner or Admin in the same save."
+                f"{LEAVES_NO_MANAGER} Keep one, or make another active member Owner or Admin in the same save."
             )
 
     def _refuse_members_not_listed(self) -> None:
@@ -107,3 +113,69 @@ class MembershipInline(admin.TabularInline):
         if db_field.name == "user":
             kwargs["widget"] = MemberSelect(db_field, self.admin_site, using=kwargs.get("using"))
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+def _last_manager(member: Membership) -> bool:
+    """Whether `member` is, as stored, its organisation's last active Owner or Admin (an inactive account cannot
+    sign in to manage anything)."""
+    if member.role not in MANAGING_ROLES or not member.user.is_active:
+        return False
+    others = Membership.objects.filter(organisation_id=member.organisation_id, role__in=MANAGING_ROLES)
+    return not others.filter(user__is_active=True).exclude(pk=member.pk).exists()
+
+
+class MembershipForm(forms.ModelForm):
+    class Meta:
+        model = Membership
+        fields = ["user", "organisation", "role"]
+
+    def clean_role(self):
+        role = self.cleaned_data["role"]
+        if self.instance.pk and role not in MANAGING_ROLES and _last_manager(self.instance):
+            raise ValidationError(f"{LEAVES_NO_MANAGER} Make another active member Owner or Admin first.")
+        return role
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    """Every membership, searchable: where a large organisation's members are managed, since its own page lists only
+    its Owners and Admins. Changes reach the organisation's audit log, as the inline's do; a membership's user and
+    organisation are fixed once made (remove it and add another)."""
+
+    form = MembershipForm
+    list_display = ["user", "organisation", "role"]
+    list_filter = ["role"]
+    search_fields = ["user__email", "organisation__slug", "organisation__name"]
+    list_select_related = ["user", "organisation"]
+    autocomplete_fields = ["user", "organisation"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["user", "organisation"] if obj is not None else []
+
+    def get_actions(self, request):
+        # Removals one at a time, each checked against leaving an organisation without an Owner or Admin.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        if not change:
+            audit_staff(request, obj.organisation, AuditAction.MEMBER_ADDED, joined(obj))
+        elif "role" in form.changed_data:
+            detail = f"{obj.user.email}: {Role(form.initial['role']).label} → {obj.get_role_display()}"
+            audit_staff(request, obj.organisation, AuditAction.ROLE_CHANGED, detail)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        member = self.get_object(request, object_id)
+        if member is not None and _last_manager(member):
+            self.message_user(
+                request, f"{LEAVES_NO_MANAGER} Make another active member Owner or Admin first.", messages.ERROR
+            )
+            return redirect("admin:orgs_membership_change", member.pk)
+        return super().delete_view(request, object_id, extra_context)
+
+    def delete_model(self, request, obj) -> None:
+        org, detail = obj.organisation, f"{obj.user.email} ({obj.get_role_display()})"
+        super().delete_model(request, obj)
+        audit_staff(request, org, AuditAction.MEMBER_REMOVED, detail)

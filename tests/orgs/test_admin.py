@@ -862,3 +862,69 @@ def test_an_organisation_listing_every_member_still_fits_in_one_form(world, staf
     assert response.status_code == 302
     world.acme.refresh_from_db()
     assert world.acme.plan == Plan.CUSTOM
+
+
+MEMBERSHIPS = "/admin/orgs/membership/"
+
+
+class TestMembershipPage:
+    """Every membership, searchable: where a large organisation's members are managed, since its own page lists
+    only its Owners and Admins."""
+
+    def staff_changes(self, world) -> set:
+        return {(e.action, e.detail) for e in AuditEvent.objects.filter(organisation=world.acme, via="admin")}
+
+    def test_a_large_organisations_page_links_to_its_members(self, world, staff, monkeypatch):
+        monkeypatch.setattr(org_admin.MembershipInline, "all_rows_up_to", 2)
+
+        page = staff.get(f"{ORGS}{world.acme.pk}/change/").content.decode()
+
+        assert f'href="{MEMBERSHIPS}?organisation__id__exact={world.acme.pk}"' in page
+        listing = staff.get(MEMBERSHIPS, {"organisation__id__exact": world.acme.pk}).content.decode()
+        assert "member@acme.test" in listing and "owner@globex.test" not in listing
+        assert "member@acme.test" in staff.get(MEMBERSHIPS, {"q": "member@acme"}).content.decode()
+
+    def test_a_member_made_admin_there_is_audited_and_only_the_role_can_change(self, world, staff):
+        member = world.membership(world.acme_member, world.acme)
+
+        response = staff.post(f"{MEMBERSHIPS}{member.pk}/change/", {"role": Role.ADMIN, "user": world.staff.pk})
+
+        assert response.status_code == 302
+        member.refresh_from_db()
+        assert (member.role, member.user) == (Role.ADMIN, world.acme_member)
+        assert self.staff_changes(world) == {(AuditAction.ROLE_CHANGED, "member@acme.test: Member → Admin")}
+
+    def test_demoting_the_last_active_owner_or_admin_is_refused(self, world, staff):
+        world.membership(world.acme_admin, world.acme).delete()
+        owner = world.membership(world.acme_owner, world.acme)
+
+        response = staff.post(f"{MEMBERSHIPS}{owner.pk}/change/", {"role": Role.MEMBER})
+
+        assert response.status_code == 200
+        assert "without an active Owner or Admin" in html.unescape(response.content.decode())
+        owner.refresh_from_db()
+        assert owner.role == Role.OWNER and not self.staff_changes(world)
+
+    def test_adding_a_member_there_is_audited(self, world, staff):
+        newcomer = make_user("new@acme.test")
+
+        response = staff.post(
+            f"{MEMBERSHIPS}add/", {"user": newcomer.pk, "organisation": world.acme.pk, "role": Role.MEMBER}
+        )
+
+        assert response.status_code == 302
+        assert self.staff_changes(world) == {(AuditAction.MEMBER_ADDED, "new@acme.test as Member")}
+
+    def test_removing_a_member_there_is_audited_and_the_last_owner_or_admin_stays(self, world, staff):
+        member = world.membership(world.acme_member, world.acme)
+
+        assert staff.post(f"{MEMBERSHIPS}{member.pk}/delete/", {"post": "yes"}).status_code == 302
+        assert self.staff_changes(world) == {(AuditAction.MEMBER_REMOVED, "member@acme.test (Member)")}
+
+        world.membership(world.acme_admin, world.acme).delete()
+        owner = world.membership(world.acme_owner, world.acme)
+        refused = staff.post(f"{MEMBERSHIPS}{owner.pk}/delete/", {"post": "yes"}, follow=True)
+
+        assert Membership.objects.filter(pk=owner.pk).exists()
+        assert "without an active Owner or Admin" in html.unescape(refused.content.decode())
+        assert "delete_selected" not in staff.get(MEMBERSHIPS).content.decode()  # one at a time, each checked

@@ -7,25 +7,16 @@ one recovers by itself when PostgreSQL drops its persistent connection.
 """
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-from django.conf import settings
 from django.db import connection, transaction
 
 from insights.models import InsightQuery
 from orgs import services as org_services
-from tests.clients import closed_port
-from tests.conftest import PLATFORM_KEY
+from tests.reliability.app_servers import server_environment, servers
 from tests.reliability.conftest import pg_admin_connection, wait_for_lock_waiters
 
 LIMIT = 6
@@ -40,87 +31,20 @@ pytestmark = [
 ]
 
 
-def _database_url() -> str:
-    s = connection.settings_dict
-    auth = quote(s["USER"] or "", safe="") + (f":{quote(s['PASSWORD'], safe='')}" if s["PASSWORD"] else "")
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{quote(s['NAME'], safe='')}"
-
-
-def _start_server(env: dict, log: Path, threads: int = 8) -> tuple[subprocess.Popen, str]:
-    port = closed_port()
-    command = [
-        *(sys.executable, "-m", "gunicorn", "opsion.wsgi:application"),
-        *("--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread", "--threads", str(threads)),
-    ]
-    process = subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    return process, f"http://127.0.0.1:{port}"
-
-
-def _wait_until_healthy(process: subprocess.Popen, base_url: str, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"gunicorn exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:  # noqa: S310
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    pytest.fail(f"gunicorn at {base_url} did not become healthy:\n{log.read_text()}")
-
-
-def _servers(env: dict, tmp_path: Path, count: int, threads: int = 8):
-    started = [
-        (*_start_server(env, tmp_path / f"gunicorn-{i}.log", threads), tmp_path / f"gunicorn-{i}.log")
-        for i in range(1, count + 1)
-    ]
-    try:
-        for process, base_url, log in started:
-            _wait_until_healthy(process, base_url, log)
-        yield [base_url for _, base_url, _ in started]
-    finally:
-        for process, _, _ in started:
-            process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown: nothing is in flight any more
-        for process, _, _ in started:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 @pytest.fixture
 def server_env(world, fake_anthropic) -> dict:
-    env = {
-        **os.environ,
-        "OPSION_READ_DOTENV": "0",
-        "DEBUG": "0",
-        "HTTPS": "0",
-        "STATIC_MANIFEST": "0",
-        "SECRET_KEY": settings.SECRET_KEY,
-        "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS),
-        "DATABASE_URL": _database_url(),
-        "ANTHROPIC_BASE_URL": fake_anthropic.base_url,
-        "ANTHROPIC_API_KEY": PLATFORM_KEY,
-        "INSIGHTS_PLATFORM_LIMIT": str(LIMIT),
-        "INSIGHTS_WINDOW_SECONDS": "3600",
-        "REDIS_URL": "",
-        "LOG_LEVEL": "WARNING",
-    }
-    env.pop("TEST_DATABASE_NAME", None)
-    return env
+    return server_environment(fake_anthropic, INSIGHTS_PLATFORM_LIMIT=str(LIMIT))
 
 
 @pytest.fixture
 def two_servers(server_env, tmp_path):
-    yield from _servers(server_env, tmp_path, 2)
+    yield from servers(server_env, tmp_path, 2)
 
 
 @pytest.fixture
 def one_thread_server(server_env, tmp_path):
     """One worker with one thread: every request reuses the same persistent database connection."""
-    yield from _servers(server_env, tmp_path, 1, threads=1)
+    yield from servers(server_env, tmp_path, 1, threads=1)
 
 
 def _ask(base_url: str, token: str) -> tuple[int, dict]:

@@ -92,7 +92,8 @@ class MembershipFormSet(BaseInlineFormSet):
             added[member.user_id].add_error(
                 "user",
                 f"{member.user.email} is already a member of this organisation, as {member.get_role_display()} "
-                "(not listed: for an organisation this large the page lists only its Owners and Admins).",
+                "(not listed: for an organisation this large the page lists only its Owners and Admins). Change "
+                "their role on the Memberships page.",
             )
 
 

@@ -289,10 +289,12 @@ def test_a_kept_question_goes_back_only_to_the_page_it_was_typed_on(world, clien
     Membership.objects.create(user=world.globex_member, organisation=world.acme, role=Role.MEMBER)
     client.post("/accounts/login/", {"username": "member@globex.test", "password": PASSWORD, "draft": QUESTION})
 
-    landed = client.get(PAGE.format("acme")).content.decode()  # no `next`: signed in to the home page
+    landed = client.get(PAGE.format("acme"))  # no `next`: signed in to the home page
+    home = client.get(PAGE.format("globex"))
 
-    assert html.escape(QUESTION) not in landed
-    assert html.escape(QUESTION) not in client.get(PAGE.format("globex")).content.decode()
+    assert landed.status_code == home.status_code == 200  # signed in: a sign-in redirect would show no question
+    assert html.escape(QUESTION) not in landed.content.decode()
+    assert html.escape(QUESTION) not in home.content.decode()
 
 
 def test_a_no_js_post_redirects_to_the_whole_answer(world, fake_anthropic, console):

@@ -220,8 +220,11 @@ class TestStaffChangesReachTheCustomersAuditLog:
         assert "Plan changed: Institutional → Professional (by Opsion staff)" in page
 
     def test_a_name_change_alone_records_nothing(self, world, staff):
-        staff.post(f"{ORGS}{world.acme.pk}/change/", organisation_admin_form(world.acme, name="Acme Assets"))
+        response = staff.post(f"{ORGS}{world.acme.pk}/change/", organisation_admin_form(world.acme, name="Acme Assets"))
 
+        assert response.status_code == 302  # saved: a refused form would record nothing either
+        world.acme.refresh_from_db()
+        assert world.acme.name == "Acme Assets"
         assert not AuditEvent.objects.exists()
 
     def test_membership_changes(self, world, staff):
@@ -758,6 +761,8 @@ def test_a_downgrade_within_the_platform_limit_is_not_warned_about(world, staff)
         f"{ORGS}{world.acme.pk}/change/", organisation_admin_form(world.acme, plan=Plan.PROFESSIONAL), follow=True
     )
 
+    world.acme.refresh_from_db()
+    assert world.acme.plan == Plan.PROFESSIONAL  # downgraded: a refused form would warn about nothing either
     assert "no one in it can ask AI Insights" not in response.content.decode()
 
 

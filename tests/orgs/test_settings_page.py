@@ -189,6 +189,7 @@ class TestAuditLog:
 
     def test_members_do_not_see_the_audit_log(self, world):
         console(world.acme_admin).post("/orgs/acme/settings/claude-api-key/save", {"api_key": GOOD_KEY})
+        assert AuditEvent.objects.filter(organisation=world.acme).exists()  # there is a log to hide
 
         page = page_of(world.acme_member, "acme")
 

@@ -10,15 +10,21 @@ serialises every write transaction (BEGIN IMMEDIATE), so nothing interleaves the
 import threading
 
 import pytest
-from django.db import connections
+from django.db import connection, connections
 
 from orgs.models import AuditEvent, ClaudeApiKey
 from tests.base import GOOD_KEY
 from tests.clients import console
 from tests.orgs.helpers import store_key
-from tests.reliability.conftest import pg_admin_connection, postgres_only, wait_for_lock_waiters
+from tests.reliability.conftest import pg_admin_connection, wait_for_lock_waiters
 
-pytestmark = [postgres_only, pytest.mark.django_db(transaction=True)]
+INTERLEAVED_ONLY_ON_POSTGRES = (
+    "needs PostgreSQL: two write transactions interleave only there; SQLite serialises them (BEGIN IMMEDIATE)"
+)
+pytestmark = [
+    pytest.mark.skipif(connection.vendor != "postgresql", reason=INTERLEAVED_ONLY_ON_POSTGRES),
+    pytest.mark.django_db(transaction=True),
+]
 
 # What staff change, as SQL on admin's own connection: (statement, status the member's save then gets).
 CHANGES = {

@@ -123,6 +123,20 @@ def test_using_a_token_records_when_it_was_last_used(world):
     assert "never" not in row.group(0)
 
 
+def test_token_times_say_they_are_utc_like_every_other_time_on_the_page(world):
+    # The audit log and the key's card beside this table say "UTC"; a bare time reads as the viewer's own.
+    client = console(world.acme_admin)
+    raw = create_in_console(client, "Nightly export")
+    api_get(raw)
+
+    page = client.get("/orgs/acme/settings/").content.decode()
+
+    row = re.search(r"<tr>\s*<td[^>]*>Nightly export</td>.*?</tr>", page, re.S).group(0)
+    times = re.findall(r"\d{1,2} \w{3} \d{4}, \d{2}:\d{2}[^<]*", row)
+    assert len(times) == 2, row  # created, last used
+    assert all(t.endswith(" UTC") for t in times), times
+
+
 def test_last_used_is_written_at_most_once_a_minute(world):
     _, raw = services.api_token_create(user=world.acme_admin, name="busy")
     recent = timezone.now() - timedelta(seconds=10)

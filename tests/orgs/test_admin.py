@@ -10,13 +10,13 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from insights.models import InsightQuery
+from insights.models import InsightQuery, KeySource
 from orgs import admin as org_admin
 from orgs import services
 from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Membership, Organisation, Plan, Role, User
 from tests.base import CANARY_KEY, GOOD_KEY, PASSWORD, make_user, organisation_admin_form
 from tests.clients import console
-from tests.insights.helpers import seed_spread
+from tests.insights.helpers import seed, seed_spread
 from tests.orgs.helpers import form_data, store_key, stored_key
 
 ORGS = "/admin/orgs/organisation/"
@@ -390,6 +390,26 @@ def test_the_largest_tables_change_lists_count_their_rows_once(world, staff, url
 
     counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"] and f'"{table}"' in q["sql"]]
     assert len(counts) == 1, counts
+
+
+def test_staff_see_whose_key_a_query_ran_on_in_their_own_words_not_the_customers(world, staff):
+    # "Your organisation's Anthropic key" is the customer's history speaking; to Opsion staff "your
+    # organisation" is Opsion, the very opposite of the key it names.
+    (own,) = seed(world.acme, 60, source=KeySource.ORGANISATION)
+    seed(world.acme, 30, source=KeySource.PLATFORM)
+
+    pages = [
+        html.unescape(staff.get("/admin/insights/insightquery/").content.decode()),  # the list and its filter
+        html.unescape(staff.get(f"/admin/insights/insightquery/{own.pk}/change/").content.decode()),  # one query
+    ]
+
+    for page in pages:
+        assert "Your organisation" not in page
+        assert "The organisation's own Anthropic key" in page
+    assert "Opsion's platform key" in pages[0]
+    filtered = html.unescape(staff.get("/admin/insights/insightquery/?key_source__exact=organisation").content.decode())
+    assert filtered.count("The organisation's own Anthropic key") == 2  # the filter's choice and the one row
+    assert filtered.count("Opsion's platform key") == 1  # the filter's other choice: its row is filtered out
 
 
 class TestDeleteOrganisation:

@@ -280,7 +280,12 @@ def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
         raise Http404("No such organisation.") from None
     except Refused as refused:
         return _refused_page(request, membership, refused, key_error=refused.message)
-    messages.success(request, "Claude API key removed. AI Insights queries now use Opsion's platform key.")
+    org = membership.organisation
+    if org.allows_byom:
+        messages.success(request, "Claude API key removed. AI Insights queries now use Opsion's platform key.")
+    else:
+        # A key left behind by a downgrade: queries were on the platform key already, so nothing changes for them.
+        messages.success(request, f"Claude API key removed. It was not in use on the {org.get_plan_display()} plan.")
     return redirect("orgs:settings", slug)
 
 

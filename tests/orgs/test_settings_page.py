@@ -1,6 +1,7 @@
 """The Settings page: organisation facts, the BYOM card in each state, the audit log, plan changes."""
 
 import csv
+import html
 import io
 import re
 from datetime import UTC, datetime
@@ -385,6 +386,9 @@ class TestPlanChanges:
         removed = client.post("/orgs/globex/settings/claude-api-key/remove", {"confirm": "yes"}, follow=True)
         page = removed.content.decode()
         assert "Claude API key removed." in page
+        # Queries here were on Opsion's platform key all along: nothing "now" changes for them.
+        assert "now use Opsion" not in html.unescape(page)
+        assert "It was not in use on the Professional plan." in html.unescape(page)
         assert 'id="leftover-key"' not in page
         assert not ClaudeApiKey.objects.exists()
         assert AuditEvent.objects.get().action == AuditAction.KEY_REMOVED

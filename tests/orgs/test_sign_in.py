@@ -84,6 +84,19 @@ def test_a_user_without_an_organisation_is_told_so(world):
     assert "You are not in an organisation yet" in response.content.decode()
 
 
+def test_someone_added_to_an_organisation_gets_there_by_reloading_without_signing_in_again(world):
+    # The page is worked out afresh on every visit: telling them to sign in again would send them round for nothing.
+    client = console(world.outsider)
+    waiting = client.get("/").content.decode()
+
+    Membership.objects.create(user=world.outsider, organisation=world.acme, role=Role.MEMBER)
+    reloaded = client.get("/")
+
+    assert "sign in again" not in waiting
+    assert "then reload this page" in waiting
+    assert reloaded.status_code == 302 and reloaded["Location"] == "/orgs/acme/insights/"
+
+
 def test_staff_in_no_organisation_are_pointed_to_the_staff_admin(world):
     staff_home = console(world.staff).get("/").content.decode()
     outsider_home = console(world.outsider).get("/").content.decode()

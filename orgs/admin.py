@@ -104,7 +104,8 @@ class OrganisationAdmin(admin.ModelAdmin):
         if not after.remaining:
             messages.warning(
                 request,
-                f"{org} now uses Opsion's platform key, limited to {after.limit} per rolling window. It has used "
+                f"{org} now uses Opsion's platform key, limited to {after.limit} queries per rolling "
+                f"{window_words(after.window_seconds)}. It has used "
                 f"{after.used} queries in the window, so no one in it can ask AI Insights for about "
                 f"{duration(after.reset_seconds)}.",
             )
@@ -181,7 +182,8 @@ class OrganisationAdmin(admin.ModelAdmin):
             services.claude_api_key_remove_as_staff(org=org, staff_user=request.user, ip=client_ip(request))
             for org in queryset
         )
-        self.message_user(request, f"Removed the Claude API key of {removed} organisation(s).", messages.SUCCESS)
+        orgs = "organisation" if removed == 1 else "organisations"
+        self.message_user(request, f"Removed the Claude API key of {removed} {orgs}.", messages.SUCCESS)
 
     def _confirm_key_removal(self, request, queryset) -> TemplateResponse:
         with_key = queryset.filter(claude_api_key__isnull=False).order_by("name")
@@ -198,6 +200,7 @@ class OrganisationAdmin(admin.ModelAdmin):
             "selected": selected,
             "without_key": len(selected) - len(rows),
             "platform_limit": settings.INSIGHTS_PLATFORM_LIMIT,
+            "window": window_words(settings.INSIGHTS_WINDOW_SECONDS),
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         }
         return TemplateResponse(request, "admin/orgs/organisation/remove_key_confirmation.html", context)

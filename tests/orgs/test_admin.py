@@ -512,7 +512,7 @@ class TestRemoveKeyAction:
         response = staff.post(ORGS, {**action, "confirm": "yes"}, REMOTE_ADDR="10.1.2.3", follow=True)
 
         page = response.content.decode()
-        assert "Removed the Claude API key of 1 organisation(s)." in page
+        assert "Removed the Claude API key of 1 organisation." in page
         assert not ClaudeApiKey.objects.filter(organisation=world.acme).exists()
         assert stored_key(world.globex) == GOOD_KEY
         event = AuditEvent.objects.get()
@@ -537,11 +537,11 @@ class TestRemoveKeyAction:
         text = " ".join(re.sub(r"<[^>]+>", "", page).split())
         assert (
             "Acme Digital Assets (Institutional): its AI Insights queries move to Opsion's platform key at once, "
-            "limited to 20 per rolling window. It has used 25 queries in the window, so no one in it can ask "
-            "AI Insights for about 21 min." in text
+            "limited to 20 queries per rolling 60 minutes. It has used 25 queries in the window, so no one in it "
+            "can ask AI Insights for about 21 min." in text
         )
         assert "Globex Payments (Professional): the key is not in use on this plan" in text
-        assert "1 other selected organisation(s) have no key stored." in text
+        assert "1 other selected organisation has no key stored." in text
         assert page.count('name="_selected_action"') == 3 and 'name="confirm" value="yes"' in page
         assert CANARY_KEY not in page and GOOD_KEY not in page
         assert ClaudeApiKey.objects.count() == 2
@@ -767,8 +767,8 @@ def test_a_downgrade_that_locks_an_organisation_out_warns_as_removing_its_key_wo
     assert world.acme.plan == Plan.PROFESSIONAL  # staff may downgrade; they are told what it does
     text = html.unescape(" ".join(re.sub(r"<[^>]+>", "", response.content.decode()).split()))
     assert (
-        "Acme Digital Assets now uses Opsion's platform key, limited to 20 per rolling window. It has used 25 "
-        "queries in the window, so no one in it can ask AI Insights for about 21 min." in text
+        "Acme Digital Assets now uses Opsion's platform key, limited to 20 queries per rolling 60 minutes. It has "
+        "used 25 queries in the window, so no one in it can ask AI Insights for about 21 min." in text
     )
     assert CANARY_KEY not in response.content.decode()
 

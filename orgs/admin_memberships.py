@@ -153,6 +153,14 @@ class MembershipAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return ["user", "organisation"] if obj is not None else []
 
+    def changelist_view(self, request, extra_context=None):
+        # Reached from a large organisation's page, filtered to it: the title says which organisation that is.
+        org_id = request.GET.get("organisation__id__exact", "")
+        org = Organisation.objects.filter(pk=org_id).first() if org_id.isdigit() else None
+        if org is not None:
+            extra_context = {**(extra_context or {}), "title": f"Memberships of {org}"}
+        return super().changelist_view(request, extra_context)
+
     def get_actions(self, request):
         # Removals one at a time, each checked against leaving an organisation without an Owner or Admin.
         actions = super().get_actions(request)

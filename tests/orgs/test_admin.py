@@ -909,6 +909,7 @@ class TestMembershipPage:
         assert f'href="{MEMBERSHIPS}?organisation__id__exact={world.acme.pk}"' in page
         listing = staff.get(MEMBERSHIPS, {"organisation__id__exact": world.acme.pk}).content.decode()
         assert "member@acme.test" in listing and "owner@globex.test" not in listing
+        assert "<h1>Memberships of Acme Digital Assets</h1>" in listing
         assert "member@acme.test" in staff.get(MEMBERSHIPS, {"q": "member@acme"}).content.decode()
 
     def test_a_member_made_admin_there_is_audited_and_only_the_role_can_change(self, world, staff):

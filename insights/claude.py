@@ -103,8 +103,9 @@ _BILLING_WORDS = ("credit balance", "api usage limits")
 def _http_client() -> anthropic.DefaultHttpxClient:
     """One HTTP connection pool per process, shared by every call.
 
-    Building a client loads the CA bundle and opens new TLS connections (about 54 ms in docs/benchmarks.md, more
-    than all of Opsion's own work per query), so only the per-call Anthropic wrapper is created each time.
+    Building a client loads the CA bundle and opens new TLS connections (tens of milliseconds in
+    docs/benchmarks.md, more than all of Opsion's own work per query), so only the per-call Anthropic wrapper is
+    created each time.
     The pool holds no credentials: the key travels in each request's headers. Nor does it keep
     cookies: a cookie set in reply to one organisation's call (by a CDN or balancer in front of the
     API) would otherwise ride along with every other organisation's. Nor does it follow redirects (the

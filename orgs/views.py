@@ -81,6 +81,13 @@ class SignOutView(LogoutView):
             return redirect("login")
         return render(request, "registration/sign_out.html")
 
+    def post(self, request, *args, **kwargs):
+        was_signed_in = request.user.is_authenticated
+        response = super().post(request, *args, **kwargs)  # signs out: the message goes into the new session
+        if was_signed_in:
+            messages.info(request, "You are signed out.")
+        return response
+
 
 def admin_sign_in(request: HttpRequest) -> HttpResponse:
     """Django admin's own sign-in page, replaced: it would check passwords without the sign-in guards

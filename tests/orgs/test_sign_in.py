@@ -173,6 +173,8 @@ def test_signing_out_ends_the_session(world):
     response = client.post("/accounts/logout/")
 
     assert response["Location"] == LOGIN
+    assert "You are signed out." in client.get(LOGIN).content.decode()  # said once, where sign-out lands
+    assert "You are signed out." not in client.get(LOGIN).content.decode()
     assert client.get("/orgs/acme/settings/")["Location"].startswith(LOGIN)
 
 

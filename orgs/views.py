@@ -253,7 +253,7 @@ def byom_save(request: HttpRequest, slug: str) -> HttpResponse:
         raise Http404("No such organisation.") from None  # removed from it as they saved
     except Refused as refused:
         # Re-render (never echoing the submitted key) so the message sits next to the field.
-        return _refused_page(request, membership, refused, key_error=refused.message)
+        return _refused_page(request, membership, refused, key_error=refused.message, key_error_code=refused.code)
     messages.success(request, "Claude API key saved. AI Insights queries now use your organisation's key.")
     return redirect("orgs:settings", slug)
 

@@ -147,7 +147,10 @@ def test_plan_is_checked_before_the_keys_form(world):
     response = console(world.globex_admin).post(save_url("globex"), {"api_key": "not a key"})
 
     assert response.status_code == 403
-    assert PLAN_REFUSAL in response.content.decode()
+    page = response.content.decode()
+    assert PLAN_REFUSAL in page
+    # The documentation's words name a plan Opsion does not sell; its own resolution follows them.
+    assert "Globex Payments is on the Professional plan. Upgrade to Institutional to use your own key." in page
 
 
 def test_a_member_cannot_replace_an_existing_key(world):

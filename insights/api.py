@@ -11,7 +11,7 @@ from insights.models import KeySource, Outcome
 from insights.ratelimit import window_words
 from opsion.errors import Refused, refused_json
 from orgs import access
-from orgs.api import ANY, AUTH_ERRORS, BODY, BODY_ERRORS, CSRF_ERRORS, errors, headers, responses
+from orgs.api import ANY, AUTH_ERRORS, BODY, BODY_ERRORS, CSRF_ERRORS, errors, headers, page_body, responses
 
 RATE_LIMIT = ("RateLimit-Policy", "RateLimit")
 RATE_LIMIT_HEADERS = (
@@ -177,11 +177,7 @@ def list_queries(request: HttpRequest, slug: str, page: Query[Page]):
             "createdAt": r.created_at.isoformat(),
             "usage": _tokens(r),
         }
-        for r in rows[:limit]
+        for r in rows
     ]
-    # Never promise a page the offset cap would refuse.
-    has_more = len(rows) > limit and offset + limit <= MAX_OFFSET
     window = services.usage(membership.organisation).window
-    return add_ratelimit_headers(
-        Response({"items": items, "limit": limit, "offset": offset, "hasMore": has_more}), window
-    )
+    return add_ratelimit_headers(Response(page_body(items, limit=limit, offset=offset, max_offset=MAX_OFFSET)), window)

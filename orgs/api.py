@@ -111,6 +111,13 @@ HEADERS = {
 }
 
 
+def page_body(items: list, *, limit: int, offset: int, max_offset: int) -> dict:
+    """A list endpoint's page from `limit + 1` items, the one past its end showing whether more follow. `hasMore`
+    never promises a page past the offset cap, which the next request would have refused."""
+    has_more = len(items) > limit and offset + limit <= max_offset
+    return {"items": items[:limit], "limit": limit, "offset": offset, "hasMore": has_more}
+
+
 def headers(**by_status: tuple[str, ...]) -> dict:
     """`openapi_extra` documenting the response headers clients read, by status (`s429=("Retry-After",)`),
     and 401's WWW-Authenticate on every operation. Only a 200's (and 401's) are always sent: an error status
@@ -169,11 +176,9 @@ def list_audit_events(request: HttpRequest, slug: str, page: Query[AuditPage]):
             "ip": e.customer_ip,
             "createdAt": e.created_at.isoformat(),
         }
-        for e in events[: page.limit]
+        for e in events
     ]
-    # Never promise a page the offset cap would refuse.
-    has_more = len(events) > page.limit and page.offset + page.limit <= AUDIT_MAX_OFFSET
-    return {"items": items, "limit": page.limit, "offset": page.offset, "hasMore": has_more}
+    return page_body(items, limit=page.limit, offset=page.offset, max_offset=AUDIT_MAX_OFFSET)
 
 
 @router.put(

@@ -76,24 +76,24 @@ class OrganisationAdmin(admin.ModelAdmin):
         kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
         if isinstance(inline, MembershipInline) and getattr(obj, "_members", 0) > inline.all_rows_up_to:
             kwargs["queryset"] = kwargs["queryset"].filter(role__in=MANAGING_ROLES)
+            if request.method == "GET":
+                self._say_only_managers_are_listed(request, obj)
         return kwargs
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        org = self.get_object(request, object_id)
-        if request.method == "GET" and org is not None and org._members > MembershipInline.all_rows_up_to:
-            memberships = f"{reverse('admin:orgs_membership_changelist')}?organisation__id__exact={org.pk}"
-            messages.info(
-                request,
-                format_html(
-                    "{} has {} members: only its Owners and Admins are listed below (every row would not fit in one "
-                    'form). New members can still be added here; <a href="{}">all its memberships</a> can be changed '
-                    "or removed on their own page.",
-                    org,
-                    f"{org._members:,}",
-                    memberships,
-                ),
-            )
-        return super().change_view(request, object_id, form_url, extra_context)
+    @staticmethod
+    def _say_only_managers_are_listed(request, org: Organisation) -> None:
+        memberships = f"{reverse('admin:orgs_membership_changelist')}?organisation__id__exact={org.pk}"
+        messages.info(
+            request,
+            format_html(
+                "{} has {} members: only its Owners and Admins are listed below (every row would not fit in one "
+                'form). New members can still be added here; <a href="{}">all its memberships</a> can be changed '
+                "or removed on their own page.",
+                org,
+                f"{org._members:,}",
+                memberships,
+            ),
+        )
 
     def _warn_of_lockout(self, request, org: Organisation) -> None:
         """Off a BYOM plan a stored key goes unused: the platform key's limit applies at once to the queries

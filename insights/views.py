@@ -1,4 +1,3 @@
-import hashlib
 import re
 import secrets
 from collections.abc import Iterator
@@ -124,9 +123,7 @@ def _ask_form_id(request: HttpRequest, text: str) -> str | None:
     once = request.POST.get("once", "")
     if not once:
         return None
-    # Hashed, `once` too: it comes from the request, and would otherwise sit whole in the shared cache's key.
-    sent = hashlib.sha256(f"{len(once)}:{once}{text}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    return f"ask:{sent}"
+    return f"ask:{guards.form_id(once, text)}"
 
 
 def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:

@@ -5,6 +5,7 @@ broken cache must not take sign-in and key management down with it, and every wr
 role-checked and audited. The trade is that brute-force counting pauses until Redis is back.
 """
 
+import hashlib
 import ipaddress
 import logging
 from functools import wraps
@@ -131,6 +132,13 @@ def key_write(*, user, org_slug: str) -> None:
         "Too many changes to this key in a short time. Please wait a minute and try again.",
         60,
     )
+
+
+def form_id(*parts: str) -> str:
+    """What a form's submission is known by in the session and the shared cache: a digest of its parts (the
+    page's one-time value, what the form sends), which come from the request and could be of any length."""
+    joined = "".join(f"{len(part)}:{part}" for part in parts)
+    return hashlib.sha256(joined.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 @_fail_open(True)

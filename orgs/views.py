@@ -1,4 +1,3 @@
-import hashlib
 import secrets
 from datetime import UTC, datetime
 from functools import wraps
@@ -307,7 +306,8 @@ def token_create(request: HttpRequest, slug: str) -> HttpResponse:
     # stored nowhere, so there is nothing to redirect to); reloading it would post again. Each form
     # carries a one-time value, and a form already used creates nothing the second time: the session
     # remembers it (a reload days later), the shared cache claims it atomically (a double click).
-    once = _form_digest(request.POST.get("once", ""))
+    once = request.POST.get("once", "")
+    once = guards.form_id(once) if once else ""  # a digest: the value comes from the request
     used = request.session.get(TOKEN_FORMS_USED, [])
     if once in used:
         return _settings_page(request, membership, status=409, token_error=TOKEN_ALREADY_CREATED)
@@ -322,12 +322,6 @@ def token_create(request: HttpRequest, slug: str) -> HttpResponse:
     if once:
         request.session[TOKEN_FORMS_USED] = [*used, once][-20:]
     return _settings_page(request, membership, new_token=raw, new_token_name=token.name)
-
-
-def _form_digest(once: str) -> str:
-    """The form's one-time value as kept in the session and claimed in the shared cache: a digest, since the
-    value comes from the request (a forged one could park tens of kilobytes in each, for a day). Empty stays empty."""
-    return hashlib.sha256(once.encode("utf-8", "surrogatepass")).hexdigest()[:32] if once else ""
 
 
 def _revoke(request: HttpRequest, token_id: int) -> None:

@@ -11,7 +11,7 @@ from insights.models import KeySource, Outcome
 from insights.ratelimit import window_words
 from opsion.errors import Refused, refused_json
 from orgs import access
-from orgs.api import ANY, AUTH_ERRORS, BODY, BODY_ERRORS, CSRF_ERRORS, errors, headers, page_body, responses
+from orgs.api import ANY, AUTH_ERRORS, BODY, BODY_ERRORS, CSRF_ERRORS, PageOut, errors, headers, page_body, responses
 
 RATE_LIMIT = ("RateLimit-Policy", "RateLimit")
 RATE_LIMIT_HEADERS = (
@@ -73,11 +73,8 @@ class HistoryItem(Schema):
     usage: TokensOut
 
 
-class HistoryOut(Schema):
+class HistoryOut(PageOut):
     items: list[HistoryItem]
-    limit: int
-    offset: int
-    hasMore: bool
 
 
 MAX_OFFSET = 100_000  # deep OFFSETs scan what they skip: the history pages reach back this far

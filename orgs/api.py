@@ -54,11 +54,16 @@ class AuditEventOut(Schema):
     createdAt: str
 
 
-class AuditEventsOut(Schema):
-    items: list[AuditEventOut]
+class PageOut(Schema):
+    """The envelope of a paged list (page_body): its items, as asked for, and whether more follow."""
+
     limit: int
     offset: int
     hasMore: bool
+
+
+class AuditEventsOut(PageOut):
+    items: list[AuditEventOut]
 
 
 AUDIT_MAX_OFFSET = 1_000_000  # deep OFFSETs scan what they skip: the audit pages reach back this far

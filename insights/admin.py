@@ -1,6 +1,9 @@
-from django.contrib import admin
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
 
 from insights.models import InsightQuery, KeySource
+from insights.ratelimit import counted, window_words
 
 # The customer's history says "Your organisation's Anthropic key"; to Opsion staff "your organisation" is
 # Opsion, the opposite of the key it names. Admin says it in staff's own words.
@@ -37,6 +40,7 @@ class InsightQueryAdmin(admin.ModelAdmin):
     readonly_fields = ["key"]
     search_fields = ["organisation__slug", "user__email"]
     list_select_related = ["organisation", "user"]
+    actions = ["delete_selected"]  # the stock action, in the window's words below
     # Every query ever asked is a row: no second count of the whole table beside each filtered list ("N total").
     show_full_result_count = False
 
@@ -49,3 +53,26 @@ class InsightQueryAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    # The limit counts the query log: a query inside the rolling window is the limit's to let go of, not staff's
+    # (a deleted one would give its organisation a query back), as prune_insight_queries never deletes inside it.
+    def has_delete_permission(self, request, obj=None) -> bool:
+        if obj is not None and counted(InsightQuery.objects.filter(pk=obj.pk), settings.INSIGHTS_WINDOW_SECONDS):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    @admin.action(permissions=["delete"], description=delete_selected.short_description)
+    def delete_selected(self, request, queryset):
+        inside = counted(queryset, settings.INSIGHTS_WINDOW_SECONDS).count()
+        if not inside:
+            return delete_selected(self, request, queryset)
+        total = queryset.count()
+        verb, them = ("is", "it") if inside == 1 else ("are", "them")
+        self.message_user(
+            request,
+            f"{inside} of the {total} selected queries {verb} inside the rolling window (the last "
+            f"{window_words(settings.INSIGHTS_WINDOW_SECONDS)}): the limit counts {them}, so nothing was deleted. "
+            "Select only older queries.",
+            messages.ERROR,
+        )
+        return None

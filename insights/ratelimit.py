@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import connections, router, transaction
-from django.db.models import Count, DateTimeField, ExpressionWrapper, Max, Min
+from django.db.models import Count, DateTimeField, ExpressionWrapper, Max, Min, QuerySet
 from django.db.models.expressions import DatabaseDefault
 from django.db.models.functions import Now
 
@@ -88,9 +88,19 @@ def _stats(org_id: int, window_seconds: int) -> tuple[int, datetime | None, date
     return used, as_datetime(oldest, None, connection), as_datetime(now, None, connection)
 
 
+def ago(age: timedelta) -> ExpressionWrapper:
+    """That long before the database's clock, which stamps created_at and which the window counts against (an app
+    server's clock may run ahead or behind)."""
+    return ExpressionWrapper(Now() - age, output_field=DateTimeField())
+
+
+def counted(rows: QuerySet, window_seconds: int) -> QuerySet:
+    """The rows inside the rolling window: the ones the limit counts."""
+    return rows.filter(created_at__gt=ago(timedelta(seconds=window_seconds)))
+
+
 def _orm_stats(org_id: int, window_seconds: int) -> tuple[int, datetime | None, datetime | None]:
-    cutoff = ExpressionWrapper(Now() - timedelta(seconds=window_seconds), output_field=DateTimeField())
-    row = InsightQuery.objects.filter(organisation_id=org_id, created_at__gt=cutoff).aggregate(
+    row = counted(InsightQuery.objects.filter(organisation_id=org_id), window_seconds).aggregate(
         # COUNT(*), not COUNT(id): PostgreSQL can then answer from the index alone.
         used=Count("*"),
         oldest=Min("created_at"),

@@ -956,3 +956,52 @@ class TestMembershipPage:
         assert Membership.objects.filter(pk=owner.pk).exists()
         assert "without an active Owner or Admin" in html.unescape(refused.content.decode())
         assert "delete_selected" not in staff.get(MEMBERSHIPS).content.decode()  # one at a time, each checked
+
+
+class TestDeleteQueries:
+    """The limit counts the query log: a query inside the rolling window is the limit's, not staff's, to let go of
+    (as `prune_insight_queries` never deletes inside it). Older ones can go, one by one or in bulk."""
+
+    QUERIES = "/admin/insights/insightquery/"
+
+    def test_a_query_inside_the_window_cannot_be_deleted_from_its_page(self, world, staff):
+        (recent,) = seed(world.acme, 60)
+
+        page = staff.get(f"{self.QUERIES}{recent.pk}/change/").content.decode()
+
+        assert f"{recent.pk}/delete/" not in page
+        assert staff.get(f"{self.QUERIES}{recent.pk}/delete/").status_code == 403
+        assert staff.post(f"{self.QUERIES}{recent.pk}/delete/", {"post": "yes"}).status_code == 403
+        assert InsightQuery.objects.filter(pk=recent.pk).exists()
+
+    def test_a_query_older_than_the_window_can_be_deleted(self, world, staff):
+        (old,) = seed(world.acme, 3700)
+
+        response = staff.post(f"{self.QUERIES}{old.pk}/delete/", {"post": "yes"})
+
+        assert response.status_code == 302
+        assert not InsightQuery.objects.filter(pk=old.pk).exists()
+
+    def test_a_bulk_delete_reaching_into_the_window_deletes_nothing_and_says_why(self, world, staff):
+        old, recent = seed(world.acme, 3700, 60)
+        action = {"action": "delete_selected", "_selected_action": [old.pk, recent.pk]}
+
+        for step in (action, {**action, "post": "yes"}):  # the confirmation page, and a confirmation posted anyway
+            response = staff.post(self.QUERIES, step, follow=True)
+            page = html.unescape(response.content.decode())
+            assert "1 of the 2 selected queries is inside the rolling window (the last 60 minutes)" in page
+            assert InsightQuery.objects.count() == 2
+
+    def test_a_bulk_delete_of_queries_older_than_the_window_goes_through(self, world, staff):
+        seed(world.acme, 3700, 7200)
+        (recent,) = seed(world.acme, 60)
+        action = {
+            "action": "delete_selected",
+            "_selected_action": list(InsightQuery.objects.exclude(pk=recent.pk).values_list("pk", flat=True)),
+        }
+
+        asked = staff.post(self.QUERIES, action)
+        done = staff.post(self.QUERIES, {**action, "post": "yes"})
+
+        assert "Are you sure" in asked.content.decode() and done.status_code == 302
+        assert list(InsightQuery.objects.values_list("pk", flat=True)) == [recent.pk]

@@ -3,12 +3,10 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import DateTimeField, ExpressionWrapper
-from django.db.models.functions import Now
 
 from insights import services
 from insights.models import InsightQuery
-from insights.ratelimit import window_words
+from insights.ratelimit import ago, window_words
 
 UNITS = {"d": "days", "h": "hours", "w": "weeks"}
 
@@ -48,9 +46,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Recorded {settled} abandoned insight queries as failed (interrupted).")
         # Never prune inside the window: those rows are what the limiter counts.
         age = max(asked, timedelta(seconds=settings.INSIGHTS_WINDOW_SECONDS))
-        # The database's clock, which stamped created_at and which the limiter counts against: an app
-        # server's clock running ahead must not reach into the window.
-        cutoff = ExpressionWrapper(Now() - age, output_field=DateTimeField())
+        cutoff = ago(age)  # the database's clock: an app server's clock running ahead must not reach into the window
         total = 0
         while True:
             ids = list(InsightQuery.objects.filter(created_at__lt=cutoff).values_list("id", flat=True)[:batch_size])

@@ -11,7 +11,19 @@ from insights.models import KeySource, Outcome
 from insights.ratelimit import window_words
 from opsion.errors import Refused, refused_json
 from orgs import access
-from orgs.api import ANY, AUTH_ERRORS, BODY, BODY_ERRORS, CSRF_ERRORS, PageOut, errors, headers, page_body, responses
+from orgs.api import (
+    AFTER,
+    ANY,
+    AUTH_ERRORS,
+    BODY,
+    BODY_ERRORS,
+    CSRF_ERRORS,
+    PageOut,
+    errors,
+    headers,
+    page_body,
+    responses,
+)
 
 RATE_LIMIT = ("RateLimit-Policy", "RateLimit")
 RATE_LIMIT_HEADERS = (
@@ -77,12 +89,13 @@ class HistoryOut(PageOut):
     items: list[HistoryItem]
 
 
-MAX_OFFSET = 100_000  # deep OFFSETs scan what they skip: the history pages reach back this far
+MAX_OFFSET = 100_000  # deep OFFSETs scan what they skip: offsets reach back this far, `after` further
 
 
 class Page(Schema):
     limit: int = Field(20, ge=1, le=100)
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
+    after: int | None = AFTER
 
 
 def _tokens(row) -> dict:
@@ -154,14 +167,15 @@ def get_usage(request: HttpRequest, slug: str):
     openapi_extra=headers(s200=RATE_LIMIT),
     summary="Your recent queries",
     description="Your own queries in this organisation, newest first, `limit` (1–100) at a time from `offset` "
-    f"(0–{MAX_OFFSET:,}); `hasMore` says whether the next page holds more. "
+    f"(0–{MAX_OFFSET:,}), after the query `after` if given (page by `after`, the last `id` seen: offsets repeat what "
+    "new queries push down); `hasMore` says whether the next page holds more. "
     + RATE_LIMIT_HEADERS
-    + errors(AUTH_ERRORS, "`invalid_request` (400: `limit` or `offset` out of range)"),
+    + errors(AUTH_ERRORS, "`invalid_request` (400: `limit` or `offset` out of range, or `after` not one of yours)"),
 )
 def list_queries(request: HttpRequest, slug: str, page: Query[Page]):
     membership = access.membership_or_404(request.auth, slug)
     limit, offset = page.limit, page.offset
-    rows = services.recent_queries(membership=membership, limit=limit + 1, offset=offset)
+    rows = services.recent_queries(membership=membership, limit=limit + 1, offset=offset, after=page.after)
     items = [
         {
             "id": r.pk,
@@ -177,4 +191,5 @@ def list_queries(request: HttpRequest, slug: str, page: Query[Page]):
         for r in rows
     ]
     window = services.usage(membership.organisation).window
-    return add_ratelimit_headers(Response(page_body(items, limit=limit, offset=offset, max_offset=MAX_OFFSET)), window)
+    body = page_body(items, limit=limit, offset=offset, after=page.after)
+    return add_ratelimit_headers(Response(body), window)

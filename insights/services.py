@@ -9,6 +9,7 @@ from django.db.models.functions import Now
 
 from insights import claude, keys, ratelimit
 from insights.models import InsightQuery, KeySource, Outcome, abandoned_after
+from opsion import paging
 from opsion.errors import InvalidRequest, Refused
 from orgs import selectors as org_selectors
 from orgs import services as org_services
@@ -260,8 +261,13 @@ def own_query(*, membership: Membership, pk: int) -> InsightQuery | None:
     return next(iter(_settled(list(rows[:1]))), None)
 
 
-def recent_queries(*, membership: Membership, limit: int = 20, offset: int = 0) -> list[InsightQuery]:
+def recent_queries(
+    *, membership: Membership, limit: int = 20, offset: int = 0, after: int | None = None
+) -> list[InsightQuery]:
+    """The member's own queries, newest first, from the `offset`-th after the query `after` (if given). Raises
+    InvalidRequest if `after` is not one of them."""
     rows = InsightQuery.objects.recent_for(org=membership.organisation, user=membership.user)
+    rows = paging.after(rows, after, what="one of your queries here")
     return _settled(list(rows[offset : offset + limit]))
 
 

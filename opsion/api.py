@@ -156,7 +156,10 @@ def _describe(errors: list[dict]) -> str:
     what = "parameter" if source == "query" else "field"
     if first.get("type") == "missing":
         return f"The {what} `{where}` is required."
-    return f"The {what} `{where}` is not valid: {first.get('msg', 'invalid value')}."
+    described = f"The {what} `{where}` is not valid: {first.get('msg', 'invalid value')}."
+    if (where, first.get("type")) == ("offset", "less_than_equal"):  # the paged lists' cap
+        described += " To page deeper, pass `after`: the id of the last item you have."
+    return described
 
 
 api.add_router("/orgs/", "orgs.api.router")

@@ -46,6 +46,7 @@ class SettingsOut(Schema):
 
 
 class AuditEventOut(Schema):
+    id: int
     action: Literal[tuple(AuditAction.values)]
     description: str = Field(description="The action in words, with what changed, e.g. `Plan changed: …`.")
     actorEmail: str = Field(description="Who made the change; empty when unknown.")
@@ -59,6 +60,7 @@ class PageOut(Schema):
 
     limit: int
     offset: int
+    after: int | None
     hasMore: bool
 
 
@@ -66,12 +68,21 @@ class AuditEventsOut(PageOut):
     items: list[AuditEventOut]
 
 
-AUDIT_MAX_OFFSET = 1_000_000  # deep OFFSETs scan what they skip: the audit pages reach back this far
+AUDIT_MAX_OFFSET = 1_000_000  # deep OFFSETs scan what they skip: offsets reach back this far, `after` further
+
+
+AFTER = Field(
+    None,
+    ge=1,
+    description="The `id` of the previous page's last item: this page continues after it, as the list stood then "
+    "(nothing repeated or skipped as new items arrive), at any depth.",
+)
 
 
 class AuditPage(Schema):
     limit: int = Field(50, ge=1, le=200)
     offset: int = Field(0, ge=0, le=AUDIT_MAX_OFFSET)
+    after: int | None = AFTER
 
 
 class KeyIn(Schema):
@@ -116,11 +127,11 @@ HEADERS = {
 }
 
 
-def page_body(items: list, *, limit: int, offset: int, max_offset: int) -> dict:
-    """A list endpoint's page from `limit + 1` items, the one past its end showing whether more follow. `hasMore`
-    never promises a page past the offset cap, which the next request would have refused."""
-    has_more = len(items) > limit and offset + limit <= max_offset
-    return {"items": items[:limit], "limit": limit, "offset": offset, "hasMore": has_more}
+def page_body(items: list, *, limit: int, offset: int, after: int | None) -> dict:
+    """A list endpoint's page from `limit + 1` items, the one past its end showing whether more follow (past the
+    offset cap too: `after` reaches them)."""
+    has_more = len(items) > limit
+    return {"items": items[:limit], "limit": limit, "offset": offset, "after": after, "hasMore": has_more}
 
 
 def headers(**by_status: tuple[str, ...]) -> dict:
@@ -165,15 +176,19 @@ def get_settings(request: HttpRequest, slug: str):
     openapi_extra=headers(),
     summary="The audit log",
     description="Owners and Admins: changes to the organisation's Claude API key, plan and members, newest "
-    "first, `limit` (1–200) at a time from `offset` (0–1,000,000). `forbidden_role` (403). "
-    + errors(AUTH_ERRORS, "`invalid_request` (400: `limit` or `offset` out of range)"),
+    "first, `limit` (1–200) at a time from `offset` (0–1,000,000), after the event `after` if given (page by "
+    "`after`, the last `id` seen: offsets repeat what new events push down). `forbidden_role` (403). "
+    + errors(AUTH_ERRORS, "`invalid_request` (400: `limit` or `offset` out of range, or `after` not an event here)"),
 )
 def list_audit_events(request: HttpRequest, slug: str, page: Query[AuditPage]):
     membership = access.membership_or_404(request.auth, slug)
     access.require_audit_reader(membership)
-    events = selectors.audit_events_for(membership.organisation, offset=page.offset, limit=page.limit + 1)
+    events = selectors.audit_events_for(
+        membership.organisation, offset=page.offset, limit=page.limit + 1, after=page.after
+    )
     items = [
         {
+            "id": e.pk,
             "action": e.action,
             "description": e.get_action_display() + (f": {e.detail}" if e.detail else ""),
             "actorEmail": e.actor_email,
@@ -183,7 +198,7 @@ def list_audit_events(request: HttpRequest, slug: str, page: Query[AuditPage]):
         }
         for e in events
     ]
-    return page_body(items, limit=page.limit, offset=page.offset, max_offset=AUDIT_MAX_OFFSET)
+    return page_body(items, limit=page.limit, offset=page.offset, after=page.after)
 
 
 @router.put(

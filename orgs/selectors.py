@@ -7,6 +7,7 @@ from datetime import datetime
 
 from django.core.paginator import Page, Paginator
 
+from opsion import paging
 from orgs.models import AuditEvent, ClaudeApiKey, Organisation
 
 log = logging.getLogger("opsion.orgs")
@@ -81,9 +82,13 @@ AUDIT_CARD_EVENTS = 50
 AUDIT_PAGE_EVENTS = 100
 
 
-def audit_events_for(org: Organisation, *, offset: int = 0, limit: int = AUDIT_CARD_EVENTS) -> list[AuditEvent]:
-    """`limit` events from the `offset`-th, newest first: the Settings card's latest, an API page."""
-    return list(AuditEvent.objects.filter(organisation=org)[offset : offset + limit])
+def audit_events_for(
+    org: Organisation, *, offset: int = 0, limit: int = AUDIT_CARD_EVENTS, after: int | None = None
+) -> list[AuditEvent]:
+    """`limit` events from the `offset`-th (after the event `after`, if given), newest first: the Settings card's
+    latest, an API page. Raises InvalidRequest if `after` is not one of the organisation's events."""
+    events = paging.after(AuditEvent.objects.filter(organisation=org), after, what="an event in this audit log")
+    return list(events[offset : offset + limit])
 
 
 def audit_log_page(org: Organisation, page: str | int | None) -> Page:

@@ -8,7 +8,6 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from insights import api
 from insights.models import InsightQuery, KeySource, Outcome
 from orgs import services as org_services
 from orgs.models import ClaudeApiKey
@@ -186,16 +185,50 @@ def test_history_lists_only_the_callers_queries_newest_first_and_paginates(world
     assert first["RateLimit"].startswith('"insights";r=13;')
 
 
-def test_history_never_promises_a_page_beyond_the_offset_cap(world, api_client, monkeypatch):
-    # The cap is 100,000: a script at 200 queries an hour gets there in three weeks. Lowered here to 3 rows.
-    monkeypatch.setattr(api, "MAX_OFFSET", 3)
-    seed(world.globex, 500, 400, 300, 200, 100, user=world.globex_member)
+def test_history_pages_after_the_last_id_seen_neither_repeating_nor_skipping_while_queries_arrive(world, api_client):
+    # Offset paging repeats what a new query pushes down: `after` (the last item's id) does not. Two queries at one
+    # instant are ordered, and split between pages, by id.
+    mine = seed(world.globex, 500, 400, 300, 300, 100, user=world.globex_member)
+    seed(world.globex, 350, user=world.globex_admin)  # someone else's, in between
     client = api_client(world.globex_member)
+    read = lambda **q: client.get(QUERIES.format("globex"), q).json()  # noqa: E731
 
-    before_cap = client.get(QUERIES.format("globex"), {"limit": 1, "offset": 2}).json()
-    at_cap = client.get(QUERIES.format("globex"), {"limit": 1, "offset": 3}).json()
+    pages = [read(limit=2)]
+    seed(world.globex, 0, user=world.globex_member)  # arrives mid-way
+    while pages[-1]["hasMore"]:
+        pages.append(read(limit=2, after=pages[-1]["items"][-1]["id"]))
 
-    assert (before_cap["hasMore"], at_cap["hasMore"]) == (True, False)  # offset 4 would be refused
+    assert [item["id"] for page in pages for item in page["items"]] == [
+        mine[4].pk,
+        mine[3].pk,
+        mine[2].pk,
+        mine[1].pk,
+        mine[0].pk,
+    ]
+    assert pages[1]["after"] == mine[3].pk
+
+
+def test_history_after_an_id_not_among_your_queries_is_refused(world, api_client):
+    (theirs,) = seed(world.globex, 100, user=world.globex_admin)
+
+    response = api_client(world.globex_member).get(QUERIES.format("globex"), {"after": theirs.pk})
+
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "invalid_request",
+        "message": "`after` is not the id of one of your queries here.",
+    }
+
+
+def test_history_offset_past_the_cap_is_refused_pointing_to_after(world, api_client):
+    # The cap is 100,000: a script at 200 queries an hour gets there in three weeks; `after` reaches further.
+    response = api_client(world.globex_member).get(QUERIES.format("globex"), {"offset": 100_001})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        "The parameter `offset` is not valid: Input should be less than or equal to 100000. "
+        "To page deeper, pass `after`: the id of the last item you have."
+    )
 
 
 def test_history_shows_a_new_query_with_its_outcome(world, fake_anthropic, api_client):
@@ -215,7 +248,7 @@ def test_history_of_a_member_without_queries_is_empty(world, api_client):
 
     body = api_client(world.globex_member).get(QUERIES.format("globex")).json()
 
-    assert body == {"items": [], "limit": 20, "offset": 0, "hasMore": False}
+    assert body == {"items": [], "limit": 20, "offset": 0, "after": None, "hasMore": False}
 
 
 @pytest.mark.parametrize("method", ["get_usage", "get_queries", "post_query"])

@@ -3,10 +3,10 @@
 import re
 
 import pytest
+from django.utils import timezone
 
 from insights.ratelimit import RateLimited
 from insights.services import InsightsUnavailable, KeyInvalid, KeyUnreadable, UpstreamRateLimited
-from orgs import api as org_api
 from orgs import services as org_services
 from orgs.access import PlanRequired, RoleRequired
 from orgs.guards import TooManyAttempts
@@ -442,7 +442,8 @@ class TestAuditEvents:
         body = response.json()
         assert (body["limit"], body["offset"], body["hasMore"]) == (50, 0, False)
         removed, saved = body["items"]
-        assert {k: v for k, v in removed.items() if k != "createdAt"} == {
+        assert removed["id"] > saved["id"]
+        assert {k: v for k, v in removed.items() if k not in ("id", "createdAt")} == {
             "action": "claude_api_key.removed",
             "description": "Claude API key removed",
             "actorEmail": "staff@opsion.test",
@@ -476,17 +477,52 @@ class TestAuditEvents:
         exact = read(limit=5)  # the log ends exactly where the page does: no empty page after it
         assert len(exact["items"]) == 5 and exact["hasMore"] is False
 
-    def test_it_never_promises_a_page_beyond_the_offset_cap(self, world, monkeypatch):
-        # The cap is 1,000,000: lowered here to 3 events, as a client paging by `hasMore` would meet it.
-        monkeypatch.setattr(org_api, "AUDIT_MAX_OFFSET", 3)
+    def test_an_offset_past_the_cap_is_refused_pointing_to_after(self, world):
+        response = console().get(self.URL.format("acme"), {"offset": 1_000_001}, headers=bearer(world.acme_admin))
+
+        assert response.status_code == 400
+        assert error_of(response) == {
+            "code": "invalid_request",
+            "message": "The parameter `offset` is not valid: Input should be less than or equal to 1000000. "
+            "To page deeper, pass `after`: the id of the last item you have.",
+        }
+
+    def test_paging_after_the_last_id_seen_neither_repeats_nor_skips_while_events_arrive(self, world):
+        # Paging by offset through a log that grows at its head repeats what the head pushed down; `after` (the last
+        # item's id) starts where the client left off, at any depth.
+        at = timezone.now()  # two events at one instant: their order, and the page boundary between them, is by id
         AuditEvent.objects.bulk_create(
-            AuditEvent(organisation=world.acme, action=AuditAction.KEY_SAVED, detail=f"event {i}") for i in range(5)
+            AuditEvent(organisation=world.acme, action=AuditAction.KEY_SAVED, detail=f"event {i}", created_at=at)
+            for i in range(5)
         )
         read = lambda **q: console().get(self.URL.format("acme"), q, headers=bearer(world.acme_admin)).json()  # noqa: E731
 
-        before_cap, at_cap = read(limit=1, offset=2), read(limit=1, offset=3)
+        pages = [read(limit=2)]
+        AuditEvent.objects.create(organisation=world.acme, action=AuditAction.KEY_REMOVED)  # arrives mid-way
+        while pages[-1]["hasMore"]:
+            pages.append(read(limit=2, after=pages[-1]["items"][-1]["id"]))
 
-        assert (before_cap["hasMore"], at_cap["hasMore"]) == (True, False)  # offset 4 would be refused
+        seen = [item["description"] for page in pages for item in page["items"]]
+        assert seen == [f"Claude API key saved: event {i}" for i in (4, 3, 2, 1, 0)]
+        assert [page["after"] for page in pages] == [None, *(page["items"][-1]["id"] for page in pages[:-1])]
+        assert read(limit=2, after=pages[-1]["items"][-1]["id"]) == {
+            "items": [],
+            "limit": 2,
+            "offset": 0,
+            "after": pages[-1]["items"][-1]["id"],
+            "hasMore": False,
+        }
+
+    def test_after_an_id_not_in_this_log_is_refused_whatever_it_names(self, world):
+        globex = AuditEvent.objects.create(organisation=world.globex, action=AuditAction.KEY_SAVED)
+
+        for after in (globex.pk, globex.pk + 1000):  # another organisation's event, or none at all: the same answer
+            response = console().get(self.URL.format("acme"), {"after": after}, headers=bearer(world.acme_admin))
+            assert response.status_code == 400
+            assert error_of(response) == {
+                "code": "invalid_request",
+                "message": "`after` is not the id of an event in this audit log.",
+            }
 
     def test_members_are_refused_and_outsiders_not_told_it_exists(self, world):
         member = console().get(self.URL.format("acme"), headers=bearer(world.acme_member))

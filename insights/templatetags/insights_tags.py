@@ -26,11 +26,11 @@ def markdown_filter(text: str):
 
 @register.filter
 def duration(seconds: int) -> str:
-    """`1 h 5 min`, `12 min`, `45 s`: when the next query frees up."""
+    """`1 h 5 min`, `12 min`, `45 s`: when the next query frees up, rounded up (never early) to the minute."""
     seconds = int(seconds or 0)
     if seconds >= 3600:
-        hours, rest = divmod(seconds, 3600)
-        return f"{hours} h {rest // 60} min" if rest >= 60 else f"{hours} h"
+        hours, minutes = divmod(-(-seconds // 60), 60)
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
     if seconds >= 60:
         minutes = -(-seconds // 60)
         return f"{minutes} min"

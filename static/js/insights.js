@@ -47,7 +47,7 @@
 
   function formatDuration(seconds) {
     if (seconds >= 3600) {
-      const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60);
+      const minutes = Math.ceil(seconds / 60), h = Math.floor(minutes / 60), m = minutes % 60; // never early
       return m ? h + " h " + m + " min" : h + " h";
     }
     if (seconds >= 60) return Math.ceil(seconds / 60) + " min";

@@ -63,6 +63,24 @@ def test_at_the_limit_the_page_says_rate_limit_reached_and_when_to_retry(app, pa
     assert fake_anthropic.requests == []
 
 
+def test_past_an_hour_the_script_rounds_the_time_to_retry_up_as_the_page_does(
+    app, page, world, fake_anthropic, console, settings
+):
+    # A 2-hour window whose oldest query leaves in just over an hour: "1 h" would be early.
+    console.allow(429)
+    settings.INSIGHTS_WINDOW_SECONDS = 7200
+    seed(world.acme, *[3590] * 20, user=world.acme_member)  # leaves in 3,610 s
+    sign_in(page, app.url, "member@acme.test")
+    expect(page.locator("#usage-reset")).to_have_text("Limit reached. The next query frees up in 1 h 1 min.")
+
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    expect(page.locator("#answer-error").get_by_role("alert")).to_have_text(
+        "Rate limit reached (20 per 2 hours). Try again in 1 h 1 min."
+    )
+
+
 def test_refused_above_a_lowered_limit_the_meter_keeps_the_real_count(app, page, world, fake_anthropic, console):
     console.allow(429)
     # 25 asked on the organisation's own key, since removed: the limit is now 20.

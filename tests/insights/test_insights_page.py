@@ -399,6 +399,20 @@ def test_the_pages_and_the_refusal_name_the_window_in_force(
     assert f"20 queries per rolling {words}" in settings_page
 
 
+def test_past_an_hour_the_time_to_retry_is_rounded_up_never_down(world, fake_anthropic, console, settings):
+    # A 2-hour window whose oldest counted query leaves in just over an hour (3,602 s): "1 h" would send
+    # the user back a minute early, to another refusal. Under an hour the page already rounds up.
+    settings.INSIGHTS_WINDOW_SECONDS = 7200
+    seed_spread(world.globex, 20, oldest=3598.5, newest=60)
+
+    response = console(world.globex_member).post(PAGE.format("globex"), {"query": "One more?"})
+
+    assert abs(int(response["Retry-After"]) - 3602) <= 1
+    text = text_of(response)
+    assert "Rate limit reached (20 per 2 hours). Try again in 1 h 1 min." in text
+    assert "The next query frees up in 1 h 1 min." in text
+
+
 def test_over_the_limit_the_page_shows_the_message_and_the_time_to_retry(world, fake_anthropic, console):
     seed_spread(world.globex, 20, oldest=1800, newest=60)
 

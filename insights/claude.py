@@ -5,6 +5,7 @@ exception's `.request.headers` holds the raw key, so it must never reach a log o
 """
 
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ RETRY_AFTER_MAX_SECONDS = 24 * 60 * 60
 def _retry_after(headers) -> int | None:
     try:
         value = headers.get("retry-after")
-        seconds = max(1, int(float(value))) if value else None
+        seconds = max(1, math.ceil(float(value))) if value else None  # rounded up: never early
     except (TypeError, ValueError, OverflowError):  # OverflowError: "inf", "1e400" (no whole number of seconds)
         return None
     return seconds if seconds is None or seconds <= RETRY_AFTER_MAX_SECONDS else None

@@ -165,6 +165,17 @@ def test_a_fractional_retry_after_is_never_passed_on_as_zero(world, acme_key, ap
     assert response.status_code == 429 and response["Retry-After"] == "1"
 
 
+def test_a_fractional_retry_after_is_rounded_up_never_down(world, acme_key, api_client, fake_anthropic):
+    # Truncated, "1.5" would read "1": a client waiting exactly that long would meet Anthropic's limit again.
+    fake_anthropic.behave(acme_key, "rate_limited")
+    fake_anthropic.retry_after = "1.5"
+
+    response = api_ask(api_client(world.acme_member), "acme")
+
+    assert response.status_code == 429 and response["Retry-After"] == "2"
+    assert response.json()["error"]["message"].endswith("Try again in 2 seconds.")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_429_asking_to_wait_an_hour_is_passed_on_at_once_not_waited_out(world, acme_key, api_client, fake_anthropic):
     # Anthropic says "retry in an hour" and marks the error retryable, as it does for real. The

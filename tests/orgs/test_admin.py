@@ -813,6 +813,36 @@ def test_guessing_the_old_password_on_admins_password_change_is_stopped_after_te
     assert console(world.acme_admin).post(url, guess).status_code == 302  # not staff: admin's own redirect
 
 
+@pytest.mark.parametrize("superuser", [True, False])
+def test_staff_change_their_own_password_only_where_the_old_one_is_asked_and_guesses_are_limited(world, superuser):
+    # The user page's own password form sets a new password without the old one: someone holding a staff
+    # member's session could set the password that outlives it there, instead of guessing it where guesses
+    # are limited. For their own account staff are sent to admin's password change, which asks for the old one.
+    me = make_user("support@opsion.test", is_staff=True, is_superuser=superuser)
+    me.user_permissions.set(Permission.objects.filter(codename__in=["view_user", "change_user"]))
+    client = console(me)
+    url = f"/admin/orgs/user/{me.pk}/password/"
+
+    shown = client.get(url)
+    same_account = f"/admin/orgs/user/0{me.pk}/password/"  # written otherwise, as Django reads it
+    posted = client.post(same_account, {"password1": "a-long-new-password-1", "password2": "a-long-new-password-1"})
+
+    assert (shown.status_code, shown["Location"]) == (302, "/admin/password_change/")
+    assert (posted.status_code, posted["Location"]) == (302, "/admin/password_change/")
+    me.refresh_from_db()
+    assert me.check_password(PASSWORD) and not me.check_password("a-long-new-password-1")
+
+
+def test_staff_still_set_a_customers_password_without_knowing_it(world, staff):
+    url = f"/admin/orgs/user/{world.acme_member.pk}/password/"
+
+    response = staff.post(url, {"password1": "a-long-new-password-1", "password2": "a-long-new-password-1"})
+
+    assert response.status_code == 302
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password("a-long-new-password-1")
+
+
 def test_a_large_organisations_page_lists_only_its_managers_so_its_plan_can_still_be_changed(world, staff, monkeypatch):
     # Every membership row posts four fields: past Django's 1,000-field cap (about 250 members) the whole change
     # form was refused (400), the plan (the BYOM gate) with it, and 5,000 rows took seconds to render.

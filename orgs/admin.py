@@ -254,7 +254,30 @@ class UserAdmin(BaseUserAdmin):
         user = self.get_object(request, unquote(id))  # as Django reads the address ("01" is user 1 too)
         if user is not None and user.pk == request.user.pk:
             return redirect("admin:password_change")
+        if request.method == "GET" and user is not None and self.has_change_permission(request, user):
+            self._say_tokens_outlive_the_password(request, user)
         return super().user_change_password(request, id, form_url)
+
+    @staticmethod
+    def _say_tokens_outlive_the_password(request, user: User) -> None:
+        """A new password signs the user out of every session, but their API tokens keep working: staff resetting
+        a compromised account's password are told, and where to delete them."""
+        count = ApiToken.objects.filter(user=user).count()
+        if not count:
+            return
+        tokens, them = ("API token keeps", "it") if count == 1 else (f"{count} API tokens keep", "them")
+        listed = f"{reverse('admin:orgs_apitoken_changelist')}?user__id__exact={user.pk}"
+        messages.warning(
+            request,
+            format_html(
+                "A new password signs {} out of every session, but their {} working. If the account was "
+                'compromised, <a href="{}">delete {}</a> too.',
+                user.email,
+                tokens,
+                listed,
+                them,
+            ),
+        )
 
     def save_model(self, request, obj, form, change) -> None:
         """Django's; deactivating an organisation's last active Owner or Admin is allowed (staff may be

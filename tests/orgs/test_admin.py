@@ -833,14 +833,28 @@ def test_staff_change_their_own_password_only_where_the_old_one_is_asked_and_gue
     assert me.check_password(PASSWORD) and not me.check_password("a-long-new-password-1")
 
 
-def test_staff_still_set_a_customers_password_without_knowing_it(world, staff):
+def test_a_password_set_by_staff_signs_the_user_out_everywhere_but_their_api_tokens_keep_working(world, staff):
+    # Staff resetting a compromised account's password are told, on the form, that it does not revoke its tokens.
+    signed_in = Client()
+    signed_in.post("/accounts/login/", {"username": "member@acme.test", "password": PASSWORD})
+    _, raw = services.api_token_create(user=world.acme_member, name="laptop")
+    services.api_token_create(user=world.acme_member, name="ci")
     url = f"/admin/orgs/user/{world.acme_member.pk}/password/"
 
+    page = html.unescape(staff.get(url).content.decode())
     response = staff.post(url, {"password1": "a-long-new-password-1", "password2": "a-long-new-password-1"})
 
+    said = "A new password signs member@acme.test out of every session, but their 2 API tokens keep working."
+    assert said in page
+    assert f'href="/admin/orgs/apitoken/?user__id__exact={world.acme_member.pk}"' in page
     assert response.status_code == 302
     world.acme_member.refresh_from_db()
     assert world.acme_member.check_password("a-long-new-password-1")
+    assert signed_in.get("/orgs/acme/insights/").status_code == 302  # to sign in again
+    usage = Client().get("/api/v1/orgs/acme/insights/usage", headers={"Authorization": f"Bearer {raw}"})
+    assert usage.status_code == 200
+    no_tokens = html.unescape(staff.get(f"/admin/orgs/user/{world.acme_admin.pk}/password/").content.decode())
+    assert "keep working" not in no_tokens and "keeps working" not in no_tokens
 
 
 def test_a_large_organisations_page_lists_only_its_managers_so_its_plan_can_still_be_changed(world, staff, monkeypatch):

@@ -245,6 +245,25 @@ def test_a_deactivated_users_token_is_refused(world):
     assert api_get(raw).status_code == 401
 
 
+def test_deactivation_refuses_a_users_sessions_and_tokens_at_once_and_reactivation_brings_them_back(world):
+    # As the README says: deactivating deletes nothing; a compromised account also needs a new password (which
+    # ends its sessions) and its tokens deleted.
+    _, raw = services.api_token_create(user=world.acme_admin, name="ci")
+    session = console(world.acme_admin)
+    assert session.get("/api/v1/orgs/acme/settings").status_code == 200
+    world.acme_admin.is_active = False
+    world.acme_admin.save()
+
+    assert session.get("/orgs/acme/settings/").status_code == 302
+    assert session.get("/api/v1/orgs/acme/settings").status_code == 401
+    assert api_get(raw).status_code == 401
+
+    world.acme_admin.is_active = True
+    world.acme_admin.save()
+    assert session.get("/orgs/acme/settings/").status_code == 200
+    assert api_get(raw).status_code == 200
+
+
 def test_a_malformed_authorization_header_is_unauthenticated(world):
     for header in ("Bearer", "Bearer ", "Token opsn_abc", "bearer opsn_" + "x" * 300):
         response = console().get("/api/v1/orgs/acme/settings", headers={"Authorization": header})

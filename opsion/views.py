@@ -1,11 +1,13 @@
 """Error pages Django renders itself, before any of our views runs."""
 
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.loader import render_to_string
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404, resolve, reverse
 from django.views import csrf
 
 from opsion.errors import error_json
@@ -36,6 +38,10 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     sent back to the form's page told what was not done, as after an expired session, instead of to a
     dead end whose Back returns an emptied key field. Anything else (no token, another origin, no
     session) gets the plain 403 page."""
+    if reason == STALE_TOKEN and request.path == reverse("login"):
+        return _sign_in_again(request)
+    if reason == STALE_TOKEN and request.path == reverse("logout"):
+        return redirect("logout")  # its page, with a button that works (or the sign-in page, if signed out)
     if reason == STALE_TOKEN and request.user.is_authenticated:
         try:
             not_done = getattr(resolve(request.path_info).func, "not_done", None)
@@ -45,3 +51,17 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
             messages.warning(request, STALE_FORM + not_done)
             return redirect(request.path)  # the form's URL answers a GET with its page (orgs.views.form_action)
     return csrf.csrf_failure(request, reason)
+
+
+STALE_SIGN_IN = "This page was out of date, so you were not signed in. Please sign in again."
+
+
+def _sign_in_again(request: HttpRequest) -> HttpResponse:
+    """A sign-in form whose CSRF token went stale: another tab signed in (two tabs sent to sign in when the session
+    expired), or signed in and out. Signed in now, they go on where the form was taking them (the sign-in page
+    checks `next` and sends a signed-in visitor on); otherwise they are asked to sign in again. No password is
+    checked: the form is only turned into a GET of the sign-in page."""
+    next_url = request.POST.get("next", "")
+    if not request.user.is_authenticated:
+        messages.warning(request, STALE_SIGN_IN)
+    return redirect(f"{reverse('login')}?{urlencode({'next': next_url})}" if next_url else reverse("login"))

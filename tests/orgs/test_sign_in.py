@@ -8,6 +8,7 @@ from django.test import Client
 from orgs.models import Membership, Role
 from tests.base import PASSWORD, make_user
 from tests.clients import console
+from tests.orgs.helpers import csrf_token_from
 
 LOGIN = "/accounts/login/"
 
@@ -176,6 +177,68 @@ def test_signing_out_ends_the_session(world):
     assert "You are signed out." in client.get(LOGIN).content.decode()  # said once, where sign-out lands
     assert "You are signed out." not in client.get(LOGIN).content.decode()
     assert client.get("/orgs/acme/settings/")["Location"].startswith(LOGIN)
+
+
+def stale_form(client: Client, url: str) -> str:
+    """The CSRF token of the form at `url`, then the browser's CSRF secret changed, as signing in (in another tab,
+    say) changes it: the form still shown carries a token that no longer matches."""
+    token = csrf_token_from(client.get(url).content.decode())
+    client.cookies["csrftoken"] = "s" * 32
+    return token
+
+
+def test_a_sign_in_form_gone_stale_because_another_tab_signed_in_goes_where_it_was_going(world):
+    # Two tabs sent to sign in (the session expired); signing in in one made the other's form stale. Not a 403
+    # dead end: already signed in, they go on to the page the form would have taken them to.
+    client = Client(enforce_csrf_checks=True)
+    token = stale_form(client, LOGIN + "?next=/orgs/acme/settings/")
+    client.force_login(world.acme_admin)
+
+    response = client.post(
+        LOGIN,
+        {
+            "username": "admin@acme.test",
+            "password": PASSWORD,
+            "next": "/orgs/acme/settings/",
+            "csrfmiddlewaretoken": token,
+        },
+        follow=True,
+    )
+
+    assert response.redirect_chain[-1] == ("/orgs/acme/settings/", 302)
+    assert response.status_code == 200 and response.wsgi_request.user == world.acme_admin
+
+
+def test_a_stale_sign_in_form_of_someone_signed_out_meanwhile_asks_them_to_sign_in_again(world):
+    client = Client(enforce_csrf_checks=True)
+    token = stale_form(client, LOGIN)
+
+    response = client.post(
+        LOGIN, {"username": "admin@acme.test", "password": PASSWORD, "csrfmiddlewaretoken": token}, follow=True
+    )
+
+    assert response.redirect_chain == [(LOGIN, 302)]
+    assert "This page was out of date, so you were not signed in. Please sign in again." in response.content.decode()
+    assert not response.wsgi_request.user.is_authenticated
+
+
+def test_a_sign_in_form_offering_a_stale_token_from_another_origin_is_still_refused(world):
+    client = Client(enforce_csrf_checks=True)
+    token = stale_form(client, LOGIN)
+    fields = {"username": "admin@acme.test", "password": PASSWORD, "csrfmiddlewaretoken": token}
+
+    assert client.post(LOGIN, fields, HTTP_ORIGIN="https://evil.example").status_code == 403
+
+
+def test_a_sign_out_button_gone_stale_leads_to_the_sign_out_page_not_a_dead_end(world):
+    client = console(world.acme_admin, enforce_csrf_checks=True)
+    token = stale_form(client, "/accounts/logout/")
+
+    response = client.post("/accounts/logout/", {"csrfmiddlewaretoken": token}, follow=True)
+
+    assert response.redirect_chain == [("/accounts/logout/", 302)]
+    assert '<form method="post" action="/accounts/logout/"' in response.content.decode()  # a fresh button
+    assert response.wsgi_request.user == world.acme_admin  # nothing happened without a valid token
 
 
 class TestSwitcher:

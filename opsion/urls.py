@@ -29,6 +29,7 @@ urlpatterns = [
     path("", org_views.home, name="home"),
     path("accounts/login/", org_views.sign_in, name="login"),
     path("accounts/logout/", org_views.SignOutView.as_view(), name="logout"),
+    path("accounts/password/", org_views.PasswordChangeView.as_view(), name="password_change"),
     path("accounts/tokens/<int:token_id>/revoke", org_views.account_token_revoke, name="account_token_revoke"),
     path("orgs/", include("orgs.urls")),
     path("orgs/", include("insights.urls")),

@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from insights.models import InsightQuery, KeySource, Outcome
 from orgs import services as org_services
 from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Role
-from tests.base import GOOD_KEY, make_user
+from tests.base import GOOD_KEY, PASSWORD, make_user
 from tests.browser.support import PHONE, assert_no_accessibility_violations, screenshot, sign_in
 from tests.insights.helpers import seed
 
@@ -394,3 +394,33 @@ def test_a_malformed_address_marks_only_the_address_field(app, page):
 
     expect(page.get_by_label("E-mail")).to_have_attribute("aria-invalid", "true")
     expect(page.get_by_label("Password")).not_to_have_attribute("aria-invalid", "true")
+
+
+def test_changing_the_password_from_the_account_menu_on_a_phone(app, page, world):
+    # Reached from every page's header, which still fits a phone with the extra link; a wrong current password
+    # takes focus, marked invalid and described by what was wrong; the change itself lands back home, signed in.
+    page.set_viewport_size(PHONE)
+    sign_in(page, app.url, "member@acme.test")
+    page.get_by_role("link", name="Change password").click()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "the page scrolls sideways"
+    expect(page.get_by_label("Old password")).to_be_focused()
+    page.get_by_label("Old password").fill("not-the-password")
+    page.get_by_label("New password", exact=True).fill("a-New-passw0rd-for-acme")
+    page.get_by_label("New password confirmation").fill("a-New-passw0rd-for-acme")
+    page.get_by_role("button", name="Change password").click()
+
+    old = page.get_by_label("Old password")
+    expect(old).to_be_focused()
+    expect(old).to_have_attribute("aria-invalid", "true")
+    expect(old).to_have_accessible_description("Your old password was entered incorrectly. Please enter it again.")
+    screenshot(page, "password-change-refused", docs=False)
+    assert_no_accessibility_violations(page)
+
+    old.fill(PASSWORD)
+    page.get_by_label("New password", exact=True).fill("a-New-passw0rd-for-acme")
+    page.get_by_label("New password confirmation").fill("a-New-passw0rd-for-acme")
+    page.get_by_role("button", name="Change password").click()
+    expect(page.locator(".flash")).to_have_text(
+        "Your password was changed. Other browsers signed in as you were signed out."
+    )
+    expect(page.get_by_role("heading", name="AI Insights")).to_be_visible()

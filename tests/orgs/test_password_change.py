@@ -1,0 +1,81 @@
+"""Changing one's own password in the console: the old one asked, guesses limited, other sessions signed out."""
+
+from django.test import Client
+
+from tests.base import PASSWORD
+from tests.clients import bearer, console
+
+URL = "/accounts/password/"
+NEW = "a-New-passw0rd-for-acme"
+
+
+def change(client: Client, old: str = PASSWORD, new: str = NEW, again: str | None = None):
+    return client.post(URL, {"old_password": old, "new_password1": new, "new_password2": again or new})
+
+
+def test_every_page_links_to_it_from_the_account_menu(world):
+    page = console(world.acme_member).get("/orgs/acme/insights/").content.decode()
+
+    assert f'<a href="{URL}">Change password</a>' in page
+
+
+def test_the_page_asks_for_the_current_password_and_the_new_one_twice(world):
+    page = console(world.acme_member).get(URL).content.decode()
+
+    assert 'name="old_password" autocomplete="current-password"' in page
+    assert page.count('autocomplete="new-password"') == 2
+    assert "Other browsers signed in as you will be signed out; your API tokens keep working." in page
+
+
+def test_a_change_keeps_this_session_signs_out_the_others_and_the_new_password_signs_in(world):
+    here, elsewhere = console(world.acme_member), console(world.acme_member)
+    token = bearer(world.acme_member)
+
+    response = change(here)
+
+    assert (response.status_code, response["Location"]) == (302, "/")
+    page = here.get("/", follow=True).content.decode()
+    assert "Your password was changed. Other browsers signed in as you were signed out." in page
+    assert elsewhere.get("/orgs/acme/insights/")["Location"].startswith("/accounts/login/")
+    assert Client().get("/api/v1/orgs/acme/settings", headers=token).status_code == 200  # tokens keep working
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(NEW) and not world.acme_member.check_password(PASSWORD)
+
+
+def test_a_wrong_current_password_or_a_mismatch_or_a_weak_one_changes_nothing_and_says_which(world):
+    client = console(world.acme_member)
+    cases = [
+        (change(client, old="not-it"), "Your old password was entered incorrectly. Please enter it again."),
+        (change(client, again=NEW + "x"), "The two password fields didn’t match."),
+        (change(client, new="12345678"), "This password is too common."),
+    ]
+
+    for response, message in cases:
+        assert response.status_code == 200
+        page = response.content.decode()
+        assert message in page.replace("&#x27;", "'").replace("&#39;", "'")
+        assert 'aria-invalid="true"' in page
+        assert PASSWORD not in page and NEW not in page  # nothing typed is sent back
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(PASSWORD)
+
+
+def test_guessing_the_current_password_is_stopped_after_ten_tries(world):
+    # A borrowed or stolen session could otherwise try passwords here without limit and learn the one that
+    # outlives it. The eleventh try within 15 minutes is not even checked.
+    client = console(world.acme_member)
+    for _ in range(10):
+        assert change(client, old="wrong").status_code == 200
+
+    locked = change(client)
+
+    assert locked.status_code == 429 and locked["Retry-After"] == "900"
+    assert "Too many attempts to change your password. Please wait 15 minutes and try again." in locked.content.decode()
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(PASSWORD)  # not changed, though the old password was right
+
+
+def test_signed_out_visitors_are_sent_to_sign_in_first(db):
+    response = Client().get(URL)
+
+    assert response["Location"] == f"/accounts/login/?next={URL}"

@@ -4,15 +4,19 @@ Time is controlled by seeding rows with past `created_at` values; nothing sleeps
 """
 
 import math
+import threading
+import time
 from datetime import timedelta
 
 import pytest
-from django.db import transaction
+from django.db import connections, transaction
+from django.utils import timezone
 
 from insights import ratelimit, services
 from insights.models import InsightQuery, Outcome
 from insights.ratelimit import window_words
 from orgs import services as org_services
+from orgs.models import Organisation
 from tests.conftest import PLATFORM_KEY
 
 from .helpers import db_now, seed, seed_spread
@@ -280,6 +284,36 @@ def test_a_decision_inside_a_callers_transaction_is_refused_not_deferred(world):
     assert not InsightQuery.objects.exists()
     query, window = ratelimit.acquire(org=world.globex, limit=20, window_seconds=3600, row=row)
     assert window.used == 1 and InsightQuery.objects.get() == query
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_decision_that_waited_for_the_lock_is_stamped_when_it_was_made_not_when_it_arrived(world):
+    # The row's time is when the limit let it through. Stamped on arrival, a decision that queued behind another
+    # (a key save, a busy organisation) would leave the window early by the wait, and for that long the window
+    # would hold one query more than the limit. Another connection holds the organisation's lock for a second.
+    locked = threading.Event()
+
+    def hold_the_lock() -> None:
+        try:
+            with transaction.atomic():  # SQLite: BEGIN IMMEDIATE takes the write lock; PostgreSQL: the row lock
+                Organisation.objects.select_for_update().filter(pk=world.globex.pk).values_list("pk").get()
+                locked.set()
+                time.sleep(1.0)
+        finally:
+            connections["default"].close()
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    assert locked.wait(10)
+    arrived = timezone.now()  # the app's and the database's clocks are this machine's
+    row, window = ratelimit.acquire(
+        org=world.globex, limit=20, window_seconds=3600, row={"key_source": "platform", "query": "q"}
+    )
+    holder.join()
+
+    assert row.created_at - arrived >= timedelta(seconds=0.8)
+    assert InsightQuery.objects.get().created_at == row.created_at
+    assert window.reset_seconds == 3600
 
 
 @pytest.mark.parametrize(

@@ -126,6 +126,10 @@ def window_after(refused: Refused, org: Organisation) -> ratelimit.Window:
     return refused.window if isinstance(refused, ratelimit.RateLimited) else usage(org).window
 
 
+# The columns a query's outcome writes.
+_OUTCOME = ("answer", "completed_at", "outcome", "model", "input_tokens", "output_tokens", "error_code")
+
+
 @dataclass
 class PendingQuery:
     """A query that has been counted and recorded; `stream()` asks Claude and records the outcome."""
@@ -211,17 +215,11 @@ class PendingQuery:
         else:
             row.outcome = Outcome.FAILED
             row.error_code = failure.code if failure else INTERRUPTED
-        row.save(
-            update_fields=[
-                "answer",
-                "completed_at",
-                "outcome",
-                "model",
-                "input_tokens",
-                "output_tokens",
-                "error_code",
-            ]
-        )
+        # An UPDATE, not save(update_fields=…), which raises when the row is gone: staff may delete the
+        # organisation (offboarding, erasure) or the row in admin while Claude writes. The reader still gets
+        # the answer; nothing is written back.
+        if not InsightQuery.objects.filter(pk=row.pk).update(**{field: getattr(row, field) for field in _OUTCOME}):
+            log.info("org=%s: query %s was deleted before its outcome was recorded", row.organisation.slug, row.pk)
 
 
 def start(*, membership: Membership, text: str) -> PendingQuery:

@@ -55,6 +55,14 @@ class TestCreateApiToken:
             run("create_api_token", "nobody@acme.test")
         assert not ApiToken.objects.exists()
 
+    def test_a_deactivated_user_gets_no_token_that_would_be_refused(self, world):
+        world.acme_admin.is_active = False
+        world.acme_admin.save()
+
+        with pytest.raises(CommandError, match="admin@acme.test is deactivated"):
+            run("create_api_token", "admin@acme.test")
+        assert not ApiToken.objects.exists()
+
     def test_a_blank_name_is_an_error(self, world):
         with pytest.raises(CommandError, match="name"):
             run("create_api_token", "admin@acme.test", "--name", "  ")

@@ -16,6 +16,8 @@ class Command(BaseCommand):
         user = User.objects.filter(email__iexact=email).first()
         if user is None:
             raise CommandError(f"No user with e-mail {email}.")
+        if not user.is_active:  # the API refuses an inactive user's tokens: one printed now would never work
+            raise CommandError(f"{user.email} is deactivated: its tokens are refused. Reactivate it in admin first.")
         try:
             token, raw = services.api_token_create(user=user, name=name)
         except Refused as refused:

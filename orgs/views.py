@@ -370,8 +370,14 @@ def _revoke(request: HttpRequest, token_id: int) -> None:
 @login_required
 @form_action("the token was not revoked. Revoke it again.")
 def token_revoke(request: HttpRequest, slug: str, token_id: int) -> HttpResponse:
-    access.membership_or_http404(request.user, slug)
+    # One's own token is revocable whatever one's memberships: someone removed from the organisation as its
+    # Settings page stood open (their tokens act in their other organisations, or again once re-added) must
+    # not be refused the revocation. Where they land afterwards says nothing of an organisation they are not in.
     _revoke(request, token_id)
+    try:
+        access.membership_or_404(request.user, slug)
+    except NotFound:
+        return redirect("home")  # which lists their tokens when they belong nowhere
     return redirect("orgs:settings", slug)
 
 

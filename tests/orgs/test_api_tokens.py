@@ -206,6 +206,31 @@ def test_someone_removed_from_every_organisation_can_still_revoke_their_tokens(w
     assert api_get(raw).status_code == 401
 
 
+def test_a_token_revoked_from_a_settings_page_left_open_after_removal_from_the_organisation_is_revoked(world):
+    client = console(world.acme_member)
+    raw = create_in_console(client, "leaked laptop")
+    token = ApiToken.objects.get()
+    Membership.objects.filter(user=world.acme_member).delete()  # staff remove them as the page stands open
+
+    response = client.post(f"/orgs/acme/settings/tokens/{token.pk}/revoke", follow=True)
+
+    assert response.status_code == 200
+    assert "API token revoked. Requests using it are now refused." in response.content.decode()
+    assert not ApiToken.objects.exists()
+    Membership.objects.create(user=world.acme_member, organisation=world.acme, role=Role.MEMBER)
+    assert api_get(raw).status_code == 401  # added back, the token stays revoked
+
+
+def test_revoking_your_token_through_an_organisation_you_are_not_in_says_nothing_of_it(world):
+    token, raw = services.api_token_create(user=world.outsider, name="mine")
+    exists = console(world.outsider).post(f"/orgs/acme/settings/tokens/{token.pk}/revoke")
+    token, raw = services.api_token_create(user=world.outsider, name="mine")
+    missing = console(world.outsider).post(f"/orgs/no-such-org/settings/tokens/{token.pk}/revoke")
+
+    assert (exists.status_code, exists["Location"]) == (missing.status_code, missing["Location"]) == (302, "/")
+    assert not ApiToken.objects.exists()
+
+
 def test_revoking_from_the_account_page_is_only_for_your_own_tokens_and_needs_csrf(world):
     token, raw = services.api_token_create(user=world.acme_owner, name="owner's")
 

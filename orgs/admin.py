@@ -7,6 +7,7 @@ from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group
+from django.db import transaction
 from django.db.models import Count, Exists, OuterRef
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -318,11 +319,13 @@ class UserAdmin(BaseUserAdmin):
 
     def delete_queryset(self, request, queryset) -> None:
         """Each organisation the users belonged to records their removal in its own audit log, as when
-        staff remove a member on the organisation's page."""
-        for membership in Membership.objects.filter(user__in=queryset).select_related("user", "organisation"):
-            detail = f"{membership.user.email} ({membership.get_role_display()}; user deleted)"
-            audit_staff(request, membership.organisation, AuditAction.MEMBER_REMOVED, detail)
-        super().delete_queryset(request, queryset)
+        staff remove a member on the organisation's page. One transaction: the list's bulk action runs outside
+        Django's own, and a removal must not be recorded for users a failed deletion kept."""
+        with transaction.atomic():
+            for membership in Membership.objects.filter(user__in=queryset).select_related("user", "organisation"):
+                detail = f"{membership.user.email} ({membership.get_role_display()}; user deleted)"
+                audit_staff(request, membership.organisation, AuditAction.MEMBER_REMOVED, detail)
+            super().delete_queryset(request, queryset)
 
 
 admin.site.unregister(Group)

@@ -176,3 +176,40 @@ def test_a_connection_postgresql_dropped_between_requests_gives_a_503_page_not_a
 
     assert_page_503(response)
     assert client.get(reverse("orgs:settings", args=["acme"])).status_code == 200
+
+
+@pytest.fixture
+def user_delete_fails(db):
+    """Make the database itself refuse to delete any user, with a connection-class error."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "CREATE FUNCTION reliability_user_down() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                "BEGIN RAISE EXCEPTION 'user store unreachable' USING ERRCODE = '08006'; END $$"
+            )
+            cursor.execute(
+                "CREATE TRIGGER reliability_user_down BEFORE DELETE ON orgs_user "
+                "FOR EACH ROW EXECUTE FUNCTION reliability_user_down()"
+            )
+        else:
+            cursor.execute("CREATE TABLE reliability_gone (x INTEGER)")
+            cursor.execute(
+                "CREATE TRIGGER reliability_user_down BEFORE DELETE ON orgs_user "
+                "BEGIN INSERT INTO reliability_gone VALUES (1); END"
+            )
+            cursor.execute("DROP TABLE reliability_gone")
+
+
+def test_staff_deleting_users_when_the_deletion_fails_record_no_removal_in_the_audit_log(
+    world, console, user_delete_fails
+):
+    # The list's bulk action runs outside any transaction of Django's own: the audit events it writes first
+    # would otherwise tell acme's Owner that a user was deleted who is still there.
+    response = console(world.staff).post(
+        "/admin/orgs/user/",
+        {"action": "delete_selected", "_selected_action": [world.acme_member.pk], "post": "yes"},
+    )
+
+    assert_page_503(response)
+    assert world.membership(world.acme_member, world.acme)
+    assert not AuditEvent.objects.exists()

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from django.db import connections
 from django.urls import reverse
 
 from insights.models import InsightQuery
@@ -55,7 +56,10 @@ def test_an_api_answer_is_returned_when_staff_delete_the_organisation_meanwhile(
 
     def ask():
         body = json.dumps({"query": QUESTION})
-        answered["response"] = client.post("/api/v1/orgs/globex/insights/queries", body, "application/json")
+        try:
+            answered["response"] = client.post("/api/v1/orgs/globex/insights/queries", body, "application/json")
+        finally:
+            connections.close_all()  # this thread's own connection: the test database can then be dropped
 
     asking = threading.Thread(target=ask)
     asking.start()

@@ -33,6 +33,12 @@ def test_it_deletes_queries_older_than_90_days_only(world):
     assert output.strip() == "Deleted 3 insight queries older than 90d."
 
 
+def test_the_age_is_echoed_as_read_without_the_spaces_around_it(world):
+    seed(world.globex, 91 * DAY)
+
+    assert prune("--older-than", " 90d ").strip() == "Deleted 1 insight query older than 90d."
+
+
 def test_it_never_deletes_rows_inside_the_window(world):
     inside = seed(world.globex, *[60] * 20, 3500)
     seed(world.globex, 7300)
@@ -109,7 +115,7 @@ def test_it_says_when_the_rolling_window_was_applied_instead_of_a_shorter_age(wo
 
     assert InsightQuery.objects.count() == 1
     assert output.strip() == (
-        "Deleted 1 insight queries older than 60 minutes (0d was asked; rows inside the rolling window are never "
+        "Deleted 1 insight query older than 60 minutes (0d was asked; rows inside the rolling window are never "
         "deleted)."
     )
 
@@ -120,7 +126,7 @@ def test_it_first_records_queries_a_killed_process_left_pending_as_failed(world)
 
     output = prune()
 
-    assert output.splitlines()[0] == "Recorded 1 abandoned insight queries as failed (interrupted)."
+    assert output.splitlines()[0] == "Recorded 1 abandoned insight query as failed (interrupted)."
     recent.refresh_from_db()
     abandoned.refresh_from_db()
     assert recent.outcome == Outcome.PENDING  # may still be being answered

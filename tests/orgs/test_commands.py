@@ -6,6 +6,7 @@ import io
 import pytest
 from cryptography.fernet import Fernet
 from django.contrib.auth import authenticate
+from django.contrib.auth.models import Group, Permission
 from django.core.management import CommandError, call_command
 from django.db import connection
 
@@ -253,3 +254,26 @@ class TestSeedDemo:
         assert authenticate(username="staff@opsion.test", password="back-again-1") is not None
         globex_owner = User.objects.get(email="owner@globex.test")
         assert not globex_owner.is_staff and not globex_owner.is_superuser
+
+    def test_reset_takes_back_rights_given_beyond_the_table(self, db):
+        # A demo user made Owner of another demo organisation, or given a group or a permission in admin, has
+        # more than the README's table says; --reset takes that back. Organisations outside the demo are untouched.
+        run("seed_demo", "--force")
+        member = User.objects.get(email="member@acme.test")
+        globex, elsewhere = (
+            Organisation.objects.get(slug="globex"),
+            Organisation.objects.create(slug="real", name="Real"),
+        )
+        Membership.objects.create(user=member, organisation=globex, role=Role.OWNER)
+        Membership.objects.create(user=member, organisation=elsewhere, role=Role.OWNER)
+        member.groups.add(Group.objects.create(name="support"))
+        member.user_permissions.add(Permission.objects.get(codename="change_organisation"))
+
+        output = run("seed_demo", "--force", "--reset", "--password", "back-again-1")
+
+        assert set(Membership.objects.filter(user=member).values_list("organisation__slug", "role")) == {
+            ("acme", Role.MEMBER),
+            ("real", Role.OWNER),
+        }
+        assert not member.groups.exists() and not member.user_permissions.exists()
+        assert "member@acme.test's membership of globex was removed: it is not in the demo table." in output

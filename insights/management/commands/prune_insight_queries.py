@@ -41,9 +41,11 @@ class Command(BaseCommand):
     def handle(self, *args, older_than: str, batch_size: int, **options):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
+        older_than = older_than.strip()  # as parse_age reads it, for the report below
         asked = parse_age(older_than)
         if settled := services.settle_abandoned():
-            self.stdout.write(f"Recorded {settled} abandoned insight queries as failed (interrupted).")
+            queries = "query" if settled == 1 else "queries"
+            self.stdout.write(f"Recorded {settled} abandoned insight {queries} as failed (interrupted).")
         # Never prune inside the window: those rows are what the limiter counts.
         age = max(asked, timedelta(seconds=settings.INSIGHTS_WINDOW_SECONDS))
         cutoff = ago(age)  # the database's clock: an app server's clock running ahead must not reach into the window
@@ -53,11 +55,12 @@ class Command(BaseCommand):
             if not ids:
                 break
             total += InsightQuery.objects.filter(id__in=ids).delete()[0]
+        deleted = f"Deleted {total} insight {'query' if total == 1 else 'queries'}"
         if age == asked:
-            self.stdout.write(f"Deleted {total} insight queries older than {older_than}.")
+            self.stdout.write(f"{deleted} older than {older_than}.")
         else:
             window = window_words(settings.INSIGHTS_WINDOW_SECONDS)
             self.stdout.write(
-                f"Deleted {total} insight queries older than {window} ({older_than} was asked; "
+                f"{deleted} older than {window} ({older_than} was asked; "
                 "rows inside the rolling window are never deleted)."
             )

@@ -33,7 +33,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--reset",
             action="store_true",
-            help="Put the demo plans, roles, passwords and accounts (active, staff or not) back as documented.",
+            help="Put the demo plans, roles, passwords and accounts (active, staff or not, with only the listed "
+            "memberships of the demo organisations, no groups or permissions) back as documented.",
         )
 
     @transaction.atomic
@@ -51,6 +52,8 @@ class Command(BaseCommand):
             user = self._user(email, password, is_staff=False, is_superuser=False)
             self._ensure(Membership, {"user": user, "organisation": orgs[slug]}, {"role": role})
         self._user("staff@opsion.test", password, is_staff=True, is_superuser=True)
+        if self.reset:
+            self._take_back_unlisted_rights(orgs)
         if self.kept:
             self.stdout.write("Existing demo data was kept as it is; `manage.py seed_demo --reset` restores it.")
         self.stdout.write("Demo data ready. Sign in at http://127.0.0.1:8000/accounts/login/ with:")
@@ -59,6 +62,25 @@ class Command(BaseCommand):
         self.stdout.write(f"  {'staff@opsion.test':<22} staff superuser (/admin/)")
         others = " (for the users created now; the others keep theirs)" if self.kept_users else ""
         self.stdout.write(f"  password: {password}{others}")
+
+    def _take_back_unlisted_rights(self, orgs: dict[str, Organisation]) -> None:
+        """Only the table's rights: a demo user's membership of a demo organisation the table does not list goes,
+        as do groups and permissions given in admin. Organisations outside the demo are left alone."""
+        listed = {(email, slug) for email, slug, _ in MEMBERS}
+        demo_users = User.objects.filter(email__in=[*(email for email, _, _ in MEMBERS), "staff@opsion.test"])
+        extra = Membership.objects.filter(user__in=demo_users, organisation__in=orgs.values()).select_related(
+            "user", "organisation"
+        )
+        for membership in extra:
+            if (membership.user.email, membership.organisation.slug) not in listed:
+                membership.delete()
+                self.stdout.write(
+                    f"{membership.user.email}'s membership of {membership.organisation.slug} was removed: "
+                    "it is not in the demo table."
+                )
+        for user in demo_users:
+            user.groups.clear()
+            user.user_permissions.clear()
 
     def _ensure(self, model, lookup: dict, values: dict):
         if self.reset:

@@ -67,13 +67,13 @@ def _sign_in_keeps_the_question(view):
     return run
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 @_sign_in_keeps_the_question
 def query_page(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):
         answered = request.GET.get("answered", "")
-        kept = drafts.take(request)
+        kept = drafts.take(request) if request.method == "GET" else None  # a HEAD leaves it for the page itself
         extra = {"draft": kept, "draft_kept": True} if kept else {}
         return _page(request, membership, answered_id=int(answered) if ANSWER_ID.fullmatch(answered) else None, **extra)
     # A suggestion button (the no-JavaScript path) asks its own question, whatever the box holds.

@@ -13,7 +13,7 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.views.decorators.debug import sensitive_post_parameters
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_safe
 
 from insights import services as insights_services
 from opsion.errors import NotFound, Refused
@@ -164,6 +164,7 @@ def admin_sign_out(request: HttpRequest) -> HttpResponse:
     return redirect("logout")
 
 
+@require_safe
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     org = access.first_organisation(request.user)
@@ -227,6 +228,7 @@ def _refused_page(request: HttpRequest, membership: Membership, refused: Refused
     return response
 
 
+@require_safe
 @login_required
 def settings_page(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
@@ -247,6 +249,7 @@ def _audit_reader(request: HttpRequest, slug: str) -> Membership:
     return membership
 
 
+@require_safe
 @login_required
 def audit_log(request: HttpRequest, slug: str) -> HttpResponse:
     membership = _audit_reader(request, slug)
@@ -256,6 +259,7 @@ def audit_log(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
+@require_safe
 @login_required
 def audit_log_csv(request: HttpRequest, slug: str) -> StreamingHttpResponse:
     """The whole audit log as CSV, for a compliance team's own records; streamed, newest first."""

@@ -13,7 +13,7 @@ from django.test import Client
 
 from insights.models import InsightQuery
 from opsion.middleware import ApiHeadMiddleware
-from orgs import services
+from orgs import drafts, services
 from orgs.models import ApiToken, AuditEvent, ClaudeApiKey
 from tests.base import GOOD_KEY, OTHER_KEY
 from tests.security.conftest import json_error
@@ -305,15 +305,42 @@ def test_a_method_refused_on_an_api_read_names_head_among_the_allowed(before, ap
     assert json_error(response)["message"] == "POST is not allowed here. Use GET, HEAD."
 
 
-def test_a_console_page_that_refuses_head_does_not_name_it_among_the_allowed(world, console):
-    # Only the API answers HEAD for GET; a page of its own that refuses HEAD must not say HEAD is allowed.
+CONSOLE_READS = [
+    "/",
+    "/orgs/acme/insights/",
+    "/orgs/acme/settings/",
+    "/orgs/acme/settings/audit-log/",
+    "/orgs/acme/settings/audit-log.csv",
+]
+
+
+@pytest.mark.parametrize("path", CONSOLE_READS)
+def test_a_console_page_answers_head_as_its_get_does_and_refuses_what_it_does_not_take(world, console, path):
+    # HEAD wherever GET works (HTTP requires it; link checkers and monitors use it). The pages that only show
+    # something refuse a write with a 405 naming what they take, rather than answering a PUT or a DELETE with the
+    # page as if it had been read.
+    client = console(world.acme_owner)
+    get, head = client.get(path), client.head(path)
+
+    assert head.status_code == get.status_code and get.status_code in (200, 302)
+    assert head.get("Content-Type") == get.get("Content-Type") and head.get("Location") == get.get("Location")
+    for method in (client.put, client.delete, client.patch):
+        response = method(path)
+        assert response.status_code == 405, (method, path)
+        assert response["Allow"] == ("GET, HEAD, POST" if path == "/orgs/acme/insights/" else "GET, HEAD")
+
+
+def test_head_on_the_insights_page_does_not_use_up_a_question_kept_across_sign_in(world, console):
+    # A question posted as the session expired is handed back once, by the first GET of its page: a HEAD (a link
+    # checker, a browser's prefetch) must leave it there.
     client = console(world.acme_member)
+    session = client.session
+    session[drafts.KEPT_DRAFT] = {"path": "/orgs/acme/insights/", "text": "Which CASPs need a white paper?"}
+    session.save()
 
-    for method in (client.head, client.put):
-        response = method("/orgs/acme/insights/")
+    assert client.head("/orgs/acme/insights/").status_code == 200
 
-        assert response.status_code == 405
-        assert response["Allow"] == "GET, POST"
+    assert "Which CASPs need a white paper?" in client.get("/orgs/acme/insights/").content.decode()
 
 
 def _served(method: str, path: str, **environ) -> tuple[str, dict, bytes]:

@@ -39,29 +39,30 @@ def put_key(client, slug: str, key: str):
     return api_put_key(client, slug, {"apiKey": key})
 
 
-@pytest.fixture
-def audit_insert_fails(db):
-    """Make the database itself refuse every audit-event insert with a connection-class error."""
+def refuse(event: str, table: str) -> None:
+    """Make the database itself refuse every `event` (INSERT, DELETE) on `table` with a connection-class error.
+    Schema changes run inside the test's transaction and are rolled back with it."""
+    name = f"reliability_{table}_down"
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
-                "CREATE FUNCTION reliability_audit_down() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                "BEGIN RAISE EXCEPTION 'audit store unreachable' USING ERRCODE = '08006'; END $$"
+                f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                f"BEGIN RAISE EXCEPTION '{table} unreachable' USING ERRCODE = '08006'; END $$"
             )
-            cursor.execute(
-                "CREATE TRIGGER reliability_audit_down BEFORE INSERT ON orgs_auditevent "
-                "FOR EACH ROW EXECUTE FUNCTION reliability_audit_down()"
-            )
+            cursor.execute(f"CREATE TRIGGER {name} BEFORE {event} ON {table} FOR EACH ROW EXECUTE FUNCTION {name}()")
         else:
             # SQLite resolves a trigger's tables when it fires: one whose table is gone fails the
-            # insert with OperationalError ("no such table"), as a lost database file would.
+            # statement with OperationalError ("no such table"), as a lost database file would.
             cursor.execute("CREATE TABLE reliability_gone (x INTEGER)")
             cursor.execute(
-                "CREATE TRIGGER reliability_audit_down BEFORE INSERT ON orgs_auditevent "
-                "BEGIN INSERT INTO reliability_gone VALUES (1); END"
+                f"CREATE TRIGGER {name} BEFORE {event} ON {table} BEGIN INSERT INTO reliability_gone VALUES (1); END"
             )
             cursor.execute("DROP TABLE reliability_gone")
-    # Schema changes run inside the test's transaction and are rolled back with it.
+
+
+@pytest.fixture
+def audit_insert_fails(db):
+    refuse("INSERT", "orgs_auditevent")
 
 
 @pytest.mark.parametrize("debug", [False, True])
@@ -180,24 +181,7 @@ def test_a_connection_postgresql_dropped_between_requests_gives_a_503_page_not_a
 
 @pytest.fixture
 def user_delete_fails(db):
-    """Make the database itself refuse to delete any user, with a connection-class error."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                "CREATE FUNCTION reliability_user_down() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                "BEGIN RAISE EXCEPTION 'user store unreachable' USING ERRCODE = '08006'; END $$"
-            )
-            cursor.execute(
-                "CREATE TRIGGER reliability_user_down BEFORE DELETE ON orgs_user "
-                "FOR EACH ROW EXECUTE FUNCTION reliability_user_down()"
-            )
-        else:
-            cursor.execute("CREATE TABLE reliability_gone (x INTEGER)")
-            cursor.execute(
-                "CREATE TRIGGER reliability_user_down BEFORE DELETE ON orgs_user "
-                "BEGIN INSERT INTO reliability_gone VALUES (1); END"
-            )
-            cursor.execute("DROP TABLE reliability_gone")
+    refuse("DELETE", "orgs_user")
 
 
 def test_staff_deleting_users_when_the_deletion_fails_record_no_removal_in_the_audit_log(

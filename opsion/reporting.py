@@ -10,8 +10,10 @@ from django.views.debug import SafeExceptionReporterFilter
 
 # An Anthropic key, wherever it sits: a local variable, a dict, a bytes buffer of a posted form.
 ANTHROPIC_KEY = re.compile(r"sk-ant-[\w-]{8,}")
-# The password in a URL's user information: postgres://user:password@host/…, redis://:password@host.
-URL_PASSWORD = re.compile(r"(?<=://)([^/?#@:\s]*):[^/?#@\s]+@")
+# The password in a URL's user information: postgres://user:password@host/…, redis://:password@host. Split as
+# urllib splits it (the user name ends at the first ":", the password at the last "@" before the path), so an
+# "@" nobody percent-encoded, in a user name (smtp://apikey@mail.example:…) or a password, hides no less.
+URL_PASSWORD = re.compile(r"(?<=://)([^/?#:\s]*):[^/?#\s]+@")
 
 
 class KeySafeExceptionReporterFilter(SafeExceptionReporterFilter):

@@ -319,6 +319,28 @@ def test_passwords_inside_urls_and_connection_parameters_are_in_no_error_page(wo
     assert DB_PASSWORD not in page
 
 
+def test_the_mail_servers_password_is_in_no_error_page(world, settings):
+    """EMAIL_URL carries the SMTP password inside a URL (runserver copies it into request.META), and django-environ
+    sets it as EMAIL_HOST_PASSWORD. A generated password may hold an "@" nobody percent-encoded: urllib splits
+    user information at the last "@", so that is how much must be hidden."""
+    mail_password = "mail-p@ssword-canary-51d0"
+    settings.DEBUG = True
+    settings.ROOT_URLCONF = "tests.security.urls"
+    settings.EMAIL_HOST_PASSWORD = mail_password
+    email_url = f"smtp+tls://opsion%40mail.example:{mail_password}@smtp.mail.example:587"
+
+    response = Client(raise_request_exception=False).get("/boom-with-credentials/", EMAIL_URL=email_url)
+
+    assert response.status_code == 500
+    page = response.content.decode()
+    assert "EMAIL_URL" in page and "EMAIL_HOST_PASSWORD" in page
+    assert "smtp+tls://opsion%40mail.example:********************@smtp.mail.example:587" in page
+    assert "mail-p" not in page and "ssword-canary" not in page
+    # A user name holding an "@" (some mail services' user names are addresses) hides the password too.
+    hidden = KeySafeExceptionReporterFilter().cleanse_setting("URL", "smtp://apikey@mail.example:pw-canary@smtp")
+    assert hidden == "smtp://apikey@mail.example:********************@smtp"
+
+
 def test_posted_secrets_are_in_no_error_page_when_the_view_behind_the_form_fails(world, settings, monkeypatch):
     """With DEBUG on the technical page lists the request's POST: the key and the password must show
     as hidden (by name), not as typed, when something fails after they arrive."""

@@ -20,10 +20,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 .env:
-	@echo "Writing a development .env with a random SECRET_KEY and FIELD_ENCRYPTION_KEYS"
+	@echo "Writing a development .env with a random SECRET_KEY and FIELD_ENCRYPTION_KEYS; e-mails (password resets) print in this terminal"
 	@$(BIN)/python -c "import secrets; from cryptography.fernet import Fernet; \
 	print('DEBUG=1'); print('HTTPS=0'); print('SECRET_KEY=' + secrets.token_urlsafe(50)); \
-	print('FIELD_ENCRYPTION_KEYS=' + Fernet.generate_key().decode()); print('ANTHROPIC_API_KEY=')" > .env
+	print('FIELD_ENCRYPTION_KEYS=' + Fernet.generate_key().decode()); print('ANTHROPIC_API_KEY='); \
+	print('EMAIL_URL=consolemail://')" > .env
 
 run: install .env
 	$(BIN)/python manage.py migrate --noinput

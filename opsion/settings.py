@@ -7,6 +7,7 @@ stops start-up (DEBUG on or off) with a message saying what to set.
 import math
 import re
 import warnings
+from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -330,6 +331,51 @@ def _support_url() -> str:
 
 
 SUPPORT_URL = _support_url()
+
+
+def _email() -> dict:
+    """EMAIL_URL as Django's EMAIL_* settings, or {} when it is unset: Opsion then sends no mail (no password reset
+    by e-mail; the pages say to ask Opsion support). A URL of an unknown scheme, an SMTP URL naming no host, or
+    one urllib cannot split stops start-up with a message that does not print it: urllib's "Port could not be cast
+    to integer value as '…'" would print what it took for the port, which for a password holding an unencoded "/"
+    is the password."""
+    url = env.str("EMAIL_URL", default="").strip()
+    if not url:
+        return {}
+    refusal = (
+        "EMAIL_URL is not a mail URL: smtp+tls://USER:PASSWORD@HOST:587, smtp+ssl://USER:PASSWORD@HOST:465 or "
+        "consolemail:// (percent-encode a /, #, ?, @ or : in the user name or password)."
+    )
+    try:
+        config = environ.Env.email_url_config(url)
+    except (ValueError, ImproperlyConfigured):
+        raise ImproperlyConfigured(refusal) from None
+    if config["EMAIL_BACKEND"] == "django.core.mail.backends.smtp.EmailBackend" and not config["EMAIL_HOST"]:
+        raise ImproperlyConfigured(refusal)
+    # Django has no setting for the URL's other query options; unset parts keep Django's defaults.
+    return {name: value for name, value in config.items() if value is not None and name != "OPTIONS"}
+
+
+def _from_email() -> str:
+    """Who the mail is from: an address, optionally with a name ("Opsion <no-reply@opsion.example>")."""
+    value = env.str("DEFAULT_FROM_EMAIL", default="Opsion <no-reply@localhost>").strip()
+    address = parseaddr(value)[1]
+    if "@" not in address or any(c in value for c in "\r\n"):
+        raise ImproperlyConfigured(
+            "DEFAULT_FROM_EMAIL must be an e-mail address, e.g. Opsion <no-reply@opsion.example>."
+        )
+    return value
+
+
+_EMAIL = _email()
+EMAIL_CONFIGURED = bool(_EMAIL)  # False: no "Forgot your password?", and the reset pages say to ask support
+globals().update(_EMAIL)  # EMAIL_BACKEND, EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD, EMAIL_USE_TLS…
+# Django's SMTP connection waits for ever by default: a mail server that accepts and never answers would hold a
+# worker thread for good (the reset e-mail is sent after its page is written, but on the same thread).
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = _from_email()
+# How long a password reset link works; it also stops working once used (Django's token covers the password hash).
+PASSWORD_RESET_TIMEOUT = 3600
 
 
 def _log_level() -> str:

@@ -139,6 +139,75 @@ def test_tls_and_replicated_redis_urls_are_accepted(url):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+EMAIL_SETTINGS = """
+import json
+from django.conf import settings as s
+names = ["EMAIL_CONFIGURED", "EMAIL_BACKEND", "EMAIL_HOST", "EMAIL_PORT", "EMAIL_USE_TLS", "EMAIL_HOST_USER",
+         "EMAIL_HOST_PASSWORD", "EMAIL_TIMEOUT", "DEFAULT_FROM_EMAIL", "PASSWORD_RESET_TIMEOUT"]
+print(json.dumps({name: getattr(s, name) for name in names}))
+"""
+
+
+def email_settings(**env) -> dict:
+    result = run_python(["manage.py", "shell", "-c", EMAIL_SETTINGS], production_env(**env))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_an_email_url_sets_up_smtp_with_a_bounded_wait_and_reset_links_last_an_hour():
+    url = "smtp+tls://opsion%40mail.example:mail-pass%2Fword@smtp.mail.example:587"
+
+    sent_by = email_settings(EMAIL_URL=url, DEFAULT_FROM_EMAIL="Opsion <no-reply@opsion.example>")
+
+    assert sent_by == {
+        "EMAIL_CONFIGURED": True,
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": "smtp.mail.example",
+        "EMAIL_PORT": 587,
+        "EMAIL_USE_TLS": True,
+        "EMAIL_HOST_USER": "opsion@mail.example",
+        "EMAIL_HOST_PASSWORD": "mail-pass/word",
+        "EMAIL_TIMEOUT": 10,
+        "DEFAULT_FROM_EMAIL": "Opsion <no-reply@opsion.example>",
+        "PASSWORD_RESET_TIMEOUT": 3600,
+    }
+
+
+def test_without_an_email_url_opsion_knows_it_sends_no_mail_and_a_console_url_prints_it():
+    assert email_settings()["EMAIL_CONFIGURED"] is False
+    assert email_settings(EMAIL_URL=" ")["EMAIL_CONFIGURED"] is False
+    console = email_settings(EMAIL_URL="consolemail://")
+    assert console["EMAIL_CONFIGURED"] is True
+    assert console["EMAIL_BACKEND"] == "django.core.mail.backends.console.EmailBackend"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "smtp+tls//opsion:mail-password-canary@smtp.example:587",
+        "mail-password-canary",
+        "smtps://opsion:mail-password-canary@:587",
+        # A password holding "/" that was not percent-encoded: urllib reads what precedes it as the port.
+        "smtp+tls://opsion:mail-password-canary/x@smtp.example:587",
+        "http://opsion:mail-password-canary@smtp.example",
+    ],
+)
+def test_start_up_stops_on_a_malformed_email_url_without_printing_it(url):
+    result = run_python(["manage.py", "check"], production_env(EMAIL_URL=url))
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: EMAIL_URL is not a mail URL" in result.stderr, result.stderr[-2000:]
+    assert "mail-password-canary" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("value", ["no-reply", "Opsion", "a@b.example\nBcc: victim@example.com"])
+def test_start_up_stops_on_a_from_address_that_is_no_address(value):
+    result = run_python(["manage.py", "check"], production_env(DEFAULT_FROM_EMAIL=value))
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: DEFAULT_FROM_EMAIL must be an e-mail address" in result.stderr, result.stderr[-2000:]
+
+
 @pytest.mark.parametrize("level", ["info", " Warning ", "DEBUG"])
 def test_the_log_level_is_read_in_any_case(level):
     result = run_python(["manage.py", "check"], production_env(LOG_LEVEL=level))

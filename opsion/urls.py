@@ -7,6 +7,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from opsion.api import api
+from orgs import password_reset
 from orgs import views as org_views
 
 
@@ -30,6 +31,14 @@ urlpatterns = [
     path("accounts/login/", org_views.sign_in, name="login"),
     path("accounts/logout/", org_views.SignOutView.as_view(), name="logout"),
     path("accounts/password/", org_views.PasswordChangeView.as_view(), name="password_change"),
+    path("accounts/password/reset/", password_reset.password_reset, name="password_reset"),
+    path("accounts/password/reset/sent/", password_reset.password_reset_done, name="password_reset_done"),
+    path("accounts/password/reset/done/", password_reset.password_reset_complete, name="password_reset_complete"),
+    path(
+        "accounts/password/reset/<uidb64>/<token>/",
+        password_reset.password_reset_confirm,
+        name="password_reset_confirm",
+    ),
     path("accounts/tokens/<int:token_id>/revoke", org_views.account_token_revoke, name="account_token_revoke"),
     path("orgs/", include("orgs.urls")),
     path("orgs/", include("insights.urls")),

@@ -23,6 +23,7 @@ SIGN_IN_WINDOW_SECONDS = 15 * 60
 SIGN_IN_RATE = f"10/{SIGN_IN_WINDOW_SECONDS}s"
 KEY_WRITE_RATE = "10/m"
 TOKEN_CREATE_RATE = "10/h"
+PASSWORD_RESET_WINDOW_SECONDS = 3600
 FORM_ONCE_SECONDS = 24 * 3600
 
 
@@ -110,6 +111,28 @@ def password_change_attempt(*, user) -> bool:
         None, group="password-change", key=lambda _g, _r: f"user:{user.pk}", rate=SIGN_IN_RATE, increment=True
     )
     return usage is not None and usage["count"] > usage["limit"]
+
+
+def _reset_address(_group, request: HttpRequest) -> str:
+    return (request.POST.get("email") or "").strip().lower()
+
+
+_PASSWORD_RESET_KEYS = (("ip", _ip, "20/h"), ("address", _reset_address, "5/h"))
+
+
+@_fail_open(False)
+def password_reset_request(request: HttpRequest) -> bool:
+    """Count this request for a password reset e-mail before any account is looked up or any mail sent; True when
+    it must be refused: 20 requests in an hour from this address (an IPv6 client's /64), or 5 for the e-mail
+    address typed. The e-mail address's limit keeps Opsion from flooding an inbox, the network's a sweep through
+    many addresses. Both are keyed by what was typed and where from, never by whether an account exists, so a
+    refusal says nothing about one. The network is counted first: a refused one adds nothing to any e-mail
+    address's count, or one network could keep every address it names from getting its link."""
+    for name, key, rate in _PASSWORD_RESET_KEYS:
+        usage = get_usage(request, group=f"password-reset-{name}", key=key, rate=rate, increment=True)
+        if usage is not None and usage["count"] > usage["limit"]:
+            return True
+    return False
 
 
 def _guard(group: str, rate: str, keys: list[str], message: str, retry_after: int) -> None:

@@ -41,7 +41,9 @@ class SignInView(LoginView):
     redirect_authenticated_user = True
 
     def get_context_data(self, **kwargs):
-        return {**super().get_context_data(**kwargs), "draft": drafts.posted(self.request)}
+        context = super().get_context_data(**kwargs)
+        # "Forgot your password?" only when Opsion can send the e-mail (EMAIL_URL): no promise it cannot keep.
+        return context | {"draft": drafts.posted(self.request), "password_reset": settings.EMAIL_CONFIGURED}
 
     def get_redirect_url(self):
         # `next` naming the sign-in page itself would make Django raise (a 500) for a signed-in visitor,

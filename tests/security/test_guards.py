@@ -403,6 +403,16 @@ def test_with_redis_down_key_changes_still_work(world, redis_down):
     assert ClaudeApiKey.objects.filter(organisation=world.acme).exists()
 
 
+def test_with_redis_down_a_password_reset_still_sends_its_link(world, redis_down, settings, mailoutbox, caplog):
+    settings.EMAIL_CONFIGURED = True
+
+    response = Client().post("/accounts/password/reset/", {"email": "member@acme.test"})
+
+    assert response.status_code == 302
+    assert [m.to for m in mailoutbox] == [["member@acme.test"]]
+    assert "abuse guard password_reset_request skipped: cache unavailable" in caplog.text
+
+
 def test_with_redis_down_a_question_sent_without_javascript_is_still_asked(world, redis_down, fake_anthropic, caplog):
     # The double-submit guard fails open: with it failing closed every plain post would be told its question
     # "was asked once" (and nothing asked) for as long as Redis was away.

@@ -1,0 +1,311 @@
+"""Forgot your password? A one-use link by e-mail, which says nothing about whether an address has an account."""
+
+import re
+from datetime import datetime
+from io import BytesIO
+
+import pytest
+from django.contrib.auth.tokens import default_token_generator
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from django.test import Client
+
+from orgs.models import User
+from tests.base import PASSWORD, make_user
+from tests.clients import bearer, console
+
+LOGIN = "/accounts/login/"
+RESET = "/accounts/password/reset/"
+SENT = "/accounts/password/reset/sent/"
+DONE = "/accounts/password/reset/done/"
+NEW = "a-New-passw0rd-for-acme"
+LINK = re.compile(r"(https?)://([^/\s]+)(/accounts/password/reset/[\w-]+/[\w-]+/)")
+ASK_SUPPORT = "Ask Opsion support to set a new password for you"
+CHECK_INBOX = "If an Opsion account uses that address, an e-mail with a link to choose a new password is on its way"
+LOCKED = "Too many password reset requests. Please wait an hour and try again."
+
+
+@pytest.fixture
+def mail(settings, mailoutbox):
+    """Opsion set up to send mail (EMAIL_URL), into Django's locmem outbox."""
+    settings.EMAIL_CONFIGURED = True
+    settings.DEFAULT_FROM_EMAIL = "Opsion <no-reply@opsion.example>"
+    return mailoutbox
+
+
+def ask(address: str, client: Client | None = None, **extra):
+    return (client or Client()).post(RESET, {"email": address}, **extra)
+
+
+def link_in(message) -> str:
+    match = LINK.search(message.body)
+    assert match, message.body
+    return match[3]
+
+
+def set_password(client: Client, link: str, new: str = NEW, again: str | None = None):
+    opened = client.get(link)
+    assert opened.status_code == 302, opened.content.decode()[:2000]  # the token moves into the session
+    return client.post(opened["Location"], {"new_password1": new, "new_password2": again or new})
+
+
+# --- Without mail ---------------------------------------------------------------------------------------------------
+
+
+def test_without_mail_the_sign_in_page_offers_no_reset(db):
+    assert "Forgot your password?" not in Client().get(LOGIN).content.decode()
+
+
+def test_without_mail_every_reset_address_says_to_ask_opsion_support_and_nothing_is_ever_sent(world, mailoutbox):
+    link = f"/accounts/password/reset/MQ/{default_token_generator.make_token(world.acme_member)}/"  # any link
+    for url in (RESET, SENT, link, DONE):
+        page = Client().get(url).content.decode()
+        assert ASK_SUPPORT in page, url
+        assert "on its way" not in page and "<form" not in page.split("<main", 1)[1], url
+
+    posted = ask("member@acme.test")
+
+    assert posted.status_code == 200
+    page = posted.content.decode()
+    assert "No e-mail was sent." in page and ASK_SUPPORT in page
+    assert mailoutbox == []
+
+
+def test_without_mail_the_page_links_to_support_when_there_is_an_address_for_it(db, settings):
+    settings.SUPPORT_URL = "mailto:support@opsion.example"
+
+    page = Client().get(RESET).content.decode()
+
+    assert '<a href="mailto:support@opsion.example">Ask Opsion support</a>' in page
+
+
+# --- Asking for a link ----------------------------------------------------------------------------------------------
+
+
+def test_the_sign_in_page_links_to_the_reset_page(db, mail):
+    page = Client().get(LOGIN).content.decode()
+
+    assert f'<a href="{RESET}">Forgot your password?</a>' in page
+
+
+def test_the_reset_page_asks_for_the_address(db, mail):
+    page = Client().get(RESET).content.decode()
+
+    assert '<input type="email" name="email"' in page and 'autocomplete="email"' in page
+    assert "Forgot your password?" in page
+
+
+def test_a_known_address_gets_one_plain_text_email_naming_opsion_and_how_long_the_link_lasts(world, mail):
+    response = ask("Member@ACME.test ")  # however it is typed
+
+    assert (response.status_code, response["Location"]) == (302, SENT)
+    assert len(mail) == 1
+    message = mail[0]
+    assert message.to == ["member@acme.test"]
+    assert message.from_email == "Opsion <no-reply@opsion.example>"
+    assert message.subject == "Reset your Opsion password"
+    assert message.alternatives == [] and message.content_subtype == "plain"
+    assert "Opsion" in message.body and "works once, for 1 hour" in message.body
+    assert LINK.search(message.body).group(1, 2) == ("http", "testserver")
+    assert "If you did not ask for this, ignore this e-mail" in message.body
+    assert "&" not in message.body.replace(LINK.search(message.body)[0], "")  # plain text: nothing HTML-escaped
+
+
+def test_the_check_your_inbox_page_says_what_to_expect(db, mail):
+    page = Client().get(SENT).content.decode()
+
+    assert CHECK_INBOX in page
+    assert "The link works once, for 1 hour." in page
+    assert f'href="{RESET}"' in page  # ask again
+
+
+def test_the_answer_is_the_same_for_a_known_an_unknown_and_a_deactivated_address(world, mail):
+    make_user("gone@acme.test", is_active=False)
+    answers = {}
+    for address in ("member@acme.test", "nobody@acme.test", "gone@acme.test"):
+        client = Client()
+        response = ask(address, client)
+        page = client.get(response["Location"]).content.decode()
+        answers[address] = (response.status_code, response["Location"], page)
+
+    assert len(set(answers.values())) == 1, answers
+    assert [m.to for m in mail] == [["member@acme.test"]]
+
+
+def test_the_email_is_sent_only_after_the_answer_is_written(world, mail):
+    # What a WSGI server (gunicorn, runserver) does: it writes the body, then calls close(). Sending the e-mail at
+    # close() means neither the mail server's speed nor whether an address has an account changes the time the
+    # answer takes to arrive.
+    client = Client()
+    client.get(RESET)
+    token = client.cookies["csrftoken"].value
+    body = f"email=member%40acme.test&csrfmiddlewaretoken={token}".encode()
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": RESET,
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "testserver",
+        "HTTP_COOKIE": f"csrftoken={token}",
+        "CONTENT_TYPE": "application/x-www-form-urlencoded",
+        "CONTENT_LENGTH": str(len(body)),
+        "REMOTE_ADDR": "203.0.113.5",
+        "wsgi.input": BytesIO(body),
+        "wsgi.url_scheme": "http",
+    }
+    started = []
+    # As Django's test client does: the test's database connection must outlive the request.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        response = WSGIHandler()(environ, lambda status, headers: started.append(status))
+        written = b"".join(response)
+
+        assert started == ["302 Found"] and written == b""
+        assert mail == []
+        response.close()
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+    assert len(mail) == 1 and mail[0].to == ["member@acme.test"]
+
+
+def test_the_link_is_built_on_the_host_asked_for_over_https_when_the_request_was(world, mail, settings):
+    settings.ALLOWED_HOSTS = ["opsion.example"]
+
+    ask("member@acme.test", secure=True, HTTP_HOST="opsion.example", HTTP_X_FORWARDED_HOST="evil.example")
+
+    assert LINK.search(mail[0].body).group(1, 2) == ("https", "opsion.example")
+
+
+def test_a_poisoned_host_header_is_refused_and_nothing_is_sent(world, mail):
+    # Django builds the link from request.get_host(), which ALLOWED_HOSTS checks: no link to evil.example is mailed.
+    response = Client(raise_request_exception=False).post(
+        RESET, {"email": "member@acme.test"}, HTTP_HOST="evil.example"
+    )
+
+    assert response.status_code == 400
+    assert mail == []
+
+
+def test_a_malformed_address_is_said_so_and_nothing_is_sent(world, mail):
+    response = ask("member@acmetest")
+
+    assert response.status_code == 200
+    assert "Enter a valid email address." in response.content.decode()
+    assert mail == []
+
+
+# --- Using the link -------------------------------------------------------------------------------------------------
+
+
+def test_the_link_sets_a_new_password_once_signing_out_every_session_and_keeping_api_tokens(world, mail):
+    signed_in = console(world.acme_member)
+    token = bearer(world.acme_member)
+    ask("member@acme.test")
+    link = link_in(mail[0])
+    client = Client()
+
+    response = set_password(client, link)
+
+    assert (response.status_code, response["Location"]) == (302, DONE)
+    done = client.get(DONE).content.decode()
+    assert "Your password was changed." in done
+    assert "Other browsers signed in as you were signed out; your API tokens keep working." in done
+    assert f'href="{LOGIN}"' in done
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(NEW)
+    assert signed_in.get("/orgs/acme/insights/")["Location"].startswith(LOGIN)  # every session signed out
+    assert Client().get("/api/v1/orgs/acme/settings", headers=token).status_code == 200  # tokens keep working
+    assert Client().post(LOGIN, {"username": "member@acme.test", "password": NEW}).status_code == 302
+
+    again = Client().get(link)  # the link works once
+
+    assert again.status_code == 200
+    assert "This link has already been used or has expired" in again.content.decode()
+
+
+def test_the_new_password_page_names_the_account_and_asks_for_it_twice(world, mail):
+    ask("member@acme.test")
+    client = Client()
+    page = client.get(client.get(link_in(mail[0]))["Location"]).content.decode()
+
+    assert "member@acme.test" in page
+    assert page.count('autocomplete="new-password"') == 2
+    assert "Other browsers signed in as you will be signed out; your API tokens keep working." in page
+
+
+def test_a_weak_or_mismatched_new_password_is_refused_and_says_why(world, mail):
+    ask("member@acme.test")
+    client = Client()
+    link = link_in(mail[0])
+    cases = [
+        (set_password(client, link, new="12345678"), "This password is too common."),
+        (set_password(client, link, new="member-acme-test"), "The password is too similar to the email."),
+        (set_password(client, link, again=NEW + "x"), "The two password fields didn’t match."),
+    ]
+
+    for response, message in cases:
+        assert response.status_code == 200
+        page = response.content.decode()
+        assert message in page
+        assert 'aria-invalid="true"' in page
+        assert NEW not in page  # nothing typed is sent back
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(PASSWORD)
+
+
+@pytest.mark.parametrize("damage", ["expired", "garbled token", "garbled account", "deactivated since"])
+def test_an_expired_garbled_or_void_link_gets_a_clear_page_with_a_way_to_ask_again(world, mail, damage):
+    user = world.acme_member
+    ask(user.email)
+    link = link_in(mail[0])
+    if damage == "expired":
+        generator = default_token_generator
+        an_hour_ago = generator._num_seconds(datetime.now()) - 3601
+        expired = generator._make_token_with_timestamp(user, an_hour_ago, generator.secret)
+        link = re.sub(r"/[\w-]+/$", f"/{expired}/", link)
+    elif damage == "garbled token":
+        link = link[:-5] + "xxxx/"
+    elif damage == "garbled account":
+        link = link.replace("/reset/", "/reset/zz", 1)
+    else:
+        User.objects.filter(pk=user.pk).update(is_active=False)
+
+    response = Client().get(link)
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "This link has already been used or has expired" in page
+    assert f'href="{RESET}">Ask for a new link</a>' in page
+    assert "<form" not in page.split("<main", 1)[1]
+
+
+# --- Abuse guards ---------------------------------------------------------------------------------------------------
+
+
+def test_an_address_gets_at_most_five_emails_an_hour_and_an_unknown_one_is_refused_alike(world, mail):
+    # Keyed by what is typed, never by whether it has an account: the sixth request for an unknown address is
+    # refused exactly as for a known one, so a refusal says nothing about an account.
+    for address in ("member@acme.test", "nobody@acme.test"):
+        for i in range(5):
+            assert ask(address, REMOTE_ADDR=f"198.51.100.{i}").status_code == 302
+
+        refused = ask(address.upper(), REMOTE_ADDR="198.51.100.99")
+
+        assert refused.status_code == 429 and refused["Retry-After"] == "3600"
+        assert LOCKED in refused.content.decode()
+    assert len(mail) == 5
+
+
+def test_a_network_gets_at_most_twenty_requests_an_hour(world, mail):
+    for i in range(20):
+        assert ask(f"someone{i}@acme.test", REMOTE_ADDR="203.0.113.7").status_code == 302
+
+    refused = ask("member@acme.test", REMOTE_ADDR="203.0.113.7")
+
+    assert refused.status_code == 429 and LOCKED in refused.content.decode()
+    assert mail == []  # none of those addresses has an account, and the refused one got nothing
+    assert ask("member@acme.test", REMOTE_ADDR="203.0.113.8").status_code == 302  # another network is not affected
+    assert len(mail) == 1

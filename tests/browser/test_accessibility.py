@@ -3,6 +3,8 @@
 Screenshots go to artifacts/screenshots/ on every run (UPDATE_SCREENSHOTS=1 refreshes docs/screenshots/).
 """
 
+import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -424,3 +426,50 @@ def test_changing_the_password_from_the_account_menu_on_a_phone(app, page, world
         "Your password was changed. Other browsers signed in as you were signed out."
     )
     expect(page.get_by_role("heading", name="AI Insights")).to_be_visible()
+
+
+def test_resetting_a_forgotten_password_by_email(app, page, world, settings, mailoutbox):
+    # From the sign-in page's link to signed in with the new password; each page of the way axe-clean, focus where
+    # the next thing is typed, a refused password marked invalid and described by why, and the used link explained.
+    settings.EMAIL_CONFIGURED = True
+    page.goto(f"{app.url}/accounts/login/")
+    page.get_by_role("link", name="Forgot your password?").click()
+    expect(page.get_by_label("E-mail")).to_be_focused()
+    assert_no_accessibility_violations(page)
+    page.get_by_label("E-mail").fill("member@acme.test")
+    page.get_by_role("button", name="Send the link").click()
+    expect(page.get_by_role("heading", name="Check your inbox")).to_be_visible()
+    assert_no_accessibility_violations(page)
+
+    deadline = time.monotonic() + 5  # sent once the answer is written, on the server's own thread
+    while not mailoutbox and time.monotonic() < deadline:
+        time.sleep(0.05)
+    link = re.search(r"http://\S+/accounts/password/reset/\S+/", mailoutbox[0].body)[0]
+    page.goto(link)
+    new = page.get_by_label("New password", exact=True)
+    expect(new).to_be_focused()
+    new.fill("12345678")
+    page.get_by_label("New password confirmation").fill("12345678")
+    page.get_by_role("button", name="Set the new password").click()
+    confirmation = page.get_by_label("New password confirmation")  # where Django's form puts the validators' word
+    expect(confirmation).to_be_focused()
+    expect(confirmation).to_have_attribute("aria-invalid", "true")
+    expect(confirmation).to_have_accessible_description(re.compile("This password is too common."))
+    assert_no_accessibility_violations(page)
+    screenshot(page, "password-reset-refused", docs=False)
+
+    new.fill("a-New-passw0rd-for-acme")
+    page.get_by_label("New password confirmation").fill("a-New-passw0rd-for-acme")
+    page.get_by_role("button", name="Set the new password").click()
+    expect(page.get_by_role("heading", name="Your password was changed.")).to_be_visible()
+    assert_no_accessibility_violations(page)
+    page.get_by_role("link", name="Sign in").click()
+    page.get_by_label("E-mail").fill("member@acme.test")
+    page.get_by_label("Password").fill("a-New-passw0rd-for-acme")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+    page.goto(link)  # it worked once
+    expect(page.get_by_role("heading", name="This link no longer works")).to_be_visible()
+    expect(page.get_by_role("link", name="Ask for a new link")).to_be_visible()
+    assert_no_accessibility_violations(page)

@@ -145,10 +145,11 @@ UPDATE` on the organisation, the window count, `INSERT … RETURNING` and `COMMI
 on PostgreSQL, with the organisation's lock held across four of them. The count was `COUNT(id)`,
 which needs every counted row from the table.
 
-**Now** (`insights/ratelimit.py` and migration `insights/0002_ratelimit_acquire_function`): on
+**Now** (`insights/ratelimit.py` and migrations `insights/0002_ratelimit_acquire_function` and `0004`): on
 PostgreSQL, one call in autocommit, `SELECT … FROM insights_ratelimit_acquire(org, limit, window,
 row)`: one round trip, one implicit transaction. The plpgsql function locks the organisation row
-(`FOR UPDATE`), counts the rows newer than `statement_timestamp()` minus the window (`COUNT(*)`,
+(`FOR UPDATE`), reads the decision's time once the lock is held (`clock_timestamp()`), counts the rows
+newer than that time minus the window (`COUNT(*)`,
 `MIN(created_at)`), and inserts the row only when the count is under the limit; it returns the
 count, the oldest counted time, the database's now, and the new row's id and `created_at`.
 
@@ -156,9 +157,10 @@ Why a function and not one statement: a statement's snapshot is taken before it 
 so an `INSERT … SELECT … WHERE (SELECT count(*) …) < limit` that locks in a CTE would count without
 the row committed by the request it waited for, and at 19 of 20 both would pass. Inside a VOLATILE
 plpgsql function each statement takes a new snapshot under READ COMMITTED, so the count, taken
-after the lock, sees it. The count and the new row use the same `statement_timestamp()`, so every
+after the lock, sees it. The count and the new row use the same time, read after the lock, so every
 decision counts all committed rows newer than its own row's time minus the window: the window
-stays exact. The row's columns come from the model (`_row_json`: every concrete field except the
+stays exact, and a decision that waited for the lock is stamped when it was made, not when it
+arrived. The row's columns come from the model (`_row_json`: every concrete field except the
 primary key and database defaults, prepared by the field as the ORM would), so a new model field
 needs no change to the function.
 

@@ -164,7 +164,7 @@ def get_usage(request: HttpRequest, slug: str):
 @router.get(
     "/{slug}/insights/queries",
     response=responses(HistoryOut, *ANY),
-    openapi_extra=headers(s200=RATE_LIMIT),
+    openapi_extra=headers(s200=RATE_LIMIT, s400=RATE_LIMIT),
     summary="Your recent queries",
     description="Your own queries in this organisation, newest first, `limit` (1–100) at a time from `offset` "
     f"(0–{MAX_OFFSET:,}), after the query `after` if given (page by `after`, the last `id` seen: offsets repeat what "
@@ -175,7 +175,10 @@ def get_usage(request: HttpRequest, slug: str):
 def list_queries(request: HttpRequest, slug: str, page: Query[Page]):
     membership = access.membership_or_404(request.auth, slug)
     limit, offset = page.limit, page.offset
-    rows = services.recent_queries(membership=membership, limit=limit + 1, offset=offset, after=page.after)
+    try:
+        rows = services.recent_queries(membership=membership, limit=limit + 1, offset=offset, after=page.after)
+    except Refused as refused:  # `after` not one of theirs here: a member's refusal, with the window as any other
+        return add_ratelimit_headers(refused_json(refused), services.usage(membership.organisation).window)
     items = [
         {
             "id": r.pk,

@@ -220,6 +220,18 @@ def test_history_after_an_id_not_among_your_queries_is_refused(world, api_client
     }
 
 
+def test_history_refusing_an_after_from_another_organisation_carries_the_ratelimit_fields(world, api_client):
+    # The same person's query in another organisation: well-formed, refused once the organisation was looked up.
+    world.acme.memberships.create(user=world.globex_member)
+    (elsewhere,) = seed(world.acme, 100, user=world.globex_member)
+    seed(world.globex, 60, 60, 60)
+
+    response = api_client(world.globex_member).get(QUERIES.format("globex"), {"after": elsewhere.pk})
+
+    assert response.status_code == 400
+    assert_ratelimit_headers(response, limit=20, remaining=17)
+
+
 def test_history_offset_past_the_cap_is_refused_pointing_to_after(world, api_client):
     # The cap is 100,000: a script at 200 queries an hour gets there in three weeks; `after` reaches further.
     response = api_client(world.globex_member).get(QUERIES.format("globex"), {"offset": 100_001})

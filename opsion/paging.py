@@ -1,6 +1,6 @@
 """Keyset paging for the API's newest-first lists (ordered by created_at, then id, both descending)."""
 
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Subquery
 
 from opsion.errors import InvalidRequest
 
@@ -11,7 +11,10 @@ def after(rows: QuerySet, pk: int | None, *, what: str) -> QuerySet:
     Raises InvalidRequest when `pk` is not one of `rows` (`what` names what it should be)."""
     if pk is None:
         return rows
-    anchor = list(rows.filter(pk=pk).values_list("created_at", flat=True)[:1])
-    if not anchor:
+    if not rows.filter(pk=pk).exists():
         raise InvalidRequest(f"`after` is not the id of {what}.")
-    return rows.filter(Q(created_at__lt=anchor[0]) | Q(created_at=anchor[0], pk__lt=pk))
+    # The anchor's created_at as stored, compared in the database: SQLite keeps a timestamp as text, and one
+    # stamped by its clock (Now(): milliseconds) read back and sent as a parameter (microseconds) sorts after
+    # itself, so the page after a row would start with that row again.
+    anchor = Subquery(rows.model._default_manager.filter(pk=pk).values("created_at"))
+    return rows.filter(Q(created_at__lt=anchor) | Q(created_at=anchor, pk__lt=pk))

@@ -208,6 +208,19 @@ def test_history_pages_after_the_last_id_seen_neither_repeating_nor_skipping_whi
     assert pages[1]["after"] == mine[3].pk
 
 
+def test_history_pages_after_queries_asked_through_the_api(world, fake_anthropic, api_client):
+    # Asked queries are stamped by the database's clock (SQLite keeps milliseconds, as text): the page after one
+    # starts past it, as it does for the seeded rows above.
+    client = api_client(world.globex_member)
+    asked = [ask(client, "globex", f"Question {i}?").json()["id"] for i in range(3)]
+
+    pages = [client.get(QUERIES.format("globex"), {"limit": 1}).json()]
+    while pages[-1]["hasMore"] and len(pages) < 5:  # a page repeating its anchor would never end
+        pages.append(client.get(QUERIES.format("globex"), {"limit": 1, "after": pages[-1]["items"][-1]["id"]}).json())
+
+    assert [item["id"] for page in pages for item in page["items"]] == asked[::-1]
+
+
 def test_history_after_an_id_not_among_your_queries_is_refused(world, api_client):
     (theirs,) = seed(world.globex, 100, user=world.globex_admin)
 

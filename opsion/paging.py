@@ -17,4 +17,5 @@ def after(rows: QuerySet, pk: int | None, *, what: str) -> QuerySet:
     # stamped by its clock (Now(): milliseconds) read back and sent as a parameter (microseconds) sorts after
     # itself, so the page after a row would start with that row again.
     anchor = Subquery(rows.model._default_manager.filter(pk=pk).values("created_at"))
-    return rows.filter(Q(created_at__lt=anchor) | Q(created_at=anchor, pk__lt=pk))
+    # The bound on created_at alone is what an index can start from: the OR is then checked on the rows it reads.
+    return rows.filter(Q(created_at__lt=anchor) | Q(created_at=anchor, pk__lt=pk), created_at__lte=anchor)

@@ -65,3 +65,27 @@ def test_the_window_count_uses_the_index(world):
     assert "insight_org_created" in plan, plan
     if connection.vendor == "postgresql":
         assert "Index" in plan and "Seq Scan" not in plan, plan
+
+
+def test_a_page_after_an_id_starts_at_it_on_the_index(world):
+    # Keyset paging reads from the anchor on: the index bounds created_at, rather than walking every newer row
+    # and filtering it out (deep pages would cost what offsets do).
+    from opsion import paging
+
+    mine = seed(world.globex, *range(60, 60 + 400 * 30, 30), user=world.globex_member)
+    seed(world.acme, *range(60, 60 + 400 * 30, 30))
+    rows = InsightQuery.objects.filter(organisation=world.globex, user=world.globex_member)
+    sql, params = paging.after(rows.order_by("-created_at", "-id"), mine[-5].pk, what="")[:21].query.sql_with_params()
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("ANALYZE insights_insightquery")
+            cursor.execute("EXPLAIN " + sql, params)
+        else:
+            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+        plan = "\n".join(" ".join(str(c) for c in row) for row in cursor.fetchall())
+
+    if connection.vendor == "postgresql":
+        assert any("Index Cond" in line and "created_at" in line for line in plan.splitlines()), plan
+    else:
+        assert "created_at<" in plan.replace(" ", ""), plan

@@ -17,6 +17,7 @@ from orgs.api import (
     AUTH_ERRORS,
     BODY,
     BODY_ERRORS,
+    CREATED_AT,
     CSRF_ERRORS,
     PageOut,
     errors,
@@ -81,7 +82,7 @@ class HistoryItem(Schema):
     keySource: Literal[tuple(KeySource.values)]
     outcome: Literal[tuple(Outcome.values)]
     errorCode: str = Field(description="The refusal's code when the outcome is `failed`, else empty.")
-    createdAt: str
+    createdAt: str = CREATED_AT
     usage: TokensOut
 
 

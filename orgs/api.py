@@ -45,6 +45,10 @@ class SettingsOut(Schema):
     )
 
 
+# Sent as ISO 8601 with the offset (datetime.isoformat()); the format lets a generated client parse it.
+CREATED_AT = Field(description="When, in ISO 8601 with its UTC offset.", json_schema_extra={"format": "date-time"})
+
+
 class AuditEventOut(Schema):
     id: int
     action: Literal[tuple(AuditAction.values)]
@@ -52,7 +56,7 @@ class AuditEventOut(Schema):
     actorEmail: str = Field(description="Who made the change; empty when unknown.")
     via: Literal["console", "api", "admin"] = Field(description="`admin`: a change made by Opsion staff.")
     ip: str | None = Field(description="Where the change came from; null for Opsion staff's changes.")
-    createdAt: str
+    createdAt: str = CREATED_AT
 
 
 class PageOut(Schema):

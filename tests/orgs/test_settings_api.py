@@ -355,6 +355,14 @@ class TestOpenApi:
         assert values("AnswerOut", "keySource") == values("UsageOut", "keySource") == {"platform", "organisation"}
         assert values("HistoryItem", "outcome") == {"pending", "answered", "failed"}
 
+    def test_the_schema_types_each_timestamp_as_a_date_time(self, db):
+        # A generated client parses these into datetimes (they are ISO 8601 with an offset), not leaves them strings.
+        components = console().get("/api/v1/openapi.json").json()["components"]["schemas"]
+
+        for schema in ("AuditEventOut", "HistoryItem"):
+            created_at = components[schema]["properties"]["createdAt"]
+            assert (created_at["type"], created_at["format"]) == ("string", "date-time"), schema
+
     def test_each_operation_documents_the_error_codes_it_can_answer_with(self, db):
         paths = console().get("/api/v1/openapi.json").json()["paths"]
         documented = {

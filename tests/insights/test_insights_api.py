@@ -231,6 +231,8 @@ def test_history_after_an_id_not_among_your_queries_is_refused(world, api_client
         "code": "invalid_request",
         "message": "`after` is not the id of one of your queries here.",
     }
+    # A member's refusal once the organisation is known: it carries the rolling window, as the README says.
+    assert_ratelimit_headers(response, limit=20, remaining=19)
 
 
 def test_history_refusing_an_after_from_another_organisation_carries_the_ratelimit_fields(world, api_client):

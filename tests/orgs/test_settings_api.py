@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from insights.ratelimit import RateLimited
-from insights.services import InsightsUnavailable, KeyInvalid, KeyUnreadable, UpstreamRateLimited
+from insights.services import InsightsUnavailable, KeyInvalid, KeyUnreadable, UpstreamBilling, UpstreamRateLimited
 from orgs import services as org_services
 from orgs.access import PlanRequired, RoleRequired
 from orgs.guards import TooManyAttempts
@@ -382,6 +382,7 @@ class TestOpenApi:
                 KeyInvalid,
                 KeyUnreadable,
                 UpstreamRateLimited,
+                UpstreamBilling,
                 InsightsUnavailable,
             ],
         }

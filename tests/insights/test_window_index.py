@@ -80,6 +80,10 @@ def test_a_page_after_an_id_starts_at_it_on_the_index(world):
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("ANALYZE insights_insightquery")
+            # The plan that reads the member's queries in order, as a long history makes the planner choose: at
+            # this size it may as well read them all through the user_id index and sort them (it did, run after
+            # test_ratelimit), which says nothing of where an ordered scan starts.
+            cursor.execute("SET LOCAL enable_sort = off")
             cursor.execute("EXPLAIN " + sql, params)
         else:
             cursor.execute("EXPLAIN QUERY PLAN " + sql, params)

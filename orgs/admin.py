@@ -236,6 +236,11 @@ class UserAdmin(BaseUserAdmin):
     # and permissions, or change another staff account (its password included).
     def get_readonly_fields(self, request, obj=None):
         readonly = super().get_readonly_fields(request, obj)
+        if obj is not None and obj.pk == request.user.pk:
+            # Nor their own e-mail address: a password reset link goes there, so someone holding a staff member's
+            # session could have it mailed to them and set the password that outlives the session, past admin's
+            # password change, which asks for the old one. Another superuser changes it.
+            readonly = (*readonly, "email")
         return readonly if request.user.is_superuser else (*readonly, *self.privilege_fields)
 
     def has_change_permission(self, request, obj=None) -> bool:

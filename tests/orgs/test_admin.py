@@ -833,6 +833,33 @@ def test_staff_change_their_own_password_only_where_the_old_one_is_asked_and_gue
     assert me.check_password(PASSWORD) and not me.check_password("a-long-new-password-1")
 
 
+@pytest.mark.parametrize("superuser", [True, False])
+def test_staff_cannot_change_their_own_email_address_which_a_reset_link_would_then_reach(
+    world, superuser, settings, mailoutbox
+):
+    # A password reset link goes to the account's address: someone holding a staff member's session who could
+    # change it on the user page would have the link mailed to them and set the password that outlives the session,
+    # past admin's password change, which asks for the old one. Another superuser changes it.
+    settings.EMAIL_CONFIGURED = True
+    me = make_user("support@opsion.test", is_staff=True, is_superuser=superuser)
+    me.user_permissions.set(Permission.objects.filter(codename__in=["view_user", "change_user"]))
+    client = console(me)
+    url = f"/admin/orgs/user/{me.pk}/change/"
+    data = {"email": "thief@evil.example", "is_active": "on", "date_joined_0": "2026-01-01", "date_joined_1": "00:00"}
+    if superuser:
+        data |= {"is_staff": "on", "is_superuser": "on"}
+
+    assert client.post(url, data).status_code == 302  # the rest of the form is saved
+    Client().post("/accounts/password/reset/", {"email": "thief@evil.example"})
+
+    assert mailoutbox == []
+    me.refresh_from_db()
+    assert me.email == "support@opsion.test"
+    world.staff.refresh_from_db()
+    other = console(world.staff).get(f"/admin/orgs/user/{me.pk}/change/").content.decode()
+    assert 'name="email"' in other  # another superuser still can
+
+
 def test_a_password_set_by_staff_signs_the_user_out_everywhere_but_their_api_tokens_keep_working(world, staff):
     # Staff resetting a compromised account's password are told, on the form, that it does not revoke its tokens.
     signed_in = Client()

@@ -309,3 +309,15 @@ def test_a_network_gets_at_most_twenty_requests_an_hour(world, mail):
     assert mail == []  # none of those addresses has an account, and the refused one got nothing
     assert ask("member@acme.test", REMOTE_ADDR="203.0.113.8").status_code == 302  # another network is not affected
     assert len(mail) == 1
+
+
+def test_requests_a_network_was_refused_leave_the_addresses_they_named_their_links(world, mail):
+    # The network is counted first: one past its limit, naming someone's address again and again, must not use up
+    # that address's five links an hour.
+    for i in range(20):
+        ask(f"someone{i}@acme.test", REMOTE_ADDR="203.0.113.7")
+    for _ in range(6):
+        assert ask("member@acme.test", REMOTE_ADDR="203.0.113.7").status_code == 429
+
+    assert ask("member@acme.test", REMOTE_ADDR="198.51.100.1").status_code == 302
+    assert [m.to for m in mail] == [["member@acme.test"]]

@@ -79,3 +79,13 @@ def test_signed_out_visitors_are_sent_to_sign_in_first(db):
     response = Client().get(URL)
 
     assert response["Location"] == f"/accounts/login/?next={URL}"
+
+
+def test_the_hint_names_only_the_rules_a_new_password_is_checked_against(world):
+    # The validators: length, common passwords, likeness to the e-mail address. No rule on digits, so the hint
+    # promises none (a password of digits alone, long and not a common one, is accepted).
+    client = console(world.acme_member)
+    hint = "At least 8 characters, not a common password, not like your e-mail address."
+
+    assert hint in client.get(URL).content.decode()
+    assert change(client, new="8271934650173").status_code == 302

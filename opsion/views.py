@@ -2,16 +2,19 @@
 
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import Resolver404, resolve, reverse
 from django.views import csrf
 
 from opsion.errors import error_json
 from opsion.middleware import API_ERRORS
+from orgs import drafts
+from orgs.forms import SignInForm
 
 TOO_LARGE = "What you sent is too large. Go back, check what you pasted, and try again."
 # Django's reason when a form's token does not match the browser's CSRF secret, once the origin checked out.
@@ -60,8 +63,15 @@ def _sign_in_again(request: HttpRequest) -> HttpResponse:
     """A sign-in form whose CSRF token went stale: another tab signed in (two tabs sent to sign in when the session
     expired), or signed in and out. Signed in now, they go on where the form was taking them (the sign-in page
     checks `next` and sends a signed-in visitor on); otherwise they are asked to sign in again. No password is
-    checked: the form is only turned into a GET of the sign-in page."""
+    checked: the form is only turned into a GET of the sign-in page. A question it carried along (orgs.drafts) is
+    not dropped: kept for the page it came from, as a sign-in keeps it, or carried by the sign-in page again."""
     next_url = request.POST.get("next", "")
-    if not request.user.is_authenticated:
+    draft = drafts.posted(request)
+    if request.user.is_authenticated:
+        drafts.keep(request, path=next_url, draft=draft)
+    else:
         messages.warning(request, STALE_SIGN_IN)
+        if draft:  # a redirect would drop it
+            context = {"form": SignInForm(request), "next": next_url, "draft": draft}
+            return render(request, "registration/login.html", context | {"password_reset": settings.EMAIL_CONFIGURED})
     return redirect(f"{reverse('login')}?{urlencode({'next': next_url})}" if next_url else reverse("login"))

@@ -1,5 +1,6 @@
 """Signing in with an e-mail address, landing on the first organisation, the switcher, signing out."""
 
+import html
 import re
 
 import pytest
@@ -220,6 +221,43 @@ def test_a_stale_sign_in_form_of_someone_signed_out_meanwhile_asks_them_to_sign_
     assert response.redirect_chain == [(LOGIN, 302)]
     assert "This page was out of date, so you were not signed in. Please sign in again." in response.content.decode()
     assert not response.wsgi_request.user.is_authenticated
+
+
+DRAFT = "A question typed before the session expired <b>&</b>"
+
+
+def test_a_stale_sign_in_form_carrying_a_question_hands_it_back_once_signed_in_in_another_tab(world):
+    # The sign-in page that answered a question posted after the session expired carries it along (orgs.drafts);
+    # another tab signing in made that form stale. The question comes back in its box, as after signing in here.
+    client = Client(enforce_csrf_checks=True)
+    token = stale_form(client, LOGIN)
+    client.force_login(world.globex_member)
+    fields = {"username": "member@globex.test", "password": PASSWORD, "draft": DRAFT}
+
+    response = client.post(
+        LOGIN, {**fields, "next": "/orgs/globex/insights/", "csrfmiddlewaretoken": token}, follow=True
+    )
+
+    assert response.redirect_chain[-1] == ("/orgs/globex/insights/", 302)
+    assert f">{html.escape(DRAFT)}</textarea>" in response.content.decode()
+
+
+def test_a_stale_sign_in_form_carrying_a_question_keeps_it_when_asking_to_sign_in_again(world):
+    client = Client(enforce_csrf_checks=True)
+    token = stale_form(client, LOGIN)
+    fields = {"username": "member@globex.test", "password": PASSWORD, "draft": DRAFT}
+
+    response = client.post(LOGIN, {**fields, "next": "/orgs/globex/insights/", "csrfmiddlewaretoken": token})
+
+    page = response.content.decode()
+    assert "This page was out of date, so you were not signed in. Please sign in again." in page
+    assert f'<input type="hidden" name="draft" value="{html.escape(DRAFT)}">' in page
+    assert 'name="next" value="/orgs/globex/insights/"' in page
+    assert not response.wsgi_request.user.is_authenticated
+    fresh = csrf_token_from(page)  # the page's form works: signing in hands the question back
+    signed_in = client.post(LOGIN, {**fields, "next": "/orgs/globex/insights/", "csrfmiddlewaretoken": fresh})
+    assert signed_in["Location"] == "/orgs/globex/insights/"
+    assert f">{html.escape(DRAFT)}</textarea>" in client.get("/orgs/globex/insights/").content.decode()
 
 
 def test_a_sign_in_form_offering_a_stale_token_from_another_origin_is_still_refused(world):

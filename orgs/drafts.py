@@ -6,6 +6,7 @@ for an anonymous visitor). After sign-in it is kept in the session (`keep`) and 
 box it was typed in, by the page it came from (`take`). Nothing is sent on the user's behalf.
 """
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -28,6 +29,7 @@ def posted(request: HttpRequest) -> str:
 def sign_in_to_continue(request: HttpRequest, *, draft: str) -> HttpResponse:
     """The sign-in page, in answer to a form posted after the session expired, carrying `draft` along."""
     context = {"form": SignInForm(request), "next": request.path, "draft": _clean(draft)}
+    context["password_reset"] = settings.EMAIL_CONFIGURED  # "Forgot your password?", as on the sign-in page
     return render(request, "registration/login.html", context)
 
 

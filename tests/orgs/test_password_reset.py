@@ -89,6 +89,13 @@ def test_the_sign_in_page_links_to_the_reset_page(db, mail):
     assert f'<a href="{RESET}">Forgot your password?</a>' in page
 
 
+def test_the_sign_in_page_answering_a_question_posted_after_the_session_expired_links_to_it_too(world, mail):
+    page = Client().post("/orgs/acme/insights/", {"query": "A question"}).content.decode()
+
+    assert 'name="draft"' in page  # that sign-in page (orgs.drafts)
+    assert f'<a href="{RESET}">Forgot your password?</a>' in page
+
+
 def test_the_reset_page_asks_for_the_address(db, mail):
     page = Client().get(RESET).content.decode()
 

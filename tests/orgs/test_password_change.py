@@ -48,6 +48,7 @@ def test_a_wrong_current_password_or_a_mismatch_or_a_weak_one_changes_nothing_an
         (change(client, old="not-it"), "Your old password was entered incorrectly. Please enter it again."),
         (change(client, again=NEW + "x"), "The two password fields didn’t match."),
         (change(client, new="12345678"), "This password is too common."),
+        (change(client, new="40718293561847"), "This password is entirely numeric."),
     ]
 
     for response, message in cases:
@@ -81,11 +82,12 @@ def test_signed_out_visitors_are_sent_to_sign_in_first(db):
     assert response["Location"] == f"/accounts/login/?next={URL}"
 
 
-def test_the_hint_names_only_the_rules_a_new_password_is_checked_against(world):
-    # The validators: length, common passwords, likeness to the e-mail address. No rule on digits, so the hint
-    # promises none (a password of digits alone, long and not a common one, is accepted).
+def test_the_hint_names_the_rules_a_new_password_is_checked_against(world):
+    # The validators: length, digits alone, common passwords, likeness to the e-mail address; each one the hint
+    # names refuses what it says.
     client = console(world.acme_member)
-    hint = "At least 8 characters, not a common password, not like your e-mail address."
+    hint = "At least 8 characters, not only digits, not a common password, not like your e-mail address."
 
     assert hint in client.get(URL).content.decode()
-    assert change(client, new="8271934650173").status_code == 302
+    assert change(client, new="8271934650173").status_code == 200  # digits alone
+    assert change(client, new="a-New-passw0rd").status_code == 302

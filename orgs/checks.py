@@ -19,3 +19,29 @@ def abuse_guards_are_shared(app_configs, **kwargs) -> list[CheckWarning]:
             id="opsion.W001",
         )
     ]
+
+
+PRINTING_BACKENDS = (
+    "django.core.mail.backends.console.EmailBackend",
+    "django.core.mail.backends.filebased.EmailBackend",
+)
+
+
+@register(Tags.security, deploy=True)
+def mail_is_sent(app_configs, **kwargs) -> list[CheckWarning]:
+    """`consolemail://` (or a file backend) is for development: in production it writes each password reset link,
+    with which anyone can set the account's password for an hour, to the server's output and the logs, and the
+    user gets no e-mail."""
+    if (
+        settings.DEBUG
+        or getattr(settings, "EMAIL_BACKEND", "") not in PRINTING_BACKENDS
+        or not settings.EMAIL_CONFIGURED
+    ):
+        return []
+    return [
+        CheckWarning(
+            "EMAIL_URL prints mail instead of sending it: password reset links would land in the server's output.",
+            hint="Set EMAIL_URL to your mail server (smtp+tls://USER:PASSWORD@HOST:587), or unset it.",
+            id="opsion.W002",
+        )
+    ]

@@ -43,6 +43,17 @@ def test_check_deploy_warns_when_the_abuse_guards_would_count_per_process():
     assert "(opsion.W001) REDIS_URL is not set: the abuse guards" in result.stdout + result.stderr
 
 
+def test_check_deploy_warns_when_mail_would_only_be_printed():
+    # consolemail:// is for development: in production it writes every reset link, a credential for an hour, to
+    # the server's output and whatever collects it, and no one gets their e-mail.
+    result = run_python(
+        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(EMAIL_URL="consolemail://")
+    )
+
+    assert result.returncode != 0
+    assert "(opsion.W002) EMAIL_URL prints mail instead of sending it" in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("variable", ["SECRET_KEY", "FIELD_ENCRYPTION_KEYS"])
 @pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
 def test_start_up_stops_and_names_a_missing_secret(variable, value):

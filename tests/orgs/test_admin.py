@@ -1063,6 +1063,17 @@ class TestDeleteQueries:
             assert "1 of the 2 selected queries is inside the rolling window (the last 60 minutes)" in page
             assert InsightQuery.objects.count() == 2
 
+    def test_a_query_near_the_end_of_the_window_still_counts_so_neither_way_deletes_it(self, world, staff):
+        # 58 minutes old: the limit counts it for two more minutes, one by one or in bulk.
+        (late,) = seed(world.acme, 3480)
+        action = {"action": "delete_selected", "_selected_action": [late.pk], "post": "yes"}
+
+        assert staff.post(f"{self.QUERIES}{late.pk}/delete/", {"post": "yes"}).status_code == 403
+        page = html.unescape(staff.post(self.QUERIES, action, follow=True).content.decode())
+
+        assert "1 of the 1 selected queries is inside the rolling window" in page
+        assert InsightQuery.objects.filter(pk=late.pk).exists()
+
     def test_a_bulk_delete_of_queries_older_than_the_window_goes_through(self, world, staff):
         seed(world.acme, 3700, 7200)
         (recent,) = seed(world.acme, 60)

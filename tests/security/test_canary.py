@@ -373,6 +373,38 @@ def test_posted_secrets_are_in_no_error_page_when_the_view_behind_the_form_fails
             assert fragment not in page
 
 
+def test_passwords_typed_to_change_or_reset_one_are_in_no_error_page_when_checking_them_fails(
+    world, settings, monkeypatch
+):
+    """The console's password change and the reset link's page take passwords too: the technical page lists them
+    hidden, by name, when something fails once they arrived (here a password validator's service)."""
+    settings.DEBUG = True
+    settings.EMAIL_CONFIGURED = True
+    old = "Old-Horse-" + uuid.uuid4().hex
+    new = "New-Horse-" + uuid.uuid4().hex  # built, so the test's own source shown on the page lacks them
+
+    def unreachable_validator(password, user=None, password_validators=None):
+        raise RuntimeError("the password validator's service is unreachable")
+
+    monkeypatch.setattr(auth_forms.password_validation, "validate_password", unreachable_validator)
+    changer = Client(raise_request_exception=False)
+    changer.force_login(world.acme_member)
+    changed = changer.post("/accounts/password/", {"old_password": old, "new_password1": new, "new_password2": new})
+    resetter = Client(raise_request_exception=False)
+    uid, token = (
+        urlsafe_base64_encode(force_bytes(world.acme_owner.pk)),
+        default_token_generator.make_token(world.acme_owner),
+    )
+    form_url = resetter.get(f"/accounts/password/reset/{uid}/{token}/")["Location"]  # the token moves to the session
+    reset = resetter.post(form_url, {"new_password1": new, "new_password2": new})
+
+    for response in (changed, reset):
+        page = response.content.decode()
+        assert response.status_code == 500 and "POST" in page and "new_password1" in page  # the technical page
+        for secret in (old, new):
+            assert secret not in page and secret[-12:] not in page
+
+
 def test_dumpdata_and_admin_history_never_contain_the_key(guard, world):
     _admin_history(world)
     services.claude_api_key_set(membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None)

@@ -306,6 +306,29 @@ def test_an_address_gets_at_most_five_emails_an_hour_and_an_unknown_one_is_refus
     assert len(mail) == 5
 
 
+def test_spaces_around_an_address_do_not_make_it_another_one_for_the_limit(world, mail):
+    # The form strips them before looking the account up, so each of these mails the same inbox.
+    for i in range(5):
+        assert ask(f"{' ' * i}member@acme.test{' ' * (4 - i)}", REMOTE_ADDR=f"198.51.100.{i}").status_code == 302
+
+    refused = ask("  member@acme.test ", REMOTE_ADDR="198.51.100.99")
+
+    assert refused.status_code == 429 and LOCKED in refused.content.decode()
+    assert len(mail) == 5
+
+
+def test_a_network_refused_for_its_requests_takes_nothing_from_the_addresses_it_names(world, mail):
+    # Past its own limit a network is refused before any address is counted: it cannot go on to use up the five
+    # links an hour of every address it names, keeping their owners from getting one.
+    for i in range(20):
+        assert ask(f"someone{i}@acme.test", REMOTE_ADDR="203.0.113.7").status_code == 302
+    for _ in range(5):
+        assert ask("member@acme.test", REMOTE_ADDR="203.0.113.7").status_code == 429
+
+    assert ask("member@acme.test", REMOTE_ADDR="198.51.100.1").status_code == 302
+    assert [m.to for m in mail] == [["member@acme.test"]]
+
+
 def test_a_network_gets_at_most_twenty_requests_an_hour(world, mail):
     for i in range(20):
         assert ask(f"someone{i}@acme.test", REMOTE_ADDR="203.0.113.7").status_code == 302

@@ -240,6 +240,8 @@ def test_the_new_password_page_names_the_account_and_asks_for_it_twice(world, ma
 
     assert "member@acme.test" in page
     assert page.count('autocomplete="new-password"') == 2
+    # A password manager saves the new password under this account, not under whatever it guesses.
+    assert 'name="username" autocomplete="username" value="member@acme.test" hidden' in page
     assert "Other browsers signed in as you will be signed out; your API tokens keep working." in page
 
 

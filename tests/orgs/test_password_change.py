@@ -76,6 +76,20 @@ def test_guessing_the_current_password_is_stopped_after_ten_tries(world):
     assert world.acme_member.check_password(PASSWORD)  # not changed, though the old password was right
 
 
+def test_a_refused_guess_says_nothing_about_whether_it_was_right(world):
+    # Past the limit a wrong guess and the right password get the same page: no "entered incorrectly" for one only.
+    client = console(world.acme_member)
+    for _ in range(10):
+        change(client, old="wrong")
+
+    wrong, right = change(client, old="still-wrong"), change(client)
+
+    for locked in (wrong, right):
+        page = locked.content.decode()
+        assert locked.status_code == 429
+        assert "entered incorrectly" not in page and 'aria-invalid="true"' not in page
+
+
 def test_signed_out_visitors_are_sent_to_sign_in_first(db):
     response = Client().get(URL)
 

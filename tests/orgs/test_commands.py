@@ -277,3 +277,24 @@ class TestSeedDemo:
         }
         assert not member.groups.exists() and not member.user_permissions.exists()
         assert "member@acme.test's membership of globex was removed: it is not in the demo table." in output
+
+    def test_reset_takes_the_staff_demo_users_groups_and_permissions_back_too(self, db):
+        run("seed_demo", "--force")
+        staff = User.objects.get(email="staff@opsion.test")
+        staff.groups.add(Group.objects.create(name="support"))
+        staff.user_permissions.add(Permission.objects.get(codename="change_organisation"))
+
+        run("seed_demo", "--force", "--reset", "--password", "back-again-1")
+
+        assert not staff.groups.exists() and not staff.user_permissions.exists()
+
+    def test_run_again_without_reset_keeps_the_rights_given_beyond_the_table(self, db):
+        run("seed_demo", "--force")
+        member = User.objects.get(email="member@acme.test")
+        Membership.objects.create(user=member, organisation=Organisation.objects.get(slug="globex"), role=Role.OWNER)
+        member.groups.add(Group.objects.create(name="support"))
+
+        run("seed_demo", "--force")
+
+        assert Membership.objects.filter(user=member, organisation__slug="globex", role=Role.OWNER).exists()
+        assert member.groups.filter(name="support").exists()

@@ -63,6 +63,7 @@ def test_without_mail_every_reset_address_says_to_ask_opsion_support_and_nothing
         page = Client().get(url).content.decode()
         assert ASK_SUPPORT in page, url
         assert "on its way" not in page and "<form" not in page.split("<main", 1)[1], url
+        assert "No e-mail was sent." not in page, url  # nothing was asked for yet
 
     posted = ask("member@acme.test")
 
@@ -305,6 +306,7 @@ def test_an_address_gets_at_most_five_emails_an_hour_and_an_unknown_one_is_refus
 
         assert refused.status_code == 429 and refused["Retry-After"] == "3600"
         assert LOCKED in refused.content.decode()
+        assert f'value="{address.upper()}"' in refused.content.decode()  # kept for the try an hour later
     assert len(mail) == 5
 
 

@@ -106,23 +106,31 @@ def test_start_up_refuses_a_support_url_that_is_not_a_web_or_mail_address(url):
     assert "ImproperlyConfigured: SUPPORT_URL must be an https://, http:// or mailto: address." in result.stderr
 
 
+MALFORMED_URLS = {"DATABASE_URL": "a database URL", "EMAIL_URL": "a mail URL"}
+
+
 @pytest.mark.parametrize(
-    "url",
+    ("variable", "url"),
     [
-        "postgres//opsion:db-password-canary@db/opsion",
-        "db-password-canary",
+        ("DATABASE_URL", "postgres//opsion:password-canary@db/opsion"),
+        ("DATABASE_URL", "password-canary"),
         # A generated password holding "/" that was not percent-encoded: urllib reads what precedes it as the
         # port and its ValueError ("Port could not be cast…") would print the password to the start-up log.
-        "postgres://opsion:db-password-canary/x@db:5432/opsion",
-        "postgres://opsion@db:db-password-canary/opsion",
+        ("DATABASE_URL", "postgres://opsion:password-canary/x@db:5432/opsion"),
+        ("DATABASE_URL", "postgres://opsion@db:password-canary/opsion"),
+        ("EMAIL_URL", "smtp+tls//opsion:password-canary@smtp.example:587"),
+        ("EMAIL_URL", "password-canary"),
+        ("EMAIL_URL", "smtps://opsion:password-canary@:587"),
+        ("EMAIL_URL", "smtp+tls://opsion:password-canary/x@smtp.example:587"),
+        ("EMAIL_URL", "http://opsion:password-canary@smtp.example"),
     ],
 )
-def test_start_up_stops_on_a_malformed_database_url_without_printing_it(url):
-    result = run_python(["manage.py", "check"], production_env(DATABASE_URL=url))
+def test_start_up_stops_on_a_malformed_url_without_printing_it(variable, url):
+    result = run_python(["manage.py", "check"], production_env(**{variable: url}))
 
     assert result.returncode != 0
-    assert "ImproperlyConfigured: DATABASE_URL is not a database URL" in result.stderr, result.stderr[-2000:]
-    assert "db-password-canary" not in result.stdout + result.stderr
+    assert f"ImproperlyConfigured: {variable} is not {MALFORMED_URLS[variable]}" in result.stderr, result.stderr[-2000:]
+    assert "password-canary" not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(
@@ -190,25 +198,6 @@ def test_without_an_email_url_opsion_knows_it_sends_no_mail_and_a_console_url_pr
     console = email_settings(EMAIL_URL="consolemail://")
     assert console["EMAIL_CONFIGURED"] is True
     assert console["EMAIL_BACKEND"] == "django.core.mail.backends.console.EmailBackend"
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "smtp+tls//opsion:mail-password-canary@smtp.example:587",
-        "mail-password-canary",
-        "smtps://opsion:mail-password-canary@:587",
-        # A password holding "/" that was not percent-encoded: urllib reads what precedes it as the port.
-        "smtp+tls://opsion:mail-password-canary/x@smtp.example:587",
-        "http://opsion:mail-password-canary@smtp.example",
-    ],
-)
-def test_start_up_stops_on_a_malformed_email_url_without_printing_it(url):
-    result = run_python(["manage.py", "check"], production_env(EMAIL_URL=url))
-
-    assert result.returncode != 0
-    assert "ImproperlyConfigured: EMAIL_URL is not a mail URL" in result.stderr, result.stderr[-2000:]
-    assert "mail-password-canary" not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("value", ["no-reply", "Opsion", "a@b.example\nBcc: victim@example.com"])

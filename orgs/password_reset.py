@@ -104,11 +104,6 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         # Django's token ignores is_active: a link mailed before staff deactivated the account would still work.
         return user if user is not None and user.is_active else None
 
-    def get_context_data(self, **kwargs):
-        context = super().get_context_data(**kwargs)
-        form = context.get("form")
-        return context | {"fields": list(form) if form is not None else []}
-
 
 class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
     template_name = "registration/password_reset_complete.html"

@@ -136,12 +136,6 @@ class PasswordChangeView(auth_views.PasswordChangeView):
     template_name = "registration/password_change.html"
     success_url = reverse_lazy("home")
 
-    def get_context_data(self, **kwargs):
-        form = kwargs.get("form") or self.get_form()
-        autocomplete = {"old_password": "current-password"}
-        fields = [(field, autocomplete.get(field.name, "new-password")) for field in form]
-        return super().get_context_data(**kwargs) | {"fields": fields}
-
     def post(self, request, *args, **kwargs):
         if guards.password_change_attempt(user=request.user):
             form = self.form_class(request.user)  # unbound: nothing checked, nothing typed sent back

@@ -286,7 +286,14 @@ def byom_save(request: HttpRequest, slug: str) -> HttpResponse:
         raise Http404("No such organisation.") from None  # removed from it as they saved
     except Refused as refused:
         # Re-render (never echoing the submitted key) so the message sits next to the field.
-        return _refused_page(request, membership, refused, key_error=refused.message, key_error_code=refused.code)
+        message = refused.message
+        if isinstance(refused, access.PlanRequired):
+            # The documentation's words name a plan Opsion does not sell: its plan and the way out follow.
+            org = membership.organisation
+            message += (
+                f". {org.name} is on the {org.get_plan_display()} plan. Upgrade to Institutional to use your own key."
+            )
+        return _refused_page(request, membership, refused, key_error=message)
     messages.success(request, "Claude API key saved. AI Insights queries now use your organisation's key.")
     return redirect("orgs:settings", slug)
 

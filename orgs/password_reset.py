@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 
 from orgs import guards
+from orgs.views import GuardedPost
 
 log = logging.getLogger("opsion.password_reset")
 
@@ -62,18 +63,14 @@ class RedirectThenMail(HttpResponseRedirect):
         super().close()
 
 
-class PasswordResetView(auth_views.PasswordResetView):
+class PasswordResetView(GuardedPost, auth_views.PasswordResetView):
     template_name = "registration/password_reset_form.html"
     subject_template_name = "registration/password_reset_subject.txt"
     email_template_name = "registration/password_reset_email.txt"
+    locked_message, retry_after, kept_fields = RESET_LOCKED, guards.PASSWORD_RESET_WINDOW_SECONDS, ("email",)
 
-    def post(self, request, *args, **kwargs):
-        if guards.password_reset_request(request):
-            form = self.get_form_class()(initial={"email": request.POST.get("email", "")})  # nothing looked up
-            locked = self.render_to_response(self.get_context_data(form=form, locked=RESET_LOCKED), status=429)
-            locked["Retry-After"] = str(guards.PASSWORD_RESET_WINDOW_SECONDS)
-            return locked
-        return super().post(request, *args, **kwargs)
+    def refused(self, request):
+        return guards.password_reset_request(request)  # nothing looked up, nothing sent
 
     def form_valid(self, form):
         options = {

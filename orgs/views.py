@@ -33,12 +33,39 @@ TOKEN_ALREADY_CREATED = (
 SIGNED_IN_TO = "signed_in_to"  # the page a sign-in returned to, until a form's URL reads it
 
 
-class SignInView(LoginView):
+class GuardedPost:
+    """A form view whose every POST an abuse guard counts first. Refused, nothing posted is checked (no password
+    hashed for a locked-out guesser): the form comes back unbound, with only `kept_fields` typed back, saying why,
+    as a 429 with Retry-After (the guards' windows are fixed: at most this long)."""
+
+    locked_message: str
+    retry_after: int
+    kept_fields: tuple[str, ...] = ()
+
+    def refused(self, request: HttpRequest) -> bool:
+        raise NotImplementedError
+
+    def post(self, request, *args, **kwargs):
+        if not self.refused(request):
+            return super().post(request, *args, **kwargs)
+        unbound = {name: value for name, value in self.get_form_kwargs().items() if name not in ("data", "files")}
+        initial = {name: request.POST.get(name, "") for name in self.kept_fields}
+        form = self.get_form_class()(**unbound | {"initial": initial})
+        locked = self.render_to_response(self.get_context_data(form=form, locked=self.locked_message), status=429)
+        locked["Retry-After"] = str(self.retry_after)
+        return locked
+
+
+class SignInView(GuardedPost, LoginView):
     """Sign-in by e-mail. A form posted after the session expired may carry its typed text along
     (`draft`, see orgs.drafts): it is handed back once, after sign-in, to the page it came from."""
 
     form_class = SignInForm
     redirect_authenticated_user = True
+    locked_message, retry_after, kept_fields = SIGN_IN_LOCKED, guards.SIGN_IN_WINDOW_SECONDS, ("username",)
+
+    def refused(self, request):
+        return guards.sign_in_attempt(request)
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
@@ -58,15 +85,6 @@ class SignInView(LoginView):
         self.request.session[SIGNED_IN_TO] = urlsplit(back_to).path
         drafts.keep(self.request, path=back_to, draft=drafts.posted(self.request))
         return response
-
-    def post(self, request, *args, **kwargs):
-        if guards.sign_in_attempt(request):
-            # An unbound form: the password is not even checked (no hashing for a locked-out guesser).
-            form = self.get_form_class()(request, initial={"username": request.POST.get("username", "")})
-            locked = self.render_to_response(self.get_context_data(form=form, locked=SIGN_IN_LOCKED), status=429)
-            locked["Retry-After"] = str(guards.SIGN_IN_WINDOW_SECONDS)  # the window is fixed: at most this long
-            return locked
-        return super().post(request, *args, **kwargs)
 
 
 sign_in = sensitive_post_parameters("password")(SignInView.as_view())
@@ -128,23 +146,17 @@ def admin_password_change(request: HttpRequest) -> HttpResponse:
 PASSWORD_CHANGED = "Your password was changed. Other browsers signed in as you were signed out."
 
 
-class PasswordChangeView(auth_views.PasswordChangeView):
+class PasswordChangeView(GuardedPost, auth_views.PasswordChangeView):
     """One's own password, changed with the old one and under the same guess limit as admin's (the 11th attempt in
     15 minutes is not even checked). This session stays signed in, every other one is signed out (Django's session
     hash); API tokens keep working. Django's view brings login_required, CSRF and sensitive_post_parameters."""
 
     template_name = "registration/password_change.html"
     success_url = reverse_lazy("home")
+    locked_message, retry_after = PASSWORD_CHANGE_LOCKED, guards.SIGN_IN_WINDOW_SECONDS
 
-    def post(self, request, *args, **kwargs):
-        if guards.password_change_attempt(user=request.user):
-            form = self.form_class(request.user)  # unbound: nothing checked, nothing typed sent back
-            locked = self.render_to_response(
-                self.get_context_data(form=form, locked=PASSWORD_CHANGE_LOCKED), status=429
-            )
-            locked["Retry-After"] = str(guards.SIGN_IN_WINDOW_SECONDS)
-            return locked
-        return super().post(request, *args, **kwargs)
+    def refused(self, request):
+        return guards.password_change_attempt(user=request.user)
 
     def form_valid(self, form):
         response = super().form_valid(form)  # keeps this session's hash current: it stays signed in

@@ -2,11 +2,10 @@
 
 from urllib.parse import urlencode
 
-from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect
 from django.template.loader import render_to_string
 from django.urls import Resolver404, resolve, reverse
 from django.views import csrf
@@ -14,7 +13,6 @@ from django.views import csrf
 from opsion.errors import error_json
 from opsion.middleware import API_ERRORS
 from orgs import drafts
-from orgs.forms import SignInForm
 
 TOO_LARGE = "What you sent is too large. Go back, check what you pasted, and try again."
 # Django's reason when a form's token does not match the browser's CSRF secret, once the origin checked out.
@@ -72,6 +70,5 @@ def _sign_in_again(request: HttpRequest) -> HttpResponse:
     else:
         messages.warning(request, STALE_SIGN_IN)
         if draft:  # a redirect would drop it
-            context = {"form": SignInForm(request), "next": next_url, "draft": draft}
-            return render(request, "registration/login.html", context | {"password_reset": settings.EMAIL_CONFIGURED})
+            return drafts.sign_in_to_continue(request, draft=draft, next_url=next_url)
     return redirect(f"{reverse('login')}?{urlencode({'next': next_url})}" if next_url else reverse("login"))

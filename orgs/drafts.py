@@ -26,9 +26,14 @@ def posted(request: HttpRequest) -> str:
     return _clean(request.POST.get("draft", "") if request.method == "POST" else "")
 
 
-def sign_in_to_continue(request: HttpRequest, *, draft: str) -> HttpResponse:
-    """The sign-in page, in answer to a form posted after the session expired, carrying `draft` along."""
-    context = {"form": SignInForm(request), "next": request.path, "draft": _clean(draft)}
+def sign_in_to_continue(request: HttpRequest, *, draft: str, next_url: str | None = None) -> HttpResponse:
+    """The sign-in page, in answer to a form posted after the session expired, carrying `draft` along to `next_url`
+    (by default the page the form was posted to)."""
+    context = {
+        "form": SignInForm(request),
+        "next": request.path if next_url is None else next_url,
+        "draft": _clean(draft),
+    }
     context["password_reset"] = settings.EMAIL_CONFIGURED  # "Forgot your password?", as on the sign-in page
     return render(request, "registration/login.html", context)
 

@@ -57,7 +57,10 @@ class InsightQueryAdmin(admin.ModelAdmin):
     # The limit counts the query log: a query inside the rolling window is the limit's to let go of, not staff's
     # (a deleted one would give its organisation a query back), as prune_insight_queries never deletes inside it.
     def has_delete_permission(self, request, obj=None) -> bool:
-        if obj is not None and counted(InsightQuery.objects.filter(pk=obj.pk), settings.INSIGHTS_WINDOW_SECONDS):
+        if (
+            obj is not None
+            and counted(InsightQuery.objects.filter(pk=obj.pk), settings.INSIGHTS_WINDOW_SECONDS).exists()
+        ):
             return False
         return super().has_delete_permission(request, obj)
 

@@ -1045,6 +1045,16 @@ class TestDeleteQueries:
         assert staff.post(f"{self.QUERIES}{recent.pk}/delete/", {"post": "yes"}).status_code == 403
         assert InsightQuery.objects.filter(pk=recent.pk).exists()
 
+    def test_checking_the_window_reads_no_row_again(self, world, staff):
+        # The page loads the query once; whether the window still counts it is a yes or no, not the row (and its
+        # answer) again for each check.
+        (old,) = seed(world.acme, 3700)
+
+        with CaptureQueriesContext(connection) as queries:
+            assert staff.get(f"{self.QUERIES}{old.pk}/delete/").status_code == 200
+
+        assert len([q for q in queries.captured_queries if '"insights_insightquery"."answer"' in q["sql"]]) == 1
+
     def test_a_query_older_than_the_window_can_be_deleted(self, world, staff):
         (old,) = seed(world.acme, 3700)
 

@@ -7,6 +7,7 @@ off — while the project's, Django's and the SDK's loggers record at DEBUG. The
 response body, no header, no cookie, no log record, no `dumpdata` output and no admin history.
 """
 
+import html
 import itertools
 import json
 import logging
@@ -34,7 +35,7 @@ from insights.models import InsightQuery
 from opsion.reporting import KeySafeExceptionReporterFilter, redact
 from orgs import services
 from orgs.models import ApiToken, ClaudeApiKey
-from tests.base import CANARY_KEY, GOOD_KEY, make_user, organisation_admin_form
+from tests.base import CANARY_KEY, GOOD_KEY, PASSWORD, make_user, organisation_admin_form
 from tests.conftest import PLATFORM_KEY
 from tests.security.conftest import base_env, run_python
 from tests.security.urls import DB_PASSWORD
@@ -562,3 +563,65 @@ def test_the_streaming_generator_holds_no_local_that_shows_the_key(world, acme_k
 
     assert "client" in shown  # the frame looked at is the one talking to Anthropic
     assert not [name for name, text in shown.items() if GOOD_KEY in text], shown
+
+
+def test_the_key_is_in_no_answer_and_no_e_mail_when_the_password_and_admin_forms_are_posted(
+    guard, world, settings, mailoutbox
+):
+    """The crawl above only GETs: the forms added since (password change and reset, admin's Memberships page and
+    its refusals, the query log's refused deletions) are posted here, accepted and refused, as acme's Owner and
+    Admin and as staff, with acme's key stored. A reset e-mail leaves the server too: it must not carry the key."""
+    settings.EMAIL_CONFIGURED = True
+    owner = world.acme_owner
+    new = "a-New-passw0rd-for-acme"
+    posted = []
+
+    changer = _client(owner)
+    for data in (
+        {"old_password": "wrong", "new_password1": new, "new_password2": new},
+        {"old_password": PASSWORD, "new_password1": new, "new_password2": new + "x"},
+        {"old_password": PASSWORD, "new_password1": "12345678", "new_password2": "12345678"},
+        {"old_password": PASSWORD, "new_password1": new, "new_password2": new},
+    ):
+        posted.append(("password change", changer.post("/accounts/password/", data, follow=True)))
+
+    resetter = _client()
+    for i in range(6):  # the sixth is refused by the address's limit
+        posted.append(("reset request", resetter.post("/accounts/password/reset/", {"email": owner.email})))
+    assert posted[-1][1].status_code == 429 and len(mailoutbox) == 5
+    uid, token = (
+        urlsafe_base64_encode(force_bytes(world.acme_admin.pk)),
+        default_token_generator.make_token(world.acme_admin),
+    )
+    form_url = resetter.get(f"/accounts/password/reset/{uid}/{token}/")["Location"]
+    posted.append(("reset mismatch", resetter.post(form_url, {"new_password1": new, "new_password2": new + "x"})))
+    posted.append(("reset", resetter.post(form_url, {"new_password1": new, "new_password2": new}, follow=True)))
+
+    staff = _client(world.staff)
+    memberships = "/admin/orgs/membership/"
+    world.membership(world.acme_admin, world.acme).delete()
+    last = world.membership(owner, world.acme)
+    newcomer = make_user("new@acme.test")
+    for label, url, data in (
+        ("demote the last manager", f"{memberships}{last.pk}/change/", {"role": "member"}),
+        ("delete the last manager", f"{memberships}{last.pk}/delete/", {"post": "yes"}),
+        ("add a member twice", f"{memberships}add/", {"user": world.acme_member.pk, "organisation": world.acme.pk}),
+        ("add a member", f"{memberships}add/", {"user": newcomer.pk, "organisation": world.acme.pk, "role": "admin"}),
+    ):
+        posted.append((label, staff.post(url, data | {"role": data.get("role", "member")}, follow=True)))
+    query = InsightQuery.objects.create(organisation=world.acme, user=owner, key_source="organisation", query="q")
+    queries = "/admin/insights/insightquery/"
+    posted.append(("delete a counted query", staff.post(f"{queries}{query.pk}/delete/", {"post": "yes"})))
+    bulk = {"action": "delete_selected", "_selected_action": [query.pk], "post": "yes"}
+    posted.append(("bulk-delete a counted query", staff.post(queries, bulk, follow=True)))
+
+    for label, response in posted:
+        guard.check(f"POST {label}", response)
+    # Each form was answered as meant (refusals re-shown or redirected with why), not failed early.
+    assert [response.status_code for _, response in posted] == [200] * 4 + [302] * 5 + [429] + [200] * 6 + [403, 200]
+    assert "without an active Owner or Admin" in html.unescape(posted[-6][1].content.decode())
+    assert "already exists" in posted[-4][1].content.decode()
+    assert "inside the rolling window" in posted[-1][1].content.decode()
+    for message in mailoutbox:
+        for fragment in FRAGMENTS:
+            assert fragment not in message.subject and fragment not in message.body

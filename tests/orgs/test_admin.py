@@ -192,12 +192,17 @@ class TestOrganisationChange:
         data[rows[str(world.acme_owner.pk)] + "-DELETE"] = "on"
         data[rows[str(world.acme_admin.pk)] + "-role"] = Role.MEMBER
 
+        before = dict(world.acme.memberships.values_list("user__email", "role"))
         refused = staff.post(f"{ORGS}{world.acme.pk}/change/", data)
-        data[rows[str(world.acme_member.pk)] + "-role"] = Role.ADMIN  # someone else takes over in the same save
-        accepted = staff.post(f"{ORGS}{world.acme.pk}/change/", data)
 
         assert refused.status_code == 200
         assert "This would leave the organisation without an active Owner or Admin" in refused.content.decode()
+        assert dict(world.acme.memberships.values_list("user__email", "role")) == before  # nothing of it saved
+        assert not AuditEvent.objects.exists() and not LogEntry.objects.exists()
+
+        data[rows[str(world.acme_member.pk)] + "-role"] = Role.ADMIN  # someone else takes over in the same save
+        accepted = staff.post(f"{ORGS}{world.acme.pk}/change/", data)
+
         assert accepted.status_code == 302
         roles = dict(world.acme.memberships.values_list("user__email", "role"))
         assert roles == {"admin@acme.test": Role.MEMBER, "member@acme.test": Role.ADMIN}
@@ -946,6 +951,7 @@ def test_adding_a_member_a_large_organisations_page_does_not_list_is_refused_not
     world.acme.refresh_from_db()
     assert world.acme.plan == Plan.INSTITUTIONAL
     assert world.acme.memberships.get(user=world.acme_member).role == Role.MEMBER
+    assert not AuditEvent.objects.exists() and not LogEntry.objects.exists()
 
 
 def test_an_organisation_listing_every_member_still_fits_in_one_form(world, staff):
@@ -1003,6 +1009,7 @@ class TestMembershipPage:
         assert "without an active Owner or Admin" in html.unescape(response.content.decode())
         owner.refresh_from_db()
         assert owner.role == Role.OWNER and not self.staff_changes(world)
+        assert not LogEntry.objects.exists()  # nor a line in admin's own history
 
     def test_adding_a_member_there_is_audited(self, world, staff):
         newcomer = make_user("new@acme.test")
@@ -1022,9 +1029,12 @@ class TestMembershipPage:
 
         world.membership(world.acme_admin, world.acme).delete()
         owner = world.membership(world.acme_owner, world.acme)
+        removed = self.staff_changes(world)
+        history = LogEntry.objects.count()
         refused = staff.post(f"{MEMBERSHIPS}{owner.pk}/delete/", {"post": "yes"}, follow=True)
 
         assert Membership.objects.filter(pk=owner.pk).exists()
+        assert self.staff_changes(world) == removed and LogEntry.objects.count() == history  # nothing recorded
         assert "without an active Owner or Admin" in html.unescape(refused.content.decode())
         assert "delete_selected" not in staff.get(MEMBERSHIPS).content.decode()  # one at a time, each checked
 
@@ -1072,6 +1082,7 @@ class TestDeleteQueries:
             page = html.unescape(response.content.decode())
             assert "1 of the 2 selected queries is inside the rolling window (the last 60 minutes)" in page
             assert InsightQuery.objects.count() == 2
+        assert not LogEntry.objects.exists()  # nothing deleted, nothing recorded as deleted
 
     def test_a_query_near_the_end_of_the_window_still_counts_so_neither_way_deletes_it(self, world, staff):
         # 58 minutes old: the limit counts it for two more minutes, one by one or in bulk.

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from insights.models import InsightQuery
 from orgs import services as org_services
 from tests.reliability.app_servers import server_environment, servers
 
@@ -59,4 +60,7 @@ def test_a_chunked_body_over_the_limit_is_refused_as_too_large_and_the_connectio
     assert (status, answer["error"]["code"]) == (413, "payload_too_large")
     # The rest of the body was read past, not taken for the next request on this kept-alive connection.
     conn.request("GET", "/api/v1/orgs/globex/insights/usage", headers={"Authorization": f"Bearer {token}"})
-    assert conn.getresponse().status == 200
+    usage = conn.getresponse()
+    assert usage.status == 200
+    # Refused before the limiter: nothing counted, no row.
+    assert json.loads(usage.read())["used"] == 0 and not InsightQuery.objects.exists()

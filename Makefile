@@ -7,17 +7,21 @@ TEST_ENV := OPSION_READ_DOTENV=0 DEBUG=0 HTTPS=0 STATIC_MANIFEST=0 SECRET_KEY=te
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 REQUIRE_POSTGRES ?= 0
 
-.PHONY: install run test test-sqlite test-postgres lint format browser-deps bench loadtest clean
+.PHONY: install lock run test test-sqlite test-postgres lint format browser-deps bench loadtest clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+# constraints.txt pins every package to the version CI tested; `make lock` re-resolves it from pyproject.toml.
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
+
+lock:
+	@./scripts/lock
 
 .env:
 	@echo "Writing a development .env with a random SECRET_KEY and FIELD_ENCRYPTION_KEYS; e-mails (password resets) print in this terminal"

@@ -7,6 +7,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.cache import cache
 
+from orgs import mailer
 from orgs import services as org_services
 from tests import clients
 from tests.base import GOOD_KEY
@@ -65,6 +66,14 @@ def acme_key(world):
         membership=world.membership(world.acme_owner, world.acme), raw_key=GOOD_KEY, ip=None
     )
     return GOOD_KEY
+
+
+@pytest.fixture(autouse=True)
+def _mail_sent_within_the_test():
+    # E-mail is sent on a background thread (orgs.mailer): none may land in the next test's outbox, or be written
+    # after this test's settings are restored. A test reading the outbox calls mailer.wait() first.
+    yield
+    assert mailer.wait(timeout=15), "the mail thread was still sending when the test ended"
 
 
 @pytest.fixture(autouse=True)

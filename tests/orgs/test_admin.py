@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from insights.models import InsightQuery, KeySource
 from orgs import admin as org_admin
-from orgs import services
+from orgs import mailer, services
 from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Membership, Organisation, Plan, Role, User
 from tests.base import CANARY_KEY, GOOD_KEY, PASSWORD, make_user, organisation_admin_form
 from tests.clients import console
@@ -857,7 +857,7 @@ def test_staff_cannot_change_their_own_email_address_which_a_reset_link_would_th
     assert client.post(url, data).status_code == 302  # the rest of the form is saved
     Client().post("/accounts/password/reset/", {"email": "thief@evil.example"})
 
-    assert mailoutbox == []
+    assert mailer.wait(timeout=10) and mailoutbox == []
     me.refresh_from_db()
     assert me.email == "support@opsion.test"
     world.staff.refresh_from_db()

@@ -1,16 +1,17 @@
 """Forgot your password? A one-use link by e-mail, which says nothing about whether an address has an account."""
 
+import logging
 import re
+import smtplib
+import threading
 from datetime import datetime
-from io import BytesIO
 
 import pytest
 from django.contrib.auth.tokens import default_token_generator
-from django.core.handlers.wsgi import WSGIHandler
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
+from django.core.mail.backends import locmem
 from django.test import Client
 
+from orgs import mailer
 from orgs.models import User
 from tests.base import PASSWORD, make_user
 from tests.clients import bearer, console
@@ -35,7 +36,50 @@ def mail(settings, mailoutbox):
 
 
 def ask(address: str, client: Client | None = None, **extra):
+    """Post the address, then wait for the mail thread to send what it was given (the answer does not)."""
+    response = ask_only(address, client, **extra)
+    assert mailer.wait(timeout=10), "the mail thread is still sending"
+    return response
+
+
+def ask_only(address: str, client: Client | None = None, **extra):
     return (client or Client()).post(RESET, {"email": address}, **extra)
+
+
+class HeldBackend(locmem.EmailBackend):
+    """Django's test outbox, where each send waits until the test releases it (10 s at most, then it fails)."""
+
+    sending = threading.Event()  # a send has started
+    release = threading.Event()
+    finished = threading.Event()  # a send has ended, sent or not
+
+    def send_messages(self, messages):
+        HeldBackend.sending.set()
+        try:
+            if not HeldBackend.release.wait(10):
+                raise TimeoutError("the test never released this send")
+            return super().send_messages(messages)
+        finally:
+            HeldBackend.finished.set()
+
+
+class RefusingBackend(locmem.EmailBackend):
+    """A mail server refusing the recipient, its error quoting the address and the whole message."""
+
+    def send_messages(self, messages):
+        message = messages[0]
+        raise smtplib.SMTPRecipientsRefused({message.to[0]: (550, message.body.encode())})
+
+
+@pytest.fixture
+def held(mail, settings):
+    """Mail sent through HeldBackend: every send waits for `held.release`."""
+    for event in (HeldBackend.sending, HeldBackend.release, HeldBackend.finished):
+        event.clear()
+    settings.EMAIL_BACKEND = f"{__name__}.HeldBackend"
+    yield HeldBackend
+    HeldBackend.release.set()  # never leave the mail thread waiting
+    assert mailer.wait(timeout=10)
 
 
 def link_in(message) -> str:
@@ -141,42 +185,77 @@ def test_the_answer_is_the_same_for_a_known_an_unknown_and_a_deactivated_address
     assert [m.to for m in mail] == [["member@acme.test"]]
 
 
-def test_the_email_is_sent_only_after_the_answer_is_written(world, mail):
-    # What a WSGI server (gunicorn, runserver) does: it writes the body, then calls close(). Sending the e-mail at
-    # close() means neither the mail server's speed nor whether an address has an account changes the time the
-    # answer takes to arrive.
-    client = Client()
-    client.get(RESET)
-    token = client.cookies["csrftoken"].value
-    body = f"email=member%40acme.test&csrfmiddlewaretoken={token}".encode()
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": RESET,
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "HTTP_HOST": "testserver",
-        "HTTP_COOKIE": f"csrftoken={token}",
-        "CONTENT_TYPE": "application/x-www-form-urlencoded",
-        "CONTENT_LENGTH": str(len(body)),
-        "REMOTE_ADDR": "203.0.113.5",
-        "wsgi.input": BytesIO(body),
-        "wsgi.url_scheme": "http",
-    }
-    started = []
-    # As Django's test client does: the test's database connection must outlive the request.
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    try:
-        response = WSGIHandler()(environ, lambda status, headers: started.append(status))
-        written = b"".join(response)
+def test_no_answer_waits_for_the_mail_server_whether_or_not_the_address_has_an_account(world, mail, held):
+    # The send happens on the mail thread: the answer for an address with an account arrives while its e-mail is
+    # still held at the mail server, and so do those for an unknown address and for another account behind it. So
+    # neither the answer nor when the connection closes (nor the next request on it) says whether a mail was sent.
+    known = ask_only("member@acme.test")
 
-        assert started == ["302 Found"] and written == b""
-        assert mail == []
-        response.close()
-    finally:
-        request_started.connect(close_old_connections)
-        request_finished.connect(close_old_connections)
-    assert len(mail) == 1 and mail[0].to == ["member@acme.test"]
+    assert held.sending.wait(5)  # that e-mail is being sent, and held there
+    unknown = ask_only("nobody@acme.test")
+    queued = ask_only("owner@acme.test")
+
+    assert [(r.status_code, r["Location"]) for r in (known, unknown, queued)] == [(302, SENT)] * 3
+    assert not held.finished.is_set() and mail == []  # all three answered while the first e-mail is still held
+    held.release.set()
+    assert mailer.wait(timeout=10)
+    assert [m.to for m in mail] == [["member@acme.test"], ["owner@acme.test"]]
+    assert (set_password(Client(), link_in(mail[0]))["Location"]) == DONE  # the link works
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(NEW)
+
+
+def test_a_refused_send_is_logged_with_the_account_but_neither_its_address_nor_the_link(world, mail, settings, caplog):
+    settings.EMAIL_BACKEND = f"{__name__}.RefusingBackend"
+    token = default_token_generator.make_token(world.acme_member)
+
+    with caplog.at_level(logging.INFO):
+        assert ask("member@acme.test").status_code == 302
+
+    assert mail == []
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [f"password reset e-mail to user {world.acme_member.pk} not sent (SMTPRecipientsRefused)"]
+    assert "member@acme.test" not in caplog.text and token not in caplog.text and "/reset/" not in caplog.text
+
+
+def test_a_send_past_the_waiting_limit_is_logged_not_lost_silently_and_the_answer_is_the_same(
+    world, mail, held, monkeypatch, caplog
+):
+    monkeypatch.setattr(mailer.sender, "capacity", 1)
+    ask_only("member@acme.test")
+    assert held.sending.wait(5)
+    ask_only("owner@acme.test")  # waits behind it: the one place left
+
+    with caplog.at_level(logging.ERROR):
+        refused = ask_only("admin@acme.test")
+
+    assert (refused.status_code, refused["Location"]) == (302, SENT)
+    assert caplog.messages == [
+        f"password reset e-mail to user {world.acme_admin.pk} not sent: 1 e-mail already waiting to be sent"
+    ]
+    held.release.set()
+    assert mailer.wait(timeout=10)
+    assert [m.to for m in mail] == [["member@acme.test"], ["owner@acme.test"]]
+
+
+def test_a_process_stopping_with_e_mails_unsent_logs_each_of_them(world, mail, held, caplog):
+    # What runs at exit (gunicorn's worker leaves with sys.exit): it keeps sending for a while, then says what is
+    # left, which the stopping process takes with it.
+    ask_only("member@acme.test")
+    assert held.sending.wait(5)
+    ask_only("owner@acme.test")
+
+    with caplog.at_level(logging.ERROR):
+        mailer.sender.stop(grace=0.2)
+
+    member, owner = world.acme_member.pk, world.acme_owner.pk
+    assert caplog.messages == [
+        "the process is stopping with 2 e-mails unsent: password reset e-mail to user "
+        f"{member} (being sent, it may yet go), password reset e-mail to user {owner}"
+    ]
+    held.release.set()
+    assert mailer.wait(timeout=10)
+    assert [m.to for m in mail] == [["member@acme.test"]]  # what was said to be left is not sent after all
 
 
 def test_the_link_is_built_on_the_host_asked_for_over_https_when_the_request_was(world, mail, settings):
@@ -189,9 +268,7 @@ def test_the_link_is_built_on_the_host_asked_for_over_https_when_the_request_was
 
 def test_a_poisoned_host_header_is_refused_and_nothing_is_sent(world, mail):
     # Django builds the link from request.get_host(), which ALLOWED_HOSTS checks: no link to evil.example is mailed.
-    response = Client(raise_request_exception=False).post(
-        RESET, {"email": "member@acme.test"}, HTTP_HOST="evil.example"
-    )
+    response = ask("member@acme.test", Client(raise_request_exception=False), HTTP_HOST="evil.example")
 
     assert response.status_code == 400
     assert mail == []

@@ -13,7 +13,7 @@ from django.contrib.auth import forms as auth_forms
 from django.test import Client, RequestFactory
 
 from insights.models import InsightQuery
-from orgs import guards
+from orgs import guards, mailer
 from orgs.models import ApiToken, AuditEvent, ClaudeApiKey
 from tests.base import GOOD_KEY, OTHER_KEY, PASSWORD
 from tests.clients import api_delete_key, api_put_key, closed_port, console, token_client
@@ -409,6 +409,7 @@ def test_with_redis_down_a_password_reset_still_sends_its_link(world, redis_down
     response = Client().post("/accounts/password/reset/", {"email": "member@acme.test"})
 
     assert response.status_code == 302
+    assert mailer.wait(timeout=10)
     assert [m.to for m in mailoutbox] == [["member@acme.test"]]
     assert "abuse guard password_reset_request skipped: cache unavailable" in caplog.text
 

@@ -12,6 +12,10 @@ Behaviour is chosen per API key (`fake.behave(key, "auth_error")`) or for every 
   "overloaded" (529);
 - "slow": sleeps `fake.delay` seconds before answering (to trip the client's timeout);
 - "midstream_error": streams part of the answer, then an `error` event;
+- "max_tokens": writes the first half of the answer, cut mid-sentence, and ends it with `stop_reason: "max_tokens"`
+  and as many output tokens as the request's `max_tokens` (Claude stopped at the length cap);
+- "refusal": writes the answer's first words and ends it with `stop_reason: "refusal"` (Claude declined: newer
+  models' safety classifiers stop a reply so, even part-way);
 - "hold": streams the first delta, then waits until `fake.release` is set (to prove streaming);
 - "pings": opens the stream, sends only `ping` events (Anthropic's keep-alives) for `fake.delay` seconds,
   then answers;
@@ -150,7 +154,11 @@ class FakeAnthropic:
                     return self._json(307, {}, {"location": f"{fake.base_url}/elsewhere{self.path}"})
                 if body.get("stream"):
                     return self._stream(body, behaviour)
-                return self._json(200, _message(body, fake.answer_text))
+                text, stop_reason = _ending(behaviour, fake.answer_text)
+                message = _message(body, text, stop_reason)
+                if stop_reason == "max_tokens":
+                    message["usage"]["output_tokens"] = body.get("max_tokens", 0)
+                return self._json(200, message)
 
             def _cookie(self) -> None:
                 if fake.set_cookie:  # as a CDN or load balancer in front of the API might
@@ -184,7 +192,7 @@ class FakeAnthropic:
                 self._cookie()
                 self.send_header("connection", "close")
                 self.end_headers()
-                text = fake.answer_text
+                text, stop_reason = _ending(behaviour, fake.answer_text)
                 message = _message(body, "")
                 message["usage"] = {"input_tokens": _count(body), "output_tokens": 1}
                 self._event("message_start", {"type": "message_start", "message": message})
@@ -227,8 +235,12 @@ class FakeAnthropic:
                     "message_delta",
                     {
                         "type": "message_delta",
-                        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                        "usage": {"output_tokens": len(text.split())},
+                        "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                        "usage": {
+                            "output_tokens": body.get("max_tokens", 0)
+                            if stop_reason == "max_tokens"
+                            else len(text.split())
+                        },
                     },
                 )
                 self._event("message_stop", {"type": "message_stop"})
@@ -245,20 +257,29 @@ def _chunks(text: str, size: int = 24) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
-def _message(body: dict, text: str) -> dict:
+def _ending(behaviour: str, text: str) -> tuple[str, str]:
+    """The text a behaviour writes and the `stop_reason` it ends with."""
+    if behaviour == "max_tokens":
+        return text[: len(text) // 2], "max_tokens"
+    if behaviour == "refusal":
+        return text[:48], "refusal"
+    return text, "end_turn"
+
+
+def _message(body: dict, text: str, stop_reason: str = "end_turn") -> dict:
     return {
         "id": "msg_fake",
         "type": "message",
         "role": "assistant",
         "model": body.get("model", "claude-fake"),
         "content": [{"type": "text", "text": text}] if text else [],
-        "stop_reason": "end_turn" if text else None,
+        "stop_reason": stop_reason if text else None,
         "stop_sequence": None,
         "usage": {"input_tokens": _count(body), "output_tokens": len(text.split())},
     }
 
 
-BEHAVIOURS = ["ok", *ERRORS, "slow", "pings", "midstream_error", "redirect"]
+BEHAVIOURS = ["ok", *ERRORS, "slow", "pings", "midstream_error", "max_tokens", "refusal", "redirect"]
 
 
 def _key_behaviour(text: str) -> tuple[str, str]:

@@ -8,6 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import anthropic
+import pytest
+
+from tests.fake_anthropic import FakeAnthropic
+
 ROOT = Path(__file__).resolve().parent.parent
 REVOKED = "sk-ant-api03-revoked-demo-key-000000000000000000000000000000000000"
 
@@ -42,6 +47,27 @@ def test_behaviours_are_chosen_on_the_command_line():
     finally:
         server.terminate()
         server.wait(10)
+
+
+@pytest.mark.parametrize(
+    "behaviour, stop_reason", [("ok", "end_turn"), ("max_tokens", "max_tokens"), ("refusal", "refusal")]
+)
+def test_the_real_sdk_reads_how_the_answer_ended_streamed_or_not(behaviour, stop_reason):
+    server = FakeAnthropic().start()
+    server.default = behaviour
+    client = anthropic.Anthropic(api_key="sk-ant-api03-any", base_url=server.base_url, max_retries=0)
+    request = {"model": "m", "max_tokens": 77, "messages": [{"role": "user", "content": "Hi"}]}
+    try:
+        whole = client.messages.create(**request)
+        with client.messages.stream(**request) as stream:
+            streamed = stream.get_final_message()
+    finally:
+        server.stop()
+
+    for message in (whole, streamed):
+        assert message.stop_reason == stop_reason
+        assert (message.usage.output_tokens == 77) == (behaviour == "max_tokens")
+    assert whole.content[0].text == streamed.content[0].text
 
 
 def test_an_unknown_behaviour_is_refused():

@@ -33,9 +33,10 @@ class InsightQueryAdmin(admin.ModelAdmin):
         "key",
         "outcome",
         "error_code",
+        "ended",
         "output_tokens",
     ]
-    list_filter = [KeySourceFilter, "outcome"]
+    list_filter = [KeySourceFilter, "outcome", "stop_reason"]
     exclude = ["key_source"]  # shown as `key` below, in staff's words
     readonly_fields = ["key"]
     search_fields = ["organisation__slug", "user__email"]
@@ -43,6 +44,12 @@ class InsightQueryAdmin(admin.ModelAdmin):
     actions = ["delete_selected"]  # the stock action, in the window's words below
     # Every query ever asked is a row: no second count of the whole table beside each filtered list ("N total").
     show_full_result_count = False
+
+    # How Claude ended an answer: "Cut short at the length limit" is an answered query whose customer was told it is
+    # incomplete. Empty ("-") for one Claude did not end (pending, or failed: its error code says why).
+    @admin.display(description="Ended", ordering="stop_reason")
+    def ended(self, obj: InsightQuery) -> str | None:
+        return obj.get_stop_reason_display()
 
     @admin.display(description="Key", ordering="key_source")
     def key(self, obj: InsightQuery) -> str:

@@ -7,7 +7,7 @@ from ninja.responses import Response
 
 from insights import services
 from insights.http import add_ratelimit_headers, window_json
-from insights.models import KeySource, Outcome
+from insights.models import KeySource, Outcome, StopReason
 from insights.ratelimit import window_words
 from opsion.errors import Refused, refused_json
 from orgs import access
@@ -55,12 +55,21 @@ class RateLimitOut(Schema):
     resetSeconds: int
 
 
+STOP_REASON = (
+    "How Claude ended `answer`: `complete`; `max_tokens`, cut short at the length limit (`usage.outputTokens` "
+    "tokens, the server's ANTHROPIC_MAX_TOKENS), so `answer` is incomplete (it usually stops mid-sentence): ask "
+    "a narrower question; or `refusal`, Claude declined to answer, so `answer` (possibly empty) is no answer to "
+    "rely on. Either still counts against the limit (Anthropic wrote and billed it)."
+)
+
+
 class AnswerOut(Schema):
     id: int
     query: str
     answer: str
     model: str
     keySource: Literal[tuple(KeySource.values)] = Field(description="Whose Anthropic key answered.")
+    stopReason: Literal[tuple(StopReason.values)] = Field(description=STOP_REASON)
     usage: TokensOut
     rateLimit: RateLimitOut
 
@@ -82,6 +91,9 @@ class HistoryItem(Schema):
     keySource: Literal[tuple(KeySource.values)]
     outcome: Literal[tuple(Outcome.values)]
     errorCode: str = Field(description="The refusal's code when the outcome is `failed`, else empty.")
+    stopReason: Literal[tuple(StopReason.values)] | None = Field(
+        description=STOP_REASON + " `null` while `pending`, and when `failed` (Claude did not end it: see `errorCode`)."
+    )
     createdAt: str = CREATED_AT
     usage: TokensOut
 
@@ -132,6 +144,7 @@ def post_query(request: HttpRequest, slug: str, payload: QueryIn):
         "answer": row.answer,
         "model": row.model,
         "keySource": row.key_source,
+        "stopReason": row.stop_reason,
         "usage": _tokens(row),
         "rateLimit": window_json(pending.window),
     }
@@ -189,6 +202,7 @@ def list_queries(request: HttpRequest, slug: str, page: Query[Page]):
             "keySource": r.key_source,
             "outcome": r.outcome,
             "errorCode": r.error_code,
+            "stopReason": r.stop_reason,
             "createdAt": r.created_at.isoformat(),
             "usage": _tokens(r),
         }

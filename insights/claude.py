@@ -46,6 +46,21 @@ class Completion:
     model: str
     input_tokens: int | None
     output_tokens: int | None
+    stop_reason: str  # an insights.models.StopReason value: see _stop_reason
+
+
+# Anthropic's stop reasons that leave the answer unfinished, as Opsion records them. `model_context_window_exceeded`
+# is the length limit too (the model's own, reached before ANTHROPIC_MAX_TOKENS). Any other (`end_turn`,
+# `stop_sequence`) is a complete answer: tools, whose `tool_use` and `pause_turn` would stop one part-way, are
+# never offered.
+_UNFINISHED = {"max_tokens": "max_tokens", "model_context_window_exceeded": "max_tokens", "refusal": "refusal"}
+
+
+def _stop_reason(value: str | None) -> str:
+    if value not in _UNFINISHED and value not in ("end_turn", "stop_sequence"):
+        # A reason newer than this code (or none at all): the answer is shown as complete, and the operator told.
+        log.warning("anthropic ended an answer with an unknown stop_reason: %.40r", value)
+    return _UNFINISHED.get(value, "complete")
 
 
 # Past a day a retry time is no wait anyone could act on (a misbehaving proxy, not Anthropic's limits): unknown.
@@ -184,7 +199,7 @@ def _client_or_unavailable(secret: Secret) -> anthropic.Anthropic:
 
 
 def stream_answer(*, secret: Secret, query: str) -> Iterator[str | Completion]:
-    """Yield the answer's text as Anthropic writes it, then one Completion.
+    """Yield the answer's text as Anthropic writes it, then one Completion (which says whether Claude finished it).
 
     Raises UpstreamError, or DecryptionFailed before anything is sent. The timeout bounds each read
     and, checked between chunks, the whole answer: a reply that drips forever is cut off too.
@@ -210,6 +225,7 @@ def stream_answer(*, secret: Secret, query: str) -> Iterator[str | Completion]:
                     model=final.model,
                     input_tokens=final.usage.input_tokens,
                     output_tokens=final.usage.output_tokens,
+                    stop_reason=_stop_reason(final.stop_reason),
                 )
     except anthropic.AnthropicError as exc:
         failure = _classify(exc)

@@ -19,6 +19,16 @@ class Outcome(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class StopReason(models.TextChoices):
+    """How Claude ended an answer it wrote (Anthropic's `stop_reason`, in the few ways a reader must tell apart).
+    Labels are staff's (admin); the customer's page says it in full sentences."""
+
+    COMPLETE = "complete", "Complete"
+    # Anthropic billed every token of it: still an answered query, but one no reader may take for the whole answer.
+    MAX_TOKENS = "max_tokens", "Cut short at the length limit"
+    REFUSAL = "refusal", "Claude declined"
+
+
 class InsightQueryQuerySet(models.QuerySet):
     def recent_for(self, *, org: Organisation, user) -> "InsightQueryQuerySet":
         return self.filter(organisation=org, user=user).order_by("-created_at", "-id")
@@ -43,6 +53,8 @@ class InsightQuery(models.Model):
     input_tokens = models.PositiveIntegerField(null=True, blank=True)
     output_tokens = models.PositiveIntegerField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # Null until Claude ends the answer, and for ever when it never did (failed: `error_code` says why).
+    stop_reason = models.CharField(max_length=10, choices=StopReason.choices, null=True, blank=True)
 
     objects = InsightQueryQuerySet.as_manager()
 

@@ -127,7 +127,16 @@ def window_after(refused: Refused, org: Organisation) -> ratelimit.Window:
 
 
 # The columns a query's outcome writes.
-_OUTCOME = ("answer", "completed_at", "outcome", "model", "input_tokens", "output_tokens", "error_code")
+_OUTCOME = (
+    "answer",
+    "completed_at",
+    "outcome",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "error_code",
+    "stop_reason",
+)
 
 
 @dataclass
@@ -208,6 +217,9 @@ class PendingQuery:
         if failure is None and completion is not None:
             row.outcome, row.model = Outcome.ANSWERED, completion.model
             row.input_tokens, row.output_tokens = completion.input_tokens, completion.output_tokens
+            # Cut short at the length limit or declined is still answered (Anthropic wrote and billed it, and the
+            # limit counts it): the reader is told beside the answer, which is kept as far as it went.
+            row.stop_reason = completion.stop_reason
             if self.choice.uses_org_key and self.choice.key_status != KeyStatus.VALID:
                 org_services.claude_api_key_mark(
                     org=row.organisation, status=KeyStatus.VALID, saved_at=self.choice.key_saved_at

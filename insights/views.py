@@ -129,6 +129,10 @@ def _ask_form_id(request: HttpRequest, text: str) -> str | None:
 def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
     """Server-Sent Events: `start`, then `delta`s as Claude writes, then `done` (safe HTML) or `error`.
 
+    `done` also says how Claude ended the answer (`stopReason`) and carries the notice shown before one it did not
+    finish (`notice`: cut short at the length limit, or declined; empty for a whole answer), rendered by the
+    page's own template.
+
     `error` also carries the part of the answer that arrived, rendered (`html`, possibly empty). Both
     `done` and `error` carry the query's entry for "Your recent queries" (`historyItem`),
     rendered by the same template as the page, so the list the browser shows is the one a reload
@@ -137,6 +141,9 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
 
     def history_item() -> str:
         return render_to_string("insights/_history_item.html", {"q": pending.row})
+
+    def notice() -> str:
+        return render_to_string("insights/_stop_notice.html", {"q": pending.row}).strip()
 
     def events() -> Iterator[bytes]:
         try:
@@ -162,7 +169,8 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
             )
         else:
             html = str(render_markdown(pending.row.answer))
-            yield sse("done", {"id": pending.row.pk, "html": html, "historyItem": history_item()})
+            done = {"id": pending.row.pk, "html": html, "stopReason": pending.row.stop_reason, "notice": notice()}
+            yield sse("done", done | {"historyItem": history_item()})
         window = services.usage(pending.row.organisation).window
         yield sse("usage", {"used": window.used, **window_json(window)})
 

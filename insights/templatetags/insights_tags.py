@@ -37,6 +37,12 @@ def duration(seconds: int) -> str:
     return f"{seconds} s"
 
 
+@register.filter
+def thousands(number: int) -> str:
+    """`1,024`: a count as the rest of the product writes it (e.g. "4,000 characters")."""
+    return f"{int(number):,}"
+
+
 @register.simple_tag
 def rolling_window() -> str:
     """The rolling window, in words: "60 minutes" unless INSIGHTS_WINDOW_SECONDS says otherwise."""

@@ -11,6 +11,7 @@
   const answer = document.getElementById("answer");
   const body = document.getElementById("answer-body");
   const errorBox = document.getElementById("answer-error");
+  const notice = document.getElementById("answer-notice");
   const history = document.getElementById("history");
   let finished = true; // false while a stream is open and has sent neither `done` nor `error`
   let outcome = ""; // how the last question ended, said beside Ask once the answer card is no longer busy
@@ -120,6 +121,12 @@
       body.classList.remove("streaming");
       // Markdown rendered and sanitised on the server (nh3): safe to insert.
       body.innerHTML = evt.data.html;
+      // An answer Claude did not finish (cut short at the length limit, declined) says so before it, in the
+      // page's own words rendered on the server, and beside Ask: no reader may take it for a whole answer.
+      if (notice && evt.data.notice) {
+        notice.innerHTML = evt.data.notice;
+        outcome = notice.textContent;
+      }
       remember(evt.data.historyItem);
     } else if (evt.event === "error") {
       finished = true;
@@ -148,6 +155,7 @@
     outcome = "";
     answer.hidden = false;
     errorBox.replaceChildren();
+    if (notice) notice.replaceChildren();
     body.replaceChildren();
     const asked = answer.querySelector(".answer__question"); // shown for a linked answer only
     if (asked) asked.remove();

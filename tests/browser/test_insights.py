@@ -7,7 +7,7 @@ from insights.models import KeySource
 from insights.suggestions import SUGGESTED_QUERIES
 from orgs import services as org_services
 from tests.base import GOOD_KEY, PASSWORD
-from tests.browser.support import sign_in
+from tests.browser.support import assert_no_accessibility_violations, sign_in
 from tests.conftest import PLATFORM_KEY
 from tests.insights.helpers import seed
 
@@ -290,3 +290,49 @@ def test_a_question_of_only_spaces_is_answered_with_what_to_do_not_silence(app, 
     expect(box).to_be_focused()
     expect(page.locator("#usage-used")).to_have_text("0")
     assert fake_anthropic.requests == []
+
+
+CUT_SHORT = (
+    "Incomplete answer: Claude stopped at the length limit (1,024 tokens), so this answer was cut short. "
+    "Ask a narrower question, or one part of it at a time, for a whole answer."
+)
+
+
+def test_a_streamed_answer_cut_off_at_the_length_cap_is_marked_incomplete_and_says_so(app, page, fake_anthropic):
+    fake_anthropic.default = "max_tokens"
+    sign_in(page, app.url, "member@acme.test")
+
+    page.get_by_label("Your question").fill("Tell me everything MiCAR requires of a CASP.")
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    card = page.locator("#answer")
+    expect(card.get_by_role("note")).to_have_text(CUT_SHORT)
+    expect(card.locator("#answer-body h3")).to_have_text("Authorisation under MiCAR")
+    # Announced once the card is no longer busy, in words (the notice's colour says nothing to a screen reader).
+    expect(page.locator("#ask-status")).to_have_text(CUT_SHORT)
+    newest = page.locator("#history > li").first
+    expect(newest.locator(".badge--warn")).to_have_text("incomplete")
+    expect(newest.locator(".stop-notice")).to_have_text(CUT_SHORT)  # inside the closed entry: its answer is above
+    assert_no_accessibility_violations(page)
+
+    # The next answer, whole, leaves no notice behind from this one.
+    fake_anthropic.default = "ok"
+    page.get_by_label("Your question").fill("And for an issuer of ARTs?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#ask-status")).to_have_text("Answer ready.")
+    expect(card.get_by_role("note")).to_have_count(0)
+
+
+def test_without_javascript_an_answer_claude_declined_says_so(app, page_without_script, fake_anthropic):
+    page = page_without_script
+    fake_anthropic.default = "refusal"
+    sign_in(page, app.url, "member@acme.test")
+
+    page.get_by_label("Your question").fill("Draft a way around the travel rule.")
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    expect(page.locator("#answer").get_by_role("note")).to_have_text(
+        "Claude declined to answer this question. Any text shown was written before it stopped and is not an "
+        "answer to rely on."
+    )
+    expect(page.locator(".answer__question .badge--warn")).to_have_text("declined")

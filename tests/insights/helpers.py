@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from insights.models import InsightQuery, KeySource, Outcome
+from insights.models import InsightQuery, KeySource, Outcome, StopReason
 from orgs.models import Organisation
 
 INVALID_KEY_MESSAGE = "Your organisation's Claude API key is invalid. Update it in Settings → AI Insights."
@@ -48,6 +48,7 @@ def seed(org: Organisation, *ages_seconds: float, user=None, source: str = KeySo
             query=f"seeded {i}",
             answer="seeded answer",
             outcome=Outcome.ANSWERED,
+            stop_reason=StopReason.COMPLETE,
         )
         for i, age in enumerate(ages_seconds)
     )

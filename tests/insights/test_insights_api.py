@@ -1,5 +1,6 @@
 """The JSON API of AI Insights: answer, usage and history shapes, and the key status in settings."""
 
+import logging
 from datetime import timedelta
 
 import pytest
@@ -8,6 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from insights import claude
 from insights.models import InsightQuery, KeySource, Outcome
 from orgs import services as org_services
 from orgs.models import ClaudeApiKey
@@ -41,6 +43,7 @@ def test_a_query_returns_the_answer_in_the_documented_shape(world, fake_anthropi
         "answer": fake_anthropic.answer_text,
         "model": settings.ANTHROPIC_MODEL,
         "keySource": "platform",
+        "stopReason": "complete",
         "usage": {"inputTokens": row.input_tokens, "outputTokens": row.output_tokens},
         "rateLimit": {"limit": 20, "remaining": 19, "resetSeconds": 3600},
     }
@@ -72,6 +75,80 @@ def test_the_answer_length_cap_is_the_configured_one(world, fake_anthropic, api_
     ask(api_client(world.globex_member), "globex")
 
     assert fake_anthropic.requests[0]["body"]["max_tokens"] == 321
+
+
+def test_an_answer_cut_off_at_the_length_cap_says_so_and_still_counts(world, fake_anthropic, api_client, settings):
+    # Anthropic wrote (and billed) ANTHROPIC_MAX_TOKENS tokens and stopped mid-sentence: an answered query, not an
+    # error, but one a compliance team must not read as complete.
+    settings.ANTHROPIC_MAX_TOKENS = 300
+    fake_anthropic.default = "max_tokens"
+    client = api_client(world.globex_member)
+
+    response = ask(client, "globex")
+
+    assert response.status_code == 200
+    body = response.json()
+    cut = fake_anthropic.answer_text[: len(fake_anthropic.answer_text) // 2]
+    assert (body["answer"], body["stopReason"], body["usage"]["outputTokens"]) == (cut, "max_tokens", 300)
+    assert body["rateLimit"]["remaining"] == 19  # counted: Anthropic answered, and billed it
+    row = InsightQuery.objects.get()
+    assert (row.outcome, row.stop_reason, row.answer, row.error_code) == (Outcome.ANSWERED, "max_tokens", cut, "")
+    (item,) = client.get(QUERIES.format("globex")).json()["items"]
+    assert (item["outcome"], item["stopReason"], item["answer"], item["errorCode"]) == (
+        "answered",
+        "max_tokens",
+        cut,
+        "",
+    )
+
+
+def test_an_answer_claude_declined_says_so(world, fake_anthropic, api_client):
+    fake_anthropic.default = "refusal"
+    client = api_client(world.globex_member)
+
+    body = ask(client, "globex").json()
+
+    assert (body["answer"], body["stopReason"]) == (fake_anthropic.answer_text[:48], "refusal")
+    assert client.get(QUERIES.format("globex")).json()["items"][0]["stopReason"] == "refusal"
+    assert InsightQuery.objects.get().outcome == Outcome.ANSWERED
+
+
+@pytest.mark.parametrize(
+    "anthropics, recorded, warned",
+    [
+        ("end_turn", "complete", False),
+        ("stop_sequence", "complete", False),
+        ("max_tokens", "max_tokens", False),
+        ("model_context_window_exceeded", "max_tokens", False),  # the model's own length limit
+        ("refusal", "refusal", False),
+        ("pause_turn", "complete", True),  # only with tools, never offered: shown whole, the operator told
+        (None, "complete", True),
+    ],
+)
+def test_each_of_anthropics_stop_reasons_is_recorded_as_a_reader_must_know_it(anthropics, recorded, warned, caplog):
+    with caplog.at_level(logging.WARNING, logger="opsion.insights"):
+        assert claude._stop_reason(anthropics) == recorded
+
+    assert bool(caplog.records) == warned
+
+
+def test_history_says_how_each_answer_ended_and_none_for_a_query_claude_never_ended(
+    world, fake_anthropic, api_client, acme_key
+):
+    pending = seed(world.acme, 5, user=world.acme_member)[0]
+    InsightQuery.objects.filter(pk=pending.pk).update(outcome=Outcome.PENDING, answer="", stop_reason=None)
+    client = api_client(world.acme_member)
+    ask(client, "acme")
+    fake_anthropic.behave(GOOD_KEY, "midstream_error")
+    ask(client, "acme")
+
+    items = client.get(QUERIES.format("acme")).json()["items"]
+
+    assert [(i["outcome"], i["stopReason"]) for i in items] == [
+        ("failed", None),  # cut off by an error, which errorCode names: Claude did not end it
+        ("answered", "complete"),
+        ("pending", None),
+    ]
 
 
 def test_history_says_why_a_query_failed_and_pages_exactly(world, fake_anthropic, api_client, acme_key):
@@ -176,6 +253,7 @@ def test_history_lists_only_the_callers_queries_newest_first_and_paginates(world
         "keySource",
         "outcome",
         "errorCode",
+        "stopReason",
         "createdAt",
         "usage",
     }
@@ -266,6 +344,7 @@ def test_history_shows_a_new_query_with_its_outcome(world, fake_anthropic, api_c
 
     assert items[0]["id"] == answered["id"]
     assert items[0]["outcome"] == "answered"
+    assert items[0]["stopReason"] == "complete"
     assert items[0]["answer"] == fake_anthropic.answer_text
     assert items[0]["usage"] == answered["usage"]
 

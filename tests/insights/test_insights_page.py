@@ -504,6 +504,101 @@ def test_the_answer_streams_into_the_page_as_claude_writes_it(world, fake_anthro
     assert "Authorisation?" in done["historyItem"] and "<strong>authorised by" in done["historyItem"]
 
 
+CUT_SHORT = (
+    "Incomplete answer: Claude stopped at the length limit ({tokens} tokens), so this answer was cut short. "
+    "Ask a narrower question, or one part of it at a time, for a whole answer."
+)
+DECLINED = (
+    "Claude declined to answer this question. Any text shown was written before it stopped and is not an answer "
+    "to rely on."
+)
+
+
+def notice_in(fragment: str) -> str:
+    """The text of the stop notice in a page fragment (the answer card, a history entry), or ""."""
+    found = re.search(r'<p class="alert alert--warning stop-notice"[^>]*>(.*?)</p>', fragment, re.DOTALL)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", found.group(1))).split()) if found else ""
+
+
+def test_without_javascript_an_answer_cut_off_at_the_length_cap_is_shown_as_incomplete(
+    world, fake_anthropic, console, settings
+):
+    settings.ANTHROPIC_MAX_TOKENS = 1500
+    fake_anthropic.default = "max_tokens"
+    client = console(world.globex_member)
+
+    response = client.post(PAGE.format("globex"), {"query": "Everything about MiCAR, please."})
+
+    assert response.status_code == 302  # answered, not refused: the answer is kept and shown
+    page = client.get(response["Location"]).content.decode()
+    card = page[page.index('id="answer"') : page.index('id="recent-heading"')]
+    assert notice_in(card) == CUT_SHORT.format(tokens="1,500")
+    assert '<span class="badge badge--warn">incomplete</span>' in card  # said in words, not only in colour
+    assert "<h3>Authorisation under MiCAR</h3>" in card and "Member State" not in card  # the half that came
+    (entry,) = history_items(page)
+    assert notice_in(entry) == CUT_SHORT.format(tokens="1,500")
+    assert 'role="note"' in card and 'role="note"' in entry
+    assert 'id="usage-used">1</span>' in page  # counted: Anthropic answered it and billed it
+
+
+def test_a_streamed_answer_cut_off_at_the_length_cap_ends_with_the_notice(world, fake_anthropic, console):
+    fake_anthropic.default = "max_tokens"
+
+    response = console(world.globex_member).post(
+        PAGE.format("globex"), {"query": "Everything about MiCAR, please."}, HTTP_ACCEPT="text/event-stream"
+    )
+
+    events = sse_events(response.streaming_content)
+    assert [n for n, _ in events][-2:] == ["done", "usage"]
+    done = dict(events)["done"]
+    assert done["stopReason"] == "max_tokens"
+    assert notice_in(done["notice"]) == CUT_SHORT.format(tokens="1,024")
+    assert notice_in(done["historyItem"]) == CUT_SHORT.format(tokens="1,024")
+    assert "<h3>Authorisation under MiCAR</h3>" in done["html"]
+    row = InsightQuery.objects.get()
+    reloaded = console(world.globex_member).get(PAGE.format("globex") + f"?answered={row.pk}").content.decode()
+    assert history_items(done["historyItem"]) == history_items(reloaded)[:1]
+
+
+def test_a_whole_answer_streams_with_no_notice(world, fake_anthropic, console):
+    response = console(world.globex_member).post(PAGE.format("globex"), {"query": "q"}, HTTP_ACCEPT="text/event-stream")
+
+    done = dict(sse_events(response.streaming_content))["done"]
+    assert (done["stopReason"], done["notice"]) == ("complete", "")
+    assert "stop-notice" not in done["historyItem"]
+
+
+def test_an_answer_claude_declined_says_so_on_the_page_and_in_the_stream(world, fake_anthropic, console):
+    fake_anthropic.default = "refusal"
+    client = console(world.globex_member)
+
+    streamed = dict(sse_events(client.post(PAGE.format("globex"), {"query": "q"}, HTTP_ACCEPT="text/event-stream")))
+    plain = client.post(PAGE.format("globex"), {"query": "q2"})
+    page = client.get(plain["Location"]).content.decode()
+
+    assert streamed["done"]["stopReason"] == "refusal"
+    assert notice_in(streamed["done"]["notice"]) == DECLINED
+    card = page[page.index('id="answer"') : page.index('id="answer-body"')]
+    assert notice_in(card) == DECLINED
+    assert '<span class="badge badge--warn">declined</span>' in card
+    assert [notice_in(entry) for entry in history_items(page)] == [DECLINED, DECLINED]
+
+
+def test_the_history_marks_past_answers_that_were_cut_short_or_declined(world, console):
+    whole, cut, declined, unknown = seed(world.globex, 40, 30, 20, 10, user=world.globex_member)
+    InsightQuery.objects.filter(pk=cut.pk).update(stop_reason="max_tokens", output_tokens=4096)
+    InsightQuery.objects.filter(pk=declined.pk).update(stop_reason="refusal", answer="")
+    InsightQuery.objects.filter(pk=unknown.pk).update(stop_reason="max_tokens", output_tokens=None)
+
+    items = history_items(console(world.globex_member).get(PAGE.format("globex")).content.decode())
+
+    assert notice_in(items[0]) == CUT_SHORT.replace(" ({tokens} tokens)", "")  # no count recorded: none made up
+    assert notice_in(items[1]) == DECLINED and "No answer was received." not in items[1]
+    assert notice_in(items[2]) == CUT_SHORT.format(tokens="4,096")
+    assert "badge--warn" in items[2] and "incomplete" in items[2]
+    assert notice_in(items[3]) == "" and "badge" not in items[3]
+
+
 @pytest.mark.parametrize("role", ["owner", "admin"])
 def test_in_development_owners_and_admins_see_the_operator_notice_when_no_platform_key_is_set(
     world, console, settings, role

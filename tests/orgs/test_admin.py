@@ -417,6 +417,23 @@ def test_staff_see_whose_key_a_query_ran_on_in_their_own_words_not_the_customers
     assert filtered.count("Opsion's platform key") == 1  # the filter's other choice: its row is filtered out
 
 
+def test_staff_see_how_each_answer_ended_read_only(world, staff):
+    whole, cut, declined, failed = seed(world.acme, 40, 30, 20, 10)
+    InsightQuery.objects.filter(pk=cut.pk).update(stop_reason="max_tokens")
+    InsightQuery.objects.filter(pk=declined.pk).update(stop_reason="refusal")
+    InsightQuery.objects.filter(pk=failed.pk).update(outcome="failed", error_code="interrupted", stop_reason=None)
+
+    listed = html.unescape(staff.get("/admin/insights/insightquery/").content.decode())
+    filtered = html.unescape(staff.get("/admin/insights/insightquery/?stop_reason__exact=max_tokens").content.decode())
+    page = html.unescape(staff.get(f"/admin/insights/insightquery/{cut.pk}/change/").content.decode())
+
+    assert "Ended" in listed
+    assert "Cut short at the length limit" in listed and "Claude declined" in listed and "Complete" in listed
+    assert f"/admin/insights/insightquery/{cut.pk}/change/" in filtered
+    assert f"/admin/insights/insightquery/{whole.pk}/change/" not in filtered
+    assert "Cut short at the length limit" in page and 'name="stop_reason"' not in page  # shown, not editable
+
+
 class TestDeleteOrganisation:
     def test_a_superuser_can_delete_an_organisation_whose_key_was_saved_and_its_audit_goes_with_it(self, world, staff):
         services.claude_api_key_set(

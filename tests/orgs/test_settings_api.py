@@ -341,6 +341,8 @@ class TestOpenApi:
         assert "sk-ant-" in key["description"]
         assert query["maxLength"] == 4000 and "4,000 characters" in query["description"]
 
+    STOP_REASONS = {"complete", "max_tokens", "refusal"}
+
     def test_the_schema_lists_the_values_of_every_enumerated_field(self, db):
         components = console().get("/api/v1/openapi.json").json()["components"]["schemas"]
 
@@ -354,6 +356,17 @@ class TestOpenApi:
         assert values("SettingsOut", "claudeApiKeyStatus") == {"unverified", "valid", "invalid", "unreadable"}
         assert values("AnswerOut", "keySource") == values("UsageOut", "keySource") == {"platform", "organisation"}
         assert values("HistoryItem", "outcome") == {"pending", "answered", "failed"}
+        assert values("AnswerOut", "stopReason") == values("HistoryItem", "stopReason") == self.STOP_REASONS
+
+    def test_the_schema_says_what_each_way_an_answer_ends_means(self, db):
+        # A client that shows `answer` must know it may be incomplete: the field says so where it is declared.
+        components = console().get("/api/v1/openapi.json").json()["components"]["schemas"]
+
+        for schema in ("AnswerOut", "HistoryItem"):
+            description = components[schema]["properties"]["stopReason"]["description"]
+            assert all(f"`{value}`" in description for value in self.STOP_REASONS), schema
+            assert "cut short" in description and "declined" in description, schema
+        assert "stopReason" in components["AnswerOut"]["required"]
 
     def test_the_schema_types_each_timestamp_as_a_date_time(self, db):
         # A generated client parses these into datetimes (they are ISO 8601 with an offset), not leaves them strings.

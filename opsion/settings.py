@@ -284,6 +284,9 @@ SECURE_HSTS_PRELOAD = HTTPS
 SESSION_COOKIE_SECURE = HTTPS
 CSRF_COOKIE_SECURE = HTTPS
 SESSION_COOKIE_HTTPONLY = True
+# How long after typing their password (signing in, changing it, confirming it) someone may create an API token
+# without typing it again (orgs.recent_auth). 0 asks every time.
+RECENT_AUTHENTICATION_SECONDS = _number("RECENT_AUTHENTICATION_SECONDS", 15 * 60, minimum=0)
 CSRF_COOKIE_HTTPONLY = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -5,4 +5,4 @@ class OrgsConfig(AppConfig):
     name = "orgs"
 
     def ready(self) -> None:
-        from orgs import checks  # noqa: F401  (registers the system checks)
+        from orgs import checks, recent_auth  # noqa: F401  (register the system checks; the sign-in receiver)

@@ -1,5 +1,8 @@
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
+from django.views.decorators.debug import sensitive_variables
+
+from orgs import recent_auth
 
 
 class SignInForm(AuthenticationForm):
@@ -19,4 +22,32 @@ class SignInForm(AuthenticationForm):
 
 
 class ApiTokenForm(forms.Form):
+    """A new API token's name; and, given `confirming` (the user, whose session last saw their password too long
+    ago: orgs.recent_auth), their password, checked here. The view counts the guess first (guards)."""
+
     name = forms.CharField(max_length=100, label="Token name")
+
+    def __init__(self, *args, confirming=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = confirming
+        if confirming is not None:
+            self.fields["password"] = forms.CharField(
+                label="Confirm your password",
+                strip=False,
+                widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+                # Also what a page loaded within the window and sent after it is told: it showed no such field.
+                error_messages={
+                    "required": "Enter your password to create a token: you last entered it more than "
+                    f"{recent_auth.window()} ago."
+                },
+            )
+
+    @sensitive_variables("password")  # as Django's clean_old_password: error pages list this frame's variables
+    def clean_password(self) -> str:
+        password = self.cleaned_data["password"]
+        if not self.user.check_password(password):
+            raise forms.ValidationError(WRONG_PASSWORD, code="password_incorrect")
+        return password
+
+
+WRONG_PASSWORD = "Your password was entered incorrectly. Please enter it again."

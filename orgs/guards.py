@@ -102,11 +102,11 @@ def sign_in_succeeded(request: HttpRequest) -> None:
 
 
 @_fail_open(False)
-def password_change_attempt(*, user) -> bool:
-    """Count this attempt at changing one's password (the console's or admin's) before the old password is
-    checked; True when it must be refused: 10 attempts in 15 minutes. Someone holding a borrowed or stolen session
-    could otherwise guess the password, which outlives the session. Every attempt counts (a real change is rare),
-    as sign-in counts them."""
+def password_check_attempt(*, user) -> bool:
+    """Count this attempt at typing one's password while signed in (changing it, in the console or admin, or
+    confirming it before a new API token) before the password is checked; True when it must be refused: 10
+    attempts in 15 minutes, all three together. Someone holding a borrowed or stolen session could otherwise guess
+    the password, which outlives the session. Every attempt counts (a real one is rare), as sign-in counts them."""
     usage = get_usage(
         None, group="password-change", key=lambda _g, _r: f"user:{user.pk}", rate=SIGN_IN_RATE, increment=True
     )

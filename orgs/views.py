@@ -18,7 +18,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 from insights import services as insights_services
 from opsion.errors import NotFound, Refused
 from opsion.http import client_ip
-from orgs import access, audit_export, drafts, guards, selectors, services
+from orgs import access, audit_export, drafts, guards, recent_auth, selectors, services
 from orgs.forms import ApiTokenForm, SignInForm
 from orgs.models import ApiToken, Membership
 
@@ -133,7 +133,7 @@ def admin_password_change(request: HttpRequest) -> HttpResponse:
     """Admin's password change, with a guess limit: the 11th attempt in 15 minutes is not even checked, and the
     form comes back empty (429) saying why. Admin's own view does the rest, its staff check included."""
     user = request.user
-    if request.method == "POST" and user.is_active and user.is_staff and guards.password_change_attempt(user=user):
+    if request.method == "POST" and user.is_active and user.is_staff and guards.password_check_attempt(user=user):
         messages.error(request, PASSWORD_CHANGE_LOCKED)
         request.method = "GET"  # admin's form again, unbound
         response = _admin_password_change(request)
@@ -156,10 +156,11 @@ class PasswordChangeView(GuardedPost, auth_views.PasswordChangeView):
     locked_message, retry_after = PASSWORD_CHANGE_LOCKED, guards.SIGN_IN_WINDOW_SECONDS
 
     def refused(self, request):
-        return guards.password_change_attempt(user=request.user)
+        return guards.password_check_attempt(user=request.user)
 
     def form_valid(self, form):
         response = super().form_valid(form)  # keeps this session's hash current: it stays signed in
+        recent_auth.record(self.request)  # the password was just typed, twice
         messages.success(self.request, PASSWORD_CHANGED)
         return response
 
@@ -218,6 +219,9 @@ def _settings_page(request: HttpRequest, membership: Membership, *, status: int 
         "tokens": ApiToken.objects.for_user(request.user),
         "token_form": extra.pop("token_form", None) or ApiTokenForm(),
         "token_form_once": secrets.token_urlsafe(12),
+        # Asked for whenever the page is drawn past the window, whatever form it was handed.
+        "token_needs_password": not recent_auth.is_recent(request),
+        "recent_auth_window": recent_auth.window(),
         "audit_events": selectors.audit_events_for(org) if membership.can_manage else None,
         "audit_card_events": selectors.AUDIT_CARD_EVENTS,
         "platform_limit": settings.INSIGHTS_PLATFORM_LIMIT,
@@ -348,12 +352,27 @@ def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("orgs:settings", slug)
 
 
+CONFIRM_LOCKED = "Too many attempts to confirm your password. Please wait 15 minutes and try again."
+
+
 @login_required
 @form_action("no token was created. Create it again.")
+@sensitive_post_parameters("password")
 def token_create(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
-    form = ApiTokenForm(request.POST)
-    if not form.is_valid():
+    # A token outlives the session, so a session whose password is not recent must type it again (orgs.recent_auth),
+    # whatever the page it posted from showed: one loaded within the window may be sent after it.
+    confirming = None if recent_auth.is_recent(request) else request.user
+    if confirming and request.POST.get("password") and guards.password_check_attempt(user=request.user):
+        # The password change's guess limit, shared with it: past it nothing is checked, the name typed stays.
+        kept = ApiTokenForm(initial={"name": request.POST.get("name", "")}, confirming=confirming)
+        locked = guards.TooManyAttempts(CONFIRM_LOCKED, retry_after=guards.SIGN_IN_WINDOW_SECONDS)
+        return _refused_page(request, membership, locked, token_error=locked.message, token_form=kept)
+    form = ApiTokenForm(request.POST, confirming=confirming)
+    valid = form.is_valid()
+    if confirming and "password" in form.cleaned_data:
+        recent_auth.record(request)  # proved, even if the name was refused: the window starts again
+    if not valid:
         return _settings_page(request, membership, status=400, token_form=form)
     # The page showing a new token is the answer to this POST (the raw token is shown this once and
     # stored nowhere, so there is nothing to redirect to); reloading it would post again. Each form

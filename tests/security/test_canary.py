@@ -29,6 +29,7 @@ from django.urls import URLResolver, get_resolver, resolve
 from django.urls.resolvers import RegexPattern, RoutePattern
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
+from django.views.decorators.debug import sensitive_variables
 
 from insights import claude, keys
 from insights.models import InsightQuery
@@ -404,6 +405,31 @@ def test_passwords_typed_to_change_or_reset_one_are_in_no_error_page_when_checki
         assert response.status_code == 500 and "POST" in page and "new_password1" in page  # the technical page
         for secret in (old, new):
             assert secret not in page and secret[-12:] not in page
+
+
+def test_a_password_typed_to_confirm_a_new_token_is_in_no_error_page_when_checking_it_fails(
+    world, settings, monkeypatch
+):
+    """Past the recent-authentication window, the token form takes the password too: hidden, by name, on the
+    technical page when checking it fails (here the user's password check, whose own frame hides its locals as
+    Django's hashers do not: this is about the form's and the view's frames)."""
+    settings.DEBUG = True
+    settings.RECENT_AUTHENTICATION_SECONDS = 0  # always asked
+    typed = "Typed-Horse-" + uuid.uuid4().hex
+
+    @sensitive_variables()
+    def hasher_fails(self, raw_password):
+        raise RuntimeError("the password hasher failed")
+
+    monkeypatch.setattr(world.acme_admin.__class__, "check_password", hasher_fails)
+    client = Client(raise_request_exception=False)
+    client.force_login(world.acme_admin)
+    response = client.post("/orgs/acme/settings/tokens/create", {"name": "Nightly", "password": typed})
+
+    page = response.content.decode()
+    assert response.status_code == 500 and "POST" in page and "password" in page  # the technical page
+    assert typed not in page and typed[-12:] not in page
+    assert not ApiToken.objects.exists()
 
 
 def test_dumpdata_and_admin_history_never_contain_the_key(guard, world):

@@ -231,6 +231,7 @@ def test_start_up_stops_on_an_unknown_log_level_naming_the_variable():
         # 0 would make every call to Anthropic a 400, or refuse every question as too long.
         ("ANTHROPIC_MAX_TOKENS", "0", "ANTHROPIC_MAX_TOKENS must be a number of at least 1, e.g. 1024."),
         ("INSIGHTS_MAX_QUERY_CHARS", "0", "INSIGHTS_MAX_QUERY_CHARS must be a number of at least 1, e.g. 4000."),
+        ("RECENT_AUTHENTICATION_SECONDS", "15m", "RECENT_AUTHENTICATION_SECONDS must be a number, e.g. 900."),
     ],
 )
 def test_start_up_stops_on_a_numeric_setting_that_is_not_a_sensible_number(variable, value, message):

@@ -2,6 +2,8 @@
 
 from django.http import JsonResponse
 
+from opsion.requestid import current as current_request_id
+
 
 class Refused(Exception):
     """A request the product refuses on purpose. `message` is always safe to show a user."""
@@ -25,7 +27,9 @@ class InvalidRequest(Refused):
 
 
 def error_json(code: str, message: str, status: int, *, retry_after: int | None = None) -> JsonResponse:
-    response = JsonResponse({"error": {"code": code, "message": message}}, status=status)
+    # The request's ID beside the error, as Anthropic's own API puts it: the reference to quote to support.
+    body = {"error": {"code": code, "message": message}, "requestId": current_request_id()}
+    response = JsonResponse(body, status=status)
     if retry_after is not None:
         response["Retry-After"] = str(retry_after)
     return response

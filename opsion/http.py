@@ -2,9 +2,15 @@ from django.conf import settings
 from django.http import HttpRequest
 
 
+def trusts_proxy_headers() -> bool:
+    """Whether requests come through one trusted proxy (BEHIND_PROXY=1), whose X-Forwarded-* headers (and
+    X-Request-ID) are believed; without one, any client could write them."""
+    return settings.SECURE_PROXY_SSL_HEADER is not None
+
+
 def client_ip(request: HttpRequest) -> str | None:
     """The caller's IP. Behind a trusted proxy (BEHIND_PROXY=1) the last X-Forwarded-For hop it added."""
-    if settings.SECURE_PROXY_SSL_HEADER:
+    if trusts_proxy_headers():
         forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
         if forwarded:
             return forwarded.split(",")[-1].strip() or None

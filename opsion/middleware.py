@@ -14,8 +14,9 @@ UNAVAILABLE = "Opsion is temporarily unavailable. Please try again shortly."
 class HeadWithoutBodyMiddleware:
     """A HEAD answer is headers only (RFC 9110, 9.3.2). Django leaves dropping the body to the server, and
     gunicorn sends whatever it is given: on a kept-alive connection the client then reads that body as the
-    start of the next answer (Node's http client fails the HEAD itself). Outermost, so a body any other layer
-    wrote (the API's error shape) goes too; Content-Length, set further in, still gives the GET's length."""
+    start of the next answer (Node's http client fails the HEAD itself). Outermost but for the request ID, so a
+    body any other layer wrote (the API's error shape) goes too; Content-Length, set further in, still gives the
+    GET's length."""
 
     def __init__(self, get_response):
         self.get_response = get_response

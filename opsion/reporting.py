@@ -66,20 +66,30 @@ def redact(text: str) -> str:
 
 
 def configure_logging(config: dict) -> None:
-    """`LOGGING_CONFIG`: Django's dictConfig, then every log record redacted as it is made.
+    """`LOGGING_CONFIG`: Django's dictConfig, then every log record redacted, and given the ID of the request it
+    was made for (`request_id`: "-" outside one), as it is made.
 
     Redacting records rather than one handler's output covers every handler there is: ours, Django's own
     (runserver's request log, the `django` logger's console handler with DEBUG on) and gunicorn's. Our own
     code never logs a key; this covers what we do not write, such as an HTTP library logging a header it
     refused, an exception whose text quotes a request, or a URL a visitor typed a key into.
+
+    The request ID is set here for the same reason, rather than by a handler's filter: every handler's records
+    have it (pytest's caplog too), so a format may name `%(request_id)s` whoever's handler writes it. It is read
+    where the record is made, on the thread serving the request. It needs no redaction: it is ours, or a proxy's
+    that redaction would leave as it is (opsion.requestid).
     """
+    from opsion.requestid import NONE, current  # it imports this module's redact()
+
     logging.config.dictConfig(config)
     base = logging.getLogRecordFactory()
     if getattr(base, "redacts_keys", False):
         return
 
     def factory(*args, **kwargs) -> logging.LogRecord:
-        return _redacted(base(*args, **kwargs))
+        record = _redacted(base(*args, **kwargs))
+        record.request_id = current() or NONE
+        return record
 
     factory.redacts_keys = True
     logging.setLogRecordFactory(factory)

@@ -98,7 +98,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "opsion.middleware.HeadWithoutBodyMiddleware",  # outermost: it drops whatever body the others wrote
+    "opsion.requestid.RequestIdMiddleware",  # first: every other layer's log lines and answers carry the ID
+    "opsion.middleware.HeadWithoutBodyMiddleware",  # it drops whatever body the others wrote
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "opsion.middleware.DatabaseUnavailableMiddleware",
@@ -130,6 +131,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "orgs.context_processors.organisations",
             ],
+            "libraries": {"request_id": "opsion.requestid"},  # {% request_reference %}: "Reference: <id>"
         },
     },
 ]
@@ -399,7 +401,9 @@ LOGGING_CONFIG = "opsion.reporting.configure_logging"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    # [request_id]: the X-Request-ID of the request the line was written for ("-" outside one), the
+    # reference users quote to support.
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {

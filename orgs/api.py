@@ -26,6 +26,10 @@ class ErrorBody(Schema):
 
 class ErrorOut(Schema):
     error: ErrorBody
+    requestId: str = Field(
+        description="This request's ID, as in the `X-Request-ID` response header (every answer carries it): quote it "
+        "to Opsion support to find the request in the server's logs."
+    )
 
 
 class OrganisationOut(Schema):

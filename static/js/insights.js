@@ -12,6 +12,7 @@
   const body = document.getElementById("answer-body");
   const errorBox = document.getElementById("answer-error");
   const notice = document.getElementById("answer-notice");
+  const referenceBox = document.getElementById("answer-reference");
   const history = document.getElementById("history");
   let finished = true; // false while a stream is open and has sent neither `done` nor `error`
   let outcome = ""; // how the last question ended, said beside Ask once the answer card is no longer busy
@@ -71,7 +72,9 @@
     document.getElementById("usage-reset-in").textContent = formatDuration(rate.resetSeconds);
   }
 
-  function showError(message, code) {
+  // The failed request's ID (its X-Request-ID header), shown as the page shows it without JavaScript:
+  // the reference to quote to support. None when no answer came back at all.
+  function showError(message, code, requestId) {
     const p = document.createElement("p");
     p.className = "alert alert--error";
     p.setAttribute("role", "alert");
@@ -79,6 +82,14 @@
     const hint = document.getElementById("key-invalid-hint");
     if (code === "claude_api_key_invalid" && hint) p.append(hint.content.cloneNode(true));
     errorBox.replaceChildren(p);
+    if (referenceBox && requestId) {
+      const reference = document.createElement("p");
+      reference.className = "reference";
+      const id = document.createElement("code");
+      id.textContent = requestId;
+      reference.append("Reference: ", id);
+      referenceBox.replaceChildren(reference);
+    }
     outcome = message;
   }
 
@@ -109,7 +120,7 @@
     return { event: event, data: data ? JSON.parse(data) : {} };
   }
 
-  function handle(evt) {
+  function handle(evt, requestId) {
     if (evt.event === "start") {
       updateMeter(evt.data.rateLimit, evt.data.used);
     } else if (evt.event === "delta") {
@@ -133,7 +144,7 @@
       body.classList.remove("streaming");
       // What arrived before the failure, rendered and sanitised on the server like a full answer.
       if (evt.data.html) body.innerHTML = evt.data.html;
-      showError(evt.data.message, evt.data.code);
+      showError(evt.data.message, evt.data.code, requestId);
       remember(evt.data.historyItem);
     } else if (evt.event === "usage") {
       updateMeter(evt.data, evt.data.used);
@@ -156,9 +167,11 @@
     answer.hidden = false;
     errorBox.replaceChildren();
     if (notice) notice.replaceChildren();
+    if (referenceBox) referenceBox.replaceChildren();
     body.replaceChildren();
     const asked = answer.querySelector(".answer__question"); // shown for a linked answer only
     if (asked) asked.remove();
+    let requestId = ""; // known once the server answers
     try {
       const response = await fetch(form.dataset.streamUrl, {
         method: "POST",
@@ -167,6 +180,7 @@
         credentials: "same-origin",
       });
       const type = response.headers.get("Content-Type") || "";
+      requestId = response.headers.get("X-Request-ID") || "";
       if (response.status === 403 && !type.startsWith("application/json")) {
         // The form's CSRF token is stale (signed out and in again in another tab): posting it again
         // would fail the same way. A reload fetches a fresh one, or the sign-in page if the session
@@ -206,7 +220,7 @@
             updateMeter(rate, used);
           }
         }
-        showError(message);
+        showError(message, "", requestId);
         return;
       }
       finished = false;
@@ -219,13 +233,13 @@
         buffer += decoder.decode(value, { stream: true });
         let split;
         while ((split = buffer.indexOf("\n\n")) !== -1) {
-          handle(parseEvent(buffer.slice(0, split)));
+          handle(parseEvent(buffer.slice(0, split)), requestId);
           buffer = buffer.slice(split + 2);
         }
       }
-      if (!finished) showError("The answer was interrupted before it finished. Please try again.");
+      if (!finished) showError("The answer was interrupted before it finished. Please try again.", "", requestId);
     } catch (err) {
-      showError("The connection was interrupted. Please try again.");
+      showError("The connection was interrupted. Please try again.", "", requestId);
     } finally {
       answer.removeAttribute("aria-busy");
       const hadFocus = document.activeElement === button || document.activeElement === document.body;

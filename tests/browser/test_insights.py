@@ -336,3 +336,31 @@ def test_without_javascript_an_answer_claude_declined_says_so(app, page_without_
         "answer to rely on."
     )
     expect(page.locator(".answer__question .badge--warn")).to_have_text("declined")
+
+
+def test_a_failed_or_refused_question_shows_its_reference_and_an_answer_clears_it(
+    app, page, world, fake_anthropic, console
+):
+    console.allow(429)  # the refused query's answer to fetch
+    sign_in(page, app.url, "member@acme.test")
+    reference = page.locator("#answer-reference")
+
+    fake_anthropic.behave(PLATFORM_KEY, "midstream_error")
+    page.get_by_label("Your question").fill("Does DORA apply to CASPs?")
+    with page.expect_response(lambda response: response.request.method == "POST") as failed:
+        page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#answer-error").get_by_role("alert")).to_have_text(
+        "AI Insights is temporarily unavailable. Please try again shortly."
+    )
+    expect(reference).to_have_text(f"Reference: {failed.value.headers['x-request-id']}")
+
+    fake_anthropic.reset()
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#answer-body").get_by_role("heading", name="Authorisation under MiCAR")).to_be_visible()
+    expect(reference).to_be_empty()
+
+    seed(world.acme, *[600] * 20, user=world.acme_member)  # the limit reached meanwhile
+    with page.expect_response(lambda response: response.request.method == "POST") as refused:
+        page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#answer-error").get_by_role("alert")).to_contain_text("Rate limit reached (20/hour)")
+    expect(reference).to_have_text(f"Reference: {refused.value.headers['x-request-id']}")

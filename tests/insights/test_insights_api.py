@@ -395,7 +395,7 @@ def test_key_status_goes_from_unverified_to_valid_to_invalid_and_back(world, fak
     fake_anthropic.behave(GOOD_KEY, "auth_error")
     rejected = ask(owner, "acme")
     assert rejected.status_code == 400
-    assert rejected.json() == {"error": {"code": "claude_api_key_invalid", "message": INVALID_KEY_MESSAGE}}
+    assert rejected.json()["error"] == {"code": "claude_api_key_invalid", "message": INVALID_KEY_MESSAGE}
     assert key_status(owner) == "invalid"
 
     owner.put(SETTINGS.format("acme") + "/claude-api-key", {"apiKey": OTHER_KEY}, content_type="application/json")

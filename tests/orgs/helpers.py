@@ -36,9 +36,14 @@ def csrf_token_from(html: str) -> str:
 
 def error_of(response) -> dict:
     body = response.json()
-    assert set(body) == {"error"}, body
+    assert set(body) == {"error", "requestId"} and body["requestId"] == response["X-Request-ID"], body
     assert set(body["error"]) == {"code", "message"}, body
     return body["error"]
+
+
+def but_the_request_id(response) -> bytes:
+    """The body, its own request's ID taken out: what tells one answer from another's."""
+    return response.content.replace(response["X-Request-ID"].encode(), b"")
 
 
 class _Form(HTMLParser):

@@ -74,10 +74,10 @@ def run_python(code_or_args: list[str], env: dict[str, str], timeout: float = 60
 
 
 def json_error(response) -> dict:
-    """The body of an API error, asserting it has our shape: {"error": {"code", "message"}}."""
+    """The body of an API error, asserting it has our shape: {"error": {"code", "message"}, "requestId"}."""
     assert response["Content-Type"].startswith("application/json"), (response.status_code, response.content[:200])
     body = json.loads(response.content)
-    assert set(body) == {"error"}, body
+    assert set(body) == {"error", "requestId"} and body["requestId"] == response["X-Request-ID"], body
     assert isinstance(body["error"].get("code"), str) and body["error"]["code"], body
     assert isinstance(body["error"].get("message"), str) and body["error"]["message"], body
     return body["error"]

@@ -169,9 +169,17 @@
     if (notice) notice.replaceChildren();
     if (referenceBox) referenceBox.replaceChildren();
     body.replaceChildren();
-    const asked = answer.querySelector(".answer__question"); // shown for a linked answer only
+    const asked = answer.querySelector(".answer__question"); // on screen for a linked answer only
     if (asked) asked.remove();
     let requestId = ""; // known once the server answers
+    // On paper the question box is left out (opsion.css), so the answer carries its question there.
+    const question = document.createElement("p");
+    const label = document.createElement("span");
+    question.className = "answer__question print-only";
+    label.className = "muted";
+    label.textContent = "You asked:";
+    question.append(label, " " + textarea.value.trim());
+    errorBox.before(question);
     try {
       const response = await fetch(form.dataset.streamUrl, {
         method: "POST",

@@ -1,0 +1,87 @@
+"""The console printed, or saved as PDF: compliance teams keep answers and audit logs on file. What is there to
+click is left out; every word of the answer and every column of the log is on the paper.
+
+Screenshots go to artifacts/screenshots/.
+"""
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from orgs import services as org_services
+from orgs.models import AuditAction, AuditEvent
+from tests.base import GOOD_KEY
+from tests.browser.support import screenshot, sign_in
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+# An A4 page's printable width at 96 CSS px to the inch (Chromium's default margins).
+A4 = {"width": 718, "height": 1000}
+LONG_EMAIL = "alexandra.konstantinou@acmedigitalassets.test"
+LONG_URL = "https://eur-lex.europa.eu/legal-content/EN/TXT/?uri=CELEX%3A32023R1114&qid=1700000000000#d1e40-1-1"
+ANSWER = (
+    "## Sources\n\n"
+    f"See {LONG_URL} and `reserve_assets_per_token_in_circulation_ratio_threshold`.\n\n"
+    "```python\nreserve_ratio = compute_reserve_ratio(reserve_assets=reserve_assets_in_euro, tokens=issued)\n```\n\n"
+    "| Article | Obligation | Competent authority | Deadline | Notes |\n|---|---|---|---|---|\n"
+    "| Article 36 | Reserve of assets held by issuers of asset-referenced tokens | National competent authority of "
+    f"the home Member State | Continuously | Monthly independent audits, published at {LONG_URL} |\n"
+)
+
+
+def ask(page: Page, question: str) -> None:
+    page.get_by_label("Your question").fill(question)
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#answer-body h3")).to_be_visible()
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()
+
+
+DARK_TEXT = """el => {
+    const [r, g, b] = getComputedStyle(el).color.match(/[\\d.]+/g).map(Number);
+    return Math.max(r, g, b) < 100;
+}"""
+
+
+def test_a_printed_answer_keeps_its_whole_text_without_the_console_around_it(app, page, world, fake_anthropic):
+    org_services.claude_api_key_set(
+        membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None
+    )
+    fake_anthropic.answer_text = ANSWER
+    page.set_viewport_size(A4)
+    sign_in(page, app.url, "admin@acme.test")
+    ask(page, "Which reserve obligations apply to ART issuers under MiCAR?")
+
+    # On screen the question is in its box above the answer; only the paper repeats it.
+    expect(page.locator(".answer__question")).to_be_hidden()
+
+    page.emulate_media(media="print")
+    screenshot(page, "print-insights", docs=False)
+    # Nothing to click on paper: the tabs, the account links, the question box, the meter and the suggestions.
+    for chrome in (".tabs", ".account", "#ask-form", "#usage-meter", ".suggestions"):
+        expect(page.locator(chrome)).to_be_hidden()
+    # Which organisation asked stays on the page.
+    expect(page.locator(".switcher summary")).to_contain_text("Acme Digital Assets")
+    expect(page.locator(".answer__question")).to_contain_text("Which reserve obligations apply")
+    # The table's last column is on the paper, not scrolled out of a box no one can scroll.
+    box = page.locator("#answer-body .prose__table")
+    assert box.evaluate("el => el.scrollWidth <= el.clientWidth"), "the printed table is cut off"
+    # Code prints dark on white: printing leaves out the dark block behind its light text.
+    assert page.locator("#answer-body pre code").evaluate(DARK_TEXT), "code prints as light text"
+
+
+def test_a_printed_audit_log_keeps_every_column_and_leaves_out_the_page_buttons(app, page, world):
+    AuditEvent.objects.bulk_create(
+        AuditEvent(organisation=world.acme, action=AuditAction.KEY_SAVED, actor_email=LONG_EMAIL, ip="203.0.113.5")
+        for _ in range(60)
+    )
+    page.set_viewport_size(A4)
+    sign_in(page, app.url, "admin@acme.test")
+    page.goto(f"{app.url}/orgs/acme/settings/audit-log/")
+
+    page.emulate_media(media="print")
+    screenshot(page, "print-audit-log", docs=False)
+    expect(page.get_by_role("columnheader", name="From")).to_be_visible()  # a phone drops it; paper has room
+    expect(page.get_by_role("cell", name="203.0.113.5").first).to_be_visible()
+    box = page.locator(".table-scroll")
+    assert box.evaluate("el => el.scrollWidth <= el.clientWidth"), "the printed audit log is cut off"
+    expect(page.get_by_role("navigation", name="Audit log pages")).to_be_hidden()
+    expect(page.locator(".topbar .tabs")).to_be_hidden()

@@ -16,6 +16,7 @@ import contextvars
 import re
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django import template
 from django.http import FileResponse, HttpRequest, HttpResponse
@@ -27,7 +28,7 @@ from opsion.reporting import redact
 
 HEADER = "X-Request-ID"
 SAFE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-NONE = "-"  # in a log line made outside any request (start-up, a command, the mail thread)
+NONE = "-"  # in a log line made outside any request (start-up, a command)
 
 _current: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
@@ -35,6 +36,17 @@ _current: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", def
 def current() -> str:
     """The ID of the request being served on this thread, or "" outside one."""
     return _current.get()
+
+
+@contextmanager
+def bound(request_id: str) -> Iterator[None]:
+    """`request_id` is this thread's for the block: work done for a request after its view (a streamed body read, the
+    response closed, an e-mail sent on the mail thread) logs under the request's ID."""
+    token = _current.set(request_id)
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 def choose(request: HttpRequest) -> str:
@@ -63,15 +75,12 @@ class RequestIdMiddleware:
         # Error reports (the technical 500 page with DEBUG on, an error e-mail) list the request's headers: they
         # show this ID, and not a value it replaced.
         request.META["HTTP_X_REQUEST_ID"] = request_id
-        token = _current.set(request_id)
-        try:
+        with bound(request_id):
             response = self.get_response(request)
             if response.status_code >= 400:
                 # Django logs an error answer ("Not Found: /x") once the middleware has returned, where the ID is
                 # no longer set; logged here, a moment earlier, the record carries it (and Django skips it).
                 log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request)
-        finally:
-            _current.reset(token)
         response[HEADER] = request_id
         if response.streaming and not isinstance(response, FileResponse) and not response.is_async:
             # A file (static, whitenoise) logs nothing as it is read; re-wrapping it would lose the server's sendfile.
@@ -79,11 +88,8 @@ class RequestIdMiddleware:
         close = response.close
 
         def close_with_id() -> None:
-            token = _current.set(request_id)
-            try:
+            with bound(request_id):
                 close()
-            finally:
-                _current.reset(token)
 
         response.close = close_with_id
         return response
@@ -93,11 +99,8 @@ def _with_id(request_id: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
     """`chunks`, each made with the request's ID set, and unset again before it is handed on."""
     chunks = iter(chunks)
     while True:
-        token = _current.set(request_id)
-        try:
+        with bound(request_id):
             chunk = next(chunks, None)
-        finally:
-            _current.reset(token)
         if chunk is None:
             return
         yield chunk

@@ -18,7 +18,9 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from opsion import requestid
 
 log = logging.getLogger("opsion.mailer")
 
@@ -33,6 +35,9 @@ EXIT_GRACE_SECONDS = 10.0
 class Job:
     send: Callable[[], None]
     what: str  # for the log: "password reset e-mail to user 42"
+    # The request that asked for it: the send, and what is logged of it, carry its ID, so support can find the
+    # e-mail a user's reference led to. Read when the job is made, on the request's thread.
+    request_id: str = field(default_factory=requestid.current)
 
 
 class Sender:
@@ -82,12 +87,14 @@ class Sender:
                 self._changed.wait_for(lambda: self._waiting)
                 self._sending = job = self._waiting.popleft()
             try:
-                job.send()
-            except Exception as exc:
-                # The type and the SMTP code only: an SMTP error's text quotes the addresses it refused, and other
-                # errors could quote the message, whose link resets the password.
-                code = getattr(exc, "smtp_code", None)
-                log.error("%s not sent (%s%s)", job.what, type(exc).__name__, f" {code}" if code else "")
+                with requestid.bound(job.request_id):
+                    try:
+                        job.send()
+                    except Exception as exc:
+                        # The type and the SMTP code only: an SMTP error's text quotes the addresses it refused, and
+                        # other errors could quote the message, whose link resets the password.
+                        code = getattr(exc, "smtp_code", None)
+                        log.error("%s not sent (%s%s)", job.what, type(exc).__name__, f" {code}" if code else "")
             finally:
                 with self._changed:
                     self._sending = None

@@ -28,7 +28,16 @@ class TokenAuth(HttpBearer):
         return self.authenticate(request, token.strip())
 
     def authenticate(self, request: HttpRequest, token: str):
-        return services.api_token_authenticate(token)
+        try:
+            return services.api_token_authenticate(token)
+        except services.TokenExpired as expired:
+            # Refused as an unknown token is (the session may still authenticate the request); if nothing does, the
+            # 401 carries these words, which tell the token's owner what to do.
+            request.token_refused = expired.message
+            return None
+
+
+UNAUTHENTICATED = "Sign in, or send a valid personal API token as `Authorization: Bearer <token>`."
 
 
 class SessionCookieAuth(SessionAuth):
@@ -94,11 +103,7 @@ def _refused(request, exc: Refused):
 
 @api.exception_handler(AuthenticationError)
 def _unauthenticated(request, exc):
-    response = error_json(
-        "unauthenticated",
-        "Sign in, or send a valid personal API token as `Authorization: Bearer <token>`.",
-        401,
-    )
+    response = error_json("unauthenticated", getattr(request, "token_refused", UNAUTHENTICATED), 401)
     response["WWW-Authenticate"] = "Bearer"
     return response
 

@@ -12,6 +12,7 @@ from django.db.models import Count, Exists, OuterRef
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import capfirst
 
@@ -268,7 +269,7 @@ class UserAdmin(BaseUserAdmin):
     def _say_tokens_outlive_the_password(request, user: User) -> None:
         """A new password signs the user out of every session, but their API tokens keep working: staff resetting
         a compromised account's password are told, and where to delete them."""
-        count = ApiToken.objects.filter(user=user).count()
+        count = ApiToken.objects.filter(user=user).active(timezone.now()).count()  # expired ones work no more
         if not count:
             return
         tokens, them = ("API token keeps", "it") if count == 1 else (f"{count} API tokens keep", "them")
@@ -352,11 +353,30 @@ class GroupAdmin(BaseGroupAdmin):
         return request.user.is_superuser
 
 
+class TokenExpiryFilter(admin.SimpleListFilter):
+    title = "expiry"
+    parameter_name = "expiry"
+
+    def lookups(self, request, model_admin):
+        return [("active", "Active"), ("expired", "Expired"), ("never", "No expiry (made before tokens expired)")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "active":
+            return queryset.active(now)
+        if self.value() == "expired":
+            return queryset.expired(now)
+        if self.value() == "never":
+            return queryset.filter(expires_at__isnull=True)
+        return queryset
+
+
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["name", "user", "prefix", "created_at", "last_used_at"]
+    list_display = ["name", "user", "prefix", "created_at", "expires_at", "last_used_at"]
+    list_filter = [TokenExpiryFilter]
     search_fields = ["name", "user__email"]
-    fields = ["user", "name", "prefix", "created_at", "last_used_at"]
+    fields = ["user", "name", "prefix", "created_at", "expires_at", "last_used_at"]
     readonly_fields = fields
 
     def has_add_permission(self, request) -> bool:

@@ -2,7 +2,7 @@ from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 from django.views.decorators.debug import sensitive_variables
 
-from orgs import recent_auth
+from orgs import recent_auth, services
 
 
 class SignInForm(AuthenticationForm):
@@ -21,11 +21,25 @@ class SignInForm(AuthenticationForm):
         return self.cleaned_data["username"].lower()
 
 
+def _lifetime_words(days: int) -> str:
+    return "1 year" if days == 365 else f"{days} days"
+
+
 class ApiTokenForm(forms.Form):
-    """A new API token's name; and, given `confirming` (the user, whose session last saw their password too long
-    ago: orgs.recent_auth), their password, checked here. The view counts the guess first (guards)."""
+    """A new API token's name and lifetime; and, given `confirming` (the user, whose session last saw their password
+    too long ago: orgs.recent_auth), their password, checked here. The view counts the guess first (guards)."""
 
     name = forms.CharField(max_length=100, label="Token name")
+    # Not required: a page loaded before the choice existed posts none, and gets the default (never "no expiry").
+    expires = forms.TypedChoiceField(
+        label="Expires",
+        choices=[(days, _lifetime_words(days)) for days in services.TOKEN_LIFETIME_CHOICES],
+        coerce=int,
+        required=False,
+        empty_value=services.TOKEN_DEFAULT_DAYS,
+        initial=services.TOKEN_DEFAULT_DAYS,
+        error_messages={"invalid_choice": "Choose when the token expires: 30 days, 90 days or 1 year."},
+    )
 
     def __init__(self, *args, confirming=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -1,3 +1,5 @@
+from datetime import datetime
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
@@ -143,8 +145,12 @@ class ClaudeApiKey(models.Model):
 
 
 class ApiTokenQuerySet(models.QuerySet):
-    def for_user(self, user) -> "ApiTokenQuerySet":
-        return self.filter(user=user).order_by("-created_at")
+    def active(self, now: datetime) -> "ApiTokenQuerySet":
+        """Tokens the API still accepts at `now`: not yet expired, or made before tokens expired (no expiry)."""
+        return self.filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
+
+    def expired(self, now: datetime) -> "ApiTokenQuerySet":
+        return self.filter(expires_at__lte=now)
 
 
 class ApiToken(models.Model):
@@ -156,6 +162,9 @@ class ApiToken(models.Model):
     prefix = models.CharField(max_length=12, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # Chosen at creation, at most a year. Null only for tokens made before tokens expired: they keep working, so no
+    # customer's integration stops without its owner choosing to, and the console asks for them to be replaced.
+    expires_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = ApiTokenQuerySet.as_manager()
 
@@ -164,6 +173,9 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
 
 class AuditAction(models.TextChoices):

@@ -3,12 +3,14 @@
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.core.paginator import Page, Paginator
+from django.utils import timezone
 
 from opsion import paging
-from orgs.models import AuditEvent, ClaudeApiKey, Organisation
+from orgs import services
+from orgs.models import ApiToken, AuditEvent, ClaudeApiKey, Organisation
 
 log = logging.getLogger("opsion.orgs")
 
@@ -100,3 +102,28 @@ def audit_log_page(org: Organisation, page: str | int | None) -> Page:
 def audit_log_all(org: Organisation) -> Iterator[AuditEvent]:
     """Every event, newest first, read in chunks (a long-lived organisation's log need not fit in memory)."""
     return AuditEvent.objects.filter(organisation=org).iterator(chunk_size=1000)
+
+
+EXPIRING_SOON = timedelta(days=7)  # a token expiring within this gets a notice on the page listing it
+
+
+@dataclass(frozen=True)
+class TokenList:
+    tokens: list[ApiToken]  # active ones newest first, then expired ones most recently expired first
+    expiring_soon: list[ApiToken]  # active ones expiring within EXPIRING_SOON, soonest first
+
+
+def api_tokens_listed(user, *, now: datetime | None = None) -> TokenList:
+    """The user's tokens as Settings (or the home page) lists them, bounded: the active ones (at most the cap, plus
+    any made beyond it before the cap existed) and the ACTIVE_TOKENS_MAX most recently expired in the last
+    EXPIRED_TOKENS_LISTED_FOR, which stay until revoked so their owner sees what stopped working."""
+    now = now or timezone.now()
+    mine = ApiToken.objects.filter(user=user)
+    active = list(mine.active(now).order_by("-created_at", "-pk"))
+    expired = mine.expired(now).filter(expires_at__gte=now - services.EXPIRED_TOKENS_LISTED_FOR)
+    expired = list(expired.order_by("-expires_at", "-pk")[: services.ACTIVE_TOKENS_MAX])
+    soon = sorted(
+        (t for t in active if t.expires_at is not None and t.expires_at <= now + EXPIRING_SOON),
+        key=lambda t: t.expires_at,
+    )
+    return TokenList(tokens=active + expired, expiring_soon=soon)

@@ -3,7 +3,7 @@
 import hashlib
 import logging
 import secrets
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -11,7 +11,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from opsion.errors import InvalidRequest, NotFound, Refused
 from orgs import access, guards
-from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Organisation
+from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Organisation, User
 from orgs.validation import validate_claude_api_key
 
 log = logging.getLogger("opsion.orgs")
@@ -21,6 +21,15 @@ TOKEN_NAME_MAX = 100
 # last_used_at is written at most once a minute per token, so API traffic does not turn
 # every read into a write.
 LAST_USED_RESOLUTION_SECONDS = 60
+# A token's lifetime is chosen at creation: the console offers these, the create_api_token command any number of
+# days up to the maximum (GitLab's cap on personal access tokens). There is no "never".
+TOKEN_LIFETIME_CHOICES = (30, 90, 365)
+TOKEN_DEFAULT_DAYS = 90
+TOKEN_MAX_DAYS = 365
+ACTIVE_TOKENS_MAX = 20  # per user; expired tokens do not count
+# How long an expired token stays listed (and stored): its owner sees what stopped working, and revokes it or lets
+# it go; the next token they create deletes those older than this.
+EXPIRED_TOKENS_LISTED_FOR = timedelta(days=30)
 
 
 def _audit(*, org: Organisation, actor, action: str, ip: str | None, via: str, detail: str = "") -> None:
@@ -141,16 +150,58 @@ def _hash(raw_token: str) -> str:
     return hashlib.sha256(raw_token.encode()).hexdigest()
 
 
-def api_token_create(*, user, name: str) -> tuple[ApiToken, str]:
-    """Create a personal API token; returns it with the raw token, which is never stored. Raises InvalidRequest."""
+class TooManyTokens(Refused):
+    code, status = "too_many_tokens", 409
+
+
+class TokenExpired(Refused):
+    """An expired token: refused as an unknown one is (401 `unauthenticated`), in words its owner can act on."""
+
+    code, status = "unauthenticated", 401
+
+
+def _lifetime(days: int) -> timedelta:
+    if not isinstance(days, int) or not 1 <= days <= TOKEN_MAX_DAYS:
+        raise InvalidRequest(f"A token lives between 1 and {TOKEN_MAX_DAYS} days.")
+    return timedelta(days=days)
+
+
+def api_token_create(
+    *, user, name: str, expires_in_days: int = TOKEN_DEFAULT_DAYS, now: datetime | None = None
+) -> tuple[ApiToken, str]:
+    """Create a personal API token expiring `expires_in_days` from now; returns it with the raw token, which is
+    never stored. Raises InvalidRequest (name, lifetime) or TooManyTokens (the user holds ACTIVE_TOKENS_MAX)."""
     name = (name or "").strip()
     if not name:
         raise InvalidRequest("Give the token a name, e.g. “CI pipeline”.")
     if len(name) > TOKEN_NAME_MAX:
         raise InvalidRequest(f"Token names are at most {TOKEN_NAME_MAX} characters.")
-    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(user=user, name=name, token_hash=_hash(raw), prefix=raw[:12])
+    lifetime = _lifetime(expires_in_days)
+    now = now or timezone.now()
+    with transaction.atomic():
+        # Lock the user's row so two creations racing at 19 cannot both pass (on SQLite, BEGIN IMMEDIATE already
+        # serialises this block). The count must run after the lock: READ COMMITTED reads afresh per statement.
+        User.objects.select_for_update().filter(pk=user.pk).values_list("pk").first()
+        active = ApiToken.objects.filter(user=user).active(now).count()
+        if active >= ACTIVE_TOKENS_MAX:
+            raise TooManyTokens(_too_many(active))
+        # Expired tokens stay listed for a while so their owner sees what stopped working; then they go.
+        ApiToken.objects.filter(user=user, expires_at__lt=now - EXPIRED_TOKENS_LISTED_FOR).delete()
+        raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token = ApiToken.objects.create(
+            user=user, name=name, token_hash=_hash(raw), prefix=raw[:12], expires_at=now + lifetime
+        )
     return token, raw
+
+
+def _too_many(active: int) -> str:
+    if active == ACTIVE_TOKENS_MAX:
+        return f"You have {active} active tokens: revoke one you no longer use first."
+    # Only tokens from before the cap (no expiry) can take a user past it.
+    return (
+        f"You have {active} active tokens (at most {ACTIVE_TOKENS_MAX} are allowed): "
+        f"revoke {active - ACTIVE_TOKENS_MAX + 1} you no longer use first."
+    )
 
 
 def api_token_revoke(*, user, token_id: int) -> None:
@@ -161,8 +212,9 @@ def api_token_revoke(*, user, token_id: int) -> None:
 
 
 @sensitive_variables("raw_token")
-def api_token_authenticate(raw_token: str):
-    """The active user owning `raw_token`, or None; records when the token was last used."""
+def api_token_authenticate(raw_token: str, *, now: datetime | None = None):
+    """The active user owning `raw_token`, or None; records when the token was last used. Raises TokenExpired for
+    an expired token of an active user (for anyone else's, None: a new token is no way out for them)."""
     if not raw_token or not raw_token.startswith(TOKEN_PREFIX) or len(raw_token) > 200:
         return None
     try:  # the hash is unique: get(), with no ORDER BY for the database to honour
@@ -171,7 +223,11 @@ def api_token_authenticate(raw_token: str):
         return None
     if not token.user.is_active:
         return None
-    now = timezone.now()
+    now = now or timezone.now()
+    if token.is_expired(now):
+        raise TokenExpired(
+            f"This API token expired on {token.expires_at.astimezone(UTC):%Y-%m-%d}. Create a new one in Settings."
+        )
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() >= LAST_USED_RESOLUTION_SECONDS:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token.user

@@ -20,7 +20,7 @@ from opsion.errors import NotFound, Refused
 from opsion.http import client_ip
 from orgs import access, audit_export, drafts, guards, recent_auth, selectors, services
 from orgs.forms import ApiTokenForm, SignInForm
-from orgs.models import ApiToken, Membership
+from orgs.models import Membership
 
 SIGN_IN_LOCKED = "Too many failed sign-in attempts. Please wait 15 minutes and try again."
 TOKEN_FORMS_USED = "token_forms_used"
@@ -179,7 +179,7 @@ def home(request: HttpRequest) -> HttpResponse:
     org = access.first_organisation(request.user)
     if org is None:
         # Tokens outlive memberships (re-added, a user's tokens work again): they stay revocable here.
-        return render(request, "orgs/no_organisation.html", {"tokens": ApiToken.objects.for_user(request.user)})
+        return render(request, "orgs/no_organisation.html", {"token_list": selectors.api_tokens_listed(request.user)})
     return redirect("insights:query", org.slug)
 
 
@@ -216,7 +216,7 @@ def _settings_page(request: HttpRequest, membership: Membership, *, status: int 
         "membership": membership,
         "org": org,
         "key": selectors.claude_api_key_state(org),
-        "tokens": ApiToken.objects.for_user(request.user),
+        "token_list": selectors.api_tokens_listed(request.user),
         "token_form": extra.pop("token_form", None) or ApiTokenForm(),
         "token_form_once": secrets.token_urlsafe(12),
         # Asked for whenever the page is drawn past the window, whatever form it was handed.
@@ -365,7 +365,8 @@ def token_create(request: HttpRequest, slug: str) -> HttpResponse:
     confirming = None if recent_auth.is_recent(request) else request.user
     if confirming and request.POST.get("password") and guards.password_check_attempt(user=request.user):
         # The password change's guess limit, shared with it: past it nothing is checked, the name typed stays.
-        kept = ApiTokenForm(initial={"name": request.POST.get("name", "")}, confirming=confirming)
+        typed = {field: request.POST.get(field, "") for field in ("name", "expires")}
+        kept = ApiTokenForm(initial=typed, confirming=confirming)
         locked = guards.TooManyAttempts(CONFIRM_LOCKED, retry_after=guards.SIGN_IN_WINDOW_SECONDS)
         return _refused_page(request, membership, locked, token_error=locked.message, token_form=kept)
     form = ApiTokenForm(request.POST, confirming=confirming)
@@ -387,13 +388,17 @@ def token_create(request: HttpRequest, slug: str) -> HttpResponse:
         guards.token_create(user=request.user)  # before the claim: a refused form stays unused, to retry later
         if once and not guards.claim_form(user=request.user, form_id=once):
             return _settings_page(request, membership, status=409, token_error=TOKEN_ALREADY_CREATED)
-        token, raw = services.api_token_create(user=request.user, name=form.cleaned_data["name"])
+        token, raw = services.api_token_create(
+            user=request.user, name=form.cleaned_data["name"], expires_in_days=form.cleaned_data["expires"]
+        )
     except Refused as refused:
-        # Too many new tokens: the name typed stays in the box for when the guard lets it through.
+        # Too many new tokens, or too many active ones: the name typed stays in the box for when it may go through.
         return _refused_page(request, membership, refused, token_error=refused.message, token_form=form)
     if once:
         request.session[TOKEN_FORMS_USED] = [*used, once][-20:]
-    return _settings_page(request, membership, new_token=raw, new_token_name=token.name)
+    return _settings_page(
+        request, membership, new_token=raw, new_token_name=token.name, new_token_expires_at=token.expires_at
+    )
 
 
 def _revoke(request: HttpRequest, token_id: int) -> None:

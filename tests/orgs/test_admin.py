@@ -2,6 +2,7 @@
 
 import html
 import re
+from datetime import timedelta
 
 import pytest
 from django.contrib.admin.models import LogEntry
@@ -9,6 +10,7 @@ from django.contrib.auth.models import Group, Permission
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from insights.models import InsightQuery, KeySource
 from orgs import admin as org_admin
@@ -590,6 +592,27 @@ class TestOtherModels:
             assert token.token_hash not in page
             assert raw not in page
         assert staff.get("/admin/orgs/apitoken/add/").status_code == 403
+
+    def test_api_tokens_show_when_they_expire_and_filter_by_it(self, world, staff):
+        now = timezone.now()
+        active, _ = services.api_token_create(user=world.acme_admin, name="active one")
+        expired, _ = services.api_token_create(user=world.acme_admin, name="expired one")
+        legacy, _ = services.api_token_create(user=world.acme_admin, name="legacy one")
+        ApiToken.objects.filter(pk=expired.pk).update(expires_at=now - timedelta(days=1))
+        ApiToken.objects.filter(pk=legacy.pk).update(expires_at=None)
+
+        listing = staff.get("/admin/orgs/apitoken/").content.decode()
+        change = staff.get(f"/admin/orgs/apitoken/{active.pk}/change/").content.decode()
+        only_expired = staff.get("/admin/orgs/apitoken/", {"expiry": "expired"}).content.decode()
+        only_active = staff.get("/admin/orgs/apitoken/", {"expiry": "active"}).content.decode()
+        only_legacy = staff.get("/admin/orgs/apitoken/", {"expiry": "never"}).content.decode()
+
+        assert "column-expires_at" in listing
+        assert 'name="expires_at"' not in change  # read-only: shown, not a field
+        assert "Expires at" in change
+        assert "expired one" in only_expired and "active one" not in only_expired and "legacy one" not in only_expired
+        assert "active one" in only_active and "legacy one" in only_active and "expired one" not in only_active
+        assert "legacy one" in only_legacy and "active one" not in only_legacy
 
     def test_audit_events_are_read_only(self, world, staff):
         services.claude_api_key_set(

@@ -182,9 +182,7 @@ def api_token_create(
         # Lock the user's row so two creations racing at 19 cannot both pass (on SQLite, BEGIN IMMEDIATE already
         # serialises this block). The count must run after the lock: READ COMMITTED reads afresh per statement.
         User.objects.select_for_update().filter(pk=user.pk).values_list("pk").first()
-        active = ApiToken.objects.filter(user=user).active(now).count()
-        if active >= ACTIVE_TOKENS_MAX:
-            raise TooManyTokens(_too_many(active))
+        api_token_room(user=user, now=now)
         # Expired tokens stay listed for a while so their owner sees what stopped working; then they go.
         ApiToken.objects.filter(user=user, expires_at__lt=now - EXPIRED_TOKENS_LISTED_FOR).delete()
         raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -192,6 +190,14 @@ def api_token_create(
             user=user, name=name, token_hash=_hash(raw), prefix=raw[:12], expires_at=now + lifetime
         )
     return token, raw
+
+
+def api_token_room(*, user, now: datetime | None = None) -> None:
+    """Raises TooManyTokens if the user holds ACTIVE_TOKENS_MAX already. The console asks before spending one of the
+    hour's new tokens (guards) on a creation the cap would refuse; api_token_create asks again under the lock."""
+    active = ApiToken.objects.filter(user=user).active(now or timezone.now()).count()
+    if active >= ACTIVE_TOKENS_MAX:
+        raise TooManyTokens(_too_many(active))
 
 
 def _too_many(active: int) -> str:

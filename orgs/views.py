@@ -385,6 +385,7 @@ def token_create(request: HttpRequest, slug: str) -> HttpResponse:
     if once in used:
         return _settings_page(request, membership, status=409, token_error=TOKEN_ALREADY_CREATED)
     try:
+        services.api_token_room(user=request.user)  # refused at the cap without spending one of the hour's tokens
         guards.token_create(user=request.user)  # before the claim: a refused form stays unused, to retry later
         if once and not guards.claim_form(user=request.user, form_id=once):
             return _settings_page(request, membership, status=409, token_error=TOKEN_ALREADY_CREATED)

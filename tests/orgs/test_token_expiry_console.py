@@ -184,3 +184,17 @@ def test_someone_in_no_organisation_sees_their_tokens_expiry_and_the_notice_at_h
     assert "Expires in 2 days" in text_of(row_of(page, "Soon"))
     assert "No expiry" in text_of(row_of(page, "Legacy"))
     assert 'id="tokens-expiring"' in page
+
+
+def test_refusals_at_the_cap_spend_none_of_the_hours_new_tokens(world):
+    tokens = [make(world.acme_admin, f"t{n}", expires_in=timedelta(days=30)) for n in range(20)]
+    client = console(world.acme_admin)
+    for _ in range(11):  # more than the 10 an hour allows
+        refused = client.post(CREATE, {"name": "Nightly compliance export", "expires": "90"})
+        assert refused.status_code == 409
+        assert "You have 20 active tokens" in refused.content.decode()
+
+    tokens[0].delete()  # the owner revokes one they no longer use: the next creation goes through
+    created = client.post(CREATE, {"name": "Nightly compliance export", "expires": "90"})
+
+    assert created.status_code == 200 and 'id="new-token"' in created.content.decode()

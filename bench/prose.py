@@ -48,23 +48,39 @@ Where that work goes: four SQL statements on PostgreSQL (the token, the membersh
 organisation and stored key, the limiter's one-call function committed before Anthropic is called,
 the outcome after) and seven on SQLite (the limiter there is BEGIN IMMEDIATE, count, insert,
 COMMIT), plus the API's authentication and validation and the key's decryption (microseconds).
-Profiling one request in-process puts most of the app's share in the ORM: building each
-statement's SQL and model instances costs about a millisecond per statement on this machine, more
-than the round trip; on PostgreSQL the server's share is mostly planning and committing them.
+Timing each step of one request in-process (CPU time around each call; a profiler inflates the
+ORM's many small calls several-fold, so its shares mislead) puts nearly all of the app's share in
+the database layer, and most of that in the ORM's Python rather than the round trip: building a
+statement's SQL and reading its row into models costs several times what the driver and the
+database do for it: about 0.8–1.3 ms each for the token's and the membership's lookups, 0.6–0.8 ms
+for the outcome's UPDATE, where the same SQL run directly costs 0.05–0.15 ms. django-ninja's
+routing, validation and serialisation come to a small part, the middleware costs both endpoints
+the same, and the SDK's own work reads a little dearer inside the real request than alone (the
+rest of the request has displaced it from the CPU's caches). On PostgreSQL the server's share is
+mostly the limiter's function (lock, count, insert, commit) and the outcome's commit; planning the
+two lookups is a small part of it.
 
 **The ≥ 0.80 target is not met, and here is why.** With the fake answering at once and the SDK
 client reusing one connection pool per process (below), the baseline's whole cost is the "All"
-figure of its CPU row, and 0.80 allows Opsion a quarter of that: a few milliseconds of CPU for
-authentication, the organisation check, an exact durable limit and the query log, on a machine
-where each ORM statement alone costs about one. Those four statements are the minimum the
-product's promises need (a per-organisation row lock and a durable log before Claude is called,
-the outcome after); getting under the budget would mean hand-writing the SQL of authentication,
-the membership lookup and the outcome as well as the limiter's, or dropping one of the promises,
-and neither is worth it against what follows. The changes that did move the figure are all in
-place: the limiter in one round trip on PostgreSQL and with its count written out once on SQLite,
-the key joined into the membership lookup, unique lookups without `first()`'s ORDER BY, no re-reads of
-what the request already holds, persistent connections by default on both databases (compare the
-CONN_MAX_AGE=0 rows) and one shared HTTP pool for the SDK.
+figure of its CPU row, and 0.80 allows Opsion a quarter of that: a couple of milliseconds of CPU,
+every process counted, for authentication, the organisation check, an exact durable limit and the
+query log. On PostgreSQL the database server's share alone, committing the limit's row and the
+outcome, about fills the allowance before any of the app's Python. Those four statements are the
+minimum the product's promises need (a per-organisation row lock and a durable log before Claude is
+called, the outcome after). Writing the ORM's statements by hand was tried: the token's lookup as
+one `raw()` statement and the outcome's UPDATE built once saved about 1 ms of the app's CPU (0.47× →
+about 0.50× on PostgreSQL, 0.56× → about 0.61× on SQLite), and the membership (three models) would
+save perhaps another. That still leaves SQLite over the allowance, PostgreSQL's server share fills
+it on its own, and every hand-written statement is one the ORM no longer checks against the models;
+only dropping one of the promises would get there. Neither is worth it against what follows, so the
+ORM stays. The changes that did move the figure are all in place: the limiter in one round trip on
+PostgreSQL and with its count written out once on SQLite, the key joined into the membership lookup,
+unique lookups without `first()`'s ORDER BY, no re-reads of what the request already holds,
+persistent connections by default on both databases (compare the CONN_MAX_AGE=0 rows) and one shared
+HTTP pool for the SDK. Measured and left out: prepared statements on PostgreSQL (psycopg's
+server-side binding) save the planning of the two lookups, a small part of the server's share, at
+the price of transaction-mode connection poolers (which Django keeps them off for) and of
+server-side binding typing some ORM statements differently.
 
 What it means for users is the paced comparison below each table: the fake streams its answer over
 about a second, gunicorn runs as the README deploys it, and the real endpoint's median latency is

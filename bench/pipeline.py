@@ -101,6 +101,13 @@ class Servers:
         _wait_until_up(port, ready_path, process, log)
 
     def __enter__(self) -> "Servers":
+        try:
+            return self._start_all()
+        except BaseException:  # one that never came up: stop those that did, or they outlive the run
+            self.__exit__(*sys.exc_info())  # their logs kept, to say why
+            raise
+
+    def _start_all(self) -> "Servers":
         for name, chunk_pause in self.fakes.items():
             self.fake_ports[name] = port = _free_port()
             fake = [sys.executable, "tests/fake_anthropic.py", "--port", str(port), "--chunk-pause", str(chunk_pause)]

@@ -56,7 +56,10 @@ def start_server(env: dict, log: Path, threads: int = 8) -> tuple[subprocess.Pop
         *(sys.executable, "-m", "gunicorn", "opsion.wsgi:application"),
         *("--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread", "--threads", str(threads)),
     ]
-    process = subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    # Its own process group, so a server that will not stop is killed with its worker, not leaving it orphaned.
+    process = subprocess.Popen(
+        command, cwd=settings.BASE_DIR, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
     return process, f"http://127.0.0.1:{port}"
 
 
@@ -91,5 +94,5 @@ def servers(env: dict, tmp_path: Path, count: int, threads: int = 8):
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)  # the master and its worker (holding database sessions)
                 process.wait()

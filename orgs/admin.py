@@ -20,7 +20,7 @@ from insights import services as insights_services
 from insights.ratelimit import window_words
 from insights.templatetags.insights_tags import duration
 from opsion.http import client_ip
-from orgs import services
+from orgs import notifications, services
 from orgs.admin_memberships import MembershipInline, audit_staff, joined
 from orgs.models import (
     BYOM_PLANS,
@@ -263,7 +263,13 @@ class UserAdmin(BaseUserAdmin):
             return redirect("admin:password_change")
         if request.method == "GET" and user is not None and self.has_change_permission(request, user):
             self._say_tokens_outlive_the_password(request, user)
-        return super().user_change_password(request, id, form_url)
+        response = super().user_change_password(request, id, form_url)
+        if request.method == "POST" and user is not None:
+            # Django's view saves its own copy of the user: whether the password changed is read back.
+            now = User.objects.filter(pk=user.pk).values_list("password", flat=True).first()
+            if now is not None and now != user.password:
+                notifications.password_changed(user=user, how="staff", at=timezone.now())
+        return response
 
     @staticmethod
     def _say_tokens_outlive_the_password(request, user: User) -> None:

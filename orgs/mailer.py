@@ -10,6 +10,9 @@ log line: a send that fails, one refused because too many are waiting, and any s
 stops are each logged at ERROR, by a description that names the account's id, never its address or the message
 (the reset link is a password in all but name). What no process can log is its own hard kill (SIGKILL, out of
 memory): the few e-mails waiting then are lost silently, as the answers being written are; the user asks again.
+
+The security e-mails (orgs.notifications: a key saved or removed, a password changed) go the same way, handed over
+once their change commits.
 """
 
 import atexit

@@ -18,10 +18,11 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.urls import get_script_prefix, set_script_prefix
+from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
-from orgs import guards, mailer
+from orgs import guards, mailer, notifications
 from orgs.models import User
 from orgs.views import GuardedPost
 
@@ -108,6 +109,11 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         user = super().get_user(uidb64)
         # Django's token ignores is_active: a link mailed before staff deactivated the account would still work.
         return user if user is not None and user.is_active else None
+
+    def form_valid(self, form):
+        response = super().form_valid(form)  # sets the password
+        notifications.password_changed(user=form.user, how="reset", at=timezone.now())
+        return response
 
 
 class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):

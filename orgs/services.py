@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from opsion.errors import InvalidRequest, NotFound, Refused
-from orgs import access, guards
+from orgs import access, guards, notifications
 from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Organisation, User
 from orgs.validation import validate_claude_api_key
 
@@ -32,8 +32,8 @@ ACTIVE_TOKENS_MAX = 20  # per user; expired tokens do not count
 EXPIRED_TOKENS_LISTED_FOR = timedelta(days=30)
 
 
-def _audit(*, org: Organisation, actor, action: str, ip: str | None, via: str, detail: str = "") -> None:
-    AuditEvent.objects.create(
+def _audit(*, org: Organisation, actor, action: str, ip: str | None, via: str, detail: str = "") -> AuditEvent:
+    return AuditEvent.objects.create(
         organisation=org,
         actor=actor,
         actor_email=getattr(actor, "email", "") or "",
@@ -61,7 +61,7 @@ def claude_api_key_set(*, membership: Membership, raw_key: str, ip: str | None, 
     key = validate_claude_api_key(raw_key)
     with transaction.atomic():
         org = _as_it_is_now(membership, access.require_byom_admin).organisation
-        ClaudeApiKey.objects.update_or_create(
+        _, created = ClaudeApiKey.objects.update_or_create(
             organisation=org,
             defaults={
                 "secret": key,
@@ -71,7 +71,11 @@ def claude_api_key_set(*, membership: Membership, raw_key: str, ip: str | None, 
                 "status_changed_at": None,
             },
         )
-        _audit(org=org, actor=membership.user, action=AuditAction.KEY_SAVED, ip=ip, via=via)
+        event = _audit(org=org, actor=membership.user, action=AuditAction.KEY_SAVED, ip=ip, via=via)
+        # Mailed to the organisation's Owners and Admins once this commits: a rolled-back save tells no one.
+        notifications.key_changed(
+            org=org, actor=membership.user, action=event.action, via=via, at=event.created_at, replaced=not created
+        )
     log.info("claude api key saved org=%s by user=%s via=%s", org.slug, membership.user.pk, via)
 
 
@@ -129,7 +133,8 @@ def _remove(*, org: Organisation, actor, ip: str | None, via: str) -> bool:
     with transaction.atomic(savepoint=False):
         deleted, _ = ClaudeApiKey.objects.filter(organisation=org).delete()
         if deleted:
-            _audit(org=org, actor=actor, action=AuditAction.KEY_REMOVED, ip=ip, via=via)
+            event = _audit(org=org, actor=actor, action=AuditAction.KEY_REMOVED, ip=ip, via=via)
+            notifications.key_changed(org=org, actor=actor, action=event.action, via=via, at=event.created_at)
     if deleted:
         log.info("claude api key removed org=%s by user=%s via=%s", org.slug, getattr(actor, "pk", None), via)
     return bool(deleted)

@@ -12,13 +12,14 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
+from django.utils import timezone
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_safe
 
 from insights import services as insights_services
 from opsion.errors import NotFound, Refused
 from opsion.http import client_ip
-from orgs import access, audit_export, drafts, guards, recent_auth, selectors, services
+from orgs import access, audit_export, drafts, guards, notifications, recent_auth, selectors, services
 from orgs.forms import ApiTokenForm, SignInForm
 from orgs.models import Membership
 
@@ -140,7 +141,11 @@ def admin_password_change(request: HttpRequest) -> HttpResponse:
         response.status_code = 429
         response["Retry-After"] = str(guards.SIGN_IN_WINDOW_SECONDS)
         return response
-    return _admin_password_change(request)
+    before = getattr(user, "password", None)  # an anonymous visitor has none: admin sends them to sign in
+    response = _admin_password_change(request)
+    if user.is_authenticated and user.password != before:  # admin's form sets it on request.user itself
+        notifications.password_changed(user=user, how="console", at=timezone.now())
+    return response
 
 
 PASSWORD_CHANGED = "Your password was changed. Other browsers signed in as you were signed out."
@@ -161,6 +166,7 @@ class PasswordChangeView(GuardedPost, auth_views.PasswordChangeView):
     def form_valid(self, form):
         response = super().form_valid(form)  # keeps this session's hash current: it stays signed in
         recent_auth.record(self.request)  # the password was just typed, twice
+        notifications.password_changed(user=form.user, how="console", at=timezone.now())
         messages.success(self.request, PASSWORD_CHANGED)
         return response
 

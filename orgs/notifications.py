@@ -1,0 +1,80 @@
+"""Security e-mails: what changed, on whose account or organisation, by whom and when, and what to do if it was not
+expected. A customer's compliance team wants to hear of a change to its Claude API key from Opsion, not to find it
+in the audit log weeks later; a user whose password was changed by someone else learns it here first.
+
+Each e-mail is written on the request's thread (recipients, names, times: everything read from the database) and
+handed to the mail thread (orgs.mailer) only once the change commits: a write refused or rolled back tells no one of a
+change that did not happen. Never a part of the key or of a token, and no link but SUPPORT_URL: nothing in these
+e-mails is worth stealing, and none teaches people to follow a link in a security e-mail. Without EMAIL_URL Opsion
+sends none.
+"""
+
+from datetime import UTC, datetime
+from functools import partial
+
+from django.conf import settings
+from django.core.mail import EmailMessage
+from django.db import transaction
+from django.template.loader import render_to_string
+
+from orgs import mailer
+from orgs.models import MANAGING_ROLES, AuditAction, Organisation, User
+
+VIA = {
+    "console": "in the Opsion console",
+    "api": "through the Opsion API (a personal API token)",
+    "admin": "in Opsion's admin",
+}
+PASSWORD_CHANGED_HOW = {
+    "console": "on its Change password page",
+    "reset": "with a reset link",
+    "staff": "by Opsion staff",
+}
+
+
+def key_changed(*, org: Organisation, actor, action: str, via: str, at: datetime, replaced: bool = False) -> None:
+    """Tell every active Owner and Admin of `org` that its key was saved or removed (`action`: KEY_SAVED or
+    KEY_REMOVED), once the current transaction commits."""
+    if not settings.EMAIL_CONFIGURED:
+        return
+    saved = action == AuditAction.KEY_SAVED
+    subject = f"Claude API key {'saved for' if saved else 'removed from'} {org.name}"
+    by = f"Opsion staff ({actor.email})" if via == "admin" else _who(actor)
+    managers = User.objects.filter(
+        is_active=True, memberships__organisation=org, memberships__role__in=MANAGING_ROLES
+    ).order_by("pk")
+    context = {"org": org.name, "saved": saved, "replaced": replaced, "by": by, "via": VIA[via], "when": _utc(at)}
+    body = render_to_string("orgs/email/key_changed.txt", context)
+    what = f"claude api key {'saved' if saved else 'removed'} e-mail"
+    for user in managers:
+        _send_on_commit(user, subject, body, what)
+
+
+def password_changed(*, user: User, how: str, at: datetime) -> None:
+    """Tell `user` their password was changed (`how`: console, reset or staff), once the transaction commits."""
+    if not settings.EMAIL_CONFIGURED or not user.is_active:
+        return
+    context = {
+        "email": user.email,
+        "how": PASSWORD_CHANGED_HOW[how],
+        "how_code": how,
+        "when": _utc(at),
+        "support": settings.SUPPORT_URL,
+    }
+    body = render_to_string("orgs/email/password_changed.txt", context)
+    _send_on_commit(user, "Your Opsion password was changed", body, "password changed e-mail")
+
+
+def _who(user) -> str:
+    return f"{user.name} ({user.email})" if getattr(user, "name", "") else user.email
+
+
+def _utc(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _send_on_commit(user: User, subject: str, body: str, what: str) -> None:
+    # One e-mail per person, so no one sees who else was told, and one refused address stops no other. A name put
+    # in the subject (an organisation's) is made one line: a newline in a header is refused when it is sent.
+    message = EmailMessage(" ".join(subject.split()), body, to=[user.email])
+    transaction.on_commit(partial(mailer.send_later, message.send, what=f"{what} to user {user.pk}"))

@@ -1,0 +1,326 @@
+"""Security e-mails: the organisation's Owners and Admins hear of every change to its Claude API key, and a user of
+every change to their password, once the change is committed."""
+
+import re
+from contextlib import contextmanager
+
+import pytest
+from django.db import transaction
+from django.test import Client
+
+from orgs import guards, mailer, services
+from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, Membership, Role
+from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY, PASSWORD, make_user
+from tests.clients import api_delete_key, api_put_key, console, token_client
+from tests.orgs.helpers import store_key
+
+SAVE = "/orgs/{}/settings/claude-api-key/save"
+REMOVE = "/orgs/{}/settings/claude-api-key/remove"
+NEW = "a-New-passw0rd-for-acme"
+KEY_FRAGMENTS = [CANARY_KEY, CANARY_KEY[13:45], CANARY_KEY[-12:], "NEVER-LEAK-ME", "CANARY"]
+UNEXPECTED = "revoke the key at console.anthropic.com and review Settings → AI Insights"
+
+
+@pytest.fixture
+def mail(settings, mailoutbox):
+    """Opsion set up to send mail (EMAIL_URL), into Django's locmem outbox."""
+    settings.EMAIL_CONFIGURED = True
+    settings.DEFAULT_FROM_EMAIL = "Opsion <no-reply@opsion.example>"
+    settings.SUPPORT_URL = "https://support.opsion.example/"
+    return mailoutbox
+
+
+@pytest.fixture
+def committed(mail, django_capture_on_commit_callbacks):
+    """`with committed():` runs the block as if each of its transactions committed (the test's own never does:
+    it is rolled back at the end), then waits for the mail thread to send what it was given."""
+
+    @contextmanager
+    def run():
+        with django_capture_on_commit_callbacks(execute=True):
+            yield mail
+        assert mailer.wait(timeout=10), "the mail thread is still sending"
+
+    return run
+
+
+def whole(message) -> str:
+    """Everything that leaves the server: headers, subject and body as they go on the wire."""
+    return message.message().as_string()
+
+
+def to(outbox) -> list[str]:
+    return sorted(address for message in outbox for address in message.to)
+
+
+def assert_no_key_in(outbox) -> None:
+    for message in outbox:
+        for fragment in KEY_FRAGMENTS:
+            assert fragment not in whole(message) and fragment not in message.body, message.subject
+
+
+def utc(moment) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
+
+
+@pytest.fixture
+def crowd(world):
+    """Acme with more people than the world gives it: a second Owner, a deactivated Admin, a second Member; and
+    initech's Admin, who manages another organisation."""
+    second_owner = make_user("second-owner@acme.test", name="Sam Second")
+    Membership.objects.create(user=second_owner, organisation=world.acme, role=Role.OWNER)
+    gone = make_user("former-admin@acme.test", is_active=False)
+    Membership.objects.create(user=gone, organisation=world.acme, role=Role.ADMIN)
+    Membership.objects.create(user=make_user("member2@acme.test"), organisation=world.acme, role=Role.MEMBER)
+    world.acme_admin.name = "Ada Admin"
+    world.acme_admin.save(update_fields=["name"])
+    return world
+
+
+ACME_MANAGERS = ["admin@acme.test", "owner@acme.test", "second-owner@acme.test"]
+
+
+# --- The Claude API key ---------------------------------------------------------------------------------------------
+
+
+def test_a_key_saved_in_the_console_is_mailed_to_every_active_owner_and_admin_of_the_organisation(crowd, committed):
+    with committed() as outbox:
+        response = console(crowd.acme_admin).post(SAVE.format("acme"), {"api_key": CANARY_KEY})
+
+    assert response.status_code == 302
+    assert to(outbox) == ACME_MANAGERS  # the actor too; no Member, no deactivated Admin, no other organisation's
+    assert all(len(message.to) == 1 and not message.cc and not message.bcc for message in outbox)
+    saved_at = AuditEvent.objects.get(organisation=crowd.acme, action=AuditAction.KEY_SAVED).created_at
+    for message in outbox:
+        body = " ".join(message.body.split())
+        assert message.subject == "Claude API key saved for Acme Digital Assets"
+        assert message.from_email == "Opsion <no-reply@opsion.example>"
+        assert "A Claude API key was saved for the Opsion organisation Acme Digital Assets." in body
+        assert "By: Ada Admin (admin@acme.test), in the Opsion console" in body
+        assert f"When: {utc(saved_at)}" in body
+        assert UNEXPECTED in body and "audit log" in body
+        assert "because you are an Owner or Admin of Acme Digital Assets" in body
+        assert "http" not in message.body  # no link at all, so none carrying a token
+        assert message.content_subtype == "plain" and not getattr(message, "alternatives", [])  # as the reset's
+    assert_no_key_in(outbox)
+
+
+def test_a_key_replaced_through_the_api_says_it_replaced_the_last_one_and_that_it_came_through_the_api(
+    crowd, committed
+):
+    store_key(crowd.acme, GOOD_KEY, by=crowd.acme_owner)
+    client = token_client(crowd.acme_owner)  # its token's own e-mail is not awaited here
+
+    with committed() as outbox:
+        response = api_put_key(client, "acme", {"apiKey": CANARY_KEY})
+
+    assert response.status_code == 200, response.content
+    assert to(outbox) == ACME_MANAGERS
+    event = AuditEvent.objects.get(organisation=crowd.acme, action=AuditAction.KEY_SAVED)
+    body = " ".join(outbox[0].body.split())
+    assert "It replaces the key saved before." in body
+    assert "By: owner@acme.test, through the Opsion API (a personal API token)" in body
+    assert event.via == "api"
+    assert_no_key_in(outbox)
+
+
+@pytest.mark.parametrize("surface", ["console", "api"])
+def test_a_removed_key_is_mailed_to_the_owners_and_admins_saying_queries_are_back_on_the_platform_key(
+    crowd, committed, surface
+):
+    store_key(crowd.acme, CANARY_KEY, by=crowd.acme_owner)
+    client = token_client(crowd.acme_admin) if surface == "api" else console(crowd.acme_admin)
+
+    with committed() as outbox:
+        if surface == "api":
+            assert api_delete_key(client, "acme").status_code == 200
+        else:
+            assert client.post(REMOVE.format("acme"), {"confirm": "yes"}).status_code == 302
+
+    assert not ClaudeApiKey.objects.filter(organisation=crowd.acme).exists()
+    assert to(outbox) == ACME_MANAGERS
+    event = AuditEvent.objects.get(organisation=crowd.acme, action=AuditAction.KEY_REMOVED)
+    body = " ".join(outbox[0].body.split())
+    assert outbox[0].subject == "Claude API key removed from Acme Digital Assets"
+    assert "The Claude API key of the Opsion organisation Acme Digital Assets was removed." in body
+    assert "By: Ada Admin (admin@acme.test)" in body and f"When: {utc(event.created_at)}" in body
+    assert "now use Opsion's platform key" in body and UNEXPECTED in body
+    assert_no_key_in(outbox)
+
+
+def test_a_key_removed_by_opsion_staff_in_admin_is_mailed_saying_so(crowd, committed):
+    store_key(crowd.acme, CANARY_KEY, by=crowd.acme_owner)
+    action = {"action": "remove_claude_api_key", "_selected_action": [crowd.acme.pk], "confirm": "yes"}
+
+    with committed() as outbox:
+        response = console(crowd.staff).post("/admin/orgs/organisation/", action)
+
+    assert response.status_code == 302
+    assert to(outbox) == ACME_MANAGERS  # staff are no member of it: they know
+    assert "By: Opsion staff (staff@opsion.test), in Opsion's admin" in " ".join(outbox[0].body.split())
+    assert_no_key_in(outbox)
+
+
+def test_a_removal_that_removes_nothing_sends_nothing(world, committed):
+    client = token_client(world.acme_admin)
+
+    with committed() as outbox:
+        assert api_delete_key(client, "acme").status_code == 200  # idempotent: there was no key
+
+    assert outbox == []
+
+
+def refused_writes(world):
+    """Each a key write that is refused: nothing changes, nothing is audited, no one is mailed."""
+    member, admin = console(world.acme_member), console(world.acme_admin)
+    return {
+        "a member saves": lambda: member.post(SAVE.format("acme"), {"api_key": CANARY_KEY}),
+        "a member removes": lambda: member.post(REMOVE.format("acme"), {"confirm": "yes"}),
+        "a plan without BYOM": lambda: console(world.globex_admin).post(SAVE.format("globex"), {"api_key": CANARY_KEY}),
+        "a malformed key": lambda: admin.post(SAVE.format("acme"), {"api_key": CANARY_KEY + "!"}),
+        "a stale confirmation": lambda: admin.post(
+            REMOVE.format("acme"), {"confirm": "yes", "saved_at": "2020-01-01T00:00:00+00:00"}
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "write", ["a member saves", "a member removes", "a plan without BYOM", "a malformed key", "a stale confirmation"]
+)
+def test_a_refused_key_write_mails_no_one(world, committed, write):
+    store_key(world.acme, GOOD_KEY, by=world.acme_owner)
+    events = AuditEvent.objects.count()
+
+    with committed() as outbox:
+        response = refused_writes(world)[write]()
+
+    assert response.status_code in (400, 403, 409), response.status_code
+    assert AuditEvent.objects.count() == events  # refused indeed
+    assert outbox == []
+
+
+def test_a_key_write_refused_by_the_abuse_guard_mails_no_one(world, committed):
+    for _ in range(int(guards.KEY_WRITE_RATE.split("/")[0])):
+        guards.key_write(user=world.acme_admin, org_slug="acme")
+
+    with committed() as outbox:
+        response = console(world.acme_admin).post(SAVE.format("acme"), {"api_key": CANARY_KEY})
+
+    assert response.status_code == 429
+    assert outbox == []
+
+
+def test_a_key_write_whose_transaction_is_rolled_back_mails_no_one(world, committed):
+    membership = world.membership(world.acme_admin, world.acme)
+
+    with committed() as outbox:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            services.claude_api_key_set(membership=membership, raw_key=CANARY_KEY, ip=None)
+            raise RuntimeError("something after the save fails")
+
+    assert not ClaudeApiKey.objects.filter(organisation=world.acme).exists()
+    assert outbox == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_write_mails_once_it_is_really_committed_and_not_when_really_rolled_back(world, mail):
+    # No test transaction around this one: the save commits (or rolls back) as it does in production.
+    membership = world.membership(world.acme_owner, world.acme)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        services.claude_api_key_set(membership=membership, raw_key=OTHER_KEY, ip=None)
+        raise RuntimeError("something after the save fails")
+    assert mailer.wait(timeout=10) and mail == []
+
+    response = console(world.acme_owner).post(SAVE.format("acme"), {"api_key": CANARY_KEY})
+
+    assert response.status_code == 302
+    assert mailer.wait(timeout=10)
+    assert to(mail) == ["admin@acme.test", "owner@acme.test"]
+    assert_no_key_in(mail)
+
+
+# --- Passwords ------------------------------------------------------------------------------------------------------
+
+
+def assert_password_mail(outbox, address: str, how: str) -> None:
+    assert to(outbox) == [address]
+    message = outbox[0]
+    body = " ".join(message.body.split())
+    assert message.subject == "Your Opsion password was changed"
+    assert f"The password of your Opsion account {address} was changed {how}" in body
+    assert "If this wasn't you, reset your password" in body and "Forgot your password?" in body
+    assert "contact Opsion support: https://support.opsion.example/" in body
+    assert " UTC" in body
+
+
+def test_a_password_changed_in_the_console_is_mailed_to_its_user(world, committed):
+    client = console(world.acme_member)
+
+    with committed() as outbox:
+        wrong = {"old_password": "wrong", "new_password1": NEW, "new_password2": NEW}
+        refused = client.post("/accounts/password/", wrong)
+        assert refused.status_code == 200 and outbox == []  # not changed: nothing to tell
+        changed = client.post(
+            "/accounts/password/", {"old_password": PASSWORD, "new_password1": NEW, "new_password2": NEW}
+        )
+
+    assert changed.status_code == 302
+    assert_password_mail(outbox, "member@acme.test", "on its Change password page")
+
+
+def test_a_password_reset_by_link_is_mailed_after_the_link(world, committed):
+    client = Client()
+    with committed() as outbox:
+        client.post("/accounts/password/reset/", {"email": "admin@acme.test"})
+    link = re.search(r"https?://[^/\s]+(/accounts/password/reset/[\w-]+/[\w-]+/)", outbox[0].body)[1]
+    opened = client.get(link)
+    outbox.clear()
+
+    with committed():
+        done = client.post(opened["Location"], {"new_password1": NEW, "new_password2": NEW})
+
+    assert done.status_code == 302
+    assert_password_mail(outbox, "admin@acme.test", "with a reset link")
+
+
+def test_a_password_set_by_staff_in_admin_is_mailed_to_its_user(world, committed):
+    url = f"/admin/orgs/user/{world.acme_member.pk}/password/"
+    staff = console(world.staff)
+
+    with committed() as outbox:
+        mismatch = staff.post(url, {"password1": NEW, "password2": NEW + "x"})
+        assert mismatch.status_code == 200 and outbox == []
+        response = staff.post(url, {"password1": NEW, "password2": NEW})
+
+    assert response.status_code == 302
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(NEW)
+    assert_password_mail(outbox, "member@acme.test", "by Opsion staff")
+
+
+def test_staff_changing_their_own_password_in_admin_are_mailed(world, committed):
+    with committed() as outbox:
+        response = console(world.staff).post(
+            "/admin/password_change/", {"old_password": PASSWORD, "new_password1": NEW, "new_password2": NEW}
+        )
+
+    assert response.status_code == 302
+    assert_password_mail(outbox, "staff@opsion.test", "on its Change password page")
+
+
+# --- Without mail ---------------------------------------------------------------------------------------------------
+
+
+def test_without_mail_nothing_is_sent_and_every_change_still_goes_through(
+    world, mailoutbox, django_capture_on_commit_callbacks
+):
+    admin = console(world.acme_admin)
+    with django_capture_on_commit_callbacks(execute=True):
+        saved = admin.post(SAVE.format("acme"), {"api_key": CANARY_KEY})
+        removed = admin.post(REMOVE.format("acme"), {"confirm": "yes"})
+        new = {"old_password": PASSWORD, "new_password1": NEW, "new_password2": NEW}
+        changed = admin.post("/accounts/password/", new)
+
+    assert mailer.wait(timeout=10)
+    assert [r.status_code for r in (saved, removed, changed)] == [302, 302, 302]
+    assert mailoutbox == []

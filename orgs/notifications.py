@@ -1,6 +1,7 @@
 """Security e-mails: what changed, on whose account or organisation, by whom and when, and what to do if it was not
 expected. A customer's compliance team wants to hear of a change to its Claude API key from Opsion, not to find it
-in the audit log weeks later; a user whose password was changed by someone else learns it here first.
+in the audit log weeks later; a user whose password was changed, or who has a new API token, by someone else learns
+it here first.
 
 Each e-mail is written on the request's thread (recipients, names, times: everything read from the database) and
 handed to the mail thread (orgs.mailer) only once the change commits: a write refused or rolled back tells no one of a
@@ -18,7 +19,7 @@ from django.db import transaction
 from django.template.loader import render_to_string
 
 from orgs import mailer
-from orgs.models import MANAGING_ROLES, AuditAction, Organisation, User
+from orgs.models import MANAGING_ROLES, ApiToken, AuditAction, Organisation, User
 
 VIA = {
     "console": "in the Opsion console",
@@ -63,6 +64,23 @@ def password_changed(*, user: User, how: str, at: datetime) -> None:
     }
     body = render_to_string("orgs/email/password_changed.txt", context)
     _send_on_commit(user, "Your Opsion password was changed", body, "password changed e-mail")
+
+
+def api_token_created(*, token: ApiToken) -> None:
+    """Tell the token's user a token was created on their account (its name, never the token or its prefix), once
+    the transaction commits."""
+    user = token.user
+    if not settings.EMAIL_CONFIGURED or not user.is_active:
+        return
+    context = {
+        "email": user.email,
+        "name": token.name,
+        "when": _utc(token.created_at),
+        "expires": _utc(token.expires_at) if token.expires_at else "",
+        "support": settings.SUPPORT_URL,
+    }
+    body = render_to_string("orgs/email/api_token_created.txt", context)
+    _send_on_commit(user, "A new API token was created on your Opsion account", body, "api token created e-mail")
 
 
 def _who(user) -> str:

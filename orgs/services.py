@@ -194,6 +194,7 @@ def api_token_create(
         token = ApiToken.objects.create(
             user=user, name=name, token_hash=_hash(raw), prefix=raw[:12], expires_at=now + lifetime
         )
+        notifications.api_token_created(token=token)  # its user hears of it (its name, never the token), on commit
     return token, raw
 
 

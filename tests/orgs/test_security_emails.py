@@ -1,10 +1,13 @@
 """Security e-mails: the organisation's Owners and Admins hear of every change to its Claude API key, and a user of
-every change to their password, once the change is committed."""
+every change to their password and every new API token on their account, once the change is committed."""
 
+import io
+from datetime import UTC
 import re
 from contextlib import contextmanager
 
 import pytest
+from django.core.management import call_command
 from django.db import transaction
 from django.test import Client
 
@@ -308,6 +311,37 @@ def test_staff_changing_their_own_password_in_admin_are_mailed(world, committed)
     assert_password_mail(outbox, "staff@opsion.test", "on its Change password page")
 
 
+# --- API tokens -----------------------------------------------------------------------------------------------------
+
+
+def test_a_token_created_in_the_console_is_mailed_to_its_user_without_the_token(world, committed):
+    client = console(world.acme_admin)
+
+    with committed() as outbox:
+        assert client.post("/orgs/acme/settings/tokens/create", {"name": ""}).status_code == 400
+        assert outbox == []  # refused: nothing created
+        response = client.post("/orgs/acme/settings/tokens/create", {"name": "Reporting pipeline"})
+
+    assert response.status_code == 200
+    assert to(outbox) == ["admin@acme.test"]
+    message = outbox[0]
+    body = " ".join(message.body.split())
+    assert message.subject == "A new API token was created on your Opsion account"
+    assert "A personal API token named “Reporting pipeline” was created on your Opsion account admin@acme.test" in body
+    assert " UTC" in body and "revoke it in Settings → API tokens" in body
+    token = world.acme_admin.api_tokens.get()
+    assert f"until it expires at {token.expires_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" in body
+    assert token.prefix not in whole(message) and "opsn_" not in whole(message)
+
+
+def test_a_token_created_with_the_command_is_mailed_to_its_user(world, committed):
+    with committed() as outbox:
+        call_command("create_api_token", "member@acme.test", "--name", "CI pipeline", stdout=io.StringIO())
+
+    assert to(outbox) == ["member@acme.test"]
+    assert "“CI pipeline”" in outbox[0].body and "opsn_" not in whole(outbox[0])
+
+
 # --- Without mail ---------------------------------------------------------------------------------------------------
 
 
@@ -318,9 +352,10 @@ def test_without_mail_nothing_is_sent_and_every_change_still_goes_through(
     with django_capture_on_commit_callbacks(execute=True):
         saved = admin.post(SAVE.format("acme"), {"api_key": CANARY_KEY})
         removed = admin.post(REMOVE.format("acme"), {"confirm": "yes"})
+        token = admin.post("/orgs/acme/settings/tokens/create", {"name": "Reporting pipeline"})
         new = {"old_password": PASSWORD, "new_password1": NEW, "new_password2": NEW}
         changed = admin.post("/accounts/password/", new)
 
     assert mailer.wait(timeout=10)
-    assert [r.status_code for r in (saved, removed, changed)] == [302, 302, 302]
+    assert [r.status_code for r in (saved, removed, token, changed)] == [302, 302, 200, 302]
     assert mailoutbox == []

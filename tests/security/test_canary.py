@@ -658,7 +658,7 @@ def test_the_key_is_in_no_security_e_mail_of_its_saves_and_removals(
     guard, world, settings, mailoutbox, django_capture_on_commit_callbacks
 ):
     """Every save and removal of the key is mailed to the organisation's Owners and Admins (orgs.notifications),
-    from the console, the API and admin, first saves and replacements, beside a password change:
+    from the console, the API and admin, first saves and replacements, beside a password change and a new token:
     no fragment of the key in any of them, headers included, nor in the answers and log lines around them."""
     settings.EMAIL_CONFIGURED = True
     owner, admin, staff = _client(world.acme_owner), _client(world.acme_admin), _client(world.staff)
@@ -676,13 +676,14 @@ def test_the_key_is_in_no_security_e_mail_of_its_saves_and_removals(
         new = "a-New-passw0rd-for-acme"
         changed = {"old_password": PASSWORD, "new_password1": new, "new_password2": new}
         posted.append(("password change", owner.post("/accounts/password/", changed)))
+        posted.append(("new token", admin.post("/orgs/acme/settings/tokens/create", {"name": "canary token"})))
     assert mailer.wait(timeout=10)
 
     for label, response in posted:
         guard.check(f"{label} (mailed)", response)
-    assert [response.status_code for _, response in posted] == [302, 200, 302, 200, 302, 302, 302]
-    # Six key changes to acme's Owner and Admin, one password change.
-    assert len(mailoutbox) == 6 * 2 + 1, [message.subject for message in mailoutbox]
+    assert [response.status_code for _, response in posted] == [302, 200, 302, 200, 302, 302, 302, 200]
+    # Six key changes to acme's Owner and Admin, one password change, one token.
+    assert len(mailoutbox) == 6 * 2 + 2, [message.subject for message in mailoutbox]
     for message in mailoutbox:
         wire = message.message().as_string()
         for fragment in FRAGMENTS:

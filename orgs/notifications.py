@@ -44,7 +44,17 @@ def key_changed(*, org: Organisation, actor, action: str, via: str, at: datetime
     managers = User.objects.filter(
         is_active=True, memberships__organisation=org, memberships__role__in=MANAGING_ROLES
     ).order_by("pk")
-    context = {"org": org.name, "saved": saved, "replaced": replaced, "by": by, "via": VIA[via], "when": _utc(at)}
+    context = {
+        "org": org.name,
+        "saved": saved,
+        "replaced": replaced,
+        "by": by,
+        "via": VIA[via],
+        "when": _utc(at),
+        # A key left behind by a downgrade was not in use: its removal changes nothing for the queries.
+        "in_use": org.allows_byom,
+        "plan": org.get_plan_display(),
+    }
     body = render_to_string("orgs/email/key_changed.txt", context)
     what = f"claude api key {'saved' if saved else 'removed'} e-mail"
     for user in managers:

@@ -2,9 +2,10 @@
 every change to their password and every new API token on their account, once the change is committed."""
 
 import io
-from datetime import UTC
+import logging
 import re
 from contextlib import contextmanager
+from datetime import UTC
 
 import pytest
 from django.core.management import call_command
@@ -151,6 +152,19 @@ def test_a_removed_key_is_mailed_to_the_owners_and_admins_saying_queries_are_bac
     assert_no_key_in(outbox)
 
 
+def test_a_key_left_behind_by_a_downgrade_and_removed_is_mailed_saying_it_was_not_in_use(world, committed):
+    store_key(world.globex, CANARY_KEY, by=world.globex_owner)  # saved on a BYOM plan, before the downgrade
+
+    with committed() as outbox:
+        assert console(world.globex_admin).post(REMOVE.format("globex"), {"confirm": "yes"}).status_code == 302
+
+    assert to(outbox) == ["admin@globex.test", "owner@globex.test"]
+    body = " ".join(outbox[0].body.split())
+    assert "It was not in use on the Professional plan: queries already ran on Opsion's platform key." in body
+    assert "now use Opsion's platform key" not in body
+    assert_no_key_in(outbox)
+
+
 def test_a_key_removed_by_opsion_staff_in_admin_is_mailed_saying_so(crowd, committed):
     store_key(crowd.acme, CANARY_KEY, by=crowd.acme_owner)
     action = {"action": "remove_claude_api_key", "_selected_action": [crowd.acme.pk], "confirm": "yes"}
@@ -242,6 +256,29 @@ def test_a_key_write_mails_once_it_is_really_committed_and_not_when_really_rolle
     assert_no_key_in(mail)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_key_e_mail_that_fails_is_logged_by_account_and_request_never_by_address_and_the_key_is_kept(
+    world, mail, settings, caplog
+):
+    # Committed for real, inside the request as in production: the e-mail is handed over under the request's ID.
+    settings.EMAIL_BACKEND = "tests.orgs.test_password_reset.RefusingBackend"  # its error quotes address and body
+
+    with caplog.at_level(logging.INFO):
+        response = console(world.acme_admin).post(SAVE.format("acme"), {"api_key": CANARY_KEY})
+    assert mailer.wait(timeout=10)
+
+    assert response.status_code == 302 and mail == []
+    assert ClaudeApiKey.objects.filter(organisation=world.acme).exists()  # the change stands
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert sorted(record.getMessage() for record in errors) == sorted(
+        f"claude api key saved e-mail to user {user.pk} not sent (SMTPRecipientsRefused)"
+        for user in (world.acme_owner, world.acme_admin)
+    )
+    assert {record.request_id for record in errors} == {response["X-Request-ID"]}
+    assert "@acme.test" not in "".join(record.getMessage() for record in errors)
+    assert "Acme Digital Assets" not in caplog.text and "NEVER-LEAK-ME" not in caplog.text
+
+
 # --- Passwords ------------------------------------------------------------------------------------------------------
 
 
@@ -252,7 +289,7 @@ def assert_password_mail(outbox, address: str, how: str) -> None:
     assert message.subject == "Your Opsion password was changed"
     assert f"The password of your Opsion account {address} was changed {how}" in body
     assert "If this wasn't you, reset your password" in body and "Forgot your password?" in body
-    assert "contact Opsion support: https://support.opsion.example/" in body
+    assert body.endswith("contact Opsion support: https://support.opsion.example/ — Opsion")  # no dot to click
     assert " UTC" in body
 
 

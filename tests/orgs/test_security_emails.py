@@ -22,7 +22,13 @@ SAVE = "/orgs/{}/settings/claude-api-key/save"
 REMOVE = "/orgs/{}/settings/claude-api-key/remove"
 NEW = "a-New-passw0rd-for-acme"
 KEY_FRAGMENTS = [CANARY_KEY, CANARY_KEY[13:45], CANARY_KEY[-12:], "NEVER-LEAK-ME", "CANARY"]
-UNEXPECTED = "revoke the key at console.anthropic.com and review Settings → AI Insights"
+# What to do if the change was not expected: a key saved by someone else sends the organisation's questions to their
+# Anthropic account, so it must go at once; a key removed is saved again.
+UNEXPECTED_SAVE = (
+    "If you did not expect this change, remove the key in Settings → AI Insights at once: your organisation's "
+    "questions now go to the Anthropic account that key belongs to, which may not be yours."
+)
+UNEXPECTED_REMOVAL = "If you did not expect this change, save your organisation's key again in Settings → AI Insights."
 
 
 @pytest.fixture
@@ -102,7 +108,7 @@ def test_a_key_saved_in_the_console_is_mailed_to_every_active_owner_and_admin_of
         assert "A Claude API key was saved for the Opsion organisation Acme Digital Assets." in body
         assert "By: Ada Admin (admin@acme.test), in the Opsion console" in body
         assert f"When: {utc(saved_at)}" in body
-        assert UNEXPECTED in body and "audit log" in body
+        assert UNEXPECTED_SAVE in body and "audit log" in body and UNEXPECTED_REMOVAL not in body
         assert "because you are an Owner or Admin of Acme Digital Assets" in body
         assert "http" not in message.body  # no link at all, so none carrying a token
         assert message.content_subtype == "plain" and not getattr(message, "alternatives", [])  # as the reset's
@@ -148,7 +154,7 @@ def test_a_removed_key_is_mailed_to_the_owners_and_admins_saying_queries_are_bac
     assert outbox[0].subject == "Claude API key removed from Acme Digital Assets"
     assert "The Claude API key of the Opsion organisation Acme Digital Assets was removed." in body
     assert "By: Ada Admin (admin@acme.test)" in body and f"When: {utc(event.created_at)}" in body
-    assert "now use Opsion's platform key" in body and UNEXPECTED in body
+    assert "now use Opsion's platform key" in body and UNEXPECTED_REMOVAL in body and UNEXPECTED_SAVE not in body
     assert_no_key_in(outbox)
 
 

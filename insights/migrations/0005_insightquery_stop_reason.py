@@ -3,17 +3,13 @@
 from django.db import migrations, models
 
 
-def answered_ended_complete(apps, schema_editor):
-    """Queries answered before the stop reason was recorded read as complete: nothing better is known of them, and
-    the answer was shown as complete then. Failed and pending ones keep none (Claude did not end them)."""
-    apps.get_model("insights", "InsightQuery").objects.filter(outcome="answered").update(stop_reason="complete")
-
-
 class Migration(migrations.Migration):
     dependencies = [
         ("insights", "0004_ratelimit_stamps_the_decision"),
     ]
 
+    # The column only: a nullable column without a default is a change to the catalogue, however many rows the table
+    # has. Filling it in for the answers already given is 0006's, outside this migration's transaction.
     operations = [
         migrations.AddField(
             model_name="insightquery",
@@ -29,5 +25,4 @@ class Migration(migrations.Migration):
                 null=True,
             ),
         ),
-        migrations.RunPython(answered_ended_complete, migrations.RunPython.noop, elidable=True),
     ]

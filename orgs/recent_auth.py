@@ -25,6 +25,14 @@ def record(request: HttpRequest) -> None:
     request.session[SESSION_KEY] = time.time()
 
 
+def confirmed(request: HttpRequest) -> None:
+    """The user has just confirmed their password, signed in already: the session's rights grow, so it gets a new
+    key first, as Django's login() and a password change give it one. A copy of the old cookie (taken from another
+    machine before) then names no session, rather than one just proved for another RECENT_AUTHENTICATION_SECONDS."""
+    request.session.cycle_key()
+    record(request)
+
+
 def is_recent(request: HttpRequest) -> bool:
     entered = request.session.get(SESSION_KEY)
     if not isinstance(entered, int | float):

@@ -378,7 +378,7 @@ def token_create(request: HttpRequest, slug: str) -> HttpResponse:
     form = ApiTokenForm(request.POST, confirming=confirming)
     valid = form.is_valid()
     if confirming and "password" in form.cleaned_data:
-        recent_auth.record(request)  # proved, even if the name was refused: the window starts again
+        recent_auth.confirmed(request)  # proved, even if the name was refused: the window starts again
     if not valid:
         return _settings_page(request, membership, status=400, token_form=form)
     # The page showing a new token is the answer to this POST (the raw token is shown this once and

@@ -115,6 +115,31 @@ def test_the_right_password_creates_the_token_and_renews_the_window(world):
     assert sorted(tokens(world.acme_admin)) == ["Nightly export", "Second"]
 
 
+def test_confirming_the_password_gives_the_session_a_new_key_so_a_copy_of_the_old_cookie_gains_nothing(world):
+    # As a sign-in and a password change do: a session's rights grow here, so whoever holds a copy of its cookie
+    # (taken before, from another machine) must not grow with it. The old key then names no session at all.
+    client = password_last_entered(signed_in(), minutes_ago=16)
+    copied = Client()
+    copied.cookies["sessionid"] = client.cookies["sessionid"].value
+
+    assert client.post(CREATE, {"name": "Nightly export", "password": PASSWORD}).status_code == 200
+
+    assert client.cookies["sessionid"].value != copied.cookies["sessionid"].value
+    assert copied.get(SETTINGS).status_code == 302  # to the sign-in page
+    assert copied.post(CREATE, {"name": "Thief's"}).status_code == 302
+    assert client.post(CREATE, {"name": "Second"}).status_code == 200  # the user's own session goes on, confirmed
+    assert sorted(tokens(world.acme_admin)) == ["Nightly export", "Second"]
+
+
+def test_a_wrong_password_leaves_the_session_key_as_it_was(world):
+    client = password_last_entered(signed_in(), minutes_ago=16)
+    before = client.cookies["sessionid"].value
+
+    client.post(CREATE, {"name": "Nightly export", "password": "not-the-password"})
+
+    assert client.cookies["sessionid"].value == before
+
+
 def test_the_right_password_with_a_refused_name_renews_the_window_but_creates_nothing(world):
     client = password_last_entered(signed_in(), minutes_ago=16)
 

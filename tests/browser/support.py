@@ -16,6 +16,17 @@ ARTIFACTS = ROOT / "artifacts" / "screenshots"
 DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
 MASK = "sk-ant-••••••••••••••••"
 PHONE = {"width": 390, "height": 844}
+# Content wider than a phone or a printed page: an address, a link and an answer holding a long word, code and a table.
+LONG_EMAIL = "alexandra.konstantinou@acmedigitalassets.test"
+LONG_URL = "https://eur-lex.europa.eu/legal-content/EN/TXT/?uri=CELEX%3A32023R1114&qid=1700000000000#d1e40-1-1"
+WIDE_ANSWER = (
+    "## Sources\n\n"
+    f"See {LONG_URL} and `reserve_assets_per_token_in_circulation_ratio_threshold`.\n\n"
+    "```python\nreserve_ratio = compute_reserve_ratio(reserve_assets=reserve_assets_in_euro, tokens=issued)\n```\n\n"
+    "| Article | Obligation | Competent authority | Deadline | Notes |\n|---|---|---|---|---|\n"
+    "| Article 36 | Reserve of assets held by issuers of asset-referenced tokens | National competent authority of "
+    f"the home Member State | Continuously | Monthly independent audits, published at {LONG_URL} |\n"
+)
 _FAILED_LOAD = re.compile(r"^Failed to load resource: the server responded with a status of (\d{3})")
 _axe = Axe()
 

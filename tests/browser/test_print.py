@@ -10,22 +10,12 @@ from playwright.sync_api import Page, expect
 from orgs import services as org_services
 from orgs.models import AuditAction, AuditEvent
 from tests.base import GOOD_KEY
-from tests.browser.support import screenshot, sign_in
+from tests.browser.support import LONG_EMAIL, WIDE_ANSWER, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 # An A4 page's printable width at 96 CSS px to the inch (Chromium's default margins).
 A4 = {"width": 718, "height": 1000}
-LONG_EMAIL = "alexandra.konstantinou@acmedigitalassets.test"
-LONG_URL = "https://eur-lex.europa.eu/legal-content/EN/TXT/?uri=CELEX%3A32023R1114&qid=1700000000000#d1e40-1-1"
-ANSWER = (
-    "## Sources\n\n"
-    f"See {LONG_URL} and `reserve_assets_per_token_in_circulation_ratio_threshold`.\n\n"
-    "```python\nreserve_ratio = compute_reserve_ratio(reserve_assets=reserve_assets_in_euro, tokens=issued)\n```\n\n"
-    "| Article | Obligation | Competent authority | Deadline | Notes |\n|---|---|---|---|---|\n"
-    "| Article 36 | Reserve of assets held by issuers of asset-referenced tokens | National competent authority of "
-    f"the home Member State | Continuously | Monthly independent audits, published at {LONG_URL} |\n"
-)
 
 
 def ask(page: Page, question: str) -> None:
@@ -45,7 +35,7 @@ def test_a_printed_answer_keeps_its_whole_text_without_the_console_around_it(app
     org_services.claude_api_key_set(
         membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None
     )
-    fake_anthropic.answer_text = ANSWER
+    fake_anthropic.answer_text = WIDE_ANSWER
     page.set_viewport_size(A4)
     sign_in(page, app.url, "admin@acme.test")
     ask(page, "Which reserve obligations apply to ART issuers under MiCAR?")

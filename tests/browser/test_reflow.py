@@ -14,22 +14,12 @@ from insights.models import InsightQuery, KeySource, Outcome
 from orgs import services as org_services
 from orgs.models import Membership, Organisation, Role
 from tests.base import GOOD_KEY, make_user
-from tests.browser.support import screenshot, sign_in
+from tests.browser.support import LONG_EMAIL, LONG_URL, WIDE_ANSWER, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 NARROW = {"width": 320, "height": 640}
 LONG_ORG = "Finanzdienstleistungsunternehmensgruppe AG"  # a one-word name wider than a small phone
-LONG_EMAIL = "alexandra.konstantinou@acmedigitalassets.test"
-LONG_URL = "https://eur-lex.europa.eu/legal-content/EN/TXT/?uri=CELEX%3A32023R1114&qid=1700000000000#d1e40-1-1"
-ANSWER = (
-    "## Sources\n\n"
-    f"See {LONG_URL} and `reserve_assets_per_token_in_circulation_ratio_threshold`.\n\n"
-    "```python\nreserve_ratio = compute_reserve_ratio(reserve_assets=reserve_assets_in_euro, tokens=issued)\n```\n\n"
-    "| Article | Obligation | Competent authority | Deadline | Notes |\n|---|---|---|---|---|\n"
-    "| Article 36 | Reserve of assets held by issuers of asset-referenced tokens | National competent authority of "
-    f"the home Member State | Continuously | Monthly independent audits, published at {LONG_URL} |\n"
-)
 OVERFLOW = """() => {
     const width = window.innerWidth;
     return {width: document.documentElement.scrollWidth, viewport: width};
@@ -74,10 +64,10 @@ def test_every_console_page_reflows_at_320_px_with_long_names_addresses_and_answ
         created_at=timezone.now() - timedelta(minutes=5),
         key_source=KeySource.ORGANISATION,
         query=f"Is {LONG_URL} the regulation's current text?",
-        answer=ANSWER,
+        answer=WIDE_ANSWER,
         outcome=Outcome.ANSWERED,
     )
-    fake_anthropic.answer_text = ANSWER
+    fake_anthropic.answer_text = WIDE_ANSWER
     page.set_viewport_size(NARROW)
     reflow = Reflow(page)
 

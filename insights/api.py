@@ -202,7 +202,7 @@ def list_queries(request: HttpRequest, slug: str, page: Query[Page]):
             "keySource": r.key_source,
             "outcome": r.outcome,
             "errorCode": r.error_code,
-            "stopReason": r.stop_reason,
+            "stopReason": r.ended,
             "createdAt": r.created_at.isoformat(),
             "usage": _tokens(r),
         }

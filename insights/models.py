@@ -70,6 +70,15 @@ class InsightQuery(models.Model):
         return f"{self.organisation} #{self.pk}"
 
     @property
+    def ended(self) -> str | None:
+        """How Claude ended the answer (a StopReason value), or None when it never did (pending, failed). An answered
+        row without one was written by a worker still on older code during a deploy (after migration 0006 filled
+        the rest): it was shown as complete then, and reads so."""
+        if self.stop_reason is None and self.outcome == Outcome.ANSWERED:
+            return StopReason.COMPLETE
+        return self.stop_reason
+
+    @property
     def abandoned(self) -> bool:
         """Still pending long after any answer could have ended: the process writing it was killed (a
         deploy's SIGKILL after gunicorn's graceful timeout, running out of memory) before it recorded one."""

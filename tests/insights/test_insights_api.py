@@ -151,6 +151,16 @@ def test_history_says_how_each_answer_ended_and_none_for_a_query_claude_never_en
     ]
 
 
+def test_an_answer_recorded_without_its_stop_reason_during_a_deploy_reads_as_complete(world, api_client):
+    # A worker still on the code before stop reasons writes an answered row without one after 0006 has run.
+    old = seed(world.acme, 5, user=world.acme_member)[0]
+    InsightQuery.objects.filter(pk=old.pk).update(outcome=Outcome.ANSWERED, stop_reason=None)
+
+    (item,) = api_client(world.acme_member).get(QUERIES.format("acme")).json()["items"]
+
+    assert (item["outcome"], item["stopReason"]) == ("answered", "complete")
+
+
 def test_history_says_why_a_query_failed_and_pages_exactly(world, fake_anthropic, api_client, acme_key):
     fake_anthropic.behave(GOOD_KEY, "auth_error")
     client = api_client(world.acme_member)

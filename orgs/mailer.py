@@ -64,7 +64,7 @@ class Sender:
                 log.error("%s not sent: %s already waiting to be sent", job.what, _emails(len(self._waiting)))
                 return
             self._waiting.append(job)
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():  # not started, or ended by a send's SystemExit
                 self._thread = threading.Thread(target=self._run, name="opsion-mailer", daemon=True)
                 self._thread.start()
             self._changed.notify_all()

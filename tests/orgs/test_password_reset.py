@@ -263,6 +263,19 @@ def test_a_process_stopping_with_e_mails_unsent_logs_each_of_them(world, mail, h
     assert [m.to for m in mail] == [["member@acme.test"]]  # what was said to be left is not sent after all
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread's end, on purpose
+def test_a_send_that_ends_the_mail_thread_does_not_stop_the_next_e_mail(world, mail):
+    # SystemExit (or anything else past Exception) from a send ends the thread: the next e-mail starts another.
+    def leave():
+        raise SystemExit
+
+    mailer.send_later(leave, what="an e-mail whose send leaves")
+    assert mailer.wait(timeout=10)
+    ask("member@acme.test")
+
+    assert [m.to for m in mail] == [["member@acme.test"]]
+
+
 def test_the_link_is_built_on_the_host_asked_for_over_https_when_the_request_was(world, mail, settings):
     settings.ALLOWED_HOSTS = ["opsion.example"]
 

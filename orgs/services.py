@@ -27,8 +27,9 @@ TOKEN_LIFETIME_CHOICES = (30, 90, 365)
 TOKEN_DEFAULT_DAYS = 90
 TOKEN_MAX_DAYS = 365
 ACTIVE_TOKENS_MAX = 20  # per user; expired tokens do not count
-# How long an expired token stays listed (and stored): its owner sees what stopped working, and revokes it or lets
-# it go; the next token they create deletes those older than this.
+# How long an expired token stays listed: its owner sees what stopped working, and revokes it or lets it go. The next
+# token they create deletes those older than this; until then they stay stored (refused, no longer listed), and
+# staff find them with admin's "expired" filter.
 EXPIRED_TOKENS_LISTED_FOR = timedelta(days=30)
 
 
@@ -166,7 +167,7 @@ class TokenExpired(Refused):
 
 
 def _lifetime(days: int) -> timedelta:
-    if not isinstance(days, int) or not 1 <= days <= TOKEN_MAX_DAYS:
+    if type(days) is not int or not 1 <= days <= TOKEN_MAX_DAYS:  # not isinstance: True is an int
         raise InvalidRequest(f"A token lives between 1 and {TOKEN_MAX_DAYS} days.")
     return timedelta(days=days)
 

@@ -161,9 +161,10 @@ def test_pages_fit_a_phone_width_screen(app, page, world):
     ("viewport", "name"),
     [
         (PHONE, "compliance-bot@acme.test"),  # an everyday name: whom the token is for
+        ({"width": 320, "height": 640}, "Reporting pipeline"),  # WCAG 1.4.10's width, with its expiry beneath
         ({"width": 1280, "height": 860}, "N" * 100),  # the longest name the form accepts
     ],
-    ids=["phone", "desktop"],
+    ids=["phone", "320px", "desktop"],
 )
 def test_a_long_token_name_wraps_inside_its_card(app, page, world, viewport, name):
     org_services.api_token_create(user=world.acme_admin, name=name)

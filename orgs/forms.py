@@ -50,10 +50,7 @@ class ApiTokenForm(forms.Form):
                 strip=False,
                 widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
                 # Also what a page loaded within the window and sent after it is told: it showed no such field.
-                error_messages={
-                    "required": "Enter your password to create a token: you last entered it more than "
-                    f"{recent_auth.window()} ago."
-                },
+                error_messages={"required": _asked_for_password()},
             )
 
     @sensitive_variables("password")  # as Django's clean_old_password: error pages list this frame's variables
@@ -65,3 +62,10 @@ class ApiTokenForm(forms.Form):
 
 
 WRONG_PASSWORD = "Your password was entered incorrectly. Please enter it again."
+
+
+def _asked_for_password() -> str:
+    window = recent_auth.window()
+    if window is None:  # RECENT_AUTHENTICATION_SECONDS=0: asked every time
+        return "Enter your password to create a token."
+    return f"Enter your password to create a token: you last entered it more than {window} ago."

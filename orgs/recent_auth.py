@@ -41,9 +41,11 @@ def is_recent(request: HttpRequest) -> bool:
     return 0 <= time.time() - entered < settings.RECENT_AUTHENTICATION_SECONDS
 
 
-def window() -> str:
-    """The window in words, for the pages: "15 minutes" at the default."""
-    return window_words(settings.RECENT_AUTHENTICATION_SECONDS)
+def window() -> str | None:
+    """The window in words, for the pages: "15 minutes" at the default; None when it is 0 (asked every time, so
+    "more than 0 minutes ago" would name a time that means nothing)."""
+    seconds = settings.RECENT_AUTHENTICATION_SECONDS
+    return window_words(seconds) if seconds else None
 
 
 @receiver(user_logged_in, dispatch_uid="orgs.recent_auth.signed_in")

@@ -186,6 +186,20 @@ def test_the_window_is_a_setting_and_the_page_names_it(world, settings):
     assert PASSWORD_FIELD not in client.get(SETTINGS).content.decode()
 
 
+def test_a_window_of_0_asks_every_time_without_naming_a_time(world, settings):
+    settings.RECENT_AUTHENTICATION_SECONDS = 0
+    client = signed_in()
+
+    page = client.get(SETTINGS).content.decode()
+    refused = client.post(CREATE, {"name": "Nightly export"}).content.decode()
+
+    assert PASSWORD_FIELD in page
+    assert "Enter your password to create a token." in page
+    assert "Enter your password to create a token." in refused
+    assert "more than 0" not in page and "more than 0" not in refused
+    assert tokens(world.acme_admin) == []
+
+
 # --- The guess limit, shared with the password change --------------------------------------------------
 
 

@@ -86,3 +86,26 @@ def test_a_page_loaded_in_the_window_and_sent_after_it_asks_and_keeps_the_name(a
     confirm.fill(PASSWORD)
     page.get_by_role("button", name="Create token").click()
     expect(page.get_by_role("status").filter(has_text="Token “Nightly export” created.")).to_be_visible()
+
+
+def beside_or_above(label: dict, field: dict) -> bool:
+    """A label reads with its field: on the same line before it, or on the line above it, over it."""
+    same_line = label["y"] < field["y"] + field["height"] and field["y"] < label["y"] + label["height"]
+    above = label["y"] + label["height"] <= field["y"] + 1 and label["x"] < field["x"] + field["width"]
+    return (same_line and label["x"] + label["width"] <= field["x"]) or (
+        above and field["x"] < label["x"] + label["width"]
+    )
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 860}, {"width": 320, "height": 640}], ids=str)
+def test_each_label_of_the_token_form_stays_with_its_field_when_the_password_is_asked(app, page, context, viewport):
+    page.set_viewport_size(viewport)
+    sign_in(page, app.url, "admin@acme.test")
+    password_last_entered(context, minutes_ago=16)
+    page.goto(f"{app.url}/orgs/acme/settings/")
+
+    form = page.locator("form", has=page.get_by_role("button", name="Create token"))
+    for name in ("Token name", "Expires", "Confirm your password"):
+        label = form.locator("label", has_text=name).bounding_box()
+        field = page.get_by_label(name).bounding_box()
+        assert beside_or_above(label, field), f"{name!r} at {label} is apart from its field at {field}"

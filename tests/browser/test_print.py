@@ -74,4 +74,8 @@ def test_a_printed_audit_log_keeps_every_column_and_leaves_out_the_page_buttons(
     box = page.locator(".table-scroll")
     assert box.evaluate("el => el.scrollWidth <= el.clientWidth"), "the printed audit log is cut off"
     expect(page.get_by_role("navigation", name="Audit log pages")).to_be_hidden()
+    # Links lead nowhere on paper: back to Settings, the CSV download.
+    expect(page.get_by_role("link", name="Settings")).to_be_hidden()
+    expect(page.get_by_role("link", name="Download as CSV")).to_be_hidden()
+    expect(page.get_by_text("60 changes, newest first")).to_be_visible()
     expect(page.locator(".topbar .tabs")).to_be_hidden()

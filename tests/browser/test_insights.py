@@ -364,3 +364,20 @@ def test_a_failed_or_refused_question_shows_its_reference_and_an_answer_clears_i
         page.get_by_role("button", name="Ask", exact=True).click()
     expect(page.locator("#answer-error").get_by_role("alert")).to_contain_text("Rate limit reached (20/hour)")
     expect(reference).to_have_text(f"Reference: {refused.value.headers['x-request-id']}")
+
+
+def test_an_answers_bullets_look_the_same_in_the_answer_card_and_in_recent_queries(app, page, fake_anthropic):
+    # Inside the history's own list an answer's list was a second level to the browser: hollow circles, not discs.
+    sign_in(page, app.url, "member@acme.test")
+    page.get_by_label("Your question").fill("How does a CASP get authorised?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#answer-body ul > li").first).to_be_visible()
+
+    def bullet(selector: str) -> str:
+        return page.locator(selector).first.evaluate("li => getComputedStyle(li).listStyleType")
+
+    in_the_card = bullet("#answer-body ul > li")
+    page.reload()
+    page.locator("#history > li summary").first.click()
+
+    assert in_the_card == bullet("#history .prose ul > li") == "disc"

@@ -410,11 +410,11 @@ def token_create(request: HttpRequest, slug: str) -> HttpResponse:
 
 def _revoke(request: HttpRequest, token_id: int) -> None:
     try:
-        services.api_token_revoke(user=request.user, token_id=token_id)
+        name = services.api_token_revoke(user=request.user, token_id=token_id)
     except NotFound as missing:
         messages.error(request, missing.message)
     else:
-        messages.success(request, "API token revoked. Requests using it are now refused.")
+        messages.success(request, f"API token “{name}” revoked. Requests using it are now refused.")
 
 
 @login_required

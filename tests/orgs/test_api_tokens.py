@@ -169,7 +169,7 @@ def test_a_revoked_token_is_refused(world):
 
     response = client.post(f"/orgs/acme/settings/tokens/{token.pk}/revoke", follow=True)
 
-    assert "API token revoked. Requests using it are now refused." in response.content.decode()
+    assert f"API token “{token.name}” revoked. Requests using it are now refused." in response.content.decode()
     assert not ApiToken.objects.exists()
     refused = api_get(raw)
     assert refused.status_code == 401
@@ -199,8 +199,9 @@ def test_someone_removed_from_every_organisation_can_still_revoke_their_tokens(w
 
     response = client.post(f"/accounts/tokens/{token.pk}/revoke", follow=True)
 
-    assert "API token revoked. Requests using it are now refused." in response.content.decode()
-    assert "leaked laptop" not in response.content.decode()
+    page = response.content.decode()
+    assert "API token “leaked laptop” revoked. Requests using it are now refused." in page
+    assert page.count("leaked laptop") == 1  # in that message only: no longer listed
     # Added back later, the revoked token stays refused.
     Membership.objects.create(user=world.acme_member, organisation=world.acme, role=Role.MEMBER)
     assert api_get(raw).status_code == 401
@@ -215,7 +216,7 @@ def test_a_token_revoked_from_a_settings_page_left_open_after_removal_from_the_o
     response = client.post(f"/orgs/acme/settings/tokens/{token.pk}/revoke", follow=True)
 
     assert response.status_code == 200
-    assert "API token revoked. Requests using it are now refused." in response.content.decode()
+    assert "API token “leaked laptop” revoked. Requests using it are now refused." in response.content.decode()
     assert not ApiToken.objects.exists()
     Membership.objects.create(user=world.acme_member, organisation=world.acme, role=Role.MEMBER)
     assert api_get(raw).status_code == 401  # added back, the token stays revoked

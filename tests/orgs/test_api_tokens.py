@@ -11,6 +11,7 @@ from django.core.cache import cache
 from django.core.cache.backends.base import CacheKeyWarning
 from django.db import connection
 from django.utils import timezone
+from django.views.debug import ExceptionReporter
 
 from orgs import services
 from orgs.models import ApiToken, Membership, Role
@@ -410,3 +411,18 @@ def test_a_token_forms_one_time_value_of_any_length_is_kept_short_in_the_cache_a
     assert not [w for w in caught if issubclass(w.category, CacheKeyWarning)]
     assert all(len(value) <= 64 for value in client.session["token_forms_used"])
     assert ApiToken.objects.filter(user=world.acme_admin).count() == 1
+
+
+def test_an_error_report_raised_while_authenticating_a_token_hides_the_token(world):
+    # Any error inside (a database failure, a bug; here a clock that is no time) puts the frame's variables in the
+    # error report, e-mailed to ADMINS or logged: the bearer token must show there as Django's stars.
+    _, raw = services.api_token_create(user=world.acme_admin, name="CI")
+
+    with pytest.raises(TypeError) as raised:
+        services.api_token_authenticate(raw, now="not a time")
+
+    frames = ExceptionReporter(None, raised.type, raised.value, raised.tb).get_traceback_frames()
+    authenticating = [f for f in frames if f["filename"].endswith("orgs/services.py")]
+    assert authenticating, "the report has no frame of api_token_authenticate"
+    for frame in authenticating:
+        assert raw not in str(frame["vars"])  # its prefix may show: Settings lists it

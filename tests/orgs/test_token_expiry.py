@@ -166,6 +166,16 @@ def test_expired_tokens_do_not_count_against_the_cap(world):
     assert ApiToken.objects.filter(user=world.acme_admin).count() == 21
 
 
+def test_a_token_stops_counting_against_the_cap_the_instant_it_expires(world):
+    now = timezone.now()
+    made = [services.api_token_create(user=world.acme_admin, name=f"CI {n}", now=now)[0] for n in range(20)]
+    expire(made[0], at=now)  # refused by the API from this instant (test_a_token_is_expired_from_the_instant...)
+
+    token, _ = services.api_token_create(user=world.acme_admin, name="CI 21", now=now)
+
+    assert token.expires_at == now + timedelta(days=90)
+
+
 def test_tokens_without_expiry_count_against_the_cap(world):
     # They work: a user holding 25 of them from before the cap must revoke some first.
     tokens = make_tokens(world.acme_admin, 20)

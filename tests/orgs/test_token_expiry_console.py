@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from orgs import services
+from orgs import selectors, services
 from orgs.models import ApiToken, Membership
 from tests.clients import console
 
@@ -149,6 +149,36 @@ def test_a_notice_names_a_token_expiring_within_seven_days(world):
     assert "“Soon” expires in 3 days" in words
     assert "Later" not in words
     assert "Create a new token and switch to it before then" in words
+
+
+def test_the_notice_names_the_soonest_to_expire_first(world):
+    make(world.acme_admin, "In two days", expires_in=timedelta(days=2))
+    make(world.acme_admin, "In five days", expires_in=timedelta(days=5))  # newer: listed first in the table
+
+    page = console(world.acme_admin).get(SETTINGS).content.decode()
+
+    words = text_of(re.search(r'<div[^>]*id="tokens-expiring"[^>]*>.*?</div>', page, re.S).group(0))
+    assert words.index("In two days") < words.index("In five days")
+
+
+def test_a_token_lists_as_expiring_at_seven_days_to_the_instant_and_as_expired_from_its_expiry(world):
+    now = timezone.now()
+    week, expired = (services.api_token_create(user=world.acme_admin, name=n, now=now)[0] for n in ("week", "ended"))
+    ApiToken.objects.filter(pk=week.pk).update(expires_at=now + selectors.EXPIRING_SOON)
+    ApiToken.objects.filter(pk=expired.pk).update(expires_at=now)  # the instant the API starts refusing it
+
+    listed = selectors.api_tokens_listed(world.acme_admin, now=now)
+
+    assert [t.name for t in listed.tokens] == ["week", "ended"]  # the active one, then the expired one
+    assert [t.name for t in listed.expiring_soon] == ["week"]
+
+
+def test_a_token_expired_thirty_days_ago_to_the_instant_is_still_listed(world):
+    now = timezone.now()
+    token, _ = services.api_token_create(user=world.acme_admin, name="Old CI", now=now)
+    ApiToken.objects.filter(pk=token.pk).update(expires_at=now - services.EXPIRED_TOKENS_LISTED_FOR)
+
+    assert [t.name for t in selectors.api_tokens_listed(world.acme_admin, now=now).tokens] == ["Old CI"]
 
 
 def test_no_notice_when_nothing_expires_within_seven_days(world):

@@ -163,6 +163,38 @@ def test_a_session_that_never_recorded_a_password_is_asked(world):
     assert tokens(world.acme_admin) == []
 
 
+def test_a_time_ahead_of_the_clock_is_no_proof_and_is_asked(world):
+    # A server's clock set back (or a session written by another server ahead of this one) leaves a time in the
+    # future: it must not count as recent until the clock catches up with it.
+    client = password_last_entered(signed_in(), minutes_ago=-60)
+
+    assert PASSWORD_FIELD in client.get(SETTINGS).content.decode()
+    assert client.post(CREATE, {"name": "Nightly export"}).status_code == 400
+    assert tokens(world.acme_admin) == []
+
+
+def test_signing_in_records_the_moment_the_password_was_typed(world):
+    before = time.time()
+    client = signed_in()
+    after = time.time()
+
+    assert before <= client.session[recent_auth.SESSION_KEY] <= after
+
+
+def test_a_password_with_spaces_around_it_is_confirmed_as_typed(world):
+    spaced = f"  {PASSWORD}  "
+    world.acme_admin.set_password(spaced)
+    world.acme_admin.save(update_fields=["password"])
+    client = Client()
+    assert client.post("/accounts/login/", {"username": "admin@acme.test", "password": spaced}).status_code == 302
+    password_last_entered(client, minutes_ago=16)
+
+    response = client.post(CREATE, {"name": "Nightly export", "password": spaced})
+
+    assert response.status_code == 200 and 'id="new-token"' in response.content.decode()
+    assert tokens(world.acme_admin) == ["Nightly export"]
+
+
 def test_changing_the_password_renews_the_window(world):
     client = password_last_entered(signed_in(), minutes_ago=16)
     new = "a-New-passw0rd-for-acme"

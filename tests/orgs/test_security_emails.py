@@ -115,6 +115,18 @@ def test_a_key_saved_in_the_console_is_mailed_to_every_active_owner_and_admin_of
     assert_no_key_in(outbox)
 
 
+def test_an_organisation_name_on_two_lines_makes_a_one_line_subject_and_the_mail_still_goes(world, committed):
+    # A newline in a header is refused when the message is sent: the name is made one line, not the mail lost.
+    world.acme.name = "Acme\nDigital Assets"
+    world.acme.save(update_fields=["name"])
+
+    with committed() as outbox:
+        console(world.acme_admin).post(SAVE.format("acme"), {"api_key": GOOD_KEY})
+
+    assert to(outbox) == ["admin@acme.test", "owner@acme.test"]
+    assert {message.subject for message in outbox} == {"Claude API key saved for Acme Digital Assets"}
+
+
 def test_a_key_replaced_through_the_api_says_it_replaced_the_last_one_and_that_it_came_through_the_api(
     crowd, committed
 ):
@@ -352,6 +364,32 @@ def test_staff_changing_their_own_password_in_admin_are_mailed(world, committed)
 
     assert response.status_code == 302
     assert_password_mail(outbox, "staff@opsion.test", "on its Change password page")
+
+
+def test_opening_admins_password_change_or_failing_it_mails_no_one(world, committed):
+    staff = console(world.staff)
+
+    with committed() as outbox:
+        opened = staff.get("/admin/password_change/")
+        wrong = staff.post(
+            "/admin/password_change/", {"old_password": "wrong", "new_password1": NEW, "new_password2": NEW}
+        )
+
+    assert opened.status_code == 200 and wrong.status_code == 200
+    assert outbox == []
+
+
+def test_a_password_staff_set_on_a_deactivated_account_mails_no_one(world, committed):
+    gone = make_user("gone@acme.test", is_active=False)
+
+    with committed() as outbox:
+        response = console(world.staff).post(
+            f"/admin/orgs/user/{gone.pk}/password/", {"password1": NEW, "password2": NEW}
+        )
+
+    assert response.status_code == 302
+    gone.refresh_from_db()
+    assert gone.check_password(NEW) and outbox == []
 
 
 # --- API tokens -----------------------------------------------------------------------------------------------------

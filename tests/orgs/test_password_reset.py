@@ -10,6 +10,7 @@ import pytest
 from django.contrib.auth.tokens import default_token_generator
 from django.core.mail.backends import locmem
 from django.test import Client
+from django.urls import set_script_prefix
 
 from orgs import mailer
 from orgs.models import User
@@ -282,6 +283,20 @@ def test_the_link_is_built_on_the_host_asked_for_over_https_when_the_request_was
     ask("member@acme.test", secure=True, HTTP_HOST="opsion.example", HTTP_X_FORWARDED_HOST="evil.example")
 
     assert LINK.search(mail[0].body).group(1, 2) == ("https", "opsion.example")
+
+
+def test_the_link_keeps_the_path_the_site_is_served_under(world, mail):
+    # Served under a path (SCRIPT_NAME /opsion), the link must carry it: the mail thread has no request to read it
+    # from, and two e-mails in a row show it is not left over from one to the next.
+    set_script_prefix("/opsion/")  # as Django's WSGI handler does from SCRIPT_NAME (the test client does not)
+    try:
+        ask("member@acme.test")
+    finally:
+        set_script_prefix("/")
+    ask("admin@acme.test")
+
+    assert "://testserver/opsion/accounts/password/reset/" in mail[0].body
+    assert "://testserver/accounts/password/reset/" in mail[1].body
 
 
 def test_a_poisoned_host_header_is_refused_and_nothing_is_sent(world, mail):

@@ -8,6 +8,7 @@ import re
 
 import pytest
 from django.conf import settings as django_settings
+from django.template import Context, Template
 from django.test import Client
 from django.urls import reverse
 
@@ -114,6 +115,8 @@ CRAFTED = {
     "empty": "",
     "space": "two words",
     "unicode": "ref-é",
+    "a colon": "lb:7f3a9c",
+    "a slash": "lb/7f3a9c",
     "an Anthropic key": "sk-ant-api03-" + "Z" * 40,
     "the platform key": PLATFORM_KEY,
 }
@@ -265,3 +268,8 @@ def test_a_refusal_over_the_limit_shows_its_reference(world, console, fake_anthr
     refused = console(world.globex_member).post(reverse("insights:query", args=["globex"]), {"query": QUESTION})
 
     assert refused.status_code == 429 and reference(refused) in refused.content.decode()
+
+
+def test_outside_a_request_the_reference_tag_shows_nothing():
+    # Django's own 500 page is rendered with no request: it shows no empty "Reference:".
+    assert Template("{% load request_id %}{% request_reference %}").render(Context()) == ""

@@ -8,10 +8,12 @@ import re
 
 import pytest
 from django.conf import settings as django_settings
+from django.http import FileResponse
 from django.template import Context, Template
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.urls import reverse
 
+from opsion.requestid import RequestIdMiddleware
 from tests.base import make_user
 from tests.conftest import PLATFORM_KEY
 
@@ -273,3 +275,17 @@ def test_a_refusal_over_the_limit_shows_its_reference(world, console, fake_anthr
 def test_outside_a_request_the_reference_tag_shows_nothing():
     # Django's own 500 page is rendered with no request: it shows no empty "Reference:".
     assert Template("{% load request_id %}{% request_reference %}").render(Context()) == ""
+
+
+def test_a_file_answer_carries_the_id_and_is_still_handed_over_whole_for_sendfile(tmp_path):
+    # A file's body is not re-wrapped to bind the ID (it logs nothing as it is read): wrapping it would turn the
+    # server's sendfile (wsgi.file_wrapper) into a Python loop over the file. (The test client re-wraps every
+    # streamed body itself, so the middleware is called directly.)
+    (tmp_path / "report.csv").write_text("a,b\n")
+    middleware = RequestIdMiddleware(lambda request: FileResponse((tmp_path / "report.csv").open("rb")))
+
+    response = middleware(RequestFactory().get("/report.csv"))
+
+    assert re.fullmatch(r"[0-9a-f]{32}", response["X-Request-ID"])
+    assert response.file_to_stream is not None
+    response.close()

@@ -68,9 +68,10 @@ query log. On PostgreSQL the database server's share alone, committing the limit
 outcome, about fills the allowance before any of the app's Python. Those four statements are the
 minimum the product's promises need (a per-organisation row lock and a durable log before Claude is
 called, the outcome after). Writing the ORM's statements by hand was tried: the token's lookup as
-one `raw()` statement and the outcome's UPDATE built once saved about 1 ms of the app's CPU (0.47× →
-about 0.50× on PostgreSQL, 0.56× → about 0.61× on SQLite), and the membership (three models) would
-save perhaps another. That still leaves SQLite over the allowance, PostgreSQL's server share fills
+one `raw()` statement and the outcome's UPDATE built once saved about 1 ms of the app's CPU per
+request, a few hundredths on the ratio (measured side by side under load: 0.35× → 0.39× on
+PostgreSQL, 0.54× → 0.57× on SQLite), and the membership (three models) would save perhaps
+another. That still leaves SQLite over the allowance, PostgreSQL's server share fills
 it on its own, and every hand-written statement is one the ORM no longer checks against the models;
 only dropping one of the promises would get there. Neither is worth it against what follows, so the
 ORM stays. The changes that did move the figure are all in place: the limiter in one round trip on

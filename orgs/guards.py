@@ -12,6 +12,7 @@ from functools import wraps
 
 from django.core.cache import cache
 from django.http import HttpRequest
+from django_ratelimit import core as ratelimit_core
 from django_ratelimit.core import get_usage, is_ratelimited
 
 from opsion.errors import Refused
@@ -89,9 +90,49 @@ def sign_in_attempt(request: HttpRequest) -> bool:
         # or one address could lock out every account it names, staff included, without checking a password
         tried = get_usage(request, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=True)
         succeeded = get_usage(request, group=f"sign-in-{name}-ok", key=key, rate=SIGN_IN_RATE, increment=False)
-        if tried is not None and tried["count"] - (succeeded or {}).get("count", 0) > tried["limit"]:
+        if tried is None:
+            continue
+        failed = tried["count"] - (succeeded or {}).get("count", 0) - _forgiven(name, key(None, request), tried)
+        if failed > tried["limit"]:
             return True
     return False
+
+
+def _forgiveness_key(name: str, value: str) -> str:
+    return "sign-in-forgiven:" + hashlib.sha256(f"{name}:{value}".encode()).hexdigest()
+
+
+def _window_end(usage: dict) -> int:
+    # By django-ratelimit's own clock, the one its windows are cut by.
+    return int(ratelimit_core.time.time()) + usage["time_left"]
+
+
+def _forgiven(name: str, value: str, tried: dict) -> int:
+    """The failures a password reset forgave in this window (`sign_in_forgiven`); none in a later one."""
+    forgiven = cache.get(_forgiveness_key(name, value))
+    return forgiven["failed"] if forgiven and forgiven["window_end"] == _window_end(tried) else 0
+
+
+@_fail_open(None)
+def sign_in_forgiven(request: HttpRequest, *, user) -> None:
+    """A new password set by a reset link lifts the sign-in lock on its account and on the address it was set from:
+    someone who forgot their password, guessed, then followed the e-mailed link, is not told to wait 15 minutes
+    with the password they have just chosen. The link proves the mailbox, which any locked-out user could reset the
+    password from anyway. Only the failures so far are forgiven: ten more wrong guesses lock the account again.
+
+    The failures are remembered beside django-ratelimit's counters, for their window only, and subtracted as
+    successes are; its counters themselves are left alone."""
+    values = {"ip": _ip(None, request), "account": user.get_username().strip().lower()}
+    for name, value in values.items():
+        key = lambda _g, _r, value=value: value  # noqa: E731
+        tried = get_usage(None, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=False)
+        succeeded = get_usage(None, group=f"sign-in-{name}-ok", key=key, rate=SIGN_IN_RATE, increment=False)
+        if tried is None or tried["time_left"] <= 0:
+            continue
+        failed = tried["count"] - (succeeded or {}).get("count", 0)
+        if failed > 0:
+            remembered = {"window_end": _window_end(tried), "failed": failed}
+            cache.set(_forgiveness_key(name, value), remembered, tried["time_left"] + 1)
 
 
 @_fail_open(None)

@@ -112,6 +112,7 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
 
     def form_valid(self, form):
         response = super().form_valid(form)  # sets the password
+        guards.sign_in_forgiven(self.request, user=form.user)
         notifications.password_changed(user=form.user, how="reset", at=timezone.now())
         return response
 

@@ -88,6 +88,14 @@ PLATFORM_KEY = "sk-ant-api03-PLATFORM-test-key-000000000000000000000000000000000
 
 
 @pytest.fixture
+def mail(settings, mailoutbox):
+    """Opsion set up to send mail (EMAIL_URL), into Django's locmem outbox."""
+    settings.EMAIL_CONFIGURED = True
+    settings.DEFAULT_FROM_EMAIL = "Opsion <no-reply@opsion.example>"
+    return mailoutbox
+
+
+@pytest.fixture
 def world(db):
     from tests.base import build_world
 

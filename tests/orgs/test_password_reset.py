@@ -28,14 +28,6 @@ CHECK_INBOX = "If an Opsion account uses that address, an e-mail with a link to 
 LOCKED = "Too many password reset requests. Please wait an hour and try again."
 
 
-@pytest.fixture
-def mail(settings, mailoutbox):
-    """Opsion set up to send mail (EMAIL_URL), into Django's locmem outbox."""
-    settings.EMAIL_CONFIGURED = True
-    settings.DEFAULT_FROM_EMAIL = "Opsion <no-reply@opsion.example>"
-    return mailoutbox
-
-
 def ask(address: str, client: Client | None = None, **extra):
     """Post the address, then wait for the mail thread to send what it was given (the answer does not)."""
     response = ask_only(address, client, **extra)

@@ -18,11 +18,13 @@ from orgs.models import ApiToken, AuditEvent, ClaudeApiKey
 from tests.base import GOOD_KEY, OTHER_KEY, PASSWORD
 from tests.clients import api_delete_key, api_put_key, closed_port, console, token_client
 from tests.orgs.helpers import store_key
+from tests.orgs.test_password_reset import ask, link_in, set_password
 from tests.security.conftest import base_env, json_error, run_python
 
 LOGIN = "/accounts/login/"
 LOCKED = "Too many failed sign-in attempts. Please wait 15 minutes and try again."
 REDIS_URL = "redis://127.0.0.1:6379/0"
+NEW_PASSWORD = "a-New-passw0rd-for-acme"
 
 
 class Clock:
@@ -158,6 +160,58 @@ def test_the_lock_lifts_after_fifteen_minutes(world, clock):
     clock.advance(14 * 60)
     client, response = _sign_in("member@acme.test", PASSWORD)
     assert response.status_code == 302 and _signed_in(client)
+
+
+def _locked_out_then_reset(mail, ip: str = "203.0.113.10") -> None:
+    """Ten wrong guesses at member@acme.test from `ip` lock it, then its user sets a new password by the e-mailed
+    link from the same address (the usual way: someone who forgot theirs guesses, then asks for a link)."""
+    for _ in range(10):
+        _sign_in("member@acme.test", "wrong", ip=ip)
+    assert _sign_in("member@acme.test", NEW_PASSWORD, ip=ip)[1].status_code == 429
+    ask("member@acme.test", REMOTE_ADDR=ip)
+    response = set_password(Client(REMOTE_ADDR=ip), link_in(mail[-1]), NEW_PASSWORD)
+    assert response.status_code == 302
+
+
+def test_a_password_set_by_a_reset_link_lifts_the_lock_on_its_account_and_the_address_it_was_set_from(
+    world, clock, mail
+):
+    _locked_out_then_reset(mail)
+
+    client, response = _sign_in("member@acme.test", NEW_PASSWORD, ip="203.0.113.10")
+
+    assert response.status_code == 302 and _signed_in(client)  # not "wait 15 minutes" with the password just set
+    client, response = _sign_in("admin@acme.test", PASSWORD, ip="203.0.113.10")
+    assert response.status_code == 302 and _signed_in(client)  # the address is no longer locked for anyone
+
+
+def test_after_a_reset_lifts_the_lock_ten_more_wrong_guesses_lock_the_account_again(world, clock, mail):
+    _locked_out_then_reset(mail)
+
+    for i in range(10):
+        assert _sign_in("member@acme.test", "wrong", ip=f"198.51.100.{i}")[1].status_code == 200
+    client, response = _sign_in("member@acme.test", NEW_PASSWORD, ip="192.0.2.99")
+
+    assert response.status_code == 429 and not _signed_in(client)  # the reset forgave what came before it only
+
+
+def test_what_a_reset_forgave_is_not_carried_into_the_next_window(world, clock, mail):
+    _locked_out_then_reset(mail)
+    clock.advance(guards.SIGN_IN_WINDOW_SECONDS + 60)  # both windows have ended: the counts start again
+
+    for i in range(10):
+        _sign_in("member@acme.test", "wrong", ip=f"198.51.100.{i}")
+    client, response = _sign_in("member@acme.test", NEW_PASSWORD, ip="192.0.2.99")
+
+    assert response.status_code == 429 and not _signed_in(client)
+
+
+def test_an_unused_reset_link_lifts_nothing(world, clock, mail):
+    for _ in range(10):
+        _sign_in("member@acme.test", "wrong")
+    ask("member@acme.test", REMOTE_ADDR="203.0.113.10")  # asked for, never followed: anyone may ask
+
+    assert _sign_in("member@acme.test", PASSWORD)[1].status_code == 429
 
 
 def test_without_a_proxy_a_forged_forwarded_for_header_does_not_escape_the_lock(world, clock, settings):

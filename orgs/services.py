@@ -27,9 +27,9 @@ TOKEN_LIFETIME_CHOICES = (30, 90, 365)
 TOKEN_DEFAULT_DAYS = 90
 TOKEN_MAX_DAYS = 365
 ACTIVE_TOKENS_MAX = 20  # per user; expired tokens do not count
-# How long an expired token stays listed: its owner sees what stopped working, and revokes it or lets it go. The next
-# token they create deletes those older than this; until then they stay stored (refused, no longer listed), and
-# staff find them with admin's "expired" filter.
+# How long an expired token stays listed: its owner sees what stopped working, and revokes it or lets it go. Then
+# api_tokens_prune deletes it: at the owner's next new token, or at the daily `manage.py prune_api_tokens`, whichever
+# comes first. Until then it stays stored (refused, no longer listed), and staff find it with admin's "expired" filter.
 EXPIRED_TOKENS_LISTED_FOR = timedelta(days=30)
 
 
@@ -190,13 +190,33 @@ def api_token_create(
         User.objects.select_for_update().filter(pk=user.pk).values_list("pk").first()
         api_token_room(user=user, now=now)
         # Expired tokens stay listed for a while so their owner sees what stopped working; then they go.
-        ApiToken.objects.filter(user=user, expires_at__lt=now - EXPIRED_TOKENS_LISTED_FOR).delete()
+        api_tokens_prune(user=user, now=now)
         raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token = ApiToken.objects.create(
             user=user, name=name, token_hash=_hash(raw), prefix=raw[:12], expires_at=now + lifetime
         )
         notifications.api_token_created(token=token)  # its user hears of it (its name, never the token), on commit
     return token, raw
+
+
+def api_tokens_prune(*, user=None, now: datetime | None = None, batch_size: int = 5000, dry_run: bool = False) -> int:
+    """Delete the tokens that expired more than EXPIRED_TOKENS_LISTED_FOR before `now`, the user's or (no user)
+    everyone's, `batch_size` at a time; returns how many went (with `dry_run`, how many would, deleting none).
+    Tokens with no expiry (made before tokens expired) are still accepted and never match."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    now = now or timezone.now()
+    tokens = ApiToken.objects.filter(expires_at__lt=now - EXPIRED_TOKENS_LISTED_FOR)
+    if user is not None:
+        tokens = tokens.filter(user=user)
+    if dry_run:
+        return tokens.count()
+    # In batches, so a first run over years of expired tokens neither holds one long lock nor builds one huge
+    # DELETE. Each batch is its own statement: a batch another process deleted meanwhile only counts for less.
+    deleted = 0
+    while ids := list(tokens.values_list("pk", flat=True)[:batch_size]):
+        deleted += ApiToken.objects.filter(pk__in=ids).delete()[1].get(ApiToken._meta.label, 0)
+    return deleted
 
 
 def api_token_room(*, user, now: datetime | None = None) -> None:

@@ -12,6 +12,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 from ninja.security import HttpBearer, SessionAuth
 
+from opsion import requestid
 from opsion.errors import Refused, error_json, refused_json
 from orgs import services
 
@@ -84,7 +85,32 @@ def _read_only(view):
     return csrf_exempt(require_safe(view))
 
 
-api = NinjaAPI(
+REQUEST_ID_HEADER = {
+    "description": "This request's ID (an error body's `requestId` is the same): quote it to Opsion support, who "
+    "find the request's log lines by it.",
+    "required": True,
+    "schema": {"type": "string"},
+}
+
+
+class OpsionAPI(NinjaAPI):
+    def get_openapi_schema(self, *, path_prefix=None, path_params=None):
+        """ninja's document, with the `X-Request-ID` header on every response of every operation: RequestIdMiddleware
+        puts it on every answer, whichever view, handler or middleware made it, so it is declared here once rather
+        than by each operation's `openapi_extra`."""
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                # New dicts, never an update in place: a response or its headers may be an operation's own
+                # `openapi_extra`, which ninja merges into the document by reference.
+                operation["responses"] = {
+                    status: response | {"headers": response.get("headers", {}) | {requestid.HEADER: REQUEST_ID_HEADER}}
+                    for status, response in operation["responses"].items()
+                }
+        return schema
+
+
+api = OpsionAPI(
     title="Opsion API",
     version="1",
     description="Organisation settings and AI Insights. Authenticate with a personal API token "

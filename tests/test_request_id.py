@@ -222,6 +222,23 @@ def test_the_openapi_document_shows_request_id_in_every_error_body(world):
     assert "X-Request-ID" in error["properties"]["requestId"]["description"]
 
 
+def test_the_openapi_document_declares_the_request_id_header_on_every_response_of_every_operation(world):
+    document = Client().get("/api/v1/openapi.json").json()
+
+    responses = [
+        (method, path, status, response)
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        for status, response in operation["responses"].items()
+    ]
+    assert len(responses) > 50  # every operation's every status: 7 operations, 6 to 10 statuses each
+    for method, path, status, response in responses:
+        header = response.get("headers", {}).get("X-Request-ID")
+        assert header, (method, path, status)
+        assert (header["schema"], header["required"]) == ({"type": "string"}, True), (method, path, status)
+        assert "support" in header["description"] and "requestId" in header["description"], (method, path, status)
+
+
 @pytest.mark.parametrize("debug", [False, True], ids=["debug-off", "debug-on"])
 def test_a_server_error_shows_its_reference_and_its_report_carries_the_id(world, console, settings, caplog, debug):
     settings.DEBUG = debug

@@ -448,7 +448,8 @@ class TestOpenApi:
             return {name: spec.get("required", False) for name, spec in headers.items()}
 
         queries, key = "/api/v1/orgs/{slug}/insights/queries", "/api/v1/orgs/{slug}/settings/claude-api-key"
-        always = {"RateLimit-Policy": True, "RateLimit": True}
+        request_id = {"X-Request-ID": True}  # on every answer (tests/test_request_id.py checks every response has it)
+        always = {"RateLimit-Policy": True, "RateLimit": True} | request_id
         assert documented("post", queries, "200") == documented("get", queries, "200") == always
         assert documented("get", "/api/v1/orgs/{slug}/insights/usage", "200") == always
         # A refusal carries them once the request is well-formed: not on a malformed body's 400.
@@ -456,13 +457,14 @@ class TestOpenApi:
             "RateLimit-Policy": False,
             "RateLimit": False,
             "Retry-After": False,
+            "X-Request-ID": True,
         }
         # The history's 400 for an `after` not among the member's queries there comes after the organisation's lookup.
-        assert documented("get", queries, "400") == {"RateLimit-Policy": False, "RateLimit": False}
-        assert documented("put", key, "429") == documented("delete", key, "429") == {"Retry-After": False}
+        assert documented("get", queries, "400") == {"RateLimit-Policy": False, "RateLimit": False} | request_id
+        assert documented("put", key, "429") == documented("delete", key, "429") == {"Retry-After": False} | request_id
         for path, ops in paths.items():
             for method in ops:
-                assert documented(method, path, "401") == {"WWW-Authenticate": True}, (method, path)
+                assert documented(method, path, "401") == {"WWW-Authenticate": True} | request_id, (method, path)
 
 
 class TestAuditEvents:

@@ -76,6 +76,20 @@ def test_guessing_the_current_password_is_stopped_after_ten_tries(world):
     assert world.acme_member.check_password(PASSWORD)  # not changed, though the old password was right
 
 
+def test_the_too_many_attempts_page_shows_its_reference_as_the_error_pages_do(world):
+    client = console(world.acme_member)
+    for _ in range(10):
+        wrong = change(client, old="wrong")
+        assert "Reference:" not in wrong.content.decode()  # a wrong password is the user's to fix, not support's
+
+    locked = change(client)
+
+    assert locked.status_code == 429
+    page = locked.content.decode()
+    assert f'<p class="reference">Reference: <code>{locked["X-Request-ID"]}</code></p>' in page
+    assert page.count("Reference:") == 1
+
+
 def test_a_refused_guess_says_nothing_about_whether_it_was_right(world):
     # Past the limit a wrong guess and the right password get the same page: no "entered incorrectly" for one only.
     client = console(world.acme_member)

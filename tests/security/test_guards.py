@@ -76,6 +76,25 @@ def test_ten_failures_from_one_address_lock_it_for_every_account(world, clock):
     assert response.status_code == 302 and _signed_in(client)
 
 
+def test_the_lockout_page_shows_its_reference_as_the_error_pages_do(world, clock):
+    # Someone locked out who calls support quotes it, as on any other refusal page: the ID of this very answer.
+    for i in range(10):
+        _sign_in(f"guess{i}@nowhere.test", "wrong")
+
+    _, locked = _sign_in("member@acme.test", PASSWORD)
+
+    assert locked.status_code == 429
+    page = locked.content.decode()
+    assert f'<p class="reference">Reference: <code>{locked["X-Request-ID"]}</code></p>' in page
+    assert page.count("Reference:") == 1
+
+
+def test_a_refused_sign_in_that_is_not_locked_out_shows_no_reference(world, clock):
+    _, refused = _sign_in("member@acme.test", "wrong")
+
+    assert refused.status_code == 200 and "Reference:" not in refused.content.decode()
+
+
 def test_ten_failures_for_one_account_lock_it_from_every_address(world, clock):
     for i in range(10):
         email = "member@acme.test" if i % 2 else "Member@ACME.test "  # the same account, however it is typed

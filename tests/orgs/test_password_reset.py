@@ -413,6 +413,18 @@ def test_an_address_gets_at_most_five_emails_an_hour_and_an_unknown_one_is_refus
     assert len(mail) == 5
 
 
+def test_a_refused_reset_request_shows_its_reference_as_the_other_refusal_pages_do(world, mail):
+    for i in range(5):
+        assert "Reference:" not in ask("member@acme.test", REMOTE_ADDR=f"198.51.100.{i}").content.decode()
+
+    refused = ask("member@acme.test", REMOTE_ADDR="198.51.100.99")
+
+    assert refused.status_code == 429
+    page = refused.content.decode()
+    assert f'<p class="reference">Reference: <code>{refused["X-Request-ID"]}</code></p>' in page
+    assert page.count("Reference:") == 1
+
+
 def test_spaces_around_an_address_do_not_make_it_another_one_for_the_limit(world, mail):
     # The form strips them before looking the account up, so each of these mails the same inbox.
     for i in range(5):

@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 from orgs import services
 from orgs.models import ApiToken
-from tests.browser.support import assert_no_accessibility_violations, screenshot, sign_in
+from tests.browser.support import PHONE, assert_no_accessibility_violations, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -19,6 +19,24 @@ def make(user, name: str, *, expires_in: timedelta | None) -> None:
     token, _ = services.api_token_create(user=user, name=name)
     at = None if expires_in is None else timezone.now() + expires_in
     ApiToken.objects.filter(pk=token.pk).update(expires_at=at)
+
+
+def expires_cell(rows, name: str):
+    """The Expires column's cell of the token named `name` (the column's header is the third)."""
+    return rows.filter(has_text=name).locator("td").nth(2)
+
+
+def test_on_a_phone_each_token_says_it_expires_where_no_header_does(app, page, world):
+    make(world.acme_admin, "Nightly export", expires_in=timedelta(days=2, hours=23))
+    at = ApiToken.objects.get().expires_at
+    page.set_viewport_size(PHONE)
+    sign_in(page, app.url, "admin@acme.test")
+    page.goto(f"{app.url}/orgs/acme/settings/")
+
+    row = page.locator("table tbody tr").filter(has_text="Nightly export")
+    expect(page.get_by_role("columnheader", name="Expires")).to_be_hidden()
+    expect(row.locator(".token-narrow")).to_be_visible()
+    expect(row.locator(".token-narrow time")).to_have_text(f"Expires {at:%-d %b %Y, %H:%M} UTC (in 3 days)")
 
 
 def test_tokens_say_when_they_expire_and_a_new_one_lives_as_long_as_chosen(app, page, world):
@@ -31,9 +49,11 @@ def test_tokens_say_when_they_expire_and_a_new_one_lives_as_long_as_chosen(app, 
     notice = page.get_by_role("status").filter(has_text="expires in 3 days")
     expect(notice).to_contain_text("“Nightly export” expires in 3 days")
     rows = page.locator("table tbody tr")
-    expect(rows.filter(has_text="Nightly export")).to_contain_text("Expires in 3 days")
-    expect(rows.filter(has_text="Old script")).to_contain_text("No expiry")
-    expect(rows.filter(has_text="Last quarter")).to_contain_text("Expired 2 days ago")
+    nightly, last_quarter = (ApiToken.objects.get(name=n).expires_at for n in ("Nightly export", "Last quarter"))
+    # Under the Expires header, the date without the word again; how long, rounded to the nearest day.
+    expect(expires_cell(rows, "Nightly export")).to_have_text(f"{nightly:%-d %b %Y, %H:%M} UTC (in 3 days)")
+    expect(expires_cell(rows, "Old script")).to_contain_text("No expiry")
+    expect(expires_cell(rows, "Last quarter")).to_have_text(f"Expired {last_quarter:%-d %b %Y, %H:%M} UTC (2 days ago)")
     expires = page.get_by_label("Expires")
     expect(expires).to_have_value("90")
     assert_no_accessibility_violations(page)
@@ -47,7 +67,7 @@ def test_tokens_say_when_they_expire_and_a_new_one_lives_as_long_as_chosen(app, 
     expected = ApiToken.objects.get(name="Yearly audit").expires_at
     assert timedelta(days=364) < expected - timezone.now() <= timedelta(days=365)
     expect(created).to_contain_text(f"It expires on {expected:%-d %b %Y}.")
-    expect(rows.filter(has_text="Yearly audit")).to_contain_text(f"Expires {expected:%-d %b %Y}")
+    expect(expires_cell(rows, "Yearly audit")).to_have_text(f"{expected:%-d %b %Y}")
     assert_no_accessibility_violations(page)
 
 

@@ -9,6 +9,7 @@ from django.core.paginator import Page, Paginator
 from django.utils import timezone
 
 from opsion import paging
+from opsion.errors import NotFound
 from orgs import services
 from orgs.models import ApiToken, AuditEvent, ClaudeApiKey, Organisation
 
@@ -108,6 +109,16 @@ def audit_log_all(org: Organisation) -> Iterator[AuditEvent]:
 class TokenList:
     tokens: list[ApiToken]  # active ones newest first, then expired ones most recently expired first
     expiring_soon: list[ApiToken]  # active ones expiring within TOKEN_EXPIRING_SOON, soonest first
+
+
+def api_token_to_revoke(user, token_id: int | None) -> ApiToken:
+    """One of the user's own tokens, as the revoke confirmation names it. Raises NotFound with the revocation's own
+    words for anything else (another user's token, one revoked already, no token number at all): the same answer
+    either way, so asking says nothing of whether someone else's token exists."""
+    token = ApiToken.objects.filter(user=user, pk=token_id).first() if token_id is not None else None
+    if token is None:
+        raise NotFound(services.TOKEN_NOT_FOUND)
+    return token
 
 
 def api_tokens_listed(user, *, now: datetime | None = None) -> TokenList:

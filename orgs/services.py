@@ -237,13 +237,16 @@ def _too_many(active: int) -> str:
     )
 
 
+TOKEN_NOT_FOUND = "That token does not exist or was already revoked."
+
+
 def api_token_revoke(*, user, token_id: int) -> str:
     """Delete one of the user's tokens; returns its name. Raises NotFound for tokens that are not theirs."""
     tokens = ApiToken.objects.filter(user=user, pk=token_id)
     name = tokens.values_list("name", flat=True).first()
     deleted, _ = tokens.delete()
     if not deleted:  # not theirs, or revoked meanwhile (a second tab): the delete, not the read, decides
-        raise NotFound("That token does not exist or was already revoked.")
+        raise NotFound(TOKEN_NOT_FOUND)
     return name
 
 

@@ -1,7 +1,7 @@
 import secrets
 from datetime import UTC, datetime
 from functools import wraps
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -185,8 +185,18 @@ def home(request: HttpRequest) -> HttpResponse:
     org = access.first_organisation(request.user)
     if org is None:
         # Tokens outlive memberships (re-added, a user's tokens work again): they stay revocable here.
-        return render(request, "orgs/no_organisation.html", {"token_list": selectors.api_tokens_listed(request.user)})
+        if REVOKE in request.GET:
+            return _revoke_confirmation(request, None)
+        return _home_page(request)
+    if REVOKE in request.GET:
+        # Added to an organisation as this page stood open: the question goes where their tokens are listed now.
+        return redirect(_revoke_confirmation_url(reverse("orgs:settings", args=[org.slug]), request.GET[REVOKE]))
     return redirect("insights:query", org.slug)
+
+
+def _home_page(request: HttpRequest, *, status: int = 200, **extra) -> HttpResponse:
+    context = {"token_list": selectors.api_tokens_listed(request.user), **extra}
+    return render(request, "orgs/no_organisation.html", context, status=status)
 
 
 def form_action(not_done: str):
@@ -254,6 +264,8 @@ def settings_page(request: HttpRequest, slug: str) -> HttpResponse:
         # The Remove button's confirmation step is a page of its own (a GET), so Back and reload from
         # what follows never ask to resend a form.
         return _removal_confirmation(request, membership)
+    if REVOKE in request.GET:
+        return _revoke_confirmation(request, membership)
     return _settings_page(request, membership)
 
 
@@ -408,6 +420,41 @@ def token_create(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
+REVOKE = "revoke"  # the query parameter of the token whose Revoke button was pressed
+
+
+def _revoke_confirmation_url(page: str, token_id) -> str:
+    return f"{page}?{urlencode({REVOKE: token_id})}"
+
+
+def _revoke_confirmation(request: HttpRequest, membership: Membership | None) -> HttpResponse:
+    """The Revoke button's confirmation step, a page of its own (a GET), as the key's removal is: Back and reload
+    from what follows never ask to resend a form, and the revocation itself is the confirmation's own POST. Shown
+    in the organisation's Settings (`membership`) or on the home page of someone in no organisation (None)."""
+    value = request.GET.get(REVOKE, "")
+    token_id = int(value) if value.isascii() and value.isdigit() else None
+    try:
+        token = selectors.api_token_to_revoke(request.user, token_id)
+    except NotFound as missing:
+        # The page itself with the revocation's own words: the same for another's token as for no token at all.
+        messages.error(request, missing.message)
+        extra = {"status": 404}
+    else:
+        extra = {"revoking": token, "revoking_expired": token.is_expired(timezone.now())}
+    if membership is None:
+        return _home_page(request, **extra)
+    return _settings_page(request, membership, **extra)
+
+
+def _ask_first(request: HttpRequest, page: str, token_id: int) -> HttpResponse | None:
+    """A revocation posted without the confirmation's `confirm=yes` (a page cached or left open from before the
+    confirmation step, a form made by hand) revokes nothing: it is redirected to the confirmation's own address, so
+    a reload never posts again. None when the confirmation was given."""
+    if request.POST.get("confirm") == "yes":
+        return None
+    return redirect(_revoke_confirmation_url(page, token_id))
+
+
 def _revoke(request: HttpRequest, token_id: int) -> None:
     try:
         name = services.api_token_revoke(user=request.user, token_id=token_id)
@@ -423,17 +470,23 @@ def token_revoke(request: HttpRequest, slug: str, token_id: int) -> HttpResponse
     # One's own token is revocable whatever one's memberships: someone removed from the organisation as its
     # Settings page stood open (their tokens act in their other organisations, or again once re-added) must
     # not be refused the revocation. Where they land afterwards says nothing of an organisation they are not in.
-    _revoke(request, token_id)
     try:
         access.membership_or_404(request.user, slug)
     except NotFound:
-        return redirect("home")  # which lists their tokens when they belong nowhere
-    return redirect("orgs:settings", slug)
+        page = reverse("home")  # which lists their tokens when they belong nowhere
+    else:
+        page = reverse("orgs:settings", args=[slug])
+    if asked := _ask_first(request, page, token_id):
+        return asked
+    _revoke(request, token_id)
+    return redirect(page)
 
 
 @login_required
 @form_action("the token was not revoked. Revoke it again.")
 def account_token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     """Revoke one of your tokens from outside any organisation (you may belong to none)."""
+    if asked := _ask_first(request, reverse("home"), token_id):
+        return asked
     _revoke(request, token_id)
     return redirect("home")

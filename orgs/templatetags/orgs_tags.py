@@ -82,6 +82,16 @@ def token_expiry_labelled(token) -> str:
 
 
 @register.filter
+def token_expiry_parts(token) -> tuple[str, str]:
+    """For a label and its value (the revoke confirmation's list): ("Expires", "27 Feb 2027"), ("Expired", "22 Feb
+    2027 (20 days ago)"), ("Expires", "Never (made before tokens expired)")."""
+    if token.expires_at is None:
+        return "Expires", "Never (made before tokens expired)"
+    verb, words = _when(token, timezone.now())
+    return verb, words[0].upper() + words[1:]
+
+
+@register.filter
 def token_expires_in(token) -> str:
     """How long until an active token expires, rounded: "3 days", "14 hours"."""
     return _rounded(token.expires_at - timezone.now())

@@ -102,6 +102,9 @@ def test_every_console_page_reflows_at_320_px_with_long_names_addresses_and_answ
     reflow.check("settings, new token")
     page.get_by_role("button", name="Remove the stored key").click()
     reflow.check("settings, removal confirmation")
+    page.get_by_role("button", name=f"Revoke token {'T' * 100}").click()
+    expect(page.get_by_role("alertdialog")).to_contain_text("Revoke the API token")
+    reflow.check("settings, revoke confirmation")
     page.goto(f"{app.url}/orgs/acme/settings/audit-log/")
     reflow.check("audit log")
 

@@ -9,7 +9,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from orgs import services
-from orgs.models import ApiToken
+from orgs.models import ApiToken, Membership
 from tests.browser.support import PHONE, assert_no_accessibility_violations, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -88,3 +88,69 @@ def test_the_twenty_first_token_is_refused_in_words_keeping_the_name(app, page, 
     expect(name).to_have_accessible_description(re.compile("You have 20 active tokens"))
     assert_no_accessibility_violations(page)
     assert ApiToken.objects.filter(user=world.acme_admin).count() == 20
+
+
+def test_revoke_asks_first_with_focus_on_the_confirmation_and_revokes_only_when_confirmed(app, page, world, console):
+    make(world.acme_admin, "Nightly export", expires_in=timedelta(days=80))
+    make(world.acme_admin, "Backup job", expires_in=timedelta(days=30))
+    token = ApiToken.objects.get(name="Nightly export")
+    sign_in(page, app.url, "admin@acme.test")
+    page.goto(f"{app.url}/orgs/acme/settings/")
+
+    page.get_by_role("button", name="Revoke token Nightly export").click()
+
+    confirm = page.get_by_role("alertdialog", name="Revoke the API token “Nightly export”?")
+    expect(confirm).to_be_visible()
+    expect(confirm).to_have_accessible_description("Requests using it will be refused at once; this cannot be undone.")
+    expect(confirm.locator("dt")).to_have_text(["Token", "Last used", "Expires"])
+    expect(confirm.locator("dd")).to_have_text([f"{token.prefix}…", "never", f"{token.expires_at:%-d %b %Y}"])
+    # Focus lands in the confirmation, on its way out: a stray Enter must not revoke.
+    cancel = confirm.get_by_role("link", name="Cancel")
+    expect(cancel).to_be_focused()
+    expect(cancel).to_be_in_viewport()
+    assert ApiToken.objects.filter(pk=token.pk).exists()  # nothing revoked by asking
+    assert_no_accessibility_violations(page)
+    screenshot(page, "settings-token-confirm-revoke", docs=False)
+
+    page.keyboard.press("Shift+Tab")
+    expect(confirm.get_by_role("button", name="Revoke token")).to_be_focused()
+    page.keyboard.press("Enter")
+
+    flash = page.locator(".flash-stack")
+    expect(flash).to_have_text("API token “Nightly export” revoked. Requests using it are now refused.")
+    expect(flash).to_be_focused()
+    expect(page.get_by_role("alertdialog")).to_have_count(0)
+    expect(page.get_by_role("button", name="Revoke token Nightly export")).to_have_count(0)
+    expect(page.get_by_role("button", name="Revoke token Backup job")).to_have_count(1)
+    assert list(ApiToken.objects.values_list("name", flat=True)) == ["Backup job"]
+
+    # Back returns to the confirmation's own page (no "Confirm Form Resubmission"): the token is gone, and it says so.
+    console.allow(404)
+    page.go_back()
+    expect(page.locator(".flash-stack")).to_have_text("That token does not exist or was already revoked.")
+    expect(page.get_by_role("alertdialog")).to_have_count(0)
+
+
+def test_without_javascript_someone_in_no_organisation_can_cancel_or_confirm_on_the_home_page(
+    app, page_without_script, world
+):
+    page = page_without_script
+    make(world.acme_member, "leaked laptop", expires_in=timedelta(days=80))
+    token = ApiToken.objects.get()
+    Membership.objects.filter(user=world.acme_member).delete()
+    sign_in(page, app.url, "member@acme.test")
+    expect(page.get_by_role("heading", name="Your API tokens")).to_be_visible()
+
+    page.get_by_role("button", name="Revoke token leaked laptop").click()
+    confirm = page.get_by_role("alertdialog", name="Revoke the API token “leaked laptop”?")
+    expect(confirm.get_by_role("link", name="Cancel")).to_be_focused()
+    confirm.get_by_role("link", name="Cancel").click()
+    expect(page.get_by_role("alertdialog")).to_have_count(0)
+    assert ApiToken.objects.filter(pk=token.pk).exists()
+
+    page.get_by_role("button", name="Revoke token leaked laptop").click()
+    page.get_by_role("alertdialog").get_by_role("button", name="Revoke token").click()
+    expect(page.get_by_role("status").filter(has_text="revoked")).to_have_text(
+        "API token “leaked laptop” revoked. Requests using it are now refused."
+    )
+    assert not ApiToken.objects.exists()

@@ -168,7 +168,7 @@ def test_a_revoked_token_is_refused(world):
     raw = create_in_console(client)
     token = ApiToken.objects.get()
 
-    response = client.post(f"/orgs/acme/settings/tokens/{token.pk}/revoke", follow=True)
+    response = client.post(f"/orgs/acme/settings/tokens/{token.pk}/revoke", {"confirm": "yes"}, follow=True)
 
     assert f"API token “{token.name}” revoked. Requests using it are now refused." in response.content.decode()
     assert not ApiToken.objects.exists()
@@ -181,7 +181,9 @@ def test_you_cannot_revoke_someone_elses_token(world):
     _, raw = services.api_token_create(user=world.acme_owner, name="owner's")
     token = ApiToken.objects.get()
 
-    response = console(world.acme_admin).post(f"/orgs/acme/settings/tokens/{token.pk}/revoke", follow=True)
+    response = console(world.acme_admin).post(
+        f"/orgs/acme/settings/tokens/{token.pk}/revoke", {"confirm": "yes"}, follow=True
+    )
 
     assert "That token does not exist or was already revoked." in response.content.decode()
     assert api_get(raw).status_code == 200
@@ -198,7 +200,7 @@ def test_someone_removed_from_every_organisation_can_still_revoke_their_tokens(w
     assert "leaked laptop" in home and "not yours" not in home
     assert raw not in home
 
-    response = client.post(f"/accounts/tokens/{token.pk}/revoke", follow=True)
+    response = client.post(f"/accounts/tokens/{token.pk}/revoke", {"confirm": "yes"}, follow=True)
 
     page = response.content.decode()
     assert "API token “leaked laptop” revoked. Requests using it are now refused." in page
@@ -214,7 +216,7 @@ def test_a_token_revoked_from_a_settings_page_left_open_after_removal_from_the_o
     token = ApiToken.objects.get()
     Membership.objects.filter(user=world.acme_member).delete()  # staff remove them as the page stands open
 
-    response = client.post(f"/orgs/acme/settings/tokens/{token.pk}/revoke", follow=True)
+    response = client.post(f"/orgs/acme/settings/tokens/{token.pk}/revoke", {"confirm": "yes"}, follow=True)
 
     assert response.status_code == 200
     assert "API token “leaked laptop” revoked. Requests using it are now refused." in response.content.decode()
@@ -225,9 +227,9 @@ def test_a_token_revoked_from_a_settings_page_left_open_after_removal_from_the_o
 
 def test_revoking_your_token_through_an_organisation_you_are_not_in_says_nothing_of_it(world):
     token, raw = services.api_token_create(user=world.outsider, name="mine")
-    exists = console(world.outsider).post(f"/orgs/acme/settings/tokens/{token.pk}/revoke")
+    exists = console(world.outsider).post(f"/orgs/acme/settings/tokens/{token.pk}/revoke", {"confirm": "yes"})
     token, raw = services.api_token_create(user=world.outsider, name="mine")
-    missing = console(world.outsider).post(f"/orgs/no-such-org/settings/tokens/{token.pk}/revoke")
+    missing = console(world.outsider).post(f"/orgs/no-such-org/settings/tokens/{token.pk}/revoke", {"confirm": "yes"})
 
     assert (exists.status_code, exists["Location"]) == (missing.status_code, missing["Location"]) == (302, "/")
     assert not ApiToken.objects.exists()
@@ -236,9 +238,11 @@ def test_revoking_your_token_through_an_organisation_you_are_not_in_says_nothing
 def test_revoking_from_the_account_page_is_only_for_your_own_tokens_and_needs_csrf(world):
     token, raw = services.api_token_create(user=world.acme_owner, name="owner's")
 
-    other = console(world.acme_admin).post(f"/accounts/tokens/{token.pk}/revoke", follow=True)
-    forged = console(world.acme_owner, enforce_csrf_checks=True).post(f"/accounts/tokens/{token.pk}/revoke")
-    anonymous = console().post(f"/accounts/tokens/{token.pk}/revoke")
+    other = console(world.acme_admin).post(f"/accounts/tokens/{token.pk}/revoke", {"confirm": "yes"}, follow=True)
+    forged = console(world.acme_owner, enforce_csrf_checks=True).post(
+        f"/accounts/tokens/{token.pk}/revoke", {"confirm": "yes"}
+    )
+    anonymous = console().post(f"/accounts/tokens/{token.pk}/revoke", {"confirm": "yes"})
 
     assert "That token does not exist or was already revoked." in other.content.decode()
     assert forged.status_code == 403
@@ -345,7 +349,9 @@ def test_revoking_needs_the_csrf_token(world):
     services.api_token_create(user=world.acme_admin, name="keep")
     token = ApiToken.objects.get()
 
-    response = console(world.acme_admin, enforce_csrf_checks=True).post(f"/orgs/acme/settings/tokens/{token.pk}/revoke")
+    response = console(world.acme_admin, enforce_csrf_checks=True).post(
+        f"/orgs/acme/settings/tokens/{token.pk}/revoke", {"confirm": "yes"}
+    )
 
     assert response.status_code == 403
     assert ApiToken.objects.exists()

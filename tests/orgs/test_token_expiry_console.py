@@ -130,7 +130,9 @@ def test_an_expired_token_stays_listed_until_revoked(world):
     client = console(world.acme_admin)
 
     assert "Gone" in client.get(SETTINGS).content.decode()
-    client.post(f"/orgs/acme/settings/tokens/{gone.pk}/revoke", follow=True)  # its message ("“Gone” revoked") read
+    client.post(
+        f"/orgs/acme/settings/tokens/{gone.pk}/revoke", {"confirm": "yes"}, follow=True
+    )  # its message ("“Gone” revoked") read
     assert "Gone" not in client.get(SETTINGS).content.decode()
 
 

@@ -1,0 +1,260 @@
+"""Revoking an API token asks first: the Revoke button opens a confirmation (a page of its own, a GET) naming the
+token and what revoking does, and only that confirmation's own form revokes; in an organisation's Settings and on
+the home page of someone in no organisation."""
+
+import re
+from datetime import timedelta
+
+from django.utils import timezone
+
+from orgs import services
+from orgs.models import ApiToken, Membership
+from tests.clients import console
+
+SETTINGS = "/orgs/acme/settings/"
+NOT_FOUND = "That token does not exist or was already revoked."
+CONSEQUENCE = "Requests using it will be refused at once; this cannot be undone."
+
+
+def revoke_url(token) -> str:
+    return f"/orgs/acme/settings/tokens/{token.pk}/revoke"
+
+
+def account_revoke_url(token) -> str:
+    return f"/accounts/tokens/{token.pk}/revoke"
+
+
+def text_of(html: str) -> str:
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+def confirmation_of(page: str) -> str | None:
+    match = re.search(r'<div class="confirm" role="alertdialog"[^>]*>.*?</form>\s*</div>', page, re.S)
+    return match.group(0) if match else None
+
+
+def make(user, name: str, *, expires_in: timedelta | None = timedelta(days=80), used_at=None) -> ApiToken:
+    token, _ = services.api_token_create(user=user, name=name)
+    at = None if expires_in is None else timezone.now() + expires_in
+    ApiToken.objects.filter(pk=token.pk).update(expires_at=at, last_used_at=used_at)
+    return ApiToken.objects.get(pk=token.pk)
+
+
+def without_per_request_values(html: str) -> str:
+    """The page without what differs on every load: the CSRF token and the token form's one-time value."""
+    return re.sub(r'name="(csrfmiddlewaretoken|once)" value="[^"]+"', "", html)
+
+
+def test_the_revoke_button_opens_the_confirmation_as_a_page_of_its_own(world):
+    token = make(world.acme_admin, "Nightly export")
+
+    page = console(world.acme_admin).get(SETTINGS).content.decode()
+
+    # A GET form to the page itself: no revocation can start from the list.
+    form = re.search(r'<form method="get" action="/orgs/acme/settings/">.*?</form>', page, re.S)
+    assert form, "the Revoke button is not a GET form to the settings page"
+    assert f'name="revoke" value="{token.pk}"' in form.group(0)
+    assert 'aria-label="Revoke token Nightly export"' in form.group(0)
+    assert f'action="{revoke_url(token)}"' not in page
+    assert confirmation_of(page) is None
+
+
+def test_the_confirmation_names_the_token_and_says_what_revoking_does(world):
+    used = timezone.now() - timedelta(hours=5)
+    token = make(world.acme_admin, "Nightly export", used_at=used)
+
+    response = console(world.acme_admin).get(SETTINGS, {"revoke": token.pk})
+
+    assert response.status_code == 200
+    confirmation = confirmation_of(response.content.decode())
+    assert confirmation, "no confirmation on the page"
+    words = text_of(confirmation)
+    assert "Revoke the API token “Nightly export”?" in words
+    assert f"{token.prefix}…" in words
+    assert f"Last used {used:%-d %b %Y, %H:%M} UTC" in words
+    assert f"Expires {token.expires_at:%-d %b %Y}" in words
+    assert CONSEQUENCE in words
+    assert f'<form method="post" action="{revoke_url(token)}"' in confirmation
+    assert '<input type="hidden" name="confirm" value="yes">' in confirmation
+    assert re.search(r'<button class="button button--danger" type="submit">Revoke token</button>', confirmation)
+    # Focus starts on the way out, as the key's removal does: a stray Enter must not revoke.
+    assert re.search(rf'<a class="button" href="{SETTINGS}#token-{token.pk}" autofocus>Cancel</a>', confirmation)
+    assert 'aria-labelledby="revoke-heading"' in confirmation
+    assert 'aria-describedby="revoke-consequence"' in confirmation
+    assert ApiToken.objects.filter(pk=token.pk).exists()  # nothing revoked by looking
+
+
+def test_the_confirmation_of_a_token_never_used_or_without_expiry_says_so(world):
+    token = make(world.acme_admin, "Old script", expires_in=None)
+
+    words = text_of(confirmation_of(console(world.acme_admin).get(SETTINGS, {"revoke": token.pk}).content.decode()))
+
+    assert "Last used never" in words
+    assert "Expires Never (made before tokens expired)" in words
+
+
+def test_the_confirmation_of_an_expired_token_does_not_claim_revoking_stops_requests(world):
+    token = make(world.acme_admin, "Last quarter", expires_in=-timedelta(days=2, hours=1))
+
+    words = text_of(confirmation_of(console(world.acme_admin).get(SETTINGS, {"revoke": token.pk}).content.decode()))
+
+    assert CONSEQUENCE not in words
+    assert "It has expired, so requests using it are refused already." in words
+    assert "Revoking removes it from this list; this cannot be undone." in words
+
+
+def test_the_row_being_confirmed_has_no_second_revoke_button(world):
+    token = make(world.acme_admin, "Nightly export")
+    other = make(world.acme_admin, "Backup job")
+
+    page = console(world.acme_admin).get(SETTINGS, {"revoke": token.pk}).content.decode()
+
+    assert 'aria-label="Revoke token Nightly export"' not in page
+    assert 'aria-label="Revoke token Backup job"' in page
+    assert f'id="token-{token.pk}"' in page and f'id="token-{other.pk}"' in page
+
+
+def test_the_confirmations_own_form_revokes_the_token(world):
+    token = make(world.acme_admin, "Nightly export")
+    client = console(world.acme_admin)
+
+    response = client.post(revoke_url(token), {"confirm": "yes"})
+
+    assert (response.status_code, response["Location"]) == (302, SETTINGS)
+    assert not ApiToken.objects.filter(pk=token.pk).exists()
+    page = client.get(SETTINGS).content.decode()
+    assert "API token “Nightly export” revoked. Requests using it are now refused." in page
+
+
+def test_a_post_without_the_confirmation_shows_the_confirmation_and_revokes_nothing(world):
+    # A page cached from before the confirmation existed posts straight to the revoke URL.
+    token = make(world.acme_admin, "Nightly export")
+    client = console(world.acme_admin)
+
+    response = client.post(revoke_url(token))
+
+    # Answered with the confirmation's own address, so Back and reload never post again.
+    assert (response.status_code, response["Location"]) == (302, f"{SETTINGS}?revoke={token.pk}")
+    assert ApiToken.objects.filter(pk=token.pk).exists()
+    shown = client.get(response["Location"]).content.decode()
+    assert "Revoke the API token “Nightly export”?" in text_of(confirmation_of(shown))
+    assert "revoked." not in shown
+
+
+def test_a_confirmation_with_another_value_revokes_nothing(world):
+    token = make(world.acme_admin, "Nightly export")
+
+    response = console(world.acme_admin).post(revoke_url(token), {"confirm": "remove"})
+
+    assert response.status_code == 302
+    assert ApiToken.objects.filter(pk=token.pk).exists()
+
+
+def test_a_token_already_revoked_gets_the_not_found_message_not_a_confirmation(world):
+    token = make(world.acme_admin, "Nightly export")
+    client = console(world.acme_admin)
+    client.post(revoke_url(token), {"confirm": "yes"})
+    client.get(SETTINGS)  # the message of that revocation, read
+
+    response = client.get(SETTINGS, {"revoke": token.pk})
+
+    page = response.content.decode()
+    assert response.status_code == 404
+    assert NOT_FOUND in page
+    assert confirmation_of(page) is None
+    assert "Settings" in page and "API tokens" in page  # the page itself, with the message, not a bare 404
+
+
+def test_someone_elses_token_is_not_found_and_nothing_of_it_is_shown(world):
+    theirs = make(world.acme_owner, "Owner's secret pipeline")
+    missing = make(world.acme_owner, "gone")
+    missing_pk = missing.pk
+    missing.delete()
+    client = console(world.acme_admin)
+
+    other = client.get(SETTINGS, {"revoke": theirs.pk})
+    gone = client.get(SETTINGS, {"revoke": missing_pk})
+
+    assert other.status_code == gone.status_code == 404
+    page = other.content.decode()
+    assert NOT_FOUND in page
+    assert "Owner's secret pipeline" not in page and "Owner&#x27;s secret pipeline" not in page
+    assert theirs.prefix not in page
+    # The same page whether the token is someone else's or no one's: its existence is not revealed.
+    assert without_per_request_values(page) == without_per_request_values(gone.content.decode())
+    assert ApiToken.objects.filter(pk=theirs.pk).exists()
+
+
+def test_a_confirmed_revoke_of_someone_elses_token_is_not_found_and_keeps_it(world):
+    theirs = make(world.acme_owner, "Owner's")
+
+    response = console(world.acme_admin).post(revoke_url(theirs), {"confirm": "yes"}, follow=True)
+
+    assert NOT_FOUND in response.content.decode()
+    assert ApiToken.objects.filter(pk=theirs.pk).exists()
+
+
+def test_a_revoke_value_that_is_no_token_number_is_not_found(world):
+    client = console(world.acme_admin)
+
+    for value in ("abc", "-1", "1.5", "", "99999999999999999999999"):
+        response = client.get(SETTINGS, {"revoke": value})
+        assert response.status_code == 404, value
+        assert NOT_FOUND in response.content.decode(), value
+
+
+def test_someone_in_no_organisation_confirms_on_the_home_page(world):
+    token = make(world.acme_member, "leaked laptop")
+    Membership.objects.filter(user=world.acme_member).delete()
+    client = console(world.acme_member)
+
+    home = client.get("/").content.decode()
+    form = re.search(r'<form method="get" action="/">.*?</form>', home, re.S)
+    assert form and f'name="revoke" value="{token.pk}"' in form.group(0)
+
+    asked = client.post(account_revoke_url(token))
+    assert (asked.status_code, asked["Location"]) == (302, f"/?revoke={token.pk}")
+    assert ApiToken.objects.filter(pk=token.pk).exists()
+
+    confirmation = confirmation_of(client.get("/", {"revoke": token.pk}).content.decode())
+    assert "Revoke the API token “leaked laptop”?" in text_of(confirmation)
+    assert f'<form method="post" action="{account_revoke_url(token)}"' in confirmation
+    assert re.search(rf'<a class="button" href="/#token-{token.pk}" autofocus>Cancel</a>', confirmation)
+
+    response = client.post(account_revoke_url(token), {"confirm": "yes"}, follow=True)
+    assert "API token “leaked laptop” revoked. Requests using it are now refused." in response.content.decode()
+    assert not ApiToken.objects.filter(pk=token.pk).exists()
+
+
+def test_on_the_home_page_someone_elses_token_is_not_found(world):
+    theirs = make(world.acme_owner, "Owner's pipeline")
+    Membership.objects.filter(user=world.acme_member).delete()
+
+    response = console(world.acme_member).get("/", {"revoke": theirs.pk})
+
+    assert response.status_code == 404
+    page = response.content.decode()
+    assert NOT_FOUND in page and "Owner&#x27;s pipeline" not in page and theirs.prefix not in page
+
+
+def test_a_home_page_confirmation_opened_by_someone_added_to_an_organisation_since_opens_in_its_settings(world):
+    # Added to an organisation as the home page stood open: the home page now leads to it, and so does the question.
+    token = make(world.acme_member, "leaked laptop")
+
+    response = console(world.acme_member).get("/", {"revoke": token.pk})
+
+    assert (response.status_code, response["Location"]) == (302, f"{SETTINGS}?revoke={token.pk}")
+
+
+def test_an_unconfirmed_revoke_from_a_settings_page_left_open_after_removal_asks_on_the_home_page(world):
+    token = make(world.acme_member, "leaked laptop")
+    Membership.objects.filter(user=world.acme_member).delete()  # staff remove them as the page stands open
+    client = console(world.acme_member)
+
+    asked = client.post(revoke_url(token))
+
+    # Where they land says nothing of the organisation they are no longer in.
+    assert (asked.status_code, asked["Location"]) == (302, f"/?revoke={token.pk}")
+    shown = client.get(asked["Location"]).content.decode()
+    assert "Revoke the API token “leaked laptop”?" in text_of(confirmation_of(shown))
+    assert ApiToken.objects.filter(pk=token.pk).exists()

@@ -57,7 +57,7 @@ def test_tokens_say_when_they_expire_and_a_new_one_lives_as_long_as_chosen(app, 
     expires = page.get_by_label("Expires")
     expect(expires).to_have_value("90")
     assert_no_accessibility_violations(page)
-    screenshot(page, "settings-token-expiry", docs=False)
+    screenshot(page, "settings-token-expiry")
 
     page.get_by_label("Token name").fill("Yearly audit")
     expires.select_option(label="1 year")
@@ -110,7 +110,7 @@ def test_revoke_asks_first_with_focus_on_the_confirmation_and_revokes_only_when_
     expect(cancel).to_be_in_viewport()
     assert ApiToken.objects.filter(pk=token.pk).exists()  # nothing revoked by asking
     assert_no_accessibility_violations(page)
-    screenshot(page, "settings-token-confirm-revoke", docs=False)
+    screenshot(page, "settings-token-confirm-revoke")
 
     page.keyboard.press("Shift+Tab")
     expect(confirm.get_by_role("button", name="Revoke token")).to_be_focused()

@@ -24,7 +24,7 @@ from django.db.models.functions import Now
 
 from insights.models import InsightQuery
 from opsion.errors import Refused
-from orgs.models import Organisation
+from orgs.models import BYOM_PLANS, Organisation
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,31 @@ def _stats(org_id: int, window_seconds: int) -> tuple[int, datetime | None, date
     return used, as_datetime(oldest, None, connection), as_datetime(now, None, connection)
 
 
+# A decision's statistics on SQLite, with the key in force read in the same statement (the organisation's plan, its
+# stored key's save time): one statement, as the count alone was.
+_SQLITE_DECISION = _SQLITE_STATS.replace(
+    "SELECT COUNT(*), MIN(created_at), STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')",
+    "SELECT COUNT(*), MIN(created_at), STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW'),"
+    " (SELECT plan FROM orgs_organisation WHERE id = %s),"
+    " (SELECT saved_at FROM orgs_claudeapikey WHERE organisation_id = %s)",
+)
+
+
+def _decision_stats(org_id: int, window_seconds: int) -> tuple[int, datetime | None, datetime | None, datetime | None]:
+    """_stats, and the `saved_at` of the key the organisation's queries run on now: None for the platform key (as
+    insights.keys.resolve decides, and as the PostgreSQL function checks). Inside the decision's transaction."""
+    connection = connections[router.db_for_write(InsightQuery)]
+    if connection.vendor != "sqlite":
+        plan, saved_at = Organisation.objects.filter(pk=org_id).values_list("plan", "claude_api_key__saved_at").get()
+        return (*_orm_stats(org_id, window_seconds), saved_at if plan in BYOM_PLANS else None)
+    with connection.cursor() as cursor:
+        cursor.execute(_SQLITE_DECISION, [org_id, org_id, org_id, window_seconds * 1_000_000])
+        used, oldest, now, plan, saved_at = cursor.fetchone()
+    as_datetime = connection.ops.convert_datetimefield_value
+    in_force = as_datetime(saved_at, None, connection) if plan in BYOM_PLANS else None
+    return used, as_datetime(oldest, None, connection), as_datetime(now, None, connection), in_force
+
+
 def ago(age: timedelta) -> ExpressionWrapper:
     """That long before the database's clock, which stamps created_at and which the window counts against (an app
     server's clock may run ahead or behind)."""
@@ -139,19 +164,38 @@ def peek(*, org: Organisation, limit: int, window_seconds: int) -> Window:
     return Window(limit, window_seconds, used, frees_in)
 
 
-def acquire(*, org: Organisation, limit: int, window_seconds: int, row: dict) -> tuple[InsightQuery, Window]:
-    """Count one query and insert its row, or raise RateLimited with the exact Retry-After."""
+class KeyChanged(Exception):
+    """The organisation's plan or key changed while the decision waited for its lock: nothing was counted, and the
+    key and limit must be chosen again."""
+
+
+UNCHECKED = object()  # `key_saved_at` of a caller choosing no key (tests of the limiter alone)
+
+
+def acquire(
+    *, org: Organisation, limit: int, window_seconds: int, row: dict, key_saved_at=UNCHECKED
+) -> tuple[InsightQuery, Window]:
+    """Count one query and insert its row, or raise RateLimited with the exact Retry-After.
+
+    `key_saved_at` is the key the caller chose `limit` for: the `saved_at` of the organisation's own key, or None
+    for the platform key. The plan and key were read before the decision waited for the organisation row, which
+    key writes and staff's changes hold until they commit: once it is held they are checked again, and if another
+    key is in force now (removed, replaced, saved; the plan changed) KeyChanged is raised, nothing counted."""
     using = router.db_for_write(InsightQuery)
     _require_autocommit(connections[using])
     if connections[using].vendor == "postgresql":
-        return _acquire_in_one_round_trip(org=org, limit=limit, window_seconds=window_seconds, row=row, using=using)
+        return _acquire_in_one_round_trip(
+            org=org, limit=limit, window_seconds=window_seconds, row=row, using=using, key_saved_at=key_saved_at
+        )
     with transaction.atomic(using=using, durable=True):
         # Lock the organisation row so two requests racing at 19/20 cannot both pass. The count
         # must run after the lock: under READ COMMITTED each statement takes a fresh snapshot.
         # (SQLite has no row locks and needs none: BEGIN IMMEDIATE has already serialised us.)
         if connections[using].features.has_select_for_update:
             Organisation.objects.select_for_update().filter(pk=org.pk).values_list("pk", flat=True).get()
-        used, oldest, now = _stats(org.pk, window_seconds)
+        used, oldest, now, in_force = _decision_stats(org.pk, window_seconds)
+        if key_saved_at is not UNCHECKED and in_force != key_saved_at:
+            raise KeyChanged()
         if used >= limit:
             raise _refuse(org.pk, used=used, limit=limit, oldest=oldest, now=now, window_seconds=window_seconds)
         query = InsightQuery.objects.create(organisation=org, **row)
@@ -160,16 +204,26 @@ def acquire(*, org: Organisation, limit: int, window_seconds: int, row: dict) ->
 
 
 def _acquire_in_one_round_trip(
-    *, org: Organisation, limit: int, window_seconds: int, row: dict, using: str
+    *, org: Organisation, limit: int, window_seconds: int, row: dict, using: str, key_saved_at
 ) -> tuple[InsightQuery, Window]:
     query = InsightQuery(organisation=org, **row)
+    checked = key_saved_at is not UNCHECKED
     with connections[using].cursor() as cursor:
         cursor.execute(
-            "SELECT used, oldest, db_now, new_id, new_created_at"
-            " FROM insights_ratelimit_acquire(%s, %s, %s, %s::jsonb)",
-            [org.pk, limit, window_seconds, _row_json(query, using)],
+            "SELECT used, oldest, db_now, new_id, new_created_at, key_changed"
+            " FROM insights_ratelimit_acquire(%s, %s, %s, %s::jsonb, %s::text[], %s::timestamptz)",
+            [
+                org.pk,
+                limit,
+                window_seconds,
+                _row_json(query, using),
+                sorted(str(plan) for plan in BYOM_PLANS) if checked else None,
+                key_saved_at if checked else None,
+            ],
         )
-        used, oldest, now, new_id, created_at = cursor.fetchone()
+        used, oldest, now, new_id, created_at, key_changed = cursor.fetchone()
+    if key_changed:
+        raise KeyChanged()
     if used is None:
         raise Organisation.DoesNotExist("Organisation matching query does not exist.")
     if new_id is None:

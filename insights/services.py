@@ -234,15 +234,34 @@ class PendingQuery:
             log.info("org=%s: query %s was deleted before its outcome was recorded", row.organisation.slug, row.pk)
 
 
+# How many times a query chooses its key again when the choice changed as its decision waited (ratelimit.KeyChanged):
+# each time another key write or plan change committed in those milliseconds.
+KEY_CHOICES = 5
+
+
 def start(*, membership: Membership, text: str) -> PendingQuery:
     """Validate, choose the key and count the query.
 
     Raises InvalidRequest, KeyUnreadable, InsightsUnavailable or RateLimited.
 
     A query counts once it is let through here; refusals before that (bad input, no platform key,
-    over the limit) do not.
+    over the limit) do not. It is counted under the limit of the key in force when it is decided, and sent with
+    that key: if a key write or a plan change committed while the decision waited for it, the key is chosen again.
     """
     query = validate_query(text)
+    for _ in range(KEY_CHOICES):
+        try:
+            return _count(membership=membership, query=query)
+        except ratelimit.KeyChanged:
+            # Read again, key included (resolve() reads it afresh), for this decision and whatever the page shows after.
+            membership.organisation = Organisation.objects.get(pk=membership.organisation_id)
+    log.error(
+        "org=%s: its key or plan changed %s times as one query was decided", membership.organisation.slug, KEY_CHOICES
+    )
+    raise InsightsUnavailable()
+
+
+def _count(*, membership: Membership, query: str) -> PendingQuery:
     org = membership.organisation
     choice = keys.resolve(org)
     if choice.uses_org_key and not org_selectors.claude_api_key_readable(org, choice.secret):
@@ -261,6 +280,7 @@ def start(*, membership: Membership, text: str) -> PendingQuery:
             "query": query,
             "model": settings.ANTHROPIC_MODEL,
         },
+        key_saved_at=choice.key_saved_at,  # None on the platform key
     )
     return PendingQuery(row=row, window=window, choice=choice)
 

@@ -467,7 +467,7 @@ def test_the_platform_key_being_rejected_leaves_the_organisations_status_alone(
 
 def test_a_query_costs_a_fixed_handful_of_sql_statements(world, fake_anthropic, api_client, acme_key):
     # The hot path: token, membership (+organisation, +stored key), the limiter, the outcome. On SQLite
-    # the limiter is BEGIN IMMEDIATE, count, insert, COMMIT instead of one function call.
+    # the limiter is BEGIN IMMEDIATE, count (with the key in force), insert, COMMIT instead of one function call.
     client = api_client(world.acme_member)
     assert ask(client, "acme").status_code == 200  # the token's first use records last_used_at once
 

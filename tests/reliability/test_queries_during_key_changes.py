@@ -1,0 +1,110 @@
+"""A query that arrives while the organisation's key or plan is being changed is decided on the change.
+
+A key write (a member's save or removal) and staff's change form in admin hold the organisation row until they
+commit; a query's decision waits for that row (PostgreSQL's row lock; on SQLite, BEGIN IMMEDIATE waits for the
+writer). The query read the organisation's plan and key before it waited: once the change commits, it must be
+counted under the limit now in force and sent with the key now in force, never the one that was just removed
+or stopped being used.
+"""
+
+import json
+import sqlite3
+import threading
+import time
+
+import pytest
+from django.db import connection, connections
+
+from insights.models import InsightQuery, KeySource
+from tests.base import GOOD_KEY
+from tests.clients import console
+from tests.conftest import PLATFORM_KEY
+from tests.insights.helpers import seed
+from tests.orgs.helpers import store_key
+from tests.reliability.conftest import pg_admin_connection, wait_for_lock_waiters
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+QUERIES = "/api/v1/orgs/{}/insights/queries"
+
+
+def _asked_while_changed(org, user, statement: str) -> tuple[int, dict]:
+    """The status and body of `user`'s query arriving while another transaction holds `org`'s row: it waits for
+    it, then `statement` runs in that transaction, which commits."""
+    client = console(user)  # the session: a token's first use writes its last_used_at, which on SQLite waits too
+    outcome = {}
+
+    def ask() -> None:
+        try:
+            question = {"query": "What is MiCAR?"}
+            response = client.post(QUERIES.format(org.slug), question, content_type="application/json")
+            outcome["status"], outcome["body"] = response.status_code, json.loads(response.content)
+        finally:
+            connections.close_all()
+
+    if connection.vendor == "postgresql":
+        with pg_admin_connection() as other, pg_admin_connection() as watcher:
+            other.autocommit = False
+            with other.cursor() as cursor:
+                cursor.execute("UPDATE orgs_organisation SET name = name WHERE id = %s", [org.pk])
+                asking = threading.Thread(target=ask)
+                asking.start()
+                with watcher.cursor() as watching:
+                    wait_for_lock_waiters(watching, 1)  # the query's decision waits for the organisation row
+                cursor.execute(statement, {"org": org.pk})
+            other.commit()
+            asking.join(timeout=30)
+    else:
+        other = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None, timeout=20)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # the write lock every decision takes first
+            other.execute("UPDATE orgs_organisation SET name = name WHERE id = ?", [org.pk])
+            asking = threading.Thread(target=ask)
+            asking.start()
+            time.sleep(1)  # the query has read the plan and key (readers never wait) and waits for the write lock
+            other.execute(statement.replace("%(org)s", "?"), [org.pk])
+            other.execute("COMMIT")
+            asking.join(timeout=30)
+        finally:
+            other.close()
+    return outcome.get("status"), outcome.get("body")
+
+
+def test_a_query_waiting_while_the_plan_is_downgraded_is_counted_at_the_platform_limit(world, fake_anthropic):
+    store_key(world.acme, GOOD_KEY)
+    seed(world.acme, *[60] * 25, source=KeySource.ORGANISATION)  # within 200, over the platform key's 20
+
+    status, body = _asked_while_changed(
+        world.acme, world.acme_member, "UPDATE orgs_organisation SET plan = 'professional' WHERE id = %(org)s"
+    )
+
+    assert status == 429, body
+    assert body["error"]["code"] == "rate_limited" and "(20/hour)" in body["error"]["message"]
+    assert InsightQuery.objects.filter(organisation=world.acme).count() == 25
+    assert fake_anthropic.keys_used == []  # the key the plan no longer uses was not sent to Anthropic
+
+
+def test_a_query_waiting_while_the_key_is_removed_runs_on_the_platform_key(world, fake_anthropic):
+    store_key(world.acme, GOOD_KEY)
+    seed(world.acme, *[60] * 5, source=KeySource.ORGANISATION)
+
+    status, body = _asked_while_changed(
+        world.acme, world.acme_member, "DELETE FROM orgs_claudeapikey WHERE organisation_id = %(org)s"
+    )
+
+    assert status == 200, body
+    assert body["keySource"] == KeySource.PLATFORM and body["rateLimit"]["limit"] == 20
+    assert fake_anthropic.keys_used == [PLATFORM_KEY]  # never the key removed before the query was decided
+
+
+def test_a_query_waiting_while_the_plan_is_upgraded_runs_on_the_stored_key_at_its_limit(world, fake_anthropic):
+    store_key(world.globex, GOOD_KEY)  # left behind by an earlier downgrade: unused on Professional
+    seed(world.globex, *[60] * 25)
+
+    status, body = _asked_while_changed(
+        world.globex, world.globex_member, "UPDATE orgs_organisation SET plan = 'institutional' WHERE id = %(org)s"
+    )
+
+    assert status == 200, body
+    assert body["keySource"] == KeySource.ORGANISATION and body["rateLimit"]["limit"] == 200
+    assert fake_anthropic.keys_used == [GOOD_KEY]

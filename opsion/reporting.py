@@ -10,6 +10,10 @@ from django.views.debug import SafeExceptionReporterFilter
 
 # An Anthropic key, wherever it sits: a local variable, a dict, a bytes buffer of a posted form.
 ANTHROPIC_KEY = re.compile(r"sk-ant-[\w-]{8,}")
+# A personal API token (orgs.services.TOKEN_PREFIX, then 43 url-safe characters): the page that shows it once, the
+# view and the API's reading of the Authorization header hold it. Its listed prefix (the first 12 characters) is
+# left alone.
+API_TOKEN = re.compile(r"opsn_[\w-]{20,}")
 # The password in a URL's user information: postgres://user:password@host/…, redis://:password@host. Split as
 # urllib splits it (the user name ends at the first ":", the password at the last "@" before the path), so an
 # "@" nobody percent-encoded, in a user name (smtp://apikey@mail.example:…) or a password, hides no less.
@@ -57,8 +61,10 @@ class KeySafeExceptionReporterFilter(SafeExceptionReporterFilter):
 
 
 def redact(text: str) -> str:
-    """`text` with every Anthropic key (by form, and the platform key by value) and encryption key blanked."""
+    """`text` with every Anthropic key (by form, and the platform key by value), API token (by form) and encryption
+    key blanked."""
     text = ANTHROPIC_KEY.sub("sk-ant-[redacted]", text)
+    text = API_TOKEN.sub("opsn_[redacted]", text)
     for secret in (settings.ANTHROPIC_API_KEY, *settings.FIELD_ENCRYPTION_KEYS):
         if secret and secret in text:
             text = text.replace(secret, "[redacted]")

@@ -3,17 +3,19 @@
 import hashlib
 import logging
 import re
+import sys
 import warnings
 from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
 from django.core.cache.backends.base import CacheKeyWarning
+from django.core.signals import got_request_exception
 from django.db import connection
 from django.utils import timezone
 from django.views.debug import ExceptionReporter
 
-from orgs import services
+from orgs import selectors, services
 from orgs.models import ApiToken, Membership, Role
 from tests.base import GOOD_KEY
 from tests.clients import api_put_key, console
@@ -432,3 +434,68 @@ def test_an_error_report_raised_while_authenticating_a_token_hides_the_token(wor
     assert authenticating, "the report has no frame of api_token_authenticate"
     for frame in authenticating:
         assert raw not in str(frame["vars"])  # its prefix may show: Settings lists it
+
+
+def test_the_error_report_of_an_api_request_failing_in_token_authentication_hides_the_token(world, monkeypatch):
+    # The report Django e-mails to ADMINS (and shows with DEBUG on) lists every frame's variables: the request's own
+    # reading of its Authorization header included, not only the service's.
+    _, raw = services.api_token_create(user=world.acme_admin, name="CI")
+    reports = []
+
+    def report(sender, request, **kwargs) -> None:
+        reporter = ExceptionReporter(request, *sys.exc_info(), is_email=True)
+        reports.append(reporter.get_traceback_text() + reporter.get_traceback_html())
+
+    def broken(self, now) -> bool:
+        raise RuntimeError("a bug while checking the token")
+
+    monkeypatch.setattr(ApiToken, "is_expired", broken)
+    got_request_exception.connect(report)
+    try:
+        client = console(raise_request_exception=False)
+        response = client.get("/api/v1/orgs/acme/settings", headers={"Authorization": f"Bearer {raw}"})
+    finally:
+        got_request_exception.disconnect(report)
+
+    assert response.status_code == 500
+    assert reports and "a bug while checking the token" in reports[0]  # the report of this failure
+    assert raw not in reports[0] and raw[12:] not in reports[0]  # the token, nor its secret part past the prefix
+
+
+def test_the_error_report_of_a_console_page_failing_after_creating_a_token_hides_the_token(world, monkeypatch):
+    # The token is made and stored; drawing the page that was to show it once fails. The view, the page's context and
+    # the template's frames all hold it, and the report lists them.
+    reports = []
+
+    def report(sender, request, **kwargs) -> None:
+        reporter = ExceptionReporter(request, *sys.exc_info(), is_email=True)
+        reports.append(reporter.get_traceback_text() + reporter.get_traceback_html())
+
+    listed = selectors.api_tokens_listed
+
+    def broken(user, **kwargs):
+        if ApiToken.objects.filter(user=user).exists():
+            raise RuntimeError("a bug while listing the tokens")
+        return listed(user, **kwargs)
+
+    monkeypatch.setattr(selectors, "api_tokens_listed", broken)
+    got_request_exception.connect(report)
+    try:
+        response = console(world.acme_admin, raise_request_exception=False).post(CREATE, {"name": "CI"})
+    finally:
+        got_request_exception.disconnect(report)
+
+    assert response.status_code == 500 and ApiToken.objects.filter(user=world.acme_admin).count() == 1
+    assert reports and "a bug while listing the tokens" in reports[0]
+    prefix = ApiToken.objects.get(user=world.acme_admin).prefix
+    assert not re.findall(re.escape(prefix) + r"[\w-]+", reports[0])  # its prefix may show; nothing past it
+
+
+def test_a_log_line_holding_a_token_shows_only_its_prefix(world, caplog):
+    _, raw = services.api_token_create(user=world.acme_admin, name="CI")
+
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("opsion").warning("GET /api/v1/orgs/acme/settings?access_token=%s", raw)
+
+    assert raw not in caplog.text and raw[12:] not in caplog.text
+    assert "access_token=opsn_[redacted]" in caplog.text

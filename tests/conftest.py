@@ -6,6 +6,8 @@ import tempfile
 import pytest
 from django.conf import settings as django_settings
 from django.core.cache import cache
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 
 from orgs import mailer
 from orgs import services as org_services
@@ -93,6 +95,16 @@ def mail(settings, mailoutbox):
     settings.EMAIL_CONFIGURED = True
     settings.DEFAULT_FROM_EMAIL = "Opsion <no-reply@opsion.example>"
     return mailoutbox
+
+
+@pytest.fixture
+def latest_schema_after():
+    """For a test that migrates back: the next tests get the schema the app runs on, not the one it left. Taking an
+    app back also takes back every later migration of another app depending on it (insights 0007, the limiter's
+    PostgreSQL function, on orgs 0006), which migrating that app forward again does not reapply."""
+    yield
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
 
 
 @pytest.fixture

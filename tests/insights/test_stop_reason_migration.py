@@ -17,14 +17,6 @@ def migrate(target) -> None:
     MigrationExecutor(connection).migrate([target])
 
 
-@pytest.fixture
-def latest_schema_after():
-    """Migrations after 0006 exist: the next tests get the schema the app runs on, not the one this test left."""
-    yield
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())
-
-
 def asked(org, *outcomes: str) -> list[int]:
     rows = InsightQuery.objects.bulk_create(
         InsightQuery(organisation=org, key_source=KeySource.PLATFORM, query=f"q{i}", outcome=outcome, stop_reason=None)

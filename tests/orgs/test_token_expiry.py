@@ -262,7 +262,7 @@ AFTER = ("orgs", "0006_apitoken_expires_at")
 
 
 @pytest.mark.django_db(transaction=True)
-def test_tokens_made_before_the_migration_keep_working_with_no_expiry(world):
+def test_tokens_made_before_the_migration_keep_working_with_no_expiry(world, latest_schema_after):
     executor = MigrationExecutor(connection)
     executor.migrate([BEFORE])
     old_token = executor.loader.project_state([BEFORE]).apps.get_model("orgs", "ApiToken")

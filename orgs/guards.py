@@ -57,6 +57,12 @@ def _network(ip: str) -> str:
     return str(ipaddress.IPv6Address(int(address) >> 64 << 64))
 
 
+def _ip_account(_group, request: HttpRequest) -> str:
+    # The address and the account together: how many of an address's failures were at one account, which is all
+    # that account's reset may forgive the address (sign_in_forgiven). Counted, never a lock of its own.
+    return f"{_ip(None, request)} {_account(None, request)}"
+
+
 _SIGN_IN_KEYS = (("ip", _ip), ("account", _account))
 
 
@@ -88,6 +94,8 @@ def sign_in_attempt(request: HttpRequest) -> bool:
     """
     for name, key in _SIGN_IN_KEYS:  # the address first: a locked address adds nothing to any account's count,
         # or one address could lock out every account it names, staff included, without checking a password
+        if name == "account":
+            get_usage(request, group="sign-in-ip-account", key=_ip_account, rate=SIGN_IN_RATE, increment=True)
         tried = get_usage(request, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=True)
         succeeded = get_usage(request, group=f"sign-in-{name}-ok", key=key, rate=SIGN_IN_RATE, increment=False)
         if tried is None:
@@ -120,25 +128,42 @@ def sign_in_forgiven(request: HttpRequest, *, user) -> None:
     with the password they have just chosen. The link proves the mailbox, which any locked-out user could reset the
     password from anyway. Only the failures so far are forgiven: ten more wrong guesses lock the account again.
 
+    The address is forgiven only the failures it made at this account: the mailbox proves nothing about guesses at
+    other people's accounts, and anyone with an account of their own could otherwise reset its password to unlock
+    an address that sprayed guesses at others, ten more for every reset.
+
     The failures are remembered beside django-ratelimit's counters, for their window only, and subtracted as
     successes are; its counters themselves are left alone."""
-    values = {"ip": _ip(None, request), "account": user.get_username().strip().lower()}
-    for name, value in values.items():
-        key = lambda _g, _r, value=value: value  # noqa: E731
-        tried = get_usage(None, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=False)
-        succeeded = get_usage(None, group=f"sign-in-{name}-ok", key=key, rate=SIGN_IN_RATE, increment=False)
-        if tried is None or tried["time_left"] <= 0:
+    ip, account = _ip(None, request), user.get_username().strip().lower()
+    at_account = _failures("ip-account", f"{ip} {account}")
+    for name, value in (("ip", ip), ("account", account)):
+        usage = _failures(name, value)
+        if usage is None:
             continue
-        failed = tried["count"] - (succeeded or {}).get("count", 0)
+        tried, failed = usage
+        if name == "ip":
+            failed = min(failed, at_account[1] if at_account else 0)
+        # Never less than a reset earlier in this window forgave (another account's, from the same address).
+        failed = max(failed, _forgiven(name, value, tried))
         if failed > 0:
             remembered = {"window_end": _window_end(tried), "failed": failed}
             cache.set(_forgiveness_key(name, value), remembered, tried["time_left"] + 1)
 
 
+def _failures(name: str, value: str) -> tuple[dict, int] | None:
+    """The sign-in counter `name` for `value` in its current window, and its attempts that did not succeed."""
+    key = lambda _g, _r: value  # noqa: E731
+    tried = get_usage(None, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=False)
+    succeeded = get_usage(None, group=f"sign-in-{name}-ok", key=key, rate=SIGN_IN_RATE, increment=False)
+    if tried is None or tried["time_left"] <= 0:
+        return None
+    return tried, tried["count"] - (succeeded or {}).get("count", 0)
+
+
 @_fail_open(None)
 def sign_in_succeeded(request: HttpRequest) -> None:
     """Successes are not failures: an office's many sign-ins from one address never lock it."""
-    for name, key in _SIGN_IN_KEYS:
+    for name, key in (*_SIGN_IN_KEYS, ("ip-account", _ip_account)):
         get_usage(request, group=f"sign-in-{name}-ok", key=key, rate=SIGN_IN_RATE, increment=True)
 
 

@@ -225,6 +225,53 @@ def test_what_a_reset_forgave_is_not_carried_into_the_next_window(world, clock, 
     assert response.status_code == 429 and not _signed_in(client)
 
 
+def test_resetting_ones_own_password_does_not_unlock_an_address_that_guessed_at_other_accounts(world, clock, mail):
+    # Someone spraying guesses at other people's accounts locks their address; their own account (any member has
+    # one, and its mailbox) must not be a key to that lock, or each reset would buy ten more guesses at others.
+    ip = "203.0.113.66"
+    for i in range(10):
+        _sign_in(f"victim{i}@acme.test", "wrong", ip=ip)
+    assert _sign_in("owner@acme.test", PASSWORD, ip=ip)[1].status_code == 429
+
+    ask("member@acme.test", REMOTE_ADDR=ip)  # the sprayer's own account, reset from the locked address
+    assert set_password(Client(REMOTE_ADDR=ip), link_in(mail[-1]), NEW_PASSWORD).status_code == 302
+
+    client, response = _sign_in("owner@acme.test", "a-guess", ip=ip)
+    assert response.status_code == 429 and LOCKED in response.content.decode()
+
+
+def test_signing_in_to_ones_own_account_first_earns_its_address_no_forgiveness(world, clock, mail):
+    # Successes at the account are not failures at it: signed in ten times, then spraying, then resetting, the
+    # address has made no failure at the reset account to forgive.
+    ip = "203.0.113.66"
+    for _ in range(10):
+        assert _sign_in("member@acme.test", PASSWORD, ip=ip)[1].status_code == 302
+    for i in range(10):
+        _sign_in(f"victim{i}@acme.test", "wrong", ip=ip)
+
+    ask("member@acme.test", REMOTE_ADDR=ip)
+    assert set_password(Client(REMOTE_ADDR=ip), link_in(mail[-1]), NEW_PASSWORD).status_code == 302
+
+    assert _sign_in("owner@acme.test", PASSWORD, ip=ip)[1].status_code == 429
+
+
+def test_a_reset_forgives_its_address_only_the_failures_it_made_at_that_account(world, clock, mail):
+    # The reset account's failures from elsewhere are not its address's to forgive: ten failures at the account
+    # from one address cannot be spent again to unlock every other address its password is reset from.
+    for i in range(10):
+        _sign_in("member@acme.test", "wrong", ip=f"198.51.100.{i}")
+    ip = "203.0.113.66"
+    for i in range(10):
+        _sign_in(f"victim{i}@acme.test", "wrong", ip=ip)
+
+    ask("member@acme.test", REMOTE_ADDR=ip)
+    assert set_password(Client(REMOTE_ADDR=ip), link_in(mail[-1]), NEW_PASSWORD).status_code == 302
+
+    assert _sign_in("owner@acme.test", PASSWORD, ip=ip)[1].status_code == 429  # the address: still locked
+    client, response = _sign_in("member@acme.test", NEW_PASSWORD, ip="192.0.2.99")
+    assert response.status_code == 302 and _signed_in(client)  # the account: its lock lifted
+
+
 def test_an_unused_reset_link_lifts_nothing(world, clock, mail):
     for _ in range(10):
         _sign_in("member@acme.test", "wrong")

@@ -111,14 +111,17 @@ def _forgiveness_key(name: str, value: str) -> str:
 
 
 def _window_end(usage: dict) -> int:
-    # By django-ratelimit's own clock, the one its windows are cut by.
+    # By django-ratelimit's own clock, the one its windows are cut by. Only nearly: it read its clock for
+    # `time_left` a moment ago (a cache round trip), and a second may have begun since.
     return int(ratelimit_core.time.time()) + usage["time_left"]
 
 
 def _forgiven(name: str, value: str, tried: dict) -> int:
     """The failures a password reset forgave in this window (`sign_in_forgiven`); none in a later one."""
     forgiven = cache.get(_forgiveness_key(name, value))
-    return forgiven["failed"] if forgiven and forgiven["window_end"] == _window_end(tried) else 0
+    # The same window if their ends are within a few seconds: another window's is a whole window away.
+    same_window = forgiven and abs(forgiven["window_end"] - _window_end(tried)) < SIGN_IN_WINDOW_SECONDS // 2
+    return forgiven["failed"] if same_window else 0
 
 
 @_fail_open(None)

@@ -16,7 +16,8 @@ import pytest
 from django.db import connection, connections
 
 from insights.models import InsightQuery, KeySource
-from tests.base import GOOD_KEY
+from orgs import crypto
+from tests.base import GOOD_KEY, OTHER_KEY
 from tests.clients import console
 from tests.conftest import PLATFORM_KEY
 from tests.insights.helpers import seed
@@ -108,3 +109,18 @@ def test_a_query_waiting_while_the_plan_is_upgraded_runs_on_the_stored_key_at_it
     assert status == 200, body
     assert body["keySource"] == KeySource.ORGANISATION and body["rateLimit"]["limit"] == 200
     assert fake_anthropic.keys_used == [GOOD_KEY]
+
+
+def test_a_query_waiting_while_the_key_is_replaced_is_sent_with_the_new_key(world, fake_anthropic):
+    # The same plan and a key stored before and after: only which save of the key is in force tells them apart.
+    store_key(world.acme, GOOD_KEY)
+    replaced = "UPDATE orgs_claudeapikey SET secret = '{}', saved_at = {} WHERE organisation_id = %(org)s".format(
+        crypto.encrypt(OTHER_KEY),
+        "clock_timestamp()" if connection.vendor == "postgresql" else "STRFTIME('%Y-%m-%d %H:%M:%f', 'NOW')",
+    )
+
+    status, body = _asked_while_changed(world.acme, world.acme_member, replaced)
+
+    assert status == 200, body
+    assert body["keySource"] == KeySource.ORGANISATION
+    assert fake_anthropic.keys_used == [OTHER_KEY]  # never the key replaced before the query was decided

@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from orgs import services
+from orgs import selectors, services
 from orgs.models import ApiToken
 
 
@@ -49,6 +49,16 @@ def test_it_deletes_tokens_expired_over_thirty_days_ago_for_every_user_and_keeps
     kept = {"expired 29 days ago", "no expiry", "active"}
     assert names() == {(user.email, name) for user in (world.acme_admin, world.globex_member) for name in kept}
     assert output.strip() == "Deleted 4 API tokens expired more than 30 days ago."
+
+
+def test_a_token_settings_still_lists_is_kept_to_the_instant(world):
+    # Settings lists a token expired EXPIRED_TOKENS_LISTED_FOR ago exactly: pruning must not take it from the list.
+    now = timezone.now()
+    token(world.acme_admin, "expired 30 days ago to the instant", now - services.EXPIRED_TOKENS_LISTED_FOR)
+    listed = [t.name for t in selectors.api_tokens_listed(world.acme_admin, now=now).tokens]
+
+    assert services.api_tokens_prune(now=now) == 0
+    assert listed == [t.name for t in selectors.api_tokens_listed(world.acme_admin, now=now).tokens] != []
 
 
 def test_the_window_is_the_one_settings_lists_expired_tokens_for(world, monkeypatch):

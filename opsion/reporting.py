@@ -6,7 +6,7 @@ import logging.config
 import re
 
 from django.conf import settings
-from django.views.debug import SafeExceptionReporterFilter
+from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 
 # An Anthropic key, wherever it sits: a local variable, a dict, a bytes buffer of a posted form.
 ANTHROPIC_KEY = re.compile(r"sk-ant-[\w-]{8,}")
@@ -58,6 +58,20 @@ class KeySafeExceptionReporterFilter(SafeExceptionReporterFilter):
         if redact(text) != text:
             return self.cleansed_substitute
         return value
+
+
+class KeySafeExceptionReporter(ExceptionReporter):
+    """Django's reporter (the DEBUG page, the report e-mailed to ADMINS), its whole text redacted as a log line is.
+
+    The filter above hides values by name and frames' variables by form, but the report also shows the request's
+    URL, its GET parameters and every header as they came, and a client may put a key or token in any of them (a
+    query string's `access_token=`, a header of its own). The cost is one pass of `redact` over each report."""
+
+    def get_traceback_html(self):
+        return redact(super().get_traceback_html())
+
+    def get_traceback_text(self):
+        return redact(super().get_traceback_text())
 
 
 def redact(text: str) -> str:

@@ -295,6 +295,8 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 # Error pages and reports hide sensitive values with DEBUG on too, and any value holding an Anthropic key.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "opsion.reporting.KeySafeExceptionReporterFilter"
+# …and the whole report (the request's URL, GET parameters and headers too) is redacted as log lines are.
+DEFAULT_EXCEPTION_REPORTER = "opsion.reporting.KeySafeExceptionReporter"
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],

@@ -13,7 +13,7 @@ from django.core.cache.backends.base import CacheKeyWarning
 from django.core.signals import got_request_exception
 from django.db import connection
 from django.utils import timezone
-from django.views.debug import ExceptionReporter
+from django.views.debug import ExceptionReporter, get_exception_reporter_class
 
 from orgs import selectors, services
 from orgs.models import ApiToken, Membership, Role
@@ -499,3 +499,38 @@ def test_a_log_line_holding_a_token_shows_only_its_prefix(world, caplog):
 
     assert raw not in caplog.text and raw[12:] not in caplog.text
     assert "access_token=opsn_[redacted]" in caplog.text
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["debug-off", "debug-on"])
+def test_an_error_report_hides_a_token_or_key_sent_in_the_url_or_a_header_of_the_clients_own(
+    world, monkeypatch, settings, debug
+):
+    # Clients put credentials where they should not: a query string (`?access_token=…`), a header of their own. The
+    # report lists the request's URL, its GET parameters and every header, none of them a frame's variable; with
+    # DEBUG on, the failing request's own answer is that report.
+    settings.DEBUG = debug
+    _, raw = services.api_token_create(user=world.acme_admin, name="CI")
+    reports = []
+
+    def report(sender, request, **kwargs) -> None:
+        reporter = get_exception_reporter_class(request)(request, *sys.exc_info(), is_email=True)
+        reports.append(reporter.get_traceback_text() + reporter.get_traceback_html())
+
+    def broken(self, now) -> bool:
+        raise RuntimeError("a bug while checking the token")
+
+    monkeypatch.setattr(ApiToken, "is_expired", broken)
+    got_request_exception.connect(report)
+    try:
+        response = console(raise_request_exception=False).get(
+            f"/api/v1/orgs/acme/settings?access_token={raw}&anthropic={GOOD_KEY}",
+            headers={"Authorization": f"Bearer {raw}", "X-Api-Token": raw, "X-Anthropic-Key": GOOD_KEY},
+        )
+    finally:
+        got_request_exception.disconnect(report)
+
+    assert response.status_code == 500
+    assert reports and "a bug while checking the token" in reports[0]
+    for text in (reports[0], response.content.decode()):
+        assert raw not in text and raw[12:] not in text and GOOD_KEY not in text
+    assert "access_token=opsn_[redacted]" in reports[0]  # where it was sent still shows

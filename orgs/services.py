@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
+from opsion.batches import delete_in_batches
 from opsion.errors import InvalidRequest, NotFound, Refused
 from orgs import access, guards, notifications
 from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Organisation, User
@@ -211,12 +212,7 @@ def api_tokens_prune(*, user=None, now: datetime | None = None, batch_size: int 
         tokens = tokens.filter(user=user)
     if dry_run:
         return tokens.count()
-    # In batches, so a first run over years of expired tokens neither holds one long lock nor builds one huge
-    # DELETE. Each batch is its own statement: a batch another process deleted meanwhile only counts for less.
-    deleted = 0
-    while ids := list(tokens.values_list("pk", flat=True)[:batch_size]):
-        deleted += ApiToken.objects.filter(pk__in=ids).delete()[1].get(ApiToken._meta.label, 0)
-    return deleted
+    return delete_in_batches(tokens, batch_size=batch_size)
 
 
 def api_token_room(*, user, now: datetime | None = None) -> None:

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from insights import services
 from insights.models import InsightQuery
 from insights.ratelimit import ago, window_words
+from opsion.batches import delete_in_batches
 
 UNITS = {"d": "days", "h": "hours", "w": "weeks"}
 
@@ -49,12 +50,7 @@ class Command(BaseCommand):
         # Never prune inside the window: those rows are what the limiter counts.
         age = max(asked, timedelta(seconds=settings.INSIGHTS_WINDOW_SECONDS))
         cutoff = ago(age)  # the database's clock: an app server's clock running ahead must not reach into the window
-        total = 0
-        while True:
-            ids = list(InsightQuery.objects.filter(created_at__lt=cutoff).values_list("id", flat=True)[:batch_size])
-            if not ids:
-                break
-            total += InsightQuery.objects.filter(id__in=ids).delete()[0]
+        total = delete_in_batches(InsightQuery.objects.filter(created_at__lt=cutoff), batch_size=batch_size)
         deleted = f"Deleted {total} insight {'query' if total == 1 else 'queries'}"
         if age == asked:
             self.stdout.write(f"{deleted} older than {older_than}.")

@@ -250,7 +250,11 @@ def _settings_page(request: HttpRequest, membership: Membership, *, status: int 
 def _refused_page(request: HttpRequest, membership: Membership, refused: Refused, **extra) -> HttpResponse:
     """The page again, the refusal beside its form; a refusal that says when to retry (an abuse guard's 429)
     carries Retry-After, as the API's does."""
-    response = _settings_page(request, membership, status=refused.status, **extra)
+    # An abuse guard's refusal (429) shows the request's reference, as the sign-in lockout does; a refusal the user
+    # mends themselves (a malformed key, a role they lack) does not.
+    response = _settings_page(
+        request, membership, status=refused.status, refusal_reference=refused.status == 429, **extra
+    )
     if refused.retry_after is not None:
         response["Retry-After"] = str(refused.retry_after)
     return response

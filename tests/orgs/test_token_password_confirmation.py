@@ -245,6 +245,7 @@ def test_the_eleventh_confirmation_in_fifteen_minutes_is_refused_unchecked_with_
     assert response.status_code == 429
     assert response["Retry-After"] == "900"
     assert LOCKED in page
+    assert f'<p class="reference">Reference: <code>{response["X-Request-ID"]}</code></p>' in page
     assert 'value="Nightly export"' in page  # the name typed stays
     assert WRONG not in page  # not checked: the right password gets the same refusal as a wrong one
     assert tokens(world.acme_admin) == []

@@ -411,6 +411,37 @@ def test_the_console_shows_the_refusal_next_to_the_key_field(world, clock):
     assert ClaudeApiKey.objects.filter(organisation=world.acme).exists()  # the refused removal changed nothing
 
 
+def _shows_its_reference_once(response) -> None:
+    page = response.content.decode()
+    assert f'<p class="reference">Reference: <code>{response["X-Request-ID"]}</code></p>' in page
+    assert page.count("Reference:") == 1
+
+
+def test_a_refused_key_change_in_settings_shows_its_reference_and_a_malformed_key_none(world, clock):
+    admin = console(world.acme_admin)
+    malformed = admin.post("/orgs/acme/settings/claude-api-key/save", {"api_key": "not-a-key"})
+    assert malformed.status_code == 400 and "Reference:" not in malformed.content.decode()  # the user's to mend
+    for _ in range(9):
+        admin.post("/orgs/acme/settings/claude-api-key/save", {"api_key": GOOD_KEY})
+
+    refused = admin.post("/orgs/acme/settings/claude-api-key/save", {"api_key": GOOD_KEY})
+
+    assert refused.status_code == 429
+    _shows_its_reference_once(refused)
+
+
+def test_a_refused_key_change_on_a_plan_without_the_card_shows_its_reference_too(world, clock):
+    store_key(world.globex, GOOD_KEY)  # left behind by a downgrade: its Owner may still remove it
+    owner = console(world.globex_owner)
+    for _ in range(10):
+        owner.post("/orgs/globex/settings/claude-api-key/remove", {"confirm": "yes"})
+
+    refused = owner.post("/orgs/globex/settings/claude-api-key/remove", {"confirm": "yes"})
+
+    assert refused.status_code == 429
+    _shows_its_reference_once(refused)
+
+
 # --- API tokens -----------------------------------------------------------------------------------------
 
 
@@ -422,6 +453,7 @@ def test_the_eleventh_new_token_in_an_hour_is_refused(world, clock):
     response = member.post("/orgs/acme/settings/tokens/create", {"name": "One too many"})
     assert response.status_code == 429
     assert "Too many new API tokens in a short time" in response.content.decode()
+    _shows_its_reference_once(response)
     assert ApiToken.objects.filter(user=world.acme_member).count() == 10
 
 

@@ -17,6 +17,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_safe
 
 from insights import services as insights_services
+from opsion import requestid
 from opsion.errors import NotFound, Refused
 from opsion.http import client_ip
 from orgs import access, audit_export, drafts, guards, notifications, recent_auth, selectors, services
@@ -135,7 +136,8 @@ def admin_password_change(request: HttpRequest) -> HttpResponse:
     form comes back empty (429) saying why. Admin's own view does the rest, its staff check included."""
     user = request.user
     if request.method == "POST" and user.is_active and user.is_staff and guards.password_check_attempt(user=user):
-        messages.error(request, PASSWORD_CHANGE_LOCKED)
+        # Admin shows messages as text: the reference is said in words, as the site's own page shows it.
+        messages.error(request, f"{PASSWORD_CHANGE_LOCKED} Reference: {requestid.current()}")
         request.method = "GET"  # admin's form again, unbound
         response = _admin_password_change(request)
         response.status_code = 429

@@ -853,6 +853,7 @@ def test_guessing_the_old_password_on_admins_password_change_is_stopped_after_te
 
     assert locked.status_code == 429 and locked["Retry-After"] == "900"
     assert "Too many attempts to change your password" in locked.content.decode()
+    assert f"Reference: {locked['X-Request-ID']}" in locked.content.decode()  # as the site's own page shows it
     world.staff.refresh_from_db()
     assert world.staff.check_password(PASSWORD)  # not changed, though the old password was right
     assert console(world.acme_admin).post(url, guess).status_code == 302  # not staff: admin's own redirect

@@ -1,8 +1,8 @@
 from django import forms
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, SetPasswordForm
 from django.views.decorators.debug import sensitive_variables
 
-from orgs import recent_auth, services
+from orgs import recent_auth, selectors, services
 
 
 class SignInForm(AuthenticationForm):
@@ -69,3 +69,34 @@ def _asked_for_password() -> str:
     if window is None:  # RECENT_AUTHENTICATION_SECONDS=0: asked every time
         return "Enter your password to create a token."
     return f"Enter your password to create a token: you last entered it more than {window} ago."
+
+
+class RevokesApiTokens:
+    """A new password's form which, for a user holding API tokens that still work, offers to revoke them all in the
+    same step (unchecked): someone changing a password they fear is known wants the tokens gone too. A user with
+    none is offered nothing."""
+
+    def __init__(self, user, *args, **kwargs) -> None:
+        super().__init__(user, *args, **kwargs)
+        self.working_tokens = selectors.api_tokens_working(user)
+        if self.working_tokens:
+            self.fields["revoke_api_tokens"] = forms.BooleanField(
+                required=False,
+                label=f"Also revoke my {_tokens(self.working_tokens)}",
+                widget=forms.CheckboxInput(attrs={"aria-describedby": "revoke-api-tokens-hint"}),
+            )
+
+    def revokes_api_tokens(self) -> bool:
+        return bool(self.cleaned_data.get("revoke_api_tokens"))
+
+
+def _tokens(count: int) -> str:
+    return "API token" if count == 1 else f"{count} API tokens"
+
+
+class ChangePasswordForm(RevokesApiTokens, PasswordChangeForm):
+    """The console's Change password form."""
+
+
+class ResetPasswordForm(RevokesApiTokens, SetPasswordForm):
+    """A reset link's new-password form."""

@@ -61,19 +61,28 @@ def key_changed(*, org: Organisation, actor, action: str, via: str, at: datetime
         _send_on_commit(user, subject, body, what)
 
 
-def password_changed(*, user: User, how: str, at: datetime) -> None:
-    """Tell `user` their password was changed (`how`: console, reset or staff), once the transaction commits."""
+def password_changed(*, user: User, how: str, at: datetime, tokens_revoked: int = 0) -> None:
+    """Tell `user` their password was changed (`how`: console, reset or staff), and how many of their API tokens were
+    revoked with it (none: they keep working), once the transaction commits."""
     if not settings.EMAIL_CONFIGURED or not user.is_active:
         return
     context = {
         "email": user.email,
         "how": PASSWORD_CHANGED_HOW[how],
         "how_code": how,
+        "revoked": revoked_words(tokens_revoked) if tokens_revoked else "",
         "when": _utc(at),
         "support": settings.SUPPORT_URL,
     }
     body = render_to_string("orgs/email/password_changed.txt", context)
     _send_on_commit(user, "Your Opsion password was changed", body, "password changed e-mail")
+
+
+def revoked_words(count: int) -> str:
+    """API tokens revoked with a new password, in the words the pages and the e-mail use (`count` at least 1)."""
+    if count == 1:
+        return "your API token was revoked: integrations using it have stopped working"
+    return f"your {count} API tokens were revoked: integrations using them have stopped working"
 
 
 def api_token_created(*, token: ApiToken) -> None:

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.tokens import default_token_generator
 from django.core.mail import EmailMultiAlternatives
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.template.loader import render_to_string
@@ -22,11 +23,14 @@ from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
-from orgs import guards, mailer, notifications
+from orgs import guards, mailer, notifications, services
+from orgs.forms import ResetPasswordForm
 from orgs.models import User
 from orgs.views import GuardedPost
 
 RESET_LOCKED = "Too many password reset requests. Please wait an hour and try again."
+# How many API tokens the reset revoked (0: none, they keep working), for the page that follows it, once.
+TOKENS_REVOKED = "password_reset_tokens_revoked"
 
 
 def valid_for() -> str:
@@ -101,9 +105,11 @@ class PasswordResetDoneView(auth_views.PasswordResetDoneView):
 
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     """Django's: the link's token moves into the session (so no Referer carries it) and the new password must
-    meet the validators; a used, expired or garbled link gets a page offering a new one."""
+    meet the validators; a used, expired or garbled link gets a page offering a new one. The user may revoke their
+    API tokens with it (ResetPasswordForm)."""
 
     template_name = "registration/password_reset_confirm.html"
+    form_class = ResetPasswordForm
 
     def get_user(self, uidb64):
         user = super().get_user(uidb64)
@@ -111,14 +117,25 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         return user if user is not None and user.is_active else None
 
     def form_valid(self, form):
-        response = super().form_valid(form)  # sets the password
+        # The new password and the revocation commit together, or neither does; the e-mail goes once they have.
+        with transaction.atomic():
+            response = super().form_valid(form)  # sets the password
+            revoked = services.api_tokens_revoke_all(user=form.user) if form.revokes_api_tokens() else 0
+            notifications.password_changed(user=form.user, how="reset", at=timezone.now(), tokens_revoked=revoked)
+        self.request.session[TOKENS_REVOKED] = revoked
         guards.sign_in_forgiven(self.request, user=form.user)
-        notifications.password_changed(user=form.user, how="reset", at=timezone.now())
         return response
 
 
 class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
+    """Says what the reset did to the API tokens, once: reloaded or reached otherwise, it says nothing of them."""
+
     template_name = "registration/password_reset_complete.html"
+
+    def get_context_data(self, **kwargs):
+        revoked = self.request.session.pop(TOKENS_REVOKED, None)
+        words = {"tokens_kept": revoked == 0, "tokens_revoked": notifications.revoked_words(revoked) if revoked else ""}
+        return super().get_context_data(**kwargs) | words
 
 
 password_reset = needs_mail(PasswordResetView.as_view())

@@ -121,6 +121,11 @@ def api_token_to_revoke(user, token_id: int | None) -> ApiToken:
     return token
 
 
+def api_tokens_working(user, *, now: datetime | None = None) -> int:
+    """How many of the user's tokens the API still accepts: what a new password's form offers to revoke."""
+    return ApiToken.objects.filter(user=user).active(now or timezone.now()).count()
+
+
 def api_tokens_listed(user, *, now: datetime | None = None) -> TokenList:
     """The user's tokens as Settings (or the home page) lists them, bounded: the active ones (at most the cap, plus
     any made beyond it before the cap existed) and the ACTIVE_TOKENS_MAX most recently expired in the last

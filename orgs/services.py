@@ -246,6 +246,22 @@ def api_token_revoke(*, user, token_id: int) -> str:
     return name
 
 
+def api_tokens_revoke_all(*, user, now: datetime | None = None) -> int:
+    """Delete every token of `user`, expired ones too, at once; returns how many still worked at `now` (those whose
+    loss an integration notices). Raises nothing. Called with a new password, inside its transaction."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        # The user's row locked, as api_token_create locks it: a token created meanwhile is either counted and
+        # deleted here, or created after this commits (and then the user was mailed of it).
+        User.objects.select_for_update().filter(pk=user.pk).values_list("pk").first()
+        tokens = ApiToken.objects.filter(user=user)
+        working, _ = tokens.active(now).delete()
+        tokens.delete()  # the expired ones, listed in Settings for a while: nothing is left to revoke
+    if working:
+        log.info("api tokens revoked user=%s count=%s", user.pk, working)
+    return working
+
+
 @sensitive_variables("raw_token")
 def api_token_authenticate(raw_token: str, *, now: datetime | None = None):
     """The active user owning `raw_token`, or None; records when the token was last used. Raises TokenExpired for

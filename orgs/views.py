@@ -9,6 +9,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView, LogoutView, redirect_to_login
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
@@ -21,7 +22,7 @@ from opsion import requestid
 from opsion.errors import NotFound, Refused
 from opsion.http import client_ip
 from orgs import access, audit_export, drafts, guards, notifications, recent_auth, selectors, services
-from orgs.forms import ApiTokenForm, SignInForm
+from orgs.forms import ApiTokenForm, ChangePasswordForm, SignInForm
 from orgs.models import Membership
 
 SIGN_IN_LOCKED = "Too many failed sign-in attempts. Please wait 15 minutes and try again."
@@ -156,21 +157,34 @@ PASSWORD_CHANGED = "Your password was changed. Other browsers signed in as you w
 class PasswordChangeView(GuardedPost, auth_views.PasswordChangeView):
     """One's own password, changed with the old one and under the same guess limit as admin's (the 11th attempt in
     15 minutes is not even checked). This session stays signed in, every other one is signed out (Django's session
-    hash); API tokens keep working. Django's view brings login_required, CSRF and sensitive_post_parameters."""
+    hash); API tokens keep working unless the user also chose to revoke them (ChangePasswordForm). Django's view
+    brings login_required, CSRF and sensitive_post_parameters."""
 
     template_name = "registration/password_change.html"
+    form_class = ChangePasswordForm
     success_url = reverse_lazy("home")
     locked_message, retry_after = PASSWORD_CHANGE_LOCKED, guards.SIGN_IN_WINDOW_SECONDS
+    kept_fields = ("revoke_api_tokens",)  # a refusal keeps the choice, never a password
 
     def refused(self, request):
         return guards.password_check_attempt(user=request.user)
 
     def form_valid(self, form):
-        response = super().form_valid(form)  # keeps this session's hash current: it stays signed in
+        # The new password and the revocation commit together, or neither does; the e-mail goes once they have.
+        with transaction.atomic():
+            response = super().form_valid(form)  # keeps this session's hash current: it stays signed in
+            revoked = services.api_tokens_revoke_all(user=form.user) if form.revokes_api_tokens() else 0
+            notifications.password_changed(user=form.user, how="console", at=timezone.now(), tokens_revoked=revoked)
         recent_auth.record(self.request)  # the password was just typed, twice
-        notifications.password_changed(user=form.user, how="console", at=timezone.now())
-        messages.success(self.request, PASSWORD_CHANGED)
+        messages.success(self.request, _password_changed_message(revoked))
         return response
+
+
+def _password_changed_message(tokens_revoked: int) -> str:
+    if not tokens_revoked:
+        return PASSWORD_CHANGED
+    words = notifications.revoked_words(tokens_revoked)
+    return f"{PASSWORD_CHANGED} {words[0].upper()}{words[1:]}."
 
 
 def admin_sign_out(request: HttpRequest) -> HttpResponse:

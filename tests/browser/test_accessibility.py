@@ -429,6 +429,45 @@ def test_changing_the_password_from_the_account_menu_on_a_phone(app, page, world
     expect(page.get_by_role("heading", name="AI Insights")).to_be_visible()
 
 
+def test_revoking_the_api_tokens_with_a_new_password_by_keyboard(app, page, world):
+    # The choice is a labelled checkbox, described by what it does, reached with Tab after the new password and
+    # ticked with Space; a refused password keeps it ticked and revokes nothing; the change says how many went.
+    org_services.api_token_create(user=world.acme_member, name="CI")
+    _, raw = org_services.api_token_create(user=world.acme_member, name="Nightly export")
+    sign_in(page, app.url, "member@acme.test")
+    page.get_by_role("link", name="Change password").click()
+    revoke = page.get_by_role("checkbox", name="Also revoke my 2 API tokens")
+    expect(revoke).not_to_be_checked()
+    expect(revoke).to_have_accessible_description(re.compile("^Integrations using them stop working at once."))
+    assert_no_accessibility_violations(page)
+
+    page.get_by_label("Old password").fill(PASSWORD)
+    page.get_by_label("New password", exact=True).fill("12345678")
+    page.get_by_label("New password confirmation").fill("12345678")
+    page.keyboard.press("Tab")
+    expect(revoke).to_be_focused()
+    page.keyboard.press("Space")
+    expect(revoke).to_be_checked()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Change password")).to_be_focused()
+    page.keyboard.press("Enter")
+
+    expect(page.get_by_label("New password confirmation")).to_have_attribute("aria-invalid", "true")
+    expect(revoke).to_be_checked()  # as it was: nothing revoked
+    screenshot(page, "password-change-revoke-tokens-refused", docs=False)
+    assert org_services.api_token_authenticate(raw) == world.acme_member
+
+    page.get_by_label("Old password").fill(PASSWORD)
+    page.get_by_label("New password", exact=True).fill("a-New-passw0rd-for-acme")
+    page.get_by_label("New password confirmation").fill("a-New-passw0rd-for-acme")
+    page.get_by_role("button", name="Change password").click()
+    expect(page.locator(".flash")).to_have_text(
+        "Your password was changed. Other browsers signed in as you were signed out. Your 2 API tokens were revoked: "
+        "integrations using them have stopped working."
+    )
+    assert org_services.api_token_authenticate(raw) is None
+
+
 def test_resetting_a_forgotten_password_by_email(app, page, world, settings, mailoutbox):
     # From the sign-in page's link to signed in with the new password; each page of the way axe-clean, focus where
     # the next thing is typed, a refused password marked invalid and described by why, and the used link explained.

@@ -534,3 +534,17 @@ def test_an_error_report_hides_a_token_or_key_sent_in_the_url_or_a_header_of_the
     for text in (reports[0], response.content.decode()):
         assert raw not in text and raw[12:] not in text and GOOD_KEY not in text
     assert "access_token=opsn_[redacted]" in reports[0]  # where it was sent still shows
+
+
+def test_revoking_all_deletes_every_token_of_the_user_expired_too_and_counts_the_working_ones(world):
+    now = timezone.now()
+    services.api_token_create(user=world.acme_admin, name="CI", now=now)
+    services.api_token_create(user=world.acme_admin, name="Export", now=now)
+    services.api_token_create(user=world.acme_admin, name="Old", expires_in_days=1, now=now - timedelta(days=3))
+    services.api_token_create(user=world.acme_member, name="Theirs", now=now)
+
+    assert services.api_tokens_revoke_all(user=world.acme_admin, now=now) == 2  # the expired one worked no more
+
+    assert not ApiToken.objects.filter(user=world.acme_admin).exists()
+    assert list(ApiToken.objects.values_list("name", flat=True)) == ["Theirs"]
+    assert services.api_tokens_revoke_all(user=world.acme_admin, now=now) == 0

@@ -1,7 +1,11 @@
 """Changing one's own password in the console: the old one asked, guesses limited, other sessions signed out."""
 
-from django.test import Client
+from datetime import timedelta
 
+from django.test import Client
+from django.utils import timezone
+
+from orgs.models import ApiToken
 from tests.base import PASSWORD
 from tests.clients import bearer, console
 
@@ -9,8 +13,11 @@ URL = "/accounts/password/"
 NEW = "a-New-passw0rd-for-acme"
 
 
-def change(client: Client, old: str = PASSWORD, new: str = NEW, again: str | None = None):
-    return client.post(URL, {"old_password": old, "new_password1": new, "new_password2": again or new})
+def change(client: Client, old: str = PASSWORD, new: str = NEW, again: str | None = None, **extra):
+    return client.post(URL, {"old_password": old, "new_password1": new, "new_password2": again or new, **extra})
+
+
+REVOKE = {"revoke_api_tokens": "on"}
 
 
 def test_every_page_links_to_it_from_the_account_menu(world):
@@ -24,7 +31,7 @@ def test_the_page_asks_for_the_current_password_and_the_new_one_twice(world):
 
     assert 'name="old_password" autocomplete="current-password"' in page
     assert page.count('autocomplete="new-password"') == 2
-    assert "Other browsers signed in as you will be signed out; your API tokens keep working." in page
+    assert "Other browsers signed in as you will be signed out." in page
 
 
 def test_a_change_keeps_this_session_signs_out_the_others_and_the_new_password_signs_in(world):
@@ -119,3 +126,102 @@ def test_the_hint_names_the_rules_a_new_password_is_checked_against(world):
     assert hint in client.get(URL).content.decode()
     assert change(client, new="8271934650173").status_code == 200  # digits alone
     assert change(client, new="a-New-passw0rd").status_code == 302
+
+
+# --- Revoking API tokens in the same step ---------------------------------------------------------------------------
+
+
+def works(token: dict) -> bool:
+    return Client().get("/api/v1/orgs/acme/settings", headers=token).status_code == 200
+
+
+def test_a_user_without_api_tokens_is_offered_no_revocation(world):
+    page = console(world.acme_member).get(URL).content.decode()
+
+    assert 'type="checkbox"' not in page and "revoke" not in page.lower()
+
+
+def test_a_user_with_api_tokens_may_also_revoke_them_unchecked_by_default(world):
+    bearer(world.acme_member)
+    bearer(world.acme_member)
+    expired = ApiToken.objects.filter(user=world.acme_member).first()
+    ApiToken.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(days=1))  # works no more
+    bearer(world.acme_member)
+
+    page = console(world.acme_member).get(URL).content.decode()
+
+    assert "Other browsers signed in as you will be signed out; your API tokens keep working unless" in page
+    assert '<label for="id_revoke_api_tokens">Also revoke my 2 API tokens</label>' in page  # the working ones
+    checkbox = page.split('<input type="checkbox"', 1)[1].split(">", 1)[0]
+    assert 'name="revoke_api_tokens"' in checkbox and "checked" not in checkbox
+    assert 'aria-describedby="revoke-api-tokens-hint"' in checkbox
+    assert 'id="revoke-api-tokens-hint">Integrations using them stop working at once.' in page
+
+
+def test_one_token_is_named_in_the_singular(world):
+    bearer(world.acme_member)
+
+    page = console(world.acme_member).get(URL).content.decode()
+
+    assert '<label for="id_revoke_api_tokens">Also revoke my API token</label>' in page
+
+
+def test_a_change_with_revocation_revokes_every_token_of_the_user_and_says_how_many(world):
+    mine = [bearer(world.acme_member), bearer(world.acme_member)]
+    theirs = bearer(world.acme_admin)
+    client = console(world.acme_member)
+
+    response = change(client, **REVOKE)
+
+    assert (response.status_code, response["Location"]) == (302, "/")
+    page = client.get("/", follow=True).content.decode()
+    assert (
+        "Your password was changed. Other browsers signed in as you were signed out. Your 2 API tokens were revoked: "
+        "integrations using them have stopped working."
+    ) in page
+    assert not any(works(token) for token in mine)
+    assert not ApiToken.objects.filter(user=world.acme_member).exists()
+    assert works(theirs)  # another user's token is untouched
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(NEW)
+
+
+def test_a_change_without_revocation_keeps_the_tokens_and_says_nothing_of_them(world):
+    token = bearer(world.acme_member)
+    client = console(world.acme_member)
+
+    assert change(client).status_code == 302
+
+    page = client.get("/", follow=True).content.decode()
+    assert "Your password was changed. Other browsers signed in as you were signed out.</" in page
+    assert "revoked" not in page
+    assert works(token)
+
+
+def test_a_refused_change_revokes_nothing_and_keeps_the_box_checked(world):
+    token = bearer(world.acme_member)
+    client = console(world.acme_member)
+
+    for refused in (change(client, old="not-it", **REVOKE), change(client, new="12345678", **REVOKE)):
+        assert refused.status_code == 200
+        checkbox = refused.content.decode().split('<input type="checkbox"', 1)[1].split(">", 1)[0]
+        assert "checked" in checkbox
+    unchecked = change(client, old="not-it").content.decode().split('<input type="checkbox"', 1)[1].split(">", 1)[0]
+    assert "checked" not in unchecked
+    assert works(token)
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(PASSWORD)
+
+
+def test_a_change_refused_for_too_many_attempts_revokes_nothing_and_keeps_the_box_as_it_was(world):
+    token = bearer(world.acme_member)
+    client = console(world.acme_member)
+    for _ in range(10):
+        change(client, old="wrong")
+
+    locked = change(client, **REVOKE)
+
+    assert locked.status_code == 429
+    checkbox = locked.content.decode().split('<input type="checkbox"', 1)[1].split(">", 1)[0]
+    assert "checked" in checkbox
+    assert works(token)

@@ -81,10 +81,10 @@ def link_in(message) -> str:
     return match[3]
 
 
-def set_password(client: Client, link: str, new: str = NEW, again: str | None = None):
+def set_password(client: Client, link: str, new: str = NEW, again: str | None = None, **extra):
     opened = client.get(link)
     assert opened.status_code == 302, opened.content.decode()[:2000]  # the token moves into the session
-    return client.post(opened["Location"], {"new_password1": new, "new_password2": again or new})
+    return client.post(opened["Location"], {"new_password1": new, "new_password2": again or new, **extra})
 
 
 # --- Without mail ---------------------------------------------------------------------------------------------------
@@ -154,6 +154,10 @@ def test_a_known_address_gets_one_plain_text_email_naming_opsion_and_how_long_th
     assert "Opsion" in message.body and "works once, for 1 hour" in message.body
     assert LINK.search(message.body).group(1, 2) == ("http", "testserver")
     assert "If you did not ask for this, ignore this e-mail" in message.body
+    assert (
+        "every browser signed in as you is signed out; your API tokens keep working unless you choose to revoke them "
+        "there too." in " ".join(message.body.split())
+    )
     assert "&" not in message.body.replace(LINK.search(message.body)[0], "")  # plain text: nothing HTML-escaped
 
 
@@ -346,7 +350,8 @@ def test_the_new_password_page_names_the_account_and_asks_for_it_twice(world, ma
     assert page.count('autocomplete="new-password"') == 2
     # A password manager saves the new password under this account, not under whatever it guesses.
     assert 'name="username" autocomplete="username" value="member@acme.test" hidden' in page
-    assert "Other browsers signed in as you will be signed out; your API tokens keep working." in page
+    assert "Other browsers signed in as you will be signed out." in page
+    assert 'type="checkbox"' not in page  # no API tokens: nothing to revoke
 
 
 def test_a_weak_or_mismatched_new_password_is_refused_and_says_why(world, mail):
@@ -393,6 +398,84 @@ def test_an_expired_garbled_or_void_link_gets_a_clear_page_with_a_way_to_ask_aga
     assert "This link has already been used or has expired" in page
     assert f'href="{RESET}">Ask for a new link</a>' in page
     assert "<form" not in page.split("<main", 1)[1]
+
+
+# --- Revoking API tokens in the same step ---------------------------------------------------------------------------
+
+
+REVOKE = {"revoke_api_tokens": "on"}
+
+
+def works(token: dict) -> bool:
+    return Client().get("/api/v1/orgs/acme/settings", headers=token).status_code == 200
+
+
+def checkbox_in(page: str) -> str:
+    return page.split('<input type="checkbox"', 1)[1].split(">", 1)[0]
+
+
+def test_the_new_password_page_offers_to_revoke_the_users_api_tokens_unchecked(world, mail):
+    bearer(world.acme_member)
+    bearer(world.acme_member)
+    ask("member@acme.test")
+    client = Client()
+
+    page = client.get(client.get(link_in(mail[-1]))["Location"]).content.decode()
+
+    assert "your API tokens keep working unless" in page
+    assert '<label for="id_revoke_api_tokens">Also revoke my 2 API tokens</label>' in page
+    assert "checked" not in checkbox_in(page)
+    assert 'id="revoke-api-tokens-hint">Integrations using them stop working at once.' in page
+
+
+def test_a_reset_with_revocation_revokes_every_token_of_the_user_and_the_done_page_says_how_many(world, mail):
+    mine = [bearer(world.acme_member), bearer(world.acme_member), bearer(world.acme_member)]
+    theirs = bearer(world.acme_admin)
+    ask("member@acme.test")
+    client = Client()
+
+    response = set_password(client, link_in(mail[-1]), **REVOKE)
+
+    assert (response.status_code, response["Location"]) == (302, DONE)
+    done = client.get(DONE).content.decode()
+    assert (
+        "Other browsers signed in as you were signed out, and your 3 API tokens were revoked: integrations using "
+        "them have stopped working."
+    ) in done
+    assert "keep working" not in done
+    assert not any(works(token) for token in mine)
+    assert works(theirs)
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(NEW)
+    # Reloaded, the page no longer knows what this reset did, and says nothing it cannot vouch for.
+    again = client.get(DONE).content.decode()
+    assert "Your password was changed." in again and "revoked" not in again and "keep working" not in again
+
+
+def test_a_reset_without_revocation_keeps_the_tokens_and_the_done_page_says_so(world, mail):
+    token = bearer(world.acme_member)
+    ask("member@acme.test")
+    client = Client()
+
+    assert set_password(client, link_in(mail[-1])).status_code == 302
+
+    assert "your API tokens keep working." in client.get(DONE).content.decode()
+    assert works(token)
+
+
+def test_a_refused_new_password_revokes_nothing_and_keeps_the_box_checked(world, mail):
+    token = bearer(world.acme_member)
+    ask("member@acme.test")
+    client = Client()
+    link = link_in(mail[-1])
+
+    refused = set_password(client, link, new="12345678", **REVOKE)
+
+    assert refused.status_code == 200
+    assert "checked" in checkbox_in(refused.content.decode())
+    assert works(token)
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(PASSWORD)
 
 
 # --- Abuse guards ---------------------------------------------------------------------------------------------------

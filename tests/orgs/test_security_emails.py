@@ -16,7 +16,7 @@ from django.test import Client
 from orgs import guards, mailer, recent_auth, services
 from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, Membership, Role
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY, PASSWORD, make_user
-from tests.clients import api_delete_key, api_put_key, console, token_client
+from tests.clients import api_delete_key, api_put_key, bearer, console, token_client
 from tests.orgs.helpers import store_key
 
 SAVE = "/orgs/{}/settings/claude-api-key/save"
@@ -340,6 +340,59 @@ def test_a_password_reset_by_link_is_mailed_after_the_link(world, committed):
 
     assert done.status_code == 302
     assert_password_mail(outbox, "admin@acme.test", "with a reset link")
+
+
+def mailed_body(outbox) -> str:
+    return " ".join(outbox[0].body.split())
+
+
+def test_a_password_changed_with_the_api_tokens_revoked_says_so_in_its_mail(world, committed):
+    bearer(world.acme_member)
+    bearer(world.acme_member)
+    new = {"old_password": PASSWORD, "new_password1": NEW, "new_password2": NEW, "revoke_api_tokens": "on"}
+
+    with committed() as outbox:
+        assert console(world.acme_member).post("/accounts/password/", new).status_code == 302
+
+    assert_password_mail(outbox, "member@acme.test", "on its Change password page")
+    body = mailed_body(outbox)
+    assert (
+        "Every other browser signed in as you was signed out, and your 2 API tokens were revoked: integrations using "
+        "them have stopped working."
+    ) in body
+    assert "keep working" not in body
+
+
+def test_a_password_changed_keeping_the_api_tokens_says_they_keep_working(world, committed):
+    bearer(world.acme_member)
+    new = {"old_password": PASSWORD, "new_password1": NEW, "new_password2": NEW}
+
+    with committed() as outbox:
+        assert console(world.acme_member).post("/accounts/password/", new).status_code == 302
+
+    body = mailed_body(outbox)
+    assert "Every other browser signed in as you was signed out; your API tokens keep working." in body
+    assert "revoked" not in body
+
+
+def test_a_password_reset_with_the_api_tokens_revoked_says_so_in_its_mail(world, committed):
+    bearer(world.acme_admin)
+    client = Client()
+    with committed() as outbox:
+        client.post("/accounts/password/reset/", {"email": "admin@acme.test"})
+    link = re.search(r"https?://[^/\s]+(/accounts/password/reset/[\w-]+/[\w-]+/)", outbox[0].body)[1]
+    opened = client.get(link)
+    outbox.clear()
+
+    with committed():
+        new = {"new_password1": NEW, "new_password2": NEW, "revoke_api_tokens": "on"}
+        assert client.post(opened["Location"], new).status_code == 302
+
+    assert_password_mail(outbox, "admin@acme.test", "with a reset link")
+    assert (
+        "Every browser signed in as you was signed out, and your API token was revoked: integrations using it have "
+        "stopped working."
+    ) in mailed_body(outbox)
 
 
 def test_a_password_set_by_staff_in_admin_is_mailed_to_its_user(world, committed):

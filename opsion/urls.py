@@ -7,7 +7,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from opsion.api import api
-from orgs import password_reset
+from orgs import account_views, password_reset
 from orgs import views as org_views
 
 
@@ -28,9 +28,9 @@ admin.site.site_title = "Opsion staff"
 
 urlpatterns = [
     path("", org_views.home, name="home"),
-    path("accounts/login/", org_views.sign_in, name="login"),
-    path("accounts/logout/", org_views.SignOutView.as_view(), name="logout"),
-    path("accounts/password/", org_views.PasswordChangeView.as_view(), name="password_change"),
+    path("accounts/login/", account_views.sign_in, name="login"),
+    path("accounts/logout/", account_views.SignOutView.as_view(), name="logout"),
+    path("accounts/password/", account_views.PasswordChangeView.as_view(), name="password_change"),
     path("accounts/password/reset/", password_reset.password_reset, name="password_reset"),
     path("accounts/password/reset/sent/", password_reset.password_reset_done, name="password_reset_done"),
     path("accounts/password/reset/done/", password_reset.password_reset_complete, name="password_reset_complete"),
@@ -43,9 +43,9 @@ urlpatterns = [
     path("orgs/", include("orgs.urls")),
     path("orgs/", include("insights.urls")),
     path("api/v1/", api.urls),
-    path("admin/login/", org_views.admin_sign_in),  # before admin's own: see the view
-    path("admin/logout/", org_views.admin_sign_out),
-    path("admin/password_change/", org_views.admin_password_change),  # with a guess limit: see the view
+    path("admin/login/", account_views.admin_sign_in),  # before admin's own: see the view
+    path("admin/logout/", account_views.admin_sign_out),
+    path("admin/password_change/", account_views.admin_password_change),  # with a guess limit: see the view
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     # Browsers ask for /favicon.ico on pages that name no icon (Django admin, raw error pages).

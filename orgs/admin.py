@@ -257,7 +257,8 @@ class UserAdmin(BaseUserAdmin):
     def user_change_password(self, request, id, form_url=""):
         """Django's form sets a password without asking for the old one. For one's own account that would let
         someone holding a staff member's session set the password that outlives it, past the guess limit on
-        admin's own password change (orgs.views.admin_password_change), which asks for the old one: sent there."""
+        admin's own password change (orgs.account_views.admin_password_change), which asks for the old one: sent
+        there."""
         user = self.get_object(request, unquote(id))  # as Django reads the address ("01" is user 1 too)
         if user is not None and user.pk == request.user.pk:
             return redirect("admin:password_change")

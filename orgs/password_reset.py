@@ -24,9 +24,9 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
 from orgs import guards, mailer, notifications, services
+from orgs.account_views import GuardedPost
 from orgs.forms import ResetPasswordForm
 from orgs.models import User
-from orgs.views import GuardedPost
 
 RESET_LOCKED = "Too many password reset requests. Please wait an hour and try again."
 # How many API tokens the reset revoked (0: none, they keep working), for the page that follows it, once.

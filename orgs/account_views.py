@@ -1,0 +1,182 @@
+"""Signing in and out, and changing one's password: the site's pages and admin's, each under an abuse guard."""
+
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.views import LoginView, LogoutView, redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse, reverse_lazy
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_post_parameters
+
+from opsion import requestid
+from orgs import drafts, guards, notifications, recent_auth, services
+from orgs.forms import ChangePasswordForm, SignInForm
+
+SIGN_IN_LOCKED = "Too many failed sign-in attempts. Please wait 15 minutes and try again."
+
+SIGNED_IN_TO = "signed_in_to"  # the page a sign-in returned to, until a form's URL reads it
+
+
+class GuardedPost:
+    """A form view whose every POST an abuse guard counts first. Refused, nothing posted is checked (no password
+    hashed for a locked-out guesser): the form comes back unbound, with only `kept_fields` typed back, saying why,
+    as a 429 with Retry-After (the guards' windows are fixed: at most this long)."""
+
+    locked_message: str
+    retry_after: int
+    kept_fields: tuple[str, ...] = ()
+
+    def refused(self, request: HttpRequest) -> bool:
+        raise NotImplementedError
+
+    def post(self, request, *args, **kwargs):
+        if not self.refused(request):
+            return super().post(request, *args, **kwargs)
+        unbound = {name: value for name, value in self.get_form_kwargs().items() if name not in ("data", "files")}
+        initial = {name: request.POST.get(name, "") for name in self.kept_fields}
+        form = self.get_form_class()(**unbound | {"initial": initial})
+        locked = self.render_to_response(self.get_context_data(form=form, locked=self.locked_message), status=429)
+        locked["Retry-After"] = str(self.retry_after)
+        return locked
+
+
+class SignInView(GuardedPost, LoginView):
+    """Sign-in by e-mail. A form posted after the session expired may carry its typed text along
+    (`draft`, see orgs.drafts): it is handed back once, after sign-in, to the page it came from."""
+
+    form_class = SignInForm
+    redirect_authenticated_user = True
+    locked_message, retry_after, kept_fields = SIGN_IN_LOCKED, guards.SIGN_IN_WINDOW_SECONDS, ("username",)
+
+    def refused(self, request):
+        return guards.sign_in_attempt(request)
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        # "Forgot your password?" only when Opsion can send the e-mail (EMAIL_URL): no promise it cannot keep.
+        return context | {"draft": drafts.posted(self.request), "password_reset": settings.EMAIL_CONFIGURED}
+
+    def get_redirect_url(self):
+        # `next` naming the sign-in page itself would make Django raise (a 500) for a signed-in visitor,
+        # who is sent to the default page instead.
+        url = super().get_redirect_url()
+        return "" if url and urlsplit(url).path == self.request.path else url
+
+    def form_valid(self, form):
+        guards.sign_in_succeeded(self.request)
+        response = super().form_valid(form)  # signs in: from here on the session is the user's own
+        back_to = self.get_success_url()
+        self.request.session[SIGNED_IN_TO] = urlsplit(back_to).path
+        drafts.keep(self.request, path=back_to, draft=drafts.posted(self.request))
+        return response
+
+
+sign_in = sensitive_post_parameters("password")(SignInView.as_view())
+
+
+class SignOutView(LogoutView):
+    """Signing out is a POST (a link could sign anyone out); a GET, from a typed or bookmarked address,
+    gets a page with the button instead of a bare 405."""
+
+    http_method_names = ["get", "post", "options"]
+
+    def get(self, request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect("login")
+        return render(request, "registration/sign_out.html")
+
+    def post(self, request, *args, **kwargs):
+        was_signed_in = request.user.is_authenticated
+        response = super().post(request, *args, **kwargs)  # signs out: the message goes into the new session
+        if was_signed_in:
+            messages.info(request, "You are signed out.")
+        return response
+
+
+def admin_sign_in(request: HttpRequest) -> HttpResponse:
+    """Django admin's own sign-in page, replaced: it would check passwords without the sign-in guards
+    (and take the most valuable passwords there are). Staff sign in on the site's page, then go on."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.GET.get("next") or reverse("admin:index"))
+    if request.user.is_staff:
+        return redirect("admin:index")
+    # Signed in, but not staff: admin sends them here, and signing in again would change nothing.
+    raise PermissionDenied
+
+
+def _admin_password_change(request: HttpRequest) -> HttpResponse:
+    # Through admin_view, as admin's own URL serves it: its staff check (and CSRF protection) included.
+    return admin.site.admin_view(admin.site.password_change, cacheable=True)(request)
+
+
+PASSWORD_CHANGE_LOCKED = "Too many attempts to change your password. Please wait 15 minutes and try again."
+
+
+@sensitive_post_parameters("old_password", "new_password1", "new_password2")
+def admin_password_change(request: HttpRequest) -> HttpResponse:
+    """Admin's password change, with a guess limit: the 11th attempt in 15 minutes is not even checked, and the
+    form comes back empty (429) saying why. Admin's own view does the rest, its staff check included."""
+    user = request.user
+    if request.method == "POST" and user.is_active and user.is_staff and guards.password_check_attempt(user=user):
+        # Admin shows messages as text: the reference is said in words, as the site's own page shows it.
+        messages.error(request, f"{PASSWORD_CHANGE_LOCKED} Reference: {requestid.current()}")
+        request.method = "GET"  # admin's form again, unbound
+        response = _admin_password_change(request)
+        response.status_code = 429
+        response["Retry-After"] = str(guards.SIGN_IN_WINDOW_SECONDS)
+        return response
+    before = getattr(user, "password", None)  # an anonymous visitor has none: admin sends them to sign in
+    response = _admin_password_change(request)
+    if user.is_authenticated and user.password != before:  # admin's form sets it on request.user itself
+        notifications.password_changed(user=user, how="console", at=timezone.now())
+    return response
+
+
+PASSWORD_CHANGED = "Your password was changed. Other browsers signed in as you were signed out."
+
+
+class PasswordChangeView(GuardedPost, auth_views.PasswordChangeView):
+    """One's own password, changed with the old one and under the same guess limit as admin's (the 11th attempt in
+    15 minutes is not even checked). This session stays signed in, every other one is signed out (Django's session
+    hash); API tokens keep working unless the user also chose to revoke them (ChangePasswordForm). Django's view
+    brings login_required, CSRF and sensitive_post_parameters."""
+
+    template_name = "registration/password_change.html"
+    form_class = ChangePasswordForm
+    success_url = reverse_lazy("home")
+    locked_message, retry_after = PASSWORD_CHANGE_LOCKED, guards.SIGN_IN_WINDOW_SECONDS
+    kept_fields = ("revoke_api_tokens",)  # a refusal keeps the choice, never a password
+
+    def refused(self, request):
+        return guards.password_check_attempt(user=request.user)
+
+    def form_valid(self, form):
+        # The new password and the revocation commit together, or neither does; the e-mail goes once they have.
+        with transaction.atomic():
+            response = super().form_valid(form)  # keeps this session's hash current: it stays signed in
+            revoked = services.api_tokens_revoke_all(user=form.user) if form.revokes_api_tokens() else 0
+            notifications.password_changed(user=form.user, how="console", at=timezone.now(), tokens_revoked=revoked)
+        recent_auth.record(self.request)  # the password was just typed, twice
+        messages.success(self.request, _password_changed_message(revoked))
+        return response
+
+
+def _password_changed_message(tokens_revoked: int) -> str:
+    if not tokens_revoked:
+        return PASSWORD_CHANGED
+    words = notifications.revoked_words(tokens_revoked)
+    return f"{PASSWORD_CHANGED} {words[0].upper()}{words[1:]}."
+
+
+def admin_sign_out(request: HttpRequest) -> HttpResponse:
+    """Admin's sign-out address: its own button POSTs and signs out as admin does; a typed or bookmarked
+    address (a GET) gets the site's sign-out page with its button, not a bare 405."""
+    if request.method == "POST":
+        return admin.site.logout(request)
+    return redirect("logout")

@@ -5,6 +5,7 @@ import logging
 import re
 import sys
 import warnings
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -436,26 +437,41 @@ def test_an_error_report_raised_while_authenticating_a_token_hides_the_token(wor
         assert raw not in str(frame["vars"])  # its prefix may show: Settings lists it
 
 
-def test_the_error_report_of_an_api_request_failing_in_token_authentication_hides_the_token(world, monkeypatch):
-    # The report Django e-mails to ADMINS (and shows with DEBUG on) lists every frame's variables: the request's own
-    # reading of its Authorization header included, not only the service's.
-    _, raw = services.api_token_create(user=world.acme_admin, name="CI")
+@contextmanager
+def reported(reporter=ExceptionReporter):
+    """The text and HTML of the error report of each request failing inside the block, as `reporter` writes it
+    (Django's own by default, whose frames show what the filter leaves of their variables)."""
     reports = []
 
     def report(sender, request, **kwargs) -> None:
-        reporter = ExceptionReporter(request, *sys.exc_info(), is_email=True)
-        reports.append(reporter.get_traceback_text() + reporter.get_traceback_html())
+        made = (reporter or get_exception_reporter_class(request))(request, *sys.exc_info(), is_email=True)
+        reports.append(made.get_traceback_text() + made.get_traceback_html())
+
+    got_request_exception.connect(report)
+    try:
+        yield reports
+    finally:
+        got_request_exception.disconnect(report)
+
+
+@pytest.fixture
+def broken_expiry_check(monkeypatch):
+    """A bug inside token authentication, once the token is read from the request."""
 
     def broken(self, now) -> bool:
         raise RuntimeError("a bug while checking the token")
 
     monkeypatch.setattr(ApiToken, "is_expired", broken)
-    got_request_exception.connect(report)
-    try:
+
+
+def test_the_error_report_of_an_api_request_failing_in_token_authentication_hides_the_token(world, broken_expiry_check):
+    # The report Django e-mails to ADMINS (and shows with DEBUG on) lists every frame's variables: the request's own
+    # reading of its Authorization header included, not only the service's.
+    _, raw = services.api_token_create(user=world.acme_admin, name="CI")
+
+    with reported() as reports:
         client = console(raise_request_exception=False)
         response = client.get("/api/v1/orgs/acme/settings", headers={"Authorization": f"Bearer {raw}"})
-    finally:
-        got_request_exception.disconnect(report)
 
     assert response.status_code == 500
     assert reports and "a bug while checking the token" in reports[0]  # the report of this failure
@@ -465,12 +481,6 @@ def test_the_error_report_of_an_api_request_failing_in_token_authentication_hide
 def test_the_error_report_of_a_console_page_failing_after_creating_a_token_hides_the_token(world, monkeypatch):
     # The token is made and stored; drawing the page that was to show it once fails. The view, the page's context and
     # the template's frames all hold it, and the report lists them.
-    reports = []
-
-    def report(sender, request, **kwargs) -> None:
-        reporter = ExceptionReporter(request, *sys.exc_info(), is_email=True)
-        reports.append(reporter.get_traceback_text() + reporter.get_traceback_html())
-
     listed = selectors.api_tokens_listed
 
     def broken(user, **kwargs):
@@ -479,11 +489,9 @@ def test_the_error_report_of_a_console_page_failing_after_creating_a_token_hides
         return listed(user, **kwargs)
 
     monkeypatch.setattr(selectors, "api_tokens_listed", broken)
-    got_request_exception.connect(report)
-    try:
+
+    with reported() as reports:
         response = console(world.acme_admin, raise_request_exception=False).post(CREATE, {"name": "CI"})
-    finally:
-        got_request_exception.disconnect(report)
 
     assert response.status_code == 500 and ApiToken.objects.filter(user=world.acme_admin).count() == 1
     assert reports and "a bug while listing the tokens" in reports[0]
@@ -503,31 +511,19 @@ def test_a_log_line_holding_a_token_shows_only_its_prefix(world, caplog):
 
 @pytest.mark.parametrize("debug", [False, True], ids=["debug-off", "debug-on"])
 def test_an_error_report_hides_a_token_or_key_sent_in_the_url_or_a_header_of_the_clients_own(
-    world, monkeypatch, settings, debug
+    world, broken_expiry_check, settings, debug
 ):
     # Clients put credentials where they should not: a query string (`?access_token=…`), a header of their own. The
     # report lists the request's URL, its GET parameters and every header, none of them a frame's variable; with
     # DEBUG on, the failing request's own answer is that report.
     settings.DEBUG = debug
     _, raw = services.api_token_create(user=world.acme_admin, name="CI")
-    reports = []
 
-    def report(sender, request, **kwargs) -> None:
-        reporter = get_exception_reporter_class(request)(request, *sys.exc_info(), is_email=True)
-        reports.append(reporter.get_traceback_text() + reporter.get_traceback_html())
-
-    def broken(self, now) -> bool:
-        raise RuntimeError("a bug while checking the token")
-
-    monkeypatch.setattr(ApiToken, "is_expired", broken)
-    got_request_exception.connect(report)
-    try:
+    with reported(reporter=None) as reports:  # the reporter Opsion is set up with
         response = console(raise_request_exception=False).get(
             f"/api/v1/orgs/acme/settings?access_token={raw}&anthropic={GOOD_KEY}",
             headers={"Authorization": f"Bearer {raw}", "X-Api-Token": raw, "X-Anthropic-Key": GOOD_KEY},
         )
-    finally:
-        got_request_exception.disconnect(report)
 
     assert response.status_code == 500
     assert reports and "a bug while checking the token" in reports[0]

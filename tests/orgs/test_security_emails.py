@@ -327,16 +327,22 @@ def test_a_password_changed_in_the_console_is_mailed_to_its_user(world, committe
     assert_password_mail(outbox, "member@acme.test", "on its Change password page")
 
 
-def test_a_password_reset_by_link_is_mailed_after_the_link(world, committed):
-    client = Client()
+def reset_link_opened(client: Client, committed, address: str) -> tuple[str, list]:
+    """The new-password page of the reset link mailed to `address`, opened by `client`, and the outbox (emptied)."""
     with committed() as outbox:
-        client.post("/accounts/password/reset/", {"email": "admin@acme.test"})
+        client.post("/accounts/password/reset/", {"email": address})
     link = re.search(r"https?://[^/\s]+(/accounts/password/reset/[\w-]+/[\w-]+/)", outbox[0].body)[1]
     opened = client.get(link)
     outbox.clear()
+    return opened["Location"], outbox
+
+
+def test_a_password_reset_by_link_is_mailed_after_the_link(world, committed):
+    client = Client()
+    page, outbox = reset_link_opened(client, committed, "admin@acme.test")
 
     with committed():
-        done = client.post(opened["Location"], {"new_password1": NEW, "new_password2": NEW})
+        done = client.post(page, {"new_password1": NEW, "new_password2": NEW})
 
     assert done.status_code == 302
     assert_password_mail(outbox, "admin@acme.test", "with a reset link")
@@ -378,15 +384,11 @@ def test_a_password_changed_keeping_the_api_tokens_says_they_keep_working(world,
 def test_a_password_reset_with_the_api_tokens_revoked_says_so_in_its_mail(world, committed):
     bearer(world.acme_admin)
     client = Client()
-    with committed() as outbox:
-        client.post("/accounts/password/reset/", {"email": "admin@acme.test"})
-    link = re.search(r"https?://[^/\s]+(/accounts/password/reset/[\w-]+/[\w-]+/)", outbox[0].body)[1]
-    opened = client.get(link)
-    outbox.clear()
+    page, outbox = reset_link_opened(client, committed, "admin@acme.test")
 
     with committed():
         new = {"new_password1": NEW, "new_password2": NEW, "revoke_api_tokens": "on"}
-        assert client.post(opened["Location"], new).status_code == 302
+        assert client.post(page, new).status_code == 302
 
     assert_password_mail(outbox, "admin@acme.test", "with a reset link")
     assert (

@@ -92,10 +92,12 @@ def sign_in_attempt(request: HttpRequest) -> bool:
     (`sign_in_succeeded`), so an attempt still in progress counts as failed. Checking first and counting
     failures afterwards would let every guess already in flight through: 40 parallel guesses, 40 checked.
     """
+    # What the address tried at this account is counted as the address's own count is, locked or not: a reset
+    # forgives the address that much (sign_in_forgiven), and no less than the lock went on counting, or someone who
+    # kept trying their own password well past the lock would still be locked out after resetting it.
+    get_usage(request, group="sign-in-ip-account", key=_ip_account, rate=SIGN_IN_RATE, increment=True)
     for name, key in _SIGN_IN_KEYS:  # the address first: a locked address adds nothing to any account's count,
         # or one address could lock out every account it names, staff included, without checking a password
-        if name == "account":
-            get_usage(request, group="sign-in-ip-account", key=_ip_account, rate=SIGN_IN_RATE, increment=True)
         tried = get_usage(request, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=True)
         succeeded = get_usage(request, group=f"sign-in-{name}-ok", key=key, rate=SIGN_IN_RATE, increment=False)
         if tried is None:

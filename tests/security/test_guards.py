@@ -301,9 +301,7 @@ def test_a_reset_lifts_the_address_lock_however_many_times_its_owner_kept_trying
     assert response.status_code == 302 and _signed_in(client)
 
 
-def test_guesses_at_ones_own_account_from_an_address_locked_for_guessing_at_others_do_not_unlock_it(
-    world, clock, mail
-):
+def test_guesses_at_ones_own_account_from_an_address_locked_for_guessing_at_others_do_not_unlock_it(world, clock, mail):
     # What the address is forgiven for the reset account never covers its failures at others: a sprayer, locked,
     # who tries their own account again and again and resets it is still locked.
     ip = "203.0.113.66"
@@ -317,6 +315,38 @@ def test_guesses_at_ones_own_account_from_an_address_locked_for_guessing_at_othe
 
     client, response = _sign_in("owner@acme.test", PASSWORD, ip=ip)
     assert response.status_code == 429 and LOCKED in response.content.decode()
+
+
+def test_a_reset_forgives_its_address_even_a_single_failure_at_that_account(world, clock, mail):
+    # Nine guesses at others and one at one's own account: the reset forgives that one, so the address, at nine, may
+    # still sign in with the password just chosen.
+    ip = "203.0.113.66"
+    for i in range(9):
+        _sign_in(f"victim{i}@acme.test", "wrong", ip=ip)
+    _sign_in("member@acme.test", "wrong", ip=ip)
+
+    ask("member@acme.test", REMOTE_ADDR=ip)
+    assert set_password(Client(REMOTE_ADDR=ip), link_in(mail[-1]), NEW_PASSWORD).status_code == 302
+
+    client, response = _sign_in("member@acme.test", NEW_PASSWORD, ip=ip)
+    assert response.status_code == 302 and _signed_in(client)
+
+
+def test_a_second_reset_from_the_address_never_takes_back_what_the_first_forgave_it(world, clock, mail):
+    # Two people behind one address, both forgetting: the second reset, at an account with fewer failures, must not
+    # put back the first one's failures on the address.
+    ip = "203.0.113.10"
+    for _ in range(10):
+        _sign_in("member@acme.test", "wrong", ip=ip)
+    ask("member@acme.test", REMOTE_ADDR=ip)
+    assert set_password(Client(REMOTE_ADDR=ip), link_in(mail[-1]), NEW_PASSWORD).status_code == 302
+    for _ in range(3):
+        _sign_in("admin@acme.test", "wrong", ip=ip)
+    ask("admin@acme.test", REMOTE_ADDR=ip)
+    assert set_password(Client(REMOTE_ADDR=ip), link_in(mail[-1]), NEW_PASSWORD).status_code == 302
+
+    client, response = _sign_in("admin@acme.test", NEW_PASSWORD, ip=ip)
+    assert response.status_code == 302 and _signed_in(client)
 
 
 def test_an_unused_reset_link_lifts_nothing(world, clock, mail):

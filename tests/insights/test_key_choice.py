@@ -3,11 +3,14 @@
 import os
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 
 from insights import keys, services
+from insights.models import InsightQuery
 from orgs import services as org_services
 from orgs.models import ClaudeApiKey, KeyStatus, Plan
 from tests.base import GOOD_KEY, OTHER_KEY
@@ -150,3 +153,26 @@ def test_a_key_choice_never_shows_either_key_when_printed(world, acme_key):
 
     assert PLATFORM_KEY not in shown and GOOD_KEY not in shown
     assert "<PlatformKey>" in shown and on_own.secret.reveal() == GOOD_KEY
+
+
+def test_a_query_whose_key_keeps_changing_as_it_is_decided_is_refused_as_unavailable_and_not_counted(
+    world, fake_anthropic, acme_key, monkeypatch, caplog
+):
+    # Each time the query has chosen its key, the key is saved again before the decision (another admin's save
+    # committing in those milliseconds): it chooses again a few times, then gives up with the unavailable answer,
+    # logged, counting nothing and sending nothing, never a crash.
+    chosen = keys.resolve
+
+    def replaced_once_chosen(org):
+        choice = chosen(org)
+        ClaudeApiKey.objects.filter(organisation=org).update(saved_at=timezone.now() + timedelta(seconds=1))
+        return choice
+
+    monkeypatch.setattr(keys, "resolve", replaced_once_chosen)
+
+    with pytest.raises(services.InsightsUnavailable):
+        services.start(membership=world.membership(world.acme_member, world.acme), text="What is MiCAR?")
+
+    assert InsightQuery.objects.filter(organisation=world.acme).count() == 0
+    assert fake_anthropic.keys_used == []
+    assert f"its key or plan changed {services.KEY_CHOICES} times" in caplog.text

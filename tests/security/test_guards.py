@@ -226,6 +226,32 @@ def test_what_a_reset_forgave_is_not_carried_into_the_next_window(world, clock, 
     assert response.status_code == 429 and not _signed_in(client)
 
 
+def test_what_a_reset_forgave_lasts_for_the_rest_of_its_window_not_a_moment(world, clock, mail, monkeypatch):
+    # The cache's clock too, so what it keeps expires as time passes in the test: a few seconds after the reset
+    # (still in the window: it has most of 15 minutes left), the password just chosen still signs in.
+    import django.core.cache.backends.base
+    import django.core.cache.backends.locmem
+
+    for module in (django.core.cache.backends.base, django.core.cache.backends.locmem):  # expiry set, and read
+        monkeypatch.setattr(module, "time", types.SimpleNamespace(time=clock.time))
+    _locked_out_then_reset(mail)
+    clock.advance(5)
+
+    client, response = _sign_in("member@acme.test", NEW_PASSWORD, ip="203.0.113.10")
+    assert response.status_code == 302 and _signed_in(client)
+
+
+def test_what_a_reset_forgave_holds_until_its_window_ends_however_long_after_the_reset(world, clock, mail):
+    # The clock is held and django-ratelimit's windows are fixed per key, so at this address and account both
+    # windows have well over 7.5 minutes left at the reset: the forgiveness is found again 7.7 minutes on, in the
+    # same window, however far from the reset (a window is known by its end, not by when it was forgiven).
+    _locked_out_then_reset(mail, ip="203.0.113.1")
+    clock.advance(460)
+
+    client, response = _sign_in("member@acme.test", NEW_PASSWORD, ip="203.0.113.1")
+    assert response.status_code == 302 and _signed_in(client)
+
+
 def test_the_reset_lifts_the_lock_however_the_clock_ticks_between_reads(world, clock, mail, monkeypatch):
     # django-ratelimit reads its clock for each counter, and a second may begin between two reads (a round trip to
     # Redis): the window a forgiveness belongs to must not depend on which second each read fell in.

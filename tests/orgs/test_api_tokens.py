@@ -509,6 +509,17 @@ def test_a_log_line_holding_a_token_shows_only_its_prefix(world, caplog):
     assert "access_token=opsn_[redacted]" in caplog.text
 
 
+def test_a_log_line_naming_a_token_by_its_listed_prefix_keeps_the_prefix(world, caplog):
+    # The prefix is what Settings, admin and support name a token by: hiding it would leave nobody able to tell
+    # which token a log line was about.
+    token, _ = services.api_token_create(user=world.acme_admin, name="CI")
+
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("opsion").warning("token %s refused: expired", token.prefix)
+
+    assert f"token {token.prefix} refused" in caplog.text
+
+
 @pytest.mark.parametrize("debug", [False, True], ids=["debug-off", "debug-on"])
 def test_an_error_report_hides_a_token_or_key_sent_in_the_url_or_a_header_of_the_clients_own(
     world, broken_expiry_check, settings, debug

@@ -197,7 +197,8 @@ def test_a_confirmed_revoke_of_someone_elses_token_is_not_found_and_keeps_it(wor
 def test_a_revoke_value_that_is_no_token_number_is_not_found(world):
     client = console(world.acme_admin)
 
-    for value in ("abc", "-1", "1.5", "", "99999999999999999999999"):
+    # "²" is a digit to str.isdigit() but no number to int().
+    for value in ("abc", "-1", "1.5", "", "99999999999999999999999", "²"):
         response = client.get(SETTINGS, {"revoke": value})
         assert response.status_code == 404, value
         assert NOT_FOUND in response.content.decode(), value

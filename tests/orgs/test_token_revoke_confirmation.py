@@ -93,6 +93,17 @@ def test_the_confirmation_of_a_token_never_used_or_without_expiry_says_so(world)
     assert "Expires Never (made before tokens expired)" in words
 
 
+def test_the_confirmation_of_a_token_expiring_within_hours_gives_the_day_time_and_how_long_as_a_value(world):
+    # The day in words begins the value beside its label ("Expires" / "Today, 14:05 UTC (in 2 hours)"), capitalised
+    # as the Expires column has it; a date-time a machine can read comes with it.
+    token = make(world.acme_admin, "Nightly export", expires_in=timedelta(hours=2))
+
+    confirmation = confirmation_of(console(world.acme_admin).get(SETTINGS, {"revoke": token.pk}).content.decode())
+
+    assert re.search(r"Expires (Today|Tomorrow), \d\d:\d\d UTC \(in 2 hours\)", text_of(confirmation))
+    assert f'<time datetime="{token.expires_at.isoformat()}">' in confirmation
+
+
 def test_the_confirmation_of_an_expired_token_does_not_claim_revoking_stops_requests(world):
     token = make(world.acme_admin, "Last quarter", expires_in=-timedelta(days=2, hours=1))
 

@@ -62,31 +62,31 @@ two lookups is a small part of it.
 
 **The ≥ 0.80 target is not met, and here is why.** With the fake answering at once and the SDK
 client reusing one connection pool per process (below), the baseline's whole cost is the "All"
-figure of its CPU row, and 0.80 allows Opsion a quarter of that: a couple of milliseconds of CPU,
-every process counted, for authentication, the organisation check, an exact durable limit and the
-query log. On PostgreSQL the database server's share alone, committing the limit's row and the
-outcome, about fills the allowance before any of the app's Python. Those four statements are the
-minimum the product's promises need (a per-organisation row lock and a durable log before Claude is
-called, the outcome after). Writing the ORM's statements by hand was tried: the token's lookup as
-one `raw()` statement and the outcome's UPDATE built once saved about 1 ms of the app's CPU per
-request, a few hundredths on the ratio (measured side by side under load: 0.35× → 0.39× on
-PostgreSQL, 0.54× → 0.57× on SQLite), and the membership (three models) would save perhaps
-another. That still leaves SQLite over the allowance, PostgreSQL's server share fills
-it on its own, and every hand-written statement is one the ORM no longer checks against the models;
-only dropping one of the promises would get there. Neither is worth it against what follows, so the
-ORM stays. The changes that did move the figure are all in place: the limiter in one round trip on
-PostgreSQL and with its count written out once on SQLite, the key joined into the membership lookup,
-unique lookups without `first()`'s ORDER BY, no re-reads of what the request already holds,
-persistent connections by default on both databases (compare the CONN_MAX_AGE=0 rows) and one shared
-HTTP pool for the SDK. Measured and left out: prepared statements on PostgreSQL (psycopg's
-server-side binding) save the planning of the two lookups, a small part of the server's share, at
-the price of transaction-mode connection poolers (which Django keeps them off for) and of
-server-side binding typing some ORM statements differently.
+figure of its CPU row, and 0.80 allows Opsion a quarter of that: well under a millisecond to a
+couple of milliseconds of CPU, depending on the machine, every process counted, for authentication,
+the organisation check, an exact durable limit and the query log. On PostgreSQL the database
+server's share alone, committing the limit's row and the outcome, about fills the allowance before
+any of the app's Python. Those four statements are the minimum the product's promises need (a
+per-organisation row lock and a durable log before Claude is called, the outcome after). Writing the
+ORM's statements by hand was tried: the token's lookup as one `raw()` statement and the outcome's
+UPDATE built once saved about 1 ms of the app's CPU per request, a few hundredths on the ratio
+(measured side by side under load: 0.35× → 0.39× on PostgreSQL, 0.54× → 0.57× on SQLite), and the
+membership (three models) would save perhaps another. That still leaves SQLite over the allowance,
+PostgreSQL's server share fills it on its own, and every hand-written statement is one the ORM no
+longer checks against the models; only dropping one of the promises would get there. Neither is
+worth it against what follows, so the ORM stays. The changes that did move the figure are all in
+place: the limiter in one round trip on PostgreSQL and with its count written out once on SQLite,
+the key joined into the membership lookup, unique lookups without `first()`'s ORDER BY, no re-reads
+of what the request already holds, persistent connections by default on both databases (compare the
+CONN_MAX_AGE=0 rows) and one shared HTTP pool for the SDK. Measured and left out: prepared
+statements on PostgreSQL (psycopg's server-side binding) save the planning of the two lookups, a
+small part of the server's share, at the price of transaction-mode connection poolers (which Django
+keeps them off for) and of server-side binding typing some ORM statements differently.
 
 What it means for users is the paced comparison below each table: the fake streams its answer over
 about a second, gunicorn runs as the README deploys it, and the real endpoint's median latency is
-compared with the baseline's, round by round. The difference has been ten to thirty milliseconds
-from run to run (the headline gives this run's), more than the CPU figures alone: the limiter's
+compared with the baseline's, round by round. The difference has been five to thirty milliseconds
+from run to run and machine to machine (the headline gives this run's), more than the CPU figures alone: the limiter's
 commit waits for the disk before Claude is called, the outcome's commit waits again before the
 response ends, and in a threaded worker one request's Python waits for another's. Claude's real
 answers take several seconds, so that is of the order of 1 % of what the user waits, and throughput

@@ -182,15 +182,19 @@ def test_the_lock_lifts_after_fifteen_minutes(world, clock):
     assert response.status_code == 302 and _signed_in(client)
 
 
+def _reset_from(ip: str, mail, address: str = "member@acme.test") -> None:
+    """The user of `address` asks for a reset link and sets NEW_PASSWORD by it, both from `ip`."""
+    ask(address, REMOTE_ADDR=ip)
+    assert set_password(Client(REMOTE_ADDR=ip), link_in(mail[-1]), NEW_PASSWORD).status_code == 302
+
+
 def _locked_out_then_reset(mail, ip: str = "203.0.113.10") -> None:
     """Ten wrong guesses at member@acme.test from `ip` lock it, then its user sets a new password by the e-mailed
     link from the same address (the usual way: someone who forgot theirs guesses, then asks for a link)."""
     for _ in range(10):
         _sign_in("member@acme.test", "wrong", ip=ip)
     assert _sign_in("member@acme.test", NEW_PASSWORD, ip=ip)[1].status_code == 429
-    ask("member@acme.test", REMOTE_ADDR=ip)
-    response = set_password(Client(REMOTE_ADDR=ip), link_in(mail[-1]), NEW_PASSWORD)
-    assert response.status_code == 302
+    _reset_from(ip, mail)
 
 
 def test_a_password_set_by_a_reset_link_lifts_the_lock_on_its_account_and_the_address_it_was_set_from(
@@ -272,8 +276,7 @@ def test_resetting_ones_own_password_does_not_unlock_an_address_that_guessed_at_
         _sign_in(f"victim{i}@acme.test", "wrong", ip=ip)
     assert _sign_in("owner@acme.test", PASSWORD, ip=ip)[1].status_code == 429
 
-    ask("member@acme.test", REMOTE_ADDR=ip)  # the sprayer's own account, reset from the locked address
-    assert set_password(Client(REMOTE_ADDR=ip), link_in(mail[-1]), NEW_PASSWORD).status_code == 302
+    _reset_from(ip, mail)  # the sprayer's own account, reset from the locked address
 
     client, response = _sign_in("owner@acme.test", "a-guess", ip=ip)
     assert response.status_code == 429 and LOCKED in response.content.decode()
@@ -288,8 +291,7 @@ def test_signing_in_to_ones_own_account_first_earns_its_address_no_forgiveness(w
     for i in range(10):
         _sign_in(f"victim{i}@acme.test", "wrong", ip=ip)
 
-    ask("member@acme.test", REMOTE_ADDR=ip)
-    assert set_password(Client(REMOTE_ADDR=ip), link_in(mail[-1]), NEW_PASSWORD).status_code == 302
+    _reset_from(ip, mail)
 
     assert _sign_in("owner@acme.test", PASSWORD, ip=ip)[1].status_code == 429
 
@@ -303,8 +305,7 @@ def test_a_reset_forgives_its_address_only_the_failures_it_made_at_that_account(
     for i in range(10):
         _sign_in(f"victim{i}@acme.test", "wrong", ip=ip)
 
-    ask("member@acme.test", REMOTE_ADDR=ip)
-    assert set_password(Client(REMOTE_ADDR=ip), link_in(mail[-1]), NEW_PASSWORD).status_code == 302
+    _reset_from(ip, mail)
 
     assert _sign_in("owner@acme.test", PASSWORD, ip=ip)[1].status_code == 429  # the address: still locked
     client, response = _sign_in("member@acme.test", NEW_PASSWORD, ip="192.0.2.99")
@@ -320,8 +321,7 @@ def test_a_reset_lifts_the_address_lock_however_many_times_its_owner_kept_trying
         _sign_in("member@acme.test", "wrong", ip=ip)
     assert _sign_in("member@acme.test", NEW_PASSWORD, ip=ip)[1].status_code == 429
 
-    ask("member@acme.test", REMOTE_ADDR=ip)
-    assert set_password(Client(REMOTE_ADDR=ip), link_in(mail[-1]), NEW_PASSWORD).status_code == 302
+    _reset_from(ip, mail)
 
     client, response = _sign_in("member@acme.test", NEW_PASSWORD, ip=ip)
     assert response.status_code == 302 and _signed_in(client)
@@ -336,8 +336,7 @@ def test_guesses_at_ones_own_account_from_an_address_locked_for_guessing_at_othe
     for _ in range(15):
         assert _sign_in("member@acme.test", "wrong", ip=ip)[1].status_code == 429  # refused unchecked: locked
 
-    ask("member@acme.test", REMOTE_ADDR=ip)
-    assert set_password(Client(REMOTE_ADDR=ip), link_in(mail[-1]), NEW_PASSWORD).status_code == 302
+    _reset_from(ip, mail)
 
     client, response = _sign_in("owner@acme.test", PASSWORD, ip=ip)
     assert response.status_code == 429 and LOCKED in response.content.decode()
@@ -351,8 +350,7 @@ def test_a_reset_forgives_its_address_even_a_single_failure_at_that_account(worl
         _sign_in(f"victim{i}@acme.test", "wrong", ip=ip)
     _sign_in("member@acme.test", "wrong", ip=ip)
 
-    ask("member@acme.test", REMOTE_ADDR=ip)
-    assert set_password(Client(REMOTE_ADDR=ip), link_in(mail[-1]), NEW_PASSWORD).status_code == 302
+    _reset_from(ip, mail)
 
     client, response = _sign_in("member@acme.test", NEW_PASSWORD, ip=ip)
     assert response.status_code == 302 and _signed_in(client)
@@ -364,12 +362,10 @@ def test_a_second_reset_from_the_address_never_takes_back_what_the_first_forgave
     ip = "203.0.113.10"
     for _ in range(10):
         _sign_in("member@acme.test", "wrong", ip=ip)
-    ask("member@acme.test", REMOTE_ADDR=ip)
-    assert set_password(Client(REMOTE_ADDR=ip), link_in(mail[-1]), NEW_PASSWORD).status_code == 302
+    _reset_from(ip, mail)
     for _ in range(3):
         _sign_in("admin@acme.test", "wrong", ip=ip)
-    ask("admin@acme.test", REMOTE_ADDR=ip)
-    assert set_password(Client(REMOTE_ADDR=ip), link_in(mail[-1]), NEW_PASSWORD).status_code == 302
+    _reset_from(ip, mail, "admin@acme.test")
 
     client, response = _sign_in("admin@acme.test", NEW_PASSWORD, ip=ip)
     assert response.status_code == 302 and _signed_in(client)

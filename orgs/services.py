@@ -173,6 +173,12 @@ def _lifetime(days: int) -> timedelta:
     return timedelta(days=days)
 
 
+def _lock_tokens_of(user) -> None:
+    """Inside a transaction: serialise the writes to `user`'s tokens (creating, revoking them all) by locking the
+    user's row until it commits. On SQLite, BEGIN IMMEDIATE has already serialised every write."""
+    User.objects.select_for_update().filter(pk=user.pk).values_list("pk").first()
+
+
 def api_token_create(
     *, user, name: str, expires_in_days: int = TOKEN_DEFAULT_DAYS, now: datetime | None = None
 ) -> tuple[ApiToken, str]:
@@ -186,9 +192,9 @@ def api_token_create(
     lifetime = _lifetime(expires_in_days)
     now = now or timezone.now()
     with transaction.atomic():
-        # Lock the user's row so two creations racing at 19 cannot both pass (on SQLite, BEGIN IMMEDIATE already
-        # serialises this block). The count must run after the lock: READ COMMITTED reads afresh per statement.
-        User.objects.select_for_update().filter(pk=user.pk).values_list("pk").first()
+        # Two creations racing at 19 cannot both pass. The count must run after the lock: READ COMMITTED reads
+        # afresh per statement.
+        _lock_tokens_of(user)
         api_token_room(user=user, now=now)
         # Expired tokens stay listed for a while so their owner sees what stopped working; then they go.
         api_tokens_prune(user=user, now=now)
@@ -204,8 +210,6 @@ def api_tokens_prune(*, user=None, now: datetime | None = None, batch_size: int 
     """Delete the tokens that expired more than EXPIRED_TOKENS_LISTED_FOR before `now`, the user's or (no user)
     everyone's, `batch_size` at a time; returns how many went (with `dry_run`, how many would, deleting none).
     Tokens with no expiry (made before tokens expired) are still accepted and never match."""
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
     now = now or timezone.now()
     tokens = ApiToken.objects.filter(expires_at__lt=now - EXPIRED_TOKENS_LISTED_FOR)
     if user is not None:
@@ -251,9 +255,9 @@ def api_tokens_revoke_all(*, user, now: datetime | None = None) -> int:
     loss an integration notices). Raises nothing. Called with a new password, inside its transaction."""
     now = now or timezone.now()
     with transaction.atomic():
-        # The user's row locked, as api_token_create locks it: a token created meanwhile is either counted and
-        # deleted here, or created after this commits (and then the user was mailed of it).
-        User.objects.select_for_update().filter(pk=user.pk).values_list("pk").first()
+        # A token created meanwhile is either counted and deleted here, or created after this commits (and then the
+        # user was mailed of it).
+        _lock_tokens_of(user)
         tokens = ApiToken.objects.filter(user=user)
         working, _ = tokens.active(now).delete()
         tokens.delete()  # the expired ones, listed in Settings for a while: nothing is left to revoke

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 
-from insights.models import InsightQuery, KeySource
+from insights.models import InsightQuery, KeySource, StopReason
 from insights.ratelimit import counted, window_words
 
 # The customer's history says "Your organisation's Anthropic key"; to Opsion staff "your organisation" is
@@ -49,7 +49,7 @@ class InsightQueryAdmin(admin.ModelAdmin):
     # incomplete. Empty ("-") for one Claude did not end (pending, or failed: its error code says why).
     @admin.display(description="Ended", ordering="stop_reason")
     def ended(self, obj: InsightQuery) -> str | None:
-        return obj.get_stop_reason_display()
+        return StopReason(obj.ended).label if obj.ended else None  # as the API reads it, a mid-deploy row included
 
     @admin.display(description="Key", ordering="key_source")
     def key(self, obj: InsightQuery) -> str:

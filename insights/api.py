@@ -144,7 +144,7 @@ def post_query(request: HttpRequest, slug: str, payload: QueryIn):
         "answer": row.answer,
         "model": row.model,
         "keySource": row.key_source,
-        "stopReason": row.stop_reason,
+        "stopReason": row.ended,
         "usage": _tokens(row),
         "rateLimit": window_json(pending.window),
     }

@@ -169,7 +169,7 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
             )
         else:
             html = str(render_markdown(pending.row.answer))
-            done = {"id": pending.row.pk, "html": html, "stopReason": pending.row.stop_reason, "notice": notice()}
+            done = {"id": pending.row.pk, "html": html, "stopReason": pending.row.ended, "notice": notice()}
             yield sse("done", done | {"historyItem": history_item()})
         window = services.usage(pending.row.organisation).window
         yield sse("usage", {"used": window.used, **window_json(window)})

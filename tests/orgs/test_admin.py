@@ -436,6 +436,18 @@ def test_staff_see_how_each_answer_ended_read_only(world, staff):
     assert "Cut short at the length limit" in page and 'name="stop_reason"' not in page  # shown, not editable
 
 
+def test_an_answer_a_worker_on_older_code_wrote_mid_deploy_reads_complete_in_admin_as_in_the_api(world, staff):
+    (row,) = seed(world.acme, 40, user=world.acme_member)
+    InsightQuery.objects.filter(pk=row.pk).update(stop_reason=None)  # answered before stop reasons were recorded
+
+    listed = staff.get("/admin/insights/insightquery/").content.decode()
+
+    assert '<td class="field-ended">Complete</td>' in listed
+    assert console(world.acme_member).get("/api/v1/orgs/acme/insights/queries").json()["items"][0]["stopReason"] == (
+        "complete"
+    )
+
+
 class TestDeleteOrganisation:
     def test_a_superuser_can_delete_an_organisation_whose_key_was_saved_and_its_audit_goes_with_it(self, world, staff):
         services.claude_api_key_set(

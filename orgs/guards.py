@@ -59,7 +59,7 @@ def _network(ip: str) -> str:
 
 def _ip_account(_group, request: HttpRequest) -> str:
     # The address and the account together: how many of an address's failures were at one account, which is all
-    # that account's reset may forgive the address (sign_in_forgiven). Counted, never a lock of its own.
+    # that account's reset may forgive the address (reset_forgiven). Counted, never a lock of its own.
     return f"{_ip(None, request)} {_account(None, request)}"
 
 
@@ -93,7 +93,7 @@ def sign_in_attempt(request: HttpRequest) -> bool:
     failures afterwards would let every guess already in flight through: 40 parallel guesses, 40 checked.
     """
     # What the address tried at this account is counted as the address's own count is, locked or not: a reset
-    # forgives the address that much (sign_in_forgiven), and no less than the lock went on counting, or someone who
+    # forgives the address that much (reset_forgiven), and no less than the lock went on counting, or someone who
     # kept trying their own password well past the lock would still be locked out after resetting it.
     get_usage(request, group="sign-in-ip-account", key=_ip_account, rate=SIGN_IN_RATE, increment=True)
     for name, key in _SIGN_IN_KEYS:  # the address first: a locked address adds nothing to any account's count,
@@ -119,7 +119,7 @@ def _window_end(usage: dict) -> int:
 
 
 def _forgiven(name: str, value: str, tried: dict) -> int:
-    """The failures a password reset forgave in this window (`sign_in_forgiven`); none in a later one."""
+    """The attempts a password reset forgave in this window (`reset_forgiven`); none in a later one."""
     forgiven = cache.get(_forgiveness_key(name, value))
     # The same window if their ends are within a few seconds: another window's is a whole window away.
     same_window = forgiven and abs(forgiven["window_end"] - _window_end(tried)) < SIGN_IN_WINDOW_SECONDS // 2
@@ -127,7 +127,7 @@ def _forgiven(name: str, value: str, tried: dict) -> int:
 
 
 @_fail_open(None)
-def sign_in_forgiven(request: HttpRequest, *, user) -> None:
+def reset_forgiven(request: HttpRequest, *, user) -> None:
     """A new password set by a reset link lifts the sign-in lock on its account and on the address it was set from:
     someone who forgot their password, guessed, then followed the e-mailed link, is not told to wait 15 minutes
     with the password they have just chosen. The link proves the mailbox, which any locked-out user could reset the
@@ -138,7 +138,10 @@ def sign_in_forgiven(request: HttpRequest, *, user) -> None:
     an address that sprayed guesses at others, ten more for every reset.
 
     The failures are remembered beside django-ratelimit's counters, for their window only, and subtracted as
-    successes are; its counters themselves are left alone."""
+    successes are; its counters themselves are left alone.
+
+    The reset also lifts the limit on checking the password while signed in (changing it, confirming it for a new
+    API token): it signed out every session, a guessing one's too, so its owner may use the new password at once."""
     ip, account = _ip(None, request), user.get_username().strip().lower()
     at_account = _failures("ip-account", f"{ip} {account}")
     for name, value in (("ip", ip), ("account", account)):
@@ -150,9 +153,17 @@ def sign_in_forgiven(request: HttpRequest, *, user) -> None:
             failed = min(failed, at_account[1] if at_account else 0)
         # Never less than a reset earlier in this window forgave (another account's, from the same address).
         failed = max(failed, _forgiven(name, value, tried))
-        if failed > 0:
-            remembered = {"window_end": _window_end(tried), "failed": failed}
-            cache.set(_forgiveness_key(name, value), remembered, tried["time_left"] + 1)
+        _forgive(name, value, tried, failed)
+    checks = _password_checks(user, increment=False)
+    if checks is not None and checks["time_left"] > 0:
+        _forgive("password-check", f"user:{user.pk}", checks, checks["count"])
+
+
+def _forgive(name: str, value: str, tried: dict, failed: int) -> None:
+    """Remember that `failed` of the attempts `tried` counts are forgiven, until its window ends."""
+    if failed > 0:
+        remembered = {"window_end": _window_end(tried), "failed": failed}
+        cache.set(_forgiveness_key(name, value), remembered, tried["time_left"] + 1)
 
 
 def _failures(name: str, value: str) -> tuple[dict, int] | None:
@@ -178,10 +189,15 @@ def password_check_attempt(*, user) -> bool:
     confirming it before a new API token) before the password is checked; True when it must be refused: 10
     attempts in 15 minutes, all three together. Someone holding a borrowed or stolen session could otherwise guess
     the password, which outlives the session. Every attempt counts (a real one is rare), as sign-in counts them."""
-    usage = get_usage(
-        None, group="password-change", key=lambda _g, _r: f"user:{user.pk}", rate=SIGN_IN_RATE, increment=True
-    )
-    return usage is not None and usage["count"] > usage["limit"]
+    usage = _password_checks(user, increment=True)
+    if usage is None:
+        return False
+    return usage["count"] - _forgiven("password-check", f"user:{user.pk}", usage) > usage["limit"]
+
+
+def _password_checks(user, *, increment: bool) -> dict | None:
+    key = lambda _g, _r: f"user:{user.pk}"  # noqa: E731
+    return get_usage(None, group="password-change", key=key, rate=SIGN_IN_RATE, increment=increment)
 
 
 def _reset_address(_group, request: HttpRequest) -> str:

@@ -123,7 +123,7 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
             revoked = services.api_tokens_revoke_all(user=form.user) if form.revokes_api_tokens() else 0
             notifications.password_changed(user=form.user, how="reset", at=timezone.now(), tokens_revoked=revoked)
         self.request.session[TOKENS_REVOKED] = revoked
-        guards.sign_in_forgiven(self.request, user=form.user)
+        guards.reset_forgiven(self.request, user=form.user)
         return response
 
 

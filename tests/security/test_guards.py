@@ -26,6 +26,7 @@ LOGIN = "/accounts/login/"
 LOCKED = "Too many failed sign-in attempts. Please wait 15 minutes and try again."
 REDIS_URL = "redis://127.0.0.1:6379/0"
 NEW_PASSWORD = "a-New-passw0rd-for-acme"
+NEWER_PASSWORD = "an-Even-newer-passw0rd-4-acme"
 
 
 class Clock:
@@ -369,6 +370,53 @@ def test_a_second_reset_from_the_address_never_takes_back_what_the_first_forgave
 
     client, response = _sign_in("admin@acme.test", NEW_PASSWORD, ip=ip)
     assert response.status_code == 302 and _signed_in(client)
+
+
+def _change_password(client: Client, old: str, new: str = NEWER_PASSWORD):
+    return client.post("/accounts/password/", {"old_password": old, "new_password1": new, "new_password2": new})
+
+
+def _password_checks_locked_then_reset(world, mail) -> None:
+    """A session guesses ten times at member@acme.test's password on Change password, which locks the checks of it
+    while signed in; then its owner sets a new one by the e-mailed link."""
+    guesser = console(world.acme_member)
+    for _ in range(10):
+        assert _change_password(guesser, "wrong").status_code == 200
+    assert _change_password(guesser, PASSWORD).status_code == 429
+    _reset_from("203.0.113.10", mail)
+
+
+def test_a_password_set_by_a_reset_link_lifts_the_lock_on_checking_the_password_while_signed_in(world, clock, mail):
+    # The reset signed out every session, the guesser's too: its owner, signed in with the password just chosen,
+    # is not told to wait 15 minutes to change it or to confirm it for a new API token.
+    _password_checks_locked_then_reset(world, mail)
+    client, response = _sign_in("member@acme.test", NEW_PASSWORD)
+    assert response.status_code == 302
+
+    changed = _change_password(client, NEW_PASSWORD)
+
+    assert changed.status_code == 302, changed.content.decode()
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(NEWER_PASSWORD)
+
+
+def test_after_a_reset_lifts_the_password_check_lock_ten_more_wrong_guesses_lock_it_again(world, clock, mail):
+    _password_checks_locked_then_reset(world, mail)
+    client = _sign_in("member@acme.test", NEW_PASSWORD)[0]
+    for _ in range(10):
+        assert _change_password(client, "wrong").status_code == 200
+
+    assert _change_password(client, NEW_PASSWORD).status_code == 429  # the reset forgave what came before it only
+
+
+def test_what_a_reset_forgave_the_password_checks_is_not_carried_into_the_next_window(world, clock, mail):
+    _password_checks_locked_then_reset(world, mail)
+    clock.advance(guards.SIGN_IN_WINDOW_SECONDS + 60)
+    client = _sign_in("member@acme.test", NEW_PASSWORD)[0]
+    for _ in range(10):
+        _change_password(client, "wrong")
+
+    assert _change_password(client, NEW_PASSWORD).status_code == 429
 
 
 def test_an_unused_reset_link_lifts_nothing(world, clock, mail):

@@ -10,11 +10,11 @@ or stopped being used.
 import json
 import sqlite3
 import threading
-import time
 
 import pytest
 from django.db import connection, connections
 
+from insights import keys
 from insights.models import InsightQuery, KeySource
 from orgs import crypto
 from tests.base import GOOD_KEY, OTHER_KEY
@@ -29,11 +29,23 @@ pytestmark = pytest.mark.django_db(transaction=True)
 QUERIES = "/api/v1/orgs/{}/insights/queries"
 
 
-def _asked_while_changed(org, user, statement: str) -> tuple[int, dict]:
-    """The status and body of `user`'s query arriving while another transaction holds `org`'s row: it waits for
-    it, then `statement` runs in that transaction, which commits."""
+def _asked_while_changed(org, user, statement: str, monkeypatch) -> tuple[int, dict]:
+    """The status and body of `user`'s query arriving while another transaction holds `org`'s row: it reads the
+    plan and key, waits for the row, then `statement` runs in that transaction, which commits. The query must then
+    choose its key again: a second reading of it is asserted, so the race is proved to have happened."""
     client = console(user)  # the session: a token's first use writes its last_used_at, which on SQLite waits too
     outcome = {}
+    key_reads = []
+    read = threading.Event()
+    resolve = keys.resolve
+
+    def resolve_and_tell(org_):  # a spy: the real choice, and word that it was made
+        choice = resolve(org_)
+        key_reads.append(choice.source)
+        read.set()
+        return choice
+
+    monkeypatch.setattr(keys, "resolve", resolve_and_tell)
 
     def ask() -> None:
         try:
@@ -62,21 +74,29 @@ def _asked_while_changed(org, user, statement: str) -> tuple[int, dict]:
             other.execute("UPDATE orgs_organisation SET name = name WHERE id = ?", [org.pk])
             asking = threading.Thread(target=ask)
             asking.start()
-            time.sleep(1)  # the query has read the plan and key (readers never wait) and waits for the write lock
+            # SQLite shows no lock waiters: once the query has read the plan and key (readers never wait), it can
+            # only go on to wait for the write lock this transaction holds.
+            assert read.wait(timeout=20), "the query never read its organisation's key"
             other.execute(statement.replace("%(org)s", "?"), [org.pk])
             other.execute("COMMIT")
             asking.join(timeout=30)
         finally:
             other.close()
+    assert len(key_reads) == 2, key_reads  # read before the change committed, and again after it
     return outcome.get("status"), outcome.get("body")
 
 
-def test_a_query_waiting_while_the_plan_is_downgraded_is_counted_at_the_platform_limit(world, fake_anthropic):
+def test_a_query_waiting_while_the_plan_is_downgraded_is_counted_at_the_platform_limit(
+    world, fake_anthropic, monkeypatch
+):
     store_key(world.acme, GOOD_KEY)
     seed(world.acme, *[60] * 25, source=KeySource.ORGANISATION)  # within 200, over the platform key's 20
 
     status, body = _asked_while_changed(
-        world.acme, world.acme_member, "UPDATE orgs_organisation SET plan = 'professional' WHERE id = %(org)s"
+        world.acme,
+        world.acme_member,
+        "UPDATE orgs_organisation SET plan = 'professional' WHERE id = %(org)s",
+        monkeypatch,
     )
 
     assert status == 429, body
@@ -85,12 +105,12 @@ def test_a_query_waiting_while_the_plan_is_downgraded_is_counted_at_the_platform
     assert fake_anthropic.keys_used == []  # the key the plan no longer uses was not sent to Anthropic
 
 
-def test_a_query_waiting_while_the_key_is_removed_runs_on_the_platform_key(world, fake_anthropic):
+def test_a_query_waiting_while_the_key_is_removed_runs_on_the_platform_key(world, fake_anthropic, monkeypatch):
     store_key(world.acme, GOOD_KEY)
     seed(world.acme, *[60] * 5, source=KeySource.ORGANISATION)
 
     status, body = _asked_while_changed(
-        world.acme, world.acme_member, "DELETE FROM orgs_claudeapikey WHERE organisation_id = %(org)s"
+        world.acme, world.acme_member, "DELETE FROM orgs_claudeapikey WHERE organisation_id = %(org)s", monkeypatch
     )
 
     assert status == 200, body
@@ -98,12 +118,17 @@ def test_a_query_waiting_while_the_key_is_removed_runs_on_the_platform_key(world
     assert fake_anthropic.keys_used == [PLATFORM_KEY]  # never the key removed before the query was decided
 
 
-def test_a_query_waiting_while_the_plan_is_upgraded_runs_on_the_stored_key_at_its_limit(world, fake_anthropic):
+def test_a_query_waiting_while_the_plan_is_upgraded_runs_on_the_stored_key_at_its_limit(
+    world, fake_anthropic, monkeypatch
+):
     store_key(world.globex, GOOD_KEY)  # left behind by an earlier downgrade: unused on Professional
     seed(world.globex, *[60] * 25)
 
     status, body = _asked_while_changed(
-        world.globex, world.globex_member, "UPDATE orgs_organisation SET plan = 'institutional' WHERE id = %(org)s"
+        world.globex,
+        world.globex_member,
+        "UPDATE orgs_organisation SET plan = 'institutional' WHERE id = %(org)s",
+        monkeypatch,
     )
 
     assert status == 200, body
@@ -111,7 +136,7 @@ def test_a_query_waiting_while_the_plan_is_upgraded_runs_on_the_stored_key_at_it
     assert fake_anthropic.keys_used == [GOOD_KEY]
 
 
-def test_a_query_waiting_while_the_key_is_replaced_is_sent_with_the_new_key(world, fake_anthropic):
+def test_a_query_waiting_while_the_key_is_replaced_is_sent_with_the_new_key(world, fake_anthropic, monkeypatch):
     # The same plan and a key stored before and after: only which save of the key is in force tells them apart.
     store_key(world.acme, GOOD_KEY)
     replaced = "UPDATE orgs_claudeapikey SET secret = '{}', saved_at = {} WHERE organisation_id = %(org)s".format(
@@ -119,7 +144,7 @@ def test_a_query_waiting_while_the_key_is_replaced_is_sent_with_the_new_key(worl
         "clock_timestamp()" if connection.vendor == "postgresql" else "STRFTIME('%Y-%m-%d %H:%M:%f', 'NOW')",
     )
 
-    status, body = _asked_while_changed(world.acme, world.acme_member, replaced)
+    status, body = _asked_while_changed(world.acme, world.acme_member, replaced, monkeypatch)
 
     assert status == 200, body
     assert body["keySource"] == KeySource.ORGANISATION

@@ -11,7 +11,6 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
-from django.utils import timezone
 from django.views.decorators.debug import sensitive_post_parameters
 
 from opsion import requestid
@@ -134,7 +133,7 @@ def admin_password_change(request: HttpRequest) -> HttpResponse:
     before = getattr(user, "password", None)  # an anonymous visitor has none: admin sends them to sign in
     response = _admin_password_change(request)
     if user.is_authenticated and user.password != before:  # admin's form sets it on request.user itself
-        notifications.password_changed(user=user, how="console", at=timezone.now())
+        services.password_changed(user=user, how="console")
     return response
 
 
@@ -160,10 +159,10 @@ class PasswordChangeView(GuardedPost, auth_views.PasswordChangeView):
         # The new password and the revocation commit together, or neither does; the e-mail goes once they have.
         with transaction.atomic():
             response = super().form_valid(form)  # keeps this session's hash current: it stays signed in
-            revoked = services.api_tokens_revoke_all(user=form.user) if form.revokes_api_tokens() else 0
-            notifications.password_changed(user=form.user, how="console", at=timezone.now(), tokens_revoked=revoked)
+            revoking = form.revokes_api_tokens()
+            tokens = services.password_changed(user=form.user, how="console", revoke_api_tokens=revoking)
         recent_auth.record(self.request)  # the password was just typed, twice
-        messages.success(self.request, _password_changed_message(revoked))
+        messages.success(self.request, _password_changed_message(tokens.revoked))
         return response
 
 

@@ -20,7 +20,7 @@ from insights import services as insights_services
 from insights.ratelimit import window_words
 from insights.templatetags.insights_tags import duration
 from opsion.http import client_ip
-from orgs import notifications, services
+from orgs import selectors, services
 from orgs.admin_memberships import MembershipInline, audit_staff, joined
 from orgs.models import (
     BYOM_PLANS,
@@ -269,14 +269,14 @@ class UserAdmin(BaseUserAdmin):
             # Django's view saves its own copy of the user: whether the password changed is read back.
             now = User.objects.filter(pk=user.pk).values_list("password", flat=True).first()
             if now is not None and now != user.password:
-                notifications.password_changed(user=user, how="staff", at=timezone.now())
+                services.password_changed(user=user, how="staff")
         return response
 
     @staticmethod
     def _say_tokens_outlive_the_password(request, user: User) -> None:
         """A new password signs the user out of every session, but their API tokens keep working: staff resetting
         a compromised account's password are told, and where to delete them."""
-        count = ApiToken.objects.filter(user=user).active(timezone.now()).count()  # expired ones work no more
+        count = selectors.api_tokens_working(user)  # expired ones work no more
         if not count:
             return
         tokens, them = ("API token keeps", "it") if count == 1 else (f"{count} API tokens keep", "them")

@@ -61,9 +61,9 @@ def key_changed(*, org: Organisation, actor, action: str, via: str, at: datetime
         _send_on_commit(user, subject, body, what)
 
 
-def password_changed(*, user: User, how: str, at: datetime, tokens_revoked: int = 0) -> None:
+def password_changed(*, user: User, how: str, at: datetime, tokens_revoked: int, tokens_kept: int) -> None:
     """Tell `user` their password was changed (`how`: console, reset or staff), and how many of their API tokens were
-    revoked with it (none: they keep working), once the transaction commits."""
+    revoked with it or keep working (of none, nothing), once the transaction commits."""
     if not settings.EMAIL_CONFIGURED or not user.is_active:
         return
     context = {
@@ -71,6 +71,7 @@ def password_changed(*, user: User, how: str, at: datetime, tokens_revoked: int 
         "how": PASSWORD_CHANGED_HOW[how],
         "how_code": how,
         "revoked": revoked_words(tokens_revoked) if tokens_revoked else "",
+        "kept": kept_words(tokens_kept),
         "when": _utc(at),
         "support": settings.SUPPORT_URL,
     }
@@ -83,6 +84,14 @@ def revoked_words(count: int) -> str:
     if count == 1:
         return "your API token was revoked: integrations using it have stopped working"
     return f"your {count} API tokens were revoked: integrations using them have stopped working"
+
+
+def kept_words(count: int) -> str:
+    """API tokens that keep working after a new password, in the words the reset's page and the e-mail use; none,
+    nothing: most users have no token, and would go looking for one."""
+    if not count:
+        return ""
+    return "your API token keeps working" if count == 1 else f"your {count} API tokens keep working"
 
 
 def api_token_created(*, token: ApiToken) -> None:

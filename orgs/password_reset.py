@@ -19,7 +19,6 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.urls import get_script_prefix, set_script_prefix
-from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
@@ -29,8 +28,8 @@ from orgs.forms import ResetPasswordForm
 from orgs.models import User
 
 RESET_LOCKED = "Too many password reset requests. Please wait an hour and try again."
-# How many API tokens the reset revoked (0: none, they keep working), for the page that follows it, once.
-TOKENS_REVOKED = "password_reset_tokens_revoked"
+# How many API tokens the reset revoked and how many keep working, for the page that follows it, once.
+TOKENS_AFTER = "password_reset_tokens_after"
 
 
 def valid_for() -> str:
@@ -120,9 +119,8 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         # The new password and the revocation commit together, or neither does; the e-mail goes once they have.
         with transaction.atomic():
             response = super().form_valid(form)  # sets the password
-            revoked = services.api_tokens_revoke_all(user=form.user) if form.revokes_api_tokens() else 0
-            notifications.password_changed(user=form.user, how="reset", at=timezone.now(), tokens_revoked=revoked)
-        self.request.session[TOKENS_REVOKED] = revoked
+            tokens = services.password_changed(user=form.user, how="reset", revoke_api_tokens=form.revokes_api_tokens())
+        self.request.session[TOKENS_AFTER] = [tokens.revoked, tokens.kept]
         guards.reset_forgiven(self.request, user=form.user)
         return response
 
@@ -133,8 +131,11 @@ class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
     template_name = "registration/password_reset_complete.html"
 
     def get_context_data(self, **kwargs):
-        revoked = self.request.session.pop(TOKENS_REVOKED, None)
-        words = {"tokens_kept": revoked == 0, "tokens_revoked": notifications.revoked_words(revoked) if revoked else ""}
+        revoked, kept = self.request.session.pop(TOKENS_AFTER, None) or (0, 0)
+        words = {
+            "tokens_revoked": notifications.revoked_words(revoked) if revoked else "",
+            "tokens_kept": notifications.kept_words(kept),
+        }
         return super().get_context_data(**kwargs) | words
 
 

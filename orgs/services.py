@@ -3,6 +3,7 @@
 import hashlib
 import logging
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
@@ -264,6 +265,22 @@ def api_tokens_revoke_all(*, user, now: datetime | None = None) -> int:
     if working:
         log.info("api tokens revoked user=%s count=%s", user.pk, working)
     return working
+
+
+@dataclass(frozen=True)
+class TokensAfterPassword:
+    revoked: int  # tokens that still worked, revoked with the new password
+    kept: int  # tokens that keep working
+
+
+def password_changed(*, user, how: str, revoke_api_tokens: bool = False) -> TokensAfterPassword:
+    """What follows a new password, set in the caller's transaction (`how`: console, reset or staff): every API
+    token of `user` revoked if they chose to, and an e-mail saying so, or how many keep working, once it commits."""
+    now = timezone.now()
+    revoked = api_tokens_revoke_all(user=user, now=now) if revoke_api_tokens else 0
+    kept = ApiToken.objects.filter(user=user).active(now).count()
+    notifications.password_changed(user=user, how=how, at=now, tokens_revoked=revoked, tokens_kept=kept)
+    return TokensAfterPassword(revoked=revoked, kept=kept)
 
 
 @sensitive_variables("raw_token")

@@ -327,7 +327,7 @@ def test_the_link_sets_a_new_password_once_signing_out_every_session_and_keeping
     assert (response.status_code, response["Location"]) == (302, DONE)
     done = client.get(DONE).content.decode()
     assert "Your password was changed." in done
-    assert "Other browsers signed in as you were signed out; your API tokens keep working." in done
+    assert "Other browsers signed in as you were signed out; your API token keeps working." in done
     assert f'href="{LOGIN}"' in done
     world.acme_member.refresh_from_db()
     assert world.acme_member.check_password(NEW)
@@ -459,8 +459,19 @@ def test_a_reset_without_revocation_keeps_the_tokens_and_the_done_page_says_so(w
 
     assert set_password(client, link_in(mail[-1])).status_code == 302
 
-    assert "your API tokens keep working." in client.get(DONE).content.decode()
+    assert "your API token keeps working." in client.get(DONE).content.decode()
     assert works(token)
+
+
+def test_a_reset_by_a_user_without_api_tokens_says_nothing_of_them_when_done(world, mail):
+    ask("member@acme.test")
+    client = Client()
+
+    assert set_password(client, link_in(mail[-1])).status_code == 302
+
+    done = client.get(DONE).content.decode()
+    assert "Other browsers signed in as you were signed out." in done
+    assert "API token" not in done
 
 
 def test_a_refused_new_password_revokes_nothing_and_keeps_the_box_checked(world, mail):

@@ -369,7 +369,8 @@ def test_a_password_changed_with_the_api_tokens_revoked_says_so_in_its_mail(worl
     assert "keep working" not in body
 
 
-def test_a_password_changed_keeping_the_api_tokens_says_they_keep_working(world, committed):
+def test_a_password_changed_keeping_the_api_tokens_says_how_many_keep_working(world, committed):
+    bearer(world.acme_member)
     bearer(world.acme_member)
     new = {"old_password": PASSWORD, "new_password1": NEW, "new_password2": NEW}
 
@@ -377,8 +378,32 @@ def test_a_password_changed_keeping_the_api_tokens_says_they_keep_working(world,
         assert console(world.acme_member).post("/accounts/password/", new).status_code == 302
 
     body = mailed_body(outbox)
-    assert "Every other browser signed in as you was signed out; your API tokens keep working." in body
+    assert "Every other browser signed in as you was signed out; your 2 API tokens keep working." in body
+    assert "revoke your API tokens in Settings → API tokens" in body
     assert "revoked" not in body
+
+
+def test_a_password_changed_by_a_user_without_api_tokens_says_nothing_of_them(world, committed):
+    # Most users have none: "your API tokens keep working" would send them looking for tokens they never made.
+    new = {"old_password": PASSWORD, "new_password1": NEW, "new_password2": NEW}
+
+    with committed() as outbox:
+        assert console(world.acme_member).post("/accounts/password/", new).status_code == 302
+
+    body = mailed_body(outbox)
+    assert "Every other browser signed in as you was signed out. If this wasn't you" in body
+    assert "keep working" not in body and "keeps working" not in body
+    assert "revoke any API token you did not create in Settings → API tokens" in body
+
+
+def test_a_password_staff_set_says_how_many_of_the_users_api_tokens_keep_working(world, committed):
+    bearer(world.acme_member)
+
+    with committed() as outbox:
+        url = f"/admin/orgs/user/{world.acme_member.pk}/password/"
+        assert console(world.staff).post(url, {"password1": NEW, "password2": NEW}).status_code == 302
+
+    assert "Every browser signed in as you was signed out; your API token keeps working." in mailed_body(outbox)
 
 
 def test_a_password_reset_with_the_api_tokens_revoked_says_so_in_its_mail(world, committed):

@@ -78,7 +78,7 @@ def _parser() -> MarkdownIt:
     # HTML in an answer is shown as the text it is: answers are full of placeholders like <Company Name>,
     # which as markup would vanish. (nh3 below still guards what the renderer itself produces.)
     md = MarkdownIt("commonmark", {"html": False, "linkify": True}).enable(["table", "strikethrough", "linkify"])
-    md.linkify.set({"fuzzy_link": False})  # https://… and www.… only: "report.md" is a file name, not a site
+    md.linkify.set({"fuzzy_link": False})  # http(s)://… only (not www.… either): "report.md" is a file name, not a site
     for rule, render in [
         ("table_open", _table_open),
         ("table_close", _table_close),

@@ -9,7 +9,9 @@ from django.utils import timezone
 
 from orgs import services
 from orgs.models import ApiToken, Membership
+from tests.base import GOOD_KEY
 from tests.clients import console
+from tests.orgs.helpers import store_key
 
 SETTINGS = "/orgs/acme/settings/"
 NOT_FOUND = "That token does not exist or was already revoked."
@@ -270,3 +272,41 @@ def test_an_unconfirmed_revoke_from_a_settings_page_left_open_after_removal_asks
     shown = client.get(asked["Location"]).content.decode()
     assert "Revoke the API token “leaked laptop”?" in text_of(confirmation_of(shown))
     assert ApiToken.objects.filter(pk=token.pk).exists()
+
+
+def autofocused(page: str) -> list[str]:
+    return re.findall(r"<[^>]*\bautofocus\b[^>]*>", page)
+
+
+def test_a_message_left_from_before_does_not_take_focus_from_the_confirmations_cancel(world):
+    # A message still waiting (here, one token revoked in another tab, never shown) and a confirmation on the same
+    # page: the browser focuses the first autofocus, and a stray Enter must land on Cancel, not on the message.
+    admin = console(world.acme_admin)
+    done, asked = make(world.acme_admin, "Done with"), make(world.acme_admin, "Nightly export")
+    assert admin.post(revoke_url(done), {"confirm": "yes"}).status_code == 302  # its message is not read yet
+
+    page = admin.get(SETTINGS, {"revoke": asked.pk}).content.decode()
+
+    assert "API token “Done with” revoked." in page
+    assert len(autofocused(page)) == 1 and page.split(autofocused(page)[0], 1)[1].startswith("Cancel</a>")
+
+
+def test_a_message_left_from_before_does_not_take_focus_from_the_key_removals_cancel(world):
+    store_key(world.acme, GOOD_KEY)
+    admin = console(world.acme_admin)
+    done = make(world.acme_admin, "Done with")
+    assert admin.post(revoke_url(done), {"confirm": "yes"}).status_code == 302
+
+    page = admin.get(SETTINGS, {"confirm": "remove"}).content.decode()
+
+    assert "API token “Done with” revoked." in page
+    assert len(autofocused(page)) == 1 and page.split(autofocused(page)[0], 1)[1].startswith("Cancel</a>")
+
+
+def test_without_a_confirmation_a_message_still_takes_focus(world):
+    admin = console(world.acme_admin)
+    done = make(world.acme_admin, "Done with")
+
+    page = admin.post(revoke_url(done), {"confirm": "yes"}, follow=True).content.decode()
+
+    assert autofocused(page) == ['<div class="flash-stack" tabindex="-1" autofocus>']

@@ -102,6 +102,10 @@ MIDDLEWARE = [
     "opsion.middleware.HeadWithoutBodyMiddleware",  # it drops whatever body the others wrote
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Above whatever may refuse a request itself (a NUL, an unknown Host), so its 400 carries them too.
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "opsion.middleware.NoStoreMiddleware",
     "opsion.middleware.DatabaseUnavailableMiddleware",
     "opsion.middleware.RejectNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -109,9 +113,6 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "csp.middleware.CSPMiddleware",
-    "opsion.middleware.NoStoreMiddleware",
     "opsion.middleware.ApiErrorShapeMiddleware",
     "opsion.middleware.ApiHeadMiddleware",
 ]

@@ -372,6 +372,23 @@ def test_the_sign_in_page_and_api_refusals_carry_the_security_headers(world):
     _assert_security_headers(Client().get("/api/v1/orgs/acme/settings"), "API 401")
 
 
+@pytest.mark.parametrize(
+    "path, headers",
+    [
+        ("/orgs/acme/settings/", {"HTTP_HOST": "evil.example"}),  # a Host not in ALLOWED_HOSTS
+        ("/accounts/login/?next=%00", {}),  # a NUL in the query string
+        ("/api/v1/orgs/acme/settings?x=%00", {}),
+    ],
+)
+def test_the_400_answers_to_malformed_requests_carry_the_security_headers_too(world, path, headers):
+    # Refused before the pages' own middleware ran: a scanner's request is answered as any page is.
+    response = Client().get(path, **headers)
+
+    assert response.status_code == 400
+    assert "no-store" in response["Cache-Control"], path
+    _assert_security_headers(response, path)
+
+
 TEMPLATE_DIRS = [ROOT / "templates", ROOT / "orgs" / "templates", ROOT / "insights" / "templates"]
 
 

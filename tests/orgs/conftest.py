@@ -1,6 +1,7 @@
 """Fixtures for the organisation tests: people by plan and role."""
 
 import pytest
+from django.db import connection
 
 from orgs.models import Membership, Organisation, Plan, Role
 from tests.base import make_user
@@ -36,3 +37,24 @@ def people(world):
         return orgs[plan], by_role[plan][role]
 
     return lookup
+
+
+@pytest.fixture
+def token_deletes_fail(db):
+    """The database refuses to delete API tokens (a trigger): what a failure halfway through the change meets."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "CREATE FUNCTION test_refuse_delete() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'deleting tokens refused'; END $$"
+            )
+            cursor.execute(
+                "CREATE TRIGGER test_refuse_token_delete BEFORE DELETE ON orgs_apitoken "
+                "FOR EACH ROW EXECUTE FUNCTION test_refuse_delete()"
+            )
+        else:
+            cursor.execute(
+                "CREATE TRIGGER test_refuse_token_delete BEFORE DELETE ON orgs_apitoken "
+                "BEGIN SELECT RAISE(ABORT, 'deleting tokens refused'); END"
+            )
+    # The test's transaction is rolled back afterwards, the trigger (and function) with it.

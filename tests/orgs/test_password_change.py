@@ -225,3 +225,23 @@ def test_a_change_refused_for_too_many_attempts_revokes_nothing_and_keeps_the_bo
     checkbox = locked.content.decode().split('<input type="checkbox"', 1)[1].split(">", 1)[0]
     assert "checked" in checkbox
     assert works(token)
+
+
+def test_a_change_whose_revocation_fails_changes_no_password_and_mails_no_one(
+    world, mail, token_deletes_fail, django_capture_on_commit_callbacks
+):
+    # The password and the revocation commit together or not at all: a new password with the tokens still working
+    # would leave someone who meant to cut off a leaked token believing it was done.
+    token = bearer(world.acme_member)
+    client = console(world.acme_member)
+    client.raise_request_exception = False
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = change(client, **REVOKE)
+
+    assert response.status_code >= 500
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(PASSWORD) and not world.acme_member.check_password(NEW)
+    assert ApiToken.objects.filter(user=world.acme_member).count() == 1
+    assert callbacks == [] and mail == []  # no "password changed" e-mail for a change that did not happen
+    assert works(token)

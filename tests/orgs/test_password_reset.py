@@ -564,3 +564,23 @@ def test_requests_a_network_was_refused_leave_the_addresses_they_named_their_lin
 
     assert ask("member@acme.test", REMOTE_ADDR="198.51.100.1").status_code == 302
     assert [m.to for m in mail] == [["member@acme.test"]]
+
+
+def test_a_reset_whose_revocation_fails_sets_no_password_and_mails_no_one(
+    world, mail, token_deletes_fail, django_capture_on_commit_callbacks
+):
+    token = bearer(world.acme_member)
+    ask("member@acme.test")
+    link = link_in(mail[-1])
+    mail.clear()
+    client = Client(raise_request_exception=False)
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = set_password(client, link, **REVOKE)
+
+    assert response.status_code >= 500
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(PASSWORD) and not world.acme_member.check_password(NEW)
+    assert callbacks == [] and mail == []
+    assert works(token)
+    assert set_password(Client(), link).status_code == 302  # the link was not used up: it still sets a password

@@ -73,6 +73,14 @@ def _table_close(renderer, tokens, idx, options, env):
     return renderer.renderToken(tokens, idx, options, env) + "</div>"
 
 
+def _link_open(renderer, tokens, idx, options, env):
+    # A link with words of its own ("[the Q&A](https://…)") prints its address after them (the print style): on
+    # paper the words alone lead nowhere. An address written out (linkify's, or <https://…>) is already its words.
+    if tokens[idx].info != "auto":
+        tokens[idx].attrSet("class", "named-link")
+    return renderer.renderToken(tokens, idx, options, env)
+
+
 @cache
 def _parser() -> MarkdownIt:
     # HTML in an answer is shown as the text it is: answers are full of placeholders like <Company Name>,
@@ -82,6 +90,7 @@ def _parser() -> MarkdownIt:
     for rule, render in [
         ("table_open", _table_open),
         ("table_close", _table_close),
+        ("link_open", _link_open),
     ]:
         md.add_render_rule(rule, render)
     return md
@@ -100,9 +109,10 @@ def render_markdown(text: str) -> SafeString:
         html,
         tags=ALLOWED_TAGS,
         attributes=ALLOWED_ATTRIBUTES,
-        # The table box, and nothing else a div could carry: not even another class.
+        # The table box, and nothing else a div could carry: not even another class. A link's one class.
         tag_attribute_values={
-            "div": {"class": {"prose__table"}, "tabindex": {"0"}, "role": {"region"}, "aria-label": {"Table"}}
+            "div": {"class": {"prose__table"}, "tabindex": {"0"}, "role": {"region"}, "aria-label": {"Table"}},
+            "a": {"class": {"named-link"}},
         },
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",

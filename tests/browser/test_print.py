@@ -58,6 +58,22 @@ def test_a_printed_answer_keeps_its_whole_text_without_the_console_around_it(app
     assert page.locator("#answer-body pre code").evaluate(DARK_TEXT), "code prints as light text"
 
 
+def test_a_printed_answer_gives_the_address_of_each_link_after_its_words(app, page, world, fake_anthropic):
+    fake_anthropic.answer_text = (
+        "## Sources\n\nSee [ESMA's Q&A](https://www.esma.europa.eu/qa) and https://eba.europa.eu."
+    )
+    sign_in(page, app.url, "member@acme.test")
+    ask(page, "Where is the guidance?")
+    named, bare = page.locator("#answer-body a").all()
+    after = "el => getComputedStyle(el, '::after').content"
+    assert named.evaluate(after) == "none"  # on screen, the words alone: the link is there to click
+
+    page.emulate_media(media="print")
+
+    assert named.evaluate(after) == '" (https://www.esma.europa.eu/qa)"'
+    assert bare.evaluate(after) == "none"  # its words are its address already
+
+
 def test_a_printed_audit_log_keeps_every_column_and_leaves_out_the_page_buttons(app, page, world):
     AuditEvent.objects.bulk_create(
         AuditEvent(organisation=world.acme, action=AuditAction.KEY_SAVED, actor_email=LONG_EMAIL, ip="203.0.113.5")

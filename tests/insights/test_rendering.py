@@ -138,7 +138,9 @@ def test_hostile_markup_is_removed_but_the_content_stays():
     assert "<h3>Reserve rules</h3>" in html
     assert "<strong>reserve assets</strong>" in html
     assert re.search(
-        r'<a href="https://www\.eba\.europa\.eu/" rel="noopener noreferrer nofollow">EBA guidance</a>', html
+        r'<a href="https://www\.eba\.europa\.eu/" class="named-link" rel="noopener noreferrer nofollow">'
+        r"EBA guidance</a>",
+        html,
     )
 
 
@@ -182,3 +184,23 @@ def test_the_history_on_the_page_is_sanitised(world, fake_anthropic, console):
     main = page.split('<main id="main"', 1)[1].split("</main>", 1)[0]
     assert_harmless(main)
     assert main.count("<strong>reserve assets</strong>") == 2  # the answer box and the history
+
+
+def test_a_link_with_words_of_its_own_is_marked_to_print_its_address_and_a_bare_address_is_not():
+    # On paper "the Q&A" leads nowhere: the print style sets the address after such a link, never after an address
+    # that is already its own words.
+    html = render_markdown("See [ESMA's Q&A](https://www.esma.europa.eu/qa), <https://eba.europa.eu> and https://x.eu.")
+
+    links = [attrs for tag, attrs in _Markup(html).tags if tag == "a"]
+    assert [link.get("class") for link in links] == ["named-link", None, None]
+    assert [link["href"] for link in links] == [
+        "https://www.esma.europa.eu/qa",
+        "https://eba.europa.eu",
+        "https://x.eu",
+    ]
+
+
+def test_an_answer_cannot_give_its_own_markup_the_named_link_class():
+    html = render_markdown('<a class="named-link" href="https://x.eu">x</a> and <p class="named-link">y</p>')
+
+    assert [attrs for tag, attrs in _Markup(html).tags if "class" in attrs] == []  # shown as text, not markup

@@ -38,6 +38,31 @@ def test_admin_saves_a_key_sees_it_masked_and_the_browser_never_receives_it(app,
     assert network.containing("NEVER-LEAK-ME") == []
 
 
+def test_a_key_typed_in_shows_only_discs_and_the_saved_key_answers_questions(app, page, fake_anthropic):
+    # A text field masked by CSS, not a password field: no password manager offers to save the key as the
+    # Opsion password, or fills that password in here.
+    sign_in(page, app.url, "admin@acme.test")
+    open_settings(page)
+    key_input = page.locator("#byom").get_by_label("Anthropic API key")
+    expect(key_input).to_have_attribute("type", "text")
+    expect(key_input).to_have_css("-webkit-text-security", "disc")
+
+    key_input.press_sequentially(GOOD_KEY)
+
+    expect(key_input).to_have_value(GOOD_KEY)  # the field holds what was typed; only its drawing is masked
+    expect(key_input).to_have_css("-webkit-text-security", "disc")
+    page.locator("#byom").get_by_role("button", name="Save", exact=True).click()
+    expect(page.get_by_role("status").filter(has_text="Claude API key saved.")).to_be_visible()
+    assert GOOD_KEY not in page.content()
+
+    page.get_by_role("navigation", name="Organisation").get_by_role("link", name="AI Insights").click()
+    expect(page.locator("#usage-limit")).to_have_text("200")
+    page.get_by_label("Your question").fill("Which MiCAR articles cover CASP authorisation?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#answer-body").get_by_role("heading", level=3)).to_have_text("Authorisation under MiCAR")
+    assert fake_anthropic.keys_used == [GOOD_KEY]
+
+
 def test_admin_removes_the_key_through_the_confirmation_step(app, page, world):
     org_services.claude_api_key_set(
         membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None
@@ -57,7 +82,8 @@ def test_admin_removes_the_key_through_the_confirmation_step(app, page, world):
     expect(page.get_by_role("status").filter(has_text="Claude API key removed.")).to_be_visible()
     key_input = card.get_by_label("Anthropic API key")
     expect(key_input).to_have_value("")
-    expect(key_input).to_have_attribute("type", "password")
+    expect(key_input).to_have_attribute("type", "text")
+    expect(key_input).to_have_css("-webkit-text-security", "disc")
     expect(card.locator("#byom-masked")).to_have_count(0)
     expect(card.locator(".indicator")).to_have_count(0)
     assert network.containing(GOOD_KEY) == []

@@ -4,11 +4,13 @@ import csv
 import html
 import io
 import re
+import time
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 
 import pytest
 
-from orgs import services
+from orgs import recent_auth, services
 from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Plan
 from tests.base import CANARY_KEY, GOOD_KEY
 from tests.clients import api_put_key, bearer, console
@@ -66,10 +68,10 @@ def test_a_professional_org_gets_no_card_markup_even_with_a_stored_key(world):
 
 
 class TestNoKeyStored:
-    def test_admins_get_a_password_field_a_save_button_and_the_platform_limit(self, world):
+    def test_admins_get_a_masked_key_field_a_save_button_and_the_platform_limit(self, world):
         page = page_of(world.acme_admin, "acme")
 
-        assert re.search(r'<input id="byom-key" name="api_key" type="password"[^>]* value=""', page)
+        assert re.search(r'<input id="byom-key" name="api_key" type="text"[^>]* value=""', page)
         assert '<button class="button button--primary" type="submit">Save</button>' in page
         assert "Queries use Opsion's platform key at <strong>20 queries per rolling 60 minutes</strong>" in page
         assert "200 queries per rolling 60 minutes</strong>" not in page
@@ -166,6 +168,88 @@ class TestKeyStored:
             "Ask an Owner or Admin of your organisation to update it." in page
         )
         assert "Ask an Owner or Admin" not in page_of(world.acme_admin, "acme")
+
+
+def key_field(page: str) -> dict[str, str | None]:
+    """The attributes of the key's input, as a browser reads them (a bare attribute reads None)."""
+
+    class Finder(HTMLParser):
+        attrs: dict[str, str | None] | None = None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "input" and ("id", "byom-key") in attrs:
+                self.attrs = dict(attrs)
+
+    finder = Finder()
+    finder.feed(page)
+    assert finder.attrs is not None, "no key field"
+    return finder.attrs
+
+
+class TestTheKeyField:
+    """A masked text field, not a password field: browsers and password managers offer to save a password
+    field's value as the user's Opsion password (the Anthropic key then sits in the browser's password store,
+    often synced), and fill the saved Opsion password into it; they ignore autocomplete="off" on one."""
+
+    OPT_OUTS = {
+        "autocomplete": "off",
+        "autocapitalize": "off",
+        "autocorrect": "off",
+        "spellcheck": "false",
+        "data-1p-ignore": None,  # 1Password
+        "data-lpignore": "true",  # LastPass
+        "data-bwignore": None,  # Bitwarden
+        "data-form-type": "other",  # Dashlane
+    }
+
+    def assert_masked_text_field(self, field: dict) -> None:
+        assert field["type"] == "text"
+        assert "secret-input" in field["class"].split()
+        for name, value in self.OPT_OUTS.items():
+            assert name in field and field[name] == value, (name, field)
+        assert field["name"] == "api_key" and field["value"] == "" and "required" in field
+        assert field["placeholder"] == "sk-ant-…"
+
+    def test_with_no_key_stored(self, world):
+        field = key_field(page_of(world.acme_admin, "acme"))
+
+        self.assert_masked_text_field(field)
+        assert field["aria-describedby"] == "byom-hint" and "aria-invalid" not in field and "autofocus" not in field
+
+    def test_replacing_a_stored_key(self, world):
+        store_key(world.acme, CANARY_KEY, by=world.acme_admin)
+
+        page = page_of(world.acme_admin, "acme")
+
+        assert '<label for="byom-key">New Anthropic API key</label>' in page
+        self.assert_masked_text_field(key_field(page))
+        assert CANARY_KEY not in page
+
+    def test_a_refused_key_comes_back_empty_in_the_same_field_described_by_its_error(self, world):
+        refused = "sk-ant-api03-this key has spaces in it and is long enough"
+        response = console(world.acme_admin).post("/orgs/acme/settings/claude-api-key/save", {"api_key": refused})
+        page = response.content.decode()
+
+        assert response.status_code == 400
+        field = key_field(page)
+        self.assert_masked_text_field(field)
+        assert field["aria-invalid"] == "true" and field["aria-describedby"] == "byom-error byom-hint"
+        assert "autofocus" in field
+        assert "this key has spaces" not in page
+
+    def test_the_key_form_holds_no_password_field_while_the_token_form_keeps_its_own(self, world):
+        client = console(world.acme_admin)
+        session = client.session
+        session[recent_auth.SESSION_KEY] = time.time() - 16 * 60  # the token form asks for the password again
+        session.save()
+
+        page = client.get("/orgs/acme/settings/").content.decode()
+
+        key_form = re.search(r'<form[^>]*class="key-form".*?</form>', page, re.S).group(0)
+        assert 'type="password"' not in key_form
+        password = re.search(r'<input[^>]*name="password"[^>]*>', page).group(0)
+        assert 'type="password"' in password and 'autocomplete="current-password"' in password
+        assert "data-1p-ignore" not in password and "secret-input" not in password
 
 
 class TestAuditLog:

@@ -107,7 +107,21 @@ class OpsionAPI(NinjaAPI):
                     status: response | {"headers": response.get("headers", {}) | {requestid.HEADER: REQUEST_ID_HEADER}}
                     for status, response in operation["responses"].items()
                 }
+        _drop_unused_components(schema)
         return schema
+
+
+def _drop_unused_components(schema: dict) -> None:
+    """ninja declares a component for a `Query[...]` schema though it lists each of its fields as a parameter of its
+    own: a generated client would make a type no operation uses. Components only other unused ones refer to go too."""
+    components = schema.get("components", {}).get("schemas", {})
+    while True:
+        document = json.dumps(schema)
+        unused = [name for name in components if f'"#/components/schemas/{name}"' not in document]
+        if not unused:
+            return
+        for name in unused:
+            del components[name]
 
 
 api = OpsionAPI(

@@ -117,6 +117,7 @@ def _tokens(row) -> dict:
 
 @router.post(
     "/{slug}/insights/queries",
+    operation_id="askQuestion",
     response=responses(AnswerOut, *BODY, 429),
     openapi_extra=headers(s200=RATE_LIMIT, s400=RATE_LIMIT, s429=(*RATE_LIMIT, "Retry-After"), s503=RATE_LIMIT),
     summary="Ask AI Insights a question",
@@ -153,6 +154,7 @@ def post_query(request: HttpRequest, slug: str, payload: QueryIn):
 
 @router.get(
     "/{slug}/insights/usage",
+    operation_id="getUsage",
     response=responses(UsageOut, *ANY),
     openapi_extra=headers(s200=RATE_LIMIT),
     summary="The rolling window",
@@ -177,6 +179,7 @@ def get_usage(request: HttpRequest, slug: str):
 
 @router.get(
     "/{slug}/insights/queries",
+    operation_id="listQueries",
     response=responses(HistoryOut, *ANY),
     openapi_extra=headers(s200=RATE_LIMIT, s400=RATE_LIMIT),
     summary="Your recent queries",

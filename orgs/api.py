@@ -169,6 +169,7 @@ def _settings(membership) -> dict:
 
 @router.get(
     "/{slug}/settings",
+    operation_id="getSettings",
     response=responses(SettingsOut, *ANY),
     openapi_extra=headers(),
     summary="Organisation settings",
@@ -180,6 +181,7 @@ def get_settings(request: HttpRequest, slug: str):
 
 @router.get(
     "/{slug}/audit-events",
+    operation_id="listAuditEvents",
     response=responses(AuditEventsOut, *ANY, 403),
     openapi_extra=headers(),
     summary="The audit log",
@@ -211,6 +213,7 @@ def list_audit_events(request: HttpRequest, slug: str, page: Query[AuditPage]):
 
 @router.put(
     "/{slug}/settings/claude-api-key",
+    operation_id="setClaudeApiKey",
     response=responses(KeySetOut, *BODY, 429),
     openapi_extra=headers(s429=("Retry-After",)),
     summary="Save the Claude API key",
@@ -227,6 +230,7 @@ def put_claude_api_key(request: HttpRequest, slug: str, payload: KeyIn):
 
 @router.delete(
     "/{slug}/settings/claude-api-key",
+    operation_id="removeClaudeApiKey",
     response=responses(KeySetOut, *WRITE, 429),
     openapi_extra=headers(s429=("Retry-After",)),
     summary="Remove the Claude API key",

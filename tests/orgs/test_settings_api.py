@@ -340,6 +340,27 @@ class TestOpenApi:
         assert set(components) == used
         assert {"AnswerOut", "AuditEventsOut", "HistoryOut", "ErrorOut"} <= used
 
+    def test_each_operation_has_a_stable_name_of_its_own_for_generated_clients(self, db):
+        # Not ninja's, made of module and function names (orgs_api_get_settings): a refactoring would rename a
+        # client's methods. These are part of the API: changing one breaks the clients built from the document.
+        schema = console().get("/api/v1/openapi.json").json()
+        names = {
+            (method, path): operation["operationId"]
+            for path, operations in schema["paths"].items()
+            for method, operation in operations.items()
+        }
+
+        base = "/api/v1/orgs/{slug}"
+        assert names == {
+            ("get", f"{base}/settings"): "getSettings",
+            ("get", f"{base}/audit-events"): "listAuditEvents",
+            ("put", f"{base}/settings/claude-api-key"): "setClaudeApiKey",
+            ("delete", f"{base}/settings/claude-api-key"): "removeClaudeApiKey",
+            ("post", f"{base}/insights/queries"): "askQuestion",
+            ("get", f"{base}/insights/usage"): "getUsage",
+            ("get", f"{base}/insights/queries"): "listQueries",
+        }
+
     def test_the_schema_documents_the_request_and_response_fields(self, db):
         schema = console().get("/api/v1/openapi.json").json()
         components = schema["components"]["schemas"]

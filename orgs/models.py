@@ -174,6 +174,8 @@ class ApiToken(models.Model):
 
     class Meta:
         verbose_name = "API token"
+        # The prune's batches find the long-expired tokens by it (services.api_tokens_prune), not by reading them all.
+        indexes = [models.Index(fields=["expires_at"], name="orgs_apitoken_expires_at")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"

@@ -129,3 +129,32 @@ def test_creating_a_token_deletes_the_creators_long_expired_ones_by_the_same_rul
         (world.acme_admin.email, "new"),
         (world.acme_owner.email, "owner's, expired 60 days ago"),
     }
+
+
+def test_each_batch_finds_the_long_expired_tokens_on_an_index_not_by_reading_every_token(world):
+    # The daily run's batches each look for what is left to delete: without an index on expires_at every one of
+    # them reads the whole table, every user's working tokens included.
+    now = timezone.now()
+    ApiToken.objects.bulk_create(
+        ApiToken(
+            user=world.acme_member,
+            name=f"t{i}",
+            token_hash=f"{i:064x}",
+            prefix=f"opsn_{i:07d}",
+            expires_at=now + timedelta(days=i % 300) - timedelta(days=60),
+        )
+        for i in range(3000)
+    )
+    rows = ApiToken.objects.filter(expires_at__lt=now - services.EXPIRED_TOKENS_LISTED_FOR)
+    sql, params = rows.values_list("pk", flat=True)[:500].query.sql_with_params()
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("ANALYZE orgs_apitoken")
+            cursor.execute("EXPLAIN " + sql, params)
+        else:
+            cursor.execute("ANALYZE")
+            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+        plan = "\n".join(" ".join(str(c) for c in row) for row in cursor.fetchall())
+
+    assert "orgs_apitoken_expires_at" in plan, plan

@@ -310,3 +310,39 @@ def test_without_a_confirmation_a_message_still_takes_focus(world):
     page = admin.post(revoke_url(done), {"confirm": "yes"}, follow=True).content.decode()
 
     assert autofocused(page) == ['<div class="flash-stack" tabindex="-1" autofocus>']
+
+
+def test_a_message_left_from_before_does_not_take_focus_from_a_new_tokens_copy_it_now(world):
+    # The token is shown this once, on the answer to the POST: focus must start on it, not on an older message.
+    admin = console(world.acme_admin)
+    done = make(world.acme_admin, "Done with")
+    assert admin.post(revoke_url(done), {"confirm": "yes"}).status_code == 302
+
+    page = admin.post("/orgs/acme/settings/tokens/create", {"name": "Nightly export"}).content.decode()
+
+    assert "API token “Done with” revoked." in page and 'id="new-token"' in page
+    assert autofocused(page) == ['<div class="alert alert--success" role="status" tabindex="-1" autofocus>']
+
+
+def test_a_message_left_from_before_does_not_take_focus_from_a_refused_key(world):
+    admin = console(world.acme_admin)
+    done = make(world.acme_admin, "Done with")
+    assert admin.post(revoke_url(done), {"confirm": "yes"}).status_code == 302
+
+    refused = admin.post("/orgs/acme/settings/claude-api-key/save", {"api_key": "not a key"})
+
+    page = refused.content.decode()
+    assert refused.status_code == 400 and "API token “Done with” revoked." in page
+    assert len(autofocused(page)) == 1 and 'id="byom-key"' in autofocused(page)[0]
+
+
+def test_a_message_left_from_before_does_not_take_focus_from_a_refused_token_name(world):
+    admin = console(world.acme_admin)
+    done = make(world.acme_admin, "Done with")
+    assert admin.post(revoke_url(done), {"confirm": "yes"}).status_code == 302
+
+    refused = admin.post("/orgs/acme/settings/tokens/create", {"name": ""})
+
+    page = refused.content.decode()
+    assert refused.status_code == 400 and "API token “Done with” revoked." in page
+    assert len(autofocused(page)) == 1 and 'name="name"' in autofocused(page)[0]

@@ -6,15 +6,16 @@ import logging
 import re
 import time
 from contextlib import contextmanager
-from datetime import UTC
+from datetime import UTC, timedelta
 
 import pytest
 from django.core.management import call_command
 from django.db import transaction
 from django.test import Client
+from django.utils import timezone
 
 from orgs import guards, mailer, recent_auth, services
-from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, Membership, Role
+from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Membership, Role
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY, PASSWORD, make_user
 from tests.clients import api_delete_key, api_put_key, bearer, console, token_client
 from tests.orgs.helpers import store_key
@@ -367,6 +368,21 @@ def test_a_password_changed_with_the_api_tokens_revoked_says_so_in_its_mail(worl
         "them have stopped working."
     ) in body
     assert "keep working" not in body
+    # None is left to revoke: what to look for is a token made since, by whoever changed the password.
+    assert "revoke any API token you did not create in Settings → API tokens" in body
+
+
+def test_a_password_changed_counts_as_kept_only_the_tokens_that_still_work(world, committed):
+    # An expired token is refused already: "your 2 API tokens keep working" would overstate what a thief holds.
+    bearer(world.acme_member)
+    expired, _ = services.api_token_create(user=world.acme_member, name="old laptop")
+    ApiToken.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(days=1))
+    new = {"old_password": PASSWORD, "new_password1": NEW, "new_password2": NEW}
+
+    with committed() as outbox:
+        assert console(world.acme_member).post("/accounts/password/", new).status_code == 302
+
+    assert "Every other browser signed in as you was signed out; your API token keeps working." in mailed_body(outbox)
 
 
 def test_a_password_changed_keeping_the_api_tokens_says_how_many_keep_working(world, committed):

@@ -346,3 +346,25 @@ def test_a_message_left_from_before_does_not_take_focus_from_a_refused_token_nam
     page = refused.content.decode()
     assert refused.status_code == 400 and "API token “Done with” revoked." in page
     assert len(autofocused(page)) == 1 and 'name="name"' in autofocused(page)[0]
+
+
+def test_on_the_home_page_a_message_left_from_before_does_not_take_focus_from_the_confirmations_cancel(world):
+    done, asked = make(world.acme_member, "Done with"), make(world.acme_member, "Nightly export")
+    Membership.objects.filter(user=world.acme_member).delete()
+    client = console(world.acme_member)
+    assert client.post(account_revoke_url(done), {"confirm": "yes"}).status_code == 302  # its message is not read yet
+
+    page = client.get("/", {"revoke": asked.pk}).content.decode()
+
+    assert "API token “Done with” revoked." in page
+    assert len(autofocused(page)) == 1 and page.split(autofocused(page)[0], 1)[1].startswith("Cancel</a>")
+
+
+def test_on_the_home_page_without_a_confirmation_a_message_still_takes_focus(world):
+    done = make(world.acme_member, "Done with")
+    Membership.objects.filter(user=world.acme_member).delete()
+    client = console(world.acme_member)
+
+    page = client.post(account_revoke_url(done), {"confirm": "yes"}, follow=True).content.decode()
+
+    assert autofocused(page) == ['<div class="flash-stack" tabindex="-1" autofocus>']

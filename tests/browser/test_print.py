@@ -60,11 +60,12 @@ def test_a_printed_answer_keeps_its_whole_text_without_the_console_around_it(app
 
 def test_a_printed_answer_gives_the_address_of_each_link_after_its_words(app, page, world, fake_anthropic):
     fake_anthropic.answer_text = (
-        "## Sources\n\nSee [ESMA's Q&A](https://www.esma.europa.eu/qa) and https://eba.europa.eu."
+        "## Sources\n\nSee [ESMA's Q&A](https://www.esma.europa.eu/qa) and https://eba.europa.eu, "
+        "or [the FTP copy](ftp://files.example/qa)."  # an address of a kind answers may not link to
     )
     sign_in(page, app.url, "member@acme.test")
     ask(page, "Where is the guidance?")
-    named, bare = page.locator("#answer-body a").all()
+    named, bare, unlinked = page.locator("#answer-body a").all()
     after = "el => getComputedStyle(el, '::after').content"
     assert named.evaluate(after) == "none"  # on screen, the words alone: the link is there to click
 
@@ -72,6 +73,7 @@ def test_a_printed_answer_gives_the_address_of_each_link_after_its_words(app, pa
 
     assert named.evaluate(after) == '" (https://www.esma.europa.eu/qa)"'
     assert bare.evaluate(after) == "none"  # its words are its address already
+    assert unlinked.get_attribute("href") is None and unlinked.evaluate(after) == "none"  # not "the FTP copy ()"
 
 
 def test_a_printed_audit_log_keeps_every_column_and_leaves_out_the_page_buttons(app, page, world):

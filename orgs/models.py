@@ -156,6 +156,11 @@ class ApiTokenQuerySet(models.QuerySet):
     def expired(self, now: datetime) -> "ApiTokenQuerySet":
         return self.filter(expires_at__lte=now)
 
+    def count_working(self, user, now: datetime) -> int:
+        """How many of `user`'s tokens the API still accepts at `now`: the cap counts them, a new password's form
+        offers to revoke them, its e-mail says how many keep working."""
+        return self.filter(user=user).active(now).count()
+
 
 class ApiToken(models.Model):
     """A personal API token. Only its SHA-256 hash is stored; the token is shown once."""

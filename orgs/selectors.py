@@ -123,7 +123,7 @@ def api_token_to_revoke(user, token_id: int | None) -> ApiToken:
 
 def api_tokens_working(user, *, now: datetime | None = None) -> int:
     """How many of the user's tokens the API still accepts: what a new password's form offers to revoke."""
-    return ApiToken.objects.filter(user=user).active(now or timezone.now()).count()
+    return ApiToken.objects.count_working(user, now or timezone.now())
 
 
 def api_tokens_listed(user, *, now: datetime | None = None) -> TokenList:

@@ -223,7 +223,7 @@ def api_tokens_prune(*, user=None, now: datetime | None = None, batch_size: int 
 def api_token_room(*, user, now: datetime | None = None) -> None:
     """Raises TooManyTokens if the user holds ACTIVE_TOKENS_MAX already. The console asks before spending one of the
     hour's new tokens (guards) on a creation the cap would refuse; api_token_create asks again under the lock."""
-    active = ApiToken.objects.filter(user=user).active(now or timezone.now()).count()
+    active = ApiToken.objects.count_working(user, now or timezone.now())
     if active >= ACTIVE_TOKENS_MAX:
         raise TooManyTokens(_too_many(active))
 
@@ -278,7 +278,7 @@ def password_changed(*, user, how: str, revoke_api_tokens: bool = False) -> Toke
     token of `user` revoked if they chose to, and an e-mail saying so, or how many keep working, once it commits."""
     now = timezone.now()
     revoked = api_tokens_revoke_all(user=user, now=now) if revoke_api_tokens else 0
-    kept = ApiToken.objects.filter(user=user).active(now).count()
+    kept = ApiToken.objects.count_working(user, now)
     notifications.password_changed(user=user, how=how, at=now, tokens_revoked=revoked, tokens_kept=kept)
     return TokensAfterPassword(revoked=revoked, kept=kept)
 

@@ -126,7 +126,12 @@ def _method_order(method: str) -> tuple[int, str]:
 API_ERRORS = {
     400: ("invalid_request", "The request is not valid."),
     403: ("forbidden", "You may not do that."),
-    404: ("not_found", "Not found."),
+    # Only an address no route matches reaches here: an organisation's own 404 is the API's ("Not found."), so a
+    # typo in the path (a trailing slash) does not read as "not a member".
+    404: (
+        "not_found",
+        "No API operation at this address (paths take no trailing slash): see /api/v1/openapi.json.",
+    ),
     413: ("payload_too_large", "The request body is too large."),
     500: ("server_error", "Something went wrong on our side. It has been logged; please try again."),
 }

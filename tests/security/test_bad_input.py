@@ -200,6 +200,21 @@ def test_an_unknown_api_path_is_a_json_404(before, api):
     assert json_error(response)["code"] == "not_found"
 
 
+@pytest.mark.parametrize(
+    "path", ["/api/v1/orgs/acme/no-such-thing", "/api/v1/orgs/acme/settings/", "/api/v1/org/acme/settings"]
+)
+def test_an_unknown_api_path_says_so_not_as_an_organisation_one_is_not_a_member_of(before, api, path):
+    """A typo in the address (a trailing slash, say) must not read as "not a member of acme": the organisation's
+    404 stays one message for outsiders and unknown slugs alike; the path's names the path and where they are."""
+    response = api.get(path)
+
+    assert response.status_code == 404
+    error = json_error(response)
+    assert error["code"] == "not_found"
+    assert error["message"] != api.get("/api/v1/orgs/no-such-org/settings").json()["error"]["message"]
+    assert "no trailing slash" in error["message"] and "/api/v1/openapi.json" in error["message"]
+
+
 @pytest.mark.parametrize("path", ["/api/v1/openapi.json", "/api/v1/docs"])
 @pytest.mark.parametrize("method", ["post", "put", "delete"])
 def test_a_write_to_the_api_documents_is_a_json_405(before, api_token, path, method):

@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group, Permission
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from orgs import crypto, services
+from orgs import crypto, mailer, services
 from orgs.models import ApiToken, ClaudeApiKey, Membership, Organisation, Plan, Role, User
 from tests.base import CANARY_KEY, GOOD_KEY
 from tests.clients import console
@@ -32,6 +32,19 @@ class TestCreateApiToken:
         assert "CI pipeline" in output
         token = ApiToken.objects.get()
         assert (token.user, token.name) == (world.acme_admin, "CI pipeline")
+
+    @pytest.mark.django_db(transaction=True)  # committed as in a real run, where the e-mail goes at the commit
+    def test_the_token_stays_last_when_the_new_token_e_mail_prints_to_the_terminal(self, world, mail, settings, capsys):
+        # `make run` writes EMAIL_URL=consolemail://: the e-mail to the token's owner goes to the same stdout, from
+        # the mail thread, and landed after the token, so `create_api_token … | tail -1` took its closing dashes.
+        settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+
+        call_command("create_api_token", "admin@acme.test")
+        assert mailer.wait(timeout=15)
+
+        output = capsys.readouterr().out
+        assert "A new API token was created" in output
+        assert output.rstrip("\n").splitlines()[-1].startswith("opsn_")
 
     def test_the_printed_token_authenticates_and_is_stored_only_as_a_hash(self, world):
         raw = run("create_api_token", "admin@acme.test").rstrip("\n").splitlines()[-1]

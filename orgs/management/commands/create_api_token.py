@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from opsion.errors import Refused
-from orgs import services
+from orgs import mailer, services
 from orgs.models import User
 
 
@@ -32,6 +32,10 @@ class Command(BaseCommand):
             token, raw = services.api_token_create(user=user, name=name, expires_in_days=expires_in)
         except Refused as refused:
             raise CommandError(refused.message) from None
+        # The e-mail telling the user of the token went to the mail thread at the commit. Let it go first: with
+        # EMAIL_URL=consolemail:// (as `make run` writes) it prints to this same stdout, and would otherwise land
+        # after the token, which scripts take from the last line. The process waits this long for it at exit anyway.
+        mailer.wait(mailer.EXIT_GRACE_SECONDS)
         self.stdout.write(
             f"Created token “{token.name}” for {user.email}. It expires on {token.expires_at:%Y-%m-%d} (UTC). "
             "It is shown once; store it now."

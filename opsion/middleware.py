@@ -1,5 +1,6 @@
 import logging
 
+from django.core.exceptions import SuspiciousOperation
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
@@ -31,6 +32,10 @@ class HeadWithoutBodyMiddleware:
         return response
 
 
+class NulInQueryString(SuspiciousOperation):
+    """A NUL in the query string (RejectNulMiddleware), passed to the 400 page so the API's error names it."""
+
+
 class RejectNulMiddleware:
     """A NUL in the query string means nothing to any page, and PostgreSQL refuses it in a text
     comparison (a 500 from an admin filter or search): it is a 400, in the API's shape under /api/."""
@@ -44,7 +49,7 @@ class RejectNulMiddleware:
             log.warning("NUL in the query string of %s %s", request.method, request.path)
             from opsion.views import bad_request  # opsion.views imports this module
 
-            return bad_request(request, None)
+            return bad_request(request, NulInQueryString())
         return self.get_response(request)
 
 

@@ -3,7 +3,7 @@
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.loader import render_to_string
@@ -11,13 +11,20 @@ from django.urls import Resolver404, resolve, reverse
 from django.views import csrf
 
 from opsion.errors import error_json
-from opsion.middleware import API_ERRORS
+from opsion.middleware import API_ERRORS, NulInQueryString
 from orgs import drafts
 
 TOO_LARGE = "What you sent is too large. Go back, check what you pasted, and try again."
 # Django's reason when a form's token does not match the browser's CSRF secret, once the origin checked out.
 STALE_TOKEN = "CSRF token from POST incorrect."
 STALE_FORM = "This page was out of date (you signed in again since it was loaded), so nothing was changed: "
+
+
+API_BAD_REQUESTS = {
+    DisallowedHost: "This server does not answer to the host name the request was sent to (its Host header): check "
+    "the address, or the proxy in front of Opsion.",
+    NulInQueryString: "The query string contains a NUL character.",
+}
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
@@ -27,6 +34,11 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     can be told why such a request failed. Nothing of the request is echoed.
     """
     if request.path.startswith("/api/"):  # e.g. a Host not in ALLOWED_HOSTS: API clients get the JSON shape
+        # Said for what it is (an integrator behind a proxy that rewrites Host had only "The request is not valid."
+        # to go on), echoing nothing.
+        for cause, message in API_BAD_REQUESTS.items():
+            if isinstance(exception, cause):
+                return error_json("invalid_request", message, 400)
         return error_json(*API_ERRORS[400], 400)
     if isinstance(exception, RequestDataTooBig):
         return HttpResponse(render_to_string("400.html", {"title": "Too large", "message": TOO_LARGE}), status=400)

@@ -185,7 +185,19 @@ def test_a_host_we_do_not_serve_is_refused_in_the_json_error_shape(before, api):
     response = api.get("/api/v1/orgs/acme/settings", HTTP_HOST="api.not-ours.example")
 
     assert response.status_code == 400
-    assert json_error(response) == {"code": "invalid_request", "message": "The request is not valid."}
+    assert json_error(response) == {
+        "code": "invalid_request",
+        "message": "This server does not answer to the host name the request was sent to (its Host header): check "
+        "the address, or the proxy in front of Opsion.",
+    }
+    assert "not-ours" not in response.content.decode()  # nothing of the request is echoed
+
+
+def test_a_nul_in_the_query_string_is_named_in_the_json_error_shape(before, api):
+    response = api.get(QUERIES.format("acme"), {"limit": "5\x00"})
+
+    assert response.status_code == 400
+    assert json_error(response) == {"code": "invalid_request", "message": "The query string contains a NUL character."}
 
 
 def test_an_out_of_range_parameter_is_named_as_a_parameter(before, api):

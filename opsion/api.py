@@ -144,7 +144,10 @@ def _refused(request, exc: Refused):
 @api.exception_handler(AuthenticationError)
 def _unauthenticated(request, exc):
     response = error_json("unauthenticated", getattr(request, "token_refused", UNAUTHENTICATED), 401)
-    response["WWW-Authenticate"] = "Bearer"
+    # RFC 6750: a Bearer token was sent and refused (unknown, expired, its user deactivated) is an invalid_token;
+    # a request with no Bearer credentials gets the challenge alone.
+    sent = request.headers.get("Authorization", "").partition(" ")[0].lower() == "bearer"
+    response["WWW-Authenticate"] = 'Bearer error="invalid_token"' if sent else "Bearer"
     return response
 
 

@@ -120,7 +120,12 @@ def responses(ok: type[Schema], *statuses: int) -> dict:
 
 
 HEADERS = {
-    "WWW-Authenticate": {"description": "`Bearer`.", "required": True, "schema": {"type": "string"}},
+    "WWW-Authenticate": {
+        "description": '`Bearer`, or `Bearer error="invalid_token"` when a Bearer token was sent and refused '
+        "(RFC 6750).",
+        "required": True,
+        "schema": {"type": "string"},
+    },
     "Retry-After": {"description": "Seconds until a retry can succeed.", "schema": {"type": "integer"}},
     "RateLimit-Policy": {
         "description": 'The rolling limit: `"insights";q=<limit>;w=<window seconds>`.',

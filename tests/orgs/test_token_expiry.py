@@ -69,7 +69,7 @@ def test_an_expired_token_is_refused_as_unauthenticated_saying_when_it_expired(w
     response = api_get(raw)
 
     assert response.status_code == 401
-    assert response["WWW-Authenticate"] == "Bearer"
+    assert response["WWW-Authenticate"] == 'Bearer error="invalid_token"'  # RFC 6750: a token was sent, refused
     assert error_of(response) == {
         "code": "unauthenticated",
         "message": f"This API token expired on {at.astimezone(UTC):%Y-%m-%d}. Create a new one in Settings.",

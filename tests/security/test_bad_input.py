@@ -242,11 +242,19 @@ def test_a_write_to_the_api_documents_is_a_json_405(before, api_token, path, met
 
 
 def test_a_missing_or_wrong_token_is_a_401_not_a_csrf_error(before):
-    for client in (Client(), Client(HTTP_AUTHORIZATION="Bearer opsn_not-a-real-token"), Client(HTTP_AUTHORIZATION="x")):
+    # RFC 6750: a Bearer token sent and refused is an "invalid_token"; no Bearer credentials at all, no error code.
+    challenges = {
+        Client(): "Bearer",
+        Client(HTTP_AUTHORIZATION="Bearer opsn_not-a-real-token"): 'Bearer error="invalid_token"',
+        Client(HTTP_AUTHORIZATION="bearer   "): 'Bearer error="invalid_token"',
+        Client(HTTP_AUTHORIZATION="x"): "Bearer",
+        Client(HTTP_AUTHORIZATION="Basic dXNlcjpwYXNz"): "Bearer",
+    }
+    for client, challenge in challenges.items():
         response = client.put(KEY.format("acme"), json.dumps({"apiKey": OTHER_KEY}), "application/json")
         assert response.status_code == 401
         assert json_error(response)["code"] == "unauthenticated"
-        assert response["WWW-Authenticate"] == "Bearer"
+        assert response["WWW-Authenticate"] == challenge
     assert _state() == before
 
 

@@ -9,7 +9,7 @@ from insights import services
 from insights.http import add_ratelimit_headers, window_json
 from insights.models import KeySource, Outcome, StopReason
 from insights.ratelimit import window_words
-from opsion.errors import Refused, refused_json
+from opsion.errors import NotFound, Refused, refused_json
 from orgs import access
 from orgs.api import (
     AFTER,
@@ -196,21 +196,45 @@ def list_queries(request: HttpRequest, slug: str, page: Query[Page]):
         rows = services.recent_queries(membership=membership, limit=limit + 1, offset=offset, after=page.after)
     except Refused as refused:  # `after` not one of theirs here: a member's refusal, with the window as any other
         return add_ratelimit_headers(refused_json(refused), services.usage(membership.organisation).window)
-    items = [
-        {
-            "id": r.pk,
-            "query": r.query,
-            "answer": r.answer,
-            "model": r.model,
-            "keySource": r.key_source,
-            "outcome": r.outcome,
-            "errorCode": r.error_code,
-            "stopReason": r.ended,
-            "createdAt": r.created_at.isoformat(),
-            "usage": _tokens(r),
-        }
-        for r in rows
-    ]
     window = services.usage(membership.organisation).window
-    body = page_body(items, limit=limit, offset=offset, after=page.after)
+    body = page_body([_history_item(r) for r in rows], limit=limit, offset=offset, after=page.after)
     return add_ratelimit_headers(Response(body), window)
+
+
+QUERY_NOT_FOUND = "You have no query with this id in this organisation."
+
+
+@router.get(
+    "/{slug}/insights/queries/{int:query_id}",  # not a number: no such address (404), as a trailing slash
+    operation_id="getQuery",
+    response=responses(HistoryItem, *ANY),
+    openapi_extra=headers(s200=RATE_LIMIT, s404=RATE_LIMIT),
+    summary="One of your queries",
+    description="One of your own queries in this organisation, as the history lists it: how a query ended, for a "
+    "client that stopped waiting for its answer (a timeout, a dropped connection). A query still being answered "
+    "is `pending`. "
+    + RATE_LIMIT_HEADERS
+    + errors(AUTH_ERRORS, "`not_found` (404: no query of yours with this id here; the same for another's)"),
+)
+def get_query(request: HttpRequest, slug: str, query_id: int):
+    membership = access.membership_or_404(request.auth, slug)
+    row = services.own_query(membership=membership, pk=query_id)
+    window = services.usage(membership.organisation).window
+    if row is None:
+        return add_ratelimit_headers(refused_json(NotFound(QUERY_NOT_FOUND)), window)
+    return add_ratelimit_headers(Response(_history_item(row)), window)
+
+
+def _history_item(r) -> dict:
+    return {
+        "id": r.pk,
+        "query": r.query,
+        "answer": r.answer,
+        "model": r.model,
+        "keySource": r.key_source,
+        "outcome": r.outcome,
+        "errorCode": r.error_code,
+        "stopReason": r.ended,
+        "createdAt": r.created_at.isoformat(),
+        "usage": _tokens(r),
+    }

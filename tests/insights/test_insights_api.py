@@ -382,6 +382,61 @@ def test_outsiders_get_not_found(world, fake_anthropic, api_client, method):
     assert fake_anthropic.requests == []
 
 
+def test_one_query_is_read_by_its_id_as_history_lists_it(world, fake_anthropic, api_client):
+    # A client that gave up waiting for its answer (a timeout, a dropped connection) reads how it ended by its id,
+    # rather than paging through the history for it.
+    client = api_client(world.globex_member)
+    asked = ask(client, "globex").json()
+    seed(world.globex, 10, user=world.globex_member)  # a newer one: the history's first item is not this one
+
+    response = client.get(f"{QUERIES.format('globex')}/{asked['id']}")
+
+    assert response.status_code == 200
+    listed = next(item for item in client.get(QUERIES.format("globex")).json()["items"] if item["id"] == asked["id"])
+    assert response.json() == listed
+    assert (listed["answer"], listed["outcome"], listed["stopReason"]) == (asked["answer"], "answered", "complete")
+    assert_ratelimit_headers(response, limit=20, remaining=18)
+
+
+def test_a_query_reads_as_failed_once_abandoned_as_history_shows_it(world, api_client):
+    (row,) = seed(world.globex, 3 * 3600, user=world.globex_member)
+    InsightQuery.objects.filter(pk=row.pk).update(outcome=Outcome.PENDING, answer="", stop_reason=None)
+
+    body = api_client(world.globex_member).get(f"{QUERIES.format('globex')}/{row.pk}").json()
+
+    assert (body["outcome"], body["errorCode"], body["stopReason"]) == ("failed", "interrupted", None)
+
+
+def test_a_query_that_is_not_yours_here_is_not_found_in_the_same_words_whatever_it_is(world, api_client):
+    (theirs,) = seed(world.globex, 60, user=world.globex_admin)  # a colleague's, in the same organisation
+    (elsewhere,) = seed(world.acme, 60, user=world.globex_member)  # one's own, in another organisation
+    client = api_client(world.globex_member)
+
+    answers = [client.get(f"{QUERIES.format('globex')}/{pk}") for pk in (theirs.pk, elsewhere.pk, 10**9)]
+
+    for response in answers:
+        assert response.status_code == 404
+        assert response.json()["error"] == {
+            "code": "not_found",
+            "message": "You have no query with this id in this organisation.",
+        }
+        assert_ratelimit_headers(response, limit=20, remaining=19)
+    not_a_number = client.get(f"{QUERIES.format('globex')}/not-a-number")
+    assert (
+        not_a_number.status_code == 404
+        and "No API operation at this address" in not_a_number.json()["error"]["message"]
+    )
+
+
+def test_an_outsider_reading_a_query_by_id_gets_the_organisations_not_found(world, api_client):
+    (row,) = seed(world.globex, 60, user=world.globex_member)
+
+    response = api_client(world.outsider).get(f"{QUERIES.format('globex')}/{row.pk}")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == "Not found."
+
+
 def test_the_api_requires_authentication(world, client):
     response = client.post(QUERIES.format("globex"), {"query": "q"}, content_type="application/json")
 

@@ -359,6 +359,7 @@ class TestOpenApi:
             ("post", f"{base}/insights/queries"): "askQuestion",
             ("get", f"{base}/insights/usage"): "getUsage",
             ("get", f"{base}/insights/queries"): "listQueries",
+            ("get", f"{base}/insights/queries/{{query_id}}"): "getQuery",
         }
 
     def test_the_schema_documents_the_request_and_response_fields(self, db):
@@ -464,6 +465,7 @@ class TestOpenApi:
             ("delete", "/api/v1/orgs/{slug}/settings/claude-api-key"): every | {"403", "429"},
             ("post", "/api/v1/orgs/{slug}/insights/queries"): every | {"403", "413", "415", "429"},
             ("get", "/api/v1/orgs/{slug}/insights/queries"): every,
+            ("get", "/api/v1/orgs/{slug}/insights/queries/{query_id}"): every,
             ("get", "/api/v1/orgs/{slug}/insights/usage"): every,
             ("get", "/api/v1/orgs/{slug}/audit-events"): every | {"403"},
         }

@@ -322,7 +322,7 @@ def test_head_on_an_api_read_answers_as_its_get_does(before, api, path):
 
 
 def test_head_where_there_is_no_get_is_the_json_405_naming_the_methods(before, api):
-    response = api.head(QUERIES.format("acme") + "/no-such-thing")
+    response = api.head(QUERIES.format("acme") + "/1/no-such-thing")
     assert response.status_code == 404
 
     response = api.head("/api/v1/orgs/acme/settings/claude-api-key")

@@ -135,6 +135,7 @@ def _values(name: str, choices: list[str], model_admin, world) -> list[str]:
     known = {
         "slug": [world.acme.slug],
         "token_id": [str(ApiToken.objects.filter(user=world.acme_admin).first().pk)],
+        "query_id": [str(pk) for pk in InsightQuery.objects.values_list("pk", flat=True)[:1]] or ["1"],
         "id": [str(world.acme_member.pk)],
         "object_id": [str(world.acme.pk)],
         "content_type_id": [str(ContentType.objects.get_for_model(world.acme).pk)],

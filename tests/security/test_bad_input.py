@@ -321,6 +321,25 @@ def test_head_on_an_api_read_answers_as_its_get_does(before, api, path):
     assert Client().head(path).status_code == 401
 
 
+def test_head_on_one_query_answers_as_its_get_does_for_ones_own_and_anothers(before, api, world):
+    # getQuery is a read like those of API_READS, but its address needs a query: HEAD must answer it as GET does,
+    # the 404 for another member's id included (the same status and RateLimit, nothing to tell them apart by).
+    asked = api.post(QUERIES.format("acme"), json.dumps({"query": "What is MiCAR?"}), "application/json").json()
+    theirs = InsightQuery.objects.create(
+        organisation=world.acme, user=world.acme_member, key_source="platform", query="q", model="m"
+    )
+
+    for pk, status in ((asked["id"], 200), (theirs.pk, 404), (10**9, 404)):
+        path = f"{QUERIES.format('acme')}/{pk}"
+        get, head = api.get(path), api.head(path)
+        assert head.status_code == get.status_code == status, path
+        assert head["Content-Type"] == get["Content-Type"] and get["Content-Type"].startswith("application/json")
+        assert head["RateLimit"] == get["RateLimit"] and head["RateLimit-Policy"] == get["RateLimit-Policy"]
+        assert head.content == b""
+    assert Client().head(f"{QUERIES.format('acme')}/{asked['id']}").status_code == 401
+    assert api.post(f"{QUERIES.format('acme')}/{asked['id']}", "{}", "application/json")["Allow"] == "GET, HEAD"
+
+
 def test_head_where_there_is_no_get_is_the_json_405_naming_the_methods(before, api):
     response = api.head(QUERIES.format("acme") + "/1/no-such-thing")
     assert response.status_code == 404

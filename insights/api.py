@@ -9,7 +9,7 @@ from insights import services
 from insights.http import add_ratelimit_headers, window_json
 from insights.models import KeySource, Outcome, StopReason
 from insights.ratelimit import window_words
-from opsion.errors import NotFound, Refused, refused_json
+from opsion.errors import JSON, NotFound, Refused, refused_json
 from orgs import access
 from orgs.api import (
     AFTER,
@@ -149,7 +149,7 @@ def post_query(request: HttpRequest, slug: str, payload: QueryIn):
         "usage": _tokens(row),
         "rateLimit": window_json(pending.window),
     }
-    return add_ratelimit_headers(Response(AnswerOut(**body).model_dump()), pending.window)
+    return add_ratelimit_headers(Response(AnswerOut(**body).model_dump(), content_type=JSON), pending.window)
 
 
 @router.get(
@@ -174,7 +174,7 @@ def get_usage(request: HttpRequest, slug: str):
         "resetSeconds": w.reset_seconds,
         "keySource": usage.key_source,
     }
-    return add_ratelimit_headers(Response(body), w)
+    return add_ratelimit_headers(Response(body, content_type=JSON), w)
 
 
 @router.get(
@@ -198,7 +198,7 @@ def list_queries(request: HttpRequest, slug: str, page: Query[Page]):
         return add_ratelimit_headers(refused_json(refused), services.usage(membership.organisation).window)
     window = services.usage(membership.organisation).window
     body = page_body([_history_item(r) for r in rows], limit=limit, offset=offset, after=page.after)
-    return add_ratelimit_headers(Response(body), window)
+    return add_ratelimit_headers(Response(body, content_type=JSON), window)
 
 
 QUERY_NOT_FOUND = "You have no query with this id in this organisation."
@@ -222,7 +222,7 @@ def get_query(request: HttpRequest, slug: str, query_id: int):
     window = services.usage(membership.organisation).window
     if row is None:
         return add_ratelimit_headers(refused_json(NotFound(QUERY_NOT_FOUND)), window)
-    return add_ratelimit_headers(Response(_history_item(row)), window)
+    return add_ratelimit_headers(Response(_history_item(row), content_type=JSON), window)
 
 
 def _history_item(r) -> dict:

@@ -26,10 +26,15 @@ class InvalidRequest(Refused):
     code, status = "invalid_request", 400
 
 
+# Every API answer's media type, as django-ninja gives the answers it renders itself: errors and the answers built by
+# hand (to carry the RateLimit fields) say it the same way.
+JSON = "application/json; charset=utf-8"
+
+
 def error_json(code: str, message: str, status: int, *, retry_after: int | None = None) -> JsonResponse:
     # The request's ID beside the error, as Anthropic's own API puts it: the reference to quote to support.
     body = {"error": {"code": code, "message": message}, "requestId": current_request_id()}
-    response = JsonResponse(body, status=status)
+    response = JsonResponse(body, status=status, content_type=JSON)
     if retry_after is not None:
         response["Retry-After"] = str(retry_after)
     return response

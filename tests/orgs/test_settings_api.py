@@ -4,6 +4,7 @@ import json
 import re
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
 from insights.ratelimit import RateLimited
@@ -14,7 +15,7 @@ from orgs.guards import TooManyAttempts
 from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Plan, Role
 from orgs.validation import KeyMalformed
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY
-from tests.clients import api_delete_key, api_put_key, bearer, console
+from tests.clients import api_delete_key, api_put_key, bearer, console, token_client
 from tests.orgs.helpers import (
     ELIGIBLE,
     PLAN_REFUSAL,
@@ -319,6 +320,27 @@ class TestSessionAuthentication:
         response = client.get("/api/v1/orgs/acme/settings")
 
         assert (response.status_code, error_of(response)) == (401, UNAUTHENTICATED)
+
+
+def test_every_api_answer_is_json_of_one_content_type_whichever_app_or_error_made_it(world, fake_anthropic):
+    # A strict client compares the media type: the settings' answers said "; charset=utf-8", the insights' answers
+    # and every error did not.
+    client = token_client(world.acme_admin)
+    answers = [
+        client.get("/api/v1/orgs/acme/settings"),
+        client.get("/api/v1/orgs/acme/audit-events"),
+        client.get("/api/v1/orgs/acme/insights/usage"),
+        client.get("/api/v1/orgs/acme/insights/queries"),
+        client.post("/api/v1/orgs/acme/insights/queries", {"query": "What is MiCAR?"}, content_type="application/json"),
+        client.get("/api/v1/orgs/acme/insights/queries/999999"),
+        client.get("/api/v1/orgs/nope/settings"),
+        client.post("/api/v1/orgs/acme/insights/queries", "{", content_type="application/json"),
+        Client().get("/api/v1/orgs/acme/settings"),
+    ]
+
+    assert [(a.status_code, a["Content-Type"]) for a in answers] == [
+        (status, "application/json; charset=utf-8") for status in (200, 200, 200, 200, 200, 404, 404, 400, 401)
+    ]
 
 
 class TestOpenApi:

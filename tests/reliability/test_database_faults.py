@@ -23,7 +23,7 @@ LEAKS = ("Traceback", "OperationalError", "InterfaceError", "psycopg", "sqlite",
 
 def assert_json_503(response) -> None:
     assert response.status_code == 503, response.content
-    assert response["Content-Type"] == "application/json"
+    assert response["Content-Type"] == "application/json; charset=utf-8"
     assert response.json()["error"] == {"code": "service_unavailable", "message": UNAVAILABLE}
 
 

@@ -1,5 +1,7 @@
 import logging
 
+from csp.middleware import CSPMiddleware as BaseCSPMiddleware
+from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
@@ -10,6 +12,17 @@ from opsion.errors import error_json
 log = logging.getLogger("opsion")
 
 UNAVAILABLE = "Opsion is temporarily unavailable. Please try again shortly."
+
+
+class CSPMiddleware(BaseCSPMiddleware):
+    """django-csp's, sparing with DEBUG on Django's technical page for a suspicious request (a 400: an unknown
+    Host) as it spares its 404 and 500 pages: their inline style would be blocked. It sits above the middleware
+    that refuses such requests, so their 400s carry the policy in production."""
+
+    def process_response(self, request, response):
+        if settings.DEBUG and response.status_code == 400:
+            return response
+        return super().process_response(request, response)
 
 
 class HeadWithoutBodyMiddleware:

@@ -104,7 +104,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Above whatever may refuse a request itself (a NUL, an unknown Host), so its 400 carries them too.
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "opsion.middleware.CSPMiddleware",  # django-csp's, sparing DEBUG's technical 400 page
     "opsion.middleware.NoStoreMiddleware",
     "opsion.middleware.DatabaseUnavailableMiddleware",
     "opsion.middleware.RejectNulMiddleware",

@@ -389,6 +389,23 @@ def test_the_400_answers_to_malformed_requests_carry_the_security_headers_too(wo
     _assert_security_headers(response, path)
 
 
+def test_with_debug_on_the_technical_page_for_an_unknown_host_keeps_its_own_style(world, settings):
+    # A developer reaching `make run` by another name (a LAN address) gets Django's page saying what to add to
+    # ALLOWED_HOSTS; under the CSP its inline style is blocked, as django-csp already spares its 404 and 500 pages.
+    settings.DEBUG = True
+
+    response = Client().get("/orgs/acme/settings/", HTTP_HOST="evil.example")
+
+    assert response.status_code == 400 and "ALLOWED_HOSTS" in response.content.decode()
+    assert "Content-Security-Policy" not in response
+
+
+def test_with_debug_off_a_400_of_the_sites_own_still_carries_the_policy(world, settings):
+    settings.DEBUG = False
+
+    assert "Content-Security-Policy" in Client().get("/orgs/acme/settings/", HTTP_HOST="evil.example")
+
+
 TEMPLATE_DIRS = [ROOT / "templates", ROOT / "orgs" / "templates", ROOT / "insights" / "templates"]
 
 

@@ -5,6 +5,7 @@ the home page of someone in no organisation."""
 import re
 from datetime import timedelta
 
+import pytest
 from django.utils import timezone
 
 from orgs import services
@@ -278,29 +279,40 @@ def autofocused(page: str) -> list[str]:
     return re.findall(r"<[^>]*\bautofocus\b[^>]*>", page)
 
 
+def focus_starts_on_cancel(page: str) -> bool:
+    """The page's one autofocus is on its Cancel link."""
+    (first, *others) = autofocused(page) or [""]
+    return first != "" and not others and page.split(first, 1)[1].startswith("Cancel</a>")
+
+
+def with_a_message_waiting(user):
+    """`user`'s browser, holding a message not shown yet: a token revoked in another tab, whose page never loaded."""
+    client = console(user)
+    done = make(user, "Done with")
+    assert client.post(revoke_url(done), {"confirm": "yes"}).status_code == 302
+    return client
+
+
 def test_a_message_left_from_before_does_not_take_focus_from_the_confirmations_cancel(world):
-    # A message still waiting (here, one token revoked in another tab, never shown) and a confirmation on the same
-    # page: the browser focuses the first autofocus, and a stray Enter must land on Cancel, not on the message.
-    admin = console(world.acme_admin)
-    done, asked = make(world.acme_admin, "Done with"), make(world.acme_admin, "Nightly export")
-    assert admin.post(revoke_url(done), {"confirm": "yes"}).status_code == 302  # its message is not read yet
+    # A message still waiting and a confirmation on the same page: the browser focuses the first autofocus, and a
+    # stray Enter must land on Cancel, not on the message.
+    admin = with_a_message_waiting(world.acme_admin)
+    asked = make(world.acme_admin, "Nightly export")
 
     page = admin.get(SETTINGS, {"revoke": asked.pk}).content.decode()
 
     assert "API token “Done with” revoked." in page
-    assert len(autofocused(page)) == 1 and page.split(autofocused(page)[0], 1)[1].startswith("Cancel</a>")
+    assert focus_starts_on_cancel(page)
 
 
 def test_a_message_left_from_before_does_not_take_focus_from_the_key_removals_cancel(world):
     store_key(world.acme, GOOD_KEY)
-    admin = console(world.acme_admin)
-    done = make(world.acme_admin, "Done with")
-    assert admin.post(revoke_url(done), {"confirm": "yes"}).status_code == 302
+    admin = with_a_message_waiting(world.acme_admin)
 
     page = admin.get(SETTINGS, {"confirm": "remove"}).content.decode()
 
     assert "API token “Done with” revoked." in page
-    assert len(autofocused(page)) == 1 and page.split(autofocused(page)[0], 1)[1].startswith("Cancel</a>")
+    assert focus_starts_on_cancel(page)
 
 
 def test_without_a_confirmation_a_message_still_takes_focus(world):
@@ -314,9 +326,7 @@ def test_without_a_confirmation_a_message_still_takes_focus(world):
 
 def test_a_message_left_from_before_does_not_take_focus_from_a_new_tokens_copy_it_now(world):
     # The token is shown this once, on the answer to the POST: focus must start on it, not on an older message.
-    admin = console(world.acme_admin)
-    done = make(world.acme_admin, "Done with")
-    assert admin.post(revoke_url(done), {"confirm": "yes"}).status_code == 302
+    admin = with_a_message_waiting(world.acme_admin)
 
     page = admin.post("/orgs/acme/settings/tokens/create", {"name": "Nightly export"}).content.decode()
 
@@ -324,28 +334,22 @@ def test_a_message_left_from_before_does_not_take_focus_from_a_new_tokens_copy_i
     assert autofocused(page) == ['<div class="alert alert--success" role="status" tabindex="-1" autofocus>']
 
 
-def test_a_message_left_from_before_does_not_take_focus_from_a_refused_key(world):
-    admin = console(world.acme_admin)
-    done = make(world.acme_admin, "Done with")
-    assert admin.post(revoke_url(done), {"confirm": "yes"}).status_code == 302
+@pytest.mark.parametrize(
+    "url, data, field",
+    [
+        ("/orgs/acme/settings/claude-api-key/save", {"api_key": "not a key"}, 'id="byom-key"'),
+        ("/orgs/acme/settings/tokens/create", {"name": ""}, 'name="name"'),
+    ],
+    ids=["a refused key", "a refused token name"],
+)
+def test_a_message_left_from_before_does_not_take_focus_from_a_refused_field(world, url, data, field):
+    admin = with_a_message_waiting(world.acme_admin)
 
-    refused = admin.post("/orgs/acme/settings/claude-api-key/save", {"api_key": "not a key"})
-
-    page = refused.content.decode()
-    assert refused.status_code == 400 and "API token “Done with” revoked." in page
-    assert len(autofocused(page)) == 1 and 'id="byom-key"' in autofocused(page)[0]
-
-
-def test_a_message_left_from_before_does_not_take_focus_from_a_refused_token_name(world):
-    admin = console(world.acme_admin)
-    done = make(world.acme_admin, "Done with")
-    assert admin.post(revoke_url(done), {"confirm": "yes"}).status_code == 302
-
-    refused = admin.post("/orgs/acme/settings/tokens/create", {"name": ""})
+    refused = admin.post(url, data)
 
     page = refused.content.decode()
     assert refused.status_code == 400 and "API token “Done with” revoked." in page
-    assert len(autofocused(page)) == 1 and 'name="name"' in autofocused(page)[0]
+    assert len(autofocused(page)) == 1 and field in autofocused(page)[0]
 
 
 def test_on_the_home_page_a_message_left_from_before_does_not_take_focus_from_the_confirmations_cancel(world):
@@ -357,7 +361,7 @@ def test_on_the_home_page_a_message_left_from_before_does_not_take_focus_from_th
     page = client.get("/", {"revoke": asked.pk}).content.decode()
 
     assert "API token “Done with” revoked." in page
-    assert len(autofocused(page)) == 1 and page.split(autofocused(page)[0], 1)[1].startswith("Cancel</a>")
+    assert focus_starts_on_cancel(page)
 
 
 def test_on_the_home_page_without_a_confirmation_a_message_still_takes_focus(world):

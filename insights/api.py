@@ -111,6 +111,11 @@ class Page(Schema):
     after: int | None = AFTER
 
 
+def _answer(body: dict, window) -> Response:
+    # Built here rather than returned for ninja to render, to carry the RateLimit fields; in ninja's media type.
+    return add_ratelimit_headers(Response(body, content_type=JSON), window)
+
+
 def _tokens(row) -> dict:
     return {"inputTokens": row.input_tokens, "outputTokens": row.output_tokens}
 
@@ -149,7 +154,7 @@ def post_query(request: HttpRequest, slug: str, payload: QueryIn):
         "usage": _tokens(row),
         "rateLimit": window_json(pending.window),
     }
-    return add_ratelimit_headers(Response(AnswerOut(**body).model_dump(), content_type=JSON), pending.window)
+    return _answer(AnswerOut(**body).model_dump(), pending.window)
 
 
 @router.get(
@@ -174,7 +179,7 @@ def get_usage(request: HttpRequest, slug: str):
         "resetSeconds": w.reset_seconds,
         "keySource": usage.key_source,
     }
-    return add_ratelimit_headers(Response(body, content_type=JSON), w)
+    return _answer(body, w)
 
 
 @router.get(
@@ -198,7 +203,7 @@ def list_queries(request: HttpRequest, slug: str, page: Query[Page]):
         return add_ratelimit_headers(refused_json(refused), services.usage(membership.organisation).window)
     window = services.usage(membership.organisation).window
     body = page_body([_history_item(r) for r in rows], limit=limit, offset=offset, after=page.after)
-    return add_ratelimit_headers(Response(body, content_type=JSON), window)
+    return _answer(body, window)
 
 
 QUERY_NOT_FOUND = "You have no query with this id in this organisation."
@@ -222,7 +227,7 @@ def get_query(request: HttpRequest, slug: str, query_id: int):
     window = services.usage(membership.organisation).window
     if row is None:
         return add_ratelimit_headers(refused_json(NotFound(QUERY_NOT_FOUND)), window)
-    return add_ratelimit_headers(Response(_history_item(row), content_type=JSON), window)
+    return _answer(_history_item(row), window)
 
 
 def _history_item(r) -> dict:

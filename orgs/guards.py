@@ -156,7 +156,7 @@ def reset_forgiven(request: HttpRequest, *, user) -> None:
         _forgive(name, value, tried, failed)
     checks = _password_checks(user, increment=False)
     if checks is not None and checks["time_left"] > 0:
-        _forgive("password-check", f"user:{user.pk}", checks, checks["count"])
+        _forgive("password-check", _checker(user), checks, checks["count"])
 
 
 def _forgive(name: str, value: str, tried: dict, failed: int) -> None:
@@ -192,11 +192,16 @@ def password_check_attempt(*, user) -> bool:
     usage = _password_checks(user, increment=True)
     if usage is None:
         return False
-    return usage["count"] - _forgiven("password-check", f"user:{user.pk}", usage) > usage["limit"]
+    return usage["count"] - _forgiven("password-check", _checker(user), usage) > usage["limit"]
+
+
+def _checker(user) -> str:
+    return f"user:{user.pk}"
 
 
 def _password_checks(user, *, increment: bool) -> dict | None:
-    key = lambda _g, _r: f"user:{user.pk}"  # noqa: E731
+    """The signed-in password checks' counter for `user` in its current window (counting one more with `increment`)."""
+    key = lambda _g, _r: _checker(user)  # noqa: E731
     return get_usage(None, group="password-change", key=key, rate=SIGN_IN_RATE, increment=increment)
 
 

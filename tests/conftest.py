@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+import types
 
 import pytest
 from django.conf import settings as django_settings
@@ -112,3 +113,27 @@ def world(db):
     from tests.base import build_world
 
     return build_world()
+
+
+class Clock:
+    """django-ratelimit's clock, held still so a test never straddles one of its fixed windows."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    """Holds django-ratelimit's clock: a test counting ten attempts then an eleventh never straddles the end of a
+    fixed window (each key's falls at its own point), which would start the count again."""
+    import django_ratelimit.core
+
+    clock = Clock()
+    monkeypatch.setattr(django_ratelimit.core, "time", types.SimpleNamespace(time=clock.time))
+    return clock

@@ -68,7 +68,7 @@ def test_a_wrong_current_password_or_a_mismatch_or_a_weak_one_changes_nothing_an
     assert world.acme_member.check_password(PASSWORD)
 
 
-def test_guessing_the_current_password_is_stopped_after_ten_tries(world):
+def test_guessing_the_current_password_is_stopped_after_ten_tries(world, clock):
     # A borrowed or stolen session could otherwise try passwords here without limit and learn the one that
     # outlives it. The eleventh try within 15 minutes is not even checked.
     client = console(world.acme_member)
@@ -83,7 +83,7 @@ def test_guessing_the_current_password_is_stopped_after_ten_tries(world):
     assert world.acme_member.check_password(PASSWORD)  # not changed, though the old password was right
 
 
-def test_the_too_many_attempts_page_shows_its_reference_as_the_error_pages_do(world):
+def test_the_too_many_attempts_page_shows_its_reference_as_the_error_pages_do(world, clock):
     client = console(world.acme_member)
     for _ in range(10):
         wrong = change(client, old="wrong")
@@ -97,7 +97,7 @@ def test_the_too_many_attempts_page_shows_its_reference_as_the_error_pages_do(wo
     assert page.count("Reference:") == 1
 
 
-def test_a_refused_guess_says_nothing_about_whether_it_was_right(world):
+def test_a_refused_guess_says_nothing_about_whether_it_was_right(world, clock):
     # Past the limit a wrong guess and the right password get the same page: no "entered incorrectly" for one only.
     client = console(world.acme_member)
     for _ in range(10):
@@ -213,7 +213,7 @@ def test_a_refused_change_revokes_nothing_and_keeps_the_box_checked(world):
     assert world.acme_member.check_password(PASSWORD)
 
 
-def test_a_change_refused_for_too_many_attempts_revokes_nothing_and_keeps_the_box_as_it_was(world):
+def test_a_change_refused_for_too_many_attempts_revokes_nothing_and_keeps_the_box_as_it_was(world, clock):
     token = bearer(world.acme_member)
     client = console(world.acme_member)
     for _ in range(10):

@@ -234,7 +234,7 @@ def test_a_window_of_0_asks_every_time_without_naming_a_time(world, settings):
 # --- The guess limit, shared with the password change --------------------------------------------------
 
 
-def test_the_eleventh_confirmation_in_fifteen_minutes_is_refused_unchecked_with_429(world):
+def test_the_eleventh_confirmation_in_fifteen_minutes_is_refused_unchecked_with_429(world, clock):
     client = password_last_entered(signed_in(), minutes_ago=16)
     for _ in range(10):
         assert client.post(CREATE, {"name": "Nightly export", "password": "wrong"}).status_code == 400
@@ -252,7 +252,7 @@ def test_the_eleventh_confirmation_in_fifteen_minutes_is_refused_unchecked_with_
     assert PASSWORD_FIELD in client.get(SETTINGS).content.decode()  # the right password renewed nothing
 
 
-def test_wrong_confirmations_count_against_the_password_changes_limit(world):
+def test_wrong_confirmations_count_against_the_password_changes_limit(world, clock):
     client = password_last_entered(signed_in(), minutes_ago=16)
     for _ in range(10):
         client.post(CREATE, {"name": "Nightly export", "password": "wrong"})
@@ -265,7 +265,7 @@ def test_wrong_confirmations_count_against_the_password_changes_limit(world):
     assert change.status_code == 429
 
 
-def test_password_change_attempts_count_against_the_confirmations_limit(world):
+def test_password_change_attempts_count_against_the_confirmations_limit(world, clock):
     client = password_last_entered(signed_in(), minutes_ago=16)
     for _ in range(10):
         client.post("/accounts/password/", WRONG_CHANGE)
@@ -284,7 +284,7 @@ def test_a_stale_form_sent_without_a_password_guesses_nothing_and_uses_up_no_att
     assert client.post(CREATE, {"name": "Nightly export", "password": PASSWORD}).status_code == 200
 
 
-def test_within_the_window_no_password_is_checked_so_none_is_counted(world):
+def test_within_the_window_no_password_is_checked_so_none_is_counted(world, clock):
     client = signed_in()
     for i in range(5):
         assert client.post(CREATE, {"name": f"Token {i}", "password": "anything"}).status_code == 200

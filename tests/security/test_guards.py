@@ -29,28 +29,6 @@ NEW_PASSWORD = "a-New-passw0rd-for-acme"
 NEWER_PASSWORD = "an-Even-newer-passw0rd-4-acme"
 
 
-class Clock:
-    """django-ratelimit's clock, held still so a test never straddles one of its fixed windows."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def time(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock(monkeypatch) -> Clock:
-    import django_ratelimit.core
-
-    clock = Clock()
-    monkeypatch.setattr(django_ratelimit.core, "time", types.SimpleNamespace(time=clock.time))
-    return clock
-
-
 def _sign_in(email: str, password: str, ip: str = "203.0.113.10", **headers):
     client = Client()
     response = client.post(LOGIN, {"username": email, "password": password}, REMOTE_ADDR=ip, **headers)

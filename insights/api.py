@@ -27,6 +27,7 @@ from orgs.api import (
 )
 
 RATE_LIMIT = ("RateLimit-Policy", "RateLimit")
+REPLAYED = "Idempotent-Replayed"
 RATE_LIMIT_HEADERS = (
     "Every answer to a member, refusals included, carries the organisation's rolling window as "
     '`RateLimit-Policy: "insights";q=<limit>;w=<window seconds>` and `RateLimit: "insights";r=<remaining>;'
@@ -120,11 +121,37 @@ def _tokens(row) -> dict:
     return {"inputTokens": row.input_tokens, "outputTokens": row.output_tokens}
 
 
+# Read from the request by the view and checked by the service (one rule, with its own message and the RateLimit fields
+# of any member's refusal): declared here for the document only.
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Optional, and recommended for a client that retries: a key of your own for this question (a new "
+    "UUID per question, say), 1 to 255 visible ASCII characters. A retry with the same key and question is given the "
+    "answer to the first request, marked `Idempotent-Replayed: true`, without asking Claude or counting again; while "
+    "the first is still being answered it is a 409. A key is yours in this organisation for as long as its query is "
+    "in your history; a failed query lets it go, so a retry after a failure asks again. The same key with another "
+    "question is a 422.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": services.IDEMPOTENCY_KEY_MAX, "pattern": "^[!-~]+$"},
+}
+
+
 @router.post(
     "/{slug}/insights/queries",
     operation_id="askQuestion",
-    response=responses(AnswerOut, *BODY, 429),
-    openapi_extra=headers(s200=RATE_LIMIT, s400=RATE_LIMIT, s429=(*RATE_LIMIT, "Retry-After"), s503=RATE_LIMIT),
+    response=responses(AnswerOut, *BODY, 409, 422, 429),
+    openapi_extra={
+        "parameters": [IDEMPOTENCY_KEY],
+        **headers(
+            s200=(*RATE_LIMIT, REPLAYED),
+            s400=RATE_LIMIT,
+            s409=RATE_LIMIT,
+            s422=RATE_LIMIT,
+            s429=(*RATE_LIMIT, "Retry-After"),
+            s503=RATE_LIMIT,
+        ),
+    },
     summary="Ask AI Insights a question",
     description=f"Any member. Counts against the organisation's rolling limit ({settings.INSIGHTS_PLATFORM_LIMIT} "
     f"queries per rolling {window_words(settings.INSIGHTS_WINDOW_SECONDS)} on Opsion's platform key, "
@@ -132,18 +159,26 @@ def _tokens(row) -> dict:
     "`rate_limited` (429, Retry-After: when the next query fits), `claude_api_key_invalid` (400: Anthropic "
     "rejected the organisation's key), `claude_api_key_unreadable` (400), `upstream_rate_limited` (429: the "
     "organisation's Anthropic account), `upstream_billing` (400: the organisation's Anthropic account cannot pay: "
-    "no credit, or a spend limit reached), `insights_unavailable` (503). "
+    "no credit, or a spend limit reached), `insights_unavailable` (503), `idempotency_key_in_use` (409: the first "
+    "request with this `Idempotency-Key` is still being answered), `idempotency_key_reused` (422: this "
+    "`Idempotency-Key` was sent with another question). "
     + RATE_LIMIT_HEADERS
     + errors(AUTH_ERRORS, BODY_ERRORS, CSRF_ERRORS),
 )
 def post_query(request: HttpRequest, slug: str, payload: QueryIn):
     membership = access.membership_or_404(request.auth, slug)
     try:
-        pending = services.start(membership=membership, text=payload.query)
+        idempotency_key = request.headers.get("Idempotency-Key")
+        pending = services.start(membership=membership, text=payload.query, idempotency_key=idempotency_key)
         pending.answer()
+    except services.AlreadyAsked as asked:
+        return _replay(request, asked.row, membership.organisation)
     except Refused as refused:
         return add_ratelimit_headers(refused_json(refused), services.window_after(refused, membership.organisation))
-    row = pending.row
+    return _answer(_answer_body(pending.row, pending.window), pending.window)
+
+
+def _answer_body(row, window) -> dict:
     body = {
         "id": row.pk,
         "query": row.query,
@@ -152,9 +187,21 @@ def post_query(request: HttpRequest, slug: str, payload: QueryIn):
         "keySource": row.key_source,
         "stopReason": row.ended,
         "usage": _tokens(row),
-        "rateLimit": window_json(pending.window),
+        "rateLimit": window_json(window),
     }
-    return _answer(AnswerOut(**body).model_dump(), pending.window)
+    return AnswerOut(**body).model_dump()
+
+
+def _replay(request: HttpRequest, row, org) -> Response:
+    """The answer a retry with the same Idempotency-Key is given: the first request's, with the window as it stands
+    now; or, while the first is still being answered, a 409 saying where to read it."""
+    window = services.usage(org).window
+    if row.outcome == Outcome.PENDING:
+        refused = services.IdempotencyKeyInUse(row, read_at=f"{request.path}/{row.pk}")
+        return add_ratelimit_headers(refused_json(refused), window)
+    response = _answer(_answer_body(row, window), window)
+    response[REPLAYED] = "true"
+    return response
 
 
 @router.get(

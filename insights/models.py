@@ -55,6 +55,10 @@ class InsightQuery(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
     # Null until Claude ends the answer, and for ever when it never did (failed: `error_code` says why).
     stop_reason = models.CharField(max_length=10, choices=StopReason.choices, null=True, blank=True)
+    # The API client's `Idempotency-Key`, when it sent one: a retry with it is given this query's answer. Null, not
+    # blank, when none was sent, so that workers still on older code during a deploy (the limiter's function inserts
+    # only the columns it is given) leave it empty, and the unique index ignores them.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
 
     objects = InsightQueryQuerySet.as_manager()
 
@@ -63,6 +67,15 @@ class InsightQuery(models.Model):
             # The window count is a range scan on this index, however long the history grows.
             models.Index(fields=["organisation", "created_at"], name="insight_org_created"),
             models.Index(fields=["organisation", "user", "-created_at"], name="insight_org_user_recent"),
+        ]
+        constraints = [
+            # One query per member's key, decided by the database when two retries race: a failed query lets the key
+            # go (a retry asks again), as does a query never answered once it is recorded as interrupted.
+            models.UniqueConstraint(
+                fields=["organisation", "user", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False) & ~models.Q(outcome="failed"),
+                name="insight_idempotency_key",
+            ),
         ]
         verbose_name_plural = "insight queries"
 

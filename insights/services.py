@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import IntegrityError
 from django.db.models.functions import Now
 
 from insights import claude, keys, ratelimit
@@ -60,6 +61,46 @@ class UpstreamBilling(Refused):
         "limit reached). Whoever manages that account should check Plans & Billing at console.anthropic.com; then "
         "ask again."
     )
+
+
+class IdempotencyKeyReused(Refused):
+    code, status = "idempotency_key_reused", 422
+
+    def __init__(self, earlier: InsightQuery) -> None:
+        super().__init__(
+            f"This Idempotency-Key was sent with another question (query {earlier.pk}). Send a new key with each new "
+            "question."
+        )
+
+
+class IdempotencyKeyInUse(Refused):
+    code, status = "idempotency_key_in_use", 409
+
+    def __init__(self, earlier: InsightQuery, *, read_at: str) -> None:
+        super().__init__(
+            f"Your request with this Idempotency-Key (query {earlier.pk}) is still being answered. Send it again "
+            f"later, or read the query: GET {read_at}."
+        )
+
+
+class AlreadyAsked(Exception):  # noqa: N818 (not an error: the question was asked before, and `row` is it)
+    """The member's Idempotency-Key already holds a query of this question: `row`, answered or still pending."""
+
+    def __init__(self, row: InsightQuery) -> None:
+        super().__init__(row.pk)
+        self.row = row
+
+
+IDEMPOTENCY_KEY_MAX = 255
+
+
+def validate_idempotency_key(key: str) -> str:
+    """The key as sent: 1 to 255 visible ASCII characters (a UUID, say). Raises InvalidRequest."""
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX or not all("!" <= c <= "~" for c in key):
+        raise InvalidRequest(
+            f"The Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters (a UUID, say)."
+        )
+    return key
 
 
 @dataclass(frozen=True)
@@ -239,29 +280,65 @@ class PendingQuery:
 KEY_CHOICES = 5
 
 
-def start(*, membership: Membership, text: str) -> PendingQuery:
+def start(*, membership: Membership, text: str, idempotency_key: str | None = None) -> PendingQuery:
     """Validate, choose the key and count the query.
 
-    Raises InvalidRequest, KeyUnreadable, InsightsUnavailable or RateLimited.
+    Raises InvalidRequest, KeyUnreadable, InsightsUnavailable or RateLimited; with an `idempotency_key` the member
+    sent before, AlreadyAsked (the query it holds) or IdempotencyKeyReused (it holds another question).
 
     A query counts once it is let through here; refusals before that (bad input, no platform key,
     over the limit) do not. It is counted under the limit of the key in force when it is decided, and sent with
     that key: if a key write or a plan change committed while the decision waited for it, the key is chosen again.
+
+    An idempotency key holds the member's query in this organisation while it is pending and once answered: a
+    retry is given that query rather than asking again. A failed query lets its key go (a retry asks again, and
+    counts), as a refused request never took it. Two retries deciding at once are told apart by the database's
+    unique index: the one whose insert it refuses is given the other's query, nothing counted.
     """
     query = validate_query(text)
+    if idempotency_key is not None:
+        _check_asked(membership=membership, key=validate_idempotency_key(idempotency_key), query=query)
     for _ in range(KEY_CHOICES):
         try:
-            return _count(membership=membership, query=query)
+            return _count(membership=membership, query=query, idempotency_key=idempotency_key)
         except ratelimit.KeyChanged:
             # Read again, key included (resolve() reads it afresh), for this decision and whatever the page shows after.
             membership.organisation = Organisation.objects.get(pk=membership.organisation_id)
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            # Another request with this key inserted its query first: this one is a retry of it.
+            _check_asked(membership=membership, key=idempotency_key, query=query)
+            # That query failed in the moments since, letting the key go: decide again.
     log.error(
-        "org=%s: its key or plan changed %s times as one query was decided", membership.organisation.slug, KEY_CHOICES
+        "org=%s: one query was decided %s times (its key or plan changed, or a retry with its Idempotency-Key raced)",
+        membership.organisation.slug,
+        KEY_CHOICES,
     )
     raise InsightsUnavailable()
 
 
-def _count(*, membership: Membership, query: str) -> PendingQuery:
+def _check_asked(*, membership: Membership, key: str, query: str) -> None:
+    """Raise AlreadyAsked or IdempotencyKeyReused when `key` holds one of the member's queries here."""
+    earlier = _by_idempotency_key(membership=membership, key=key)
+    if earlier is None:
+        return
+    if earlier.query != query:
+        raise IdempotencyKeyReused(earlier)
+    raise AlreadyAsked(earlier)
+
+
+def _by_idempotency_key(*, membership: Membership, key: str) -> InsightQuery | None:
+    """The member's query here holding `key`: pending or answered (a failed one has let it go). One whose process
+    died before recording its outcome is recorded as interrupted first, and lets it go too."""
+    rows = InsightQuery.objects.filter(
+        organisation=membership.organisation, user=membership.user, idempotency_key=key
+    ).exclude(outcome=Outcome.FAILED)
+    found = _settled(list(rows[:1]))
+    return found[0] if found and found[0].outcome != Outcome.FAILED else None
+
+
+def _count(*, membership: Membership, query: str, idempotency_key: str | None = None) -> PendingQuery:
     org = membership.organisation
     choice = keys.resolve(org)
     if choice.uses_org_key and not org_selectors.claude_api_key_readable(org, choice.secret):
@@ -279,6 +356,7 @@ def _count(*, membership: Membership, query: str) -> PendingQuery:
             "key_source": choice.source,
             "query": query,
             "model": settings.ANTHROPIC_MODEL,
+            "idempotency_key": idempotency_key,
         },
         key_saved_at=choice.key_saved_at,  # None on the platform key
     )

@@ -127,6 +127,11 @@ HEADERS = {
         "schema": {"type": "string"},
     },
     "Retry-After": {"description": "Seconds until a retry can succeed.", "schema": {"type": "integer"}},
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the answer given to an earlier request with the same `Idempotency-Key`; "
+        "absent otherwise.",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
     "RateLimit-Policy": {
         "description": 'The rolling limit: `"insights";q=<limit>;w=<window seconds>`.',
         "required": True,

@@ -8,7 +8,15 @@ from django.test import Client
 from django.utils import timezone
 
 from insights.ratelimit import RateLimited
-from insights.services import InsightsUnavailable, KeyInvalid, KeyUnreadable, UpstreamBilling, UpstreamRateLimited
+from insights.services import (
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    InsightsUnavailable,
+    KeyInvalid,
+    KeyUnreadable,
+    UpstreamBilling,
+    UpstreamRateLimited,
+)
 from orgs import services as org_services
 from orgs.access import PlanRequired, RoleRequired
 from orgs.guards import TooManyAttempts
@@ -464,6 +472,8 @@ class TestOpenApi:
                 UpstreamRateLimited,
                 UpstreamBilling,
                 InsightsUnavailable,
+                IdempotencyKeyInUse,
+                IdempotencyKeyReused,
             ],
         }
 
@@ -485,7 +495,7 @@ class TestOpenApi:
             ("get", "/api/v1/orgs/{slug}/settings"): every,
             ("put", "/api/v1/orgs/{slug}/settings/claude-api-key"): every | {"403", "413", "415", "429"},
             ("delete", "/api/v1/orgs/{slug}/settings/claude-api-key"): every | {"403", "429"},
-            ("post", "/api/v1/orgs/{slug}/insights/queries"): every | {"403", "413", "415", "429"},
+            ("post", "/api/v1/orgs/{slug}/insights/queries"): every | {"403", "409", "413", "415", "422", "429"},
             ("get", "/api/v1/orgs/{slug}/insights/queries"): every,
             ("get", "/api/v1/orgs/{slug}/insights/queries/{query_id}"): every,
             ("get", "/api/v1/orgs/{slug}/insights/usage"): every,
@@ -506,7 +516,10 @@ class TestOpenApi:
         queries, key = "/api/v1/orgs/{slug}/insights/queries", "/api/v1/orgs/{slug}/settings/claude-api-key"
         request_id = {"X-Request-ID": True}  # on every answer (tests/test_request_id.py checks every response has it)
         always = {"RateLimit-Policy": True, "RateLimit": True} | request_id
-        assert documented("post", queries, "200") == documented("get", queries, "200") == always
+        assert documented("get", queries, "200") == always
+        assert documented("post", queries, "200") == always | {"Idempotent-Replayed": False}  # on a replay only
+        for status in ("409", "422"):  # a retry's refusals come after the organisation's lookup
+            assert documented("post", queries, status) == {"RateLimit-Policy": False, "RateLimit": False} | request_id
         assert documented("get", "/api/v1/orgs/{slug}/insights/usage", "200") == always
         # A refusal carries them once the request is well-formed: not on a malformed body's 400.
         assert documented("post", queries, "429") == {

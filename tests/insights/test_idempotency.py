@@ -1,0 +1,296 @@
+"""`Idempotency-Key` on POST …/insights/queries: a client that retries a question (a timeout, a dropped connection)
+gets the answer its first request was given, and the question is neither asked nor counted twice."""
+
+import json
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection, connections
+from django.db.migrations.executor import MigrationExecutor
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from insights import services
+from insights.models import InsightQuery, KeySource, Outcome
+from tests.conftest import PLATFORM_KEY
+
+from ..reliability.test_deleted_while_answering import wait_for
+
+QUERIES = "/api/v1/orgs/{}/insights/queries"
+QUESTION = "Which reserve rules apply to asset-referenced tokens?"
+KEY = "5f0c8a2e-7d1b-4c59-9a0e-3b6f1d2c4e8a"
+
+
+def ask(client, slug: str = "globex", query: str = QUESTION, key: str | None = KEY):
+    headers = {} if key is None else {"Idempotency-Key": key}
+    return client.post(QUERIES.format(slug), {"query": query}, content_type="application/json", headers=headers)
+
+
+def pending_row(user, org, *, key: str = KEY, query: str = QUESTION, age: timedelta = timedelta(0)) -> InsightQuery:
+    row = InsightQuery.objects.create(
+        organisation=org, user=user, key_source=KeySource.PLATFORM, query=query, idempotency_key=key
+    )
+    if age:
+        InsightQuery.objects.filter(pk=row.pk).update(created_at=timezone.now() - age)
+    return row
+
+
+def test_a_retry_with_the_same_key_gets_the_first_answer_without_asking_or_counting_again(
+    world, fake_anthropic, api_client
+):
+    client = api_client(world.globex_member)
+    first = ask(client)
+    again = ask(client, query=f"  {QUESTION}\n")  # trimmed, as the question is, before they are compared
+
+    assert first.status_code == again.status_code == 200
+    assert "Idempotent-Replayed" not in first
+    assert again["Idempotent-Replayed"] == "true"
+    replayed, original = again.json(), first.json()
+    assert replayed == original  # the same query (id), answer, usage and the window as it stands: nothing counted
+    assert replayed["rateLimit"]["remaining"] == 19
+    assert again["RateLimit"].startswith('"insights";r=19;')
+    assert len(fake_anthropic.requests) == 1
+    assert InsightQuery.objects.count() == 1
+
+
+def test_without_a_key_each_request_is_a_new_question(world, fake_anthropic, api_client):
+    client = api_client(world.globex_member)
+
+    ids = {ask(client, key=None).json()["id"], ask(client, key=None).json()["id"]}
+
+    assert len(ids) == 2 and len(fake_anthropic.requests) == 2
+
+
+def test_a_key_sent_again_with_another_question_is_refused_and_nothing_is_asked(world, fake_anthropic, api_client):
+    client = api_client(world.globex_member)
+    first_id = ask(client).json()["id"]
+
+    response = ask(client, query="What is a CASP?")
+
+    assert response.status_code == 422
+    assert response.json()["error"] == {
+        "code": "idempotency_key_reused",
+        "message": f"This Idempotency-Key was sent with another question (query {first_id}). Send a new key with "
+        "each new question.",
+    }
+    assert response["RateLimit"].startswith('"insights";r=19;')
+    assert len(fake_anthropic.requests) == 1 and InsightQuery.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)  # the first request runs in a thread, on its own connection
+def test_a_retry_while_the_first_request_is_still_being_answered_is_told_so(world, fake_anthropic, api_client):
+    fake_anthropic.behave(PLATFORM_KEY, "hold")  # one delta, then the fake waits
+    client, answered = api_client(world.globex_member), {}
+
+    def first():
+        try:
+            answered["response"] = ask(client)
+        finally:
+            connections.close_all()
+
+    asking = threading.Thread(target=first)
+    asking.start()
+    try:
+        wait_for(lambda: fake_anthropic.requests)
+        row = InsightQuery.objects.get()
+
+        retry = ask(client)
+
+        assert retry.status_code == 409
+        assert retry.json()["error"] == {
+            "code": "idempotency_key_in_use",
+            "message": f"Your request with this Idempotency-Key (query {row.pk}) is still being answered. Send it "
+            f"again later, or read the query: GET /api/v1/orgs/globex/insights/queries/{row.pk}.",
+        }
+        assert retry["RateLimit"].startswith('"insights";r=19;')
+    finally:
+        fake_anthropic.release.set()
+        asking.join(30)
+    assert answered["response"].status_code == 200
+    assert len(fake_anthropic.requests) == 1 and InsightQuery.objects.count() == 1
+    assert ask(client)["Idempotent-Replayed"] == "true"  # once answered, the retry gets the answer
+
+
+def test_a_retry_after_the_first_request_failed_asks_again(world, fake_anthropic, api_client):
+    # A failure is not an answer to keep: a retry of a 503 must not be given the same 503 for ever.
+    client = api_client(world.globex_member)
+    fake_anthropic.default = "overloaded"
+    failed = ask(client)
+    assert failed.status_code == 503
+    fake_anthropic.default = "ok"
+
+    retried = ask(client)
+
+    assert retried.status_code == 200, retried.content
+    assert "Idempotent-Replayed" not in retried
+    assert retried.json()["answer"] == fake_anthropic.answer_text
+    assert retried.json()["rateLimit"]["remaining"] == 18  # the failed query was sent to Anthropic: it counts
+    outcomes = list(InsightQuery.objects.order_by("pk").values_list("outcome", "idempotency_key"))
+    assert outcomes == [(Outcome.FAILED, KEY), (Outcome.ANSWERED, KEY)]
+    assert ask(client).json()["id"] == retried.json()["id"]  # the answer now holds the key
+
+
+def test_a_first_request_whose_process_died_does_not_hold_its_key(world, fake_anthropic, api_client):
+    abandoned = pending_row(world.globex_member, world.globex, age=timedelta(hours=1))  # never recorded an outcome
+
+    response = ask(api_client(world.globex_member))
+
+    assert response.status_code == 200 and response.json()["id"] != abandoned.pk
+    abandoned.refresh_from_db()
+    assert (abandoned.outcome, abandoned.error_code) == (Outcome.FAILED, services.INTERRUPTED)
+
+
+def test_a_request_refused_at_the_limit_leaves_its_key_unused(world, fake_anthropic, api_client, settings):
+    settings.INSIGHTS_PLATFORM_LIMIT = 0
+    client = api_client(world.globex_member)
+    assert ask(client).status_code == 429
+    settings.INSIGHTS_PLATFORM_LIMIT = 20
+
+    response = ask(client)
+
+    assert response.status_code == 200
+    assert "Idempotent-Replayed" not in response
+    assert len(fake_anthropic.requests) == 1
+
+
+def test_keys_are_each_members_own_in_each_organisation(world, fake_anthropic, api_client):
+    mine = ask(api_client(world.acme_member), "acme").json()["id"]
+    colleagues = ask(api_client(world.acme_admin), "acme").json()["id"]
+    elsewhere = ask(api_client(world.initech_admin), "initech").json()["id"]
+
+    assert len({mine, colleagues, elsewhere}) == 3
+    assert len(fake_anthropic.requests) == 3
+
+
+@pytest.mark.parametrize(
+    "key", ["", " ", "a" * 256, "clé-1", "key with spaces", "line\nbreak"], ids=lambda k: repr(k[:12])
+)
+def test_a_malformed_key_is_refused_before_anything_is_asked(world, fake_anthropic, api_client, key):
+    client = api_client(world.globex_member)
+    response = client.post(
+        QUERIES.format("globex"),
+        json.dumps({"query": QUESTION}),
+        content_type="application/json",
+        headers={"Idempotency-Key": key},
+    )
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert "Idempotency-Key" in response.json()["error"]["message"]
+    assert not fake_anthropic.requests and not InsightQuery.objects.exists()
+
+
+def test_the_longest_key_is_accepted(world, fake_anthropic, api_client):
+    assert ask(api_client(world.globex_member), key="k" * 255).status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)  # on PostgreSQL the refused insert would abort a test's own transaction
+def test_two_requests_with_one_key_deciding_at_once_ask_once(world, fake_anthropic, api_client, monkeypatch):
+    # Both read "no query with this key yet" before either inserted one: the database's unique index decides, and the
+    # loser is told the winner's query is being answered, counting nothing.
+    client = api_client(world.globex_member)
+    looked = services._by_idempotency_key
+    winner = {}
+
+    def racing(*, membership, key):
+        found = looked(membership=membership, key=key)
+        if not winner:  # the other request inserts its row between this one's look and its decision
+            winner["row"] = pending_row(world.globex_member, world.globex)
+        return found
+
+    monkeypatch.setattr(services, "_by_idempotency_key", racing)
+
+    response = ask(client)
+
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "idempotency_key_in_use"
+    assert f"(query {winner['row'].pk})" in response.json()["error"]["message"]
+    assert not fake_anthropic.requests
+    assert list(InsightQuery.objects.values_list("pk", flat=True)) == [winner["row"].pk]  # nothing counted
+
+
+def test_the_document_describes_the_key_and_its_answers(client):
+    operation = client.get("/api/v1/openapi.json").json()["paths"]["/api/v1/orgs/{slug}/insights/queries"]["post"]
+
+    (param,) = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
+    assert (param["in"], param.get("required", False)) == ("header", False)
+    assert param["schema"]["maxLength"] == 255
+    assert {"409", "422"} <= set(operation["responses"])
+    assert "Idempotent-Replayed" in operation["responses"]["200"]["headers"]
+    assert "idempotency_key_in_use" in operation["description"]
+    assert "idempotency_key_reused" in operation["description"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_beaten_to_its_key_by_one_that_then_failed_asks_after_all(
+    world, fake_anthropic, api_client, monkeypatch
+):
+    # The other request's insert won, and its query failed before this one looked again: the key is free once more.
+    looked = services._by_idempotency_key
+    winner = {}
+
+    def racing(*, membership, key):
+        if not winner:
+            found = looked(membership=membership, key=key)
+            winner["row"] = pending_row(world.globex_member, world.globex)
+            return found
+        InsightQuery.objects.filter(pk=winner["row"].pk).update(outcome=Outcome.FAILED, error_code="overloaded")
+        return looked(membership=membership, key=key)
+
+    monkeypatch.setattr(services, "_by_idempotency_key", racing)
+
+    response = ask(api_client(world.globex_member))
+
+    assert response.status_code == 200, response.content
+    assert response.json()["id"] != winner["row"].pk
+    assert len(fake_anthropic.requests) == 1
+
+
+BEFORE = ("insights", "0007_ratelimit_decides_on_the_key_in_force")
+AFTER = ("insights", "0008_insightquery_idempotency_key")
+
+
+def indexes() -> set[str]:
+    with connection.cursor() as cursor:
+        return set(connection.introspection.get_constraints(cursor, InsightQuery._meta.db_table))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_keys_index_is_built_without_holding_queries_and_taken_back_cleanly(latest_schema_after):
+    executor = MigrationExecutor(connection)
+    executor.migrate([BEFORE])
+    assert "insight_idempotency_key" not in indexes()
+
+    executor = MigrationExecutor(connection)
+    with CaptureQueriesContext(connection) as built:
+        executor.migrate([AFTER])
+
+    assert "insight_idempotency_key" in indexes()
+    assert executor.loader.get_migration(*AFTER).atomic is False  # CONCURRENTLY runs outside a transaction
+    if connection.vendor == "postgresql":  # a plain CREATE INDEX would hold every insert while it read the history
+        (create,) = [q["sql"] for q in built.captured_queries if "insight_idempotency_key" in q["sql"]]
+        assert create.startswith("CREATE UNIQUE INDEX CONCURRENTLY")
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the limiter's function is PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_still_on_older_code_inserts_without_the_keys_column(world, monkeypatch):
+    # During a deploy, a worker on the code before this column gives the limiter's function rows without it: the
+    # insert still succeeds, the column empty, and the unique index ignores the row.
+    from insights import ratelimit
+
+    as_today = ratelimit._row_json
+
+    def as_before(query, using):
+        values = json.loads(as_today(query, using))
+        del values["idempotency_key"]
+        return json.dumps(values)
+
+    monkeypatch.setattr(ratelimit, "_row_json", as_before)
+    row = {"user": world.globex_member, "key_source": KeySource.PLATFORM, "query": QUESTION}
+
+    rows = [ratelimit.acquire(org=world.globex, limit=20, window_seconds=3600, row=row)[0] for _ in range(2)]
+
+    assert list(InsightQuery.objects.order_by("pk").values_list("idempotency_key", flat=True)) == [None, None]
+    assert len({r.pk for r in rows}) == 2

@@ -13,7 +13,7 @@ from functools import wraps
 from django.core.cache import cache
 from django.http import HttpRequest
 from django_ratelimit import core as ratelimit_core
-from django_ratelimit.core import get_usage, is_ratelimited
+from django_ratelimit.core import get_usage
 
 from opsion.errors import Refused
 from opsion.http import client_ip
@@ -227,16 +227,40 @@ def password_reset_request(request: HttpRequest) -> bool:
     return False
 
 
-def _guard(group: str, rate: str, keys: list[str], message: str, retry_after: int) -> None:
+def _guard(group: str, rate: str, keys: list[str], message: str) -> None:
+    """Count one attempt against every key in `keys` in turn; raise TooManyAttempts at the first over its limit,
+    `message` formatted with `{wait}`, the wait its Retry-After gives in words."""
     # Keyed by values, not by the request: the services call these after their access checks.
-    for value in keys:
-        if is_ratelimited(None, group=group, key=lambda _g, _r, v=value: v, rate=rate, increment=True):
-            raise TooManyAttempts(message, retry_after=retry_after)
+    counted = []
+    for i, value in enumerate(keys):
+        usage = get_usage(None, group=group, key=lambda _g, _r, v=value: v, rate=rate, increment=True)
+        if usage is None:
+            continue
+        counted.append(usage)
+        if usage["should_limit"]:
+            # The next attempt counts against every key again (the later ones were not counted this time): it goes
+            # through once each counter already full has started its next window, which ends at its own second.
+            for later in keys[i + 1 :]:
+                peeked = get_usage(None, group=group, key=lambda _g, _r, v=later: v, rate=rate, increment=False)
+                counted += [peeked] if peeked is not None else []
+            wait = max(_seconds_until_next_window(u) for u in counted if u["count"] >= u["limit"])
+            raise TooManyAttempts(message.format(wait=_in_words(wait)), retry_after=wait)
+
+
+def _seconds_until_next_window(usage: dict) -> int:
+    # django-ratelimit's window ends at a whole second, `time_left` from its clock's whole seconds (int(time())), and
+    # that second still belongs to it: the next window begins one second later. Rounded up, never early (at least 1).
+    return max(usage["time_left"], 0) + 1
+
+
+def _in_words(seconds: int) -> str:
+    return f"{seconds} second" if seconds == 1 else f"{seconds} seconds"
 
 
 @_fail_open(None)
 def key_write(*, user, org_slug: str) -> None:
-    """10 key saves/removals a minute per user and per organisation. Raises TooManyAttempts.
+    """10 key saves/removals a minute per user and per organisation. Raises TooManyAttempts, whose Retry-After (and
+    message) is when the counters' fixed windows end, at most a minute.
 
     Called by the key services after the role (and plan) checks, so a Member's refused attempts
     never count against the organisation: they cannot lock its Owners out of rotating the key.
@@ -245,8 +269,7 @@ def key_write(*, user, org_slug: str) -> None:
         "byom-key-write",
         KEY_WRITE_RATE,
         [f"user:{user.pk}", f"org:{org_slug}"],
-        "Too many changes to this key in a short time. Please wait a minute and try again.",
-        60,
+        "Too many changes to this key in a short time. Please try again in {wait}.",
     )
 
 
@@ -276,11 +299,11 @@ def release_form(*, user, form_id: str) -> None:
 
 @_fail_open(None)
 def token_create(*, user) -> None:
-    """10 new API tokens an hour per user. Raises TooManyAttempts."""
+    """10 new API tokens an hour per user. Raises TooManyAttempts, whose Retry-After is when the hour's fixed window
+    ends."""
     _guard(
         "api-token-create",
         TOKEN_CREATE_RATE,
         [f"user:{user.pk}"],
         "Too many new API tokens in a short time. Please try again later.",
-        3600,
     )

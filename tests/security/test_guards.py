@@ -468,12 +468,45 @@ def test_the_eleventh_key_change_in_a_minute_by_one_user_is_refused_with_429_jso
     assert response.status_code == 429
     error = json_error(response)
     assert error["code"] == "too_many_attempts"
-    assert "wait a minute" in error["message"]
-    assert response["Retry-After"] == "60"
+    assert f"try again in {response['Retry-After']} second" in error["message"]
     assert not ClaudeApiKey.objects.filter(organisation=world.acme).exists()  # the refused save changed nothing
     assert AuditEvent.objects.filter(organisation=world.acme).count() == 10
     clock.advance(61)
     assert _put_key(client, "acme", OTHER_KEY).status_code == 200
+
+
+def _refused_then_waits_exactly_retry_after(clock, refused_client: Client):
+    """The refusal's Retry-After is when the next change goes through: one second sooner it is still refused."""
+    response = _put_key(refused_client, "acme", OTHER_KEY)
+    assert response.status_code == 429
+    retry_after = int(response["Retry-After"])
+    assert 1 <= retry_after <= 60
+    assert f"try again in {retry_after} second" in json_error(response)["message"]
+    clock.advance(retry_after - 1)
+    assert _put_key(refused_client, "acme", OTHER_KEY).status_code == 429
+    clock.advance(1)
+    assert _put_key(refused_client, "acme", OTHER_KEY).status_code == 200
+
+
+# Each user's and each organisation's window ends at its own second of the minute (django-ratelimit adds a jitter
+# per key), and where the clock stands in it decides how long is left: a few starting points, so the time left varies.
+@pytest.mark.parametrize("start", [0, 17, 42, 59])
+def test_a_refused_key_change_is_told_when_its_window_ends_not_a_whole_minute(world, clock, start):
+    clock.advance(start)
+    admin = console(world.acme_admin)
+    for _ in range(10):
+        assert _put_key(admin, "acme", GOOD_KEY).status_code == 200
+    # Refused on the admin's own count; the organisation's count is full too, so the wait is until both have ended.
+    _refused_then_waits_exactly_retry_after(clock, admin)
+
+
+@pytest.mark.parametrize("start", [0, 17, 42, 59])
+def test_a_key_change_refused_on_the_organisations_count_is_told_when_that_window_ends(world, clock, start):
+    clock.advance(start)
+    admin = console(world.acme_admin)
+    for _ in range(10):
+        assert _put_key(admin, "acme", GOOD_KEY).status_code == 200
+    _refused_then_waits_exactly_retry_after(clock, console(world.acme_owner))
 
 
 def test_key_changes_are_counted_per_organisation_across_its_admins(world, clock):
@@ -518,8 +551,11 @@ def test_the_console_shows_the_refusal_next_to_the_key_field(world, clock):
         assert response.status_code == 302
     response = admin.post("/orgs/acme/settings/claude-api-key/remove", {"confirm": "yes"})
     assert response.status_code == 429
-    assert "Too many changes to this key in a short time" in response.content.decode()
-    assert response["Retry-After"] == "60"  # as the API says it
+    retry_after = int(response["Retry-After"])  # as the API says it: when the guard's window ends
+    assert 1 <= retry_after <= 60
+    assert f"Too many changes to this key in a short time. Please try again in {retry_after} second" in (
+        response.content.decode()
+    )
     assert ClaudeApiKey.objects.filter(organisation=world.acme).exists()  # the refused removal changed nothing
 
 

@@ -1,6 +1,7 @@
 """The JSON API under /api/v1/: authentication and the error shape; routes live in each app's api.py."""
 
 import json
+import re
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -144,11 +145,27 @@ def _refused(request, exc: Refused):
 @api.exception_handler(AuthenticationError)
 def _unauthenticated(request, exc):
     response = error_json("unauthenticated", getattr(request, "token_refused", UNAUTHENTICATED), 401)
-    # RFC 6750: a Bearer token was sent and refused (unknown, expired, its user deactivated) is an invalid_token;
-    # a request with no Bearer credentials gets the challenge alone.
-    sent = request.headers.get("Authorization", "").partition(" ")[0].lower() == "bearer"
-    response["WWW-Authenticate"] = 'Bearer error="invalid_token"' if sent else "Bearer"
+    response["WWW-Authenticate"] = _bearer_challenge(request)
     return response
+
+
+# RFC 6750 section 2.1's b64token: what a Bearer token may be made of (ours are `opsn_` and URL-safe base64).
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def _bearer_challenge(request) -> str:
+    """RFC 6750 section 3.1: a Bearer token sent and refused (unknown, expired, its user deactivated) is an
+    invalid_token; Bearer credentials that are no token at all (empty, only spaces, not b64token) a malformed request,
+    invalid_request; a request with no Bearer credentials gets the challenge alone.
+
+    The status stays 401 `unauthenticated` for a malformed one too, where the RFC says 400 (a SHOULD): to a client
+    it is a missing credential like any other, and one error code for "send a valid token" is easier to act on."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return "Bearer"
+    if not _B64TOKEN.fullmatch(token.strip()):
+        return 'Bearer error="invalid_request"'
+    return 'Bearer error="invalid_token"'
 
 
 @api.exception_handler(ValidationError)

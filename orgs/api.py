@@ -121,8 +121,9 @@ def responses(ok: type[Schema], *statuses: int) -> dict:
 
 HEADERS = {
     "WWW-Authenticate": {
-        "description": '`Bearer`, or `Bearer error="invalid_token"` when a Bearer token was sent and refused '
-        "(RFC 6750).",
+        "description": '`Bearer`; `Bearer error="invalid_token"` when a Bearer token was sent and refused, '
+        '`Bearer error="invalid_request"` when the Bearer credentials are not a token (empty, or not `b64token`) '
+        "(RFC 6750; the status stays 401).",
         "required": True,
         "schema": {"type": "string"},
     },

@@ -242,11 +242,18 @@ def test_a_write_to_the_api_documents_is_a_json_405(before, api_token, path, met
 
 
 def test_a_missing_or_wrong_token_is_a_401_not_a_csrf_error(before):
-    # RFC 6750: a Bearer token sent and refused is an "invalid_token"; no Bearer credentials at all, no error code.
+    # RFC 6750: a Bearer token sent and refused is an "invalid_token"; Bearer credentials that are not a token at all
+    # (empty, only spaces, not the b64token syntax of its section 2.1) an "invalid_request" (section 3.1), still a 401
+    # `unauthenticated` as every missing credential is; no Bearer credentials at all, no error code.
     challenges = {
         Client(): "Bearer",
         Client(HTTP_AUTHORIZATION="Bearer opsn_not-a-real-token"): 'Bearer error="invalid_token"',
-        Client(HTTP_AUTHORIZATION="bearer   "): 'Bearer error="invalid_token"',
+        Client(HTTP_AUTHORIZATION="Bearer opsn_not/a+real.token~=="): 'Bearer error="invalid_token"',
+        Client(HTTP_AUTHORIZATION="bearer   "): 'Bearer error="invalid_request"',
+        Client(HTTP_AUTHORIZATION="Bearer "): 'Bearer error="invalid_request"',
+        Client(HTTP_AUTHORIZATION="Bearer"): 'Bearer error="invalid_request"',
+        Client(HTTP_AUTHORIZATION="Bearer opsn_two words"): 'Bearer error="invalid_request"',
+        Client(HTTP_AUTHORIZATION='Bearer opsn_"quoted"'): 'Bearer error="invalid_request"',
         Client(HTTP_AUTHORIZATION="x"): "Bearer",
         Client(HTTP_AUTHORIZATION="Basic dXNlcjpwYXNz"): "Bearer",
     }

@@ -19,6 +19,7 @@ from orgs.api import (
     BODY_ERRORS,
     CREATED_AT,
     CSRF_ERRORS,
+    After,
     PageOut,
     errors,
     headers,
@@ -109,7 +110,7 @@ MAX_OFFSET = 100_000  # deep OFFSETs scan what they skip: offsets reach back thi
 class Page(Schema):
     limit: int = Field(20, ge=1, le=100)
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
-    after: int | None = AFTER
+    after: After = AFTER
 
 
 def _answer(body: dict, window) -> Response:

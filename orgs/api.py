@@ -1,7 +1,8 @@
-from typing import Literal
+from typing import Annotated, Literal
 
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
+from pydantic.json_schema import SkipJsonSchema
 
 from opsion.http import client_ip
 from orgs import access, selectors, services, validation
@@ -79,18 +80,27 @@ class AuditEventsOut(PageOut):
 AUDIT_MAX_OFFSET = 1_000_000  # deep OFFSETs scan what they skip: offsets reach back this far, `after` further
 
 
+def _no_default(schema: dict) -> None:
+    schema.pop("default", None)  # null, which the parameter's type no longer allows: it is simply not required
+
+
+# A list's `after` is an id or left out (the first page); `?after=null` is no id and is refused. `int | None` would be
+# documented as nullable, and a client generated from the document would send the null it allows: the None that
+# stands for "left out" is kept out of the document.
+After = Annotated[int, Field(ge=1)] | SkipJsonSchema[None]
+
 AFTER = Field(
     None,
-    ge=1,
     description="The `id` of the previous page's last item: this page continues after it, as the list stood then "
-    "(nothing repeated or skipped as new items arrive), at any depth.",
+    "(nothing repeated or skipped as new items arrive), at any depth. Leave it out for the first page.",
+    json_schema_extra=_no_default,
 )
 
 
 class AuditPage(Schema):
     limit: int = Field(50, ge=1, le=200)
     offset: int = Field(0, ge=0, le=AUDIT_MAX_OFFSET)
-    after: int | None = AFTER
+    after: After = AFTER
 
 
 class KeyIn(Schema):

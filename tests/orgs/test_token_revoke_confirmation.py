@@ -285,11 +285,12 @@ def focus_starts_on_cancel(page: str) -> bool:
     return first != "" and not others and page.split(first, 1)[1].startswith("Cancel</a>")
 
 
-def with_a_message_waiting(user):
-    """`user`'s browser, holding a message not shown yet: a token revoked in another tab, whose page never loaded."""
+def with_a_message_waiting(user, *, revoke=revoke_url):
+    """`user`'s browser, holding a message not shown yet: a token revoked in another tab, whose page never loaded
+    (on acme's Settings, or with `revoke=account_revoke_url` on the home page, for a user outside acme)."""
     client = console(user)
     done = make(user, "Done with")
-    assert client.post(revoke_url(done), {"confirm": "yes"}).status_code == 302
+    assert client.post(revoke(done), {"confirm": "yes"}).status_code == 302
     return client
 
 
@@ -350,6 +351,36 @@ def test_a_message_left_from_before_does_not_take_focus_from_a_refused_field(wor
     page = refused.content.decode()
     assert refused.status_code == 400 and "API token “Done with” revoked." in page
     assert len(autofocused(page)) == 1 and field in autofocused(page)[0]
+
+
+@pytest.mark.parametrize(
+    "who, url, data, status",
+    [
+        ("globex_owner", "/orgs/globex/settings/claude-api-key/save", {"api_key": GOOD_KEY}, 403),
+        ("globex_owner", "/orgs/globex/settings/claude-api-key/remove", {"confirm": "yes", "saved_at": "x"}, 409),
+        ("acme_member", "/orgs/acme/settings/claude-api-key/save", {"api_key": GOOD_KEY}, 403),
+        ("acme_admin", "/orgs/acme/settings/tokens/create", {"name": "Nightly export", "expires": "7"}, 400),
+    ],
+    ids=[
+        "a key refused on a plan without BYOM",
+        "a leftover key's removal refused",
+        "a key refused to a Member",
+        "a refused token lifetime",
+    ],
+)
+def test_a_refusal_with_no_field_to_focus_leaves_focus_on_the_message(world, who, url, data, status):
+    # The refusal is shown where no field is there to take focus: no key field on a plan without BYOM or for a Member,
+    # none on a leftover key's card; the lifetime's choice is not focused. The waiting message then keeps it, or no
+    # element at all would start with focus.
+    store_key(world.globex, GOOD_KEY)
+    user = getattr(world, who)
+    client = with_a_message_waiting(user, revoke=account_revoke_url if who.startswith("globex") else revoke_url)
+
+    refused = client.post(url, data)
+
+    page = refused.content.decode()
+    assert refused.status_code == status and "API token “Done with” revoked." in page
+    assert autofocused(page) == ['<div class="flash-stack" tabindex="-1" autofocus>']
 
 
 def test_on_the_home_page_a_message_left_from_before_does_not_take_focus_from_the_confirmations_cancel(world):

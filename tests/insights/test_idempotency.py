@@ -1,18 +1,21 @@
 """`Idempotency-Key` on POST …/insights/queries: a client that retries a question (a timeout, a dropped connection)
 gets the answer its first request was given, and the question is neither asked nor counted twice."""
 
+import io
 import json
 import threading
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
 from django.db import connection, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from insights import services
+from insights import keys, services
 from insights.models import InsightQuery, KeySource, Outcome
+from orgs.models import ClaudeApiKey, Membership, Role
 from tests.conftest import PLATFORM_KEY
 
 from ..reliability.test_deleted_while_answering import wait_for
@@ -294,3 +297,224 @@ def test_a_worker_still_on_older_code_inserts_without_the_keys_column(world, mon
 
     assert list(InsightQuery.objects.order_by("pk").values_list("idempotency_key", flat=True)) == [None, None]
     assert len({r.pk for r in rows}) == 2
+
+
+# Review of the key (d625776): races with real threads, the answers a client relies on, and what another member's key
+# may reveal.
+
+
+def answered_row(user, org, *, key: str = KEY, query: str = QUESTION, outcome: str = Outcome.ANSWERED) -> InsightQuery:
+    return InsightQuery.objects.create(
+        organisation=org,
+        user=user,
+        key_source=KeySource.PLATFORM,
+        query=query,
+        idempotency_key=key,
+        outcome=outcome,
+        answer="" if outcome == Outcome.FAILED else "An answer kept.",
+        stop_reason=None if outcome == Outcome.FAILED else "complete",
+        error_code="overloaded" if outcome == Outcome.FAILED else "",
+    )
+
+
+def fire_at_once(client, count: int, query: str = QUESTION) -> list:
+    """`count` requests with the one key, each on its own thread and database connection, released together."""
+    start, responses = threading.Barrier(count, timeout=30), []
+
+    def fire():
+        try:
+            start.wait()
+            responses.append(ask(client, query=query))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=fire) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads, responses
+
+
+@pytest.mark.django_db(transaction=True)  # real threads, each on its own connection
+def test_many_requests_with_one_key_at_once_ask_once_and_the_others_are_told_of_that_query(
+    world, fake_anthropic, api_client, settings
+):
+    settings.ANTHROPIC_TIMEOUT_SECONDS = 30.0  # the held answer outlasts the others, however busy the machine
+    fake_anthropic.behave(PLATFORM_KEY, "hold")  # the first holds its query pending while the others decide
+    client = api_client(world.globex_member)
+    threads, responses = fire_at_once(client, 6)
+    try:
+        wait_for(lambda: len(responses) == 5)
+    finally:
+        fake_anthropic.release.set()
+        for thread in threads:
+            thread.join(30)
+
+    (row,) = InsightQuery.objects.all()
+    assert sorted(r.status_code for r in responses) == [200] + [409] * 5
+    for refused in (r for r in responses if r.status_code == 409):
+        assert refused.json()["error"]["code"] == "idempotency_key_in_use"
+        assert f"(query {row.pk})" in refused.json()["error"]["message"]
+    (answered,) = [r for r in responses if r.status_code == 200]
+    assert answered.json()["id"] == row.pk and "Idempotent-Replayed" not in answered
+    assert len(fake_anthropic.requests) == 1 and row.outcome == Outcome.ANSWERED
+    assert ask(client).json() == answered.json()  # and a later retry is given that answer
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_with_one_key_at_once_while_anthropic_fails_ask_once_each_and_leave_one_query_holding_it(
+    world, fake_anthropic, api_client
+):
+    # The first fails while the others wait on it or on each other: each query asked is a query counted, no request
+    # is a 500, and the key ends held by at most one query not failed.
+    # Four: a request deciding again each time another's query failed meanwhile could lose the race at most three
+    # times, fewer than the KEY_CHOICES after which it would give up unasked.
+    fake_anthropic.default = "overloaded"
+    client = api_client(world.globex_member)
+    threads, responses = fire_at_once(client, 4)
+    for thread in threads:
+        thread.join(60)
+
+    assert len(responses) == 4
+    assert {r.status_code for r in responses} <= {409, 503}, [r.content for r in responses]
+    rows = list(InsightQuery.objects.values_list("outcome", flat=True))
+    assert rows == [Outcome.FAILED] * len(fake_anthropic.requests)
+    assert [r.status_code for r in responses].count(503) == len(rows)
+    fake_anthropic.default = "ok"
+    assert ask(client).status_code == 200  # the key is free again
+
+
+def test_a_retry_at_the_limit_is_given_its_answer_not_a_429(world, fake_anthropic, api_client, settings):
+    # Being given an answer already paid for counts nothing, so the limit has nothing to refuse.
+    client = api_client(world.globex_member)
+    first = ask(client)
+    settings.INSIGHTS_PLATFORM_LIMIT = 1
+
+    again = ask(client)
+
+    assert again.status_code == 200, again.content
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["rateLimit"] == {"limit": 1, "remaining": 0, "resetSeconds": 3600}
+    assert len(fake_anthropic.requests) == 1
+
+
+def test_a_retry_on_the_organisations_own_key_reports_its_limit(world, fake_anthropic, api_client, acme_key):
+    client = api_client(world.acme_member)
+    first = ask(client, "acme")
+
+    again = ask(client, "acme")
+
+    assert again.json() == first.json()
+    assert again.json()["rateLimit"]["limit"] == 200 and again["RateLimit-Policy"].startswith('"insights";q=200;')
+
+
+@pytest.mark.parametrize("ending", ["max_tokens", "refusal"])
+def test_an_answer_cut_short_or_declined_is_replayed_as_it_was_given(world, fake_anthropic, api_client, ending):
+    fake_anthropic.default = ending
+    client = api_client(world.globex_member)
+    first = ask(client)
+
+    again = ask(client)
+
+    assert first.json()["stopReason"] == ending
+    assert again.json() == first.json() and again["Idempotent-Replayed"] == "true"
+    assert len(fake_anthropic.requests) == 1
+
+
+def test_a_query_decided_again_after_the_key_changed_still_holds_its_idempotency_key(
+    world, fake_anthropic, api_client, acme_key, monkeypatch
+):
+    # An admin saves the organisation's key while this query's decision waits (ratelimit.KeyChanged): it is decided
+    # again, with the key then in force, and the query it inserts is the one a retry is given.
+    chosen, saves = keys.resolve, []
+
+    def saved_meanwhile(org):
+        choice = chosen(org)
+        if not saves:
+            saves.append(1)
+            ClaudeApiKey.objects.filter(organisation=org).update(saved_at=timezone.now() + timedelta(seconds=1))
+        return choice
+
+    monkeypatch.setattr(keys, "resolve", saved_meanwhile)
+    client = api_client(world.acme_member)
+    first = ask(client, "acme")
+
+    again = ask(client, "acme")
+
+    assert first.status_code == 200 and again.json()["id"] == first.json()["id"]
+    assert again["Idempotent-Replayed"] == "true" and len(fake_anthropic.requests) == 1
+
+
+def test_a_key_holds_the_answer_not_a_failed_query_newer_than_it(world, fake_anthropic, api_client):
+    # The answer holds the key though a failed query with it is newer (its process outlived the abandoned-query
+    # deadline and recorded its answer after a retry had failed): the retry is given that answer.
+    answered = answered_row(world.globex_member, world.globex)
+    answered_row(world.globex_member, world.globex, outcome=Outcome.FAILED)
+    InsightQuery.objects.filter(pk=answered.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+
+    response = ask(api_client(world.globex_member))
+
+    assert response.status_code == 200, response.content
+    assert response.json()["id"] == answered.pk and response["Idempotent-Replayed"] == "true"
+    assert not fake_anthropic.requests
+
+
+def test_one_members_key_in_another_organisation_is_a_new_question(world, fake_anthropic, api_client):
+    # The same person's key in one organisation says nothing of their queries in another: not its answer, not its id.
+    Membership.objects.create(user=world.globex_member, organisation=world.initech, role=Role.MEMBER)
+    client = api_client(world.globex_member)
+    in_globex = ask(client).json()["id"]
+
+    same_question = ask(client, "initech")
+    other_question = ask(client, "initech", query="What is a CASP?", key="another-key")
+    answered_row(world.globex_member, world.globex, key="another-key", query="A question asked in Globex")
+    reused_there = ask(client, "initech", query="What is a CASP?", key="another-key")
+
+    assert same_question.status_code == 200 and "Idempotent-Replayed" not in same_question
+    assert same_question.json()["id"] != in_globex
+    assert other_question.status_code == 200
+    assert reused_there.json()["id"] == other_question.json()["id"]  # initech's own query, replayed
+    assert len(fake_anthropic.requests) == 3
+
+
+@pytest.mark.parametrize("state", ["answered", "pending"])
+def test_another_members_key_never_reveals_their_query(world, fake_anthropic, api_client, state):
+    # The 422 and 409 name a query: only ever the caller's own. A colleague who sends the same key, with another
+    # question or the same, asks their own.
+    theirs = answered_row(world.globex_owner, world.globex)
+    if state == "pending":
+        InsightQuery.objects.filter(pk=theirs.pk).update(outcome=Outcome.PENDING, answer="", stop_reason=None)
+    client = api_client(world.globex_member)
+
+    other_question = ask(client, query="What is a CASP?")
+    same_question = ask(client, key="a-key-of-my-own")
+    same_key_same_question = ask(client, key=KEY.upper())  # keys are compared exactly: a new key
+
+    for response in (other_question, same_question, same_key_same_question):
+        assert response.status_code == 200, response.content
+        assert response.json()["id"] != theirs.pk
+        assert "Idempotent-Replayed" not in response
+    assert len(fake_anthropic.requests) == 3
+
+
+def test_a_key_whose_query_was_pruned_asks_again(world, fake_anthropic, api_client):
+    old = answered_row(world.globex_member, world.globex)
+    InsightQuery.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=100))
+    call_command("prune_insight_queries", stdout=io.StringIO())
+
+    response = ask(api_client(world.globex_member))
+
+    assert response.status_code == 200 and "Idempotent-Replayed" not in response
+    assert len(fake_anthropic.requests) == 1
+
+
+def test_a_removed_member_retrying_is_told_nothing_of_their_query(world, fake_anthropic, api_client):
+    client = api_client(world.globex_member)
+    ask(client)
+    Membership.objects.filter(user=world.globex_member, organisation=world.globex).delete()
+
+    response = ask(client)
+
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    assert set(response.json()) == {"error", "requestId"}
+    assert "Idempotent-Replayed" not in response

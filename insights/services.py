@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.db.models.functions import Now
 
 from insights import claude, keys, ratelimit
@@ -271,8 +271,24 @@ class PendingQuery:
         # An UPDATE, not save(update_fields=…), which raises when the row is gone: staff may delete the
         # organisation (offboarding, erasure) or the row in admin while Claude writes. The reader still gets
         # the answer; nothing is written back.
-        if not InsightQuery.objects.filter(pk=row.pk).update(**{field: getattr(row, field) for field in _OUTCOME}):
+        if not self._write_outcome():
             log.info("org=%s: query %s was deleted before its outcome was recorded", row.organisation.slug, row.pk)
+
+    def _write_outcome(self) -> int:
+        row = self.row
+        outcome = {field: getattr(row, field) for field in _OUTCOME}
+        rows = InsightQuery.objects.filter(pk=row.pk)
+        if row.idempotency_key is None or row.outcome == Outcome.FAILED:
+            return rows.update(**outcome)  # the unique index cannot refuse it
+        try:
+            with transaction.atomic():  # a savepoint inside a caller's (a test's) transaction
+                return rows.update(**outcome)
+        except IntegrityError:
+            # Recorded as interrupted after the abandoned-query deadline, this query let its Idempotency-Key go to a
+            # retry's query, which keeps it: the answer is recorded, without the key.
+            log.info("org=%s: query %s answered after a retry took its Idempotency-Key", row.organisation.slug, row.pk)
+            row.idempotency_key = None
+            return rows.update(**outcome, idempotency_key=None)
 
 
 # How many times a query chooses its key again when the choice changed as its decision waited (ratelimit.KeyChanged):

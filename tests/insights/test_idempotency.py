@@ -518,3 +518,40 @@ def test_a_removed_member_retrying_is_told_nothing_of_their_query(world, fake_an
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
     assert set(response.json()) == {"error", "requestId"}
     assert "Idempotent-Replayed" not in response
+
+
+@pytest.mark.django_db(transaction=True)  # the first request runs in a thread, on its own connection
+def test_an_answer_arriving_after_its_key_went_to_a_retry_is_still_given_and_recorded(
+    world, fake_anthropic, api_client, settings
+):
+    # The first request outlived the abandoned-query deadline (here: its row aged meanwhile): a retry recorded it as
+    # interrupted and was answered under the key. When the first answer arrives, its reader is given it and the
+    # history keeps it, and the key stays with the retry's query, whose answer a later retry is given.
+    settings.ANTHROPIC_TIMEOUT_SECONDS = 30.0
+    fake_anthropic.behave(PLATFORM_KEY, "hold")
+    client, answered = api_client(world.globex_member), {}
+
+    def first():
+        try:
+            answered["response"] = ask(client)
+        finally:
+            connections.close_all()
+
+    asking = threading.Thread(target=first)
+    asking.start()
+    try:
+        wait_for(lambda: fake_anthropic.requests)
+        (late,) = InsightQuery.objects.all()
+        InsightQuery.objects.filter(pk=late.pk).update(created_at=timezone.now() - timedelta(hours=1))
+        fake_anthropic.behave(PLATFORM_KEY, "ok")
+        retry = ask(client)
+    finally:
+        fake_anthropic.release.set()
+        asking.join(30)
+
+    assert retry.status_code == 200 and retry.json()["id"] != late.pk
+    assert answered["response"].status_code == 200, answered["response"].content
+    assert answered["response"].json()["answer"] == fake_anthropic.answer_text
+    late.refresh_from_db()
+    assert (late.outcome, late.answer, late.idempotency_key) == (Outcome.ANSWERED, fake_anthropic.answer_text, None)
+    assert ask(client).json() == retry.json()

@@ -1,6 +1,6 @@
 """The second OS process of the race tests: fires AI Insights queries at the same database.
 
-    python -m tests.insights.race_worker <membership id> <attempts>
+    python -m tests.insights.race_worker <membership id> <attempts> [<Idempotency-Key>]
 
 It connects one thread per attempt, prints `ready`, waits for a line on stdin, fires every attempt at
 once and prints a JSON list of outcomes. The database comes from DATABASE_URL, like any app server.
@@ -12,15 +12,20 @@ import sys
 import threading
 
 
-def attempt(membership) -> str:
-    """One query as an app server runs it: count it, then ask Claude. Returns ok, limited or the error."""
+def attempt(membership, idempotency_key: str | None = None) -> str:
+    """One query as an app server runs it: count it, then ask Claude. Returns ok, limited, asked before (its
+    Idempotency-Key holds a query: the API's replay or 409) or the error."""
     from insights import services
     from insights.ratelimit import RateLimited
 
     try:
-        pending = services.start(membership=membership, text="What does MiCAR Article 36 require?")
+        pending = services.start(
+            membership=membership, text="What does MiCAR Article 36 require?", idempotency_key=idempotency_key
+        )
     except RateLimited:
         return "limited"
+    except services.AlreadyAsked:
+        return "asked before"
     except Exception as exc:  # reported, so the test shows e.g. "database is locked"
         return f"error in start: {type(exc).__name__}: {exc}"
     try:
@@ -44,6 +49,7 @@ def main() -> None:
     from django.db import connection
 
     membership_id, attempts = int(sys.argv[1]), int(sys.argv[2])
+    idempotency_key = sys.argv[3] if len(sys.argv) > 3 else None
     ready = threading.Barrier(attempts + 1, timeout=120)
     go = threading.Event()
     results: list[str] = []
@@ -53,7 +59,7 @@ def main() -> None:
             membership = load_membership(membership_id)  # opens this thread's connection
             ready.wait()
             go.wait(120)
-            results.append(attempt(membership))
+            results.append(attempt(membership, idempotency_key))
         except Exception as exc:
             results.append(f"error in worker: {type(exc).__name__}: {exc}")
         finally:

@@ -49,7 +49,7 @@ def database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def start_second_process(membership_id: int, fake, stderr) -> subprocess.Popen:
+def start_second_process(membership_id: int, fake, stderr, idempotency_key: str | None = None) -> subprocess.Popen:
     env = {
         **os.environ,
         "DATABASE_URL": database_url(),
@@ -64,7 +64,8 @@ def start_second_process(membership_id: int, fake, stderr) -> subprocess.Popen:
     }
     env.pop("TEST_DATABASE_NAME", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.insights.race_worker", str(membership_id), str(PROCESS_ATTEMPTS)],
+        [sys.executable, "-m", "tests.insights.race_worker", str(membership_id), str(PROCESS_ATTEMPTS)]
+        + ([idempotency_key] if idempotency_key else []),
         cwd=settings.BASE_DIR,
         env=env,
         stdin=subprocess.PIPE,
@@ -74,8 +75,9 @@ def start_second_process(membership_id: int, fake, stderr) -> subprocess.Popen:
     )
 
 
-def race(memberships: list, fake) -> list[str]:
-    """Fire THREADS threads here and PROCESS_ATTEMPTS in a second process at once; every outcome."""
+def race(memberships: list, fake, idempotency_key: str | None = None) -> list[str]:
+    """Fire THREADS threads here and PROCESS_ATTEMPTS in a second process at once, each with `idempotency_key` if
+    given; every outcome."""
     results: list[str] = []
     ready = threading.Barrier(THREADS + 1, timeout=120)
 
@@ -83,14 +85,14 @@ def race(memberships: list, fake) -> list[str]:
         try:
             membership = load_membership(membership_id)  # opens this thread's own connection
             ready.wait()
-            results.append(attempt(membership))
+            results.append(attempt(membership, idempotency_key))
         except Exception as exc:
             results.append(f"error in thread: {type(exc).__name__}: {exc}")
         finally:
             connection.close()
 
     with tempfile.TemporaryFile(mode="w+") as stderr:
-        process = start_second_process(memberships[0].pk, fake, stderr)
+        process = start_second_process(memberships[0].pk, fake, stderr, idempotency_key)
         try:
             threads = [
                 threading.Thread(target=fire, args=(memberships[i % len(memberships)].pk,)) for i in range(THREADS)
@@ -167,3 +169,16 @@ def test_at_the_byom_boundary_exactly_the_last_3_of_200_get_through(world, fake,
     assert added.count() == 3
     assert set(added.values_list("key_source", flat=True)) == {KeySource.ORGANISATION}
     assert fake.keys_used == [GOOD_KEY] * 3
+
+
+def test_60_concurrent_retries_with_one_idempotency_key_ask_once(world, fake):
+    # One member's retries racing from threads here and from another process: the unique index lets one query in, and
+    # every other is given it (the API's 409 while it is answered, its answer after), nothing else counted or sent.
+    member = world.membership(world.globex_member, world.globex)
+
+    outcomes = race([member], fake, idempotency_key="0b6c2f4e-retried-everywhere")
+
+    assert [o for o in outcomes if o not in ("ok", "asked before")] == []
+    assert outcomes.count("ok") == 1
+    assert InsightQuery.objects.filter(organisation=world.globex).count() == 1
+    assert fake.keys_used == [PLATFORM_KEY]

@@ -133,7 +133,7 @@ IDEMPOTENCY_KEY = {
     "answer to the first request, marked `Idempotent-Replayed: true`, without asking Claude or counting again; while "
     "the first is still being answered it is a 409. A key is yours in this organisation for as long as its query is "
     "in your history; a failed query lets it go, so a retry after a failure asks again. The same key with another "
-    "question is a 422.",
+    "question, while it holds a query, is a 422.",
     "schema": {"type": "string", "minLength": 1, "maxLength": services.IDEMPOTENCY_KEY_MAX, "pattern": "^[!-~]+$"},
 }
 

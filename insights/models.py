@@ -55,7 +55,8 @@ class InsightQuery(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
     # Null until Claude ends the answer, and for ever when it never did (failed: `error_code` says why).
     stop_reason = models.CharField(max_length=10, choices=StopReason.choices, null=True, blank=True)
-    # The API client's `Idempotency-Key`, when it sent one: a retry with it is given this query's answer. Null, not
+    # The API client's `Idempotency-Key`, when it sent one and until the query fails: a retry with it is given this
+    # query's answer. Null, not
     # blank, when none was sent, so that workers still on older code during a deploy (the limiter's function inserts
     # only the columns it is given) leave it empty, and the unique index ignores them.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
@@ -69,11 +70,13 @@ class InsightQuery(models.Model):
             models.Index(fields=["organisation", "user", "-created_at"], name="insight_org_user_recent"),
         ]
         constraints = [
-            # One query per member's key, decided by the database when two retries race: a failed query lets the key
-            # go (a retry asks again), as does a query never answered once it is recorded as interrupted.
+            # One query per member's key, decided by the database when two retries race. A failed query lets its key
+            # go (a retry asks again) by clearing it as its outcome is recorded, as does a query recorded as
+            # interrupted: the condition names no column that the outcome's UPDATE of every query writes, which
+            # PostgreSQL can then keep a heap-only update.
             models.UniqueConstraint(
                 fields=["organisation", "user", "idempotency_key"],
-                condition=models.Q(idempotency_key__isnull=False) & ~models.Q(outcome="failed"),
+                condition=models.Q(idempotency_key__isnull=False),
                 name="insight_idempotency_key",
             ),
         ]

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.db.models.functions import Now
 
 from insights import claude, keys, ratelimit
@@ -271,24 +271,11 @@ class PendingQuery:
         # An UPDATE, not save(update_fields=…), which raises when the row is gone: staff may delete the
         # organisation (offboarding, erasure) or the row in admin while Claude writes. The reader still gets
         # the answer; nothing is written back.
-        if not self._write_outcome():
+        values = {field: getattr(row, field) for field in _OUTCOME}
+        if row.outcome == Outcome.FAILED and row.idempotency_key is not None:
+            values["idempotency_key"] = row.idempotency_key = None  # a failure lets its key go: a retry asks again
+        if not InsightQuery.objects.filter(pk=row.pk).update(**values):
             log.info("org=%s: query %s was deleted before its outcome was recorded", row.organisation.slug, row.pk)
-
-    def _write_outcome(self) -> int:
-        row = self.row
-        outcome = {field: getattr(row, field) for field in _OUTCOME}
-        rows = InsightQuery.objects.filter(pk=row.pk)
-        if row.idempotency_key is None or row.outcome == Outcome.FAILED:
-            return rows.update(**outcome)  # the unique index cannot refuse it
-        try:
-            with transaction.atomic():  # a savepoint inside a caller's (a test's) transaction
-                return rows.update(**outcome)
-        except IntegrityError:
-            # Recorded as interrupted after the abandoned-query deadline, this query let its Idempotency-Key go to a
-            # retry's query, which keeps it: the answer is recorded, without the key.
-            log.info("org=%s: query %s answered after a retry took its Idempotency-Key", row.organisation.slug, row.pk)
-            row.idempotency_key = None
-            return rows.update(**outcome, idempotency_key=None)
 
 
 # How many times a query chooses its key again when the choice changed as its decision waited (ratelimit.KeyChanged):
@@ -347,10 +334,8 @@ def _check_asked(*, membership: Membership, key: str, query: str) -> None:
 def _by_idempotency_key(*, membership: Membership, key: str) -> InsightQuery | None:
     """The member's query here holding `key`: pending or answered (a failed one has let it go). One whose process
     died before recording its outcome is recorded as interrupted first, and lets it go too."""
-    rows = InsightQuery.objects.filter(
-        organisation=membership.organisation, user=membership.user, idempotency_key=key
-    ).exclude(outcome=Outcome.FAILED)
-    found = _settled(list(rows[:1]))
+    rows = InsightQuery.objects.filter(organisation=membership.organisation, user=membership.user, idempotency_key=key)
+    found = _settled(list(rows[:1]))  # at most one: the unique index
     return found[0] if found and found[0].outcome != Outcome.FAILED else None
 
 
@@ -406,7 +391,11 @@ def _abandoned(rows):
 
 
 def _record_interrupted(rows) -> int:
-    return _abandoned(rows).update(outcome=Outcome.FAILED, error_code=INTERRUPTED, completed_at=Now())
+    # Its Idempotency-Key let go as a failure's is: a retry asks again. Should the answer arrive after all (its process
+    # outlived the deadline), it is recorded without the key, which may be a retry's by then.
+    return _abandoned(rows).update(
+        outcome=Outcome.FAILED, error_code=INTERRUPTED, completed_at=Now(), idempotency_key=None
+    )
 
 
 def _settled(rows: list[InsightQuery]) -> list[InsightQuery]:

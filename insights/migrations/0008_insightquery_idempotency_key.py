@@ -3,7 +3,7 @@
 from django.db import migrations, models
 
 CONSTRAINT = models.UniqueConstraint(
-    condition=models.Q(("idempotency_key__isnull", False), models.Q(("outcome", "failed"), _negated=True)),
+    condition=models.Q(("idempotency_key__isnull", False)),
     fields=("organisation", "user", "idempotency_key"),
     name="insight_idempotency_key",
 )

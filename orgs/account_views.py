@@ -17,31 +17,33 @@ from opsion import requestid
 from orgs import drafts, guards, notifications, recent_auth, services
 from orgs.forms import ChangePasswordForm, SignInForm
 
-SIGN_IN_LOCKED = "Too many failed sign-in attempts. Please wait 15 minutes and try again."
+SIGN_IN_LOCKED = "Too many failed sign-in attempts. Please try again in {wait}."
 
 SIGNED_IN_TO = "signed_in_to"  # the page a sign-in returned to, until a form's URL reads it
 
 
 class GuardedPost:
     """A form view whose every POST an abuse guard counts first. Refused, nothing posted is checked (no password
-    hashed for a locked-out guesser): the form comes back unbound, with only `kept_fields` typed back, saying why,
-    as a 429 with Retry-After (the guards' windows are fixed: at most this long)."""
+    hashed for a locked-out guesser): the form comes back unbound, with only `kept_fields` typed back, saying why
+    and how long to wait (`locked_message`'s `{wait}`), as a 429 with that wait as its Retry-After."""
 
     locked_message: str
-    retry_after: int
     kept_fields: tuple[str, ...] = ()
 
-    def refused(self, request: HttpRequest) -> bool:
+    def refused(self, request: HttpRequest) -> int | None:
+        """None when the guard lets this POST go on, else the seconds until one can (the guard's wait)."""
         raise NotImplementedError
 
     def post(self, request, *args, **kwargs):
-        if not self.refused(request):
+        wait = self.refused(request)
+        if wait is None:
             return super().post(request, *args, **kwargs)
         unbound = {name: value for name, value in self.get_form_kwargs().items() if name not in ("data", "files")}
         initial = {name: request.POST.get(name, "") for name in self.kept_fields}
         form = self.get_form_class()(**unbound | {"initial": initial})
-        locked = self.render_to_response(self.get_context_data(form=form, locked=self.locked_message), status=429)
-        locked["Retry-After"] = str(self.retry_after)
+        refusal = guards.refusal(self.locked_message, wait)
+        locked = self.render_to_response(self.get_context_data(form=form, locked=refusal.message), status=429)
+        locked["Retry-After"] = str(refusal.retry_after)
         return locked
 
 
@@ -51,7 +53,7 @@ class SignInView(GuardedPost, LoginView):
 
     form_class = SignInForm
     redirect_authenticated_user = True
-    locked_message, retry_after, kept_fields = SIGN_IN_LOCKED, guards.SIGN_IN_WINDOW_SECONDS, ("username",)
+    locked_message, kept_fields = SIGN_IN_LOCKED, ("username",)
 
     def refused(self, request):
         return guards.sign_in_attempt(request)
@@ -149,11 +151,11 @@ class PasswordChangeView(GuardedPost, auth_views.PasswordChangeView):
     template_name = "registration/password_change.html"
     form_class = ChangePasswordForm
     success_url = reverse_lazy("home")
-    locked_message, retry_after = PASSWORD_CHANGE_LOCKED, guards.SIGN_IN_WINDOW_SECONDS
+    locked_message = PASSWORD_CHANGE_LOCKED
     kept_fields = ("revoke_api_tokens",)  # a refusal keeps the choice, never a password
 
     def refused(self, request):
-        return guards.password_check_attempt(user=request.user)
+        return guards.SIGN_IN_WINDOW_SECONDS if guards.password_check_attempt(user=request.user) else None
 
     def form_valid(self, form):
         # The new password and the revocation commit together, or neither does; the e-mail goes once they have.

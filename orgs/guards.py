@@ -83,10 +83,11 @@ def _fail_open(default):
     return decorate
 
 
-@_fail_open(False)
-def sign_in_attempt(request: HttpRequest) -> bool:
-    """Count this sign-in attempt before its password is checked; True when it must be refused: this IP
-    or this account has had 10 attempts in 15 minutes that did not succeed.
+@_fail_open(None)
+def sign_in_attempt(request: HttpRequest) -> int | None:
+    """Count this sign-in attempt before its password is checked; None when it may go on, and when it must be
+    refused (this IP or this account has had 10 attempts in 15 minutes that did not succeed) the seconds until
+    one can go through, its Retry-After.
 
     Every attempt is counted up front, with an atomic increment, and a success is counted apart
     (`sign_in_succeeded`), so an attempt still in progress counts as failed. Checking first and counting
@@ -96,16 +97,18 @@ def sign_in_attempt(request: HttpRequest) -> bool:
     # forgives the address that much (reset_forgiven), and no less than the lock went on counting, or someone who
     # kept trying their own password well past the lock would still be locked out after resetting it.
     get_usage(request, group="sign-in-ip-account", key=_ip_account, rate=SIGN_IN_RATE, increment=True)
+    refused, full = False, []
     for name, key in _SIGN_IN_KEYS:  # the address first: a locked address adds nothing to any account's count,
         # or one address could lock out every account it names, staff included, without checking a password
-        tried = get_usage(request, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=True)
+        tried = get_usage(request, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=not refused)
         succeeded = get_usage(request, group=f"sign-in-{name}-ok", key=key, rate=SIGN_IN_RATE, increment=False)
         if tried is None:
             continue
         failed = tried["count"] - (succeeded or {}).get("count", 0) - _forgiven(name, key(None, request), tried)
-        if failed > tried["limit"]:
-            return True
-    return False
+        refused = refused or failed > tried["limit"]
+        # The next attempt counts one more failure: a counter at its limit refuses it too, until its window ends.
+        full += [tried] if failed >= tried["limit"] else []
+    return _wait(full) if refused else None
 
 
 def _forgiveness_key(name: str, value: str) -> str:
@@ -227,6 +230,11 @@ def password_reset_request(request: HttpRequest) -> bool:
     return False
 
 
+def refusal(message: str, wait: int) -> TooManyAttempts:
+    """A guard's refusal: `message` formatted with `{wait}`, the wait in words, and `wait` its Retry-After."""
+    return TooManyAttempts(message.format(wait=_in_words(wait)), retry_after=wait)
+
+
 def _guard(group: str, rate: str, keys: list[str], message: str) -> None:
     """Count one attempt against every key in `keys` in turn; raise TooManyAttempts at the first over its limit,
     `message` formatted with `{wait}`, the wait its Retry-After gives in words."""
@@ -243,8 +251,13 @@ def _guard(group: str, rate: str, keys: list[str], message: str) -> None:
             for later in keys[i + 1 :]:
                 peeked = get_usage(None, group=group, key=lambda _g, _r, v=later: v, rate=rate, increment=False)
                 counted += [peeked] if peeked is not None else []
-            wait = max(_seconds_until_next_window(u) for u in counted if u["count"] >= u["limit"])
-            raise TooManyAttempts(message.format(wait=_in_words(wait)), retry_after=wait)
+            raise refusal(message, _wait([u for u in counted if u["count"] >= u["limit"]]))
+
+
+def _wait(full: list[dict]) -> int:
+    """The seconds until every counter in `full` (each one that would refuse the next attempt) has started its next
+    window: when the next attempt goes through."""
+    return max(_seconds_until_next_window(usage) for usage in full)
 
 
 def _seconds_until_next_window(usage: dict) -> int:
@@ -254,7 +267,9 @@ def _seconds_until_next_window(usage: dict) -> int:
 
 
 def _in_words(seconds: int) -> str:
-    return f"{seconds} second" if seconds == 1 else f"{seconds} seconds"
+    """A wait in words: seconds under a minute, else whole minutes rounded up (never sooner than the wait ends)."""
+    count, unit = (seconds, "second") if seconds < 60 else (-(-seconds // 60), "minute")
+    return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
 
 
 @_fail_open(None)

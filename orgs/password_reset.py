@@ -77,10 +77,11 @@ class PasswordResetView(GuardedPost, auth_views.PasswordResetView):
     template_name = "registration/password_reset_form.html"
     subject_template_name = "registration/password_reset_subject.txt"
     email_template_name = "registration/password_reset_email.txt"
-    locked_message, retry_after, kept_fields = RESET_LOCKED, guards.PASSWORD_RESET_WINDOW_SECONDS, ("email",)
+    locked_message, kept_fields = RESET_LOCKED, ("email",)
 
     def refused(self, request):
-        return guards.password_reset_request(request)  # nothing looked up, nothing sent
+        # Nothing looked up, nothing sent.
+        return guards.PASSWORD_RESET_WINDOW_SECONDS if guards.password_reset_request(request) else None
 
     def form_valid(self, form):
         # Alike for every address: the host read (ALLOWED_HOSTS refuses a forged one here, 400, not after the

@@ -3,6 +3,7 @@
 import os
 import tempfile
 import types
+import zlib
 
 import pytest
 from django.conf import settings as django_settings
@@ -126,6 +127,17 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+    def to_second_of_window(self, value: str, period: int, second: int) -> None:
+        """Move on to the `second`-th second (0 the first) of a window of `value`'s counters, the next such second
+        from now: django-ratelimit's windows of `period` seconds end, for each key value, crc32(value) % period
+        seconds past a multiple of the period, that last second still the window's own."""
+        now = int(self.now)
+        last = now - now % period + zlib.crc32(value.encode()) % period  # the last second of one of its windows
+        target = last + 1 + second
+        while target < now:
+            target += period
+        self.advance(target - self.now)
 
 
 @pytest.fixture

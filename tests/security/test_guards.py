@@ -6,6 +6,7 @@ import threading
 import time
 import types
 import uuid
+import zlib
 
 import django_ratelimit.core
 import pytest
@@ -23,7 +24,7 @@ from tests.orgs.test_password_reset import ask, link_in, set_password
 from tests.security.conftest import base_env, json_error, run_python
 
 LOGIN = "/accounts/login/"
-LOCKED = "Too many failed sign-in attempts. Please wait 15 minutes and try again."
+LOCKED = "Too many failed sign-in attempts. Please try again in "
 REDIS_URL = "redis://127.0.0.1:6379/0"
 NEW_PASSWORD = "a-New-passw0rd-for-acme"
 NEWER_PASSWORD = "an-Even-newer-passw0rd-4-acme"
@@ -48,7 +49,6 @@ def test_ten_failures_from_one_address_lock_it_for_every_account(world, clock):
         assert response.status_code == 200
     client, response = _sign_in("member@acme.test", PASSWORD, ip="203.0.113.10")
     assert response.status_code == 429
-    assert response["Retry-After"] == "900"  # the fixed window's length: the longest the lock can last
     assert LOCKED in response.content.decode()
     assert not _signed_in(client)
     # Another address is not affected.
@@ -101,7 +101,7 @@ def test_guesses_still_being_checked_count_so_parallel_guesses_cannot_pass_the_l
 
     client, response = _sign_in("member@acme.test", PASSWORD, ip="203.0.113.10")
 
-    assert in_flight == [False] * 10
+    assert in_flight == [None] * 10
     assert response.status_code == 429 and not _signed_in(client)
 
 
@@ -158,6 +158,80 @@ def test_the_lock_lifts_after_fifteen_minutes(world, clock):
     assert _sign_in("member@acme.test", PASSWORD)[1].status_code == 429
     clock.advance(14 * 60)
     client, response = _sign_in("member@acme.test", PASSWORD)
+    assert response.status_code == 302 and _signed_in(client)
+
+
+# Where in the window the clock stands decides how long is left: its first second (the whole window), the middle,
+# a minute before its end (the longest wait said in seconds, and the shortest in minutes) and its last second.
+WINDOW_SECONDS = [
+    (0, 900, "15 minutes"),
+    (449, 451, "8 minutes"),
+    (840, 60, "1 minute"),
+    (841, 59, "59 seconds"),
+    (899, 1, "1 second"),
+]
+
+
+@pytest.mark.parametrize("second, wait, words", WINDOW_SECONDS)
+def test_a_locked_address_is_told_when_its_window_ends_not_to_wait_the_whole_window(world, clock, second, wait, words):
+    ip = "203.0.113.10"
+    clock.to_second_of_window(ip, guards.SIGN_IN_WINDOW_SECONDS, second)
+    for i in range(10):
+        _sign_in(f"guess{i}@nowhere.test", "wrong", ip=ip)
+
+    client, response = _sign_in("member@acme.test", PASSWORD, ip=ip)
+
+    assert response.status_code == 429 and not _signed_in(client)
+    assert response["Retry-After"] == str(wait)
+    assert f"Too many failed sign-in attempts. Please try again in {words}." in response.content.decode()
+    clock.advance(wait - 1)
+    assert _sign_in("member@acme.test", PASSWORD, ip=ip)[1].status_code == 429
+    clock.advance(1)
+    client, response = _sign_in("member@acme.test", PASSWORD, ip=ip)
+    assert response.status_code == 302 and _signed_in(client)
+
+
+@pytest.mark.parametrize("second, wait, words", WINDOW_SECONDS)
+def test_a_locked_account_is_told_when_its_window_ends(world, clock, second, wait, words):
+    clock.to_second_of_window("member@acme.test", guards.SIGN_IN_WINDOW_SECONDS, second)
+    for i in range(10):
+        _sign_in("member@acme.test", "wrong", ip=f"198.51.100.{i}")
+
+    client, response = _sign_in("member@acme.test", PASSWORD, ip="192.0.2.99")
+
+    assert response.status_code == 429 and not _signed_in(client)
+    assert response["Retry-After"] == str(wait)
+    assert f"Please try again in {words}." in response.content.decode()
+    clock.advance(wait - 1)
+    assert _sign_in("member@acme.test", PASSWORD, ip="192.0.2.98")[1].status_code == 429
+    clock.advance(1)
+    client, response = _sign_in("member@acme.test", PASSWORD, ip="192.0.2.97")
+    assert response.status_code == 302 and _signed_in(client)
+
+
+def test_a_locked_address_trying_a_locked_account_is_told_when_both_windows_have_ended(world, clock):
+    # Refused on the address, whose window ends first: the account's lock, ending later, would refuse the attempt
+    # made when the address's ends, so the wait is until both have.
+    window = guards.SIGN_IN_WINDOW_SECONDS
+    clock.to_second_of_window("member@acme.test", window, 100)  # the account's window ends in 800 seconds
+    now = int(clock.now)
+    ip = next(
+        ip
+        for ip in (f"203.0.113.{n}" for n in range(1, 255))
+        if 200 <= (zlib.crc32(ip.encode()) % window - now) % window <= 600  # the address's, 200 to 600 from now
+    )
+    for i in range(10):
+        _sign_in("member@acme.test", "wrong", ip=f"198.51.100.{i}")
+    for i in range(10):
+        _sign_in(f"guess{i}@nowhere.test", "wrong", ip=ip)
+
+    client, response = _sign_in("member@acme.test", PASSWORD, ip=ip)
+
+    assert response.status_code == 429 and response["Retry-After"] == "800"
+    clock.advance(799)
+    assert _sign_in("member@acme.test", PASSWORD, ip=ip)[1].status_code == 429
+    clock.advance(1)
+    client, response = _sign_in("member@acme.test", PASSWORD, ip=ip)
     assert response.status_code == 302 and _signed_in(client)
 
 
@@ -468,11 +542,17 @@ def test_the_eleventh_key_change_in_a_minute_by_one_user_is_refused_with_429_jso
     assert response.status_code == 429
     error = json_error(response)
     assert error["code"] == "too_many_attempts"
-    assert f"try again in {response['Retry-After']} second" in error["message"]
+    assert f"try again in {_key_wait_in_words(response['Retry-After'])}." in error["message"]
     assert not ClaudeApiKey.objects.filter(organisation=world.acme).exists()  # the refused save changed nothing
     assert AuditEvent.objects.filter(organisation=world.acme).count() == 10
     clock.advance(61)
     assert _put_key(client, "acme", OTHER_KEY).status_code == 200
+
+
+def _key_wait_in_words(retry_after) -> str:
+    """A key write's wait (1 to 60 seconds) as its message says it: a whole minute is "1 minute"."""
+    seconds = int(retry_after)
+    return "1 minute" if seconds == 60 else "1 second" if seconds == 1 else f"{seconds} seconds"
 
 
 def _refused_then_waits_exactly_retry_after(clock, refused_client: Client):
@@ -481,7 +561,7 @@ def _refused_then_waits_exactly_retry_after(clock, refused_client: Client):
     assert response.status_code == 429
     retry_after = int(response["Retry-After"])
     assert 1 <= retry_after <= 60
-    assert f"try again in {retry_after} second" in json_error(response)["message"]
+    assert f"try again in {_key_wait_in_words(retry_after)}." in json_error(response)["message"]
     clock.advance(retry_after - 1)
     assert _put_key(refused_client, "acme", OTHER_KEY).status_code == 429
     clock.advance(1)
@@ -553,7 +633,7 @@ def test_the_console_shows_the_refusal_next_to_the_key_field(world, clock):
     assert response.status_code == 429
     retry_after = int(response["Retry-After"])  # as the API says it: when the guard's window ends
     assert 1 <= retry_after <= 60
-    assert f"Too many changes to this key in a short time. Please try again in {retry_after} second" in (
+    assert f"Too many changes to this key in a short time. Please try again in {_key_wait_in_words(retry_after)}." in (
         response.content.decode()
     )
     assert ClaudeApiKey.objects.filter(organisation=world.acme).exists()  # the refused removal changed nothing
@@ -750,7 +830,7 @@ from orgs import guards
 
 started = time.monotonic()
 request = RequestFactory().post("/accounts/login/", {"username": "admin@acme.test", "password": "x"})
-assert guards.sign_in_attempt(request) is False
+assert guards.sign_in_attempt(request) is None  # let through: the guard failed open
 guards.key_write(user=types.SimpleNamespace(pk=1), org_slug="acme")
 print(f"guards answered in {time.monotonic() - started:.1f}s")
 """

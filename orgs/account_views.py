@@ -116,7 +116,7 @@ def _admin_password_change(request: HttpRequest) -> HttpResponse:
     return admin.site.admin_view(admin.site.password_change, cacheable=True)(request)
 
 
-PASSWORD_CHANGE_LOCKED = "Too many attempts to change your password. Please wait 15 minutes and try again."
+PASSWORD_CHANGE_LOCKED = "Too many attempts to change your password. Please try again in {wait}."
 
 
 @sensitive_post_parameters("old_password", "new_password1", "new_password2")
@@ -124,13 +124,19 @@ def admin_password_change(request: HttpRequest) -> HttpResponse:
     """Admin's password change, with a guess limit: the 11th attempt in 15 minutes is not even checked, and the
     form comes back empty (429) saying why. Admin's own view does the rest, its staff check included."""
     user = request.user
-    if request.method == "POST" and user.is_active and user.is_staff and guards.password_check_attempt(user=user):
+    wait = (
+        guards.password_check_attempt(user=user)
+        if request.method == "POST" and user.is_active and user.is_staff
+        else None
+    )
+    if wait is not None:
+        refusal = guards.refusal(PASSWORD_CHANGE_LOCKED, wait)
         # Admin shows messages as text: the reference is said in words, as the site's own page shows it.
-        messages.error(request, f"{PASSWORD_CHANGE_LOCKED} Reference: {requestid.current()}")
+        messages.error(request, f"{refusal.message} Reference: {requestid.current()}")
         request.method = "GET"  # admin's form again, unbound
         response = _admin_password_change(request)
         response.status_code = 429
-        response["Retry-After"] = str(guards.SIGN_IN_WINDOW_SECONDS)
+        response["Retry-After"] = str(refusal.retry_after)
         return response
     before = getattr(user, "password", None)  # an anonymous visitor has none: admin sends them to sign in
     response = _admin_password_change(request)
@@ -155,7 +161,7 @@ class PasswordChangeView(GuardedPost, auth_views.PasswordChangeView):
     kept_fields = ("revoke_api_tokens",)  # a refusal keeps the choice, never a password
 
     def refused(self, request):
-        return guards.SIGN_IN_WINDOW_SECONDS if guards.password_check_attempt(user=request.user) else None
+        return guards.password_check_attempt(user=request.user)
 
     def form_valid(self, form):
         # The new password and the revocation commit together, or neither does; the e-mail goes once they have.

@@ -186,16 +186,17 @@ def sign_in_succeeded(request: HttpRequest) -> None:
         get_usage(request, group=f"sign-in-{name}-ok", key=key, rate=SIGN_IN_RATE, increment=True)
 
 
-@_fail_open(False)
-def password_check_attempt(*, user) -> bool:
+@_fail_open(None)
+def password_check_attempt(*, user) -> int | None:
     """Count this attempt at typing one's password while signed in (changing it, in the console or admin, or
-    confirming it before a new API token) before the password is checked; True when it must be refused: 10
-    attempts in 15 minutes, all three together. Someone holding a borrowed or stolen session could otherwise guess
-    the password, which outlives the session. Every attempt counts (a real one is rare), as sign-in counts them."""
+    confirming it before a new API token) before the password is checked; None when it may go on, and when it must
+    be refused (10 attempts in 15 minutes, all three together) the seconds until one can go through, its
+    Retry-After. Someone holding a borrowed or stolen session could otherwise guess the password, which outlives the
+    session. Every attempt counts (a real one is rare), as sign-in counts them."""
     usage = _password_checks(user, increment=True)
-    if usage is None:
-        return False
-    return usage["count"] - _forgiven("password-check", _checker(user), usage) > usage["limit"]
+    if usage is None or usage["count"] - _forgiven("password-check", _checker(user), usage) <= usage["limit"]:
+        return None
+    return _wait([usage])
 
 
 def _checker(user) -> str:

@@ -224,7 +224,7 @@ def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("orgs:settings", slug)
 
 
-CONFIRM_LOCKED = "Too many attempts to confirm your password. Please wait 15 minutes and try again."
+CONFIRM_LOCKED = "Too many attempts to confirm your password. Please try again in {wait}."
 
 
 @login_required
@@ -235,11 +235,12 @@ def token_create(request: HttpRequest, slug: str) -> HttpResponse:
     # A token outlives the session, so a session whose password is not recent must type it again (orgs.recent_auth),
     # whatever the page it posted from showed: one loaded within the window may be sent after it.
     confirming = None if recent_auth.is_recent(request) else request.user
-    if confirming and request.POST.get("password") and guards.password_check_attempt(user=request.user):
+    wait = guards.password_check_attempt(user=request.user) if confirming and request.POST.get("password") else None
+    if wait is not None:
         # The password change's guess limit, shared with it: past it nothing is checked, the name typed stays.
         typed = {field: request.POST.get(field, "") for field in ("name", "expires")}
         kept = ApiTokenForm(initial=typed, confirming=confirming)
-        locked = guards.TooManyAttempts(CONFIRM_LOCKED, retry_after=guards.SIGN_IN_WINDOW_SECONDS)
+        locked = guards.refusal(CONFIRM_LOCKED, wait)
         return _refused_page(request, membership, locked, token_error=locked.message, token_form=kept)
     form = ApiTokenForm(request.POST, confirming=confirming)
     valid = form.is_valid()

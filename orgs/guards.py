@@ -24,7 +24,6 @@ SIGN_IN_WINDOW_SECONDS = 15 * 60
 SIGN_IN_RATE = f"10/{SIGN_IN_WINDOW_SECONDS}s"
 KEY_WRITE_RATE = "10/m"
 TOKEN_CREATE_RATE = "10/h"
-PASSWORD_RESET_WINDOW_SECONDS = 3600
 FORM_ONCE_SECONDS = 24 * 3600
 
 
@@ -132,7 +131,7 @@ def _forgiven(name: str, value: str, tried: dict) -> int:
 @_fail_open(None)
 def reset_forgiven(request: HttpRequest, *, user) -> None:
     """A new password set by a reset link lifts the sign-in lock on its account and on the address it was set from:
-    someone who forgot their password, guessed, then followed the e-mailed link, is not told to wait 15 minutes
+    someone who forgot their password, guessed, then followed the e-mailed link, is not told to wait out the lock
     with the password they have just chosen. The link proves the mailbox, which any locked-out user could reset the
     password from anyway. Only the failures so far are forgiven: ten more wrong guesses lock the account again.
 
@@ -216,19 +215,16 @@ def _reset_address(_group, request: HttpRequest) -> str:
 _PASSWORD_RESET_KEYS = (("ip", _ip, "20/h"), ("address", _reset_address, "5/h"))
 
 
-@_fail_open(False)
-def password_reset_request(request: HttpRequest) -> bool:
-    """Count this request for a password reset e-mail before any account is looked up or any mail sent; True when
-    it must be refused: 20 requests in an hour from this address (an IPv6 client's /64), or 5 for the e-mail
-    address typed. The e-mail address's limit keeps Opsion from flooding an inbox, the network's a sweep through
-    many addresses. Both are keyed by what was typed and where from, never by whether an account exists, so a
-    refusal says nothing about one. The network is counted first: a refused one adds nothing to any e-mail
-    address's count, or one network could keep every address it names from getting its link."""
-    for name, key, rate in _PASSWORD_RESET_KEYS:
-        usage = get_usage(request, group=f"password-reset-{name}", key=key, rate=rate, increment=True)
-        if usage is not None and usage["count"] > usage["limit"]:
-            return True
-    return False
+@_fail_open(None)
+def password_reset_request(request: HttpRequest) -> int | None:
+    """Count this request for a password reset e-mail before any account is looked up or any mail sent; None when
+    it may go on, and when it must be refused (20 requests in an hour from this address, an IPv6 client's /64, or 5
+    for the e-mail address typed) the seconds until one can go through, its Retry-After. The e-mail address's limit
+    keeps Opsion from flooding an inbox, the network's a sweep through many addresses. Both are keyed by what was
+    typed and where from, never by whether an account exists, so a refusal, and its wait, say nothing about one. The
+    network is counted first: a refused one adds nothing to any e-mail address's count, or one network could keep
+    every address it names from getting its link."""
+    return _count(request, [(f"password-reset-{name}", key, rate) for name, key, rate in _PASSWORD_RESET_KEYS])
 
 
 def refusal(message: str, wait: int) -> TooManyAttempts:
@@ -240,19 +236,24 @@ def _guard(group: str, rate: str, keys: list[str], message: str) -> None:
     """Count one attempt against every key in `keys` in turn; raise TooManyAttempts at the first over its limit,
     `message` formatted with `{wait}`, the wait its Retry-After gives in words."""
     # Keyed by values, not by the request: the services call these after their access checks.
-    counted = []
-    for i, value in enumerate(keys):
-        usage = get_usage(None, group=group, key=lambda _g, _r, v=value: v, rate=rate, increment=True)
+    wait = _count(None, [(group, lambda _g, _r, v=value: v, rate) for value in keys])
+    if wait is not None:
+        raise refusal(message, wait)
+
+
+def _count(request: HttpRequest | None, counters: list[tuple]) -> int | None:
+    """Count one attempt against each counter (group, key, rate) in turn, up to the first over its limit; None when
+    none is, else the seconds until the next attempt can go through (`_wait`)."""
+    refused, full = False, []
+    for group, key, rate in counters:
+        # The counters after a refusing one are not counted, only read: the next attempt counts against them again.
+        usage = get_usage(request, group=group, key=key, rate=rate, increment=not refused)
         if usage is None:
             continue
-        counted.append(usage)
-        if usage["should_limit"]:
-            # The next attempt counts against every key again (the later ones were not counted this time): it goes
-            # through once each counter already full has started its next window, which ends at its own second.
-            for later in keys[i + 1 :]:
-                peeked = get_usage(None, group=group, key=lambda _g, _r, v=later: v, rate=rate, increment=False)
-                counted += [peeked] if peeked is not None else []
-            raise refusal(message, _wait([u for u in counted if u["count"] >= u["limit"]]))
+        refused = refused or usage["count"] > usage["limit"]
+        # The next attempt counts one more: a counter at its limit refuses it too, until its window ends.
+        full += [usage] if usage["count"] >= usage["limit"] else []
+    return _wait(full) if refused else None
 
 
 def _wait(full: list[dict]) -> int:

@@ -27,7 +27,7 @@ from orgs.account_views import GuardedPost
 from orgs.forms import ResetPasswordForm
 from orgs.models import User
 
-RESET_LOCKED = "Too many password reset requests. Please wait an hour and try again."
+RESET_LOCKED = "Too many password reset requests. Please try again in {wait}."
 # How many API tokens the reset revoked and how many keep working, for the page that follows it, once.
 TOKENS_AFTER = "password_reset_tokens_after"
 
@@ -80,8 +80,7 @@ class PasswordResetView(GuardedPost, auth_views.PasswordResetView):
     locked_message, kept_fields = RESET_LOCKED, ("email",)
 
     def refused(self, request):
-        # Nothing looked up, nothing sent.
-        return guards.PASSWORD_RESET_WINDOW_SECONDS if guards.password_reset_request(request) else None
+        return guards.password_reset_request(request)  # nothing looked up, nothing sent
 
     def form_valid(self, form):
         # Alike for every address: the host read (ALLOWED_HOSTS refuses a forged one here, 400, not after the

@@ -796,6 +796,32 @@ def test_with_redis_down_key_changes_still_work(world, redis_down):
     assert ClaudeApiKey.objects.filter(organisation=world.acme).exists()
 
 
+@pytest.mark.parametrize("guarded", ["key write", "reset request"])
+def test_a_count_the_cache_lost_lets_the_attempt_through_as_a_cache_that_is_down_does(
+    world, clock, mail, monkeypatch, guarded
+):
+    # A counter evicted between django-ratelimit's add and its incr (a full cache) comes back as no count at all,
+    # which it answers with "limit" (count 0 of 0). The guards fail open on a cache in trouble, this one included,
+    # and alike: a key write refused for it said to try again in 1 second, while a reset request went through.
+    from django.core.cache import caches
+
+    admin = console(world.acme_admin)
+    attempt = {
+        "key write": lambda: _put_key(admin, "acme", GOOD_KEY),
+        "reset request": lambda: ask("member@acme.test", REMOTE_ADDR="203.0.113.10"),
+    }[guarded]
+    assert attempt().status_code in (200, 302)  # its counters are in the cache now
+    sent = len(mail)
+
+    def evicted(*args, **kwargs):
+        raise ValueError("Key not found.")  # what Django's caches raise for a key that is gone
+
+    monkeypatch.setattr(caches["default"], "incr", evicted)
+
+    assert attempt().status_code in (200, 302)
+    assert len(mail) == sent + (guarded == "reset request")  # the link was sent
+
+
 def test_with_redis_down_a_password_reset_still_sends_its_link(world, redis_down, settings, mailoutbox, caplog):
     settings.EMAIL_CONFIGURED = True
 

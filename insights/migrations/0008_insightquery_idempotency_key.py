@@ -2,47 +2,19 @@
 
 from django.db import migrations, models
 
-CONSTRAINT = models.UniqueConstraint(
-    condition=models.Q(("idempotency_key__isnull", False)),
-    fields=("organisation", "user", "idempotency_key"),
-    name="insight_idempotency_key",
-)
-
-
-def add_index(apps, schema_editor):
-    # On PostgreSQL a unique constraint with a condition is a partial unique index, built here CONCURRENTLY: a plain
-    # CREATE INDEX would hold every query's insert while it reads the whole history. Django drops it as it would its
-    # own (DROP INDEX), and the state below records the constraint.
-    model = apps.get_model("insights", "InsightQuery")
-    if schema_editor.connection.vendor == "postgresql":
-        sql = str(CONSTRAINT.create_sql(model, schema_editor))
-        schema_editor.execute(sql.replace("CREATE UNIQUE INDEX", "CREATE UNIQUE INDEX CONCURRENTLY", 1))
-    else:
-        schema_editor.add_constraint(model, CONSTRAINT)
-
-
-def drop_index(apps, schema_editor):
-    schema_editor.remove_constraint(apps.get_model("insights", "InsightQuery"), CONSTRAINT)
-
 
 class Migration(migrations.Migration):
-    # CONCURRENTLY cannot run inside a transaction. Each operation commits on its own: the column first (a change to
-    # the catalogue only, being nullable without a default), then the index.
-    atomic = False
-
     dependencies = [
         ("insights", "0007_ratelimit_decides_on_the_key_in_force"),
         ("orgs", "0007_apitoken_expires_at_index"),
     ]
 
+    # The column alone (a change to the catalogue only, being nullable without a default); its index is 0009's, built
+    # outside a transaction, so that a failed build can be run again without this.
     operations = [
         migrations.AddField(
             model_name="insightquery",
             name="idempotency_key",
             field=models.CharField(blank=True, max_length=255, null=True),
-        ),
-        migrations.SeparateDatabaseAndState(
-            state_operations=[migrations.AddConstraint(model_name="insightquery", constraint=CONSTRAINT)],
-            database_operations=[migrations.RunPython(add_index, drop_index)],
         ),
     ]

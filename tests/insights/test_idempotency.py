@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import connection, connections
+from django.db import IntegrityError, connection, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -238,7 +238,8 @@ def test_a_request_beaten_to_its_key_by_one_that_then_failed_asks_after_all(
             found = looked(membership=membership, key=key)
             winner["row"] = pending_row(world.globex_member, world.globex)
             return found
-        failed = {"outcome": Outcome.FAILED, "error_code": "overloaded", "idempotency_key": None}  # as _record writes it
+        # Failed, as _record writes it: the key let go.
+        failed = {"outcome": Outcome.FAILED, "error_code": "overloaded", "idempotency_key": None}
         InsightQuery.objects.filter(pk=winner["row"].pk).update(**failed)
         return looked(membership=membership, key=key)
 
@@ -252,7 +253,8 @@ def test_a_request_beaten_to_its_key_by_one_that_then_failed_asks_after_all(
 
 
 BEFORE = ("insights", "0007_ratelimit_decides_on_the_key_in_force")
-AFTER = ("insights", "0008_insightquery_idempotency_key")
+COLUMN = ("insights", "0008_insightquery_idempotency_key")
+AFTER = ("insights", "0009_insightquery_idempotency_key_index")
 
 
 def indexes() -> set[str]:
@@ -273,8 +275,34 @@ def test_the_keys_index_is_built_without_holding_queries_and_taken_back_cleanly(
     assert "insight_idempotency_key" in indexes()
     assert executor.loader.get_migration(*AFTER).atomic is False  # CONCURRENTLY runs outside a transaction
     if connection.vendor == "postgresql":  # a plain CREATE INDEX would hold every insert while it read the history
-        (create,) = [q["sql"] for q in built.captured_queries if "insight_idempotency_key" in q["sql"]]
+        (create,) = [q["sql"] for q in built.captured_queries if q["sql"].startswith("CREATE UNIQUE INDEX")]
         assert create.startswith("CREATE UNIQUE INDEX CONCURRENTLY")
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="CONCURRENTLY is PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_a_build_of_the_keys_index_that_failed_part_way_can_be_run_again(world, latest_schema_after):
+    # A concurrent build that fails (here on rows it finds duplicated; in life cancelled, or its connection lost)
+    # leaves an INVALID index of its name behind, which made the next run fail with "already exists".
+    MigrationExecutor(connection).migrate([COLUMN])
+    for _ in range(2):
+        pending_row(world.globex_member, world.globex)  # no index yet: nothing refuses the second
+    with pytest.raises(IntegrityError), connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE UNIQUE INDEX CONCURRENTLY insight_idempotency_key ON insights_insightquery"
+            " (organisation_id, user_id, idempotency_key) WHERE idempotency_key IS NOT NULL"
+        )
+    assert "insight_idempotency_key" in indexes()  # left behind, INVALID
+    InsightQuery.objects.filter(pk=InsightQuery.objects.order_by("pk").last().pk).delete()
+
+    MigrationExecutor(connection).migrate([AFTER])
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid WHERE c.relname = %s",
+            ["insight_idempotency_key"],
+        )
+        assert cursor.fetchall() == [(True,)]
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the limiter's function is PostgreSQL's")

@@ -322,5 +322,5 @@ def token_create(*, user) -> None:
         "api-token-create",
         TOKEN_CREATE_RATE,
         [f"user:{user.pk}"],
-        "Too many new API tokens in a short time. Please try again later.",
+        "Too many new API tokens in a short time. Please try again in {wait}.",
     )

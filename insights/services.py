@@ -336,7 +336,12 @@ def _by_idempotency_key(*, membership: Membership, key: str) -> InsightQuery | N
     died before recording its outcome is recorded as interrupted first, and lets it go too."""
     rows = InsightQuery.objects.filter(organisation=membership.organisation, user=membership.user, idempotency_key=key)
     found = _settled(list(rows[:1]))  # at most one: the unique index
-    return found[0] if found and found[0].outcome != Outcome.FAILED else None
+    if found and found[0].outcome == Outcome.FAILED:
+        # A failed query found still holding it (recorded as interrupted by a worker on older code, during a deploy)
+        # lets it go now, or the index would refuse every retry's insert.
+        rows.filter(pk=found[0].pk, outcome=Outcome.FAILED).update(idempotency_key=None)
+        return None
+    return found[0] if found else None
 
 
 def _count(*, membership: Membership, query: str, idempotency_key: str | None = None) -> PendingQuery:

@@ -144,6 +144,21 @@ def test_a_first_request_whose_process_died_does_not_hold_its_key(world, fake_an
     assert (abandoned.outcome, abandoned.error_code) == (Outcome.FAILED, services.INTERRUPTED)
 
 
+def test_a_failed_query_still_holding_its_key_lets_it_go_to_a_retry(world, fake_anthropic, api_client):
+    # A worker still on older code during a deploy records an abandoned query as interrupted without clearing its key
+    # (its _record_interrupted knows no key): the retry is asked, not refused five times by the index and a 503.
+    stale = pending_row(world.globex_member, world.globex)
+    InsightQuery.objects.filter(pk=stale.pk).update(outcome=Outcome.FAILED, error_code=services.INTERRUPTED)
+
+    response = ask(api_client(world.globex_member))
+
+    assert response.status_code == 200, response.content
+    assert response.json()["id"] != stale.pk and len(fake_anthropic.requests) == 1
+    stale.refresh_from_db()
+    assert (stale.outcome, stale.idempotency_key) == (Outcome.FAILED, None)
+    assert InsightQuery.objects.get(idempotency_key=KEY).pk == response.json()["id"]
+
+
 def test_a_request_refused_at_the_limit_leaves_its_key_unused(world, fake_anthropic, api_client, settings):
     settings.INSIGHTS_PLATFORM_LIMIT = 0
     client = api_client(world.globex_member)

@@ -56,9 +56,8 @@ class InsightQuery(models.Model):
     # Null until Claude ends the answer, and for ever when it never did (failed: `error_code` says why).
     stop_reason = models.CharField(max_length=10, choices=StopReason.choices, null=True, blank=True)
     # The API client's `Idempotency-Key`, when it sent one and until the query fails: a retry with it is given this
-    # query's answer. Null, not
-    # blank, when none was sent, so that workers still on older code during a deploy (the limiter's function inserts
-    # only the columns it is given) leave it empty, and the unique index ignores them.
+    # query's answer. Null, not blank, when none was sent, so that workers still on older code during a deploy (the
+    # limiter's function inserts only the columns it is given) leave it empty, and the unique index ignores them.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
 
     objects = InsightQueryQuerySet.as_manager()

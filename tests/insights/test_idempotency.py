@@ -39,6 +39,21 @@ def pending_row(user, org, *, key: str = KEY, query: str = QUESTION, age: timede
     return row
 
 
+def ask_in_a_thread(client) -> tuple[threading.Thread, dict]:
+    """Start asking on a thread of its own (and its own connection, closed after); its response lands in the dict."""
+    answered = {}
+
+    def first():
+        try:
+            answered["response"] = ask(client)
+        finally:
+            connections.close_all()
+
+    asking = threading.Thread(target=first)
+    asking.start()
+    return asking, answered
+
+
 def test_a_retry_with_the_same_key_gets_the_first_answer_without_asking_or_counting_again(
     world, fake_anthropic, api_client
 ):
@@ -84,16 +99,8 @@ def test_a_key_sent_again_with_another_question_is_refused_and_nothing_is_asked(
 @pytest.mark.django_db(transaction=True)  # the first request runs in a thread, on its own connection
 def test_a_retry_while_the_first_request_is_still_being_answered_is_told_so(world, fake_anthropic, api_client):
     fake_anthropic.behave(PLATFORM_KEY, "hold")  # one delta, then the fake waits
-    client, answered = api_client(world.globex_member), {}
-
-    def first():
-        try:
-            answered["response"] = ask(client)
-        finally:
-            connections.close_all()
-
-    asking = threading.Thread(target=first)
-    asking.start()
+    client = api_client(world.globex_member)
+    asking, answered = ask_in_a_thread(client)
     try:
         wait_for(lambda: fake_anthropic.requests)
         row = InsightQuery.objects.get()
@@ -559,16 +566,8 @@ def test_an_answer_arriving_after_its_key_went_to_a_retry_is_still_given_and_rec
     # history keeps it, and the key stays with the retry's query, whose answer a later retry is given.
     settings.ANTHROPIC_TIMEOUT_SECONDS = 30.0
     fake_anthropic.behave(PLATFORM_KEY, "hold")
-    client, answered = api_client(world.globex_member), {}
-
-    def first():
-        try:
-            answered["response"] = ask(client)
-        finally:
-            connections.close_all()
-
-    asking = threading.Thread(target=first)
-    asking.start()
+    client = api_client(world.globex_member)
+    asking, answered = ask_in_a_thread(client)
     try:
         wait_for(lambda: fake_anthropic.requests)
         (late,) = InsightQuery.objects.all()

@@ -412,11 +412,11 @@ def test_many_requests_with_one_key_at_once_ask_once_and_the_others_are_told_of_
 
 
 @pytest.mark.django_db(transaction=True)
-def test_requests_with_one_key_at_once_while_anthropic_fails_ask_once_each_and_leave_one_query_holding_it(
+def test_requests_with_one_key_at_once_while_anthropic_fails_ask_once_each_and_leave_the_key_free(
     world, fake_anthropic, api_client
 ):
     # The first fails while the others wait on it or on each other: each query asked is a query counted, no request
-    # is a 500, and the key ends held by at most one query not failed.
+    # is a 500, and every failure lets the key go: no query ends holding it.
     # Four: a request deciding again each time another's query failed meanwhile could lose the race at most three
     # times, fewer than the KEY_CHOICES after which it would give up unasked.
     fake_anthropic.default = "overloaded"
@@ -430,6 +430,7 @@ def test_requests_with_one_key_at_once_while_anthropic_fails_ask_once_each_and_l
     rows = list(InsightQuery.objects.values_list("outcome", flat=True))
     assert rows == [Outcome.FAILED] * len(fake_anthropic.requests)
     assert [r.status_code for r in responses].count(503) == len(rows)
+    assert not InsightQuery.objects.filter(idempotency_key=KEY).exists()
     fake_anthropic.default = "ok"
     assert ask(client).status_code == 200  # the key is free again
 
@@ -587,7 +588,7 @@ def test_an_answer_arriving_after_its_key_went_to_a_retry_is_still_given_and_rec
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="heap-only updates are PostgreSQL's")
-def test_recording_an_outcome_leaves_every_index_alone(world, fake_anthropic, api_client):
+def test_recording_an_answer_leaves_every_index_alone(world, fake_anthropic, api_client):
     # The key's unique index names no column the outcome's UPDATE writes (its condition is on the key alone), so
     # PostgreSQL can record the answer as a heap-only update, adding no entry to any of the table's indexes.
     def updates() -> tuple[int, int]:

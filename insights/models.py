@@ -29,6 +29,9 @@ class StopReason(models.TextChoices):
     REFUSAL = "refusal", "Claude declined"
 
 
+IDEMPOTENCY_KEY_INDEX = "insight_idempotency_key"
+
+
 class InsightQueryQuerySet(models.QuerySet):
     def recent_for(self, *, org: Organisation, user) -> "InsightQueryQuerySet":
         return self.filter(organisation=org, user=user).order_by("-created_at", "-id")
@@ -76,7 +79,7 @@ class InsightQuery(models.Model):
             models.UniqueConstraint(
                 fields=["organisation", "user", "idempotency_key"],
                 condition=models.Q(idempotency_key__isnull=False),
-                name="insight_idempotency_key",
+                name=IDEMPOTENCY_KEY_INDEX,
             ),
         ]
         verbose_name_plural = "insight queries"

@@ -9,7 +9,7 @@ from django.db import IntegrityError
 from django.db.models.functions import Now
 
 from insights import claude, keys, ratelimit
-from insights.models import InsightQuery, KeySource, Outcome, abandoned_after
+from insights.models import IDEMPOTENCY_KEY_INDEX, InsightQuery, KeySource, Outcome, abandoned_after
 from opsion import paging
 from opsion.errors import InvalidRequest, Refused
 from orgs import selectors as org_selectors
@@ -307,8 +307,8 @@ def start(*, membership: Membership, text: str, idempotency_key: str | None = No
         except ratelimit.KeyChanged:
             # Read again, key included (resolve() reads it afresh), for this decision and whatever the page shows after.
             membership.organisation = Organisation.objects.get(pk=membership.organisation_id)
-        except IntegrityError:
-            if idempotency_key is None:
+        except IntegrityError as refused:
+            if idempotency_key is None or not _key_clash(refused):
                 raise
             # Another request with this key inserted its query first: this one is a retry of it.
             _check_asked(membership=membership, key=idempotency_key, query=query)
@@ -319,6 +319,12 @@ def start(*, membership: Membership, text: str, idempotency_key: str | None = No
         KEY_CHOICES,
     )
     raise InsightsUnavailable()
+
+
+def _key_clash(refused: IntegrityError) -> bool:
+    """Whether the Idempotency-Key's unique index refused the insert (not another constraint: a row it names gone).
+    PostgreSQL names the index, SQLite its columns."""
+    return IDEMPOTENCY_KEY_INDEX in str(refused) or ".idempotency_key" in str(refused)
 
 
 def _check_asked(*, membership: Membership, key: str, query: str) -> None:

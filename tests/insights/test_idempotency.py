@@ -606,3 +606,18 @@ def test_recording_an_answer_leaves_every_index_alone(world, fake_anthropic, api
     after = updates()
 
     assert (after[0] - before[0], after[1] - before[1]) == (2, 2)  # two UPDATEs, both heap-only
+
+
+@pytest.mark.django_db(transaction=True)  # the refused insert is refused at its commit: the limiter's own
+def test_an_insert_refused_for_another_reason_is_not_taken_for_a_retry(world, fake_anthropic):
+    # Only the key's unique index makes a request a retry: the member's account deleted as the query is decided
+    # refuses the insert too, which is the server's error (a 500, reported), not five decisions and a 503.
+    membership = Membership.objects.select_related("organisation", "user").get(
+        user=world.globex_member, organisation=world.globex
+    )
+    type(world.globex_member).objects.filter(pk=world.globex_member.pk).delete()
+
+    with pytest.raises(IntegrityError):
+        services.start(membership=membership, text=QUESTION, idempotency_key=KEY)
+
+    assert not InsightQuery.objects.exists() and not fake_anthropic.requests

@@ -86,7 +86,7 @@ def _fail_open(default):
 def sign_in_attempt(request: HttpRequest) -> int | None:
     """Count this sign-in attempt before its password is checked; None when it may go on, and when it must be
     refused (this IP or this account has had 10 attempts in 15 minutes that did not succeed) the seconds until
-    one can go through, its Retry-After.
+    the counters counted let one through, its Retry-After (a locked address is told nothing of the account's).
 
     Every attempt is counted up front, with an atomic increment, and a success is counted apart
     (`sign_in_succeeded`), so an attempt still in progress counts as failed. Checking first and counting
@@ -96,18 +96,19 @@ def sign_in_attempt(request: HttpRequest) -> int | None:
     # forgives the address that much (reset_forgiven), and no less than the lock went on counting, or someone who
     # kept trying their own password well past the lock would still be locked out after resetting it.
     get_usage(request, group="sign-in-ip-account", key=_ip_account, rate=SIGN_IN_RATE, increment=True)
-    refused, full = False, []
+    full = []
     for name, key in _SIGN_IN_KEYS:  # the address first: a locked address adds nothing to any account's count,
         # or one address could lock out every account it names, staff included, without checking a password
-        tried = get_usage(request, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=not refused)
+        tried = get_usage(request, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=True)
         succeeded = get_usage(request, group=f"sign-in-{name}-ok", key=key, rate=SIGN_IN_RATE, increment=False)
         if tried is None:
             continue
         failed = tried["count"] - (succeeded or {}).get("count", 0) - _forgiven(name, key(None, request), tried)
-        refused = refused or failed > tried["limit"]
         # The next attempt counts one more failure: a counter at its limit refuses it too, until its window ends.
         full += [tried] if failed >= tried["limit"] else []
-    return _wait(full) if refused else None
+        if failed > tried["limit"]:
+            return _wait(full)  # see _count: nothing read of the account a locked address names
+    return None
 
 
 def _forgiveness_key(name: str, value: str) -> str:
@@ -243,17 +244,21 @@ def _guard(group: str, rate: str, keys: list[str], message: str) -> None:
 
 def _count(request: HttpRequest | None, counters: list[tuple]) -> int | None:
     """Count one attempt against each counter (group, key, rate) in turn, up to the first over its limit; None when
-    none is, else the seconds until the next attempt can go through (`_wait`)."""
-    refused, full = False, []
+    none is, else the seconds until the counters counted let the next attempt through (`_wait`)."""
+    full = []
     for group, key, rate in counters:
-        # The counters after a refusing one are not counted, only read: the next attempt counts against them again.
-        usage = get_usage(request, group=group, key=key, rate=rate, increment=not refused)
+        usage = get_usage(request, group=group, key=key, rate=rate, increment=True)
         if usage is None:
             continue
-        refused = refused or usage["count"] > usage["limit"]
         # The next attempt counts one more: a counter at its limit refuses it too, until its window ends.
         full += [usage] if usage["count"] >= usage["limit"] else []
-    return _wait(full) if refused else None
+        if usage["count"] > usage["limit"]:
+            # The counters after a refusing one are neither counted nor read. Their state would lengthen the wait
+            # when full, and so tell someone refused on a network whether an account or an e-mail address they
+            # name has been tried, or asked for, by others: their wait is their own counters'. The next attempt
+            # may then meet a later counter's limit, and be told its own wait.
+            return _wait(full)
+    return None
 
 
 def _wait(full: list[dict]) -> int:

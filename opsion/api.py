@@ -18,16 +18,20 @@ from opsion.errors import Refused, error_json, refused_json
 from orgs import services
 
 
+def bearer_credentials(request: HttpRequest) -> str | None:
+    """What follows `Authorization: Bearer`, trimmed (perhaps empty), or None under another scheme or none. Read here
+    rather than by ninja's HttpBearer, which with DEBUG on logs a header of any other scheme whole ("Token opsn_…"):
+    a credential in a log line."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
 class TokenAuth(HttpBearer):
     """`Authorization: Bearer <personal API token>`; no CSRF, since a token is never sent implicitly."""
 
     def __call__(self, request: HttpRequest):
-        # Read here rather than by ninja's HttpBearer, which with DEBUG on logs a header of any other
-        # scheme whole ("Token opsn_…"): a credential in a log line.
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        return self.authenticate(request, token.strip())
+        token = bearer_credentials(request)
+        return None if token is None else self.authenticate(request, token)
 
     def authenticate(self, request: HttpRequest, token: str):
         try:
@@ -160,10 +164,10 @@ def _bearer_challenge(request) -> str:
 
     The status stays 401 `unauthenticated` for a malformed one too, where the RFC says 400 (a SHOULD): to a client
     it is a missing credential like any other, and one error code for "send a valid token" is easier to act on."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
+    token = bearer_credentials(request)
+    if token is None:
         return "Bearer"
-    if not _B64TOKEN.fullmatch(token.strip()):
+    if not _B64TOKEN.fullmatch(token):
         return 'Bearer error="invalid_request"'
     return 'Bearer error="invalid_token"'
 

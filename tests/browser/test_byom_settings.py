@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 from orgs import services as org_services
 from orgs.models import ApiToken
 from tests.base import CANARY_KEY, GOOD_KEY
-from tests.browser.support import MASK, PHONE, NetworkLog, sign_in
+from tests.browser.support import MASK, PHONE, NetworkLog, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -16,6 +16,43 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def open_settings(page) -> None:
     page.get_by_role("navigation", name="Organisation").get_by_role("link", name="Settings").click()
     expect(page.get_by_role("heading", name="Settings", exact=True)).to_be_visible()
+
+
+def test_show_key_draws_the_typed_key_in_clear_to_check_it_and_hide_key_masks_it_again(app, page):
+    sign_in(page, app.url, "admin@acme.test")
+    open_settings(page)
+    card = page.locator("#byom")
+    key_input = card.get_by_label("Anthropic API key")
+    key_input.fill(GOOD_KEY)
+
+    card.get_by_role("button", name="Show key").click()
+
+    expect(key_input).to_have_css("-webkit-text-security", "none")
+    expect(key_input).to_be_focused()  # back to the field, to go on typing or correct it
+    expect(key_input).to_have_value(GOOD_KEY)
+    screenshot(page, "settings-key-shown", docs=False)
+
+    card.get_by_role("button", name="Hide key").click()
+
+    expect(key_input).to_have_css("-webkit-text-security", "disc")
+    expect(card.get_by_role("button", name="Show key")).to_be_visible()
+    card.get_by_role("button", name="Save", exact=True).click()
+    expect(page.get_by_role("status").filter(has_text="Claude API key saved.")).to_be_visible()
+    # Replacing it: the new key's field has its own button, and starts masked.
+    card.get_by_text("Replace with a new key").click()
+    new_key = card.get_by_label("New Anthropic API key")
+    expect(new_key).to_have_css("-webkit-text-security", "disc")
+    card.get_by_role("button", name="Show key").click()
+    expect(new_key).to_have_css("-webkit-text-security", "none")
+
+
+def test_without_javascript_the_key_field_stays_masked_and_offers_no_show_button(app, page_without_script):
+    sign_in(page_without_script, app.url, "admin@acme.test")
+    open_settings(page_without_script)
+    card = page_without_script.locator("#byom")
+
+    expect(card.get_by_label("Anthropic API key")).to_have_css("-webkit-text-security", "disc")
+    expect(card.get_by_role("button", name="Show key")).to_have_count(0)  # a button that could do nothing
 
 
 def test_admin_saves_a_key_sees_it_masked_and_the_browser_never_receives_it(app, page):

@@ -129,7 +129,9 @@ def _redacted(record: logging.LogRecord) -> logging.LogRecord:
             message = "unformattable log call"
         record.msg, record.args = message, None
     redacted = redact(message)
-    if redacted != message:
+    if redacted != message or _holds_secret(record.args):
+        # The message as written, and no arguments: a handler that reads them as they are (an error tracker sends
+        # them as the message's parameters) must not find what the message left out ("%.12s", a mapping's value).
         record.msg, record.args = redacted, None
     if record.exc_info:
         try:
@@ -139,3 +141,14 @@ def _redacted(record: logging.LogRecord) -> logging.LogRecord:
     if record.stack_info:
         record.stack_info = redact(record.stack_info)
     return record
+
+
+def _holds_secret(args) -> bool:
+    """Whether a log call's arguments hold anything redaction hides, printed by its message or not."""
+    if not args:
+        return False
+    try:
+        text = repr(args)
+    except Exception:  # a broken __repr__: the formatted message is all that is kept
+        return True
+    return redact(text) != text

@@ -539,6 +539,27 @@ def test_a_malformed_exc_info_never_raises_into_the_caller(caplog):
     assert "unformattable exc_info" in caplog.records[-1].exc_text
 
 
+@pytest.mark.parametrize(
+    "msg, args",
+    [
+        ("using key %.12s…", (CANARY_KEY,)),  # a prefix in the message, the whole key in the arguments
+        ("saved for %(org)s", ({"org": "acme", "key": CANARY_KEY},)),  # a mapping, one of its values not printed
+        # gunicorn's access log: its arguments hold every request header and the WSGI environ, whatever it prints.
+        ('%(h)s "%(r)s"', ({"h": "127.0.0.1", "r": "GET / HTTP/1.1", "{x-api-key}i": CANARY_KEY},)),
+    ],
+    ids=["precision", "unused-mapping-value", "gunicorn-access-atoms"],
+)
+def test_a_key_in_a_log_calls_arguments_is_redacted_even_when_its_message_does_not_print_it(caplog, msg, args):
+    # Handlers other than a plain formatter read a record's arguments as they are (an error tracker sends them as the
+    # message's parameters): what the message leaves out of the key must not stay behind in them.
+    logging.getLogger("some.library").warning(msg, *args)
+
+    record = caplog.records[-1]
+    assert record.getMessage() in ("using key sk-ant-api03…", "saved for acme", '127.0.0.1 "GET / HTTP/1.1"')
+    for fragment in FRAGMENTS:
+        assert fragment not in repr(record.args) and fragment not in record.getMessage()
+
+
 # A platform-key query through the real SDK and its HTTP stack, every logger at DEBUG.
 PLATFORM_QUERY = """
 from insights import claude, keys

@@ -50,11 +50,12 @@ def server_environment(fake_anthropic, **overrides: str) -> dict:
     return env
 
 
-def start_server(env: dict, log: Path, threads: int = 8) -> tuple[subprocess.Popen, str]:
+def start_server(env: dict, log: Path, threads: int = 8, args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     port = closed_port()
     command = [
         *(sys.executable, "-m", "gunicorn", "opsion.wsgi:application"),
         *("--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "gthread", "--threads", str(threads)),
+        *args,
     ]
     # Its own process group, so a server that will not stop is killed with its worker, not leaving it orphaned.
     process = subprocess.Popen(
@@ -77,10 +78,11 @@ def wait_until_healthy(process: subprocess.Popen, base_url: str, log: Path) -> N
     pytest.fail(f"gunicorn at {base_url} did not become healthy:\n{log.read_text()}")
 
 
-def servers(env: dict, tmp_path: Path, count: int, threads: int = 8):
-    """Start `count` servers and yield their base URLs once each answers /healthz; stop them afterwards."""
+def servers(env: dict, tmp_path: Path, count: int, threads: int = 8, args: tuple[str, ...] = ()):
+    """Start `count` servers (`args`: more of gunicorn's options) and yield their base URLs once each answers
+    /healthz; stop them afterwards. Each writes its output to gunicorn-<n>.log in `tmp_path`."""
     started = [
-        (*start_server(env, tmp_path / f"gunicorn-{i}.log", threads), tmp_path / f"gunicorn-{i}.log")
+        (*start_server(env, tmp_path / f"gunicorn-{i}.log", threads, args), tmp_path / f"gunicorn-{i}.log")
         for i in range(1, count + 1)
     ]
     try:

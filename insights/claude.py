@@ -22,6 +22,19 @@ from orgs.crypto import DecryptionFailed
 
 log = logging.getLogger("opsion.insights")
 
+
+def _keep_configured_levels() -> None:
+    """ANTHROPIC_LOG (debug, info) makes the SDK lower its loggers' levels as it is imported, after LOGGING set them:
+    its debug lines hold each request's options, the member's question and the system prompt included, and
+    httpcore2's a header it rejects whole. The levels LOGGING gives them stand."""
+    loggers = settings.LOGGING.get("loggers", {})
+    for name in ("anthropic", "httpx2", "httpcore2"):
+        if level := loggers.get(name, {}).get("level"):
+            logging.getLogger(name).setLevel(level)
+
+
+_keep_configured_levels()
+
 SYSTEM_PROMPT = (
     "You are Opsion's AI Insights assistant for regulatory-compliance teams at crypto-asset and "
     "financial firms. Answer precisely and practically about MiCAR (Regulation (EU) 2023/1114) and "

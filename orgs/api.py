@@ -2,7 +2,6 @@ from typing import Annotated, Literal
 
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
-from pydantic.json_schema import SkipJsonSchema
 
 from opsion.http import client_ip
 from orgs import access, selectors, services, validation
@@ -80,20 +79,24 @@ class AuditEventsOut(PageOut):
 AUDIT_MAX_OFFSET = 1_000_000  # deep OFFSETs scan what they skip: offsets reach back this far, `after` further
 
 
-def _no_default(schema: dict) -> None:
-    schema.pop("default", None)  # null, which the parameter's type no longer allows: it is simply not required
+def _never_null(schema: dict) -> None:
+    """Documents an optional `int | None` parameter as the integer alone, without its default (null)."""
+    schema.pop("default", None)
+    schema.update(next(member for member in schema.pop("anyOf") if member.get("type") != "null"))
 
 
 # A list's `after` is an id or left out (the first page); `?after=null` is no id and is refused. `int | None` would be
 # documented as nullable, and a client generated from the document would send the null it allows: the None that
-# stands for "left out" is kept out of the document.
-After = Annotated[int, Field(ge=1)] | SkipJsonSchema[None]
+# stands for "left out" is kept out of the document. Not by a union with SkipJsonSchema[None], which pydantic
+# validates member by member: its errors name the member (`after.constrained-int`), and ninja then names the
+# parameter by the schema's Python name too (`page.after.constrained-int`, where `limit` is `limit`).
+After = Annotated[int, Field(ge=1)] | None
 
 AFTER = Field(
     None,
     description="The `id` of the previous page's last item: this page continues after it, as the list stood then "
     "(nothing repeated or skipped as new items arrive), at any depth. Leave it out for the first page.",
-    json_schema_extra=_no_default,
+    json_schema_extra=_never_null,
 )
 
 

@@ -469,6 +469,22 @@ class TestOpenApi:
         refused = token_client(world.acme_admin).get(url, {"after": "null"})
         assert refused.status_code == 400 and error_of(refused)["code"] == "invalid_request"
 
+    @pytest.mark.parametrize("path", ["/api/v1/orgs/{slug}/audit-events", "/api/v1/orgs/{slug}/insights/queries"])
+    @pytest.mark.parametrize(
+        ("value", "why"),
+        [
+            ("null", "Input should be a valid integer, unable to parse string as an integer"),
+            ("0", "Input should be greater than or equal to 1"),
+        ],
+    )
+    def test_a_malformed_after_is_named_as_the_parameter_the_document_lists(self, world, path, value, why):
+        # Named as `limit` and `offset` are: not by the parameter schema's Python name and pydantic's union member
+        # (`page.after.constrained-int`), which a client reading the message cannot map to anything it sent.
+        refused = token_client(world.acme_admin).get(path.format(slug="acme"), {"after": value})
+
+        message = error_of(refused)["message"]
+        assert message.startswith(f"The parameter `after` is not valid: {why}"), message
+
     def test_each_operation_documents_the_error_codes_it_can_answer_with(self, db):
         paths = console().get("/api/v1/openapi.json").json()["paths"]
         documented = {

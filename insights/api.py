@@ -19,6 +19,7 @@ from orgs.api import (
     BODY_ERRORS,
     CREATED_AT,
     CSRF_ERRORS,
+    REQUEST_ERRORS,
     After,
     PageOut,
     errors,
@@ -213,7 +214,7 @@ def _replay(request: HttpRequest, row, org) -> Response:
     summary="The rolling window",
     description="Any member: the organisation's queries in the rolling window, under the limit in force now. "
     + RATE_LIMIT_HEADERS
-    + errors(AUTH_ERRORS),
+    + errors(AUTH_ERRORS, REQUEST_ERRORS),
 )
 def get_usage(request: HttpRequest, slug: str):
     membership = access.membership_or_404(request.auth, slug)
@@ -267,7 +268,9 @@ QUERY_NOT_FOUND = "You have no query with this id in this organisation."
     "client that stopped waiting for its answer (a timeout, a dropped connection). A query still being answered "
     "is `pending`. "
     + RATE_LIMIT_HEADERS
-    + errors(AUTH_ERRORS, "`not_found` (404: no query of yours with this id here; the same for another's)"),
+    + errors(
+        AUTH_ERRORS, "`not_found` (404: no query of yours with this id here; the same for another's)", REQUEST_ERRORS
+    ),
 )
 def get_query(request: HttpRequest, slug: str, query_id: int):
     membership = access.membership_or_404(request.auth, slug)

@@ -11,12 +11,16 @@ router = Router(tags=["settings"])
 
 # Refusals shared by routes, in each operation's description: the `code` is stable, the `message` is for people.
 AUTH_ERRORS = "`unauthenticated` (401), `not_found` (404: not a member, or no such organisation)"
-BODY_ERRORS = "`invalid_request` (400), `unsupported_media_type` (415)"
+# Where an operation has no parameter or body of its own to refuse: the 400 every request can meet (see ANY).
+REQUEST_ERRORS = "`invalid_request` (400: a NUL in the query string, or a `Host` this server does not answer to)"
+BODY_ERRORS = "`invalid_request` (400), `payload_too_large` (413), `unsupported_media_type` (415)"
 CSRF_ERRORS = "`csrf_failed` (403, writes with the browser session)"
+# Every operation's, named in each description by errors().
+SERVER_ERRORS = "`server_error` (500: our failure, logged), `service_unavailable` (503: the database unavailable)"
 
 
 def errors(*groups: str) -> str:
-    return "Also: " + ", ".join(groups) + "."
+    return "Also: " + ", ".join((*groups, SERVER_ERRORS)) + "."
 
 
 class ErrorBody(Schema):
@@ -197,7 +201,7 @@ def _settings(membership) -> dict:
     response=responses(SettingsOut, *ANY),
     openapi_extra=headers(),
     summary="Organisation settings",
-    description="Any member. " + errors(AUTH_ERRORS),
+    description="Any member. " + errors(AUTH_ERRORS, REQUEST_ERRORS),
 )
 def get_settings(request: HttpRequest, slug: str):
     return _settings(access.membership_or_404(request.auth, slug))
@@ -259,7 +263,7 @@ def put_claude_api_key(request: HttpRequest, slug: str, payload: KeyIn):
     openapi_extra=headers(s429=("Retry-After",)),
     summary="Remove the Claude API key",
     description="Owners and Admins, on any plan (a key left from a BYOM plan can always be removed); idempotent. "
-    "`forbidden_role` (403), `too_many_attempts` (429). " + errors(AUTH_ERRORS, CSRF_ERRORS),
+    "`forbidden_role` (403), `too_many_attempts` (429). " + errors(AUTH_ERRORS, REQUEST_ERRORS, CSRF_ERRORS),
 )
 def delete_claude_api_key(request: HttpRequest, slug: str):
     membership = access.membership_or_404(request.auth, slug)

@@ -522,6 +522,20 @@ class TestOpenApi:
             if method in ("put", "post"):
                 assert "415" in paths[path][method]["responses"], (method, path)
 
+    def test_each_error_status_an_operation_lists_has_its_code_in_the_description(self, db):
+        # A client generated from the document switches on `error.code`: for every error status listed, the
+        # operation says which code comes with it, the statuses every operation shares included.
+        paths = console().get("/api/v1/openapi.json").json()["paths"]
+
+        for path, operations in paths.items():
+            for method, operation in operations.items():
+                description = operation["description"]
+                for status in operation["responses"]:
+                    if status != "200":
+                        assert re.search(rf"`[a-z_]+` \({status}\b", description), (method, path, status)
+                assert "`server_error` (500" in description and "`service_unavailable` (503" in description, path
+                assert ("`payload_too_large` (413" in description) is ("413" in operation["responses"]), path
+
     def test_each_operation_lists_exactly_the_statuses_it_can_answer_with(self, db):
         paths = console().get("/api/v1/openapi.json").json()["paths"]
         every = {"200", "400", "401", "404", "500", "503"}  # 500: our failure; 503: the database unavailable

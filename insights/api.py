@@ -86,6 +86,17 @@ class UsageOut(Schema):
     keySource: Literal[tuple(KeySource.values)] = Field(description="Whose Anthropic key the next query uses.")
 
 
+# The codes a failed query records: the refusal its reader was given, or `interrupted` when none could be (the process
+# answering it died). Named here because `interrupted` is no operation's refusal: the document would not show it.
+ERROR_CODE = (
+    "Empty unless the outcome is `failed`; then why: the code of the refusal its request was answered with "
+    f"(`{services.KeyInvalid.code}`, `{services.KeyUnreadable.code}`, `{services.UpstreamRateLimited.code}`, "
+    f"`{services.UpstreamBilling.code}`, `{services.InsightsUnavailable.code}`, as askQuestion describes them), or "
+    f"`{services.INTERRUPTED}` when the answer stopped with no refusal given (the server answering it stopped, or "
+    "failed unexpectedly; `answer` keeps what had arrived)."
+)
+
+
 class HistoryItem(Schema):
     id: int
     query: str
@@ -93,7 +104,7 @@ class HistoryItem(Schema):
     model: str
     keySource: Literal[tuple(KeySource.values)]
     outcome: Literal[tuple(Outcome.values)]
-    errorCode: str = Field(description="The refusal's code when the outcome is `failed`, else empty.")
+    errorCode: str = Field(description=ERROR_CODE)
     stopReason: Literal[tuple(StopReason.values)] | None = Field(
         description=STOP_REASON + " `null` while `pending`, and when `failed` (Claude did not end it: see `errorCode`)."
     )

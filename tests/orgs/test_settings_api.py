@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from insights.ratelimit import RateLimited
 from insights.services import (
+    INTERRUPTED,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
     InsightsUnavailable,
@@ -442,6 +443,19 @@ class TestOpenApi:
             assert all(f"`{value}`" in description for value in self.STOP_REASONS), schema
             assert "cut short" in description and "declined" in description, schema
         assert "stopReason" in components["AnswerOut"]["required"]
+
+    def test_the_schema_names_every_error_code_a_failed_query_records(self, db):
+        # A client polling getQuery after a dropped connection switches on `errorCode`; `interrupted`, recorded for
+        # an answer cut off by a dead worker, is no refusal any operation answers with, so only this says it exists.
+        description = (
+            console()
+            .get("/api/v1/openapi.json")
+            .json()["components"]["schemas"]["HistoryItem"]["properties"]["errorCode"]["description"]
+        )
+
+        for refusal in (KeyInvalid, KeyUnreadable, UpstreamRateLimited, UpstreamBilling, InsightsUnavailable):
+            assert f"`{refusal.code}`" in description, refusal.code
+        assert f"`{INTERRUPTED}`" in description
 
     def test_the_schema_types_each_timestamp_as_a_date_time(self, db):
         # A generated client parses these into datetimes (they are ISO 8601 with an offset), not leaves them strings.

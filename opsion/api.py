@@ -6,6 +6,7 @@ import re
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 from ninja import NinjaAPI
@@ -114,6 +115,19 @@ class OpsionAPI(NinjaAPI):
                 }
         _drop_unused_components(schema)
         return schema
+
+    def _get_urls(self):
+        """ninja's routes without its root, `/api/v1/`: a view that only raises a 404 for GET, so a write there met
+        Django's CSRF refusal (a 403 `forbidden`), and `/api/v1` was redirected to it (with DEBUG on, a write there was
+        Django's RuntimeError, an HTML 500). Without it the base address is no route, the 404 `not_found` of any
+        address without an operation."""
+        return [pattern for pattern in super()._get_urls() if getattr(pattern, "name", None) != "api-root"]
+
+    def get_root_path(self, path_params):
+        """Where the operations' paths start (`/api/v1/`), read from the document's own route: the root's is gone."""
+        return reverse(f"{self.urls_namespace}:openapi-json", kwargs=path_params).removesuffix(
+            self.openapi_url.lstrip("/")
+        )
 
 
 def _drop_unused_components(schema: dict) -> None:

@@ -227,6 +227,20 @@ def test_an_unknown_api_path_says_so_not_as_an_organisation_one_is_not_a_member_
     assert "no trailing slash" in error["message"] and "/api/v1/openapi.json" in error["message"]
 
 
+@pytest.mark.parametrize("path", ["/api/v1/", "/api/v1"])
+@pytest.mark.parametrize("method", ["get", "post", "put", "delete", "options"])
+def test_the_api_base_address_is_no_operation_for_any_method(before, api_token, path, method):
+    # The base URL a client is configured with, requested by mistake: a 404 saying where the operations are, as any
+    # address without one, never Django's CSRF refusal (403 `forbidden`) of a write, nor a redirect to the slash.
+    client = Client(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Bearer {api_token}")
+
+    response = client.generic(method.upper(), path, "{}", "application/json")
+
+    assert response.status_code == 404, response.content
+    assert json_error(response)["code"] == "not_found"
+    assert "/api/v1/openapi.json" in json_error(response)["message"]
+
+
 @pytest.mark.parametrize("path", ["/api/v1/openapi.json", "/api/v1/docs"])
 @pytest.mark.parametrize("method", ["post", "put", "delete"])
 def test_a_write_to_the_api_documents_is_a_json_405(before, api_token, path, method):

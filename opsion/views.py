@@ -2,8 +2,9 @@
 
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import DisallowedHost, RequestDataTooBig
+from django.core.exceptions import DisallowedHost, RequestDataTooBig, TooManyFieldsSent
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.loader import render_to_string
@@ -24,6 +25,10 @@ API_BAD_REQUESTS = {
     DisallowedHost: "This server does not answer to the host name the request was sent to (its Host header): check "
     "the address, or the proxy in front of Opsion.",
     NulInQueryString: "The query string contains a NUL character.",
+    # Django reads no more than this many of a request's parameters: the query string's, or a form body's (a session
+    # write's CSRF check reads one before the API can refuse its media type).
+    TooManyFieldsSent: f"More than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS:,} parameters were sent (in the query "
+    "string, or as form fields).",
 }
 
 

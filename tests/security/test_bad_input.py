@@ -200,6 +200,20 @@ def test_a_nul_in_the_query_string_is_named_in_the_json_error_shape(before, api)
     assert json_error(response) == {"code": "invalid_request", "message": "The query string contains a NUL character."}
 
 
+def test_too_many_query_string_parameters_are_named_in_the_json_error_shape(before, api):
+    # Django refuses to read more than DATA_UPLOAD_MAX_NUMBER_FIELDS (1,000) of them: the client is told that, not
+    # only "The request is not valid.", which leaves it nothing to change.
+    response = api.get(
+        QUERIES.format("acme"), {f"p{i}": "1" for i in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 1)}
+    )
+
+    assert response.status_code == 400
+    assert json_error(response) == {
+        "code": "invalid_request",
+        "message": "More than 1,000 parameters were sent (in the query string, or as form fields).",
+    }
+
+
 def test_an_out_of_range_parameter_is_named_as_a_parameter(before, api):
     response = api.get(QUERIES.format("acme"), {"limit": 0})
 

@@ -2,7 +2,7 @@ import logging
 
 from csp.middleware import CSPMiddleware as BaseCSPMiddleware
 from django.conf import settings
-from django.core.exceptions import SuspiciousOperation
+from django.core.exceptions import SuspiciousOperation, TooManyFieldsSent
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
@@ -51,19 +51,32 @@ class NulInQueryString(SuspiciousOperation):
 
 class RejectNulMiddleware:
     """A NUL in the query string means nothing to any page, and PostgreSQL refuses it in a text
-    comparison (a 500 from an admin filter or search): it is a 400, in the API's shape under /api/."""
+    comparison (a 500 from an admin filter or search): it is a 400, in the API's shape under /api/.
+
+    It is the first to read the query string, so it also refuses one of more parameters than Django reads
+    (TooManyFieldsSent). Left to Django, that was logged at ERROR with a traceback and, with DEBUG on, a plain-text
+    500: the technical 400 page reads the query string again and raises inside Django's own error handling."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if any("\x00" in key or any("\x00" in value for value in values) for key, values in request.GET.lists()):
-            # Answered here, at WARNING: scanners send these by the thousand; no traceback is worth logging.
+        # Each refused here, at WARNING: scanners send these by the thousand; no traceback is worth logging.
+        try:
+            parameters = request.GET.lists()
+        except TooManyFieldsSent as refused:
+            log.warning("too many parameters in the query string of %s %s", request.method, request.path)
+            return _bad_request(request, refused)
+        if any("\x00" in key or any("\x00" in value for value in values) for key, values in parameters):
             log.warning("NUL in the query string of %s %s", request.method, request.path)
-            from opsion.views import bad_request  # opsion.views imports this module
-
-            return bad_request(request, NulInQueryString())
+            return _bad_request(request, NulInQueryString())
         return self.get_response(request)
+
+
+def _bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    from opsion.views import bad_request  # opsion.views imports this module
+
+    return bad_request(request, exception)
 
 
 class NoStoreMiddleware:

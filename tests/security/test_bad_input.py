@@ -16,6 +16,7 @@ from opsion.middleware import ApiHeadMiddleware
 from orgs import drafts, services
 from orgs.models import ApiToken, AuditEvent, ClaudeApiKey
 from tests.base import GOOD_KEY, OTHER_KEY
+from tests.clients import console
 from tests.security.conftest import json_error
 
 KEY = "/api/v1/orgs/{}/settings/claude-api-key"
@@ -212,6 +213,22 @@ def test_too_many_query_string_parameters_are_named_in_the_json_error_shape(befo
         "code": "invalid_request",
         "message": "More than 1,000 parameters were sent (in the query string, or as form fields).",
     }
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_too_many_query_string_parameters_are_refused_quietly_debug_or_not(before, api, settings, caplog, debug):
+    # With DEBUG on (as `make run` serves) Django's technical 400 page read the query string again and raised from
+    # inside its own error handling: a plain-text 500, "A server error occurred". With it off, Django logged each such
+    # request at ERROR with a traceback, as scanners send them by the thousand. Refused where it is first read, as a
+    # NUL is, it is one WARNING line and the API's 400 either way.
+    settings.DEBUG = debug
+    many = {f"p{i}": "1" for i in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 1)}
+
+    response = api.get(QUERIES.format("acme"), many)
+
+    assert response.status_code == 400 and json_error(response)["code"] == "invalid_request"
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.records
+    assert console().get("/", many).status_code == 400  # the console's own 400 page
 
 
 def test_an_out_of_range_parameter_is_named_as_a_parameter(before, api):

@@ -163,6 +163,11 @@ class PasswordChangeView(GuardedPost, auth_views.PasswordChangeView):
     def refused(self, request):
         return guards.password_check_attempt(user=request.user)
 
+    def get_context_data(self, **kwargs):
+        # This form needs the old password, and the sign-in page, where "Forgot your password?" lives, sends a
+        # signed-in visitor back into the console: without this link, someone who forgot it had to sign out first.
+        return super().get_context_data(**kwargs) | {"password_reset": settings.EMAIL_CONFIGURED}
+
     def form_valid(self, form):
         # The new password and the revocation commit together, or neither does; the e-mail goes once they have.
         with transaction.atomic():

@@ -271,3 +271,17 @@ def test_a_change_whose_revocation_fails_changes_no_password_and_mails_no_one(
     assert ApiToken.objects.filter(user=world.acme_member).count() == 1
     assert callbacks == [] and mail == []  # no "password changed" e-mail for a change that did not happen
     assert works(token)
+
+
+def test_someone_who_forgot_the_old_password_is_pointed_to_a_reset_link(world, mail):
+    # Signed in but no longer sure of the password: this form cannot be used without it, and the sign-in page (where
+    # "Forgot your password?" lives) sends a signed-in visitor straight back into the console.
+    page = console(world.acme_member).get(URL).content.decode()
+
+    assert '<a href="/accounts/password/reset/">Forgot your password?</a>' in page
+
+
+def test_without_mail_the_page_promises_no_reset_link(world):
+    page = console(world.acme_member).get(URL).content.decode()
+
+    assert "/accounts/password/reset/" not in page

@@ -642,3 +642,23 @@ def test_a_reset_whose_revocation_fails_sets_no_password_and_mails_no_one(
     assert callbacks == [] and mail == []
     assert works(token)
     assert set_password(Client(), link).status_code == 302  # the link was not used up: it still sets a password
+
+
+def test_a_link_used_while_signed_in_as_someone_else_says_so_and_offers_to_sign_out_not_a_sign_in_that_goes_nowhere(
+    world, mail
+):
+    # A shared computer, or someone with two accounts: the browser is signed in as the Owner while the Member's link is
+    # used. The Owner's session survives (it is not the account changed), and the sign-in page sends a signed-in
+    # visitor back into the console, so a "Sign in" button would land in the Owner's account, the new password unused.
+    ask("member@acme.test")
+    client = console(world.acme_owner)
+
+    response = set_password(client, link_in(mail[0]))
+    done = client.get(response["Location"]).content.decode()
+
+    main = done.split("<main", 1)[1]
+    assert "You are still signed in as owner@acme.test" in main
+    assert '<form method="post" action="/accounts/logout/"' in main
+    assert f'href="{LOGIN}"' not in main
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(NEW)

@@ -94,9 +94,18 @@ def _tokens(count: int) -> str:
     return "API token" if count == 1 else f"{count} API tokens"
 
 
-class ChangePasswordForm(RevokesApiTokens, PasswordChangeForm):
+class RefusesWhereTyped:
+    """A new password's form whose validators' messages ("This password is too short.") sit under New password, the
+    field they are about, which then takes focus: Django puts them under the confirmation."""
+
+    def validate_password_for_user(self, user, *args, **kwargs) -> None:
+        # SetPasswordForm.clean names the confirmation ("new_password2"); whatever it names, the new password it is.
+        super().validate_password_for_user(user, "new_password1")
+
+
+class ChangePasswordForm(RevokesApiTokens, RefusesWhereTyped, PasswordChangeForm):
     """The console's Change password form."""
 
 
-class ResetPasswordForm(RevokesApiTokens, SetPasswordForm):
+class ResetPasswordForm(RevokesApiTokens, RefusesWhereTyped, SetPasswordForm):
     """A reset link's new-password form."""

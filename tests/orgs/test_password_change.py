@@ -1,5 +1,6 @@
 """Changing one's own password in the console: the old one asked, guesses limited, other sessions signed out."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -285,3 +286,15 @@ def test_without_mail_the_page_promises_no_reset_link(world):
     page = console(world.acme_member).get(URL).content.decode()
 
     assert "/accounts/password/reset/" not in page
+
+
+def test_a_weak_new_password_is_refused_beside_the_new_password_field_which_takes_focus(world):
+    # Django puts the validators' messages on the confirmation: "This password is too short" under "New password
+    # confirmation", with focus there, while the password it is about was typed in the field above.
+    page = change(console(world.acme_member), new="short1", again="short1").content.decode()
+
+    new_password = re.search(r'<input[^>]*id="id_new_password1"[^>]*>', page)[0]
+    assert 'aria-invalid="true"' in new_password and "autofocus" in new_password
+    assert "This password is too short." in page.split('id="id_new_password1-error"', 1)[1].split("</div>", 1)[0]
+    assert 'id="id_new_password2-error"' not in page
+    assert page.count("autofocus") == 1

@@ -662,3 +662,14 @@ def test_a_link_used_while_signed_in_as_someone_else_says_so_and_offers_to_sign_
     assert f'href="{LOGIN}"' not in main
     world.acme_member.refresh_from_db()
     assert world.acme_member.check_password(NEW)
+
+
+def test_a_weak_new_password_is_refused_beside_the_new_password_field_not_under_its_confirmation(world, mail):
+    ask("member@acme.test")
+
+    page = set_password(Client(), link_in(mail[0]), new="12345678").content.decode()
+
+    new_password = re.search(r'<input[^>]*id="id_new_password1"[^>]*>', page)[0]
+    assert 'aria-invalid="true"' in new_password and "autofocus" in new_password
+    assert "This password is too common." in page.split('id="id_new_password1-error"', 1)[1].split("</div>", 1)[0]
+    assert 'id="id_new_password2-error"' not in page

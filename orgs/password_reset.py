@@ -101,6 +101,9 @@ class PasswordResetDoneView(auth_views.PasswordResetDoneView):
     template_name = "registration/password_reset_done.html"
     extra_context = {"valid_for": valid_for}
 
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(**kwargs) | {"support_url": settings.SUPPORT_URL}  # the last resort, linked
+
 
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     """Django's: the link's token moves into the session (so no Referer carries it) and the new password must

@@ -170,6 +170,15 @@ def test_the_check_your_inbox_page_says_what_to_expect(db, mail):
     assert f'href="{RESET}"' in page  # ask again
 
 
+def test_the_check_your_inbox_page_links_to_support_when_there_is_an_address_for_it(db, mail, settings):
+    # "Still nothing: ask Opsion support." is the page's last resort: with an address for support, it is a link.
+    settings.SUPPORT_URL = "mailto:support@opsion.example"
+
+    page = Client().get(SENT).content.decode()
+
+    assert 'Still nothing: <a href="mailto:support@opsion.example">ask Opsion support</a>.' in page
+
+
 def test_the_answer_is_the_same_for_a_known_an_unknown_and_a_deactivated_address(world, mail):
     make_user("gone@acme.test", is_active=False)
     answers = {}

@@ -133,7 +133,8 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
     finish (`notice`: cut short at the length limit, or declined; empty for a whole answer), rendered by the
     page's own template.
 
-    `error` also carries the part of the answer that arrived, rendered (`html`, possibly empty). Both
+    `error` also carries the part of the answer that arrived, rendered (`html`, possibly empty), and, when there
+    is one, the notice saying it is only part (`notice`), shown before it as `done`'s is. Both
     `done` and `error` carry the query's entry for "Your recent queries" (`historyItem`),
     rendered by the same template as the page, so the list the browser shows is the one a reload
     would show, failed queries included.
@@ -163,10 +164,9 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
         except Refused as refused:
             # What arrived before the failure, rendered as the history will show it.
             partial = str(render_markdown(pending.row.answer)) if pending.row.answer else ""
-            yield sse(
-                "error",
-                {"code": refused.code, "message": refused.message, "html": partial, "historyItem": history_item()},
-            )
+            said = render_to_string("insights/_partial_notice.html").strip() if partial else ""
+            error = {"code": refused.code, "message": refused.message, "html": partial, "notice": said}
+            yield sse("error", error | {"historyItem": history_item()})
         else:
             html = str(render_markdown(pending.row.answer))
             done = {"id": pending.row.pk, "html": html, "stopReason": pending.row.ended, "notice": notice()}

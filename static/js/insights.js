@@ -142,8 +142,10 @@
     } else if (evt.event === "error") {
       finished = true;
       body.classList.remove("streaming");
-      // What arrived before the failure, rendered and sanitised on the server like a full answer.
+      // What arrived before the failure, rendered and sanitised on the server like a full answer, after the
+      // server's notice saying it is only part: on its own it could pass for a whole answer.
       if (evt.data.html) body.innerHTML = evt.data.html;
+      if (notice && evt.data.notice) notice.innerHTML = evt.data.notice;
       showError(evt.data.message, evt.data.code, requestId);
       remember(evt.data.historyItem);
     } else if (evt.event === "usage") {

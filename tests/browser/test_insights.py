@@ -224,6 +224,28 @@ def test_each_question_joins_recent_queries_at_once_answered_or_failed(app, page
     assert shown.split() == history.inner_html().replace('<details open="" data-auto-open="">', "<details>").split()
 
 
+def test_the_part_of_an_answer_that_arrived_before_a_failure_says_it_is_only_part(app, page, fake_anthropic):
+    # The answer card keeps what Claude wrote before the failure; read on its own (a list missing its last items,
+    # a sentence cut at a full stop) it could pass for the whole answer, which the card must not let it do.
+    fake_anthropic.behave(PLATFORM_KEY, "midstream_error")
+    sign_in(page, app.url, "member@acme.test")
+    page.get_by_label("Your question").fill("Does DORA apply to CASPs?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    expect(page.locator("#answer-error").get_by_role("alert")).to_have_text(
+        "AI Insights is temporarily unavailable. Please try again shortly."
+    )
+    expect(page.locator("#answer-body h3")).to_have_text("Authorisation under MiCAR")
+    expect(page.locator("#answer-notice")).to_have_text(
+        "Only part of the answer was received: it stops where the failure cut it off. Ask again for a whole answer."
+    )
+
+    fake_anthropic.reset()
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#answer-body h3")).to_have_text("Authorisation under MiCAR")
+    expect(page.locator("#answer-notice")).to_be_empty()  # a whole answer: nothing to say
+
+
 def test_a_new_answer_closes_the_entry_the_page_had_opened_but_not_those_the_reader_opened(
     app, page, world, fake_anthropic
 ):

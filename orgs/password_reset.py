@@ -30,6 +30,8 @@ from orgs.models import User
 RESET_LOCKED = "Too many password reset requests. Please try again in {wait}."
 # How many API tokens the reset revoked and how many keep working, for the page that follows it, once.
 TOKENS_AFTER = "password_reset_tokens_after"
+# Whose password the link set, for that page too: a browser signed in as another account is told which one it was.
+ACCOUNT_AFTER = "password_reset_account_after"
 
 
 def valid_for() -> str:
@@ -124,6 +126,7 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
             response = super().form_valid(form)  # sets the password
             tokens = services.password_changed(user=form.user, how="reset", revoke_api_tokens=form.revokes_api_tokens())
         self.request.session[TOKENS_AFTER] = [tokens.revoked, tokens.kept]
+        self.request.session[ACCOUNT_AFTER] = form.user.email
         guards.reset_forgiven(self.request, user=form.user)
         return response
 
@@ -138,6 +141,7 @@ class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
         words = {
             "tokens_revoked": notifications.revoked_words(revoked) if revoked else "",
             "tokens_kept": notifications.kept_words(kept),
+            "reset_account": self.request.session.pop(ACCOUNT_AFTER, ""),
         }
         return super().get_context_data(**kwargs) | words
 

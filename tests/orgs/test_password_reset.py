@@ -667,6 +667,8 @@ def test_a_link_used_while_signed_in_as_someone_else_says_so_and_offers_to_sign_
 
     main = done.split("<main", 1)[1]
     assert "You are still signed in as owner@acme.test" in main
+    assert "Your password was changed." not in main  # not the Owner's: the account of the link
+    assert "The new password of member@acme.test is set." in main
     assert '<form method="post" action="/accounts/logout/"' in main
     assert f'href="{LOGIN}"' not in main
     world.acme_member.refresh_from_db()

@@ -208,6 +208,45 @@ def test_on_a_phone_a_refused_replacement_brings_the_field_and_its_error_into_vi
     expect(card.locator("#byom-error")).to_have_text("The key must not contain spaces or line breaks.")
 
 
+def test_copy_token_puts_the_new_token_on_the_clipboard_and_says_so(app, page):
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app.url)
+    sign_in(page, app.url, "member@acme.test")
+    page.goto(f"{app.url}/orgs/acme/settings/")
+    page.get_by_label("Token name").fill("Nightly export")
+    page.get_by_role("button", name="Create token").click()
+    token = page.locator("#new-token").inner_text()
+
+    page.get_by_role("button", name="Copy token").click()
+
+    expect(page.locator("#new-token-copied")).to_have_text("Copied to the clipboard.")
+    screenshot(page, "settings-token-copied", docs=False)
+    assert page.evaluate("navigator.clipboard.readText()") == token
+
+
+def test_where_the_browser_refuses_the_clipboard_copy_token_selects_it_for_ctrl_c(app, page):
+    page.context.clear_permissions()
+    page.add_init_script("Object.defineProperty(navigator, 'clipboard', {value: undefined})")
+    sign_in(page, app.url, "member@acme.test")
+    page.goto(f"{app.url}/orgs/acme/settings/")
+    page.get_by_label("Token name").fill("Nightly export")
+    page.get_by_role("button", name="Create token").click()
+
+    page.get_by_role("button", name="Copy token").click()
+
+    expect(page.locator("#new-token-copied")).to_contain_text("the token is selected, press Ctrl+C")
+    assert page.evaluate("window.getSelection().toString()") == page.locator("#new-token").inner_text()
+
+
+def test_without_javascript_a_new_token_offers_no_copy_button(app, page_without_script):
+    sign_in(page_without_script, app.url, "member@acme.test")
+    page_without_script.goto(f"{app.url}/orgs/acme/settings/")
+    page_without_script.get_by_label("Token name").fill("Nightly export")
+    page_without_script.get_by_role("button", name="Create token").click()
+
+    expect(page_without_script.locator("#new-token")).to_be_visible()
+    expect(page_without_script.get_by_role("button", name="Copy token")).to_have_count(0)
+
+
 def test_a_new_api_token_is_shown_once_and_a_reload_creates_no_second_one(app, page, world, console):
     console.allow(409)  # the reload's answer
     sign_in(page, app.url, "member@acme.test")

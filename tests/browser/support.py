@@ -42,6 +42,15 @@ def sign_in(page: Page, base_url: str, email: str) -> None:
     page.wait_for_load_state("load")
 
 
+def create_token(page: Page, base_url: str, email: str, name: str = "Nightly export") -> None:
+    """Sign in as `email` and create an API token named `name` in Acme's Settings; the page then shows it once."""
+    sign_in(page, base_url, email)
+    page.goto(f"{base_url}/orgs/acme/settings/")
+    page.get_by_label("Token name").fill(name)
+    page.get_by_role("button", name="Create token").click()
+    expect(page.locator("#new-token")).to_be_visible()
+
+
 @dataclass
 class ConsoleLog:
     """Console errors, uncaught exceptions and CSP violations from every page of a context.

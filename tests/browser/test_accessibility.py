@@ -15,7 +15,7 @@ from orgs import mailer
 from orgs import services as org_services
 from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Role
 from tests.base import GOOD_KEY, PASSWORD, make_user
-from tests.browser.support import PHONE, assert_no_accessibility_violations, screenshot, sign_in
+from tests.browser.support import PHONE, assert_no_accessibility_violations, create_token, screenshot, sign_in
 from tests.insights.helpers import seed
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -348,11 +348,7 @@ def test_without_javascript_a_refused_question_takes_focus_and_is_described_by_t
 def test_the_new_token_is_where_focus_lands(app, page):
     # WCAG 2.4.3 Focus Order: the one-time token is shown in the API tokens card, below the key card;
     # focus starts at the top of the page, and the role=status it sits in is not announced on a page load.
-    sign_in(page, app.url, "admin@acme.test")
-    page.goto(f"{app.url}/orgs/acme/settings/")
-    page.get_by_label("Token name").fill("Reporting pipeline")
-    page.get_by_role("button", name="Create token").click()
-    expect(page.locator("#new-token")).to_be_visible()
+    create_token(page, app.url, "admin@acme.test", "Reporting pipeline")
 
     assert page.evaluate("document.activeElement.closest('.alert--success') !== null"), "focus is not on the new token"
 

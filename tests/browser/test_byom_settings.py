@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 from orgs import services as org_services
 from orgs.models import ApiToken
 from tests.base import CANARY_KEY, GOOD_KEY
-from tests.browser.support import MASK, PHONE, NetworkLog, screenshot, sign_in
+from tests.browser.support import MASK, PHONE, NetworkLog, create_token, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -210,10 +210,7 @@ def test_on_a_phone_a_refused_replacement_brings_the_field_and_its_error_into_vi
 
 def test_copy_token_puts_the_new_token_on_the_clipboard_and_says_so(app, page):
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app.url)
-    sign_in(page, app.url, "member@acme.test")
-    page.goto(f"{app.url}/orgs/acme/settings/")
-    page.get_by_label("Token name").fill("Nightly export")
-    page.get_by_role("button", name="Create token").click()
+    create_token(page, app.url, "member@acme.test")
     token = page.locator("#new-token").inner_text()
 
     page.get_by_role("button", name="Copy token").click()
@@ -226,10 +223,7 @@ def test_copy_token_puts_the_new_token_on_the_clipboard_and_says_so(app, page):
 def test_where_the_browser_refuses_the_clipboard_copy_token_selects_it_for_ctrl_c(app, page):
     page.context.clear_permissions()
     page.add_init_script("Object.defineProperty(navigator, 'clipboard', {value: undefined})")
-    sign_in(page, app.url, "member@acme.test")
-    page.goto(f"{app.url}/orgs/acme/settings/")
-    page.get_by_label("Token name").fill("Nightly export")
-    page.get_by_role("button", name="Create token").click()
+    create_token(page, app.url, "member@acme.test")
 
     page.get_by_role("button", name="Copy token").click()
 
@@ -238,21 +232,14 @@ def test_where_the_browser_refuses_the_clipboard_copy_token_selects_it_for_ctrl_
 
 
 def test_without_javascript_a_new_token_offers_no_copy_button(app, page_without_script):
-    sign_in(page_without_script, app.url, "member@acme.test")
-    page_without_script.goto(f"{app.url}/orgs/acme/settings/")
-    page_without_script.get_by_label("Token name").fill("Nightly export")
-    page_without_script.get_by_role("button", name="Create token").click()
+    create_token(page_without_script, app.url, "member@acme.test")
 
-    expect(page_without_script.locator("#new-token")).to_be_visible()
     expect(page_without_script.get_by_role("button", name="Copy token")).to_have_count(0)
 
 
 def test_a_new_api_token_is_shown_once_and_a_reload_creates_no_second_one(app, page, world, console):
     console.allow(409)  # the reload's answer
-    sign_in(page, app.url, "member@acme.test")
-    page.goto(f"{app.url}/orgs/acme/settings/")
-    page.get_by_label("Token name").fill("Nightly export")
-    page.get_by_role("button", name="Create token").click()
+    create_token(page, app.url, "member@acme.test")
 
     new_token = page.locator("#new-token")
     expect(new_token).to_have_text(re.compile(r"^opsn_"))

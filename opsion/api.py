@@ -245,5 +245,5 @@ def _describe(errors: list[dict]) -> str:
     return described
 
 
-api.add_router("/orgs/", "orgs.api.router")
+api.add_router("/orgs", "orgs.api.router")  # not "/orgs/": listOrganisations is `/orgs`, no trailing slash
 api.add_router("/orgs/", "insights.api.router")

@@ -5,12 +5,13 @@ from ninja import Field, Query, Router, Schema
 
 from opsion.http import client_ip
 from orgs import access, selectors, services, validation
-from orgs.models import AuditAction, KeyStatus, Plan, Role
+from orgs.models import AuditAction, KeyStatus, Membership, Plan, Role
 
 router = Router(tags=["settings"])
 
 # Refusals shared by routes, in each operation's description: the `code` is stable, the `message` is for people.
-AUTH_ERRORS = "`unauthenticated` (401), `not_found` (404: not a member, or no such organisation)"
+UNAUTHENTICATED_ERRORS = "`unauthenticated` (401)"
+AUTH_ERRORS = UNAUTHENTICATED_ERRORS + ", `not_found` (404: not a member, or no such organisation)"
 # Where an operation has no parameter or body of its own to refuse: the 400 every request can meet (see ANY).
 REQUEST_ERRORS = "`invalid_request` (400: a NUL in the query string, or a `Host` this server does not answer to)"
 BODY_ERRORS = "`invalid_request` (400), `payload_too_large` (413), `unsupported_media_type` (415)"
@@ -51,6 +52,15 @@ class SettingsOut(Schema):
         description="What Anthropic last said of the stored key; `unreadable` when the server cannot decrypt "
         "it (save it again); null when none is stored."
     )
+
+
+class MembershipOut(OrganisationOut):
+    role: Literal[tuple(Role.values)] = Field(description="Your role in the organisation.")
+    byomAvailable: bool = Field(description="The plan allows the organisation's own Claude API key.")
+
+
+class OrganisationsOut(Schema):
+    items: list[MembershipOut]
 
 
 # Sent as ISO 8601 with the offset (datetime.isoformat()); the format lets a generated client parse it.
@@ -127,6 +137,7 @@ class KeySetOut(Schema):
 # refused before it is read: a NUL in its query string, a Host not served), 401 (unauthenticated), 404 (not a
 # member), 500 (our failure) and 503 (the database unavailable).
 ANY = (400, 401, 404, 500, 503)
+UNNAMED = tuple(status for status in ANY if status != 404)  # an operation naming no organisation
 WRITE = (*ANY, 403)  # csrf_failed, with the browser session
 BODY = (*WRITE, 413, 415)  # operations that read a JSON body
 
@@ -192,6 +203,34 @@ def _settings(membership) -> dict:
         "byomAvailable": org.allows_byom,
         "claudeApiKeySet": state.is_set,
         "claudeApiKeyStatus": state.status,
+    }
+
+
+# Not paged: a user belongs to a few organisations (each membership is granted by Opsion staff), and one page of
+# every one of them keeps a client from having to page through a list so short. Nothing is cut off: should someone
+# belong to thousands, they get thousands, in one query.
+@router.get(
+    "",
+    operation_id="listOrganisations",
+    response=responses(OrganisationsOut, *UNNAMED),
+    openapi_extra=headers(),
+    summary="Your organisations",
+    description="The organisations you belong to, whatever their plan, by name then slug, each with your role "
+    "there: the `slug` the other operations take. Every one of them, in one answer (not paged: a user belongs to "
+    "few organisations). " + errors(UNAUTHENTICATED_ERRORS, REQUEST_ERRORS),
+)
+def list_organisations(request: HttpRequest):
+    return {"items": [_membership(m) for m in Membership.objects.for_user(request.auth)]}
+
+
+def _membership(membership) -> dict:
+    org = membership.organisation
+    return {
+        "slug": org.slug,
+        "name": org.name,
+        "plan": org.plan,
+        "role": membership.role,
+        "byomAvailable": org.allows_byom,
     }
 
 

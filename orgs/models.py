@@ -96,7 +96,10 @@ MANAGING_ROLES = frozenset({Role.OWNER, Role.ADMIN})  # may save and remove the 
 
 class MembershipQuerySet(models.QuerySet):
     def for_user(self, user) -> "MembershipQuerySet":
-        return self.filter(user=user).select_related("organisation").order_by("organisation__name")
+        """The user's memberships with their organisations, by name, then by slug: names are not unique, and two of
+        one name must keep one order (the header's switcher, the API's list)."""
+        memberships = self.filter(user=user).select_related("organisation")
+        return memberships.order_by("organisation__name", "organisation__slug")
 
 
 class Membership(models.Model):

@@ -383,6 +383,7 @@ class TestOpenApi:
 
         base = "/api/v1/orgs/{slug}"
         assert names == {
+            ("get", "/api/v1/orgs"): "listOrganisations",
             ("get", f"{base}/settings"): "getSettings",
             ("get", f"{base}/audit-events"): "listAuditEvents",
             ("put", f"{base}/settings/claude-api-key"): "setClaudeApiKey",
@@ -428,7 +429,8 @@ class TestOpenApi:
             return {v for option in options for v in option.get("enum", [])}
 
         assert values("OrganisationOut", "plan") == {"starter", "professional", "institutional", "custom"}
-        assert values("SettingsOut", "role") == {"owner", "admin", "member"}
+        assert values("SettingsOut", "role") == values("MembershipOut", "role") == {"owner", "admin", "member"}
+        assert values("MembershipOut", "plan") == values("OrganisationOut", "plan")
         assert values("SettingsOut", "claudeApiKeyStatus") == {"unverified", "valid", "invalid", "unreadable"}
         assert values("AnswerOut", "keySource") == values("UsageOut", "keySource") == {"platform", "organisation"}
         assert values("HistoryItem", "outcome") == {"pending", "answered", "failed"}
@@ -529,7 +531,9 @@ class TestOpenApi:
             for refusal in refusals:
                 assert f"`{refusal.code}` ({refusal.status}" in documented[operation], (operation, refusal.code)
         for (method, path), description in documented.items():
-            assert "`unauthenticated` (401)" in description and "`not_found` (404" in description, path
+            assert "`unauthenticated` (401)" in description, path
+            # Every operation that names an organisation, and only those, can be refused it.
+            assert ("`not_found` (404" in description) is ("{slug}" in path), path
             # Only what each can answer: a body's errors where there is a body, CSRF's on writes.
             assert ("`unsupported_media_type` (415)" in description) is (method in ("put", "post")), (method, path)
             assert ("`csrf_failed` (403" in description) is (method != "get"), (method, path)
@@ -554,6 +558,7 @@ class TestOpenApi:
         paths = console().get("/api/v1/openapi.json").json()["paths"]
         every = {"200", "400", "401", "404", "500", "503"}  # 500: our failure; 503: the database unavailable
         expected = {
+            ("get", "/api/v1/orgs"): every - {"404"},  # no organisation named, so none to be refused
             ("get", "/api/v1/orgs/{slug}/settings"): every,
             ("put", "/api/v1/orgs/{slug}/settings/claude-api-key"): every | {"403", "413", "415", "429"},
             ("delete", "/api/v1/orgs/{slug}/settings/claude-api-key"): every | {"403", "429"},

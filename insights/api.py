@@ -21,6 +21,7 @@ from orgs.api import (
     CSRF_ERRORS,
     REQUEST_ERRORS,
     After,
+    BodyIn,
     PageOut,
     errors,
     headers,
@@ -39,7 +40,7 @@ RATE_LIMIT_HEADERS = (
 router = Router(tags=["insights"])
 
 
-class QueryIn(Schema):
+class QueryIn(BodyIn):
     # Stated for clients built from the document; the service checks it, after trimming.
     query: str = Field(
         description=f"The question, at most {settings.INSIGHTS_MAX_QUERY_CHARS:,} characters once trimmed.",

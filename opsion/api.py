@@ -233,16 +233,27 @@ def _describe(errors: list[dict]) -> str:
         return "The request body is not valid."
     first = errors[0]
     source, *names = first.get("loc", ()) or ("body",)  # ("body", "payload", "query") or ("query", "limit")
-    where = ".".join(str(p) for p in names if p != "payload")
-    if first.get("type") == "json_invalid" or not where:
+    if names[:1] == ["payload"]:  # ninja's name for the body itself; a field of that name in it stays
+        names = names[1:]
+    where = ".".join(str(p) for p in names)
+    if first.get("type") == "json_invalid" or not names:
         return "The request body must be a JSON object."
     what = "parameter" if source == "query" else "field"
     if first.get("type") == "missing":
         return f"The {what} `{where}` is required."
+    if first.get("type") == "extra_forbidden":
+        return f"The {what} `{where}` is unknown: " + _unknown_field_hint(where)
     described = f"The {what} `{where}` is not valid: {first.get('msg', 'invalid value')}."
     if (where, first.get("type")) == ("offset", "less_than_equal"):  # the paged lists' cap
         described += " To page deeper, pass `after`: the id of the last item you have."
     return described
+
+
+def _unknown_field_hint(name: str) -> str:
+    """What to do instead of sending a field the body does not take."""
+    if re.sub(r"[-_ ]", "", name).lower() == "idempotencykey":  # the header, in whatever case or spelling
+        return "an idempotency key goes in the `Idempotency-Key` header, not the body."
+    return "send only the fields the OpenAPI document lists for this body (names are case-sensitive)."
 
 
 api.add_router("/orgs", "orgs.api.router")  # not "/orgs/": listOrganisations is `/orgs`, no trailing slash

@@ -2,6 +2,7 @@ from typing import Annotated, Literal
 
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
+from pydantic import ConfigDict
 
 from opsion.http import client_ip
 from orgs import access, selectors, services, validation
@@ -14,7 +15,10 @@ UNAUTHENTICATED_ERRORS = "`unauthenticated` (401)"
 AUTH_ERRORS = UNAUTHENTICATED_ERRORS + ", `not_found` (404: not a member, or no such organisation)"
 # Where an operation has no parameter or body of its own to refuse: the 400 every request can meet (see ANY).
 REQUEST_ERRORS = "`invalid_request` (400: a NUL in the query string, or a `Host` this server does not answer to)"
-BODY_ERRORS = "`invalid_request` (400), `payload_too_large` (413), `unsupported_media_type` (415)"
+BODY_ERRORS = (
+    "`invalid_request` (400: a body field missing, not valid, or one the body does not take), `payload_too_large` "
+    "(413), `unsupported_media_type` (415)"
+)
 CSRF_ERRORS = "`csrf_failed` (403, writes with the browser session)"
 # Every operation's, named in each description by errors().
 SERVER_ERRORS = "`server_error` (500: our failure, logged), `service_unavailable` (503: the database unavailable)"
@@ -120,7 +124,15 @@ class AuditPage(Schema):
     after: After = AFTER
 
 
-class KeyIn(Schema):
+class BodyIn(Schema):
+    """A request body. A field it does not declare is refused (a 400 naming it), not ignored: a client that misspelt
+    one (`apikey`) or put a header in the body (`idempotencyKey`) must not take it for acted on. The document says
+    so (`additionalProperties: false`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class KeyIn(BodyIn):
     # Stated for clients built from the document; the service checks it (orgs.validation), and says what is wrong.
     apiKey: str = Field(
         description=f"Your Anthropic API key: `{validation.KEY_PREFIX}` then letters, digits, `-` and `_`, "

@@ -206,6 +206,35 @@ def test_a_malformed_key_is_refused_before_anything_is_asked(world, fake_anthrop
     assert not fake_anthropic.requests and not InsightQuery.objects.exists()
 
 
+@pytest.mark.parametrize("field", ["idempotencyKey", "IdempotencyKey", "idempotency_key", "Idempotency-Key"])
+def test_a_key_sent_in_the_body_is_refused_pointing_at_the_header(world, fake_anthropic, api_client, field):
+    # Accepted and ignored, it would leave the client believing its retries were safe while each one was asked and
+    # counted again.
+    response = api_client(world.globex_member).post(
+        QUERIES.format("globex"), {"query": QUESTION, field: KEY}, content_type="application/json"
+    )
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["message"] == (
+        f"The field `{field}` is unknown: an idempotency key goes in the `Idempotency-Key` header, not the body."
+    )
+    assert not fake_anthropic.requests and not InsightQuery.objects.exists()
+
+
+def test_a_key_in_the_body_is_refused_beside_the_header_too(world, fake_anthropic, api_client):
+    response = api_client(world.globex_member).post(
+        QUERIES.format("globex"),
+        {"query": QUESTION, "idempotencyKey": KEY},
+        content_type="application/json",
+        headers={"Idempotency-Key": KEY},
+    )
+
+    assert response.status_code == 400 and "`Idempotency-Key` header" in response.json()["error"]["message"]
+    assert not fake_anthropic.requests and not InsightQuery.objects.exists()
+
+
 def test_the_longest_key_is_accepted(world, fake_anthropic, api_client):
     assert ask(api_client(world.globex_member), key="k" * 255).status_code == 200
 

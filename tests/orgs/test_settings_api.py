@@ -281,6 +281,27 @@ class TestInvalidRequests:
         assert error_of(response)["code"] == "invalid_request"
         assert not ClaudeApiKey.objects.exists()
 
+    @pytest.mark.parametrize(
+        ("body", "unknown"),
+        [
+            ({"apiKey": GOOD_KEY, "apikey": OTHER_KEY}, "apikey"),
+            ({"apiKey": GOOD_KEY, "organisation": "globex"}, "organisation"),
+            ({"apiKey": GOOD_KEY, "payload": {"apiKey": OTHER_KEY}}, "payload"),  # ninja's own name for the body
+            ({"apiKey": GOOD_KEY, "": GOOD_KEY}, ""),
+        ],
+        ids=["another-case", "another-field", "payload", "empty-name"],
+    )
+    def test_a_field_the_body_does_not_take_is_refused_by_name_not_ignored(self, world, body, unknown):
+        # Ignoring it would leave a client that misspelt or misplaced something believing it was acted on.
+        response = api_put_key(console(), "acme", body, **bearer(world.acme_admin))
+
+        assert response.status_code == 400
+        error = error_of(response)
+        assert error["code"] == "invalid_request"
+        assert error["message"].startswith(f"The field `{unknown}` is unknown"), error["message"]
+        assert GOOD_KEY not in response.content.decode() and OTHER_KEY not in response.content.decode()
+        assert not ClaudeApiKey.objects.exists() and not AuditEvent.objects.exists()
+
 
 class TestSessionAuthentication:
     def test_a_signed_in_browser_can_read_settings_without_a_token(self, world):
@@ -407,6 +428,13 @@ class TestOpenApi:
             "claudeApiKeyStatus",
         }
         assert set(components["ErrorOut"]["properties"]) == {"error", "requestId"}
+
+    def test_the_schema_says_the_bodies_take_no_other_fields(self, db):
+        # A client generated from the document then cannot send one the API would refuse.
+        components = console().get("/api/v1/openapi.json").json()["components"]["schemas"]
+
+        for body in ("KeyIn", "QueryIn"):
+            assert components[body]["additionalProperties"] is False, body
 
     def test_the_schema_states_the_form_a_key_and_a_question_must_have(self, db):
         # A client generated from the document can check these before sending, instead of learning them by a 400.

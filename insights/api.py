@@ -1,9 +1,10 @@
-from typing import Literal
+from typing import Annotated, Literal
 
 from django.conf import settings
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
 from ninja.responses import Response
+from pydantic import WithJsonSchema
 
 from insights import services
 from insights.http import add_ratelimit_headers, window_json
@@ -269,6 +270,17 @@ def list_queries(request: HttpRequest, slug: str, page: Query[Page]):
 
 QUERY_NOT_FOUND = "You have no query with this id in this organisation."
 
+# Documented as the address takes it: digits only (`int:`), so a negative id is no address at all (the 404 of any
+# address without an operation), and a document offering any integer promised an operation it does not reach. 0
+# reaches it, and is no query's id: the operation's own 404, as for any id of no query of yours (declared for the
+# document only, not validated by a `ge=1` whose 400 would tell 0 apart from every other id that is not yours).
+QueryId = Annotated[
+    int,
+    WithJsonSchema(
+        {"type": "integer", "minimum": 1, "description": "The query's `id`, as askQuestion and listQueries give it."}
+    ),
+]
+
 
 @router.get(
     "/{slug}/insights/queries/{int:query_id}",  # not a number: no such address (404), as a trailing slash
@@ -284,7 +296,7 @@ QUERY_NOT_FOUND = "You have no query with this id in this organisation."
         AUTH_ERRORS, "`not_found` (404: no query of yours with this id here; the same for another's)", REQUEST_ERRORS
     ),
 )
-def get_query(request: HttpRequest, slug: str, query_id: int):
+def get_query(request: HttpRequest, slug: str, query_id: QueryId):
     membership = access.membership_or_404(request.auth, slug)
     row = services.own_query(membership=membership, pk=query_id)
     window = services.usage(membership.organisation).window

@@ -428,6 +428,22 @@ def test_a_query_that_is_not_yours_here_is_not_found_in_the_same_words_whatever_
     )
 
 
+def test_the_document_declares_a_querys_id_as_the_address_takes_it(world, api_client, client):
+    # The address takes digits only: the document offered any integer, and `…/queries/-1`, valid by it, met "No API
+    # operation at this address". It declares the ids there are (1 up), which all reach the operation.
+    operation = client.get("/api/v1/openapi.json").json()["paths"]["/api/v1/orgs/{slug}/insights/queries/{query_id}"]
+    (param,) = [p for p in operation["get"]["parameters"] if p["name"] == "query_id"]
+    assert (param["in"], param["required"]) == ("path", True)
+    assert (param["schema"]["type"], param["schema"]["minimum"]) == ("integer", 1)
+    assert "id" in param["description"]
+
+    answers = {pk: api_client(world.globex_member).get(f"{QUERIES.format('globex')}/{pk}") for pk in (1, 10**30, -1)}
+
+    for pk in (1, 10**30):  # in the document: the operation's own answer
+        assert answers[pk].json()["error"]["message"] == "You have no query with this id in this organisation.", pk
+    assert "No API operation at this address" in answers[-1].json()["error"]["message"]  # outside it
+
+
 def test_an_outsider_reading_a_query_by_id_gets_the_organisations_not_found(world, api_client):
     (row,) = seed(world.globex, 60, user=world.globex_member)
 

@@ -54,10 +54,24 @@ class TokensOut(Schema):
     outputTokens: int | None
 
 
+# The rolling window's numbers, as getUsage and an answer's `rateLimit` give them (RateLimit's `q`, `r`, `t`).
+LIMIT = Field(
+    description="Queries allowed in the rolling window under the limit in force now: "
+    f"{settings.INSIGHTS_PLATFORM_LIMIT} on Opsion's platform key, {settings.INSIGHTS_BYOM_LIMIT} on the "
+    "organisation's own key."
+)
+REMAINING = Field(description="Queries that can still be asked in the window: `limit` minus `used`, never below 0.")
+RESET_SECONDS = Field(
+    description="Seconds until the window frees up a query: until the oldest counted query leaves it, or, while "
+    "`used` is over `limit`, until enough have left for one more to fit; 0 when none counts. A `limit` of 0 lets "
+    "nothing through: a whole window."
+)
+
+
 class RateLimitOut(Schema):
-    limit: int
-    remaining: int
-    resetSeconds: int
+    limit: int = LIMIT
+    remaining: int = REMAINING
+    resetSeconds: int = RESET_SECONDS
 
 
 STOP_REASON = (
@@ -80,11 +94,15 @@ class AnswerOut(Schema):
 
 
 class UsageOut(Schema):
-    limit: int
-    windowSeconds: int
-    used: int
-    remaining: int
-    resetSeconds: int
+    limit: int = LIMIT
+    windowSeconds: int = Field(description="The rolling window's length, in seconds.")
+    used: int = Field(
+        description="Queries counted in the window: those sent to Anthropic in the last `windowSeconds`. It can "
+        "exceed `limit`: queries counted under a higher limit stay counted when the limit falls (the organisation's "
+        "key removed, or its plan downgraded), and none can be asked until enough have left the window."
+    )
+    remaining: int = REMAINING
+    resetSeconds: int = RESET_SECONDS
     keySource: Literal[tuple(KeySource.values)] = Field(description="Whose Anthropic key the next query uses.")
 
 

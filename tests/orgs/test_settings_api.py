@@ -474,6 +474,22 @@ class TestOpenApi:
             assert "cut short" in description and "declined" in description, schema
         assert "stopReason" in components["AnswerOut"]["required"]
 
+    def test_the_schema_says_what_each_number_of_the_rolling_window_means(self, db):
+        # A client showing usage must know `used` can be over `limit` (queries counted under a higher limit stay
+        # counted when it falls), that `remaining` stops at 0, and what `resetSeconds` counts down to.
+        components = console().get("/api/v1/openapi.json").json()["components"]["schemas"]
+        usage, window = components["UsageOut"]["properties"], components["RateLimitOut"]["properties"]
+
+        for schema, fields in (("UsageOut", usage), ("RateLimitOut", window)):
+            assert all(field.get("description") for field in fields.values()), schema
+        assert "exceed `limit`" in usage["used"]["description"]
+        assert "removed" in usage["used"]["description"] and "downgraded" in usage["used"]["description"]
+        assert "never below 0" in usage["remaining"]["description"] == window["remaining"]["description"]
+        assert "Seconds until" in usage["resetSeconds"]["description"] == window["resetSeconds"]["description"]
+        assert "0 when none counts" in usage["resetSeconds"]["description"]
+        assert "20" in usage["limit"]["description"] and "200" in usage["limit"]["description"]
+        assert "seconds" in usage["windowSeconds"]["description"]
+
     def test_the_schema_names_every_error_code_a_failed_query_records(self, db):
         # A client polling getQuery after a dropped connection switches on `errorCode`; `interrupted`, recorded for
         # an answer cut off by a dead worker, is no refusal any operation answers with, so only this says it exists.

@@ -2,6 +2,7 @@
 
 import json
 import re
+from functools import wraps
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -15,7 +16,7 @@ from ninja.parser import Parser
 from ninja.security import HttpBearer, SessionAuth
 
 from opsion import requestid
-from opsion.errors import Refused, error_json, refused_json
+from opsion.errors import JSON, Refused, error_json, refused_json
 from orgs import services
 
 
@@ -88,7 +89,21 @@ def _read_only(view):
     """The OpenAPI document and its docs page only answer GET and HEAD: any other method is the API's JSON 405
     (`method_not_allowed`), not Django's CSRF refusal (a bare 403 `forbidden`) nor, with a CSRF token, the
     document again. Exempt from the CSRF check, since nothing but a read reaches the view."""
-    return csrf_exempt(require_safe(view))
+    return csrf_exempt(require_safe(_json_as_every_answer(view)))
+
+
+def _json_as_every_answer(view):
+    """The document in the media type of every other JSON answer, `application/json; charset=utf-8`: ninja's own
+    view says `application/json` alone. The docs page (HTML) is left as it is."""
+
+    @wraps(view)
+    def answer(request: HttpRequest, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        if response.get("Content-Type") == "application/json":
+            response["Content-Type"] = JSON
+        return response
+
+    return answer
 
 
 REQUEST_ID_HEADER = {

@@ -366,10 +366,15 @@ def test_every_api_answer_is_json_of_one_content_type_whichever_app_or_error_mad
         client.get("/api/v1/orgs/nope/settings"),
         client.post("/api/v1/orgs/acme/insights/queries", "{", content_type="application/json"),
         Client().get("/api/v1/orgs/acme/settings"),
+        client.get("/api/v1/orgs"),
+        Client().get("/api/v1/openapi.json"),  # the document said `application/json` alone
+        Client().head("/api/v1/openapi.json"),
+        Client().delete("/api/v1/openapi.json"),
     ]
 
     assert [(a.status_code, a["Content-Type"]) for a in answers] == [
-        (status, "application/json; charset=utf-8") for status in (200, 200, 200, 200, 200, 404, 404, 400, 401)
+        (status, "application/json; charset=utf-8")
+        for status in (200, 200, 200, 200, 200, 404, 404, 400, 401, 200, 200, 200, 405)
     ]
 
 

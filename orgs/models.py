@@ -197,7 +197,9 @@ class ApiToken(models.Model):
 
 
 class AuditAction(models.TextChoices):
+    # The first key, or one saved when none was stored: rows recorded before `replaced` existed say `saved` either way.
     KEY_SAVED = "claude_api_key.saved", "Claude API key saved"
+    KEY_REPLACED = "claude_api_key.replaced", "Claude API key replaced"  # another key was stored: a rotation
     KEY_REMOVED = "claude_api_key.removed", "Claude API key removed"
     # Made by Opsion staff in admin; they change who may manage the key, or whether it is used.
     PLAN_CHANGED = "organisation.plan_changed", "Plan changed"

@@ -33,13 +33,15 @@ PASSWORD_CHANGED_HOW = {
 }
 
 
-def key_changed(*, org: Organisation, actor, action: str, via: str, at: datetime, replaced: bool = False) -> None:
-    """Tell every active Owner and Admin of `org` that its key was saved or removed (`action`: KEY_SAVED or
-    KEY_REMOVED), once the current transaction commits."""
+def key_changed(*, org: Organisation, actor, action: str, via: str, at: datetime) -> None:
+    """Tell every active Owner and Admin of `org` that its key was saved, replaced or removed (`action`: KEY_SAVED,
+    KEY_REPLACED or KEY_REMOVED, as the audit log says it), once the current transaction commits."""
     if not settings.EMAIL_CONFIGURED:
         return
-    saved = action == AuditAction.KEY_SAVED
-    subject = f"Claude API key {'saved for' if saved else 'removed from'} {org.name}"
+    replaced = action == AuditAction.KEY_REPLACED
+    saved = replaced or action == AuditAction.KEY_SAVED  # a key now in force, whether or not one was before
+    verb = "replaced" if replaced else "saved" if saved else "removed"
+    subject = f"Claude API key {verb} {'from' if verb == 'removed' else 'for'} {org.name}"
     by = f"Opsion staff ({actor.email})" if via == "admin" else _who(actor)
     managers = User.objects.filter(
         is_active=True, memberships__organisation=org, memberships__role__in=MANAGING_ROLES
@@ -56,7 +58,7 @@ def key_changed(*, org: Organisation, actor, action: str, via: str, at: datetime
         "plan": org.get_plan_display(),
     }
     body = render_to_string("orgs/email/key_changed.txt", context)
-    what = f"claude api key {'saved' if saved else 'removed'} e-mail"
+    what = f"claude api key {verb} e-mail"
     for user in managers:
         _send_on_commit(user, subject, body, what)
 

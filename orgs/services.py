@@ -55,7 +55,7 @@ def audit_staff_change(*, org: Organisation, staff_user, action: str, detail: st
 
 @sensitive_variables("raw_key", "key")
 def claude_api_key_set(*, membership: Membership, raw_key: str, ip: str | None, via: str = "console") -> None:
-    """Store `raw_key` encrypted for the member's organisation.
+    """Store `raw_key` encrypted for the member's organisation, audited as saved (none was stored) or replaced.
 
     Raises RoleRequired, PlanRequired, TooManyAttempts or KeyMalformed, checked in that order.
     """
@@ -74,12 +74,14 @@ def claude_api_key_set(*, membership: Membership, raw_key: str, ip: str | None, 
                 "status_changed_at": None,
             },
         )
-        event = _audit(org=org, actor=membership.user, action=AuditAction.KEY_SAVED, ip=ip, via=via)
+        # Whether a key was stored is read with the organisation row locked, so of two first saves at once one
+        # records "saved" and the other "replaced", as they happened.
+        action = AuditAction.KEY_SAVED if created else AuditAction.KEY_REPLACED
+        event = _audit(org=org, actor=membership.user, action=action, ip=ip, via=via)
         # Mailed to the organisation's Owners and Admins once this commits: a rolled-back save tells no one.
-        notifications.key_changed(
-            org=org, actor=membership.user, action=event.action, via=via, at=event.created_at, replaced=not created
-        )
-    log.info("claude api key saved org=%s by user=%s via=%s", org.slug, membership.user.pk, via)
+        notifications.key_changed(org=org, actor=membership.user, action=event.action, via=via, at=event.created_at)
+    verb = "saved" if created else "replaced"
+    log.info("claude api key %s org=%s by user=%s via=%s", verb, org.slug, membership.user.pk, via)
 
 
 class KeyReplaced(Refused):

@@ -180,7 +180,18 @@ def test_saving_again_replaces_the_key(world):
 
     assert ClaudeApiKey.objects.filter(organisation=world.acme).count() == 1
     assert stored_key(world.acme) == OTHER_KEY
-    assert audit_actions(world.acme) == [AuditAction.KEY_SAVED, AuditAction.KEY_SAVED]
+    # A compliance team tells a key set for the first time from one rotated (replaced by another).
+    assert audit_actions(world.acme) == [AuditAction.KEY_SAVED, AuditAction.KEY_REPLACED]
+
+
+def test_a_key_saved_after_the_last_one_was_removed_is_saved_not_replaced(world):
+    client = console(world.acme_admin)
+    client.post(save_url("acme"), {"api_key": GOOD_KEY})
+    client.post(remove_url("acme"), {"confirm": "yes"})
+
+    client.post(save_url("acme"), {"api_key": OTHER_KEY})
+
+    assert audit_actions(world.acme) == [AuditAction.KEY_SAVED, AuditAction.KEY_REMOVED, AuditAction.KEY_SAVED]
 
 
 def test_remove_without_confirmation_asks_first_and_keeps_the_key(world):
@@ -272,7 +283,7 @@ def test_a_confirmation_left_open_while_another_admin_replaced_the_key_keeps_the
     assert response.status_code == 409
     assert "The key was replaced after you asked to remove it, so the new key was kept." in response.content.decode()
     assert stored_key(world.acme) == OTHER_KEY
-    assert audit_actions(world.acme) == [AuditAction.KEY_SAVED]  # the Admin's save; no removal
+    assert audit_actions(world.acme) == [AuditAction.KEY_REPLACED]  # the Admin's rotation; no removal
 
 
 def test_another_organisations_key_does_not_stand_in_the_way_of_a_confirmed_removal(world):

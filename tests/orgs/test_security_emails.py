@@ -140,9 +140,17 @@ def test_a_key_replaced_through_the_api_says_it_replaced_the_last_one_and_that_i
 
     assert response.status_code == 200, response.content
     assert to(outbox) == ACME_MANAGERS
-    event = AuditEvent.objects.get(organisation=crowd.acme, action=AuditAction.KEY_SAVED)
+    event = AuditEvent.objects.get(organisation=crowd.acme, action=AuditAction.KEY_REPLACED)
     body = " ".join(outbox[0].body.split())
-    assert "It replaces the key saved before." in body
+    # Said as the audit log says it: a key rotated is "replaced", not "saved" as a first key is.
+    assert {message.subject for message in outbox} == {"Claude API key replaced for Acme Digital Assets"}
+    assert (
+        "The Claude API key of the Opsion organisation Acme Digital Assets was replaced: a new key was saved in "
+        "place of the one saved before." in body
+    )
+    assert "was saved for" not in body
+    assert f"When: {utc(event.created_at)}" in body
+    assert UNEXPECTED_SAVE in body and UNEXPECTED_REMOVAL not in body
     assert "By: owner@acme.test, through the Opsion API (a personal API token)" in body
     assert event.via == "api"
     assert_no_key_in(outbox)

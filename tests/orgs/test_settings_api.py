@@ -462,6 +462,17 @@ class TestOpenApi:
             return {v for option in options for v in option.get("enum", [])}
 
         assert values("OrganisationOut", "plan") == {"starter", "professional", "institutional", "custom"}
+        assert values("AuditEventOut", "action") == {
+            "claude_api_key.saved",
+            "claude_api_key.replaced",
+            "claude_api_key.removed",
+            "organisation.plan_changed",
+            "membership.added",
+            "membership.role_changed",
+            "membership.removed",
+            "membership.deactivated",
+            "membership.reactivated",
+        }
         assert values("SettingsOut", "role") == values("MembershipOut", "role") == {"owner", "admin", "member"}
         assert values("MembershipOut", "plan") == values("OrganisationOut", "plan")
         assert values("SettingsOut", "claudeApiKeyStatus") == {"unverified", "valid", "invalid", "unreadable"}
@@ -680,6 +691,17 @@ class TestAuditEvents:
             "admin@acme.test",
         )
         assert saved["createdAt"] <= removed["createdAt"]
+
+    def test_a_key_replaced_through_the_api_is_listed_as_replaced(self, world):
+        api_put_key(console(), "acme", {"apiKey": GOOD_KEY}, **bearer(world.acme_admin))
+        api_put_key(console(), "acme", {"apiKey": OTHER_KEY}, **bearer(world.acme_owner))
+
+        items = console().get(self.URL.format("acme"), headers=bearer(world.acme_owner)).json()["items"]
+
+        assert [(i["action"], i["description"], i["actorEmail"]) for i in items] == [
+            ("claude_api_key.replaced", "Claude API key replaced", "owner@acme.test"),
+            ("claude_api_key.saved", "Claude API key saved", "admin@acme.test"),
+        ]
 
     def test_it_pages_through_the_whole_log(self, world):
         AuditEvent.objects.bulk_create(

@@ -376,6 +376,24 @@ class TestFullAuditLog:
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rows[1][0])
         assert "10.0.0.1" not in str(rows)
 
+    def test_a_key_replaced_by_another_reads_replaced_not_saved_on_the_page_and_in_the_csv(self, world):
+        # A compliance team tells a key set for the first time from one rotated; rows recorded before this told
+        # them apart stay as they were ("saved").
+        AuditEvent.objects.create(organisation=world.acme, action=AuditAction.KEY_SAVED, actor_email="old@acme.test")
+        client = console(world.acme_owner)
+        client.post("/orgs/acme/settings/claude-api-key/save", {"api_key": GOOD_KEY})
+        client.post("/orgs/acme/settings/claude-api-key/save", {"api_key": CANARY_KEY})
+
+        rows = csv_of(world.acme_admin, "acme")
+        page = console(world.acme_admin).get("/orgs/acme/settings/audit-log/").content.decode()
+
+        assert [row[1] for row in rows[1:]] == [
+            "Claude API key replaced",
+            "Claude API key saved",
+            "Claude API key saved",
+        ]
+        assert page.count("Claude API key replaced") == 1 and page.count("Claude API key saved") == 2
+
     def test_a_csv_cell_a_spreadsheet_would_run_as_a_formula_is_defused(self, world):
         AuditEvent.objects.create(
             organisation=world.acme, action=AuditAction.MEMBER_ADDED, actor_email="=cmd@x.test", detail="+SUM(A1)"

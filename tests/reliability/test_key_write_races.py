@@ -12,7 +12,7 @@ import threading
 import pytest
 from django.db import connection, connections
 
-from orgs.models import AuditEvent, ClaudeApiKey
+from orgs.models import AuditAction, AuditEvent, ClaudeApiKey
 from tests.base import GOOD_KEY
 from tests.clients import console
 from tests.orgs.helpers import store_key
@@ -98,3 +98,33 @@ def test_a_key_removal_arriving_while_staff_change_the_membership_is_judged_on_t
 
     assert status == refused_with
     assert ClaudeApiKey.objects.exists() and not AuditEvent.objects.exists()
+
+
+def test_two_first_saves_at_once_record_one_key_saved_and_one_key_replaced(world):
+    # The audit log tells a first key from a rotated one: that is decided under the organisation's lock, with the
+    # write, so two Admins saving the organisation's first key at the same moment cannot both record "saved".
+    statuses = []
+
+    def saves(user) -> None:
+        try:
+            statuses.append(console(user).post("/orgs/acme/settings/claude-api-key/save", {"api_key": GOOD_KEY}))
+        finally:
+            connections.close_all()
+
+    with pg_admin_connection() as holder, pg_admin_connection() as watcher:
+        holder.autocommit = False
+        with holder.cursor() as cursor:
+            cursor.execute("SELECT id FROM orgs_organisation WHERE id = %s FOR UPDATE", [world.acme.pk])
+            savers = [threading.Thread(target=saves, args=(user,)) for user in (world.acme_owner, world.acme_admin)]
+            for saver in savers:
+                saver.start()
+            with watcher.cursor() as watching:
+                wait_for_lock_waiters(watching, 2)  # both saves are under way, neither has looked at the key yet
+        holder.commit()
+        for saver in savers:
+            saver.join(timeout=30)
+
+    assert [response.status_code for response in statuses] == [302, 302]
+    assert ClaudeApiKey.objects.count() == 1
+    actions = list(AuditEvent.objects.order_by("id").values_list("action", flat=True))
+    assert actions == [AuditAction.KEY_SAVED, AuditAction.KEY_REPLACED]

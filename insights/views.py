@@ -6,7 +6,7 @@ from functools import wraps
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -16,18 +16,33 @@ from insights import services
 from insights.http import add_ratelimit_headers, sse, window_json
 from insights.rendering import render_markdown
 from insights.suggestions import SUGGESTED_QUERIES
-from opsion.errors import Refused, refused_json
+from opsion.errors import InvalidRequest, Refused, refused_json
 from orgs import access, drafts, guards
 from orgs.models import Membership
 
 ANSWER_ID = re.compile(r"[0-9]{1,18}")
+HISTORY_PAGE = 10  # entries of "Your recent queries" a page shows; older ones are a link away
 
 
 def _page(
-    request: HttpRequest, membership: Membership, *, status: int = 200, answered_id: int | None = None, **extra
+    request: HttpRequest,
+    membership: Membership,
+    *,
+    status: int = 200,
+    answered_id: int | None = None,
+    after: int | None = None,
+    **extra,
 ) -> HttpResponse:
     usage = services.usage(membership.organisation)
-    recent = services.recent_queries(membership=membership, limit=10)
+    # One more than shown says whether older ones follow. `after` is the last entry of the page before (keyset, as
+    # the API pages): queries asked since do not shift the older pages.
+    try:
+        rows = services.recent_queries(membership=membership, limit=HISTORY_PAGE + 1, after=after)
+    except InvalidRequest:
+        # Another member's, another organisation's or a deleted query: the same answer for each, so the page tells
+        # nothing of queries that are not theirs.
+        raise Http404() from None
+    recent = rows[:HISTORY_PAGE]
     # The answer a plain POST redirected to: usually the newest entry; an old link may name an older
     # one, and one that is not this member's (or no longer exists) shows no answer card at all.
     answered = next((q for q in recent if q.pk == answered_id), None)
@@ -41,6 +56,9 @@ def _page(
         "suggestions": SUGGESTED_QUERIES,
         "ask_once": secrets.token_urlsafe(12),
         "recent": recent,
+        "history_page": HISTORY_PAGE,
+        "older_after": recent[-1].pk if len(rows) > HISTORY_PAGE else None,
+        "older_page": after is not None,
         "key_invalid_message": services.KeyInvalid.default_message,
         "key_unreadable_message": services.KeyUnreadable.default_message,
         "answered": answered,
@@ -73,9 +91,11 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
     if request.method in ("GET", "HEAD"):
         answered = request.GET.get("answered", "")
+        after = _older_than(request)
         kept = drafts.take(request) if request.method == "GET" else None  # a HEAD leaves it for the page itself
         extra = {"draft": kept, "draft_kept": True} if kept else {}
-        return _page(request, membership, answered_id=int(answered) if ANSWER_ID.fullmatch(answered) else None, **extra)
+        answered_id = int(answered) if ANSWER_ID.fullmatch(answered) else None
+        return _page(request, membership, answered_id=answered_id, after=after, **extra)
     # A suggestion button (the no-JavaScript path) asks its own question, whatever the box holds.
     text = request.POST.get("suggestion") or request.POST.get("query", "")
     wants_stream = "text/event-stream" in request.headers.get("Accept", "")
@@ -108,6 +128,17 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
     # Every insights response carries the RateLimit fields, the redirect after a plain POST included.
     answered = redirect(f"{reverse('insights:query', args=[slug])}?answered={pending.row.pk}#answer")
     return add_ratelimit_headers(answered, pending.window)
+
+
+def _older_than(request: HttpRequest) -> int | None:
+    """The query "Show older queries" pages back from (`?after=<id>`), or None for the newest page. Raises Http404
+    for a value that is no id at all, as Django's own paginator does for a page that is no number."""
+    after = request.GET.get("after", "")
+    if not after:
+        return None
+    if not ANSWER_ID.fullmatch(after):
+        raise Http404()
+    return int(after)
 
 
 ALREADY_ASKED = (

@@ -97,7 +97,9 @@
   // page load: the server renders the entry with the page's own template (its text escaped, its
   // answer's Markdown sanitised by nh3), so it is safe to insert.
   function remember(itemHtml) {
-    if (!history || !itemHtml) return;
+    // An older page lists queries before some earlier one: a new query belongs on the newest page, which
+    // "Back to your newest queries" leads to, not at the top of this one.
+    if (!history || !itemHtml || history.hasAttribute("data-older-page")) return;
     // The page opened its newest entry because no answer was showing; now one is (as after a reload
     // of the answer's link), so that entry closes. Entries the reader opened stay open.
     history.querySelectorAll("details[data-auto-open]").forEach(function (entry) {
@@ -105,7 +107,21 @@
       entry.removeAttribute("data-auto-open");
     });
     history.insertAdjacentHTML("afterbegin", itemHtml);
-    while (history.children.length > 10) history.lastElementChild.remove();
+    // As a reload would show it: a page of entries, "Show older queries" starting after the last one left,
+    // so an entry pushed off this page is the first of the next.
+    const pageSize = Number(history.dataset.pageSize) || 10;
+    let pushedOff = false;
+    while (history.children.length > pageSize) {
+      history.lastElementChild.remove();
+      pushedOff = true;
+    }
+    const older = document.getElementById("history-older");
+    if (pushedOff && older) {
+      const next = new URL(older.href);
+      next.searchParams.set("after", history.lastElementChild.dataset.queryId);
+      older.href = next.href;
+      older.hidden = false;
+    }
     history.hidden = false;
     const empty = document.getElementById("history-empty");
     if (empty) empty.remove();

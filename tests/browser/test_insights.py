@@ -403,3 +403,65 @@ def test_an_answers_bullets_look_the_same_in_the_answer_card_and_in_recent_queri
     page.locator("#history > li summary").first.click()
 
     assert in_the_card == bullet("#history .prose ul > li") == "disc"
+
+
+# --- Older queries -------------------------------------------------------------------------------------------------
+# Seeded more than an hour ago: out of the rolling window, so asking is never refused for them.
+
+
+def test_without_javascript_show_older_queries_pages_back_and_leads_back_to_the_newest(app, page_without_script, world):
+    page = page_without_script
+    seed(world.acme, *range(4000, 4015), user=world.acme_member)  # "seeded 0" is the newest
+    sign_in(page, app.url, "member@acme.test")
+    page.goto(f"{app.url}/orgs/acme/insights/")
+    entries = page.locator("#history > li .history__q")
+    expect(entries).to_have_text([f"seeded {i}" for i in range(10)])
+
+    page.get_by_role("link", name="Show older queries").click()
+
+    expect(page).to_have_title("AI Insights, older queries · Acme Digital Assets · Opsion")
+    expect(entries).to_have_text([f"seeded {i}" for i in range(10, 15)])
+    expect(page.get_by_role("link", name="Show older queries")).to_have_count(0)  # the oldest: nothing further
+
+    page.get_by_role("link", name="Back to your newest queries").click()
+
+    expect(entries).to_have_text([f"seeded {i}" for i in range(10)])
+    expect(page.get_by_role("link", name="Back to your newest queries")).to_have_count(0)
+
+
+def test_an_answer_that_fills_the_newest_page_moves_the_entry_it_pushed_off_to_show_older_queries(
+    app, page, world, fake_anthropic
+):
+    seed(world.acme, *range(4000, 4010), user=world.acme_member)  # exactly a page: no older queries yet
+    sign_in(page, app.url, "member@acme.test")
+    page.goto(f"{app.url}/orgs/acme/insights/")
+    entries = page.locator("#history > li .history__q")
+    expect(page.get_by_role("link", name="Show older queries")).to_have_count(0)
+
+    page.get_by_label("Your question").fill("Which MiCAR articles govern ART reserves?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#answer-body").get_by_role("heading", name="Authorisation under MiCAR")).to_be_visible()
+
+    expect(entries).to_have_text(["Which MiCAR articles govern ART reserves?", *[f"seeded {i}" for i in range(9)]])
+    page.get_by_role("link", name="Show older queries").click()
+    expect(entries).to_have_text(["seeded 9"])  # the one pushed off, not lost between the pages
+
+
+def test_an_answer_asked_on_an_older_page_shows_in_the_card_and_heads_the_newest_page_not_the_older_one(
+    app, page, world, fake_anthropic
+):
+    seed(world.acme, *range(4000, 4015), user=world.acme_member)
+    sign_in(page, app.url, "member@acme.test")
+    page.goto(f"{app.url}/orgs/acme/insights/")
+    page.get_by_role("link", name="Show older queries").click()
+    entries = page.locator("#history > li .history__q")
+    expect(entries).to_have_text([f"seeded {i}" for i in range(10, 15)])
+    assert_no_accessibility_violations(page)
+
+    page.get_by_label("Your question").fill("Which MiCAR articles govern ART reserves?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#answer-body").get_by_role("heading", name="Authorisation under MiCAR")).to_be_visible()
+
+    expect(entries).to_have_text([f"seeded {i}" for i in range(10, 15)])  # older queries only, as before
+    page.get_by_role("link", name="Back to your newest queries").click()
+    expect(entries.first).to_have_text("Which MiCAR articles govern ART reserves?")

@@ -68,7 +68,7 @@ def sse_events(chunks) -> list[tuple[str, dict]]:
     return [parse_sse(block) for block in text.split("\n\n") if block.strip()]
 
 
-HISTORY_ITEM = re.compile(r'<li class="history__item">.*?</details>\s*</li>', re.DOTALL)
+HISTORY_ITEM = re.compile(r'<li class="history__item"[^>]*>.*?</details>\s*</li>', re.DOTALL)
 
 
 def history_items(html: str) -> list[str]:

@@ -376,6 +376,120 @@ def test_a_mangled_answer_link_still_shows_the_page(world, console, answered):
     assert console(world.globex_member).get(PAGE.format("globex"), {"answered": answered}).status_code == 200
 
 
+# --- Older queries: "Your recent queries" pages back, keyset as the API does, without JavaScript ------------------
+
+OLDER = re.compile(r'<a id="history-older" href="([^"]+)"( hidden)?>Show older queries</a>')
+BACK_TO_NEWEST = '<a id="history-newest" href="/orgs/globex/insights/#recent-heading">Back to your newest queries</a>'
+
+
+def asked(page: str) -> list[str]:
+    """The questions of "Your recent queries", newest first."""
+    return [re.search(r'<span class="history__q">([^<]*)</span>', item)[1] for item in history_items(page)]
+
+
+def older_link(page: str) -> str | None:
+    """Where "Show older queries" leads, or None when the page offers no older queries."""
+    match = OLDER.search(page)
+    return html.unescape(match[1]) if match and not match[2] else None
+
+
+def test_show_older_queries_pages_through_every_query_of_yours_and_back_without_javascript(world, console):
+    # 25 of the member's own, some asked in the same instant (the keyset breaks ties by id), and the Admin's.
+    seed(world.globex, *[900 - 10 * i for i in range(15)], *[300] * 10, user=world.globex_member)
+    seed(world.globex, *range(1, 30), user=world.globex_admin)
+    InsightQuery.objects.filter(user=world.globex_admin).update(query="Admin's question")
+    client = console(world.globex_member)
+
+    first = client.get(PAGE.format("globex")).content.decode()
+    second = client.get(older_link(first)).content.decode()
+    third = client.get(older_link(second)).content.decode()
+
+    pages = [asked(page) for page in (first, second, third)]
+    assert [len(page) for page in pages] == [10, 10, 5]
+    newest_first = list(
+        InsightQuery.objects.filter(user=world.globex_member)
+        .order_by("-created_at", "-pk")
+        .values_list("query", flat=True)
+    )
+    assert pages[0] + pages[1] + pages[2] == newest_first  # none missed, none twice
+    assert older_link(third) is None  # the oldest: nothing further back
+    assert BACK_TO_NEWEST not in first and BACK_TO_NEWEST in second and BACK_TO_NEWEST in third
+    assert "Admin's question" not in html.unescape(first + second + third)
+    # An older page is told apart in the browser's tabs and history; the newest entry opens on the newest page only.
+    assert "<title>AI Insights, older queries · Globex Payments · Opsion</title>" in second
+    assert "data-auto-open" in first and "data-auto-open" not in second + third
+
+
+def test_a_single_page_of_queries_offers_no_older_page(world, console):
+    seed(world.globex, *range(10, 20), user=world.globex_member)
+
+    page = console(world.globex_member).get(PAGE.format("globex")).content.decode()
+
+    assert len(history_items(page)) == 10
+    assert older_link(page) is None and BACK_TO_NEWEST not in page
+
+
+def test_a_query_of_yours_asked_after_the_page_was_loaded_does_not_shift_the_older_page(world, console):
+    seed(world.globex, *range(100, 120), user=world.globex_member)  # "seeded 0" is the newest
+    client = console(world.globex_member)
+    first = client.get(PAGE.format("globex")).content.decode()
+    seed(world.globex, 1, 2, user=world.globex_member)  # asked meanwhile, in another tab
+
+    second = client.get(older_link(first)).content.decode()
+
+    assert asked(first) == [f"seeded {i}" for i in range(10)]
+    assert asked(second) == [f"seeded {i}" for i in range(10, 20)]  # from where the first page ended
+
+
+@pytest.mark.parametrize("whose", ["another member's", "yours in another organisation", "deleted"])
+def test_older_queries_after_a_query_that_is_not_yours_here_is_not_found_and_shows_nothing_of_it(world, console, whose):
+    seed(world.globex, *range(100, 120), user=world.globex_member)
+    if whose == "yours in another organisation":
+        Membership.objects.create(user=world.globex_member, organisation=world.acme, role=Role.MEMBER)
+        anchor = seed(world.acme, 5000, *range(200, 230), user=world.globex_member)[0]
+    else:
+        anchor = seed(world.globex, 5000, *range(200, 230), user=world.globex_admin)[0]
+    InsightQuery.objects.filter(pk=anchor.pk).update(query="Private question", answer="Private answer")
+    if whose == "deleted":
+        InsightQuery.objects.filter(pk=anchor.pk).delete()
+
+    response = console(world.globex_member).get(PAGE.format("globex"), {"after": anchor.pk})
+
+    # The same answer whether the id exists, is someone else's or another organisation's: nothing to tell apart.
+    assert response.status_code == 404
+    assert "Private" not in response.content.decode() and "seeded" not in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "after", ["abc", "-1", "²", "9" * 5000, "1.5"], ids=["letters", "negative", "superscript", "long", "decimal"]
+)
+def test_a_mangled_older_queries_link_is_not_found(world, console, after):
+    seed(world.globex, *range(100, 120), user=world.globex_member)
+
+    assert console(world.globex_member).get(PAGE.format("globex"), {"after": after}).status_code == 404
+
+
+def test_an_empty_after_is_the_newest_page(world, console):
+    seed(world.globex, *range(100, 120), user=world.globex_member)
+
+    page = console(world.globex_member).get(PAGE.format("globex"), {"after": ""}).content.decode()
+
+    assert asked(page)[0] == "seeded 0" and BACK_TO_NEWEST not in page
+
+
+def test_a_question_asked_from_an_older_page_without_javascript_leads_to_its_answer_on_the_newest(
+    world, fake_anthropic, console
+):
+    older = seed(world.globex, *range(4000, 4020), user=world.globex_member)[10]  # out of the window
+    client = console(world.globex_member)
+    url = f"{PAGE.format('globex')}?after={older.pk}"
+
+    response = client.post(url, {"query": "Which MiCAR articles govern ART reserves?"}, follow=True)
+
+    assert response.redirect_chain[-1][0].startswith(PAGE.format("globex") + "?answered=")
+    assert asked(response.content.decode())[0] == "Which MiCAR articles govern ART reserves?"
+
+
 @pytest.mark.parametrize(
     "window_seconds, words, refusal",
     [

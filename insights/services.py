@@ -109,6 +109,9 @@ class Usage:
     key_source: str
     key_status: str | None = None  # what Anthropic last said of the organisation's key
     key_readable: bool = True  # a configured FIELD_ENCRYPTION_KEYS entry opens the organisation's key
+    # The limit the organisation's own key would give it: set only on a plan that allows one (Institutional,
+    # Custom) with none stored, so the page can say at the platform limit that saving one raises it.
+    own_key_limit: int | None = None
 
     @property
     def org_key_invalid(self) -> bool:
@@ -151,7 +154,16 @@ def usage(org: Organisation) -> Usage:
     choice = keys.resolve(org)
     window = ratelimit.peek(org=org, limit=choice.limit, window_seconds=settings.INSIGHTS_WINDOW_SECONDS)
     readable = not choice.uses_org_key or choice.secret.readable()  # its signature only: nothing decrypted
-    return Usage(window=window, key_source=choice.source, key_status=choice.key_status, key_readable=readable)
+    own_key_limit = None
+    if org.allows_byom and not choice.uses_org_key and settings.INSIGHTS_BYOM_LIMIT > choice.limit:
+        own_key_limit = settings.INSIGHTS_BYOM_LIMIT
+    return Usage(
+        window=window,
+        key_source=choice.source,
+        key_status=choice.key_status,
+        key_readable=readable,
+        own_key_limit=own_key_limit,
+    )
 
 
 def window_on_platform_key(org: Organisation) -> ratelimit.Window:

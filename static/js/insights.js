@@ -70,6 +70,10 @@
     reset.hidden = rate.remaining > 0;
     document.getElementById("usage-meter").classList.toggle("meter--full", rate.remaining === 0);
     document.getElementById("usage-reset-in").textContent = formatDuration(rate.resetSeconds);
+    // "Your own key raises the limit" is about the platform key's limit, the one the page was loaded under:
+    // a limit that changed since (a key saved in another tab) is not that one, and a reload would not say it.
+    const ownKey = document.getElementById("usage-own-key");
+    if (ownKey) ownKey.hidden = rate.limit !== Number(ownKey.dataset.limit);
   }
 
   // The failed request's ID (its X-Request-ID header), shown as the page shows it without JavaScript:
@@ -81,6 +85,14 @@
     p.textContent = message;
     const hint = document.getElementById("key-invalid-hint");
     if (code === "claude_api_key_invalid" && hint) p.append(hint.content.cloneNode(true));
+    // Refused at the platform key's limit, on a plan allowing the organisation's own key: say what raises it,
+    // as the page does after a plain post (the meter shows the limit of the refusal by now).
+    const ownKey = document.getElementById("own-key-hint");
+    const limit = Number(document.getElementById("usage-limit").textContent);
+    if (code === "rate_limited" && ownKey && limit === Number(ownKey.dataset.limit)) {
+      if (!/[.!?]$/.test(message)) p.append(".");
+      p.append(ownKey.content.cloneNode(true));
+    }
     errorBox.replaceChildren(p);
     if (referenceBox && requestId) {
       const reference = document.createElement("p");
@@ -224,9 +236,11 @@
       }
       if (!response.ok || !response.body) {
         let message = "AI Insights is temporarily unavailable. Please try again shortly.";
+        let code = "";
         try {
           const payload = await response.json();
           message = payload.error.message;
+          code = payload.error.code;
           // Our own limit says when to retry here; Anthropic's limit already says so in its message.
           if (payload.error.code === "rate_limited") {
             const retry = parseInt(response.headers.get("Retry-After") || "0", 10);
@@ -246,7 +260,7 @@
             updateMeter(rate, used);
           }
         }
-        showError(message, "", requestId);
+        showError(message, code, requestId);
         return;
       }
       finished = false;

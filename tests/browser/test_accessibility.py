@@ -335,14 +335,16 @@ def test_without_javascript_a_refused_question_takes_focus_and_is_described_by_t
     sign_in(page, app.url, "member@acme.test")
     page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
     page.get_by_role("button", name="Ask", exact=True).click()
-    expect(page.locator("#answer-error").get_by_role("alert")).to_have_text(
-        "Rate limit reached (20/hour). Try again in 50 min."
+    refusal = (
+        "Rate limit reached (20/hour). Try again in 50 min. An Owner or Admin can raise the limit to 200 queries "
+        "per 60 minutes by saving your organisation's own Anthropic key in Settings."
     )
+    expect(page.locator("#answer-error").get_by_role("alert")).to_have_text(refusal)
 
     question = page.get_by_label("Your question")
     expect(question).to_be_focused()
     expect(question).to_have_value("What does MiCAR say about white papers?")
-    expect(question).to_have_accessible_description("Rate limit reached (20/hour). Try again in 50 min.")
+    expect(question).to_have_accessible_description(refusal)
 
 
 def test_the_new_token_is_where_focus_lands(app, page):

@@ -14,6 +14,13 @@ from tests.insights.helpers import seed
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 INVALID_KEY_MESSAGE = "Your organisation's Claude API key is invalid. Update it in Settings → AI Insights."
+OWN_KEY_HINT_MEMBER = (
+    " An Owner or Admin can raise the limit to 200 queries per {window} by saving your organisation's own "
+    "Anthropic key in Settings."
+)
+OWN_KEY_HINT_ADMIN = (
+    " Save your organisation's own Anthropic key in Settings to raise the limit to 200 queries per 60 minutes."
+)
 
 
 def test_end_user_picks_a_micar_suggestion_and_watches_the_answer_stream_in(app, page, fake_anthropic):
@@ -50,17 +57,43 @@ def test_at_the_limit_the_page_says_rate_limit_reached_and_when_to_retry(app, pa
     sign_in(page, app.url, "member@acme.test")
     expect(page.locator("#usage-used")).to_have_text("20")
     expect(page.locator("#usage-limit")).to_have_text("20")
-    expect(page.locator("#usage-reset")).to_have_text("Limit reached. The next query frees up in 50 min.")
+    expect(page.locator("#usage-reset")).to_have_text(
+        "Limit reached. The next query frees up in 50 min." + OWN_KEY_HINT_MEMBER.format(window="60 minutes")
+    )
 
     page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
     page.get_by_role("button", name="Ask", exact=True).click()
 
     expect(page.locator("#answer-error").get_by_role("alert")).to_have_text(
-        "Rate limit reached (20/hour). Try again in 50 min."
+        "Rate limit reached (20/hour). Try again in 50 min." + OWN_KEY_HINT_MEMBER.format(window="60 minutes")
     )
     expect(page.locator("#usage-used")).to_have_text("20")
     expect(page.locator("#usage-reset")).to_be_visible()
     assert fake_anthropic.requests == []
+
+
+def test_an_admin_reaching_the_platform_limit_by_streaming_is_told_their_own_key_raises_it(
+    app, page, world, fake_anthropic, console
+):
+    # The streamed path says what a reload says: the meter's "Limit reached" and the next refusal both point
+    # an Owner or Admin of an Institutional organisation without its own key to the Settings card.
+    console.allow(429)
+    seed(world.acme, *[600] * 19, user=world.acme_admin)
+    sign_in(page, app.url, "admin@acme.test")
+    expect(page.locator("#usage-reset")).to_be_hidden()
+
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#usage-used")).to_have_text("20")
+    expect(page.locator("#usage-reset")).to_have_text(
+        "Limit reached. The next query frees up in 50 min." + OWN_KEY_HINT_ADMIN
+    )
+
+    page.get_by_role("button", name="Ask", exact=True).click()
+    alert = page.locator("#answer-error").get_by_role("alert")
+    expect(alert).to_have_text("Rate limit reached (20/hour). Try again in 50 min." + OWN_KEY_HINT_ADMIN)
+    alert.get_by_role("link", name="Settings").click()
+    expect(page).to_have_url(f"{app.url}/orgs/acme/settings/#byom")
 
 
 def test_past_an_hour_the_script_rounds_the_time_to_retry_up_as_the_page_does(
@@ -71,13 +104,15 @@ def test_past_an_hour_the_script_rounds_the_time_to_retry_up_as_the_page_does(
     settings.INSIGHTS_WINDOW_SECONDS = 7200
     seed(world.acme, *[3590] * 20, user=world.acme_member)  # leaves in 3,610 s
     sign_in(page, app.url, "member@acme.test")
-    expect(page.locator("#usage-reset")).to_have_text("Limit reached. The next query frees up in 1 h 1 min.")
+    expect(page.locator("#usage-reset")).to_have_text(
+        "Limit reached. The next query frees up in 1 h 1 min." + OWN_KEY_HINT_MEMBER.format(window="2 hours")
+    )
 
     page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
     page.get_by_role("button", name="Ask", exact=True).click()
 
     expect(page.locator("#answer-error").get_by_role("alert")).to_have_text(
-        "Rate limit reached (20 per 2 hours). Try again in 1 h 1 min."
+        "Rate limit reached (20 per 2 hours). Try again in 1 h 1 min." + OWN_KEY_HINT_MEMBER.format(window="2 hours")
     )
 
 

@@ -75,6 +75,82 @@ def test_at_the_byom_cap_the_page_says_support_can_raise_it(world, console, acme
     )
 
 
+OWN_KEY_HINT_ADMIN = (
+    "Save your organisation's own Anthropic key in Settings to raise the limit to 200 queries per 60 minutes."
+)
+OWN_KEY_HINT_MEMBER = (
+    "An Owner or Admin can raise the limit to 200 queries per 60 minutes by saving your organisation's own "
+    "Anthropic key in Settings."
+)
+
+
+@pytest.mark.parametrize("who", ["acme_owner", "acme_admin", "initech_admin"])
+def test_at_the_platform_limit_an_admin_of_a_byom_plan_is_told_their_own_key_raises_it(world, console, who):
+    org = world.initech if who == "initech_admin" else world.acme
+    seed_spread(org, 20, oldest=1800, newest=60)
+
+    page = console(getattr(world, who)).get(PAGE.format(org.slug))
+
+    assert "Limit reached. The next query frees up in 30 min. " + OWN_KEY_HINT_ADMIN in text_of(page)
+    assert f'<a href="/orgs/{org.slug}/settings/#byom">Settings</a>' in page.content.decode()
+
+
+def test_at_the_platform_limit_a_member_of_a_byom_plan_is_told_an_owner_or_admin_can_raise_it(world, console):
+    seed_spread(world.acme, 20, oldest=1800, newest=60)
+
+    page = console(world.acme_member).get(PAGE.format("acme"))
+
+    assert "Limit reached. The next query frees up in 30 min. " + OWN_KEY_HINT_MEMBER in text_of(page)
+    assert '#byom">Settings</a>' not in page.content.decode()
+
+
+def test_under_the_limit_the_own_key_hint_is_hidden_with_the_limit_reached_block(world, console):
+    seed_spread(world.acme, 5, oldest=1800, newest=60)
+
+    page = console(world.acme_owner).get(PAGE.format("acme")).content.decode()
+
+    assert '<p id="usage-reset" class="meter__reset" hidden>' in page
+
+
+def test_a_plan_without_byom_is_not_told_of_an_own_key_at_the_limit(world, console):
+    # The Settings card is hidden on other plans (the product documentation), so there is nothing to point at.
+    seed_spread(world.globex, 20, oldest=1800, newest=60)
+
+    page = console(world.globex_owner).get(PAGE.format("globex"))
+
+    assert "own Anthropic key" not in text_of(page)
+    assert '#byom">Settings</a>' not in page.content.decode()
+
+
+def test_at_the_own_keys_limit_the_page_does_not_offer_an_own_key(world, console, acme_key):
+    seed_spread(world.acme, 200, oldest=1800, newest=60, source=KeySource.ORGANISATION)
+
+    text = text_of(console(world.acme_owner).get(PAGE.format("acme")))
+
+    assert "Limit reached." in text
+    assert "raise the limit" not in text
+
+
+def test_refused_at_the_platform_limit_the_refusal_says_an_own_key_raises_it(world, fake_anthropic, console):
+    seed_spread(world.acme, 20, oldest=1800, newest=60)
+
+    response = console(world.acme_admin).post(PAGE.format("acme"), {"query": "One more?"})
+
+    assert response.status_code == 429
+    assert "Rate limit reached (20/hour). Try again in 30 min. " + OWN_KEY_HINT_ADMIN in text_of(response)
+    error = re.search(r'<div id="answer-error">(.*?)</div>', response.content.decode(), re.S).group(1)
+    assert 'href="/orgs/acme/settings/#byom"' in error
+
+
+def test_the_stream_refusal_at_the_platform_limit_stays_the_plain_json_message(world, fake_anthropic, console):
+    seed_spread(world.acme, 20, oldest=1800, newest=60)
+
+    response = console(world.acme_admin).post(PAGE.format("acme"), {"query": "q"}, HTTP_ACCEPT="text/event-stream")
+
+    assert response.status_code == 429
+    assert response.json()["error"] == {"code": "rate_limited", "message": "Rate limit reached (20/hour)"}
+
+
 def test_with_a_support_address_configured_contact_support_links_to_it(world, console, acme_key, settings):
     settings.SUPPORT_URL = "mailto:support@opsion.example"
     seed_spread(world.acme, 200, oldest=1800, newest=60, source=KeySource.ORGANISATION)

@@ -16,7 +16,7 @@ from django.contrib.auth.tokens import default_token_generator
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import get_script_prefix, set_script_prefix
 from django.utils.encoding import force_bytes
@@ -31,7 +31,12 @@ RESET_LOCKED = "Too many password reset requests. Please try again in {wait}."
 # How many API tokens the reset revoked and how many keep working, for the page that follows it, once.
 TOKENS_AFTER = "password_reset_tokens_after"
 # Whose password the link set, for that page too: a browser signed in as another account is told which one it was.
+# The page is shown only while this is in the session: opened by its address alone, it would say a password was
+# changed when none was.
 ACCOUNT_AFTER = "password_reset_account_after"
+# This browser asked for a link: "Check your inbox" is shown only then (and on reload), never by its address alone.
+# Set for every address alike, with or without an account, so it tells nothing.
+RESET_ASKED = "password_reset_asked"
 
 
 def valid_for() -> str:
@@ -96,12 +101,18 @@ class PasswordResetView(GuardedPost, auth_views.PasswordResetView):
             mailer.send_later(
                 partial(send_reset_email, user=user, **link), what=f"password reset e-mail to user {user.pk}"
             )
+        self.request.session[RESET_ASKED] = True
         return HttpResponseRedirect(self.get_success_url())
 
 
 class PasswordResetDoneView(auth_views.PasswordResetDoneView):
     template_name = "registration/password_reset_done.html"
     extra_context = {"valid_for": valid_for}
+
+    def get(self, request, *args, **kwargs):
+        if not request.session.get(RESET_ASKED):
+            return redirect("password_reset")  # nothing was asked for here: the form that asks
+        return super().get(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs):
         return super().get_context_data(**kwargs) | {"support_url": settings.SUPPORT_URL}  # the last resort, linked
@@ -132,9 +143,15 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
 
 
 class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
-    """Says what the reset did to the API tokens, once: reloaded or reached otherwise, it says nothing of them."""
+    """Says that the password was changed and what the reset did to the API tokens, once, right after the reset.
+    Reloaded or reached otherwise, it cannot vouch for either, and sends the visitor to sign in (the next step)."""
 
     template_name = "registration/password_reset_complete.html"
+
+    def get(self, request, *args, **kwargs):
+        if ACCOUNT_AFTER not in request.session:
+            return redirect("login")
+        return super().get(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs):
         revoked, kept = self.request.session.pop(TOKENS_AFTER, None) or (0, 0)

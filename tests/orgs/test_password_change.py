@@ -303,8 +303,10 @@ def test_a_weak_new_password_is_refused_beside_the_new_password_field_which_take
 def test_the_reset_pages_lead_a_signed_in_user_back_to_change_password_not_to_sign_in(world, mail):
     # Reached from this page's "Forgot your password?": "Back to sign in" would only bounce them into the console.
     client = console(world.acme_member)
+    form = client.get("/accounts/password/reset/")
+    assert client.post("/accounts/password/reset/", {"email": "member@acme.test"}).status_code == 302
 
-    for page in (client.get("/accounts/password/reset/"), client.get("/accounts/password/reset/sent/")):
+    for page in (form, client.get("/accounts/password/reset/sent/")):
         main = page.content.decode().split("<main", 1)[1]
         assert f'<a href="{URL}">Back to Change password</a>' in main
         assert "Back to sign in" not in main

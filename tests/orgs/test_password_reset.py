@@ -163,7 +163,9 @@ def test_a_known_address_gets_one_plain_text_email_naming_opsion_and_how_long_th
 
 
 def test_the_check_your_inbox_page_says_what_to_expect(db, mail):
-    page = Client().get(SENT).content.decode()
+    client = Client()
+    assert ask("nobody@acme.test", client)["Location"] == SENT
+    page = client.get(SENT).content.decode()
 
     assert CHECK_INBOX in page
     assert "The link works once, for 1 hour." in page
@@ -173,10 +175,51 @@ def test_the_check_your_inbox_page_says_what_to_expect(db, mail):
 def test_the_check_your_inbox_page_links_to_support_when_there_is_an_address_for_it(db, mail, settings):
     # "Still nothing: ask Opsion support." is the page's last resort: with an address for support, it is a link.
     settings.SUPPORT_URL = "mailto:support@opsion.example"
+    client = Client()
+    ask("nobody@acme.test", client)
 
-    page = Client().get(SENT).content.decode()
+    page = client.get(SENT).content.decode()
 
     assert 'Still nothing: <a href="mailto:support@opsion.example">ask Opsion support</a>.' in page
+
+
+def test_check_your_inbox_opened_by_its_address_alone_goes_to_the_reset_form(db, mail):
+    # Nothing was asked for in this browser: "an e-mail … is on its way" would be untrue.
+    response = Client().get(SENT)
+
+    assert (response.status_code, response["Location"]) == (302, RESET)
+
+
+def test_check_your_inbox_still_shows_on_reload_after_asking(db, mail):
+    client = Client()
+    ask("member@acme.test", client)
+
+    assert CHECK_INBOX in client.get(SENT).content.decode()
+    assert CHECK_INBOX in client.get(SENT).content.decode()
+
+
+def test_the_password_changed_page_opened_by_its_address_alone_goes_to_sign_in(db, mail):
+    # "Your password was changed." when nothing was changed would mislead: the page only follows a reset.
+    response = Client().get(DONE)
+
+    assert (response.status_code, response["Location"]) == (302, LOGIN)
+
+
+def test_the_password_changed_page_opened_by_its_address_while_signed_in_says_nothing_was_changed(world, mail):
+    response = console(world.acme_owner).get(DONE)
+
+    assert (response.status_code, response["Location"]) == (302, LOGIN)
+
+
+def test_a_refused_reset_request_does_not_open_check_your_inbox(world, mail):
+    client = Client()
+    for _ in range(5):
+        ask("member@acme.test", client, REMOTE_ADDR="198.51.100.7")
+    client = Client()
+    refused = ask_only("member@acme.test", client, REMOTE_ADDR="198.51.100.7")
+    assert refused.status_code == 429
+
+    assert client.get(SENT)["Location"] == RESET
 
 
 def test_the_answer_is_the_same_for_a_known_an_unknown_and_a_deactivated_address(world, mail):
@@ -457,9 +500,10 @@ def test_a_reset_with_revocation_revokes_every_token_of_the_user_and_the_done_pa
     assert works(theirs)
     world.acme_member.refresh_from_db()
     assert world.acme_member.check_password(NEW)
-    # Reloaded, the page no longer knows what this reset did, and says nothing it cannot vouch for.
-    again = client.get(DONE).content.decode()
-    assert "Your password was changed." in again and "revoked" not in again and "keep working" not in again
+    # Reloaded, the page no longer knows what this reset did, and says nothing it cannot vouch for: the next step
+    # is signing in with the new password.
+    again = client.get(DONE)
+    assert (again.status_code, again["Location"]) == (302, LOGIN)
 
 
 def test_a_reset_without_revocation_keeps_the_tokens_and_the_done_page_says_so(world, mail):

@@ -103,9 +103,17 @@ class RefusesWhereTyped:
         super().validate_password_for_user(user, "new_password1")
 
 
-class ChangePasswordForm(RevokesApiTokens, RefusesWhereTyped, PasswordChangeForm):
+class RetypedWhole:
+    """A password form comes back empty after a refusal, so its first field takes focus (registration/
+    _password_fields.html), described by the messages of every field refused: `refusal_ids`."""
+
+    def refusal_ids(self) -> str:
+        return " ".join(f"{field.id_for_label}-error" for field in self.visible_fields() if field.errors)
+
+
+class ChangePasswordForm(RetypedWhole, RevokesApiTokens, RefusesWhereTyped, PasswordChangeForm):
     """The console's Change password form."""
 
 
-class ResetPasswordForm(RevokesApiTokens, RefusesWhereTyped, SetPasswordForm):
+class ResetPasswordForm(RetypedWhole, RevokesApiTokens, RefusesWhereTyped, SetPasswordForm):
     """A reset link's new-password form."""

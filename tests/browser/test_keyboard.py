@@ -6,7 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from insights.suggestions import SUGGESTED_QUERIES
-from tests.base import GOOD_KEY
+from tests.base import GOOD_KEY, PASSWORD
 from tests.browser.support import MASK, PHONE, focus_outline, sign_in, tab_to
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -73,3 +73,43 @@ def test_the_organisation_menu_closes_on_a_click_elsewhere_as_menus_do(app, page
     page.locator("details.switcher summary").click()  # and a click inside still works as before
     page.locator(".switcher__menu").click(position={"x": 2, "y": 2})
     expect(page.locator(".switcher__menu")).to_be_visible()
+
+
+def test_after_a_wrong_password_the_keyboard_user_types_it_again_and_presses_enter(app, page, world):
+    page.goto(f"{app.url}/accounts/login/")
+    page.keyboard.type("member@acme.test")
+    page.keyboard.press("Tab")
+    page.keyboard.type("not-the-password")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("alert")).to_contain_text("Please enter a correct e-mail address and password")
+
+    password = page.get_by_label("Password")
+    expect(password).to_be_focused()
+    expect(password).to_have_accessible_description(
+        "Please enter a correct e-mail address and password. The password is case-sensitive."
+    )
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
+def test_after_a_mismatch_the_keyboard_user_types_the_passwords_again_from_the_top_and_presses_enter(app, page, world):
+    # All three fields come back empty. With focus on the confirmation, typing it and pressing Enter was stopped by
+    # the browser's `required` on the fields above; focus starts at the first, described by the mismatch.
+    sign_in(page, app.url, "member@acme.test")
+    page.goto(f"{app.url}/accounts/password/")
+    new = "a-New-passw0rd-for-acme"
+    page.get_by_label("Old password").fill(PASSWORD)
+    page.get_by_label("New password", exact=True).fill(new)
+    page.get_by_label("New password confirmation").fill(new + "x")
+    page.get_by_role("button", name="Change password").click()
+
+    old = page.get_by_label("Old password")
+    expect(old).to_be_focused()
+    expect(old).to_have_accessible_description("The two password fields didn’t match.")
+    for typed in (PASSWORD, new, new):
+        page.keyboard.type(typed)
+        page.keyboard.press("Tab")
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Your password was changed.")).to_be_visible()

@@ -288,16 +288,43 @@ def test_without_mail_the_page_promises_no_reset_link(world):
     assert "/accounts/password/reset/" not in page
 
 
-def test_a_weak_new_password_is_refused_beside_the_new_password_field_which_takes_focus(world):
+def input_tag(page: str, field_id: str) -> str:
+    return re.search(rf'<input[^>]*id="{field_id}"[^>]*>', page)[0]
+
+
+def test_a_weak_new_password_is_refused_beside_the_new_password_field(world):
     # Django puts the validators' messages on the confirmation: "This password is too short" under "New password
-    # confirmation", with focus there, while the password it is about was typed in the field above.
+    # confirmation", while the password it is about was typed in the field above.
     page = change(console(world.acme_member), new="short1", again="short1").content.decode()
 
-    new_password = re.search(r'<input[^>]*id="id_new_password1"[^>]*>', page)[0]
-    assert 'aria-invalid="true"' in new_password and "autofocus" in new_password
+    new_password = input_tag(page, "id_new_password1")
+    assert 'aria-invalid="true"' in new_password and 'aria-describedby="id_new_password1-error"' in new_password
     assert "This password is too short." in page.split('id="id_new_password1-error"', 1)[1].split("</div>", 1)[0]
     assert 'id="id_new_password2-error"' not in page
+    # Every field comes back empty: focus starts on the first, Old password, which says what was refused.
+    old_password = input_tag(page, "id_old_password")
+    assert "autofocus" in old_password and 'aria-describedby="id_new_password1-error"' in old_password
     assert page.count("autofocus") == 1
+
+
+def test_after_a_mismatch_focus_is_on_the_first_emptied_field_described_by_the_mismatch(world):
+    # Focus on the confirmation, under which the mismatch is said, left Old password and New password above it empty:
+    # the browser's `required` then stopped the next submit on them.
+    page = change(console(world.acme_member), again=NEW + "x").content.decode()
+
+    old_password, confirmation = input_tag(page, "id_old_password"), input_tag(page, "id_new_password2")
+    assert "autofocus" in old_password and 'aria-describedby="id_new_password2-error"' in old_password
+    assert 'aria-invalid="true"' not in old_password  # it was right; it only has to be typed again
+    assert 'aria-invalid="true"' in confirmation and "autofocus" not in confirmation
+    assert page.count("autofocus") == 1
+
+
+def test_a_wrong_old_password_takes_focus_described_by_its_own_message(world):
+    page = change(console(world.acme_member), old="not-it").content.decode()
+
+    old_password = input_tag(page, "id_old_password")
+    assert "autofocus" in old_password and 'aria-describedby="id_old_password-error"' in old_password
+    assert 'aria-invalid="true"' in old_password and page.count("autofocus") == 1
 
 
 def test_the_reset_pages_lead_a_signed_in_user_back_to_change_password_not_to_sign_in(world, mail):

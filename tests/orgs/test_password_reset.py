@@ -719,6 +719,20 @@ def test_a_link_used_while_signed_in_as_someone_else_says_so_and_offers_to_sign_
     assert world.acme_member.check_password(NEW)
 
 
+def test_after_a_mismatch_focus_is_on_new_password_described_by_the_mismatch(world, mail):
+    # Both fields come back empty: focus on the confirmation left New password above it empty, where the browser's
+    # `required` then stopped the next submit.
+    ask("member@acme.test")
+
+    page = set_password(Client(), link_in(mail[0]), again=NEW + "x").content.decode()
+
+    new_password = re.search(r'<input[^>]*id="id_new_password1"[^>]*>', page)[0]
+    confirmation = re.search(r'<input[^>]*id="id_new_password2"[^>]*>', page)[0]
+    assert "autofocus" in new_password and 'aria-describedby="id_new_password2-error"' in new_password
+    assert 'aria-invalid="true"' in confirmation and "autofocus" not in confirmation
+    assert page.count("autofocus") == 1
+
+
 def test_a_weak_new_password_is_refused_beside_the_new_password_field_not_under_its_confirmation(world, mail):
     ask("member@acme.test")
 

@@ -61,6 +61,23 @@ def test_a_wrong_password_is_refused(world):
     assert client.get("/orgs/acme/settings/").status_code == 302
 
 
+def input_tag(page: str, field_id: str) -> str:
+    return re.search(rf'<input[^>]*id="{field_id}"[^>]*>', page)[0]
+
+
+def test_after_a_wrong_password_focus_is_on_the_emptied_password_field_not_the_kept_address(world):
+    # The address comes back typed; the password does not. Focus on the address would make the next Enter submit an
+    # empty password (the browser's `required` stopping it), or the user Tab past a field that is right.
+    page = sign_in(Client(), "admin@acme.test", "not-the-password").content.decode()
+
+    email, password = input_tag(page, "id_username"), input_tag(page, "id_password")
+    assert 'value="admin@acme.test"' in email and "autofocus" not in email
+    assert "autofocus" in password and 'aria-describedby="sign-in-error"' in password
+    assert page.count("autofocus") == 1
+    blank = Client().post(LOGIN, {"username": "admin@acme.test", "password": ""}).content.decode()  # no `required`
+    assert "autofocus" in input_tag(blank, "id_password") and blank.count("autofocus") == 1
+
+
 def test_a_deactivated_user_cannot_sign_in(world):
     world.acme_admin.is_active = False
     world.acme_admin.save()
@@ -165,6 +182,7 @@ def test_an_address_the_browser_accepts_but_django_refuses_is_told_why_next_to_t
     )
     assert page.count('aria-invalid="true" aria-describedby="sign-in-error"') == 1  # the address, not the password
     assert page.count('aria-describedby="sign-in-error"') == 2
+    assert "autofocus" in input_tag(page, "id_username") and page.count("autofocus") == 1  # the address is the problem
     empty = Client().post(LOGIN, {"username": "", "password": ""}).content.decode()  # a client without `required`
     assert "<p>E-mail: This field is required.</p><p>Password: This field is required.</p>" in empty
 

@@ -1,5 +1,7 @@
 from django import template
 from django.conf import settings
+from django.utils.html import conditional_escape, format_html
+from django.utils.safestring import SafeString, mark_safe
 
 from insights import services
 from insights.ratelimit import window_words
@@ -17,6 +19,17 @@ _FAILURE_REASONS = {
     services.KeyUnreadable.code: "Your organisation's stored Claude API key could not be read.",
     services.InsightsUnavailable.code: "AI Insights was temporarily unavailable.",
 }
+
+
+ANTHROPIC_CONSOLE = "console.anthropic.com"
+
+
+@register.filter
+def console_links(message: str) -> SafeString:
+    """A message (a refusal's, plain text as the API sends it) for a page: escaped, with the Anthropic console's
+    address, where it says to go, a link there (static/js/insights.js does the same for a streamed refusal)."""
+    link = format_html('<a href="https://{}/">{}</a>', ANTHROPIC_CONSOLE, ANTHROPIC_CONSOLE)
+    return mark_safe(conditional_escape(message).replace(ANTHROPIC_CONSOLE, link))  # noqa: S308 - escaped first
 
 
 @register.filter(name="markdown")

@@ -82,7 +82,17 @@
     const p = document.createElement("p");
     p.className = "alert alert--error";
     p.setAttribute("role", "alert");
-    p.textContent = message;
+    // The message is text (the API's words); the Anthropic console's address in it becomes a link, as the page
+    // makes it after a plain post (the console_links filter).
+    message.split("console.anthropic.com").forEach(function (part, i) {
+      if (i) {
+        const link = document.createElement("a");
+        link.href = "https://console.anthropic.com/";
+        link.textContent = "console.anthropic.com";
+        p.append(link);
+      }
+      p.append(part);
+    });
     const hint = document.getElementById("key-invalid-hint");
     if (code === "claude_api_key_invalid" && hint) p.append(hint.content.cloneNode(true));
     // Refused at the platform key's limit, on a plan allowing the organisation's own key: say what raises it,

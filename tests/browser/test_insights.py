@@ -133,6 +133,23 @@ def test_refused_above_a_lowered_limit_the_meter_keeps_the_real_count(app, page,
     assert fake_anthropic.requests == []
 
 
+def test_a_streamed_billing_refusal_links_to_the_anthropic_console(app, page, world, fake_anthropic):
+    org_services.claude_api_key_set(
+        membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None
+    )
+    fake_anthropic.behave(GOOD_KEY, "billing_error")
+    sign_in(page, app.url, "member@acme.test")
+
+    page.get_by_label("Your question").fill("Which MiCAR articles cover CASP authorisation?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    alert = page.locator("#answer-error").get_by_role("alert")
+    expect(alert).to_contain_text("should check Plans & Billing at console.anthropic.com; then ask again.")
+    link = alert.get_by_role("link", name="console.anthropic.com")
+    expect(link).to_have_attribute("href", "https://console.anthropic.com/")
+    expect(link).not_to_have_attribute("target", "_blank")
+
+
 def test_a_key_anthropic_rejects_shows_the_invalid_key_message_and_settings_turns_red(app, page, world, fake_anthropic):
     org_services.claude_api_key_set(
         membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None

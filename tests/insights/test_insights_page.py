@@ -208,6 +208,31 @@ def test_without_javascript_a_rejected_key_says_what_to_do_as_the_script_does(wo
     assert f'role="alert">{message} <a href="/orgs/acme/settings/#byom">Go to Settings</a>.</p>' in admin
 
 
+CONSOLE_LINK = '<a href="https://console.anthropic.com/">console.anthropic.com</a>'
+
+
+def test_without_javascript_a_billing_refusal_links_to_the_anthropic_console(world, console, acme_key, fake_anthropic):
+    # "Check Plans & Billing at console.anthropic.com" on a web page: the address is a link there, as any
+    # address on a page is, not text to copy into the address bar.
+    fake_anthropic.behave(acme_key, "billing_error")
+
+    page = console(world.acme_member).post(PAGE.format("acme"), {"query": "MiCAR?"}).content.decode()
+
+    error = re.search(r'<div id="answer-error">(.*?)</div>', page, re.S).group(1)
+    assert f"should check Plans &amp; Billing at {CONSOLE_LINK}; then ask again.</p>" in error
+    assert 'target="_blank"' not in error
+
+
+def test_the_streamed_billing_refusal_keeps_the_address_as_plain_text(world, console, acme_key, fake_anthropic):
+    # The page's script makes the link (as the page does above); the event, like the API's JSON, carries text.
+    fake_anthropic.behave(acme_key, "billing_error")
+
+    response = console(world.acme_member).post(PAGE.format("acme"), {"query": "q"}, HTTP_ACCEPT="text/event-stream")
+
+    error = dict(sse_events(response.streaming_content))["error"]
+    assert "Plans & Billing at console.anthropic.com; then ask again." in error["message"]
+
+
 def test_a_key_the_server_cannot_read_is_flagged_on_the_insights_page_before_anyone_asks(
     world, console, acme_key, settings
 ):

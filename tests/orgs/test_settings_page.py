@@ -67,6 +67,13 @@ def test_a_professional_org_gets_no_card_markup_even_with_a_stored_key(world):
         assert CANARY_KEY not in page
 
 
+def test_the_key_fields_hint_links_to_the_anthropic_console_where_keys_are_made(world):
+    page = page_of(world.acme_admin, "acme")
+
+    hint = re.search(r'<p class="hint" id="byom-hint">(.*?)</p>', page).group(1)
+    assert hint.startswith('Create one at <a href="https://console.anthropic.com/">console.anthropic.com</a>.')
+
+
 class TestNoKeyStored:
     def test_admins_get_a_masked_key_field_a_save_button_and_the_platform_limit(self, world):
         page = page_of(world.acme_admin, "acme")

@@ -29,7 +29,13 @@ class ApiTokenForm(forms.Form):
     """A new API token's name and lifetime; and, given `confirming` (the user, whose session last saw their password
     too long ago: orgs.recent_auth), their password, checked here. The view counts the guess first (guards)."""
 
-    name = forms.CharField(max_length=100, label="Token name")
+    # The service's own words for a missing or long name (Django's "This field is required." under a box showing
+    # the spaces typed said nothing of what to type); the field trims, as the service does.
+    name = forms.CharField(
+        max_length=services.TOKEN_NAME_MAX,
+        label="Token name",
+        error_messages={"required": services.TOKEN_NAME_MISSING, "max_length": services.TOKEN_NAME_TOO_LONG},
+    )
     # Not required: a page loaded before the choice existed posts none, and gets the default (never "no expiry").
     expires = forms.TypedChoiceField(
         label="Expires",
@@ -52,6 +58,11 @@ class ApiTokenForm(forms.Form):
                 # Also what a page loaded within the window and sent after it is told: it showed no such field.
                 error_messages={"required": _asked_for_password()},
             )
+
+    def typed_name(self) -> str:
+        """The name for the box after a refusal, trimmed as it would be stored: spaces alone come back as nothing,
+        so the browser's `required` stops the next empty try there."""
+        return (self["name"].value() or "").strip()
 
     @sensitive_variables("password")  # as Django's clean_old_password: error pages list this frame's variables
     def clean_password(self) -> str:

@@ -20,6 +20,8 @@ log = logging.getLogger("opsion.orgs")
 
 TOKEN_PREFIX = "opsn_"
 TOKEN_NAME_MAX = 100
+TOKEN_NAME_MISSING = "Give the token a name, e.g. “CI pipeline”."
+TOKEN_NAME_TOO_LONG = f"Token names are at most {TOKEN_NAME_MAX} characters."
 # last_used_at is written at most once a minute per token, so API traffic does not turn
 # every read into a write.
 LAST_USED_RESOLUTION_SECONDS = 60
@@ -189,9 +191,9 @@ def api_token_create(
     never stored. Raises InvalidRequest (name, lifetime) or TooManyTokens (the user holds ACTIVE_TOKENS_MAX)."""
     name = (name or "").strip()
     if not name:
-        raise InvalidRequest("Give the token a name, e.g. “CI pipeline”.")
+        raise InvalidRequest(TOKEN_NAME_MISSING)
     if len(name) > TOKEN_NAME_MAX:
-        raise InvalidRequest(f"Token names are at most {TOKEN_NAME_MAX} characters.")
+        raise InvalidRequest(TOKEN_NAME_TOO_LONG)
     lifetime = _lifetime(expires_in_days)
     now = now or timezone.now()
     with transaction.atomic():

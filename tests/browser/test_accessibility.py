@@ -322,9 +322,12 @@ def test_a_refused_token_name_takes_focus_like_a_refused_key_does(app, page, con
     page.goto(f"{app.url}/orgs/acme/settings/")
     page.get_by_label("Token name").fill("   ")
     page.get_by_role("button", name="Create token").click()
-    expect(page.locator("#token-name-error")).to_have_text("This field is required.")
+    expect(page.locator("#token-name-error")).to_have_text("Give the token a name, e.g. “CI pipeline”.")
 
-    expect(page.get_by_label("Token name")).to_be_focused()
+    name = page.get_by_label("Token name")
+    expect(name).to_be_focused()
+    expect(name).to_have_value("")  # not the spaces again: the browser's `required` now stops an empty try
+    expect(name).to_have_accessible_description("Give the token a name, e.g. “CI pipeline”.")
 
 
 def test_without_javascript_a_refused_question_takes_focus_and_is_described_by_the_refusal(

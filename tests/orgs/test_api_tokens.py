@@ -329,6 +329,32 @@ def test_a_token_needs_a_name(world):
     assert not ApiToken.objects.exists()
 
 
+NAME_MISSING = "Give the token a name, e.g. “CI pipeline”."
+
+
+@pytest.mark.parametrize("typed", ["", "   ", " \t "])
+def test_a_name_of_only_spaces_is_refused_with_what_to_type_and_the_spaces_are_not_kept(world, typed):
+    # Django's "This field is required." under a box that visibly holds something, still holding it: the next
+    # Create token sends the same spaces. The page says what is wanted, in the words the service uses, and the box
+    # comes back empty so the browser's `required` stops an empty name there.
+    response = console(world.acme_admin).post(CREATE, {"name": typed})
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert f'<p class="field-error" id="token-name-error">{NAME_MISSING}</p>' in page
+    assert "This field is required." not in page
+    name_box = re.search(r'<input type="text" name="name" id="id_name"[^>]*>', page)[0]
+    assert 'value=""' in name_box and "autofocus" in name_box
+    assert not ApiToken.objects.exists()
+
+
+def test_a_refused_name_is_kept_as_it_would_be_stored_without_the_spaces_around_it(world):
+    page = console(world.acme_admin).post(CREATE, {"name": "  " + "n" * 101 + "  "}).content.decode()
+
+    name_box = re.search(r'<input type="text" name="name" id="id_name"[^>]*>', page)[0]
+    assert f'value="{"n" * 101}"' in name_box
+
+
 def test_a_token_name_may_not_be_too_long(world):
     response = console(world.acme_admin).post(CREATE, {"name": "n" * 101})
 

@@ -146,7 +146,7 @@ def test_the_right_password_with_a_refused_name_renews_the_window_but_creates_no
     response = client.post(CREATE, {"name": "   ", "password": PASSWORD})
 
     assert response.status_code == 400
-    assert "This field is required." in response.content.decode()
+    assert "Give the token a name, e.g. “CI pipeline”." in response.content.decode()
     assert PASSWORD_FIELD not in response.content.decode()  # the password was proved: only the name is asked again
     assert tokens(world.acme_admin) == []
 

@@ -719,6 +719,22 @@ def test_a_link_used_while_signed_in_as_someone_else_says_so_and_offers_to_sign_
     assert world.acme_member.check_password(NEW)
 
 
+def test_a_link_used_in_the_browser_signed_in_as_its_own_account_says_the_password_was_changed(world, mail):
+    # Change password's "Forgot your password?" leads here signed in: the reset signs that session out (the password it
+    # was signed in with is gone), and the page after it must still say what happened, not drop them on sign-in.
+    client = console(world.acme_member)  # first: signing in again would void the link (Django's token holds it)
+    ask("member@acme.test")
+
+    response = set_password(client, link_in(mail[0]))
+    done = client.get(response["Location"])
+
+    assert done.status_code == 200, done.get("Location")
+    main = done.content.decode().split("<main", 1)[1]
+    assert "Your password was changed." in main
+    assert f'href="{LOGIN}"' in main
+    assert client.get("/orgs/acme/insights/")["Location"].startswith(LOGIN)  # signed out, as every session is
+
+
 def test_after_a_mismatch_focus_is_on_new_password_described_by_the_mismatch(world, mail):
     # Both fields come back empty: focus on the confirmation left New password above it empty, where the browser's
     # `required` then stopped the next submit.

@@ -303,4 +303,13 @@
   }
 
   form.addEventListener("submit", ask);
+
+  // Ctrl+Enter (⌘+Enter on a Mac) in the question box asks, as in a mail or chat client; Enter alone still starts a
+  // new line. requestSubmit runs the form's own checks (an empty box is said so) and the handler above.
+  textarea.setAttribute("aria-keyshortcuts", "Control+Enter Meta+Enter");
+  textarea.addEventListener("keydown", function (event) {
+    if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey) || event.isComposing) return;
+    event.preventDefault();
+    if (!button.disabled) form.requestSubmit(button);
+  });
 })();

@@ -113,3 +113,37 @@ def test_after_a_mismatch_the_keyboard_user_types_the_passwords_again_from_the_t
     page.keyboard.press("Shift+Tab")
     page.keyboard.press("Enter")
     expect(page.get_by_text("Your password was changed.")).to_be_visible()
+
+
+def test_ctrl_enter_in_the_question_box_asks_and_enter_alone_starts_a_new_line(app, page, fake_anthropic):
+    sign_in(page, app.url, "member@acme.test")
+    box = page.get_by_label("Your question")
+    box.focus()
+    page.keyboard.type("Which MiCAR articles cover CASP authorisation?")
+    page.keyboard.press("Enter")
+    page.keyboard.type("And for ART issuers?")
+    expect(box).to_have_value("Which MiCAR articles cover CASP authorisation?\nAnd for ART issuers?")
+    expect(box).to_have_attribute("aria-keyshortcuts", "Control+Enter Meta+Enter")
+    assert fake_anthropic.requests == []
+
+    page.keyboard.press("Control+Enter")
+
+    expect(page.locator("#answer-body h3")).to_have_text("Authorisation under MiCAR")
+    expect(page.locator("#usage-used")).to_have_text("1")
+    assert len(fake_anthropic.requests) == 1
+    assert "And for ART issuers?" in str(fake_anthropic.requests[0]["body"]["messages"])
+
+
+def test_ctrl_enter_on_an_empty_box_is_stopped_by_the_forms_own_check_and_sends_nothing(app, page, fake_anthropic):
+    # form.submit() would skip the box's `required` and the page's script, posting the empty form as a page load.
+    sign_in(page, app.url, "member@acme.test")
+    posts = []
+    page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+    page.get_by_label("Your question").focus()
+
+    page.keyboard.press("Control+Enter")
+    page.get_by_role("button", name="Ask", exact=True).hover()  # a round trip to the page: any post has been sent
+
+    assert page.evaluate("document.getElementById('query').validity.valueMissing")
+    assert posts == []
+    assert fake_anthropic.requests == []

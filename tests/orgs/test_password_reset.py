@@ -453,6 +453,22 @@ def test_an_expired_garbled_or_void_link_gets_a_clear_page_with_a_way_to_ask_aga
     assert "<form" not in page.split("<main", 1)[1]
 
 
+def test_a_void_link_opened_while_signed_in_leads_back_to_change_password_not_to_a_sign_in_that_goes_nowhere(
+    world, mail
+):
+    # Change password's "Forgot your password?" leads here signed in; the sign-in page sends a signed-in visitor home.
+    client = console(world.acme_member)
+    ask("member@acme.test")
+    link = link_in(mail[0])[:-5] + "xxxx/"
+
+    page = client.get(link).content.decode().split("<main", 1)[1]
+
+    assert "This link has already been used or has expired" in page
+    assert f'href="{RESET}">Ask for a new link</a>' in page
+    assert 'href="/accounts/password/">Back to Change password</a>' in page
+    assert f'href="{LOGIN}"' not in page
+
+
 # --- Revoking API tokens in the same step ---------------------------------------------------------------------------
 
 

@@ -1,13 +1,18 @@
 from django import forms
-from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, SetPasswordForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, PasswordResetForm, SetPasswordForm
 from django.views.decorators.debug import sensitive_variables
 
 from orgs import recent_auth, selectors, services
 
+# The site's word, where Django's EmailValidator says "Enter a valid email address."
+INVALID_ADDRESS = {"invalid": "Enter a valid e-mail address."}
+
 
 class SignInForm(AuthenticationForm):
     username = forms.EmailField(
-        label="E-mail", widget=forms.EmailInput(attrs={"autofocus": True, "autocomplete": "email"})
+        label="E-mail",
+        widget=forms.EmailInput(attrs={"autofocus": True, "autocomplete": "email"}),
+        error_messages=INVALID_ADDRESS,
     )
 
     error_messages = {
@@ -19,6 +24,12 @@ class SignInForm(AuthenticationForm):
     def clean_username(self) -> str:
         # Addresses are stored lower-cased (UserManager.create_user), so "Ada@Example.com" must sign in too.
         return self.cleaned_data["username"].lower()
+
+
+class ResetRequestForm(PasswordResetForm):
+    """Django's, with the site's word for a malformed address."""
+
+    email = forms.EmailField(label="E-mail", max_length=254, error_messages=INVALID_ADDRESS)
 
 
 def _lifetime_words(days: int) -> str:

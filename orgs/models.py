@@ -26,7 +26,8 @@ class UserManager(BaseUserManager):
 
 
 class User(AbstractBaseUser, PermissionsMixin):
-    email = models.EmailField(unique=True)
+    # Its name is in the password validators' words: "The password is too similar to the e-mail address."
+    email = models.EmailField("e-mail address", unique=True)
     name = models.CharField(max_length=150, blank=True)
     is_staff = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)

@@ -24,7 +24,7 @@ from django.utils.http import urlsafe_base64_encode
 
 from orgs import guards, mailer, notifications, services
 from orgs.account_views import GuardedPost
-from orgs.forms import ResetPasswordForm
+from orgs.forms import ResetPasswordForm, ResetRequestForm
 from orgs.models import User
 
 RESET_LOCKED = "Too many password reset requests. Please try again in {wait}."
@@ -84,6 +84,7 @@ class PasswordResetView(GuardedPost, auth_views.PasswordResetView):
     template_name = "registration/password_reset_form.html"
     subject_template_name = "registration/password_reset_subject.txt"
     email_template_name = "registration/password_reset_email.txt"
+    form_class = ResetRequestForm
     locked_message, kept_fields = RESET_LOCKED, ("email",)
 
     def refused(self, request):

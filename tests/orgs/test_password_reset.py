@@ -361,7 +361,7 @@ def test_a_malformed_address_is_said_so_and_nothing_is_sent(world, mail):
     response = ask("member@acmetest")
 
     assert response.status_code == 200
-    assert "Enter a valid email address." in response.content.decode()
+    assert "Enter a valid e-mail address." in response.content.decode()
     assert mail == []
 
 
@@ -413,7 +413,7 @@ def test_a_weak_or_mismatched_new_password_is_refused_and_says_why(world, mail):
     link = link_in(mail[0])
     cases = [
         (set_password(client, link, new="12345678"), "This password is too common."),
-        (set_password(client, link, new="member-acme-test"), "The password is too similar to the email."),
+        (set_password(client, link, new="member-acme-test"), "The password is too similar to the e-mail address."),
         (set_password(client, link, again=NEW + "x"), "The two password fields didn’t match."),
     ]
 

@@ -177,7 +177,7 @@ def test_an_address_the_browser_accepts_but_django_refuses_is_told_why_next_to_t
     page = Client().post(LOGIN, {"username": "member@acmetest", "password": "whatever"}).content.decode()
 
     assert (
-        '<div class="alert alert--error" role="alert" id="sign-in-error"><p>E-mail: Enter a valid email address.</p>'
+        '<div class="alert alert--error" role="alert" id="sign-in-error"><p>E-mail: Enter a valid e-mail address.</p>'
         in page
     )
     assert page.count('aria-invalid="true" aria-describedby="sign-in-error"') == 1  # the address, not the password

@@ -85,6 +85,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 CSRF_FAILURE_VIEW = "opsion.views.csrf_failure"  # a settings form gone stale goes back to its page
 
 INSTALLED_APPS = [
+    "orgs",  # first, so its `changepassword` (which mails the user) is found before django.contrib.auth's
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -93,7 +94,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_ratelimit",
     "ninja",  # serves the API docs page (Swagger UI) from our own static files: no CDN, CSP-clean
-    "orgs",
     "insights",
 ]
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import UTC, timedelta
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.test import Client
 from django.utils import timezone
@@ -459,6 +459,30 @@ def test_a_password_set_by_staff_in_admin_is_mailed_to_its_user(world, committed
     world.acme_member.refresh_from_db()
     assert world.acme_member.check_password(NEW)
     assert_password_mail(outbox, "member@acme.test", "by Opsion staff")
+
+
+def test_a_password_set_with_manage_py_changepassword_is_mailed_to_its_user(world, committed, monkeypatch):
+    # Django's own command, which an operator reaches for first: it set the password and told no one.
+    typed = iter([NEW + "x", NEW, NEW, NEW])  # a mismatch first: asked again, nothing set
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(typed))
+
+    with committed() as outbox:
+        call_command("changepassword", "member@acme.test", stdout=io.StringIO(), stderr=io.StringIO())
+
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(NEW)
+    assert_password_mail(outbox, "member@acme.test", "by Opsion staff")
+
+
+def test_manage_py_changepassword_refused_mails_no_one(world, committed, monkeypatch):
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": "x")  # never a password the validators accept
+
+    with committed() as outbox, pytest.raises(CommandError):
+        call_command("changepassword", "member@acme.test", stdout=io.StringIO(), stderr=io.StringIO())
+
+    assert outbox == []
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(PASSWORD)
 
 
 def test_staff_changing_their_own_password_in_admin_are_mailed(world, committed):

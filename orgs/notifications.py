@@ -81,19 +81,20 @@ def password_changed(*, user: User, how: str, at: datetime, tokens_revoked: int,
     _send_on_commit(user, "Your Opsion password was changed", body, "password changed e-mail")
 
 
-def revoked_words(count: int) -> str:
-    """API tokens revoked with a new password, in the words the pages and the e-mail use (`count` at least 1)."""
+def revoked_words(count: int, whose: str = "your") -> str:
+    """API tokens revoked with a new password, in the words the pages and the e-mail use (`count` at least 1);
+    `whose`: "its" where the reader is not the account's user (a reset done page signed in as another)."""
     if count == 1:
-        return "your API token was revoked: integrations using it have stopped working"
-    return f"your {count} API tokens were revoked: integrations using them have stopped working"
+        return f"{whose} API token was revoked: integrations using it have stopped working"
+    return f"{whose} {count} API tokens were revoked: integrations using them have stopped working"
 
 
-def kept_words(count: int) -> str:
+def kept_words(count: int, whose: str = "your") -> str:
     """API tokens that keep working after a new password, in the words the reset's page and the e-mail use; none,
-    nothing: most users have no token, and would go looking for one."""
+    nothing: most users have no token, and would go looking for one. `whose` as for revoked_words."""
     if not count:
         return ""
-    return "your API token keeps working" if count == 1 else f"your {count} API tokens keep working"
+    return f"{whose} API token keeps working" if count == 1 else f"{whose} {count} API tokens keep working"
 
 
 def api_token_created(*, token: ApiToken) -> None:

@@ -156,9 +156,12 @@ class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
 
     def get_context_data(self, **kwargs):
         revoked, kept = self.request.session.pop(TOKENS_AFTER, None) or (0, 0)
+        # Still signed in, the reader is another account (the one reset was signed out): the sessions and tokens are
+        # the reset account's, not "yours".
+        whose = "its" if self.request.user.is_authenticated else "your"
         words = {
-            "tokens_revoked": notifications.revoked_words(revoked) if revoked else "",
-            "tokens_kept": notifications.kept_words(kept),
+            "tokens_revoked": notifications.revoked_words(revoked, whose) if revoked else "",
+            "tokens_kept": notifications.kept_words(kept, whose),
             "reset_account": self.request.session.pop(ACCOUNT_AFTER, ""),
         }
         return super().get_context_data(**kwargs) | words

@@ -774,3 +774,22 @@ def test_a_weak_new_password_is_refused_beside_the_new_password_field_not_under_
     assert 'aria-invalid="true"' in new_password and "autofocus" in new_password
     assert "This password is too common." in page.split('id="id_new_password1-error"', 1)[1].split("</div>", 1)[0]
     assert 'id="id_new_password2-error"' not in page
+
+
+def test_the_done_page_signed_in_as_someone_else_says_whose_sessions_and_tokens_the_reset_ended(world, mail):
+    # The Owner's browser, the Member's link: the Member's other browsers were signed out and the Member's tokens
+    # revoked. "Signed in as you" and "your 2 API tokens" read as the Owner's, who is the one reading it.
+    owners = bearer(world.acme_owner)
+    members = [bearer(world.acme_member), bearer(world.acme_member)]
+    ask("member@acme.test")
+    client = console(world.acme_owner)
+
+    done = client.get(set_password(client, link_in(mail[-1]), **REVOKE)["Location"]).content.decode()
+
+    main = done.split("<main", 1)[1]
+    assert "signed in as you" not in main and "your 2 API tokens" not in main
+    assert (
+        "Other browsers signed in as member@acme.test were signed out, and its 2 API tokens were revoked: "
+        "integrations using them have stopped working."
+    ) in main
+    assert works(owners) and not any(works(token) for token in members)

@@ -47,10 +47,15 @@ class OrganisationOut(Schema):
     plan: Literal[tuple(Plan.values)]
 
 
+# Said alike by getSettings and listOrganisations.
+ROLE = Field(description="Your role in the organisation.")
+BYOM_AVAILABLE = Field(description="The plan allows the organisation's own Claude API key.")
+
+
 class SettingsOut(Schema):
     organisation: OrganisationOut
-    role: Literal[tuple(Role.values)] = Field(description="Your role in the organisation.")
-    byomAvailable: bool = Field(description="The plan allows the organisation's own Claude API key.")
+    role: Literal[tuple(Role.values)] = ROLE
+    byomAvailable: bool = BYOM_AVAILABLE
     claudeApiKeySet: bool = Field(description="A key is stored. The key itself is never returned.")
     claudeApiKeyStatus: Literal[(*KeyStatus.values, selectors.KEY_UNREADABLE)] | None = Field(
         description="What Anthropic last said of the stored key; `unreadable` when the server cannot decrypt "
@@ -59,8 +64,8 @@ class SettingsOut(Schema):
 
 
 class MembershipOut(OrganisationOut):
-    role: Literal[tuple(Role.values)] = Field(description="Your role in the organisation.")
-    byomAvailable: bool = Field(description="The plan allows the organisation's own Claude API key.")
+    role: Literal[tuple(Role.values)] = ROLE
+    byomAvailable: bool = BYOM_AVAILABLE
 
 
 class OrganisationsOut(Schema):

@@ -143,6 +143,7 @@
       next.searchParams.set("after", history.lastElementChild.dataset.queryId);
       older.href = next.href;
       older.hidden = false;
+      older.parentElement.hidden = false; // the page began with no older queries, or none at all
     }
     history.hidden = false;
     const empty = document.getElementById("history-empty");

@@ -517,3 +517,19 @@ def test_an_answer_asked_on_an_older_page_shows_in_the_card_and_heads_the_newest
     expect(entries).to_have_text([f"seeded {i}" for i in range(10, 15)])  # older queries only, as before
     page.get_by_role("link", name="Back to your newest queries").click()
     expect(entries.first).to_have_text("Which MiCAR articles govern ART reserves?")
+
+
+def test_answers_that_fill_a_page_begun_empty_offer_show_older_queries_too(app, page, fake_anthropic, monkeypatch):
+    # A first visit: no queries, so no "Show older queries" to move. The entry the next answers push off the page must
+    # still be a link away, as after a reload, not gone until one.
+    monkeypatch.setattr("insights.views.HISTORY_PAGE", 2)
+    sign_in(page, app.url, "member@acme.test")
+    entries = page.locator("#history > li .history__q")
+    for question in ("First question?", "Second question?", "Third question?"):
+        page.get_by_label("Your question").fill(question)
+        page.get_by_role("button", name="Ask", exact=True).click()
+        expect(entries.first).to_have_text(question)
+
+    expect(entries).to_have_text(["Third question?", "Second question?"])
+    page.get_by_role("link", name="Show older queries").click()
+    expect(entries).to_have_text(["First question?"])

@@ -14,7 +14,10 @@ router = Router(tags=["settings"])
 UNAUTHENTICATED_ERRORS = "`unauthenticated` (401)"
 AUTH_ERRORS = UNAUTHENTICATED_ERRORS + ", `not_found` (404: not a member, or no such organisation)"
 # Where an operation has no parameter or body of its own to refuse: the 400 every request can meet (see ANY).
-REQUEST_ERRORS = "`invalid_request` (400: a NUL in the query string, or a `Host` this server does not answer to)"
+REQUEST_ERRORS = (
+    "`invalid_request` (400: a NUL in the query string, more than 1,000 parameters in it, or a `Host` this server "
+    "does not answer to)"
+)
 BODY_ERRORS = (
     "`invalid_request` (400: a body field missing, not valid, or one the body does not take), `payload_too_large` "
     "(413), `unsupported_media_type` (415)"
@@ -151,8 +154,8 @@ class KeySetOut(Schema):
 
 
 # The error statuses an operation can answer with, each in the error shape. Every operation: 400 (a request
-# refused before it is read: a NUL in its query string, a Host not served), 401 (unauthenticated), 404 (not a
-# member), 500 (our failure) and 503 (the database unavailable).
+# refused before it is read: a NUL in its query string, more than 1,000 parameters in it, a Host not served), 401
+# (unauthenticated), 404 (not a member), 500 (our failure) and 503 (the database unavailable).
 ANY = (400, 401, 404, 500, 503)
 UNNAMED = tuple(status for status in ANY if status != 404)  # an operation naming no organisation
 WRITE = (*ANY, 403)  # csrf_failed, with the browser session

@@ -506,6 +506,19 @@ class TestOpenApi:
         assert "20" in usage["limit"]["description"] and "200" in usage["limit"]["description"]
         assert "seconds" in usage["windowSeconds"]["description"]
 
+    def test_operations_without_a_body_or_parameters_name_every_400_any_request_can_meet(self, db):
+        # A NUL in the query string, a Host not served, and more than 1,000 parameters in it: each a 400
+        # `invalid_request` before the operation runs, which its description is the client's only word on.
+        paths = console().get("/api/v1/openapi.json").json()["paths"]
+
+        for path, ops in paths.items():
+            for method, op in ops.items():
+                if method in ("put", "post") or any(p["in"] == "query" for p in op.get("parameters", [])):
+                    continue  # their 400 is named by what the body or parameters may not be
+                description = op["description"]
+                for cause in ("a NUL in the query string", "`Host`", "more than 1,000 parameters"):
+                    assert cause in description, (method, path, cause)
+
     def test_the_schema_names_every_error_code_a_failed_query_records(self, db):
         # A client polling getQuery after a dropped connection switches on `errorCode`; `interrupted`, recorded for
         # an answer cut off by a dead worker, is no refusal any operation answers with, so only this says it exists.

@@ -133,17 +133,22 @@ def test_refused_above_a_lowered_limit_the_meter_keeps_the_real_count(app, page,
     assert fake_anthropic.requests == []
 
 
-def test_a_streamed_billing_refusal_links_to_the_anthropic_console(app, page, world, fake_anthropic):
+def ask_on_acmes_own_key(page, app, world, fake_anthropic, behaviour: str, *, as_: str):
+    """Acme's own key saved, Anthropic answering it with `behaviour`: `as_` signs in and asks. Returns the answer
+    card's alert."""
     org_services.claude_api_key_set(
         membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None
     )
-    fake_anthropic.behave(GOOD_KEY, "billing_error")
-    sign_in(page, app.url, "member@acme.test")
-
+    fake_anthropic.behave(GOOD_KEY, behaviour)
+    sign_in(page, app.url, as_)
     page.get_by_label("Your question").fill("Which MiCAR articles cover CASP authorisation?")
     page.get_by_role("button", name="Ask", exact=True).click()
+    return page.locator("#answer-error").get_by_role("alert")
 
-    alert = page.locator("#answer-error").get_by_role("alert")
+
+def test_a_streamed_billing_refusal_links_to_the_anthropic_console(app, page, world, fake_anthropic):
+    alert = ask_on_acmes_own_key(page, app, world, fake_anthropic, "billing_error", as_="member@acme.test")
+
     expect(alert).to_contain_text("should check Plans & Billing at console.anthropic.com; then ask again.")
     link = alert.get_by_role("link", name="console.anthropic.com")
     expect(link).to_have_attribute("href", "https://console.anthropic.com/")
@@ -151,18 +156,10 @@ def test_a_streamed_billing_refusal_links_to_the_anthropic_console(app, page, wo
 
 
 def test_a_key_anthropic_rejects_shows_the_invalid_key_message_and_settings_turns_red(app, page, world, fake_anthropic):
-    org_services.claude_api_key_set(
-        membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None
-    )
-    fake_anthropic.behave(GOOD_KEY, "auth_error")
-    sign_in(page, app.url, "admin@acme.test")
+    alert = ask_on_acmes_own_key(page, app, world, fake_anthropic, "auth_error", as_="admin@acme.test")
+
     expect(page.locator("#usage-limit")).to_have_text("200")
     expect(page.locator("#usage-meter")).to_contain_text("your organisation's Anthropic key")
-
-    page.get_by_label("Your question").fill("Which MiCAR articles cover CASP authorisation?")
-    page.get_by_role("button", name="Ask", exact=True).click()
-
-    alert = page.locator("#answer-error").get_by_role("alert")
     expect(alert).to_have_text(INVALID_KEY_MESSAGE + " Go to Settings.")  # the way to fix it, at hand
     assert fake_anthropic.keys_used == [GOOD_KEY]
     alert.get_by_role("link", name="Go to Settings").click()
@@ -172,16 +169,8 @@ def test_a_key_anthropic_rejects_shows_the_invalid_key_message_and_settings_turn
 
 
 def test_a_member_whose_organisations_key_is_rejected_is_told_whom_to_ask(app, page, world, fake_anthropic):
-    org_services.claude_api_key_set(
-        membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None
-    )
-    fake_anthropic.behave(GOOD_KEY, "auth_error")
-    sign_in(page, app.url, "member@acme.test")
+    alert = ask_on_acmes_own_key(page, app, world, fake_anthropic, "auth_error", as_="member@acme.test")
 
-    page.get_by_label("Your question").fill("Which MiCAR articles cover CASP authorisation?")
-    page.get_by_role("button", name="Ask", exact=True).click()
-
-    alert = page.locator("#answer-error").get_by_role("alert")
     expect(alert).to_have_text(INVALID_KEY_MESSAGE + " Ask an Owner or Admin of your organisation to update it.")
     expect(alert.get_by_role("link")).to_have_count(0)
 

@@ -77,6 +77,9 @@ def test_the_organisation_menu_closes_on_a_click_elsewhere_as_menus_do(app, page
 
 def test_after_a_wrong_password_the_keyboard_user_types_it_again_and_presses_enter(app, page, world):
     page.goto(f"{app.url}/accounts/login/")
+    # Typed only once the page has put focus on E-mail, as a person sees it there: keys sent before autofocus took
+    # effect were lost ("ember@acme.test", a wrong account, whose right password then failed too).
+    expect(page.get_by_label("E-mail")).to_be_focused()
     page.keyboard.type("member@acme.test")
     page.keyboard.press("Tab")
     page.keyboard.type("not-the-password")

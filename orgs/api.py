@@ -214,11 +214,15 @@ def headers(**by_status: tuple[str, ...]) -> dict:
     }
 
 
+def _organisation(org) -> dict:
+    return {"slug": org.slug, "name": org.name, "plan": org.plan}
+
+
 def _settings(membership) -> dict:
     org = membership.organisation
     state = selectors.claude_api_key_state(org)
     return {
-        "organisation": {"slug": org.slug, "name": org.name, "plan": org.plan},
+        "organisation": _organisation(org),
         "role": membership.role,
         "byomAvailable": org.allows_byom,
         "claudeApiKeySet": state.is_set,
@@ -244,14 +248,9 @@ def list_organisations(request: HttpRequest):
 
 
 def _membership(membership) -> dict:
+    """An item of listOrganisations: the organisation as getSettings gives it, with the caller's role there."""
     org = membership.organisation
-    return {
-        "slug": org.slug,
-        "name": org.name,
-        "plan": org.plan,
-        "role": membership.role,
-        "byomAvailable": org.allows_byom,
-    }
+    return _organisation(org) | {"role": membership.role, "byomAvailable": org.allows_byom}
 
 
 @router.get(

@@ -211,6 +211,7 @@ def test_the_key_is_in_no_response_and_no_log_line_for_any_url_and_any_visitor(g
 
     urls = every_url(world)
     assert "/api/v1/openapi.json" in urls and "/api/v1/docs" in urls
+    assert "/api/v1/orgs" in urls  # listOrganisations, an operation naming no organisation
     assert f"/admin/orgs/organisation/{world.acme.pk}/change/" in urls
     assert f"/admin/orgs/organisation/{world.acme.pk}/history/" in urls
     for role, client in _visitors(world, api_token).items():

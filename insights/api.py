@@ -163,9 +163,9 @@ IDEMPOTENCY_KEY = {
     "description": "Optional, and recommended for a client that retries: a key of your own for this question (a new "
     "UUID per question, say), 1 to 255 visible ASCII characters. A retry with the same key and question is given the "
     "answer to the first request, marked `Idempotent-Replayed: true`, without asking Claude or counting again; while "
-    "the first is still being answered it is a 409. A key is yours in this organisation for as long as its query is "
-    "in your history; a failed query lets it go, so a retry after a failure asks again. The same key with another "
-    "question, while it holds a query, is a 422.",
+    "the first is still being answered it is a 409 (its Retry-After says when to look again). A key is yours in "
+    "this organisation for as long as its query is in your history; a failed query lets it go, so a retry after a "
+    "failure asks again. The same key with another question, while it holds a query, is a 422.",
     "schema": {"type": "string", "minLength": 1, "maxLength": services.IDEMPOTENCY_KEY_MAX, "pattern": "^[!-~]+$"},
 }
 
@@ -179,10 +179,10 @@ IDEMPOTENCY_KEY = {
         **headers(
             s200=(*RATE_LIMIT, REPLAYED),
             s400=RATE_LIMIT,
-            s409=RATE_LIMIT,
+            s409=(*RATE_LIMIT, "Retry-After"),
             s422=RATE_LIMIT,
             s429=(*RATE_LIMIT, "Retry-After"),
-            s503=RATE_LIMIT,
+            s503=(*RATE_LIMIT, "Retry-After"),
         ),
     },
     summary="Ask AI Insights a question",
@@ -192,9 +192,10 @@ IDEMPOTENCY_KEY = {
     "`rate_limited` (429, Retry-After: when the next query fits), `claude_api_key_invalid` (400: Anthropic "
     "rejected the organisation's key), `claude_api_key_unreadable` (400), `upstream_rate_limited` (429: the "
     "organisation's Anthropic account), `upstream_billing` (400: the organisation's Anthropic account cannot pay: "
-    "no credit, or a spend limit reached), `insights_unavailable` (503), `idempotency_key_in_use` (409: the first "
-    "request with this `Idempotency-Key` is still being answered), `idempotency_key_reused` (422: this "
-    "`Idempotency-Key` was sent with another question). "
+    "no credit, or a spend limit reached), `insights_unavailable` (503, Retry-After: "
+    f"{services.UNAVAILABLE_RETRY_SECONDS}, a hint), `idempotency_key_in_use` (409, Retry-After: "
+    f"{services.IN_USE_RETRY_SECONDS}: the first request with this `Idempotency-Key` is still being answered), "
+    "`idempotency_key_reused` (422: this `Idempotency-Key` was sent with another question). "
     + RATE_LIMIT_HEADERS
     + errors(AUTH_ERRORS, BODY_ERRORS, CSRF_ERRORS),
 )

@@ -23,8 +23,21 @@ UNAVAILABLE_MESSAGE = "AI Insights is temporarily unavailable. Please try again 
 INTERRUPTED = "interrupted"  # the error code of a query whose answer stopped before Anthropic ended it
 
 
+# When a client is told to try again (Retry-After, in seconds). Anthropic overloaded or unreachable, or the platform key
+# missing, lasts a time no one here knows: "shortly" is half a minute, long enough not to hammer an overloaded service
+# and short enough to be worth waiting for. Anthropic's own wait on Opsion's platform account is not passed on: it is
+# ours to manage, not the member's, and may be an hour. An answer being written takes seconds (about twice
+# ANTHROPIC_TIMEOUT_SECONDS at the very most): a retry of its question looks again a few seconds later, which costs
+# one lookup, no count.
+UNAVAILABLE_RETRY_SECONDS = 30
+IN_USE_RETRY_SECONDS = 5
+
+
 class InsightsUnavailable(Refused):
     code, status, default_message = "insights_unavailable", 503, UNAVAILABLE_MESSAGE
+
+    def __init__(self) -> None:
+        super().__init__(retry_after=UNAVAILABLE_RETRY_SECONDS)
 
 
 class KeyInvalid(Refused):
@@ -79,7 +92,8 @@ class IdempotencyKeyInUse(Refused):
     def __init__(self, earlier: InsightQuery, *, read_at: str) -> None:
         super().__init__(
             f"Your request with this Idempotency-Key (query {earlier.pk}) is still being answered. Send it again "
-            f"later, or read the query: GET {read_at}."
+            f"later, or read the query: GET {read_at}.",
+            retry_after=IN_USE_RETRY_SECONDS,
         )
 
 

@@ -114,6 +114,7 @@ def test_a_retry_while_the_first_request_is_still_being_answered_is_told_so(worl
             f"again later, or read the query: GET /api/v1/orgs/globex/insights/queries/{row.pk}.",
         }
         assert retry["RateLimit"].startswith('"insights";r=19;')
+        assert retry["Retry-After"] == "5"  # a hint for when to look again: answers take seconds, not minutes
     finally:
         fake_anthropic.release.set()
         asking.join(30)
@@ -271,6 +272,8 @@ def test_the_document_describes_the_key_and_its_answers(client):
     assert (param["in"], param.get("required", False)) == ("header", False)
     assert param["schema"]["maxLength"] == 255
     assert {"409", "422"} <= set(operation["responses"])
+    # The 409 says when to try again, declared as the 429's is: whole seconds.
+    assert operation["responses"]["409"]["headers"]["Retry-After"]["schema"] == {"type": "integer"}
     assert "Idempotent-Replayed" in operation["responses"]["200"]["headers"]
     assert "idempotency_key_in_use" in operation["description"]
     assert "idempotency_key_reused" in operation["description"]

@@ -658,8 +658,15 @@ class TestOpenApi:
         always = {"RateLimit-Policy": True, "RateLimit": True} | request_id
         assert documented("get", queries, "200") == always
         assert documented("post", queries, "200") == always | {"Idempotent-Replayed": False}  # on a replay only
-        for status in ("409", "422"):  # a retry's refusals come after the organisation's lookup
-            assert documented("post", queries, status) == {"RateLimit-Policy": False, "RateLimit": False} | request_id
+        # A retry's refusals come after the organisation's lookup; the 409 also says when to look again.
+        assert documented("post", queries, "422") == {"RateLimit-Policy": False, "RateLimit": False} | request_id
+        for status in ("409", "503"):  # the 503: Anthropic unavailable (the database's own has neither)
+            assert documented("post", queries, status) == {
+                "RateLimit-Policy": False,
+                "RateLimit": False,
+                "Retry-After": False,
+                "X-Request-ID": True,
+            }
         assert documented("get", "/api/v1/orgs/{slug}/insights/usage", "200") == always
         # A refusal carries them once the request is well-formed: not on a malformed body's 400.
         assert documented("post", queries, "429") == {

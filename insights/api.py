@@ -194,7 +194,8 @@ IDEMPOTENCY_KEY = {
     "organisation's Anthropic account), `upstream_billing` (400: the organisation's Anthropic account cannot pay: "
     "no credit, or a spend limit reached), `insights_unavailable` (503, Retry-After: "
     f"{services.UNAVAILABLE_RETRY_SECONDS}, a hint), `idempotency_key_in_use` (409, Retry-After: "
-    f"{services.IN_USE_RETRY_SECONDS}: the first request with this `Idempotency-Key` is still being answered), "
+    f"{services.IN_USE_RETRY_SECONDS}: the first request with this `Idempotency-Key` is still being answered, or "
+    "copies of it sent at once kept taking the key while failing), "
     "`idempotency_key_reused` (422: this `Idempotency-Key` was sent with another question). "
     + RATE_LIMIT_HEADERS
     + errors(AUTH_ERRORS, BODY_ERRORS, CSRF_ERRORS),

@@ -97,6 +97,21 @@ class IdempotencyKeyInUse(Refused):
         )
 
 
+class IdempotencyKeyContested(Refused):
+    """Other requests with the member's Idempotency-Key took it each time this one went to use it, and failed before it
+    looked (many copies of one request at once while Anthropic fails): the key busy, as IdempotencyKeyInUse says, with
+    no query to name, as each of theirs has let it go."""
+
+    code, status = IdempotencyKeyInUse.code, IdempotencyKeyInUse.status
+    default_message = (
+        "Other requests with this Idempotency-Key were being answered at the same time as this one, which was not "
+        "asked. Send it again later."
+    )
+
+    def __init__(self) -> None:
+        super().__init__(retry_after=IN_USE_RETRY_SECONDS)
+
+
 class AlreadyAsked(Exception):  # noqa: N818 (not an error: the question was asked before, and `row` is it)
     """The member's Idempotency-Key already holds a query of this question: `row`, answered or still pending."""
 
@@ -313,7 +328,8 @@ def start(*, membership: Membership, text: str, idempotency_key: str | None = No
     """Validate, choose the key and count the query.
 
     Raises InvalidRequest, KeyUnreadable, InsightsUnavailable or RateLimited; with an `idempotency_key` the member
-    sent before, AlreadyAsked (the query it holds) or IdempotencyKeyReused (it holds another question).
+    sent before, AlreadyAsked (the query it holds) or IdempotencyKeyReused (it holds another question), or
+    IdempotencyKeyContested (other requests with it kept taking it as this one decided).
 
     A query counts once it is let through here; refusals before that (bad input, no platform key,
     over the limit) do not. It is counted under the limit of the key in force when it is decided, and sent with
@@ -322,25 +338,39 @@ def start(*, membership: Membership, text: str, idempotency_key: str | None = No
     An idempotency key holds the member's query in this organisation while it is pending and once answered: a
     retry is given that query rather than asking again. A failed query lets its key go (a retry asks again, and
     counts), as a refused request never took it. Two retries deciding at once are told apart by the database's
-    unique index: the one whose insert it refuses is given the other's query, nothing counted.
+    unique index: the one whose insert it refuses is given the other's query, nothing counted; should that query fail
+    before this one looks, this one decides again, and after KEY_CHOICES such rounds gives up, unasked.
     """
     query = validate_query(text)
     if idempotency_key is not None:
         _check_asked(membership=membership, key=validate_idempotency_key(idempotency_key), query=query)
+    contested = False  # whether the last decision lost the Idempotency-Key to another request
     for _ in range(KEY_CHOICES):
         try:
             return _count(membership=membership, query=query, idempotency_key=idempotency_key)
         except ratelimit.KeyChanged:
             # Read again, key included (resolve() reads it afresh), for this decision and whatever the page shows after.
             membership.organisation = Organisation.objects.get(pk=membership.organisation_id)
+            contested = False
         except IntegrityError as refused:
             if idempotency_key is None or not _key_clash(refused):
                 raise
             # Another request with this key inserted its query first: this one is a retry of it.
             _check_asked(membership=membership, key=idempotency_key, query=query)
             # That query failed in the moments since, letting the key go: decide again.
+            contested = True
+    if contested:
+        # The client's own copies of this request kept taking the key and failing (Anthropic failing, each a 503 of
+        # its own): this one was never asked, so it is no failure of AI Insights but a key still busy. The client
+        # retries as after any 409, and asks then.
+        log.info(
+            "org=%s: a request gave up its Idempotency-Key to others %s times",
+            membership.organisation.slug,
+            KEY_CHOICES,
+        )
+        raise IdempotencyKeyContested()
     log.error(
-        "org=%s: one query was decided %s times (its key or plan changed, or a retry with its Idempotency-Key raced)",
+        "org=%s: one query was decided %s times (its key or plan changed as it waited)",
         membership.organisation.slug,
         KEY_CHOICES,
     )

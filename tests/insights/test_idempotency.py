@@ -306,6 +306,37 @@ def test_a_request_beaten_to_its_key_by_one_that_then_failed_asks_after_all(
     assert len(fake_anthropic.requests) == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_request_beaten_to_its_key_again_and_again_is_told_to_retry_not_that_insights_is_unavailable(
+    world, fake_anthropic, api_client, monkeypatch
+):
+    # Many copies of one request at once while Anthropic keeps failing: each time this one goes to insert its query,
+    # another copy has just taken the key, and each time it looks, that copy has failed and let it go. It gives up
+    # after a few rounds, unasked; that is the key being busy with the client's own requests (a 409, retry later),
+    # not AI Insights being unavailable: a 503 with no failed query behind it, and an ERROR log line, for a race.
+    looked = services._by_idempotency_key
+    holders = []
+
+    def racing(*, membership, key):
+        if holders:  # the copy that took the key before this one's insert has failed since, letting it go
+            failed = {"outcome": Outcome.FAILED, "error_code": "insights_unavailable", "idempotency_key": None}
+            InsightQuery.objects.filter(pk=holders[-1].pk).update(**failed)
+        found = looked(membership=membership, key=key)
+        holders.append(pending_row(world.globex_member, world.globex))  # the next copy takes it first
+        return found
+
+    monkeypatch.setattr(services, "_by_idempotency_key", racing)
+
+    response = ask(api_client(world.globex_member))
+
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "idempotency_key_in_use"
+    assert response["Retry-After"] == "5"
+    assert response["RateLimit"].startswith('"insights";r=')
+    assert not fake_anthropic.requests  # unasked, and nothing of its own counted
+    assert set(InsightQuery.objects.values_list("pk", flat=True)) == {row.pk for row in holders}
+
+
 BEFORE = ("insights", "0007_ratelimit_decides_on_the_key_in_force")
 COLUMN = ("insights", "0008_insightquery_idempotency_key")
 AFTER = ("insights", "0009_insightquery_idempotency_key_index")
@@ -450,7 +481,8 @@ def test_requests_with_one_key_at_once_while_anthropic_fails_ask_once_each_and_l
     # The first fails while the others wait on it or on each other: each query asked is a query counted, no request
     # is a 500, and every failure lets the key go: no query ends holding it.
     # Four: a request deciding again each time another's query failed meanwhile could lose the race at most three
-    # times, fewer than the KEY_CHOICES after which it would give up unasked.
+    # times, fewer than the KEY_CHOICES after which it would give up unasked (a 409 too, as the test of
+    # a request beaten to its key again and again shows).
     fake_anthropic.default = "overloaded"
     client = api_client(world.globex_member)
     threads, responses = fire_at_once(client, 4)

@@ -6,7 +6,7 @@ from ninja import Field, Query, Router, Schema
 from ninja.responses import Response
 from pydantic import WithJsonSchema
 
-from insights import services
+from insights import examples, services
 from insights.http import add_ratelimit_headers, window_json
 from insights.models import KeySource, Outcome, StopReason
 from insights.ratelimit import window_words
@@ -170,19 +170,31 @@ IDEMPOTENCY_KEY = {
 }
 
 
+def _with_examples(extra: dict, by_status: dict) -> dict:
+    """`extra`, an operation's `openapi_extra` for its answers, with examples of the JSON body of some of them: ninja
+    merges them beside the schema it documents there."""
+    for status, shown in by_status.items():
+        extra["responses"].setdefault(status, {})["content"] = {"application/json": {"examples": shown}}
+    return extra
+
+
 @router.post(
     "/{slug}/insights/queries",
     operation_id="askQuestion",
     response=responses(AnswerOut, *BODY, 409, 422, 429),
     openapi_extra={
         "parameters": [IDEMPOTENCY_KEY],
-        **headers(
-            s200=(*RATE_LIMIT, REPLAYED),
-            s400=RATE_LIMIT,
-            s409=(*RATE_LIMIT, "Retry-After"),
-            s422=RATE_LIMIT,
-            s429=(*RATE_LIMIT, "Retry-After"),
-            s503=(*RATE_LIMIT, "Retry-After"),
+        "requestBody": {"content": {"application/json": {"examples": examples.QUESTION_EXAMPLES}}},
+        **_with_examples(
+            headers(
+                s200=(*RATE_LIMIT, REPLAYED),
+                s400=RATE_LIMIT,
+                s409=(*RATE_LIMIT, "Retry-After"),
+                s422=RATE_LIMIT,
+                s429=(*RATE_LIMIT, "Retry-After"),
+                s503=(*RATE_LIMIT, "Retry-After"),
+            ),
+            {200: examples.ANSWER_EXAMPLES, 429: examples.TOO_MANY_EXAMPLES},
         ),
     },
     summary="Ask AI Insights a question",

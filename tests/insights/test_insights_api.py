@@ -1,5 +1,6 @@
 """The JSON API of AI Insights: answer, usage and history shapes, and the key status in settings."""
 
+import json
 import logging
 from datetime import timedelta
 
@@ -565,3 +566,40 @@ def test_a_refusal_at_the_limit_reports_the_limiters_window_without_counting_aga
     assert len(captured.captured_queries) == expected, [q["sql"][:80] for q in captured.captured_queries]
     assert InsightQuery.objects.filter(organisation=world.globex).count() == 20
     assert fake_anthropic.requests == []
+
+
+def documented_examples(document: dict, operation: dict) -> dict:
+    """Every example of an operation's request body and answers, by where it is: `(status or "request", name)`, each
+    with the schema it is shown under."""
+    found = {}
+    bodies = {"request": operation.get("requestBody", {})} | operation["responses"]
+    for status, body in bodies.items():
+        media = body.get("content", {}).get("application/json", {})
+        for name, example in media.get("examples", {}).items():
+            found[(status, name)] = (example["value"], media["schema"])
+    return found
+
+
+def test_the_document_shows_a_question_its_answer_and_a_429_by_example(client):
+    # A client's author reads these first: each must be a body the schema it sits under takes, with every field the
+    # schema names (one added later is added to its example too), and nothing shaped like a key or a token.
+    from jsonschema import Draft202012Validator
+
+    document = client.get("/api/v1/openapi.json").json()
+    operation = document["paths"]["/api/v1/orgs/{slug}/insights/queries"]["post"]
+
+    examples = documented_examples(document, operation)
+
+    assert {("request", "question"), ("200", "answered"), ("429", "rate_limited")} <= set(examples)
+    for where, (value, schema) in examples.items():
+        resolved = {"components": document["components"], **schema}  # its $refs resolve in the document
+        errors = [error.message for error in Draft202012Validator(resolved).iter_errors(value)]
+        assert not errors, (where, errors)
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        assert set(value) == set(document["components"]["schemas"][name]["properties"]), where
+        text = json.dumps(value)
+        assert "sk-ant-" not in text and "opsn_" not in text and "Bearer" not in text, where
+    rate_limited, _ = examples[("429", "rate_limited")]
+    assert rate_limited["error"]["code"] == "rate_limited"
+    assert rate_limited["error"]["message"] == f"Rate limit reached ({settings.INSIGHTS_BYOM_LIMIT}/hour)"
+    assert examples[("200", "answered")][0]["stopReason"] == "complete"

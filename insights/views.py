@@ -31,6 +31,7 @@ def _page(
     status: int = 200,
     answered_id: int | None = None,
     after: int | None = None,
+    take_draft: bool = False,
     **extra,
 ) -> HttpResponse:
     usage = services.usage(membership.organisation)
@@ -42,6 +43,10 @@ def _page(
         # Another member's, another organisation's or a deleted query: the same answer for each, so the page tells
         # nothing of queries that are not theirs.
         raise Http404() from None
+    # A question kept across sign-in is taken only now that this page will show it: taken before a 404 (an older
+    # queries link naming a query since pruned), it would be lost without ever being put back in the box.
+    if take_draft and (kept := drafts.take(request)):
+        extra |= {"draft": kept, "draft_kept": True}
     recent = rows[:HISTORY_PAGE]
     # The answer a plain POST redirected to: usually the newest entry; an old link may name an older
     # one, and one that is not this member's (or no longer exists) shows no answer card at all.
@@ -92,10 +97,10 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method in ("GET", "HEAD"):
         answered = request.GET.get("answered", "")
         after = _older_than(request)
-        kept = drafts.take(request) if request.method == "GET" else None  # a HEAD leaves it for the page itself
-        extra = {"draft": kept, "draft_kept": True} if kept else {}
         answered_id = int(answered) if ANSWER_ID.fullmatch(answered) else None
-        return _page(request, membership, answered_id=answered_id, after=after, **extra)
+        # A HEAD leaves a question kept across sign-in for the page itself.
+        take_draft = request.method == "GET"
+        return _page(request, membership, answered_id=answered_id, after=after, take_draft=take_draft)
     # A suggestion button (the no-JavaScript path) asks its own question, whatever the box holds.
     text = request.POST.get("suggestion") or request.POST.get("query", "")
     wants_stream = "text/event-stream" in request.headers.get("Accept", "")

@@ -45,6 +45,10 @@ def keep(request: HttpRequest, *, path: str, draft: str) -> None:
 
 
 def take(request: HttpRequest) -> str | None:
-    """The text kept across sign-in for this page, once; None when there is none."""
-    kept = request.session.pop(KEPT_DRAFT, None)
-    return kept["text"] if kept and kept.get("path") == request.path else None
+    """The text kept across sign-in for this page, once; None when there is none. Call it only when the page will
+    show it: it is gone from the session afterwards. Text kept for another page stays kept for that page."""
+    kept = request.session.get(KEPT_DRAFT)
+    if not kept or kept.get("path") != request.path:
+        return None
+    del request.session[KEPT_DRAFT]
+    return kept["text"]

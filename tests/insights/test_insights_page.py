@@ -398,6 +398,34 @@ def test_a_kept_question_goes_back_only_to_the_page_it_was_typed_on(world, clien
     assert html.escape(QUESTION) not in home.content.decode()
 
 
+def test_a_kept_question_survives_an_older_queries_link_that_is_not_found(world, client):
+    # A bookmarked "Show older queries" link naming a query since pruned is a 404: the question kept across sign-in
+    # must still be there when the page itself is opened, not taken by the page that never showed it.
+    pruned = seed(world.globex, 4000, user=world.globex_member)[0]
+    InsightQuery.objects.filter(pk=pruned.pk).delete()
+    login = {"username": "member@globex.test", "password": PASSWORD, "next": "/orgs/globex/insights/"}
+    client.post("/accounts/login/", {**login, "draft": QUESTION})
+
+    missing = client.get(PAGE.format("globex"), {"after": pruned.pk})
+    page = client.get(PAGE.format("globex"))
+
+    assert missing.status_code == 404
+    assert f">{html.escape(QUESTION)}</textarea>" in page.content.decode()
+    assert "You were signed out before this question was sent: nothing was asked yet." in text_of(page)
+
+
+def test_a_kept_question_survives_another_organisations_insights_page_opened_first(world, client):
+    Membership.objects.create(user=world.globex_member, organisation=world.acme, role=Role.MEMBER)
+    login = {"username": "member@globex.test", "password": PASSWORD, "next": "/orgs/globex/insights/"}
+    client.post("/accounts/login/", {**login, "draft": QUESTION})
+
+    other = client.get(PAGE.format("acme"))  # another tab, another organisation: not the page it was typed on
+    page = client.get(PAGE.format("globex"))
+
+    assert html.escape(QUESTION) not in other.content.decode()
+    assert f">{html.escape(QUESTION)}</textarea>" in page.content.decode()
+
+
 def test_a_no_js_post_redirects_to_the_whole_answer(world, fake_anthropic, console):
     client = console(world.globex_member)
 

@@ -470,6 +470,29 @@ def test_without_javascript_show_older_queries_pages_back_and_leads_back_to_the_
     expect(page.get_by_role("link", name="Back to your newest queries")).to_have_count(0)
 
 
+def test_without_javascript_a_question_that_failed_on_an_older_page_leaves_it_for_the_newest(
+    app, page_without_script, world, fake_anthropic
+):
+    page = page_without_script
+    fake_anthropic.behave(PLATFORM_KEY, "server_error")
+    seed(world.acme, *range(4000, 4015), user=world.acme_member)
+    sign_in(page, app.url, "member@acme.test")
+    page.goto(f"{app.url}/orgs/acme/insights/")
+    page.get_by_role("link", name="Show older queries").click()
+
+    page.get_by_label("Your question").fill("Which MiCAR articles govern ART reserves?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    expect(page.locator("#answer-error").get_by_role("alert")).to_have_text(
+        "AI Insights is temporarily unavailable. Please try again shortly."
+    )
+    # The page lists the newest queries, the failed one on top, at the newest page's address: not at the older
+    # page's, whose reload or bookmark would show other queries.
+    assert page.url == f"{app.url}/orgs/acme/insights/"
+    entries = page.locator("#history > li .history__q")
+    expect(entries.first).to_have_text("Which MiCAR articles govern ART reserves?")
+
+
 def test_an_answer_that_fills_the_newest_page_moves_the_entry_it_pushed_off_to_show_older_queries(
     app, page, world, fake_anthropic
 ):

@@ -619,6 +619,17 @@ def test_a_question_asked_from_an_older_page_without_javascript_leads_to_its_ans
     assert asked(response.content.decode())[0] == "Which MiCAR articles govern ART reserves?"
 
 
+def test_the_form_of_an_older_page_posts_to_the_newest_page(world, console):
+    # A plain post goes where the form's action says, else to the address it was loaded from: from an older page
+    # (?after=) a refused or failed question's page, which lists the newest queries (the failed one on top), stood
+    # at the older page's address, and a reload or a bookmark of it led back to the older queries.
+    older = seed(world.globex, *range(4000, 4020), user=world.globex_member)[10]
+
+    page = console(world.globex_member).get(PAGE.format("globex"), {"after": older.pk}).content.decode()
+
+    assert '<form method="post" id="ask-form" action="/orgs/globex/insights/"' in page
+
+
 @pytest.mark.parametrize(
     "window_seconds, words, refusal",
     [

@@ -143,6 +143,12 @@ class Usage:
     own_key_limit: int | None = None
 
     @property
+    def limit_reached(self) -> ratelimit.RateLimited | None:
+        """At the limit, the refusal the next query would meet now: the limiter's own message and Retry-After, from
+        this window (so a page can say it, and disable Ask, before anyone asks); None while a query fits."""
+        return ratelimit.RateLimited(self.window) if self.window.remaining == 0 else None
+
+    @property
     def org_key_invalid(self) -> bool:
         """Queries run on the organisation's key, and Anthropic rejected it last time."""
         return self.key_source == KeySource.ORGANISATION and self.key_status == KeyStatus.INVALID

@@ -58,6 +58,7 @@ def _page(
         "org": membership.organisation,
         "usage": usage,
         "window": usage.window,
+        "limit_reached": usage.limit_reached,
         "suggestions": SUGGESTED_QUERIES,
         "ask_once": secrets.token_urlsafe(12),
         "recent": recent,
@@ -169,6 +170,9 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
     finish (`notice`: cut short at the length limit, or declined; empty for a whole answer), rendered by the
     page's own template.
 
+    `usage`, last, is the window once the answer is recorded; at the limit it also carries what the page says beside
+    its disabled Ask (`limitReached`, rendered by the page's own template), so the script can say and do the same.
+
     `error` also carries the part of the answer that arrived, rendered (`html`, possibly empty), and, when there
     is one, the notice saying it is only part (`notice`), shown before it as `done`'s is. Both
     `done` and `error` carry the query's entry for "Your recent queries" (`historyItem`),
@@ -207,9 +211,17 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
             html = str(render_markdown(pending.row.answer))
             done = {"id": pending.row.pk, "html": html, "stopReason": pending.row.ended, "notice": notice()}
             yield sse("done", done | {"historyItem": history_item()})
-        window = services.usage(pending.row.organisation).window
-        yield sse("usage", {"used": window.used, **window_json(window)})
+        usage = services.usage(pending.row.organisation)
+        yield sse("usage", {"used": usage.window.used, **window_json(usage.window), **limit_reached(usage)})
 
     response = StreamingHttpResponse(events(), content_type="text/event-stream")
     response["X-Accel-Buffering"] = "no"
     return add_ratelimit_headers(response, pending.window)
+
+
+def limit_reached(usage: services.Usage) -> dict:
+    """The stream's `limitReached`: at the limit, the refusal the next query would meet, as the page says it beside
+    Ask (the limiter's message and time, rendered by the page's template); nothing while a query fits."""
+    if (refused := usage.limit_reached) is None:
+        return {}
+    return {"limitReached": render_to_string("insights/_limit_reached.html", {"refused": refused}).strip()}

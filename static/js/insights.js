@@ -17,6 +17,46 @@
   let finished = true; // false while a stream is open and has sent neither `done` nor `error`
   let outcome = ""; // how the last question ended, said beside Ask once the answer card is no longer busy
 
+  // At the limit the page disables Ask itself and says beside it when the next query frees up (#ask-limit, in the
+  // refusal's words and time); Ask is enabled again once that time has passed, as a reload would show it. Ask is
+  // disabled while an answer streams too: it is enabled only when neither holds.
+  const limitNotice = document.getElementById("ask-limit");
+  const FREED = "A query has freed up: you can ask again.";
+  let asking = false;
+  let limited = false;
+  let limitTimer = 0;
+
+  function refreshAsk() {
+    button.disabled = asking || limited;
+  }
+
+  // `fill` puts the words in the notice; `seconds` is the refusal's Retry-After (setTimeout never fires early).
+  function limitReached(fill, seconds) {
+    if (!limitNotice) return;
+    fill(limitNotice);
+    limitNotice.hidden = false;
+    limited = true;
+    button.setAttribute("aria-describedby", "ask-limit");
+    refreshAsk();
+    clearTimeout(limitTimer);
+    // A browser runs a longer timer at once (it overflows 2^31 ms, about 24 days): past that, a reload enables Ask.
+    const wait = Math.max(1, seconds) * 1000;
+    if (wait < 2 ** 31) limitTimer = setTimeout(limitPassed, wait);
+  }
+
+  function limitPassed() {
+    limited = false;
+    limitNotice.hidden = true;
+    limitNotice.replaceChildren();
+    button.removeAttribute("aria-describedby");
+    refreshAsk();
+    if (!asking) status.textContent = FREED;
+  }
+
+  if (limitNotice && !limitNotice.hidden) {
+    limitReached(function () { /* rendered by the page */ }, Number(limitNotice.dataset.resetSeconds) || 1);
+  }
+
   // A question the page could not send (below) survives the reload or sign-in page that follows: it
   // is put back in the box, once, when this page loads again in the same tab.
   const draftKey = "opsion:insights-draft:" + location.pathname;
@@ -189,18 +229,25 @@
       remember(evt.data.historyItem);
     } else if (evt.event === "usage") {
       updateMeter(evt.data, evt.data.used);
+      // This answer took the last query the window allows: say so beside Ask, in the page's own words rendered on
+      // the server (safe to insert), and wait as a reload of the page would.
+      if (evt.data.limitReached) {
+        limitReached(function (el) { el.innerHTML = evt.data.limitReached; }, evt.data.resetSeconds);
+      }
     }
   }
 
   async function ask(event) {
     event.preventDefault();
+    if (asking || limited) return; // Ask is disabled: nothing else may send the form meanwhile
     if (!textarea.value.trim()) {
       // The box's `required` lets spaces through: say what the server would (insights.services.start).
       status.textContent = "Type a question first.";
       textarea.focus();
       return;
     }
-    button.disabled = true;
+    asking = true;
+    refreshAsk();
     // Screen readers announce the answer once, when it is complete, not every streamed piece.
     answer.setAttribute("aria-busy", "true");
     status.textContent = "Asking Claude…";
@@ -256,6 +303,9 @@
           if (payload.error.code === "rate_limited") {
             const retry = parseInt(response.headers.get("Retry-After") || "0", 10);
             if (retry) message += (/[.!?]$/.test(message) ? " " : ". ") + "Try again in " + formatDuration(retry) + ".";
+            // The limit was reached since the page loaded (by others, in another tab): Ask waits, as on a reload.
+            const said = message;
+            if (retry) limitReached(function (el) { el.textContent = said; }, retry);
           }
         } catch (ignored) { /* keep the generic message */ }
         const limit = response.headers.get("RateLimit");
@@ -294,9 +344,11 @@
     } finally {
       answer.removeAttribute("aria-busy");
       const hadFocus = document.activeElement === button || document.activeElement === document.body;
-      button.disabled = false;
-      // Disabling the focused button sent keyboard focus to the page's start: give it back.
-      if (hadFocus) button.focus();
+      asking = false;
+      refreshAsk();
+      // Disabling the focused button sent keyboard focus to the page's start: give it back (to the question box
+      // while Ask waits for the limit).
+      if (hadFocus) (button.disabled ? textarea : button).focus();
       // Said once the answer card is no longer busy: screen readers may not announce what changed inside a
       // busy region (the answer, its error), so the status line beside Ask says how it ended.
       status.textContent = outcome;

@@ -101,8 +101,9 @@ def test_insights_page_at_the_limit_has_no_accessibility_violations(app, page, w
         for n in range(20)
     )
     sign_in(page, app.url, "member@acme.test")
-    ask(page, "What does MiCAR require in a crypto-asset white paper?")
-    expect(page.locator("#answer-error")).to_contain_text("Rate limit reached (20/hour)")
+    page.get_by_label("Your question").fill("What does MiCAR require in a crypto-asset white paper?")
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_disabled()
+    expect(page.locator("#ask-limit")).to_have_text("Rate limit reached (20/hour). Try again in 48 min.")
 
     screenshot(page, "insights-limit-reached")
     assert_no_accessibility_violations(page)
@@ -336,8 +337,8 @@ def test_without_javascript_a_refused_question_takes_focus_and_is_described_by_t
     # WCAG 4.1.3 / 2.4.3: the refusal comes on a new page load, where its role=alert is not announced and
     # focus starts at the top; as a refused key does, the question takes focus with the refusal read with it.
     page = page_without_script
-    seed(world.acme, *[600] * 20, user=world.acme_member)  # the platform key's 20 used ten minutes ago
     sign_in(page, app.url, "member@acme.test")
+    seed(world.acme, *[600] * 20, user=world.acme_member)  # the platform key's 20, used since the page loaded
     page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
     page.get_by_role("button", name="Ask", exact=True).click()
     refusal = (

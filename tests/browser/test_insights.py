@@ -1,5 +1,7 @@
 """Journeys 4-6: asking AI Insights in a real browser, with the fake Anthropic server behind the app."""
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -51,15 +53,42 @@ def test_end_user_picks_a_micar_suggestion_and_watches_the_answer_stream_in(app,
     assert question in str(fake_anthropic.requests[0]["body"]["messages"])
 
 
-def test_at_the_limit_the_page_says_rate_limit_reached_and_when_to_retry(app, page, world, fake_anthropic, console):
-    console.allow(429)  # the refused query's answer to fetch
-    seed(world.acme, *[600] * 20, user=world.acme_member)  # 20 asked ten minutes ago: the limit
+def test_at_the_limit_ask_waits_beside_a_usable_question_box_until_the_next_query_frees_up(
+    app, page, world, fake_anthropic
+):
+    # Nineteen asked ten minutes ago and one whose hour ends a few seconds after the page loads: the limit.
+    seed(world.acme, 3590, *[600] * 19, user=world.acme_member)
     sign_in(page, app.url, "member@acme.test")
+    ask = page.get_by_role("button", name="Ask", exact=True)
     expect(page.locator("#usage-used")).to_have_text("20")
-    expect(page.locator("#usage-limit")).to_have_text("20")
-    expect(page.locator("#usage-reset")).to_have_text(
-        "Limit reached. The next query frees up in 50 min." + OWN_KEY_HINT_MEMBER.format(window="60 minutes")
-    )
+    expect(ask).to_be_disabled()
+    expect(ask).to_have_accessible_description(re.compile(r"^Rate limit reached \(20/hour\)\. Try again in \d+ s\.$"))
+    question = page.get_by_label("Your question")
+    question.fill("What does MiCAR say about white papers?")  # typed while Ask waits: nothing is lost
+    question.press("Control+Enter")  # Ask's shortcut waits too
+    assert fake_anthropic.requests == []
+
+    # The script enables Ask once the refusal's time has passed, as a reload would show it.
+    expect(ask).to_be_enabled(timeout=20_000)
+    expect(page.locator("#ask-limit")).to_be_hidden()
+    expect(page.locator("#ask-status")).to_have_text("A query has freed up: you can ask again.")
+    expect(question).to_have_value("What does MiCAR say about white papers?")
+    ask.click()
+
+    # That answer took the last query again: Ask waits for the next, saying so in the page's words.
+    expect(page.locator("#answer-body").get_by_role("heading", name="Authorisation under MiCAR")).to_be_visible()
+    expect(ask).to_be_disabled()
+    expect(page.locator("#ask-limit")).to_have_text("Rate limit reached (20/hour). Try again in 50 min.")
+    page.reload()
+    expect(ask).to_be_disabled()
+    expect(page.locator("#ask-limit")).to_have_text("Rate limit reached (20/hour). Try again in 50 min.")
+    assert len(fake_anthropic.requests) == 1  # the one Ask sent once enabled; Ctrl+Enter sent nothing
+
+
+def test_a_limit_reached_since_the_page_loaded_is_refused_and_ask_then_waits(app, page, world, fake_anthropic, console):
+    console.allow(429)  # the refused query's answer to fetch
+    sign_in(page, app.url, "member@acme.test")
+    seed(world.acme, *[600] * 20, user=world.acme_admin)  # the team used the hour's twenty meanwhile
 
     page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
     page.get_by_role("button", name="Ask", exact=True).click()
@@ -69,29 +98,34 @@ def test_at_the_limit_the_page_says_rate_limit_reached_and_when_to_retry(app, pa
     )
     expect(page.locator("#usage-used")).to_have_text("20")
     expect(page.locator("#usage-reset")).to_be_visible()
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_disabled()
+    expect(page.locator("#ask-limit")).to_have_text("Rate limit reached (20/hour). Try again in 50 min.")
+    expect(page.get_by_label("Your question")).to_have_value("What does MiCAR say about white papers?")
     assert fake_anthropic.requests == []
 
 
 def test_an_admin_reaching_the_platform_limit_by_streaming_is_told_their_own_key_raises_it(
     app, page, world, fake_anthropic, console
 ):
-    # The streamed path says what a reload says: the meter's "Limit reached" and the next refusal both point
-    # an Owner or Admin of an Institutional organisation without its own key to the Settings card.
+    # The streamed path says what a reload says: the meter's "Limit reached" and a refusal both point an Owner or
+    # Admin of an Institutional organisation without its own key to the Settings card.
     console.allow(429)
-    seed(world.acme, *[600] * 19, user=world.acme_admin)
+    seed(world.acme, *[600] * 18, user=world.acme_admin)
     sign_in(page, app.url, "admin@acme.test")
     expect(page.locator("#usage-reset")).to_be_hidden()
 
     page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
     page.get_by_role("button", name="Ask", exact=True).click()
-    expect(page.locator("#usage-used")).to_have_text("20")
-    expect(page.locator("#usage-reset")).to_have_text(
-        "Limit reached. The next query frees up in 50 min." + OWN_KEY_HINT_ADMIN
-    )
+    expect(page.locator("#usage-used")).to_have_text("19")
+    expect(page.locator("#ask-status")).to_have_text("Answer ready.")
+    seed(world.acme, 600, user=world.acme_member)  # the twentieth, asked meanwhile by a colleague
 
     page.get_by_role("button", name="Ask", exact=True).click()
     alert = page.locator("#answer-error").get_by_role("alert")
     expect(alert).to_have_text("Rate limit reached (20/hour). Try again in 50 min." + OWN_KEY_HINT_ADMIN)
+    expect(page.locator("#usage-reset")).to_have_text(
+        "Limit reached. The next query frees up in 50 min." + OWN_KEY_HINT_ADMIN
+    )
     alert.get_by_role("link", name="Settings").click()
     expect(page).to_have_url(f"{app.url}/orgs/acme/settings/#byom")
 
@@ -102,11 +136,8 @@ def test_past_an_hour_the_script_rounds_the_time_to_retry_up_as_the_page_does(
     # A 2-hour window whose oldest query leaves in just over an hour: "1 h" would be early.
     console.allow(429)
     settings.INSIGHTS_WINDOW_SECONDS = 7200
-    seed(world.acme, *[3590] * 20, user=world.acme_member)  # leaves in 3,610 s
     sign_in(page, app.url, "member@acme.test")
-    expect(page.locator("#usage-reset")).to_have_text(
-        "Limit reached. The next query frees up in 1 h 1 min." + OWN_KEY_HINT_MEMBER.format(window="2 hours")
-    )
+    seed(world.acme, *[3590] * 20, user=world.acme_member)  # reached since the page loaded; leaves in 3,610 s
 
     page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
     page.get_by_role("button", name="Ask", exact=True).click()
@@ -114,15 +145,23 @@ def test_past_an_hour_the_script_rounds_the_time_to_retry_up_as_the_page_does(
     expect(page.locator("#answer-error").get_by_role("alert")).to_have_text(
         "Rate limit reached (20 per 2 hours). Try again in 1 h 1 min." + OWN_KEY_HINT_MEMBER.format(window="2 hours")
     )
+    expect(page.locator("#usage-reset")).to_have_text(
+        "Limit reached. The next query frees up in 1 h 1 min." + OWN_KEY_HINT_MEMBER.format(window="2 hours")
+    )
+    expect(page.locator("#ask-limit")).to_have_text("Rate limit reached (20 per 2 hours). Try again in 1 h 1 min.")
+    page.reload()  # the page says the same
+    expect(page.locator("#ask-limit")).to_have_text("Rate limit reached (20 per 2 hours). Try again in 1 h 1 min.")
 
 
 def test_refused_above_a_lowered_limit_the_meter_keeps_the_real_count(app, page, world, fake_anthropic, console):
     console.allow(429)
-    # 25 asked on the organisation's own key, since removed: the limit is now 20.
+    # 25 asked on the organisation's own key, removed once the page had loaded: the limit is now 20.
+    admin = world.membership(world.acme_admin, world.acme)
+    org_services.claude_api_key_set(membership=admin, raw_key=GOOD_KEY, ip=None)
     seed(world.acme, *[300] * 25, user=world.acme_member, source=KeySource.ORGANISATION)
     sign_in(page, app.url, "member@acme.test")
     expect(page.locator("#usage-used")).to_have_text("25")
-    expect(page.locator("#usage-over")).to_be_visible()
+    org_services.claude_api_key_remove(membership=admin, ip=None)
 
     page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
     page.get_by_role("button", name="Ask", exact=True).click()

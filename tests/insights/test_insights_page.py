@@ -63,6 +63,83 @@ def test_at_the_limit_the_page_says_when_the_next_query_frees_up(world, console)
     assert "contact Opsion support" not in page  # the platform key's 20 is the plan's, not a soft cap
 
 
+def ask_button(page: str) -> str:
+    return re.search(r'<button [^>]*id="ask-button"[^>]*>', page)[0]
+
+
+def beside_ask(page: str) -> str:
+    """What the page says beside Ask, tags dropped (empty when it says nothing or it is hidden)."""
+    notice = re.search(r'<p id="ask-limit"([^>]*)>(.*?)</p>', page, re.DOTALL)
+    if notice is None or " hidden" in notice[1]:
+        return ""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", notice[2])).split())
+
+
+def test_at_the_limit_ask_is_disabled_and_says_when_the_refusal_would_say_to_retry(world, fake_anthropic, console):
+    # Without JavaScript too: the page itself disables Ask, rather than offering it only to refuse the question.
+    seed_spread(world.globex, 20, oldest=1800, newest=60)
+    client = console(world.globex_member)
+
+    page = client.get(PAGE.format("globex")).content.decode()
+    refused = client.post(PAGE.format("globex"), {"query": "One more?"})
+
+    assert " disabled" in ask_button(page) and 'aria-describedby="ask-limit"' in ask_button(page)
+    assert beside_ask(page) == "Rate limit reached (20/hour). Try again in 30 min."
+    # The seconds the script waits before enabling Ask again are the refusal's Retry-After, not a second count.
+    waits = int(re.search(r'id="ask-limit"[^>]*data-reset-seconds="(\d+)"', page)[1])
+    assert abs(waits - int(refused["Retry-After"])) <= 1
+    assert beside_ask(page) + " " in text_of(refused)  # the refusal's own words
+    # The question box stays usable, so a draft is not lost.
+    assert re.search(r"<textarea [^>]*>", page)[0].count("disabled") == 0
+
+
+def test_below_the_limit_ask_is_enabled_and_nothing_is_said_beside_it(world, console):
+    seed_spread(world.globex, 19, oldest=1800, newest=60)
+
+    page = console(world.globex_member).get(PAGE.format("globex")).content.decode()
+
+    assert " disabled" not in ask_button(page)
+    assert "aria-describedby" not in ask_button(page)
+    assert beside_ask(page) == ""
+
+
+def test_at_a_lowered_limit_ask_waits_for_the_refusals_time_not_the_oldest_querys(world, fake_anthropic, console):
+    # 25 counted under a higher limit, 20 now: the next fits once six have left, not when the oldest leaves.
+    seed_spread(world.globex, 25, oldest=2400, newest=0)
+    client = console(world.globex_member)
+
+    page = client.get(PAGE.format("globex")).content.decode()
+    refused = client.post(PAGE.format("globex"), {"query": "One more?"})
+
+    assert refused.status_code == 429
+    assert beside_ask(page) + " " in text_of(refused)
+    waits = int(re.search(r'id="ask-limit"[^>]*data-reset-seconds="(\d+)"', page)[1])
+    assert abs(waits - int(refused["Retry-After"])) <= 1 and waits < 1800
+
+
+def test_a_refused_post_at_the_limit_keeps_the_question_and_ask_stays_disabled(world, fake_anthropic, console):
+    seed_spread(world.globex, 20, oldest=1800, newest=60)
+
+    refused = console(world.globex_member).post(PAGE.format("globex"), {"query": "One more?"}).content.decode()
+
+    assert ">One more?</textarea>" in refused
+    assert " disabled" in ask_button(refused)
+    assert beside_ask(refused) == "Rate limit reached (20/hour). Try again in 30 min."
+
+
+def test_the_stream_that_takes_the_last_query_says_the_limit_is_reached(world, fake_anthropic, console):
+    seed_spread(world.globex, 19, oldest=1800, newest=60)
+
+    response = console(world.globex_member).post(
+        PAGE.format("globex"), {"query": "The last one?"}, HTTP_ACCEPT="text/event-stream"
+    )
+    usage = dict(sse_events(response.streaming_content))["usage"]
+
+    assert usage["remaining"] == 0
+    page = console(world.globex_member).get(PAGE.format("globex")).content.decode()
+    assert usage["limitReached"] == beside_ask(page) == "Rate limit reached (20/hour). Try again in 30 min."
+
+
 def test_at_the_byom_cap_the_page_says_support_can_raise_it(world, console, acme_key):
     # The documentation's resolution: "Wait for the rolling window to reset, or contact support".
     seed_spread(world.acme, 200, oldest=1800, newest=60, source=KeySource.ORGANISATION)

@@ -74,7 +74,7 @@ class SignInView(GuardedPost, LoginView):
         response = super().form_valid(form)  # signs in: from here on the session is the user's own
         back_to = self.get_success_url()
         self.request.session[SIGNED_IN_TO] = urlsplit(back_to).path
-        drafts.keep(self.request, path=back_to, draft=drafts.posted(self.request))
+        drafts.keep(self.request, path=urlsplit(back_to).path, draft=drafts.posted(self.request))
         return response
 
 

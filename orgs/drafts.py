@@ -39,7 +39,7 @@ def sign_in_to_continue(request: HttpRequest, *, draft: str, next_url: str | Non
 
 
 def keep(request: HttpRequest, *, path: str, draft: str) -> None:
-    """After sign-in: keep `draft` for the page at `path`, once."""
+    """After sign-in: keep `draft` for the page at `path` (a path: no query string), once."""
     if draft:
         request.session[KEPT_DRAFT] = {"path": path, "text": draft}
 

@@ -503,6 +503,17 @@ def test_a_kept_question_survives_another_organisations_insights_page_opened_fir
     assert f">{html.escape(QUESTION)}</textarea>" in page.content.decode()
 
 
+def test_a_kept_question_goes_back_to_its_page_when_next_carries_a_query_string(world, client):
+    # The sign-in form's `next` may name the page with its query string (an older history page): the question is kept
+    # for the page itself, which shows it once opened, with or without that query string.
+    login = {"username": "member@globex.test", "password": PASSWORD, "next": "/orgs/globex/insights/?after=5"}
+    client.post("/accounts/login/", {**login, "draft": QUESTION})
+
+    page = client.get(PAGE.format("globex"))
+
+    assert f">{html.escape(QUESTION)}</textarea>" in page.content.decode()
+
+
 def test_a_no_js_post_redirects_to_the_whole_answer(world, fake_anthropic, console):
     client = console(world.globex_member)
 

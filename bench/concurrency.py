@@ -23,8 +23,9 @@ SPREAD = 32
 
 
 def _decide(**kwargs):
-    """ratelimit.acquire as a query calls it: the key in force checked under the lock (the platform key)."""
-    return ratelimit.acquire(**kwargs, key_saved_at=None)
+    """ratelimit.acquire as a query calls it: the key in force (the platform key) and the asker's membership checked
+    under the lock."""
+    return ratelimit.acquire(**kwargs, key_saved_at=None, member_id=kwargs["row"]["user"].pk)
 
 
 def _burst(
@@ -67,7 +68,7 @@ def _burst(
 
 
 def run(bench: Bench, *, clients: list[int], rounds: int, seconds: float) -> dict:
-    orgs = make_orgs("concurrency", SPREAD)
+    orgs = make_orgs("concurrency", SPREAD, member=bench.user)
     row = bench.row()
     watermark = db.last_query_id()
     org_ids = [org.pk for org in orgs]
@@ -105,7 +106,7 @@ def run(bench: Bench, *, clients: list[int], rounds: int, seconds: float) -> dic
             }
 
     # Exactness under the race, on a fresh organisation: 32 clients, limit 50.
-    (exact_org,) = make_orgs("exactness", 1)
+    (exact_org,) = make_orgs("exactness", 1, member=bench.user)
     connection.close()
     allowed, refused = _burst([exact_org], 32, 1.0, row, limit=50)
     out["exactness"] = {"clients": 32, "limit": 50, "allowed": allowed, "refused": refused}

@@ -65,12 +65,15 @@ def _without_flush(timed: Callable[[], float]) -> Callable[[], float]:
 
 
 def run(bench: Bench, *, rounds: int, calls: int) -> dict:
-    limiter_org, legacy_org, floor_org = make_orgs("decision", 3)
+    limiter_org, legacy_org, floor_org = make_orgs("decision", 3, member=bench.user)
     row = bench.row()
 
     def acquire() -> None:
-        # As a query decides: the key in force checked under the lock (the organisation has none: the platform key).
-        ratelimit.acquire(org=limiter_org, limit=HUGE, window_seconds=WINDOW, row=row, key_saved_at=None)
+        # As a query decides: the key in force (the organisation has none: the platform key) and the asker's membership
+        # checked under the lock.
+        ratelimit.acquire(
+            org=limiter_org, limit=HUGE, window_seconds=WINDOW, row=row, key_saved_at=None, member_id=bench.user.pk
+        )
 
     def acquire_before() -> None:
         legacy.acquire(org=legacy_org, limit=HUGE, window_seconds=WINDOW, row=row)

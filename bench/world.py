@@ -21,11 +21,16 @@ class Bench:
         return {"user": self.user, "key_source": KeySource.ORGANISATION, "query": QUESTION, "model": "claude-bench"}
 
 
-def make_orgs(prefix: str, count: int) -> list[Organisation]:
+def make_orgs(prefix: str, count: int, *, member: User | None = None) -> list[Organisation]:
+    """`count` Institutional organisations, each with `member` as a Member if given (a decision checks its asker is
+    one: insights.ratelimit.acquire's `member_id`)."""
     orgs = Organisation.objects.bulk_create(
         Organisation(name=f"{prefix} {i}", slug=f"{prefix}-{i}", plan=Plan.INSTITUTIONAL) for i in range(count)
     )
-    return list(Organisation.objects.filter(slug__startswith=f"{prefix}-").order_by("id"))[: len(orgs)]
+    orgs = list(Organisation.objects.filter(slug__startswith=f"{prefix}-").order_by("id"))[: len(orgs)]
+    if member is not None:
+        Membership.objects.bulk_create(Membership(user=member, organisation=org, role=Role.MEMBER) for org in orgs)
+    return orgs
 
 
 def build() -> Bench:

@@ -220,6 +220,8 @@ def post_query(request: HttpRequest, slug: str, payload: QueryIn):
         pending.answer()
     except services.AlreadyAsked as asked:
         return _replay(request, asked.row, membership.organisation)
+    except NotFound:
+        raise  # removed as the query waited: a non-member's answer, without the organisation's window
     except Refused as refused:
         return add_ratelimit_headers(refused_json(refused), services.window_after(refused, membership.organisation))
     return _answer(_answer_body(pending.row, pending.window), pending.window)

@@ -24,7 +24,7 @@ from django.db.models.functions import Now
 
 from insights.models import InsightQuery
 from opsion.errors import Refused
-from orgs.models import BYOM_PLANS, Organisation
+from orgs.models import BYOM_PLANS, Membership, Organisation
 
 
 @dataclass(frozen=True)
@@ -88,29 +88,41 @@ def _stats(org_id: int, window_seconds: int) -> tuple[int, datetime | None, date
     return used, as_datetime(oldest, None, connection), as_datetime(now, None, connection)
 
 
-# A decision's statistics on SQLite, with the key in force read in the same statement (the organisation's plan, its
-# stored key's save time): one statement, as the count alone was.
+# A decision's statistics on SQLite, with the key in force (the organisation's plan, its stored key's save time) and
+# whether the asker is still an active member read in the same statement: one statement, as the count alone was.
 _SQLITE_DECISION = _SQLITE_STATS.replace(
     "SELECT COUNT(*), MIN(created_at), STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')",
     "SELECT COUNT(*), MIN(created_at), STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW'),"
     " (SELECT plan FROM orgs_organisation WHERE id = %s),"
-    " (SELECT saved_at FROM orgs_claudeapikey WHERE organisation_id = %s)",
+    " (SELECT saved_at FROM orgs_claudeapikey WHERE organisation_id = %s),"
+    " EXISTS (SELECT 1 FROM orgs_membership AS m JOIN orgs_user AS u ON u.id = m.user_id"
+    " WHERE m.organisation_id = %s AND m.user_id = %s AND u.is_active)",
 )
 
 
-def _decision_stats(org_id: int, window_seconds: int) -> tuple[int, datetime | None, datetime | None, datetime | None]:
-    """_stats, and the `saved_at` of the key the organisation's queries run on now: None for the platform key (as
-    insights.keys.resolve decides, and as the PostgreSQL function checks). Inside the decision's transaction."""
+def _decision_stats(
+    org_id: int, window_seconds: int, member_id: int | None
+) -> tuple[int, datetime | None, datetime | None, datetime | None, bool]:
+    """_stats, the `saved_at` of the key the organisation's queries run on now (None for the platform key, as
+    insights.keys.resolve decides, and as the PostgreSQL function checks), and whether user `member_id` is an active
+    member of the organisation (True when None: no member to check). Inside the decision's transaction."""
     connection = connections[router.db_for_write(InsightQuery)]
     if connection.vendor != "sqlite":
         plan, saved_at = Organisation.objects.filter(pk=org_id).values_list("plan", "claude_api_key__saved_at").get()
-        return (*_orm_stats(org_id, window_seconds), saved_at if plan in BYOM_PLANS else None)
+        member = member_id is None or _members(org_id, member_id).exists()
+        return (*_orm_stats(org_id, window_seconds), saved_at if plan in BYOM_PLANS else None, member)
     with connection.cursor() as cursor:
-        cursor.execute(_SQLITE_DECISION, [org_id, org_id, org_id, window_seconds * 1_000_000])
-        used, oldest, now, plan, saved_at = cursor.fetchone()
+        cursor.execute(_SQLITE_DECISION, [org_id, org_id, org_id, member_id, org_id, window_seconds * 1_000_000])
+        used, oldest, now, plan, saved_at, member = cursor.fetchone()
     as_datetime = connection.ops.convert_datetimefield_value
     in_force = as_datetime(saved_at, None, connection) if plan in BYOM_PLANS else None
-    return used, as_datetime(oldest, None, connection), as_datetime(now, None, connection), in_force
+    now = as_datetime(now, None, connection)
+    return used, as_datetime(oldest, None, connection), now, in_force, member_id is None or bool(member)
+
+
+def _members(org_id: int, user_id: int) -> QuerySet:
+    """The membership of `user_id` in the organisation, if they are an active member (the SQL above, as the ORM's)."""
+    return Membership.objects.filter(organisation_id=org_id, user_id=user_id, user__is_active=True)
 
 
 def ago(age: timedelta) -> ExpressionWrapper:
@@ -169,13 +181,28 @@ class KeyChanged(Exception):
     key and limit must be chosen again."""
 
 
+class NotMember(Exception):  # noqa: N818 (not an error of ours: the asker left as the decision waited)
+    """The asker was removed from the organisation (or deactivated) while the decision waited for its lock: nothing
+    was counted, and they are to be answered as any non-member is."""
+
+
 UNCHECKED = object()  # `key_saved_at` of a caller choosing no key (tests of the limiter alone)
 
 
 def acquire(
-    *, org: Organisation, limit: int, window_seconds: int, row: dict, key_saved_at=UNCHECKED
+    *,
+    org: Organisation,
+    limit: int,
+    window_seconds: int,
+    row: dict,
+    key_saved_at=UNCHECKED,
+    member_id: int | None = None,
 ) -> tuple[InsightQuery, Window]:
     """Count one query and insert its row, or raise RateLimited with the exact Retry-After.
+
+    `member_id` is the asker, found a member before the decision waited for the organisation row: once it is held,
+    NotMember is raised, nothing counted, unless they are still an active member of `org` (a removal or a
+    deactivation committed meanwhile). None checks no one (tests of the limiter alone).
 
     `key_saved_at` is the key the caller chose `limit` for: the `saved_at` of the organisation's own key, or None
     for the platform key. The plan and key were read before the decision waited for the organisation row, which
@@ -185,7 +212,13 @@ def acquire(
     _require_autocommit(connections[using])
     if connections[using].vendor == "postgresql":
         return _acquire_in_one_round_trip(
-            org=org, limit=limit, window_seconds=window_seconds, row=row, using=using, key_saved_at=key_saved_at
+            org=org,
+            limit=limit,
+            window_seconds=window_seconds,
+            row=row,
+            using=using,
+            key_saved_at=key_saved_at,
+            member_id=member_id,
         )
     with transaction.atomic(using=using, durable=True):
         # Lock the organisation row so two requests racing at 19/20 cannot both pass. The count
@@ -193,7 +226,9 @@ def acquire(
         # (SQLite has no row locks and needs none: BEGIN IMMEDIATE has already serialised us.)
         if connections[using].features.has_select_for_update:
             Organisation.objects.select_for_update().filter(pk=org.pk).values_list("pk", flat=True).get()
-        used, oldest, now, in_force = _decision_stats(org.pk, window_seconds)
+        used, oldest, now, in_force, member = _decision_stats(org.pk, window_seconds, member_id)
+        if not member:
+            raise NotMember()
         if key_saved_at is not UNCHECKED and in_force != key_saved_at:
             raise KeyChanged()
         if used >= limit:
@@ -204,14 +239,14 @@ def acquire(
 
 
 def _acquire_in_one_round_trip(
-    *, org: Organisation, limit: int, window_seconds: int, row: dict, using: str, key_saved_at
+    *, org: Organisation, limit: int, window_seconds: int, row: dict, using: str, key_saved_at, member_id: int | None
 ) -> tuple[InsightQuery, Window]:
     query = InsightQuery(organisation=org, **row)
     checked = key_saved_at is not UNCHECKED
     with connections[using].cursor() as cursor:
         cursor.execute(
-            "SELECT used, oldest, db_now, new_id, new_created_at, key_changed"
-            " FROM insights_ratelimit_acquire(%s, %s, %s, %s::jsonb, %s::text[], %s::timestamptz)",
+            "SELECT used, oldest, db_now, new_id, new_created_at, key_changed, not_member"
+            " FROM insights_ratelimit_acquire(%s, %s, %s, %s::jsonb, %s::text[], %s::timestamptz, %s::bigint)",
             [
                 org.pk,
                 limit,
@@ -219,9 +254,12 @@ def _acquire_in_one_round_trip(
                 _row_json(query, using),
                 sorted(str(plan) for plan in BYOM_PLANS) if checked else None,
                 key_saved_at if checked else None,
+                member_id,
             ],
         )
-        used, oldest, now, new_id, created_at, key_changed = cursor.fetchone()
+        used, oldest, now, new_id, created_at, key_changed, not_member = cursor.fetchone()
+    if not_member:
+        raise NotMember()
     if key_changed:
         raise KeyChanged()
     if used is None:

@@ -11,7 +11,7 @@ from django.db.models.functions import Now
 from insights import claude, keys, ratelimit
 from insights.models import IDEMPOTENCY_KEY_INDEX, InsightQuery, KeySource, Outcome, abandoned_after
 from opsion import paging
-from opsion.errors import InvalidRequest, Refused
+from opsion.errors import InvalidRequest, NotFound, Refused
 from orgs import selectors as org_selectors
 from orgs import services as org_services
 from orgs.crypto import DecryptionFailed
@@ -335,7 +335,8 @@ def start(*, membership: Membership, text: str, idempotency_key: str | None = No
 
     Raises InvalidRequest, KeyUnreadable, InsightsUnavailable or RateLimited; with an `idempotency_key` the member
     sent before, AlreadyAsked (the query it holds) or IdempotencyKeyReused (it holds another question), or
-    IdempotencyKeyContested (other requests with it kept taking it as this one decided).
+    IdempotencyKeyContested (other requests with it kept taking it as this one decided); NotFound, a non-member's
+    answer, nothing counted, when the member was removed (or deactivated) while the decision waited.
 
     A query counts once it is let through here; refusals before that (bad input, no platform key,
     over the limit) do not. It is counted under the limit of the key in force when it is decided, and sent with
@@ -354,6 +355,8 @@ def start(*, membership: Membership, text: str, idempotency_key: str | None = No
     for _ in range(KEY_CHOICES):
         try:
             return _count(membership=membership, query=query, idempotency_key=idempotency_key)
+        except ratelimit.NotMember:
+            raise NotFound() from None
         except ratelimit.KeyChanged:
             # Read again, key included (resolve() reads it afresh), for this decision and whatever the page shows after.
             membership.organisation = Organisation.objects.get(pk=membership.organisation_id)
@@ -433,6 +436,7 @@ def _count(*, membership: Membership, query: str, idempotency_key: str | None = 
             "idempotency_key": idempotency_key,
         },
         key_saved_at=choice.key_saved_at,  # None on the platform key
+        member_id=membership.user_id,
     )
     return PendingQuery(row=row, window=window, choice=choice)
 

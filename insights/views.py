@@ -16,7 +16,7 @@ from insights import services
 from insights.http import add_ratelimit_headers, sse, window_json
 from insights.rendering import render_markdown
 from insights.suggestions import SUGGESTED_QUERIES
-from opsion.errors import InvalidRequest, Refused, refused_json
+from opsion.errors import InvalidRequest, NotFound, Refused, refused_json
 from orgs import access, drafts, guards
 from orgs.models import Membership
 
@@ -116,6 +116,11 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
         if wants_stream:
             return _stream(pending)
         pending.answer()
+    except NotFound:
+        # Removed from the organisation (or deactivated) as the question waited: a non-member's page, nothing asked.
+        if form_id:
+            guards.release_form(user=request.user, form_id=form_id)
+        raise Http404("No such organisation.") from None
     except Refused as refused:
         if form_id:
             # Refused (over the limit, say) or failed (Anthropic's own limit: "try again in 30 seconds"): there

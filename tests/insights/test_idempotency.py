@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from insights import keys, services
 from insights.models import InsightQuery, KeySource, Outcome
+from opsion.errors import NotFound
 from orgs.models import ClaudeApiKey, Membership, Role
 from tests.conftest import PLATFORM_KEY
 
@@ -672,16 +673,17 @@ def test_recording_an_answer_leaves_every_index_alone(world, fake_anthropic, api
     assert (after[0] - before[0], after[1] - before[1]) == (2, 2)  # two UPDATEs, both heap-only
 
 
-@pytest.mark.django_db(transaction=True)  # the refused insert is refused at its commit: the limiter's own
-def test_an_insert_refused_for_another_reason_is_not_taken_for_a_retry(world, fake_anthropic):
-    # Only the key's unique index makes a request a retry: the member's account deleted as the query is decided
-    # refuses the insert too, which is the server's error (a 500, reported), not five decisions and a 503.
+@pytest.mark.django_db(transaction=True)  # the decision commits its own transaction
+def test_a_query_of_an_account_deleted_as_it_is_decided_is_not_taken_for_a_retry(world, fake_anthropic):
+    # Only the key's unique index makes a request a retry: the member's account deleted as the query is decided (which
+    # refused the insert, once) is found gone under the lock and answered as a non-member is, not with five decisions
+    # and a 503.
     membership = Membership.objects.select_related("organisation", "user").get(
         user=world.globex_member, organisation=world.globex
     )
     type(world.globex_member).objects.filter(pk=world.globex_member.pk).delete()
 
-    with pytest.raises(IntegrityError):
+    with pytest.raises(NotFound):
         services.start(membership=membership, text=QUESTION, idempotency_key=KEY)
 
     assert not InsightQuery.objects.exists() and not fake_anthropic.requests

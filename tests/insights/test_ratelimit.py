@@ -329,3 +329,29 @@ def test_a_decision_that_waited_for_the_lock_is_stamped_when_it_was_made_not_whe
 )
 def test_the_window_is_named_in_plain_english(seconds, words):
     assert window_words(seconds) == words
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("who", ["member", "removed", "deactivated", "outsider"])
+def test_a_decision_for_someone_no_longer_an_active_member_counts_nothing(world, who):
+    # The check the decision makes once the organisation's lock is held (the race itself: tests/reliability/
+    # test_queries_during_key_changes.py). The limit has room: only the membership can refuse.
+    user = world.outsider if who == "outsider" else world.globex_member
+    if who == "removed":
+        world.globex.memberships.filter(user=user).delete()
+    elif who == "deactivated":
+        type(user).objects.filter(pk=user.pk).update(is_active=False)
+    row = {"user": user, "key_source": "platform", "query": "MiCAR?", "model": "m"}
+
+    def decide():
+        return ratelimit.acquire(
+            org=world.globex, limit=20, window_seconds=3600, row=row, key_saved_at=None, member_id=user.pk
+        )
+
+    if who == "member":
+        query, window = decide()
+        assert window.used == 1 and InsightQuery.objects.get() == query
+    else:
+        with pytest.raises(ratelimit.NotMember):
+            decide()
+        assert not InsightQuery.objects.exists()

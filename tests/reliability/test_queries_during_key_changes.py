@@ -1,10 +1,12 @@
-"""A query that arrives while the organisation's key or plan is being changed is decided on the change.
+"""A query that arrives while the organisation's key or plan, or its asker's membership, is being changed is decided
+on the change.
 
 A key write (a member's save or removal) and staff's change form in admin hold the organisation row until they
 commit; a query's decision waits for that row (PostgreSQL's row lock; on SQLite, BEGIN IMMEDIATE waits for the
 writer). The query read the organisation's plan and key before it waited: once the change commits, it must be
 counted under the limit now in force and sent with the key now in force, never the one that was just removed
-or stopped being used.
+or stopped being used; and someone removed from the organisation (or deactivated) as it waited is answered as any
+non-member is, nothing counted, stored or asked.
 """
 
 import json
@@ -29,10 +31,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 QUERIES = "/api/v1/orgs/{}/insights/queries"
 
 
-def _asked_while_changed(org, user, statement: str, monkeypatch) -> tuple[int, dict]:
-    """The status and body of `user`'s query arriving while another transaction holds `org`'s row: it reads the
-    plan and key, waits for the row, then `statement` runs in that transaction, which commits. The query must then
-    choose its key again: a second reading of it is asserted, so the race is proved to have happened."""
+def _ask_the_api(client, org):
+    return client.post(QUERIES.format(org.slug), {"query": "What is MiCAR?"}, content_type="application/json")
+
+
+def _asked_while(org, user, statement: str, monkeypatch, ask=_ask_the_api) -> tuple:
+    """The response to `user`'s query (`ask`) arriving while another transaction holds `org`'s row, and each source
+    of the key it chose: it reads the plan and key, waits for the row, then `statement` runs in that transaction,
+    which commits."""
     client = console(user)  # the session: a token's first use writes its last_used_at, which on SQLite waits too
     outcome = {}
     key_reads = []
@@ -47,11 +53,9 @@ def _asked_while_changed(org, user, statement: str, monkeypatch) -> tuple[int, d
 
     monkeypatch.setattr(keys, "resolve", resolve_and_tell)
 
-    def ask() -> None:
+    def asking_thread() -> None:
         try:
-            question = {"query": "What is MiCAR?"}
-            response = client.post(QUERIES.format(org.slug), question, content_type="application/json")
-            outcome["status"], outcome["body"] = response.status_code, json.loads(response.content)
+            outcome["response"] = ask(client, org)
         finally:
             connections.close_all()
 
@@ -60,7 +64,7 @@ def _asked_while_changed(org, user, statement: str, monkeypatch) -> tuple[int, d
             other.autocommit = False
             with other.cursor() as cursor:
                 cursor.execute("UPDATE orgs_organisation SET name = name WHERE id = %s", [org.pk])
-                asking = threading.Thread(target=ask)
+                asking = threading.Thread(target=asking_thread)
                 asking.start()
                 with watcher.cursor() as watching:
                     wait_for_lock_waiters(watching, 1)  # the query's decision waits for the organisation row
@@ -72,7 +76,7 @@ def _asked_while_changed(org, user, statement: str, monkeypatch) -> tuple[int, d
         try:
             other.execute("BEGIN IMMEDIATE")  # the write lock every decision takes first
             other.execute("UPDATE orgs_organisation SET name = name WHERE id = ?", [org.pk])
-            asking = threading.Thread(target=ask)
+            asking = threading.Thread(target=asking_thread)
             asking.start()
             # SQLite shows no lock waiters: once the query has read the plan and key (readers never wait), it can
             # only go on to wait for the write lock this transaction holds.
@@ -82,8 +86,15 @@ def _asked_while_changed(org, user, statement: str, monkeypatch) -> tuple[int, d
             asking.join(timeout=30)
         finally:
             other.close()
+    return outcome.get("response"), key_reads
+
+
+def _asked_while_changed(org, user, statement: str, monkeypatch) -> tuple[int, dict]:
+    """The status and body of `user`'s query arriving as `statement` changes `org` (see _asked_while). The query must
+    then choose its key again: a second reading of it is asserted, so the race is proved to have happened."""
+    response, key_reads = _asked_while(org, user, statement, monkeypatch)
     assert len(key_reads) == 2, key_reads  # read before the change committed, and again after it
-    return outcome.get("status"), outcome.get("body")
+    return response.status_code, json.loads(response.content)
 
 
 def test_a_query_waiting_while_the_plan_is_downgraded_is_counted_at_the_platform_limit(
@@ -149,3 +160,56 @@ def test_a_query_waiting_while_the_key_is_replaced_is_sent_with_the_new_key(worl
     assert status == 200, body
     assert body["keySource"] == KeySource.ORGANISATION
     assert fake_anthropic.keys_used == [OTHER_KEY]  # never the key replaced before the query was decided
+
+
+def test_a_query_waiting_while_its_member_is_removed_is_answered_as_a_non_members(world, fake_anthropic, monkeypatch):
+    store_key(world.acme, GOOD_KEY)
+    removal = f"DELETE FROM orgs_membership WHERE organisation_id = %(org)s AND user_id = {world.acme_member.pk}"
+
+    response, key_reads = _asked_while(world.acme, world.acme_member, removal, monkeypatch)
+
+    assert key_reads == [KeySource.ORGANISATION]  # read once, before the removal committed
+    outsiders = console(world.globex_owner).post(
+        QUERIES.format(world.acme.slug), {"query": "What is MiCAR?"}, content_type="application/json"
+    )
+    assert response.status_code == outsiders.status_code == 404
+    body, outsiders_body = json.loads(response.content), json.loads(outsiders.content)
+    assert body["error"] == outsiders_body["error"] == {"code": "not_found", "message": "Not found."}
+    assert not any(name.lower().startswith("ratelimit") for name in response.headers)  # a member's fields
+    assert InsightQuery.objects.filter(organisation=world.acme).count() == 0  # nothing counted or stored
+    assert fake_anthropic.keys_used == []  # nor asked, on the organisation's key or any other
+
+
+def test_a_query_waiting_while_its_user_is_deactivated_is_answered_as_a_non_members(world, fake_anthropic, monkeypatch):
+    deactivation = (
+        f"UPDATE orgs_user SET is_active = (1 = 0) WHERE id = {world.globex_member.pk}"
+        " AND id IN (SELECT user_id FROM orgs_membership WHERE organisation_id = %(org)s)"
+    )
+
+    response, key_reads = _asked_while(world.globex, world.globex_member, deactivation, monkeypatch)
+
+    assert key_reads == [KeySource.PLATFORM]
+    assert response.status_code == 404, response.content
+    assert json.loads(response.content)["error"]["code"] == "not_found"
+    assert InsightQuery.objects.filter(organisation=world.globex).count() == 0
+    assert fake_anthropic.keys_used == []
+
+
+def test_a_console_question_waiting_while_its_member_is_removed_gets_the_non_members_page(
+    world, fake_anthropic, monkeypatch
+):
+    removal = f"DELETE FROM orgs_membership WHERE organisation_id = %(org)s AND user_id = {world.acme_member.pk}"
+
+    def ask_on_the_page(client, org):
+        return client.post(f"/orgs/{org.slug}/insights/", {"query": "What is MiCAR?", "once": "a1b2c3"})
+
+    response, key_reads = _asked_while(world.acme, world.acme_member, removal, monkeypatch, ask=ask_on_the_page)
+
+    assert len(key_reads) == 1
+    outsiders = console(world.globex_owner).post(f"/orgs/{world.acme.slug}/insights/", {"query": "What is MiCAR?"})
+    assert response.status_code == outsiders.status_code == 404
+    # The same page, but for the request's own reference: nothing of the organisation or its window.
+    page, outsiders_page = (r.content.replace(r["X-Request-ID"].encode(), b"") for r in (response, outsiders))
+    assert page == outsiders_page
+    assert InsightQuery.objects.filter(organisation=world.acme).count() == 0
+    assert fake_anthropic.keys_used == []

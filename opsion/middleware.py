@@ -55,7 +55,12 @@ class RejectNulMiddleware:
 
     It is the first to read the query string, so it also refuses one of more parameters than Django reads
     (TooManyFieldsSent). Left to Django, that was logged at ERROR with a traceback and, with DEBUG on, a plain-text
-    500: the technical 400 page reads the query string again and raises inside Django's own error handling."""
+    500: the technical 400 page reads the query string again and raises inside Django's own error handling.
+
+    A form body of more fields than that is refused the same way: read here just before the CSRF check would read it
+    (a POST to a view it guards), or caught as it leaves a view that read it itself (the API's CSRF check of a
+    session request). Left to Django, it too was logged at ERROR with a traceback, and with DEBUG on answered with
+    the technical page."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -71,6 +76,26 @@ class RejectNulMiddleware:
             log.warning("NUL in the query string of %s %s", request.method, request.path)
             return _bad_request(request, NulInQueryString())
         return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs) -> HttpResponse | None:
+        # Exactly when CsrfViewMiddleware, below, would read the form: no body is parsed that it would not parse.
+        if request.method != "POST" or getattr(view_func, "csrf_exempt", False):
+            return None
+        try:
+            request.POST  # noqa: B018 (parsed here, once; the CSRF check and the view reuse it)
+        except TooManyFieldsSent as refused:
+            return _too_many_form_fields(request, refused)
+        return None
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, TooManyFieldsSent):
+            return _too_many_form_fields(request, exception)
+        return None
+
+
+def _too_many_form_fields(request: HttpRequest, refused: TooManyFieldsSent) -> HttpResponse:
+    log.warning("too many form fields in the body of %s %s", request.method, request.path)
+    return _bad_request(request, refused)
 
 
 def _bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:

@@ -2,7 +2,7 @@ import logging
 
 from csp.middleware import CSPMiddleware as BaseCSPMiddleware
 from django.conf import settings
-from django.core.exceptions import SuspiciousOperation, TooManyFieldsSent
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
@@ -57,10 +57,11 @@ class RejectNulMiddleware:
     (TooManyFieldsSent). Left to Django, that was logged at ERROR with a traceback and, with DEBUG on, a plain-text
     500: the technical 400 page reads the query string again and raises inside Django's own error handling.
 
-    A form body of more fields than that is refused the same way: read here just before the CSRF check would read it
-    (a POST to a view it guards), or caught as it leaves a view that read it itself (the API's CSRF check of a
-    session request). Left to Django, it too was logged at ERROR with a traceback, and with DEBUG on answered with
-    the technical page."""
+    A form body of more fields than that, or larger than DATA_UPLOAD_MAX_MEMORY_SIZE (a huge paste), is refused the same
+    way: read here just before the CSRF check would read it (a POST to a view it guards), or caught as it leaves a view
+    that read it itself (the API's CSRF check of a session request; the API answers a body too large itself, 413).
+    Left to Django, each was logged at ERROR with a traceback, and with DEBUG on answered with the technical page
+    (for a paste, instead of the page saying it was too large)."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -83,18 +84,21 @@ class RejectNulMiddleware:
             return None
         try:
             request.POST  # noqa: B018 (parsed here, once; the CSRF check and the view reuse it)
-        except TooManyFieldsSent as refused:
-            return _too_many_form_fields(request, refused)
+        except (TooManyFieldsSent, RequestDataTooBig) as refused:
+            return _unreadable_form(request, refused)
         return None
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if isinstance(exception, TooManyFieldsSent):
-            return _too_many_form_fields(request, exception)
+        if isinstance(exception, TooManyFieldsSent | RequestDataTooBig):
+            return _unreadable_form(request, exception)
         return None
 
 
-def _too_many_form_fields(request: HttpRequest, refused: TooManyFieldsSent) -> HttpResponse:
-    log.warning("too many form fields in the body of %s %s", request.method, request.path)
+def _unreadable_form(request: HttpRequest, refused: TooManyFieldsSent | RequestDataTooBig) -> HttpResponse:
+    if isinstance(refused, RequestDataTooBig):
+        log.warning("request body too large: %s %s", request.method, request.path)
+    else:
+        log.warning("too many form fields in the body of %s %s", request.method, request.path)
     return _bad_request(request, refused)
 
 

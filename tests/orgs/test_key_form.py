@@ -146,12 +146,20 @@ def test_the_api_trims_surrounding_whitespace_and_accepts_the_key(world):
 MEGABYTE_KEY = f"sk-ant-api03-{MARK}" + "a" * (1024 * 1024)
 
 
-def test_the_console_refuses_a_megabyte_paste_in_words_without_echoing_it(world):
-    # As from a browser holding its CSRF cookie: the CSRF check reads the form before the view does.
+@pytest.mark.parametrize("debug", [False, True])
+def test_the_console_refuses_a_megabyte_paste_in_words_without_echoing_it(world, settings, caplog, debug):
+    # As from a browser holding its CSRF cookie: the CSRF check reads the form before the view does. Left to Django,
+    # that was logged at ERROR with a traceback and, with DEBUG on (as `make run` serves), answered with Django's
+    # technical page instead of these words: a paste is a person's mistake, one WARNING line, DEBUG on or off.
+    settings.DEBUG = debug
     client = console(world.acme_admin, enforce_csrf_checks=True)
     client.get("/orgs/acme/settings/")
+    token = client.cookies["csrftoken"].value
+    caplog.clear()
 
-    response = client.post("/orgs/acme/settings/claude-api-key/save", {"api_key": MEGABYTE_KEY})
+    response = client.post(
+        "/orgs/acme/settings/claude-api-key/save", {"api_key": MEGABYTE_KEY, "csrfmiddlewaretoken": token}
+    )
 
     assert response.status_code == 400
     page = response.content.decode()
@@ -159,6 +167,9 @@ def test_the_console_refuses_a_megabyte_paste_in_words_without_echoing_it(world)
     assert MARK not in page
     assert not ClaudeApiKey.objects.exists()
     assert not AuditEvent.objects.exists()
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info], caplog.records
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "request body too large: POST /orgs/acme/settings/claude-api-key/save" in warnings
 
 
 def test_the_api_refuses_a_megabyte_key_in_its_error_shape(world):

@@ -162,12 +162,12 @@ UPDATE` on the organisation, the window count, `INSERT … RETURNING` and `COMMI
 on PostgreSQL, with the organisation's lock held across four of them. The count was `COUNT(id)`,
 which needs every counted row from the table.
 
-**Now** (`insights/ratelimit.py` and migrations `insights/0002_ratelimit_acquire_function`, `0004` and `0007`):
+**Now** (`insights/ratelimit.py` and migrations `insights/0002_ratelimit_acquire_function`, `0004`, `0007` and `0011`):
 on PostgreSQL, one call in autocommit, `SELECT … FROM insights_ratelimit_acquire(org, limit, window,
-row, plans, key)`: one round trip, one implicit transaction. The plpgsql function locks the organisation row
-(`FOR UPDATE`, reading its plan), checks that the key in force is the one the caller chose (one index lookup;
-on SQLite, in the count's statement), reads the decision's time once the lock is held
-(`clock_timestamp()`), counts the rows newer than that time minus the window (`COUNT(*)`,
+row, plans, key, asker)`: one round trip, one implicit transaction. The plpgsql function locks the organisation row
+(`FOR UPDATE`, reading its plan), checks that the asker is still an active member and that the key in force is the
+one the caller chose (an index lookup each; on SQLite, in the count's statement), reads the decision's time once
+the lock is held (`clock_timestamp()`), counts the rows newer than that time minus the window (`COUNT(*)`,
 `MIN(created_at)`), and inserts the row only when the count is under the limit; it returns the
 count, the oldest counted time, the database's now, and the new row's id and `created_at`.
 

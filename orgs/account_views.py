@@ -5,12 +5,12 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.views import LoginView, LogoutView, redirect_to_login
+from django.contrib.auth.views import INTERNAL_RESET_SESSION_TOKEN, LoginView, LogoutView, redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse, reverse_lazy
+from django.urls import Resolver404, get_script_prefix, resolve, reverse, reverse_lazy
 from django.views.decorators.debug import sensitive_post_parameters
 
 from opsion import requestid
@@ -94,10 +94,30 @@ class SignOutView(LogoutView):
 
     def post(self, request, *args, **kwargs):
         was_signed_in = request.user.is_authenticated
+        reset_link = request.session.get(INTERNAL_RESET_SESSION_TOKEN) if _back_to_reset_form(request) else None
         response = super().post(request, *args, **kwargs)  # signs out: the message goes into the new session
         if was_signed_in:
             messages.info(request, "You are signed out.")
+        if reset_link:
+            request.session[INTERNAL_RESET_SESSION_TOKEN] = reset_link
         return response
+
+
+def _back_to_reset_form(request: HttpRequest) -> bool:
+    """Signing out from a reset link's page opened while signed in as another account (its Sign out posts `next`, that
+    page): the link, which the session holds since its first visit, is carried into the signed-out session, so the
+    page opens again rather than saying the link no longer works. Signing out any other way ends it with the session,
+    so a link opened and left on a shared computer does not outlive the sign-out."""
+    path, prefix = urlsplit(request.POST.get("next", "")).path, get_script_prefix()  # `next` is request.path
+    try:
+        match = resolve("/" + path.removeprefix(prefix)) if path.startswith(prefix) else None
+    except Resolver404:
+        return False
+    return (
+        match is not None
+        and match.url_name == "password_reset_confirm"
+        and match.kwargs.get("token") == auth_views.PasswordResetConfirmView.reset_url_token
+    )
 
 
 def admin_sign_in(request: HttpRequest) -> HttpResponse:

@@ -98,13 +98,16 @@ class RevokesApiTokens:
     same step (unchecked): someone changing a password they fear is known wants the tokens gone too. A user with
     none is offered nothing."""
 
-    def __init__(self, user, *args, **kwargs) -> None:
+    def __init__(self, user, *args, for_another: bool = False, **kwargs) -> None:
+        """`for_another`: the reader is signed in as another account (a reset link opened in their browser), so the
+        tokens are named as the link's account's, not "my"."""
         super().__init__(user, *args, **kwargs)
         self.working_tokens = selectors.api_tokens_working(user)
         if self.working_tokens:
+            tokens = _tokens(self.working_tokens)
             self.fields["revoke_api_tokens"] = forms.BooleanField(
                 required=False,
-                label=f"Also revoke my {_tokens(self.working_tokens)}",
+                label=f"Also revoke the {tokens} of {user.email}" if for_another else f"Also revoke my {tokens}",
                 widget=forms.CheckboxInput(attrs={"aria-describedby": "revoke-api-tokens-hint"}),
             )
 

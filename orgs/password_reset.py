@@ -132,6 +132,17 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         # Django's token ignores is_active: a link mailed before staff deactivated the account would still work.
         return user if user is not None and user.is_active else None
 
+    def for_another(self) -> bool:
+        """This browser is signed in as another account than the link's (a shared computer, a second account): the
+        page must not say "you" of the link's account, and offers Sign out (SignOutView brings the link back)."""
+        return self.request.user.is_authenticated and self.user is not None and self.request.user.pk != self.user.pk
+
+    def get_form_kwargs(self):
+        return super().get_form_kwargs() | {"for_another": self.for_another()}
+
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(**kwargs) | {"for_another": self.for_another()}
+
     def form_valid(self, form):
         # The new password and the revocation commit together, or neither does; the e-mail goes once they have.
         with transaction.atomic():

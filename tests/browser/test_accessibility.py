@@ -477,6 +477,34 @@ def test_revoking_the_api_tokens_with_a_new_password_by_keyboard(app, page, worl
     assert org_services.api_token_authenticate(raw) is None
 
 
+def test_a_reset_link_opened_while_signed_in_as_another_account_can_sign_out_first(
+    app, page, world, settings, mailoutbox
+):
+    # The Owner's browser, the Member's link: the page says whose password it sets and who is signed in, and its Sign
+    # out comes back to the same form signed out, the link still working, to set the password and sign in with it.
+    settings.EMAIL_CONFIGURED = True
+    sign_in(page, app.url, "owner@acme.test")
+    page.goto(f"{app.url}/accounts/password/reset/")
+    page.get_by_label("E-mail").fill("member@acme.test")
+    page.get_by_role("button", name="Send the link").click()
+    assert mailer.wait(timeout=10)
+    page.goto(re.search(r"http://\S+/accounts/password/reset/\S+/", mailoutbox[0].body)[0])
+
+    main = page.get_by_role("main")
+    expect(main).to_contain_text(
+        "This link sets the password of member@acme.test. You are signed in here as owner@acme.test."
+    )
+    assert_no_accessibility_violations(page)
+    main.get_by_role("button", name="Sign out").click()
+
+    expect(page.get_by_text("You are signed out.")).to_be_visible()
+    expect(page.get_by_role("heading", name="Choose a new password")).to_be_visible()
+    page.get_by_label("New password", exact=True).fill("a-New-passw0rd-for-acme")
+    page.get_by_label("New password confirmation").fill("a-New-passw0rd-for-acme")
+    page.get_by_role("button", name="Set the new password").click()
+    expect(page.get_by_role("heading", name="Your password was changed.")).to_be_visible()
+
+
 def test_resetting_a_forgotten_password_by_email(app, page, world, settings, mailoutbox):
     # From the sign-in page's link to signed in with the new password; each page of the way axe-clean, focus where
     # the next thing is typed, a refused password marked invalid and described by why, and the used link explained.

@@ -793,3 +793,57 @@ def test_the_done_page_signed_in_as_someone_else_says_whose_sessions_and_tokens_
         "integrations using them have stopped working."
     ) in main
     assert works(owners) and not any(works(token) for token in members)
+
+
+def test_the_new_password_page_signed_in_as_someone_else_names_both_accounts_and_offers_to_sign_out(world, mail):
+    # The Owner's browser, the Member's link: "signed in as you", "your API tokens" and "Also revoke my 2 API tokens"
+    # read as the Owner's, who is signed in here, while the link sets the Member's password.
+    bearer(world.acme_member)
+    bearer(world.acme_member)
+    ask("member@acme.test")
+    client = console(world.acme_owner)
+
+    page = client.get(client.get(link_in(mail[-1]))["Location"]).content.decode()
+
+    main = page.split("<main", 1)[1]
+    assert "signed in as you" not in main and "your" not in main and " my " not in main
+    assert "This link sets the password of member@acme.test. You are signed in here as owner@acme.test." in main
+    assert (
+        "Other browsers signed in as member@acme.test will be signed out; its API tokens keep working unless you "
+        "also revoke them below."
+    ) in main
+    assert '<label for="id_revoke_api_tokens">Also revoke the 2 API tokens of member@acme.test</label>' in main
+    assert "not like its e-mail address" in main
+    sign_out = main.split('<form method="post" action="/accounts/logout/"', 1)[1].split("</form>", 1)[0]
+    assert '<input type="hidden" name="next" value="/accounts/password/reset/' in sign_out
+    assert ">Sign out</button>" in sign_out
+
+
+def test_signing_out_from_the_new_password_page_comes_back_to_it_signed_out_and_the_link_still_works(world, mail):
+    ask("member@acme.test")
+    client = console(world.acme_owner)
+    form = client.get(link_in(mail[-1]))["Location"]
+
+    back = client.post("/accounts/logout/", {"next": form}, follow=True)
+
+    assert back.redirect_chain[-1][0] == form
+    page = back.content.decode()
+    assert "You are signed out." in page and "Choose a new password" in page
+    assert "You are signed in here" not in page and "signed in as you" in page
+    assert client.get("/orgs/acme/insights/")["Location"].startswith(LOGIN)  # the Owner's session is gone
+    done = client.post(form, {"new_password1": NEW, "new_password2": NEW})
+    assert done["Location"] == DONE
+    assert "Your password was changed." in client.get(DONE).content.decode()
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(NEW)
+
+
+def test_signing_out_elsewhere_does_not_carry_an_opened_link_into_the_next_session(world, mail):
+    # On a shared computer the next person must not find a half-used link still working after a sign-out.
+    ask("member@acme.test")
+    client = console(world.acme_owner)
+    form = client.get(link_in(mail[-1]))["Location"]
+
+    client.post("/accounts/logout/", {"next": "/accounts/login/"})
+
+    assert "This link has already been used or has expired" in client.get(form).content.decode()

@@ -319,6 +319,20 @@ def test_after_a_mismatch_focus_is_on_the_first_emptied_field_described_by_the_m
     assert page.count("autofocus") == 1
 
 
+def test_a_weak_new_password_that_also_mismatches_is_told_both_each_under_its_own_field(world):
+    # Kept on purpose, unlike Django's default (which skips the validators on a mismatch): every field comes back
+    # empty, so the user retypes both anyway, and hearing only "didn't match" would have them type the same weak
+    # password twice just to be refused a second time. Each message sits under the field it is about.
+    page = change(console(world.acme_member), new="12345678", again="12345679").content.decode()
+
+    new_errors = page.split('id="id_new_password1-error"', 1)[1].split("</div>", 1)[0]
+    confirmation_errors = page.split('id="id_new_password2-error"', 1)[1].split("</div>", 1)[0]
+    assert "This password is too common." in new_errors and "match" not in new_errors
+    assert "The two password fields didn’t match." in confirmation_errors and "common" not in confirmation_errors
+    described = 'aria-describedby="id_new_password1-error id_new_password2-error"'
+    assert described in input_tag(page, "id_old_password")
+
+
 def test_a_wrong_old_password_takes_focus_described_by_its_own_message(world):
     page = change(console(world.acme_member), old="not-it").content.decode()
 

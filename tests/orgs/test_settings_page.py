@@ -443,6 +443,15 @@ class TestFullAuditLog:
         assert body.startswith(b"\xef\xbb\xbfWhen (UTC),")
         assert list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))[1][2] == "Institutional → Professional"
 
+    def test_the_full_logs_heading_reads_right_for_a_name_ending_in_s(self, world):
+        # "Acme Digital Assets's Claude API key" is not how anyone writes it; most organisations' names end in a plural.
+        record_events(world.acme, 1)
+
+        page = console(world.acme_owner).get("/orgs/acme/settings/audit-log/").content.decode()
+
+        assert ">Changes to the Claude API key, plan and members of Acme Digital Assets</h2>" in page
+        assert "Assets's" not in page
+
     @pytest.mark.parametrize("url", ["/orgs/acme/settings/audit-log/", "/orgs/acme/settings/audit-log.csv"])
     def test_only_owners_and_admins_of_the_organisation_may_read_it(self, world, url):
         record_events(world.acme, 1)

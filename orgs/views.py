@@ -45,7 +45,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def _home_page(request: HttpRequest, *, status: int = 200, **extra) -> HttpResponse:
-    context = {"token_list": selectors.api_tokens_listed(request.user), **extra}
+    context = {"token_list": selectors.api_tokens_listed(request.user), "support_url": settings.SUPPORT_URL, **extra}
     return render(request, "orgs/no_organisation.html", context, status=status)
 
 

@@ -103,6 +103,20 @@ def test_a_user_without_an_organisation_is_told_so(world):
     assert "You are not in an organisation yet" in response.content.decode()
 
 
+def test_a_user_without_an_organisation_is_sent_to_who_can_add_them_not_to_an_owner_who_cannot(world, settings):
+    # Members are added by Opsion staff (admin); an organisation's Owners and Admins have no way to add anyone, so
+    # "Ask an Owner or Admin of your organisation to add you" sent them to someone who could only ask Opsion in turn.
+    settings.SUPPORT_URL = "https://support.opsion.test/"
+
+    page = console(world.outsider).get("/").content.decode()
+
+    assert "Ask an Owner or Admin of your organisation to add you" not in page
+    assert (
+        'Opsion staff add people to organisations: <a href="https://support.opsion.test/">ask Opsion support</a> '
+        "to add you, naming your organisation (its Owner can ask too), then reload this page."
+    ) in page
+
+
 def test_someone_added_to_an_organisation_gets_there_by_reloading_without_signing_in_again(world):
     # The page is worked out afresh on every visit: telling them to sign in again would send them round for nothing.
     client = console(world.outsider)

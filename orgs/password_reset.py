@@ -34,6 +34,8 @@ TOKENS_AFTER = "password_reset_tokens_after"
 # The page is shown only while this is in the session: opened by its address alone, it would say a password was
 # changed when none was.
 ACCOUNT_AFTER = "password_reset_account_after"
+# The reset was made in a browser signed in as the link's account, which it signed out too: that page says so.
+SIGNED_OUT_HERE = "password_reset_signed_out_here"
 # This browser asked for a link: "Check your inbox" is shown only then (and on reload), never by its address alone.
 # Set for every address alike, with or without an account, so it tells nothing.
 RESET_ASKED = "password_reset_asked"
@@ -144,12 +146,15 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         return super().get_context_data(**kwargs) | {"for_another": self.for_another()}
 
     def form_valid(self, form):
+        # Read before the password changes: afterwards this session's user, if it is the link's account, is gone.
+        signed_out_here = self.request.user.is_authenticated and not self.for_another()
         # The new password and the revocation commit together, or neither does; the e-mail goes once they have.
         with transaction.atomic():
             response = super().form_valid(form)  # sets the password
             tokens = services.password_changed(user=form.user, how="reset", revoke_api_tokens=form.revokes_api_tokens())
         self.request.session[TOKENS_AFTER] = [tokens.revoked, tokens.kept]
         self.request.session[ACCOUNT_AFTER] = form.user.email
+        self.request.session[SIGNED_OUT_HERE] = signed_out_here
         guards.reset_forgiven(self.request, user=form.user)
         return response
 
@@ -166,14 +171,19 @@ class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
         return super().get(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs):
+        # Everything is read from the session before the user is: reading the user of a session the reset signed out
+        # empties it.
         revoked, kept = self.request.session.pop(TOKENS_AFTER, None) or (0, 0)
+        reset_account = self.request.session.pop(ACCOUNT_AFTER, "")
+        signed_out_here = self.request.session.pop(SIGNED_OUT_HERE, False)
         # Still signed in, the reader is another account (the one reset was signed out): the sessions and tokens are
         # the reset account's, not "yours".
         whose = "its" if self.request.user.is_authenticated else "your"
         words = {
             "tokens_revoked": notifications.revoked_words(revoked, whose) if revoked else "",
             "tokens_kept": notifications.kept_words(kept, whose),
-            "reset_account": self.request.session.pop(ACCOUNT_AFTER, ""),
+            "reset_account": reset_account,
+            "signed_out_here": signed_out_here,
         }
         return super().get_context_data(**kwargs) | words
 

@@ -847,3 +847,22 @@ def test_signing_out_elsewhere_does_not_carry_an_opened_link_into_the_next_sessi
     client.post("/accounts/logout/", {"next": "/accounts/login/"})
 
     assert "This link has already been used or has expired" in client.get(form).content.decode()
+
+
+def test_a_link_used_in_the_browser_signed_in_as_its_own_account_says_beforehand_that_this_one_is_signed_out_too(
+    world, mail
+):
+    # Change password's "Forgot your password?" leads here signed in as the link's account. The reset signs out every
+    # session of it, this one included, so "Other browsers signed in as you will be signed out" left them surprised to
+    # land on Sign in.
+    client = console(world.acme_member)  # first: signing in again would void the link (Django's token holds it)
+    ask("member@acme.test")
+    form = client.get(link_in(mail[0]))["Location"]
+
+    page = client.get(form).content.decode()
+    done = client.get(client.post(form, {"new_password1": NEW, "new_password2": NEW})["Location"]).content.decode()
+
+    assert "Every browser signed in as you will be signed out, this one included." in page
+    assert "Other browsers" not in page
+    assert "Every browser signed in as you was signed out, this one included." in done
+    assert "Other browsers" not in done

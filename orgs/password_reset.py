@@ -92,6 +92,12 @@ class PasswordResetView(GuardedPost, auth_views.PasswordResetView):
     def refused(self, request):
         return guards.password_reset_request(request)  # nothing looked up, nothing sent
 
+    def get_initial(self):
+        # Signed in, they came from Change password's "Forgot your password?": their address is known, and typing it
+        # again is only a chance to mistype it. Any address may still be typed instead.
+        user = self.request.user
+        return super().get_initial() | ({"email": user.email} if user.is_authenticated else {})
+
     def form_valid(self, form):
         # Alike for every address: the host read (ALLOWED_HOSTS refuses a forged one here, 400, not after the
         # answer), one query for the account, and the redirect; the rest, if there is an account, on the mail thread.

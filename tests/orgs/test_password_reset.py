@@ -866,3 +866,14 @@ def test_a_link_used_in_the_browser_signed_in_as_its_own_account_says_beforehand
     assert "Other browsers" not in page
     assert "Every browser signed in as you was signed out, this one included." in done
     assert "Other browsers" not in done
+
+
+def test_signed_in_the_reset_page_already_holds_the_accounts_address(world, mail):
+    # Reached from Change password's "Forgot your password?": the account is known, and typing its address again is
+    # one more chance of a typo that sends the link nowhere.
+    signed_in = console(world.acme_member).get(RESET).content.decode()
+    signed_out = Client().get(RESET).content.decode()
+
+    address = re.search(r'<input type="email" name="email"[^>]*>', signed_in)[0]
+    assert 'value="member@acme.test"' in address
+    assert 'value=""' in re.search(r'<input type="email" name="email"[^>]*>', signed_out)[0]

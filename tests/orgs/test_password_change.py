@@ -37,6 +37,15 @@ def test_the_page_asks_for_the_current_password_and_the_new_one_twice(world):
     assert "Other browsers signed in as you will be signed out." in page
 
 
+def test_a_password_manager_is_told_which_account_the_new_password_is_for(world):
+    # As on a reset link's page: with several accounts saved for the site (an Owner who is also a Member elsewhere), a
+    # password manager left to guess may update the wrong one.
+    page = console(world.acme_member).get(URL).content.decode()
+
+    form = page.split('<form method="post" action="/accounts/password/"', 1)[1].split("</form>", 1)[0]
+    assert '<input type="email" name="username" autocomplete="username" value="member@acme.test" hidden>' in form
+
+
 def test_a_change_keeps_this_session_signs_out_the_others_and_the_new_password_signs_in(world):
     here, elsewhere = console(world.acme_member), console(world.acme_member)
     token = bearer(world.acme_member)

@@ -499,6 +499,8 @@ def test_a_reset_link_opened_while_signed_in_as_another_account_can_sign_out_fir
 
     expect(page.get_by_text("You are signed out.")).to_be_visible()
     expect(page.get_by_role("heading", name="Choose a new password")).to_be_visible()
+    expect(page.get_by_label("New password", exact=True)).to_be_focused()
+    assert_no_accessibility_violations(page)
     page.get_by_label("New password", exact=True).fill("a-New-passw0rd-for-acme")
     page.get_by_label("New password confirmation").fill("a-New-passw0rd-for-acme")
     page.get_by_role("button", name="Set the new password").click()

@@ -830,6 +830,8 @@ def test_signing_out_from_the_new_password_page_comes_back_to_it_signed_out_and_
     page = back.content.decode()
     assert "You are signed out." in page and "Choose a new password" in page
     assert "You are signed in here" not in page and "signed in as you" in page
+    assert page.count("autofocus") == 1  # on New password, what is typed next, not on the message above it
+    assert "autofocus" in re.search(r'<input[^>]*id="id_new_password1"[^>]*>', page)[0]
     assert client.get("/orgs/acme/insights/")["Location"].startswith(LOGIN)  # the Owner's session is gone
     done = client.post(form, {"new_password1": NEW, "new_password2": NEW})
     assert done["Location"] == DONE

@@ -11,6 +11,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import Resolver404, get_script_prefix, resolve, reverse, reverse_lazy
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.debug import sensitive_post_parameters
 
 from opsion import requestid
@@ -186,7 +187,21 @@ class PasswordChangeView(GuardedPost, auth_views.PasswordChangeView):
     def get_context_data(self, **kwargs):
         # This form needs the old password, and the sign-in page, where "Forgot your password?" lives, sends a
         # signed-in visitor back into the console: without this link, someone who forgot it had to sign out first.
-        return super().get_context_data(**kwargs) | {"password_reset": settings.EMAIL_CONFIGURED}
+        return super().get_context_data(**kwargs) | {
+            "password_reset": settings.EMAIL_CONFIGURED,
+            "back_to": self.back_to(),
+        }
+
+    def back_to(self) -> str:
+        """The console page this was opened from (the header's link names it as `next`), if it is this site's: the
+        home page is the first organisation's, which for someone in several may not be the one they were working in."""
+        url = self.request.POST.get("next") or self.request.GET.get("next", "")
+        allowed = {self.request.get_host()}
+        safe = url_has_allowed_host_and_scheme(url, allowed_hosts=allowed, require_https=self.request.is_secure())
+        return url if safe else ""
+
+    def get_success_url(self):
+        return self.back_to() or super().get_success_url()
 
     def form_valid(self, form):
         # The new password and the revocation commit together, or neither does; the e-mail goes once they have.

@@ -8,7 +8,7 @@ from django.test import Client
 from django.utils import timezone
 
 from orgs import guards
-from orgs.models import ApiToken
+from orgs.models import ApiToken, Membership, Role
 from tests.base import PASSWORD
 from tests.clients import bearer, console
 
@@ -26,7 +26,34 @@ REVOKE = {"revoke_api_tokens": "on"}
 def test_every_page_links_to_it_from_the_account_menu(world):
     page = console(world.acme_member).get("/orgs/acme/insights/").content.decode()
 
-    assert f'<a href="{URL}">Change password</a>' in page
+    assert f'<a href="{URL}?next=/orgs/acme/insights/">Change password</a>' in page
+
+
+def test_a_change_returns_to_the_page_it_was_opened_from_not_to_another_organisation(world):
+    # Someone in several organisations changing their password from Initech's Settings was sent to the home page, which
+    # is their first organisation's AI Insights (Acme's): the organisation they were working in silently changed.
+    Membership.objects.create(user=world.acme_member, organisation=world.initech, role=Role.MEMBER)
+    client = console(world.acme_member)
+    link = re.search(r'<a href="([^"]+)">Change password</a>', client.get("/orgs/initech/settings/").content.decode())[
+        1
+    ]
+    form = client.get(link).content.decode()
+    back = re.search(r'<input type="hidden" name="next" value="([^"]*)">', form)[1]
+
+    response = change(client, next=back)
+
+    assert (response.status_code, response["Location"]) == (302, "/orgs/initech/settings/")
+    assert "Your password was changed." in client.get(response["Location"]).content.decode()
+
+
+def test_a_change_never_returns_to_another_site(world):
+    client = console(world.acme_member)
+
+    form = client.get(URL, {"next": "https://evil.example/"}).content.decode()
+    response = change(client, next="https://evil.example/")
+
+    assert 'name="next"' not in form
+    assert (response.status_code, response["Location"]) == (302, "/")
 
 
 def test_the_page_asks_for_the_current_password_and_the_new_one_twice(world):

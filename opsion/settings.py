@@ -407,6 +407,7 @@ LOGGING = {
     # [request_id]: the X-Request-ID of the request the line was written for ("-" outside one), the
     # reference users quote to support.
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}},
+    "filters": {"refused_host": {"()": "opsion.reporting.RefusedHostIsAWarning"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
@@ -416,5 +417,7 @@ LOGGING = {
         "httpx2": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
         "httpcore2": {"level": "WARNING"},  # anthropic 2.x's; at DEBUG it logs a rejected header whole
+        # A Host not in ALLOWED_HOSTS: one WARNING line naming it, not Django's ERROR with a traceback.
+        "django.security.DisallowedHost": {"filters": ["refused_host"]},
     },
 }

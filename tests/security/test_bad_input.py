@@ -194,6 +194,25 @@ def test_a_host_we_do_not_serve_is_refused_in_the_json_error_shape(before, api):
     assert "not-ours" not in response.content.decode()  # nothing of the request is echoed
 
 
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("path", ["/healthz", "/accounts/login/", "/orgs/acme/settings/", QUERIES.format("acme")])
+def test_a_host_we_do_not_serve_is_one_warning_line_not_an_error_with_a_traceback(world, settings, caplog, debug, path):
+    # Scanners and probes by IP address send an unknown Host by the thousand, as they send NULs and huge query
+    # strings: Django logged each at ERROR with a 14-line traceback (django.security.DisallowedHost), paging whoever
+    # alerts on ERROR. It is one WARNING line, DEBUG on or off, still naming the host, so an operator who forgot a
+    # name in ALLOWED_HOSTS (a load balancer probing by address) can tell what to add.
+    settings.DEBUG = debug
+    caplog.clear()
+
+    response = Client(raise_request_exception=False).get(path, HTTP_HOST="203.0.113.7")
+
+    assert response.status_code == 400
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.records
+    assert not [r for r in caplog.records if r.exc_info or r.exc_text], caplog.records  # no traceback
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "203.0.113.7" in warnings[0] and "ALLOWED_HOSTS" in warnings[0], warnings
+
+
 def test_a_nul_in_the_query_string_is_named_in_the_json_error_shape(before, api):
     response = api.get(QUERIES.format("acme"), {"limit": "5\x00"})
 

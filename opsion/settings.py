@@ -316,7 +316,28 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
 # AI Insights.
 # Trimmed: a key mounted from a secret file usually ends in a newline, which no HTTP header may carry.
 ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="").strip()
-ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="") or None
+
+
+def _anthropic_base_url() -> str:
+    """Where the SDK sends queries. Empty or unset is Anthropic's own address, said here: given None, the SDK reads
+    the variable itself and takes an empty one for the address, failing every query. Anything but a web address
+    stops start-up (accepted, every query on every key would fail as "temporarily unavailable")."""
+    url = env.str("ANTHROPIC_BASE_URL", default="").strip()
+    if not url:
+        return "https://api.anthropic.com"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        parts = None
+    if not parts or parts.scheme.lower() not in ("https", "http") or not parts.hostname or " " in url:
+        raise ImproperlyConfigured(
+            "ANTHROPIC_BASE_URL must be an https:// or http:// address, or unset for Anthropic's."
+        )
+    return url
+
+
+ANTHROPIC_BASE_URL = _anthropic_base_url()
 ANTHROPIC_MODEL = env.str("ANTHROPIC_MODEL", default="claude-sonnet-5-5")
 ANTHROPIC_MAX_TOKENS = _number("ANTHROPIC_MAX_TOKENS", 1024, minimum=1)
 ANTHROPIC_TIMEOUT_SECONDS = _number("ANTHROPIC_TIMEOUT_SECONDS", 60, minimum=0.1, cast=float)

@@ -271,6 +271,38 @@ def test_the_platform_key_is_read_without_surrounding_whitespace():
     assert result.stdout.strip().splitlines()[-1] == repr("sk-ant-api03-k"), result.stderr[-2000:]
 
 
+BASE_URL_OF_A_CLIENT = """
+from django.conf import settings
+from insights import claude
+class Key:
+    def reveal(self):
+        return "sk-ant-api03-k"
+print(repr(str(claude._client(Key()).base_url)))
+"""
+
+
+@pytest.mark.parametrize("value", ["", "  ", "\n"])
+def test_an_empty_anthropic_base_url_means_anthropics_own(value):
+    # A manifest or .env line `ANTHROPIC_BASE_URL=` (the README's fake-server line emptied again) read as "unset"
+    # here, but the SDK then read the variable itself and took "" for the address: every query failed, "AI Insights
+    # is temporarily unavailable", with nothing at start-up and no log line saying why.
+    result = run_python(["manage.py", "shell", "-c", BASE_URL_OF_A_CLIENT], production_env(ANTHROPIC_BASE_URL=value))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == repr("https://api.anthropic.com"), result.stdout
+
+
+@pytest.mark.parametrize(
+    "url", ["127.0.0.1:8765", "api.anthropic.com", "ftp://proxy.example", "https://", "http://[::1", "https://a b"]
+)
+def test_start_up_stops_on_an_anthropic_base_url_that_is_not_a_web_address(url):
+    # Accepted, every query on every key failed as "temporarily unavailable", with `check --deploy` clean.
+    result = run_python(["manage.py", "check", "--deploy"], production_env(ANTHROPIC_BASE_URL=url))
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: ANTHROPIC_BASE_URL must be an https:// or http:// address" in result.stderr
+
+
 def test_a_load_balancer_probe_over_plain_http_is_answered_not_redirected(db, settings):
     settings.SECURE_SSL_REDIRECT = True  # HTTPS=1, the production default; no proxy header on a direct probe
 

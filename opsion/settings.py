@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import environ
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
+from redis.connection import parse_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -211,9 +212,8 @@ def _redis_url() -> str:
     scheme) would leave every abuse guard failing open for good, with `check --deploy` clean. The message
     never prints the URL (it may hold a password)."""
     url = env.str("REDIS_URL", default="").strip()
-    schemes = ("redis://", "rediss://", "unix://")
     servers = [server.strip() for server in re.split("[;,]", url)] if url else []
-    if not all(server.lower().startswith(schemes) and _splits(server) for server in servers):
+    if not all(_redis_can_read(server) for server in servers):
         raise ImproperlyConfigured(
             "REDIS_URL must be a redis://, rediss:// or unix:// address, e.g. redis://127.0.0.1:6379/0 "
             "(percent-encode a /, # or ? in the password)."
@@ -221,14 +221,18 @@ def _redis_url() -> str:
     return url
 
 
-def _splits(url: str) -> bool:
-    """Whether redis-py can read the address's port: urllib takes whatever precedes an unencoded "/" in the
-    password for the port, and redis-py's ValueError at the first guard would leave every guard failing open."""
+def _redis_can_read(url: str) -> bool:
+    """Whether redis-py reads the address as it was meant, by its own parser (what RedisCache calls at the first
+    guard): a scheme it knows, a port that is a number (urllib takes whatever precedes an unencoded "/" in the
+    password for the port) and options it can read (`?db=seven` raises at every guard, leaving them all open). The
+    path of a redis:// address must be a database number: redis-py reads "/7/8" as database 78, which Redis refuses
+    at every command, and ignores "/cache", quietly sharing database 0."""
     try:
-        port = urlsplit(url).port  # raises ValueError for a port that is not a number
+        parse_url(url)  # raises ValueError, naming no part of the address
+        path = urlsplit(url).path
     except ValueError:
         return False
-    return port is None or port >= 0
+    return url.startswith("unix://") or re.fullmatch(r"/?|/[0-9]+", path) is not None
 
 
 REDIS_URL = _redis_url()

@@ -141,6 +141,13 @@ def test_start_up_stops_on_a_malformed_url_without_printing_it(variable, url):
         "redis://a:6379;cache:6379",
         # A password holding an unencoded "/": redis-py would take "redis-password-canary" for the port.
         "redis://:redis-password-canary/x@cache:6379/0",
+        # What redis-py reads of the rest of the address: an option it cannot read raises at every guard (fail
+        # open), "/7/8" is database 78 (Redis refuses every command on it) and "/cache" quietly database 0.
+        "redis://:redis-password-canary@cache:6379/0?db=seven",
+        "redis://:redis-password-canary@cache:6379/0?socket_timeout=soon",
+        "unix:///run/redis.sock?db=seven&password=redis-password-canary",
+        "redis://:redis-password-canary@cache:6379/7/8",
+        "redis://:redis-password-canary@cache:6379/cache",
     ],
 )
 def test_start_up_stops_on_a_redis_url_the_guards_could_never_use(url):
@@ -152,7 +159,17 @@ def test_start_up_stops_on_a_redis_url_the_guards_could_never_use(url):
     assert "redis-password-canary" not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("url", ["rediss://:secret@cache.example:6380/0", "redis://a:6379/0,redis://b:6379/0"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "rediss://:secret@cache.example:6380/0",
+        "redis://a:6379/0,redis://b:6379/0",
+        "redis://cache.example",
+        "redis://cache.example:6379/",
+        "redis://cache.example:6379/3?health_check_interval=30",
+        "unix:///run/redis/redis.sock?db=2",
+    ],
+)
 def test_tls_and_replicated_redis_urls_are_accepted(url):
     result = run_python(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(REDIS_URL=url))
     assert result.returncode == 0, result.stderr[-2000:]

@@ -81,8 +81,16 @@ def _fernet_keys() -> list[str]:
 
 FIELD_ENCRYPTION_KEYS = _fernet_keys()
 
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+def _names(name: str, default: list[str]) -> list[str]:
+    """A comma-separated list, each entry trimmed: django-environ keeps the space in "a.example, b.example", and
+    " b.example" matches no Host and no Origin (a load balancer's probe by address refused, with check --deploy
+    clean)."""
+    return [entry.strip() for entry in env.list(name, default=default) if entry.strip()]
+
+
+ALLOWED_HOSTS = _names("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = _names("CSRF_TRUSTED_ORIGINS", [])
 CSRF_FAILURE_VIEW = "opsion.views.csrf_failure"  # a settings form gone stale goes back to its page
 
 INSTALLED_APPS = [

@@ -320,6 +320,21 @@ def test_start_up_stops_on_an_anthropic_base_url_that_is_not_a_web_address(url):
     assert "ImproperlyConfigured: ANTHROPIC_BASE_URL must be an https:// or http:// address" in result.stderr
 
 
+def test_host_and_origin_lists_may_have_a_space_after_each_comma():
+    # "opsion.example, 10.0.0.5" was read as ["opsion.example", " 10.0.0.5"]: the load balancer's probe by address
+    # then got a 400 ("Invalid HTTP_HOST header") and the instance was marked unhealthy, with check --deploy clean.
+    code = "from django.conf import settings as s; print(repr((s.ALLOWED_HOSTS, s.CSRF_TRUSTED_ORIGINS)))"
+    env = production_env(
+        ALLOWED_HOSTS=" opsion.example, 10.0.0.5 ,", CSRF_TRUSTED_ORIGINS="https://opsion.example, https://b.example"
+    )
+
+    result = run_python(["manage.py", "shell", "-c", code], env)
+
+    assert result.stdout.strip().splitlines()[-1] == repr(
+        (["opsion.example", "10.0.0.5"], ["https://opsion.example", "https://b.example"])
+    ), result.stderr[-2000:]
+
+
 def test_a_load_balancer_probe_over_plain_http_is_answered_not_redirected(db, settings):
     settings.SECURE_SSL_REDIRECT = True  # HTTPS=1, the production default; no proxy header on a direct probe
 

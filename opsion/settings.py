@@ -450,6 +450,8 @@ LOGGING = {
         "httpx2": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
         "httpcore2": {"level": "WARNING"},  # anthropic 2.x's; at DEBUG it logs a rejected header whole
+        # markdown-it traces its parser at DEBUG, about a hundred lines per answer shown: LOG_LEVEL=DEBUG is for ours.
+        "markdown_it": {"level": "INFO"},
         # A Host not in ALLOWED_HOSTS: one WARNING line naming it, not Django's ERROR with a traceback.
         "django.security.DisallowedHost": {"filters": ["refused_host"]},
     },

@@ -231,6 +231,22 @@ def test_the_log_level_is_read_in_any_case(level):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+def test_at_log_level_debug_rendering_an_answer_does_not_flood_the_log():
+    # An operator debugging with LOG_LEVEL=DEBUG got markdown-it's trace of its parser: about a hundred lines
+    # ("entering fence: StateBlock(line=0,…)") for every answer shown, burying the lines they were looking for.
+    code = (
+        "import logging; from insights.rendering import render_markdown; "
+        "render_markdown('## Heading\\n\\n- one\\n- two\\n\\n> quoted\\n\\n```\\ncode\\n```'); "
+        "logging.getLogger('opsion').debug('our own debug line')"
+    )
+
+    result = run_python(["manage.py", "shell", "-c", code], production_env(LOG_LEVEL="DEBUG"))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "our own debug line" in result.stderr  # DEBUG is on
+    assert "markdown_it" not in result.stderr, result.stderr[:2000]
+
+
 def test_start_up_stops_on_an_unknown_log_level_naming_the_variable():
     result = run_python(["manage.py", "check"], production_env(LOG_LEVEL="verbose"))
     assert result.returncode != 0

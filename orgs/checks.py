@@ -45,3 +45,36 @@ def mail_is_sent(app_configs, **kwargs) -> list[CheckWarning]:
             id="opsion.W002",
         )
     ]
+
+
+@register(Tags.security, deploy=True)
+def platform_key_is_set(app_configs, **kwargs) -> list[CheckWarning]:
+    """Without the platform key every organisation that has no key of its own is told "AI Insights is temporarily
+    unavailable", and in production no customer is told why. One not of an Anthropic key's form (quotes kept by an
+    env file, another secret pasted) fails the same way, upstream. The key itself is never printed."""
+    from orgs.validation import KeyMalformed, validate_claude_api_key
+
+    if settings.DEBUG:
+        return []
+    if not settings.ANTHROPIC_API_KEY:
+        return [
+            CheckWarning(
+                "ANTHROPIC_API_KEY is not set: organisations without their own Claude API key cannot ask anything "
+                '("AI Insights is temporarily unavailable").',
+                hint="Set it to Opsion's platform key (sk-ant-…). A deployment where every organisation uses its own "
+                "key may ignore this.",
+                id="opsion.W003",
+            )
+        ]
+    try:
+        validate_claude_api_key(settings.ANTHROPIC_API_KEY)
+    except KeyMalformed:
+        return [
+            CheckWarning(
+                "ANTHROPIC_API_KEY is not of an Anthropic key's form (sk-ant- then letters, digits, - and _): "
+                "Anthropic would refuse every platform-key question.",
+                hint="Check for quotes or other characters kept around the key by the file or tool that sets it.",
+                id="opsion.W004",
+            )
+        ]
+    return []

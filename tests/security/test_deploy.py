@@ -23,6 +23,7 @@ def production_env(**overrides: str | None) -> dict[str, str]:
         "ALLOWED_HOSTS": "opsion.example",
         "REDIS_URL": "redis://127.0.0.1:6379/0",
         "DATABASE_URL": "postgres://opsion@db.opsion.example:5432/opsion",
+        "ANTHROPIC_API_KEY": "sk-ant-api03-" + "p" * 40,
     }
     env.update(overrides)
     return base_env(**env)
@@ -52,6 +53,34 @@ def test_check_deploy_warns_when_mail_would_only_be_printed():
 
     assert result.returncode != 0
     assert "(opsion.W002) EMAIL_URL prints mail instead of sending it" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("value", [None, "", " "], ids=["unset", "empty", "blank"])
+def test_check_deploy_warns_when_there_is_no_platform_key(value):
+    # Without it every organisation that has no key of its own is told "AI Insights is temporarily unavailable",
+    # and in production no customer is told why: only an ERROR line per refused question said so.
+    result = run_python(
+        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(ANTHROPIC_API_KEY=value)
+    )
+
+    assert result.returncode != 0
+    assert "(opsion.W003) ANTHROPIC_API_KEY is not set" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "value", ['"sk-ant-api03-platform-canary-0000000000000000"', "platform-canary-0000000000000000000000000"]
+)
+def test_check_deploy_warns_when_the_platform_key_is_not_of_an_anthropic_keys_form(value):
+    # Quotes kept by an env file (docker's --env-file keeps them), or another secret pasted: every platform-key
+    # question failed upstream as "temporarily unavailable", with check --deploy clean. The key is never printed.
+    result = run_python(
+        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(ANTHROPIC_API_KEY=value)
+    )
+    output = result.stdout + result.stderr
+
+    assert result.returncode != 0
+    assert "(opsion.W004) ANTHROPIC_API_KEY is not of an Anthropic key's form" in output
+    assert "canary" not in output
 
 
 @pytest.mark.parametrize("variable", ["SECRET_KEY", "FIELD_ENCRYPTION_KEYS"])

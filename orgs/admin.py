@@ -182,10 +182,12 @@ class OrganisationAdmin(admin.ModelAdmin):
         if request.POST.get("confirm") != "yes":
             # First a confirmation step, as for deletions: it names each key and what removing it does now.
             return self._confirm_key_removal(request, queryset)
-        removed = sum(
-            services.claude_api_key_remove_as_staff(org=org, staff_user=request.user, ip=client_ip(request))
-            for org in queryset
-        )
+        removed = 0
+        for org in queryset:
+            if services.claude_api_key_remove_as_staff(org=org, staff_user=request.user, ip=client_ip(request)):
+                # The organisation's History (admin's own log) shows it beside staff's plan changes.
+                self.log_change(request, org, "Removed the Claude API key.")
+                removed += 1
         orgs = "organisation" if removed == 1 else "organisations"
         self.message_user(request, f"Removed the Claude API key of {removed} {orgs}.", messages.SUCCESS)
 

@@ -582,6 +582,19 @@ class TestRemoveKeyAction:
         assert CANARY_KEY not in page and GOOD_KEY not in page
         assert ClaudeApiKey.objects.count() == 2
 
+    def test_a_removal_is_in_the_organisations_history_and_one_with_no_key_is_not(self, world, staff):
+        # Staff answering "who removed our key?" open the organisation's History, where a plan change shows too.
+        store_key(world.acme, CANARY_KEY)
+        action = {"action": "remove_claude_api_key", "_selected_action": [world.acme.pk, world.globex.pk]}
+
+        staff.post(ORGS, {**action, "confirm": "yes"})
+
+        acme = staff.get(f"{ORGS}{world.acme.pk}/history/").content.decode()
+        globex = staff.get(f"{ORGS}{world.globex.pk}/history/").content.decode()
+        assert "Removed the Claude API key." in acme and "staff@opsion.test" in acme
+        assert "Removed the Claude API key." not in globex
+        assert CANARY_KEY not in acme
+
 
 class TestOtherModels:
     def test_users_are_listed_and_editable(self, world, staff):

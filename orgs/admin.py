@@ -37,12 +37,31 @@ from orgs.models import (
 )
 
 
+class ClaudeApiKeyFilter(admin.SimpleListFilter):
+    """The list's key column, as a filter: in use, left behind by a downgrade (stored, unused), or none."""
+
+    title = "Claude API key"
+    parameter_name = "claude_api_key"
+
+    def lookups(self, request, model_admin):
+        return [("in_use", "In use"), ("unused", "Stored, unused on this plan"), ("none", "None stored")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "in_use":
+            return queryset.filter(_key_set=True, plan__in=BYOM_PLANS)
+        if self.value() == "unused":
+            return queryset.filter(_key_set=True).exclude(plan__in=BYOM_PLANS)
+        if self.value() == "none":
+            return queryset.filter(_key_set=False)
+        return queryset
+
+
 @admin.register(Organisation)
 class OrganisationAdmin(admin.ModelAdmin):
     # The key model is deliberately not registered and not inlined: it never appears in admin,
     # so neither its value nor its ciphertext can reach a form or a change message.
-    list_display = ["name", "slug", "plan", "claude_api_key_set", "member_count", "created_at"]
-    list_filter = ["plan"]
+    list_display = ["name", "slug", "plan", "claude_api_key_state", "member_count", "created_at"]
+    list_filter = ["plan", ClaudeApiKeyFilter]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [MembershipInline]
@@ -169,9 +188,13 @@ class OrganisationAdmin(admin.ModelAdmin):
             )
         )
 
-    @admin.display(boolean=True, description="Claude API key set", ordering="_key_set")
-    def claude_api_key_set(self, obj) -> bool:
-        return obj._key_set
+    # Whether a key is stored is not whether it is used: one left behind by a downgrade is stored but unused, and a
+    # tick beside it read as Bring Your Own Model still on.
+    @admin.display(description="Claude API key", ordering="_key_set")
+    def claude_api_key_state(self, obj) -> str:
+        if not obj._key_set:
+            return "None stored"
+        return "In use" if obj.allows_byom else "Stored, unused on this plan"
 
     @admin.display(description="Members", ordering="_members")
     def member_count(self, obj) -> int:

@@ -68,16 +68,32 @@ class TestOrganisationList:
 
         page = staff.get(ORGS).content.decode()
 
-        assert "Claude API key set" in page
         rows = rows_of(page)
         assert set(rows) == {"Acme Digital Assets", "Globex Payments", "Initech Custody"}
         assert '<td class="field-plan">Institutional</td>' in rows["Acme Digital Assets"]
         assert '<td class="field-plan">Professional</td>' in rows["Globex Payments"]
-        assert 'alt="True"' in rows["Acme Digital Assets"]
-        assert 'alt="False"' in rows["Globex Payments"]
+        assert '<td class="field-claude_api_key_state">In use</td>' in rows["Acme Digital Assets"]
+        assert '<td class="field-claude_api_key_state">None stored</td>' in rows["Globex Payments"]
         assert '<td class="field-member_count">3</td>' in rows["Acme Digital Assets"]
         assert '<td class="field-member_count">2</td>' in rows["Initech Custody"]
         assert CANARY_KEY not in page
+
+    def test_a_key_left_behind_by_a_downgrade_reads_unused_not_set_and_each_state_filters(self, world, staff):
+        # After a downgrade the key stays stored but no query uses it: a tick beside it read as BYOM still on.
+        store_key(world.acme, CANARY_KEY)
+        store_key(world.globex, GOOD_KEY)  # Professional: unused
+
+        page = staff.get(ORGS).content.decode()
+        in_use = staff.get(ORGS, {"claude_api_key": "in_use"}).content.decode()
+        unused = staff.get(ORGS, {"claude_api_key": "unused"}).content.decode()
+        none = staff.get(ORGS, {"claude_api_key": "none"}).content.decode()
+
+        cell = '<td class="field-claude_api_key_state">Stored, unused on this plan</td>'
+        assert cell in rows_of(page)["Globex Payments"]
+        assert set(rows_of(in_use)) == {"Acme Digital Assets"}
+        assert set(rows_of(unused)) == {"Globex Payments"}
+        assert set(rows_of(none)) == {"Initech Custody"}
+        assert CANARY_KEY not in page and GOOD_KEY not in page
 
     def test_it_filters_by_plan(self, world, staff):
         page = staff.get(ORGS, {"plan__exact": Plan.CUSTOM}).content.decode()

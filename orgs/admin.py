@@ -422,15 +422,21 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "organisation", "action", "actor_email", "ip", "via"]
+    # What changed ("Institutional → Professional", whose membership) beside who changed it: without it staff opened
+    # each row to answer a customer's "who changed what?".
+    list_display = ["created_at", "organisation", "action", "detail", "actor_email", "ip_address", "via"]
     list_filter = ["action", "via"]
-    search_fields = ["organisation__slug", "actor_email"]
+    search_fields = ["organisation__slug", "organisation__name", "actor_email"]
     # A count of the whole table beside each filtered list ("N total"): the log only grows, and counting a
     # million rows on PostgreSQL reads them all, on every page of every search.
     show_full_result_count = False
     # Newest first by the primary key's index: the model's order (created_at, across every organisation) has no
     # index of its own, so every page of the list sorted the whole table.
     ordering = ["-pk"]
+
+    @admin.display(description="IP", ordering="ip")
+    def ip_address(self, obj: AuditEvent) -> str | None:
+        return obj.ip
 
     def has_add_permission(self, request) -> bool:
         return False

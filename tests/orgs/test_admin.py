@@ -1007,6 +1007,22 @@ def test_the_audit_event_list_is_newest_first_by_its_primary_key(world, staff):
     assert page.index("a2@acme.test") < page.index("a1@acme.test") < page.index("a0@acme.test")
 
 
+def test_the_audit_event_list_says_what_changed_and_finds_an_organisation_by_its_name(world, staff):
+    # "Plan changed" alone does not say from what to what, nor "Member removed" whom: staff opened each row.
+    staff.post(f"{ORGS}{world.acme.pk}/change/", organisation_admin_form(world.acme, plan=Plan.PROFESSIONAL))
+    AuditEvent.objects.create(
+        organisation=world.globex, action=AuditAction.MEMBER_REMOVED, detail="member@globex.test (Member)"
+    )
+
+    page = staff.get("/admin/orgs/auditevent/").content.decode()
+    by_name = staff.get("/admin/orgs/auditevent/", {"q": "Acme Digital"}).content.decode()
+
+    assert '<td class="field-detail">Institutional → Professional</td>' in page
+    assert '<td class="field-detail">member@globex.test (Member)</td>' in page
+    assert ">IP</" in page and ">Ip</" not in page
+    assert "Institutional → Professional" in by_name and "member@globex.test" not in by_name
+
+
 def test_adding_a_member_a_large_organisations_page_does_not_list_is_refused_not_a_server_error(
     world, staff, monkeypatch
 ):

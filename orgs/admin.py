@@ -13,6 +13,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.text import capfirst
 
@@ -92,8 +93,8 @@ class OrganisationAdmin(admin.ModelAdmin):
         if change and "plan" in form.changed_data:
             old = Plan(form.initial["plan"])
             audit_staff(request, obj, AuditAction.PLAN_CHANGED, f"{old.label} → {obj.get_plan_display()}")
-            if old in BYOM_PLANS and not obj.allows_byom:
-                self._warn_of_lockout(request, obj)
+            if (old in BYOM_PLANS) != obj.allows_byom:
+                self._say_which_key_is_used_now(request, obj)
 
     def get_formset_kwargs(self, request, obj, inline, prefix):
         kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
@@ -118,19 +119,38 @@ class OrganisationAdmin(admin.ModelAdmin):
             ),
         )
 
-    def _warn_of_lockout(self, request, org: Organisation) -> None:
-        """Off a BYOM plan a stored key goes unused: the platform key's limit applies at once to the queries
-        already counted, as when the key is removed (whose confirmation says so too)."""
-        if not ClaudeApiKey.objects.filter(organisation=org).exists():
-            return  # it was already on the platform key
-        after = insights_services.window_on_platform_key(org)
-        if not after.remaining:
+    @staticmethod
+    def _say_which_key_is_used_now(request, org: Organisation) -> None:
+        """A plan change across the BYOM line changes which key a stored one's organisation is answered with: off it,
+        the key stays stored, unused, and the platform key's limit applies at once to the queries already counted (as
+        when the key is removed, whose confirmation says so too); back on it, a key perhaps saved long ago is used
+        again. Staff are told either way; an organisation without a key notices nothing."""
+        key = ClaudeApiKey.objects.filter(organisation=org).values("saved_at").first()
+        if key is None:
+            return
+        window = window_words(settings.INSIGHTS_WINDOW_SECONDS)
+        if org.allows_byom:
+            saved = date_format(timezone.localtime(key["saved_at"]), "j M Y")
             messages.warning(
                 request,
-                f"{org} now uses Opsion's platform key, limited to {after.limit} queries per rolling "
-                f"{window_words(after.window_seconds)}. It has used "
-                f"{after.used} queries in the window, so no one in it can ask AI Insights for about "
-                f"{duration(after.reset_seconds)}.",
+                f"The stored Claude API key of {org} (saved {saved}) is in use again: its AI Insights queries now go "
+                f"to that key, limited to {settings.INSIGHTS_BYOM_LIMIT} queries per rolling {window}. If the "
+                "organisation no longer wants it used, remove it with the list's action.",
+            )
+            return
+        after = insights_services.window_on_platform_key(org)
+        now_on = (
+            f"{org} now uses Opsion's platform key, limited to {after.limit} queries per rolling "
+            f"{window_words(after.window_seconds)}."
+        )
+        kept = "Its Claude API key stays stored, unused, until it is removed or the plan returns."
+        if after.remaining:
+            messages.info(request, f"{now_on} {kept}")
+        else:
+            messages.warning(
+                request,
+                f"{now_on} It has used {after.used} queries in the window, so no one in it can ask AI Insights for "
+                f"about {duration(after.reset_seconds)}. {kept}",
             )
 
     def save_formset(self, request, form, formset, change) -> None:

@@ -872,6 +872,53 @@ def test_a_downgrade_within_the_platform_limit_is_not_warned_about(world, staff)
     assert "no one in it can ask AI Insights" not in response.content.decode()
 
 
+def page_text(response) -> str:
+    return html.unescape(" ".join(re.sub(r"<[^>]+>", "", response.content.decode()).split()))
+
+
+def test_a_downgrade_says_the_stored_key_is_now_unused_and_kept(world, staff):
+    # The document: a downgrade removes the key from future queries; it stays stored until removed or the plan returns.
+    store_key(world.acme, CANARY_KEY)
+
+    response = staff.post(
+        f"{ORGS}{world.acme.pk}/change/", organisation_admin_form(world.acme, plan=Plan.PROFESSIONAL), follow=True
+    )
+
+    assert (
+        "Acme Digital Assets now uses Opsion's platform key, limited to 20 queries per rolling 60 minutes. Its Claude "
+        "API key stays stored, unused, until it is removed or the plan returns." in page_text(response)
+    )
+    assert stored_key(world.acme) == CANARY_KEY and CANARY_KEY not in response.content.decode()
+
+
+def test_restoring_a_byom_plan_says_the_stored_key_is_in_use_again(world, staff):
+    # A key left behind months ago starts receiving the organisation's questions the moment the plan returns.
+    store_key(world.globex, CANARY_KEY)
+    ClaudeApiKey.objects.filter(organisation=world.globex).update(saved_at=timezone.now().replace(2026, 3, 12))
+
+    response = staff.post(
+        f"{ORGS}{world.globex.pk}/change/", organisation_admin_form(world.globex, plan=Plan.INSTITUTIONAL), follow=True
+    )
+
+    assert (
+        "The stored Claude API key of Globex Payments (saved 12 Mar 2026) is in use again: its AI Insights queries "
+        "now go to that key, limited to 200 queries per rolling 60 minutes. If the organisation no longer wants it "
+        "used, remove it with the list's action." in page_text(response)
+    )
+    assert CANARY_KEY not in response.content.decode()
+
+
+@pytest.mark.parametrize("plan", [Plan.CUSTOM, Plan.STARTER])
+def test_a_plan_change_that_does_not_change_which_key_is_used_says_nothing_of_it(world, staff, plan):
+    store_key(world.acme if plan == Plan.CUSTOM else world.globex, CANARY_KEY)
+    org = world.acme if plan == Plan.CUSTOM else world.globex
+
+    response = staff.post(f"{ORGS}{org.pk}/change/", organisation_admin_form(org, plan=plan), follow=True)
+
+    said = [re.sub(r"<[^>]+>", "", str(message)) for message in response.context["messages"]]
+    assert said == [f"The organisation “{org}” was changed successfully."]
+
+
 @pytest.mark.parametrize("lookup", ["token_hash__startswith", "token_hash", "token_hash__gt"])
 def test_a_token_list_cannot_be_filtered_by_the_tokens_hash(world, staff, lookup):
     # The hash is never shown, but a filter that matches or not would read it out one character at a time.

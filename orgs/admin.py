@@ -427,7 +427,9 @@ class TokenExpiryFilter(admin.SimpleListFilter):
 class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ["name", "user", "prefix", "created_at", "expires_at", "last_used_at"]
     list_filter = [TokenExpiryFilter]
-    search_fields = ["name", "user__email"]
+    # The prefix is how its owner names a token (Settings lists it): a leaked one is reported by it.
+    search_fields = ["name", "user__email", "prefix"]
+    search_help_text = "A token's name, its user's e-mail address, or its prefix as Settings lists it (opsn_…)."
     fields = ["user", "name", "prefix", "created_at", "expires_at", "last_used_at"]
     readonly_fields = fields
 

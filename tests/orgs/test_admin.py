@@ -634,6 +634,15 @@ class TestOtherModels:
             assert raw not in page
         assert staff.get("/admin/orgs/apitoken/add/").status_code == 403
 
+    def test_a_token_is_found_by_the_prefix_its_owner_sees_in_settings(self, world, staff):
+        # "Our token opsn_AbC… leaked": Settings lists it by that prefix, and staff deleting it search by it.
+        leaked, _ = services.api_token_create(user=world.acme_owner, name="CI")
+        services.api_token_create(user=world.acme_owner, name="Laptop")
+
+        page = staff.get("/admin/orgs/apitoken/", {"q": leaked.prefix}).content.decode()
+
+        assert ">CI</a>" in page and "Laptop" not in page
+
     def test_api_tokens_show_when_they_expire_and_filter_by_it(self, world, staff):
         now = timezone.now()
         active, _ = services.api_token_create(user=world.acme_admin, name="active one")

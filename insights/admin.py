@@ -39,7 +39,7 @@ class InsightQueryAdmin(admin.ModelAdmin):
     list_filter = [KeySourceFilter, "outcome", "stop_reason"]
     exclude = ["key_source"]  # shown as `key` below, in staff's words
     readonly_fields = ["key"]
-    search_fields = ["organisation__slug", "user__email"]
+    search_fields = ["organisation__slug", "organisation__name", "user__email"]
     list_select_related = ["organisation", "user"]
     actions = ["delete_selected"]  # the stock action, in the window's words below
     # Every query ever asked is a row: no second count of the whole table beside each filtered list ("N total").

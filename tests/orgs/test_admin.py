@@ -435,6 +435,18 @@ def test_staff_see_whose_key_a_query_ran_on_in_their_own_words_not_the_customers
     assert filtered.count("Opsion's platform key") == 1  # the filter's other choice: its row is filtered out
 
 
+def test_staff_find_an_organisations_queries_by_its_name_as_well_as_its_slug(world, staff):
+    # The list shows the organisation's name, so that is what staff type (the organisations list finds it so too).
+    seed(world.acme, 60, user=world.acme_member)
+    seed(world.globex, 60, user=world.globex_member)
+
+    by_name = staff.get("/admin/insights/insightquery/", {"q": "Globex Payments"}).content.decode()
+    by_slug = staff.get("/admin/insights/insightquery/", {"q": "globex"}).content.decode()
+
+    for page in (by_name, by_slug):
+        assert "member@globex.test" in page and "member@acme.test" not in page
+
+
 def test_staff_see_how_each_answer_ended_read_only(world, staff):
     whole, cut, declined, failed = seed(world.acme, 40, 30, 20, 10)
     InsightQuery.objects.filter(pk=cut.pk).update(stop_reason="max_tokens")

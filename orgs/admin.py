@@ -357,6 +357,33 @@ class UserAdmin(BaseUserAdmin):
                 f"The user {obj.email} was the last active Owner or Admin of {org}: no one there can manage its Claude "
                 "API key now. Make another member Owner or Admin, or reactivate this user.",
             )
+        if deactivated:
+            self._say_what_deactivation_ends(request, obj)
+
+    @staticmethod
+    def _say_what_deactivation_ends(request, user: User) -> None:
+        """Deactivation refuses the user's sessions and tokens from the next request and deletes nothing: staff
+        locking out a compromised account are told the tokens come back with a reactivation, and where to delete
+        them."""
+        count = selectors.api_tokens_working(user)
+        if not count:
+            messages.info(
+                request, f"The user {user.email} can no longer sign in, and their sessions are refused from now on."
+            )
+            return
+        tokens = "API token is" if count == 1 else f"{count} API tokens are"
+        listed = f"{reverse('admin:orgs_apitoken_changelist')}?user__id__exact={user.pk}"
+        messages.info(
+            request,
+            format_html(
+                "The user {} can no longer sign in, and their sessions and {} refused from now on. Nothing is deleted: "
+                'reactivating the account brings them back. If it was compromised, set a new password and <a href="{}">'
+                "delete its API tokens</a> too.",
+                user.email,
+                tokens,
+                listed,
+            ),
+        )
 
     def get_deleted_objects(self, objs, request):
         """Django's, and on the confirmation step a warning naming each organisation the deletion would leave

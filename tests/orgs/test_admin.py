@@ -40,6 +40,11 @@ def rows_of(page: str) -> dict[str, str]:
     return named
 
 
+def page_text(response) -> str:
+    """The page's text, as a reader sees it."""
+    return html.unescape(" ".join(re.sub(r"<[^>]+>", "", response.content.decode()).split()))
+
+
 def test_only_staff_get_in(world):
     response = console(world.acme_owner).get(ORGS, follow=True)
 
@@ -369,6 +374,34 @@ def test_deactivating_an_organisations_last_active_manager_is_allowed_and_warned
     target.refresh_from_db()
     assert target.is_active is False  # a compromised account must be lockable at once
     assert f"The user {target.email} was the last active Owner or Admin of {org}" in response.content.decode()
+
+
+def test_deactivating_a_user_says_what_it_ends_and_that_their_tokens_are_kept_not_deleted(world, staff):
+    # Deactivation refuses sessions and tokens but deletes nothing: for a compromised account staff must be told the
+    # tokens come back with a reactivation, and where to delete them.
+    services.api_token_create(user=world.acme_member, name="CI")
+    services.api_token_create(user=world.acme_member, name="Laptop")
+    form = user_admin_form(world.acme_member, is_active=None)
+
+    response = staff.post(f"/admin/orgs/user/{world.acme_member.pk}/change/", form, follow=True)
+
+    text = page_text(response)
+    assert (
+        "The user member@acme.test can no longer sign in, and their sessions and 2 API tokens are refused from now "
+        "on. Nothing is deleted: reactivating the account brings them back. If it was compromised, set a new password "
+        "and delete its API tokens too." in text
+    )
+    assert f'href="/admin/orgs/apitoken/?user__id__exact={world.acme_member.pk}"' in response.content.decode()
+    assert ApiToken.objects.filter(user=world.acme_member).count() == 2
+
+
+def test_deactivating_a_user_without_tokens_says_nothing_of_tokens(world, staff):
+    form = user_admin_form(world.acme_member, is_active=None)
+
+    response = staff.post(f"/admin/orgs/user/{world.acme_member.pk}/change/", form, follow=True)
+
+    (deactivated,) = [str(m) for m in response.context["messages"] if "can no longer sign in" in str(m)]
+    assert deactivated == "The user member@acme.test can no longer sign in, and their sessions are refused from now on."
 
 
 def test_deactivating_a_manager_whose_organisation_keeps_another_is_not_warned_about(world, staff):
@@ -891,10 +924,6 @@ def test_a_downgrade_within_the_platform_limit_is_not_warned_about(world, staff)
     world.acme.refresh_from_db()
     assert world.acme.plan == Plan.PROFESSIONAL  # downgraded: a refused form would warn about nothing either
     assert "no one in it can ask AI Insights" not in response.content.decode()
-
-
-def page_text(response) -> str:
-    return html.unescape(" ".join(re.sub(r"<[^>]+>", "", response.content.decode()).split()))
 
 
 def test_a_downgrade_says_the_stored_key_is_now_unused_and_kept(world, staff):

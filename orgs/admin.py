@@ -231,6 +231,11 @@ class OrganisationAdmin(admin.ModelAdmin):
                 # The organisation's History (admin's own log) shows it beside staff's plan changes.
                 self.log_change(request, org, "Removed the Claude API key.")
                 removed += 1
+        if not removed:  # removed meanwhile (by the customer, or other staff) while the confirmation stood open
+            self.message_user(
+                request, "No key was removed: none of the selected organisations has one stored now.", messages.WARNING
+            )
+            return
         orgs = "organisation" if removed == 1 else "organisations"
         self.message_user(request, f"Removed the Claude API key of {removed} {orgs}.", messages.SUCCESS)
 

@@ -643,6 +643,19 @@ class TestRemoveKeyAction:
         assert CANARY_KEY not in page and GOOD_KEY not in page
         assert ClaudeApiKey.objects.count() == 2
 
+    def test_a_confirmation_whose_keys_were_removed_meanwhile_says_nothing_was_removed(self, world, staff):
+        # The customer removed their key while staff's confirmation stood open: "Removed … of 0" read as a success.
+        store_key(world.acme, CANARY_KEY)
+        action = {"action": "remove_claude_api_key", "_selected_action": [world.acme.pk], "index": "0"}
+        staff.post(ORGS, action)
+        ClaudeApiKey.objects.filter(organisation=world.acme).delete()
+
+        response = staff.post(ORGS, {**action, "confirm": "yes"}, follow=True)
+
+        said = [(m.level_tag, str(m)) for m in response.context["messages"]]
+        assert said == [("warning", "No key was removed: none of the selected organisations has one stored now.")]
+        assert not AuditEvent.objects.exists()
+
     def test_a_removal_is_in_the_organisations_history_and_one_with_no_key_is_not(self, world, staff):
         # Staff answering "who removed our key?" open the organisation's History, where a plan change shows too.
         store_key(world.acme, CANARY_KEY)

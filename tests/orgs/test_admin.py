@@ -643,6 +643,20 @@ class TestRemoveKeyAction:
         assert CANARY_KEY not in page and GOOD_KEY not in page
         assert ClaudeApiKey.objects.count() == 2
 
+    def test_the_confirmation_looks_like_djangos_own_and_leads_back_to_the_organisations(self, world, staff):
+        # Django's deletion confirmation marks its "Yes" as destructive (red) and its "No" as the way out (grey), by
+        # the body's class; without it both were the same blue button. Its breadcrumbs lead back to the list.
+        store_key(world.acme, CANARY_KEY)
+
+        page = staff.post(ORGS, {"action": "remove_claude_api_key", "_selected_action": [world.acme.pk]})
+        html_ = page.content.decode()
+
+        body = re.search(r"<body[^>]*class=\"([^\"]*)\"", html_).group(1).split()
+        assert "delete-confirmation" in body and "model-organisation" in body
+        breadcrumbs = re.search(r'<div class="breadcrumbs">(.*?)</div>', html_, re.S).group(1)
+        assert f'href="{ORGS}"' in breadcrumbs and "Organisations" in breadcrumbs
+        assert 'value="Yes, remove the key"' in html_  # one key: not "the keys"
+
     def test_a_confirmation_whose_keys_were_removed_meanwhile_says_nothing_was_removed(self, world, staff):
         # The customer removed their key while staff's confirmation stood open: "Removed … of 0" read as a success.
         store_key(world.acme, CANARY_KEY)

@@ -481,6 +481,10 @@ class AuditEventAdmin(admin.ModelAdmin):
     list_display = ["created_at", "organisation", "action", "detail", "actor_email", "ip_address", "via"]
     list_filter = ["action", "via"]
     search_fields = ["organisation__slug", "organisation__name", "actor_email"]
+    # An event's own page, read-only: when it happened first (created_at is no form field, so Django's default left
+    # it out), then who did what, and from where.
+    fields = ["created_at", "organisation", "action", "detail", "actor", "actor_email", "ip_address", "via"]
+    readonly_fields = fields
     # A count of the whole table beside each filtered list ("N total"): the log only grows, and counting a
     # million rows on PostgreSQL reads them all, on every page of every search.
     show_full_result_count = False

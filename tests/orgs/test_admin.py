@@ -755,6 +755,19 @@ class TestOtherModels:
         assert AuditEvent.objects.filter(pk=event.pk, action=AuditAction.KEY_SAVED).exists()
         assert CANARY_KEY not in listing + change.content.decode()
 
+    def test_an_audit_events_page_says_when_it_happened(self, world, staff):
+        # The list has the time; the event's own page left it out (created_at is not a form field), so a row opened
+        # from a search said who and what but not when.
+        event = AuditEvent.objects.create(
+            organisation=world.acme, action=AuditAction.KEY_REMOVED, actor_email="admin@acme.test", ip="203.0.113.9"
+        )
+        AuditEvent.objects.filter(pk=event.pk).update(created_at=timezone.now().replace(2026, 3, 12, 9, 30))
+
+        text = page_text(staff.get(f"/admin/orgs/auditevent/{event.pk}/change/"))
+
+        assert "Created at: 12 Mar 2026, 9:30 a.m." in text
+        assert "IP: 203.0.113.9" in text and "Ip:" not in text
+
     def test_the_key_model_is_not_in_admin(self, world, staff):
         store_key(world.acme, CANARY_KEY)
 

@@ -67,7 +67,6 @@ class OrganisationAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
     inlines = [MembershipInline]
     actions = ["remove_claude_api_key"]
-    readonly_fields = ["claude_api_key_stored"]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change, **kwargs)
@@ -80,12 +79,23 @@ class OrganisationAdmin(admin.ModelAdmin):
             )
         return form
 
+    def get_readonly_fields(self, request, obj=None):
+        # Staff who may not change organisations have no removal action: they are not sent to look for it.
+        key = "claude_api_key_stored" if self.has_change_permission(request, obj) else "claude_api_key_stored_only"
+        return [*super().get_readonly_fields(request, obj), key]
+
     @admin.display(description="Claude API key")
-    def claude_api_key_stored(self, obj) -> str:
+    def claude_api_key_stored_only(self, obj) -> str:
         # Whether one is stored, and nothing of the key itself: not even its ciphertext reaches admin.
         if obj is None or not obj._key_set:  # annotated by get_queryset, which the change page reads through
             return "None stored."
-        state = "Stored, in use." if obj.allows_byom else "Stored, but unused on this plan."
+        return "Stored, in use." if obj.allows_byom else "Stored, but unused on this plan."
+
+    @admin.display(description="Claude API key")
+    def claude_api_key_stored(self, obj) -> str:
+        state = self.claude_api_key_stored_only(obj)
+        if obj is None or not obj._key_set:
+            return state
         return f"{state} Remove it with the list's action “Remove the Claude API key of the selected organisations…”."
 
     def save_model(self, request, obj, form, change) -> None:

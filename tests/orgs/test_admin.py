@@ -597,6 +597,18 @@ class TestRemoveKeyAction:
         assert stored_key(world.acme) == CANARY_KEY
         assert not AuditEvent.objects.exists()
 
+    def test_staff_who_may_only_view_are_not_sent_to_an_action_they_do_not_have(self, world):
+        viewer = make_user("viewer@opsion.test", is_staff=True)
+        viewer.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+        store_key(world.acme, CANARY_KEY)
+
+        viewed = page_text(console(viewer).get(f"{ORGS}{world.acme.pk}/change/"))
+        changed = page_text(console(world.staff).get(f"{ORGS}{world.acme.pk}/change/"))
+
+        assert "Claude API key: Stored, in use." in viewed and "Remove it with" not in viewed
+        assert "Claude API key: Stored, in use. Remove it with the list's action" in changed
+        assert CANARY_KEY not in viewed
+
     def test_it_deletes_the_key_and_audits_the_removal(self, world, staff):
         store_key(world.acme, CANARY_KEY)
         store_key(world.globex, GOOD_KEY)

@@ -137,6 +137,12 @@ class MembershipForm(forms.ModelForm):
         return role
 
 
+class AccountActiveFilter(admin.BooleanFieldListFilter):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.title = "account active"  # the column's words, not the user field's "is active"
+
+
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
     """Every membership, searchable: where a large organisation's members are managed, since its own page lists only
@@ -144,14 +150,20 @@ class MembershipAdmin(admin.ModelAdmin):
     organisation are fixed once made (remove it and add another)."""
 
     form = MembershipForm
-    list_display = ["user", "organisation", "role"]
-    list_filter = ["role"]
+    # A deactivated Owner or Admin still holds the role but cannot sign in to manage the key: staff refused a save for
+    # leaving no *active* Owner or Admin see which ones are not.
+    list_display = ["user", "organisation", "role", "account_active"]
+    list_filter = ["role", ("user__is_active", AccountActiveFilter)]
     search_fields = ["user__email", "organisation__slug", "organisation__name"]
     list_select_related = ["user", "organisation"]
     autocomplete_fields = ["user", "organisation"]
 
     def get_readonly_fields(self, request, obj=None):
         return ["user", "organisation"] if obj is not None else []
+
+    @admin.display(boolean=True, description="Account active", ordering="user__is_active")
+    def account_active(self, obj: Membership) -> bool:
+        return obj.user.is_active
 
     def changelist_view(self, request, extra_context=None):
         # Reached from a large organisation's page, filtered to it: the title says which organisation that is.

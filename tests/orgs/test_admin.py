@@ -1226,6 +1226,24 @@ class TestMembershipPage:
     def staff_changes(self, world) -> set:
         return {(e.action, e.detail) for e in AuditEvent.objects.filter(organisation=world.acme, via="admin")}
 
+    def test_it_shows_and_filters_whose_account_is_deactivated(self, world, staff):
+        # A deactivated Owner still reads "Owner", yet cannot sign in to manage the key: staff refused a save for
+        # leaving no *active* Owner or Admin could not see which ones were not.
+        world.acme_owner.is_active = False
+        world.acme_owner.save(update_fields=["is_active"])
+
+        listing = staff.get("/admin/orgs/membership/", {"organisation__id__exact": world.acme.pk}).content.decode()
+        inactive = staff.get("/admin/orgs/membership/", {"user__is_active__exact": "0"}).content.decode()
+
+        rows = {}
+        for row in re.findall(r"<tr>.*?</tr>", listing, re.S):
+            if found := re.search(r">([a-z]+@acme\.test)<", row):
+                rows[found.group(1)] = row
+        assert 'class="field-account_active"' in rows["owner@acme.test"] and 'alt="False"' in rows["owner@acme.test"]
+        assert 'alt="True"' in rows["admin@acme.test"]
+        assert "owner@acme.test" in inactive and "admin@acme.test" not in inactive
+        assert "By account active" in page_text(staff.get("/admin/orgs/membership/"))
+
     def test_a_large_organisations_page_links_to_its_members(self, world, staff, monkeypatch):
         monkeypatch.setattr(org_admin.MembershipInline, "all_rows_up_to", 2)
 

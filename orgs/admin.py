@@ -285,7 +285,7 @@ class UserAdmin(BaseUserAdmin):
     search_fields = ["email", "name"]
     fieldsets = [
         (None, {"fields": ["email", "password"]}),
-        ("Profile", {"fields": ["name"]}),
+        ("Profile", {"fields": ["name", "organisations"]}),
         ("Permissions", {"fields": ["is_active", "is_staff", "is_superuser", "groups", "user_permissions"]}),
         ("Dates", {"fields": ["last_login", "date_joined"]}),
     ]
@@ -296,13 +296,23 @@ class UserAdmin(BaseUserAdmin):
     # support account could make itself a superuser. Only superusers grant or take away staff status
     # and permissions, or change another staff account (its password included).
     def get_readonly_fields(self, request, obj=None):
-        readonly = super().get_readonly_fields(request, obj)
+        readonly = (*super().get_readonly_fields(request, obj), "organisations")
         if obj is not None and obj.pk == request.user.pk:
             # Nor their own e-mail address: a password reset link goes there, so someone holding a staff member's
             # session could have it mailed to them and set the password that outlives the session, past admin's
             # password change, which asks for the old one. Another superuser changes it.
             readonly = (*readonly, "email")
         return readonly if request.user.is_superuser else (*readonly, *self.privilege_fields)
+
+    @admin.display(description="Organisations")
+    def organisations(self, obj: User) -> str:
+        """Where the user is a member, and as what: staff deactivating or resetting an account ask that first."""
+        memberships = Membership.objects.for_user(obj)
+        if not memberships:
+            return "None."
+        listed = ", ".join(f"{m.organisation} ({m.get_role_display()})" for m in memberships)
+        changelist = f"{reverse('admin:orgs_membership_changelist')}?user__id__exact={obj.pk}"
+        return format_html('{} <a href="{}">Their memberships</a>', listed, changelist)
 
     def has_change_permission(self, request, obj=None) -> bool:
         if obj is not None and obj.is_staff and obj != request.user and not request.user.is_superuser:

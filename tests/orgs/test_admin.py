@@ -704,6 +704,19 @@ class TestOtherModels:
         assert "admin@acme.test" in listing
         assert 'name="email" value="admin@acme.test"' in change
 
+    def test_a_users_page_names_their_organisations_and_links_to_their_memberships(self, world, staff):
+        # Staff deactivating or resetting someone ask first where they are a member, and as what.
+        Membership.objects.create(user=world.acme_member, organisation=world.globex, role=Role.ADMIN)
+
+        response = staff.get(f"/admin/orgs/user/{world.acme_member.pk}/change/")
+        outsider = page_text(staff.get(f"/admin/orgs/user/{world.outsider.pk}/change/"))
+
+        assert "Organisations: Acme Digital Assets (Member), Globex Payments (Admin)" in page_text(response)
+        assert f'href="/admin/orgs/membership/?user__id__exact={world.acme_member.pk}"' in response.content.decode()
+        assert "Organisations: None." in outsider
+        theirs = staff.get("/admin/orgs/membership/", {"user__id__exact": world.acme_member.pk})
+        assert theirs.status_code == 200 and "2 memberships" in page_text(theirs)
+
     def test_api_tokens_never_show_their_hash(self, world, staff):
         _, raw = services.api_token_create(user=world.acme_admin, name="pipeline")
         token = ApiToken.objects.get()

@@ -24,6 +24,12 @@ class KeySourceFilter(admin.SimpleListFilter):
         return queryset.filter(key_source=self.value()) if self.value() else queryset
 
 
+class EndedFilter(admin.ChoicesFieldListFilter):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.title = "how it ended"  # beside the list's "Ended" column, in its words, not the field's "stop reason"
+
+
 @admin.register(InsightQuery)
 class InsightQueryAdmin(admin.ModelAdmin):
     list_display = [
@@ -36,7 +42,7 @@ class InsightQueryAdmin(admin.ModelAdmin):
         "ended",
         "output_tokens",
     ]
-    list_filter = [KeySourceFilter, "outcome", "stop_reason"]
+    list_filter = [KeySourceFilter, "outcome", ("stop_reason", EndedFilter)]
     exclude = ["key_source"]  # shown as `key` below, in staff's words
     readonly_fields = ["key"]
     search_fields = ["organisation__slug", "organisation__name", "user__email"]

@@ -491,6 +491,10 @@ def test_staff_see_how_each_answer_ended_read_only(world, staff):
     page = html.unescape(staff.get(f"/admin/insights/insightquery/{cut.pk}/change/").content.decode())
 
     assert "Ended" in listed
+    assert "By how it ended" in page_text(
+        staff.get("/admin/insights/insightquery/")
+    )  # the column's word, not the field's
+    assert "stop reason" not in page_text(staff.get("/admin/insights/insightquery/")).lower()
     assert "Cut short at the length limit" in listed and "Claude declined" in listed and "Complete" in listed
     assert f"/admin/insights/insightquery/{cut.pk}/change/" in filtered
     assert f"/admin/insights/insightquery/{whole.pk}/change/" not in filtered

@@ -60,9 +60,14 @@ def require_key_manager(membership: Membership) -> None:
 AUDIT_LOG_READERS = "Only an Owner or Admin of this organisation can read its audit log."
 
 
+def can_read_audit_log(membership: Membership) -> bool:
+    """The audit log is for those who manage the key."""
+    return membership.can_manage
+
+
 def require_audit_reader(membership: Membership) -> None:
     """The audit log is for those who manage the key. Raises RoleRequired."""
-    if not membership.can_manage:
+    if not can_read_audit_log(membership):
         raise RoleRequired(AUDIT_LOG_READERS)
 
 

@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from insights.suggestions import SUGGESTED_QUERIES
+from orgs.models import Membership, Role
 from tests.base import GOOD_KEY, PASSWORD
 from tests.browser.support import MASK, PHONE, focus_outline, sign_in, tab_to
 
@@ -73,6 +74,20 @@ def test_the_organisation_menu_closes_on_a_click_elsewhere_as_menus_do(app, page
     page.locator("details.switcher summary").click()  # and a click inside still works as before
     page.locator(".switcher__menu").click(position={"x": 2, "y": 2})
     expect(page.locator(".switcher__menu")).to_be_visible()
+
+
+def test_switching_organisation_from_settings_opens_the_other_organisations_settings(app, page, world):
+    Membership.objects.create(user=world.acme_admin, organisation=world.globex, role=Role.MEMBER)
+    sign_in(page, app.url, "admin@acme.test")
+    page.goto(f"{app.url}/orgs/acme/settings/")
+
+    page.locator("details.switcher summary").focus()
+    page.keyboard.press("Enter")
+    tab_to(page, ".switcher__menu a[href^='/orgs/globex/']")
+    page.keyboard.press("Enter")
+
+    expect(page).to_have_url(f"{app.url}/orgs/globex/settings/")
+    expect(page.locator("details.switcher summary")).to_contain_text("Globex Payments")
 
 
 def test_after_a_wrong_password_the_keyboard_user_types_it_again_and_presses_enter(app, page, world):

@@ -215,6 +215,31 @@ class TestSettingsPages:
         assert 'href="/orgs/initech/insights/" aria-current="true"' in switcher
         assert "umbrella" not in switcher.lower()
 
+    @pytest.mark.parametrize(
+        ("page", "expected"),
+        [
+            ("/orgs/initech/insights/", {"acme": "insights/", "globex": "insights/", "initech": "insights/"}),
+            ("/orgs/initech/settings/", {s: "settings/" for s in ("acme", "globex", "initech")}),
+            ("/orgs/initech/settings/?revoke=TOKEN", {s: "settings/" for s in ("acme", "globex", "initech")}),
+            # An Owner and an Admin may read the audit log; a Member may not, so there the nearest page is Settings.
+            (
+                "/orgs/acme/settings/audit-log/",
+                {"acme": "settings/audit-log/", "globex": "settings/audit-log/", "initech": "settings/"},
+            ),
+            ("/accounts/password/?next=/orgs/acme/settings/", {s: "insights/" for s in ("acme", "globex", "initech")}),
+        ],
+    )
+    def test_the_switcher_keeps_the_kind_of_page_where_their_role_allows(self, world, pat, page, expected):
+        token, _ = services.api_token_create(user=pat, name="ci")
+        response = console(pat).get(page.replace("TOKEN", str(token.pk)))
+        assert response.status_code == 200
+
+        switcher = re.search(r'<details class="switcher[^"]*">.*?</details>', response.content.decode(), re.S).group(0)
+        links = dict(re.findall(r'<a href="/orgs/([a-z]+)/([^"]*)"', switcher))
+        assert links == expected
+        for slug, rest in links.items():
+            assert console(pat).get(f"/orgs/{slug}/{rest}").status_code == 200
+
     def test_the_insights_meter_shows_each_organisations_own_window(self, world, pat):
         seed(world.acme, *[60] * 3)
         seed(world.initech, *[60] * 7)

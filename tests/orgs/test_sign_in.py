@@ -321,8 +321,9 @@ class TestSwitcher:
         # Its name starts with what it shows, the current organisation, then says what it does.
         name = '<summary>Globex Payments<span class="visually-hidden">, switch organisation</span></summary>'
         assert name in switcher
-        assert re.search(r'href="/orgs/globex/insights/" aria-current="true">Globex Payments', switcher)
-        assert re.search(r'href="/orgs/acme/insights/">Acme Digital Assets <span class="muted">· Admin', switcher)
+        # From Settings, each goes to that organisation's Settings (other pages: test_several_organisations).
+        assert re.search(r'href="/orgs/globex/settings/" aria-current="true">Globex Payments', switcher)
+        assert re.search(r'href="/orgs/acme/settings/">Acme Digital Assets <span class="muted">· Admin', switcher)
         assert "Initech" not in switcher
 
     def test_the_tabs_follow_the_current_organisation(self, world):

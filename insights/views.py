@@ -18,6 +18,7 @@ from insights.rendering import render_markdown
 from insights.suggestions import SUGGESTED_QUERIES
 from opsion.errors import InvalidRequest, NotFound, Refused, refused_json
 from orgs import access, drafts, guards
+from orgs import services as orgs_services
 from orgs.models import Membership
 
 ANSWER_ID = re.compile(r"[0-9]{1,18}")
@@ -96,6 +97,7 @@ def _sign_in_keeps_the_question(view):
 def query_page(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
     if request.method in ("GET", "HEAD"):
+        orgs_services.organisation_opened(membership=membership)
         answered = request.GET.get("answered", "")
         after = _older_than(request)
         answered_id = int(answered) if ANSWER_ID.fullmatch(answered) else None

@@ -87,6 +87,13 @@ def can_see_operator_notices(user, membership: Membership | None) -> bool:
     return bool(settings.DEBUG and membership and membership.can_manage)
 
 
-def first_organisation(user) -> Organisation | None:
-    membership = Membership.objects.for_user(user).first()
+def landing_organisation(user) -> Organisation | None:
+    """Where the home page (so signing in without a `next`) takes the user: the organisation they last opened
+    in the console while they are still a member of it, else their first by name; None if they are in none."""
+    memberships = Membership.objects.for_user(user)
+    if user.last_organisation_id is not None:
+        last = memberships.filter(organisation_id=user.last_organisation_id).first()
+        if last is not None:
+            return last.organisation
+    membership = memberships.first()
     return membership.organisation if membership else None

@@ -32,6 +32,11 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_staff = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
     date_joined = models.DateTimeField(default=timezone.now)
+    # Where signing in lands (orgs.access.landing_organisation). Written by the console's pages only when it
+    # changes (services.organisation_opened), never by the API, so a request in the same organisation writes nothing.
+    last_organisation = models.ForeignKey(
+        "orgs.Organisation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
 
     objects = UserManager()
 

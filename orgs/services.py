@@ -158,6 +158,17 @@ def claude_api_key_mark(*, org: Organisation, status: str, saved_at) -> None:
     )
 
 
+def organisation_opened(*, membership: Membership) -> None:
+    """Remember the member's organisation as the one they last opened in the console, where signing in lands.
+    Raises nothing. Writes only when it changed (one UPDATE of one column), so moving about one organisation's
+    pages costs no write; the API never calls it, so no API request writes for it."""
+    user, org = membership.user, membership.organisation
+    if user.last_organisation_id == org.pk:
+        return
+    User.objects.filter(pk=user.pk).update(last_organisation=org)
+    user.last_organisation_id = org.pk
+
+
 def _hash(raw_token: str) -> str:
     return hashlib.sha256(raw_token.encode()).hexdigest()
 

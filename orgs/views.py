@@ -32,7 +32,7 @@ TOKEN_ALREADY_CREATED = (
 @require_safe
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    org = access.first_organisation(request.user)
+    org = access.landing_organisation(request.user)
     if org is None:
         # Tokens outlive memberships (re-added, a user's tokens work again): they stay revocable here.
         if REVOKE in request.GET:
@@ -114,6 +114,7 @@ def _refused_page(request: HttpRequest, membership: Membership, refused: Refused
 @login_required
 def settings_page(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
+    services.organisation_opened(membership=membership)
     if request.GET.get("confirm") == "remove" and membership.can_manage:
         # The Remove button's confirmation step is a page of its own (a GET), so Back and reload from
         # what follows never ask to resend a form.
@@ -137,6 +138,7 @@ def _audit_reader(request: HttpRequest, slug: str) -> Membership:
 @login_required
 def audit_log(request: HttpRequest, slug: str) -> HttpResponse:
     membership = _audit_reader(request, slug)
+    services.organisation_opened(membership=membership)
     page = selectors.audit_log_page(membership.organisation, request.GET.get("page"))
     return render(
         request, "orgs/audit_log.html", {"membership": membership, "org": membership.organisation, "page": page}

@@ -1,14 +1,16 @@
-"""Signing in with an e-mail address, landing on the first organisation, the switcher, signing out."""
+"""Signing in with an e-mail address, landing on the organisation last opened, the switcher, signing out."""
 
 import html
 import re
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from orgs.models import Membership, Role
 from tests.base import PASSWORD, make_user
-from tests.clients import console
+from tests.clients import bearer, console
 from tests.orgs.helpers import csrf_token_from
 
 LOGIN = "/accounts/login/"
@@ -41,6 +43,53 @@ def test_the_first_organisation_is_the_first_by_name(world):
     response = sign_in(Client(), "member@initech.test", follow=True)
 
     assert response.redirect_chain[-1] == ("/orgs/globex/insights/", 302)
+
+
+def test_signing_in_lands_on_the_organisation_last_opened(world):
+    Membership.objects.create(user=world.initech_member, organisation=world.globex, role=Role.MEMBER)
+    client = Client()
+    sign_in(client, "member@initech.test")
+    assert client.get("/orgs/initech/settings/").status_code == 200
+    client.post("/accounts/logout/")
+
+    response = sign_in(client, "member@initech.test", follow=True)
+
+    assert response.redirect_chain[-1] == ("/orgs/initech/insights/", 302)  # not Globex, the first by name
+    assert sign_in(Client(), "member@initech.test", next="/orgs/globex/settings/")["Location"] == (
+        "/orgs/globex/settings/"
+    )  # a `next` still wins
+
+
+def test_removed_from_the_organisation_last_opened_they_land_on_the_first_by_name(world):
+    Membership.objects.create(user=world.initech_member, organisation=world.globex, role=Role.MEMBER)
+    Membership.objects.create(user=world.initech_member, organisation=world.acme, role=Role.MEMBER)
+    client = Client()
+    sign_in(client, "member@initech.test")
+    client.get("/orgs/initech/insights/")
+    Membership.objects.filter(user=world.initech_member, organisation=world.initech).delete()
+
+    response = sign_in(Client(), "member@initech.test", follow=True)
+
+    assert response.redirect_chain[-1] == ("/orgs/acme/insights/", 302)
+
+
+def test_opening_the_same_organisation_again_writes_nothing_and_the_api_never_does(world):
+    Membership.objects.create(user=world.initech_member, organisation=world.globex, role=Role.MEMBER)
+    client = console(world.initech_member)
+    client.get("/orgs/globex/insights/")
+    api = console(headers=bearer(world.initech_member))
+
+    with CaptureQueriesContext(connection) as again:
+        assert client.get("/orgs/globex/settings/").status_code == 200
+    with CaptureQueriesContext(connection) as by_token:
+        assert api.get("/api/v1/orgs/initech/insights/usage").status_code == 200
+    with CaptureQueriesContext(connection) as by_session:
+        assert client.get("/api/v1/orgs/initech/insights/usage").status_code == 200
+
+    for captured in (again, by_token, by_session):
+        assert not [q["sql"] for q in captured.captured_queries if q["sql"].startswith('UPDATE "orgs_user"')]
+    world.initech_member.refresh_from_db()
+    assert world.initech_member.last_organisation == world.globex  # the API changed nothing
 
 
 def test_the_email_is_not_case_sensitive(world):

@@ -76,6 +76,10 @@ def send_reset_email(*, user: User, domain: str, protocol: str, script_prefix: s
         "token": default_token_generator.make_token(user),
         "protocol": protocol,
         "valid_for": valid_for(),
+        # As the link's page offers to revoke them, only an account whose tokens still work is told they keep
+        # working. Counted in the query that found the account (ResetRequestForm.get_users): this thread reads no
+        # database.
+        "api_tokens_working": user.api_tokens_working,
     }
     subject = "".join(render_to_string(PasswordResetView.subject_template_name, context).splitlines())
     body = render_to_string(PasswordResetView.email_template_name, context)

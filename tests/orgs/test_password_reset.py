@@ -5,15 +5,18 @@ import re
 import smtplib
 import threading
 import zlib
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from django.contrib.auth.tokens import default_token_generator
 from django.core.mail.backends import locmem
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import set_script_prefix
+from django.utils import timezone
 
-from orgs import mailer
+from orgs import mailer, services
 from orgs.models import User
 from tests.base import PASSWORD, make_user
 from tests.clients import bearer, console
@@ -27,6 +30,7 @@ LINK = re.compile(r"(https?)://([^/\s]+)(/accounts/password/reset/[\w-]+/[\w-]+/
 ASK_SUPPORT = "Ask Opsion support to set a new password for you"
 CHECK_INBOX = "If an Opsion account uses that address, an e-mail with a link to choose a new password is on its way"
 LOCKED = "Too many password reset requests. Please try again in "
+DAY = timedelta(days=1)
 
 
 def ask(address: str, client: Client | None = None, **extra):
@@ -155,11 +159,31 @@ def test_a_known_address_gets_one_plain_text_email_naming_opsion_and_how_long_th
     assert "Opsion" in message.body and "works once, for 1 hour" in message.body
     assert LINK.search(message.body).group(1, 2) == ("http", "testserver")
     assert "If you did not ask for this, ignore this e-mail" in message.body
+    # member@acme.test holds no API token, so the e-mail says nothing of tokens (as the link's page offers nothing).
+    assert "Once you set it, every browser signed in as you is signed out." in " ".join(message.body.split())
+    assert "token" not in message.body.replace(LINK.search(message.body)[0], "").lower()
+    assert "&" not in message.body.replace(LINK.search(message.body)[0], "")  # plain text: nothing HTML-escaped
+
+
+def test_the_email_says_api_tokens_keep_working_only_to_an_account_whose_tokens_still_work(world, mail):
+    services.api_token_create(user=world.acme_member, name="expired", expires_in_days=1, now=timezone.now() - DAY * 2)
+    ask("member@acme.test")
+    services.api_token_create(user=world.acme_member, name="ci")
+    ask("member@acme.test")
+
+    with CaptureQueriesContext(connection) as known:
+        ask("member@acme.test")
+    with CaptureQueriesContext(connection) as unknown:
+        ask("nobody@acme.test")
+
+    # Counted in the query that looks the account up: a known address costs the request no query more.
+    assert len(known.captured_queries) == len(unknown.captured_queries)
+    expired_only, working, _ = (" ".join(message.body.split()) for message in mail)
+    assert "every browser signed in as you is signed out." in expired_only and "API token" not in expired_only
     assert (
         "every browser signed in as you is signed out; your API tokens keep working unless you choose to revoke them "
-        "there too." in " ".join(message.body.split())
+        "there too." in working
     )
-    assert "&" not in message.body.replace(LINK.search(message.body)[0], "")  # plain text: nothing HTML-escaped
 
 
 def test_the_check_your_inbox_page_says_what_to_expect(db, mail):

@@ -10,7 +10,7 @@ e-mails is worth stealing, and none teaches people to follow a link in a securit
 sends none.
 """
 
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 
 from django.conf import settings
@@ -52,7 +52,7 @@ def key_changed(*, org: Organisation, actor, action: str, via: str, at: datetime
         "replaced": replaced,
         "by": by,
         "via": VIA[via],
-        "when": _utc(at),
+        "when": at,
         # A key left behind by a downgrade was not in use: its removal changes nothing for the queries.
         "in_use": org.allows_byom,
         "plan": org.get_plan_display(),
@@ -74,7 +74,7 @@ def password_changed(*, user: User, how: str, at: datetime, tokens_revoked: int,
         "how_code": how,
         "revoked": revoked_words(tokens_revoked) if tokens_revoked else "",
         "kept": kept_words(tokens_kept),
-        "when": _utc(at),
+        "when": at,
         "support": settings.SUPPORT_URL,
     }
     body = render_to_string("orgs/email/password_changed.txt", context)
@@ -106,8 +106,8 @@ def api_token_created(*, token: ApiToken) -> None:
     context = {
         "email": user.email,
         "name": token.name,
-        "when": _utc(token.created_at),
-        "expires": _utc(token.expires_at) if token.expires_at else "",
+        "when": token.created_at,
+        "expires": token.expires_at,
         "support": settings.SUPPORT_URL,
     }
     body = render_to_string("orgs/email/api_token_created.txt", context)
@@ -116,10 +116,6 @@ def api_token_created(*, token: ApiToken) -> None:
 
 def _who(user) -> str:
     return f"{user.name} ({user.email})" if getattr(user, "name", "") else user.email
-
-
-def _utc(moment: datetime) -> str:
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _send_on_commit(user: User, subject: str, body: str, what: str) -> None:

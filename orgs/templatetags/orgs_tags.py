@@ -25,6 +25,15 @@ def breakable_email(address: str) -> SafeString:
     return mark_safe(text.replace("@", "@<wbr>").replace(".", ".<wbr>"))  # noqa: S308 - escaped just above
 
 
+@register.filter
+def utc_time(moment: datetime | None) -> str:
+    """A moment as the console and its e-mails write it, in UTC whatever the server's zone: "30 Nov 2026, 08:04 UTC".
+    The one place that format is written; None is the empty string."""
+    if moment is None:
+        return ""
+    return f"{date_format(moment.astimezone(UTC), 'j M Y, H:i')} UTC"
+
+
 def _rounded(delta: timedelta) -> str:
     """A span to the nearest whole unit ("2 days 23 hours" is "3 days", not the "2 days" rounding down said): minutes
     under an hour, hours up to two days (so a date said to be "tomorrow" is never "in 2 days"), days beyond."""

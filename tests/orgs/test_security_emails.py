@@ -72,7 +72,9 @@ def assert_no_key_in(outbox) -> None:
 
 
 def utc(moment) -> str:
-    return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
+    """A time as the console writes it ("30 Nov 2026, 08:04 UTC"), spelt out here so that a change to either fails."""
+    at = moment.astimezone(UTC)
+    return f"{at.day} {at:%b %Y, %H:%M} UTC"
 
 
 @pytest.fixture
@@ -103,6 +105,7 @@ def test_a_key_saved_in_the_console_is_mailed_to_every_active_owner_and_admin_of
     assert to(outbox) == ACME_MANAGERS  # the actor too; no Member, no deactivated Admin, no other organisation's
     assert all(len(message.to) == 1 and not message.cc and not message.bcc for message in outbox)
     saved_at = AuditEvent.objects.get(organisation=crowd.acme, action=AuditAction.KEY_SAVED).created_at
+    page = console(crowd.acme_admin).get("/orgs/acme/settings/audit-log/").content.decode()
     for message in outbox:
         body = " ".join(message.body.split())
         assert message.subject == "Claude API key saved for Acme Digital Assets"
@@ -110,6 +113,7 @@ def test_a_key_saved_in_the_console_is_mailed_to_every_active_owner_and_admin_of
         assert "A Claude API key was saved for the Opsion organisation Acme Digital Assets." in body
         assert "By: Ada Admin (admin@acme.test), in the Opsion console" in body
         assert f"When: {utc(saved_at)}" in body
+        assert f"{utc(saved_at)}</td><td>Claude API key saved" in page  # as the audit log says it
         assert UNEXPECTED_SAVE in body and "audit log" in body and UNEXPECTED_REMOVAL not in body
         assert "because you are an Owner or Admin of Acme Digital Assets" in body
         assert "http" not in message.body  # no link at all, so none carrying a token
@@ -318,7 +322,7 @@ def assert_password_mail(outbox, address: str, how: str) -> None:
     assert f"The password of your Opsion account {address} was changed {how}" in body
     assert "If this wasn't you, reset your password" in body and "Forgot your password?" in body
     assert body.endswith("contact Opsion support: https://support.opsion.example/ — Opsion")  # no dot to click
-    assert " UTC" in body
+    assert re.search(rf"was changed {how}, at \d{{1,2}} [A-Z][a-z]{{2}} \d{{4}}, \d\d:\d\d UTC\.", body)
 
 
 def test_a_password_changed_in_the_console_is_mailed_to_its_user(world, committed):
@@ -540,7 +544,8 @@ def test_a_token_created_in_the_console_is_mailed_to_its_user_without_the_token(
     assert "A personal API token named “Reporting pipeline” was created on your Opsion account admin@acme.test" in body
     assert " UTC" in body and "revoke it in Settings → API tokens" in body
     token = world.acme_admin.api_tokens.get()
-    assert f"until it expires at {token.expires_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" in body
+    assert f"at {utc(token.created_at)}." in body
+    assert f"until it expires at {utc(token.expires_at)}, or until" in body
     assert token.prefix not in whole(message) and "opsn_" not in whole(message)
 
 

@@ -19,6 +19,7 @@ from insights.suggestions import SUGGESTED_QUERIES
 from opsion.errors import InvalidRequest, NotFound, Refused, refused_json
 from orgs import access, drafts, guards
 from orgs import services as orgs_services
+from orgs.account_views import SIGNED_IN_LANDING
 from orgs.models import Membership
 
 ANSWER_ID = re.compile(r"[0-9]{1,18}")
@@ -103,7 +104,10 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
         answered_id = int(answered) if ANSWER_ID.fullmatch(answered) else None
         # A HEAD leaves a question kept across sign-in for the page itself.
         take_draft = request.method == "GET"
-        return _page(request, membership, answered_id=answered_id, after=after, take_draft=take_draft)
+        landing = take_draft and request.session.pop(SIGNED_IN_LANDING, None) == request.path
+        return _page(
+            request, membership, answered_id=answered_id, after=after, take_draft=take_draft, signed_in_landing=landing
+        )
     # A suggestion button (the no-JavaScript path) asks its own question, whatever the box holds.
     text = request.POST.get("suggestion") or request.POST.get("query", "")
     wants_stream = "text/event-stream" in request.headers.get("Accept", "")

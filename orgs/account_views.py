@@ -21,6 +21,10 @@ from orgs.forms import ChangePasswordForm, SignInForm
 SIGN_IN_LOCKED = "Too many failed sign-in attempts. Please try again in {wait}."
 
 SIGNED_IN_TO = "signed_in_to"  # the page a sign-in returned to, until a form's URL reads it
+# A sign-in that named no page lands on the home page, which sends it on to AI Insights: the path it is bound for,
+# until that page is shown, which then starts in the question box (typing a question is a keyboard user's first step
+# there). Only that once: a reload, or the page opened later, starts at the top as every page does.
+SIGNED_IN_LANDING = "signed_in_landing"
 
 
 class GuardedPost:
@@ -75,6 +79,8 @@ class SignInView(GuardedPost, LoginView):
         response = super().form_valid(form)  # signs in: from here on the session is the user's own
         back_to = self.get_success_url()
         self.request.session[SIGNED_IN_TO] = urlsplit(back_to).path
+        if urlsplit(back_to).path == reverse("home"):
+            self.request.session[SIGNED_IN_LANDING] = reverse("home")
         drafts.keep(self.request, path=urlsplit(back_to).path, draft=drafts.posted(self.request))
         return response
 

@@ -18,7 +18,7 @@ from insights import services as insights_services
 from opsion.errors import NotFound, Refused
 from opsion.http import client_ip
 from orgs import access, audit_export, guards, recent_auth, selectors, services
-from orgs.account_views import SIGNED_IN_TO
+from orgs.account_views import SIGNED_IN_LANDING, SIGNED_IN_TO
 from orgs.forms import ApiTokenForm
 from orgs.models import Membership
 
@@ -33,6 +33,7 @@ TOKEN_ALREADY_CREATED = (
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     org = access.landing_organisation(request.user)
+    signed_in_here = request.session.pop(SIGNED_IN_LANDING, None) == request.path
     if org is None:
         # Tokens outlive memberships (re-added, a user's tokens work again): they stay revocable here.
         if REVOKE in request.GET:
@@ -41,6 +42,8 @@ def home(request: HttpRequest) -> HttpResponse:
     if REVOKE in request.GET:
         # Added to an organisation as this page stood open: the question goes where their tokens are listed now.
         return redirect(_revoke_confirmation_url(reverse("orgs:settings", args=[org.slug]), request.GET[REVOKE]))
+    if signed_in_here:
+        request.session[SIGNED_IN_LANDING] = reverse("insights:query", args=[org.slug])
     return redirect("insights:query", org.slug)
 
 

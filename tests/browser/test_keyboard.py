@@ -76,6 +76,17 @@ def test_the_organisation_menu_closes_on_a_click_elsewhere_as_menus_do(app, page
     expect(page.locator(".switcher__menu")).to_be_visible()
 
 
+def test_after_signing_in_the_keyboard_user_types_a_question_at_once(app, page):
+    sign_in(page, app.url, "member@acme.test")
+
+    expect(page.get_by_label("Your question")).to_be_focused()
+    page.keyboard.type("What does MiCAR require of a CASP?")
+    expect(page.get_by_label("Your question")).to_have_value("What does MiCAR require of a CASP?")
+    page.reload()  # an ordinary load starts at the top: Tab reaches the skip link first
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+
+
 def test_switching_organisation_from_settings_opens_the_other_organisations_settings(app, page, world):
     Membership.objects.create(user=world.acme_admin, organisation=world.globex, role=Role.MEMBER)
     sign_in(page, app.url, "admin@acme.test")

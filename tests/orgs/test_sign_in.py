@@ -385,3 +385,26 @@ class TestSwitcher:
         page = console(make_user("new@elsewhere.test")).get("/", follow=True).content.decode()
 
         assert 'class="switcher"' not in page
+
+
+QUESTION_BOX = re.compile(r"<textarea id=\"query\"[^>]*>")
+
+
+def test_the_landing_right_after_sign_in_starts_in_the_question_box_and_only_then(world):
+    client = Client()
+
+    landed = sign_in(client, "member@acme.test", follow=True)
+
+    assert landed.redirect_chain[-1] == ("/orgs/acme/insights/", 302)
+    assert "autofocus" in QUESTION_BOX.search(landed.content.decode()).group(0)  # typing a question comes first
+    # A reload, or the page opened again later, starts at the top as any page does (the skip link first).
+    assert "autofocus" not in QUESTION_BOX.search(client.get("/orgs/acme/insights/").content.decode()).group(0)
+
+
+def test_a_sign_in_going_to_another_page_leaves_focus_alone_on_ai_insights_later(world):
+    client = Client()
+    assert sign_in(client, "member@acme.test", next="/orgs/acme/settings/")["Location"] == "/orgs/acme/settings/"
+
+    page = client.get("/orgs/acme/insights/").content.decode()
+
+    assert "autofocus" not in QUESTION_BOX.search(page).group(0)

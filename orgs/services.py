@@ -6,7 +6,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
@@ -165,7 +165,11 @@ def organisation_opened(*, membership: Membership) -> None:
     user, org = membership.user, membership.organisation
     if user.last_organisation_id == org.pk:
         return
-    User.objects.filter(pk=user.pk).update(last_organisation=org)
+    try:
+        with transaction.atomic():  # the foreign key is checked when this commits
+            User.objects.filter(pk=user.pk).update(last_organisation=org)
+    except IntegrityError:
+        return  # staff deleted the organisation as its page opened: nothing to remember
     user.last_organisation_id = org.pk
 
 

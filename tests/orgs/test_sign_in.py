@@ -8,7 +8,8 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from orgs.models import Membership, Role
+from orgs import services
+from orgs.models import Membership, Organisation, Role
 from tests.base import PASSWORD, make_user
 from tests.clients import bearer, console
 from tests.orgs.helpers import csrf_token_from
@@ -90,6 +91,20 @@ def test_opening_the_same_organisation_again_writes_nothing_and_the_api_never_do
         assert not [q["sql"] for q in captured.captured_queries if q["sql"].startswith('UPDATE "orgs_user"')]
     world.initech_member.refresh_from_db()
     assert world.initech_member.last_organisation == world.globex  # the API changed nothing
+
+
+@pytest.mark.django_db(transaction=True)  # the foreign key is checked at commit: only a real commit meets it
+def test_an_organisation_deleted_as_its_page_opens_remembers_nothing_and_raises_nothing(world):
+    # Staff delete the organisation between the page's membership check and remembering it as the last opened.
+    membership = Membership.objects.select_related("user", "organisation").get(
+        user=world.initech_member, organisation=world.initech
+    )
+    Organisation.objects.filter(pk=world.initech.pk).delete()
+
+    services.organisation_opened(membership=membership)
+
+    world.initech_member.refresh_from_db()
+    assert world.initech_member.last_organisation is None
 
 
 def test_the_email_is_not_case_sensitive(world):

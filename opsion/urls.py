@@ -1,25 +1,12 @@
 from django.conf import settings
 from django.contrib import admin
-from django.db import connection
-from django.db.utils import DatabaseError
-from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from django.views.generic import RedirectView
 
 from opsion.api import api
+from opsion.health import healthz
 from orgs import account_views, password_reset
 from orgs import views as org_views
-
-
-def healthz(request: HttpRequest) -> JsonResponse:
-    """For load balancers: 200 when the database answers, 503 when it does not."""
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except DatabaseError:
-        return JsonResponse({"status": "unavailable", "database": False}, status=503)
-    return JsonResponse({"status": "ok", "database": True})
-
 
 handler400 = "opsion.views.bad_request"
 

@@ -1,0 +1,78 @@
+"""GET /healthz: whether this process can serve, for load balancers."""
+
+import logging
+
+from django.conf import settings
+from django.contrib.staticfiles.storage import staticfiles_storage
+from django.core.signals import setting_changed
+from django.db import connection
+from django.db.utils import DatabaseError
+from django.dispatch import receiver
+from django.http import HttpRequest, JsonResponse
+
+log = logging.getLogger("opsion")
+
+# base.html links it on every page: a name the storage cannot resolve makes every page a 500.
+PAGE_STYLESHEET = "css/opsion.css"
+NO_STATIC_FILES = (
+    "The static files manifest is missing or unreadable, so every page would fail: run collectstatic, then restart."
+)
+
+# Once the storage has resolved a page's file it keeps doing so (it reads its manifest once, when first used), so
+# the good result is kept for the process and later probes cost nothing. A bad one is looked at again on each probe,
+# but logged once: a probe every few seconds would otherwise fill the log with the same line.
+_static_files_ok = False
+_static_files_failure_logged = False
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """200 when the database answers and pages can be rendered; 503, saying which is not so, otherwise."""
+    database = _database_answers()
+    static_files = _static_files_resolve()
+    body = {"status": "ok" if database and static_files else "unavailable", "database": database}
+    body["staticFiles"] = static_files
+    if not static_files:
+        body["reason"] = NO_STATIC_FILES
+    return JsonResponse(body, status=200 if database and static_files else 503)
+
+
+def _database_answers() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError:
+        return False
+    return True
+
+
+def _static_files_resolve() -> bool:
+    """Whether the static files storage resolves a name every page refers to, as rendering the page would. With
+    STATIC_MANIFEST on that needs collectstatic's manifest, read when this process first used the storage: one
+    written after that serves nobody until a restart. Plain storage (STATIC_MANIFEST off) always resolves."""
+    global _static_files_ok, _static_files_failure_logged
+    if _static_files_ok:
+        return True
+    try:
+        staticfiles_storage.url(PAGE_STYLESHEET)
+    except (ValueError, OSError) as failure:  # no entry in the manifest (none there); a corrupt or unreadable one
+        if not _static_files_failure_logged:
+            _static_files_failure_logged = True
+            log.error(
+                "/healthz answers 503: the static files storage cannot resolve %s (%s: %s). Run collectstatic so "
+                "that STATIC_ROOT (%s) holds staticfiles.json, then restart.",
+                PAGE_STYLESHEET,
+                type(failure).__name__,
+                failure,
+                settings.STATIC_ROOT,
+            )
+        return False
+    _static_files_ok = True
+    return True
+
+
+@receiver(setting_changed)
+def _forget_static_files_result(setting: str, **kwargs) -> None:
+    # Tests swap the storage and its root; Django resets its staticfiles_storage the same way.
+    global _static_files_ok, _static_files_failure_logged
+    if setting in ("STORAGES", "STATIC_ROOT", "STATIC_URL"):
+        _static_files_ok = _static_files_failure_logged = False

@@ -12,6 +12,9 @@ from opsion.errors import error_json
 log = logging.getLogger("opsion")
 
 UNAVAILABLE = "Opsion is temporarily unavailable. Please try again shortly."
+# "Shortly", as a client can read it (Retry-After): a hint, as no one here knows how long the database stays away;
+# the same as AI Insights' own 503 (insights.services.UNAVAILABLE_RETRY_SECONDS).
+UNAVAILABLE_RETRY_SECONDS = 30
 
 
 class CSPMiddleware(BaseCSPMiddleware):
@@ -140,8 +143,10 @@ def database_unavailable(request: HttpRequest) -> HttpResponse:
     """The 503 for a lost database: JSON under /api/, a plain page elsewhere."""
     log.error("database unavailable while serving %s %s", request.method, request.path)
     if request.path.startswith("/api/"):
-        return error_json("service_unavailable", UNAVAILABLE, 503)
-    return HttpResponse(render_to_string("503.html", {"message": UNAVAILABLE}), status=503)
+        return error_json("service_unavailable", UNAVAILABLE, 503, retry_after=UNAVAILABLE_RETRY_SECONDS)
+    response = HttpResponse(render_to_string("503.html", {"message": UNAVAILABLE}), status=503)
+    response["Retry-After"] = str(UNAVAILABLE_RETRY_SECONDS)
+    return response
 
 
 class ApiHeadMiddleware:

@@ -5,6 +5,7 @@ from ninja import Field, Query, Router, Schema
 from pydantic import ConfigDict
 
 from opsion.http import client_ip
+from opsion.middleware import UNAVAILABLE_RETRY_SECONDS
 from orgs import access, selectors, services, validation
 from orgs.models import AuditAction, KeyStatus, Membership, Plan, Role
 
@@ -24,7 +25,10 @@ BODY_ERRORS = (
 )
 CSRF_ERRORS = "`csrf_failed` (403, writes with the browser session)"
 # Every operation's, named in each description by errors().
-SERVER_ERRORS = "`server_error` (500: our failure, logged), `service_unavailable` (503: the database unavailable)"
+SERVER_ERRORS = (
+    "`server_error` (500: our failure, logged), `service_unavailable` (503: the database unavailable, Retry-After: "
+    f"{UNAVAILABLE_RETRY_SECONDS}, a hint)"
+)
 
 
 def errors(*groups: str) -> str:
@@ -201,14 +205,23 @@ def page_body(items: list, *, limit: int, offset: int, after: int | None) -> dic
     return {"items": items[:limit], "limit": limit, "offset": offset, "after": after, "hasMore": has_more}
 
 
+# Sent with every answer of that status, on every operation: 401's challenge, and 503's Retry-After (the database
+# unavailable, or Anthropic on askQuestion).
+ALWAYS = {401: ("WWW-Authenticate",), 503: ("Retry-After",)}
+
+
 def headers(**by_status: tuple[str, ...]) -> dict:
     """`openapi_extra` documenting the response headers clients read, by status (`s429=("Retry-After",)`),
-    and 401's WWW-Authenticate on every operation. Only a 200's (and 401's) are always sent: an error status
-    may come from a check made before the header's value is known (a malformed body, say)."""
-    documented = {401: ("WWW-Authenticate",)} | {int(status[1:]): names for status, names in by_status.items()}
+    and ALWAYS's on every operation. Only a 200's (as HEADERS declares them) and ALWAYS's are always sent: an error
+    status may come from a check made before the header's value is known (a malformed body, say)."""
+    documented = {status: {name: {"required": True} for name in names} for status, names in ALWAYS.items()}
+    for key, names in by_status.items():
+        status = int(key[1:])
+        for name in names:
+            documented.setdefault(status, {}).setdefault(name, {} if status == 200 else {"required": False})
     return {
         "responses": {
-            status: {"headers": {n: HEADERS[n] | ({} if status in (200, 401) else {"required": False}) for n in names}}
+            status: {"headers": {name: HEADERS[name] | sent for name, sent in names.items()}}
             for status, names in documented.items()
         }
     }

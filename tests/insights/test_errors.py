@@ -220,7 +220,7 @@ def test_the_document_declares_when_to_retry_an_unavailable_answer(client):
 
     retry_after = operation["responses"]["503"]["headers"]["Retry-After"]
     assert retry_after["schema"] == {"type": "integer"}  # whole seconds, as the 429's
-    assert not retry_after.get("required", False)  # the database's own 503 (`service_unavailable`) has none
+    assert retry_after["required"] is True  # on the database's own 503 (`service_unavailable`) too
 
 
 def test_the_console_stream_ends_with_an_error_event(case, world, console):

@@ -660,11 +660,12 @@ class TestOpenApi:
         assert documented("post", queries, "200") == always | {"Idempotent-Replayed": False}  # on a replay only
         # A retry's refusals come after the organisation's lookup; the 409 also says when to look again.
         assert documented("post", queries, "422") == {"RateLimit-Policy": False, "RateLimit": False} | request_id
-        for status in ("409", "503"):  # the 503: Anthropic unavailable (the database's own has neither)
+        # The 409 and Anthropic's 503 carry the RateLimit fields, the database's 503 not; every 503 says when to retry.
+        for status, retry_after in (("409", False), ("503", True)):
             assert documented("post", queries, status) == {
                 "RateLimit-Policy": False,
                 "RateLimit": False,
-                "Retry-After": False,
+                "Retry-After": retry_after,
                 "X-Request-ID": True,
             }
         assert documented("get", "/api/v1/orgs/{slug}/insights/usage", "200") == always
@@ -681,6 +682,8 @@ class TestOpenApi:
         for path, ops in paths.items():
             for method in ops:
                 assert documented(method, path, "401") == {"WWW-Authenticate": True} | request_id, (method, path)
+                # The database unavailable (service_unavailable), on any operation: a 503 with Retry-After.
+                assert documented(method, path, "503").get("Retry-After") is True, (method, path)
 
 
 class TestAuditEvents:

@@ -25,12 +25,14 @@ def assert_json_503(response) -> None:
     assert response.status_code == 503, response.content
     assert response["Content-Type"] == "application/json; charset=utf-8"
     assert response.json()["error"] == {"code": "service_unavailable", "message": UNAVAILABLE}
+    assert response["Retry-After"] == "30"  # "shortly", as a client can read it
 
 
 def assert_page_503(response) -> None:
     assert response.status_code == 503, response.content
     body = response.content.decode()
     assert "Temporarily unavailable" in body and UNAVAILABLE in body
+    assert response["Retry-After"] == "30"
     for leak in LEAKS:
         assert leak not in body
 

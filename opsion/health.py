@@ -52,9 +52,8 @@ def _static_files_resolve() -> bool:
     global _static_files_ok, _static_files_failure_logged
     if _static_files_ok:
         return True
-    try:
-        staticfiles_storage.url(PAGE_STYLESHEET)
-    except (ValueError, OSError) as failure:  # no entry in the manifest (none there); a corrupt or unreadable one
+    failure = static_files_failure()
+    if failure is not None:
         if not _static_files_failure_logged:
             _static_files_failure_logged = True
             log.error(
@@ -68,6 +67,15 @@ def _static_files_resolve() -> bool:
         return False
     _static_files_ok = True
     return True
+
+
+def static_files_failure() -> ValueError | OSError | None:
+    """Why the static files storage cannot resolve a name every page refers to, or None when it can."""
+    try:
+        staticfiles_storage.url(PAGE_STYLESHEET)
+    except (ValueError, OSError) as failure:  # no entry in the manifest (none there); a corrupt or unreadable one
+        return failure
+    return None
 
 
 @receiver(setting_changed)

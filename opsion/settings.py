@@ -273,7 +273,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
 # Hashed, compressed files from `collectstatic` in production; plain files from the apps in
 # development and tests (STATIC_MANIFEST=0), served by whitenoise straight from the finders.
 STATIC_MANIFEST = env.bool("STATIC_MANIFEST", default=not DEBUG)

@@ -4,6 +4,8 @@ from django.conf import settings
 from django.core.checks import Tags, register
 from django.core.checks import Warning as CheckWarning
 
+from opsion import health
+
 
 @register(Tags.security, deploy=True)
 def abuse_guards_are_shared(app_configs, **kwargs) -> list[CheckWarning]:
@@ -78,3 +80,21 @@ def platform_key_is_set(app_configs, **kwargs) -> list[CheckWarning]:
             )
         ]
     return []
+
+
+@register(Tags.staticfiles, deploy=True)
+def static_files_collected(app_configs, **kwargs) -> list[CheckWarning]:
+    """With STATIC_MANIFEST on, every page refers to hashed file names that only collectstatic's manifest knows:
+    without it (or with a corrupt one) each page is a 500 and /healthz a 503. Plain storage always resolves."""
+    failure = health.static_files_failure()
+    if failure is None:
+        return []
+    return [
+        CheckWarning(
+            "The static files manifest is missing or unreadable: every page would be a 500, and /healthz a 503 "
+            f"({type(failure).__name__}: {failure}).",
+            hint=f"Run `python manage.py collectstatic --noinput` so that {settings.STATIC_ROOT} holds "
+            "staticfiles.json, before starting the app and before this check.",
+            id="opsion.W005",
+        )
+    ]

@@ -1,9 +1,12 @@
 """Production settings: `check --deploy` is clean, start-up refuses missing secrets, and every response
 carries the security headers; over HTTPS the cookies are Secure and HttpOnly and HSTS is on."""
 
+import functools
 import json
 import re
 import secrets
+import tempfile
+from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
@@ -13,11 +16,22 @@ from tests.base import PASSWORD
 from tests.security.conftest import ROOT, base_env, run_python
 
 
+@functools.cache
+def collected_static_root() -> str:
+    """A STATIC_ROOT as `collectstatic` leaves it, as far as the app reads it: a manifest naming the stylesheet
+    every page links (collectstatic itself, admin's files hashed and compressed, would take a minute)."""
+    root = Path(tempfile.mkdtemp(prefix="opsion-static-"))
+    manifest = {"version": "1.1", "hash": "0", "paths": {"css/opsion.css": "css/opsion.0123456789ab.css"}}
+    (root / "staticfiles.json").write_text(json.dumps(manifest))
+    return str(root)
+
+
 def production_env(**overrides: str | None) -> dict[str, str]:
     env = {
         "DEBUG": "0",
         "HTTPS": "1",
         "STATIC_MANIFEST": "1",
+        "STATIC_ROOT": collected_static_root(),
         "SECRET_KEY": secrets.token_urlsafe(50),
         "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "ALLOWED_HOSTS": "opsion.example",
@@ -35,6 +49,28 @@ def test_check_deploy_is_clean_with_production_settings():
     assert result.returncode == 0, output
     assert "System check identified no issues" in output, output
     assert "WARNING" not in output and "ERROR" not in output, output
+
+
+@pytest.mark.parametrize("manifest", [None, "{not json"], ids=["collectstatic-not-run", "corrupt-manifest"])
+def test_check_deploy_warns_when_the_static_files_manifest_is_missing_or_unreadable(tmp_path, manifest):
+    # Every page would be a 500 ("Missing staticfiles manifest entry"), and /healthz a 503.
+    if manifest is not None:
+        (tmp_path / "staticfiles.json").write_text(manifest)
+    result = run_python(
+        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(STATIC_ROOT=str(tmp_path))
+    )
+
+    assert result.returncode != 0
+    assert "(opsion.W005) The static files manifest is missing or unreadable" in result.stdout + result.stderr
+
+
+def test_check_deploy_does_not_look_for_a_manifest_without_static_manifest(tmp_path):
+    result = run_python(
+        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        production_env(STATIC_ROOT=str(tmp_path), STATIC_MANIFEST="0"),
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_check_deploy_warns_when_the_abuse_guards_would_count_per_process():

@@ -102,7 +102,7 @@ class OrganisationAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if change and "plan" in form.changed_data:
             old = Plan(form.initial["plan"])
-            audit_staff(request, obj, AuditAction.PLAN_CHANGED, f"{old.label} → {obj.get_plan_display()}")
+            services.plan_changed_as_staff(org=obj, staff_user=request.user, old_plan=old, ip=client_ip(request))
             if (old in BYOM_PLANS) != obj.allows_byom:
                 self._say_which_key_is_used_now(request, obj)
 

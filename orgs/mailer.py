@@ -11,8 +11,8 @@ stops are each logged at ERROR, by a description that names the account's id, ne
 (the reset link is a password in all but name). What no process can log is its own hard kill (SIGKILL, out of
 memory): the few e-mails waiting then are lost silently, as the answers being written are; the user asks again.
 
-The security e-mails (orgs.notifications: a key saved or removed, a password changed, a token created) go the same
-way, handed over once their change commits.
+The security e-mails (orgs.notifications: a key saved or removed, or put into or out of use by a plan change, a
+password changed, a token created) go the same way, handed over once their change commits.
 """
 
 import atexit

@@ -18,6 +18,7 @@ from django.core.mail import EmailMessage
 from django.db import transaction
 from django.template.loader import render_to_string
 
+from insights.ratelimit import window_words
 from orgs import mailer
 from orgs.models import MANAGING_ROLES, ApiToken, AuditAction, Organisation, User
 
@@ -43,9 +44,6 @@ def key_changed(*, org: Organisation, actor, action: str, via: str, at: datetime
     verb = "replaced" if replaced else "saved" if saved else "removed"
     subject = f"Claude API key {verb} {'from' if verb == 'removed' else 'for'} {org.name}"
     by = f"Opsion staff ({actor.email})" if via == "admin" else _who(actor)
-    managers = User.objects.filter(
-        is_active=True, memberships__organisation=org, memberships__role__in=MANAGING_ROLES
-    ).order_by("pk")
     context = {
         "org": org.name,
         "saved": saved,
@@ -59,7 +57,31 @@ def key_changed(*, org: Organisation, actor, action: str, via: str, at: datetime
     }
     body = render_to_string("orgs/email/key_changed.txt", context)
     what = f"claude api key {verb} e-mail"
-    for user in managers:
+    for user in _managers(org):
+        _send_on_commit(user, subject, body, what)
+
+
+def key_use_changed_by_plan(*, org: Organisation, old_plan, at: datetime) -> None:
+    """Tell every active Owner and Admin of `org` that Opsion staff's change of its plan from `old_plan` put its stored
+    key back into use or took it out of use, and which limit applies now, once the current transaction commits."""
+    if not settings.EMAIL_CONFIGURED:
+        return
+    in_use = org.allows_byom
+    limit = settings.INSIGHTS_BYOM_LIMIT if in_use else settings.INSIGHTS_PLATFORM_LIMIT
+    context = {
+        "org": org.name,
+        "old_plan": old_plan.label,
+        "plan": org.get_plan_display(),
+        "in_use": in_use,
+        "via": VIA["admin"],
+        "when": _utc(at),
+        "limit": limit,
+        "window": window_words(settings.INSIGHTS_WINDOW_SECONDS),  # as the pages say it
+    }
+    subject = f"Claude API key {'in use again' if in_use else 'no longer in use'} for {org.name}"
+    body = render_to_string("orgs/email/key_use_changed.txt", context)
+    what = f"claude api key {'in use' if in_use else 'unused'} after plan change e-mail"
+    for user in _managers(org):
         _send_on_commit(user, subject, body, what)
 
 
@@ -112,6 +134,12 @@ def api_token_created(*, token: ApiToken) -> None:
     }
     body = render_to_string("orgs/email/api_token_created.txt", context)
     _send_on_commit(user, "A new API token was created on your Opsion account", body, "api token created e-mail")
+
+
+def _managers(org: Organisation):
+    return User.objects.filter(
+        is_active=True, memberships__organisation=org, memberships__role__in=MANAGING_ROLES
+    ).order_by("pk")
 
 
 def _who(user) -> str:

@@ -13,7 +13,18 @@ from django.views.decorators.debug import sensitive_variables
 from opsion.batches import delete_in_batches
 from opsion.errors import InvalidRequest, NotFound, Refused
 from orgs import access, guards, notifications
-from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Organisation, User
+from orgs.models import (
+    BYOM_PLANS,
+    ApiToken,
+    AuditAction,
+    AuditEvent,
+    ClaudeApiKey,
+    KeyStatus,
+    Membership,
+    Organisation,
+    Plan,
+    User,
+)
 from orgs.validation import validate_claude_api_key
 
 log = logging.getLogger("opsion.orgs")
@@ -53,6 +64,23 @@ def audit_staff_change(*, org: Organisation, staff_user, action: str, detail: st
     """Record, for the organisation's Owners and Admins, a change Opsion staff made in admin to its plan
     or memberships: it decides whether the key is used and who may manage it."""
     _audit(org=org, actor=staff_user, action=action, ip=ip, via="admin", detail=detail[:300])
+
+
+def plan_changed_as_staff(*, org: Organisation, staff_user, old_plan: Plan, ip: str | None) -> None:
+    """Record staff's change of `org` (saved already, on its new plan) from `old_plan` in its audit log; if it puts a
+    stored key back into use or takes it out, mail its Owners and Admins once the change commits. Raises nothing."""
+    event = _audit(
+        org=org,
+        actor=staff_user,
+        action=AuditAction.PLAN_CHANGED,
+        ip=ip,
+        via="admin",
+        detail=f"{old_plan.label} → {org.get_plan_display()}",
+    )
+    # A key put back into use bills the customer's own Anthropic account again; one taken out of use lowers the
+    # limit at once. Either is a change to which key is used, which the key's own writes already mail.
+    if (old_plan in BYOM_PLANS) != org.allows_byom and ClaudeApiKey.objects.filter(organisation=org).exists():
+        notifications.key_use_changed_by_plan(org=org, old_plan=old_plan, at=event.created_at)
 
 
 @sensitive_variables("raw_key", "key")

@@ -15,8 +15,8 @@ from django.test import Client
 from django.utils import timezone
 
 from orgs import guards, mailer, recent_auth, services
-from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Membership, Role
-from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY, PASSWORD, make_user
+from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Membership, Plan, Role
+from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY, PASSWORD, make_user, organisation_admin_form
 from tests.clients import api_delete_key, api_put_key, bearer, console, token_client
 from tests.orgs.helpers import store_key
 
@@ -618,3 +618,147 @@ def test_without_mail_nothing_is_sent_and_every_change_still_goes_through(
     assert mailer.wait(timeout=10)
     assert [r.status_code for r in (saved, removed, token, changed)] == [302, 302, 200, 302]
     assert mailoutbox == []
+
+
+# --- A plan change that puts a stored key into use, or takes it out -------------------------------------------------
+
+
+def change_plan(staff, org, plan):
+    return console(staff).post(f"/admin/orgs/organisation/{org.pk}/change/", organisation_admin_form(org, plan=plan))
+
+
+def test_restoring_a_byom_plan_that_puts_a_stored_key_back_in_use_is_mailed_to_the_owners_and_admins(crowd, committed):
+    # The key left behind by a downgrade bills the customer's own Anthropic account again from the moment staff
+    # restore the plan: its Owners and Admins hear of it, as of every other change to which key is used.
+    store_key(crowd.acme, CANARY_KEY, by=crowd.acme_owner)
+    crowd.acme.plan = Plan.PROFESSIONAL
+    crowd.acme.save(update_fields=["plan"])
+
+    with committed() as outbox:
+        response = change_plan(crowd.staff, crowd.acme, Plan.INSTITUTIONAL)
+
+    assert response.status_code == 302
+    assert to(outbox) == ACME_MANAGERS  # no Member, no deactivated Admin, not staff, no other organisation's
+    assert all(len(message.to) == 1 and not message.cc and not message.bcc for message in outbox)
+    event = AuditEvent.objects.get(organisation=crowd.acme, action=AuditAction.PLAN_CHANGED)
+    for message in outbox:
+        body = " ".join(message.body.split())
+        assert message.subject == "Claude API key in use again for Acme Digital Assets"
+        assert (
+            "Opsion staff changed the plan of the Opsion organisation Acme Digital Assets from Professional to "
+            "Institutional. Its stored Claude API key is in use again: AI Insights queries of Acme Digital Assets "
+            "now run on that key, billed to the Anthropic account it belongs to." in body
+        )
+        assert "By: Opsion staff, in Opsion's admin" in body and "staff@opsion.test" not in body
+        assert f"When: {utc(event.created_at)}" in body
+        assert "Limit now: 200 AI Insights queries per rolling 60 minutes." in body
+        assert "If you no longer want it used, remove the key in Settings → AI Insights." in body
+        assert "because you are an Owner or Admin of Acme Digital Assets" in body
+        assert "http" not in message.body
+        assert message.content_subtype == "plain" and not getattr(message, "alternatives", [])
+    assert_no_key_in(outbox)
+
+
+def test_a_downgrade_that_takes_a_stored_key_out_of_use_is_mailed_to_the_owners_and_admins(crowd, committed):
+    store_key(crowd.acme, CANARY_KEY, by=crowd.acme_owner)
+
+    with committed() as outbox:
+        assert change_plan(crowd.staff, crowd.acme, Plan.STARTER).status_code == 302
+
+    assert to(outbox) == ACME_MANAGERS
+    body = " ".join(outbox[0].body.split())
+    assert outbox[0].subject == "Claude API key no longer in use for Acme Digital Assets"
+    assert (
+        "Opsion staff changed the plan of the Opsion organisation Acme Digital Assets from Institutional to "
+        "Starter. Its stored Claude API key is no longer used: AI Insights queries of Acme Digital Assets now use "
+        "Opsion's platform key. The key stays stored, unused, and would be used again if the plan returned." in body
+    )
+    assert "By: Opsion staff, in Opsion's admin" in body
+    assert "Limit now: 20 AI Insights queries per rolling 60 minutes." in body
+    assert "You can remove the key in Settings, where it is listed as the stored Claude API key." in body
+    assert "http" not in outbox[0].body
+    assert_no_key_in(outbox)
+
+
+def test_the_limit_mailed_is_the_one_configured(crowd, committed, settings):
+    settings.INSIGHTS_BYOM_LIMIT, settings.INSIGHTS_WINDOW_SECONDS = 150, 7200
+    store_key(crowd.globex, CANARY_KEY, by=crowd.globex_owner)
+
+    with committed() as outbox:
+        assert change_plan(crowd.staff, crowd.globex, Plan.CUSTOM).status_code == 302
+
+    assert to(outbox) == ["admin@globex.test", "owner@globex.test"]
+    assert "Limit now: 150 AI Insights queries per rolling 2 hours." in " ".join(outbox[0].body.split())
+
+
+@pytest.mark.parametrize(
+    "org, plan, key",
+    [
+        ("acme", Plan.CUSTOM, True),  # BYOM to BYOM: the key stays in use
+        ("globex", Plan.STARTER, True),  # neither plan uses it: it stays unused
+        ("globex", Plan.INSTITUTIONAL, False),  # across the line, but no key is stored
+        ("acme", Plan.PROFESSIONAL, False),
+    ],
+)
+def test_a_plan_change_that_changes_no_stored_keys_use_mails_no_one(world, committed, org, plan, key):
+    org = getattr(world, org)
+    if key:
+        store_key(org, CANARY_KEY)
+
+    with committed() as outbox:
+        assert change_plan(world.staff, org, plan).status_code == 302
+
+    org.refresh_from_db()
+    assert org.plan == plan  # changed indeed
+    assert outbox == []
+
+
+def test_a_plan_change_refused_by_the_form_mails_no_one(world, committed):
+    store_key(world.acme, CANARY_KEY)
+    data = organisation_admin_form(world.acme, plan=Plan.PROFESSIONAL, slug="")  # a slug is required
+
+    with committed() as outbox:
+        response = console(world.staff).post(f"/admin/orgs/organisation/{world.acme.pk}/change/", data)
+
+    world.acme.refresh_from_db()
+    assert response.status_code == 200 and world.acme.plan == Plan.INSTITUTIONAL
+    assert outbox == []
+
+
+def test_a_plan_change_whose_transaction_is_rolled_back_mails_no_one(world, committed):
+    store_key(world.acme, CANARY_KEY)
+
+    with committed() as outbox:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            world.acme.plan = Plan.PROFESSIONAL
+            world.acme.save(update_fields=["plan"])
+            services.plan_changed_as_staff(org=world.acme, staff_user=world.staff, old_plan=Plan.INSTITUTIONAL, ip=None)
+            raise RuntimeError("something after the change fails")
+
+    world.acme.refresh_from_db()
+    assert world.acme.plan == Plan.INSTITUTIONAL and not AuditEvent.objects.exists()
+    assert outbox == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_plan_change_mails_once_really_committed_and_not_when_really_rolled_back(world, mail):
+    # No test transaction: the admin's save commits, or is rolled back when the memberships in the same save are
+    # refused, as in production.
+    store_key(world.acme, CANARY_KEY)
+    staff = console(world.staff)
+    leaves_no_manager = organisation_admin_form(world.acme, plan=Plan.PROFESSIONAL)
+    for i in range(world.acme.memberships.count()):  # each row demoted: refused, and the plan is not saved
+        leaves_no_manager[f"memberships-{i}-role"] = Role.MEMBER
+
+    refused = staff.post(f"/admin/orgs/organisation/{world.acme.pk}/change/", leaves_no_manager)
+    assert mailer.wait(timeout=10)
+    world.acme.refresh_from_db()
+    assert refused.status_code == 200 and world.acme.plan == Plan.INSTITUTIONAL and mail == []
+
+    saved = staff.post(
+        f"/admin/orgs/organisation/{world.acme.pk}/change/", organisation_admin_form(world.acme, plan=Plan.PROFESSIONAL)
+    )
+    assert mailer.wait(timeout=10)
+    assert saved.status_code == 302
+    assert to(mail) == ["admin@acme.test", "owner@acme.test"]
+    assert_no_key_in(mail)

@@ -270,6 +270,8 @@ LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Admin's times say UTC, as the customer's pages do (opsion/formats/en: used for en-gb, ahead of Django's own).
+FORMAT_MODULE_PATH = ["opsion.formats"]
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]

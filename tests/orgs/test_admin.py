@@ -794,8 +794,46 @@ class TestOtherModels:
 
         text = page_text(staff.get(f"/admin/orgs/auditevent/{event.pk}/change/"))
 
-        assert "Created at: 12 Mar 2026, 9:30 a.m." in text
+        assert "Created at: 12 Mar 2026, 09:30 UTC" in text
         assert "IP: 203.0.113.9" in text and "Ip:" not in text
+
+    def test_admin_times_say_they_are_utc_as_the_customers_pages_do(self, world, staff):
+        # "8:43 a.m." with no zone, while the customer's audit log says "08:43 UTC": staff on a call compared the two.
+        at = timezone.now().replace(2026, 3, 12, 8, 43)
+        event = AuditEvent.objects.create(organisation=world.acme, action=AuditAction.KEY_SAVED)
+        AuditEvent.objects.filter(pk=event.pk).update(created_at=at)
+        token, _ = services.api_token_create(user=world.acme_admin, name="pipeline")
+        ApiToken.objects.filter(pk=token.pk).update(created_at=at, expires_at=at + timedelta(days=90))
+        world.acme_admin.last_login = at
+        world.acme_admin.save(update_fields=["last_login"])
+
+        pages = {
+            "audit list": page_text(staff.get("/admin/orgs/auditevent/")),
+            "audit event": page_text(staff.get(f"/admin/orgs/auditevent/{event.pk}/change/")),
+            "token list": page_text(staff.get("/admin/orgs/apitoken/")),
+            "token": page_text(staff.get(f"/admin/orgs/apitoken/{token.pk}/change/")),
+            "organisation list": page_text(staff.get(ORGS)),
+        }
+        customer = page_text(console(world.acme_owner).get("/orgs/acme/settings/audit-log/"))
+
+        assert "12 Mar 2026, 08:43 UTC" in customer
+        for name in ("audit list", "audit event", "token list", "token"):
+            assert "12 Mar 2026, 08:43 UTC" in pages[name], name
+        assert "10 Jun 2026, 08:43 UTC" in pages["token list"] and "10 Jun 2026, 08:43 UTC" in pages["token"]
+        created = world.acme.created_at.strftime("%d %b %Y, %H:%M UTC").lstrip("0")
+        assert created in pages["organisation list"]
+        for text in pages.values():
+            assert "a.m." not in text and "p.m." not in text
+
+    def test_the_audit_list_still_sorts_by_time(self, world, staff):
+        older = AuditEvent.objects.create(organisation=world.acme, action=AuditAction.KEY_SAVED, actor_email="o@x.test")
+        newer = AuditEvent.objects.create(organisation=world.acme, action=AuditAction.KEY_SAVED, actor_email="n@x.test")
+        AuditEvent.objects.filter(pk=older.pk).update(created_at=timezone.now() - timedelta(days=1))
+        AuditEvent.objects.filter(pk=newer.pk).update(created_at=timezone.now() - timedelta(days=2))
+
+        text = page_text(staff.get("/admin/orgs/auditevent/", {"o": "1"}))  # by the time column, oldest first
+
+        assert text.index("n@x.test") < text.index("o@x.test")
 
     def test_the_key_model_is_not_in_admin(self, world, staff):
         store_key(world.acme, CANARY_KEY)

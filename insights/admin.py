@@ -43,8 +43,10 @@ class InsightQueryAdmin(admin.ModelAdmin):
         "output_tokens",
     ]
     list_filter = [KeySourceFilter, "outcome", ("stop_reason", EndedFilter)]
-    exclude = ["key_source"]  # shown as `key` below, in staff's words
-    readonly_fields = ["key"]
+    # Shown as `key` and `ended` below, in staff's words: the query's own page said "Stop reason" (and "-" for an
+    # answer written mid-deploy) beside a list that says "Ended: Complete".
+    exclude = ["key_source", "stop_reason"]
+    readonly_fields = ["key", "ended"]
     search_fields = ["organisation__slug", "organisation__name", "user__email"]
     list_select_related = ["organisation", "user"]
     actions = ["delete_selected"]  # the stock action, in the window's words below

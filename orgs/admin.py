@@ -494,16 +494,31 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return not lookup.startswith("token_hash") and super().lookup_allowed(lookup, value, request)
 
 
+# Where an audited change was made (AuditEvent.via, a plain string), in the words of the list's column and filter.
+MADE_IN = {"console": "Console", "api": "API", "admin": "Admin (Opsion staff)"}
+
+
+class MadeInFilter(admin.SimpleListFilter):
+    title = "where it was made"  # Django prefixes "By": the field's own name read "By via"
+    parameter_name = "via__exact"  # the field's own lookup, so links made for the stock filter still work
+
+    def lookups(self, request, model_admin):
+        return list(MADE_IN.items())
+
+    def queryset(self, request, queryset):
+        return queryset.filter(via=self.value()) if self.value() else queryset
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
     # What changed ("Institutional → Professional", whose membership) beside who changed it: without it staff opened
     # each row to answer a customer's "who changed what?".
-    list_display = ["created_at", "organisation", "action", "detail", "actor_email", "ip_address", "via"]
-    list_filter = ["action", "via"]
+    list_display = ["created_at", "organisation", "action", "detail", "actor_email", "ip_address", "made_in"]
+    list_filter = ["action", MadeInFilter]
     search_fields = ["organisation__slug", "organisation__name", "actor_email"]
     # An event's own page, read-only: when it happened first (created_at is no form field, so Django's default left
     # it out), then who did what, and from where.
-    fields = ["created_at", "organisation", "action", "detail", "actor", "actor_email", "ip_address", "via"]
+    fields = ["created_at", "organisation", "action", "detail", "actor", "actor_email", "ip_address", "made_in"]
     readonly_fields = fields
     # A count of the whole table beside each filtered list ("N total"): the log only grows, and counting a
     # million rows on PostgreSQL reads them all, on every page of every search.
@@ -515,6 +530,10 @@ class AuditEventAdmin(admin.ModelAdmin):
     @admin.display(description="IP", ordering="ip")
     def ip_address(self, obj: AuditEvent) -> str | None:
         return obj.ip
+
+    @admin.display(description="Via", ordering="via")
+    def made_in(self, obj: AuditEvent) -> str:
+        return MADE_IN.get(obj.via, obj.via)
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -499,6 +499,9 @@ def test_staff_see_how_each_answer_ended_read_only(world, staff):
     assert f"/admin/insights/insightquery/{cut.pk}/change/" in filtered
     assert f"/admin/insights/insightquery/{whole.pk}/change/" not in filtered
     assert "Cut short at the length limit" in page and 'name="stop_reason"' not in page  # shown, not editable
+    # The query's own page names it as the list does: "Ended", not the field's "Stop reason".
+    own_page = page_text(staff.get(f"/admin/insights/insightquery/{cut.pk}/change/"))
+    assert "Ended: Cut short at the length limit" in own_page and "stop reason" not in own_page.lower()
 
 
 def test_an_answer_a_worker_on_older_code_wrote_mid_deploy_reads_complete_in_admin_as_in_the_api(world, staff):
@@ -508,6 +511,7 @@ def test_an_answer_a_worker_on_older_code_wrote_mid_deploy_reads_complete_in_adm
     listed = staff.get("/admin/insights/insightquery/").content.decode()
 
     assert '<td class="field-ended">Complete</td>' in listed
+    assert "Ended: Complete" in page_text(staff.get(f"/admin/insights/insightquery/{row.pk}/change/"))  # as listed
     assert console(world.acme_member).get("/api/v1/orgs/acme/insights/queries").json()["items"][0]["stopReason"] == (
         "complete"
     )
@@ -1225,6 +1229,36 @@ def test_the_audit_event_list_says_what_changed_and_finds_an_organisation_by_its
     assert '<td class="field-detail">member@globex.test (Member)</td>' in page
     assert ">IP</" in page and ">Ip</" not in page
     assert "Institutional → Professional" in by_name and "member@globex.test" not in by_name
+
+
+def test_the_audit_lists_filter_on_where_a_change_was_made_reads_as_the_column_does(world, staff):
+    saved = AuditAction.KEY_SAVED
+    AuditEvent.objects.create(organisation=world.acme, action=saved, via="api", actor_email="a@x.test")
+    AuditEvent.objects.create(organisation=world.acme, action=saved, via="admin", actor_email="s@x.test")
+
+    text = page_text(staff.get("/admin/orgs/auditevent/"))
+    staffs = page_text(staff.get("/admin/orgs/auditevent/", {"via__exact": "admin"}))
+
+    assert "By via" not in text and "By where it was made All Console API Admin (Opsion staff)" in text
+    assert "s@x.test" in staffs and "a@x.test" not in staffs  # the stock filter's links still work
+    assert "API" in text.split("a@x.test", 1)[1][:40]  # the row's own cell, in the same words
+
+
+def test_the_app_is_called_organisations_in_breadcrumbs_and_on_the_index(world, staff):
+    index = page_text(staff.get("/admin/"))
+    change = page_text(staff.get(f"{ORGS}{world.acme.pk}/change/"))
+
+    assert "Organisations" in index and "Orgs" not in index
+    assert "Home › Organisations › Organisations › Acme Digital Assets" in change
+    assert "Orgs" not in change
+
+
+def test_the_apps_name_needs_no_migration(db):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    call_command("makemigrations", "orgs", "--check", "--dry-run", stdout=StringIO())  # exits 1 if one is needed
 
 
 def test_adding_a_member_a_large_organisations_page_does_not_list_is_refused_not_a_server_error(

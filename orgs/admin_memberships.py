@@ -106,9 +106,20 @@ class MembershipInline(admin.TabularInline):
     # the rows that decide who manages the key; new members can still be added.
     all_rows_up_to = 200  # 800 fields of the 1,000, with room for the organisation's own and a few new rows
     autocomplete_fields = ["user"]
+    # A deactivated Owner or Admin keeps the role but cannot sign in to manage anything: a save refused for leaving
+    # no *active* one named no row, so each says so. Read from the user already joined: no query per row.
+    readonly_fields = ["account"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("user", "organisation")
+
+    @admin.display(description="Account")
+    def account(self, obj: Membership) -> str:
+        if obj is None or obj.pk is None or obj.user.is_active:
+            return ""
+        if obj.role in MANAGING_ROLES:
+            return "Deactivated: cannot sign in to manage the organisation or its key"
+        return "Deactivated"
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "user":

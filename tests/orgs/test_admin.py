@@ -42,7 +42,11 @@ def rows_of(page: str) -> dict[str, str]:
 
 def page_text(response) -> str:
     """The page's text, as a reader sees it."""
-    return html.unescape(" ".join(re.sub(r"<[^>]+>", "", response.content.decode()).split()))
+    return page_text_of(response.content.decode())
+
+
+def page_text_of(markup: str) -> str:
+    return html.unescape(" ".join(re.sub(r"<[^>]+>", "", markup).split()))
 
 
 def test_only_staff_get_in(world):
@@ -158,6 +162,25 @@ class TestOrganisationChange:
         assert "plan" in entry.get_change_message().lower()
         assert CANARY_KEY not in entry.change_message
         assert CANARY_KEY not in entry.object_repr
+
+    def test_each_row_marks_a_deactivated_owner_or_admin(self, world, staff):
+        # They keep the role but cannot sign in to manage the key: staff asked why a save was refused for leaving
+        # no active Owner or Admin saw nothing on the rows to tell them which ones were not.
+        gone = make_user("gone@acme.test", is_active=False)
+        Membership.objects.create(user=gone, organisation=world.acme, role=Role.ADMIN)
+        Membership.objects.create(user=make_user("left@acme.test", is_active=False), organisation=world.acme)
+
+        page = staff.get(f"{ORGS}{world.acme.pk}/change/").content.decode()
+
+        rows = {
+            email: page_text_of(row)
+            for row in re.findall(r'<tr class="form-row[^"]*".*?</tr>', page, re.S)
+            for email in re.findall(r"[\w.-]+@acme\.test", row)[:1]
+        }
+        assert "Deactivated: cannot sign in to manage the organisation or its key" in rows["gone@acme.test"]
+        assert "Deactivated" in rows["left@acme.test"] and "manage" not in rows["left@acme.test"]
+        assert "Deactivated" not in rows["owner@acme.test"] and "Deactivated" not in rows["admin@acme.test"]
+        assert 'name="memberships-TOTAL_FORMS" value="5"' in page  # the mark is shown, not a field posted
 
     def test_the_change_page_of_a_large_organisation_does_not_query_per_member(self, world, staff):
         def queries_for_change_page() -> int:

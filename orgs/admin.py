@@ -266,6 +266,7 @@ class OrganisationAdmin(admin.ModelAdmin):
             "platform_limit": settings.INSIGHTS_PLATFORM_LIMIT,
             "window": window_words(settings.INSIGHTS_WINDOW_SECONDS),
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "preserved_filters": self.get_preserved_filters(request),
         }
         return TemplateResponse(request, "admin/orgs/organisation/remove_key_confirmation.html", context)
 

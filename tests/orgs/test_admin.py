@@ -3,6 +3,7 @@
 import html
 import re
 from datetime import timedelta
+from urllib.parse import parse_qs
 
 import pytest
 from django.contrib.admin.models import LogEntry
@@ -699,6 +700,30 @@ class TestRemoveKeyAction:
         breadcrumbs = re.search(r'<div class="breadcrumbs">(.*?)</div>', html_, re.S).group(1)
         assert f'href="{ORGS}"' in breadcrumbs and "Organisations" in breadcrumbs
         assert 'value="Yes, remove the key"' in html_  # one key: not "the keys"
+
+    def test_taking_the_way_back_keeps_the_lists_search_and_filters(self, world, staff):
+        # Staff who searched and filtered the list, then chose "No, take me back", lost both.
+        store_key(world.acme, CANARY_KEY)
+        listed = f"{ORGS}?q=acme&plan__exact={Plan.INSTITUTIONAL}"
+        action = {"action": "remove_claude_api_key", "_selected_action": [world.acme.pk]}
+
+        page = html.unescape(staff.post(listed, action).content.decode())
+        nothing = html.unescape(
+            staff.post(f"{ORGS}?q=globex", {**action, "_selected_action": [world.globex.pk]}).content.decode()
+        )
+        done = staff.post(listed, {**action, "confirm": "yes"})
+
+        back = re.search(r'<a href="([^"]*)" class="button cancel-link">No, take me back</a>', page).group(1)
+        assert back.startswith(f"{ORGS}?") and parse_qs(back.split("?", 1)[1]) == {
+            "q": ["acme"],
+            "plan__exact": [Plan.INSTITUTIONAL],
+        }
+        assert staff.get(back).status_code == 200 and set(rows_of(staff.get(back).content.decode())) == {
+            "Acme Digital Assets"
+        }
+        assert f'<a href="{ORGS}?q=globex">Back to the organisations</a>' in nothing
+        assert re.search(r'<form method="post"(?: action="")?>', page)  # the "Yes" posts back to the filtered list
+        assert done["Location"] == listed and not ClaudeApiKey.objects.exists()
 
     def test_a_confirmation_whose_keys_were_removed_meanwhile_says_nothing_was_removed(self, world, staff):
         # The customer removed their key while staff's confirmation stood open: "Removed … of 0" read as a success.

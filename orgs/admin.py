@@ -293,11 +293,24 @@ class UserAdmin(BaseUserAdmin):
     add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]})]
     privilege_fields = ("is_staff", "is_superuser", "groups", "user_permissions")
 
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or self._may_open_memberships(request):
+            return fieldsets
+        # The same names without the link: it led staff who may not view memberships to a 403.
+        unlinked = {"organisations": "organisations_unlinked"}
+        return [(name, {**opts, "fields": [unlinked.get(f, f) for f in opts["fields"]]}) for name, opts in fieldsets]
+
+    def _may_open_memberships(self, request) -> bool:
+        memberships = self.admin_site._registry.get(Membership)
+        return memberships is not None and memberships.has_view_or_change_permission(request)
+
     # Django's UserAdmin lets anyone with "change user" edit privileges, their own included: a
     # support account could make itself a superuser. Only superusers grant or take away staff status
     # and permissions, or change another staff account (its password included).
     def get_readonly_fields(self, request, obj=None):
-        readonly = (*super().get_readonly_fields(request, obj), "organisations")
+        organisations = "organisations" if self._may_open_memberships(request) else "organisations_unlinked"
+        readonly = (*super().get_readonly_fields(request, obj), organisations)
         if obj is not None and obj.pk == request.user.pk:
             # Nor their own e-mail address: a password reset link goes there, so someone holding a staff member's
             # session could have it mailed to them and set the password that outlives the session, past admin's
@@ -305,13 +318,20 @@ class UserAdmin(BaseUserAdmin):
             readonly = (*readonly, "email")
         return readonly if request.user.is_superuser else (*readonly, *self.privilege_fields)
 
+    @staticmethod
+    def _memberships_of(obj: User) -> str:
+        """Where the user is a member, and as what: staff deactivating or resetting an account ask that first."""
+        return ", ".join(f"{m.organisation} ({m.get_role_display()})" for m in Membership.objects.for_user(obj))
+
+    @admin.display(description="Organisations")
+    def organisations_unlinked(self, obj: User) -> str:
+        return self._memberships_of(obj) or "None."
+
     @admin.display(description="Organisations")
     def organisations(self, obj: User) -> str:
-        """Where the user is a member, and as what: staff deactivating or resetting an account ask that first."""
-        memberships = Membership.objects.for_user(obj)
-        if not memberships:
+        listed = self._memberships_of(obj)
+        if not listed:
             return "None."
-        listed = ", ".join(f"{m.organisation} ({m.get_role_display()})" for m in memberships)
         changelist = f"{reverse('admin:orgs_membership_changelist')}?user__id__exact={obj.pk}"
         return format_html('{} <a href="{}">Their memberships</a>', listed, changelist)
 

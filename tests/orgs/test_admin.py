@@ -773,6 +773,22 @@ class TestOtherModels:
         theirs = staff.get("/admin/orgs/membership/", {"user__id__exact": world.acme_member.pk})
         assert theirs.status_code == 200 and "2 memberships" in page_text(theirs)
 
+    @pytest.mark.parametrize("perms, linked", [([], False), (["view_membership"], True), (["change_membership"], True)])
+    def test_the_memberships_link_is_offered_only_to_staff_who_may_open_it(self, world, perms, linked):
+        # Support staff who may see users but not memberships followed "Their memberships" to a 403.
+        support = make_user("support@opsion.test", is_staff=True)
+        support.user_permissions.set(Permission.objects.filter(codename__in=["view_user", "change_user", *perms]))
+        client = console(support)
+        memberships = f"/admin/orgs/membership/?user__id__exact={world.acme_member.pk}"
+
+        response = client.get(f"/admin/orgs/user/{world.acme_member.pk}/change/")
+
+        assert response.status_code == 200
+        assert "Organisations: Acme Digital Assets (Member)" in page_text(response)  # the names, for everyone
+        assert (f'href="{memberships}"' in response.content.decode()) is linked
+        assert ("Their memberships" in page_text(response)) is linked
+        assert (client.get(memberships).status_code == 200) is linked
+
     def test_api_tokens_never_show_their_hash(self, world, staff):
         _, raw = services.api_token_create(user=world.acme_admin, name="pipeline")
         token = ApiToken.objects.get()

@@ -4,7 +4,7 @@ from csp.middleware import CSPMiddleware as BaseCSPMiddleware
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from django.db import InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, UnreadablePostError
 from django.template.loader import render_to_string
 
 from opsion.errors import error_json
@@ -89,6 +89,10 @@ class RejectNulMiddleware:
             request.POST  # noqa: B018 (parsed here, once; the CSRF check and the view reuse it)
         except (TooManyFieldsSent, RequestDataTooBig) as refused:
             return _unreadable_form(request, refused)
+        except UnreadablePostError:
+            # The client went away mid-body: left to the CSRF check, which takes it for a form without a token (a
+            # 403), as it did before this read; raised here it was a 500 logged at ERROR for each dropped post.
+            return None
         return None
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:

@@ -554,3 +554,34 @@ def test_any_405_allow_header_is_put_in_order_without_failing(allow, named):
     refusal["Allow"] = allow
 
     assert ApiHeadMiddleware._allow_head(refusal)["Allow"] == named
+
+
+class _DroppedMidBody:
+    """A request body whose client went away after sending part of it: reading it raises OSError, as a WSGI server's
+    input does (Django raises UnreadablePostError)."""
+
+    def read(self, *args):
+        raise OSError("client disconnected")
+
+    readline = read
+
+
+@pytest.mark.parametrize("path", ["/orgs/acme/insights/", "/accounts/password/"])
+def test_a_form_body_cut_off_by_its_client_is_left_to_the_csrf_check_not_a_500(world, caplog, path):
+    # Django's CSRF check treats a body it cannot read (the client disconnected mid-post) as one without a token: a
+    # 403, no ERROR. Reading the form before it, for the size and field-count caps, must not turn that into a 500
+    # logged at ERROR with a traceback for every dropped upload.
+    client = console(world.acme_member, enforce_csrf_checks=True)
+    client.raise_request_exception = False
+    caplog.clear()
+
+    response = client.generic(
+        "POST",
+        path,
+        "query=x",
+        content_type="application/x-www-form-urlencoded",
+        **{"wsgi.input": _DroppedMidBody(), "CONTENT_LENGTH": "7"},
+    )
+
+    assert response.status_code == 403
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.records

@@ -74,7 +74,7 @@ def key_use_changed_by_plan(*, org: Organisation, old_plan, at: datetime) -> Non
         "plan": org.get_plan_display(),
         "in_use": in_use,
         "via": VIA["admin"],
-        "when": _utc(at),
+        "when": at,
         "limit": limit,
         "window": window_words(settings.INSIGHTS_WINDOW_SECONDS),  # as the pages say it
     }

@@ -49,6 +49,8 @@ def _page(
     # queries link naming a query since pruned), it would be lost without ever being put back in the box.
     if take_draft and (kept := drafts.take(request)):
         extra |= {"draft": kept, "draft_kept": True}
+    if take_draft:  # a GET that shows the page (not a HEAD, not a 404): where signing in lands next time
+        orgs_services.organisation_opened(membership=membership)
     recent = rows[:HISTORY_PAGE]
     # The answer a plain POST redirected to: usually the newest entry; an old link may name an older
     # one, and one that is not this member's (or no longer exists) shows no answer card at all.
@@ -98,7 +100,6 @@ def _sign_in_keeps_the_question(view):
 def query_page(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
     if request.method in ("GET", "HEAD"):
-        orgs_services.organisation_opened(membership=membership)
         answered = request.GET.get("answered", "")
         after = _older_than(request)
         answered_id = int(answered) if ANSWER_ID.fullmatch(answered) else None

@@ -117,7 +117,8 @@ def _refused_page(request: HttpRequest, membership: Membership, refused: Refused
 @login_required
 def settings_page(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
-    services.organisation_opened(membership=membership)
+    if request.method == "GET":  # not a HEAD: a monitor's probe opens nothing
+        services.organisation_opened(membership=membership)
     if request.GET.get("confirm") == "remove" and membership.can_manage:
         # The Remove button's confirmation step is a page of its own (a GET), so Back and reload from
         # what follows never ask to resend a form.
@@ -141,7 +142,8 @@ def _audit_reader(request: HttpRequest, slug: str) -> Membership:
 @login_required
 def audit_log(request: HttpRequest, slug: str) -> HttpResponse:
     membership = _audit_reader(request, slug)
-    services.organisation_opened(membership=membership)
+    if request.method == "GET":  # not a HEAD: a monitor's probe opens nothing
+        services.organisation_opened(membership=membership)
     page = selectors.audit_log_page(membership.organisation, request.GET.get("page"))
     return render(
         request, "orgs/audit_log.html", {"membership": membership, "org": membership.organisation, "page": page}

@@ -93,6 +93,24 @@ def test_opening_the_same_organisation_again_writes_nothing_and_the_api_never_do
     assert world.initech_member.last_organisation == world.globex  # the API changed nothing
 
 
+@pytest.mark.parametrize(
+    "page",
+    ["/orgs/globex/insights/?after=999999", "HEAD /orgs/globex/insights/", "HEAD /orgs/globex/settings/"],
+)
+def test_a_page_not_shown_is_not_remembered_as_the_one_last_opened(world, page):
+    # A 404 (an older-queries link naming a query since pruned) or a HEAD (a monitor, a link checker) opens nothing.
+    Membership.objects.create(user=world.initech_member, organisation=world.globex, role=Role.MEMBER)
+    client = console(world.initech_member)
+    client.get("/orgs/initech/insights/")
+    method, _, path = page.rpartition(" ")
+
+    response = client.head(path) if method == "HEAD" else client.get(path)
+
+    assert response.status_code == (200 if method == "HEAD" else 404)
+    world.initech_member.refresh_from_db()
+    assert world.initech_member.last_organisation == world.initech
+
+
 @pytest.mark.django_db(transaction=True)  # the foreign key is checked at commit: only a real commit meets it
 def test_an_organisation_deleted_as_its_page_opens_remembers_nothing_and_raises_nothing(world):
     # Staff delete the organisation between the page's membership check and remembering it as the last opened.

@@ -102,6 +102,12 @@ def configure_logging(config: dict) -> None:
     from opsion.requestid import NONE, current  # it imports this module's redact()
 
     logging.config.dictConfig(config)
+    # Django's own configuration holds its `django` logger at INFO whatever the root's level: LOG_LEVEL=ERROR still
+    # wrote a WARNING line for every 404. Raised to the root's level (never lowered: at DEBUG it stays at INFO), its
+    # handlers (the ADMINS report's among them) kept.
+    django_logger, root_level = logging.getLogger("django"), logging.getLogger().level
+    if django_logger.level < root_level:
+        django_logger.setLevel(root_level)
     base = logging.getLogRecordFactory()
     if getattr(base, "redacts_keys", False):
         return
@@ -127,7 +133,8 @@ class RefusedHostIsAWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
         record.exc_info = record.exc_text = None
-        return True
+        # The logger let it through as an ERROR: as a WARNING it is written only where warnings are (LOG_LEVEL).
+        return logging.getLogger(record.name).isEnabledFor(logging.WARNING)
 
 
 def _redacted(record: logging.LogRecord) -> logging.LogRecord:

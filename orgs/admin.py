@@ -37,15 +37,26 @@ from orgs.models import (
     User,
 )
 
+# What staff are told of an organisation's key, in the list's column, its filter and the change page alike: in use,
+# left behind by a downgrade (stored, unused), or none. Never anything of the key itself.
+KEY_STATES = {"in_use": "In use", "unused": "Stored, unused on this plan", "none": "None stored"}
+
+
+def key_state(org: Organisation) -> str:
+    """The organisation's KEY_STATES entry (`_key_set` is annotated by OrganisationAdmin.get_queryset)."""
+    if not org._key_set:
+        return "none"
+    return "in_use" if org.allows_byom else "unused"
+
 
 class ClaudeApiKeyFilter(admin.SimpleListFilter):
-    """The list's key column, as a filter: in use, left behind by a downgrade (stored, unused), or none."""
+    """The list's key column, as a filter."""
 
     title = "Claude API key"
     parameter_name = "claude_api_key"
 
     def lookups(self, request, model_admin):
-        return [("in_use", "In use"), ("unused", "Stored, unused on this plan"), ("none", "None stored")]
+        return list(KEY_STATES.items())
 
     def queryset(self, request, queryset):
         if self.value() == "in_use":
@@ -87,9 +98,8 @@ class OrganisationAdmin(admin.ModelAdmin):
     @admin.display(description="Claude API key")
     def claude_api_key_stored_only(self, obj) -> str:
         # Whether one is stored, and nothing of the key itself: not even its ciphertext reaches admin.
-        if obj is None or not obj._key_set:  # annotated by get_queryset, which the change page reads through
-            return "None stored."
-        return "Stored, in use." if obj.allows_byom else "Stored, but unused on this plan."
+        # The change page reads through get_queryset, which annotates `_key_set`; the add page has no object.
+        return f"{KEY_STATES['none' if obj is None else key_state(obj)]}."
 
     @admin.display(description="Claude API key")
     def claude_api_key_stored(self, obj) -> str:
@@ -222,9 +232,7 @@ class OrganisationAdmin(admin.ModelAdmin):
     # tick beside it read as Bring Your Own Model still on.
     @admin.display(description="Claude API key", ordering="_key_set")
     def claude_api_key_state(self, obj) -> str:
-        if not obj._key_set:
-            return "None stored"
-        return "In use" if obj.allows_byom else "Stored, unused on this plan"
+        return KEY_STATES[key_state(obj)]
 
     @admin.display(description="Members", ordering="_members")
     def member_count(self, obj) -> int:

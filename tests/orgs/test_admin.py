@@ -143,7 +143,7 @@ class TestOrganisationChange:
         globex = " ".join(staff.get(f"{ORGS}{world.globex.pk}/change/").content.decode().split())
         initech = " ".join(staff.get(f"{ORGS}{world.initech.pk}/change/").content.decode().split())
 
-        assert "Stored, in use." in acme and "Stored, but unused on this plan." in globex
+        assert "In use." in acme and "Stored, unused on this plan." in globex
         assert "None stored." in initech
         assert "its limit of 20 queries per rolling 60 minutes applies at once" in acme
         for page in (acme, globex):
@@ -637,8 +637,8 @@ class TestRemoveKeyAction:
         viewed = page_text(console(viewer).get(f"{ORGS}{world.acme.pk}/change/"))
         changed = page_text(console(world.staff).get(f"{ORGS}{world.acme.pk}/change/"))
 
-        assert "Claude API key: Stored, in use." in viewed and "Remove it with" not in viewed
-        assert "Claude API key: Stored, in use. Remove it with the list's action" in changed
+        assert "Claude API key: In use." in viewed and "Remove it with" not in viewed
+        assert "Claude API key: In use. Remove it with the list's action" in changed
         assert CANARY_KEY not in viewed
 
     def test_it_deletes_the_key_and_audits_the_removal(self, world, staff):

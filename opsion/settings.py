@@ -4,6 +4,7 @@ Defaults give a working single-process SQLite set-up. A missing SECRET_KEY or FI
 stops start-up (DEBUG on or off) with a message saying what to set.
 """
 
+import logging
 import math
 import re
 import warnings
@@ -433,6 +434,13 @@ def _log_level() -> str:
 
 
 LOG_LEVEL = _log_level()
+
+
+def _quiet_at(level: str) -> str:
+    """A chatty library's logger level: `level`, or LOG_LEVEL where that is higher (at ERROR, their warnings go too)."""
+    return max(level, LOG_LEVEL, key=logging.getLevelName)
+
+
 # Whoever logs it and whichever handler writes it, a record holding an Anthropic key or an encryption key
 # is redacted as it is made (opsion.reporting.configure_logging).
 LOGGING_CONFIG = "opsion.reporting.configure_logging"
@@ -447,13 +455,13 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # The SDK and its HTTP client log request options at DEBUG; keep them quiet.
-        "anthropic": {"level": "WARNING"},
-        "httpx": {"level": "WARNING"},
-        "httpx2": {"level": "WARNING"},
-        "httpcore": {"level": "WARNING"},
-        "httpcore2": {"level": "WARNING"},  # anthropic 2.x's; at DEBUG it logs a rejected header whole
+        "anthropic": {"level": _quiet_at("WARNING")},
+        "httpx": {"level": _quiet_at("WARNING")},
+        "httpx2": {"level": _quiet_at("WARNING")},
+        "httpcore": {"level": _quiet_at("WARNING")},
+        "httpcore2": {"level": _quiet_at("WARNING")},  # anthropic 2.x's; at DEBUG it logs a rejected header whole
         # markdown-it traces its parser at DEBUG, about a hundred lines per answer shown: LOG_LEVEL=DEBUG is for ours.
-        "markdown_it": {"level": "INFO"},
+        "markdown_it": {"level": _quiet_at("INFO")},
         # A Host not in ALLOWED_HOSTS: one WARNING line naming it, not Django's ERROR with a traceback.
         "django.security.DisallowedHost": {"filters": ["refused_host"]},
     },

@@ -6,13 +6,18 @@ import pytest
 from tests.security.conftest import base_env, run_python
 
 # A 404 (django.request logs it at WARNING) and a Host not in ALLOWED_HOSTS (django.security.DisallowedHost, logged at
-# ERROR by Django and turned into one WARNING line by opsion.reporting.RefusedHostIsAWarning).
+# ERROR by Django and turned into one WARNING line by opsion.reporting.RefusedHostIsAWarning); then the libraries whose
+# loggers LOGGING holds at a level of their own (the SDK and its HTTP client at WARNING, markdown-it at INFO).
 REQUESTS = """
 import django
 django.setup()
 from django.test import Client
 client = Client(raise_request_exception=False)
 print(client.get("/healthz", HTTP_HOST="203.0.113.7").status_code, client.get("/no-such-page/").status_code)
+import logging
+logging.getLogger("anthropic._base_client").warning("the SDK retrying")
+logging.getLogger("httpx2").warning("the HTTP client")
+logging.getLogger("markdown_it.rules_block").info("the markdown parser")
 """
 
 
@@ -41,6 +46,8 @@ def test_above_warning_neither_a_404_nor_an_unknown_host_writes_a_line(level):
 def test_at_warning_and_below_each_is_one_warning_line(level):
     lines = log_of(level).splitlines()
 
-    assert len(lines) == 2, lines
+    assert len(lines) == 4 + (level == "INFO"), lines
     assert " WARNING django.security.DisallowedHost " in lines[0] and "203.0.113.7" in lines[0]
     assert " WARNING django.request " in lines[1] and "Not Found: /no-such-page/" in lines[1]
+    assert " WARNING anthropic._base_client " in lines[2] and " WARNING httpx2 " in lines[3]
+    assert level != "INFO" or " INFO markdown_it.rules_block " in lines[4]

@@ -4,6 +4,7 @@ import logging
 
 from django.conf import settings
 from django.contrib.staticfiles.storage import staticfiles_storage
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.db import connection
 from django.db.utils import DatabaseError
@@ -69,11 +70,12 @@ def _static_files_resolve() -> bool:
     return True
 
 
-def static_files_failure() -> ValueError | OSError | None:
+def static_files_failure() -> Exception | None:
     """Why the static files storage cannot resolve a name every page refers to, or None when it can."""
     try:
         staticfiles_storage.url(PAGE_STYLESHEET)
-    except (ValueError, OSError) as failure:  # no entry in the manifest (none there); a corrupt or unreadable one
+    # No entry in the manifest (none there); a corrupt or unreadable one; a storage Django refuses to set up.
+    except (ValueError, OSError, ImproperlyConfigured) as failure:
         return failure
     return None
 

@@ -276,7 +276,7 @@ FORMAT_MODULE_PATH = ["opsion.formats"]
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+STATIC_ROOT = env.str("STATIC_ROOT", default="") or str(BASE_DIR / "staticfiles")  # empty is unset, as elsewhere
 # Hashed, compressed files from `collectstatic` in production; plain files from the apps in
 # development and tests (STATIC_MANIFEST=0), served by whitenoise straight from the finders.
 STATIC_MANIFEST = env.bool("STATIC_MANIFEST", default=not DEBUG)

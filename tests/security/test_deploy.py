@@ -64,6 +64,19 @@ def test_check_deploy_warns_when_the_static_files_manifest_is_missing_or_unreada
     assert "(opsion.W005) The static files manifest is missing or unreadable" in result.stdout + result.stderr
 
 
+def test_an_empty_static_root_means_the_default_one():
+    # `STATIC_ROOT=` in an env file is "unset", as for ANTHROPIC_BASE_URL: Django's storage refused "" with a
+    # traceback from check --deploy (no W005, whatever the manifest) and a 500 from /healthz.
+    env = production_env(STATIC_ROOT="", DJANGO_SETTINGS_MODULE="opsion.settings")
+    shown = run_python(
+        ["-c", "import django; django.setup(); from django.conf import settings; print(settings.STATIC_ROOT)"], env
+    )
+    checked = run_python(["manage.py", "check", "--deploy"], production_env(STATIC_ROOT=""))
+
+    assert shown.stdout.strip() == str(ROOT / "staticfiles"), shown.stdout + shown.stderr
+    assert "Traceback" not in checked.stdout + checked.stderr, checked.stdout + checked.stderr
+
+
 def test_check_deploy_does_not_look_for_a_manifest_without_static_manifest(tmp_path):
     result = run_python(
         ["manage.py", "check", "--deploy", "--fail-level", "WARNING"],

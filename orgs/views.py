@@ -117,15 +117,20 @@ def _refused_page(request: HttpRequest, membership: Membership, refused: Refused
 @login_required
 def settings_page(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
-    if request.method == "GET":  # not a HEAD: a monitor's probe opens nothing
-        services.organisation_opened(membership=membership)
     if request.GET.get("confirm") == "remove" and membership.can_manage:
         # The Remove button's confirmation step is a page of its own (a GET), so Back and reload from
         # what follows never ask to resend a form.
-        return _removal_confirmation(request, membership)
+        return _opened(request, membership, _removal_confirmation(request, membership))
     if REVOKE in request.GET:
-        return _revoke_confirmation(request, membership)
-    return _settings_page(request, membership)
+        return _opened(request, membership, _revoke_confirmation(request, membership))
+    return _opened(request, membership, _settings_page(request, membership))
+
+
+def _opened(request: HttpRequest, membership: Membership, response: HttpResponse) -> HttpResponse:
+    """`response`; a page shown by a GET (not a HEAD, a monitor's probe; not a 404) is where signing in lands next."""
+    if request.method == "GET" and response.status_code == 200:
+        services.organisation_opened(membership=membership)
+    return response
 
 
 def _audit_reader(request: HttpRequest, slug: str) -> Membership:
@@ -142,12 +147,9 @@ def _audit_reader(request: HttpRequest, slug: str) -> Membership:
 @login_required
 def audit_log(request: HttpRequest, slug: str) -> HttpResponse:
     membership = _audit_reader(request, slug)
-    if request.method == "GET":  # not a HEAD: a monitor's probe opens nothing
-        services.organisation_opened(membership=membership)
     page = selectors.audit_log_page(membership.organisation, request.GET.get("page"))
-    return render(
-        request, "orgs/audit_log.html", {"membership": membership, "org": membership.organisation, "page": page}
-    )
+    context = {"membership": membership, "org": membership.organisation, "page": page}
+    return _opened(request, membership, render(request, "orgs/audit_log.html", context))
 
 
 @require_safe

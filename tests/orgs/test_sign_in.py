@@ -95,11 +95,18 @@ def test_opening_the_same_organisation_again_writes_nothing_and_the_api_never_do
 
 @pytest.mark.parametrize(
     "page",
-    ["/orgs/globex/insights/?after=999999", "HEAD /orgs/globex/insights/", "HEAD /orgs/globex/settings/"],
+    [
+        "/orgs/globex/insights/?after=999999",
+        "/orgs/globex/settings/?revoke=999999",
+        "HEAD /orgs/globex/insights/",
+        "HEAD /orgs/globex/settings/",
+        "HEAD /orgs/globex/settings/audit-log/",
+    ],
 )
 def test_a_page_not_shown_is_not_remembered_as_the_one_last_opened(world, page):
-    # A 404 (an older-queries link naming a query since pruned) or a HEAD (a monitor, a link checker) opens nothing.
-    Membership.objects.create(user=world.initech_member, organisation=world.globex, role=Role.MEMBER)
+    # A 404 (an older-queries link naming a query since pruned, a revoked token's confirmation) or a HEAD (a monitor, a
+    # link checker) opens nothing.
+    Membership.objects.create(user=world.initech_member, organisation=world.globex, role=Role.ADMIN)
     client = console(world.initech_member)
     client.get("/orgs/initech/insights/")
     method, _, path = page.rpartition(" ")

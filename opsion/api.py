@@ -1,12 +1,13 @@
 """The JSON API under /api/v1/: authentication and the error shape; routes live in each app's api.py."""
 
 import json
+import logging
 import re
 from functools import wraps
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, UnreadablePostError
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
@@ -18,6 +19,8 @@ from ninja.security import HttpBearer, SessionAuth
 from opsion import requestid
 from opsion.errors import JSON, Refused, error_json, refused_json
 from orgs import services
+
+log = logging.getLogger("opsion")
 
 
 def bearer_credentials(request: HttpRequest) -> str | None:
@@ -226,6 +229,14 @@ def _http_error(request, exc: HttpError):
 def _too_big(request, exc):
     limit_kb = settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024
     return error_json("payload_too_large", f"The request body is too large (at most {limit_kb} KB).", 413)
+
+
+@api.exception_handler(UnreadablePostError)
+def _unreadable(request, exc):
+    # The client went away mid-body (a dropped connection, a killed upload): its mistake or its network's, one
+    # WARNING line, not a 500 logged at ERROR with a traceback. Nothing was read, so nothing was asked or counted.
+    log.warning("request body could not be read in full: %s %s", request.method, request.path)
+    return error_json("invalid_request", "The request body could not be read in full.", 400)
 
 
 @api.exception_handler(Http404)

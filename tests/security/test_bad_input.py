@@ -585,3 +585,24 @@ def test_a_form_body_cut_off_by_its_client_is_left_to_the_csrf_check_not_a_500(w
 
     assert response.status_code == 403
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.records
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-www-form-urlencoded"])
+def test_an_api_body_cut_off_by_its_client_is_a_400_not_a_500(world, api, caplog, content_type):
+    # The client went away mid-body: nothing to answer to, but neither a 500 nor an ERROR line with a traceback for
+    # every dropped upload; nothing asked, stored or counted.
+    api.raise_request_exception = False
+    caplog.clear()
+
+    response = api.generic(
+        "POST",
+        QUERIES.format("acme"),
+        '{"query": "x"}',
+        content_type=content_type,
+        **{"wsgi.input": _DroppedMidBody(), "CONTENT_LENGTH": "14"},
+    )
+
+    assert response.status_code == 400
+    assert json_error(response) == {"code": "invalid_request", "message": "The request body could not be read in full."}
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.records
+    assert not InsightQuery.objects.exists()

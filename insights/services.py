@@ -12,6 +12,7 @@ from insights import claude, keys, ratelimit
 from insights.models import IDEMPOTENCY_KEY_INDEX, InsightQuery, KeySource, Outcome, abandoned_after
 from opsion import paging
 from opsion.errors import InvalidRequest, NotFound, Refused
+from opsion.middleware import UNAVAILABLE_RETRY_SECONDS
 from orgs import selectors as org_selectors
 from orgs import services as org_services
 from orgs.crypto import DecryptionFailed
@@ -28,8 +29,7 @@ INTERRUPTED = "interrupted"  # the error code of a query whose answer stopped be
 # and short enough to be worth waiting for. Anthropic's own wait on Opsion's platform account is not passed on: it is
 # ours to manage, not the member's, and may be an hour. An answer being written takes seconds (about twice
 # ANTHROPIC_TIMEOUT_SECONDS at the very most): a retry of its question looks again a few seconds later, which costs
-# one lookup, no count.
-UNAVAILABLE_RETRY_SECONDS = 30
+# one lookup, no count. UNAVAILABLE_RETRY_SECONDS is the platform's, the database's 503 says it too.
 IN_USE_RETRY_SECONDS = 5
 
 

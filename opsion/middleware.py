@@ -12,8 +12,8 @@ from opsion.errors import error_json
 log = logging.getLogger("opsion")
 
 UNAVAILABLE = "Opsion is temporarily unavailable. Please try again shortly."
-# "Shortly", as a client can read it (Retry-After): a hint, as no one here knows how long the database stays away;
-# the same as AI Insights' own 503 (insights.services.UNAVAILABLE_RETRY_SECONDS).
+# "Shortly", as a client can read it (Retry-After): a hint, as no one here knows how long the database (or, for AI
+# Insights' own 503, Anthropic) stays away.
 UNAVAILABLE_RETRY_SECONDS = 30
 
 

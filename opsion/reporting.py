@@ -104,7 +104,7 @@ def configure_logging(config: dict) -> None:
     logging.config.dictConfig(config)
     # Django's own configuration holds its `django` logger at INFO whatever the root's level: LOG_LEVEL=ERROR still
     # wrote a WARNING line for every 404. Raised to the root's level (never lowered: at DEBUG it stays at INFO), its
-    # handlers (the ADMINS report's among them) kept.
+    # handlers (Django's mail_admins, for whoever sets ADMINS) kept.
     django_logger, root_level = logging.getLogger("django"), logging.getLogger().level
     if django_logger.level < root_level:
         django_logger.setLevel(root_level)

@@ -560,7 +560,7 @@ class AuditEventAdmin(admin.ModelAdmin):
     def ip_address(self, obj: AuditEvent) -> str | None:
         return obj.ip
 
-    @admin.display(description="Via", ordering="via")
+    @admin.display(description="Where it was made", ordering="via")
     def made_in(self, obj: AuditEvent) -> str:
         return MADE_IN.get(obj.via, obj.via)
 

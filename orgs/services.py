@@ -68,7 +68,8 @@ def audit_staff_change(*, org: Organisation, staff_user, action: str, detail: st
 
 def plan_changed_as_staff(*, org: Organisation, staff_user, old_plan: Plan, ip: str | None) -> None:
     """Record staff's change of `org` (saved already, on its new plan) from `old_plan` in its audit log; if it puts a
-    stored key back into use or takes it out, mail its Owners and Admins once the change commits. Raises nothing."""
+    stored key back into use or takes it out, mail its Owners and Admins once the change commits.
+    Raises only what the audit row's insert would (a lost database)."""
     event = _audit(
         org=org,
         actor=staff_user,

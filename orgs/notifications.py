@@ -19,8 +19,8 @@ from django.db import transaction
 from django.template.loader import render_to_string
 
 from insights.ratelimit import window_words
-from orgs import mailer
-from orgs.models import MANAGING_ROLES, ApiToken, AuditAction, Organisation, User
+from orgs import mailer, selectors
+from orgs.models import MANAGING_ROLES, ApiToken, AuditAction, KeyStatus, Organisation, User
 
 VIA = {
     "console": "in the Opsion console",
@@ -66,6 +66,9 @@ def key_use_changed_by_plan(*, org: Organisation, old_plan, at: datetime) -> Non
     key back into use or took it out of use, and which limit applies now, once the current transaction commits."""
     if not settings.EMAIL_CONFIGURED:
         return
+    # insights.services imports this module (through orgs.services): imported here, when a plan change is mailed.
+    from insights.services import window_on_platform_key
+
     in_use = org.allows_byom
     limit = settings.INSIGHTS_BYOM_LIMIT if in_use else settings.INSIGHTS_PLATFORM_LIMIT
     context = {
@@ -78,6 +81,16 @@ def key_use_changed_by_plan(*, org: Organisation, old_plan, at: datetime) -> Non
         "limit": limit,
         "window": window_words(settings.INSIGHTS_WINDOW_SECONDS),  # as the pages say it
     }
+    if in_use:
+        # Not promised to answer when it cannot: Anthropic rejected it last time, or no configured key decrypts it.
+        row = selectors.stored_claude_api_key(org)
+        context["key_invalid"] = row is not None and row.status == KeyStatus.INVALID
+        context["key_unreadable"] = row is not None and not row.secret.readable()
+    else:
+        # The queries already counted stay counted: over the platform's limit, no one can ask for a while.
+        after = window_on_platform_key(org)
+        context["locked_for"] = 0 if after.remaining else after.reset_seconds
+        context["used"] = after.used
     subject = f"Claude API key {'in use again' if in_use else 'no longer in use'} for {org.name}"
     body = render_to_string("orgs/email/key_use_changed.txt", context)
     what = f"claude api key {'in use' if in_use else 'unused'} after plan change e-mail"

@@ -9,15 +9,18 @@ from contextlib import contextmanager
 from datetime import UTC, timedelta
 
 import pytest
+from cryptography.fernet import Fernet
 from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
 from orgs import guards, mailer, recent_auth, services
-from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Membership, Plan, Role
+from orgs.crypto import Sealed
+from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Plan, Role
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY, PASSWORD, make_user, organisation_admin_form
 from tests.clients import api_delete_key, api_put_key, bearer, console, token_client
+from tests.insights.helpers import seed
 from tests.orgs.helpers import store_key
 
 SAVE = "/orgs/{}/settings/claude-api-key/save"
@@ -678,6 +681,57 @@ def test_a_downgrade_that_takes_a_stored_key_out_of_use_is_mailed_to_the_owners_
     assert "You can remove the key in Settings, where it is listed as the stored Claude API key." in body
     assert "http" not in outbox[0].body
     assert_no_key_in(outbox)
+
+
+def test_a_downgrade_over_the_platform_limit_says_no_one_can_ask_for_a_while(crowd, committed):
+    # 25 queries counted in the window on the organisation's key, 20 allowed on the platform key: asking is refused
+    # from the moment the plan changes, until enough of them leave the window. Staff are told; so are its managers.
+    store_key(crowd.acme, CANARY_KEY, by=crowd.acme_owner)
+    seed(crowd.acme, *([1800] * 5 + [600] * 20))
+
+    with committed() as outbox:
+        assert change_plan(crowd.staff, crowd.acme, Plan.STARTER).status_code == 302
+
+    body = " ".join(outbox[0].body.split())
+    assert (
+        "Acme Digital Assets has used 25 queries in the last 60 minutes, so no one in it can ask AI Insights for "
+        "about 50 min." in body
+    )
+
+
+@pytest.mark.parametrize(
+    "status, unreadable, said",
+    [
+        (
+            KeyStatus.INVALID,
+            False,
+            "Anthropic rejected this key when it was last used: queries will fail until a valid key is saved in "
+            "Settings → AI Insights.",
+        ),
+        (
+            KeyStatus.VALID,
+            True,
+            "Opsion cannot decrypt this key now: queries are refused until it is saved again in Settings → AI "
+            "Insights.",
+        ),
+    ],
+)
+def test_a_restored_key_that_cannot_answer_is_not_promised_to(crowd, committed, status, unreadable, said):
+    store_key(crowd.acme, CANARY_KEY, by=crowd.acme_owner)
+    ClaudeApiKey.objects.filter(organisation=crowd.acme).update(status=status)
+    if unreadable:  # encrypted with a key no longer configured
+        ClaudeApiKey.objects.filter(organisation=crowd.acme).update(
+            secret=Sealed(Fernet(Fernet.generate_key()).encrypt(b"x").decode())
+        )
+    crowd.acme.plan = Plan.PROFESSIONAL
+    crowd.acme.save(update_fields=["plan"])
+
+    with committed() as outbox:
+        assert change_plan(crowd.staff, crowd.acme, Plan.INSTITUTIONAL).status_code == 302
+
+    body = " ".join(outbox[0].body.split())
+    assert said in body
+    assert "now run on that key" not in body
 
 
 def test_the_limit_mailed_is_the_one_configured(crowd, committed, settings):

@@ -145,8 +145,12 @@ class Usage:
     @property
     def limit_reached(self) -> ratelimit.RateLimited | None:
         """At the limit, the refusal the next query would meet now: the limiter's own message and Retry-After, from
-        this window (so a page can say it, and disable Ask, before anyone asks); None while a query fits."""
-        return ratelimit.RateLimited(self.window) if self.window.remaining == 0 else None
+        this window (so a page can say it, and disable Ask, before anyone asks); None while a query fits, and None when
+        a query would be refused before the limit is looked at (the organisation's key unreadable, no platform key):
+        its refusal says that, and the page says it already."""
+        if self.window.remaining or self.org_key_unreadable or self.platform_key_missing:
+            return None
+        return ratelimit.RateLimited(self.window)
 
     @property
     def org_key_invalid(self) -> bool:

@@ -103,6 +103,39 @@ def test_below_the_limit_ask_is_enabled_and_nothing_is_said_beside_it(world, con
     assert beside_ask(page) == ""
 
 
+def test_at_the_limit_with_an_unreadable_key_the_page_says_what_a_post_would_be_told_not_the_limit(
+    world, fake_anthropic, console, acme_key, settings
+):
+    # A post is refused for the unreadable key before the limit is looked at: "Rate limit reached … try again in 30
+    # min" would send the member back in half an hour only to be told the key cannot be read.
+    seed_spread(world.acme, 200, oldest=1800, newest=60)
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # the key it was sealed with was dropped
+    client = console(world.acme_member)
+
+    page = client.get(PAGE.format("acme")).content.decode()
+    refused = client.post(PAGE.format("acme"), {"query": "One more?"})
+
+    assert "cannot be read" in text_of(refused) and "Rate limit reached" not in text_of(refused)
+    assert beside_ask(page) == "" and "Rate limit reached" not in page
+    assert " disabled" not in ask_button(page)
+    assert "stored Claude API key cannot be read" in page
+
+
+def test_at_the_limit_with_no_platform_key_the_page_says_what_a_post_would_be_told_not_the_limit(
+    world, fake_anthropic, console, settings
+):
+    seed_spread(world.globex, 20, oldest=1800, newest=60)
+    settings.ANTHROPIC_API_KEY = ""
+    client = console(world.globex_member)
+
+    page = client.get(PAGE.format("globex")).content.decode()
+    refused = client.post(PAGE.format("globex"), {"query": "One more?"})
+
+    assert refused.status_code == 503 and "Rate limit reached" not in text_of(refused)
+    assert beside_ask(page) == "" and "Rate limit reached" not in page
+    assert " disabled" not in ask_button(page)
+
+
 def test_at_a_lowered_limit_ask_waits_for_the_refusals_time_not_the_oldest_querys(world, fake_anthropic, console):
     # 25 counted under a higher limit, 20 now: the next fits once six have left, not when the oldest leaves.
     seed_spread(world.globex, 25, oldest=2400, newest=0)

@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import connections, router, transaction
 from django.db.models import Count, DateTimeField, ExpressionWrapper, Max, Min, QuerySet
 from django.db.models.expressions import DatabaseDefault
@@ -174,6 +175,14 @@ def peek(*, org: Organisation, limit: int, window_seconds: int) -> Window:
     used, oldest, now = _stats(org.pk, window_seconds)
     frees_in = _frees_in(org.pk, used=used, limit=limit, oldest=oldest, now=now, window_seconds=window_seconds)
     return Window(limit, window_seconds, used, frees_in)
+
+
+def window_on_platform_key(org: Organisation) -> Window:
+    """The window as it would stand on the platform key's limit: what removing the organisation's key, or a plan
+    change taking it out of use, would leave (the queries already counted stay counted). Here, not in
+    insights.services, so that orgs.notifications can import it: insights.services imports orgs.services, which
+    imports orgs.notifications."""
+    return peek(org=org, limit=settings.INSIGHTS_PLATFORM_LIMIT, window_seconds=settings.INSIGHTS_WINDOW_SECONDS)
 
 
 class KeyChanged(Exception):

@@ -205,14 +205,6 @@ def usage(org: Organisation) -> Usage:
     )
 
 
-def window_on_platform_key(org: Organisation) -> ratelimit.Window:
-    """The window as it would stand on the platform key's limit: what removing the organisation's key
-    would leave (the queries already counted stay counted)."""
-    return ratelimit.peek(
-        org=org, limit=settings.INSIGHTS_PLATFORM_LIMIT, window_seconds=settings.INSIGHTS_WINDOW_SECONDS
-    )
-
-
 def window_after(refused: Refused, org: Organisation) -> ratelimit.Window:
     """The window to report beside a refusal: the limiter's own, when it was the limiter that refused."""
     return refused.window if isinstance(refused, ratelimit.RateLimited) else usage(org).window

@@ -17,7 +17,7 @@ from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.text import capfirst
 
-from insights import services as insights_services
+from insights import ratelimit
 from insights.ratelimit import window_words
 from insights.templatetags.insights_tags import duration
 from opsion.http import client_ip
@@ -158,7 +158,7 @@ class OrganisationAdmin(admin.ModelAdmin):
                 "organisation no longer wants it used, remove it with the list's action.",
             )
             return
-        after = insights_services.window_on_platform_key(org)
+        after = ratelimit.window_on_platform_key(org)
         now_on = (
             f"{org} now uses Opsion's platform key, limited to {after.limit} queries per rolling "
             f"{window_words(after.window_seconds)}."
@@ -260,8 +260,7 @@ class OrganisationAdmin(admin.ModelAdmin):
     def _confirm_key_removal(self, request, queryset) -> TemplateResponse:
         with_key = queryset.filter(claude_api_key__isnull=False).order_by("name")
         rows = [
-            {"org": org, "in_use": org.allows_byom, "after": insights_services.window_on_platform_key(org)}
-            for org in with_key
+            {"org": org, "in_use": org.allows_byom, "after": ratelimit.window_on_platform_key(org)} for org in with_key
         ]
         selected = [str(pk) for pk in queryset.values_list("pk", flat=True)]
         context = {

@@ -18,7 +18,7 @@ from django.core.mail import EmailMessage
 from django.db import transaction
 from django.template.loader import render_to_string
 
-from insights.ratelimit import window_words
+from insights.ratelimit import window_on_platform_key, window_words
 from orgs import mailer, selectors
 from orgs.models import MANAGING_ROLES, ApiToken, AuditAction, KeyStatus, Organisation, User
 
@@ -66,9 +66,6 @@ def key_use_changed_by_plan(*, org: Organisation, old_plan, at: datetime) -> Non
     key back into use or took it out of use, and which limit applies now, once the current transaction commits."""
     if not settings.EMAIL_CONFIGURED:
         return
-    # insights.services imports this module (through orgs.services): imported here, when a plan change is mailed.
-    from insights.services import window_on_platform_key
-
     in_use = org.allows_byom
     limit = settings.INSIGHTS_BYOM_LIMIT if in_use else settings.INSIGHTS_PLATFORM_LIMIT
     context = {

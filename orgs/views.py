@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_safe
 
-from insights import services as insights_services
+from insights import ratelimit
 from opsion.errors import NotFound, Refused
 from opsion.http import client_ip
 from orgs import access, audit_export, guards, recent_auth, selectors, services
@@ -166,7 +166,7 @@ def audit_log_csv(request: HttpRequest, slug: str) -> StreamingHttpResponse:
 
 def _removal_confirmation(request: HttpRequest, membership: Membership) -> HttpResponse:
     # Said before removing: the queries already counted stay counted under the lower limit.
-    after = insights_services.window_on_platform_key(membership.organisation)
+    after = ratelimit.window_on_platform_key(membership.organisation)
     return _settings_page(request, membership, confirm_remove=True, window_after_removal=after)
 
 

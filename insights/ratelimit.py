@@ -51,6 +51,18 @@ def window_words(seconds: int) -> str:
     return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
 
 
+def duration(seconds: int) -> str:
+    """`1 h 5 min`, `12 min`, `45 s`: when the next query frees up, rounded up (never early) to the minute."""
+    seconds = int(seconds or 0)
+    if seconds >= 3600:
+        hours, minutes = divmod(-(-seconds // 60), 60)
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if seconds >= 60:
+        minutes = -(-seconds // 60)
+        return f"{minutes} min"
+    return f"{seconds} s"
+
+
 class RateLimited(Refused):
     code, status = "rate_limited", 429
 
@@ -183,6 +195,19 @@ def window_on_platform_key(org: Organisation) -> Window:
     insights.services, so that orgs.notifications can import it: insights.services imports orgs.services, which
     imports orgs.notifications."""
     return peek(org=org, limit=settings.INSIGHTS_PLATFORM_LIMIT, window_seconds=settings.INSIGHTS_WINDOW_SECONDS)
+
+
+def locked_out_words(window: Window, *, who: str, counted_in: str = "") -> str:
+    """What a full `window` on the platform key means, in the one sentence every surface says it with (no full stop:
+    a surface may go on): "{who} has used 25 queries in the last 60 minutes, so no one in it can ask AI Insights for
+    about 21 min"; staff read `counted_in` "in the window". Empty while a query remains."""
+    if window.remaining:
+        return ""
+    counted_in = counted_in or f"in the last {window_words(window.window_seconds)}"
+    return (
+        f"{who} has used {window.used} queries {counted_in}, so no one in it can ask AI Insights for about "
+        f"{duration(window.reset_seconds)}"
+    )
 
 
 class KeyChanged(Exception):

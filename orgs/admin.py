@@ -19,7 +19,6 @@ from django.utils.text import capfirst
 
 from insights import ratelimit
 from insights.ratelimit import window_words
-from insights.templatetags.insights_tags import duration
 from opsion.http import client_ip
 from orgs import selectors, services
 from orgs.admin_memberships import MembershipInline, audit_staff, joined
@@ -112,9 +111,11 @@ class OrganisationAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if change and "plan" in form.changed_data:
             old = Plan(form.initial["plan"])
-            services.plan_changed_as_staff(org=obj, staff_user=request.user, old_plan=old, ip=client_ip(request))
+            after = services.plan_changed_as_staff(
+                org=obj, staff_user=request.user, old_plan=old, ip=client_ip(request)
+            )
             if (old in BYOM_PLANS) != obj.allows_byom:
-                self._say_which_key_is_used_now(request, obj)
+                self._say_which_key_is_used_now(request, obj, after)
 
     def get_formset_kwargs(self, request, obj, inline, prefix):
         kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
@@ -140,38 +141,35 @@ class OrganisationAdmin(admin.ModelAdmin):
         )
 
     @staticmethod
-    def _say_which_key_is_used_now(request, org: Organisation) -> None:
+    def _say_which_key_is_used_now(request, org: Organisation, after: ratelimit.Window | None) -> None:
         """A plan change across the BYOM line changes which key a stored one's organisation is answered with: off it,
         the key stays stored, unused, and the platform key's limit applies at once to the queries already counted (as
         when the key is removed, whose confirmation says so too); back on it, a key perhaps saved long ago is used
-        again. Staff are told either way; an organisation without a key notices nothing."""
-        key = ClaudeApiKey.objects.filter(organisation=org).values("saved_at").first()
-        if key is None:
-            return
-        window = window_words(settings.INSIGHTS_WINDOW_SECONDS)
+        again. Staff are told either way; an organisation without a key notices nothing. `after`: the window on the
+        platform key plan_changed_as_staff counted for its e-mail, None when it took no key out of use."""
         if org.allows_byom:
-            saved = date_format(timezone.localtime(key["saved_at"]), "j M Y")
-            messages.warning(
-                request,
-                f"The stored Claude API key of {org} (saved {saved}) is in use again: its AI Insights queries now go "
-                f"to that key, limited to {settings.INSIGHTS_BYOM_LIMIT} queries per rolling {window}. If the "
-                "organisation no longer wants it used, remove it with the list's action.",
-            )
+            key = ClaudeApiKey.objects.filter(organisation=org).values("saved_at").first()
+            if key is not None:
+                saved = date_format(timezone.localtime(key["saved_at"]), "j M Y")
+                messages.warning(
+                    request,
+                    f"The stored Claude API key of {org} (saved {saved}) is in use again: its AI Insights queries now "
+                    f"go to that key, limited to {settings.INSIGHTS_BYOM_LIMIT} queries per rolling "
+                    f"{window_words(settings.INSIGHTS_WINDOW_SECONDS)}. If the organisation no longer wants it used, "
+                    "remove it with the list's action.",
+                )
             return
-        after = ratelimit.window_on_platform_key(org)
+        if after is None:
+            return
         now_on = (
             f"{org} now uses Opsion's platform key, limited to {after.limit} queries per rolling "
             f"{window_words(after.window_seconds)}."
         )
         kept = "Its Claude API key stays stored, unused, until it is removed or the plan returns."
-        if after.remaining:
-            messages.info(request, f"{now_on} {kept}")
+        if locked_out := ratelimit.locked_out_words(after, who="It", counted_in="in the window"):
+            messages.warning(request, f"{now_on} {locked_out}. {kept}")
         else:
-            messages.warning(
-                request,
-                f"{now_on} It has used {after.used} queries in the window, so no one in it can ask AI Insights for "
-                f"about {duration(after.reset_seconds)}. {kept}",
-            )
+            messages.info(request, f"{now_on} {kept}")
 
     def save_formset(self, request, form, formset, change) -> None:
         """Memberships changed in the inline reach the organisation's own audit log, as its key changes do."""
@@ -260,7 +258,14 @@ class OrganisationAdmin(admin.ModelAdmin):
     def _confirm_key_removal(self, request, queryset) -> TemplateResponse:
         with_key = queryset.filter(claude_api_key__isnull=False).order_by("name")
         rows = [
-            {"org": org, "in_use": org.allows_byom, "after": ratelimit.window_on_platform_key(org)} for org in with_key
+            {
+                "org": org,
+                "in_use": org.allows_byom,
+                "locked_out": ratelimit.locked_out_words(
+                    ratelimit.window_on_platform_key(org), who="It", counted_in="in the window"
+                ),
+            }
+            for org in with_key
         ]
         selected = [str(pk) for pk in queryset.values_list("pk", flat=True)]
         context = {

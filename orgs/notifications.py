@@ -18,7 +18,7 @@ from django.core.mail import EmailMessage
 from django.db import transaction
 from django.template.loader import render_to_string
 
-from insights.ratelimit import window_on_platform_key, window_words
+from insights.ratelimit import Window, locked_out_words, window_words
 from orgs import mailer, selectors
 from orgs.models import MANAGING_ROLES, ApiToken, AuditAction, KeyStatus, Organisation, User
 
@@ -61,9 +61,10 @@ def key_changed(*, org: Organisation, actor, action: str, via: str, at: datetime
         _send_on_commit(user, subject, body, what)
 
 
-def key_use_changed_by_plan(*, org: Organisation, old_plan, at: datetime) -> None:
+def key_use_changed_by_plan(*, org: Organisation, old_plan, at: datetime, after: Window | None) -> None:
     """Tell every active Owner and Admin of `org` that Opsion staff's change of its plan from `old_plan` put its stored
-    key back into use or took it out of use, and which limit applies now, once the current transaction commits."""
+    key back into use or took it out of use (`after`: the window on the platform key then), and which limit applies
+    now, once the current transaction commits."""
     if not settings.EMAIL_CONFIGURED:
         return
     in_use = org.allows_byom
@@ -85,9 +86,7 @@ def key_use_changed_by_plan(*, org: Organisation, old_plan, at: datetime) -> Non
         context["key_unreadable"] = row is not None and not row.secret.readable()
     else:
         # The queries already counted stay counted: over the platform's limit, no one can ask for a while.
-        after = window_on_platform_key(org)
-        context["locked_for"] = 0 if after.remaining else after.reset_seconds
-        context["used"] = after.used
+        context["locked_out"] = locked_out_words(after, who=org.name)
     subject = f"Claude API key {'in use again' if in_use else 'no longer in use'} for {org.name}"
     body = render_to_string("orgs/email/key_use_changed.txt", context)
     what = f"claude api key {'in use' if in_use else 'unused'} after plan change e-mail"

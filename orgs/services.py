@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
+from insights import ratelimit
 from opsion.batches import delete_in_batches
 from opsion.errors import InvalidRequest, NotFound, Refused
 from orgs import access, guards, notifications
@@ -66,10 +67,11 @@ def audit_staff_change(*, org: Organisation, staff_user, action: str, detail: st
     _audit(org=org, actor=staff_user, action=action, ip=ip, via="admin", detail=detail[:300])
 
 
-def plan_changed_as_staff(*, org: Organisation, staff_user, old_plan: Plan, ip: str | None) -> None:
+def plan_changed_as_staff(*, org: Organisation, staff_user, old_plan: Plan, ip: str | None) -> ratelimit.Window | None:
     """Record staff's change of `org` (saved already, on its new plan) from `old_plan` in its audit log; if it puts a
-    stored key back into use or takes it out, mail its Owners and Admins once the change commits.
-    Raises only what the audit row's insert would (a lost database)."""
+    stored key back into use or takes it out, mail its Owners and Admins once the change commits. Returns the window
+    on the platform key when it took a stored key out of use (counted once: the e-mail says it, and admin tells
+    staff), else None. Raises only what the audit row's insert would (a lost database)."""
     event = _audit(
         org=org,
         actor=staff_user,
@@ -80,8 +82,12 @@ def plan_changed_as_staff(*, org: Organisation, staff_user, old_plan: Plan, ip: 
     )
     # A key put back into use bills the customer's own Anthropic account again; one taken out of use lowers the
     # limit at once. Either is a change to which key is used, which the key's own writes already mail.
-    if (old_plan in BYOM_PLANS) != org.allows_byom and ClaudeApiKey.objects.filter(organisation=org).exists():
-        notifications.key_use_changed_by_plan(org=org, old_plan=old_plan, at=event.created_at)
+    if (old_plan in BYOM_PLANS) == org.allows_byom or not ClaudeApiKey.objects.filter(organisation=org).exists():
+        return None
+    # Out of use, the queries already counted stay counted under the platform key's limit.
+    after = None if org.allows_byom else ratelimit.window_on_platform_key(org)
+    notifications.key_use_changed_by_plan(org=org, old_plan=old_plan, at=event.created_at, after=after)
+    return after
 
 
 @sensitive_variables("raw_key", "key")

@@ -167,7 +167,8 @@ def audit_log_csv(request: HttpRequest, slug: str) -> StreamingHttpResponse:
 def _removal_confirmation(request: HttpRequest, membership: Membership) -> HttpResponse:
     # Said before removing: the queries already counted stay counted under the lower limit.
     after = ratelimit.window_on_platform_key(membership.organisation)
-    return _settings_page(request, membership, confirm_remove=True, window_after_removal=after)
+    locked_out = ratelimit.locked_out_words(after, who="Your organisation")
+    return _settings_page(request, membership, confirm_remove=True, locked_out=locked_out)
 
 
 @login_required

@@ -4,7 +4,7 @@ from django.utils.html import conditional_escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 
 from insights import services
-from insights.ratelimit import window_words
+from insights.ratelimit import duration, window_words
 from insights.rendering import render_markdown
 
 register = template.Library()
@@ -37,17 +37,7 @@ def markdown_filter(text: str):
     return render_markdown(text)
 
 
-@register.filter
-def duration(seconds: int) -> str:
-    """`1 h 5 min`, `12 min`, `45 s`: when the next query frees up, rounded up (never early) to the minute."""
-    seconds = int(seconds or 0)
-    if seconds >= 3600:
-        hours, minutes = divmod(-(-seconds // 60), 60)
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    if seconds >= 60:
-        minutes = -(-seconds // 60)
-        return f"{minutes} min"
-    return f"{seconds} s"
+register.filter("duration", duration)
 
 
 @register.filter

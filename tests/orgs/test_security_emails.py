@@ -10,9 +10,11 @@ from datetime import UTC, timedelta
 
 import pytest
 from cryptography.fernet import Fernet
+from django.contrib.messages import get_messages
 from django.core.management import CommandError, call_command
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from orgs import guards, mailer, recent_auth, services
@@ -697,6 +699,25 @@ def test_a_downgrade_over_the_platform_limit_says_no_one_can_ask_for_a_while(cro
         "Acme Digital Assets has used 25 queries in the last 60 minutes, so no one in it can ask AI Insights for "
         "about 50 min." in body
     )
+
+
+def test_a_downgrade_counts_the_window_once_for_the_email_and_for_staff(crowd, committed):
+    # One plan change, one count of the window: the e-mail and admin's message to staff say the same lockout from it.
+    store_key(crowd.acme, CANARY_KEY, by=crowd.acme_owner)
+    seed(crowd.acme, *([1800] * 5 + [600] * 20))
+    staff = console(crowd.staff)
+
+    with committed() as outbox, CaptureQueriesContext(connection) as queries:
+        response = staff.post(
+            f"/admin/orgs/organisation/{crowd.acme.pk}/change/", organisation_admin_form(crowd.acme, plan=Plan.STARTER)
+        )
+
+    counts = [q["sql"] for q in queries if "insights_insightquery" in q["sql"] and "COUNT(" in q["sql"].upper()]
+    assert len(counts) == 1, counts
+    said = "has used 25 queries in the last 60 minutes, so no one in it can ask AI Insights for about 50 min."
+    assert f"Acme Digital Assets {said}" in " ".join(outbox[0].body.split())
+    told = " ".join(m.message for m in get_messages(response.wsgi_request))
+    assert "It has used 25 queries in the window, so no one in it can ask AI Insights for about 50 min." in told
 
 
 @pytest.mark.parametrize(

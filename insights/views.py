@@ -17,8 +17,7 @@ from insights.http import add_ratelimit_headers, sse, window_json
 from insights.rendering import render_markdown
 from insights.suggestions import SUGGESTED_QUERIES
 from opsion.errors import InvalidRequest, NotFound, Refused, refused_json
-from orgs import access, drafts, guards
-from orgs import services as orgs_services
+from orgs import access, drafts, guards, landing
 from orgs.account_views import SIGNED_IN_LANDING
 from orgs.models import Membership
 
@@ -49,8 +48,6 @@ def _page(
     # queries link naming a query since pruned), it would be lost without ever being put back in the box.
     if take_draft and (kept := drafts.take(request)):
         extra |= {"draft": kept, "draft_kept": True}
-    if take_draft:  # a GET that shows the page (not a HEAD, not a 404): where signing in lands next time
-        orgs_services.organisation_opened(membership=membership)
     recent = rows[:HISTORY_PAGE]
     # The answer a plain POST redirected to: usually the newest entry; an old link may name an older
     # one, and one that is not this member's (or no longer exists) shows no answer card at all.
@@ -105,10 +102,16 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
         answered_id = int(answered) if ANSWER_ID.fullmatch(answered) else None
         # A HEAD leaves a question kept across sign-in for the page itself.
         take_draft = request.method == "GET"
-        landing = take_draft and request.session.pop(SIGNED_IN_LANDING, None) == request.path
-        return _page(
-            request, membership, answered_id=answered_id, after=after, take_draft=take_draft, signed_in_landing=landing
+        signed_in_here = take_draft and request.session.pop(SIGNED_IN_LANDING, None) == request.path
+        page = _page(
+            request,
+            membership,
+            answered_id=answered_id,
+            after=after,
+            take_draft=take_draft,
+            signed_in_landing=signed_in_here,
         )
+        return landing.opened(request, membership, page)
     # A suggestion button (the no-JavaScript path) asks its own question, whatever the box holds.
     text = request.POST.get("suggestion") or request.POST.get("query", "")
     wants_stream = "text/event-stream" in request.headers.get("Accept", "")

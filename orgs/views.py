@@ -17,7 +17,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 from insights import ratelimit
 from opsion.errors import NotFound, Refused
 from opsion.http import client_ip
-from orgs import access, audit_export, guards, recent_auth, selectors, services
+from orgs import access, audit_export, guards, landing, recent_auth, selectors, services
 from orgs.account_views import SIGNED_IN_LANDING, SIGNED_IN_TO
 from orgs.forms import ApiTokenForm
 from orgs.models import Membership
@@ -120,17 +120,10 @@ def settings_page(request: HttpRequest, slug: str) -> HttpResponse:
     if request.GET.get("confirm") == "remove" and membership.can_manage:
         # The Remove button's confirmation step is a page of its own (a GET), so Back and reload from
         # what follows never ask to resend a form.
-        return _opened(request, membership, _removal_confirmation(request, membership))
+        return landing.opened(request, membership, _removal_confirmation(request, membership))
     if REVOKE in request.GET:
-        return _opened(request, membership, _revoke_confirmation(request, membership))
-    return _opened(request, membership, _settings_page(request, membership))
-
-
-def _opened(request: HttpRequest, membership: Membership, response: HttpResponse) -> HttpResponse:
-    """`response`; a page shown by a GET (not a HEAD, a monitor's probe; not a 404) is where signing in lands next."""
-    if request.method == "GET" and response.status_code == 200:
-        services.organisation_opened(membership=membership)
-    return response
+        return landing.opened(request, membership, _revoke_confirmation(request, membership))
+    return landing.opened(request, membership, _settings_page(request, membership))
 
 
 def _audit_reader(request: HttpRequest, slug: str) -> Membership:
@@ -149,7 +142,7 @@ def audit_log(request: HttpRequest, slug: str) -> HttpResponse:
     membership = _audit_reader(request, slug)
     page = selectors.audit_log_page(membership.organisation, request.GET.get("page"))
     context = {"membership": membership, "org": membership.organisation, "page": page}
-    return _opened(request, membership, render(request, "orgs/audit_log.html", context))
+    return landing.opened(request, membership, render(request, "orgs/audit_log.html", context))
 
 
 @require_safe

@@ -1,11 +1,9 @@
 import re
 import secrets
 from collections.abc import Iterator
-from functools import wraps
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -47,7 +45,7 @@ def _page(
     # A question kept across sign-in is taken only now that this page will show it: taken before a 404 (an older
     # queries link naming a query since pruned), it would be lost without ever being put back in the box.
     if take_draft and (kept := drafts.take(request)):
-        extra |= {"draft": kept, "draft_kept": True}
+        extra |= {"draft": kept.text, "draft_kept": True}
     recent = rows[:HISTORY_PAGE]
     # The answer a plain POST redirected to: usually the newest entry; an old link may name an older
     # one, and one that is not this member's (or no longer exists) shows no answer card at all.
@@ -77,23 +75,8 @@ def _page(
     return add_ratelimit_headers(render(request, "insights/query.html", context, status=status), usage.window)
 
 
-def _sign_in_keeps_the_question(view):
-    """login_required, except that a question posted after the session expired is not lost on the
-    way: the sign-in page answers the POST itself and brings the question back afterwards."""
-
-    signed_in_view = login_required(view)
-
-    @wraps(view)
-    def run(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if request.method == "POST" and not request.user.is_authenticated:
-            return drafts.sign_in_to_continue(request, draft=request.POST.get("query", ""))
-        return signed_in_view(request, *args, **kwargs)
-
-    return run
-
-
 @require_http_methods(["GET", "HEAD", "POST"])
-@_sign_in_keeps_the_question
+@drafts.sign_in_keeps("query")  # a question posted after the session expired comes back after sign-in
 def query_page(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
     if request.method in ("GET", "HEAD"):

@@ -78,14 +78,14 @@ def _sign_in_again(request: HttpRequest) -> HttpResponse:
     """A sign-in form whose CSRF token went stale: another tab signed in (two tabs sent to sign in when the session
     expired), or signed in and out. Signed in now, they go on where the form was taking them (the sign-in page
     checks `next` and sends a signed-in visitor on); otherwise they are asked to sign in again. No password is
-    checked: the form is only turned into a GET of the sign-in page. A question it carried along (orgs.drafts) is
+    checked: the form is only turned into a GET of the sign-in page. What it carried along (orgs.drafts) is
     not dropped: kept for the page it came from, as a sign-in keeps it, or carried by the sign-in page again."""
     next_url = request.POST.get("next", "")
-    draft = drafts.posted(request)
+    draft, choice = drafts.posted(request), drafts.posted_choice(request)
     if request.user.is_authenticated:
-        drafts.keep(request, path=next_url, draft=draft)
+        drafts.keep(request, path=next_url, draft=draft, choice=choice)
     else:
         messages.warning(request, STALE_SIGN_IN)
         if draft:  # a redirect would drop it
-            return drafts.sign_in_to_continue(request, draft=draft, next_url=next_url)
+            return drafts.sign_in_to_continue(request, draft=draft, choice=choice, next_url=next_url)
     return redirect(f"{reverse('login')}?{urlencode({'next': next_url})}" if next_url else reverse("login"))

@@ -54,7 +54,7 @@ class GuardedPost:
 
 class SignInView(GuardedPost, LoginView):
     """Sign-in by e-mail. A form posted after the session expired may carry its typed text along
-    (`draft`, see orgs.drafts): it is handed back once, after sign-in, to the page it came from."""
+    (`draft`, and `draft_choice`, see orgs.drafts): it is handed back once, after sign-in, to the page it came from."""
 
     form_class = SignInForm
     redirect_authenticated_user = True
@@ -66,7 +66,10 @@ class SignInView(GuardedPost, LoginView):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         # "Forgot your password?" only when Opsion can send the e-mail (EMAIL_URL): no promise it cannot keep.
-        return context | {"draft": drafts.posted(self.request), "password_reset": settings.EMAIL_CONFIGURED}
+        draft = drafts.sign_in_context(
+            draft=drafts.posted(self.request), choice=drafts.posted_choice(self.request), next_url=context["next"]
+        )
+        return context | draft | {"password_reset": settings.EMAIL_CONFIGURED}
 
     def get_redirect_url(self):
         # `next` naming the sign-in page itself would make Django raise (a 500) for a signed-in visitor,
@@ -81,7 +84,8 @@ class SignInView(GuardedPost, LoginView):
         self.request.session[SIGNED_IN_TO] = urlsplit(back_to).path
         if urlsplit(back_to).path == reverse("home"):
             self.request.session[SIGNED_IN_LANDING] = reverse("home")
-        drafts.keep(self.request, path=urlsplit(back_to).path, draft=drafts.posted(self.request))
+        draft, choice = drafts.posted(self.request), drafts.posted_choice(self.request)
+        drafts.keep(self.request, path=urlsplit(back_to).path, draft=draft, choice=choice)
         return response
 
 

@@ -3,16 +3,34 @@
 A redirect to the sign-in page would drop the POST and what was typed with it. Instead the sign-in page
 answers the POST itself (`sign_in_to_continue`), the text riding along in the sign-in form (never stored
 for an anonymous visitor). After sign-in it is kept in the session (`keep`) and handed back once, in the
-box it was typed in, by the page it came from (`take`). Nothing is sent on the user's behalf.
+box it was typed in, by the page it came from (`take`). Nothing is sent on the user's behalf: signing in
+gives the browser a new CSRF secret, so the form as it stood can no longer be sent, and the page that takes
+the text back shows it in a fresh form for its user to send.
+
+Two forms keep what was typed: AI Insights' question, and the name of a new API token (with the lifetime
+chosen beside it) on Settings. Nothing else is: a Claude API key or a password typed into a form is never
+carried, kept or shown again.
 """
 
+from functools import wraps
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
 from django.conf import settings
+from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import Resolver404, get_script_prefix, resolve, reverse
 
 from orgs.forms import SignInForm
 
 KEPT_DRAFT = "kept_draft"
+CHOICE_MAX = 20  # a choice is a short value (a lifetime in days), checked again by the page it goes back to
+
+
+class Kept(NamedTuple):
+    text: str
+    choice: str  # made beside the text (a new token's lifetime); "" for none. The page checks it before use.
 
 
 def _clean(text: str) -> str:
@@ -21,34 +39,87 @@ def _clean(text: str) -> str:
     return text if text.strip() else ""
 
 
+def _clean_choice(choice: str) -> str:
+    return choice if len(choice) <= CHOICE_MAX else ""
+
+
 def posted(request: HttpRequest) -> str:
     """The draft a sign-in form carries along, or ""."""
     return _clean(request.POST.get("draft", "") if request.method == "POST" else "")
 
 
-def sign_in_to_continue(request: HttpRequest, *, draft: str, next_url: str | None = None) -> HttpResponse:
-    """The sign-in page, in answer to a form posted after the session expired, carrying `draft` along to `next_url`
-    (by default the page the form was posted to)."""
-    context = {
-        "form": SignInForm(request),
-        "next": request.path if next_url is None else next_url,
-        "draft": _clean(draft),
+def posted_choice(request: HttpRequest) -> str:
+    """The choice a sign-in form carries along with its draft, or ""."""
+    if not posted(request):
+        return ""
+    return _clean_choice(request.POST.get("draft_choice", ""))
+
+
+def sign_in_context(*, draft: str, choice: str, next_url: str) -> dict:
+    """What the sign-in page shows of a draft it carries: the fields, and what the text is (`draft_for`: "token"
+    for a token's name going back to Settings, else "question"), for its words."""
+    draft = _clean(draft)
+    return {
+        "draft": draft,
+        "draft_choice": _clean_choice(choice) if draft else "",
+        "draft_for": "token" if draft and _view_name(next_url) == "orgs:settings" else "question",
     }
+
+
+def _view_name(url: str) -> str | None:
+    path, prefix = urlsplit(url).path, get_script_prefix()
+    if not path.startswith(prefix):
+        return None
+    try:
+        return resolve("/" + path.removeprefix(prefix)).view_name
+    except Resolver404:
+        return None
+
+
+def sign_in_to_continue(
+    request: HttpRequest, *, draft: str, choice: str = "", next_url: str | None = None
+) -> HttpResponse:
+    """The sign-in page, in answer to a form posted after the session expired, carrying `draft` (and `choice`) along
+    to `next_url` (by default the page the form was posted to)."""
+    next_url = request.path if next_url is None else next_url
+    context = {"form": SignInForm(request), "next": next_url}
+    context |= sign_in_context(draft=draft, choice=choice, next_url=next_url)
     context["password_reset"] = settings.EMAIL_CONFIGURED  # "Forgot your password?", as on the sign-in page
     return render(request, "registration/login.html", context)
 
 
-def keep(request: HttpRequest, *, path: str, draft: str) -> None:
-    """After sign-in: keep `draft` for the page at `path` (a path: no query string), once."""
+def sign_in_keeps(field: str, *, choice: str = "", back_to: str | None = None):
+    """login_required, except that a form posted after the session expired is not lost on the way: the sign-in page
+    answers the POST itself and carries what was typed in `field` (and the value of `choice`, if named) to the page
+    `back_to` names (a URL name, given the view's arguments; by default the URL posted to), which hands it back."""
+
+    def decorate(view):
+        signed_in_view = login_required(view)
+
+        @wraps(view)
+        def run(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if request.method == "POST" and not request.user.is_authenticated:
+                next_url = reverse(back_to, args=args, kwargs=kwargs) if back_to else None
+                typed, chosen = request.POST.get(field, ""), request.POST.get(choice, "") if choice else ""
+                return sign_in_to_continue(request, draft=typed, choice=chosen, next_url=next_url)
+            return signed_in_view(request, *args, **kwargs)
+
+        return run
+
+    return decorate
+
+
+def keep(request: HttpRequest, *, path: str, draft: str, choice: str = "") -> None:
+    """After sign-in: keep `draft` (and `choice`) for the page at `path` (a path: no query string), once."""
     if draft:
-        request.session[KEPT_DRAFT] = {"path": path, "text": draft}
+        request.session[KEPT_DRAFT] = {"path": path, "text": draft, "choice": _clean_choice(choice)}
 
 
-def take(request: HttpRequest) -> str | None:
-    """The text kept across sign-in for this page, once; None when there is none. Call it only when the page will
-    show it: it is gone from the session afterwards. Text kept for another page stays kept for that page."""
+def take(request: HttpRequest) -> Kept | None:
+    """What was kept across sign-in for this page, once; None when there is none. Call it only when the page will
+    show it: it is gone from the session afterwards. What was kept for another page stays kept for that page."""
     kept = request.session.get(KEPT_DRAFT)
     if not kept or kept.get("path") != request.path:
         return None
     del request.session[KEPT_DRAFT]
-    return kept["text"]
+    return Kept(kept["text"], kept.get("choice", ""))  # kept before choices were: none

@@ -86,6 +86,13 @@ class ApiTokenForm(forms.Form):
                 error_messages={"required": _asked_for_password()},
             )
 
+    @classmethod
+    def kept(cls, *, name: str, expires: str) -> "ApiTokenForm":
+        """The form as it stood when its post met an expired session (orgs.drafts): the name typed, and the lifetime
+        chosen while it is still one offered (the default otherwise), for its user to send again."""
+        offered = {str(days): days for days in services.TOKEN_LIFETIME_CHOICES}
+        return cls(initial={"name": name, "expires": offered.get(expires, services.TOKEN_DEFAULT_DAYS)})
+
     def typed_name(self) -> str:
         """The name for the box after a refusal, trimmed as it would be stored: spaces alone come back as nothing,
         so the browser's `required` stops the next empty try there."""

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 from insights import ratelimit
 from opsion.errors import NotFound, Refused
 from opsion.http import client_ip
-from orgs import access, audit_export, guards, landing, recent_auth, selectors, services
+from orgs import access, audit_export, drafts, guards, landing, recent_auth, selectors, services
 from orgs.account_views import SIGNED_IN_LANDING, SIGNED_IN_TO
 from orgs.forms import ApiTokenForm
 from orgs.models import Membership
@@ -123,6 +123,12 @@ def settings_page(request: HttpRequest, slug: str) -> HttpResponse:
         return landing.opened(request, membership, _removal_confirmation(request, membership))
     if REVOKE in request.GET:
         return landing.opened(request, membership, _revoke_confirmation(request, membership))
+    # A token's name kept across sign-in (orgs.drafts) is taken by the page itself, where Create token sends it, not
+    # by a confirmation shown first (whose Cancel leads here); and not by a HEAD, which shows nothing.
+    if request.method == "GET" and (kept := drafts.take(request)):
+        kept_form = ApiTokenForm.kept(name=kept.text, expires=kept.choice)
+        page = _settings_page(request, membership, token_form=kept_form, token_kept=True)
+        return landing.opened(request, membership, page)
     return landing.opened(request, membership, _settings_page(request, membership))
 
 
@@ -164,6 +170,8 @@ def _removal_confirmation(request: HttpRequest, membership: Membership) -> HttpR
     return _settings_page(request, membership, confirm_remove=True, locked_out=locked_out)
 
 
+# Not drafts.sign_in_keeps: a key posted after the session expired is kept nowhere (no session, cookie, address or
+# page holds it), and signing in lands on Settings saying to paste it again (form_action).
 @login_required
 @form_action("your new key was not saved. Paste it again.")
 @sensitive_post_parameters("api_key")
@@ -230,7 +238,9 @@ def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
 CONFIRM_LOCKED = "Too many attempts to confirm your password. Please try again in {wait}."
 
 
-@login_required
+# Posted after the session expired, the name typed (and the lifetime chosen) go back to Settings through the sign-in
+# page (orgs.drafts), to be sent by the member from there; the password typed does not.
+@drafts.sign_in_keeps("name", choice="expires", back_to="orgs:settings")
 @form_action("no token was created. Create it again.")
 @sensitive_post_parameters("password")
 def token_create(request: HttpRequest, slug: str) -> HttpResponse:

@@ -1,6 +1,6 @@
 """Error pages Django renders itself, before any of our views runs."""
 
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib import messages
@@ -83,7 +83,8 @@ def _sign_in_again(request: HttpRequest) -> HttpResponse:
     next_url = request.POST.get("next", "")
     draft, choice = drafts.posted(request), drafts.posted_choice(request)
     if request.user.is_authenticated:
-        drafts.keep(request, path=next_url, draft=draft, choice=choice)
+        # Kept for the page itself, without `next`'s query string, as a sign-in keeps it.
+        drafts.keep(request, path=urlsplit(next_url).path, draft=draft, choice=choice)
     else:
         messages.warning(request, STALE_SIGN_IN)
         if draft:  # a redirect would drop it

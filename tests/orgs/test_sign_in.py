@@ -363,6 +363,18 @@ def test_a_stale_sign_in_form_carrying_a_question_hands_it_back_once_signed_in_i
     assert f">{html.escape(DRAFT)}</textarea>" in response.content.decode()
 
 
+def test_a_stale_sign_in_form_whose_next_has_a_query_string_hands_the_question_back_to_its_page(world):
+    # As a sign-in keeps it: for the page itself (an older history page's `?after=`), which shows it once opened.
+    client = Client(enforce_csrf_checks=True)
+    token = stale_form(client, LOGIN)
+    client.force_login(world.globex_member)
+    fields = {"username": "member@globex.test", "password": PASSWORD, "draft": DRAFT}
+
+    client.post(LOGIN, {**fields, "next": "/orgs/globex/insights/?after=5", "csrfmiddlewaretoken": token})
+
+    assert f">{html.escape(DRAFT)}</textarea>" in client.get("/orgs/globex/insights/").content.decode()
+
+
 def test_a_stale_sign_in_form_carrying_a_question_keeps_it_when_asking_to_sign_in_again(world):
     client = Client(enforce_csrf_checks=True)
     token = stale_form(client, LOGIN)

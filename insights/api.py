@@ -27,6 +27,7 @@ from orgs.api import (
     errors,
     headers,
     page_body,
+    refuse_unknown_parameters,
     responses,
 )
 
@@ -288,9 +289,14 @@ def get_usage(request: HttpRequest, slug: str):
     f"(0–{MAX_OFFSET:,}), after the query `after` if given (page by `after`, the last `id` seen: offsets repeat what "
     "new queries push down); `hasMore` says whether the next page holds more. "
     + RATE_LIMIT_HEADERS
-    + errors(AUTH_ERRORS, "`invalid_request` (400: `limit` or `offset` out of range, or `after` not one of yours)"),
+    + errors(
+        AUTH_ERRORS,
+        "`invalid_request` (400: `limit` or `offset` out of range, `after` not one of yours, or a parameter this "
+        "list does not take)",
+    ),
 )
 def list_queries(request: HttpRequest, slug: str, page: Query[Page]):
+    refuse_unknown_parameters(request, Page)
     membership = access.membership_or_404(request.auth, slug)
     limit, offset = page.limit, page.offset
     try:

@@ -4,6 +4,7 @@ from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
 from pydantic import ConfigDict
 
+from opsion.errors import InvalidRequest
 from opsion.http import client_ip
 from opsion.middleware import UNAVAILABLE_RETRY_SECONDS
 from orgs import access, selectors, services, validation
@@ -198,6 +199,19 @@ HEADERS = {
 }
 
 
+def refuse_unknown_parameters(request: HttpRequest, page: type[Schema]) -> None:
+    """Refuse a query-string parameter the list `page` does not declare (InvalidRequest, naming it), as a body field
+    is refused: ninja drops it unread, and a misspelt or guessed paging parameter (`?cursor=`, `?page=2`, `?Limit=5`)
+    would be answered with the first page, `hasMore` true, again and again."""
+    unknown = [name for name in request.GET if name not in page.model_fields]
+    if unknown:
+        *names, last = (f"`{name}`" for name in page.model_fields)
+        raise InvalidRequest(
+            f"The parameter `{unknown[0]}` is unknown: this list takes {', '.join(names)} and {last} "
+            "(names are case-sensitive)."
+        )
+
+
 def page_body(items: list, *, limit: int, offset: int, after: int | None) -> dict:
     """A list endpoint's page from `limit + 1` items, the one past its end showing whether more follow (past the
     offset cap too: `after` reaches them)."""
@@ -287,9 +301,14 @@ def get_settings(request: HttpRequest, slug: str):
     description="Owners and Admins: changes to the organisation's Claude API key, plan and members, newest "
     "first, `limit` (1–200) at a time from `offset` (0–1,000,000), after the event `after` if given (page by "
     "`after`, the last `id` seen: offsets repeat what new events push down). `forbidden_role` (403). "
-    + errors(AUTH_ERRORS, "`invalid_request` (400: `limit` or `offset` out of range, or `after` not an event here)"),
+    + errors(
+        AUTH_ERRORS,
+        "`invalid_request` (400: `limit` or `offset` out of range, `after` not an event here, or a parameter this "
+        "list does not take)",
+    ),
 )
 def list_audit_events(request: HttpRequest, slug: str, page: Query[AuditPage]):
+    refuse_unknown_parameters(request, AuditPage)
     membership = access.membership_or_404(request.auth, slug)
     access.require_audit_reader(membership)
     events = selectors.audit_events_for(

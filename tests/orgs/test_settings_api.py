@@ -810,6 +810,35 @@ class TestAuditEvents:
         assert response.status_code == 400 and error_of(response)["code"] == "invalid_request"
 
 
+LISTS = ["/api/v1/orgs/acme/audit-events", "/api/v1/orgs/acme/insights/queries"]
+
+
+@pytest.mark.parametrize("path", LISTS)
+@pytest.mark.parametrize("unknown", ["cursor", "page", "Limit", "after_id"])
+def test_a_list_refuses_a_parameter_it_does_not_take_by_name_rather_than_answer_the_first_page(world, path, unknown):
+    # Ignored, a misspelt or guessed paging parameter (`?cursor=`, `?page=2`) is answered with the first page and
+    # `hasMore: true` again and again: a client paging "until hasMore is false" never stops, and one asking for
+    # `?Limit=5` is sent 20 or 50 items believing it got 5.
+    AuditEvent.objects.bulk_create(
+        AuditEvent(organisation=world.acme, action=AuditAction.KEY_SAVED, detail=f"event {i}") for i in range(3)
+    )
+    response = token_client(world.acme_admin).get(path, {"limit": 1, unknown: 2})
+
+    assert response.status_code == 400, response.content
+    assert error_of(response) == {
+        "code": "invalid_request",
+        "message": f"The parameter `{unknown}` is unknown: this list takes `limit`, `offset` and `after` "
+        "(names are case-sensitive).",
+    }
+
+
+@pytest.mark.parametrize("path", LISTS)
+def test_a_list_still_takes_every_parameter_it_documents(world, path):
+    response = token_client(world.acme_admin).get(path, {"limit": 1, "offset": 0})
+
+    assert response.status_code == 200, response.content
+
+
 def test_api_answers_are_never_cached(world):
     response = get_settings("acme", **bearer(world.acme_admin))
 

@@ -254,23 +254,33 @@ def _unexpected(request, exc):
 
 
 def _describe(errors: list[dict]) -> str:
-    """A short human sentence from pydantic's error list, without echoing submitted values."""
+    """A short human sentence from pydantic's error list, without echoing submitted values. A field the body does not
+    take is named first, with the field required in its place if one is missing (`apikey` sent for `apiKey`): the
+    missing field alone would not tell a client that sent a value under another name which name was wrong."""
     if not errors:
         return "The request body is not valid."
-    first = errors[0]
-    source, *names = first.get("loc", ()) or ("body",)  # ("body", "payload", "query") or ("query", "limit")
+    unknown = [e for e in errors if e.get("type") == "extra_forbidden"]
+    missing = [e for e in errors if e.get("type") == "missing"]
+    if unknown and missing:
+        return f"{_describe_one(unknown[0])} {_describe_one(missing[0])}"
+    return _describe_one(errors[0])
+
+
+def _describe_one(error: dict) -> str:
+    """One of pydantic's errors in words."""
+    source, *names = error.get("loc", ()) or ("body",)  # ("body", "payload", "query") or ("query", "limit")
     if names[:1] == ["payload"]:  # ninja's name for the body itself; a field of that name in it stays
         names = names[1:]
     where = ".".join(str(p) for p in names)
-    if first.get("type") == "json_invalid" or not names:
+    if error.get("type") == "json_invalid" or not names:
         return "The request body must be a JSON object."
     what = "parameter" if source == "query" else "field"
-    if first.get("type") == "missing":
+    if error.get("type") == "missing":
         return f"The {what} `{where}` is required."
-    if first.get("type") == "extra_forbidden":
+    if error.get("type") == "extra_forbidden":
         return f"The {what} `{where}` is unknown: " + _unknown_field_hint(where)
-    described = f"The {what} `{where}` is not valid: {first.get('msg', 'invalid value')}."
-    if (where, first.get("type")) == ("offset", "less_than_equal"):  # the paged lists' cap
+    described = f"The {what} `{where}` is not valid: {error.get('msg', 'invalid value')}."
+    if (where, error.get("type")) == ("offset", "less_than_equal"):  # the paged lists' cap
         described += " To page deeper, pass `after`: the id of the last item you have."
     return described
 

@@ -225,6 +225,19 @@ def test_a_key_sent_in_the_body_is_refused_pointing_at_the_header(world, fake_an
     assert not fake_anthropic.requests and not InsightQuery.objects.exists()
 
 
+def test_a_key_sent_in_the_body_without_the_question_points_at_the_header_too(world, fake_anthropic, api_client):
+    response = api_client(world.globex_member).post(
+        QUERIES.format("globex"), {"idempotencyKey": KEY}, content_type="application/json"
+    )
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["message"] == (
+        "The field `idempotencyKey` is unknown: an idempotency key goes in the `Idempotency-Key` header, not the "
+        "body. The field `query` is required."
+    )
+    assert not fake_anthropic.requests and not InsightQuery.objects.exists()
+
+
 def test_a_key_in_the_body_is_refused_beside_the_header_too(world, fake_anthropic, api_client):
     response = api_client(world.globex_member).post(
         QUERIES.format("globex"),

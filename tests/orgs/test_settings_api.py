@@ -264,12 +264,25 @@ class TestInvalidRequests:
         assert error_of(response)["code"] == "invalid_request"
         assert not ClaudeApiKey.objects.exists()
 
-    @pytest.mark.parametrize("body", [{}, {"api_key": GOOD_KEY}, {"apikey": GOOD_KEY}], ids=["empty", "snake", "lower"])
-    def test_a_missing_api_key_field_is_an_invalid_request(self, world, body):
-        response = api_put_key(console(), "acme", body, **bearer(world.acme_admin))
+    def test_a_missing_api_key_field_is_an_invalid_request(self, world):
+        response = api_put_key(console(), "acme", {}, **bearer(world.acme_admin))
 
         assert response.status_code == 400
         assert error_of(response) == {"code": "invalid_request", "message": "The field `apiKey` is required."}
+        assert not ClaudeApiKey.objects.exists()
+
+    @pytest.mark.parametrize("misnamed", ["api_key", "apikey", "ApiKey"])
+    def test_a_key_sent_under_another_name_is_named_as_unknown_beside_the_field_required(self, world, misnamed):
+        # "`apiKey` is required" alone, to a client that sent a key, reads as though its body were lost: the field it
+        # did send is named, as any field the body does not take is, and so is the one to send instead.
+        response = api_put_key(console(), "acme", {misnamed: GOOD_KEY}, **bearer(world.acme_admin))
+
+        assert response.status_code == 400
+        assert error_of(response) == {
+            "code": "invalid_request",
+            "message": f"The field `{misnamed}` is unknown: send only the fields the OpenAPI document lists for this "
+            "body (names are case-sensitive). The field `apiKey` is required.",
+        }
         assert GOOD_KEY not in response.content.decode()
         assert not ClaudeApiKey.objects.exists()
 

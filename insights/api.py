@@ -45,8 +45,8 @@ router = Router(tags=["insights"])
 class QueryIn(BodyIn):
     # Stated for clients built from the document; the service checks it, after trimming.
     query: str = Field(
-        description=f"The question, at most {settings.INSIGHTS_MAX_QUERY_CHARS:,} characters once trimmed.",
-        json_schema_extra={"maxLength": settings.INSIGHTS_MAX_QUERY_CHARS},
+        description=f"The question, 1 to {settings.INSIGHTS_MAX_QUERY_CHARS:,} characters once trimmed.",
+        json_schema_extra={"minLength": 1, "maxLength": settings.INSIGHTS_MAX_QUERY_CHARS},
     )
 
 

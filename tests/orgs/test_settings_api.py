@@ -463,6 +463,8 @@ class TestOpenApi:
         assert not re.fullmatch(key["pattern"], "sk-ant-short") and not re.fullmatch(key["pattern"], "sk-" + "a" * 50)
         assert "sk-ant-" in key["description"]
         assert query["maxLength"] == 4000 and "4,000 characters" in query["description"]
+        # An empty question is a 400 ("Type a question first."): the document says a question holds something.
+        assert query["minLength"] == 1
 
     STOP_REASONS = {"complete", "max_tokens", "refusal"}
 

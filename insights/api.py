@@ -10,7 +10,7 @@ from insights import examples, services
 from insights.http import add_ratelimit_headers, window_json
 from insights.models import KeySource, Outcome, StopReason
 from insights.ratelimit import window_words
-from opsion.errors import JSON, NotFound, Refused, refused_json
+from opsion.errors import JSON, InvalidRequest, NotFound, Refused, refused_json
 from orgs import access
 from orgs.api import (
     AFTER,
@@ -209,11 +209,13 @@ def _with_examples(extra: dict, by_status: dict) -> dict:
     f"{services.UNAVAILABLE_RETRY_SECONDS}, a hint), `idempotency_key_in_use` (409, Retry-After: "
     f"{services.IN_USE_RETRY_SECONDS}: the first request with this `Idempotency-Key` is still being answered, or "
     "copies of it sent at once kept taking the key while failing), "
-    "`idempotency_key_reused` (422: this `Idempotency-Key` was sent with another question). "
+    "`idempotency_key_reused` (422: this `Idempotency-Key` was sent with another question). It takes no query-string "
+    "parameter: one is an `invalid_request` (400) naming it. "
     + RATE_LIMIT_HEADERS
     + errors(AUTH_ERRORS, BODY_ERRORS, CSRF_ERRORS),
 )
 def post_query(request: HttpRequest, slug: str, payload: QueryIn):
+    _refuse_query_string(request)
     membership = access.membership_or_404(request.auth, slug)
     try:
         idempotency_key = request.headers.get("Idempotency-Key")
@@ -226,6 +228,18 @@ def post_query(request: HttpRequest, slug: str, payload: QueryIn):
     except Refused as refused:
         return add_ratelimit_headers(refused_json(refused), services.window_after(refused, membership.organisation))
     return _answer(_answer_body(pending.row, pending.window), pending.window)
+
+
+def _refuse_query_string(request: HttpRequest) -> None:
+    """askQuestion takes nothing in its query string, and refuses what comes there by name rather than ignore it: an
+    idempotency key sent there (`?idempotencyKey=…`) would leave a client believing its retries safe while each one
+    was asked and counted again."""
+    for name in request.GET:
+        if services.names_idempotency_key(name):
+            where = "an idempotency key goes in the `Idempotency-Key` header, not the query string."
+        else:
+            where = "this operation takes no query-string parameter (the question goes in the JSON body)."
+        raise InvalidRequest(f"The parameter `{name}` is unknown: {where}")
 
 
 def _answer_body(row, window) -> dict:

@@ -16,6 +16,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 from ninja.security import HttpBearer, SessionAuth
 
+from insights.services import names_idempotency_key
 from opsion import requestid
 from opsion.errors import JSON, Refused, error_json, refused_json
 from orgs import services
@@ -287,7 +288,7 @@ def _describe_one(error: dict) -> str:
 
 def _unknown_field_hint(name: str) -> str:
     """What to do instead of sending a field the body does not take."""
-    if re.sub(r"[-_ ]", "", name).lower() == "idempotencykey":  # the header, in whatever case or spelling
+    if names_idempotency_key(name):
         return "an idempotency key goes in the `Idempotency-Key` header, not the body."
     return "send only the fields the OpenAPI document lists for this body (names are case-sensitive)."
 

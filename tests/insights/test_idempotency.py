@@ -238,6 +238,39 @@ def test_a_key_sent_in_the_body_without_the_question_points_at_the_header_too(wo
     assert not fake_anthropic.requests and not InsightQuery.objects.exists()
 
 
+@pytest.mark.parametrize("parameter", ["idempotencyKey", "idempotency_key", "Idempotency-Key"])
+def test_a_key_sent_in_the_query_string_is_refused_pointing_at_the_header(world, fake_anthropic, api_client, parameter):
+    # As in the body: ignored, each retry of the question would be asked and counted again, the client believing it
+    # safe. The question itself was sent once here, so nothing may have been asked or counted.
+    client = api_client(world.globex_member)
+    url = f"{QUERIES.format('globex')}?{parameter}={KEY}"
+
+    responses = [client.post(url, {"query": QUESTION}, content_type="application/json") for _ in range(2)]
+
+    for response in responses:
+        assert response.status_code == 400, response.content
+        assert response.json()["error"] == {
+            "code": "invalid_request",
+            "message": f"The parameter `{parameter}` is unknown: an idempotency key goes in the `Idempotency-Key` "
+            "header, not the query string.",
+        }
+    assert not fake_anthropic.requests and not InsightQuery.objects.exists()
+
+
+def test_a_question_refuses_any_query_string_parameter_by_name(world, fake_anthropic, api_client):
+    response = api_client(world.globex_member).post(
+        f"{QUERIES.format('globex')}?query=elsewhere", {"query": QUESTION}, content_type="application/json"
+    )
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == {
+        "code": "invalid_request",
+        "message": "The parameter `query` is unknown: this operation takes no query-string parameter (the question "
+        "goes in the JSON body).",
+    }
+    assert not fake_anthropic.requests and not InsightQuery.objects.exists()
+
+
 def test_a_key_in_the_body_is_refused_beside_the_header_too(world, fake_anthropic, api_client):
     response = api_client(world.globex_member).post(
         QUERIES.format("globex"),

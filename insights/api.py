@@ -210,12 +210,12 @@ def _with_examples(extra: dict, by_status: dict) -> dict:
     f"{services.IN_USE_RETRY_SECONDS}: the first request with this `Idempotency-Key` is still being answered, or "
     "copies of it sent at once kept taking the key while failing), "
     "`idempotency_key_reused` (422: this `Idempotency-Key` was sent with another question). It takes no query-string "
-    "parameter: one is an `invalid_request` (400) naming it. "
+    "parameter, and does not read `X-Idempotency-Key`: either is an `invalid_request` (400) naming it. "
     + RATE_LIMIT_HEADERS
     + errors(AUTH_ERRORS, BODY_ERRORS, CSRF_ERRORS),
 )
 def post_query(request: HttpRequest, slug: str, payload: QueryIn):
-    _refuse_query_string(request)
+    _refuse_misplaced_input(request)
     membership = access.membership_or_404(request.auth, slug)
     try:
         idempotency_key = request.headers.get("Idempotency-Key")
@@ -230,10 +230,12 @@ def post_query(request: HttpRequest, slug: str, payload: QueryIn):
     return _answer(_answer_body(pending.row, pending.window), pending.window)
 
 
-def _refuse_query_string(request: HttpRequest) -> None:
-    """askQuestion takes nothing in its query string, and refuses what comes there by name rather than ignore it: an
-    idempotency key sent there (`?idempotencyKey=…`) would leave a client believing its retries safe while each one
-    was asked and counted again."""
+def _refuse_misplaced_input(request: HttpRequest) -> None:
+    """askQuestion takes nothing in its query string, and refuses what comes there by name rather than ignore it, as
+    it refuses `X-Idempotency-Key` (another API's name for its header): an idempotency key sent either way would
+    leave a client believing its retries safe while each one was asked and counted again."""
+    if "X-Idempotency-Key" in request.headers:
+        raise InvalidRequest("The header `X-Idempotency-Key` is not read: send the key as `Idempotency-Key`.")
     for name in request.GET:
         if services.names_idempotency_key(name):
             where = "an idempotency key goes in the `Idempotency-Key` header, not the query string."

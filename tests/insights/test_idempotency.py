@@ -257,6 +257,29 @@ def test_a_key_sent_in_the_query_string_is_refused_pointing_at_the_header(world,
     assert not fake_anthropic.requests and not InsightQuery.objects.exists()
 
 
+def test_a_key_sent_as_x_idempotency_key_is_refused_naming_the_header_read(world, fake_anthropic, api_client):
+    # Another API's spelling of the header: ignored, each retry would be asked and counted again.
+    client = api_client(world.globex_member)
+
+    responses = [
+        client.post(
+            QUERIES.format("globex"),
+            {"query": QUESTION},
+            content_type="application/json",
+            headers={"X-Idempotency-Key": KEY},
+        )
+        for _ in range(2)
+    ]
+
+    for response in responses:
+        assert response.status_code == 400, response.content
+        assert response.json()["error"] == {
+            "code": "invalid_request",
+            "message": "The header `X-Idempotency-Key` is not read: send the key as `Idempotency-Key`.",
+        }
+    assert not fake_anthropic.requests and not InsightQuery.objects.exists()
+
+
 def test_a_question_refuses_any_query_string_parameter_by_name(world, fake_anthropic, api_client):
     response = api_client(world.globex_member).post(
         f"{QUERIES.format('globex')}?query=elsewhere", {"query": QUESTION}, content_type="application/json"

@@ -11,6 +11,7 @@ from insights.http import add_ratelimit_headers, window_json
 from insights.models import KeySource, Outcome, StopReason
 from insights.ratelimit import window_words
 from opsion.errors import JSON, InvalidRequest, NotFound, Refused, refused_json
+from opsion.reporting import redact
 from orgs import access
 from orgs.api import (
     AFTER,
@@ -241,7 +242,7 @@ def _refuse_misplaced_input(request: HttpRequest) -> None:
             where = "an idempotency key goes in the `Idempotency-Key` header, not the query string."
         else:
             where = "this operation takes no query-string parameter (the question goes in the JSON body)."
-        raise InvalidRequest(f"The parameter `{name}` is unknown: {where}")
+        raise InvalidRequest(f"The parameter `{redact(name)}` is unknown: {where}")
 
 
 def _answer_body(row, window) -> dict:

@@ -19,6 +19,7 @@ from ninja.security import HttpBearer, SessionAuth
 from insights.services import names_idempotency_key
 from opsion import requestid
 from opsion.errors import JSON, Refused, error_json, refused_json
+from opsion.reporting import redact
 from orgs import services
 
 log = logging.getLogger("opsion")
@@ -272,7 +273,7 @@ def _describe_one(error: dict) -> str:
     source, *names = error.get("loc", ()) or ("body",)  # ("body", "payload", "query") or ("query", "limit")
     if names[:1] == ["payload"]:  # ninja's name for the body itself; a field of that name in it stays
         names = names[1:]
-    where = ".".join(str(p) for p in names)
+    where = redact(".".join(str(p) for p in names))  # named as sent, unless it holds a key or token
     if error.get("type") == "json_invalid" or not names:
         return "The request body must be a JSON object."
     what = "parameter" if source == "query" else "field"

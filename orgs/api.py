@@ -7,6 +7,7 @@ from pydantic import ConfigDict
 from opsion.errors import InvalidRequest
 from opsion.http import client_ip
 from opsion.middleware import UNAVAILABLE_RETRY_SECONDS
+from opsion.reporting import redact
 from orgs import access, selectors, services, validation
 from orgs.models import AuditAction, KeyStatus, Membership, Plan, Role
 
@@ -207,7 +208,7 @@ def refuse_unknown_parameters(request: HttpRequest, page: type[Schema]) -> None:
     if unknown:
         *names, last = (f"`{name}`" for name in page.model_fields)
         raise InvalidRequest(
-            f"The parameter `{unknown[0]}` is unknown: this list takes {', '.join(names)} and {last} "
+            f"The parameter `{redact(unknown[0])}` is unknown: this list takes {', '.join(names)} and {last} "
             "(names are case-sensitive)."
         )
 

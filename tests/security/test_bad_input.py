@@ -606,3 +606,31 @@ def test_an_api_body_cut_off_by_its_client_is_a_400_not_a_500(world, api, caplog
     assert json_error(response) == {"code": "invalid_request", "message": "The request body could not be read in full."}
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.records
     assert not InsightQuery.objects.exists()
+
+
+TOKEN_LIKE = "opsn_" + "T" * 43
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        pytest.param("put", KEY, {"apiKey": GOOD_KEY, OTHER_KEY: 1}, id="key as a body field"),
+        pytest.param("post", QUERIES, {"query": "Hello", TOKEN_LIKE: 1}, id="token as a body field"),
+        pytest.param("put", KEY, {OTHER_KEY: 1}, id="key as a field, the one required missing"),
+        pytest.param("get", QUERIES + f"?{OTHER_KEY}=1", None, id="key as a list's parameter"),
+        pytest.param("get", QUERIES + f"?{TOKEN_LIKE}=1", None, id="token as a list's parameter"),
+        pytest.param("post", QUERIES + f"?{OTHER_KEY}=1", {"query": "Hello"}, id="key as a question's parameter"),
+    ],
+)
+def test_a_key_or_token_sent_as_a_name_is_named_redacted_in_the_refusal(before, api, method, path, body):
+    # A refusal names the field or parameter it does not take: one named by a key or token (a client that put the
+    # credential where a name belongs) must not be sent back whole, to be kept by whatever logs the answer.
+    args = () if body is None else (json.dumps(body), "application/json")
+
+    response = getattr(api, method)(path.format("acme"), *args)
+
+    assert response.status_code == 400, response.content
+    message = json_error(response)["message"]
+    assert OTHER_KEY not in message and TOKEN_LIKE not in message, message
+    assert "sk-ant-[redacted]" in message or "opsn_[redacted]" in message, message
+    assert _state() == before

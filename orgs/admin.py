@@ -22,6 +22,7 @@ from insights.ratelimit import window_words
 from opsion.http import client_ip
 from orgs import selectors, services
 from orgs.admin_memberships import MembershipInline, audit_staff, joined
+from orgs.admin_times import TimesSayTheirZone
 from orgs.models import (
     BYOM_PLANS,
     MANAGING_ROLES,
@@ -292,7 +293,7 @@ def _left_without_manager(users) -> list[Organisation]:
 
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin):
+class UserAdmin(TimesSayTheirZone, BaseUserAdmin):
     ordering = ["email"]
     list_display = ["email", "name", "is_staff", "is_active", "date_joined"]
     search_fields = ["email", "name"]

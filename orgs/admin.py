@@ -6,7 +6,8 @@ from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
+from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.db.models import Count, Exists, OuterRef
 from django.shortcuts import redirect
@@ -284,6 +285,15 @@ class OrganisationAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/orgs/organisation/remove_key_confirmation.html", context)
 
 
+def _permissions_admin_checks(site: admin.AdminSite):
+    """The permissions of the models `site` has pages for, the only ones admin ever checks. Another model's
+    (sessions, content types, the Claude API key, which is deliberately not in admin) grants nothing in admin or
+    anywhere else in Opsion, and "Can view Claude API key" in a picker read as if staff could grant access to
+    customers' keys."""
+    content_types = ContentType.objects.get_for_models(*site._registry, for_concrete_models=False).values()
+    return Permission.objects.filter(content_type__in=content_types).select_related("content_type")
+
+
 def _left_without_manager(users) -> list[Organisation]:
     """The organisations whose every active Owner and Admin is among `users` (an inactive one cannot
     sign in to manage anything)."""
@@ -347,6 +357,11 @@ class UserAdmin(TimesSayTheirZone, BaseUserAdmin):
             return "None."
         changelist = f"{reverse('admin:orgs_membership_changelist')}?user__id__exact={obj.pk}"
         return format_html('{} <a href="{}">Their memberships</a>', listed, changelist)
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "user_permissions":
+            kwargs["queryset"] = _permissions_admin_checks(self.admin_site)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
 
     def has_change_permission(self, request, obj=None) -> bool:
         if obj is not None and obj.is_staff and obj != request.user and not request.user.is_superuser:
@@ -480,6 +495,11 @@ class GroupAdmin(BaseGroupAdmin):
     """A group's permissions are privileges too: staff who may change a group they belong to could
     otherwise grant themselves anything (Django's own GroupAdmin allows it). Only superusers create,
     change or delete groups; others with "view group" may look."""
+
+    def formfield_for_manytomany(self, db_field, request=None, **kwargs):
+        if db_field.name == "permissions":
+            kwargs["queryset"] = _permissions_admin_checks(self.admin_site)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
 
     def has_add_permission(self, request) -> bool:
         return request.user.is_superuser

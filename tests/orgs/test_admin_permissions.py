@@ -1,0 +1,85 @@
+"""The permissions a superuser may grant in admin: those of the models admin has pages for, and no others."""
+
+import re
+
+from django.contrib import admin
+from django.contrib.auth.models import Group, Permission
+from django.db.models import Q
+
+from orgs.models import ClaudeApiKey
+from tests.clients import console
+
+KEY_PERMISSIONS = {"add_claudeapikey", "change_claudeapikey", "delete_claudeapikey", "view_claudeapikey"}
+
+
+def offered(page: str, field: str) -> set[str]:
+    """The codenames a permission picker on a rendered admin form offers."""
+    select = re.search(rf'<select name="{field}"[^>]*>(.*?)</select>', page, re.S)
+    assert select, f"no {field} picker on the page"
+    pks = re.findall(r'<option value="(\d+)"', select.group(1))
+    return set(Permission.objects.filter(pk__in=pks).values_list("codename", flat=True))
+
+
+def registered_permissions() -> set[str]:
+    pages = Q.create(
+        [
+            Q(content_type__app_label=m._meta.app_label, content_type__model=m._meta.model_name)
+            for m in admin.site._registry
+        ],
+        connector=Q.OR,
+    )
+    return set(Permission.objects.filter(pages).values_list("codename", flat=True))
+
+
+def test_the_pickers_offer_no_permission_on_the_claude_api_key(world):
+    # "Can view Claude API key" on a user's page read as if staff could grant access to customers' keys; the key
+    # has no admin page, so the permission granted nothing, but a reader of the picker could not know that.
+    staff = console(world.staff)
+    group = Group.objects.create(name="Support")
+
+    pickers = {
+        "user": offered(
+            staff.get(f"/admin/orgs/user/{world.acme_admin.pk}/change/").content.decode(), "user_permissions"
+        ),
+        "new group": offered(staff.get("/admin/auth/group/add/").content.decode(), "permissions"),
+        "group": offered(staff.get(f"/admin/auth/group/{group.pk}/change/").content.decode(), "permissions"),
+    }
+
+    assert ClaudeApiKey not in admin.site._registry
+    for name, codenames in pickers.items():
+        assert not codenames & KEY_PERMISSIONS, name
+        # What they offer is exactly the permissions of the models admin has pages for: no session, content type,
+        # log entry or permission row either, whose permissions admin never checks.
+        assert codenames == registered_permissions(), name
+        assert {"change_organisation", "view_auditevent", "change_user", "change_group"} <= codenames, name
+
+
+def test_a_permission_on_the_key_posted_anyway_is_refused_and_not_granted(world):
+    staff = console(world.staff)
+    key = Permission.objects.get(codename="view_claudeapikey")
+    form = {
+        "email": world.acme_admin.email,
+        "name": "",
+        "is_active": "on",
+        "date_joined_0": "2026-01-01",
+        "date_joined_1": "00:00:00",
+        "user_permissions": [key.pk],
+    }
+
+    to_user = staff.post(f"/admin/orgs/user/{world.acme_admin.pk}/change/", form)
+    to_group = staff.post("/admin/auth/group/add/", {"name": "Keys", "permissions": [key.pk]})
+
+    assert to_user.status_code == 200 and to_group.status_code == 200  # the form again, with its error
+    assert "Select a valid choice" in to_user.content.decode() + to_group.content.decode()
+    assert not world.acme_admin.user_permissions.exists()
+    assert not Group.objects.filter(name="Keys").exists()
+
+
+def test_a_permission_admin_has_a_page_for_is_still_granted(world):
+    staff = console(world.staff)
+    grant = Permission.objects.get(codename="change_organisation")
+
+    response = staff.post("/admin/auth/group/add/", {"name": "Support", "permissions": [grant.pk]})
+
+    assert response.status_code == 302
+    assert list(Group.objects.get(name="Support").permissions.all()) == [grant]

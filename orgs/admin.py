@@ -31,12 +31,14 @@ from orgs.models import (
     AuditAction,
     AuditEvent,
     ClaudeApiKey,
+    KeyStatus,
     Membership,
     Organisation,
     Plan,
     Role,
     User,
 )
+from orgs.templatetags.orgs_tags import utc_time
 
 # What staff are told of an organisation's key, in the list's column, its filter and the change page alike: in use,
 # left behind by a downgrade (stored, unused), or none. Never anything of the key itself.
@@ -48,6 +50,27 @@ def key_state(org: Organisation) -> str:
     if not org._key_set:
         return "none"
     return "in_use" if org.allows_byom else "unused"
+
+
+def anthropics_answer(row: ClaudeApiKey) -> str:
+    """What Anthropic last said of a stored key, and when, in the console's words. Only a change of answer is
+    recorded (services.claude_api_key_mark), so an accepted key says when it was first accepted, not last used."""
+    if row.status == KeyStatus.VALID:
+        return f"Accepted by Anthropic, first on {utc_time(row.status_changed_at)}."
+    if row.status == KeyStatus.INVALID:
+        return f"Rejected by Anthropic on {utc_time(row.status_changed_at)}."
+    return f"None yet: Anthropic has neither accepted nor rejected it since it was saved on {utc_time(row.saved_at)}."
+
+
+def encryption_state(org: Organisation, row: ClaudeApiKey) -> str:
+    """Whether a configured FIELD_ENCRYPTION_KEYS entry opens a stored key: its signature is checked, nothing is
+    decrypted (an unreadable one is logged for operators, as the console's Settings does)."""
+    if selectors.claude_api_key_readable(org, row.secret):
+        return "A configured FIELD_ENCRYPTION_KEYS entry opens it."
+    return (
+        "No configured FIELD_ENCRYPTION_KEYS entry opens it: its AI Insights queries are refused until an Owner or "
+        "Admin saves the key again, or the encryption key it was sealed with is configured again."
+    )
 
 
 class ClaudeApiKeyFilter(admin.SimpleListFilter):
@@ -94,7 +117,26 @@ class OrganisationAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         # Staff who may not change organisations have no removal action: they are not sent to look for it.
         key = "claude_api_key_stored" if self.has_change_permission(request, obj) else "claude_api_key_stored_only"
-        return [*super().get_readonly_fields(request, obj), key]
+        # What is known of a stored key (never the key, any part of it or its ciphertext), below whether one is.
+        known = ["claude_api_key_answer", "claude_api_key_encryption"] if obj is not None and obj._key_set else []
+        return [*super().get_readonly_fields(request, obj), key, *known]
+
+    @staticmethod
+    def _stored_key(obj: Organisation) -> ClaudeApiKey:
+        """The change page's organisation's key row, read once for both of its lines."""
+        if not hasattr(obj, "_key_row"):
+            obj._key_row = selectors.stored_claude_api_key(obj)
+        return obj._key_row
+
+    @admin.display(description="Anthropic's answer")
+    def claude_api_key_answer(self, obj) -> str:
+        row = self._stored_key(obj)
+        return "" if row is None else anthropics_answer(row)  # removed since the page's own query
+
+    @admin.display(description="Encryption")
+    def claude_api_key_encryption(self, obj) -> str:
+        row = self._stored_key(obj)
+        return "" if row is None else encryption_state(obj, row)
 
     @admin.display(description="Claude API key")
     def claude_api_key_stored_only(self, obj) -> str:

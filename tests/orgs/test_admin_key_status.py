@@ -1,0 +1,107 @@
+"""What staff see of an organisation's stored key: what Anthropic last said of it and whether Opsion can open it;
+never the key, any part of it, or its ciphertext."""
+
+import logging
+
+import pytest
+from cryptography.fernet import Fernet
+from django.utils import timezone
+
+from orgs import services
+from orgs.models import ClaudeApiKey, KeyStatus
+from tests.base import CANARY_KEY
+from tests.clients import console
+from tests.orgs.helpers import store_key
+from tests.orgs.test_admin import ORGS, page_text
+
+AT = (2026, 3, 12, 8, 43)
+
+
+@pytest.fixture
+def staff(world):
+    return console(world.staff)
+
+
+def answered(org, status: str) -> ClaudeApiKey:
+    """Acme's canary key, as Anthropic last answered it on 12 Mar 2026 at 08:43 UTC."""
+    row = store_key(org, CANARY_KEY)
+    services.claude_api_key_mark(org=org, status=status, saved_at=row.saved_at)
+    ClaudeApiKey.objects.filter(pk=row.pk).update(status_changed_at=timezone.now().replace(*AT, 0, 0))
+    return ClaudeApiKey.objects.get(pk=row.pk)
+
+
+def assert_nothing_of_the_key(page: str, row: ClaudeApiKey) -> None:
+    ciphertext = ClaudeApiKey.objects.get(pk=row.pk).secret.ciphertext  # as stored
+    for part in (CANARY_KEY, CANARY_KEY[:14], CANARY_KEY[-8:], ciphertext, ciphertext[-24:], ciphertext[10:40]):
+        assert part not in page, part
+    assert "gAAAA" not in page  # how every Fernet token starts
+
+
+@pytest.mark.parametrize(
+    "status, said",
+    [
+        (KeyStatus.VALID, "Accepted by Anthropic, first on 12 Mar 2026, 08:43 UTC."),
+        (KeyStatus.INVALID, "Rejected by Anthropic on 12 Mar 2026, 08:43 UTC."),
+    ],
+)
+def test_the_change_page_says_what_anthropic_last_said_of_the_key_and_when(world, staff, status, said):
+    # Staff asked "does their key work?" could only say that one was stored.
+    row = answered(world.acme, status)
+
+    response = staff.get(f"{ORGS}{world.acme.pk}/change/")
+
+    text = page_text(response)
+    assert f"Anthropic's answer: {said}" in text
+    assert "Encryption: A configured FIELD_ENCRYPTION_KEYS entry opens it." in text
+    assert_nothing_of_the_key(response.content.decode(), row)
+
+
+def test_a_key_not_yet_used_says_so_and_when_it_was_saved(world, staff):
+    row = store_key(world.acme, CANARY_KEY, by=world.acme_admin)
+    ClaudeApiKey.objects.filter(pk=row.pk).update(saved_at=timezone.now().replace(*AT, 0, 0))
+
+    response = staff.get(f"{ORGS}{world.acme.pk}/change/")
+
+    text = page_text(response)
+    said = "None yet: Anthropic has neither accepted nor rejected it since it was saved on 12 Mar 2026, 08:43 UTC."
+    assert f"Anthropic's answer: {said}" in text
+    assert_nothing_of_the_key(response.content.decode(), row)
+
+
+def test_a_key_no_configured_encryption_key_opens_says_so(world, staff, settings, caplog):
+    row = answered(world.acme, KeyStatus.VALID)
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # the key it was sealed with is gone
+
+    with caplog.at_level(logging.ERROR, logger="opsion"):
+        response = staff.get(f"{ORGS}{world.acme.pk}/change/")
+
+    text = page_text(response)
+    assert response.status_code == 200
+    assert (
+        "Encryption: No configured FIELD_ENCRYPTION_KEYS entry opens it: its AI Insights queries are refused until "
+        "an Owner or Admin saves the key again, or the encryption key it was sealed with is configured again."
+    ) in text
+    assert_nothing_of_the_key(response.content.decode(), row)
+    assert CANARY_KEY not in caplog.text
+
+
+def test_an_organisation_without_a_key_shows_no_answer_or_encryption(world, staff):
+    text = page_text(staff.get(f"{ORGS}{world.acme.pk}/change/"))
+
+    assert "Claude API key: None stored." in text
+    assert "Anthropic's answer" not in text and "Encryption:" not in text
+
+
+def test_staff_who_may_only_view_organisations_see_the_same(world):
+    from django.contrib.auth.models import Permission
+
+    from tests.base import make_user
+
+    viewer = make_user("viewer@opsion.test", is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename="view_organisation"))
+    row = answered(world.acme, KeyStatus.INVALID)
+
+    response = console(viewer).get(f"{ORGS}{world.acme.pk}/change/")
+
+    assert "Anthropic's answer: Rejected by Anthropic on 12 Mar 2026, 08:43 UTC." in page_text(response)
+    assert_nothing_of_the_key(response.content.decode(), row)

@@ -623,6 +623,9 @@ class AuditEventAdmin(admin.ModelAdmin):
     # index of its own, so every page of the list sorted the whole table.
     ordering = ["-pk"]
 
+    class Media:
+        css = {"all": ["css/admin/audit_list.css"]}  # its long values wrap: the list fits a laptop's screen
+
     @admin.display(description="IP", ordering="ip")
     def ip_address(self, obj: AuditEvent) -> str | None:
         return obj.ip

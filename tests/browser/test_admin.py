@@ -1,0 +1,56 @@
+"""Django admin as staff see it on a laptop (1280 CSS px): the audit list, its widest rows included."""
+
+import pytest
+from django.utils import timezone
+
+from orgs.models import AuditAction, AuditEvent, Organisation
+from tests.browser.support import LONG_EMAIL, screenshot, sign_in
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+LONG_ORG = "Finanzdienstleistungsunternehmensgruppe Liechtenstein AG"
+# Admin's results box scrolls sideways on its own (overflow-x: auto): the page itself never grows wider.
+WIDTH = """() => {
+    const box = document.querySelector("#changelist .results");
+    const cells = [...box.querySelectorAll("thead th")].map(th => `${th.innerText.trim()}: ${th.offsetWidth}`);
+    return {width: box.scrollWidth, room: box.clientWidth, page: document.documentElement.scrollWidth, cells};
+}"""
+
+
+def test_the_audit_list_fits_a_laptop_screen_with_its_widest_rows(app, page, world):
+    # Staff scrolled sideways to read who did it and from where: the rows' longest values, side by side, made the
+    # list wider than a 1280 px screen.
+    org = Organisation.objects.create(name=LONG_ORG, slug="finanz")
+    at = timezone.now().replace(2026, 3, 12, 8, 43)
+    for action, detail, via, ip in (
+        (
+            AuditAction.MEMBER_REMOVED,
+            f"{LONG_EMAIL} (Admin; user deleted)",
+            "admin",
+            "2001:db8:85a3:1234:5678:8a2e:370:7334",
+        ),
+        (AuditAction.ACCOUNT_DEACTIVATED, f"{LONG_EMAIL} (Owner)", "admin", "203.0.113.254"),
+        (
+            AuditAction.ROLE_CHANGED,
+            f"{LONG_EMAIL}: Member → Admin",
+            "console",
+            "2001:db8:ffff:ffff:ffff:ffff:ffff:fffe",
+        ),
+        (AuditAction.KEY_REPLACED, "", "api", "198.51.100.7"),
+    ):
+        event = AuditEvent.objects.create(
+            organisation=org, action=action, detail=detail, via=via, ip=ip, actor_email=LONG_EMAIL
+        )
+        AuditEvent.objects.filter(pk=event.pk).update(created_at=at)
+
+    sign_in(page, app.url, world.staff.email)
+    page.goto(f"{app.url}/admin/orgs/auditevent/")
+    page.wait_for_load_state("load")
+    size = page.evaluate(WIDTH)
+    screenshot(page, "admin-audit-list", docs=False)
+
+    assert size["width"] <= size["room"], f"the list is {size['width']} px wide in {size['room']} px: {size['cells']}"
+    assert size["page"] <= 1280
+    # Every column still says what it did: nothing is cut off or hidden to make it fit.
+    for text in (LONG_ORG, f"{LONG_EMAIL} (Admin; user deleted)", "2001:db8:85a3:1234:5678:8a2e:370:7334"):
+        assert page.get_by_text(text, exact=True).first.is_visible(), text

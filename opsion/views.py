@@ -81,12 +81,13 @@ def _sign_in_again(request: HttpRequest) -> HttpResponse:
     checked: the form is only turned into a GET of the sign-in page. What it carried along (orgs.drafts) is
     not dropped: kept for the page it came from, as a sign-in keeps it, or carried by the sign-in page again."""
     next_url = request.POST.get("next", "")
-    draft, choice = drafts.posted(request), drafts.posted_choice(request)
+    draft, choice, by = drafts.posted(request), drafts.posted_choice(request), drafts.posted_by(request)
     if request.user.is_authenticated:
-        # Kept for the page itself, without `next`'s query string, as a sign-in keeps it.
-        drafts.keep(request, path=urlsplit(next_url).path, draft=draft, choice=choice)
+        # Kept for the page itself, without `next`'s query string, as a sign-in keeps it; only for the user it was
+        # typed for (whoever signed in in the other tab may be someone else).
+        drafts.keep(request, path=urlsplit(next_url).path, draft=draft, choice=choice, by=by)
     else:
         messages.warning(request, STALE_SIGN_IN)
         if draft:  # a redirect would drop it
-            return drafts.sign_in_to_continue(request, draft=draft, choice=choice, next_url=next_url)
+            return drafts.sign_in_to_continue(request, draft=draft, choice=choice, by=by, next_url=next_url)
     return redirect(f"{reverse('login')}?{urlencode({'next': next_url})}" if next_url else reverse("login"))

@@ -67,7 +67,10 @@ class SignInView(GuardedPost, LoginView):
         context = super().get_context_data(**kwargs)
         # "Forgot your password?" only when Opsion can send the e-mail (EMAIL_URL): no promise it cannot keep.
         draft = drafts.sign_in_context(
-            draft=drafts.posted(self.request), choice=drafts.posted_choice(self.request), next_url=context["next"]
+            draft=drafts.posted(self.request),
+            choice=drafts.posted_choice(self.request),
+            by=drafts.posted_by(self.request),
+            next_url=context["next"],
         )
         return context | draft | {"password_reset": settings.EMAIL_CONFIGURED}
 
@@ -84,8 +87,12 @@ class SignInView(GuardedPost, LoginView):
         self.request.session[SIGNED_IN_TO] = urlsplit(back_to).path
         if urlsplit(back_to).path == reverse("home"):
             self.request.session[SIGNED_IN_LANDING] = reverse("home")
-        draft, choice = drafts.posted(self.request), drafts.posted_choice(self.request)
-        drafts.keep(self.request, path=urlsplit(back_to).path, draft=draft, choice=choice)
+        draft, choice, by = (
+            drafts.posted(self.request),
+            drafts.posted_choice(self.request),
+            drafts.posted_by(self.request),
+        )
+        drafts.keep(self.request, path=urlsplit(back_to).path, draft=draft, choice=choice, by=by)
         return response
 
 

@@ -7,6 +7,12 @@ box it was typed in, by the page it came from (`take`). Nothing is sent on the u
 gives the browser a new CSRF secret, so the form as it stood can no longer be sent, and the page that takes
 the text back shows it in a fresh form for its user to send.
 
+What was typed is kept only for the account it was typed for: a form that keeps text carries a mark of its page's
+user (`typed_by`, the field `draft_by`), and signing in keeps the text only when the mark is the signing-in user's. So
+a sign-in page left open on a shared computer, or a stale one sent after someone else signed in in another tab, never
+hands one person's question or token name to the next (who may be a member of the same organisation). A form
+without a mark (a page loaded before marks were) carries nothing.
+
 Two forms keep what was typed: AI Insights' question, and the name of a new API token (with the lifetime
 chosen beside it) on Settings. Nothing else is: a Claude API key or a password typed into a form is never
 carried, kept or shown again.
@@ -21,10 +27,12 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import Resolver404, get_script_prefix, resolve, reverse
+from django.utils.crypto import constant_time_compare, salted_hmac
 
 from orgs.forms import SignInForm
 
 KEPT_DRAFT = "kept_draft"
+DRAFT_BY = "draft_by"  # the field, in a form that keeps text and in the sign-in page carrying it, naming its user
 CHOICE_MAX = 20  # a choice is a short value (a lifetime in days), checked again by the page it goes back to
 
 
@@ -43,6 +51,13 @@ def _clean_choice(choice: str) -> str:
     return choice if len(choice) <= CHOICE_MAX else ""
 
 
+def typed_by(user) -> str:
+    """The mark of `user` that a form keeping text carries (opaque: no id or address shows), "" for no one."""
+    if not user.is_authenticated:
+        return ""
+    return salted_hmac("orgs.drafts.typed_by", str(user.pk), algorithm="sha256").hexdigest()[:32]
+
+
 def posted(request: HttpRequest) -> str:
     """The draft a sign-in form carries along, or ""."""
     return _clean(request.POST.get("draft", "") if request.method == "POST" else "")
@@ -55,13 +70,20 @@ def posted_choice(request: HttpRequest) -> str:
     return _clean_choice(request.POST.get("draft_choice", ""))
 
 
-def sign_in_context(*, draft: str, choice: str, next_url: str) -> dict:
+def posted_by(request: HttpRequest) -> str:
+    """The mark of the user a sign-in form's draft was typed for, or ""."""
+    return request.POST.get(DRAFT_BY, "") if posted(request) else ""
+
+
+def sign_in_context(*, draft: str, choice: str, by: str, next_url: str) -> dict:
     """What the sign-in page shows of a draft it carries: the fields, and what the text is (`draft_for`: "token"
-    for a token's name going back to Settings, else "question"), for its words."""
-    draft = _clean(draft)
+    for a token's name going back to Settings, else "question"), for its words. A draft with no mark of its user is
+    not carried: no one could be given it."""
+    draft = _clean(draft) if by else ""
     return {
         "draft": draft,
         "draft_choice": _clean_choice(choice) if draft else "",
+        "draft_by": by if draft else "",
         "draft_for": "token" if draft and _view_name(next_url) == "orgs:settings" else "question",
     }
 
@@ -77,13 +99,13 @@ def _view_name(url: str) -> str | None:
 
 
 def sign_in_to_continue(
-    request: HttpRequest, *, draft: str, choice: str = "", next_url: str | None = None
+    request: HttpRequest, *, draft: str, choice: str = "", by: str = "", next_url: str | None = None
 ) -> HttpResponse:
-    """The sign-in page, in answer to a form posted after the session expired, carrying `draft` (and `choice`) along
-    to `next_url` (by default the page the form was posted to)."""
+    """The sign-in page, in answer to a form posted after the session expired, carrying `draft` (and `choice`), typed
+    for the user marked `by`, along to `next_url` (by default the page the form was posted to)."""
     next_url = request.path if next_url is None else next_url
     context = {"form": SignInForm(request), "next": next_url}
-    context |= sign_in_context(draft=draft, choice=choice, next_url=next_url)
+    context |= sign_in_context(draft=draft, choice=choice, by=by, next_url=next_url)
     context["password_reset"] = settings.EMAIL_CONFIGURED  # "Forgot your password?", as on the sign-in page
     return render(request, "registration/login.html", context)
 
@@ -101,7 +123,8 @@ def sign_in_keeps(field: str, *, choice: str = "", back_to: str | None = None):
             if request.method == "POST" and not request.user.is_authenticated:
                 next_url = reverse(back_to, args=args, kwargs=kwargs) if back_to else None
                 typed, chosen = request.POST.get(field, ""), request.POST.get(choice, "") if choice else ""
-                return sign_in_to_continue(request, draft=typed, choice=chosen, next_url=next_url)
+                by = request.POST.get(DRAFT_BY, "")
+                return sign_in_to_continue(request, draft=typed, choice=chosen, by=by, next_url=next_url)
             return signed_in_view(request, *args, **kwargs)
 
         return run
@@ -109,9 +132,10 @@ def sign_in_keeps(field: str, *, choice: str = "", back_to: str | None = None):
     return decorate
 
 
-def keep(request: HttpRequest, *, path: str, draft: str, choice: str = "") -> None:
-    """After sign-in: keep `draft` (and `choice`) for the page at `path` (a path: no query string), once."""
-    if draft:
+def keep(request: HttpRequest, *, path: str, draft: str, choice: str = "", by: str = "") -> None:
+    """After sign-in: keep `draft` (and `choice`) for the page at `path` (a path: no query string), once, when it was
+    typed for the user now signed in (`by`, their mark); another's is dropped."""
+    if draft and by and constant_time_compare(by, typed_by(request.user)):
         request.session[KEPT_DRAFT] = {"path": path, "text": draft, "choice": _clean_choice(choice)}
 
 

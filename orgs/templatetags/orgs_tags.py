@@ -4,9 +4,10 @@ from datetime import UTC, datetime, timedelta
 from django import template
 from django.utils import timezone
 from django.utils.dateformat import format as date_format
-from django.utils.html import escape
+from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 
+from orgs import drafts
 from orgs.models import TOKEN_EXPIRING_SOON
 
 register = template.Library()
@@ -104,3 +105,12 @@ def token_expiry_parts(token) -> tuple[str, str]:
 def token_expires_in(token) -> str:
     """How long until an active token expires, rounded: "3 days", "14 hours"."""
     return _rounded(token.expires_at - timezone.now())
+
+
+@register.simple_tag(takes_context=True)
+def draft_by_field(context) -> SafeString:
+    """The hidden field naming (by an opaque mark) whom a form's typed text is for, should its post meet an expired
+    session: signing in keeps the text only for that user (orgs.drafts)."""
+    return format_html(
+        '<input type="hidden" name="{}" value="{}">', drafts.DRAFT_BY, drafts.typed_by(context.request.user)
+    )

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from insights.models import InsightQuery, KeySource, Outcome
 from insights.suggestions import SUGGESTED_QUERIES
+from orgs.drafts import typed_by
 from orgs.models import ClaudeApiKey, KeyStatus, Membership, Role
 from tests.base import PASSWORD
 from tests.conftest import PLATFORM_KEY
@@ -460,7 +461,7 @@ QUESTION = "Does a white paper for an asset-referenced token need the NCA's appr
 
 def test_a_question_posted_after_the_session_expired_comes_back_after_signing_in(world, fake_anthropic, client):
     # Without JavaScript a redirect to the sign-in page would drop the POST and the question with it.
-    expired = client.post(PAGE.format("globex"), {"query": QUESTION})
+    expired = client.post(PAGE.format("globex"), {"query": QUESTION, "draft_by": typed_by(world.globex_member)})
 
     assert expired.status_code == 200
     page = expired.content.decode()
@@ -470,10 +471,16 @@ def test_a_question_posted_after_the_session_expired_comes_back_after_signing_in
     assert not InsightQuery.objects.exists() and fake_anthropic.requests == []
     # A mistyped password keeps it too.
     wrong = {"username": "member@globex.test", "password": "wrong", "next": "/orgs/globex/insights/"}
-    retry = client.post("/accounts/login/", {**wrong, "draft": QUESTION}).content.decode()
+    retry = client.post(
+        "/accounts/login/", {**wrong, "draft": QUESTION, "draft_by": typed_by(world.globex_member)}
+    ).content.decode()
     assert f'name="draft" value="{html.escape(QUESTION)}"' in retry
 
-    signed_in = client.post("/accounts/login/", {**wrong, "password": PASSWORD, "draft": QUESTION}, follow=True)
+    signed_in = client.post(
+        "/accounts/login/",
+        {**wrong, "password": PASSWORD, "draft": QUESTION, "draft_by": typed_by(world.globex_member)},
+        follow=True,
+    )
 
     assert signed_in.redirect_chain == [("/orgs/globex/insights/", 302)]
     assert f">{html.escape(QUESTION)}</textarea>" in signed_in.content.decode()
@@ -485,10 +492,12 @@ def test_a_question_posted_after_the_session_expired_comes_back_after_signing_in
 
 def test_a_kept_question_over_the_limit_comes_back_whole_and_is_refused_whole(world, fake_anthropic, client):
     long_question = "Background. " * 400 + "THE END?"
-    client.post(PAGE.format("globex"), {"query": long_question})
+    client.post(PAGE.format("globex"), {"query": long_question, "draft_by": typed_by(world.globex_member)})
     login = {"username": "member@globex.test", "password": PASSWORD, "next": "/orgs/globex/insights/"}
 
-    back = client.post("/accounts/login/", {**login, "draft": long_question}, follow=True).content.decode()
+    back = client.post(
+        "/accounts/login/", {**login, "draft": long_question, "draft_by": typed_by(world.globex_member)}, follow=True
+    ).content.decode()
     asked = client.post(PAGE.format("globex"), {"query": long_question})
 
     assert f">{long_question}</textarea>" in back
@@ -498,7 +507,15 @@ def test_a_kept_question_over_the_limit_comes_back_whole_and_is_refused_whole(wo
 
 def test_a_kept_question_goes_back_only_to_the_page_it_was_typed_on(world, client):
     Membership.objects.create(user=world.globex_member, organisation=world.acme, role=Role.MEMBER)
-    client.post("/accounts/login/", {"username": "member@globex.test", "password": PASSWORD, "draft": QUESTION})
+    client.post(
+        "/accounts/login/",
+        {
+            "username": "member@globex.test",
+            "password": PASSWORD,
+            "draft": QUESTION,
+            "draft_by": typed_by(world.globex_member),
+        },
+    )
 
     landed = client.get(PAGE.format("acme"))  # no `next`: signed in to the home page
     home = client.get(PAGE.format("globex"))
@@ -514,7 +531,7 @@ def test_a_kept_question_survives_an_older_queries_link_that_is_not_found(world,
     pruned = seed(world.globex, 4000, user=world.globex_member)[0]
     InsightQuery.objects.filter(pk=pruned.pk).delete()
     login = {"username": "member@globex.test", "password": PASSWORD, "next": "/orgs/globex/insights/"}
-    client.post("/accounts/login/", {**login, "draft": QUESTION})
+    client.post("/accounts/login/", {**login, "draft": QUESTION, "draft_by": typed_by(world.globex_member)})
 
     missing = client.get(PAGE.format("globex"), {"after": pruned.pk})
     page = client.get(PAGE.format("globex"))
@@ -527,7 +544,7 @@ def test_a_kept_question_survives_an_older_queries_link_that_is_not_found(world,
 def test_a_kept_question_survives_another_organisations_insights_page_opened_first(world, client):
     Membership.objects.create(user=world.globex_member, organisation=world.acme, role=Role.MEMBER)
     login = {"username": "member@globex.test", "password": PASSWORD, "next": "/orgs/globex/insights/"}
-    client.post("/accounts/login/", {**login, "draft": QUESTION})
+    client.post("/accounts/login/", {**login, "draft": QUESTION, "draft_by": typed_by(world.globex_member)})
 
     other = client.get(PAGE.format("acme"))  # another tab, another organisation: not the page it was typed on
     page = client.get(PAGE.format("globex"))
@@ -540,7 +557,7 @@ def test_a_kept_question_goes_back_to_its_page_when_next_carries_a_query_string(
     # The sign-in form's `next` may name the page with its query string (an older history page): the question is kept
     # for the page itself, which shows it once opened, with or without that query string.
     login = {"username": "member@globex.test", "password": PASSWORD, "next": "/orgs/globex/insights/?after=5"}
-    client.post("/accounts/login/", {**login, "draft": QUESTION})
+    client.post("/accounts/login/", {**login, "draft": QUESTION, "draft_by": typed_by(world.globex_member)})
 
     page = client.get(PAGE.format("globex"))
 
@@ -1162,3 +1179,20 @@ def test_a_limit_set_to_zero_refuses_every_query_without_breaking_the_page_or_sa
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
     assert int(refused["Retry-After"]) > 0
     assert InsightQuery.objects.filter(organisation=world.globex).count() == asked_before
+
+
+def test_a_question_kept_across_sign_in_is_not_given_to_the_next_person_to_sign_in(world, console):
+    # A shared computer: the member's session ended with their question sent; the Owner signs in on that sign-in page.
+    client = console(world.globex_member)
+    page = client.get(PAGE.format("globex")).content.decode()
+    form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', page.split('id="ask-form"')[1]))
+    client.logout()
+    sign_in = client.post(PAGE.format("globex"), {**form, "query": QUESTION}).content.decode()
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', sign_in))
+    fields = {name: html.unescape(value) for name, value in fields.items()}
+
+    landed = client.post("/accounts/login/", {**fields, "username": "owner@globex.test", "password": PASSWORD})
+    page = client.get(landed["Location"]).content.decode()
+
+    assert landed["Location"] == "/orgs/globex/insights/"
+    assert html.escape(QUESTION) not in page and "signed out before" not in page

@@ -17,6 +17,7 @@ from django.urls import set_script_prefix
 from django.utils import timezone
 
 from orgs import mailer, services
+from orgs.drafts import typed_by
 from orgs.models import User
 from tests.base import PASSWORD, make_user
 from tests.clients import bearer, console
@@ -133,7 +134,11 @@ def test_the_sign_in_page_links_to_the_reset_page(db, mail):
 
 
 def test_the_sign_in_page_answering_a_question_posted_after_the_session_expired_links_to_it_too(world, mail):
-    page = Client().post("/orgs/acme/insights/", {"query": "A question"}).content.decode()
+    page = (
+        Client()
+        .post("/orgs/acme/insights/", {"query": "A question", "draft_by": typed_by(world.acme_member)})
+        .content.decode()
+    )
 
     assert 'name="draft"' in page  # that sign-in page (orgs.drafts)
     assert f'<a href="{RESET}">Forgot your password?</a>' in page

@@ -9,6 +9,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from orgs import services
+from orgs.drafts import typed_by
 from orgs.models import Membership, Organisation, Role
 from tests.base import PASSWORD, make_user
 from tests.clients import bearer, console
@@ -353,7 +354,12 @@ def test_a_stale_sign_in_form_carrying_a_question_hands_it_back_once_signed_in_i
     client = Client(enforce_csrf_checks=True)
     token = stale_form(client, LOGIN)
     client.force_login(world.globex_member)
-    fields = {"username": "member@globex.test", "password": PASSWORD, "draft": DRAFT}
+    fields = {
+        "username": "member@globex.test",
+        "password": PASSWORD,
+        "draft": DRAFT,
+        "draft_by": typed_by(world.globex_member),
+    }
 
     response = client.post(
         LOGIN, {**fields, "next": "/orgs/globex/insights/", "csrfmiddlewaretoken": token}, follow=True
@@ -368,7 +374,12 @@ def test_a_stale_sign_in_form_whose_next_has_a_query_string_hands_the_question_b
     client = Client(enforce_csrf_checks=True)
     token = stale_form(client, LOGIN)
     client.force_login(world.globex_member)
-    fields = {"username": "member@globex.test", "password": PASSWORD, "draft": DRAFT}
+    fields = {
+        "username": "member@globex.test",
+        "password": PASSWORD,
+        "draft": DRAFT,
+        "draft_by": typed_by(world.globex_member),
+    }
 
     client.post(LOGIN, {**fields, "next": "/orgs/globex/insights/?after=5", "csrfmiddlewaretoken": token})
 
@@ -378,7 +389,12 @@ def test_a_stale_sign_in_form_whose_next_has_a_query_string_hands_the_question_b
 def test_a_stale_sign_in_form_carrying_a_question_keeps_it_when_asking_to_sign_in_again(world):
     client = Client(enforce_csrf_checks=True)
     token = stale_form(client, LOGIN)
-    fields = {"username": "member@globex.test", "password": PASSWORD, "draft": DRAFT}
+    fields = {
+        "username": "member@globex.test",
+        "password": PASSWORD,
+        "draft": DRAFT,
+        "draft_by": typed_by(world.globex_member),
+    }
 
     response = client.post(LOGIN, {**fields, "next": "/orgs/globex/insights/", "csrfmiddlewaretoken": token})
 

@@ -7,6 +7,7 @@ import re
 from django.contrib.sessions.models import Session
 from django.test import Client
 
+from orgs.drafts import typed_by
 from orgs.models import ApiToken, ClaudeApiKey
 from tests.base import CANARY_KEY, PASSWORD
 from tests.orgs.helpers import csrf_token_from
@@ -37,8 +38,11 @@ def selected_expiry(page: str) -> str:
 
 def test_a_token_name_posted_after_the_session_expired_comes_back_after_signing_in(world):
     client = Client()
+    by = typed_by(world.acme_admin)  # the mark the Admin's Settings form carries
     # The session expired as the form stood open: what it posts, a stale password field included.
-    expired = client.post(CREATE, {"name": NAME, "expires": "365", "once": "form-1", "password": "old-typed"})
+    expired = client.post(
+        CREATE, {"name": NAME, "expires": "365", "once": "form-1", "password": "old-typed", "draft_by": by}
+    )
 
     assert expired.status_code == 200  # the sign-in page answers the post itself: a redirect would drop the name
     page = expired.content.decode()
@@ -47,10 +51,16 @@ def test_a_token_name_posted_after_the_session_expired_comes_back_after_signing_
     assert '<input type="hidden" name="next" value="/orgs/acme/settings/">' in page
     assert "old-typed" not in page  # a password is never carried along
     wrong = {"username": "admin@acme.test", "password": "wrong", "next": SETTINGS}
-    retry = client.post(LOGIN, {**wrong, "draft": NAME, "draft_choice": "365"}).content.decode()
+    retry = client.post(
+        LOGIN, {**wrong, "draft": NAME, "draft_by": typed_by(world.acme_admin), "draft_choice": "365"}
+    ).content.decode()
     assert f'name="draft" value="{html.escape(NAME)}"' in retry and 'name="draft_choice" value="365"' in retry
 
-    signed_in = client.post(LOGIN, {**wrong, "password": PASSWORD, "draft": NAME, "draft_choice": "365"}, follow=True)
+    signed_in = client.post(
+        LOGIN,
+        {**wrong, "password": PASSWORD, "draft": NAME, "draft_by": typed_by(world.acme_admin), "draft_choice": "365"},
+        follow=True,
+    )
 
     assert signed_in.redirect_chain == [(SETTINGS, 302)]
     back = signed_in.content.decode()
@@ -70,7 +80,9 @@ def test_the_kept_name_is_created_only_by_the_members_own_click_on_a_fresh_form(
     expired = client.post(CREATE, {"name": NAME, "expires": "30", "once": "form-1", "csrfmiddlewaretoken": stale})
     fresh = csrf_token_from(expired.content.decode())
     login = {"username": "admin@acme.test", "password": PASSWORD, "next": SETTINGS, "csrfmiddlewaretoken": fresh}
-    back = client.post(LOGIN, {**login, "draft": NAME, "draft_choice": "30"}, follow=True).content.decode()
+    back = client.post(
+        LOGIN, {**login, "draft": NAME, "draft_by": typed_by(world.acme_admin), "draft_choice": "30"}, follow=True
+    ).content.decode()
 
     # The form as it stood, posted again: signing in gave the browser a new CSRF secret, so it creates nothing.
     replayed = client.post(CREATE, {"name": NAME, "expires": "30", "once": "form-1", "csrfmiddlewaretoken": stale})
@@ -88,7 +100,16 @@ def test_the_kept_name_is_created_only_by_the_members_own_click_on_a_fresh_form(
 
 def test_a_kept_name_goes_only_to_its_organisations_settings_page(world):
     client = Client()
-    client.post(LOGIN, {"username": "admin@acme.test", "password": PASSWORD, "next": SETTINGS, "draft": NAME})
+    client.post(
+        LOGIN,
+        {
+            "username": "admin@acme.test",
+            "password": PASSWORD,
+            "next": SETTINGS,
+            "draft": NAME,
+            "draft_by": typed_by(world.acme_admin),
+        },
+    )
 
     elsewhere = client.get("/orgs/globex/settings/")
     confirmation = client.get(SETTINGS, {"confirm": "remove"})  # a page of its own, with Cancel back to Settings
@@ -104,7 +125,7 @@ def test_a_kept_name_goes_only_to_its_organisations_settings_page(world):
 def test_a_kept_lifetime_that_is_no_choice_gives_the_default(world):
     client = Client()
     login = {"username": "admin@acme.test", "password": PASSWORD, "next": SETTINGS}
-    client.post(LOGIN, {**login, "draft": NAME, "draft_choice": "0"})
+    client.post(LOGIN, {**login, "draft": NAME, "draft_by": typed_by(world.acme_admin), "draft_choice": "0"})
 
     page = client.get(SETTINGS).content.decode()
 
@@ -138,3 +159,63 @@ def test_a_key_posted_after_the_session_expired_is_kept_nowhere(world):
     assert not ClaudeApiKey.objects.exists()
     assert landed.status_code == 200 and "your new key was not saved. Paste it again." in landed.content.decode()
     assert 'name="api_key"' in landed.content.decode()
+
+
+def hidden_fields(page: str, action: str) -> dict:
+    """The hidden fields of the form posting to `action`, as a browser would send them."""
+    form = re.search(rf'<form method="post" action="{re.escape(action)}".*?</form>', page, re.S)
+    assert form, f"the page has no form posting to {action}"
+    found = re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', form.group(0))
+    return {name: html.unescape(value) for name, value in found}
+
+
+def sign_in_page_after_expiry(world) -> tuple[Client, str]:
+    """The Admin's Settings, its session expired as they typed a token's name and pressed Create token: the sign-in
+    page that answers, and the browser it is in."""
+    client = Client()
+    client.force_login(world.acme_admin)
+    form = hidden_fields(client.get(SETTINGS).content.decode(), CREATE)
+    client.logout()  # the session ends (expired, or signed out in another tab); the page stays open
+    expired = client.post(CREATE, {**form, "name": NAME, "expires": "365"})
+    assert SIGNED_OUT in text_of(expired.content.decode())
+    return client, expired.content.decode()
+
+
+def test_a_kept_name_is_not_given_to_another_member_who_signs_in_on_that_page(world):
+    # A shared computer: the Admin walked away from the sign-in page that carries their token's name; the Owner, a
+    # member of the same organisation, signs in on it. What the Admin typed is theirs, not the next user's.
+    client, sign_in_page = sign_in_page_after_expiry(world)
+    fields = hidden_fields(sign_in_page, LOGIN) | {"username": "owner@acme.test", "password": PASSWORD}
+
+    landed = client.post(LOGIN, fields, follow=True)
+
+    assert landed.redirect_chain == [(SETTINGS, 302)]
+    page = landed.content.decode()
+    assert html.escape(NAME) not in page and "signed out before" not in page
+    assert 'value=""' in name_box(page)
+
+
+def test_a_kept_name_comes_back_to_the_member_who_typed_it(world):
+    client, sign_in_page = sign_in_page_after_expiry(world)
+    fields = hidden_fields(sign_in_page, LOGIN) | {"username": "admin@acme.test", "password": PASSWORD}
+
+    page = client.post(LOGIN, fields, follow=True).content.decode()
+
+    assert f'value="{html.escape(NAME)}"' in name_box(page) and selected_expiry(page) == "365"
+    assert KEPT in text_of(page)
+
+
+def test_a_stale_sign_in_form_does_not_give_a_kept_name_to_whoever_signed_in_meanwhile(world):
+    # Two tabs: the Admin's sign-in page carrying the name stays open; someone else signs in in the other tab, then
+    # the first tab's form is sent. Its CSRF token is stale (opsion.views._sign_in_again): the name stays the Admin's.
+    client, sign_in_page = sign_in_page_after_expiry(world)
+    client.handler.enforce_csrf_checks = True
+    fields = hidden_fields(sign_in_page, LOGIN) | {"username": "admin@acme.test", "password": PASSWORD}
+    other_tab = hidden_fields(client.get(LOGIN).content.decode(), LOGIN)
+    client.post(LOGIN, other_tab | {"username": "owner@acme.test", "password": PASSWORD})  # a new CSRF secret
+
+    stale = client.post(LOGIN, fields)
+    assert stale.status_code == 302  # the stale form's user is signed in already: sent on (opsion.views)
+    page = client.get(SETTINGS).content.decode()
+
+    assert html.escape(NAME) not in page and "signed out before" not in page

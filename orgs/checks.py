@@ -1,10 +1,14 @@
 """System checks for what settings alone cannot refuse."""
 
+import re
+
+import redis
 from django.conf import settings
 from django.core.checks import Tags, register
 from django.core.checks import Warning as CheckWarning
 
 from opsion import health
+from orgs import guards
 
 
 @register(Tags.security, deploy=True)
@@ -19,6 +23,38 @@ def abuse_guards_are_shared(app_configs, **kwargs) -> list[CheckWarning]:
             "REDIS_URL is not set: the abuse guards (sign-in, key writes, new tokens) count per process.",
             hint="Set REDIS_URL to a Redis every process shares. A single-process deployment may ignore this.",
             id="opsion.W001",
+        )
+    ]
+
+
+@register(Tags.caches, deploy=True)
+def abuse_guards_cache_answers(app_configs, **kwargs) -> list[CheckWarning]:
+    """Start-up reads REDIS_URL without asking Redis (settings stay offline), so an address Redis refuses passes
+    it: a database number above the server's `databases` (16 by default), a wrong password, a server not there.
+    Every abuse guard would then fail open at every request. This asks each server named once, as a guard would,
+    with the same short timeouts, and never prints the URL (it may hold a password)."""
+    if not settings.REDIS_URL:
+        return []
+    options = settings.CACHES["default"].get("OPTIONS", {})
+    servers = [server.strip() for server in re.split("[;,]", settings.REDIS_URL)]
+    failures = []
+    for number, server in enumerate(servers, start=1):
+        client = redis.Redis.from_url(server, **options)
+        try:
+            client.ping()  # connecting selects the database and authenticates, as the guards' first command does
+        except redis.RedisError as exc:
+            failures.append(f"server {number} of {len(servers)}: {guards.cache_failure(exc)}")
+        finally:
+            client.close()
+    if not failures:
+        return []
+    return [
+        CheckWarning(
+            f"The abuse guards' Redis (REDIS_URL) did not answer ({'; '.join(failures)}): every guard would let "
+            "every attempt through (sign-in guesses included).",
+            hint="A database number must be below the server's `databases` (`redis-cli CONFIG GET databases`, 16 "
+            "by default); check the password, host and port, and that this machine can reach Redis.",
+            id="opsion.W006",
         )
     ]
 

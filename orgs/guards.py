@@ -1,16 +1,23 @@
 """Abuse guards for the console and the API (django-ratelimit, counters in the shared cache).
 
-If the cache (Redis) is unreachable the guards fail open, with an ERROR line for operators: a
-broken cache must not take sign-in and key management down with it, and every write is still
-role-checked and audited. The trade is that brute-force counting pauses until Redis is back.
+If the cache (Redis) is unreachable or refuses (a database number above the server's limit, a wrong
+password) the guards fail open: a broken cache must not take sign-in and key management down with it,
+and every write is still role-checked and audited. The trade is that brute-force counting pauses until
+Redis answers again. Each guard says so once, at ERROR, with Redis's reason, and once more, at WARNING,
+when it counts again: a line per request would bury the reason in a flood. `check --deploy` asks Redis
+before start-up (opsion.W006).
 """
 
 import hashlib
 import ipaddress
 import logging
+import threading
 from functools import wraps
 
+import redis
 from django.core.cache import cache
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest
 from django_ratelimit import core as ratelimit_core
 from django_ratelimit.core import get_usage
@@ -65,21 +72,68 @@ def _ip_account(_group, request: HttpRequest) -> str:
 _SIGN_IN_KEYS = (("ip", _ip), ("account", _account))
 
 
+# The guards whose last run found the cache failing, in this process: each is logged once as it fails and once as
+# it counts again. Forgotten when the cache settings change (tests swap them).
+_failing: set[str] = set()
+_failing_lock = threading.Lock()
+
+
 def _fail_open(default):
     def decorate(guard):
         @wraps(guard)
         def run(*args, **kwargs):
             try:
-                return guard(*args, **kwargs)
+                result = guard(*args, **kwargs)
             except TooManyAttempts:
+                _counted(guard.__name__)
                 raise
             except Exception as exc:  # the cache client's own errors (redis.ConnectionError, timeouts…)
-                log.error("abuse guard %s skipped: cache unavailable (%s)", guard.__name__, type(exc).__name__)
+                _skipped(guard.__name__, exc)
                 return default
+            _counted(guard.__name__)
+            return result
 
         return run
 
     return decorate
+
+
+def cache_failure(exc: Exception) -> str:
+    """What went wrong, for the log: a Redis error's type and message ("ResponseError: DB index is out of range"),
+    which name at most the host and port, never the URL or its password (tests hold them to that); any other
+    error's type alone, as its text could hold whatever the guard was handed (the e-mail address typed)."""
+    if isinstance(exc, redis.RedisError):
+        return f"{type(exc).__name__}: {exc}"
+    return type(exc).__name__
+
+
+def _skipped(name: str, exc: Exception) -> None:
+    with _failing_lock:
+        first = name not in _failing
+        _failing.add(name)
+    if first:
+        log.error(
+            "abuse guard %s skipped: cache unavailable (%s); it lets every attempt through until the cache answers",
+            name,
+            cache_failure(exc),
+        )
+
+
+def _counted(name: str) -> None:
+    if name not in _failing:  # the usual case, read without the lock
+        return
+    with _failing_lock:
+        recovered = name in _failing
+        _failing.discard(name)
+    if recovered:
+        log.warning("abuse guard %s counting again: the cache answers", name)
+
+
+@receiver(setting_changed)
+def _forget_failing_guards(setting: str, **kwargs) -> None:
+    if setting == "CACHES":
+        with _failing_lock:
+            _failing.clear()
 
 
 @_fail_open(None)

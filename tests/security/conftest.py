@@ -6,10 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 
 from orgs import services
 
 ROOT = Path(__file__).resolve().parents[2]
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 # The loggers whose records the canary guard reads. settings.LOGGING keeps the SDK and its HTTP stack at
 # WARNING; the guard forces all of them to DEBUG, so the test holds even if someone turns them up.
@@ -46,6 +48,18 @@ def debug_logs(caplog):
     yield handler
     for name in WATCHED_LOGGERS:
         logging.getLogger(name or None).removeHandler(handler)
+
+
+@pytest.fixture
+def redis_server() -> redis.Redis:
+    """The real Redis on 127.0.0.1:6379 (database 0), or the test is skipped."""
+    connection = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        connection.ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip("Redis is not running on 127.0.0.1:6379 (CI and the dev machines run it)")
+    yield connection
+    connection.close()
 
 
 @pytest.fixture

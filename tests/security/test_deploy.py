@@ -43,7 +43,8 @@ def production_env(**overrides: str | None) -> dict[str, str]:
     return base_env(**env)
 
 
-def test_check_deploy_is_clean_with_production_settings():
+def test_check_deploy_is_clean_with_production_settings(redis_server):
+    # REDIS_URL names database 0 of the Redis on 127.0.0.1:6379, which `check --deploy` asks (opsion.W006).
     result = run_python(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env())
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -91,6 +92,29 @@ def test_check_deploy_warns_when_the_abuse_guards_would_count_per_process():
 
     assert result.returncode != 0
     assert "(opsion.W001) REDIS_URL is not set: the abuse guards" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        # The server has 16 databases (Redis's default): SELECT 99 is refused at every command.
+        ("redis://127.0.0.1:6379/99", "ResponseError: DB index is out of range"),
+        # A password the server does not take (this one has none set): refused before anything is counted.
+        ("redis://:redis-password-canary@127.0.0.1:6379/0", "AuthenticationError: "),
+        ("redis://127.0.0.1:6379/0,redis://127.0.0.1:6379/99", "ResponseError: DB index is out of range"),
+    ],
+    ids=["database-out-of-range", "wrong-password", "replica-out-of-range"],
+)
+def test_check_deploy_warns_when_redis_refuses_what_redis_url_asks_for(redis_server, url, reason):
+    # Start-up cannot ask Redis (settings stay offline), so a database number above the server's limit passed it,
+    # and every abuse guard then failed open at request time with `check --deploy` clean.
+    result = run_python(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(REDIS_URL=url))
+    output = result.stdout + result.stderr
+
+    assert result.returncode != 0, output
+    assert "(opsion.W006) The abuse guards' Redis (REDIS_URL) did not answer" in output, output
+    assert reason in output, output
+    assert "redis-password-canary" not in output
 
 
 def test_check_deploy_warns_when_mail_would_only_be_printed():
@@ -249,7 +273,8 @@ def test_start_up_stops_on_a_redis_url_the_guards_could_never_use(url):
     ],
 )
 def test_tls_and_replicated_redis_urls_are_accepted(url):
-    result = run_python(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(REDIS_URL=url))
+    # By the settings: none of these servers exists, which `check --deploy` would add (opsion.W006).
+    result = run_python(["manage.py", "check", "--fail-level", "WARNING"], production_env(REDIS_URL=url))
     assert result.returncode == 0, result.stderr[-2000:]
 
 

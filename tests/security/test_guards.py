@@ -1,5 +1,6 @@
 """Abuse guards: sign-in, key changes and token creation are refused with 429 past their limits."""
 
+import logging
 import re
 import socket
 import threading
@@ -21,11 +22,10 @@ from tests.base import GOOD_KEY, OTHER_KEY, PASSWORD
 from tests.clients import api_delete_key, api_put_key, closed_port, console, token_client
 from tests.orgs.helpers import store_key
 from tests.orgs.test_password_reset import ask, link_in, set_password
-from tests.security.conftest import base_env, json_error, run_python
+from tests.security.conftest import REDIS_URL, base_env, json_error, run_python
 
 LOGIN = "/accounts/login/"
 LOCKED = "Too many failed sign-in attempts. Please try again in "
-REDIS_URL = "redis://127.0.0.1:6379/0"
 NEW_PASSWORD = "a-New-passw0rd-for-acme"
 NEWER_PASSWORD = "an-Even-newer-passw0rd-4-acme"
 
@@ -866,6 +866,84 @@ def test_with_redis_down_a_question_sent_without_javascript_is_still_asked(world
     assert "abuse guard claim_form skipped: cache unavailable" in caplog.text
 
 
+def _guard_errors(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "opsion.guards" and r.levelno == logging.ERROR]
+
+
+@pytest.fixture
+def redis_refusing_its_database(settings, redis_server):
+    """The real Redis, asked for database 99 of its 16: it refuses every command (start-up cannot know the limit)."""
+    assert redis_server.config_get("databases")["databases"] == "16"
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6379/99",
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+
+
+def test_with_redis_refusing_its_database_the_guards_fail_open_and_say_why_once(
+    world, redis_refusing_its_database, caplog
+):
+    # Each guarded request logged the same ERROR line, naming only "ResponseError": a flood that never said why.
+    for password in ("wrong-password", "wrong-again", PASSWORD):
+        client, response = _sign_in("admin@acme.test", password)
+    assert response.status_code == 302 and _signed_in(client)
+    for key in (GOOD_KEY, OTHER_KEY):
+        assert _put_key(console(world.acme_admin), "acme", key).status_code == 200
+
+    errors = _guard_errors(caplog)
+    guards_named = [e.split(" skipped")[0].removeprefix("abuse guard ") for e in errors]
+    assert guards_named == ["sign_in_attempt", "sign_in_succeeded", "key_write"], errors
+    assert all("cache unavailable (ResponseError: DB index is out of range)" in e for e in errors), errors
+
+
+def test_a_guard_failing_on_something_other_than_redis_logs_its_type_alone(world, monkeypatch, caplog):
+    # Redis's reasons are safe to log (they name at most a host and port); another error's text could hold anything
+    # the guard was handed, such as the e-mail address typed.
+    from django.core.cache import caches
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("holding admin@acme.test")
+
+    monkeypatch.setattr(caches["default"], "add", broken)
+
+    _, response = _sign_in("admin@acme.test", PASSWORD)
+
+    assert response.status_code == 302
+    assert "abuse guard sign_in_attempt skipped: cache unavailable (RuntimeError)" in caplog.text
+    assert "admin@acme.test" not in caplog.text
+
+
+@pytest.fixture
+def redis_user(redis_server):
+    """A Redis ACL user of our own, disabled until the test enables it: a Redis that refuses, then answers."""
+    name, password = f"opsion-test-{uuid.uuid4().hex[:12]}", "redis-password-canary-7f3a"
+    redis_server.acl_setuser(name, enabled=False, passwords=[f"+{password}"], keys=["*"], commands=["+@all"])
+    yield types.SimpleNamespace(name=name, url=f"redis://{name}:{password}@127.0.0.1:6379/0", password=password)
+    redis_server.acl_deluser(name)
+
+
+def test_a_guard_says_when_it_counts_again_and_never_logs_the_redis_password(
+    world, settings, redis_server, redis_user, caplog
+):
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_user.url}
+    }
+    _sign_in("admin@acme.test", "wrong-password")
+    _sign_in("admin@acme.test", "wrong-password")
+    redis_server.acl_setuser(redis_user.name, enabled=True)
+
+    _sign_in("admin@acme.test", "wrong-password")
+
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "opsion.guards"]
+    assert [level for level, _ in lines] == ["ERROR", "WARNING"], lines
+    assert "sign_in_attempt skipped: cache unavailable (AuthenticationError: " in lines[0][1]
+    assert lines[1][1].startswith("abuse guard sign_in_attempt counting again"), lines
+    assert redis_user.password not in caplog.text
+
+
 # An app server with the production cache settings (REDIS_URL) runs the sign-in and key-write guards.
 GUARDED_REQUESTS = """
 import time, types
@@ -919,8 +997,8 @@ def test_with_redis_hung_the_guards_give_up_within_seconds_and_fail_open(hung_re
 
     assert result.returncode == 0, result.stderr[-2000:]
     assert time.monotonic() - started < 20
-    assert "abuse guard sign_in_attempt skipped: cache unavailable (TimeoutError)" in result.stderr
-    assert "abuse guard key_write skipped: cache unavailable (TimeoutError)" in result.stderr  # named, for operators
+    assert "abuse guard sign_in_attempt skipped: cache unavailable (TimeoutError:" in result.stderr
+    assert "abuse guard key_write skipped: cache unavailable (TimeoutError:" in result.stderr  # named, for operators
 
 
 def test_a_members_refused_key_removals_do_not_lock_the_owners_out(world, clock):

@@ -29,8 +29,8 @@ log = logging.getLogger("opsion.mailer")
 
 CAPACITY = 100
 # How long a stopping process goes on sending what is waiting before it logs the rest as unsent. A send takes
-# EMAIL_TIMEOUT (10 s) at most; gunicorn kills a worker still running after --graceful-timeout, so this must fit
-# inside it beside the answers being finished.
+# EMAIL_TIMEOUT (10 s) at most; gunicorn kills a worker still running after its graceful timeout, which
+# gunicorn.conf.py makes room for this beside the answers being finished.
 EXIT_GRACE_SECONDS = 10.0
 
 

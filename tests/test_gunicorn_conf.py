@@ -1,0 +1,42 @@
+"""gunicorn.conf.py gives a restart as long as the longest answer can take, from ANTHROPIC_TIMEOUT_SECONDS: README's
+command once fixed `--graceful-timeout 130`, and an operator who raised the timeout above 65 s had answers cut off at
+every deploy, with nothing saying so."""
+
+import re
+import shlex
+
+import pytest
+
+from tests.security.conftest import ROOT, base_env, run_python
+
+
+def production_command() -> list[str]:
+    """README's production command for gunicorn, as an operator would copy it."""
+    readme = (ROOT / "README.md").read_text()
+    (line,) = [line for line in readme.splitlines() if line.startswith("gunicorn ") and "wsgi" in line]
+    return shlex.split(line)[1:]
+
+
+def resolved(args: list[str], **env: str) -> dict[str, str]:
+    """gunicorn's settings as it resolves them from `args` and the config file (--print-config), by name."""
+    environment = base_env(
+        SECRET_KEY="test-secret-key-not-for-production",
+        FIELD_ENCRYPTION_KEYS="b3BzaW9uLXRlc3Qtb25seS1mZXJuZXQta2V5LTAwMDE=",
+        **env,
+    )
+    result = run_python(["-m", "gunicorn", *args, "--print-config"], environment)
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    return dict(re.findall(r"^(\w+)\s+= (.*)$", result.stdout, re.MULTILINE))
+
+
+@pytest.mark.parametrize(
+    ("timeout", "graceful"), [(None, "130"), ("60", "130"), ("65.5", "141"), ("90", "190"), ("0.5", "11")]
+)
+def test_readmes_command_waits_out_the_longest_answer_and_the_mail_after_it(timeout, graceful):
+    # An answer can take twice ANTHROPIC_TIMEOUT_SECONDS (the first read, then the whole reply from its headers),
+    # and the mail thread then sends for up to 10 s more (orgs/mailer.py).
+    config = resolved(production_command(), ANTHROPIC_TIMEOUT_SECONDS=timeout)
+
+    assert config["graceful_timeout"] == graceful
+    assert config["timeout"] == graceful  # what a sync worker (no heartbeat while it answers) would need
+    assert (config["worker_class"], config["workers"], config["threads"]) == ("gthread", "4", "8")

@@ -56,6 +56,12 @@ SECRET_KEY = _required(
 )
 
 
+# Exactly the form Fernet.generate_key() prints. Fernet() itself decodes leniently: it skips characters outside
+# base64 and ignores whatever follows the "=" padding, so "NEW OLD" or "NEW;OLD" would be taken as NEW alone and
+# every secret written under OLD would be unreadable, with start-up clean.
+_FERNET_KEY_FORM = re.compile(r"[A-Za-z0-9_-]{43}=")
+
+
 def _fernet_keys() -> list[str]:
     """Comma-separated Fernet keys: the first encrypts, every key decrypts. Independent of SECRET_KEY.
 
@@ -71,11 +77,14 @@ def _fernet_keys() -> list[str]:
         raise ImproperlyConfigured(f"FIELD_ENCRYPTION_KEYS holds no key. {hint}")
     for position, key in enumerate(keys, 1):
         try:
+            if not _FERNET_KEY_FORM.fullmatch(key):
+                raise ValueError
             Fernet(key)
         except (ValueError, TypeError):
             raise ImproperlyConfigured(
                 f"FIELD_ENCRYPTION_KEYS entry {position} (of {len(keys)}) is not a Fernet key: "
-                "32 url-safe base64-encoded bytes, as Fernet.generate_key() prints."
+                "32 url-safe base64-encoded bytes (44 characters ending in '='), as Fernet.generate_key() prints. "
+                "Separate keys with commas only, without quotes."
             ) from None
     return keys
 

@@ -198,6 +198,27 @@ def test_start_up_stops_on_a_malformed_encryption_key_naming_the_entry_not_its_v
 
 
 @pytest.mark.parametrize(
+    "separator, extra",
+    [(" ", "old"), (";", "old"), ("", "old"), ("", '"'), ("", "junk")],
+    ids=["space-separated", "semicolon-separated", "run-together", "quoted", "trailing-junk"],
+)
+def test_start_up_stops_on_an_entry_that_is_not_exactly_one_fernet_key(separator, extra):
+    # Fernet() decodes leniently: it drops characters outside base64 and whatever follows the "=" padding. So
+    # "NEW OLD" or "NEW;OLD" (the keys not separated by a comma) started as NEW alone: every key saved under OLD
+    # unreadable, with start-up, /healthz and check --deploy all clean.
+    new, old = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    value = new + separator + (old if extra == "old" else extra)
+
+    result = run_python(["manage.py", "check"], production_env(FIELD_ENCRYPTION_KEYS=value))
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: FIELD_ENCRYPTION_KEYS entry 1 (of 1) is not a Fernet key" in result.stderr, (
+        result.stderr[-2000:]
+    )
+    assert new not in result.stderr and old not in result.stderr
+
+
+@pytest.mark.parametrize(
     "url", ["javascript:alert(1)", "support.opsion.example", "https://", "mailto:", "https://support opsion.example"]
 )
 def test_start_up_refuses_a_support_url_that_is_not_a_web_or_mail_address(url):

@@ -106,7 +106,7 @@ class TestRotateEncryptionKeys:
 
         output = run("rotate_encryption_keys")
 
-        assert "Re-encrypted 2 stored key(s) with the first FIELD_ENCRYPTION_KEYS entry." in output
+        assert "Re-encrypted 2 stored key(s) with the first FIELD_ENCRYPTION_KEYS entry; 0 already were." in output
         settings.FIELD_ENCRYPTION_KEYS = [new]
         assert self.revealed() == {"acme": CANARY_KEY, "initech": GOOD_KEY}
 
@@ -146,6 +146,54 @@ class TestRotateEncryptionKeys:
             run("rotate_encryption_keys")
 
         assert {row.pk: row.secret.ciphertext for row in ClaudeApiKey.objects.all()} == before
+
+    def test_unreadable_rows_are_listed_by_organisation_with_what_to_do(self, old_rows, settings):
+        # The old key dropped before the run: the operator was given organisation ids in one line (200 kB of them
+        # for 30,000 organisations, in no order), where logs and pages name organisations by slug, and no next step.
+        old, new = old_rows
+        settings.FIELD_ENCRYPTION_KEYS = [new]
+        out = io.StringIO()
+
+        with pytest.raises(CommandError) as refused:
+            call_command("rotate_encryption_keys", stdout=out)
+
+        lines = out.getvalue().splitlines()
+        assert lines[-2:] == ["  acme", "  initech"]
+        message = str(refused.value)
+        assert "2 of 2 stored key(s) could not be decrypted" in message
+        assert "put the key they were saved with back in FIELD_ENCRYPTION_KEYS (after the first)" in message
+        assert old not in out.getvalue() + message and new not in out.getvalue() + message
+
+    def test_a_second_run_says_the_other_entries_can_be_dropped(self, old_rows, settings):
+        old, new = old_rows
+        settings.FIELD_ENCRYPTION_KEYS = [new, old]
+        run("rotate_encryption_keys")
+
+        output = run("rotate_encryption_keys")
+
+        assert "Re-encrypted 0 stored key(s) with the first FIELD_ENCRYPTION_KEYS entry; 2 already were." in output
+        assert "Every stored key is now encrypted with the first entry: the others can be dropped." in output
+
+    def test_dry_run_counts_what_it_would_move_and_changes_nothing(self, old_rows, settings):
+        old, new = old_rows
+        settings.FIELD_ENCRYPTION_KEYS = [new, old]
+        before = {row.pk: row.secret.ciphertext for row in ClaudeApiKey.objects.all()}
+
+        output = run("rotate_encryption_keys", "--dry-run")
+
+        assert "Would re-encrypt 2 stored key(s) with the first FIELD_ENCRYPTION_KEYS entry; 0 already were." in output
+        assert "can be dropped" not in output
+        assert {row.pk: row.secret.ciphertext for row in ClaudeApiKey.objects.all()} == before
+
+    def test_dry_run_lists_the_unreadable_and_fails(self, old_rows, settings):
+        _, new = old_rows
+        settings.FIELD_ENCRYPTION_KEYS = [new]
+        out = io.StringIO()
+
+        with pytest.raises(CommandError, match="2 of 2 stored key"):
+            call_command("rotate_encryption_keys", "--dry-run", stdout=out)
+
+        assert out.getvalue().splitlines()[-2:] == ["  acme", "  initech"]
 
     def test_its_output_never_contains_a_key(self, old_rows, settings):
         old, new = old_rows

@@ -174,6 +174,13 @@ class TestRotateEncryptionKeys:
         assert "Re-encrypted 0 stored key(s) with the first FIELD_ENCRYPTION_KEYS entry; 2 already were." in output
         assert "Every stored key is now encrypted with the first entry: the others can be dropped." in output
 
+    def test_with_a_single_entry_it_does_not_speak_of_others_to_drop(self, old_rows, settings):
+        output = run("rotate_encryption_keys")
+
+        assert "Re-encrypted 0 stored key(s) with the first FIELD_ENCRYPTION_KEYS entry; 2 already were." in output
+        assert "the others can be dropped" not in output
+        assert "Every stored key is encrypted with the only FIELD_ENCRYPTION_KEYS entry." in output
+
     def test_dry_run_counts_what_it_would_move_and_changes_nothing(self, old_rows, settings):
         old, new = old_rows
         settings.FIELD_ENCRYPTION_KEYS = [new, old]

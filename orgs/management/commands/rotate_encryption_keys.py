@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -44,7 +45,11 @@ class Command(BaseCommand):
         )
         if unreadable:
             self._refuse(unreadable, total=moved + current + len(unreadable))
-        if not dry_run:
+        if dry_run:
+            return
+        if len(settings.FIELD_ENCRYPTION_KEYS) == 1:
+            self.stdout.write("Every stored key is encrypted with the only FIELD_ENCRYPTION_KEYS entry.")
+        else:
             self.stdout.write("Every stored key is now encrypted with the first entry: the others can be dropped.")
 
     def _refuse(self, slugs: list[str], *, total: int) -> None:

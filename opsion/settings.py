@@ -56,10 +56,11 @@ SECRET_KEY = _required(
 )
 
 
-# Exactly the form Fernet.generate_key() prints. Fernet() itself decodes leniently: it skips characters outside
-# base64 and ignores whatever follows the "=" padding, so "NEW OLD" or "NEW;OLD" would be taken as NEW alone and
-# every secret written under OLD would be unreadable, with start-up clean.
-_FERNET_KEY_FORM = re.compile(r"[A-Za-z0-9_-]{43}=")
+# Exactly one key of the form Fernet.generate_key() prints ("+" and "/" for "-" and "_" are the same bytes, and
+# always worked). Fernet() itself decodes leniently: it skips characters outside base64 and ignores whatever follows
+# the "=" padding, so "NEW OLD" or "NEW;OLD" would be taken as NEW alone and every secret written under OLD would be
+# unreadable, with start-up clean.
+_FERNET_KEY_FORM = re.compile(r"[A-Za-z0-9_+/-]{43}=")
 
 
 def _fernet_keys() -> list[str]:

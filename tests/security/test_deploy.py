@@ -1,6 +1,7 @@
 """Production settings: `check --deploy` is clean, start-up refuses missing secrets, and every response
 carries the security headers; over HTTPS the cookies are Secure and HttpOnly and HSTS is on."""
 
+import base64
 import functools
 import json
 import re
@@ -216,6 +217,20 @@ def test_start_up_stops_on_an_entry_that_is_not_exactly_one_fernet_key(separator
         result.stderr[-2000:]
     )
     assert new not in result.stderr and old not in result.stderr
+
+
+def test_a_key_in_standard_base64_still_starts_as_the_same_key():
+    # base64.b64encode(os.urandom(32)) writes "+" and "/" where Fernet.generate_key() writes "-" and "_": the same 32
+    # bytes, which Fernet has always accepted. Such a deployment must keep starting, and reading what it stored.
+    raw = bytes([0xFB, 0xFF]) * 16
+    standard, url_safe = base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()
+    assert "+" in standard and "/" in standard
+    show = "from orgs import crypto; print(crypto.encrypt('still readable'))"
+
+    result = run_python(["manage.py", "shell", "-c", show], production_env(FIELD_ENCRYPTION_KEYS=standard))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert Fernet(url_safe).decrypt(result.stdout.strip().splitlines()[-1].encode()) == b"still readable"
 
 
 @pytest.mark.parametrize(

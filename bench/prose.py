@@ -151,10 +151,11 @@ ENCRYPTION = """\
 when the ciphertext's key is second in the list, as it is between adding a new key and running the
 rotation (MultiFernet tries the new key first and pays for one failed HMAC check). Either way it is
 microseconds, invisible beside a query. `manage.py rotate_encryption_keys` over 10 k organisations
-with a stored key each: one transaction that locks every row, skips those already on the first key
-and re-encrypts and updates the others one UPDATE per row, so the statements rather than Fernet set
-its cost (the bench alternates two keys so that every run moves every row). It runs once per key
-rotation; at this rate even a large deployment rotates in well under a minute."""
+with a stored key each: batches of 200 rows, each one transaction that locks its rows, skips those
+already on the first key and re-encrypts and updates the others one UPDATE per row, so the statements rather than
+Fernet set its cost (the bench alternates two keys so that every run moves every row). It runs once per key
+rotation; at this rate even a large deployment rotates in well under a minute, and a key save waits for one batch
+at most."""
 
 DESIGN = """\
 **Before** (`bench/legacy.py`, as first written): an ORM transaction of `BEGIN`, `SELECT … FOR

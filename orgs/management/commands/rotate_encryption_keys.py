@@ -1,3 +1,7 @@
+from argparse import ArgumentTypeError
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
@@ -5,12 +9,30 @@ from django.db import transaction
 from orgs import crypto
 from orgs.models import ClaudeApiKey
 
+# Rows re-encrypted per transaction. Each batch's key rows are locked only until it commits, so a key save (and
+# the first answer after one) waits for one batch, well under a second, rather than for the whole run.
+BATCH_SIZE = 200
+
+
+def _batch_size(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise ArgumentTypeError("--batch-size must be a whole number of at least 1")
+    return int(value)
+
+
+@dataclass
+class Tally:
+    moved: int = 0
+    current: int = 0
+    unreadable: list[str] = field(default_factory=list)
+
 
 class Command(BaseCommand):
     help = (
-        "Re-encrypt every stored secret with the first FIELD_ENCRYPTION_KEYS entry, in one transaction. "
-        "Exits 0 when every stored key is then encrypted with it (the other entries can be dropped); exits 1, "
-        "listing their organisations, when some no configured entry decrypts (those are left as they are)."
+        "Re-encrypt every stored secret with the first FIELD_ENCRYPTION_KEYS entry, a batch of keys per "
+        "transaction (a run stopped part-way keeps the batches it committed; run it again to finish). Exits 0 when "
+        "every stored key is then encrypted with it (the other entries can be dropped); exits 1, listing their "
+        "organisations, when some no configured entry decrypts (those are left as they are)."
     )
 
     def add_arguments(self, parser):
@@ -19,38 +41,61 @@ class Command(BaseCommand):
             action="store_true",
             help="Count what would be re-encrypted and list the unreadable; change nothing (same exit codes).",
         )
+        parser.add_argument(
+            "--batch-size",
+            type=_batch_size,
+            default=BATCH_SIZE,
+            help=f"Keys re-encrypted per transaction, each locked only until its batch commits (default {BATCH_SIZE}).",
+        )
 
-    def handle(self, *args, dry_run: bool = False, **options):
-        moved, current, unreadable = 0, 0, []
-        rows = ClaudeApiKey.objects.select_related("organisation").only("id", "secret", "organisation__slug")
-        with transaction.atomic():
-            if not dry_run:
-                # Only the key rows: a save locks its organisation row first, then waits here for the key's.
-                rows = rows.select_for_update(of=("self",))
-            for row in rows.order_by("organisation__slug"):
-                if crypto.is_current(row.secret.ciphertext):
-                    current += 1
-                    continue
-                try:
-                    rotated = crypto.rotate(row.secret.ciphertext)
-                except crypto.DecryptionFailed:
-                    unreadable.append(row.organisation.slug)
-                    continue
-                if not dry_run:
-                    ClaudeApiKey.objects.filter(pk=row.pk).update(secret=crypto.Sealed(rotated))
-                moved += 1
+    def handle(self, *args, dry_run: bool = False, batch_size: int = BATCH_SIZE, **options):
+        tally, after = Tally(), 0
+        while (after := self._batch(tally, after=after, size=batch_size, dry_run=dry_run)) is not None:
+            pass
         verb = "Would re-encrypt" if dry_run else "Re-encrypted"
         self.stdout.write(
-            f"{verb} {moved} stored key(s) with the first FIELD_ENCRYPTION_KEYS entry; {current} already were."
+            f"{verb} {tally.moved} stored key(s) with the first FIELD_ENCRYPTION_KEYS entry; "
+            f"{tally.current} already were."
         )
-        if unreadable:
-            self._refuse(unreadable, total=moved + current + len(unreadable))
+        if tally.unreadable:
+            self._refuse(sorted(tally.unreadable), total=tally.moved + tally.current + len(tally.unreadable))
         if dry_run:
             return
         if len(settings.FIELD_ENCRYPTION_KEYS) == 1:
             self.stdout.write("Every stored key is encrypted with the only FIELD_ENCRYPTION_KEYS entry.")
         else:
             self.stdout.write("Every stored key is now encrypted with the first entry: the others can be dropped.")
+
+    @staticmethod
+    def _batch(tally: Tally, *, after: int, size: int, dry_run: bool) -> int | None:
+        """Re-encrypt the `size` key rows after primary key `after` in one transaction and add them to `tally` once
+        it has committed; returns the last primary key seen, None when no row was left."""
+        batch = Tally()
+        rows = ClaudeApiKey.objects.select_related("organisation").only("id", "secret", "organisation__slug")
+        # A dry run writes nothing, so it takes no transaction: on SQLite (BEGIN IMMEDIATE) one would block saves.
+        with nullcontext() if dry_run else transaction.atomic():
+            if not dry_run:
+                # Only the key rows: a save locks its organisation row first, then waits here for the key's. Each
+                # ciphertext is read under that lock, in this batch, so a key saved since an earlier batch is seen
+                # as saved (already on the first entry), never overwritten by a stale re-encryption.
+                rows = rows.select_for_update(of=("self",))
+            rows = list(rows.filter(pk__gt=after).order_by("pk")[:size])
+            for row in rows:
+                if crypto.is_current(row.secret.ciphertext):
+                    batch.current += 1
+                    continue
+                try:
+                    rotated = crypto.rotate(row.secret.ciphertext)
+                except crypto.DecryptionFailed:
+                    batch.unreadable.append(row.organisation.slug)
+                    continue
+                if not dry_run:
+                    ClaudeApiKey.objects.filter(pk=row.pk).update(secret=crypto.Sealed(rotated))
+                batch.moved += 1
+        tally.moved += batch.moved
+        tally.current += batch.current
+        tally.unreadable += batch.unreadable
+        return rows[-1].pk if rows else None
 
     def _refuse(self, slugs: list[str], *, total: int) -> None:
         # One organisation a line, by slug as the logs and pages name them, so the list can be read or piped.

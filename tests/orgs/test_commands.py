@@ -321,6 +321,41 @@ class TestRotateEncryptionKeysInBatches:
         assert "Re-encrypted 1 stored key(s) with the first FIELD_ENCRYPTION_KEYS entry; 4 already were." in output
         assert _slugs_opened_by(new) == {"a-org", "b-org", "c-org", "d-org", "e-org"}
 
+    def test_ctrl_c_says_what_was_done_and_to_run_it_again(self, five_old_rows, settings):
+        # Ctrl-C printed a bare KeyboardInterrupt traceback, and the operator could not tell what had changed.
+        old, new = five_old_rows
+        settings.FIELD_ENCRYPTION_KEYS = [new, old]
+        out = io.StringIO()
+
+        def ctrl_c() -> None:
+            raise KeyboardInterrupt
+
+        with pytest.raises(CommandError) as stopped, before_batch(3, ctrl_c):
+            call_command("rotate_encryption_keys", "--batch-size", "2", stdout=out)
+
+        assert stopped.value.returncode == 130
+        message = str(stopped.value)
+        assert message.startswith("Interrupted: 4 stored key(s) were re-encrypted with the first ")
+        assert "0 already were" in message and "run this command again to finish" in message
+        assert _slugs_opened_by(new) == {"a-org", "b-org", "c-org", "d-org"}
+        assert old not in out.getvalue() + message and new not in out.getvalue() + message
+        output = run("rotate_encryption_keys", "--batch-size", "2")
+        assert "Re-encrypted 1 stored key(s) with the first FIELD_ENCRYPTION_KEYS entry; 4 already were." in output
+
+    def test_ctrl_c_during_a_dry_run_says_nothing_was_changed(self, five_old_rows, settings):
+        old, new = five_old_rows
+        settings.FIELD_ENCRYPTION_KEYS = [new, old]
+
+        def ctrl_c() -> None:
+            raise KeyboardInterrupt
+
+        with pytest.raises(CommandError) as stopped, before_batch(2, ctrl_c):
+            run("rotate_encryption_keys", "--dry-run", "--batch-size", "2")
+
+        assert stopped.value.returncode == 130
+        assert str(stopped.value).startswith("Interrupted: a dry run, nothing was changed")
+        assert _slugs_opened_by(new) == set()
+
     def test_a_dry_run_over_several_batches_counts_them_all_and_changes_nothing(self, five_old_rows, settings):
         old, new = five_old_rows
         settings.FIELD_ENCRYPTION_KEYS = [new, old]

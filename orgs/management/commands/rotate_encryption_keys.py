@@ -50,8 +50,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, dry_run: bool = False, batch_size: int = BATCH_SIZE, **options):
         tally, after = Tally(), 0
-        while (after := self._batch(tally, after=after, size=batch_size, dry_run=dry_run)) is not None:
-            pass
+        try:
+            while (after := self._batch(tally, after=after, size=batch_size, dry_run=dry_run)) is not None:
+                pass
+        except KeyboardInterrupt:
+            raise CommandError(self._interrupted(tally, dry_run=dry_run), returncode=130) from None
         verb = "Would re-encrypt" if dry_run else "Re-encrypted"
         self.stdout.write(
             f"{verb} {tally.moved} stored key(s) with the first FIELD_ENCRYPTION_KEYS entry; "
@@ -96,6 +99,23 @@ class Command(BaseCommand):
         tally.current += batch.current
         tally.unreadable += batch.unreadable
         return rows[-1].pk if rows else None
+
+    @staticmethod
+    def _interrupted(tally: Tally, *, dry_run: bool) -> str:
+        # Ctrl-C lands in the middle of a batch, whose transaction is rolled back; the batches before it committed.
+        if dry_run:
+            return "Interrupted: a dry run, nothing was changed. Run it again to see the whole count."
+        unreadable = (
+            f" {len(tally.unreadable)} found so far could not be decrypted and were left as they are;"
+            if tally.unreadable
+            else ""
+        )
+        return (
+            f"Interrupted: {tally.moved} stored key(s) were re-encrypted with the first FIELD_ENCRYPTION_KEYS entry "
+            f"in the batches committed before it stopped ({tally.current} already were), and stay so; the batch in "
+            f"progress was rolled back.{unreadable} Every other key is as it was, readable as before: run this "
+            "command again to finish (it re-encrypts only the keys not yet on the first entry)."
+        )
 
     def _refuse(self, slugs: list[str], *, total: int) -> None:
         # One organisation a line, by slug as the logs and pages name them, so the list can be read or piped.

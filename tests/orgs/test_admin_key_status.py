@@ -5,14 +5,16 @@ import logging
 
 import pytest
 from cryptography.fernet import Fernet
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from orgs import services
-from orgs.models import ClaudeApiKey, KeyStatus
-from tests.base import CANARY_KEY
+from orgs import crypto, services
+from orgs.models import ClaudeApiKey, KeyStatus, Organisation, Plan
+from tests.base import CANARY_KEY, GOOD_KEY
 from tests.clients import console
 from tests.orgs.helpers import store_key
-from tests.orgs.test_admin import ORGS, page_text
+from tests.orgs.test_admin import ORGS, page_text, rows_of
 
 AT = (2026, 3, 12, 8, 43)
 
@@ -105,3 +107,70 @@ def test_staff_who_may_only_view_organisations_see_the_same(world):
 
     assert "Anthropic's answer: Rejected by Anthropic on 12 Mar 2026, 08:43 UTC." in page_text(response)
     assert_nothing_of_the_key(response.content.decode(), row)
+
+
+def store_unreadable_key(org) -> ClaudeApiKey:
+    """A key sealed with an encryption key no longer in FIELD_ENCRYPTION_KEYS (dropped too early)."""
+    sealed = Fernet(Fernet.generate_key()).encrypt(CANARY_KEY.encode()).decode()
+    return ClaudeApiKey.objects.create(organisation=org, secret=crypto.Sealed(sealed))
+
+
+class TestTheListSaysWhichStoredKeysCannotBeOpened:
+    # The list said "In use" of a key no configured entry opens, whose organisation's queries are all refused.
+
+    def test_a_key_no_configured_entry_opens_reads_stored_unreadable(self, world, staff):
+        row = store_unreadable_key(world.acme)
+        store_key(world.initech, GOOD_KEY)
+
+        response = staff.get(ORGS)
+
+        rows = rows_of(response.content.decode())
+        assert '<td class="field-claude_api_key_state">Stored, unreadable</td>' in rows["Acme Digital Assets"]
+        assert '<td class="field-claude_api_key_state">In use</td>' in rows["Initech Custody"]
+        assert_nothing_of_the_key(response.content.decode(), row)
+
+    def test_on_a_plan_without_byom_it_still_reads_unused(self, world, staff):
+        store_unreadable_key(world.globex)  # Professional: no query would use it, readable or not
+
+        rows = rows_of(staff.get(ORGS).content.decode())
+
+        assert '<td class="field-claude_api_key_state">Stored, unused on this plan</td>' in rows["Globex Payments"]
+
+    def test_the_filter_tells_unreadable_from_in_use(self, world, staff):
+        store_unreadable_key(world.acme)
+        store_key(world.initech, GOOD_KEY)
+        store_unreadable_key(world.globex)
+
+        unreadable = staff.get(ORGS, {"claude_api_key": "unreadable"})
+        in_use = staff.get(ORGS, {"claude_api_key": "in_use"})
+        unused = staff.get(ORGS, {"claude_api_key": "unused"})
+
+        assert set(rows_of(unreadable.content.decode())) == {"Acme Digital Assets"}
+        assert set(rows_of(in_use.content.decode())) == {"Initech Custody"}
+        assert set(rows_of(unused.content.decode())) == {"Globex Payments"}
+        assert "Stored, unreadable" in page_text(staff.get(ORGS))  # offered as a choice
+
+    def test_the_change_page_says_stored_unreadable_too(self, world, staff):
+        store_unreadable_key(world.acme)
+
+        text = page_text(staff.get(f"{ORGS}{world.acme.pk}/change/"))
+
+        assert "Claude API key: Stored, unreadable. Remove it with the list's action" in text
+
+    def test_the_list_reads_no_more_queries_for_more_stored_keys(self, world, staff):
+        # Each row's key is judged from what the list's own query read: no query per row.
+        store_key(world.acme, GOOD_KEY)
+        with CaptureQueriesContext(connection) as few:
+            staff.get(ORGS)
+        for n in range(6):
+            org = Organisation.objects.create(slug=f"more-{n}", name=f"More {n}", plan=Plan.INSTITUTIONAL)
+            if n % 2:
+                store_unreadable_key(org)
+            else:
+                store_key(org, GOOD_KEY)
+
+        with CaptureQueriesContext(connection) as many:
+            page = staff.get(ORGS).content.decode()
+
+        assert page.count("Stored, unreadable</td>") == 3
+        assert len(many) == len(few)

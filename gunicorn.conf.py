@@ -10,23 +10,44 @@ gunicorn reads ./gunicorn.conf.py by itself when started from the checkout; opti
 so the production command names no timeout of its own.
 """
 
+import json
 import math
 import os
+import subprocess
 import sys
 from pathlib import Path
 
-# The checkout is not installed as a package (README: run everything from it), and the `gunicorn` script does not put
-# the working directory on the path before it reads this file.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "opsion.settings")
-
-from django.conf import settings  # noqa: E402
-
-from orgs.mailer import EXIT_GRACE_SECONDS  # noqa: E402 (its thread starts at the first e-mail, never in the master)
+ROOT = Path(__file__).resolve().parent
 
 # The settings module itself, not another reading of the environment: the same .env file, the same checks (a value
-# they refuse stops gunicorn here, naming it), the same default.
-graceful_timeout = math.ceil(2 * settings.ANTHROPIC_TIMEOUT_SECONDS + EXIT_GRACE_SECONDS)
+# they refuse stops gunicorn here, naming it), the same default. Read in a child process: gunicorn forks every worker
+# from this one, so whatever it imported (the settings, orgs.mailer and theirs) every worker would run as it was when
+# gunicorn started, a SIGHUP's new workers included, whatever code or .env a deploy had put in place since.
+_READ = (
+    "import json\n"
+    "from django.conf import settings\n"
+    "from orgs.mailer import EXIT_GRACE_SECONDS\n"
+    "print(json.dumps([settings.ANTHROPIC_TIMEOUT_SECONDS, EXIT_GRACE_SECONDS]))\n"
+)
+
+
+def _answer_and_mail_seconds() -> tuple[float, float]:
+    environment = {**os.environ}
+    environment.setdefault("DJANGO_SETTINGS_MODULE", "opsion.settings")
+    # `python -c` puts the working directory first on the path: the checkout, which is not installed as a package.
+    read = subprocess.run(  # noqa: S603 (this interpreter, fixed code)
+        [sys.executable, "-c", _READ], cwd=ROOT, env=environment, capture_output=True, text=True, check=False
+    )
+    if read.returncode:
+        # The settings' own message: it names the variable, never its value.
+        sys.stderr.write(read.stderr)
+        raise RuntimeError("gunicorn.conf.py: the settings refused this environment (above)")
+    timeout, grace = json.loads(read.stdout)
+    return timeout, grace
+
+
+_timeout, _grace = _answer_and_mail_seconds()
+graceful_timeout = math.ceil(2 * _timeout + _grace)
 # A gthread worker's heartbeat runs beside its request threads, so this only bounds how long a stuck worker goes
 # unnoticed; a sync worker (-k sync) sends none while it answers and would be killed mid-answer below this.
 timeout = graceful_timeout

@@ -40,3 +40,42 @@ def test_readmes_command_waits_out_the_longest_answer_and_the_mail_after_it(time
     assert config["graceful_timeout"] == graceful
     assert config["timeout"] == graceful  # what a sync worker (no heartbeat while it answers) would need
     assert (config["worker_class"], config["workers"], config["threads"]) == ("gthread", "4", "8")
+
+
+# What gunicorn's master runs before it forks a worker: it reads gunicorn.conf.py (as at start-up and at every
+# SIGHUP), then reports what of the app that left in its own memory.
+MASTER_READS_THE_FILE = """
+import sys
+from gunicorn.app.wsgiapp import WSGIApplication
+sys.argv = ["gunicorn", "opsion.wsgi:application"]
+WSGIApplication()
+from django.conf import settings
+ours = sorted(name for name in sys.modules if name.split(".")[0] in ("opsion", "orgs", "insights"))
+print(ours, settings.configured)
+"""
+
+
+def test_the_master_keeps_none_of_the_app_so_a_sighup_starts_workers_on_the_code_and_settings_of_now():
+    # Every worker is forked from the master and runs whatever module the master already imported: were the
+    # settings read there, a SIGHUP (gunicorn's graceful restart, which loads an app not preloaded anew) would
+    # start workers on the settings module, the .env values and the code gunicorn started with, beside the new
+    # versions of everything else.
+    environment = base_env(
+        SECRET_KEY="test-secret-key-not-for-production",
+        FIELD_ENCRYPTION_KEYS="b3BzaW9uLXRlc3Qtb25seS1mZXJuZXQta2V5LTAwMDE=",
+    )
+    result = run_python(["-c", MASTER_READS_THE_FILE], environment)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[] False"
+
+
+def test_a_setting_the_settings_refuse_stops_gunicorn_naming_it_never_its_value():
+    result = run_python(
+        ["-m", "gunicorn", *production_command(), "--print-config"],
+        base_env(SECRET_KEY="test-secret-key-not-for-production", FIELD_ENCRYPTION_KEYS="not-a-key-but-secret"),
+    )
+
+    assert result.returncode != 0
+    assert "FIELD_ENCRYPTION_KEYS entry 1 (of 1) is not a Fernet key" in result.stderr
+    assert "not-a-key-but-secret" not in result.stdout + result.stderr

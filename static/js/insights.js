@@ -58,13 +58,16 @@
   }
 
   // A question the page could not send (below) survives the reload or sign-in page that follows: it
-  // is put back in the box, once, when this page loads again in the same tab.
+  // is put back in the box, once, when this page loads again in the same tab, for the same user only.
+  // The form's `draft_by` is an opaque mark of the page's user (orgs.drafts): whoever else signs in on
+  // that sign-in page (a shared computer) must not find the question typed there.
   const draftKey = "opsion:insights-draft:" + location.pathname;
+  const draftBy = form.elements.draft_by ? form.elements.draft_by.value : "";
   const REFRESHED = "Your sign-in changed since this page was loaded, so it was refreshed. Your question is still here: press Ask again.";
   try {
     const saved = JSON.parse(sessionStorage.getItem(draftKey) || "null");
     sessionStorage.removeItem(draftKey);
-    if (saved && saved.text && !textarea.value) {
+    if (saved && saved.text && saved.by && saved.by === draftBy && !textarea.value) {
       textarea.value = saved.text;
       if (saved.refreshed) status.textContent = REFRESHED;
     }
@@ -72,7 +75,7 @@
 
   function keepDraft(refreshed) {
     try {
-      sessionStorage.setItem(draftKey, JSON.stringify({ text: textarea.value, refreshed: refreshed }));
+      sessionStorage.setItem(draftKey, JSON.stringify({ text: textarea.value, refreshed: refreshed, by: draftBy }));
     } catch (ignored) { /* best effort */ }
   }
 

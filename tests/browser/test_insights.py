@@ -248,6 +248,30 @@ def test_asking_after_the_session_expired_leads_to_sign_in_not_a_blank_answer(ap
     assert fake_anthropic.requests == []
 
 
+def test_a_question_typed_as_the_session_expired_is_not_put_back_for_whoever_else_signs_in_there(
+    app, page, fake_anthropic
+):
+    # A shared computer: the member's session ends while they type, they walk away from the sign-in page, and a
+    # colleague of the same organisation signs in on it. The page itself kept the question in the tab's storage,
+    # beside the server's copy on the sign-in page: neither may hand it to the colleague.
+    sign_in(page, app.url, "member@acme.test")
+    expect(page.get_by_role("heading", name="AI Insights")).to_be_visible()
+    page.context.clear_cookies(name="sessionid")
+    page.get_by_label("Your question").fill("Can we delay our MiCAR white paper?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.get_by_role("heading", name="Sign in to Opsion")).to_be_visible()
+
+    page.get_by_label("E-mail").fill("admin@acme.test")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+
+    expect(page.get_by_role("heading", name="AI Insights")).to_be_visible()
+    page.wait_for_load_state("load")  # the page's script has run: whatever it would put back is there
+    assert page.get_by_label("Your question").input_value() == ""
+    expect(page.locator("#ask-status")).to_have_text("")
+    assert fake_anthropic.requests == []
+
+
 def test_asking_from_a_page_whose_form_went_stale_refreshes_it_and_keeps_the_question(
     app, page, fake_anthropic, console
 ):

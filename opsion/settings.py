@@ -63,6 +63,17 @@ SECRET_KEY = _required(
 _FERNET_KEY_FORM = re.compile(r"[A-Za-z0-9_+/-]{43}=")
 
 
+def _unquoted(value: str) -> str:
+    """`value` trimmed, without one pair of quotes around it (when no other such quote is inside): `docker run
+    --env-file` and `kubectl create secret --from-env-file` keep a .env line's quotes in the value, which Fernet()
+    skipped (they are not base64), so such a deployment started. No key holds a quote, so this reads the same keys
+    and lets no second key hide in an entry."""
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'" and value[0] not in value[1:-1]:
+        return value[1:-1].strip()
+    return value
+
+
 def _fernet_keys() -> list[str]:
     """Comma-separated Fernet keys: the first encrypts, every key decrypts. Independent of SECRET_KEY.
 
@@ -73,7 +84,8 @@ def _fernet_keys() -> list[str]:
         "Set it to one or more comma-separated Fernet keys, e.g. "
         "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'."
     )
-    keys = [k.strip() for k in _required("FIELD_ENCRYPTION_KEYS", hint).split(",") if k.strip()]
+    entries = _unquoted(_required("FIELD_ENCRYPTION_KEYS", hint)).split(",")
+    keys = [_unquoted(k) for k in entries if _unquoted(k)]
     if not keys:
         raise ImproperlyConfigured(f"FIELD_ENCRYPTION_KEYS holds no key. {hint}")
     for position, key in enumerate(keys, 1):

@@ -219,6 +219,25 @@ def test_start_up_stops_on_an_entry_that_is_not_exactly_one_fernet_key(separator
     assert new not in result.stderr and old not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "form",
+    ['"NEW,OLD"', "'NEW,OLD'", '"NEW","OLD"', ' "NEW" , OLD '],
+    ids=["list-double-quoted", "list-single-quoted", "each-quoted", "one-quoted-with-spaces"],
+)
+def test_keys_in_quotes_kept_as_part_of_the_value_still_start_as_the_same_keys(form):
+    # `docker run --env-file` and `kubectl create secret --from-env-file` keep a .env line's quotes in the value.
+    # Fernet() skipped them (they are not base64), so such a deployment ran on every key it listed; quotes are not
+    # part of any key, so dropping a pair of them reads the same keys and hides no second key in an entry.
+    new, old = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    show = "from django.conf import settings; print(','.join(settings.FIELD_ENCRYPTION_KEYS))"
+    value = form.replace("NEW", new).replace("OLD", old)
+
+    result = run_python(["manage.py", "shell", "-c", show], production_env(FIELD_ENCRYPTION_KEYS=value))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == f"{new},{old}"
+
+
 def test_a_key_in_standard_base64_still_starts_as_the_same_key():
     # base64.b64encode(os.urandom(32)) writes "+" and "/" where Fernet.generate_key() writes "-" and "_": the same 32
     # bytes, which Fernet has always accepted. Such a deployment must keep starting, and reading what it stored.

@@ -4,12 +4,14 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
+from django.contrib.auth import get_permission_codename
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
-from django.db.models import Count, Exists, OuterRef, Subquery
+from django.db.models import Count, Exists, OuterRef, Q, Subquery
+from django.http import HttpRequest
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -358,13 +360,41 @@ class OrganisationAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/orgs/organisation/remove_key_confirmation.html", context)
 
 
+class _HoldsEveryPermission:
+    """A staff member, not a superuser, holding every permission: what admin lets them do is what a permission can
+    grant at all."""
+
+    pk = None
+    is_active = is_staff = is_authenticated = True
+    is_superuser = False
+
+    def has_perm(self, perm, obj=None) -> bool:
+        return True
+
+    def has_module_perms(self, app_label) -> bool:
+        return True
+
+
 def _permissions_admin_checks(site: admin.AdminSite):
-    """The permissions of the models `site` has pages for, the only ones admin ever checks. Another model's
-    (sessions, content types, the Claude API key, which is deliberately not in admin) grants nothing in admin or
-    anywhere else in Opsion, and "Can view Claude API key" in a picker read as if staff could grant access to
-    customers' keys."""
-    content_types = ContentType.objects.get_for_models(*site._registry, for_concrete_models=False).values()
-    return Permission.objects.filter(content_type__in=content_types).select_related("content_type")
+    """The permissions admin honours: those of the models `site` has pages for, less those admin refuses whoever
+    holds them (adding or changing audit events and queries, deleting audit events, adding tokens, managing groups,
+    which only superusers do). Any other (sessions, content types, the Claude API key, which is deliberately not in
+    admin) grants nothing in admin or anywhere else in Opsion, and in a picker "Can view Claude API key" read as if
+    staff could grant access to customers' keys, "Can delete audit event" as if they could erase an audit log."""
+    request = HttpRequest()
+    request.user = _HoldsEveryPermission()
+    honoured = Q(pk__in=[])
+    for model, model_admin in site._registry.items():
+        actions = {
+            "add": model_admin.has_add_permission(request),
+            "change": model_admin.has_change_permission(request),
+            "delete": model_admin.has_delete_permission(request),
+            "view": model_admin.has_view_permission(request),
+        }
+        content_type = ContentType.objects.get_for_model(model, for_concrete_model=False)
+        codenames = [get_permission_codename(action, model._meta) for action, allowed in actions.items() if allowed]
+        honoured |= Q(content_type=content_type, codename__in=codenames)
+    return Permission.objects.filter(honoured).select_related("content_type")
 
 
 def _left_without_manager(users) -> list[Organisation]:

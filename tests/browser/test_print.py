@@ -4,9 +4,13 @@ click is left out; every word of the answer and every column of the log is on th
 Screenshots go to artifacts/screenshots/.
 """
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 from playwright.sync_api import Page, expect
 
+from insights.models import InsightQuery, KeySource, Outcome, StopReason
 from orgs import services as org_services
 from orgs.models import AuditAction, AuditEvent
 from tests.base import GOOD_KEY
@@ -74,6 +78,76 @@ def test_a_printed_answer_gives_the_address_of_each_link_after_its_words(app, pa
     assert named.evaluate(after) == '" (https://www.esma.europa.eu/qa)"'
     assert bare.evaluate(after) == "none"  # its words are its address already
     assert unlinked.get_attribute("href") is None and unlinked.evaluate(after) == "none"  # not "the FTP copy ()"
+
+
+LONG_QUESTION = (
+    "Which reserve obligations apply to issuers of asset-referenced tokens under MiCAR, " + "and " * 40 + "when?"
+)
+
+
+def history_entry(world, *, age: int, **fields) -> InsightQuery:
+    defaults = {"answer": "", "outcome": Outcome.ANSWERED, "stop_reason": StopReason.COMPLETE}
+    return InsightQuery.objects.create(
+        organisation=world.acme,
+        user=world.acme_member,
+        created_at=timezone.now() - timedelta(seconds=age),
+        key_source=KeySource.PLATFORM,
+        **{**defaults, **fields},
+    )
+
+
+def test_printed_history_gives_every_entry_whole_while_the_screen_keeps_them_closed(app, page, world):
+    history_entry(
+        world, age=4000, query="Where is the guidance?", answer="See [ESMA's Q&A](https://www.esma.europa.eu/qa)."
+    )
+    history_entry(
+        world, age=3000, query="How long is a CASP licence?", answer="A CASP licence", stop_reason="max_tokens"
+    )
+    history_entry(world, age=2000, query=LONG_QUESTION, outcome=Outcome.FAILED, stop_reason=None)
+    history_entry(world, age=1000, query="What is an ART?", answer="An asset-referenced token.")  # the newest: open
+    sign_in(page, app.url, "member@acme.test")
+    page.goto(f"{app.url}/orgs/acme/insights/")
+    entries = page.locator("#history > li")
+    linked, cut_short, failed, newest = (
+        entries.filter(has=page.get_by_text(q, exact=True))
+        for q in (
+            "Where is the guidance?",
+            "How long is a CASP licence?",
+            LONG_QUESTION[:139] + "…",
+            "What is an ART?",
+        )
+    )
+    link = linked.get_by_role("link", name="ESMA's Q&A")
+    after = "el => getComputedStyle(el, '::after').content"
+    closed = [linked, cut_short, failed]
+
+    def on_screen_as_left() -> None:
+        expect(newest.get_by_text("An asset-referenced token.")).to_be_visible()
+        for entry in closed:
+            expect(entry.locator("details")).not_to_have_attribute("open", "")
+            expect(entry.locator(".prose")).to_be_hidden()
+        expect(failed.get_by_text(LONG_QUESTION, exact=True)).to_be_hidden()  # the summary's line is cut on screen
+
+    on_screen_as_left()
+
+    page.emulate_media(media="print")
+    screenshot(page, "print-history", docs=False)
+    for entry in closed:
+        expect(entry.locator(".prose")).to_be_visible()
+        assert entry.locator(".prose").bounding_box()["height"] > 0
+    expect(link).to_be_visible()
+    assert link.evaluate(after) == '" (https://www.esma.europa.eu/qa)"'
+    expect(cut_short.get_by_text("A CASP licence", exact=True)).to_be_visible()
+    expect(cut_short.get_by_text("Incomplete answer:")).to_be_visible()
+    expect(cut_short.get_by_text("incomplete", exact=True)).to_be_visible()
+    expect(failed.get_by_text("No answer was received.")).to_be_visible()
+    expect(failed.get_by_text("failed", exact=True)).to_be_visible()
+    # The whole question, as asked: the record, not a line cut to fit the screen.
+    expect(failed.get_by_text(LONG_QUESTION, exact=True)).to_be_visible()
+    expect(failed.get_by_text(LONG_QUESTION[:139] + "…", exact=True)).to_be_hidden()
+    # Printing opened nothing: back on screen each entry is as the reader left it.
+    page.emulate_media(media="screen")
+    on_screen_as_left()
 
 
 def test_a_printed_audit_log_keeps_every_column_and_leaves_out_the_page_buttons(app, page, world):

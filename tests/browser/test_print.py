@@ -150,6 +150,38 @@ def test_printed_history_gives_every_entry_whole_while_the_screen_keeps_them_clo
     on_screen_as_left()
 
 
+def test_a_printed_page_gives_the_address_of_a_link_off_the_site_but_not_of_one_within_it(app, page, world, settings):
+    settings.SUPPORT_URL = "https://help.opsion.test/contact"
+    sign_in(page, app.url, "outsider@elsewhere.test")
+    support = page.get_by_role("link", name="ask Opsion support")
+    after = "el => getComputedStyle(el, '::after').content"
+    assert support.evaluate(after) == "none"
+
+    page.emulate_media(media="print")
+
+    assert support.evaluate(after) == '" (https://help.opsion.test/contact)"'
+    # Within Opsion, the header's own link and the skip link to the page's content: no address worth writing down.
+    for link in page.locator("a:not([href^='http'])").all():
+        assert link.evaluate(after) in ("none", "normal"), link.evaluate("el => el.outerHTML")
+
+
+def test_a_printed_refusal_names_the_anthropic_console_once(app, page, world, fake_anthropic):
+    org_services.claude_api_key_set(
+        membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None
+    )
+    fake_anthropic.behave(GOOD_KEY, "billing_error")
+    sign_in(page, app.url, "member@acme.test")
+    page.get_by_label("Your question").fill("Which MiCAR articles cover CASP authorisation?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    link = page.locator("#answer-error").get_by_role("link", name="console.anthropic.com")
+
+    page.emulate_media(media="print")
+
+    # Its words are its address already: not "console.anthropic.com (https://console.anthropic.com/)".
+    expect(link).to_be_visible()
+    assert link.evaluate("el => getComputedStyle(el, '::after').content") == "none"
+
+
 def test_a_printed_audit_log_keeps_every_column_and_leaves_out_the_page_buttons(app, page, world):
     AuditEvent.objects.bulk_create(
         AuditEvent(organisation=world.acme, action=AuditAction.KEY_SAVED, actor_email=LONG_EMAIL, ip="203.0.113.5")

@@ -62,6 +62,23 @@ def test_a_printed_answer_keeps_its_whole_text_without_the_console_around_it(app
     assert page.locator("#answer-body pre code").evaluate(DARK_TEXT), "code prints as light text"
 
 
+def test_a_printed_answer_gives_its_question_in_full(app, page_without_script, world, fake_anthropic):
+    page = page_without_script
+    question = (
+        "Which reserve obligations apply to issuers of asset-referenced tokens under MiCAR, " + "and " * 80 + "when?"
+    )
+    sign_in(page, app.url, "member@acme.test")
+    page.get_by_label("Your question").fill(question)
+    page.get_by_role("button", name="Ask", exact=True).click()  # a plain post: the page shows the answer it was given
+    expect(page.locator("#answer-body")).not_to_be_empty()
+    # On screen the line is cut to fit beside the answer, as before.
+    expect(page.locator(".answer__question")).to_have_text(f"You asked: {question[:299]}…", use_inner_text=True)
+
+    page.emulate_media(media="print")
+
+    expect(page.locator(".answer__question")).to_have_text(f"You asked: {question}", use_inner_text=True)
+
+
 def test_a_printed_answer_gives_the_address_of_each_link_after_its_words(app, page, world, fake_anthropic):
     fake_anthropic.answer_text = (
         "## Sources\n\nSee [ESMA's Q&A](https://www.esma.europa.eu/qa) and https://eba.europa.eu, "

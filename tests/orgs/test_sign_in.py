@@ -348,18 +348,23 @@ def test_a_stale_sign_in_form_of_someone_signed_out_meanwhile_asks_them_to_sign_
 DRAFT = "A question typed before the session expired <b>&</b>"
 
 
+def carrying_the_draft(world) -> dict:
+    """The fields of a sign-in page carrying the member's question (orgs.drafts), as its form sends them."""
+    return {
+        "username": "member@globex.test",
+        "password": PASSWORD,
+        "draft": DRAFT,
+        "draft_by": typed_by(world.globex_member),
+    }
+
+
 def test_a_stale_sign_in_form_carrying_a_question_hands_it_back_once_signed_in_in_another_tab(world):
     # The sign-in page that answered a question posted after the session expired carries it along (orgs.drafts);
     # another tab signing in made that form stale. The question comes back in its box, as after signing in here.
     client = Client(enforce_csrf_checks=True)
     token = stale_form(client, LOGIN)
     client.force_login(world.globex_member)
-    fields = {
-        "username": "member@globex.test",
-        "password": PASSWORD,
-        "draft": DRAFT,
-        "draft_by": typed_by(world.globex_member),
-    }
+    fields = carrying_the_draft(world)
 
     response = client.post(
         LOGIN, {**fields, "next": "/orgs/globex/insights/", "csrfmiddlewaretoken": token}, follow=True
@@ -374,12 +379,7 @@ def test_a_stale_sign_in_form_whose_next_has_a_query_string_hands_the_question_b
     client = Client(enforce_csrf_checks=True)
     token = stale_form(client, LOGIN)
     client.force_login(world.globex_member)
-    fields = {
-        "username": "member@globex.test",
-        "password": PASSWORD,
-        "draft": DRAFT,
-        "draft_by": typed_by(world.globex_member),
-    }
+    fields = carrying_the_draft(world)
 
     client.post(LOGIN, {**fields, "next": "/orgs/globex/insights/?after=5", "csrfmiddlewaretoken": token})
 
@@ -389,12 +389,7 @@ def test_a_stale_sign_in_form_whose_next_has_a_query_string_hands_the_question_b
 def test_a_stale_sign_in_form_carrying_a_question_keeps_it_when_asking_to_sign_in_again(world):
     client = Client(enforce_csrf_checks=True)
     token = stale_form(client, LOGIN)
-    fields = {
-        "username": "member@globex.test",
-        "password": PASSWORD,
-        "draft": DRAFT,
-        "draft_by": typed_by(world.globex_member),
-    }
+    fields = carrying_the_draft(world)
 
     response = client.post(LOGIN, {**fields, "next": "/orgs/globex/insights/", "csrfmiddlewaretoken": token})
 

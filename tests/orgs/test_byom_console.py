@@ -1,5 +1,6 @@
 """Saving and removing the Claude API key from the Settings console, for every role, plan and outcome."""
 
+import html
 import io
 import json
 import re
@@ -207,6 +208,19 @@ def test_remove_without_confirmation_asks_first_and_keeps_the_key(world):
     assert "Yes, remove the key" in page
     assert stored_key(world.acme) == GOOD_KEY
     assert not AuditEvent.objects.exists()
+
+
+def test_the_confirmation_says_queries_go_back_to_the_platform_key_at_20(world):
+    # The documentation: removing "revert[s] to the platform default"; "the rate limit drops back to 20".
+    store_key(world.acme, GOOD_KEY)
+
+    page = console(world.acme_admin).post(remove_url("acme")).content.decode()
+
+    said = " ".join(html.unescape(re.sub(r"<[^>]+>", "", page)).split())
+    assert (
+        "Remove the stored key? Queries will use Opsion's platform key and the limit drops to 20 per rolling "
+        "60 minutes at once." in said
+    )
 
 
 @pytest.mark.parametrize(

@@ -120,6 +120,15 @@ class TestKeyStored:
         assert "Replace with a new key" in page
         assert CANARY_KEY not in page
 
+    def test_the_remove_button_is_labelled_remove_and_sits_next_to_the_masked_key(self, world, saved):
+        # The documentation: "Click the Remove button next to the masked key display." Its accessible name says
+        # more ("Remove the stored key"), which browser tests click by; the word a reader looks for is this one.
+        page = page_of(world.acme_admin, "acme")
+
+        line = re.search(r'<div class="key-row__line">(.*?)</div>', page, re.S).group(1)
+        assert f'value="{MASKED}" readonly' in line
+        assert re.search(r'<button [^>]*id="byom-remove"[^>]*>Remove</button>', line)
+
     @pytest.mark.parametrize(
         "behaviour, said", [("ok", "First accepted by Anthropic"), ("auth_error", "Rejected by Anthropic")]
     )

@@ -18,6 +18,12 @@ def open_settings(page) -> None:
     expect(page.get_by_role("heading", name="Settings", exact=True)).to_be_visible()
 
 
+def is_green(css_color: str) -> bool:
+    """An `rgb(r, g, b)` whose green clearly outweighs its red and blue: the documentation's "green indicator"."""
+    red, green, blue = (int(part) for part in re.findall(r"\d+", css_color)[:3])
+    return green > red + 40 and green > blue + 40
+
+
 def test_show_key_draws_the_typed_key_in_clear_to_check_it_and_hide_key_masks_it_again(app, page):
     sign_in(page, app.url, "admin@acme.test")
     open_settings(page)
@@ -68,6 +74,10 @@ def test_admin_saves_a_key_sees_it_masked_and_the_browser_never_receives_it(app,
     expect(page.get_by_role("status").filter(has_text="Claude API key saved.")).to_be_visible()
     expect(card.locator("#byom-masked")).to_have_value(MASK)
     expect(card.locator(".indicator--ok")).to_be_visible()
+    # "Once saved, the field displays a masked placeholder … and a green confirmation indicator."
+    indicator = card.locator(".indicator--ok")
+    assert is_green(indicator.evaluate("e => getComputedStyle(e).color"))
+    assert is_green(indicator.locator(".dot").evaluate("e => getComputedStyle(e).backgroundColor"))
     assert CANARY_KEY not in page.content()
     assert any(MASK.encode() in (r.body or b"") for r in network.responses), "the network log recorded nothing"
     assert network.containing(CANARY_KEY) == []

@@ -7,7 +7,8 @@ worker (a deploy's restart, SIGTERM or SIGHUP) then sends the e-mails still wait
 nothing saying so, once someone raised the timeout; this file keeps the two in step.
 
 gunicorn reads ./gunicorn.conf.py by itself when started from the checkout; options on its command line win over it,
-so the production command names no timeout of its own.
+so the production command names no timeout of its own. It also keeps a worker told to stop from accepting connections
+it would close unanswered (post_worker_init, below).
 """
 
 import json
@@ -51,3 +52,28 @@ graceful_timeout = math.ceil(2 * _timeout + _grace)
 # A gthread worker's heartbeat runs beside its request threads, so this only bounds how long a stuck worker goes
 # unnoticed; a sync worker (-k sync) sends none while it answers and would be killed mid-answer below this.
 timeout = graceful_timeout
+
+
+def post_worker_init(worker) -> None:
+    """Leave new connections to the other workers once this one has been told to stop (gunicorn's own hook).
+
+    gunicorn 23's gthread worker, on the SIGTERM a reload (SIGHUP) or a stop sends it, keeps waiting in its poll for
+    up to a second and accepts whatever arrives meanwhile, then leaves its loop and closes those connections
+    unanswered: a probe or a request arriving just after a "graceful" reload met a reset connection
+    (benoitc/gunicorn#3038, #3380; not fixed in the version constraints.txt pins). Declining to accept once the
+    worker is no longer alive leaves such a connection in the listening socket's queue, shared with the master,
+    for a worker that is staying (or a new one) to take. A connection accepted before the signal whose request had
+    not yet arrived is still closed when the worker leaves; that is gunicorn's, and a matter of a millisecond.
+    """
+    from gunicorn.workers.gthread import ThreadWorker
+
+    if not isinstance(worker, ThreadWorker):
+        return
+    accept = worker.accept
+
+    def accept_while_alive(server, listener) -> None:
+        if worker.alive:
+            accept(server, listener)
+
+    # run() binds the listener's callback from worker.accept after this hook returns, so the instance's own wins.
+    worker.accept = accept_while_alive

@@ -50,7 +50,10 @@ def server_environment(fake_anthropic, **overrides: str) -> dict:
     return env
 
 
-def start_server(env: dict, log: Path, threads: int = 8, args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+def start_server(
+    env: dict, log: Path, threads: int = 8, args: tuple[str, ...] = (), cwd: Path | None = None
+) -> tuple[subprocess.Popen, str]:
+    """gunicorn serving the app from `cwd` (the checkout by default), reading the gunicorn.conf.py found there."""
     port = closed_port()
     command = [
         *(sys.executable, "-m", "gunicorn", "opsion.wsgi:application"),
@@ -59,7 +62,12 @@ def start_server(env: dict, log: Path, threads: int = 8, args: tuple[str, ...] =
     ]
     # Its own process group, so a server that will not stop is killed with its worker, not leaving it orphaned.
     process = subprocess.Popen(
-        command, cwd=settings.BASE_DIR, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+        command,
+        cwd=cwd or settings.BASE_DIR,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     return process, f"http://127.0.0.1:{port}"
 

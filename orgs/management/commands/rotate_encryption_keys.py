@@ -1,10 +1,11 @@
+import time
 from argparse import ArgumentTypeError
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
+from django.db import connections, transaction
 
 from orgs import crypto
 from orgs.models import ClaudeApiKey
@@ -50,9 +51,18 @@ class Command(BaseCommand):
 
     def handle(self, *args, dry_run: bool = False, batch_size: int = BATCH_SIZE, **options):
         tally, after = Tally(), 0
+        # SQLite has one write lock and no queue for it: a writer waiting for it (a key save, any query's write to
+        # the rolling limit) polls, at best every 100 ms, and would find it taken by the next batch every time,
+        # waiting for the whole run. Between batches the run lets go of it for as long as a batch held it.
+        pause = not dry_run and connections[ClaudeApiKey.objects.db].vendor == "sqlite"
         try:
-            while (after := self._batch(tally, after=after, size=batch_size, dry_run=dry_run)) is not None:
-                pass
+            while True:
+                started = time.monotonic()
+                after = self._batch(tally, after=after, size=batch_size, dry_run=dry_run)
+                if after is None:
+                    break
+                if pause:
+                    time.sleep(time.monotonic() - started)
         except KeyboardInterrupt:
             raise CommandError(self._interrupted(tally, dry_run=dry_run), returncode=130) from None
         verb = "Would re-encrypt" if dry_run else "Re-encrypted"

@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from orgs import crypto, mailer, services
+from orgs.management.commands import rotate_encryption_keys as rotate_command
 from orgs.models import ApiToken, ClaudeApiKey, Membership, Organisation, Plan, Role, User
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY
 from tests.clients import console
@@ -341,6 +342,29 @@ class TestRotateEncryptionKeysInBatches:
         assert old not in out.getvalue() + message and new not in out.getvalue() + message
         output = run("rotate_encryption_keys", "--batch-size", "2")
         assert "Re-encrypted 1 stored key(s) with the first FIELD_ENCRYPTION_KEYS entry; 4 already were." in output
+
+    def test_ctrl_c_between_batches_does_not_say_a_batch_was_rolled_back(self, five_old_rows, settings, monkeypatch):
+        # On SQLite the run waits between batches (letting writers in): Ctrl-C lands there most of the time, with
+        # every batch so far committed and none in progress.
+        old, new = five_old_rows
+        settings.FIELD_ENCRYPTION_KEYS = [new, old]
+        waits = []
+
+        def ctrl_c_on_second_wait(seconds: float) -> None:
+            waits.append(seconds)
+            if len(waits) == 2:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(rotate_command.time, "sleep", ctrl_c_on_second_wait)
+        monkeypatch.setattr(rotate_command, "_pauses_between_batches", lambda: True)  # on PostgreSQL too
+
+        with pytest.raises(CommandError) as stopped:
+            run("rotate_encryption_keys", "--batch-size", "2")
+
+        message = str(stopped.value)
+        assert message.startswith("Interrupted: 4 stored key(s) were re-encrypted with the first ")
+        assert "rolled back" not in message and "no batch was in progress" in message
+        assert _slugs_opened_by(new) == {"a-org", "b-org", "c-org", "d-org"}
 
     def test_ctrl_c_during_a_dry_run_says_nothing_was_changed(self, five_old_rows, settings):
         old, new = five_old_rows

@@ -21,6 +21,13 @@ def _batch_size(value: str) -> int:
     return int(value)
 
 
+def _pauses_between_batches() -> bool:
+    """SQLite has one write lock and no queue for it: a writer waiting for it (a key save, any query's write to the
+    rolling limit) polls, at best every 100 ms, and would find it taken by the next batch every time, waiting for the
+    whole run. Between batches the run lets go of it for as long as a batch held it."""
+    return connections[ClaudeApiKey.objects.db].vendor == "sqlite"
+
+
 @dataclass
 class Tally:
     moved: int = 0
@@ -51,20 +58,19 @@ class Command(BaseCommand):
 
     def handle(self, *args, dry_run: bool = False, batch_size: int = BATCH_SIZE, **options):
         tally, after = Tally(), 0
-        # SQLite has one write lock and no queue for it: a writer waiting for it (a key save, any query's write to
-        # the rolling limit) polls, at best every 100 ms, and would find it taken by the next batch every time,
-        # waiting for the whole run. Between batches the run lets go of it for as long as a batch held it.
-        pause = not dry_run and connections[ClaudeApiKey.objects.db].vendor == "sqlite"
+        pause = not dry_run and _pauses_between_batches()
+        in_batch = False
         try:
             while True:
-                started = time.monotonic()
+                started, in_batch = time.monotonic(), True
                 after = self._batch(tally, after=after, size=batch_size, dry_run=dry_run)
+                in_batch = False
                 if after is None:
                     break
                 if pause:
                     time.sleep(time.monotonic() - started)
         except KeyboardInterrupt:
-            raise CommandError(self._interrupted(tally, dry_run=dry_run), returncode=130) from None
+            raise CommandError(self._interrupted(tally, dry_run=dry_run, in_batch=in_batch), returncode=130) from None
         verb = "Would re-encrypt" if dry_run else "Re-encrypted"
         self.stdout.write(
             f"{verb} {tally.moved} stored key(s) with the first FIELD_ENCRYPTION_KEYS entry; "
@@ -111,10 +117,12 @@ class Command(BaseCommand):
         return rows[-1].pk if rows else None
 
     @staticmethod
-    def _interrupted(tally: Tally, *, dry_run: bool) -> str:
-        # Ctrl-C lands in the middle of a batch, whose transaction is rolled back; the batches before it committed.
+    def _interrupted(tally: Tally, *, dry_run: bool, in_batch: bool) -> str:
+        # Ctrl-C lands in the middle of a batch, whose transaction is rolled back, or (SQLite) in the wait between
+        # two; the batches before it committed.
         if dry_run:
             return "Interrupted: a dry run, nothing was changed. Run it again to see the whole count."
+        stopped = "the batch in progress was rolled back" if in_batch else "no batch was in progress"
         unreadable = (
             f" {len(tally.unreadable)} found so far could not be decrypted and were left as they are;"
             if tally.unreadable
@@ -122,8 +130,8 @@ class Command(BaseCommand):
         )
         return (
             f"Interrupted: {tally.moved} stored key(s) were re-encrypted with the first FIELD_ENCRYPTION_KEYS entry "
-            f"in the batches committed before it stopped ({tally.current} already were), and stay so; the batch in "
-            f"progress was rolled back.{unreadable} Every other key is as it was, readable as before: run this "
+            f"in the batches committed before it stopped ({tally.current} already were), and stay so; {stopped}."
+            f"{unreadable} Every other key is as it was, readable as before: run this "
             "command again to finish (it re-encrypts only the keys not yet on the first entry)."
         )
 

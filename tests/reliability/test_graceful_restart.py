@@ -7,10 +7,8 @@ arriving just after the signal met a reset connection, though nothing was wrong 
 real gunicorn processes started from the checkout, so they read gunicorn.conf.py as README's command does.
 """
 
-import os
 import shutil
 import signal
-import subprocess
 import threading
 import time
 import urllib.error
@@ -19,7 +17,7 @@ import urllib.request
 import pytest
 from django.conf import settings
 
-from tests.reliability.app_servers import server_environment, start_server, wait_until_healthy
+from tests.reliability.app_servers import server_environment, start_server, stop, wait_until_healthy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,12 +31,7 @@ def server(fake_anthropic, tmp_path):
         wait_until_healthy(process, base_url, log)
         yield process, base_url, log
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop(process)
 
 
 def _probe(base_url: str) -> str:
@@ -96,12 +89,7 @@ def test_sighup_serves_the_code_deployed_since_gunicorn_started(fake_anthropic, 
 
         assert _probe_as(base_url, "deployed.example") == "200", log.read_text()
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop(process)
 
 
 def _probe_as(base_url: str, host: str) -> str:

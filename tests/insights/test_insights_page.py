@@ -120,6 +120,8 @@ def test_at_the_limit_with_an_unreadable_key_the_page_says_what_a_post_would_be_
     assert beside_ask(page) == "" and "Rate limit reached" not in page
     assert " disabled" not in ask_button(page)
     assert "stored Claude API key cannot be read" in page
+    # Nor does the meter send them to support for a higher cap: the key, not the cap, is what stops them.
+    assert "contact Opsion support" not in page
 
 
 def test_at_the_limit_with_no_platform_key_the_page_says_what_a_post_would_be_told_not_the_limit(

@@ -45,7 +45,7 @@ def _page(
     # A question kept across sign-in is taken only now that this page will show it: taken before a 404 (an older
     # queries link naming a query since pruned), it would be lost without ever being put back in the box.
     if take_draft and (kept := drafts.take(request)):
-        extra |= {"draft": kept.text, "draft_kept": True}
+        extra |= {"draft": kept.text, "draft_kept": True, "draft_stale": kept.stale}
     recent = rows[:HISTORY_PAGE]
     # The answer a plain POST redirected to: usually the newest entry; an old link may name an older
     # one, and one that is not this member's (or no longer exists) shows no answer card at all.
@@ -132,6 +132,11 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
     # Every insights response carries the RateLimit fields, the redirect after a plain POST included.
     answered = redirect(f"{reverse('insights:query', args=[slug])}?answered={pending.row.pk}#answer")
     return add_ratelimit_headers(answered, pending.window)
+
+
+# What a question form gone stale (its user signed in again elsewhere) did not do, when its question is not kept
+# (opsion.views.csrf_failure): another user's question is not handed back.
+query_page.not_done = "no question was asked."
 
 
 def _older_than(request: HttpRequest) -> int | None:

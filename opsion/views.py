@@ -60,12 +60,17 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
         return _sign_in_again(request)
     if reason == STALE_TOKEN and request.path == reverse("logout"):
         return redirect("logout")  # its page, with a button that works (or the sign-in page, if signed out)
-    if reason == STALE_TOKEN and request.user.is_authenticated:
+    # A question sent by the page's script is refused as it was: the script reloads the page, keeping the question.
+    streamed = "text/event-stream" in request.headers.get("Accept", "")
+    if reason == STALE_TOKEN and request.user.is_authenticated and not streamed:
         try:
-            not_done = getattr(resolve(request.path_info).func, "not_done", None)
+            match = resolve(request.path_info)
         except Resolver404:
-            not_done = None
-        if not_done:
+            match = None
+        # What the form carried for its user (a question, a token's name) is handed back by its page, which says why.
+        if match and (kept_for := drafts.keep_stale(request, match)):
+            return redirect(kept_for)
+        if not_done := getattr(match and match.func, "not_done", None):
             messages.warning(request, STALE_FORM + not_done)
             return redirect(request.path)  # the form's URL answers a GET with its page (orgs.views.form_action)
     return csrf.csrf_failure(request, reason)

@@ -39,6 +39,16 @@ CHOICE_MAX = 20  # a choice is a short value (a lifetime in days), checked again
 class Kept(NamedTuple):
     text: str
     choice: str  # made beside the text (a new token's lifetime); "" for none. The page checks it before use.
+    stale: bool = False  # kept from a form gone stale (its user signed in again elsewhere), not across a sign-in
+
+
+class Keeps(NamedTuple):
+    """What a view decorated with `sign_in_keeps` keeps of a form posted to it: the text's field, the choice's, and
+    the URL name of the page that hands them back (None: the URL posted to)."""
+
+    field: str
+    choice: str
+    back_to: str | None
 
 
 def _clean(text: str) -> str:
@@ -127,16 +137,34 @@ def sign_in_keeps(field: str, *, choice: str = "", back_to: str | None = None):
                 return sign_in_to_continue(request, draft=typed, choice=chosen, by=by, next_url=next_url)
             return signed_in_view(request, *args, **kwargs)
 
+        run.keeps = Keeps(field, choice, back_to)
         return run
 
     return decorate
 
 
-def keep(request: HttpRequest, *, path: str, draft: str, choice: str = "", by: str = "") -> None:
+def keep(request: HttpRequest, *, path: str, draft: str, choice: str = "", by: str = "", stale: bool = False) -> bool:
     """After sign-in: keep `draft` (and `choice`) for the page at `path` (a path: no query string), once, when it was
-    typed for the user now signed in (`by`, their mark); another's is dropped."""
-    if draft and by and constant_time_compare(by, typed_by(request.user)):
-        request.session[KEPT_DRAFT] = {"path": path, "text": draft, "choice": _clean_choice(choice)}
+    typed for the user now signed in (`by`, their mark); another's is dropped. Says whether it was kept."""
+    if not (_clean(draft) and by and constant_time_compare(by, typed_by(request.user))):
+        return False
+    kept = {"path": path, "text": _clean(draft), "choice": _clean_choice(choice)}
+    request.session[KEPT_DRAFT] = kept | ({"stale": True} if stale else {})
+    return True
+
+
+def keep_stale(request: HttpRequest, match) -> str | None:
+    """A form gone stale (its CSRF token no longer matches: its user signed in again in another tab) posted to the view
+    `match` (a ResolverMatch) names: what it carries is kept for its user as across a sign-in, and handed back by its
+    page, whose path this returns; None when it keeps nothing (the view keeps no text, or it is another user's). The
+    CSRF refusal (opsion.views) calls it before anything of the form is used; nothing is done on the form's behalf."""
+    keeps = getattr(match.func, "keeps", None)
+    if keeps is None:
+        return None
+    path = reverse(keeps.back_to, args=match.args, kwargs=match.kwargs) if keeps.back_to else request.path
+    choice = request.POST.get(keeps.choice, "") if keeps.choice else ""
+    typed, by = request.POST.get(keeps.field, ""), request.POST.get(DRAFT_BY, "")
+    return path if keep(request, path=path, draft=typed, choice=choice, by=by, stale=True) else None
 
 
 def take(request: HttpRequest) -> Kept | None:
@@ -146,4 +174,4 @@ def take(request: HttpRequest) -> Kept | None:
     if not kept or kept.get("path") != request.path:
         return None
     del request.session[KEPT_DRAFT]
-    return Kept(kept["text"], kept.get("choice", ""))  # kept before choices were: none
+    return Kept(kept["text"], kept.get("choice", ""), kept.get("stale", False))  # kept before choices were: none

@@ -127,7 +127,7 @@ def settings_page(request: HttpRequest, slug: str) -> HttpResponse:
     # by a confirmation shown first (whose Cancel leads here); and not by a HEAD, which shows nothing.
     if request.method == "GET" and (kept := drafts.take(request)):
         kept_form = ApiTokenForm.kept(name=kept.text, expires=kept.choice)
-        page = _settings_page(request, membership, token_form=kept_form, token_kept=True)
+        page = _settings_page(request, membership, token_form=kept_form, token_kept=True, token_stale=kept.stale)
         return landing.opened(request, membership, page)
     return landing.opened(request, membership, _settings_page(request, membership))
 

@@ -11,6 +11,7 @@ import pytest
 from cryptography.fernet import Fernet
 from django.core.cache.backends.base import CacheKeyWarning
 from django.db.models.functions import Now
+from django.test import Client
 from django.utils import timezone
 
 from insights.models import InsightQuery, KeySource, Outcome
@@ -490,6 +491,55 @@ def test_a_question_posted_after_the_session_expired_comes_back_after_signing_in
     assert not InsightQuery.objects.exists()  # it waits for the user to press Ask
     again = client.get(PAGE.format("globex")).content.decode()  # once only
     assert "></textarea>" in again and "signed out before" not in again
+
+
+def stale_question_form(user, *, typed_for=None) -> tuple:
+    """`user`'s AI Insights page, left open in a tab (without JavaScript) while they signed in again in another (a
+    new CSRF secret), its question typed by `typed_for` (by default `user`)."""
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(user)
+    page = browser.get(PAGE.format("globex")).content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    browser.cookies["csrftoken"] = "s" * 32  # what signing in again does to the cookie
+    form = {"query": QUESTION, "csrfmiddlewaretoken": token, "draft_by": typed_by(typed_for or user)}
+    return browser, form
+
+
+def test_a_question_from_a_page_loaded_before_signing_in_again_comes_back_unasked(world, fake_anthropic):
+    browser, form = stale_question_form(world.globex_member)
+
+    back = browser.post(PAGE.format("globex"), form, follow=True)
+
+    assert back.redirect_chain[-1] == ("/orgs/globex/insights/", 302)
+    assert f">{html.escape(QUESTION)}</textarea>" in back.content.decode()
+    assert (
+        "This page was out of date (you signed in again since it was loaded): nothing was asked yet. "
+        "Press Ask to send it." in text_of(back)
+    )
+    assert not InsightQuery.objects.exists() and fake_anthropic.requests == []
+    again = browser.get(PAGE.format("globex")).content.decode()  # once only
+    assert "></textarea>" in again and "out of date" not in again
+
+
+def test_a_stale_question_typed_by_someone_else_is_given_to_no_one(world, fake_anthropic):
+    Membership.objects.create(user=world.acme_owner, organisation=world.globex, role=Role.MEMBER)
+    browser, form = stale_question_form(world.acme_owner, typed_for=world.globex_member)
+
+    back = browser.post(PAGE.format("globex"), form, follow=True)
+
+    assert back.redirect_chain[-1] == ("/orgs/globex/insights/", 302)
+    assert html.escape(QUESTION) not in back.content.decode()
+    assert "so nothing was changed: no question was asked." in text_of(back)
+    assert not InsightQuery.objects.exists() and fake_anthropic.requests == []
+
+
+def test_a_stale_streamed_question_still_gets_the_403_its_script_reloads_on(world, fake_anthropic):
+    browser, form = stale_question_form(world.globex_member)
+
+    refused = browser.post(PAGE.format("globex"), form, HTTP_ACCEPT="text/event-stream")
+
+    assert refused.status_code == 403
+    assert html.escape(QUESTION) not in browser.get(PAGE.format("globex")).content.decode()
 
 
 def test_a_kept_question_over_the_limit_comes_back_whole_and_is_refused_whole(world, fake_anthropic, client):

@@ -219,3 +219,56 @@ def test_a_stale_sign_in_form_does_not_give_a_kept_name_to_whoever_signed_in_mea
     page = client.get(SETTINGS).content.decode()
 
     assert html.escape(NAME) not in page and "signed out before" not in page
+
+
+STALE_KEPT = (
+    "This page was out of date (you signed in again since it was loaded): nothing was created yet. "
+    "Press Create token to create it."
+)
+
+
+def stale_settings_form(user) -> tuple[Client, dict]:
+    """`user`'s Settings form, left open in a tab while they signed in again in another (a new CSRF secret)."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    form = hidden_fields(client.get(SETTINGS).content.decode(), CREATE)
+    client.cookies["csrftoken"] = "s" * 32  # what signing in again does to the cookie
+    return client, form
+
+
+def test_a_token_name_from_a_page_loaded_before_signing_in_again_comes_back(world):
+    client, form = stale_settings_form(world.acme_admin)
+
+    back = client.post(CREATE, {**form, "name": NAME, "expires": "365"}, follow=True)
+
+    assert back.redirect_chain[-1] == (SETTINGS, 302)
+    page = back.content.decode()
+    assert f'value="{html.escape(NAME)}"' in name_box(page) and selected_expiry(page) == "365"
+    assert STALE_KEPT in text_of(page) and "signed out before" not in page
+    assert "Create it again" not in page  # the name is there: nothing to type again
+    assert not ApiToken.objects.exists()
+    again = client.get(SETTINGS).content.decode()  # once only
+    assert 'value=""' in name_box(again) and "out of date" not in again
+
+
+def test_a_stale_token_form_typed_by_someone_else_gives_its_name_to_no_one(world):
+    # The Admin's tab stayed open; the Owner signed in on that browser in another tab, then the Admin's form was sent.
+    client, form = stale_settings_form(world.acme_owner)
+    form["draft_by"] = typed_by(world.acme_admin)
+
+    back = client.post(CREATE, {**form, "name": NAME, "expires": "365"}, follow=True)
+
+    page = back.content.decode()
+    assert back.redirect_chain[-1] == (SETTINGS, 302)
+    assert html.escape(NAME) not in page and 'value=""' in name_box(page)
+    assert "so nothing was changed: no token was created. Create it again." in text_of(page)
+    assert not ApiToken.objects.exists()
+
+
+def test_a_stale_token_form_from_another_origin_keeps_nothing(world):
+    client, form = stale_settings_form(world.acme_admin)
+
+    refused = client.post(CREATE, {**form, "name": NAME, "expires": "365"}, HTTP_ORIGIN="https://evil.example")
+
+    assert refused.status_code == 403
+    assert html.escape(NAME) not in client.get(SETTINGS).content.decode()

@@ -18,6 +18,11 @@ API_TOKEN = re.compile(r"opsn_[\w-]{20,}")
 # urllib splits it (the user name ends at the first ":", the password at the last "@" before the path), so an
 # "@" nobody percent-encoded, in a user name (smtp://apikey@mail.example:…) or a password, hides no less.
 URL_PASSWORD = re.compile(r"(?<=://)([^/?#:\s]*):[^/?#\s]+@")
+# A Fernet token (orgs.crypto): the stored key's ciphertext, as the SQL saving it carries it (an error page's frame
+# variables, Django's SQL log with DEBUG on). Any FIELD_ENCRYPTION_KEYS entry opens it, so a copy outside the
+# database is the key to whoever later learns that entry. Its version byte and a timestamp's zero high bytes begin
+# every token.
+FERNET_TOKEN = re.compile(r"gAAAAA[\w-]{70,}={0,2}")
 
 
 class KeySafeExceptionReporterFilter(SafeExceptionReporterFilter):
@@ -75,10 +80,11 @@ class KeySafeExceptionReporter(ExceptionReporter):
 
 
 def redact(text: str) -> str:
-    """`text` with every Anthropic key (by form, and the platform key by value), API token (by form) and encryption
-    key blanked."""
+    """`text` with every Anthropic key (by form, and the platform key by value), API token (by form), stored key's
+    ciphertext (by form) and encryption key blanked."""
     text = ANTHROPIC_KEY.sub("sk-ant-[redacted]", text)
     text = API_TOKEN.sub("opsn_[redacted]", text)
+    text = FERNET_TOKEN.sub("[ciphertext redacted]", text)
     for secret in (settings.ANTHROPIC_API_KEY, *settings.FIELD_ENCRYPTION_KEYS):
         if secret and secret in text:
             text = text.replace(secret, "[redacted]")

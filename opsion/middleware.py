@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse, UnreadablePostError
 from django.template.loader import render_to_string
 
 from opsion.errors import error_json
+from opsion.reporting import redact
 
 log = logging.getLogger("opsion")
 
@@ -52,6 +53,10 @@ class NulInQueryString(SuspiciousOperation):
     """A NUL in the query string (RejectNulMiddleware), passed to the 400 page so the API's error names it."""
 
 
+class SecretInQueryString(SuspiciousOperation):
+    """A Claude API key or an API token in a console address's query string (RejectNulMiddleware)."""
+
+
 class RejectNulMiddleware:
     """A NUL in the query string means nothing to any page, and PostgreSQL refuses it in a text
     comparison (a 500 from an admin filter or search): it is a 400, in the API's shape under /api/.
@@ -59,6 +64,12 @@ class RejectNulMiddleware:
     It is the first to read the query string, so it also refuses one of more parameters than Django reads
     (TooManyFieldsSent). Left to Django, that was logged at ERROR with a traceback and, with DEBUG on, a plain-text
     500: the technical 400 page reads the query string again and raises inside Django's own error handling.
+
+    A console address whose query string holds a Claude API key or an API token (anything log lines hide) is refused
+    too, echoing nothing: nothing Opsion links to puts one there (a script or a hand-made form can: a key sent as a GET
+    to the URL its form posts to), and left alone the address came back whole, in the sign-in redirect's `next` and
+    its page, and in every redirect keeping the query string. The API never sends a query string back (an unknown
+    parameter is named redacted), so its requests are left as they were.
 
     A form body of more fields than that, or larger than DATA_UPLOAD_MAX_MEMORY_SIZE (a huge paste), is refused the same
     way: read here just before the CSRF check would read it (a POST to a view it guards), or caught as it leaves a view
@@ -79,6 +90,9 @@ class RejectNulMiddleware:
         if any("\x00" in key or any("\x00" in value for value in values) for key, values in parameters):
             log.warning("NUL in the query string of %s %s", request.method, request.path)
             return _bad_request(request, NulInQueryString())
+        if not request.path.startswith("/api/") and _holds_secret(request.GET.lists()):
+            log.warning("a key or token in the query string of %s %s", request.method, request.path)
+            return _bad_request(request, SecretInQueryString())
         return self.get_response(request)
 
     def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs) -> HttpResponse | None:
@@ -99,6 +113,10 @@ class RejectNulMiddleware:
         if isinstance(exception, TooManyFieldsSent | RequestDataTooBig):
             return _unreadable_form(request, exception)
         return None
+
+
+def _holds_secret(parameters) -> bool:
+    return any(redact(key) != key or any(redact(value) != value for value in values) for key, values in parameters)
 
 
 def _unreadable_form(request: HttpRequest, refused: TooManyFieldsSent | RequestDataTooBig) -> HttpResponse:

@@ -12,10 +12,15 @@ from django.urls import Resolver404, resolve, reverse
 from django.views import csrf
 
 from opsion.errors import error_json
-from opsion.middleware import API_ERRORS, NulInQueryString
+from opsion.middleware import API_ERRORS, NulInQueryString, SecretInQueryString
 from orgs import drafts
 
 TOO_LARGE = "What you sent is too large. Go back, check what you pasted, and try again."
+SECRET_IN_ADDRESS = (
+    "This address holds what looks like a Claude API key or an API token, so Opsion did not open it. A key belongs "
+    "only in Settings' key field, never in an address (browsers, proxies and servers keep addresses in their history "
+    "and logs): if it was a real one, replace it."
+)
 # Django's reason when a form's token does not match the browser's CSRF secret, once the origin checked out.
 STALE_TOKEN = "CSRF token from POST incorrect."
 STALE_FORM = "This page was out of date (you signed in again since it was loaded), so nothing was changed: "
@@ -47,6 +52,9 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
         return error_json(*API_ERRORS[400], 400)
     if isinstance(exception, RequestDataTooBig):
         return HttpResponse(render_to_string("400.html", {"title": "Too large", "message": TOO_LARGE}), status=400)
+    if isinstance(exception, SecretInQueryString):
+        context = {"title": "Not opened", "message": SECRET_IN_ADDRESS}
+        return HttpResponse(render_to_string("400.html", context), status=400)
     return HttpResponse(render_to_string("400.html"), status=400)
 
 

@@ -1,0 +1,63 @@
+"""A Claude API key or an API token typed into a console address's query string is not sent back.
+
+Nothing Opsion links to puts one there, but a script or a hand-made form can (a key posted as a GET to the URL its
+form posts to). Left alone, the address came back whole: in the sign-in redirect's `next` (its Location header and
+the sign-in page's form) and, signed in, in each redirect that keeps the query string (a missing trailing slash)."""
+
+import pytest
+from django.test import Client
+
+from orgs import services
+from tests.base import CANARY_KEY, PASSWORD
+
+SAVE = "/orgs/acme/settings/claude-api-key/save"
+
+
+def _shown(response) -> str:
+    """Everything a response sends back: its headers and its body."""
+    headers = "\n".join(f"{name}: {value}" for name, value in response.items())
+    return headers + "\n" + response.content.decode()
+
+
+@pytest.fixture
+def token(world) -> str:
+    return services.api_token_create(user=world.acme_admin, name="Script")[1]
+
+
+@pytest.mark.parametrize("signed_in", [False, True], ids=["signed-out", "signed-in"])
+@pytest.mark.parametrize(
+    "address",
+    [f"{SAVE}?api_key={{key}}", "/orgs/acme/settings?api_key={key}", "/orgs/acme/insights/?access_token={token}"],
+)
+def test_a_key_or_token_in_a_console_address_is_refused_and_sent_back_nowhere(world, token, signed_in, address):
+    client = Client()
+    if signed_in:
+        client.force_login(world.acme_admin)
+    url = address.format(key=CANARY_KEY, token=token)
+
+    response = client.get(url)
+
+    assert response.status_code == 400
+    shown = _shown(response)
+    for secret in (CANARY_KEY, CANARY_KEY[13:45], token, token[12:]):
+        assert secret not in shown
+    assert "looks like a Claude API key or an API token" in shown
+
+
+def test_a_sign_in_whose_next_address_holds_a_key_does_not_send_it_on(world):
+    """A `next` typed by hand (or kept from before this check) holding a key: signing in lands without it."""
+    form = {"username": "admin@acme.test", "password": PASSWORD, "next": f"{SAVE}?api_key={CANARY_KEY}"}
+
+    response = Client().post("/accounts/login/", form)
+
+    assert response.status_code == 302 and response["Location"] == SAVE  # the page itself, without the key
+    assert CANARY_KEY not in _shown(response)
+
+
+def test_ordinary_console_addresses_with_query_strings_still_work(world, acme_key):
+    client = Client()
+    client.force_login(world.acme_admin)
+    assert client.get("/orgs/acme/settings/?confirm=remove").status_code == 200
+    assert client.get("/orgs/acme/settings/audit-log/?page=1").status_code == 200
+    # The API never sends a query string back (an unknown parameter is named redacted): it is left as it was.
+    assert client.get(f"/api/v1/orgs/acme/settings?apiKey={CANARY_KEY}").status_code == 200

@@ -267,7 +267,7 @@ class PendingQuery:
             org_selectors.log_unreadable_claude_api_key(self.row.organisation)
             failure = KeyUnreadable()
         except claude.UpstreamError as exc:
-            failure = self._refusal(exc)
+            failure = self._refusal(exc, answer_began=bool(parts))
         finally:
             self._record("".join(parts), completion, failure)
         if failure is not None and not reader_left:
@@ -285,13 +285,17 @@ class PendingQuery:
         except Refused:
             pass  # recorded as failed
 
-    def _refusal(self, exc: claude.UpstreamError) -> Refused:
+    def _refusal(self, exc: claude.UpstreamError, *, answer_began: bool) -> Refused:
         """The refusal for a failed call, logged once: the customer's own matters at INFO, ours at ERROR."""
         org = self.row.organisation
         if exc.kind == "auth" and self.choice.uses_org_key:
             log.info("org=%s: %s on the organisation's key; marked invalid", org.slug, exc)
             org_services.claude_api_key_mark(org=org, status=KeyStatus.INVALID, saved_at=self.choice.key_saved_at)
             return KeyInvalid()
+        # Anthropic checks the key before its account's rate limits and balance, and began an answer only on a key
+        # it accepted: Settings then says the key was accepted, not that the next query will check it.
+        if self.choice.uses_org_key and (answer_began or exc.kind in ("rate_limited", "billing")):
+            self._mark_accepted()
         if exc.kind == "rate_limited" and self.choice.uses_org_key:
             log.info("org=%s: %s on the organisation's key", org.slug, exc)
             return UpstreamRateLimited(exc.retry_after)
@@ -300,6 +304,12 @@ class PendingQuery:
             return UpstreamBilling()
         log.error("insights unavailable for org=%s: %s on the %s key", org.slug, exc, self.choice.source)
         return InsightsUnavailable()
+
+    def _mark_accepted(self) -> None:
+        if self.choice.key_status != KeyStatus.VALID:
+            org_services.claude_api_key_mark(
+                org=self.row.organisation, status=KeyStatus.VALID, saved_at=self.choice.key_saved_at
+            )
 
     def _record(self, answer: str, completion, failure: Refused | None) -> None:
         row = self.row
@@ -311,10 +321,8 @@ class PendingQuery:
             # Cut short at the length limit or declined is still answered (Anthropic wrote and billed it, and the
             # limit counts it): the reader is told beside the answer, which is kept as far as it went.
             row.stop_reason = completion.stop_reason
-            if self.choice.uses_org_key and self.choice.key_status != KeyStatus.VALID:
-                org_services.claude_api_key_mark(
-                    org=row.organisation, status=KeyStatus.VALID, saved_at=self.choice.key_saved_at
-                )
+            if self.choice.uses_org_key:
+                self._mark_accepted()
         else:
             row.outcome = Outcome.FAILED
             row.error_code = failure.code if failure else INTERRUPTED

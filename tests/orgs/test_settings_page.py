@@ -147,6 +147,36 @@ class TestKeyStored:
         assert ask.status_code in (200, 400) and changed is not None
         assert f"Saved 14 Mar 2026, 09:26 UTC by admin@acme.test. {said} {changed:%-d %b %Y, %H:%M} UTC." in page
 
+    @pytest.mark.parametrize(
+        "behaviour, midstream",
+        [
+            ("rate_limited", None),
+            ("billing_error", None),
+            ("credit_exhausted", None),
+            ("midstream_error", "overloaded_error"),
+            ("midstream_error", "rate_limit_error"),
+        ],
+    )
+    def test_a_key_anthropic_took_is_accepted_though_the_query_failed_for_another_reason(
+        self, world, saved, fake_anthropic, behaviour, midstream
+    ):
+        # Anthropic checks the key before its account's limits and balance, and an answer it began writing was
+        # asked on an accepted key. The card must not go on saying the key will be checked on the next query:
+        # that query was made, and the key is not what failed it.
+        fake_anthropic.behave(CANARY_KEY, behaviour)
+        if midstream:
+            fake_anthropic.midstream_error = midstream
+        ask = console(world.acme_member).post(
+            "/api/v1/orgs/acme/insights/queries", {"query": "MiCAR?"}, "application/json"
+        )
+
+        page = page_of(world.acme_admin, "acme")
+
+        assert ask.status_code in (400, 429, 503)
+        assert "It will be checked on the next AI Insights query." not in page
+        assert "Key saved and accepted by Anthropic." in page
+        assert "indicator--ok" in page
+
     def test_members_see_the_same_state_read_only(self, world, saved):
         page = page_of(world.acme_member, "acme")
 

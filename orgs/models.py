@@ -155,6 +155,14 @@ class ClaudeApiKey(models.Model):
 
 # A token expiring within this is called out on the pages listing it, so its owner replaces it in time.
 TOKEN_EXPIRING_SOON = timedelta(days=7)
+# How long an expired token stays listed: its owner sees what stopped working, and revokes it or lets it go. Then
+# services.api_tokens_prune deletes it: at the owner's next new token, or at the daily `manage.py prune_api_tokens`,
+# whichever comes first. Until then it stays stored (refused, no longer listed), and staff find it with admin's
+# "expired" filter.
+EXPIRED_TOKENS_LISTED_FOR = timedelta(days=30)
+ACTIVE_TOKENS_MAX = 20  # per user; expired tokens do not count
+# What revoking (or asking to revoke) a token that is not the user's, or no longer exists, says either way.
+TOKEN_NOT_FOUND = "That token does not exist or was already revoked."
 
 
 class ApiTokenQuerySet(models.QuerySet):

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from opsion import paging
 from opsion.errors import NotFound
-from orgs import services
+from orgs import models
 from orgs.models import ApiToken, AuditEvent, ClaudeApiKey, Organisation
 
 log = logging.getLogger("opsion.orgs")
@@ -119,7 +119,7 @@ def api_token_to_revoke(user, token_id: int | None) -> ApiToken:
     either way, so asking says nothing of whether someone else's token exists."""
     token = ApiToken.objects.filter(user=user, pk=token_id).first() if token_id is not None else None
     if token is None:
-        raise NotFound(services.TOKEN_NOT_FOUND)
+        raise NotFound(models.TOKEN_NOT_FOUND)
     return token
 
 
@@ -142,7 +142,7 @@ def api_tokens_listed(user, *, now: datetime | None = None) -> TokenList:
     now = now or timezone.now()
     mine = ApiToken.objects.filter(user=user)
     active = list(mine.active(now).order_by("-created_at", "-pk"))
-    expired = mine.expired(now).filter(expires_at__gte=now - services.EXPIRED_TOKENS_LISTED_FOR)
-    expired = list(expired.order_by("-expires_at", "-pk")[: services.ACTIVE_TOKENS_MAX])
+    expired = mine.expired(now).filter(expires_at__gte=now - models.EXPIRED_TOKENS_LISTED_FOR)
+    expired = list(expired.order_by("-expires_at", "-pk")[: models.ACTIVE_TOKENS_MAX])
     soon = sorted((t for t in active if t.expires_soon(now)), key=lambda t: t.expires_at)
     return TokenList(tokens=active + expired, expiring_soon=soon)

@@ -13,7 +13,7 @@ from django.views.decorators.debug import sensitive_variables
 from insights import ratelimit
 from opsion.batches import delete_in_batches
 from opsion.errors import InvalidRequest, NotFound, Refused
-from orgs import access, guards, notifications
+from orgs import access, guards, models, notifications
 from orgs.models import (
     BYOM_PLANS,
     ApiToken,
@@ -42,11 +42,6 @@ LAST_USED_RESOLUTION_SECONDS = 60
 TOKEN_LIFETIME_CHOICES = (30, 90, 365)
 TOKEN_DEFAULT_DAYS = 90
 TOKEN_MAX_DAYS = 365
-ACTIVE_TOKENS_MAX = 20  # per user; expired tokens do not count
-# How long an expired token stays listed: its owner sees what stopped working, and revokes it or lets it go. Then
-# api_tokens_prune deletes it: at the owner's next new token, or at the daily `manage.py prune_api_tokens`, whichever
-# comes first. Until then it stays stored (refused, no longer listed), and staff find it with admin's "expired" filter.
-EXPIRED_TOKENS_LISTED_FOR = timedelta(days=30)
 
 
 def _audit(*, org: Organisation, actor, action: str, ip: str | None, via: str, detail: str = "") -> AuditEvent:
@@ -266,7 +261,7 @@ def api_tokens_prune(*, user=None, now: datetime | None = None, batch_size: int 
     everyone's, `batch_size` at a time; returns how many went (with `dry_run`, how many would, deleting none).
     Tokens with no expiry (made before tokens expired) are still accepted and never match."""
     now = now or timezone.now()
-    tokens = ApiToken.objects.filter(expires_at__lt=now - EXPIRED_TOKENS_LISTED_FOR)
+    tokens = ApiToken.objects.filter(expires_at__lt=now - models.EXPIRED_TOKENS_LISTED_FOR)
     if user is not None:
         tokens = tokens.filter(user=user)
     if dry_run:
@@ -278,21 +273,18 @@ def api_token_room(*, user, now: datetime | None = None) -> None:
     """Raises TooManyTokens if the user holds ACTIVE_TOKENS_MAX already. The console asks before spending one of the
     hour's new tokens (guards) on a creation the cap would refuse; api_token_create asks again under the lock."""
     active = ApiToken.objects.count_working(user, now or timezone.now())
-    if active >= ACTIVE_TOKENS_MAX:
+    if active >= models.ACTIVE_TOKENS_MAX:
         raise TooManyTokens(_too_many(active))
 
 
 def _too_many(active: int) -> str:
-    if active == ACTIVE_TOKENS_MAX:
+    if active == models.ACTIVE_TOKENS_MAX:
         return f"You have {active} active tokens: revoke one you no longer use first."
     # Only tokens from before the cap (no expiry) can take a user past it.
     return (
-        f"You have {active} active tokens (at most {ACTIVE_TOKENS_MAX} are allowed): "
-        f"revoke {active - ACTIVE_TOKENS_MAX + 1} you no longer use first."
+        f"You have {active} active tokens (at most {models.ACTIVE_TOKENS_MAX} are allowed): "
+        f"revoke {active - models.ACTIVE_TOKENS_MAX + 1} you no longer use first."
     )
-
-
-TOKEN_NOT_FOUND = "That token does not exist or was already revoked."
 
 
 def api_token_revoke(*, user, token_id: int) -> str:
@@ -301,7 +293,7 @@ def api_token_revoke(*, user, token_id: int) -> str:
     name = tokens.values_list("name", flat=True).first()
     deleted, _ = tokens.delete()
     if not deleted:  # not theirs, or revoked meanwhile (a second tab): the delete, not the read, decides
-        raise NotFound(TOKEN_NOT_FOUND)
+        raise NotFound(models.TOKEN_NOT_FOUND)
     return name
 
 

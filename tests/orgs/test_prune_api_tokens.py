@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from orgs import selectors, services
+from orgs import models, selectors, services
 from orgs.models import ApiToken
 
 
@@ -54,7 +54,7 @@ def test_it_deletes_tokens_expired_over_thirty_days_ago_for_every_user_and_keeps
 def test_a_token_settings_still_lists_is_kept_to_the_instant(world):
     # Settings lists a token expired EXPIRED_TOKENS_LISTED_FOR ago exactly: pruning must not take it from the list.
     now = timezone.now()
-    token(world.acme_admin, "expired 30 days ago to the instant", now - services.EXPIRED_TOKENS_LISTED_FOR)
+    token(world.acme_admin, "expired 30 days ago to the instant", now - models.EXPIRED_TOKENS_LISTED_FOR)
     listed = [t.name for t in selectors.api_tokens_listed(world.acme_admin, now=now).tokens]
 
     assert services.api_tokens_prune(now=now) == 0
@@ -62,7 +62,7 @@ def test_a_token_settings_still_lists_is_kept_to_the_instant(world):
 
 
 def test_the_window_is_the_one_settings_lists_expired_tokens_for(world, monkeypatch):
-    monkeypatch.setattr(services, "EXPIRED_TOKENS_LISTED_FOR", timedelta(days=10))
+    monkeypatch.setattr(models, "EXPIRED_TOKENS_LISTED_FOR", timedelta(days=10))
     token(world.acme_admin, "expired 11 days ago", ago(11))
     token(world.acme_admin, "expired 9 days ago", ago(9))
 
@@ -117,7 +117,7 @@ def test_the_batch_size_is_at_least_one(world, size):
 
 def test_creating_a_token_deletes_the_creators_long_expired_ones_by_the_same_rule(world, monkeypatch):
     # One function decides for both, so the command and the creation cannot drift apart.
-    monkeypatch.setattr(services, "EXPIRED_TOKENS_LISTED_FOR", timedelta(days=10))
+    monkeypatch.setattr(models, "EXPIRED_TOKENS_LISTED_FOR", timedelta(days=10))
     token(world.acme_admin, "expired 11 days ago", ago(11))
     token(world.acme_admin, "expired 9 days ago", ago(9))
     token(world.acme_owner, "owner's, expired 60 days ago", ago(60))
@@ -145,7 +145,7 @@ def test_each_batch_finds_the_long_expired_tokens_on_an_index_not_by_reading_eve
         )
         for i in range(3000)
     )
-    rows = ApiToken.objects.filter(expires_at__lt=now - services.EXPIRED_TOKENS_LISTED_FOR)
+    rows = ApiToken.objects.filter(expires_at__lt=now - models.EXPIRED_TOKENS_LISTED_FOR)
     sql, params = rows.values_list("pk", flat=True)[:500].query.sql_with_params()
 
     with connection.cursor() as cursor:

@@ -17,7 +17,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from orgs import guards, mailer, recent_auth, services
+from orgs import guards, mailer, models, recent_auth, services
 from orgs.crypto import Sealed
 from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Plan, Role
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY, PASSWORD, make_user, organisation_admin_form
@@ -568,7 +568,7 @@ def refused_tokens(world):
     create = "/orgs/acme/settings/tokens/create"
 
     def at_the_cap():
-        for i in range(services.ACTIVE_TOKENS_MAX):
+        for i in range(models.ACTIVE_TOKENS_MAX):
             services.api_token_create(user=world.acme_admin, name=f"Token {i}")
         return lambda: console(world.acme_admin).post(create, {"name": "One too many"})
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from orgs import selectors, services
+from orgs import models, selectors, services
 from orgs.models import TOKEN_EXPIRING_SOON, ApiToken, Membership
 from tests.clients import console
 
@@ -198,7 +198,7 @@ def test_a_token_lists_as_expiring_at_seven_days_to_the_instant_and_as_expired_f
 def test_a_token_expired_thirty_days_ago_to_the_instant_is_still_listed(world):
     now = timezone.now()
     token, _ = services.api_token_create(user=world.acme_admin, name="Old CI", now=now)
-    ApiToken.objects.filter(pk=token.pk).update(expires_at=now - services.EXPIRED_TOKENS_LISTED_FOR)
+    ApiToken.objects.filter(pk=token.pk).update(expires_at=now - models.EXPIRED_TOKENS_LISTED_FOR)
 
     assert [t.name for t in selectors.api_tokens_listed(world.acme_admin, now=now).tokens] == ["Old CI"]
 

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from orgs import services
+from orgs import models, services
 
 
 def _days(window) -> str:
@@ -11,7 +11,7 @@ def _days(window) -> str:
 class Command(BaseCommand):
     help = (
         "Delete personal API tokens, every user's, that expired longer ago than Settings lists expired tokens for "
-        f"({_days(services.EXPIRED_TOKENS_LISTED_FOR)}). Tokens still listed, still accepted or with no expiry "
+        f"({_days(models.EXPIRED_TOKENS_LISTED_FOR)}). Tokens still listed, still accepted or with no expiry "
         "are never deleted."
     )
 
@@ -24,7 +24,7 @@ class Command(BaseCommand):
             raise CommandError("--batch-size must be at least 1.")
         total = services.api_tokens_prune(batch_size=batch_size, dry_run=dry_run)
         tokens = f"{total} API {'token' if total == 1 else 'tokens'}"
-        expired = f"expired more than {_days(services.EXPIRED_TOKENS_LISTED_FOR)} ago"
+        expired = f"expired more than {_days(models.EXPIRED_TOKENS_LISTED_FOR)} ago"
         if dry_run:
             self.stdout.write(f"Would delete {tokens} {expired} (dry run: nothing was deleted).")
         else:

@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import signal
 from contextlib import contextmanager
 
 import pytest
@@ -9,7 +10,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import Group, Permission
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, transaction
 
 from orgs import crypto, mailer, services
 from orgs.management.commands import rotate_encryption_keys as rotate_command
@@ -329,7 +330,7 @@ class TestRotateEncryptionKeysInBatches:
         out = io.StringIO()
 
         def ctrl_c() -> None:
-            raise KeyboardInterrupt
+            signal.raise_signal(signal.SIGINT)  # a real SIGINT, as the terminal sends, in the third batch
 
         with pytest.raises(CommandError) as stopped, before_batch(3, ctrl_c):
             call_command("rotate_encryption_keys", "--batch-size", "2", stdout=out)
@@ -365,6 +366,28 @@ class TestRotateEncryptionKeysInBatches:
         assert message.startswith("Interrupted: 4 stored key(s) were re-encrypted with the first ")
         assert "rolled back" not in message and "no batch was in progress" in message
         assert _slugs_opened_by(new) == {"a-org", "b-org", "c-org", "d-org"}
+
+    @pytest.mark.django_db(transaction=True)  # really committed, so the moment right after a commit exists
+    def test_ctrl_c_right_after_a_batch_commits_counts_that_batch(self, five_old_rows, settings):
+        # Ctrl-C landing after a batch's commit, before the run had counted it, said 2 keys were re-encrypted (and the
+        # batch rolled back) when 4 were: the operator was told less than what had changed.
+        old, new = five_old_rows
+        settings.FIELD_ENCRYPTION_KEYS = [new, old]
+
+        def ctrl_c_once_committed() -> None:
+            transaction.on_commit(lambda: signal.raise_signal(signal.SIGINT))  # a real SIGINT, as the terminal sends
+
+        handler = signal.getsignal(signal.SIGINT)
+
+        with pytest.raises(CommandError) as stopped, before_batch(2, ctrl_c_once_committed):
+            run("rotate_encryption_keys", "--batch-size", "2")
+
+        assert stopped.value.returncode == 130
+        assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C is left as it found it
+        message = str(stopped.value)
+        assert _slugs_opened_by(new) == {"a-org", "b-org", "c-org", "d-org"}
+        assert message.startswith("Interrupted: 4 stored key(s) were re-encrypted with the first ")
+        assert "rolled back" not in message and "no batch was in progress" in message
 
     def test_ctrl_c_during_a_dry_run_says_nothing_was_changed(self, five_old_rows, settings):
         old, new = five_old_rows

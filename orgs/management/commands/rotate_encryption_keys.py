@@ -1,3 +1,5 @@
+import signal
+import threading
 import time
 from argparse import ArgumentTypeError
 from contextlib import nullcontext
@@ -33,6 +35,31 @@ class Tally:
     moved: int = 0
     current: int = 0
     unreadable: list[str] = field(default_factory=list)
+    in_batch: bool = False  # a batch has begun and is not yet counted: Ctrl-C now rolls it back
+
+
+class HeldCtrlC:
+    """Ctrl-C (SIGINT) arriving between hold() and the end of the block is delivered at its end, once the block's
+    work is done, rather than part-way through it. Before hold() it stops the block as usual."""
+
+    def __enter__(self) -> "HeldCtrlC":
+        self._holding, self._held = False, False
+        return self
+
+    def hold(self) -> None:
+        # Only the main thread receives signals (and may set their handlers); a run in another has none to hold.
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._hold)
+            self._holding = True
+
+    def _hold(self, signum, frame) -> None:
+        self._held = True
+
+    def __exit__(self, *exc) -> None:
+        if self._holding:
+            signal.signal(signal.SIGINT, self._previous)
+            if self._held:
+                signal.raise_signal(signal.SIGINT)  # to the handler it would have met: KeyboardInterrupt, normally
 
 
 class Command(BaseCommand):
@@ -59,18 +86,16 @@ class Command(BaseCommand):
     def handle(self, *args, dry_run: bool = False, batch_size: int = BATCH_SIZE, **options):
         tally, after = Tally(), 0
         pause = not dry_run and _pauses_between_batches()
-        in_batch = False
         try:
             while True:
-                started, in_batch = time.monotonic(), True
+                started = time.monotonic()
                 after = self._batch(tally, after=after, size=batch_size, dry_run=dry_run)
-                in_batch = False
                 if after is None:
                     break
                 if pause:
                     time.sleep(time.monotonic() - started)
         except KeyboardInterrupt:
-            raise CommandError(self._interrupted(tally, dry_run=dry_run, in_batch=in_batch), returncode=130) from None
+            raise CommandError(self._interrupted(tally, dry_run=dry_run), returncode=130) from None
         verb = "Would re-encrypt" if dry_run else "Re-encrypted"
         self.stdout.write(
             f"{verb} {tally.moved} stored key(s) with the first FIELD_ENCRYPTION_KEYS entry; "
@@ -89,40 +114,46 @@ class Command(BaseCommand):
     def _batch(tally: Tally, *, after: int, size: int, dry_run: bool) -> int | None:
         """Re-encrypt the `size` key rows after primary key `after` in one transaction and add them to `tally` once
         it has committed; returns the last primary key seen, None when no row was left."""
-        batch = Tally()
+        batch, tally.in_batch = Tally(), True
         rows = ClaudeApiKey.objects.select_related("organisation").only("id", "secret", "organisation__slug")
         # A dry run writes nothing, so it takes no transaction: on SQLite (BEGIN IMMEDIATE) one would block saves.
-        with nullcontext() if dry_run else transaction.atomic():
-            if not dry_run:
-                # Only the key rows: a save locks its organisation row first, then waits here for the key's. Each
-                # ciphertext is read under that lock, in this batch, so a key saved since an earlier batch is seen
-                # as saved (already on the first entry), never overwritten by a stale re-encryption.
-                rows = rows.select_for_update(of=("self",))
-            rows = list(rows.filter(pk__gt=after).order_by("pk")[:size])
-            for row in rows:
-                if crypto.is_current(row.secret.ciphertext):
-                    batch.current += 1
-                    continue
-                try:
-                    rotated = crypto.rotate(row.secret.ciphertext)
-                except crypto.DecryptionFailed:
-                    batch.unreadable.append(row.organisation.slug)
-                    continue
+        with HeldCtrlC() as ctrl_c:
+            with nullcontext() if dry_run else transaction.atomic():
                 if not dry_run:
-                    ClaudeApiKey.objects.filter(pk=row.pk).update(secret=crypto.Sealed(rotated))
-                batch.moved += 1
-        tally.moved += batch.moved
-        tally.current += batch.current
-        tally.unreadable += batch.unreadable
+                    # Only the key rows: a save locks its organisation row first, then waits here for the key's. Each
+                    # ciphertext is read under that lock, in this batch, so a key saved since an earlier batch is seen
+                    # as saved (already on the first entry), never overwritten by a stale re-encryption.
+                    rows = rows.select_for_update(of=("self",))
+                rows = list(rows.filter(pk__gt=after).order_by("pk")[:size])
+                for row in rows:
+                    if crypto.is_current(row.secret.ciphertext):
+                        batch.current += 1
+                        continue
+                    try:
+                        rotated = crypto.rotate(row.secret.ciphertext)
+                    except crypto.DecryptionFailed:
+                        batch.unreadable.append(row.organisation.slug)
+                        continue
+                    if not dry_run:
+                        ClaudeApiKey.objects.filter(pk=row.pk).update(secret=crypto.Sealed(rotated))
+                    batch.moved += 1
+                # Ctrl-C from here waits for the commit and the count: landing between them, it would leave the batch
+                # committed but uncounted, and the run would say fewer keys were re-encrypted than were. Before here it
+                # rolls the batch back, as it should; the wait it adds is the commit's.
+                ctrl_c.hold()
+            tally.moved += batch.moved
+            tally.current += batch.current
+            tally.unreadable += batch.unreadable
+            tally.in_batch = False
         return rows[-1].pk if rows else None
 
     @staticmethod
-    def _interrupted(tally: Tally, *, dry_run: bool, in_batch: bool) -> str:
+    def _interrupted(tally: Tally, *, dry_run: bool) -> str:
         # Ctrl-C lands in the middle of a batch, whose transaction is rolled back, or (SQLite) in the wait between
         # two; the batches before it committed.
         if dry_run:
             return "Interrupted: a dry run, nothing was changed. Run it again to see the whole count."
-        stopped = "the batch in progress was rolled back" if in_batch else "no batch was in progress"
+        stopped = "the batch in progress was rolled back" if tally.in_batch else "no batch was in progress"
         unreadable = (
             f" {len(tally.unreadable)} found so far could not be decrypted and were left as they are;"
             if tally.unreadable

@@ -196,6 +196,36 @@ class TestRotateEncryptionKeys:
         assert "can be dropped" not in output
         assert {row.pk: row.secret.ciphertext for row in ClaudeApiKey.objects.all()} == before
 
+    def test_a_dry_run_with_keys_left_says_to_run_it_before_dropping_any_entry(self, old_rows, settings):
+        # It exits 0 either way (it found nothing unreadable): the words alone told an operator checking before the
+        # last deploy "Would re-encrypt 2", under a --help saying exit 0 means the other entries can be dropped.
+        old, new = old_rows
+        settings.FIELD_ENCRYPTION_KEYS = [new, old]
+
+        output = run("rotate_encryption_keys", "--dry-run")
+
+        assert output.splitlines()[-1] == (
+            "Nothing was changed (dry run): run it without --dry-run before dropping the other entries."
+        )
+
+    def test_a_dry_run_with_nothing_left_says_the_other_entries_can_be_dropped(self, old_rows, settings):
+        old, new = old_rows
+        settings.FIELD_ENCRYPTION_KEYS = [new, old]
+        run("rotate_encryption_keys")
+
+        output = run("rotate_encryption_keys", "--dry-run")
+
+        assert "Would re-encrypt 0 stored key(s) with the first FIELD_ENCRYPTION_KEYS entry; 2 already were." in output
+        assert output.splitlines()[-1].endswith("the others can be dropped.")
+
+    def test_its_help_says_what_each_exit_means_a_dry_runs_included(self, db):
+        parser = rotate_command.Command().create_parser("manage.py", "rotate_encryption_keys")
+        words = " ".join(parser.format_help().split())
+
+        assert "Claude API key" in words  # what it re-encrypts, not the FIELD_ENCRYPTION_KEYS entries themselves
+        assert "Ctrl-C" in words and "130" in words
+        assert "only once it says Would re-encrypt 0" in words
+
     def test_dry_run_lists_the_unreadable_and_fails(self, old_rows, settings):
         _, new = old_rows
         settings.FIELD_ENCRYPTION_KEYS = [new]

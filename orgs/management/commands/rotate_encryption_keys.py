@@ -64,17 +64,22 @@ class HeldCtrlC:
 
 class Command(BaseCommand):
     help = (
-        "Re-encrypt every stored secret with the first FIELD_ENCRYPTION_KEYS entry, a batch of keys per "
-        "transaction (a run stopped part-way keeps the batches it committed; run it again to finish). Exits 0 when "
-        "every stored key is then encrypted with it (the other entries can be dropped); exits 1, listing their "
-        "organisations, when some no configured entry decrypts (those are left as they are)."
+        "Re-encrypt every organisation's stored Claude API key with the first FIELD_ENCRYPTION_KEYS entry, a batch "
+        "of keys per transaction; run it once every process has that entry first (README, Key rotation). A run "
+        "stopped part-way keeps the batches it committed (Ctrl-C says how many, and exits 130): run it again to "
+        "finish. Exits 0 when every stored key is then encrypted with the first entry (the other entries can be "
+        "dropped); exits 1, listing their organisations, when some no configured entry decrypts (those are left as "
+        "they are)."
     )
 
     def add_arguments(self, parser):
         parser.add_argument(
             "--dry-run",
             action="store_true",
-            help="Count what would be re-encrypted and list the unreadable; change nothing (same exit codes).",
+            help=(
+                "Count what would be re-encrypted and list the unreadable; change nothing. Exits 1 only for the "
+                "unreadable, as a run does: the other entries can be dropped only once it says Would re-encrypt 0."
+            ),
         )
         parser.add_argument(
             "--batch-size",
@@ -103,7 +108,11 @@ class Command(BaseCommand):
         )
         if tally.unreadable:
             self._refuse(sorted(tally.unreadable), total=tally.moved + tally.current + len(tally.unreadable))
-        if dry_run:
+        if dry_run and tally.moved:
+            # It exits 0 (nothing is unreadable), so the words must say the other entries are still needed.
+            self.stdout.write(
+                "Nothing was changed (dry run): run it without --dry-run before dropping the other entries."
+            )
             return
         if len(settings.FIELD_ENCRYPTION_KEYS) == 1:
             self.stdout.write("Every stored key is encrypted with the only FIELD_ENCRYPTION_KEYS entry.")

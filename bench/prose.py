@@ -156,7 +156,7 @@ already on the first key and re-encrypts and updates the others one UPDATE per r
 Fernet set its cost (the bench alternates two keys so that every run moves every row). It runs once per key
 rotation; at this rate even a large deployment rotates in well under a minute, and a key save waits for one batch
 at most. On SQLite the run now pauses between batches for as long as each took, so that writes waiting for its
-single write lock get in: there it takes about twice the time measured here."""
+single write lock get in: that doubles its time there, and the time measured here includes it."""
 
 DESIGN = """\
 **Before** (`bench/legacy.py`, as first written): an ORM transaction of `BEGIN`, `SELECT … FOR

@@ -1,4 +1,3 @@
-import json
 from collections import defaultdict
 
 from django.conf import settings
@@ -10,9 +9,8 @@ from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
-from django.db import connections, transaction
+from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
-from django.db.models.expressions import RawSQL
 from django.http import HttpRequest
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -26,6 +24,7 @@ from insights import ratelimit
 from insights.ratelimit import window_words
 from opsion.http import client_ip
 from orgs import selectors, services
+from orgs.admin_key_state import KEY_STATES, ClaudeApiKeyFilter, KeyStateChangeList, key_state
 from orgs.admin_memberships import MembershipInline, audit_staff, joined
 from orgs.admin_times import TimesSayTheirZone
 from orgs.models import (
@@ -43,28 +42,6 @@ from orgs.models import (
     User,
 )
 from orgs.templatetags.orgs_tags import utc_time
-
-# What staff are told of an organisation's key, in the list's column, its filter and the change page alike: in use,
-# stored on a BYOM plan but opened by no configured FIELD_ENCRYPTION_KEYS entry (its queries are all refused), left
-# behind by a downgrade (stored, unused), or none. Never anything of the key itself.
-KEY_STATES = {
-    "in_use": "In use",
-    "unreadable": "Stored, unreadable",
-    "unused": "Stored, unused on this plan",
-    "none": "None stored",
-}
-
-
-def key_state(org: Organisation) -> str:
-    """The organisation's KEY_STATES entry (`_key_set` and `_key_secret` are annotated by
-    OrganisationAdmin.get_queryset). Only the stored key's signature is checked: nothing is decrypted."""
-    if not org._key_set:
-        return "none"
-    if not org.allows_byom:
-        return "unused"
-    # Not selectors.claude_api_key_readable: a list page of unreadable keys would log an ERROR line per row at
-    # every view. The change page's Encryption line, Settings and each refused query log it.
-    return "in_use" if org._key_secret is not None and org._key_secret.readable() else "unreadable"
 
 
 def anthropics_answer(row: ClaudeApiKey) -> str:
@@ -86,50 +63,6 @@ def encryption_state(org: Organisation, row: ClaudeApiKey) -> str:
         "No configured FIELD_ENCRYPTION_KEYS entry opens it: its AI Insights queries are refused until an Owner or "
         "Admin saves the key again, or the encryption key it was sealed with is configured again."
     )
-
-
-class ClaudeApiKeyFilter(admin.SimpleListFilter):
-    """The list's key column, as a filter."""
-
-    title = "Claude API key"
-    parameter_name = "claude_api_key"
-
-    def lookups(self, request, model_admin):
-        return list(KEY_STATES.items())
-
-    def queryset(self, request, queryset):
-        if self.value() in ("in_use", "unreadable"):
-            return self._by_readability(queryset.filter(_key_set=True, plan__in=BYOM_PLANS), self.value() == "in_use")
-        if self.value() == "unused":
-            return queryset.filter(_key_set=True).exclude(plan__in=BYOM_PLANS)
-        if self.value() == "none":
-            return queryset.filter(_key_set=False)
-        return queryset
-
-    @staticmethod
-    def _by_readability(stored, readable: bool):
-        """The organisations of `stored` whose key a configured entry opens (or, `readable` false, does not).
-
-        SQL cannot check a Fernet signature, so every key stored on a BYOM plan is read and checked here (about
-        11 µs each with its fetch on SQLite, nothing decrypted: a third of a second for 30,000), once per view of
-        these two choices only. Their ids go into the query as one bound value, however many: one value each
-        would pass SQLite's limit on values per statement (32,766 as upstream builds it) with tens of thousands.
-        """
-        wanted = []
-        keys = ClaudeApiKey.objects.filter(organisation__plan__in=BYOM_PLANS).values_list("organisation_id", "secret")
-        for org_id, secret in keys.iterator():
-            if secret.readable() == readable:
-                wanted.append(org_id)
-        return stored.filter(pk__in=_one_value(wanted, connections[stored.db].vendor))
-
-
-def _one_value(ids: list[int], vendor: str):
-    """`ids` as a subquery bound as a single value (a JSON list on SQLite, an array on PostgreSQL)."""
-    if vendor == "sqlite":
-        return RawSQL("SELECT value FROM json_each(%s)", [json.dumps(ids)])
-    if vendor == "postgresql":
-        return RawSQL("SELECT unnest(%s::bigint[])", [ids])
-    return ids
 
 
 @admin.register(Organisation)
@@ -314,6 +247,9 @@ class OrganisationAdmin(admin.ModelAdmin):
 
     # Whether a key is stored is not whether it is used: one left behind by a downgrade is stored but unused, and a
     # tick beside it read as Bring Your Own Model still on.
+    def get_changelist(self, request, **kwargs):
+        return KeyStateChangeList
+
     @admin.display(description="Claude API key", ordering="_key_set")
     def claude_api_key_state(self, obj) -> str:
         return KEY_STATES[key_state(obj)]

@@ -2,11 +2,13 @@
 never the key, any part of it, or its ciphertext."""
 
 import logging
+import re
 import sqlite3
 from contextlib import contextmanager
+from unittest import mock
 
 import pytest
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, MultiFernet
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -223,3 +225,40 @@ def test_the_filter_counts_every_key_however_many_whatever_the_databases_variabl
     assert in_use.status_code == stored_unreadable.status_code == counted.status_code == 200
     assert in_use.context["cl"].result_count == readable
     assert stored_unreadable.context["cl"].result_count == unreadable
+
+
+def states_in_order(response) -> list[str]:
+    """The key column of each row, top to bottom."""
+    return [
+        re.search(r'<td class="field-claude_api_key_state">([^<]*)</td>', row).group(1)
+        for row in rows_of(response.content.decode()).values()
+    ]
+
+
+def test_the_filter_and_its_counts_check_each_keys_signature_once_per_view(world, staff):
+    # With the counts shown (?_facets=1), the filter checked every key on a BYOM plan once for each of its two counts
+    # and, a choice picked, again for the list and again for the plan filter's counts; each row shown checked its own
+    # key once more. One check each answers all of them.
+    for n in range(5):
+        org = Organisation.objects.create(slug=f"count-{n}", name=f"Count {n}", plan=Plan.CUSTOM)
+        if n % 2:
+            store_unreadable_key(org)
+        else:
+            store_key(org, GOOD_KEY)
+    store_key(world.globex, GOOD_KEY)  # Professional: unused, not checked at all
+    byom_keys = 5
+    checks = mock.patch.object(
+        MultiFernet, "extract_timestamp", autospec=True, side_effect=MultiFernet.extract_timestamp
+    )
+
+    with checks as counted:
+        counts = staff.get(ORGS, {"_facets": "1"})
+    assert counted.call_count == byom_keys
+    with checks as counted:
+        chosen = staff.get(ORGS, {"_facets": "1", "claude_api_key": "unreadable"})
+    assert counted.call_count == byom_keys
+
+    assert "In use (3)" in page_text(counts) and "Stored, unreadable (2)" in page_text(counts)
+    assert "Stored, unused on this plan (1)" in page_text(counts)
+    assert set(rows_of(chosen.content.decode())) == {"Count 1", "Count 3"}
+    assert states_in_order(chosen) == ["Stored, unreadable"] * 2

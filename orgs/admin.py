@@ -250,7 +250,8 @@ class OrganisationAdmin(admin.ModelAdmin):
     def get_changelist(self, request, **kwargs):
         return KeyStateChangeList
 
-    @admin.display(description="Claude API key", ordering="_key_set")
+    # Sorted by the state shown: the rank KeyStateChangeList annotates when the column is sorted.
+    @admin.display(description="Claude API key", ordering="_key_rank")
     def claude_api_key_state(self, obj) -> str:
         return KEY_STATES[key_state(obj)]
 

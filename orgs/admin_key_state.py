@@ -14,6 +14,7 @@ from orgs.models import BYOM_PLANS, ClaudeApiKey, Organisation
 
 # In use, stored on a BYOM plan but opened by no configured FIELD_ENCRYPTION_KEYS entry (its queries are all refused),
 # left behind by a downgrade (stored, unused), or none: in the list's column, its filter and the change page alike.
+# Their order is the filter's, and the column's when sorted ascending.
 KEY_STATES = {
     "in_use": "In use",
     "unreadable": "Stored, unreadable",
@@ -90,9 +91,12 @@ class ClaudeApiKeyFilter(admin.SimpleListFilter):
 
 
 class KeyStateChangeList(ChangeList):
-    """The organisations list. A view that checks every key on a BYOM plan anyway (the filter's In use and Stored,
-    unreadable choices, or its counts) ranks each row by its state in the list's own query, so its rows show the
-    rank rather than check their own keys a second time."""
+    """The organisations list, whose key column sorts by the state it shows (KEY_STATES' order ascending).
+
+    "Stored, unreadable" is known only once each key's signature is checked, so a sort by the column checks every
+    key on a BYOM plan first, as the filter's choices do, and ranks each row by its state in the list's own query.
+    So does a view that checks them anyway (those choices, or the filter's counts): its rows then show the rank
+    rather than check their own keys a second time."""
 
     def get_queryset(self, request, exclude_parameters=None):
         if "_key_rank" not in self.root_queryset.query.annotations and self._checks_every_key():
@@ -108,4 +112,9 @@ class KeyStateChangeList(ChangeList):
         return super().get_queryset(request, exclude_parameters)
 
     def _checks_every_key(self) -> bool:
-        return self.add_facets or self.params.get(ClaudeApiKeyFilter.parameter_name) in ClaudeApiKeyFilter.CHECKING
+        sorted_by = [self.list_display[i] for i in self.get_ordering_field_columns() if i < len(self.list_display)]
+        return (
+            "claude_api_key_state" in sorted_by
+            or self.add_facets
+            or self.params.get(ClaudeApiKeyFilter.parameter_name) in ClaudeApiKeyFilter.CHECKING
+        )

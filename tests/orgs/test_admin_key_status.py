@@ -235,6 +235,65 @@ def states_in_order(response) -> list[str]:
     ]
 
 
+def key_column(response) -> int:
+    return response.context["cl"].list_display.index("claude_api_key_state")
+
+
+class TestSortingByTheKeyColumnGroupsRowsByTheStateShown:
+    # The sort was on whether a key is stored: "In use" and "Stored, unreadable" rows came interleaved (and "Stored,
+    # unused on this plan" among them), so staff sorting to find the unreadable keys had to read every row.
+
+    @pytest.fixture
+    def keys(self, world):
+        """Keys made in an order that interleaves the states by primary key, the sort's tie-break."""
+        rows = [store_unreadable_key(world.acme), store_key(world.initech, GOOD_KEY), store_key(world.globex, GOOD_KEY)]
+        for n, unreadable in enumerate([False, True, False, True]):
+            org = Organisation.objects.create(slug=f"sort-{n}", name=f"Sort {n}", plan=Plan.INSTITUTIONAL)
+            rows.append(store_unreadable_key(org) if unreadable else store_key(org, GOOD_KEY))
+        Organisation.objects.create(slug="sort-none", name="Sort none", plan=Plan.CUSTOM)
+        return rows
+
+    def test_ascending_goes_in_use_unreadable_unused_then_none(self, world, staff, keys):
+        column = key_column(staff.get(ORGS))
+
+        response = staff.get(ORGS, {"o": str(column)})
+
+        assert states_in_order(response) == ["In use"] * 3 + ["Stored, unreadable"] * 3 + [
+            "Stored, unused on this plan"
+        ] + ["None stored"]
+        for row in keys:
+            assert_nothing_of_the_key(response.content.decode(), row)
+
+    def test_descending_is_the_reverse(self, world, staff, keys):
+        column = key_column(staff.get(ORGS))
+
+        response = staff.get(ORGS, {"o": f"-{column}"})
+
+        assert (
+            states_in_order(response)
+            == ["None stored"] + ["Stored, unused on this plan"] + ["Stored, unreadable"] * 3 + ["In use"] * 3
+        )
+
+    def test_it_sorts_within_a_filter_and_by_a_second_column(self, world, staff, keys):
+        listed = staff.get(ORGS).context["cl"].list_display
+        column, name = listed.index("claude_api_key_state"), listed.index("name")
+
+        response = staff.get(ORGS, {"o": f"{column}.-{name}", "plan__exact": Plan.INSTITUTIONAL})
+
+        assert list(rows_of(response.content.decode())) == [
+            "Sort 2",
+            "Sort 0",
+            "Sort 3",
+            "Sort 1",
+            "Acme Digital Assets",
+        ]
+
+    def test_an_order_past_the_last_column_is_ignored(self, world, staff, keys):
+        response = staff.get(ORGS, {"o": "99.-98.x"})
+
+        assert response.status_code == 200 and len(states_in_order(response)) == 8
+
+
 def test_the_filter_and_its_counts_check_each_keys_signature_once_per_view(world, staff):
     # With the counts shown (?_facets=1), the filter checked every key on a BYOM plan once for each of its two counts
     # and, a choice picked, again for the list and again for the plan filter's counts; each row shown checked its own
@@ -255,7 +314,7 @@ def test_the_filter_and_its_counts_check_each_keys_signature_once_per_view(world
         counts = staff.get(ORGS, {"_facets": "1"})
     assert counted.call_count == byom_keys
     with checks as counted:
-        chosen = staff.get(ORGS, {"_facets": "1", "claude_api_key": "unreadable"})
+        chosen = staff.get(ORGS, {"_facets": "1", "claude_api_key": "unreadable", "o": str(key_column(counts))})
     assert counted.call_count == byom_keys
 
     assert "In use (3)" in page_text(counts) and "Stored, unreadable (2)" in page_text(counts)

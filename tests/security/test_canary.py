@@ -18,6 +18,7 @@ from io import StringIO
 import pytest
 from cryptography.fernet import Fernet
 from django.contrib import admin
+from django.contrib.admin import site
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import forms as auth_forms
 from django.contrib.auth.models import Group, Permission
@@ -35,7 +36,7 @@ from insights import claude, keys
 from insights.models import InsightQuery
 from opsion.reporting import KeySafeExceptionReporterFilter, redact
 from orgs import mailer, services
-from orgs.models import ApiToken, ClaudeApiKey
+from orgs.models import ApiToken, ClaudeApiKey, Organisation
 from tests.base import CANARY_KEY, GOOD_KEY, PASSWORD, make_user, organisation_admin_form
 from tests.conftest import PLATFORM_KEY
 from tests.security.conftest import base_env, run_python
@@ -214,6 +215,9 @@ def test_the_key_is_in_no_response_and_no_log_line_for_any_url_and_any_visitor(g
     assert "/api/v1/orgs" in urls  # listOrganisations, an operation naming no organisation
     assert f"/admin/orgs/organisation/{world.acme.pk}/change/" in urls
     assert f"/admin/orgs/organisation/{world.acme.pk}/history/" in urls
+    # The organisations list sorted by its key column, with the filter's counts and each choice that checks the keys.
+    column = site._registry[Organisation].list_display.index("claude_api_key_state") + 1  # after the checkbox
+    urls += [f"/admin/orgs/organisation/?o={column}&_facets=1&claude_api_key={c}" for c in ("", "in_use", "unreadable")]
     for role, client in _visitors(world, api_token).items():
         for url in urls:
             if role == "token" and not url.startswith("/api/"):

@@ -76,6 +76,9 @@ class OrganisationAdmin(admin.ModelAdmin):
     inlines = [MembershipInline]
     actions = ["remove_claude_api_key"]
 
+    class Media:
+        css = {"all": ["css/admin/lists.css"]}  # a long name or slug wraps: the list fits a laptop's screen
+
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change, **kwargs)
         if "plan" in form.base_fields:
@@ -364,6 +367,9 @@ class UserAdmin(TimesSayTheirZone, BaseUserAdmin):
     ]
     add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]})]
     privilege_fields = ("is_staff", "is_superuser", "groups", "user_permissions")
+
+    class Media:
+        css = {"all": ["css/admin/lists.css"]}  # a long e-mail address wraps: the list fits a laptop's screen
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)

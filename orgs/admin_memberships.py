@@ -169,6 +169,9 @@ class MembershipAdmin(admin.ModelAdmin):
     list_select_related = ["user", "organisation"]
     autocomplete_fields = ["user", "organisation"]
 
+    class Media:
+        css = {"all": ["css/admin/lists.css"]}  # a long e-mail address or name wraps: the list fits a laptop's screen
+
     def get_readonly_fields(self, request, obj=None):
         return ["user", "organisation"] if obj is not None else []
 

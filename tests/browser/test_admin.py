@@ -1,9 +1,11 @@
-"""Django admin as staff see it on a laptop (1280 CSS px): the audit list, its widest rows included."""
+"""Django admin as staff see it on a laptop (1280 CSS px): the audit, organisations, memberships and users lists, their
+widest rows included."""
 
 import pytest
 from django.utils import timezone
 
-from orgs.models import AuditAction, AuditEvent, Organisation
+from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, Membership, Organisation, Plan, Role
+from tests.base import GOOD_KEY, make_user
 from tests.browser.support import LONG_EMAIL, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -53,4 +55,35 @@ def test_the_audit_list_fits_a_laptop_screen_with_its_widest_rows(app, page, wor
     assert size["page"] <= 1280
     # Every column still says what it did: nothing is cut off or hidden to make it fit.
     for text in (LONG_ORG, f"{LONG_EMAIL} (Admin; user deleted)", "2001:db8:85a3:1234:5678:8a2e:370:7334"):
+        assert page.get_by_text(text, exact=True).first.is_visible(), text
+
+
+LONG_SLUG = "finanzdienstleistungsunternehmensgruppe-liechtenstein"
+
+
+@pytest.mark.parametrize(
+    "path, shown",
+    [
+        ("/admin/orgs/organisation/", [LONG_ORG, LONG_SLUG, "Stored, unused on this plan", "Created at"]),
+        ("/admin/orgs/membership/", [LONG_EMAIL, LONG_ORG, "Account active"]),
+        ("/admin/orgs/user/", [LONG_EMAIL, "Date joined"]),
+    ],
+)
+def test_the_organisations_memberships_and_users_lists_fit_a_laptop_screen(app, page, world, path, shown):
+    # As the audit list did: a one-word organisation name, its slug, an e-mail address and a time (kept on one line,
+    # as admin keeps every date) side by side made each list wider than the room beside the navigation and the
+    # filters; staff scrolled sideways to see when an organisation was made, or whose membership a row was.
+    org = Organisation.objects.create(name=LONG_ORG, slug=LONG_SLUG, plan=Plan.PROFESSIONAL)
+    ClaudeApiKey.objects.create(organisation=org, secret=GOOD_KEY)
+    Membership.objects.create(user=make_user(LONG_EMAIL), organisation=org, role=Role.OWNER)
+
+    sign_in(page, app.url, world.staff.email)
+    page.goto(f"{app.url}{path}")
+    page.wait_for_load_state("load")
+    size = page.evaluate(WIDTH)
+    screenshot(page, f"admin-{path.split('/')[3]}-list", docs=False)
+
+    assert size["width"] <= size["room"], f"the list is {size['width']} px wide in {size['room']} px: {size['cells']}"
+    assert size["page"] <= 1280
+    for text in shown:
         assert page.get_by_text(text, exact=True).first.is_visible(), text

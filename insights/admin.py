@@ -2,7 +2,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 
-from insights.models import InsightQuery, KeySource, StopReason
+from insights.models import ENDED, InsightQuery, KeySource, StopReason
 from insights.ratelimit import counted, window_words
 
 # The customer's history says "Your organisation's Anthropic key"; to Opsion staff "your organisation" is
@@ -24,10 +24,18 @@ class KeySourceFilter(admin.SimpleListFilter):
         return queryset.filter(key_source=self.value()) if self.value() else queryset
 
 
-class EndedFilter(admin.ChoicesFieldListFilter):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.title = "how it ended"  # beside the list's "Ended" column, in its words, not the field's "stop reason"
+class EndedFilter(admin.SimpleListFilter):
+    """The list's "Ended" column, as a filter: its Complete choice, and its count, hold the answers written mid-deploy
+    without a stop reason, which the column says are complete (the stock filter on the field left them out)."""
+
+    title = "how it ended"  # beside the list's "Ended" column, in its words, not the field's "stop reason"
+    parameter_name = "stop_reason__exact"  # the field's own lookup, so links made for the stock filter still work
+
+    def lookups(self, request, model_admin):
+        return StopReason.choices
+
+    def queryset(self, request, queryset):
+        return queryset.ended(self.value()) if self.value() else queryset
 
 
 @admin.register(InsightQuery)
@@ -42,7 +50,7 @@ class InsightQueryAdmin(admin.ModelAdmin):
         "ended",
         "output_tokens",
     ]
-    list_filter = [KeySourceFilter, "outcome", ("stop_reason", EndedFilter)]
+    list_filter = [KeySourceFilter, "outcome", EndedFilter]
     # Shown as `key` and `ended` below, in staff's words: the query's own page said "Stop reason" (and "-" for an
     # answer written mid-deploy) beside a list that says "Ended: Complete".
     exclude = ["key_source", "stop_reason"]
@@ -55,7 +63,7 @@ class InsightQueryAdmin(admin.ModelAdmin):
 
     # How Claude ended an answer: "Cut short at the length limit" is an answered query whose customer was told it is
     # incomplete. Empty ("-") for one Claude did not end (pending, or failed: its error code says why).
-    @admin.display(description="Ended", ordering="stop_reason")
+    @admin.display(description="Ended", ordering=ENDED)  # by what it shows, a mid-deploy answer among the complete
     def ended(self, obj: InsightQuery) -> str | None:
         return StopReason(obj.ended).label if obj.ended else None  # as the API reads it, a mid-deploy row included
 

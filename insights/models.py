@@ -31,8 +31,20 @@ class StopReason(models.TextChoices):
 
 IDEMPOTENCY_KEY_INDEX = "insight_idempotency_key"
 
+# An answered row without a stop reason was written by a worker still on older code during a deploy: it reads
+# "complete" (InsightQuery.ended). The same, in SQL, for admin's filter and sort by how an answer ended.
+_WRITTEN_MID_DEPLOY = models.Q(stop_reason__isnull=True, outcome=Outcome.ANSWERED)
+ENDED = models.Case(
+    models.When(_WRITTEN_MID_DEPLOY, then=models.Value(StopReason.COMPLETE.value)), default=models.F("stop_reason")
+)
+
 
 class InsightQueryQuerySet(models.QuerySet):
+    def ended(self, value: str) -> "InsightQueryQuerySet":
+        """The queries whose InsightQuery.ended is `value` (a StopReason value), as that reads each row."""
+        ended = models.Q(stop_reason=value)
+        return self.filter(ended | _WRITTEN_MID_DEPLOY if value == StopReason.COMPLETE else ended)
+
     def recent_for(self, *, org: Organisation, user) -> "InsightQueryQuerySet":
         return self.filter(organisation=org, user=user).order_by("-created_at", "-id")
 

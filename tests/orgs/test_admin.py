@@ -541,6 +541,31 @@ def test_an_answer_a_worker_on_older_code_wrote_mid_deploy_reads_complete_in_adm
     )
 
 
+def test_the_ended_filter_and_sort_count_a_mid_deploy_answer_as_complete_as_its_column_does(world, staff):
+    # The column says "Complete" of an answer a worker on older code wrote mid-deploy, but the filter's Complete
+    # choice (and its count) left it out, and sorting by the column put it among the failed and pending ones ("-").
+    mid_deploy, failed, whole, cut, pending, older_mid_deploy = seed(world.acme, 60, 50, 40, 30, 20, 10)
+    InsightQuery.objects.filter(pk__in=[mid_deploy.pk, older_mid_deploy.pk]).update(stop_reason=None)
+    InsightQuery.objects.filter(pk=failed.pk).update(outcome="failed", error_code="interrupted", stop_reason=None)
+    InsightQuery.objects.filter(pk=pending.pk).update(outcome="pending", answer="", stop_reason=None)
+    InsightQuery.objects.filter(pk=cut.pk).update(stop_reason="max_tokens")
+    queries = "/admin/insights/insightquery/"
+    column = staff.get(queries).context["cl"].list_display.index("ended")
+
+    complete = staff.get(queries, {"stop_reason__exact": "complete", "_facets": "1"})
+    cut_short = staff.get(queries, {"stop_reason__exact": "max_tokens", "_facets": "1"})
+    ascending, descending = (staff.get(queries, {"o": order}) for order in (f"{column}", f"-{column}"))
+
+    assert {row.pk for row in complete.context["cl"].result_list} == {mid_deploy.pk, whole.pk, older_mid_deploy.pk}
+    assert {row.pk for row in cut_short.context["cl"].result_list} == {cut.pk}
+    assert "Complete (3)" in page_text(complete) and "Cut short at the length limit (1)" in page_text(complete)
+    for response in (ascending, descending):
+        ended = re.findall(r'<td class="field-ended">([^<]*)</td>', response.content.decode())
+        runs = [state for n, state in enumerate(ended) if n == 0 or ended[n - 1] != state]
+        assert sorted(ended) == sorted(["Complete"] * 3 + ["Cut short at the length limit"] + ["-"] * 2)
+        assert len(runs) == len(set(runs)), ended  # each state in one run: none mixed with another
+
+
 class TestDeleteOrganisation:
     def test_a_superuser_can_delete_an_organisation_whose_key_was_saved_and_its_audit_goes_with_it(self, world, staff):
         services.claude_api_key_set(

@@ -117,13 +117,14 @@ class OrganisationAdmin(admin.ModelAdmin):
     @admin.display(description="Claude API key")
     def claude_api_key_stored_only(self, obj) -> str:
         # Whether one is stored, and nothing of the key itself: not even its ciphertext reaches admin.
-        # The change page reads through get_queryset, which annotates `_key_set`; the add page has no object.
-        return f"{KEY_STATES['none' if obj is None else key_state(obj)]}."
+        # The change page reads through get_queryset, which annotates `_key_set`. The add page's is a new, unsaved
+        # organisation, not read so: admin showed "-" for the error reading it raised.
+        return f"{KEY_STATES['none' if obj is None or obj.pk is None else key_state(obj)]}."
 
     @admin.display(description="Claude API key")
     def claude_api_key_stored(self, obj) -> str:
         state = self.claude_api_key_stored_only(obj)
-        if obj is None or not obj._key_set:
+        if obj is None or obj.pk is None or not obj._key_set:
             return state
         return f"{state} Remove it with the list's action “Remove the Claude API key of the selected organisations…”."
 

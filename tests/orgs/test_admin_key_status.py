@@ -98,6 +98,13 @@ def test_an_organisation_without_a_key_shows_no_answer_or_encryption(world, staf
     assert "Anthropic's answer" not in text and "Encryption:" not in text
 
 
+def test_the_add_page_says_a_new_organisation_has_no_key_stored(world, staff):
+    # It said "Claude API key: -", admin's word for a value it could not read.
+    text = page_text(staff.get(f"{ORGS}add/"))
+
+    assert "Claude API key: None stored." in text and "Claude API key: -" not in text
+
+
 def test_staff_who_may_only_view_organisations_see_the_same(world):
     from django.contrib.auth.models import Permission
 

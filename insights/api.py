@@ -308,8 +308,8 @@ def get_usage(request: HttpRequest, slug: str):
     + RATE_LIMIT_HEADERS
     + errors(
         AUTH_ERRORS,
-        "`invalid_request` (400: `limit` or `offset` out of range, `after` not one of yours, or a parameter this "
-        "list does not take)",
+        "`invalid_request` (400: `limit` or `offset` out of range, `after` not one of yours, a parameter this "
+        "list does not take, or one given more than once)",
     ),
 )
 def list_queries(request: HttpRequest, slug: str, page: Query[Page]):

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, UnreadablePostError
 from django.urls import reverse
+from django.utils.datastructures import MultiValueDict
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 from ninja import NinjaAPI
@@ -18,7 +19,7 @@ from ninja.security import HttpBearer, SessionAuth
 
 from insights.services import names_idempotency_key
 from opsion import requestid
-from opsion.errors import JSON, Refused, error_json, refused_json
+from opsion.errors import JSON, InvalidRequest, Refused, error_json, refused_json
 from opsion.reporting import redact
 from orgs import services
 
@@ -88,6 +89,15 @@ class JsonParser(Parser):
         if not isinstance(data, dict):  # every body is an object: "must be a JSON object", not "`query` is required"
             raise NotAnObject()
         return data
+
+    def parse_querydict(self, data: MultiValueDict, list_fields: list[str], request: HttpRequest) -> dict:
+        """An operation's query-string parameters, each given once: a repeated one is refused by name (InvalidRequest),
+        before anything is validated or looked up. ninja would take its last value, so `?limit=1&limit=2` was
+        answered with 2 items, the client told nothing; no parameter of ours is a list."""
+        for name, values in data.lists():
+            if len(values) > 1 and name not in list_fields:
+                raise InvalidRequest(f"The parameter `{redact(name)}` is repeated: send each parameter once.")
+        return super().parse_querydict(data, list_fields, request)
 
 
 def _read_only(view):

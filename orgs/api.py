@@ -304,8 +304,8 @@ def get_settings(request: HttpRequest, slug: str):
     "`after`, the last `id` seen: offsets repeat what new events push down). `forbidden_role` (403). "
     + errors(
         AUTH_ERRORS,
-        "`invalid_request` (400: `limit` or `offset` out of range, `after` not an event here, or a parameter this "
-        "list does not take)",
+        "`invalid_request` (400: `limit` or `offset` out of range, `after` not an event here, a parameter this "
+        "list does not take, or one given more than once)",
     ),
 )
 def list_audit_events(request: HttpRequest, slug: str, page: Query[AuditPage]):

@@ -294,6 +294,18 @@ def test_a_question_refuses_any_query_string_parameter_by_name(world, fake_anthr
     assert not fake_anthropic.requests and not InsightQuery.objects.exists()
 
 
+@pytest.mark.parametrize("query", ["limit=1&limit=2", "idempotencyKey=a&idempotencyKey=b"])
+def test_a_repeated_parameter_on_a_question_is_refused_before_asking(world, fake_anthropic, api_client, query):
+    response = api_client(world.globex_member).post(
+        f"{QUERIES.format('globex')}?{query}", {"query": QUESTION}, content_type="application/json"
+    )
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert f"`{query.partition('=')[0]}`" in response.json()["error"]["message"]
+    assert not fake_anthropic.requests and not InsightQuery.objects.exists()
+
+
 def test_a_key_in_the_body_is_refused_beside_the_header_too(world, fake_anthropic, api_client):
     response = api_client(world.globex_member).post(
         QUERIES.format("globex"),

@@ -848,6 +848,32 @@ def test_a_list_refuses_a_parameter_it_does_not_take_by_name_rather_than_answer_
 
 
 @pytest.mark.parametrize("path", LISTS)
+@pytest.mark.parametrize(
+    ("query", "repeated"),
+    [
+        ("limit=1&limit=2", "limit"),
+        ("limit=1&limit=500", "limit"),  # the last value, out of range, would be refused as that
+        ("offset=0&offset=1", "offset"),
+        ("limit=1&after=1&after=2", "after"),
+        ("page=2&page=3", "page"),
+    ],
+)
+def test_a_list_refuses_a_repeated_parameter_by_name_rather_than_take_its_last_value(world, path, query, repeated):
+    # Read as its last value, `?limit=1&limit=2` was answered with 2 items: a client that built the query string
+    # from two sources (a default and an override, say) got a page it did not ask for, and no word of it.
+    AuditEvent.objects.bulk_create(
+        AuditEvent(organisation=world.acme, action=AuditAction.KEY_SAVED, detail=f"event {i}") for i in range(3)
+    )
+    response = token_client(world.acme_admin).get(f"{path}?{query}")
+
+    assert response.status_code == 400, response.content
+    assert error_of(response) == {
+        "code": "invalid_request",
+        "message": f"The parameter `{repeated}` is repeated: send each parameter once.",
+    }
+
+
+@pytest.mark.parametrize("path", LISTS)
 def test_a_list_still_takes_every_parameter_it_documents(world, path):
     response = token_client(world.acme_admin).get(path, {"limit": 1, "offset": 0})
 

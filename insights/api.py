@@ -25,6 +25,7 @@ from orgs.api import (
     After,
     BodyIn,
     PageOut,
+    always,
     errors,
     headers,
     page_body,
@@ -188,12 +189,16 @@ def _with_examples(extra: dict, by_status: dict) -> dict:
         "parameters": [IDEMPOTENCY_KEY],
         "requestBody": {"content": {"application/json": {"examples": examples.QUESTION_EXAMPLES}}},
         **_with_examples(
+            # A retry's refusals (409, 422) and the limits' (429) are only ever a member's, given after the
+            # organisation's lookup: they always carry its window. Every 409 says when to look again; a 429 from
+            # Anthropic passes on its Retry-After only when it gave one. A malformed request's 400 and the database's
+            # 503 come before the lookup.
             headers(
                 s200=(*RATE_LIMIT, REPLAYED),
                 s400=RATE_LIMIT,
-                s409=(*RATE_LIMIT, "Retry-After"),
-                s422=RATE_LIMIT,
-                s429=(*RATE_LIMIT, "Retry-After"),
+                s409=always(*RATE_LIMIT, "Retry-After"),
+                s422=always(*RATE_LIMIT),
+                s429=(*always(*RATE_LIMIT), "Retry-After"),
                 s503=(*RATE_LIMIT, "Retry-After"),
             ),
             {200: examples.ANSWER_EXAMPLES, 429: examples.TOO_MANY_EXAMPLES},

@@ -225,15 +225,27 @@ def page_body(items: list, *, limit: int, offset: int, after: int | None) -> dic
 ALWAYS = {401: ("WWW-Authenticate",), 503: ("Retry-After",)}
 
 
+class Always(str):
+    """A response header's name, for a status every answer of which carries it (always()): documented as required."""
+
+
+def always(*names: str) -> tuple[Always, ...]:
+    """`names` as sent with every answer of the status they are given for (`s409=always("Retry-After")`)."""
+    return tuple(Always(name) for name in names)
+
+
 def headers(**by_status: tuple[str, ...]) -> dict:
     """`openapi_extra` documenting the response headers clients read, by status (`s429=("Retry-After",)`),
-    and ALWAYS's on every operation. Only a 200's (as HEADERS declares them) and ALWAYS's are always sent: an error
-    status may come from a check made before the header's value is known (a malformed body, say)."""
+    and ALWAYS's on every operation. A 200's are as HEADERS declares them; an error status's are optional unless
+    named by always(): one may come from a check made before the header's value is known (a malformed body's 400
+    carries no RateLimit fields, say), and a client generated from the document must not count on it then."""
     documented = {status: {name: {"required": True} for name in names} for status, names in ALWAYS.items()}
     for key, names in by_status.items():
         status = int(key[1:])
         for name in names:
-            documented.setdefault(status, {}).setdefault(name, {} if status == 200 else {"required": False})
+            documented.setdefault(status, {}).setdefault(
+                name, {} if status == 200 else {"required": isinstance(name, Always)}
+            )
     return {
         "responses": {
             status: {"headers": {name: HEADERS[name] | sent for name, sent in names.items()}}
@@ -334,7 +346,7 @@ def list_audit_events(request: HttpRequest, slug: str, page: Query[AuditPage]):
     "/{slug}/settings/claude-api-key",
     operation_id="setClaudeApiKey",
     response=responses(KeySetOut, *BODY, 429),
-    openapi_extra=headers(s429=("Retry-After",)),
+    openapi_extra=headers(s429=always("Retry-After")),  # the abuse guard's, the only 429: its wait always said
     summary="Save the Claude API key",
     description="Owners and Admins, on the Institutional or Custom plan. Checked in this order: "
     "`forbidden_role` (403), `byom_plan_required` (403), `too_many_attempts` (429, with Retry-After: 10 key "
@@ -351,7 +363,7 @@ def put_claude_api_key(request: HttpRequest, slug: str, payload: KeyIn):
     "/{slug}/settings/claude-api-key",
     operation_id="removeClaudeApiKey",
     response=responses(KeySetOut, *WRITE, 429),
-    openapi_extra=headers(s429=("Retry-After",)),
+    openapi_extra=headers(s429=always("Retry-After")),
     summary="Remove the Claude API key",
     description="Owners and Admins, on any plan (a key left from a BYOM plan can always be removed); idempotent. "
     "`forbidden_role` (403), `too_many_attempts` (429). " + errors(AUTH_ERRORS, REQUEST_ERRORS, CSRF_ERRORS),

@@ -356,6 +356,8 @@ def test_the_document_describes_the_key_and_its_answers(client):
     assert {"409", "422"} <= set(operation["responses"])
     # The 409 says when to try again, declared as the 429's is: whole seconds.
     assert operation["responses"]["409"]["headers"]["Retry-After"]["schema"] == {"type": "integer"}
+    # Both ways to a 409 send it (tests above): a client generated from the document may count on it.
+    assert operation["responses"]["409"]["headers"]["Retry-After"]["required"] is True
     assert "Idempotent-Replayed" in operation["responses"]["200"]["headers"]
     assert "idempotency_key_in_use" in operation["description"]
     assert "idempotency_key_reused" in operation["description"]

@@ -11,6 +11,7 @@ from insights.http import add_ratelimit_headers, window_json
 from insights.models import KeySource, Outcome, StopReason
 from insights.ratelimit import window_words
 from opsion.errors import JSON, InvalidRequest, NotFound, Refused, refused_json
+from opsion.idempotency import names_idempotency_key
 from opsion.reporting import redact
 from orgs import access
 from orgs.api import (
@@ -243,7 +244,7 @@ def _refuse_misplaced_input(request: HttpRequest) -> None:
     if "X-Idempotency-Key" in request.headers:
         raise InvalidRequest("The header `X-Idempotency-Key` is not read: send the key as `Idempotency-Key`.")
     for name in request.GET:
-        if services.names_idempotency_key(name):
+        if names_idempotency_key(name):
             where = "an idempotency key goes in the `Idempotency-Key` header, not the query string."
         else:
             where = "this operation takes no query-string parameter (the question goes in the JSON body)."

@@ -1,7 +1,6 @@
 """AI Insights: validate a question, pick the key and limit, count it, ask Claude, record the outcome."""
 
 import logging
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -131,12 +130,6 @@ def validate_idempotency_key(key: str) -> str:
             f"The Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters (a UUID, say)."
         )
     return key
-
-
-def names_idempotency_key(name: str) -> bool:
-    """Whether a body field or query-string parameter called `name` is meant as the Idempotency-Key header
-    (`idempotencyKey`, `idempotency_key`, `Idempotency-Key`, in any case): refused with a pointer to the header."""
-    return re.sub(r"[-_ ]", "", name).lower() == "idempotencykey"
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 from ninja.security import HttpBearer, SessionAuth
 
-from insights.services import names_idempotency_key
 from opsion import requestid
 from opsion.errors import JSON, InvalidRequest, Refused, error_json, refused_json
+from opsion.idempotency import names_idempotency_key
 from opsion.reporting import redact
 from orgs import services
 

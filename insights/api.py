@@ -165,12 +165,13 @@ IDEMPOTENCY_KEY = {
     "in": "header",
     "required": False,
     "description": "Optional, and recommended for a client that retries: a key of your own for this question (a new "
-    "UUID per question, say), 1 to 255 visible ASCII characters. A retry with the same key and question is given the "
+    "UUID per question, say), 1 to 255 visible ASCII characters but the comma (the header sent twice arrives as its "
+    "values joined by one, and is refused). A retry with the same key and question is given the "
     "answer to the first request, marked `Idempotent-Replayed: true`, without asking Claude or counting again; while "
     "the first is still being answered it is a 409 (its Retry-After says when to look again). A key is yours in "
     "this organisation for as long as its query is in your history; a failed query lets it go, so a retry after a "
     "failure asks again. The same key with another question, while it holds a query, is a 422.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": services.IDEMPOTENCY_KEY_MAX, "pattern": "^[!-~]+$"},
+    "schema": {"type": "string", "minLength": 1, "maxLength": services.IDEMPOTENCY_KEY_MAX, "pattern": "^[!-+\\--~]+$"},
 }
 
 

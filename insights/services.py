@@ -124,7 +124,11 @@ IDEMPOTENCY_KEY_MAX = 255
 
 
 def validate_idempotency_key(key: str) -> str:
-    """The key as sent: 1 to 255 visible ASCII characters (a UUID, say). Raises InvalidRequest."""
+    """The key as sent: 1 to 255 visible ASCII characters but the comma (a UUID, say). Raises InvalidRequest."""
+    # A header sent twice reaches the app as one, its values joined by a comma (gunicorn and runserver join them
+    # so): taken as the key, no retry sending either value would match it, and each would be asked and counted again.
+    if "," in key:
+        raise InvalidRequest("The Idempotency-Key header holds a comma: send it once, with one key (a UUID, say).")
     if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX or not all("!" <= c <= "~" for c in key):
         raise InvalidRequest(
             f"The Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters (a UUID, say)."

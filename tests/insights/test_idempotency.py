@@ -3,6 +3,7 @@ gets the answer its first request was given, and the question is neither asked n
 
 import io
 import json
+import re
 import threading
 from datetime import timedelta
 
@@ -208,6 +209,20 @@ def test_a_malformed_key_is_refused_before_anything_is_asked(world, fake_anthrop
     assert not fake_anthropic.requests and not InsightQuery.objects.exists()
 
 
+@pytest.mark.parametrize("key", [f"{KEY},{KEY[::-1]}", f"{KEY}, {KEY}", "a,"])
+def test_a_key_holding_a_comma_is_refused_as_the_header_sent_twice(world, fake_anthropic, api_client, key):
+    # A header sent twice reaches the app as its values joined by a comma (WSGI servers, gunicorn's and
+    # runserver's, join them so): taken as one key, a retry sending either would be asked and counted again.
+    response = ask(api_client(world.globex_member), key=key)
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == {
+        "code": "invalid_request",
+        "message": "The Idempotency-Key header holds a comma: send it once, with one key (a UUID, say).",
+    }
+    assert not fake_anthropic.requests and not InsightQuery.objects.exists()
+
+
 @pytest.mark.parametrize("field", ["idempotencyKey", "IdempotencyKey", "idempotency_key", "Idempotency-Key"])
 def test_a_key_sent_in_the_body_is_refused_pointing_at_the_header(world, fake_anthropic, api_client, field):
     # Accepted and ignored, it would leave the client believing its retries were safe while each one was asked and
@@ -353,6 +368,9 @@ def test_the_document_describes_the_key_and_its_answers(client):
     (param,) = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
     assert (param["in"], param.get("required", False)) == ("header", False)
     assert param["schema"]["maxLength"] == 255
+    # A generated client checking the key before sending it never sends one the server refuses as the header twice.
+    pattern = param["schema"]["pattern"]
+    assert re.fullmatch(pattern, KEY) and not re.fullmatch(pattern, f"{KEY},{KEY}")
     assert {"409", "422"} <= set(operation["responses"])
     # The 409 says when to try again, declared as the 429's is: whole seconds.
     assert operation["responses"]["409"]["headers"]["Retry-After"]["schema"] == {"type": "integer"}

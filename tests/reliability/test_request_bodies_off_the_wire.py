@@ -64,3 +64,29 @@ def test_a_chunked_body_over_the_limit_is_refused_as_too_large_and_the_connectio
     assert usage.status == 200
     # Refused before the limiter: nothing counted, no row.
     assert json.loads(usage.read())["used"] == 0 and not InsightQuery.objects.exists()
+
+
+def test_an_idempotency_key_header_sent_twice_is_refused_before_anything_is_asked(server, token, fake_anthropic):
+    # A client that sets the header in two places (a default and a per-request value, say) sends it twice; the server
+    # joins the two into one value with a comma ("a,b"), a key no retry sending one of them would match: each retry
+    # would be asked and counted again.
+    conn = _connection(server)
+    body = json.dumps({"query": "What does MiCAR Article 59 require?"}).encode()
+    conn.putrequest("POST", QUERIES)
+    for name, value in [
+        ("Authorization", f"Bearer {token}"),
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("Idempotency-Key", "5f0c8a2e-7d1b-4c59-9a0e-3b6f1d2c4e8a"),
+        ("Idempotency-Key", "0b8e7c1d-2f3a-4b5c-8d9e-1a2b3c4d5e6f"),
+    ]:
+        conn.putheader(name, value)
+    conn.endheaders(body)
+    response = conn.getresponse()
+
+    assert response.status == 400
+    assert json.loads(response.read())["error"] == {
+        "code": "invalid_request",
+        "message": "The Idempotency-Key header holds a comma: send it once, with one key (a UUID, say).",
+    }
+    assert not fake_anthropic.requests and not InsightQuery.objects.exists()

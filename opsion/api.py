@@ -85,7 +85,7 @@ class JsonParser(Parser):
             raise NotJson()
         # UTF-8 (a byte-order mark tolerated, as RFC 8259 allows), decoded here: json.loads would quietly take
         # bytes in UTF-16 or UTF-32 too. A UnicodeDecodeError is the 400 "must be UTF-8 encoded JSON".
-        data = json.loads(request.body.decode("utf-8-sig"))
+        data = json.loads(request.body.decode("utf-8-sig"), object_pairs_hook=_once_each)
         if not isinstance(data, dict):  # every body is an object: "must be a JSON object", not "`query` is required"
             raise NotAnObject()
         return data
@@ -98,6 +98,18 @@ class JsonParser(Parser):
             if len(values) > 1 and name not in list_fields:
                 raise InvalidRequest(f"The parameter `{redact(name)}` is repeated: send each parameter once.")
         return super().parse_querydict(data, list_fields, request)
+
+
+def _once_each(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object whose names are each given once: one named twice is refused by name (InvalidRequest), not read
+    as its last value, as json.loads would. JSON leaves a repeated name's meaning open (RFC 8259 section 4), and a
+    client that merged two bodies must not have the one it did not mean saved or asked."""
+    seen = set()
+    for name, _ in pairs:
+        if name in seen:
+            raise InvalidRequest(f"The field `{redact(name)}` is repeated: send each field once.")
+        seen.add(name)
+    return dict(pairs)
 
 
 def _read_only(view):
@@ -230,6 +242,8 @@ def _http_error(request, exc: HttpError):
         return error_json(
             "unsupported_media_type", "Send the request body as JSON (`Content-Type: application/json`).", 415
         )
+    if isinstance(exc.__cause__, InvalidRequest):  # a field named twice
+        return refused_json(exc.__cause__)
     if isinstance(exc.__cause__, UnicodeDecodeError):
         return error_json("invalid_request", "The request body must be UTF-8 encoded JSON.", 400)
     if exc.__cause__ is not None:  # malformed JSON, or nested too deeply to parse (RecursionError)

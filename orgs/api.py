@@ -22,8 +22,8 @@ REQUEST_ERRORS = (
     "does not answer to)"
 )
 BODY_ERRORS = (
-    "`invalid_request` (400: a body field missing, not valid, or one the body does not take), `payload_too_large` "
-    "(413), `unsupported_media_type` (415)"
+    "`invalid_request` (400: a body field missing, not valid, given twice, or one the body does not take), "
+    "`payload_too_large` (413), `unsupported_media_type` (415)"
 )
 CSRF_ERRORS = "`csrf_failed` (403, writes with the browser session)"
 # Every operation's, named in each description by errors().

@@ -223,6 +223,20 @@ def test_a_key_holding_a_comma_is_refused_as_the_header_sent_twice(world, fake_a
     assert not fake_anthropic.requests and not InsightQuery.objects.exists()
 
 
+def test_a_question_naming_its_field_twice_is_refused_before_anything_is_asked(world, fake_anthropic, api_client):
+    # Read as its last value, the question asked would be one the client may not have meant (JSON leaves a repeated
+    # name's meaning open), and it would be counted.
+    body = '{"query": "Which reserve rules apply?", "query": "What is MiCAR?"}'
+    response = api_client(world.globex_member).post(QUERIES.format("globex"), body, content_type="application/json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == {
+        "code": "invalid_request",
+        "message": "The field `query` is repeated: send each field once.",
+    }
+    assert not fake_anthropic.requests and not InsightQuery.objects.exists()
+
+
 @pytest.mark.parametrize("field", ["idempotencyKey", "IdempotencyKey", "idempotency_key", "Idempotency-Key"])
 def test_a_key_sent_in_the_body_is_refused_pointing_at_the_header(world, fake_anthropic, api_client, field):
     # Accepted and ignored, it would leave the client believing its retries were safe while each one was asked and

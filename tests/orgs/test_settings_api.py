@@ -315,6 +315,19 @@ class TestInvalidRequests:
         assert GOOD_KEY not in response.content.decode() and OTHER_KEY not in response.content.decode()
         assert not ClaudeApiKey.objects.exists() and not AuditEvent.objects.exists()
 
+    def test_a_field_sent_twice_in_the_body_is_refused_by_name_not_read_as_its_last_value(self, world):
+        # JSON lets an object name a field twice and leaves its meaning open; Python reads the last. A client that
+        # merged a default body with its own (a stale key and the new one, say) must not have either saved unasked.
+        body = f'{{"apiKey": "{OTHER_KEY}", "apiKey": "{GOOD_KEY}"}}'
+        response = api_put_key(console(), "acme", body, **bearer(world.acme_admin))
+
+        assert response.status_code == 400
+        assert error_of(response) == {
+            "code": "invalid_request",
+            "message": "The field `apiKey` is repeated: send each field once.",
+        }
+        assert not ClaudeApiKey.objects.exists() and not AuditEvent.objects.exists()
+
 
 class TestSessionAuthentication:
     def test_a_signed_in_browser_can_read_settings_without_a_token(self, world):

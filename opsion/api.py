@@ -236,7 +236,7 @@ def _invalid(request, exc: ValidationError):
 @api.exception_handler(HttpError)
 def _http_error(request, exc: HttpError):
     if exc.status_code == 403 and "CSRF" in str(exc):
-        return error_json("csrf_failed", "CSRF check failed: send the X-CSRFToken header with session requests.", 403)
+        return error_json("csrf_failed", f"CSRF check failed: {_csrf_advice(request)}", 403)
     # ninja wraps every failure to parse the body in "Cannot parse request body"; say which one it was.
     if isinstance(exc.__cause__, NotJson):
         return error_json(
@@ -249,6 +249,17 @@ def _http_error(request, exc: HttpError):
     if exc.__cause__ is not None:  # malformed JSON, or nested too deeply to parse (RecursionError)
         return error_json("invalid_request", "The request body must be a JSON object.", 400)
     return error_json("invalid_request" if exc.status_code == 400 else "error", str(exc), exc.status_code)
+
+
+def _csrf_advice(request: HttpRequest) -> str:
+    """What a session write the CSRF check refused should change, from Django's reason (opsion.views.csrf_failure
+    keeps it): a client that sent its X-CSRFToken must not be told to send it, when its Origin or Referer was why."""
+    reason = getattr(request, "csrf_failure_reason", "")
+    if reason.startswith("Origin checking failed"):
+        return "the request's `Origin` is not this server's: the API answers no page of another origin."
+    if reason.startswith("Referer checking failed"):
+        return "a session write over HTTPS needs a `Referer` header naming this server."
+    return "send the X-CSRFToken header with session requests."
 
 
 @api.exception_handler(RequestDataTooBig)

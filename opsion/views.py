@@ -63,7 +63,9 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     so a settings form a tab still shows carries a token that no longer matches: its user, signed in, is
     sent back to the form's page told what was not done, as after an expired session, instead of to a
     dead end whose Back returns an emptied key field. Anything else (no token, another origin, no
-    session) gets the plain 403 page."""
+    session) gets the plain 403 page. The reason is kept on the request for the API's 403 (opsion.api), which
+    ninja's own CSRF check raises without it."""
+    request.csrf_failure_reason = reason
     if reason == STALE_TOKEN and request.path == reverse("login"):
         return _sign_in_again(request)
     if reason == STALE_TOKEN and request.path == reverse("logout"):

@@ -24,7 +24,7 @@ from orgs.guards import TooManyAttempts
 from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Plan, Role
 from orgs.validation import KeyMalformed
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY
-from tests.clients import api_delete_key, api_put_key, bearer, console, token_client
+from tests.clients import KEY_API, api_delete_key, api_put_key, bearer, console, token_client
 from tests.orgs.helpers import (
     ELIGIBLE,
     PLAN_REFUSAL,
@@ -349,6 +349,30 @@ class TestSessionAuthentication:
             assert error_of(response)["code"] == "csrf_failed"
         assert stored_key(world.acme) == GOOD_KEY
         assert not AuditEvent.objects.exists()
+
+    @pytest.mark.parametrize(
+        ("headers", "says"),
+        [
+            (
+                {"Origin": "https://elsewhere.example"},
+                "the request's `Origin` is not this server's: the API answers no page of another origin",
+            ),
+            ({"secure": True}, "a session write over HTTPS needs a `Referer` header naming this server"),
+        ],
+        ids=["another-origin", "https-without-referer"],
+    )
+    def test_a_session_write_sending_its_csrf_token_is_told_what_else_was_wrong(self, world, headers, says):
+        # Told to send the X-CSRFToken header it had sent, a client (a script on the session, a page of another
+        # origin) would look for the fault in the one place it is not.
+        client = console(world.acme_admin, enforce_csrf_checks=True)
+        client.get("/orgs/acme/settings/")
+        csrf = {"X-CSRFToken": client.cookies["csrftoken"].value}
+        secure = headers.pop("secure", False)
+
+        response = client.delete(KEY_API.format("acme"), headers=csrf | headers, secure=secure)
+
+        assert response.status_code == 403
+        assert error_of(response) == {"code": "csrf_failed", "message": f"CSRF check failed: {says}."}
 
     def test_session_writes_with_the_csrf_header_go_through(self, world):
         client = console(world.acme_admin, enforce_csrf_checks=True)

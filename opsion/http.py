@@ -1,5 +1,9 @@
+from urllib.parse import urlsplit
+
 from django.conf import settings
 from django.http import HttpRequest
+
+from opsion.reporting import redact
 
 
 def trusts_proxy_headers() -> bool:
@@ -15,3 +19,10 @@ def client_ip(request: HttpRequest) -> str | None:
         if forwarded:
             return forwarded.split(",")[-1].strip() or None
     return request.META.get("REMOTE_ADDR") or None
+
+
+def without_secret_query(url: str) -> str:
+    """`url` (a sign-in's `next`), without its query string when that holds a Claude API key or an API token
+    (anything log lines redact): sent on in a redirect or a form, it would come back (opsion.middleware refuses such
+    an address)."""
+    return urlsplit(url).path if url and redact(url) != url else url

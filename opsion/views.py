@@ -12,6 +12,7 @@ from django.urls import Resolver404, resolve, reverse
 from django.views import csrf
 
 from opsion.errors import error_json
+from opsion.http import without_secret_query
 from opsion.middleware import API_ERRORS, NulInQueryString, SecretInQueryString
 from orgs import drafts
 
@@ -95,7 +96,7 @@ def _sign_in_again(request: HttpRequest) -> HttpResponse:
     checks `next` and sends a signed-in visitor on); otherwise they are asked to sign in again. No password is
     checked: the form is only turned into a GET of the sign-in page. What it carried along (orgs.drafts) is
     not dropped: kept for the page it came from, as a sign-in keeps it, or carried by the sign-in page again."""
-    next_url = request.POST.get("next", "")
+    next_url = without_secret_query(request.POST.get("next", ""))  # sent back below, in a redirect or a form
     draft, choice, by = drafts.posted(request), drafts.posted_choice(request), drafts.posted_by(request)
     if request.user.is_authenticated:
         # Kept for the page itself, without `next`'s query string, as a sign-in keeps it; only for the user it was

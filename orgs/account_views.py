@@ -15,7 +15,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.debug import sensitive_post_parameters
 
 from opsion import requestid
-from opsion.reporting import redact
+from opsion.http import without_secret_query
 from orgs import drafts, guards, notifications, recent_auth, services
 from orgs.forms import ChangePasswordForm, SignInForm
 
@@ -78,11 +78,8 @@ class SignInView(GuardedPost, LoginView):
     def get_redirect_url(self):
         # `next` naming the sign-in page itself would make Django raise (a 500) for a signed-in visitor,
         # who is sent to the default page instead.
-        url = super().get_redirect_url()
-        if url and redact(url) != url:
-            # A key or token in its query string (a `next` typed by hand: the middleware refuses such an address) is
-            # not sent on; the page itself is.
-            url = urlsplit(url).path
+        # A key or token in its query string (a `next` typed by hand) is not sent on; the page itself is.
+        url = without_secret_query(super().get_redirect_url())
         return "" if url and urlsplit(url).path == self.request.path else url
 
     def form_valid(self, form):

@@ -8,7 +8,9 @@ import pytest
 from django.test import Client
 
 from orgs import services
+from orgs.drafts import typed_by
 from tests.base import CANARY_KEY, PASSWORD
+from tests.orgs.helpers import csrf_token_from
 
 SAVE = "/orgs/acme/settings/claude-api-key/save"
 
@@ -61,3 +63,24 @@ def test_ordinary_console_addresses_with_query_strings_still_work(world, acme_ke
     assert client.get("/orgs/acme/settings/audit-log/?page=1").status_code == 200
     # The API never sends a query string back (an unknown parameter is named redacted): it is left as it was.
     assert client.get(f"/api/v1/orgs/acme/settings?apiKey={CANARY_KEY}").status_code == 200
+
+
+@pytest.mark.parametrize("signed_in", [False, True], ids=["signed-out", "signed-in"])
+@pytest.mark.parametrize("draft", ["", "A question typed before the session expired"], ids=["no-draft", "draft"])
+def test_a_stale_sign_in_form_whose_next_address_holds_a_key_does_not_send_it_back(world, signed_in, draft):
+    """The sign-in form gone stale (another tab signed in, or signed in and out) is turned into a GET of the sign-in
+    page with its `next`, or the sign-in page again: a `next` holding a key came back in its Location or its form."""
+    client = Client(enforce_csrf_checks=True)
+    token = csrf_token_from(client.get("/accounts/login/").content.decode())
+    client.cookies["csrftoken"] = "s" * 32  # what signing in in another tab does to the cookie
+    if signed_in:
+        client.force_login(world.acme_admin)
+    form = {"username": "admin@acme.test", "password": PASSWORD, "csrfmiddlewaretoken": token}
+    form |= {"next": f"{SAVE}?api_key={CANARY_KEY}", "draft": draft, "draft_by": typed_by(world.acme_admin)}
+
+    response = client.post("/accounts/login/", form)
+
+    assert response.status_code in (200, 302)
+    assert CANARY_KEY not in _shown(response) and CANARY_KEY[13:45] not in _shown(response)
+    if response.status_code == 302:
+        assert client.get(response["Location"]).status_code in (200, 302)  # an address that opens, not the 400

@@ -249,12 +249,12 @@ class OrganisationAdmin(admin.ModelAdmin):
             )
         )
 
-    # Whether a key is stored is not whether it is used: one left behind by a downgrade is stored but unused, and a
-    # tick beside it read as Bring Your Own Model still on.
     def get_changelist(self, request, **kwargs):
-        return KeyStateChangeList
+        return KeyStateChangeList  # the key column sorts by the state it shows
 
-    # Sorted by the state shown: the rank KeyStateChangeList annotates when the column is sorted.
+    # Whether a key is stored is not whether it is used: one left behind by a downgrade is stored but unused, and a
+    # tick beside it read as Bring Your Own Model still on. Sorted by the state shown: the rank KeyStateChangeList
+    # annotates when the column is sorted.
     @admin.display(description="Claude API key", ordering="_key_rank")
     def claude_api_key_state(self, obj) -> str:
         return KEY_STATES[key_state(obj)]

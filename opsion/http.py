@@ -21,8 +21,18 @@ def client_ip(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+def holds_secret(value: str) -> bool:
+    """Whether `value` (a query string's parameter) holds a Claude API key or an API token, as log lines redact them.
+    A local address (a sign-in's `next`) is judged by its own query string and fragment: its path names pages and an
+    organisation, whose slug is no secret though it may have a key's form (sk-ant-capital-markets)."""
+    if value.startswith("/") and not value.startswith("//"):
+        parts = urlsplit(value)
+        value = f"{parts.query}#{parts.fragment}"
+    return redact(value) != value
+
+
 def without_secret_query(url: str) -> str:
     """`url` (a sign-in's `next`), without its query string when that holds a Claude API key or an API token
     (anything log lines redact): sent on in a redirect or a form, it would come back (opsion.middleware refuses such
     an address)."""
-    return urlsplit(url).path if url and redact(url) != url else url
+    return urlsplit(url).path if url and holds_secret(url) else url

@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse, UnreadablePostError
 from django.template.loader import render_to_string
 
 from opsion.errors import error_json
-from opsion.reporting import redact
+from opsion.http import holds_secret
 
 log = logging.getLogger("opsion")
 
@@ -116,7 +116,7 @@ class RejectNulMiddleware:
 
 
 def _holds_secret(parameters) -> bool:
-    return any(redact(key) != key or any(redact(value) != value for value in values) for key, values in parameters)
+    return any(holds_secret(key) or any(holds_secret(value) for value in values) for key, values in parameters)
 
 
 def _unreadable_form(request: HttpRequest, refused: TooManyFieldsSent | RequestDataTooBig) -> HttpResponse:

@@ -9,6 +9,7 @@ from django.test import Client
 
 from orgs import services
 from orgs.drafts import typed_by
+from orgs.models import Membership, Organisation, Plan, Role
 from tests.base import CANARY_KEY, PASSWORD
 from tests.orgs.helpers import csrf_token_from
 
@@ -84,3 +85,23 @@ def test_a_stale_sign_in_form_whose_next_address_holds_a_key_does_not_send_it_ba
     assert CANARY_KEY not in _shown(response) and CANARY_KEY[13:45] not in _shown(response)
     if response.status_code == 302:
         assert client.get(response["Location"]).status_code in (200, 302)  # an address that opens, not the 400
+
+
+def test_an_organisation_whose_slug_looks_like_a_key_is_still_reached_through_the_sign_in(world):
+    """A slug is no secret, though one may have a key's form (an organisation named SK Ant Capital Markets): the
+    sign-in page the organisation's pages send a signed-out member to names it in `next`, and was refused."""
+    org = Organisation.objects.create(
+        slug="sk-ant-capital-markets", name="SK Ant Capital Markets", plan=Plan.INSTITUTIONAL
+    )
+    Membership.objects.create(user=world.acme_admin, organisation=org, role=Role.OWNER)
+    client = Client()
+
+    sign_in = client.get("/orgs/sk-ant-capital-markets/insights/", follow=True)
+
+    assert sign_in.status_code == 200 and sign_in.redirect_chain[-1][0].startswith("/accounts/login/?next=")
+    form = {"username": "admin@acme.test", "password": PASSWORD, "next": "/orgs/sk-ant-capital-markets/insights/"}
+    assert client.post("/accounts/login/", form)["Location"] == "/orgs/sk-ant-capital-markets/insights/"
+    assert (
+        client.get(f"/accounts/login/?next=/orgs/sk-ant-capital-markets/settings/%3Fapi_key%3D{CANARY_KEY}").status_code
+        == 400
+    )

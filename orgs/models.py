@@ -2,9 +2,11 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from opsion.reporting import redact
 from orgs.crypto import EncryptedTextField
 
 
@@ -68,6 +70,7 @@ class Plan(models.TextChoices):
 
 
 BYOM_PLANS = frozenset({Plan.INSTITUTIONAL, Plan.CUSTOM})
+SLUG_LIKE_A_SECRET = "A slug cannot look like a Claude API key (sk-ant-…) or an API token (opsn_…)."
 
 
 class Organisation(models.Model):
@@ -85,6 +88,11 @@ class Organisation(models.Model):
     def clean(self) -> None:
         # Addresses are lower case: `ACME` beside `acme` would be two customers one letter apart.
         self.slug = self.slug.lower()
+        # Log lines hide a key's or a token's form wherever it appears, and a console address carrying one in a
+        # parameter (a search, a sign-in's next) is refused (opsion.middleware): such a slug would be blanked in its
+        # organisation's own log lines, and refused there.
+        if redact(self.slug) != self.slug:
+            raise ValidationError({"slug": SLUG_LIKE_A_SECRET})
 
     @property
     def allows_byom(self) -> bool:

@@ -227,6 +227,18 @@ class TestOrganisationChange:
         world.globex.refresh_from_db()
         assert world.globex.slug == "globex"
 
+    @pytest.mark.parametrize("slug", ["sk-ant-capital-markets", "opsn_nordic-digital-assets-exchange"])
+    def test_a_slug_in_the_form_of_a_key_or_token_is_refused(self, world, staff, slug):
+        # Log lines hide such text wherever it appears, and console addresses carrying it in a parameter (a search, a
+        # sign-in's next) are refused: the organisation would be blanked in its own log lines and unreachable there.
+        response = staff.post(f"{ORGS}{world.globex.pk}/change/", organisation_admin_form(world.globex, slug=slug))
+
+        page = response.content.decode()
+        assert response.status_code == 200
+        assert "A slug cannot look like a Claude API key (sk-ant-…) or an API token (opsn_…)." in page
+        world.globex.refresh_from_db()
+        assert world.globex.slug == "globex"
+
     def test_a_slug_typed_in_capitals_is_saved_in_lower_case(self, world, staff):
         staff.post(f"{ORGS}{world.globex.pk}/change/", organisation_admin_form(world.globex, slug="Globex-EU"))
 

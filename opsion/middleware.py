@@ -90,7 +90,7 @@ class RejectNulMiddleware:
         if any("\x00" in key or any("\x00" in value for value in values) for key, values in parameters):
             log.warning("NUL in the query string of %s %s", request.method, request.path)
             return _bad_request(request, NulInQueryString())
-        if not request.path.startswith("/api/") and _holds_secret(request.GET.lists()):
+        if not request.path.startswith("/api/") and _parameters_hold_secret(request.GET.lists()):
             log.warning("a key or token in the query string of %s %s", request.method, request.path)
             return _bad_request(request, SecretInQueryString())
         return self.get_response(request)
@@ -115,7 +115,7 @@ class RejectNulMiddleware:
         return None
 
 
-def _holds_secret(parameters) -> bool:
+def _parameters_hold_secret(parameters) -> bool:
     return any(holds_secret(key) or any(holds_secret(value) for value in values) for key, values in parameters)
 
 
@@ -215,13 +215,14 @@ API_ERRORS = {
     403: ("forbidden", "You may not do that."),
     # Only an address no route matches reaches here: an organisation's own 404 is the API's ("Not found."), so a
     # typo in the path (a trailing slash) does not read as "not a member".
-    404: (
-        "not_found",
-        "No API operation at this address (paths take no trailing slash): see /api/v1/openapi.json.",
-    ),
+    404: ("not_found", "No API operation at this address: see /api/v1/openapi.json."),
     413: ("payload_too_large", "The request body is too large."),
     500: ("server_error", "Something went wrong on our side. It has been logged; please try again."),
 }
+
+
+# Said only of an address ending in a slash: elsewhere it would send a client looking for a slash it did not send.
+NO_TRAILING_SLASH = "No API operation at this address (paths take no trailing slash): see /api/v1/openapi.json."
 
 
 class ApiErrorShapeMiddleware:
@@ -248,6 +249,8 @@ class ApiErrorShapeMiddleware:
             replacement = error_json("method_not_allowed", f"{request.method} is not allowed here. Use {allowed}.", 405)
         else:
             code, message = API_ERRORS.get(response.status_code, ("error", response.reason_phrase))
+            if response.status_code == 404 and request.path.endswith("/"):
+                message = NO_TRAILING_SLASH
             replacement = error_json(code, message, response.status_code)
         for header in ("Allow", "Retry-After", "WWW-Authenticate"):
             if header in response:

@@ -316,7 +316,9 @@ def test_an_unknown_api_path_says_so_not_as_an_organisation_one_is_not_a_member_
     error = json_error(response)
     assert error["code"] == "not_found"
     assert error["message"] != api.get("/api/v1/orgs/no-such-org/settings").json()["error"]["message"]
-    assert "no trailing slash" in error["message"] and "/api/v1/openapi.json" in error["message"]
+    assert "/api/v1/openapi.json" in error["message"]
+    # The hint on slashes only where the address ends in one: elsewhere it sends the client looking for a slash.
+    assert ("no trailing slash" in error["message"]) == path.endswith("/")
 
 
 @pytest.mark.parametrize("path", ["/api/v1/", "/api/v1"])

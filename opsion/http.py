@@ -3,7 +3,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.http import HttpRequest
 
-from opsion.reporting import redact
+from opsion.reporting import would_redact
 
 
 def trusts_proxy_headers() -> bool:
@@ -28,7 +28,7 @@ def holds_secret(value: str) -> bool:
     if value.startswith("/") and not value.startswith("//"):
         parts = urlsplit(value)
         value = f"{parts.query}#{parts.fragment}"
-    return redact(value) != value
+    return would_redact(value)
 
 
 def without_secret_query(url: str) -> str:

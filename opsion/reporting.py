@@ -60,7 +60,7 @@ class KeySafeExceptionReporterFilter(SafeExceptionReporterFilter):
             text = repr(value)
         except Exception:  # a broken __repr__ must not break the error page
             return self.cleansed_substitute
-        if redact(text) != text:
+        if would_redact(text):
             return self.cleansed_substitute
         return value
 
@@ -89,6 +89,11 @@ def redact(text: str) -> str:
         if secret and secret in text:
             text = text.replace(secret, "[redacted]")
     return text
+
+
+def would_redact(text: str) -> bool:
+    """Whether `text` holds anything `redact` blanks."""
+    return redact(text) != text
 
 
 def configure_logging(config: dict) -> None:
@@ -154,7 +159,7 @@ def _redacted(record: logging.LogRecord) -> logging.LogRecord:
             message = "unformattable log call"
         record.msg, record.args = message, None
     redacted = redact(message)
-    if redacted != message or _holds_secret(record.args):
+    if redacted != message or _args_hold_secret(record.args):
         # The message as written, and no arguments: a handler that reads them as they are (an error tracker sends
         # them as the message's parameters) must not find what the message left out ("%.12s", a mapping's value).
         record.msg, record.args = redacted, None
@@ -168,7 +173,7 @@ def _redacted(record: logging.LogRecord) -> logging.LogRecord:
     return record
 
 
-def _holds_secret(args) -> bool:
+def _args_hold_secret(args) -> bool:
     """Whether a log call's arguments hold anything redaction hides, printed by its message or not."""
     if not args:
         return False
@@ -176,4 +181,4 @@ def _holds_secret(args) -> bool:
         text = repr(args)
     except Exception:  # a broken __repr__: the formatted message is all that is kept
         return True
-    return redact(text) != text
+    return would_redact(text)

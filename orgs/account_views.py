@@ -179,9 +179,11 @@ def admin_password_change(request: HttpRequest) -> HttpResponse:
         response["Retry-After"] = str(refusal.retry_after)
         return response
     before = getattr(user, "password", None)  # an anonymous visitor has none: admin sends them to sign in
-    response = _admin_password_change(request)
-    if user.is_authenticated and user.password != before:  # admin's form sets it on request.user itself
-        services.password_changed(user=user, how="console")
+    # The new password and its e-mail's outbox row commit together: a password saved always has its e-mail.
+    with transaction.atomic():
+        response = _admin_password_change(request)
+        if user.is_authenticated and user.password != before:  # admin's form sets it on request.user itself
+            services.password_changed(user=user, how="console")
     return response
 
 

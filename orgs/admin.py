@@ -439,12 +439,14 @@ class UserAdmin(TimesSayTheirZone, BaseUserAdmin):
             return redirect("admin:password_change")
         if request.method == "GET" and user is not None and self.has_change_permission(request, user):
             self._say_tokens_outlive_the_password(request, user)
-        response = super().user_change_password(request, id, form_url)
-        if request.method == "POST" and user is not None:
-            # Django's view saves its own copy of the user: whether the password changed is read back.
-            now = User.objects.filter(pk=user.pk).values_list("password", flat=True).first()
-            if now is not None and now != user.password:
-                services.password_changed(user=user, how="staff")
+        # The new password and its e-mail's outbox row commit together: a password saved always has its e-mail.
+        with transaction.atomic():
+            response = super().user_change_password(request, id, form_url)
+            if request.method == "POST" and user is not None:
+                # Django's view saves its own copy of the user: whether the password changed is read back.
+                now = User.objects.filter(pk=user.pk).values_list("password", flat=True).first()
+                if now is not None and now != user.password:
+                    services.password_changed(user=user, how="staff")
         return response
 
     @staticmethod

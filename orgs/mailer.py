@@ -12,7 +12,10 @@ stops are each logged at ERROR, by a description that names the account's id, ne
 memory): the few e-mails waiting then are lost silently, as the answers being written are; the user asks again.
 
 The security e-mails (orgs.notifications: a key saved or removed, or put into or out of use by a plan change, a
-password changed, a token created) go the same way, handed over once their change commits.
+password changed, a token created) go the same way, handed over once their change commits, but are not lost so: each
+is first written to the database's outbox in the change's own transaction (orgs.outbox), and one this thread never
+sent, or failed to, is sent later by `send_pending_mail`. Refused because too many are waiting, or still waiting
+when the process stops, such an e-mail is logged here as unsent all the same, and goes out from the outbox.
 """
 
 import atexit
@@ -94,14 +97,19 @@ class Sender:
                     try:
                         job.send()
                     except BaseException as exc:  # SystemExit too: it would end this thread, and no mail would go
-                        # The type and the SMTP code only: an SMTP error's text quotes the addresses it refused, and
-                        # other errors could quote the message, whose link resets the password.
-                        code = getattr(exc, "smtp_code", None)
-                        log.error("%s not sent (%s%s)", job.what, type(exc).__name__, f" {code}" if code else "")
+                        log_not_sent(job.what, exc)
             finally:
                 with self._changed:
                     self._sending = None
                     self._changed.notify_all()
+
+
+def log_not_sent(what: str, exc: BaseException) -> None:
+    """Log at ERROR that the e-mail `what` names was not sent, by the error's type and SMTP code only: an SMTP error's
+    text quotes the addresses it refused, and other errors could quote the message (a reset e-mail's link resets the
+    password)."""
+    code = getattr(exc, "smtp_code", None)
+    log.error("%s not sent (%s%s)", what, type(exc).__name__, f" {code}" if code else "")
 
 
 def _emails(count: int) -> str:
@@ -114,8 +122,8 @@ sender = Sender(CAPACITY)
 def send_later(send: Callable[[], None], *, what: str) -> None:
     """Call `send` on the mail thread, after this returns; `what` names it in the log if it fails or never runs.
 
-    `send` is given what it needs (the account, the host) and must not use the database: the mail thread has no
-    request cycle to close a connection it would open."""
+    `send` is given what it needs (the account, the host) and must close any database connection it opens: the mail
+    thread has no request cycle to close it (orgs.outbox's sends do)."""
     sender.submit(Job(send, what))
 
 

@@ -258,3 +258,37 @@ class AuditEvent(models.Model):
         """Where the change came from, as the customer sees it (page, CSV, API): staff's own network stays
         with Opsion, in admin."""
         return None if self.via == "admin" else self.ip
+
+
+class OutboxMail(models.Model):
+    """A security e-mail (orgs.notifications) written in the transaction of the change it tells of, kept until sent.
+
+    Only what the e-mail says: one recipient, its subject and its text, none of which holds a secret (never a key, a
+    token or a link carrying one; the password reset e-mail, whose link is one, never comes here)."""
+
+    to = models.EmailField()
+    subject = models.CharField(max_length=300)
+    body = models.TextField()
+    what = models.CharField(max_length=120)  # for the log: "claude api key saved e-mail to user 42", no address
+    request_id = models.CharField(max_length=64, blank=True)  # the request that made the change, for support
+    created_at = models.DateTimeField(default=timezone.now)
+    # Unsent rows go out once due_at is past. A process sending one holds it (claim, its own random value) with
+    # due_at moved on by the lease; a failed send moves due_at on by the backoff and lets the row go.
+    due_at = models.DateTimeField()
+    claim = models.CharField(max_length=32, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    given_up_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "outbox e-mail"
+        indexes = [
+            models.Index(
+                fields=["due_at"],
+                name="orgs_outbox_waiting_due",
+                condition=models.Q(sent_at__isnull=True, given_up_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.what

@@ -3,23 +3,21 @@ expected. A customer's compliance team wants to hear of a change to its Claude A
 in the audit log weeks later; a user whose password was changed, or who has a new API token, by someone else learns
 it here first.
 
-Each e-mail is written on the request's thread (recipients, names, times: everything read from the database) and
-handed to the mail thread (orgs.mailer) only once the change commits: a write refused or rolled back tells no one of a
-change that did not happen. Never a part of the key or of a token, and no link but SUPPORT_URL: nothing in these
-e-mails is worth stealing, and none teaches people to follow a link in a security e-mail. Without EMAIL_URL Opsion
-sends none.
+Each e-mail is written on the request's thread (recipients, names, times: everything read from the database), kept
+as a row of the outbox (orgs.outbox) in the change's own transaction, and handed to the mail thread (orgs.mailer) only
+once the change commits: a write refused or rolled back tells no one of a change that did not happen, and one
+committed is told even if the process dies before its mail thread sends it. Never a part of the key or of a token,
+and no link but SUPPORT_URL: nothing in these e-mails, or in the rows kept of them, is worth stealing, and none
+teaches people to follow a link in a security e-mail. Without EMAIL_URL Opsion sends none.
 """
 
 from datetime import datetime
-from functools import partial
 
 from django.conf import settings
-from django.core.mail import EmailMessage
-from django.db import transaction
 from django.template.loader import render_to_string
 
 from insights.ratelimit import Window, locked_out_words, window_words
-from orgs import mailer, selectors
+from orgs import outbox, selectors
 from orgs.models import MANAGING_ROLES, ApiToken, AuditAction, KeyStatus, Organisation, User
 
 VIA = {
@@ -158,5 +156,4 @@ def _who(user) -> str:
 def _send_on_commit(user: User, subject: str, body: str, what: str) -> None:
     # One e-mail per person, so no one sees who else was told, and one refused address stops no other. A name put
     # in the subject (an organisation's) is made one line: a newline in a header is refused when it is sent.
-    message = EmailMessage(" ".join(subject.split()), body, to=[user.email])
-    transaction.on_commit(partial(mailer.send_later, message.send, what=f"{what} to user {user.pk}"))
+    outbox.add(to=user.email, subject=" ".join(subject.split()), body=body, what=f"{what} to user {user.pk}")

@@ -1,0 +1,30 @@
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from orgs import outbox
+
+
+def _emails(count: int) -> str:
+    return f"{count} e-mail{'' if count == 1 else 's'}"
+
+
+class Command(BaseCommand):
+    help = (
+        "Send the security e-mails left in the outbox: those whose process died before sending them (once its "
+        f"{int(outbox.LEASE.total_seconds() // 60)}-minute hold has run out) and those whose send failed (once their "
+        "backoff has passed); then delete the rows sent or given up long ago. Run it from cron every minute."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--limit", type=int, default=500, help="Send at most this many e-mails this run.")
+
+    def handle(self, *args, limit: int, **options):
+        if limit < 1:
+            raise CommandError("--limit must be at least 1.")
+        if not settings.EMAIL_CONFIGURED:
+            self.stdout.write(f"EMAIL_URL is unset: Opsion sends no mail. {_emails(outbox.waiting())} left waiting.")
+            return
+        done = outbox.send_pending(limit=limit)
+        pruned = outbox.prune()
+        failed = f"; {_emails(done.failed)} failed (logged) and will be tried again" if done.failed else ""
+        self.stdout.write(f"Sent {_emails(done.sent)}{failed}. Deleted {pruned} old outbox rows.")

@@ -64,7 +64,7 @@ class Sender:
         """Queue `job`, or log that it will not be sent: this never waits, whatever the mail thread is doing."""
         with self._changed:
             if len(self._waiting) >= self.capacity:
-                log.error("%s not sent: %s already waiting to be sent", job.what, _emails(len(self._waiting)))
+                log.error("%s not sent: %s already waiting to be sent", job.what, emails(len(self._waiting)))
                 return
             self._waiting.append(job)
             if self._thread is None:
@@ -85,7 +85,7 @@ class Sender:
             left = [f"{self._sending.what} (being sent, it may yet go)"] if self._sending else []
             left += [job.what for job in self._waiting]
             self._waiting.clear()
-        log.error("the process is stopping with %s unsent: %s", _emails(len(left)), ", ".join(left))
+        log.error("the process is stopping with %s unsent: %s", emails(len(left)), ", ".join(left))
 
     def _run(self) -> None:
         while True:
@@ -112,7 +112,8 @@ def log_not_sent(what: str, exc: BaseException) -> None:
     log.error("%s not sent (%s%s)", what, type(exc).__name__, f" {code}" if code else "")
 
 
-def _emails(count: int) -> str:
+def emails(count: int) -> str:
+    """ "1 e-mail", "2 e-mails"."""
     return f"{count} e-mail{'' if count == 1 else 's'}"
 
 

@@ -2,10 +2,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from orgs import outbox
-
-
-def _emails(count: int) -> str:
-    return f"{count} e-mail{'' if count == 1 else 's'}"
+from orgs.mailer import emails
 
 
 class Command(BaseCommand):
@@ -22,9 +19,9 @@ class Command(BaseCommand):
         if limit < 1:
             raise CommandError("--limit must be at least 1.")
         if not settings.EMAIL_CONFIGURED:
-            self.stdout.write(f"EMAIL_URL is unset: Opsion sends no mail. {_emails(outbox.waiting())} left waiting.")
+            self.stdout.write(f"EMAIL_URL is unset: Opsion sends no mail. {emails(outbox.waiting())} left waiting.")
             return
         done = outbox.send_pending(limit=limit)
         pruned = outbox.prune()
-        failed = f"; {_emails(done.failed)} failed (logged) and will be tried again" if done.failed else ""
-        self.stdout.write(f"Sent {_emails(done.sent)}{failed}. Deleted {pruned} old outbox rows.")
+        failed = f"; {emails(done.failed)} failed (logged) and will be tried again" if done.failed else ""
+        self.stdout.write(f"Sent {emails(done.sent)}{failed}. Deleted {pruned} old outbox rows.")

@@ -204,3 +204,10 @@ def test_an_answer_cannot_give_its_own_markup_the_named_link_class():
     html = render_markdown('<a class="named-link" href="https://x.eu">x</a> and <p class="named-link">y</p>')
 
     assert [attrs for tag, attrs in _Markup(html).tags if "class" in attrs] == []  # shown as text, not markup
+
+
+def test_text_claude_strikes_through_stays_struck_through():
+    # "~~Article 45~~ Article 46": shown without its strike, the withdrawn reference reads as a current one.
+    html = render_markdown("The threshold is ~~EUR 5 million~~ EUR 15 million.")
+
+    assert html == "<p>The threshold is <s>EUR 5 million</s> EUR 15 million.</p>\n"

@@ -39,7 +39,8 @@ ALLOWED_TAGS = {
     "a",
     "div",
 }
-ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}}
+ALLOWED_ATTRIBUTES = {"a": {"href", "title"}}
+ALIGNMENTS = {"left", "center", "right"}
 
 
 # An answer sits under the page's own headings (the card's "Answer" is an h2).
@@ -73,6 +74,17 @@ def _table_close(renderer, tokens, idx, options, env):
     return renderer.renderToken(tokens, idx, options, env) + "</div>"
 
 
+def _cell_open(renderer, tokens, idx, options, env):
+    # A column aligned in Markdown ("--:" for amounts) comes as style="text-align:right", which the sanitiser drops
+    # (and the CSP would refuse): the cell's align attribute says the same, one of the three values allowed below.
+    token = tokens[idx]
+    style = token.attrGet("style") or ""
+    if style.startswith("text-align:"):
+        token.attrs.pop("style")
+        token.attrSet("align", style.removeprefix("text-align:"))
+    return renderer.renderToken(tokens, idx, options, env)
+
+
 def _link_open(renderer, tokens, idx, options, env):
     # A link with words of its own ("[the Q&A](https://…)") prints its address after them (the print style): on
     # paper the words alone lead nowhere. An address written out (linkify's, or <https://…>) is already its words.
@@ -90,6 +102,8 @@ def _parser() -> MarkdownIt:
     for rule, render in [
         ("table_open", _table_open),
         ("table_close", _table_close),
+        ("th_open", _cell_open),
+        ("td_open", _cell_open),
         ("link_open", _link_open),
     ]:
         md.add_render_rule(rule, render)
@@ -113,6 +127,8 @@ def render_markdown(text: str) -> SafeString:
         tag_attribute_values={
             "div": {"class": {"prose__table"}, "tabindex": {"0"}, "role": {"region"}, "aria-label": {"Table"}},
             "a": {"class": {"named-link"}},
+            "th": {"align": ALIGNMENTS},
+            "td": {"align": ALIGNMENTS},
         },
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",

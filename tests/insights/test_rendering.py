@@ -84,7 +84,7 @@ def test_bare_urls_become_links_and_tables_stay_tables():
         '<a href="https://eur-lex.europa.eu/eli/reg/2023/1114/oj" rel="noopener noreferrer nofollow">'
         "https://eur-lex.europa.eu/eli/reg/2023/1114/oj</a>." in html
     )
-    assert "<th>Art.</th>" in html and "<td>Reserve</td>" in html
+    assert "<th>Art.</th>" in html and '<td align="left">Reserve</td>' in html  # written ":--"
     assert '<div class="prose__table" tabindex="0" role="region" aria-label="Table"><table>' in html
     assert "</table>\n</div>" in html
 
@@ -211,3 +211,13 @@ def test_text_claude_strikes_through_stays_struck_through():
     html = render_markdown("The threshold is ~~EUR 5 million~~ EUR 15 million.")
 
     assert html == "<p>The threshold is <s>EUR 5 million</s> EUR 15 million.</p>\n"
+
+
+def test_a_tables_column_alignment_is_kept_without_a_style_attribute():
+    # Markdown's ":--:" and "--:" (amounts, percentages) come out of the parser as style attributes, which the
+    # sanitiser drops (and the CSP would refuse): each becomes the cell's align attribute instead.
+    html = render_markdown("| Class | Own funds | Note |\n|---|--:|:-:|\n| 1 | EUR 75,000 | a |")
+
+    assert_harmless(html)
+    assert '<th>Class</th>\n<th align="right">Own funds</th>\n<th align="center">Note</th>' in html
+    assert '<td>1</td>\n<td align="right">EUR 75,000</td>\n<td align="center">a</td>' in html

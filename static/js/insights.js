@@ -25,6 +25,7 @@
   let asking = false;
   let limited = false;
   let limitTimer = 0;
+  let countdown = 0;
 
   function refreshAsk() {
     button.disabled = asking || limited;
@@ -42,15 +43,49 @@
     // A browser runs a longer timer at once (it overflows 2^31 ms, about 24 days): past that, a reload enables Ask.
     const wait = Math.max(1, seconds) * 1000;
     if (wait < 2 ** 31) limitTimer = setTimeout(limitPassed, wait);
+    countDown(Date.now() + wait);
+  }
+
+  // While Ask waits, the meter's "frees up in" and the time beside Ask count down as a clock would (rounded up, so
+  // never early), rather than keep the time the page or the refusal gave. Text only: nothing is announced.
+  const RETRY = /^(.* Try again in )[^.]+(\.)$/;
+  function countDown(deadline) {
+    clearInterval(countdown);
+    const resetIn = document.getElementById("usage-reset-in");
+    const retry = limitNotice.childElementCount ? null : RETRY.exec(limitNotice.textContent);
+    countdown = setInterval(function () {
+      const left = Math.ceil((deadline - Date.now()) / 1000);
+      if (left < 1) return clearInterval(countdown);
+      resetIn.textContent = formatDuration(left);
+      if (retry) limitNotice.textContent = retry[1] + formatDuration(left) + retry[2];
+    }, 1000);
   }
 
   function limitPassed() {
+    clearInterval(countdown);
     limited = false;
     limitNotice.hidden = true;
     limitNotice.replaceChildren();
     button.removeAttribute("aria-describedby");
     refreshAsk();
     if (!asking) status.textContent = FREED;
+    refreshMeter();
+  }
+
+  // Once a query has freed up, the meter shows the window as it stands now (the API's usage, read with this page's
+  // session), as a reload would: "Limit reached" beside an Ask enabled again would contradict it. Where that read
+  // fails (signed out meanwhile), the meter at least stops saying so; the count waits for a reload.
+  const meter = document.getElementById("usage-meter");
+  async function refreshMeter() {
+    try {
+      const response = await fetch(meter.dataset.usageUrl, { headers: { "Accept": "application/json" }, credentials: "same-origin" });
+      if (!response.ok) throw new Error(String(response.status));
+      const usage = await response.json();
+      updateMeter(usage, usage.used);
+    } catch (ignored) {
+      document.getElementById("usage-reset").hidden = true;
+      meter.classList.remove("meter--full");
+    }
   }
 
   if (limitNotice && !limitNotice.hidden) {

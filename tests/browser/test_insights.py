@@ -85,6 +85,27 @@ def test_at_the_limit_ask_waits_beside_a_usable_question_box_until_the_next_quer
     assert len(fake_anthropic.requests) == 1  # the one Ask sent once enabled; Ctrl+Enter sent nothing
 
 
+def test_at_the_limit_the_meter_counts_down_and_stops_saying_limit_reached_once_a_query_frees_up(
+    app, page, world, fake_anthropic
+):
+    # The hour's oldest query leaves a few seconds after the page loads: the meter said "frees up in 9 s" until a
+    # reload, and went on saying "Limit reached" with the count at 20 of 20 beside an Ask enabled again.
+    seed(world.acme, 3585, *[600] * 19, user=world.acme_member)
+    sign_in(page, app.url, "member@acme.test")
+    reset_in, beside_ask = page.locator("#usage-reset-in"), page.locator("#ask-limit")
+    expect(page.locator("#usage-reset")).to_be_visible()
+    loaded = int(reset_in.inner_text().removesuffix(" s"))
+
+    expect(reset_in).to_have_text(f"{loaded - 2} s", timeout=4000)  # as a clock would, a second at a time
+    expect(beside_ask).to_have_text(f"Rate limit reached (20/hour). Try again in {loaded - 2} s.")
+
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled(timeout=20_000)
+    expect(page.locator("#usage-reset")).to_be_hidden()  # as a reload now shows the meter
+    expect(page.locator("#usage-used")).to_have_text("19")
+    expect(page.locator("#usage-meter")).not_to_have_class(re.compile(r"meter--full"))
+    expect(page.locator("#usage-bar")).to_have_attribute("value", "19")
+
+
 def test_a_limit_reached_since_the_page_loaded_is_refused_and_ask_then_waits(app, page, world, fake_anthropic, console):
     console.allow(429)  # the refused query's answer to fetch
     sign_in(page, app.url, "member@acme.test")

@@ -10,6 +10,7 @@ from functools import cache, lru_cache
 import nh3
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
 
 ALLOWED_TAGS = {
     "p",
@@ -93,6 +94,13 @@ def _link_open(renderer, tokens, idx, options, env):
     return renderer.renderToken(tokens, idx, options, env)
 
 
+def _image(renderer, tokens, idx, options, env):
+    # An image would load from wherever the answer points (a tracking pixel, an address Claude made up), so none is
+    # shown; its alt text is, in square brackets, so the words it stood for stay in the answer.
+    alt = renderer.renderInlineAsText(tokens[idx].children or [], options, env)
+    return f"[{escapeHtml(alt)}]" if alt.strip() else ""
+
+
 @cache
 def _parser() -> MarkdownIt:
     # HTML in an answer is shown as the text it is: answers are full of placeholders like <Company Name>,
@@ -105,6 +113,7 @@ def _parser() -> MarkdownIt:
         ("th_open", _cell_open),
         ("td_open", _cell_open),
         ("link_open", _link_open),
+        ("image", _image),
     ]:
         md.add_render_rule(rule, render)
     return md

@@ -221,3 +221,13 @@ def test_a_tables_column_alignment_is_kept_without_a_style_attribute():
     assert_harmless(html)
     assert '<th>Class</th>\n<th align="right">Own funds</th>\n<th align="center">Note</th>' in html
     assert '<td>1</td>\n<td align="right">EUR 75,000</td>\n<td align="center">a</td>' in html
+
+
+def test_an_image_in_an_answer_keeps_its_words_and_loads_nothing():
+    # An image would load from wherever the answer points (a tracking pixel, an address Claude made up): it is not
+    # shown, but the words it stands for are, as a reader would expect of text in the answer.
+    html = render_markdown("The structure:\n\n![Organisation chart of the <CASP>](https://example.com/chart.png)\n")
+
+    assert_harmless(html)
+    assert "<img" not in html and "example.com/chart.png" not in html
+    assert "Organisation chart of the &lt;CASP&gt;" in html

@@ -20,11 +20,27 @@ from redis.connection import parse_url
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
+
+_ON, _OFF = ("1", "true", "yes", "on", "y", "ok"), ("0", "false", "no", "off", "n")
+
+
+def _flag(name: str, default: bool) -> bool:
+    """An on/off setting, checked now: django-environ reads anything but its few words for "true" as false, so
+    HTTPS=ture would start without the HTTPS redirect, HSTS or Secure cookies, and RATELIMIT_ENABLE=enabled with
+    every abuse guard off. An empty value is the default, as for STATIC_ROOT."""
+    raw = env.str(name, default="").strip().lower()
+    if not raw:
+        return default
+    if raw not in _ON + _OFF:
+        raise ImproperlyConfigured(f"{name} must be 1 or 0 (or true/false, yes/no, on/off).")
+    return raw in _ON
+
+
 # Values already in the environment win over the file, so tests and CI stay hermetic.
-if env.bool("OPSION_READ_DOTENV", default=True):
+if _flag("OPSION_READ_DOTENV", default=True):
     environ.Env.read_env(BASE_DIR / ".env")
 
-DEBUG = env.bool("DEBUG", default=False)
+DEBUG = _flag("DEBUG", default=False)
 
 
 def _required(name: str, hint: str) -> str:
@@ -287,7 +303,7 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
 RATELIMIT_USE_CACHE = "default"
-RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
+RATELIMIT_ENABLE = _flag("RATELIMIT_ENABLE", default=True)
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "UTC"
@@ -301,7 +317,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = env.str("STATIC_ROOT", default="") or str(BASE_DIR / "staticfiles")  # empty is unset, as elsewhere
 # Hashed, compressed files from `collectstatic` in production; plain files from the apps in
 # development and tests (STATIC_MANIFEST=0), served by whitenoise straight from the finders.
-STATIC_MANIFEST = env.bool("STATIC_MANIFEST", default=not DEBUG)
+STATIC_MANIFEST = _flag("STATIC_MANIFEST", default=not DEBUG)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -313,11 +329,11 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = not STATIC_MANIFEST
 
 # Security headers. HTTPS defaults to on whenever DEBUG is off.
-HTTPS = env.bool("HTTPS", default=not DEBUG)
+HTTPS = _flag("HTTPS", default=not DEBUG)
 SECURE_SSL_REDIRECT = HTTPS
 # A load balancer probes the instance itself over plain HTTP; a redirect would read as unhealthy.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_PROXY", False) else None
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if _flag("BEHIND_PROXY", default=False) else None
 SECURE_HSTS_SECONDS = 31536000 if HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
 SECURE_HSTS_PRELOAD = HTTPS

@@ -432,6 +432,45 @@ def test_start_up_stops_on_a_numeric_setting_that_is_not_a_sensible_number(varia
     assert f"ImproperlyConfigured: {message}" in result.stderr, result.stderr[-2000:]
 
 
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("HTTPS", "ture"),
+        ("RATELIMIT_ENABLE", "enabled"),
+        ("BEHIND_PROXY", "yes please"),
+        ("STATIC_MANIFEST", "-"),
+        ("DEBUG", "fasle"),
+    ],
+)
+def test_start_up_stops_on_an_on_off_setting_it_cannot_read(variable, value):
+    # django-environ reads anything but its few words for "true" as false: HTTPS=ture started with no HTTPS
+    # redirect, no HSTS and cookies without Secure, and RATELIMIT_ENABLE=enabled with every abuse guard off, each
+    # with `check --deploy` clean.
+    result = run_python(["manage.py", "check"], production_env(**{variable: value}))
+
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {variable} must be 1 or 0 (or true/false, yes/no, on/off)" in result.stderr, (
+        result.stderr[-2000:]
+    )
+
+
+def test_on_off_settings_read_their_usual_spellings_and_an_empty_value_as_unset():
+    code = (
+        "from django.conf import settings as s; "
+        "print(repr((s.DEBUG, s.HTTPS, s.SECURE_PROXY_SSL_HEADER is not None, s.STATIC_MANIFEST, s.RATELIMIT_ENABLE)))"
+    )
+    spelled = production_env(
+        DEBUG=" False ", HTTPS="Yes", BEHIND_PROXY="on", STATIC_MANIFEST="0", RATELIMIT_ENABLE="off"
+    )
+    # An empty value is the default, as for STATIC_ROOT: `HTTPS=` in an env file turned HTTPS off.
+    empty = production_env(DEBUG="", HTTPS="", BEHIND_PROXY="", STATIC_MANIFEST="", RATELIMIT_ENABLE="")
+
+    read = [run_python(["manage.py", "shell", "-c", code], env) for env in (spelled, empty)]
+
+    assert read[0].stdout.strip().splitlines()[-1] == repr((False, True, True, False, False)), read[0].stderr[-2000:]
+    assert read[1].stdout.strip().splitlines()[-1] == repr((False, True, False, True, True)), read[1].stderr[-2000:]
+
+
 def test_numeric_settings_are_read_as_numbers():
     code = (
         "from django.conf import settings as s; "

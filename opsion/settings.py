@@ -391,7 +391,8 @@ def _anthropic_base_url() -> str:
 
 
 ANTHROPIC_BASE_URL = _anthropic_base_url()
-ANTHROPIC_MODEL = env.str("ANTHROPIC_MODEL", default="claude-sonnet-5-5")
+# Empty is unset, as for ANTHROPIC_BASE_URL: the model "" (a template's variable left empty) failed every query.
+ANTHROPIC_MODEL = env.str("ANTHROPIC_MODEL", default="").strip() or "claude-sonnet-5-5"
 ANTHROPIC_MAX_TOKENS = _number("ANTHROPIC_MAX_TOKENS", 1024, minimum=1)
 ANTHROPIC_TIMEOUT_SECONDS = _number("ANTHROPIC_TIMEOUT_SECONDS", 60, minimum=0.1, cast=float)
 # No SDK retries in the request path: the SDK obeys any retry-after without a cap, which would

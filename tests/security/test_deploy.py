@@ -523,6 +523,19 @@ def test_an_empty_anthropic_base_url_means_anthropics_own(value):
 
 
 @pytest.mark.parametrize(
+    "value, model", [("", "claude-sonnet-5-5"), ("  ", "claude-sonnet-5-5"), (" claude-opus-4-1\n", "claude-opus-4-1")]
+)
+def test_an_empty_model_means_the_default_one_and_a_model_is_read_trimmed(value, model):
+    # `ANTHROPIC_MODEL=` in an env file (a template's variable left empty) was taken as the model "": Anthropic
+    # refused every query, shown as "AI Insights is temporarily unavailable", with start-up and check --deploy clean.
+    code = "from django.conf import settings; print(repr(settings.ANTHROPIC_MODEL))"
+    result = run_python(["manage.py", "shell", "-c", code], production_env(ANTHROPIC_MODEL=value))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == repr(model), result.stdout
+
+
+@pytest.mark.parametrize(
     "url", ["127.0.0.1:8765", "api.anthropic.com", "ftp://proxy.example", "https://", "http://[::1", "https://a b"]
 )
 def test_start_up_stops_on_an_anthropic_base_url_that_is_not_a_web_address(url):

@@ -290,3 +290,38 @@ def test_without_mail_the_command_sends_nothing_and_says_so(db, settings):
 
     assert send_pending_mail() == "EMAIL_URL is unset: Opsion sends no mail. 2 e-mails left waiting.\n"
     assert OutboxMail.objects.filter(sent_at=None).count() == 2
+
+
+def explain(rows) -> str:
+    sql, params = rows.query.sql_with_params()
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("ANALYZE orgs_outboxmail")
+            cursor.execute("EXPLAIN " + sql, params)
+        else:
+            cursor.execute("ANALYZE")
+            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+        return "\n".join(" ".join(str(c) for c in row) for row in cursor.fetchall())
+
+
+def test_each_run_finds_what_to_send_and_what_to_prune_on_an_index_not_by_reading_every_row(db):
+    # send_pending_mail runs every minute: without an index, each run's prune would read every row the outbox keeps
+    # (a week of sent e-mails, a month of given-up ones) twice, to delete the few that have just grown old.
+    now = timezone.now()
+    rows = waiting_rows(3000)
+    OutboxMail.objects.filter(pk__in=[row.pk for row in rows[:2800]]).update(sent_at=now - timedelta(days=1))
+    OutboxMail.objects.filter(pk__in=[row.pk for row in rows[2800:2950]]).update(given_up_at=now - timedelta(days=2))
+
+    plans = {
+        "claim": explain(
+            OutboxMail.objects.filter(sent_at__isnull=True, given_up_at__isnull=True, due_at__lte=now)
+            .order_by("due_at", "pk")
+            .values("pk")[:1]
+        ),
+        "sent": explain(OutboxMail.objects.filter(sent_at__lt=now - outbox.SENT_KEPT).values("pk")),
+        "given up": explain(OutboxMail.objects.filter(given_up_at__lt=now - outbox.GIVEN_UP_KEPT).values("pk")),
+    }
+
+    assert "orgs_outbox_waiting_due" in plans["claim"], plans
+    assert "orgs_outbox_sent_at" in plans["sent"], plans
+    assert "orgs_outbox_given_up_at" in plans["given up"], plans

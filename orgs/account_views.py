@@ -1,5 +1,6 @@
 """Signing in and out, and changing one's password: the site's pages and admin's, each under an abuse guard."""
 
+from contextlib import nullcontext
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -179,8 +180,9 @@ def admin_password_change(request: HttpRequest) -> HttpResponse:
         response["Retry-After"] = str(refusal.retry_after)
         return response
     before = getattr(user, "password", None)  # an anonymous visitor has none: admin sends them to sign in
-    # The new password and its e-mail's outbox row commit together: a password saved always has its e-mail.
-    with transaction.atomic():
+    # The new password and its e-mail's outbox row commit together: a password saved always has its e-mail. Only a
+    # POST writes (on SQLite a transaction takes the database's write lock, which the page's GET need not hold).
+    with transaction.atomic() if request.method == "POST" else nullcontext():
         response = _admin_password_change(request)
         if user.is_authenticated and user.password != before:  # admin's form sets it on request.user itself
             services.password_changed(user=user, how="console")

@@ -1,4 +1,5 @@
 from collections import defaultdict
+from contextlib import nullcontext
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -439,8 +440,9 @@ class UserAdmin(TimesSayTheirZone, BaseUserAdmin):
             return redirect("admin:password_change")
         if request.method == "GET" and user is not None and self.has_change_permission(request, user):
             self._say_tokens_outlive_the_password(request, user)
-        # The new password and its e-mail's outbox row commit together: a password saved always has its e-mail.
-        with transaction.atomic():
+        # The new password and its e-mail's outbox row commit together: a password saved always has its e-mail. Only a
+        # POST writes (on SQLite a transaction takes the database's write lock, which the page's GET need not hold).
+        with transaction.atomic() if request.method == "POST" else nullcontext():
             response = super().user_change_password(request, id, form_url)
             if request.method == "POST" and user is not None:
                 # Django's view saves its own copy of the user: whether the password changed is read back.

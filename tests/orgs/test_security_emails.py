@@ -10,6 +10,7 @@ from datetime import UTC, timedelta
 
 import pytest
 from cryptography.fernet import Fernet
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.messages import get_messages
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
@@ -17,7 +18,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from orgs import guards, mailer, models, recent_auth, services
+from orgs import account_views, guards, mailer, models, recent_auth, services
 from orgs.crypto import Sealed
 from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Plan, Role
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY, PASSWORD, make_user, organisation_admin_form
@@ -837,3 +838,35 @@ def test_a_plan_change_mails_once_really_committed_and_not_when_really_rolled_ba
     assert saved.status_code == 302
     assert to(mail) == ["admin@acme.test", "owner@acme.test"]
     assert_no_key_in(mail)
+
+
+def test_admins_password_pages_hold_a_transaction_only_to_save(transactional_db, world, monkeypatch):
+    # The password and its e-mail's outbox row commit together; the pages' GETs need no transaction, which on SQLite
+    # takes the database's write lock (every transaction begins IMMEDIATE) while the page renders.
+    seen = []
+    own, staffs = account_views._admin_password_change, DjangoUserAdmin.user_change_password
+
+    def own_page(request):
+        seen.append(("own", request.method, connection.in_atomic_block))
+        return own(request)
+
+    def staffs_page(self, request, *args, **kwargs):
+        seen.append(("staff", request.method, connection.in_atomic_block))
+        return staffs(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(account_views, "_admin_password_change", own_page)
+    monkeypatch.setattr(DjangoUserAdmin, "user_change_password", staffs_page)
+    staff = console(world.staff)  # a superuser
+    other = f"/admin/orgs/user/{world.acme_member.pk}/password/"
+
+    staff.get("/admin/password_change/")
+    staff.post("/admin/password_change/", {"old_password": PASSWORD, "new_password1": NEW, "new_password2": NEW})
+    staff.get(other)
+    staff.post(other, {"password1": NEW, "password2": NEW, "usable_password": "true"})
+
+    assert seen == [
+        ("own", "GET", False),
+        ("own", "POST", True),
+        ("staff", "GET", False),
+        ("staff", "POST", True),
+    ]

@@ -287,9 +287,14 @@ def test_a_password_reset_email_is_never_written_to_the_outbox(world, mail):
 def test_without_mail_the_command_sends_nothing_and_says_so(db, settings):
     settings.EMAIL_CONFIGURED = False
     waiting_rows(2)
+    # Sent while EMAIL_URL was set, since unset: still deleted in time.
+    sent_long_ago = waiting_rows(1)[0]
+    OutboxMail.objects.filter(pk=sent_long_ago.pk).update(sent_at=timezone.now() - outbox.SENT_KEPT - timedelta(1))
 
-    assert send_pending_mail() == "EMAIL_URL is unset: Opsion sends no mail. 2 e-mails left waiting.\n"
-    assert OutboxMail.objects.filter(sent_at=None).count() == 2
+    assert send_pending_mail() == (
+        "EMAIL_URL is unset: Opsion sends no mail. 2 e-mails left waiting. Deleted 1 old outbox rows.\n"
+    )
+    assert OutboxMail.objects.filter(sent_at=None).count() == 2 and OutboxMail.objects.count() == 2
 
 
 def explain(rows) -> str:

@@ -19,7 +19,12 @@ class Command(BaseCommand):
         if limit < 1:
             raise CommandError("--limit must be at least 1.")
         if not settings.EMAIL_CONFIGURED:
-            self.stdout.write(f"EMAIL_URL is unset: Opsion sends no mail. {emails(outbox.waiting())} left waiting.")
+            # What was sent while it was set is still deleted in time.
+            pruned = outbox.prune()
+            waiting = emails(outbox.waiting())
+            self.stdout.write(
+                f"EMAIL_URL is unset: Opsion sends no mail. {waiting} left waiting. Deleted {pruned} old outbox rows."
+            )
             return
         done = outbox.send_pending(limit=limit)
         pruned = outbox.prune()

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from django.db import connection
+
 from orgs.models import Membership, Organisation, Plan, Role, User
 
 PASSWORD = "correct-horse-battery-staple"
@@ -75,3 +77,17 @@ def organisation_admin_form(org: Organisation, *, members=None, **fields) -> dic
             f"memberships-{i}-role": m.role,
         }
     return data | fields
+
+
+def query_plan(rows) -> str:
+    """The database's plan for the queryset `rows`, as one text (PostgreSQL's EXPLAIN, SQLite's EXPLAIN QUERY PLAN),
+    after fresh statistics for its table."""
+    sql, params = rows.query.sql_with_params()
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"ANALYZE {rows.model._meta.db_table}")
+            cursor.execute("EXPLAIN " + sql, params)
+        else:
+            cursor.execute("ANALYZE")
+            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+        return "\n".join(" ".join(str(c) for c in row) for row in cursor.fetchall())

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from orgs import mailer, outbox, services
 from orgs.models import ClaudeApiKey, OutboxMail
-from tests.base import CANARY_KEY, OTHER_KEY
+from tests.base import CANARY_KEY, OTHER_KEY, query_plan
 from tests.clients import console
 from tests.orgs.test_password_reset import HeldBackend, RefusingBackend, ask_only
 from tests.orgs.test_security_emails import KEY_FRAGMENTS, SAVE, to
@@ -297,18 +297,6 @@ def test_without_mail_the_command_sends_nothing_and_says_so(db, settings):
     assert OutboxMail.objects.filter(sent_at=None).count() == 2 and OutboxMail.objects.count() == 2
 
 
-def explain(rows) -> str:
-    sql, params = rows.query.sql_with_params()
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("ANALYZE orgs_outboxmail")
-            cursor.execute("EXPLAIN " + sql, params)
-        else:
-            cursor.execute("ANALYZE")
-            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
-        return "\n".join(" ".join(str(c) for c in row) for row in cursor.fetchall())
-
-
 def test_each_run_finds_what_to_send_and_what_to_prune_on_an_index_not_by_reading_every_row(db):
     # send_pending_mail runs every minute: without an index, each run's prune would read every row the outbox keeps
     # (a week of sent e-mails, a month of given-up ones) twice, to delete the few that have just grown old.
@@ -318,13 +306,13 @@ def test_each_run_finds_what_to_send_and_what_to_prune_on_an_index_not_by_readin
     OutboxMail.objects.filter(pk__in=[row.pk for row in rows[2800:2950]]).update(given_up_at=now - timedelta(days=2))
 
     plans = {
-        "claim": explain(
+        "claim": query_plan(
             OutboxMail.objects.filter(sent_at__isnull=True, given_up_at__isnull=True, due_at__lte=now)
             .order_by("due_at", "pk")
             .values("pk")[:1]
         ),
-        "sent": explain(OutboxMail.objects.filter(sent_at__lt=now - outbox.SENT_KEPT).values("pk")),
-        "given up": explain(OutboxMail.objects.filter(given_up_at__lt=now - outbox.GIVEN_UP_KEPT).values("pk")),
+        "sent": query_plan(OutboxMail.objects.filter(sent_at__lt=now - outbox.SENT_KEPT).values("pk")),
+        "given up": query_plan(OutboxMail.objects.filter(given_up_at__lt=now - outbox.GIVEN_UP_KEPT).values("pk")),
     }
 
     assert "orgs_outbox_waiting_due" in plans["claim"], plans

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from orgs import models, selectors, services
 from orgs.models import ApiToken
+from tests.base import query_plan
 
 
 def prune(*args: str) -> str:
@@ -146,15 +147,7 @@ def test_each_batch_finds_the_long_expired_tokens_on_an_index_not_by_reading_eve
         for i in range(3000)
     )
     rows = ApiToken.objects.filter(expires_at__lt=now - models.EXPIRED_TOKENS_LISTED_FOR)
-    sql, params = rows.values_list("pk", flat=True)[:500].query.sql_with_params()
 
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("ANALYZE orgs_apitoken")
-            cursor.execute("EXPLAIN " + sql, params)
-        else:
-            cursor.execute("ANALYZE")
-            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
-        plan = "\n".join(" ".join(str(c) for c in row) for row in cursor.fetchall())
+    plan = query_plan(rows.values_list("pk", flat=True)[:500])
 
     assert "orgs_apitoken_expires_at" in plan, plan

@@ -26,6 +26,7 @@
   let limited = false;
   let limitTimer = 0;
   let countdown = 0;
+  let meterShown = 0; // counts the meter's updates: a usage read answered after a newer one must not undo it
 
   function refreshAsk() {
     button.disabled = asking || limited;
@@ -74,15 +75,18 @@
 
   // Once a query has freed up, the meter shows the window as it stands now (the API's usage, read with this page's
   // session), as a reload would: "Limit reached" beside an Ask enabled again would contradict it. Where that read
-  // fails (signed out meanwhile), the meter at least stops saying so; the count waits for a reload.
+  // fails (signed out meanwhile), the meter at least stops saying so; the count waits for a reload. A question asked
+  // while the read is on its way updates the meter from its own answer: the read, older by then, is dropped.
   const meter = document.getElementById("usage-meter");
   async function refreshMeter() {
+    const shown = meterShown;
     try {
       const response = await fetch(meter.dataset.usageUrl, { headers: { "Accept": "application/json" }, credentials: "same-origin" });
       if (!response.ok) throw new Error(String(response.status));
       const usage = await response.json();
-      updateMeter(usage, usage.used);
+      if (meterShown === shown) updateMeter(usage, usage.used);
     } catch (ignored) {
+      if (meterShown !== shown) return;
       document.getElementById("usage-reset").hidden = true;
       meter.classList.remove("meter--full");
     }
@@ -136,6 +140,7 @@
 
   function updateMeter(rate, used) {
     if (!rate) return;
+    meterShown += 1;
     // The server's count when it sends one: above a lowered limit it exceeds limit - remaining.
     if (typeof used !== "number") used = rate.limit - rate.remaining;
     document.getElementById("usage-used").textContent = String(used);

@@ -6,6 +6,7 @@ from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooMa
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, UnreadablePostError
 from django.template.loader import render_to_string
+from django.urls import Resolver404, resolve
 
 from opsion.errors import error_json
 from opsion.http import holds_secret
@@ -221,8 +222,19 @@ API_ERRORS = {
 }
 
 
-# Said only of an address ending in a slash: elsewhere it would send a client looking for a slash it did not send.
+# Said only of an address ending in a slash that names an operation without it: elsewhere it would send a client
+# looking for a slash it did not send, or dropping one to meet the same 404 ("/api/v1/", a misspelt path).
 NO_TRAILING_SLASH = "No API operation at this address (paths take no trailing slash): see /api/v1/openapi.json."
+
+
+def _only_the_slash_is_wrong(path_info: str) -> bool:
+    if not path_info.endswith("/"):
+        return False
+    try:
+        resolve(path_info.rstrip("/"))
+    except Resolver404:
+        return False
+    return True
 
 
 class ApiErrorShapeMiddleware:
@@ -249,7 +261,7 @@ class ApiErrorShapeMiddleware:
             replacement = error_json("method_not_allowed", f"{request.method} is not allowed here. Use {allowed}.", 405)
         else:
             code, message = API_ERRORS.get(response.status_code, ("error", response.reason_phrase))
-            if response.status_code == 404 and request.path.endswith("/"):
+            if response.status_code == 404 and _only_the_slash_is_wrong(request.path_info):
                 message = NO_TRAILING_SLASH
             replacement = error_json(code, message, response.status_code)
         for header in ("Allow", "Retry-After", "WWW-Authenticate"):

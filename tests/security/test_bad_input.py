@@ -321,6 +321,17 @@ def test_an_unknown_api_path_says_so_not_as_an_organisation_one_is_not_a_member_
     assert ("no trailing slash" in error["message"]) == path.endswith("/")
 
 
+@pytest.mark.parametrize("path", ["/api/v1/", "/api/v1/orgs/acme/no-such-thing/", "/api/v1/org/acme/settings/"])
+def test_a_slash_is_blamed_only_where_the_address_without_it_is_an_operation(before, api, path):
+    # "/api/v1/" (a base URL with its slash) or a misspelt path ending in one: told "paths take no trailing slash", a
+    # client drops the slash and meets the same 404, the real mistake unnamed.
+    response = api.get(path)
+
+    assert response.status_code == 404
+    assert "no trailing slash" not in json_error(response)["message"]
+    assert "/api/v1/openapi.json" in json_error(response)["message"]
+
+
 @pytest.mark.parametrize("path", ["/api/v1/", "/api/v1"])
 @pytest.mark.parametrize("method", ["get", "post", "put", "delete", "options"])
 def test_the_api_base_address_is_no_operation_for_any_method(before, api_token, path, method):

@@ -96,9 +96,10 @@ def _link_open(renderer, tokens, idx, options, env):
 
 def _image(renderer, tokens, idx, options, env):
     # An image would load from wherever the answer points (a tracking pixel, an address Claude made up), so none is
-    # shown; its alt text is, in square brackets, so the words it stood for stay in the answer.
-    alt = renderer.renderInlineAsText(tokens[idx].children or [], options, env)
-    return f"[{escapeHtml(alt)}]" if alt.strip() else ""
+    # shown; its alt text is, in square brackets, so the words it stood for stay in the answer. One without words is
+    # "[image]": inside a link (a badge) nothing else would name the link.
+    alt = renderer.renderInlineAsText(tokens[idx].children or [], options, env).strip()
+    return f"[{escapeHtml(alt or 'image')}]"
 
 
 @cache

@@ -231,3 +231,13 @@ def test_an_image_in_an_answer_keeps_its_words_and_loads_nothing():
     assert_harmless(html)
     assert "<img" not in html and "example.com/chart.png" not in html
     assert "Organisation chart of the &lt;CASP&gt;" in html
+
+
+def test_an_image_without_words_leaves_a_link_around_it_something_to_read():
+    # A badge linking somewhere ([![](badge.svg)](https://…)): without the image the link would have no name at all,
+    # an empty link a screen reader announces as "link" and a sighted reader cannot see.
+    html = render_markdown("Status: [![](https://example.com/badge.svg)](https://example.com/status) and ![](x.png)")
+
+    assert_harmless(html)
+    assert re.search(r'<a href="https://example.com/status"[^>]*>\[image\]</a>', html), html
+    assert html.count("[image]") == 2

@@ -27,6 +27,7 @@ from opsion.http import client_ip
 from orgs import selectors, services
 from orgs.admin_key_state import KEY_STATES, ClaudeApiKeyFilter, KeyStateChangeList, key_state
 from orgs.admin_memberships import MembershipInline, audit_staff, joined
+from orgs.admin_outbox import OutboxMailAdmin
 from orgs.admin_times import TimesSayTheirZone
 from orgs.models import (
     BYOM_PLANS,
@@ -38,6 +39,7 @@ from orgs.models import (
     KeyStatus,
     Membership,
     Organisation,
+    OutboxMail,
     Plan,
     Role,
     User,
@@ -328,10 +330,11 @@ class _HoldsEveryPermission:
 
 def _permissions_admin_checks(site: admin.AdminSite):
     """The permissions admin honours: those of the models `site` has pages for, less those admin refuses whoever
-    holds them (adding or changing audit events and queries, deleting audit events, adding tokens, managing groups,
-    which only superusers do). Any other (sessions, content types, the Claude API key, which is deliberately not in
-    admin) grants nothing in admin or anywhere else in Opsion, and in a picker "Can view Claude API key" read as if
-    staff could grant access to customers' keys, "Can delete audit event" as if they could erase an audit log."""
+    holds them (adding or changing audit events, queries and outbox e-mails, deleting audit events and outbox e-mails,
+    adding tokens, managing groups, which only superusers do). Any other (sessions, content types, the Claude API key,
+    which is deliberately not in admin) grants nothing in admin or anywhere else in Opsion, and in a picker "Can view
+    Claude API key" read as if staff could grant access to customers' keys, "Can delete audit event" as if they could
+    erase an audit log."""
     request = HttpRequest()
     request.user = _HoldsEveryPermission()
     honoured = Q(pk__in=[])
@@ -660,3 +663,7 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+# The security e-mails' outbox, read-only (orgs.admin_outbox): support staff see whether an e-mail went.
+admin.site.register(OutboxMail, OutboxMailAdmin)

@@ -4,7 +4,7 @@ widest rows included."""
 import pytest
 from django.utils import timezone
 
-from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, Membership, Organisation, Plan, Role
+from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, Membership, Organisation, OutboxMail, Plan, Role
 from tests.base import GOOD_KEY, make_user
 from tests.browser.support import LONG_EMAIL, screenshot, sign_in
 
@@ -86,4 +86,33 @@ def test_the_organisations_memberships_and_users_lists_fit_a_laptop_screen(app, 
     assert size["width"] <= size["room"], f"the list is {size['width']} px wide in {size['room']} px: {size['cells']}"
     assert size["page"] <= 1280
     for text in shown:
+        assert page.get_by_text(text, exact=True).first.is_visible(), text
+
+
+def test_the_outbox_list_fits_a_laptop_screen_with_its_widest_rows(app, page, world):
+    # Eight columns: an e-mail address, a subject naming a long organisation, a request ID (32 characters with no space
+    # to break at) and three times, each kept on one line by Django, side by side beside the state filter.
+    at = timezone.now().replace(2026, 3, 12, 8, 43, 0, 0)
+    request_id = "5f0c1e7d9a2b4c6e8f0a1b2c3d4e5f60"
+    for state in ({"attempts": 3}, {"sent_at": at}, {"attempts": 20, "given_up_at": at}):
+        OutboxMail.objects.create(
+            to=LONG_EMAIL,
+            subject=f"Claude API key no longer in use for {LONG_ORG}",
+            body="…",
+            what="claude api key unused after plan change e-mail to user 12345",
+            request_id=request_id,
+            created_at=at,
+            due_at=at,
+            **state,
+        )
+
+    sign_in(page, app.url, world.staff.email)
+    page.goto(f"{app.url}/admin/orgs/outboxmail/")
+    page.wait_for_load_state("load")
+    size = page.evaluate(WIDTH)
+    screenshot(page, "admin-outbox-list", docs=False)
+
+    assert size["width"] <= size["room"], f"the list is {size['width']} px wide in {size['room']} px: {size['cells']}"
+    assert size["page"] <= 1280
+    for text in (LONG_EMAIL, request_id, "Failing — retrying", "Given up", "Request ID", "Sent at"):
         assert page.get_by_text(text, exact=True).first.is_visible(), text

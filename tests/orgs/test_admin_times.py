@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from insights.models import InsightQuery, KeySource
 from orgs import services
-from orgs.models import AuditAction, AuditEvent
+from orgs.models import AuditAction, AuditEvent, OutboxMail
 from tests.clients import console
 
 TIME_FIELDS = (forms.DateTimeField, forms.SplitDateTimeField)
@@ -55,6 +55,7 @@ def test_every_time_field_on_any_admin_form_says_its_zone(world):
     InsightQuery.objects.create(
         organisation=world.acme, user=world.acme_admin, query="q", key_source=KeySource.PLATFORM
     )
+    OutboxMail.objects.create(to="admin@acme.test", subject="s", body="b", what="w", due_at=timezone.now())
     request = RequestFactory().get("/admin/")
     request.user = world.staff  # a superuser: every field they may edit is on the form
 

@@ -36,7 +36,7 @@ from insights import claude, keys
 from insights.models import InsightQuery
 from opsion.reporting import KeySafeExceptionReporterFilter, redact
 from orgs import mailer, services
-from orgs.models import ApiToken, ClaudeApiKey, Organisation
+from orgs.models import ApiToken, ClaudeApiKey, Organisation, OutboxMail
 from tests.base import CANARY_KEY, GOOD_KEY, PASSWORD, make_user, organisation_admin_form
 from tests.conftest import PLATFORM_KEY
 from tests.security.conftest import base_env, run_python
@@ -203,6 +203,11 @@ def _admin_history(world) -> None:
 def test_the_key_is_in_no_response_and_no_log_line_for_any_url_and_any_visitor(guard, world, api_token, settings):
     """GET every URL as every kind of visitor, plus the API's write error paths."""
     settings.EMAIL_CONFIGURED = True  # the password reset pages themselves, not "ask Opsion support"
+    # The key replaced: its security e-mails are outbox rows, whose list and pages every visitor is crawled to.
+    membership = world.membership(world.acme_admin, world.acme)
+    services.claude_api_key_set(membership=membership, raw_key=CANARY_KEY, ip="198.51.100.7")
+    mailed = OutboxMail.objects.order_by("pk").first()
+    assert mailed is not None and mailed.subject == "Claude API key replaced for Acme Digital Assets"
     # The settings page's "invalid" state too.
     ClaudeApiKey.objects.filter(organisation=world.acme).update(status="invalid")
     Group.objects.create(name="Support")
@@ -218,6 +223,8 @@ def test_the_key_is_in_no_response_and_no_log_line_for_any_url_and_any_visitor(g
     # The organisations list sorted by its key column, with the filter's counts and each choice that checks the keys.
     column = site._registry[Organisation].list_display.index("claude_api_key_state") + 1  # after the checkbox
     urls += [f"/admin/orgs/organisation/?o={column}&_facets=1&claude_api_key={c}" for c in ("", "in_use", "unreadable")]
+    assert f"/admin/orgs/outboxmail/{mailed.pk}/change/" in urls
+    urls += [f"/admin/orgs/outboxmail/?_facets=1&state={s}&q=acme" for s in ("waiting", "sent", "failing", "given_up")]
     for role, client in _visitors(world, api_token).items():
         for url in urls:
             if role == "token" and not url.startswith("/api/"):

@@ -57,4 +57,12 @@ def token_deletes_fail(db):
                 "CREATE TRIGGER test_refuse_token_delete BEFORE DELETE ON orgs_apitoken "
                 "BEGIN SELECT RAISE(ABORT, 'deleting tokens refused'); END"
             )
-    # The test's transaction is rolled back afterwards, the trigger (and function) with it.
+    yield
+    # Dropped here, not left to the test's transaction: a test with none (transaction=True) commits the trigger, which
+    # would outlive it and, on SQLite, refuse the DELETE that empties the tables after it.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DROP TRIGGER test_refuse_token_delete" + (" ON orgs_apitoken" if connection.vendor == "postgresql" else "")
+        )
+        if connection.vendor == "postgresql":
+            cursor.execute("DROP FUNCTION test_refuse_delete()")

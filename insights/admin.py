@@ -4,6 +4,7 @@ from django.contrib.admin.actions import delete_selected
 
 from insights.models import ENDED, InsightQuery, KeySource, StopReason
 from insights.ratelimit import counted, window_words
+from orgs.admin_read_only import may_view
 
 # The customer's history says "Your organisation's Anthropic key"; to Opsion staff "your organisation" is
 # Opsion, the opposite of the key it names. Admin says it in staff's own words.
@@ -70,6 +71,9 @@ class InsightQueryAdmin(admin.ModelAdmin):
     @admin.display(description="Key", ordering="key_source")
     def key(self, obj: InsightQuery) -> str:
         return STAFF_KEY_LABELS.get(obj.key_source, obj.key_source)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return may_view(request, self.opts)  # "Can change insight query", never offered, does not stand for it
 
     def has_add_permission(self, request) -> bool:
         return False

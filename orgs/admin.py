@@ -28,6 +28,7 @@ from orgs import selectors, services
 from orgs.admin_key_state import KEY_STATES, ClaudeApiKeyFilter, KeyStateChangeList, key_state
 from orgs.admin_memberships import MembershipInline, audit_staff, joined
 from orgs.admin_outbox import OutboxMailAdmin
+from orgs.admin_read_only import ReadOnlyAdmin, may_view
 from orgs.admin_times import TimesSayTheirZone
 from orgs.models import (
     BYOM_PLANS,
@@ -564,6 +565,9 @@ class GroupAdmin(BaseGroupAdmin):
             kwargs["queryset"] = _permissions_admin_checks(self.admin_site)
         return super().formfield_for_manytomany(db_field, request, **kwargs)
 
+    def has_view_permission(self, request, obj=None) -> bool:
+        return may_view(request, self.opts)  # "Can change group", never offered, does not stand for it
+
     def has_add_permission(self, request) -> bool:
         return request.user.is_superuser
 
@@ -627,7 +631,7 @@ class MadeInFilter(admin.SimpleListFilter):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     # What changed ("Institutional → Professional", whose membership) beside who changed it: without it staff opened
     # each row to answer a customer's "who changed what?".
     list_display = ["created_at", "organisation", "action", "detail", "actor_email", "ip_address", "made_in"]
@@ -654,15 +658,6 @@ class AuditEventAdmin(admin.ModelAdmin):
     @admin.display(description="Where it was made", ordering="via")
     def made_in(self, obj: AuditEvent) -> str:
         return MADE_IN.get(obj.via, obj.via)
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 # The security e-mails' outbox, read-only (orgs.admin_outbox): support staff see whether an e-mail went.

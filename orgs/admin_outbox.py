@@ -10,6 +10,7 @@ from django.contrib import admin
 from django.contrib.admin.utils import display_for_value
 from django.db.models import Q
 
+from orgs.admin_read_only import ReadOnlyAdmin
 from orgs.models import OutboxMail
 
 # An e-mail's states, in the words of the list's column and filter. "Waiting" is one not yet tried: its own process
@@ -49,7 +50,7 @@ class StateFilter(admin.SimpleListFilter):
         return queryset.filter(IN_STATE[self.value()]) if self.value() in IN_STATE else queryset
 
 
-class OutboxMailAdmin(admin.ModelAdmin):
+class OutboxMailAdmin(ReadOnlyAdmin):
     # What support ask first: to whom, which e-mail, whether it went. Ten columns did not fit beside the filter on a
     # laptop (static/css/admin/lists.css): what the e-mail is for (its log name, the subject says it too) and when one
     # was given up on (the state says it was) are on its own page.
@@ -102,12 +103,3 @@ class OutboxMailAdmin(admin.ModelAdmin):
             return self.get_empty_value_display()
         # Formatted here, as admin formats a field: its detail page prints what a method returns as it is.
         return display_for_value(obj.due_at, self.get_empty_value_display())
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -181,3 +181,14 @@ def test_no_one_adds_changes_or_deletes_an_email_not_even_a_superuser(world, row
     assert "delete_selected" not in listing and 'name="action"' not in listing  # no bulk action offered at all
     assert f"{OUTBOX}add/" not in listing
     assert list(OutboxMail.objects.order_by("pk").values()) == before
+
+
+@pytest.mark.parametrize("lookup", ["claim", "claim__startswith", "claim__gt"])
+def test_the_claim_a_process_holds_an_email_by_cannot_be_read_out_by_a_filter(support, rows, lookup):
+    # Never shown; a filter on it (?claim__startswith=a) would read it out a character at a time: refused, a 400.
+    OutboxMail.objects.filter(pk=rows["waiting"].pk).update(claim="a" * 32)
+
+    response = support.get(OUTBOX, {lookup: "a"})
+
+    assert response.status_code == 400
+    assert "waiting@acme.test" not in response.content.decode()

@@ -173,18 +173,24 @@ class TestTheListSaysWhichStoredKeysCannotBeOpened:
         store_key(world.acme, GOOD_KEY)
         with CaptureQueriesContext(connection) as few:
             staff.get(ORGS)
-        for n in range(6):
-            org = Organisation.objects.create(slug=f"more-{n}", name=f"More {n}", plan=Plan.INSTITUTIONAL)
-            if n % 2:
-                store_unreadable_key(org)
-            else:
-                store_key(org, GOOD_KEY)
+        byom_organisations(6, "more", Plan.INSTITUTIONAL)
 
         with CaptureQueriesContext(connection) as many:
             page = staff.get(ORGS).content.decode()
 
         assert page.count("Stored, unreadable</td>") == 3
         assert len(many) == len(few)
+
+
+def byom_organisations(count: int, slug: str, plan: Plan) -> None:
+    """`count` organisations on `plan` (slugs `slug-0`, `slug-1` …), each with a key: a good one, then one no
+    configured encryption key opens, in turn."""
+    for n in range(count):
+        org = Organisation.objects.create(slug=f"{slug}-{n}", name=f"{slug.title()} {n}", plan=plan)
+        if n % 2:
+            store_unreadable_key(org)
+        else:
+            store_key(org, GOOD_KEY)
 
 
 @contextmanager
@@ -305,12 +311,7 @@ def test_the_filter_and_its_counts_check_each_keys_signature_once_per_view(world
     # With the counts shown (?_facets=1), the filter checked every key on a BYOM plan once for each of its two counts
     # and, a choice picked, again for the list and again for the plan filter's counts; each row shown checked its own
     # key once more. One check each answers all of them.
-    for n in range(5):
-        org = Organisation.objects.create(slug=f"count-{n}", name=f"Count {n}", plan=Plan.CUSTOM)
-        if n % 2:
-            store_unreadable_key(org)
-        else:
-            store_key(org, GOOD_KEY)
+    byom_organisations(5, "count", Plan.CUSTOM)
     store_key(world.globex, GOOD_KEY)  # Professional: unused, not checked at all
     byom_keys = 5
     checks = mock.patch.object(

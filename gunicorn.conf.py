@@ -65,7 +65,9 @@ def post_worker_init(worker) -> None:
     for a worker that is staying (or a new one) to take. A connection accepted before the signal whose request had
     not yet arrived is still closed when the worker leaves; that is gunicorn's, and a matter of a millisecond.
     """
-    from gunicorn.workers.gthread import ThreadWorker
+    import select
+
+    from gunicorn.workers.gthread import TConn, ThreadWorker
 
     if not isinstance(worker, ThreadWorker):
         return
@@ -77,3 +79,26 @@ def post_worker_init(worker) -> None:
 
     # run() binds the listener's callback from worker.accept after this hook returns, so the instance's own wins.
     worker.accept = accept_while_alive
+
+    # A connection accepted just before the signal whose request had not yet been read as the worker left its loop
+    # sat in its poller, which run() closes next: closed unanswered, a reset (1 probe in a few hundred during a
+    # SIGHUP). Answered here instead, one after another, before the poller closes: each waits up to a second for its
+    # request (the client is sending it), as gunicorn's own `Connection: close` answer once the worker is stopping. An
+    # idle keep-alive connection is closed, as gunicorn closes it.
+    poller, close_poller = worker.poller, worker.poller.close
+
+    def close_after_answering_the_accepted() -> None:
+        for key in list(poller.get_map().values()):
+            conn = getattr(key.data, "args", (None,))[0]
+            if not isinstance(conn, TConn):
+                continue  # a listening socket
+            poller.unregister(key.fileobj)
+            try:
+                if not conn.initialized and select.select([conn.sock], [], [], 1.0)[0]:
+                    conn.init()
+                    worker.handle(conn)
+            finally:
+                conn.close()
+        close_poller()
+
+    poller.close = close_after_answering_the_accepted

@@ -63,7 +63,7 @@ def post_worker_init(worker) -> None:
     (benoitc/gunicorn#3038, #3380; not fixed in the version constraints.txt pins). Declining to accept once the
     worker is no longer alive leaves such a connection in the listening socket's queue, shared with the master,
     for a worker that is staying (or a new one) to take. A connection accepted before the signal whose request had
-    not yet arrived is still closed when the worker leaves; that is gunicorn's, and a matter of a millisecond.
+    not yet been read when the worker leaves its loop is answered before the worker closes its poller (below).
     """
     import select
 

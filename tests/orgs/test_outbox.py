@@ -25,7 +25,7 @@ from orgs.models import ClaudeApiKey, OutboxMail
 from tests.base import CANARY_KEY, OTHER_KEY, query_plan
 from tests.clients import console
 from tests.orgs.test_password_reset import HeldBackend, RefusingBackend, ask_only
-from tests.orgs.test_security_emails import KEY_FRAGMENTS, SAVE, to
+from tests.orgs.test_security_emails import KEY_FRAGMENTS, SAVE, assert_no_key_in, to
 from tests.reliability.app_servers import database_url
 
 ACME_MANAGERS = ["admin@acme.test", "owner@acme.test"]
@@ -122,6 +122,7 @@ def test_a_committed_change_is_mailed_by_its_own_process_once_and_a_rolled_back_
     assert mailer.wait(timeout=10)
 
     assert to(mail) == ACME_MANAGERS
+    assert_no_key_in(mail)
     assert OutboxMail.objects.count() == 2 and not OutboxMail.objects.filter(sent_at=None).exists()
     assert outbox.send_pending(now=timezone.now() + timedelta(days=1)) == outbox.Outcome(sent=0, failed=0)
     assert len(mail) == 2

@@ -8,7 +8,6 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.views.decorators.http import require_http_methods
 
 from insights import services
 from insights.http import add_ratelimit_headers, sse, window_json
@@ -18,6 +17,7 @@ from opsion.errors import InvalidRequest, NotFound, Refused, refused_json
 from orgs import access, drafts, guards, landing
 from orgs.account_views import SIGNED_IN_LANDING
 from orgs.models import Membership
+from orgs.views import form_action
 
 ANSWER_ID = re.compile(r"[0-9]{1,18}")
 HISTORY_PAGE = 10  # entries of "Your recent queries" a page shows; older ones are a link away
@@ -75,7 +75,9 @@ def _page(
     return add_ratelimit_headers(render(request, "insights/query.html", context, status=status), usage.window)
 
 
-@require_http_methods(["GET", "HEAD", "POST"])
+# What a question form gone stale (its user signed in again elsewhere) did not do, when its question is not kept
+# (opsion.views.csrf_failure): another user's question is not handed back.
+@form_action("no question was asked.", own_page=True)
 @drafts.sign_in_keeps("query")  # a question posted after the session expired comes back after sign-in
 def query_page(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
@@ -132,11 +134,6 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
     # Every insights response carries the RateLimit fields, the redirect after a plain POST included.
     answered = redirect(f"{reverse('insights:query', args=[slug])}?answered={pending.row.pk}#answer")
     return add_ratelimit_headers(answered, pending.window)
-
-
-# What a question form gone stale (its user signed in again elsewhere) did not do, when its question is not kept
-# (opsion.views.csrf_failure): another user's question is not handed back.
-query_page.not_done = "no question was asked."
 
 
 def _older_than(request: HttpRequest) -> int | None:

@@ -52,19 +52,22 @@ def _home_page(request: HttpRequest, *, status: int = 200, **extra) -> HttpRespo
     return render(request, "orgs/no_organisation.html", context, status=status)
 
 
-def form_action(not_done: str):
-    """For the URLs the settings forms post to. A GET is not an error but a way back to the form's page:
-    it is where signing in again lands someone whose session expired as they submitted (the sign-in
-    page returns to the URL the form posted to), so they see the page, not a 405, told that nothing
-    was changed and what was not done (`not_done`): someone rotating a compromised key must not think it
-    is done. Any other GET (the address bar still showing the URL a form answered at, a restored tab) just
-    goes to the page. The view keeps `not_done` for the CSRF refusal of a stale form (opsion.views)."""
+def form_action(not_done: str, *, own_page: bool = False):
+    """For the URLs forms post to. Each declares what is not done when its form does not get through (`not_done`):
+    the view keeps it for the CSRF refusal of a stale form (opsion.views), which tells its user so.
+
+    A settings form's URL answers a GET not with an error but as a way back to the form's page: it is where signing in
+    again lands someone whose session expired as they submitted (the sign-in page returns to the URL the form posted
+    to), so they see the page, not a 405, told that nothing was changed and what was not done: someone rotating a
+    compromised key must not think it is done. Any other GET (the address bar still showing the URL a form answered at,
+    a restored tab) just goes to the page. With `own_page` the URL is the form's page itself (AI Insights posts its
+    question to its own page), so its GET is the view's, which hands back a question sent signed out (orgs.drafts)."""
 
     def decorate(view):
         @wraps(view)
         @require_http_methods(["GET", "HEAD", "POST"])
         def run(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            if request.method != "POST":
+            if request.method != "POST" and not own_page:
                 if request.method == "GET" and request.session.pop(SIGNED_IN_TO, None) == request.path:
                     messages.warning(request, SIGNED_OUT + not_done)
                 return redirect("orgs:settings", kwargs["slug"]) if "slug" in kwargs else redirect("home")

@@ -1,6 +1,8 @@
+from contextlib import AbstractContextManager, nullcontext
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.db import transaction
 from django.http import HttpRequest
 
 from opsion.reporting import would_redact
@@ -36,3 +38,10 @@ def without_secret_query(url: str) -> str:
     (anything log lines redact): sent on in a redirect or a form, it would come back (opsion.middleware refuses such
     an address)."""
     return urlsplit(url).path if url and holds_secret(url) else url
+
+
+def atomic_for_post(request: HttpRequest) -> AbstractContextManager:
+    """A transaction for a POST, which writes, and none for any other method: on SQLite a transaction takes the
+    database's write lock (BEGIN IMMEDIATE), which a page's GET would hold while it renders, holding back every
+    other write (a query counted, a key saved)."""
+    return transaction.atomic() if request.method == "POST" else nullcontext()

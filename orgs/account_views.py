@@ -1,6 +1,5 @@
 """Signing in and out, and changing one's password: the site's pages and admin's, each under an abuse guard."""
 
-from contextlib import nullcontext
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -16,7 +15,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.debug import sensitive_post_parameters
 
 from opsion import requestid
-from opsion.http import without_secret_query
+from opsion.http import atomic_for_post, without_secret_query
 from orgs import drafts, guards, notifications, recent_auth, services
 from orgs.forms import ChangePasswordForm, SignInForm
 
@@ -180,9 +179,8 @@ def admin_password_change(request: HttpRequest) -> HttpResponse:
         response["Retry-After"] = str(refusal.retry_after)
         return response
     before = getattr(user, "password", None)  # an anonymous visitor has none: admin sends them to sign in
-    # The new password and its e-mail's outbox row commit together: a password saved always has its e-mail. Only a
-    # POST writes (on SQLite a transaction takes the database's write lock, which the page's GET need not hold).
-    with transaction.atomic() if request.method == "POST" else nullcontext():
+    # The new password and its e-mail's outbox row commit together: a password saved always has its e-mail.
+    with atomic_for_post(request):
         response = _admin_password_change(request)
         if user.is_authenticated and user.password != before:  # admin's form sets it on request.user itself
             services.password_changed(user=user, how="console")

@@ -1,5 +1,4 @@
 from collections import defaultdict
-from contextlib import nullcontext
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -23,7 +22,7 @@ from django.utils.text import capfirst
 
 from insights import ratelimit
 from insights.ratelimit import window_words
-from opsion.http import client_ip
+from opsion.http import atomic_for_post, client_ip
 from orgs import selectors, services
 from orgs.admin_key_state import KEY_STATES, ClaudeApiKeyFilter, KeyStateChangeList, key_state
 from orgs.admin_memberships import MembershipInline, audit_staff, joined
@@ -444,9 +443,8 @@ class UserAdmin(TimesSayTheirZone, BaseUserAdmin):
             return redirect("admin:password_change")
         if request.method == "GET" and user is not None and self.has_change_permission(request, user):
             self._say_tokens_outlive_the_password(request, user)
-        # The new password and its e-mail's outbox row commit together: a password saved always has its e-mail. Only a
-        # POST writes (on SQLite a transaction takes the database's write lock, which the page's GET need not hold).
-        with transaction.atomic() if request.method == "POST" else nullcontext():
+        # The new password and its e-mail's outbox row commit together: a password saved always has its e-mail.
+        with atomic_for_post(request):
             response = super().user_change_password(request, id, form_url)
             if request.method == "POST" and user is not None:
                 # Django's view saves its own copy of the user: whether the password changed is read back.

@@ -208,15 +208,20 @@ class TestRotateEncryptionKeys:
             "Nothing was changed (dry run): run it without --dry-run before dropping the other entries."
         )
 
-    def test_a_dry_run_with_nothing_left_says_the_other_entries_can_be_dropped(self, old_rows, settings):
+    @pytest.mark.parametrize("option", ["--dry-run", "--check"])
+    def test_a_dry_run_or_check_with_nothing_left_says_the_other_entries_can_be_dropped(
+        self, old_rows, settings, option
+    ):
         old, new = old_rows
         settings.FIELD_ENCRYPTION_KEYS = [new, old]
         run("rotate_encryption_keys")
 
-        output = run("rotate_encryption_keys", "--dry-run")
+        output = run("rotate_encryption_keys", option)  # --check raises CommandError (exit 1) for anything left
 
         assert "Would re-encrypt 0 stored key(s) with the first FIELD_ENCRYPTION_KEYS entry; 2 already were." in output
-        assert output.splitlines()[-1].endswith("the others can be dropped.")
+        assert output.splitlines()[-1] == (
+            "Every stored key is now encrypted with the first entry: the others can be dropped."
+        )
 
     def test_its_help_says_what_each_exit_means_a_dry_runs_included(self, db):
         parser = rotate_command.Command().create_parser("manage.py", "rotate_encryption_keys")
@@ -235,6 +240,68 @@ class TestRotateEncryptionKeys:
             call_command("rotate_encryption_keys", "--dry-run", stdout=out)
 
         assert out.getvalue().splitlines()[-2:] == ["  acme", "  initech"]
+
+    def test_check_with_keys_left_to_re_encrypt_exits_1_and_changes_nothing(self, old_rows, settings):
+        # A dry run exits 0 here (nothing is unreadable): a script confirming, before the deploy that drops the old
+        # entry, that nothing is left on it had only the words to go by.
+        old, new = old_rows
+        settings.FIELD_ENCRYPTION_KEYS = [new, old]
+        before = {row.pk: row.secret.ciphertext for row in ClaudeApiKey.objects.all()}
+        out = io.StringIO()
+
+        with pytest.raises(CommandError) as failed:
+            call_command("rotate_encryption_keys", "--check", stdout=out)
+
+        assert failed.value.returncode == 1
+        assert "Would re-encrypt 2 stored key(s) with the first FIELD_ENCRYPTION_KEYS entry; 0 already were." in (
+            out.getvalue()
+        )
+        assert str(failed.value) == (
+            "2 of 2 stored key(s) are not encrypted with the first FIELD_ENCRYPTION_KEYS entry, so the other entries "
+            "are still needed. Nothing was changed (--check): run it without --check, then check again."
+        )
+        assert "can be dropped" not in out.getvalue()
+        assert {row.pk: row.secret.ciphertext for row in ClaudeApiKey.objects.all()} == before
+
+    def test_check_with_one_key_left_among_current_ones_exits_1(self, old_rows, settings, world):
+        old, new = old_rows
+        settings.FIELD_ENCRYPTION_KEYS = [new, old]
+        run("rotate_encryption_keys")
+        settings.FIELD_ENCRYPTION_KEYS = [old, new]  # a key saved by a process still on the old list
+        services.claude_api_key_set(
+            membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None
+        )
+        settings.FIELD_ENCRYPTION_KEYS = [new, old]
+
+        with pytest.raises(CommandError, match=r"^1 of 2 stored key\(s\) are not encrypted") as failed:
+            run("rotate_encryption_keys", "--check")
+
+        assert failed.value.returncode == 1
+
+    def test_check_with_no_stored_key_passes(self, db):
+        output = run("rotate_encryption_keys", "--check")
+
+        assert "Would re-encrypt 0 stored key(s) with the first FIELD_ENCRYPTION_KEYS entry; 0 already were." in output
+
+    def test_check_lists_the_unreadable_and_exits_1_changing_nothing(self, old_rows, settings):
+        _, new = old_rows
+        settings.FIELD_ENCRYPTION_KEYS = [new]
+        before = {row.pk: row.secret.ciphertext for row in ClaudeApiKey.objects.all()}
+        out = io.StringIO()
+
+        with pytest.raises(CommandError, match="2 of 2 stored key") as failed:
+            call_command("rotate_encryption_keys", "--check", stdout=out)
+
+        assert failed.value.returncode == 1
+        assert out.getvalue().splitlines()[-2:] == ["  acme", "  initech"]
+        assert {row.pk: row.secret.ciphertext for row in ClaudeApiKey.objects.all()} == before
+
+    def test_its_help_offers_check_for_scripts(self, db):
+        parser = rotate_command.Command().create_parser("manage.py", "rotate_encryption_keys")
+        words = " ".join(parser.format_help().split())
+
+        assert "--check" in words
+        assert "Exits 1 when any stored key is not on the first entry or cannot be decrypted" in words
 
     def test_its_output_never_contains_a_key(self, old_rows, settings):
         old, new = old_rows

@@ -69,7 +69,7 @@ class Command(BaseCommand):
         "stopped part-way keeps the batches it committed (Ctrl-C says how many, and exits 130): run it again to "
         "finish. Exits 0 when every stored key is then encrypted with the first entry (the other entries can be "
         "dropped); exits 1, listing their organisations, when some no configured entry decrypts (those are left as "
-        "they are)."
+        "they are). --check confirms, for a script, that the other entries can be dropped."
     )
 
     def add_arguments(self, parser):
@@ -82,13 +82,22 @@ class Command(BaseCommand):
             ),
         )
         parser.add_argument(
+            "--check",
+            action="store_true",
+            help=(
+                "A dry run for scripts, before dropping the other entries: changes nothing, as --dry-run. Exits 1 when "
+                "any stored key is not on the first entry or cannot be decrypted, 0 when every one is on the first."
+            ),
+        )
+        parser.add_argument(
             "--batch-size",
             type=_batch_size,
             default=BATCH_SIZE,
             help=f"Keys re-encrypted per transaction, each locked only until its batch commits (default {BATCH_SIZE}).",
         )
 
-    def handle(self, *args, dry_run: bool = False, batch_size: int = BATCH_SIZE, **options):
+    def handle(self, *args, dry_run: bool = False, check: bool = False, batch_size: int = BATCH_SIZE, **options):
+        dry_run = dry_run or check
         tally, after = Tally(), 0
         pause = not dry_run and _pauses_between_batches()
         try:
@@ -108,6 +117,12 @@ class Command(BaseCommand):
         )
         if tally.unreadable:
             self._refuse(sorted(tally.unreadable), total=tally.moved + tally.current + len(tally.unreadable))
+        if check and tally.moved:
+            raise CommandError(
+                f"{tally.moved} of {tally.moved + tally.current} stored key(s) are not encrypted with the first "
+                "FIELD_ENCRYPTION_KEYS entry, so the other entries are still needed. Nothing was changed (--check): "
+                "run it without --check, then check again."
+            )
         if dry_run and tally.moved:
             # It exits 0 (nothing is unreadable), so the words must say the other entries are still needed.
             self.stdout.write(

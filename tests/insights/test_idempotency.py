@@ -32,6 +32,12 @@ def ask(client, slug: str = "globex", query: str = QUESTION, key: str | None = K
     return client.post(QUERIES.format(slug), {"query": query}, content_type="application/json", headers=headers)
 
 
+def assert_invalid_request(response, message: str) -> None:
+    """`response` is the API's 400 for a request it will not read, its error saying `message`."""
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == {"code": "invalid_request", "message": message}
+
+
 def pending_row(user, org, *, key: str = KEY, query: str = QUESTION, age: timedelta = timedelta(0)) -> InsightQuery:
     row = InsightQuery.objects.create(
         organisation=org, user=user, key_source=KeySource.PLATFORM, query=query, idempotency_key=key
@@ -215,11 +221,9 @@ def test_a_key_holding_a_comma_is_refused_as_the_header_sent_twice(world, fake_a
     # runserver's, join them so): taken as one key, a retry sending either would be asked and counted again.
     response = ask(api_client(world.globex_member), key=key)
 
-    assert response.status_code == 400, response.content
-    assert response.json()["error"] == {
-        "code": "invalid_request",
-        "message": "The Idempotency-Key header holds a comma: send it once, with one key (a UUID, say).",
-    }
+    assert_invalid_request(
+        response, "The Idempotency-Key header holds a comma: send it once, with one key (a UUID, say)."
+    )
     assert not fake_anthropic.requests and not InsightQuery.objects.exists()
 
 
@@ -229,11 +233,7 @@ def test_a_question_naming_its_field_twice_is_refused_before_anything_is_asked(w
     body = '{"query": "Which reserve rules apply?", "query": "What is MiCAR?"}'
     response = api_client(world.globex_member).post(QUERIES.format("globex"), body, content_type="application/json")
 
-    assert response.status_code == 400, response.content
-    assert response.json()["error"] == {
-        "code": "invalid_request",
-        "message": "The field `query` is repeated: send each field once.",
-    }
+    assert_invalid_request(response, "The field `query` is repeated: send each field once.")
     assert not fake_anthropic.requests and not InsightQuery.objects.exists()
 
 
@@ -245,11 +245,9 @@ def test_a_key_sent_in_the_body_is_refused_pointing_at_the_header(world, fake_an
         QUERIES.format("globex"), {"query": QUESTION, field: KEY}, content_type="application/json"
     )
 
-    assert response.status_code == 400, response.content
-    error = response.json()["error"]
-    assert error["code"] == "invalid_request"
-    assert error["message"] == (
-        f"The field `{field}` is unknown: an idempotency key goes in the `Idempotency-Key` header, not the body."
+    assert_invalid_request(
+        response,
+        f"The field `{field}` is unknown: an idempotency key goes in the `Idempotency-Key` header, not the body.",
     )
     assert not fake_anthropic.requests and not InsightQuery.objects.exists()
 
@@ -259,10 +257,10 @@ def test_a_key_sent_in_the_body_without_the_question_points_at_the_header_too(wo
         QUERIES.format("globex"), {"idempotencyKey": KEY}, content_type="application/json"
     )
 
-    assert response.status_code == 400, response.content
-    assert response.json()["error"]["message"] == (
+    assert_invalid_request(
+        response,
         "The field `idempotencyKey` is unknown: an idempotency key goes in the `Idempotency-Key` header, not the "
-        "body. The field `query` is required."
+        "body. The field `query` is required.",
     )
     assert not fake_anthropic.requests and not InsightQuery.objects.exists()
 
@@ -277,12 +275,11 @@ def test_a_key_sent_in_the_query_string_is_refused_pointing_at_the_header(world,
     responses = [client.post(url, {"query": QUESTION}, content_type="application/json") for _ in range(2)]
 
     for response in responses:
-        assert response.status_code == 400, response.content
-        assert response.json()["error"] == {
-            "code": "invalid_request",
-            "message": f"The parameter `{parameter}` is unknown: an idempotency key goes in the `Idempotency-Key` "
-            "header, not the query string.",
-        }
+        assert_invalid_request(
+            response,
+            f"The parameter `{parameter}` is unknown: an idempotency key goes in the `Idempotency-Key` header, not "
+            "the query string.",
+        )
     assert not fake_anthropic.requests and not InsightQuery.objects.exists()
 
 
@@ -301,11 +298,9 @@ def test_a_key_sent_as_x_idempotency_key_is_refused_naming_the_header_read(world
     ]
 
     for response in responses:
-        assert response.status_code == 400, response.content
-        assert response.json()["error"] == {
-            "code": "invalid_request",
-            "message": "The header `X-Idempotency-Key` is not read: send the key as `Idempotency-Key`.",
-        }
+        assert_invalid_request(
+            response, "The header `X-Idempotency-Key` is not read: send the key as `Idempotency-Key`."
+        )
     assert not fake_anthropic.requests and not InsightQuery.objects.exists()
 
 
@@ -314,12 +309,11 @@ def test_a_question_refuses_any_query_string_parameter_by_name(world, fake_anthr
         f"{QUERIES.format('globex')}?query=elsewhere", {"query": QUESTION}, content_type="application/json"
     )
 
-    assert response.status_code == 400, response.content
-    assert response.json()["error"] == {
-        "code": "invalid_request",
-        "message": "The parameter `query` is unknown: this operation takes no query-string parameter (the question "
-        "goes in the JSON body).",
-    }
+    assert_invalid_request(
+        response,
+        "The parameter `query` is unknown: this operation takes no query-string parameter (the question goes in the "
+        "JSON body).",
+    )
     assert not fake_anthropic.requests and not InsightQuery.objects.exists()
 
 

@@ -6,6 +6,7 @@ import functools
 import json
 import re
 import secrets
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -42,6 +43,15 @@ def production_env(**overrides: str | None) -> dict[str, str]:
     }
     env.update(overrides)
     return base_env(**env)
+
+
+def start_up_stops(message: str, *, deploy: bool = False, **env: str | None) -> subprocess.CompletedProcess:
+    """Run `manage.py check` (`--deploy` too if asked) with the production settings as `env` changes them, and assert
+    start-up stopped with an ImproperlyConfigured saying `message`; returns the run, for what else a test checks."""
+    result = run_python(["manage.py", "check", *(["--deploy"] if deploy else [])], production_env(**env))
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {message}" in result.stderr, result.stderr[-2000:]
+    return result
 
 
 def test_check_deploy_is_clean_with_production_settings(redis_server):
@@ -160,9 +170,7 @@ def test_check_deploy_warns_when_the_platform_key_is_not_of_an_anthropic_keys_fo
 @pytest.mark.parametrize("variable", ["SECRET_KEY", "FIELD_ENCRYPTION_KEYS"])
 @pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
 def test_start_up_stops_and_names_a_missing_secret(variable, value):
-    result = run_python(["manage.py", "check"], production_env(**{variable: value}))
-    assert result.returncode != 0
-    assert f"ImproperlyConfigured: {variable} is not set." in result.stderr, result.stderr[-2000:]
+    start_up_stops(f"{variable} is not set.", **{variable: value})
 
 
 def test_a_secret_key_starting_with_a_dollar_sign_is_taken_as_it_is():
@@ -191,10 +199,8 @@ def test_start_up_stops_on_a_malformed_encryption_key_naming_the_entry_not_its_v
     valid, typo = Fernet.generate_key().decode(), Fernet.generate_key().decode().rstrip("=")
     value = keys.replace("typo", typo).replace("valid", valid)
 
-    result = run_python(["manage.py", "check"], production_env(FIELD_ENCRYPTION_KEYS=value))
+    result = start_up_stops(message, FIELD_ENCRYPTION_KEYS=value)
 
-    assert result.returncode != 0
-    assert f"ImproperlyConfigured: {message}" in result.stderr, result.stderr[-2000:]
     assert typo not in result.stderr and valid not in result.stderr
 
 
@@ -210,12 +216,8 @@ def test_start_up_stops_on_an_entry_that_is_not_exactly_one_fernet_key(separator
     new, old = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     value = new + separator + (old if extra == "old" else extra)
 
-    result = run_python(["manage.py", "check"], production_env(FIELD_ENCRYPTION_KEYS=value))
+    result = start_up_stops("FIELD_ENCRYPTION_KEYS entry 1 (of 1) is not a Fernet key", FIELD_ENCRYPTION_KEYS=value)
 
-    assert result.returncode != 0
-    assert "ImproperlyConfigured: FIELD_ENCRYPTION_KEYS entry 1 (of 1) is not a Fernet key" in result.stderr, (
-        result.stderr[-2000:]
-    )
     assert new not in result.stderr and old not in result.stderr
 
 
@@ -257,10 +259,7 @@ def test_a_key_in_standard_base64_still_starts_as_the_same_key():
 )
 def test_start_up_refuses_a_support_url_that_is_not_a_web_or_mail_address(url):
     # It is put in an href on the insights page.
-    result = run_python(["manage.py", "check"], production_env(SUPPORT_URL=url))
-
-    assert result.returncode != 0
-    assert "ImproperlyConfigured: SUPPORT_URL must be an https://, http:// or mailto: address." in result.stderr
+    start_up_stops("SUPPORT_URL must be an https://, http:// or mailto: address.", SUPPORT_URL=url)
 
 
 MALFORMED_URLS = {"DATABASE_URL": "a database URL", "EMAIL_URL": "a mail URL"}
@@ -283,10 +282,8 @@ MALFORMED_URLS = {"DATABASE_URL": "a database URL", "EMAIL_URL": "a mail URL"}
     ],
 )
 def test_start_up_stops_on_a_malformed_url_without_printing_it(variable, url):
-    result = run_python(["manage.py", "check"], production_env(**{variable: url}))
+    result = start_up_stops(f"{variable} is not {MALFORMED_URLS[variable]}", **{variable: url})
 
-    assert result.returncode != 0
-    assert f"ImproperlyConfigured: {variable} is not {MALFORMED_URLS[variable]}" in result.stderr, result.stderr[-2000:]
     assert "password-canary" not in result.stdout + result.stderr
 
 
@@ -309,10 +306,8 @@ def test_start_up_stops_on_a_malformed_url_without_printing_it(variable, url):
 )
 def test_start_up_stops_on_a_redis_url_the_guards_could_never_use(url):
     # Accepted, every guard would fail open on every request, with `check --deploy` clean.
-    result = run_python(["manage.py", "check", "--deploy"], production_env(REDIS_URL=url))
+    result = start_up_stops("REDIS_URL must be a redis://, rediss:// or unix:// address", deploy=True, REDIS_URL=url)
 
-    assert result.returncode != 0
-    assert "ImproperlyConfigured: REDIS_URL must be a redis://, rediss:// or unix:// address" in result.stderr
     assert "redis-password-canary" not in result.stdout + result.stderr
 
 
@@ -377,10 +372,7 @@ def test_without_an_email_url_opsion_knows_it_sends_no_mail_and_a_console_url_pr
 
 @pytest.mark.parametrize("value", ["no-reply", "Opsion", "a@b.example\nBcc: victim@example.com"])
 def test_start_up_stops_on_a_from_address_that_is_no_address(value):
-    result = run_python(["manage.py", "check"], production_env(DEFAULT_FROM_EMAIL=value))
-
-    assert result.returncode != 0
-    assert "ImproperlyConfigured: DEFAULT_FROM_EMAIL must be an e-mail address" in result.stderr, result.stderr[-2000:]
+    start_up_stops("DEFAULT_FROM_EMAIL must be an e-mail address", DEFAULT_FROM_EMAIL=value)
 
 
 @pytest.mark.parametrize("level", ["info", " Warning ", "DEBUG"])
@@ -406,9 +398,7 @@ def test_at_log_level_debug_rendering_an_answer_does_not_flood_the_log():
 
 
 def test_start_up_stops_on_an_unknown_log_level_naming_the_variable():
-    result = run_python(["manage.py", "check"], production_env(LOG_LEVEL="verbose"))
-    assert result.returncode != 0
-    assert "ImproperlyConfigured: LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR or CRITICAL." in result.stderr
+    start_up_stops("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR or CRITICAL.", LOG_LEVEL="verbose")
 
 
 @pytest.mark.parametrize(
@@ -426,10 +416,7 @@ def test_start_up_stops_on_an_unknown_log_level_naming_the_variable():
     ],
 )
 def test_start_up_stops_on_a_numeric_setting_that_is_not_a_sensible_number(variable, value, message):
-    result = run_python(["manage.py", "check"], production_env(**{variable: value}))
-
-    assert result.returncode != 0
-    assert f"ImproperlyConfigured: {message}" in result.stderr, result.stderr[-2000:]
+    start_up_stops(message, **{variable: value})
 
 
 @pytest.mark.parametrize(
@@ -446,12 +433,7 @@ def test_start_up_stops_on_an_on_off_setting_it_cannot_read(variable, value):
     # django-environ reads anything but its few words for "true" as false: HTTPS=ture started with no HTTPS
     # redirect, no HSTS and cookies without Secure, and RATELIMIT_ENABLE=enabled with every abuse guard off, each
     # with `check --deploy` clean.
-    result = run_python(["manage.py", "check"], production_env(**{variable: value}))
-
-    assert result.returncode != 0
-    assert f"ImproperlyConfigured: {variable} must be 1 or 0 (or true/false, yes/no, on/off)" in result.stderr, (
-        result.stderr[-2000:]
-    )
+    start_up_stops(f"{variable} must be 1 or 0 (or true/false, yes/no, on/off)", **{variable: value})
 
 
 def test_on_off_settings_read_their_usual_spellings_and_an_empty_value_as_unset():
@@ -540,10 +522,7 @@ def test_an_empty_model_means_the_default_one_and_a_model_is_read_trimmed(value,
 )
 def test_start_up_stops_on_an_anthropic_base_url_that_is_not_a_web_address(url):
     # Accepted, every query on every key failed as "temporarily unavailable", with `check --deploy` clean.
-    result = run_python(["manage.py", "check", "--deploy"], production_env(ANTHROPIC_BASE_URL=url))
-
-    assert result.returncode != 0
-    assert "ImproperlyConfigured: ANTHROPIC_BASE_URL must be an https:// or http:// address" in result.stderr
+    start_up_stops("ANTHROPIC_BASE_URL must be an https:// or http:// address", deploy=True, ANTHROPIC_BASE_URL=url)
 
 
 def test_host_and_origin_lists_may_have_a_space_after_each_comma():

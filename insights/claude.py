@@ -71,7 +71,8 @@ _UNFINISHED = {"max_tokens": "max_tokens", "model_context_window_exceeded": "max
 
 def _stop_reason(value: str | None) -> str:
     if value not in _UNFINISHED and value not in ("end_turn", "stop_sequence"):
-        # A reason newer than this code (or none at all): the answer is shown as complete, and the operator told.
+        # A reason newer than this code: the answer is shown as complete, and the operator told. (None never comes
+        # here: stream_answer fails a reply that ended without one.)
         log.warning("anthropic ended an answer with an unknown stop_reason: %.40r", value)
     return _UNFINISHED.get(value, "complete")
 
@@ -170,6 +171,10 @@ class _Deadline(httpx2.SyncByteStream):
         self._stream.close()
 
 
+class AnswerCutShort(Exception):
+    """The reply ended without a stop reason: its connection closed before Anthropic finished it."""
+
+
 def _cut_off_at_deadline(response: httpx2.Response) -> None:
     """Event hook of the shared client: each reply's body may take ANTHROPIC_TIMEOUT_SECONDS from its headers."""
     response.stream = _Deadline(response.stream, time.monotonic() + settings.ANTHROPIC_TIMEOUT_SECONDS)
@@ -234,6 +239,12 @@ def stream_answer(*, secret: Secret, query: str) -> Iterator[str | Completion]:
                     break
             else:
                 final = stream.get_final_message()
+                if final.stop_reason is None:
+                    # Anthropic sends the stop reason (`message_delta`) just before `message_stop`: a reply without
+                    # one lost its connection part-way, and a body that ends with its connection ends cleanly.
+                    # What came is the first words of an answer, not an answer.
+                    log.warning("anthropic's reply ended before its stop_reason: the connection closed part-way")
+                    raise AnswerCutShort()
                 yield Completion(
                     model=final.model,
                     input_tokens=final.usage.input_tokens,
@@ -242,7 +253,7 @@ def stream_answer(*, secret: Secret, query: str) -> Iterator[str | Completion]:
                 )
     except anthropic.AnthropicError as exc:
         failure = _classify(exc)
-    except AnswerTooLong:
+    except (AnswerTooLong, AnswerCutShort):
         failure = UpstreamError("unavailable")
     except Exception as exc:
         # Anything else (a mistyped ANTHROPIC_BASE_URL, a reply the SDK cannot parse) is still "Anthropic did

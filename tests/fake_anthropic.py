@@ -12,6 +12,8 @@ Behaviour is chosen per API key (`fake.behave(key, "auth_error")`) or for every 
   "overloaded" (529);
 - "slow": sleeps `fake.delay` seconds before answering (to trip the client's timeout);
 - "midstream_error": streams part of the answer, then an `error` event;
+- "dropped": streams part of the answer, then closes the connection (no error, no `message_stop`: a connection
+  lost part-way, which a reply whose end is the connection's end cannot tell from its end but by what it lacks);
 - "max_tokens": writes the first half of the answer, cut mid-sentence, and ends it with `stop_reason: "max_tokens"`
   and as many output tokens as the request's `max_tokens` (Claude stopped at the length cap);
 - "refusal": writes the answer's first words and ends it with `stop_reason: "refusal"` (Claude declined: newer
@@ -221,6 +223,9 @@ class FakeAnthropic:
                     )
                     if behaviour == "hold" and i == 0:
                         fake.release.wait(30)
+                    if behaviour == "dropped" and i == 1:
+                        self.close_connection = True
+                        return
                     if behaviour == "midstream_error" and i == 1:
                         self._event(
                             "error",
@@ -279,7 +284,7 @@ def _message(body: dict, text: str, stop_reason: str = "end_turn") -> dict:
     }
 
 
-BEHAVIOURS = ["ok", *ERRORS, "slow", "pings", "midstream_error", "max_tokens", "refusal", "redirect"]
+BEHAVIOURS = ["ok", *ERRORS, "slow", "pings", "midstream_error", "dropped", "max_tokens", "refusal", "redirect"]
 
 
 def _key_behaviour(text: str) -> tuple[str, str]:

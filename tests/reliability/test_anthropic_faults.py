@@ -247,6 +247,41 @@ def test_an_error_mid_stream_fails_the_api_query_and_records_it(world, api_clien
     assert_next_query_answers(client, "globex", fake_anthropic)
 
 
+@pytest.mark.parametrize("key_source", ["organisation", "platform"])
+def test_a_connection_dropped_part_way_fails_the_query_rather_than_passing_the_part_off_as_the_answer(
+    key_source, world, acme_key, api_client, fake_anthropic
+):
+    # Anthropic's stream ends with `message_delta` (the stop reason) and `message_stop`; a reply whose connection
+    # closed before them is the first words of an answer, not an answer, however cleanly the connection ended.
+    fake_anthropic.default = "dropped"
+    on_own_key = key_source == "organisation"
+    org, member = (world.acme, world.acme_member) if on_own_key else (world.globex, world.globex_member)
+
+    response = api_ask(api_client(member), org.slug)
+
+    assert response.status_code == 503, response.content
+    assert response.json()["error"]["code"] == "insights_unavailable"
+    row = only_row(org)
+    assert_failed(row, "insights_unavailable")
+    assert row.answer and row.answer != fake_anthropic.answer_text  # the part that came is kept with the failed row
+    assert row.key_source == key_source
+    assert_next_query_answers(api_client(member), org.slug, fake_anthropic)
+
+
+def test_a_connection_dropped_part_way_ends_the_console_stream_with_an_error_event(world, console, fake_anthropic):
+    fake_anthropic.default = "dropped"
+    response = console(world.globex_member).post(
+        reverse("insights:query", args=["globex"]), {"query": QUESTION}, HTTP_ACCEPT="text/event-stream"
+    )
+
+    events = _sse(response.streaming_content)
+
+    names = [name for name, _ in events]
+    assert names[0] == "start" and "delta" in names and "done" not in names
+    assert dict(events)["error"]["code"] == "insights_unavailable"
+    assert_failed(only_row(world.globex), "insights_unavailable")
+
+
 def _sse(chunks) -> list[tuple[str, dict]]:
     events = []
     for block in b"".join(chunks).decode().split("\n\n"):

@@ -57,6 +57,7 @@ QUERY_FAILURES = [
     "overloaded",
     "slow",
     "midstream_error",
+    "dropped",
 ]
 
 

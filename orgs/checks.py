@@ -1,6 +1,8 @@
 """System checks for what settings alone cannot refuse."""
 
+import ipaddress
 import re
+from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
@@ -116,6 +118,36 @@ def platform_key_is_set(app_configs, **kwargs) -> list[CheckWarning]:
             )
         ]
     return []
+
+
+@register(Tags.security, deploy=True)
+def keys_travel_encrypted(app_configs, **kwargs) -> list[CheckWarning]:
+    """Every query carries its key (the platform's, or the organisation's own) in its headers to ANTHROPIC_BASE_URL.
+    Start-up accepts http:// for a fake or a proxy on this machine; to any other host every key would cross the
+    network in clear, readable by whatever is on the way. The URL is never printed."""
+    if settings.DEBUG:
+        return []
+    parts = urlsplit(settings.ANTHROPIC_BASE_URL)
+    if parts.scheme.lower() != "http" or _is_this_machine(parts.hostname or ""):
+        return []
+    return [
+        CheckWarning(
+            "ANTHROPIC_BASE_URL is not https:// and names another machine: every query's Claude API key, the "
+            "platform's and each organisation's own, would cross the network unencrypted.",
+            hint="Use https://, or unset it for Anthropic's own address. Plain http:// is for a proxy on this machine "
+            "(127.0.0.1, localhost), which then makes the TLS connection itself.",
+            id="opsion.W007",
+        )
+    ]
+
+
+def _is_this_machine(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @register(Tags.staticfiles, deploy=True)

@@ -167,6 +167,33 @@ def test_check_deploy_warns_when_the_platform_key_is_not_of_an_anthropic_keys_fo
     assert "canary" not in output
 
 
+@pytest.mark.parametrize(
+    "url", ["http://anthropic-gateway.internal:8080", "HTTP://10.0.4.17", "http://[fd00::17]:8080/v1"]
+)
+def test_check_deploy_warns_when_every_key_would_cross_the_network_unencrypted(url):
+    # Every query carries its key, the platform's or a customer's, in its headers: over http:// to another machine
+    # each one crosses the network in clear, readable by whatever sits on the way. Start-up accepts http:// (the fake
+    # Anthropic, a sidecar on this machine), so check --deploy is where an operator hears of it, the URL unprinted.
+    result = run_python(
+        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(ANTHROPIC_BASE_URL=url)
+    )
+    output = result.stdout + result.stderr
+
+    assert result.returncode != 0
+    assert "(opsion.W007) ANTHROPIC_BASE_URL is not https://" in output
+    assert url.split("//")[1].split(":")[0].split("/")[0] not in output
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8765", "http://localhost:8765", "http://[::1]:8765", ""])
+def test_check_deploy_leaves_plain_http_to_this_machine_alone(url):
+    # A sidecar proxy or the fake Anthropic on this machine: the key never crosses a network there.
+    result = run_python(
+        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(ANTHROPIC_BASE_URL=url)
+    )
+
+    assert "opsion.W007" not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("variable", ["SECRET_KEY", "FIELD_ENCRYPTION_KEYS"])
 @pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
 def test_start_up_stops_and_names_a_missing_secret(variable, value):

@@ -62,6 +62,9 @@ class InsightQueryAdmin(admin.ModelAdmin):
     # Every query ever asked is a row: no second count of the whole table beside each filtered list ("N total").
     show_full_result_count = False
 
+    class Media:
+        css = {"all": ["css/admin/lists.css"]}  # the error code and the columns after it stay on a laptop's screen
+
     # How Claude ended an answer: "Cut short at the length limit" is an answered query whose customer was told it is
     # incomplete. Empty ("-") for one Claude did not end (pending, or failed: its error code says why).
     @admin.display(description="Ended", ordering=ENDED)  # by what it shows, a mid-deploy answer among the complete

@@ -604,6 +604,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
     fields = ["user", "name", "prefix", "created_at", "expires_at", "last_used_at"]
     readonly_fields = fields
 
+    class Media:
+        css = {"all": ["css/admin/lists.css"]}  # a long name or address wraps: expiry and last use stay on screen
+
     def has_add_permission(self, request) -> bool:
         return False  # tokens are created by their owner (console or create_api_token), shown once
 

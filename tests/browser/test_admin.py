@@ -1,10 +1,21 @@
-"""Django admin as staff see it on a laptop (1280 CSS px): the audit, organisations, memberships and users lists, their
-widest rows included."""
+"""Django admin as staff see it on a laptop (1280 CSS px): the audit, organisations, memberships, users, outbox, query
+log and API tokens lists, their widest rows included."""
 
 import pytest
 from django.utils import timezone
 
-from orgs.models import AuditAction, AuditEvent, ClaudeApiKey, Membership, Organisation, OutboxMail, Plan, Role
+from insights.models import InsightQuery, KeySource, Outcome, StopReason
+from orgs.models import (
+    ApiToken,
+    AuditAction,
+    AuditEvent,
+    ClaudeApiKey,
+    Membership,
+    Organisation,
+    OutboxMail,
+    Plan,
+    Role,
+)
 from tests.base import GOOD_KEY, make_user
 from tests.browser.support import LONG_EMAIL, screenshot, sign_in
 
@@ -106,3 +117,45 @@ def test_the_outbox_list_fits_a_laptop_screen_with_its_widest_rows(app, page, wo
 
     shown = (LONG_EMAIL, request_id, "Failing — retrying", "Given up", "Request ID", "Sent at")
     assert_the_list_fits(page, app, world.staff, "/admin/orgs/outboxmail/", shown)
+
+
+def test_the_query_log_fits_a_laptop_screen_with_its_widest_rows(app, page, world):
+    # Support asked "why do our queries fail?" read the query log: its outcome, error code, how the answer ended and
+    # its tokens were past the list's right edge, behind a sideways scroll, beside the organisation's long name, the
+    # asker's long address, "The organisation's own Anthropic key" and a time, each kept on one line.
+    org = Organisation.objects.create(name=LONG_ORG, slug="finanz", plan=Plan.INSTITUTIONAL)
+    user = make_user(LONG_EMAIL)
+    for outcome, error_code, stop_reason, tokens in (
+        (Outcome.FAILED, "claude_api_key_invalid", None, None),
+        (Outcome.ANSWERED, "", StopReason.MAX_TOKENS, 4096),
+    ):
+        InsightQuery.objects.create(
+            organisation=org,
+            user=user,
+            key_source=KeySource.ORGANISATION,
+            query="Which reserve rules apply to asset-referenced tokens?",
+            outcome=outcome,
+            error_code=error_code,
+            stop_reason=stop_reason,
+            output_tokens=tokens,
+        )
+
+    shown = (LONG_ORG, LONG_EMAIL, "claude_api_key_invalid", "Cut short at the length limit", "Output tokens")
+    assert_the_list_fits(page, app, world.staff, "/admin/insights/insightquery/", shown)
+
+
+def test_the_api_tokens_list_fits_a_laptop_screen_with_its_widest_rows(app, page, world):
+    # A leaked token is reported by its prefix: staff found it, then scrolled sideways to see when it expires and when
+    # it was last used, past a long name, a long address and three times.
+    at = timezone.now().replace(2026, 3, 12, 8, 43, 0, 0)
+    ApiToken.objects.create(
+        user=make_user(LONG_EMAIL),
+        name="Compliance reporting pipeline (production, Liechtenstein)",
+        token_hash="0" * 64,
+        prefix="opsn_AbCdEfG",
+        expires_at=at,
+        last_used_at=at,
+    )
+
+    shown = (LONG_EMAIL, "opsn_AbCdEfG", "Expires at", "Last used at")
+    assert_the_list_fits(page, app, world.staff, "/admin/orgs/apitoken/", shown)

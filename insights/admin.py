@@ -66,10 +66,13 @@ class InsightQueryAdmin(admin.ModelAdmin):
         css = {"all": ["css/admin/lists.css"]}  # the error code and the columns after it stay on a laptop's screen
 
     # How Claude ended an answer: "Cut short at the length limit" is an answered query whose customer was told it is
-    # incomplete. Empty ("-") for one Claude did not end (pending, or failed: its error code says why).
+    # incomplete. Empty ("-") for one Claude did not end (pending, or failed: its error code says why), written out
+    # here: the query's own page prints what a method returns as it is, and read "Ended: None" for a failed query.
     @admin.display(description="Ended", ordering=ENDED)  # by what it shows, a mid-deploy answer among the complete
-    def ended(self, obj: InsightQuery) -> str | None:
-        return StopReason(obj.ended).label if obj.ended else None  # as the API reads it, a mid-deploy row included
+    def ended(self, obj: InsightQuery) -> str:
+        if not obj.ended:
+            return self.get_empty_value_display()
+        return StopReason(obj.ended).label  # as the API reads it, a mid-deploy row included
 
     @admin.display(description="Key", ordering="key_source")
     def key(self, obj: InsightQuery) -> str:

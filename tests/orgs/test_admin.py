@@ -540,6 +540,20 @@ def test_staff_see_how_each_answer_ended_read_only(world, staff):
     assert "Ended: Cut short at the length limit" in own_page and "stop reason" not in own_page.lower()
 
 
+def test_a_failed_querys_own_page_leaves_ended_empty_as_the_list_does_never_none(world, staff):
+    # Support opening a failed query ("our queries fail") read "Ended: None" beside its error code: admin prints what a
+    # method returns as it is on an object's own page, Python's None included, where the list shows "-".
+    (failed,) = seed(world.acme, 40)
+    InsightQuery.objects.filter(pk=failed.pk).update(
+        outcome="failed", error_code="claude_api_key_invalid", stop_reason=None
+    )
+
+    own_page = page_text(staff.get(f"/admin/insights/insightquery/{failed.pk}/change/"))
+
+    assert "Error code: claude_api_key_invalid" in own_page
+    assert "Ended: -" in own_page and "None" not in own_page
+
+
 def test_an_answer_a_worker_on_older_code_wrote_mid_deploy_reads_complete_in_admin_as_in_the_api(world, staff):
     (row,) = seed(world.acme, 40, user=world.acme_member)
     InsightQuery.objects.filter(pk=row.pk).update(stop_reason=None)  # answered before stop reasons were recorded

@@ -6,4 +6,5 @@ app_name = "insights"
 
 urlpatterns = [
     path("<slug:slug>/insights/", views.query_page, name="query"),
+    path("<slug:slug>/insights/usage", views.usage_read, name="usage"),
 ]

@@ -4,10 +4,12 @@ from collections.abc import Iterator
 
 from django.conf import settings
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.views.decorators.http import require_safe
 
 from insights import services
 from insights.http import add_ratelimit_headers, sse, window_json
@@ -211,12 +213,26 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
             html = str(render_markdown(pending.row.answer))
             done = {"id": pending.row.pk, "html": html, "stopReason": pending.row.ended, "notice": notice()}
             yield sse("done", done | {"historyItem": history_item()})
-        usage = services.usage(pending.row.organisation)
-        yield sse("usage", {"used": usage.window.used, **window_json(usage.window), **limit_reached(usage)})
+        yield sse("usage", usage_json(services.usage(pending.row.organisation)))
 
     response = StreamingHttpResponse(events(), content_type="text/event-stream")
     response["X-Accel-Buffering"] = "no"
     return add_ratelimit_headers(response, pending.window)
+
+
+@require_safe
+@login_required
+def usage_read(request: HttpRequest, slug: str) -> JsonResponse:
+    """The window as the page's script reads it again (a query freed up, the tab shown again): the stream's `usage`,
+    with the refusal the next query would meet in the page's own words, so the meter and Ask can say the same."""
+    membership = access.membership_or_http404(request.user, slug)
+    usage = services.usage(membership.organisation)
+    return add_ratelimit_headers(JsonResponse(usage_json(usage)), usage.window)
+
+
+def usage_json(usage: services.Usage) -> dict:
+    """The stream's last event, `usage`, and the page's usage read: the window, and `limitReached` at the limit."""
+    return {"used": usage.window.used, **window_json(usage.window), **limit_reached(usage)}
 
 
 def limit_reached(usage: services.Usage) -> dict:

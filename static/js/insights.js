@@ -18,9 +18,12 @@
   let outcome = ""; // how the last question ended, said beside Ask once the answer card is no longer busy
 
   // At the limit the page disables Ask itself and says beside it when the next query frees up (#ask-limit, in the
-  // refusal's words and time); Ask is enabled again once that time has passed, as a reload would show it. Ask is
+  // refusal's words and time), and the meter says "Limit reached": one state, shown together or not at all, changed
+  // only by limitReached and limitLifted, so the meter never says "Limit reached" beside an Ask that is enabled. Ask is
   // disabled while an answer streams too: it is enabled only when neither holds.
   const limitNotice = document.getElementById("ask-limit");
+  const meter = document.getElementById("usage-meter");
+  const meterSays = document.getElementById("usage-reset");
   const FREED = "A query has freed up: you can ask again.";
   let asking = false;
   let limited = false;
@@ -34,9 +37,10 @@
 
   // `fill` puts the words in the notice; `seconds` is the refusal's Retry-After (setTimeout never fires early).
   function limitReached(fill, seconds) {
-    if (!limitNotice) return;
     fill(limitNotice);
     limitNotice.hidden = false;
+    meterSays.hidden = false;
+    meter.classList.add("meter--full");
     limited = true;
     button.setAttribute("aria-describedby", "ask-limit");
     refreshAsk();
@@ -45,6 +49,18 @@
     const wait = Math.max(1, seconds) * 1000;
     if (wait < 2 ** 31) limitTimer = setTimeout(limitPassed, wait);
     countDown(Date.now() + wait);
+  }
+
+  function limitLifted() {
+    clearTimeout(limitTimer);
+    clearInterval(countdown);
+    limited = false;
+    limitNotice.hidden = true;
+    limitNotice.replaceChildren();
+    meterSays.hidden = true;
+    meter.classList.remove("meter--full");
+    button.removeAttribute("aria-describedby");
+    refreshAsk();
   }
 
   // While Ask waits, the meter's "frees up in" and the time beside Ask count down as a clock would (rounded up, so
@@ -62,37 +78,37 @@
     }, 1000);
   }
 
+  // The wait is over, but the freed query may be gone already (a colleague asked it): Ask stays disabled, beside the
+  // meter's "Limit reached", until the window has been read again.
   function limitPassed() {
     clearInterval(countdown);
-    limited = false;
-    limitNotice.hidden = true;
-    limitNotice.replaceChildren();
-    button.removeAttribute("aria-describedby");
-    refreshAsk();
-    if (!asking) status.textContent = FREED;
-    refreshMeter();
+    readUsage();
   }
 
-  // Once a query has freed up, the meter shows the window as it stands now (the API's usage, read with this page's
-  // session), as a reload would: "Limit reached" beside an Ask enabled again would contradict it. Where that read
-  // fails (signed out meanwhile), the meter at least stops saying so; the count waits for a reload. A question asked
-  // while the read is on its way updates the meter from its own answer: the read, older by then, is dropped.
-  const meter = document.getElementById("usage-meter");
-  async function refreshMeter() {
+  // The window as it stands now, read with this page's session (insights:usage), as a reload would show it: at the
+  // limit, the refusal the next query would meet, in the page's own words and time, and Ask waits for that; otherwise
+  // Ask is enabled beside a meter showing the queries left. Where the read fails (signed out meanwhile), Ask is enabled
+  // and the meter stops saying "Limit reached" (its count waits for a reload): pressing Ask lets the server answer,
+  // with the sign-in page or its refusal. A read answered after a newer update of the meter (a question's own
+  // answer) is dropped: it is older than what the meter shows.
+  async function readUsage() {
     const shown = meterShown;
+    let usage = null;
     try {
       const response = await fetch(meter.dataset.usageUrl, { headers: { "Accept": "application/json" }, credentials: "same-origin" });
-      if (!response.ok) throw new Error(String(response.status));
-      const usage = await response.json();
-      if (meterShown === shown) updateMeter(usage, usage.used);
-    } catch (ignored) {
-      if (meterShown !== shown) return;
-      document.getElementById("usage-reset").hidden = true;
-      meter.classList.remove("meter--full");
+      if (response.ok) usage = await response.json();
+    } catch (ignored) { /* as a failed read, below */ }
+    if (meterShown !== shown) return;
+    if (usage) updateMeter(usage, usage.used);
+    if (usage && usage.limitReached) {
+      limitReached(function (el) { el.innerHTML = usage.limitReached; }, usage.resetSeconds);
+    } else if (limited) {
+      limitLifted();
+      if (!asking) status.textContent = FREED;
     }
   }
 
-  if (limitNotice && !limitNotice.hidden) {
+  if (!limitNotice.hidden) {
     limitReached(function () { /* rendered by the page */ }, Number(limitNotice.dataset.resetSeconds) || 1);
   }
 
@@ -149,9 +165,7 @@
     bar.max = rate.limit;
     bar.value = used;
     document.getElementById("usage-over").hidden = used <= rate.limit;
-    const reset = document.getElementById("usage-reset");
-    reset.hidden = rate.remaining > 0;
-    document.getElementById("usage-meter").classList.toggle("meter--full", rate.remaining === 0);
+    // "Limit reached" is said with Ask's countdown only (limitReached): a count at the limit says it without them.
     document.getElementById("usage-reset-in").textContent = formatDuration(rate.resetSeconds);
     // "Your own key raises the limit" is about the platform key's limit, the one the page was loaded under:
     // a limit that changed since (a key saved in another tab) is not that one, and a reload would not say it.

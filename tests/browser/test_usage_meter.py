@@ -1,0 +1,117 @@
+"""The usage meter and Ask never contradict each other: "Limit reached" beside a disabled Ask counting down, and an
+enabled Ask beside a meter with queries left, whatever changed the window (the clock, a colleague, a refusal)."""
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from insights.models import KeySource
+from orgs import services as org_services
+from tests.base import GOOD_KEY
+from tests.browser.support import sign_in
+from tests.insights.helpers import seed
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+# Watches the page from now on and keeps every state in which the meter and Ask disagree: the meter's "Limit reached"
+# without the countdown beside a disabled Ask (or the reverse), or Ask enabled beside a meter with no query left.
+WATCH = """() => {
+    const button = document.getElementById("ask-button");
+    const meterSays = document.getElementById("usage-reset");
+    const askSays = document.getElementById("ask-limit");
+    window.contradictions = [];
+    function check() {
+        const full = Number(document.getElementById("usage-used").textContent)
+            >= Number(document.getElementById("usage-limit").textContent);
+        const meterLimited = !meterSays.hidden, askLimited = !askSays.hidden, enabled = !button.disabled;
+        if (meterLimited !== askLimited || (askLimited && enabled) || (enabled && full)) {
+            window.contradictions.push({meterLimited, askLimited, enabled, full, meter: meterSays.textContent});
+        }
+    }
+    new MutationObserver(check).observe(document.body, {attributes: true, childList: true, subtree: true,
+                                                        characterData: true});
+    check();
+}"""
+
+
+def watch(page: Page) -> None:
+    page.evaluate(WATCH)
+
+
+def contradictions(page: Page) -> list:
+    return page.evaluate("() => window.contradictions")
+
+
+def test_a_freed_query_a_colleague_takes_before_the_meter_is_read_again_keeps_ask_waiting(
+    app, page, world, fake_anthropic
+):
+    # The hour's oldest query leaves a few seconds after the page loads. Between the countdown's end and the script's
+    # read of the window, a colleague asks the freed query: Ask was enabled beside a meter saying "Limit reached",
+    # and pressing it only met the refusal.
+    seed(world.acme, 3590, *[600] * 19, user=world.acme_member)
+    taken = []
+
+    def colleague_asks_first(route):
+        if not taken:
+            taken.extend(seed(world.acme, 0, user=world.acme_admin))
+        route.continue_()
+
+    page.route("**/insights/usage*", colleague_asks_first)
+    sign_in(page, app.url, "member@acme.test")
+    ask = page.get_by_role("button", name="Ask", exact=True)
+    expect(ask).to_be_disabled()
+    watch(page)
+
+    expect(page.locator("#usage-reset-in")).to_have_text(re.compile(r"min$"), timeout=20_000)  # read again
+
+    assert taken, "the script read the window again once the countdown ended"
+    expect(page.locator("#usage-used")).to_have_text("20")
+    expect(page.locator("#usage-reset")).to_be_visible()
+    expect(page.locator("#usage-reset-in")).to_have_text("50 min")
+    expect(ask).to_be_disabled()
+    expect(ask).to_have_accessible_description("Rate limit reached (20/hour). Try again in 50 min.")
+    expect(page.locator("#ask-limit")).to_have_text("Rate limit reached (20/hour). Try again in 50 min.")
+    expect(page.locator("#ask-status")).not_to_have_text(re.compile("freed up"))
+    assert contradictions(page) == []
+    assert fake_anthropic.requests == []
+
+
+def test_a_freed_query_enables_ask_only_with_the_meter_showing_it(app, page, world, fake_anthropic):
+    # Nobody takes it: Ask is enabled, and at no moment beside a meter still saying "Limit reached".
+    seed(world.acme, 3590, *[600] * 19, user=world.acme_member)
+    sign_in(page, app.url, "member@acme.test")
+    watch(page)
+    ask = page.get_by_role("button", name="Ask", exact=True)
+
+    expect(ask).to_be_enabled(timeout=20_000)
+
+    expect(page.locator("#usage-used")).to_have_text("19")
+    expect(page.locator("#usage-reset")).to_be_hidden()
+    expect(page.locator("#ask-status")).to_have_text("A query has freed up: you can ask again.")
+    assert contradictions(page) == []
+
+
+def test_a_key_removed_while_ask_waits_keeps_it_waiting_under_the_lower_limit_in_its_words(
+    app, page, world, fake_anthropic
+):
+    # At the 200 of the organisation's own key, the oldest leaving in a few seconds; the key is removed meanwhile, so
+    # the limit is 20 again and 199 still count: the freed query is no query at all.
+    admin = world.membership(world.acme_admin, world.acme)
+    org_services.claude_api_key_set(membership=admin, raw_key=GOOD_KEY, ip=None)
+    seed(world.acme, 3590, *[600] * 199, user=world.acme_member, source=KeySource.ORGANISATION)
+    sign_in(page, app.url, "member@acme.test")
+    expect(page.locator("#ask-limit")).to_contain_text("Rate limit reached (200/hour)")
+    watch(page)
+    org_services.claude_api_key_remove(membership=admin, ip=None)
+
+    expect(page.locator("#usage-limit")).to_have_text("20", timeout=20_000)
+
+    ask = page.get_by_role("button", name="Ask", exact=True)
+    expect(page.locator("#usage-used")).to_have_text("199")
+    expect(page.locator("#usage-over")).to_be_visible()
+    expect(page.locator("#usage-reset")).to_be_visible()
+    expect(ask).to_be_disabled()
+    expect(page.locator("#ask-limit")).to_have_text("Rate limit reached (20/hour). Try again in 50 min.")
+    assert contradictions(page) == []
+    assert fake_anthropic.requests == []

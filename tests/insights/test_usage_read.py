@@ -1,0 +1,64 @@
+"""The insights page's read of the window (insights:usage): what its script shows once a query frees up."""
+
+import html
+import re
+
+import pytest
+from cryptography.fernet import Fernet
+from django.test import Client
+
+from .helpers import seed_spread
+
+pytestmark = pytest.mark.django_db
+
+PAGE = "/orgs/{}/insights/"
+USAGE = "/orgs/{}/insights/usage"
+
+
+def beside_ask(page: str) -> str:
+    notice = re.search(r'<p id="ask-limit"([^>]*)>(.*?)</p>', page, re.DOTALL)
+    return "" if " hidden" in notice[1] else " ".join(html.unescape(re.sub(r"<[^>]+>", "", notice[2])).split())
+
+
+def test_at_the_limit_it_says_what_the_page_says_beside_ask(world, fake_anthropic, console):
+    seed_spread(world.globex, 20, oldest=1800, newest=60)
+    client = console(world.globex_member)
+
+    usage = client.get(USAGE.format("globex"))
+    page = client.get(PAGE.format("globex")).content.decode()
+
+    assert usage.status_code == 200
+    body = usage.json()
+    assert body["used"] == 20 and body["limit"] == 20 and body["remaining"] == 0
+    assert body["limitReached"] == beside_ask(page) == "Rate limit reached (20/hour). Try again in 30 min."
+    assert abs(body["resetSeconds"] - 1800) <= 2
+    assert usage["RateLimit"].startswith('"insights";r=0;t=')
+
+
+def test_below_the_limit_it_says_no_refusal(world, console):
+    seed_spread(world.globex, 19, oldest=1800, newest=60)
+
+    body = console(world.globex_member).get(USAGE.format("globex")).json()
+
+    assert body["used"] == 19 and body["remaining"] == 1
+    assert "limitReached" not in body
+
+
+def test_at_the_limit_with_an_unreadable_key_it_says_no_limit_as_the_page_says_none(
+    world, fake_anthropic, console, acme_key, settings
+):
+    seed_spread(world.acme, 200, oldest=1800, newest=60)
+    settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+
+    body = console(world.acme_member).get(USAGE.format("acme")).json()
+
+    assert body["remaining"] == 0 and "limitReached" not in body
+
+
+def test_it_is_for_members_only(world, console):
+    seed_spread(world.acme, 3, oldest=1800, newest=60)
+
+    assert console(world.globex_member).get(USAGE.format("acme")).status_code == 404
+    signed_out = Client().get(USAGE.format("acme"))
+    assert signed_out.status_code == 302 and signed_out["Location"].startswith("/accounts/login/")
+    assert console(world.acme_member).post(USAGE.format("acme")).status_code == 405

@@ -54,7 +54,7 @@ def test_the_page_shows_the_organisations_key_and_its_limit(world, console, acme
     assert "Queries use your organisation's Anthropic key." in text
 
 
-def test_at_the_limit_the_page_says_when_the_next_query_frees_up(world, console):
+def test_at_the_limit_the_page_says_when_the_next_query_frees_up(world, fake_anthropic, console):
     seed_spread(world.globex, 20, oldest=1800, newest=60)
 
     page = console(world.globex_member).get(PAGE.format("globex")).content.decode()
@@ -120,6 +120,8 @@ def test_at_the_limit_with_an_unreadable_key_the_page_says_what_a_post_would_be_
     assert "cannot be read" in text_of(refused) and "Rate limit reached" not in text_of(refused)
     assert beside_ask(page) == "" and "Rate limit reached" not in page
     assert " disabled" not in ask_button(page)
+    # Nor does the meter say "Limit reached" beside that enabled Ask: the count shows the window full, no more.
+    assert '<p id="usage-reset" class="meter__reset" hidden>' in page and "meter--full" not in page
     assert "stored Claude API key cannot be read" in page
     # Nor does the meter send them to support for a higher cap: the key, not the cap, is what stops them.
     assert "contact Opsion support" not in page
@@ -138,6 +140,7 @@ def test_at_the_limit_with_no_platform_key_the_page_says_what_a_post_would_be_to
     assert refused.status_code == 503 and "Rate limit reached" not in text_of(refused)
     assert beside_ask(page) == "" and "Rate limit reached" not in page
     assert " disabled" not in ask_button(page)
+    assert '<p id="usage-reset" class="meter__reset" hidden>' in page and "meter--full" not in page
 
 
 def test_at_a_lowered_limit_ask_waits_for_the_refusals_time_not_the_oldest_querys(world, fake_anthropic, console):

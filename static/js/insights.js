@@ -15,6 +15,7 @@
   const referenceBox = document.getElementById("answer-reference");
   const history = document.getElementById("history");
   let finished = true; // false while a stream is open and has sent neither `done` nor `error`
+  let usageSaid = true; // false while a stream is open and has not sent its last event, `usage`
   let outcome = ""; // how the last question ended, said beside Ask once the answer card is no longer busy
 
   // At the limit the page disables Ask itself and says beside it when the next query frees up (#ask-limit, in the
@@ -30,9 +31,10 @@
   let limitTimer = 0;
   let countdown = 0;
   let meterShown = 0; // counts the meter's updates: a usage read answered after a newer one must not undo it
+  let reading = 0; // usage reads on their way: Ask waits for what they say
 
   function refreshAsk() {
-    button.disabled = asking || limited;
+    button.disabled = asking || limited || reading > 0;
   }
 
   // `fill` puts the words in the notice; `seconds` is the refusal's Retry-After (setTimeout never fires early).
@@ -94,18 +96,23 @@
   async function readUsage() {
     const shown = meterShown;
     let usage = null;
+    reading += 1;
+    refreshAsk();
     try {
       const response = await fetch(meter.dataset.usageUrl, { headers: { "Accept": "application/json" }, credentials: "same-origin" });
       if (response.ok) usage = await response.json();
     } catch (ignored) { /* as a failed read, below */ }
-    if (meterShown !== shown) return;
-    if (usage) updateMeter(usage, usage.used);
-    if (usage && usage.limitReached) {
-      limitReached(function (el) { el.innerHTML = usage.limitReached; }, usage.resetSeconds);
-    } else if (limited) {
-      limitLifted();
-      if (!asking) status.textContent = FREED;
+    reading -= 1;
+    if (meterShown === shown) {
+      if (usage) updateMeter(usage, usage.used);
+      if (usage && usage.limitReached) {
+        limitReached(function (el) { el.innerHTML = usage.limitReached; }, usage.resetSeconds);
+      } else if (limited) {
+        limitLifted();
+        if (!asking) status.textContent = FREED;
+      }
     }
+    refreshAsk();
   }
 
   if (!limitNotice.hidden) {
@@ -285,6 +292,7 @@
       showError(evt.data.message, evt.data.code, requestId);
       remember(evt.data.historyItem);
     } else if (evt.event === "usage") {
+      usageSaid = true;
       updateMeter(evt.data, evt.data.used);
       // This answer took the last query the window allows: say so beside Ask, in the page's own words rendered on
       // the server (safe to insert), and wait as a reload of the page would.
@@ -382,6 +390,7 @@
         return;
       }
       finished = false;
+      usageSaid = false;
       const reader = response.body.getReader();
       const decoder = new TextDecoder();
       let buffer = "";
@@ -401,6 +410,12 @@
     } finally {
       answer.removeAttribute("aria-busy");
       const hadFocus = document.activeElement === button || document.activeElement === document.body;
+      // A stream cut off before its last event, `usage`, may have taken the window's last query (its `start` counted
+      // it): Ask waits for the window to be read, beside "Limit reached" if so, rather than be enabled by a full meter.
+      if (!usageSaid) {
+        usageSaid = true;
+        readUsage();
+      }
       asking = false;
       refreshAsk();
       // Disabling the focused button sent keyboard focus to the page's start: give it back (to the question box

@@ -115,3 +115,31 @@ def test_a_key_removed_while_ask_waits_keeps_it_waiting_under_the_lower_limit_in
     expect(page.locator("#ask-limit")).to_have_text("Rate limit reached (20/hour). Try again in 50 min.")
     assert contradictions(page) == []
     assert fake_anthropic.requests == []
+
+
+def test_an_answer_cut_off_after_taking_the_last_query_leaves_ask_waiting_beside_limit_reached(
+    app, page, world, fake_anthropic
+):
+    # The question took the window's last query (the stream's `start` said so), then the connection dropped before
+    # the stream's last event, `usage`, which says the limit is reached: Ask was enabled beside a full meter.
+    seed(world.acme, *[600] * 19, user=world.acme_member)
+
+    def cut_after_start(route):
+        if route.request.method != "POST":
+            return route.continue_()
+        whole = route.fetch()
+        route.fulfill(response=whole, body=whole.text().split("\n\n")[0] + "\n\n")
+
+    page.route("**/orgs/acme/insights/", cut_after_start)
+    sign_in(page, app.url, "member@acme.test")
+    watch(page)
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    ask = page.get_by_role("button", name="Ask", exact=True)
+    ask.click()
+
+    expect(page.locator("#answer-error")).to_contain_text("The answer was interrupted before it finished.")
+    expect(page.locator("#ask-limit")).to_have_text("Rate limit reached (20/hour). Try again in 50 min.")
+    expect(ask).to_be_disabled()
+    expect(page.locator("#usage-used")).to_have_text("20")
+    expect(page.locator("#usage-reset")).to_be_visible()
+    assert contradictions(page) == []

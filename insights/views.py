@@ -125,7 +125,9 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
             # was asked and its answer is in the history.
             guards.release_form(user=request.user, form_id=form_id)
         if wants_stream:
-            response = refused_json(refused)
+            # At the limit, also the sentence the page then says beside its disabled Ask, so the script says the same.
+            said = {"limitReached": limit_sentence(refused)} if refused.code == "rate_limited" else None
+            response = refused_json(refused, extra=said)
             return add_ratelimit_headers(response, services.window_after(refused, membership.organisation))
         # What was typed stays in the box, even when a suggestion button sent its own question instead.
         typed = request.POST.get("query", "")
@@ -240,4 +242,10 @@ def limit_reached(usage: services.Usage) -> dict:
     Ask (the limiter's message and time, rendered by the page's template); nothing while a query fits."""
     if (refused := usage.limit_reached) is None:
         return {}
-    return {"limitReached": render_to_string("insights/_limit_reached.html", {"refused": refused}).strip()}
+    return {"limitReached": limit_sentence(refused)}
+
+
+def limit_sentence(refused: Refused) -> str:
+    """A refusal at the limit as the page says it beside a disabled Ask: the limiter's message and time, rendered by
+    the page's template (safe HTML; the time in `.retry-in`, which the script counts down)."""
+    return render_to_string("insights/_limit_reached.html", {"refused": refused}).strip()

@@ -31,14 +31,16 @@ class InvalidRequest(Refused):
 JSON = "application/json; charset=utf-8"
 
 
-def error_json(code: str, message: str, status: int, *, retry_after: int | None = None) -> JsonResponse:
+def error_json(
+    code: str, message: str, status: int, *, retry_after: int | None = None, extra: dict | None = None
+) -> JsonResponse:
     # The request's ID beside the error, as Anthropic's own API puts it: the reference to quote to support.
-    body = {"error": {"code": code, "message": message}, "requestId": current_request_id()}
+    body = {"error": {"code": code, "message": message}, "requestId": current_request_id(), **(extra or {})}
     response = JsonResponse(body, status=status, content_type=JSON)
     if retry_after is not None:
         response["Retry-After"] = str(retry_after)
     return response
 
 
-def refused_json(refused: Refused) -> JsonResponse:
-    return error_json(refused.code, refused.message, refused.status, retry_after=refused.retry_after)
+def refused_json(refused: Refused, *, extra: dict | None = None) -> JsonResponse:
+    return error_json(refused.code, refused.message, refused.status, retry_after=refused.retry_after, extra=extra)

@@ -67,16 +67,15 @@
 
   // While Ask waits, the meter's "frees up in" and the time beside Ask count down as a clock would (rounded up, so
   // never early), rather than keep the time the page or the refusal gave. Text only: nothing is announced.
-  const RETRY = /^(.* Try again in )[^.]+(\.)$/;
   function countDown(deadline) {
     clearInterval(countdown);
     const resetIn = document.getElementById("usage-reset-in");
-    const retry = limitNotice.childElementCount ? null : RETRY.exec(limitNotice.textContent);
+    const retryIn = limitNotice.querySelector(".retry-in"); // the time in the server's sentence
     countdown = setInterval(function () {
       const left = Math.ceil((deadline - Date.now()) / 1000);
       if (left < 1) return clearInterval(countdown);
       resetIn.textContent = formatDuration(left);
-      if (retry) limitNotice.textContent = retry[1] + formatDuration(left) + retry[2];
+      if (retryIn) retryIn.textContent = formatDuration(left);
     }, 1000);
   }
 
@@ -364,13 +363,13 @@
           const payload = await response.json();
           message = payload.error.message;
           code = payload.error.code;
-          // Our own limit says when to retry here; Anthropic's limit already says so in its message.
-          if (payload.error.code === "rate_limited") {
-            const retry = parseInt(response.headers.get("Retry-After") || "0", 10);
-            if (retry) message += (/[.!?]$/.test(message) ? " " : ". ") + "Try again in " + formatDuration(retry) + ".";
-            // The limit was reached since the page loaded (by others, in another tab): Ask waits, as on a reload.
-            const said = message;
-            if (retry) limitReached(function (el) { el.textContent = said; }, retry);
+          // The limit was reached since the page loaded (by others, in another tab): Ask waits, as on a reload, and
+          // the alert says when to retry, both in the sentence the server rendered (`limitReached`, safe HTML).
+          // Anthropic's own limit already says so in its message.
+          const said = payload.error.code === "rate_limited" && payload.limitReached;
+          if (said) {
+            limitReached(function (el) { el.innerHTML = said; }, parseInt(response.headers.get("Retry-After") || "0", 10));
+            message = limitNotice.textContent;
           }
         } catch (ignored) { /* keep the generic message */ }
         const limit = response.headers.get("RateLimit");

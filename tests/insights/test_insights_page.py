@@ -65,6 +65,11 @@ def test_at_the_limit_the_page_says_when_the_next_query_frees_up(world, fake_ant
     assert "contact Opsion support" not in page  # the platform key's 20 is the plan's, not a soft cap
 
 
+def plain(fragment: str) -> str:
+    """An HTML fragment as a reader sees it."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", fragment)).split())
+
+
 def ask_button(page: str) -> str:
     return re.search(r'<button [^>]*id="ask-button"[^>]*>', page)[0]
 
@@ -177,7 +182,7 @@ def test_the_stream_that_takes_the_last_query_says_the_limit_is_reached(world, f
 
     assert usage["remaining"] == 0
     page = console(world.globex_member).get(PAGE.format("globex")).content.decode()
-    assert usage["limitReached"] == beside_ask(page) == "Rate limit reached (20/hour). Try again in 30 min."
+    assert plain(usage["limitReached"]) == beside_ask(page) == "Rate limit reached (20/hour). Try again in 30 min."
 
 
 def test_at_the_byom_cap_the_page_says_support_can_raise_it(world, console, acme_key):
@@ -266,6 +271,13 @@ def test_the_stream_refusal_at_the_platform_limit_stays_the_plain_json_message(w
 
     assert response.status_code == 429
     assert response.json()["error"] == {"code": "rate_limited", "message": "Rate limit reached (20/hour)"}
+    # Beside it, the sentence the page says beside its disabled Ask, for the script to say the same.
+    page = console(world.acme_admin).get(PAGE.format("acme")).content.decode()
+    assert (
+        plain(response.json()["limitReached"])
+        == beside_ask(page)
+        == "Rate limit reached (20/hour). Try again in 30 min."
+    )
 
 
 def test_with_a_support_address_configured_contact_support_links_to_it(world, console, acme_key, settings):

@@ -4,6 +4,7 @@ from django.contrib.admin.actions import delete_selected
 
 from insights.models import ENDED, InsightQuery, KeySource, StopReason
 from insights.ratelimit import counted, window_words
+from orgs.admin_links import RelatedLinksByPermission
 from orgs.admin_read_only import may_view
 
 # The customer's history says "Your organisation's Anthropic key"; to Opsion staff "your organisation" is
@@ -40,7 +41,7 @@ class EndedFilter(admin.SimpleListFilter):
 
 
 @admin.register(InsightQuery)
-class InsightQueryAdmin(admin.ModelAdmin):
+class InsightQueryAdmin(RelatedLinksByPermission, admin.ModelAdmin):
     list_display = [
         "created_at",
         "organisation",

@@ -25,6 +25,7 @@ from insights.ratelimit import window_words
 from opsion.http import atomic_for_post, client_ip
 from orgs import selectors, services
 from orgs.admin_key_state import KEY_STATES, ClaudeApiKeyFilter, KeyStateChangeList, key_state
+from orgs.admin_links import RelatedLinksByPermission, link_if_allowed
 from orgs.admin_memberships import MembershipInline, audit_staff, joined
 from orgs.admin_outbox import OutboxMailAdmin
 from orgs.admin_read_only import ReadOnlyAdmin, may_view
@@ -69,7 +70,7 @@ def encryption_state(org: Organisation, row: ClaudeApiKey) -> str:
 
 
 @admin.register(Organisation)
-class OrganisationAdmin(admin.ModelAdmin):
+class OrganisationAdmin(RelatedLinksByPermission, admin.ModelAdmin):
     # The key model is deliberately not registered and not inlined: it never appears in admin,
     # so neither its value nor its ciphertext can reach a form or a change message.
     list_display = ["name", "slug", "plan", "claude_api_key_state", "member_count", "created_at"]
@@ -149,15 +150,15 @@ class OrganisationAdmin(admin.ModelAdmin):
                 self._say_only_managers_are_listed(request, obj)
         return kwargs
 
-    @staticmethod
-    def _say_only_managers_are_listed(request, org: Organisation) -> None:
-        memberships = f"{reverse('admin:orgs_membership_changelist')}?organisation__id__exact={org.pk}"
+    def _say_only_managers_are_listed(self, request, org: Organisation) -> None:
+        listing = f"{reverse('admin:orgs_membership_changelist')}?organisation__id__exact={org.pk}"
+        # Staff who may only add or delete memberships see the inline but cannot open the list: named, not linked.
+        memberships = link_if_allowed(request, self, Membership, listing, "all its memberships")
         messages.info(
             request,
             format_html(
                 "{} has {} members: only its Owners and Admins are listed below (every row would not fit in one "
-                'form). New members can still be added here; <a href="{}">all its memberships</a> can be changed '
-                "or removed on their own page.",
+                "form). New members can still be added here; {} can be changed or removed on their own page.",
                 org,
                 f"{org._members:,}",
                 memberships,
@@ -360,7 +361,7 @@ def _left_without_manager(users) -> list[Organisation]:
 
 
 @admin.register(User)
-class UserAdmin(TimesSayTheirZone, BaseUserAdmin):
+class UserAdmin(RelatedLinksByPermission, TimesSayTheirZone, BaseUserAdmin):
     ordering = ["email"]
     list_display = ["email", "name", "is_staff", "is_active", "date_joined"]
     search_fields = ["email", "name"]
@@ -453,8 +454,7 @@ class UserAdmin(TimesSayTheirZone, BaseUserAdmin):
                     services.password_changed(user=user, how="staff")
         return response
 
-    @staticmethod
-    def _say_tokens_outlive_the_password(request, user: User) -> None:
+    def _say_tokens_outlive_the_password(self, request, user: User) -> None:
         """A new password signs the user out of every session, but their API tokens keep working: staff resetting
         a compromised account's password are told, and where to delete them."""
         count = selectors.api_tokens_working(user)  # expired ones work no more
@@ -462,15 +462,15 @@ class UserAdmin(TimesSayTheirZone, BaseUserAdmin):
             return
         tokens, them = ("API token keeps", "it") if count == 1 else (f"{count} API tokens keep", "them")
         listed = f"{reverse('admin:orgs_apitoken_changelist')}?user__id__exact={user.pk}"
+        delete = link_if_allowed(request, self, ApiToken, listed, f"delete {them}")
         messages.warning(
             request,
             format_html(
                 "A new password signs {} out of every session, but their {} working. If the account was "
-                'compromised, <a href="{}">delete {}</a> too.',
+                "compromised, {} too.",
                 user.email,
                 tokens,
-                listed,
-                them,
+                delete,
             ),
         )
 
@@ -496,8 +496,7 @@ class UserAdmin(TimesSayTheirZone, BaseUserAdmin):
         if deactivated:
             self._say_what_deactivation_ends(request, obj)
 
-    @staticmethod
-    def _say_what_deactivation_ends(request, user: User) -> None:
+    def _say_what_deactivation_ends(self, request, user: User) -> None:
         """Deactivation refuses the user's sessions and tokens from the next request and deletes nothing: staff
         locking out a compromised account are told the tokens come back with a reactivation, and where to delete
         them."""
@@ -509,15 +508,15 @@ class UserAdmin(TimesSayTheirZone, BaseUserAdmin):
             return
         tokens = "API token is" if count == 1 else f"{count} API tokens are"
         listed = f"{reverse('admin:orgs_apitoken_changelist')}?user__id__exact={user.pk}"
+        delete = link_if_allowed(request, self, ApiToken, listed, "delete its API tokens")
         messages.info(
             request,
             format_html(
                 "The user {} can no longer sign in, and their sessions and {} refused from now on. Nothing is deleted: "
-                'reactivating the account brings them back. If it was compromised, set a new password and <a href="{}">'
-                "delete its API tokens</a> too.",
+                "reactivating the account brings them back. If it was compromised, set a new password and {} too.",
                 user.email,
                 tokens,
-                listed,
+                delete,
             ),
         )
 
@@ -553,7 +552,7 @@ admin.site.unregister(Group)
 
 
 @admin.register(Group)
-class GroupAdmin(BaseGroupAdmin):
+class GroupAdmin(RelatedLinksByPermission, BaseGroupAdmin):
     """A group's permissions are privileges too: staff who may change a group they belong to could
     otherwise grant themselves anything (Django's own GroupAdmin allows it). Only superusers create,
     change or delete groups; others with "view group" may look."""
@@ -595,7 +594,7 @@ class TokenExpiryFilter(admin.SimpleListFilter):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(RelatedLinksByPermission, admin.ModelAdmin):
     list_display = ["name", "user", "prefix", "created_at", "expires_at", "last_used_at"]
     list_filter = [TokenExpiryFilter]
     # The prefix is how its owner names a token (Settings lists it): a leaked one is reported by it.

@@ -7,9 +7,11 @@ from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
 from django.shortcuts import redirect
+from django.utils.html import conditional_escape
 
 from opsion.http import client_ip
 from orgs import services
+from orgs.admin_links import RelatedLinksByPermission, may_open
 from orgs.models import MANAGING_ROLES, AuditAction, Membership, Organisation, Role, User
 
 LEAVES_NO_MANAGER = (
@@ -44,9 +46,25 @@ class MemberSelect(AutocompleteSelect):
         return [(None, [self.create_option(name, member.pk, label, True, 0)], 0)]
 
 
+class NameOnly(forms.Widget):
+    """A read-only row's user by name, linked nowhere: admin's read-only display of a form field whose widget says it
+    is read-only is the widget's own (helpers.AdminReadonlyField.contents), given the row's user."""
+
+    read_only = True
+
+    def render(self, name, value, attrs=None, renderer=None) -> str:
+        return conditional_escape("" if value is None else str(value))
+
+
 class MembershipFormSet(BaseInlineFormSet):
+    # Set by MembershipInline.get_formset: the rows are read-only (their viewer may not change memberships) and their
+    # viewer may not open a user's page, which Django's read-only display links each row's user to.
+    users_unlinked = False
+
     def _construct_form(self, i, **kwargs):
         form = super()._construct_form(i, **kwargs)
+        if self.users_unlinked and i < self.initial_form_count() and "user" in form.fields:
+            form.fields["user"].widget = NameOnly()
         field = form.fields.get("user")  # absent when shown read-only
         widget = getattr(field, "widget", None)
         widget = getattr(widget, "widget", widget)  # inside admin's RelatedFieldWidgetWrapper
@@ -113,6 +131,11 @@ class MembershipInline(admin.TabularInline):
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("user", "organisation")
 
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)  # a class of its own, made for this request
+        formset.users_unlinked = not self.has_change_permission(request, obj) and not may_open(request, self, User)
+        return formset
+
     @admin.display(description="Account")
     def account(self, obj: Membership) -> str:
         if obj is None or obj.pk is None or obj.user.is_active:
@@ -155,7 +178,7 @@ class AccountActiveFilter(admin.BooleanFieldListFilter):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(RelatedLinksByPermission, admin.ModelAdmin):
     """Every membership, searchable: where a large organisation's members are managed, since its own page lists only
     its Owners and Admins. Changes reach the organisation's audit log, as the inline's do; a membership's user and
     organisation are fixed once made (remove it and add another)."""
@@ -173,7 +196,8 @@ class MembershipAdmin(admin.ModelAdmin):
         css = {"all": ["css/admin/lists.css"]}  # a long e-mail address or name wraps: the list fits a laptop's screen
 
     def get_readonly_fields(self, request, obj=None):
-        return ["user", "organisation"] if obj is not None else []
+        fixed = ["user", "organisation"] if obj is not None else []
+        return [*super().get_readonly_fields(request, obj), *fixed]
 
     @admin.display(boolean=True, description="Account active", ordering="user__is_active")
     def account_active(self, obj: Membership) -> bool:

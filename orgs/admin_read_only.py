@@ -9,13 +9,15 @@ anyway, from the shell or before the pickers were narrowed, would still have ope
 from django.contrib import admin
 from django.contrib.auth import get_permission_codename
 
+from orgs.admin_links import RelatedLinksByPermission
+
 
 def may_view(request, opts) -> bool:
     """Whether the user holds the view permission of the model `opts` describes (a superuser holds every one)."""
     return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('view', opts)}")
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(RelatedLinksByPermission, admin.ModelAdmin):
     """Rows written and deleted by Opsion alone: no one adds, changes or deletes one here, superusers included."""
 
     def has_view_permission(self, request, obj=None) -> bool:

@@ -1,0 +1,84 @@
+"""Admin's links to a related object (a membership's user, a query's organisation) only for staff who may open it.
+
+Django shows a read-only foreign key as a link to the related object's page without asking whether the viewer may
+open that page: support staff with only "Can change membership" or "Can view insight query" were sent to a 403. Such
+a field is shown as plain text instead to whoever may not, as the user page's Organisations row is
+(orgs.admin.UserAdmin.get_fieldsets)."""
+
+from django.contrib import admin
+from django.db import models
+from django.utils.html import format_html
+
+
+def may_open(request, model_admin: admin.ModelAdmin, model: type[models.Model]) -> bool:
+    """Whether admin's page of `model` objects opens for the request's user, as its change view asks. True of a model
+    admin has no page for: Django shows such an object unlinked anyway."""
+    target = model_admin.admin_site._registry.get(model)
+    return target is None or target.has_view_or_change_permission(request)
+
+
+def link_if_allowed(request, model_admin: admin.ModelAdmin, model: type[models.Model], url: str, words: str):
+    """`words` linked to `url`, a page of `model` objects, for staff who may open it; the same words otherwise (what
+    admin tells staff after an action, as a field's display)."""
+    if may_open(request, model_admin, model):
+        return format_html('<a href="{}">{}</a>', url, words)
+    return words  # escaped where it is put into a message with format_html
+
+
+def unlinked(name: str, field: models.ForeignKey, empty: str):
+    """A read-only display of the foreign key `name`: its object's name, linked nowhere."""
+
+    @admin.display(description=field.verbose_name[:1].upper() + field.verbose_name[1:])
+    def display(obj) -> str:
+        related = getattr(obj, name)
+        return empty if related is None else str(related)
+
+    display.__name__ = name  # the row's CSS class (field-user) stays the one Django gives the field
+    return display
+
+
+class RelatedLinksByPermission(admin.options.BaseModelAdmin):
+    """For every ModelAdmin: each read-only foreign key whose object the viewer may not open is shown unlinked.
+
+    The unlinked displays are read-only fields of every page (a subclass's get_readonly_fields must extend its
+    super()'s); the fieldsets show one in place of its field where that field is read-only."""
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*super().get_readonly_fields(request, obj), *self._unlinked_displays(request).values()]
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        displays = self._unlinked_displays(request)
+        if not displays:
+            return fieldsets
+        # Read-only here: every field of an object's page its viewer may not change, otherwise those the page says.
+        every_field = obj is not None and not self.has_change_permission(request, obj)
+        readonly = self.get_readonly_fields(request, obj)
+        swap = {name: shown for name, shown in displays.items() if every_field or name in readonly}
+        unused = set(displays.values()) - set(swap.values())
+        shown_fieldsets = []
+        for name, options in fieldsets:
+            # Where the fields are the form's and then the read-only ones (none declared), a display is listed
+            # among the latter too: each is kept once, where its field is, and only in place of a read-only one.
+            fields = []
+            for field in options["fields"]:
+                shown = swap.get(field, field) if isinstance(field, str) else field
+                if shown not in fields and shown not in unused:
+                    fields.append(shown)
+            shown_fieldsets.append((name, {**options, "fields": fields}))
+        return shown_fieldsets
+
+    def _unlinked_displays(self, request) -> dict:
+        """The unlinked display of each foreign key of the model whose object the viewer may not open, by name."""
+        if "_unlinked_cache" not in self.__dict__:
+            self._unlinked_cache = {}  # one display per field, the same object on every request: admin compares them
+        displays = {}
+        for field in self.opts.get_fields():
+            if not (field.many_to_one or field.one_to_one) or not field.concrete:
+                continue
+            if may_open(request, self, field.related_model):
+                continue
+            if field.name not in self._unlinked_cache:
+                self._unlinked_cache[field.name] = unlinked(field.name, field, self.get_empty_value_display())
+            displays[field.name] = self._unlinked_cache[field.name]
+        return displays

@@ -4,6 +4,7 @@ from django.contrib.admin.actions import delete_selected
 
 from insights.models import ENDED, InsightQuery, KeySource, StopReason
 from insights.ratelimit import counted, window_words
+from insights.services import FAILURE_MESSAGES, INTERRUPTED
 from orgs.admin_links import RelatedLinksByPermission
 from orgs.admin_read_only import may_view
 
@@ -56,7 +57,7 @@ class InsightQueryAdmin(RelatedLinksByPermission, admin.ModelAdmin):
     # Shown as `key` and `ended` below, in staff's words: the query's own page said "Stop reason" (and "-" for an
     # answer written mid-deploy) beside a list that says "Ended: Complete".
     exclude = ["key_source", "stop_reason"]
-    readonly_fields = ["key", "ended"]
+    readonly_fields = ["key", "ended", "message_shown"]
     search_fields = ["organisation__slug", "organisation__name", "user__email"]
     list_select_related = ["organisation", "user"]
     actions = ["delete_selected"]  # the stock action, in the window's words below
@@ -74,6 +75,14 @@ class InsightQueryAdmin(RelatedLinksByPermission, admin.ModelAdmin):
         if not obj.ended:
             return self.get_empty_value_display()
         return StopReason(obj.ended).label  # as the API reads it, a mid-deploy row included
+
+    # Beside the error code (which staff search and filter by, and which the API gives): what the customer was told,
+    # in the words the API and console gave, for support answering "our queries fail".
+    @admin.display(description="Message shown")
+    def message_shown(self, obj: InsightQuery) -> str:
+        if obj.error_code == INTERRUPTED:
+            return "No message: the answer stopped with no refusal given (the server answering it stopped)."
+        return FAILURE_MESSAGES.get(obj.error_code) or self.get_empty_value_display()
 
     @admin.display(description="Key", ordering="key_source")
     def key(self, obj: InsightQuery) -> str:

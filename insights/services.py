@@ -56,13 +56,11 @@ class KeyUnreadable(Refused):
 
 class UpstreamRateLimited(Refused):
     code, status = "upstream_rate_limited", 429
+    default_message = "Your organisation's Anthropic account is rate-limited by Anthropic."  # then when to try again
 
     def __init__(self, retry_after: int | None) -> None:
         when = f" Try again in {retry_after} seconds." if retry_after else " Try again shortly."
-        super().__init__(
-            "Your organisation's Anthropic account is rate-limited by Anthropic." + when,
-            retry_after=retry_after,
-        )
+        super().__init__(self.default_message + when, retry_after=retry_after)
 
 
 class UpstreamBilling(Refused):
@@ -74,6 +72,15 @@ class UpstreamBilling(Refused):
         "limit reached). Whoever manages that account should check Plans & Billing at console.anthropic.com; then "
         "ask again."
     )
+
+
+# What the reader of a failed query was told, by the error code it records (InsightQuery.error_code): each refusal's own
+# message, for staff answering "our queries fail" (admin's query page). Anthropic's wait on a rate limit, which that
+# message ends with, is not recorded: its first sentence is.
+FAILURE_MESSAGES = {
+    refusal.code: refusal.default_message
+    for refusal in (KeyInvalid, KeyUnreadable, UpstreamRateLimited, UpstreamBilling, InsightsUnavailable)
+}
 
 
 class IdempotencyKeyReused(Refused):

@@ -554,6 +554,48 @@ def test_a_failed_querys_own_page_leaves_ended_empty_as_the_list_does_never_none
     assert "Ended: -" in own_page and "None" not in own_page
 
 
+@pytest.mark.parametrize(
+    "behaviour, code",
+    [
+        ("auth_error", "claude_api_key_invalid"),
+        ("billing_error", "upstream_billing"),
+        ("rate_limited", "upstream_rate_limited"),
+        ("overloaded", "insights_unavailable"),
+    ],
+)
+def test_a_failed_querys_own_page_says_what_its_reader_was_told_beside_the_code(
+    world, staff, acme_key, api_client, fake_anthropic, behaviour, code
+):
+    # Support answering "our queries fail" read only the code (claude_api_key_invalid, upstream_billing) and had to
+    # guess what the customer had been told.
+    fake_anthropic.behave(acme_key, behaviour)
+    refused = api_client(world.acme_member).post(
+        "/api/v1/orgs/acme/insights/queries", data={"query": "What is MiCAR?"}, content_type="application/json"
+    )
+    told = refused.json()["error"]
+    query = InsightQuery.objects.get(organisation=world.acme)
+
+    own_page = page_text(staff.get(f"/admin/insights/insightquery/{query.pk}/change/"))
+
+    assert told["code"] == code
+    assert f"Error code: {code}" in own_page  # still there, as staff search and filter by it
+    # Word for word what the API said (Anthropic's wait before a retry is not recorded: its sentence is left out).
+    assert f"Message shown: {told['message'].split(' Try again in ')[0]}" in own_page
+
+
+def test_an_interrupted_querys_own_page_says_no_message_was_given(world, staff):
+    (cut,) = seed(world.acme, 40)
+    InsightQuery.objects.filter(pk=cut.pk).update(outcome="failed", error_code="interrupted", stop_reason=None)
+    (answered,) = seed(world.globex, 40)
+
+    cut_page = page_text(staff.get(f"/admin/insights/insightquery/{cut.pk}/change/"))
+    answered_page = page_text(staff.get(f"/admin/insights/insightquery/{answered.pk}/change/"))
+
+    assert "Error code: interrupted" in cut_page
+    assert "Message shown: No message: the answer stopped with no refusal given" in cut_page
+    assert "Message shown: -" in answered_page
+
+
 def test_an_answer_a_worker_on_older_code_wrote_mid_deploy_reads_complete_in_admin_as_in_the_api(world, staff):
     (row,) = seed(world.acme, 40, user=world.acme_member)
     InsightQuery.objects.filter(pk=row.pk).update(stop_reason=None)  # answered before stop reasons were recorded

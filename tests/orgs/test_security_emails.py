@@ -206,6 +206,21 @@ def test_a_key_left_behind_by_a_downgrade_and_removed_is_mailed_saying_it_was_no
     assert_no_key_in(outbox)
 
 
+def test_a_key_left_behind_and_removed_is_not_told_to_save_it_again_on_a_plan_that_refuses_it(world, committed):
+    # On Professional there is no AI Insights card to save a key in, and a save is refused (byom_plan_required).
+    store_key(world.globex, CANARY_KEY, by=world.globex_owner)
+
+    with committed() as outbox:
+        assert console(world.globex_admin).post(REMOVE.format("globex"), {"confirm": "yes"}).status_code == 302
+
+    body = " ".join(outbox[0].body.split())
+    assert UNEXPECTED_REMOVAL not in body
+    assert (
+        "If you did not expect this change: queries are not affected, as the key was not in use, but a key can be "
+        "saved again in Settings → AI Insights only once Globex Payments is back on the Institutional or Custom plan."
+    ) in body
+
+
 def test_a_key_removed_by_opsion_staff_in_admin_is_mailed_saying_so(crowd, committed):
     store_key(crowd.acme, CANARY_KEY, by=crowd.acme_owner)
     action = {"action": "remove_claude_api_key", "_selected_action": [crowd.acme.pk], "confirm": "yes"}

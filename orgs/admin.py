@@ -52,7 +52,7 @@ def anthropics_answer(row: ClaudeApiKey) -> str:
     """What Anthropic last said of a stored key, and when, in the console's words. Only a change of answer is
     recorded (services.claude_api_key_mark), so an accepted key says when it was first accepted, not last used."""
     if row.status == KeyStatus.VALID:
-        return f"Accepted by Anthropic, first on {utc_time(row.status_changed_at)}."
+        return f"Accepted by Anthropic since {utc_time(row.status_changed_at)}."
     if row.status == KeyStatus.INVALID:
         return f"Rejected by Anthropic on {utc_time(row.status_changed_at)}."
     return f"None yet: Anthropic has neither accepted nor rejected it since it was saved on {utc_time(row.saved_at)}."

@@ -46,7 +46,7 @@ def assert_nothing_of_the_key(page: str, row: ClaudeApiKey) -> None:
 @pytest.mark.parametrize(
     "status, said",
     [
-        (KeyStatus.VALID, "Accepted by Anthropic, first on 12 Mar 2026, 08:43 UTC."),
+        (KeyStatus.VALID, "Accepted by Anthropic since 12 Mar 2026, 08:43 UTC."),
         (KeyStatus.INVALID, "Rejected by Anthropic on 12 Mar 2026, 08:43 UTC."),
     ],
 )

@@ -130,7 +130,7 @@ class TestKeyStored:
         assert re.search(r'<button [^>]*id="byom-remove"[^>]*>Remove</button>', line)
 
     @pytest.mark.parametrize(
-        "behaviour, said", [("ok", "First accepted by Anthropic"), ("auth_error", "Rejected by Anthropic")]
+        "behaviour, said", [("ok", "Accepted by Anthropic since"), ("auth_error", "Rejected by Anthropic")]
     )
     def test_the_page_says_when_anthropic_accepted_or_rejected_the_key(
         self, world, saved, fake_anthropic, behaviour, said
@@ -146,6 +146,30 @@ class TestKeyStored:
 
         assert ask.status_code in (200, 400) and changed is not None
         assert f"Saved 14 Mar 2026, 09:26 UTC by admin@acme.test. {said} {changed:%-d %b %Y, %H:%M} UTC." in page
+
+    def test_a_key_accepted_again_after_a_rejection_is_not_said_to_be_first_accepted_then(
+        self, world, saved, fake_anthropic
+    ):
+        # Accepted, revoked at Anthropic, then restored there: only the last change is recorded, so "First accepted
+        # <that time>" would contradict the answers the history shows on this key before it.
+        def ask() -> None:
+            console(world.acme_member).post(
+                "/api/v1/orgs/acme/insights/queries", {"query": "MiCAR?"}, "application/json"
+            )
+
+        ask()
+        ClaudeApiKey.objects.update(status_changed_at=datetime(2026, 3, 14, 9, 30, tzinfo=UTC))
+        fake_anthropic.behave(CANARY_KEY, "auth_error")
+        ask()
+        fake_anthropic.behave(CANARY_KEY, "ok")
+        ask()
+        row = ClaudeApiKey.objects.get()
+
+        page = page_of(world.acme_admin, "acme")
+
+        assert row.status == KeyStatus.VALID and row.status_changed_at > datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
+        assert "First accepted" not in page
+        assert f"Accepted by Anthropic since {row.status_changed_at:%-d %b %Y, %H:%M} UTC." in page
 
     @pytest.mark.parametrize(
         "behaviour, midstream",

@@ -195,6 +195,9 @@ def byom_save(request: HttpRequest, slug: str) -> HttpResponse:
             message += (
                 f". {org.name} is on the {org.get_plan_display()} plan. Upgrade to Institutional to use your own key."
             )
+        elif membership.can_manage and selectors.stored_claude_api_key(membership.organisation) is not None:
+            # The card's "Key saved." describes the stored key: just after "Save new key" it reads as this one's.
+            message += " Your new key was not saved: the stored key is unchanged."
         return _refused_page(request, membership, refused, key_error=message)
     messages.success(request, "Claude API key saved. AI Insights queries now use your organisation's key.")
     return redirect("orgs:settings", slug)

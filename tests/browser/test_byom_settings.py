@@ -215,7 +215,9 @@ def test_on_a_phone_a_refused_replacement_brings_the_field_and_its_error_into_vi
     expect(key_input).to_be_focused()
     expect(key_input).to_be_in_viewport()
     expect(card.locator("#byom-error")).to_be_in_viewport()
-    expect(card.locator("#byom-error")).to_have_text("The key must not contain spaces or line breaks.")
+    expect(card.locator("#byom-error")).to_have_text(
+        "The key must not contain spaces or line breaks. Your new key was not saved: the stored key is unchanged."
+    )
 
 
 def test_copy_token_puts_the_new_token_on_the_clipboard_and_says_so(app, page):

@@ -126,6 +126,30 @@ def test_a_malformed_key_leaves_the_stored_key_alone(world):
     assert AuditEvent.objects.count() == 1
 
 
+def test_a_refused_replacement_says_the_stored_key_was_kept(world):
+    # The card's green "Key saved." describes the stored key; right after pressing "Save new key" it read as if the
+    # refused one had been saved.
+    client = console(world.acme_admin)
+    client.post("/orgs/acme/settings/claude-api-key/save", {"api_key": GOOD_KEY})
+
+    response = client.post("/orgs/acme/settings/claude-api-key/save", {"api_key": f"sk-ant-{MARK} x"})
+
+    page = response.content.decode()
+    assert (
+        "The key must not contain spaces or line breaks. Your new key was not saved: the stored key is unchanged."
+        in page
+    )
+
+
+def test_a_refused_first_key_is_not_said_to_leave_a_stored_key(world):
+    response = console(world.acme_admin).post(
+        "/orgs/acme/settings/claude-api-key/save", {"api_key": f"sk-ant-{MARK} x"}
+    )
+
+    page = response.content.decode()
+    assert "The key must not contain spaces or line breaks." in page and "stored key is unchanged" not in page
+
+
 SURROUNDED = "  \t\r\n" + GOOD_KEY + " \n\u00a0"
 
 

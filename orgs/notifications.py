@@ -16,7 +16,7 @@ from datetime import datetime
 from django.conf import settings
 from django.template.loader import render_to_string
 
-from insights.ratelimit import Window, locked_out_words, window_words
+from insights.ratelimit import Window, locked_out_words, window_on_platform_key, window_words
 from orgs import outbox, selectors
 from orgs.models import MANAGING_ROLES, ApiToken, AuditAction, KeyStatus, Organisation, User
 
@@ -53,6 +53,12 @@ def key_changed(*, org: Organisation, actor, action: str, via: str, at: datetime
         "in_use": org.allows_byom,
         "plan": org.get_plan_display(),
     }
+    if not saved and org.allows_byom:
+        # Its queries move to the platform key's lower limit at once, the queries already counted staying counted: the
+        # one who removed it was told on the confirmation, the other Owners and Admins learn it here.
+        after = window_on_platform_key(org)
+        context["limit"] = f"{after.limit} queries per rolling {window_words(after.window_seconds)}"
+        context["locked_out"] = locked_out_words(after, who=org.name)
     body = render_to_string("orgs/email/key_changed.txt", context)
     what = f"claude api key {verb} e-mail"
     for user in _managers(org):

@@ -699,6 +699,40 @@ def test_a_downgrade_over_the_platform_limit_says_no_one_can_ask_for_a_while(cro
     )
 
 
+@pytest.mark.parametrize("by", ["acme_admin", "staff"])
+def test_a_removal_over_the_platform_limit_says_the_limit_and_that_no_one_can_ask_for_a_while(crowd, committed, by):
+    # The one who removed it was warned on the confirmation; the other Owners and Admins learn it only here, as they
+    # do when a plan change takes the key out of use.
+    store_key(crowd.acme, CANARY_KEY, by=crowd.acme_owner)
+    seed(crowd.acme, *([1800] * 5 + [600] * 20))
+
+    with committed() as outbox:
+        if by == "staff":
+            action = {"action": "remove_claude_api_key", "_selected_action": [crowd.acme.pk], "confirm": "yes"}
+            assert console(crowd.staff).post("/admin/orgs/organisation/", action).status_code == 302
+        else:
+            assert console(crowd.acme_admin).post(REMOVE.format("acme"), {"confirm": "yes"}).status_code == 302
+
+    body = " ".join(outbox[0].body.split())
+    assert (
+        "AI Insights queries of Acme Digital Assets now use Opsion's platform key, limited to 20 queries per rolling "
+        "60 minutes. Acme Digital Assets has used 25 queries in the last 60 minutes, so no one in it can ask AI "
+        "Insights for about 50 min." in body
+    )
+
+
+def test_a_removal_under_the_platform_limit_names_the_limit_and_no_lockout(crowd, committed):
+    store_key(crowd.acme, CANARY_KEY, by=crowd.acme_owner)
+    seed(crowd.acme, *([600] * 5))
+
+    with committed() as outbox:
+        assert console(crowd.acme_admin).post(REMOVE.format("acme"), {"confirm": "yes"}).status_code == 302
+
+    body = " ".join(outbox[0].body.split())
+    assert "now use Opsion's platform key, limited to 20 queries per rolling 60 minutes." in body
+    assert "no one in it can ask" not in body
+
+
 def test_a_downgrade_counts_the_window_once_for_the_email_and_for_staff(crowd, committed):
     # One plan change, one count of the window: the e-mail and admin's message to staff say the same lockout from it.
     store_key(crowd.acme, CANARY_KEY, by=crowd.acme_owner)

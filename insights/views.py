@@ -192,9 +192,10 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
 
     def events() -> Iterator[bytes]:
         try:
-            yield sse(
-                "start", {"id": pending.row.pk, "used": pending.window.used, "rateLimit": window_json(pending.window)}
-            )
+            # Whose key answers: the meter says it, and it may have changed since the page loaded (a key saved or
+            # removed by another Admin), as the limit may.
+            start = {"id": pending.row.pk, "used": pending.window.used, "rateLimit": window_json(pending.window)}
+            yield sse("start", start | {"keySource": pending.choice.source})
         except GeneratorExit:
             pending.answer_unread()  # the reader left before Claude was asked: the query counts all the same
             raise
@@ -233,8 +234,14 @@ def usage_read(request: HttpRequest, slug: str) -> JsonResponse:
 
 
 def usage_json(usage: services.Usage) -> dict:
-    """The stream's last event, `usage`, and the page's usage read: the window, and `limitReached` at the limit."""
-    return {"used": usage.window.used, **window_json(usage.window), **limit_reached(usage)}
+    """The stream's last event, `usage`, and the page's usage read: the window, whose key answers now (`keySource`: a
+    key saved or removed since the page loaded), and `limitReached` at the limit."""
+    return {
+        "used": usage.window.used,
+        **window_json(usage.window),
+        "keySource": usage.key_source,
+        **limit_reached(usage),
+    }
 
 
 def limit_reached(usage: services.Usage) -> dict:

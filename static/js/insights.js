@@ -103,7 +103,7 @@
     } catch (ignored) { /* as a failed read, below */ }
     reading -= 1;
     if (meterShown === shown) {
-      if (usage) updateMeter(usage, usage.used);
+      if (usage) updateMeter(usage, usage.used, usage.keySource);
       if (usage && usage.limitReached) {
         limitReached(function (el) { el.innerHTML = usage.limitReached; }, usage.resetSeconds);
       } else if (limited) {
@@ -160,8 +160,13 @@
     return seconds + " s";
   }
 
-  function updateMeter(rate, used) {
+  const KEY_NAMES = { organisation: "your organisation's Anthropic key", platform: "Opsion's platform key" };
+
+  // `keySource`, when the server said it: whose key answers now, which a key saved or removed since the page loaded
+  // changes along with the limit.
+  function updateMeter(rate, used, keySource) {
     if (!rate) return;
+    if (KEY_NAMES[keySource]) document.getElementById("usage-key-name").textContent = KEY_NAMES[keySource];
     meterShown += 1;
     // The server's count when it sends one: above a lowered limit it exceeds limit - remaining.
     if (typeof used !== "number") used = rate.limit - rate.remaining;
@@ -177,6 +182,9 @@
     // a limit that changed since (a key saved in another tab) is not that one, and a reload would not say it.
     const ownKey = document.getElementById("usage-own-key");
     if (ownKey) ownKey.hidden = rate.limit !== Number(ownKey.dataset.limit);
+    // "The 200-query cap is an abuse guard" is about the organisation's key's limit, the one the page was loaded under.
+    const cap = document.getElementById("usage-cap");
+    if (cap) cap.hidden = rate.limit !== Number(cap.dataset.limit);
   }
 
   // The failed request's ID (its X-Request-ID header), shown as the page shows it without JavaScript:
@@ -264,7 +272,7 @@
 
   function handle(evt, requestId) {
     if (evt.event === "start") {
-      updateMeter(evt.data.rateLimit, evt.data.used);
+      updateMeter(evt.data.rateLimit, evt.data.used, evt.data.keySource);
     } else if (evt.event === "delta") {
       body.classList.add("streaming");
       body.append(document.createTextNode(evt.data.text));
@@ -292,7 +300,7 @@
       remember(evt.data.historyItem);
     } else if (evt.event === "usage") {
       usageSaid = true;
-      updateMeter(evt.data, evt.data.used);
+      updateMeter(evt.data, evt.data.used, evt.data.keySource);
       // This answer took the last query the window allows: say so beside Ask, in the page's own words rendered on
       // the server (safe to insert), and wait as a reload of the page would.
       if (evt.data.limitReached) {

@@ -218,6 +218,45 @@ def test_refused_above_a_lowered_limit_the_meter_keeps_the_real_count(app, page,
     assert fake_anthropic.requests == []
 
 
+def test_a_key_removed_since_the_page_loaded_leaves_no_meter_naming_it_beside_the_platform_limit(
+    app, page, world, fake_anthropic
+):
+    # Another Admin removed the key after this page loaded: the answer came on Opsion's platform key, the meter went to
+    # "of 20", and it must not go on saying the organisation's key answers (nor offer the 200-query cap's words).
+    admin = world.membership(world.acme_admin, world.acme)
+    org_services.claude_api_key_set(membership=admin, raw_key=GOOD_KEY, ip=None)
+    seed(world.acme, *[300] * 19, user=world.acme_member, source=KeySource.ORGANISATION)  # this answer is the 20th
+    sign_in(page, app.url, "member@acme.test")
+    expect(page.locator("#usage-meter")).to_contain_text("Queries use your organisation's Anthropic key.")
+    org_services.claude_api_key_remove(membership=admin, ip=None)
+
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    expect(page.locator("#answer-body").get_by_role("heading", level=3)).to_be_visible()
+    expect(page.locator("#usage-limit")).to_have_text("20")
+    expect(page.locator("#usage-meter")).to_contain_text("Queries use Opsion's platform key.")
+    expect(page.locator("#usage-reset")).to_contain_text("Limit reached.")
+    expect(page.locator("#usage-meter")).not_to_contain_text("200-query cap", use_inner_text=True)
+    expect(page.locator("#history li").first).to_contain_text("Opsion's platform key")
+    assert fake_anthropic.keys_used == [PLATFORM_KEY]
+
+
+def test_a_key_saved_since_the_page_loaded_is_named_by_the_meter_once_it_answers(app, page, world, fake_anthropic):
+    sign_in(page, app.url, "member@acme.test")
+    expect(page.locator("#usage-meter")).to_contain_text("Queries use Opsion's platform key.")
+    admin = world.membership(world.acme_admin, world.acme)
+    org_services.claude_api_key_set(membership=admin, raw_key=GOOD_KEY, ip=None)
+
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    expect(page.locator("#answer-body").get_by_role("heading", level=3)).to_be_visible()
+    expect(page.locator("#usage-limit")).to_have_text("200")
+    expect(page.locator("#usage-meter")).to_contain_text("Queries use your organisation's Anthropic key.")
+    assert fake_anthropic.keys_used == [GOOD_KEY]
+
+
 def ask_on_acmes_own_key(page, app, world, fake_anthropic, behaviour: str, *, as_: str):
     """Acme's own key saved, Anthropic answering it with `behaviour`: `as_` signs in and asks. Returns the answer
     card's alert."""

@@ -936,6 +936,7 @@ def test_the_answer_streams_into_the_page_as_claude_writes_it(world, fake_anthro
         "id": InsightQuery.objects.get().pk,
         "used": 1,
         "rateLimit": {"limit": 20, "remaining": 19, "resetSeconds": 3600},
+        "keySource": "platform",
     }
     first = parse_sse(next(chunks))
     # The fake holds the rest of the answer (for up to 30 s) until released: this delta was streamed.
@@ -954,7 +955,13 @@ def test_the_answer_streams_into_the_page_as_claude_writes_it(world, fake_anthro
     done = dict(rest)["done"]
     assert done["html"].startswith("<h3>Authorisation under MiCAR</h3>")
     assert "<strong>authorised by the competent authority</strong>" in done["html"]
-    assert dict(rest)["usage"] == {"used": 1, "limit": 20, "remaining": 19, "resetSeconds": pytest.approx(3600, abs=1)}
+    assert dict(rest)["usage"] == {
+        "used": 1,
+        "limit": 20,
+        "remaining": 19,
+        "resetSeconds": pytest.approx(3600, abs=1),
+        "keySource": "platform",
+    }
     row = InsightQuery.objects.get()
     assert row.outcome == Outcome.ANSWERED
     # The new entry for "Your recent queries" is the one the page shows after a reload.

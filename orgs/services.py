@@ -86,8 +86,9 @@ def plan_changed_as_staff(*, org: Organisation, staff_user, old_plan: Plan, ip: 
 
 
 @sensitive_variables("raw_key", "key")
-def claude_api_key_set(*, membership: Membership, raw_key: str, ip: str | None, via: str = "console") -> None:
-    """Store `raw_key` encrypted for the member's organisation, audited as saved (none was stored) or replaced.
+def claude_api_key_set(*, membership: Membership, raw_key: str, ip: str | None, via: str = "console") -> bool:
+    """Store `raw_key` encrypted for the member's organisation, audited as saved (none was stored) or replaced; returns
+    True when it replaced a stored key.
 
     Raises RoleRequired, PlanRequired, TooManyAttempts or KeyMalformed, checked in that order.
     """
@@ -114,6 +115,7 @@ def claude_api_key_set(*, membership: Membership, raw_key: str, ip: str | None, 
         notifications.key_changed(org=org, actor=membership.user, action=event.action, via=via, at=event.created_at)
     verb = "saved" if created else "replaced"
     log.info("claude api key %s org=%s by user=%s via=%s", verb, org.slug, membership.user.pk, via)
+    return not created
 
 
 class KeyReplaced(Refused):

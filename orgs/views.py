@@ -181,7 +181,7 @@ def _removal_confirmation(request: HttpRequest, membership: Membership) -> HttpR
 def byom_save(request: HttpRequest, slug: str) -> HttpResponse:
     membership = access.membership_or_http404(request.user, slug)
     try:
-        services.claude_api_key_set(
+        replaced = services.claude_api_key_set(
             membership=membership, raw_key=request.POST.get("api_key", ""), ip=client_ip(request)
         )
     except NotFound:
@@ -199,7 +199,10 @@ def byom_save(request: HttpRequest, slug: str) -> HttpResponse:
             # The card's "Key saved." describes the stored key: just after "Save new key" it reads as this one's.
             message += " Your new key was not saved: the stored key is unchanged."
         return _refused_page(request, membership, refused, key_error=message)
-    messages.success(request, "Claude API key saved. AI Insights queries now use your organisation's key.")
+    if replaced:  # as the audit log, shown below it, says
+        messages.success(request, "Claude API key replaced. AI Insights queries now use the new key.")
+    else:
+        messages.success(request, "Claude API key saved. AI Insights queries now use your organisation's key.")
     return redirect("orgs:settings", slug)
 
 

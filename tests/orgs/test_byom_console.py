@@ -185,6 +185,16 @@ def test_saving_again_replaces_the_key(world):
     assert audit_actions(world.acme) == [AuditAction.KEY_SAVED, AuditAction.KEY_REPLACED]
 
 
+def test_replacing_the_key_says_replaced_as_the_audit_log_beside_it_does(world):
+    client = console(world.acme_admin)
+    client.post(save_url("acme"), {"api_key": GOOD_KEY}, follow=True)  # its own message shown and gone
+
+    page = client.post(save_url("acme"), {"api_key": OTHER_KEY}, follow=True).content.decode()
+
+    assert "Claude API key replaced. AI Insights queries now use the new key." in page
+    assert "Claude API key saved." not in page
+
+
 def test_a_key_saved_after_the_last_one_was_removed_is_saved_not_replaced(world):
     client = console(world.acme_admin)
     client.post(save_url("acme"), {"api_key": GOOD_KEY})

@@ -173,16 +173,26 @@ class OrganisationAdmin(RelatedLinksByPermission, admin.ModelAdmin):
         again. Staff are told either way; an organisation without a key notices nothing. `after`: the window on the
         platform key plan_changed_as_staff counted for its e-mail, None when it took no key out of use."""
         if org.allows_byom:
-            key = ClaudeApiKey.objects.filter(organisation=org).values("saved_at").first()
+            key = ClaudeApiKey.objects.filter(organisation=org).values("saved_at", "status").first()
             if key is not None:
                 saved = date_format(timezone.localtime(key["saved_at"]), "j M Y")
-                messages.warning(
-                    request,
-                    f"The stored Claude API key of {org} (saved {saved}) is in use again: its AI Insights queries now "
-                    f"go to that key, limited to {settings.INSIGHTS_BYOM_LIMIT} queries per rolling "
-                    f"{window_words(settings.INSIGHTS_WINDOW_SECONDS)}. If the organisation no longer wants it used, "
-                    "remove it with the list's action.",
-                )
+                window = window_words(settings.INSIGHTS_WINDOW_SECONDS)
+                limit = f"{settings.INSIGHTS_BYOM_LIMIT} queries per rolling {window}"
+                if key["status"] == KeyStatus.INVALID:
+                    # Not promised to answer, as the organisation's e-mail does not promise it either.
+                    said = (
+                        f"The stored Claude API key of {org} (saved {saved}) is in use again, limited to {limit}, but "
+                        "Anthropic rejected it when it was last used: its AI Insights queries will fail until the "
+                        "organisation saves a valid key. If it no longer wants it used, remove it with the list's "
+                        "action."
+                    )
+                else:
+                    said = (
+                        f"The stored Claude API key of {org} (saved {saved}) is in use again: its AI Insights queries "
+                        f"now go to that key, limited to {limit}. If the organisation no longer wants it used, remove "
+                        "it with the list's action."
+                    )
+                messages.warning(request, said)
             return
         if after is None:
             return

@@ -16,7 +16,18 @@ from django.utils import timezone
 from insights.models import InsightQuery, KeySource
 from orgs import admin as org_admin
 from orgs import mailer, services
-from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, Membership, Organisation, Plan, Role, User
+from orgs.models import (
+    ApiToken,
+    AuditAction,
+    AuditEvent,
+    ClaudeApiKey,
+    KeyStatus,
+    Membership,
+    Organisation,
+    Plan,
+    Role,
+    User,
+)
 from tests.base import CANARY_KEY, GOOD_KEY, PASSWORD, make_user, organisation_admin_form
 from tests.clients import console
 from tests.insights.helpers import seed, seed_spread
@@ -1241,6 +1252,26 @@ def test_restoring_a_byom_plan_says_the_stored_key_is_in_use_again(world, staff)
         "used, remove it with the list's action." in page_text(response)
     )
     assert CANARY_KEY not in response.content.decode()
+
+
+def test_restoring_a_byom_plan_to_a_key_anthropic_rejected_does_not_tell_staff_its_queries_now_run(world, staff):
+    # The Owners and Admins are mailed that queries will fail until a valid key is saved; staff, who may be on the
+    # phone with them, were told the queries "now go to that key" as if it answered.
+    store_key(world.globex, CANARY_KEY)
+    ClaudeApiKey.objects.filter(organisation=world.globex).update(
+        saved_at=timezone.now().replace(2026, 3, 12), status=KeyStatus.INVALID
+    )
+
+    response = staff.post(
+        f"{ORGS}{world.globex.pk}/change/", organisation_admin_form(world.globex, plan=Plan.INSTITUTIONAL), follow=True
+    )
+
+    assert (
+        "The stored Claude API key of Globex Payments (saved 12 Mar 2026) is in use again, limited to 200 queries per "
+        "rolling 60 minutes, but Anthropic rejected it when it was last used: its AI Insights queries will fail until "
+        "the organisation saves a valid key. If it no longer wants it used, remove it with the list's action."
+        in page_text(response)
+    )
 
 
 @pytest.mark.parametrize("plan", [Plan.CUSTOM, Plan.STARTER])

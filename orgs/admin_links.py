@@ -68,17 +68,18 @@ class RelatedLinksByPermission(admin.options.BaseModelAdmin):
             shown_fieldsets.append((name, {**options, "fields": fields}))
         return shown_fieldsets
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # One display per foreign key, made once with the admin and the same object on every request: admin tells a
+        # read-only display from a form field by identity, and one admin serves every thread of a worker. Made on
+        # first use instead, two requests racing on a fresh worker each made their own, and a page whose fieldsets
+        # held one while its read-only fields held the other failed (FieldError, a 500).
+        self._unlinked = {
+            field.name: (field.related_model, unlinked(field.name, field, self.get_empty_value_display()))
+            for field in self.opts.get_fields()
+            if (field.many_to_one or field.one_to_one) and field.concrete
+        }
+
     def _unlinked_displays(self, request) -> dict:
         """The unlinked display of each foreign key of the model whose object the viewer may not open, by name."""
-        if "_unlinked_cache" not in self.__dict__:
-            self._unlinked_cache = {}  # one display per field, the same object on every request: admin compares them
-        displays = {}
-        for field in self.opts.get_fields():
-            if not (field.many_to_one or field.one_to_one) or not field.concrete:
-                continue
-            if may_open(request, self, field.related_model):
-                continue
-            if field.name not in self._unlinked_cache:
-                self._unlinked_cache[field.name] = unlinked(field.name, field, self.get_empty_value_display())
-            displays[field.name] = self._unlinked_cache[field.name]
-        return displays
+        return {name: shown for name, (model, shown) in self._unlinked.items() if not may_open(request, self, model)}

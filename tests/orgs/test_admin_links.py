@@ -4,14 +4,18 @@ Django's read-only display of a foreign key links to the related object's page w
 support staff with only "Can change membership" or "Can view insight query" followed such links to a 403."""
 
 import re
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Permission
+from django.test import RequestFactory
 
 from orgs import services
-from orgs.admin_memberships import MembershipInline
-from orgs.models import ApiToken, AuditEvent
+from orgs.admin_memberships import MembershipAdmin, MembershipInline
+from orgs.models import ApiToken, AuditEvent, Membership
 from tests.base import GOOD_KEY, make_user
 from tests.clients import console
 from tests.insights.helpers import seed
@@ -206,3 +210,32 @@ class TestMessagesLinkOnlyWhereAllowed:
         assert "all its memberships can be changed or removed on their own page." in page_text(response)
         listing = f"/admin/orgs/membership/?organisation__id__exact={world.acme.pk}"
         assert (f'href="{listing}"' in response.content.decode()) is may_see_memberships
+
+
+def test_requests_racing_on_a_fresh_admin_get_the_same_unlinked_displays(world):
+    # Admin pages run on gthread workers, one ModelAdmin per model shared by every thread, and admin tells a read-only
+    # display from a form field by identity: a page whose fieldsets hold one display object while its read-only fields
+    # hold another asks the form for a field named by a function, a 500 (FieldError). Two requests on a fresh worker
+    # each made and cached their own.
+    support = support_with("change_membership")
+    request = RequestFactory().get("/admin/")
+    request.user = support
+    assert not support.has_perm("orgs.view_user")  # fills the permission cache: the threads read no database
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # hand the GIL over often, as a busy worker does
+    try:
+        for _ in range(200):
+            membership_admin = MembershipAdmin(Membership, admin.site)
+            start = threading.Barrier(8)
+
+            def displays(model_admin=membership_admin, start=start):
+                start.wait()
+                return {f.__name__: f for f in model_admin.get_readonly_fields(request) if callable(f)}
+
+            with ThreadPoolExecutor(8) as pool:
+                seen = list(pool.map(lambda _: displays(), range(8)))
+            assert all(shown.keys() == {"user", "organisation"} for shown in seen)
+            assert len({id(shown["user"]) for shown in seen}) == 1
+            assert len({id(shown["organisation"]) for shown in seen}) == 1
+    finally:
+        sys.setswitchinterval(switch)

@@ -340,6 +340,9 @@
     label.textContent = "You asked:";
     question.append(label, " " + textarea.value.trim());
     errorBox.before(question);
+    // Until an answer says how the window stands (the stream's `usage`, a refusal's RateLimit headers), the question
+    // may have taken its last query: one whose connection failed before any answer came was counted all the same.
+    usageSaid = false;
     try {
       const response = await fetch(form.dataset.streamUrl, {
         method: "POST",
@@ -347,6 +350,7 @@
         body: new URLSearchParams(new FormData(form)),
         credentials: "same-origin",
       });
+      usageSaid = true; // said below, by the stream's last event or the refusal's headers, or the page is left
       const type = response.headers.get("Content-Type") || "";
       requestId = response.headers.get("X-Request-ID") || "";
       if (response.status === 403 && !type.startsWith("application/json")) {
@@ -417,8 +421,9 @@
     } finally {
       answer.removeAttribute("aria-busy");
       const hadFocus = document.activeElement === button || document.activeElement === document.body;
-      // A stream cut off before its last event, `usage`, may have taken the window's last query (its `start` counted
-      // it): Ask waits for the window to be read, beside "Limit reached" if so, rather than be enabled by a full meter.
+      // A stream cut off before its last event, `usage`, or a question whose connection failed before any answer, may
+      // have taken the window's last query (the server counted it before answering): Ask waits for the window to be
+      // read, beside "Limit reached" if so, rather than be enabled beside a meter that does not show it.
       if (!usageSaid) {
         usageSaid = true;
         readUsage();

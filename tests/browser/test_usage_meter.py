@@ -143,3 +143,35 @@ def test_an_answer_cut_off_after_taking_the_last_query_leaves_ask_waiting_beside
     expect(page.locator("#usage-used")).to_have_text("20")
     expect(page.locator("#usage-reset")).to_be_visible()
     assert contradictions(page) == []
+
+
+def test_an_answer_whose_connection_failed_after_taking_the_last_query_leaves_ask_waiting(
+    app, page, world, fake_anthropic, console
+):
+    # The question reached the server, which counted the window's last query, and the connection failed before the
+    # answer's headers came back: the page had no `start` to show, read nothing, and enabled Ask beside a meter still
+    # saying 19 of 20.
+    seed(world.acme, *[600] * 19, user=world.acme_member)
+
+    def lost_after_counting(route):
+        if route.request.method != "POST":
+            return route.continue_()
+        route.fetch()  # the server counts and answers; the browser never hears back
+        route.abort("connectionreset")
+
+    page.route("**/orgs/acme/insights/", lost_after_counting)
+    sign_in(page, app.url, "member@acme.test")
+    watch(page)
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    ask = page.get_by_role("button", name="Ask", exact=True)
+    ask.click()
+
+    expect(page.locator("#answer-error")).to_contain_text("The connection was interrupted.")
+    expect(page.locator("#ask-limit")).to_have_text("Rate limit reached (20/hour). Try again in 50 min.")
+    expect(ask).to_be_disabled()
+    expect(page.locator("#usage-used")).to_have_text("20")
+    expect(page.locator("#usage-reset")).to_be_visible()
+    assert contradictions(page) == []
+    lost = [error for error in console.errors if "net::ERR_CONNECTION_RESET" in error]
+    assert len(lost) == 1, console.errors  # the connection this test cut, and nothing else
+    console.errors.remove(lost[0])

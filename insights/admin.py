@@ -81,7 +81,12 @@ class InsightQueryAdmin(RelatedLinksByPermission, admin.ModelAdmin):
     @admin.display(description="Message shown")
     def message_shown(self, obj: InsightQuery) -> str:
         if obj.error_code == INTERRUPTED:
-            return "No message: the answer stopped with no refusal given (the server answering it stopped)."
+            # No refusal reached an API client or a plain post, but a page streaming the answer (static/js/insights.js,
+            # whose words these are) told its reader the answer was interrupted.
+            return (
+                "No refusal: the answer stopped unfinished (the server answering it stopped). A page streaming it said "
+                "“The answer was interrupted before it finished. Please try again.”"
+            )
         return FAILURE_MESSAGES.get(obj.error_code) or self.get_empty_value_display()
 
     @admin.display(description="Key", ordering="key_source")

@@ -6,6 +6,7 @@ from datetime import timedelta
 from urllib.parse import parse_qs
 
 import pytest
+from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Group, Permission
 from django.db import connection
@@ -594,16 +595,22 @@ def test_a_failed_querys_own_page_says_what_its_reader_was_told_beside_the_code(
     assert f"Message shown: {told['message'].split(' Try again in ')[0]}" in own_page
 
 
-def test_an_interrupted_querys_own_page_says_no_message_was_given(world, staff):
+def test_an_interrupted_querys_own_page_says_no_refusal_was_given_and_what_a_streaming_page_said(world, staff):
+    # "No message" was not what a customer watching the answer stream was told: the page's script says the answer was
+    # interrupted when its stream ends without an answer or an error (static/js/insights.js), word for word as here.
     (cut,) = seed(world.acme, 40)
     InsightQuery.objects.filter(pk=cut.pk).update(outcome="failed", error_code="interrupted", stop_reason=None)
     (answered,) = seed(world.globex, 40)
+    script = (settings.BASE_DIR / "static/js/insights.js").read_text()
+    (streamed,) = re.findall(r'if \(!finished\) showError\("([^"]+)"', script)
 
     cut_page = page_text(staff.get(f"/admin/insights/insightquery/{cut.pk}/change/"))
     answered_page = page_text(staff.get(f"/admin/insights/insightquery/{answered.pk}/change/"))
 
     assert "Error code: interrupted" in cut_page
-    assert "Message shown: No message: the answer stopped with no refusal given" in cut_page
+    assert "Message shown: No refusal: the answer stopped unfinished (the server answering it stopped)." in cut_page
+    assert f"A page streaming it said “{streamed}”" in cut_page
+    assert "No message" not in cut_page
     assert "Message shown: -" in answered_page
 
 

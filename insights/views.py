@@ -226,8 +226,9 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
 @require_safe
 @login_required
 def usage_read(request: HttpRequest, slug: str) -> JsonResponse:
-    """The window as the page's script reads it again (a query freed up, the tab shown again): the stream's `usage`,
-    with the refusal the next query would meet in the page's own words, so the meter and Ask can say the same."""
+    """The window as the page's script reads it again (a query freed up, a stream ended without saying how the window
+    stands): the stream's `usage`, with the refusal the next query would meet in the page's own words, so the meter
+    and Ask can say the same."""
     membership = access.membership_or_http404(request.user, slug)
     usage = services.usage(membership.organisation)
     return add_ratelimit_headers(JsonResponse(usage_json(usage)), usage.window)

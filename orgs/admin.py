@@ -50,7 +50,8 @@ from orgs.templatetags.orgs_tags import utc_time
 
 def anthropics_answer(row: ClaudeApiKey) -> str:
     """What Anthropic last said of a stored key, and when, in the console's words. Only a change of answer is
-    recorded (services.claude_api_key_mark), so an accepted key says when it was first accepted, not last used."""
+    recorded (services.claude_api_key_mark), so an accepted key says since when it has been accepted (it may have
+    been rejected before), not when it was last used."""
     if row.status == KeyStatus.VALID:
         return f"Accepted by Anthropic since {utc_time(row.status_changed_at)}."
     if row.status == KeyStatus.INVALID:

@@ -2,6 +2,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 
+from insights import services
 from insights.models import ENDED, InsightQuery, KeySource, StopReason
 from insights.ratelimit import counted, window_words
 from insights.services import FAILURE_MESSAGES, INTERRUPTED
@@ -41,6 +42,34 @@ class EndedFilter(admin.SimpleListFilter):
         return queryset.ended(self.value()) if self.value() else queryset
 
 
+# Each error code a failed query records, in words, with the code itself (which the list's column, the query's page
+# and the API show, and which support are given by customers). Every code the app records has one: a test keeps them
+# in step with services.FAILURE_MESSAGES.
+ERROR_CODE_LABELS = {
+    services.KeyInvalid.code: "Key rejected by Anthropic",
+    services.KeyUnreadable.code: "Stored key unreadable",
+    services.UpstreamRateLimited.code: "Rate-limited by Anthropic",
+    services.UpstreamBilling.code: "Refused by Anthropic for billing",
+    services.InsightsUnavailable.code: "Temporarily unavailable",
+    INTERRUPTED: "Stopped with no refusal given",
+}
+
+
+class ErrorCodeFilter(admin.SimpleListFilter):
+    """The list's error code column, as a filter ("all queries that failed on an invalid key last week", with the
+    date filter). Its choices are the codes the app records, not the table's distinct values: no scan of every
+    query ever asked at each view."""
+
+    title = "error code"
+    parameter_name = "error_code__exact"  # the field's own lookup, so links staff made by hand still work
+
+    def lookups(self, request, model_admin):
+        return [(code, f"{label} ({code})") for code, label in ERROR_CODE_LABELS.items()]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(error_code=self.value()) if self.value() else queryset
+
+
 @admin.register(InsightQuery)
 class InsightQueryAdmin(RelatedLinksByPermission, admin.ModelAdmin):
     list_display = [
@@ -53,7 +82,7 @@ class InsightQueryAdmin(RelatedLinksByPermission, admin.ModelAdmin):
         "ended",
         "output_tokens",
     ]
-    list_filter = [KeySourceFilter, "outcome", EndedFilter]
+    list_filter = [KeySourceFilter, "outcome", ErrorCodeFilter, EndedFilter, "created_at"]
     # Shown as `key` and `ended` below, in staff's words: the query's own page said "Stop reason" (and "-" for an
     # answer written mid-deploy) beside a list that says "Ended: Complete".
     exclude = ["key_source", "stop_reason"]

@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from insights.models import InsightQuery, KeySource
+from insights.services import FAILURE_MESSAGES, INTERRUPTED
 from orgs import admin as org_admin
 from orgs import mailer, services
 from orgs.models import (
@@ -56,6 +57,11 @@ def rows_of(page: str) -> dict[str, str]:
 def page_text(response) -> str:
     """The page's text, as a reader sees it."""
     return page_text_of(response.content.decode())
+
+
+def sidebar(response) -> str:
+    """The change list's filters, as markup."""
+    return response.content.decode().split('id="changelist-filter"')[1]
 
 
 def page_text_of(markup: str) -> str:
@@ -650,6 +656,34 @@ def test_the_ended_filter_and_sort_count_a_mid_deploy_answer_as_complete_as_its_
         runs = [state for n, state in enumerate(ended) if n == 0 or ended[n - 1] != state]
         assert sorted(ended) == sorted(["Complete"] * 3 + ["Cut short at the length limit"] + ["-"] * 2)
         assert len(runs) == len(set(runs)), ended  # each state in one run: none mixed with another
+
+
+def test_staff_find_the_queries_that_failed_on_an_invalid_key_last_week_by_error_code_and_date(world, staff):
+    # Support asked "all queries that failed on an invalid key last week" had no filter by error code: only the
+    # column, read row by row through a log of every query ever asked.
+    rejected, unreadable, answered, rejected_long_ago = seed(world.acme, 2 * 86400, 3 * 86400, 86400, 30 * 86400)
+    InsightQuery.objects.filter(pk__in=[rejected.pk, rejected_long_ago.pk]).update(
+        outcome="failed", error_code="claude_api_key_invalid", stop_reason=None
+    )
+    InsightQuery.objects.filter(pk=unreadable.pk).update(
+        outcome="failed", error_code="claude_api_key_unreadable", stop_reason=None
+    )
+    queries = "/admin/insights/insightquery/"
+    listed = staff.get(queries)
+    link = re.search(r'<a href="([^"]*)">Key rejected by Anthropic \(claude_api_key_invalid\)</a>', sidebar(listed))
+
+    rejected_at_all = staff.get(queries + html.unescape(link.group(1)) + "&_facets=1")  # with its count
+    week = re.search(r'<a href="([^"]*)">Past 7 days[^<]*</a>', sidebar(rejected_at_all))  # keeps the code chosen
+    last_week = staff.get(queries + html.unescape(week.group(1)))
+
+    assert {row.pk for row in rejected_at_all.context["cl"].result_list} == {rejected.pk, rejected_long_ago.pk}
+    assert "Key rejected by Anthropic (claude_api_key_invalid) (2)" in page_text(rejected_at_all)
+    assert {row.pk for row in last_week.context["cl"].result_list} == {rejected.pk}
+    # Every code the app records is a choice, in words, beside the code the column and the API show.
+    (by_code,) = (spec for spec in listed.context["cl"].filter_specs if spec.title == "error code")
+    choices = dict(by_code.lookup_choices)
+    assert set(choices) == {*FAILURE_MESSAGES, INTERRUPTED}
+    assert all(label.endswith(f"({code})") and len(label) > len(code) + 3 for code, label in choices.items())
 
 
 class TestDeleteOrganisation:

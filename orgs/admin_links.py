@@ -3,24 +3,25 @@
 Django shows a read-only foreign key as a link to the related object's page without asking whether the viewer may
 open that page: support staff with only "Can change membership" or "Can view insight query" were sent to a 403. Such
 a field is shown as plain text instead to whoever may not, as the user page's Organisations row is
-(orgs.admin.UserAdmin.get_fieldsets)."""
+(orgs.admin.UserAdmin.get_fieldsets), and so is an entry of the index's "Recent actions"
+(orgs.templatetags.admin_links, templates/admin/index.html)."""
 
 from django.contrib import admin
 from django.db import models
 from django.utils.html import format_html
 
 
-def may_open(request, model_admin: admin.ModelAdmin, model: type[models.Model]) -> bool:
-    """Whether admin's page of `model` objects opens for the request's user, as its change view asks. True of a model
+def may_open(request, site: admin.AdminSite, model: type[models.Model]) -> bool:
+    """Whether `site`'s page of `model` objects opens for the request's user, as its change view asks. True of a model
     admin has no page for: Django shows such an object unlinked anyway."""
-    target = model_admin.admin_site._registry.get(model)
+    target = site._registry.get(model)
     return target is None or target.has_view_or_change_permission(request)
 
 
 def link_if_allowed(request, model_admin: admin.ModelAdmin, model: type[models.Model], url: str, words: str):
     """`words` linked to `url`, a page of `model` objects, for staff who may open it; the same words otherwise (what
     admin tells staff after an action, as a field's display)."""
-    if may_open(request, model_admin, model):
+    if may_open(request, model_admin.admin_site, model):
         return format_html('<a href="{}">{}</a>', url, words)
     return words  # escaped where it is put into a message with format_html
 
@@ -82,4 +83,8 @@ class RelatedLinksByPermission(admin.options.BaseModelAdmin):
 
     def _unlinked_displays(self, request) -> dict:
         """The unlinked display of each foreign key of the model whose object the viewer may not open, by name."""
-        return {name: shown for name, (model, shown) in self._unlinked.items() if not may_open(request, self, model)}
+        return {
+            name: shown
+            for name, (model, shown) in self._unlinked.items()
+            if not may_open(request, self.admin_site, model)
+        }

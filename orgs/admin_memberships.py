@@ -133,7 +133,9 @@ class MembershipInline(admin.TabularInline):
 
     def get_formset(self, request, obj=None, **kwargs):
         formset = super().get_formset(request, obj, **kwargs)  # a class of its own, made for this request
-        formset.users_unlinked = not self.has_change_permission(request, obj) and not may_open(request, self, User)
+        formset.users_unlinked = not self.has_change_permission(request, obj) and not may_open(
+            request, self.admin_site, User
+        )
         return formset
 
     @admin.display(description="Account")

@@ -19,7 +19,7 @@ from orgs.models import ApiToken, AuditEvent, Membership
 from tests.base import GOOD_KEY, make_user
 from tests.clients import console
 from tests.insights.helpers import seed
-from tests.orgs.test_admin import page_text
+from tests.orgs.test_admin import page_text, page_text_of
 
 # Where admin links to itself and nothing it could refuse: its own chrome, and what it serves to every staff member.
 CHROME = ("/admin/logout/", "/admin/password_change/", "/admin/jsi18n/", "/admin/autocomplete/")
@@ -239,3 +239,40 @@ def test_requests_racing_on_a_fresh_admin_get_the_same_unlinked_displays(world):
             assert len({id(shown["organisation"]) for shown in seen}) == 1
     finally:
         sys.setswitchinterval(switch)
+
+
+class TestRecentActions:
+    """The admin index's "Recent actions" links each entry to its object's page only for staff who may open it."""
+
+    def test_staff_who_may_only_add_memberships_see_the_one_they_added_unlinked(self, world):
+        # Django links every entry to its object's change page: the membership just added led its adder to a 403.
+        client = console(support_with("add_membership"))
+        newcomer = make_user("new@acme.test")
+        added = client.post(
+            "/admin/orgs/membership/add/",
+            {"user": newcomer.pk, "organisation": world.acme.pk, "role": "member"},
+            follow=True,
+        )
+        membership = world.membership(newcomer, world.acme)
+
+        index = client.get("/admin/")
+
+        assert added.status_code == 200 and "was added successfully" in page_text(added)
+        assert f"/admin/orgs/membership/{membership.pk}/change/" not in hrefs(index.content.decode())
+        assert client.get(f"/admin/orgs/membership/{membership.pk}/change/").status_code == 403  # where it led
+        # Still listed, in Django's own markup: the entry's class, its hidden "Added:", its name and its model's.
+        entry = re.search(r'<li class="addlink">(.*?)</li>', index.content.decode(), re.S).group(1)
+        assert page_text_of(entry) == f"Added: {membership} Membership"
+
+    def test_staff_who_may_open_the_object_keep_the_link(self, world):
+        client = console(support_with("add_membership", "view_membership"))
+        newcomer = make_user("new@acme.test")
+        client.post(
+            "/admin/orgs/membership/add/", {"user": newcomer.pk, "organisation": world.acme.pk, "role": "member"}
+        )
+        membership = world.membership(newcomer, world.acme)
+
+        index = client.get("/admin/").content.decode()
+
+        assert f'<a href="/admin/orgs/membership/{membership.pk}/change/">{membership}</a>' in index
+        assert client.get(f"/admin/orgs/membership/{membership.pk}/change/").status_code == 200

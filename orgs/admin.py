@@ -174,12 +174,21 @@ class OrganisationAdmin(RelatedLinksByPermission, admin.ModelAdmin):
         again. Staff are told either way; an organisation without a key notices nothing. `after`: the window on the
         platform key plan_changed_as_staff counted for its e-mail, None when it took no key out of use."""
         if org.allows_byom:
-            key = ClaudeApiKey.objects.filter(organisation=org).values("saved_at", "status").first()
+            key = ClaudeApiKey.objects.filter(organisation=org).first()
             if key is not None:
-                saved = date_format(timezone.localtime(key["saved_at"]), "j M Y")
+                saved = date_format(timezone.localtime(key.saved_at), "j M Y")
                 window = window_words(settings.INSIGHTS_WINDOW_SECONDS)
                 limit = f"{settings.INSIGHTS_BYOM_LIMIT} queries per rolling {window}"
-                if key["status"] == KeyStatus.INVALID:
+                # Unreadable first, as the organisation's e-mail says it first: a key Anthropic rejected that no
+                # configured entry opens is refused before Anthropic could be asked again.
+                if not selectors.claude_api_key_readable(org, key.secret):
+                    said = (
+                        f"The stored Claude API key of {org} (saved {saved}) is in use again, limited to {limit}, but "
+                        "no configured FIELD_ENCRYPTION_KEYS entry opens it: its AI Insights queries are refused until "
+                        "an Owner or Admin saves the key again, or the encryption key it was sealed with is configured "
+                        "again. If the organisation no longer wants it used, remove it with the list's action."
+                    )
+                elif key.status == KeyStatus.INVALID:
                     # Not promised to answer, as the organisation's e-mail does not promise it either.
                     said = (
                         f"The stored Claude API key of {org} (saved {saved}) is in use again, limited to {limit}, but "

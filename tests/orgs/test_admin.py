@@ -6,6 +6,7 @@ from datetime import timedelta
 from urllib.parse import parse_qs
 
 import pytest
+from cryptography.fernet import Fernet
 from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Group, Permission
@@ -18,6 +19,7 @@ from insights.models import InsightQuery, KeySource
 from insights.services import FAILURE_MESSAGES, INTERRUPTED
 from orgs import admin as org_admin
 from orgs import mailer, services
+from orgs.crypto import Sealed
 from orgs.models import (
     ApiToken,
     AuditAction,
@@ -1313,6 +1315,34 @@ def test_restoring_a_byom_plan_to_a_key_anthropic_rejected_does_not_tell_staff_i
         "the organisation saves a valid key. If it no longer wants it used, remove it with the list's action."
         in page_text(response)
     )
+
+
+@pytest.mark.parametrize("plan, status", [(Plan.INSTITUTIONAL, KeyStatus.VALID), (Plan.CUSTOM, KeyStatus.INVALID)])
+def test_restoring_a_byom_plan_to_a_key_no_configured_entry_opens_does_not_tell_staff_its_queries_now_run(
+    world, staff, plan, status
+):
+    # The Owners and Admins are mailed that Opsion cannot decrypt the key and queries are refused until it is saved
+    # again; staff were told the queries "now go to that key" (or, of a key Anthropic had rejected too, only that).
+    store_key(world.globex, CANARY_KEY)
+    lost = Fernet(Fernet.generate_key())  # the encryption key it was sealed with, since dropped from the settings
+    ClaudeApiKey.objects.filter(organisation=world.globex).update(
+        saved_at=timezone.now().replace(2026, 3, 12),
+        status=status,
+        secret=Sealed(lost.encrypt(CANARY_KEY.encode()).decode()),
+    )
+
+    response = staff.post(
+        f"{ORGS}{world.globex.pk}/change/", organisation_admin_form(world.globex, plan=plan), follow=True
+    )
+
+    assert (
+        "The stored Claude API key of Globex Payments (saved 12 Mar 2026) is in use again, limited to 200 queries per "
+        "rolling 60 minutes, but no configured FIELD_ENCRYPTION_KEYS entry opens it: its AI Insights queries are "
+        "refused until an Owner or Admin saves the key again, or the encryption key it was sealed with is configured "
+        "again. If the organisation no longer wants it used, remove it with the list's action." in page_text(response)
+    )
+    assert "now go to that key" not in page_text(response) and "Anthropic rejected it" not in page_text(response)
+    assert CANARY_KEY not in response.content.decode()
 
 
 @pytest.mark.parametrize("plan", [Plan.CUSTOM, Plan.STARTER])

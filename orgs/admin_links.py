@@ -4,11 +4,14 @@ Django shows a read-only foreign key as a link to the related object's page with
 open that page: support staff with only "Can change membership" or "Can view insight query" were sent to a 403. Such
 a field is shown as plain text instead to whoever may not, as the user page's Organisations row is
 (orgs.admin.UserAdmin.get_fieldsets), and so is an entry of the index's "Recent actions"
-(orgs.templatetags.admin_links, templates/admin/index.html)."""
+(orgs.templatetags.admin_links, templates/admin/index.html) and each object a deletion's confirmation lists."""
 
 from django.contrib import admin
-from django.db import models
+from django.contrib.admin.utils import NestedObjects, quote
+from django.db import models, router
+from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
+from django.utils.text import capfirst
 
 
 def may_open(request, site: admin.AdminSite, model: type[models.Model]) -> bool:
@@ -26,6 +29,43 @@ def link_if_allowed(request, model_admin: admin.ModelAdmin, model: type[models.M
     return words  # escaped where it is put into a message with format_html
 
 
+def deleted_objects(objs, request, site: admin.AdminSite) -> tuple[list, dict, set, list]:
+    """What Django's confirmation step lists (django.contrib.admin.utils.get_deleted_objects, which it follows line by
+    line): the objects a deletion takes with it, each linked to its page only for staff who may open that page. Django
+    links every one whose model has a page, and has no hook for the link alone: staff allowed to delete a user with
+    their memberships and tokens, but not to look at either, were sent to a 403 by each."""
+    try:
+        first = objs[0]  # one row read, not the whole queryset, as Django's does
+    except IndexError:
+        return [], {}, set(), []
+    collector = NestedObjects(using=router.db_for_write(first._meta.model), origin=objs)
+    collector.collect(objs)
+    perms_needed = set()
+    opens = {}  # by model: one answer per model, not one per object listed
+
+    def format_callback(obj):
+        model, opts = obj.__class__, obj._meta
+        no_edit_link = f"{capfirst(opts.verbose_name)}: {obj}"
+        if not site.is_registered(model):
+            return no_edit_link
+        if not site.get_model_admin(model).has_delete_permission(request, obj):
+            perms_needed.add(opts.verbose_name)
+        if model not in opens:
+            opens[model] = may_open(request, site, model)
+        try:
+            url = reverse(f"{site.name}:{opts.app_label}_{opts.model_name}_change", None, (quote(obj.pk),))
+        except NoReverseMatch:
+            return no_edit_link
+        if not opens[model]:
+            return no_edit_link
+        return format_html('{}: <a href="{}">{}</a>', capfirst(opts.verbose_name), url, obj)
+
+    to_delete = collector.nested(format_callback)
+    protected = [format_callback(obj) for obj in collector.protected]
+    model_count = {model._meta.verbose_name_plural: len(objs) for model, objs in collector.model_objs.items()}
+    return to_delete, model_count, perms_needed, protected
+
+
 def unlinked(name: str, field: models.ForeignKey, empty: str):
     """A read-only display of the foreign key `name`: its object's name, linked nowhere."""
 
@@ -39,13 +79,17 @@ def unlinked(name: str, field: models.ForeignKey, empty: str):
 
 
 class RelatedLinksByPermission(admin.options.BaseModelAdmin):
-    """For every ModelAdmin: each read-only foreign key whose object the viewer may not open is shown unlinked.
+    """For every ModelAdmin: each read-only foreign key whose object the viewer may not open is shown unlinked, and so
+    is each such object a deletion's confirmation lists.
 
     The unlinked displays are read-only fields of every page (a subclass's get_readonly_fields must extend its
     super()'s); the fieldsets show one in place of its field where that field is read-only."""
 
     def get_readonly_fields(self, request, obj=None):
         return [*super().get_readonly_fields(request, obj), *self._unlinked_displays(request).values()]
+
+    def get_deleted_objects(self, objs, request):
+        return deleted_objects(objs, request, self.admin_site)
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)

@@ -276,3 +276,46 @@ class TestRecentActions:
 
         assert f'<a href="/admin/orgs/membership/{membership.pk}/change/">{membership}</a>' in index
         assert client.get(f"/admin/orgs/membership/{membership.pk}/change/").status_code == 200
+
+
+class TestDeleteConfirmation:
+    """Django's confirmation step lists what a deletion takes with it, each object linked to its page only for staff
+    who may open that page."""
+
+    def test_staff_who_may_delete_but_not_open_memberships_and_tokens_see_them_unlinked(self, world):
+        # Django links every object listed to its page whatever the viewer may open there: support allowed to delete
+        # a user with their memberships and tokens, but not to look at either, were sent to a 403 by each.
+        services.api_token_create(user=world.acme_member, name="CI")
+        token, membership = ApiToken.objects.get(), world.membership(world.acme_member, world.acme)
+        client = console(support_with("view_user", "delete_user", "delete_membership", "delete_apitoken"))
+
+        response = client.get(f"/admin/orgs/user/{world.acme_member.pk}/delete/")
+
+        links = hrefs(response.content.decode())
+        assert "Yes, I’m sure" in response.content.decode()  # the confirmation, not "you cannot delete"
+        assert f"Membership: {membership}" in page_text(response) and f"API token: {token}" in page_text(response)
+        assert f"/admin/orgs/membership/{membership.pk}/change/" not in links
+        assert f"/admin/orgs/apitoken/{token.pk}/change/" not in links
+        assert client.get(f"/admin/orgs/membership/{membership.pk}/change/").status_code == 403  # where they led
+        assert client.get(f"/admin/orgs/apitoken/{token.pk}/change/").status_code == 403
+        assert user_page(world.acme_member) in links  # the user, whom they may open, stays linked
+
+    def test_the_bulk_action_lists_them_unlinked_too(self, world):
+        services.api_token_create(user=world.acme_member, name="CI")
+        token = ApiToken.objects.get()
+        client = console(support_with("view_user", "delete_user", "delete_membership", "delete_apitoken"))
+
+        response = client.post(
+            "/admin/orgs/user/", {"action": "delete_selected", "_selected_action": [world.acme_member.pk]}
+        )
+
+        assert f"API token: {token}" in page_text(response)
+        assert f"/admin/orgs/apitoken/{token.pk}/change/" not in hrefs(response.content.decode())
+
+    def test_superusers_keep_every_link(self, world):
+        services.api_token_create(user=world.acme_member, name="CI")
+        token, membership = ApiToken.objects.get(), world.membership(world.acme_member, world.acme)
+
+        links = hrefs(console(world.staff).get(f"/admin/orgs/user/{world.acme_member.pk}/delete/").content.decode())
+
+        assert {f"/admin/orgs/membership/{membership.pk}/change/", f"/admin/orgs/apitoken/{token.pk}/change/"} <= links

@@ -54,9 +54,15 @@ def start_up_stops(message: str, *, deploy: bool = False, **env: str | None) -> 
     return result
 
 
+def check_deploy(**env: str | None) -> subprocess.CompletedProcess:
+    """Run `manage.py check --deploy --fail-level WARNING` with the production settings as `env` changes them: a
+    warning fails it, as it fails a deploy script that runs it."""
+    return run_python(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(**env))
+
+
 def test_check_deploy_is_clean_with_production_settings(redis_server):
     # REDIS_URL names database 0 of the Redis on 127.0.0.1:6379, which `check --deploy` asks (opsion.W006).
-    result = run_python(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env())
+    result = check_deploy()
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "System check identified no issues" in output, output
@@ -68,9 +74,7 @@ def test_check_deploy_warns_when_the_static_files_manifest_is_missing_or_unreada
     # Every page would be a 500 ("Missing staticfiles manifest entry"), and /healthz a 503.
     if manifest is not None:
         (tmp_path / "staticfiles.json").write_text(manifest)
-    result = run_python(
-        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(STATIC_ROOT=str(tmp_path))
-    )
+    result = check_deploy(STATIC_ROOT=str(tmp_path))
 
     assert result.returncode != 0
     assert "(opsion.W005) The static files manifest is missing or unreadable" in result.stdout + result.stderr
@@ -90,16 +94,13 @@ def test_an_empty_static_root_means_the_default_one():
 
 
 def test_check_deploy_does_not_look_for_a_manifest_without_static_manifest(tmp_path):
-    result = run_python(
-        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        production_env(STATIC_ROOT=str(tmp_path), STATIC_MANIFEST="0"),
-    )
+    result = check_deploy(STATIC_ROOT=str(tmp_path), STATIC_MANIFEST="0")
 
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_check_deploy_warns_when_the_abuse_guards_would_count_per_process():
-    result = run_python(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(REDIS_URL=None))
+    result = check_deploy(REDIS_URL=None)
 
     assert result.returncode != 0
     assert "(opsion.W001) REDIS_URL is not set: the abuse guards" in result.stdout + result.stderr
@@ -119,7 +120,7 @@ def test_check_deploy_warns_when_the_abuse_guards_would_count_per_process():
 def test_check_deploy_warns_when_redis_refuses_what_redis_url_asks_for(redis_server, url, reason):
     # Start-up cannot ask Redis (settings stay offline), so a database number above the server's limit passed it,
     # and every abuse guard then failed open at request time with `check --deploy` clean.
-    result = run_python(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(REDIS_URL=url))
+    result = check_deploy(REDIS_URL=url)
     output = result.stdout + result.stderr
 
     assert result.returncode != 0, output
@@ -131,9 +132,7 @@ def test_check_deploy_warns_when_redis_refuses_what_redis_url_asks_for(redis_ser
 def test_check_deploy_warns_when_mail_would_only_be_printed():
     # consolemail:// is for development: in production it writes every reset link, a credential for an hour, to
     # the server's output and whatever collects it, and no one gets their e-mail.
-    result = run_python(
-        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(EMAIL_URL="consolemail://")
-    )
+    result = check_deploy(EMAIL_URL="consolemail://")
 
     assert result.returncode != 0
     assert "(opsion.W002) EMAIL_URL prints mail instead of sending it" in result.stdout + result.stderr
@@ -143,9 +142,7 @@ def test_check_deploy_warns_when_mail_would_only_be_printed():
 def test_check_deploy_warns_when_there_is_no_platform_key(value):
     # Without it every organisation that has no key of its own is told "AI Insights is temporarily unavailable",
     # and in production no customer is told why: only an ERROR line per refused question said so.
-    result = run_python(
-        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(ANTHROPIC_API_KEY=value)
-    )
+    result = check_deploy(ANTHROPIC_API_KEY=value)
 
     assert result.returncode != 0
     assert "(opsion.W003) ANTHROPIC_API_KEY is not set" in result.stdout + result.stderr
@@ -157,9 +154,7 @@ def test_check_deploy_warns_when_there_is_no_platform_key(value):
 def test_check_deploy_warns_when_the_platform_key_is_not_of_an_anthropic_keys_form(value):
     # Quotes kept by an env file (docker's --env-file keeps them), or another secret pasted: every platform-key
     # question failed upstream as "temporarily unavailable", with check --deploy clean. The key is never printed.
-    result = run_python(
-        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(ANTHROPIC_API_KEY=value)
-    )
+    result = check_deploy(ANTHROPIC_API_KEY=value)
     output = result.stdout + result.stderr
 
     assert result.returncode != 0
@@ -174,9 +169,7 @@ def test_check_deploy_warns_when_every_key_would_cross_the_network_unencrypted(u
     # Every query carries its key, the platform's or a customer's, in its headers: over http:// to another machine
     # each one crosses the network in clear, readable by whatever sits on the way. Start-up accepts http:// (the fake
     # Anthropic, a sidecar on this machine), so check --deploy is where an operator hears of it, the URL unprinted.
-    result = run_python(
-        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(ANTHROPIC_BASE_URL=url)
-    )
+    result = check_deploy(ANTHROPIC_BASE_URL=url)
     output = result.stdout + result.stderr
 
     assert result.returncode != 0
@@ -187,9 +180,7 @@ def test_check_deploy_warns_when_every_key_would_cross_the_network_unencrypted(u
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8765", "http://localhost:8765", "http://[::1]:8765", ""])
 def test_check_deploy_leaves_plain_http_to_this_machine_alone(url):
     # A sidecar proxy or the fake Anthropic on this machine: the key never crosses a network there.
-    result = run_python(
-        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], production_env(ANTHROPIC_BASE_URL=url)
-    )
+    result = check_deploy(ANTHROPIC_BASE_URL=url)
 
     assert "opsion.W007" not in result.stdout + result.stderr
 

@@ -71,6 +71,7 @@ class RateLimited(Refused):
         per = "/hour" if window.window_seconds == 3600 else f" per {window_words(window.window_seconds)}"
         super().__init__(f"Rate limit reached ({window.limit}{per})", retry_after=window.reset_seconds)
         self.window = window  # as the decision saw it: the response needs no second look
+        self.key_source: str | None = None  # whose key's limit it is, once the caller that chose the key says
 
 
 def _refuse(org_id: int, *, used: int, limit: int, oldest, now, window_seconds: int) -> RateLimited:

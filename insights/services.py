@@ -439,20 +439,25 @@ def _count(*, membership: Membership, query: str, idempotency_key: str | None = 
     if not choice.uses_org_key and not keys.platform_key_configured():
         log.error("ANTHROPIC_API_KEY is not set: AI Insights cannot answer on the platform key")
         raise InsightsUnavailable()
-    row, window = ratelimit.acquire(
-        org=org,
-        limit=choice.limit,
-        window_seconds=settings.INSIGHTS_WINDOW_SECONDS,
-        row={
-            "user": membership.user,
-            "key_source": choice.source,
-            "query": query,
-            "model": settings.ANTHROPIC_MODEL,
-            "idempotency_key": idempotency_key,
-        },
-        key_saved_at=choice.key_saved_at,  # None on the platform key
-        member_id=membership.user_id,
-    )
+    fields = {
+        "user": membership.user,
+        "key_source": choice.source,
+        "query": query,
+        "model": settings.ANTHROPIC_MODEL,
+        "idempotency_key": idempotency_key,
+    }
+    try:
+        row, window = ratelimit.acquire(
+            org=org,
+            limit=choice.limit,
+            window_seconds=settings.INSIGHTS_WINDOW_SECONDS,
+            row=fields,
+            key_saved_at=choice.key_saved_at,  # None on the platform key
+            member_id=membership.user_id,
+        )
+    except ratelimit.RateLimited as refused:
+        refused.key_source = choice.source  # the page's meter names the key beside the limit that refused
+        raise
     return PendingQuery(row=row, window=window, choice=choice)
 
 

@@ -11,7 +11,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
-from insights import services
+from insights import ratelimit, services
 from insights.http import add_ratelimit_headers, sse, window_json
 from insights.rendering import render_markdown
 from insights.suggestions import SUGGESTED_QUERIES
@@ -125,8 +125,12 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
             # was asked and its answer is in the history.
             guards.release_form(user=request.user, form_id=form_id)
         if wants_stream:
-            # At the limit, also the sentence the page then says beside its disabled Ask, so the script says the same.
-            said = {"limitReached": limit_sentence(refused)} if refused.code == "rate_limited" else None
+            # At the limit, also the sentence the page then says beside its disabled Ask, so the script says the same,
+            # and whose key's limit refused it, which the meter names beside that limit (a key removed since the page
+            # loaded lowers the limit to the platform key's).
+            said = None
+            if isinstance(refused, ratelimit.RateLimited):
+                said = {"limitReached": limit_sentence(refused), "keySource": refused.key_source}
             response = refused_json(refused, extra=said)
             return add_ratelimit_headers(response, services.window_after(refused, membership.organisation))
         # What was typed stays in the box, even when a suggestion button sent its own question instead.

@@ -371,6 +371,7 @@
       if (!response.ok || !response.body) {
         let message = "AI Insights is temporarily unavailable. Please try again shortly.";
         let code = "";
+        let keySource = ""; // whose key's limit refused it, when the limit did: a key removed since the page loaded
         try {
           const payload = await response.json();
           message = payload.error.message;
@@ -382,6 +383,7 @@
           if (said) {
             limitReached(function (el) { el.innerHTML = said; }, parseInt(response.headers.get("Retry-After") || "0", 10));
             message = limitNotice.textContent;
+            keySource = payload.keySource;
           }
         } catch (ignored) { /* keep the generic message */ }
         const limit = response.headers.get("RateLimit");
@@ -394,7 +396,7 @@
             // higher count the page already shows rather than claim exactly the limit.
             const shown = parseInt(document.getElementById("usage-used").textContent, 10);
             const used = rate.remaining === 0 && shown > rate.limit ? shown : rate.limit - rate.remaining;
-            updateMeter(rate, used);
+            updateMeter(rate, used, keySource);
           }
         }
         showError(message, code, requestId);

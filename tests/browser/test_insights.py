@@ -218,6 +218,33 @@ def test_refused_above_a_lowered_limit_the_meter_keeps_the_real_count(app, page,
     assert fake_anthropic.requests == []
 
 
+def test_a_question_refused_after_the_key_was_removed_names_the_platform_key_beside_its_limit(
+    app, page, world, fake_anthropic, console
+):
+    # Another Admin removed the key after this page loaded, and the window already holds more than the platform's
+    # 20: the question is refused, the meter goes to "25 of 20", says the limit was lowered because the organisation's
+    # own key was removed, and went on saying "Queries use your organisation's Anthropic key" beside it.
+    console.allow(429)
+    admin = world.membership(world.acme_admin, world.acme)
+    org_services.claude_api_key_set(membership=admin, raw_key=GOOD_KEY, ip=None)
+    seed(world.acme, *[300] * 25, user=world.acme_member, source=KeySource.ORGANISATION)
+    sign_in(page, app.url, "member@acme.test")
+    expect(page.locator("#usage-meter")).to_contain_text("Queries use your organisation's Anthropic key.")
+    org_services.claude_api_key_remove(membership=admin, ip=None)
+
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    expect(page.locator("#ask-limit")).to_have_text("Rate limit reached (20/hour). Try again in 55 min.")
+    expect(page.locator("#usage-limit")).to_have_text("20")
+    expect(page.locator("#usage-over")).to_be_visible()
+    expect(page.locator("#usage-meter")).to_contain_text("Queries use Opsion's platform key.")
+    expect(page.locator("#usage-meter")).not_to_contain_text("200-query cap", use_inner_text=True)
+    page.reload()  # what the page says of the same window
+    expect(page.locator("#usage-meter")).to_contain_text("Queries use Opsion's platform key.")
+    assert fake_anthropic.requests == []
+
+
 def test_a_key_removed_since_the_page_loaded_leaves_no_meter_naming_it_beside_the_platform_limit(
     app, page, world, fake_anthropic
 ):

@@ -376,13 +376,15 @@
           const payload = await response.json();
           message = payload.error.message;
           code = payload.error.code;
-          // The limit was reached since the page loaded (by others, in another tab): Ask waits, as on a reload, and
-          // the alert says when to retry, both in the sentence the server rendered (`limitReached`, safe HTML).
-          // Anthropic's own limit already says so in its message.
+          // The limit was reached since the page loaded (by others, in another tab): Ask waits, as on a reload, saying
+          // beside it when to retry in the sentence the server rendered (`limitReached`, safe HTML), whose time counts
+          // down there and in the meter. The alert and the status line give the refusal without a time: a copy of it
+          // would stand still beside the countdown ("3 min" beside "57 s"), and counting down inside them would have
+          // screen readers announce every second. Anthropic's own limit already says so in its message.
           const said = payload.error.code === "rate_limited" && payload.limitReached;
           if (said) {
             limitReached(function (el) { el.innerHTML = said; }, parseInt(response.headers.get("Retry-After") || "0", 10));
-            message = limitNotice.textContent;
+            if (!/[.!?]$/.test(message)) message += ".";
             keySource = payload.keySource;
           }
         } catch (ignored) { /* keep the generic message */ }

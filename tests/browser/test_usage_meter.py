@@ -175,3 +175,29 @@ def test_an_answer_whose_connection_failed_after_taking_the_last_query_leaves_as
     lost = [error for error in console.errors if "net::ERR_CONNECTION_RESET" in error]
     assert len(lost) == 1, console.errors  # the connection this test cut, and nothing else
     console.errors.remove(lost[0])
+
+
+def times_said(page: Page) -> set[str]:
+    """Every wait the page shows in words ("Try again in 52 s", "frees up in 52 s"), as a reader sees them."""
+    text = page.locator("main").inner_text()
+    return set(re.findall(r"(?:Try again in|frees up in) ([0-9][^.]*)\.", text))
+
+
+def test_a_question_refused_at_the_limit_says_one_wait_as_it_counts_down(app, page, world, fake_anthropic, console):
+    # The window filled since the page loaded, its oldest query leaving in a minute: the refusal said "Try again in
+    # 60 s" beside Ask, in the answer card and in the status line, and only the first counted down, so a few seconds
+    # later the page said 57 s and 60 s at once (minutes later, "3 min" beside "57 s").
+    console.allow(429)
+    sign_in(page, app.url, "member@acme.test")
+    seed(world.acme, 3540, *[600] * 19, user=world.acme_admin)
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#ask-limit")).to_be_visible()
+    said = page.locator("#ask-limit").inner_text()
+
+    expect(page.locator("#ask-limit")).not_to_have_text(said, timeout=4000)  # counted down a second or more
+
+    assert len(times_said(page)) == 1, times_said(page)
+    expect(page.locator("#answer-error").get_by_role("alert")).to_contain_text("Rate limit reached (20/hour)")
+    expect(page.locator("#ask-status")).to_contain_text("Rate limit reached (20/hour)")
+    assert fake_anthropic.requests == []

@@ -179,28 +179,27 @@ class OrganisationAdmin(RelatedLinksByPermission, admin.ModelAdmin):
                 saved = date_format(timezone.localtime(key.saved_at), "j M Y")
                 window = window_words(settings.INSIGHTS_WINDOW_SECONDS)
                 limit = f"{settings.INSIGHTS_BYOM_LIMIT} queries per rolling {window}"
+                in_use = f"The stored Claude API key of {org} (saved {saved}) is in use again"
+                remove = "remove it with the list's action."
                 # Unreadable first, as the organisation's e-mail says it first: a key Anthropic rejected that no
-                # configured entry opens is refused before Anthropic could be asked again.
+                # configured entry opens is refused before Anthropic could be asked again (and before any limit).
                 if not selectors.claude_api_key_readable(org, key.secret):
                     said = (
-                        f"The stored Claude API key of {org} (saved {saved}) is in use again, limited to {limit}, but "
-                        "no configured FIELD_ENCRYPTION_KEYS entry opens it: its AI Insights queries are refused until "
-                        "an Owner or Admin saves the key again, or the encryption key it was sealed with is configured "
-                        "again. If the organisation no longer wants it used, remove it with the list's action."
+                        f"{in_use}, but no configured FIELD_ENCRYPTION_KEYS entry opens it: its AI Insights queries "
+                        "are refused until an Owner or Admin saves the key again, or the encryption key it was sealed "
+                        f"with is configured again. If the organisation no longer wants it used, {remove}"
                     )
                 elif key.status == KeyStatus.INVALID:
                     # Not promised to answer, as the organisation's e-mail does not promise it either.
                     said = (
-                        f"The stored Claude API key of {org} (saved {saved}) is in use again, limited to {limit}, but "
-                        "Anthropic rejected it when it was last used: its AI Insights queries will fail until the "
-                        "organisation saves a valid key. If it no longer wants it used, remove it with the list's "
-                        "action."
+                        f"{in_use}, limited to {limit}, but Anthropic rejected it when it was last used: its AI "
+                        f"Insights queries will fail until the organisation saves a valid key. If it no longer wants "
+                        f"it used, {remove}"
                     )
                 else:
                     said = (
-                        f"The stored Claude API key of {org} (saved {saved}) is in use again: its AI Insights queries "
-                        f"now go to that key, limited to {limit}. If the organisation no longer wants it used, remove "
-                        "it with the list's action."
+                        f"{in_use}: its AI Insights queries now go to that key, limited to {limit}. If the "
+                        f"organisation no longer wants it used, {remove}"
                     )
                 messages.warning(request, said)
             return

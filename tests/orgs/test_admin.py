@@ -1336,8 +1336,8 @@ def test_restoring_a_byom_plan_to_a_key_no_configured_entry_opens_does_not_tell_
     )
 
     assert (
-        "The stored Claude API key of Globex Payments (saved 12 Mar 2026) is in use again, limited to 200 queries per "
-        "rolling 60 minutes, but no configured FIELD_ENCRYPTION_KEYS entry opens it: its AI Insights queries are "
+        "The stored Claude API key of Globex Payments (saved 12 Mar 2026) is in use again, but no configured "
+        "FIELD_ENCRYPTION_KEYS entry opens it: its AI Insights queries are "
         "refused until an Owner or Admin saves the key again, or the encryption key it was sealed with is configured "
         "again. If the organisation no longer wants it used, remove it with the list's action." in page_text(response)
     )

@@ -13,7 +13,7 @@ from cryptography.fernet import Fernet
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.messages import get_messages
 from django.core.management import CommandError, call_command
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -482,6 +482,44 @@ def test_a_password_set_with_manage_py_changepassword_is_mailed_to_its_user(worl
 
     world.acme_member.refresh_from_db()
     assert world.acme_member.check_password(NEW)
+    assert_password_mail(outbox, "member@acme.test", "by Opsion staff")
+
+
+def test_manage_py_changepassword_whose_e_mail_cannot_be_written_keeps_the_old_password(world, committed, monkeypatch):
+    # As the console's and admin's: the new password and its e-mail's outbox row commit together. The command saved
+    # the password on its own, so a failure writing the row (or the process dying just before) left a new password
+    # its user was never told of.
+    typed = iter([NEW, NEW])
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(typed))
+
+    def outbox_insert_fails(execute, sql, params, many, context):
+        if sql.startswith('INSERT INTO "orgs_outboxmail"'):
+            raise OperationalError("the database went away before the e-mail's row was written")
+        return execute(sql, params, many, context)
+
+    with committed() as outbox, pytest.raises(OperationalError), connection.execute_wrapper(outbox_insert_fails):
+        call_command("changepassword", "member@acme.test", stdout=io.StringIO(), stderr=io.StringIO())
+
+    assert outbox == [] and not OutboxMail.objects.exists()
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(PASSWORD)
+
+
+def test_manage_py_changepassword_holds_no_transaction_while_the_operator_types(world, committed, monkeypatch):
+    # On SQLite every transaction takes the database's write lock as it begins: one held while someone types would
+    # stop every other write (sign-ins, queries) for as long.
+    in_transaction = []
+
+    def typing(prompt=""):
+        in_transaction.append(connection.in_atomic_block)
+        return NEW
+
+    monkeypatch.setattr("getpass.getpass", typing)
+
+    with committed() as outbox:
+        call_command("changepassword", "member@acme.test", stdout=io.StringIO(), stderr=io.StringIO())
+
+    assert in_transaction == [False, False]
     assert_password_mail(outbox, "member@acme.test", "by Opsion staff")
 
 

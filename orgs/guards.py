@@ -155,8 +155,8 @@ def sign_in_attempt(request: HttpRequest) -> int | None:
         # or one address could lock out every account it names, staff included, without checking a password
         tried = get_usage(request, group=f"sign-in-{name}", key=key, rate=SIGN_IN_RATE, increment=True)
         succeeded = get_usage(request, group=f"sign-in-{name}-ok", key=key, rate=SIGN_IN_RATE, increment=False)
-        if tried is None:
-            continue
+        if tried is None or (name == "ip" and _reset_here(_ip_account(None, request), tried)):
+            continue  # counted against the address all the same: its lock still holds for every other account
         failed = tried["count"] - (succeeded or {}).get("count", 0) - _forgiven(name, key(None, request), tried)
         # The next attempt counts one more failure: a counter at its limit refuses it too, until its window ends.
         full += [tried] if failed >= tried["limit"] else []
@@ -173,6 +173,16 @@ def _window_end(usage: dict) -> int:
     # By django-ratelimit's own clock, the one its windows are cut by. Only nearly: it read its clock for
     # `time_left` a moment ago (a cache round trip), and a second may have begun since.
     return int(ratelimit_core.time.time()) + usage["time_left"]
+
+
+def _reset_pass_key(ip_account: str) -> str:
+    return "sign-in-reset-here:" + hashlib.sha256(ip_account.encode()).hexdigest()
+
+
+def _reset_here(ip_account: str, tried: dict) -> bool:
+    """Whether the account named was reset from this address in the address's current window (`reset_forgiven`)."""
+    reset = cache.get(_reset_pass_key(ip_account))
+    return bool(reset) and abs(reset["window_end"] - _window_end(tried)) < SIGN_IN_WINDOW_SECONDS // 2
 
 
 def _forgiven(name: str, value: str, tried: dict) -> int:
@@ -192,7 +202,10 @@ def reset_forgiven(request: HttpRequest, *, user) -> None:
 
     The address is forgiven only the failures it made at this account: the mailbox proves nothing about guesses at
     other people's accounts, and anyone with an account of their own could otherwise reset its password to unlock
-    an address that sprayed guesses at others, ten more for every reset.
+    an address that sprayed guesses at others, ten more for every reset. An address still locked for its failures
+    at other accounts (an office whose colleagues mistyped, behind one address) lets this account through all the
+    same, for the rest of the address's window: its lock is there to stop guesses at other people's accounts, and
+    guesses at this one are still stopped by the account's own lock, ten more wrong passwords from anywhere.
 
     The failures are remembered beside django-ratelimit's counters, for their window only, and subtracted as
     successes are; its counters themselves are left alone.
@@ -208,6 +221,8 @@ def reset_forgiven(request: HttpRequest, *, user) -> None:
         tried, failed = usage
         if name == "ip":
             failed = min(failed, at_account[1] if at_account else 0)
+            reset_here = {"window_end": _window_end(tried)}
+            cache.set(_reset_pass_key(f"{ip} {account}"), reset_here, tried["time_left"] + 1)
         # Never less than a reset earlier in this window forgave (another account's, from the same address).
         failed = max(failed, _forgiven(name, value, tried))
         _forgive(name, value, tried, failed)

@@ -341,6 +341,52 @@ def test_resetting_ones_own_password_does_not_unlock_an_address_that_guessed_at_
     assert response.status_code == 429 and LOCKED in response.content.decode()
 
 
+def test_an_office_address_locked_by_others_failures_lets_the_account_reset_from_it_sign_in(world, clock, mail):
+    # Colleagues behind one office address mistype (or someone there sprays guesses) until the address is locked;
+    # then a member forgets their password and resets it by the e-mailed link. The address stays locked for every
+    # other account, but the one just reset signs in with the password just chosen, not "wait 15 minutes".
+    ip = "203.0.113.66"
+    for i in range(10):
+        _sign_in(f"colleague{i}@acme.test", "wrong", ip=ip)
+    assert _sign_in("member@acme.test", PASSWORD, ip=ip)[1].status_code == 429
+
+    _reset_from(ip, mail)
+
+    client, response = _sign_in("member@acme.test", NEW_PASSWORD, ip=ip)
+    assert response.status_code == 302 and _signed_in(client)
+    client, response = _sign_in("owner@acme.test", PASSWORD, ip=ip)
+    assert response.status_code == 429 and not _signed_in(client)  # the address: still locked for everyone else
+
+
+def test_from_a_locked_address_the_reset_account_is_still_guarded_by_its_own_lock(world, clock, mail):
+    # What lets the reset account past its address's lock is no opening for guessing at it: ten wrong passwords
+    # from there lock the account, as from any address.
+    ip = "203.0.113.66"
+    for i in range(10):
+        _sign_in(f"colleague{i}@acme.test", "wrong", ip=ip)
+    _reset_from(ip, mail)
+
+    for _ in range(10):
+        assert _sign_in("member@acme.test", "wrong", ip=ip)[1].status_code == 200
+    client, response = _sign_in("member@acme.test", NEW_PASSWORD, ip="192.0.2.99")
+    assert response.status_code == 429 and not _signed_in(client)
+
+
+def test_a_reset_lets_its_account_past_its_addresss_lock_for_that_window_only(world, clock, mail):
+    # Locked again in a later window, by failures made after the reset, the address is locked for the reset account
+    # too: the reset vouched for the mailbox then, not for whatever the address does next.
+    ip = "203.0.113.66"
+    for i in range(10):
+        _sign_in(f"colleague{i}@acme.test", "wrong", ip=ip)
+    _reset_from(ip, mail)
+    clock.advance(guards.SIGN_IN_WINDOW_SECONDS + 60)
+
+    for i in range(10):
+        _sign_in(f"colleague{i}@acme.test", "wrong", ip=ip)
+    client, response = _sign_in("member@acme.test", NEW_PASSWORD, ip=ip)
+    assert response.status_code == 429 and not _signed_in(client)
+
+
 def test_signing_in_to_ones_own_account_first_earns_its_address_no_forgiveness(world, clock, mail):
     # Successes at the account are not failures at it: signed in ten times, then spraying, then resetting, the
     # address has made no failure at the reset account to forgive.

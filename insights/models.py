@@ -39,6 +39,9 @@ ENDED = models.Case(
 )
 
 
+FAILED_BY_CODE_INDEX = "insight_failed_by_code"
+
+
 class InsightQueryQuerySet(models.QuerySet):
     def ended(self, value: str) -> "InsightQueryQuerySet":
         """The queries whose InsightQuery.ended is `value` (a StopReason value), as that reads each row."""
@@ -82,6 +85,10 @@ class InsightQuery(models.Model):
             # The window count is a range scan on this index, however long the history grows.
             models.Index(fields=["organisation", "created_at"], name="insight_org_created"),
             models.Index(fields=["organisation", "user", "-created_at"], name="insight_org_user_recent"),
+            # Admin's error-code filter, its count and its newest page, without reading the whole log (a 1 M-row log
+            # took about a second a page: docs/benchmarks.md). Failed rows only: a query is inserted with no error
+            # code and an answered one keeps none, so it adds no entry, and its outcome's UPDATE stays heap-only.
+            models.Index(fields=["error_code", "id"], condition=~models.Q(error_code=""), name=FAILED_BY_CODE_INDEX),
         ]
         constraints = [
             # One query per member's key, decided by the database when two retries race. A failed query lets its key

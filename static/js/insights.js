@@ -26,6 +26,7 @@
   const meter = document.getElementById("usage-meter");
   const meterSays = document.getElementById("usage-reset");
   const FREED = "A query has freed up: you can ask again.";
+  const RAISED = "Your organisation's limit was raised: you can ask again.";
   let asking = false;
   let limited = false;
   let limitTimer = 0;
@@ -103,12 +104,14 @@
     } catch (ignored) { /* as a failed read, below */ }
     reading -= 1;
     if (meterShown === shown) {
+      const limitBefore = document.getElementById("usage-limit").textContent;
       if (usage) updateMeter(usage, usage.used, usage.keySource);
       if (usage && usage.limitReached) {
         limitReached(function (el) { el.innerHTML = usage.limitReached; }, usage.resetSeconds);
       } else if (limited) {
         limitLifted();
-        if (!asking) status.textContent = FREED;
+        const raised = usage && String(usage.limit) !== limitBefore;
+        if (!asking) status.textContent = raised ? RAISED : FREED;
       }
     }
     refreshAsk();
@@ -117,6 +120,15 @@
   if (!limitNotice.hidden) {
     limitReached(function () { /* rendered by the page */ }, Number(limitNotice.dataset.resetSeconds) || 1);
   }
+
+  // Back on a page whose Ask waits (from another tab or window), the window is read again: a key saved meanwhile (the
+  // meter's own hint followed in another tab, or an Owner or Admin elsewhere) raises the limit at once, where the
+  // countdown would keep Ask waiting out the platform key's window, up to an hour, until a reload.
+  function backInView() {
+    if (limited && !asking && reading === 0 && document.visibilityState === "visible") readUsage();
+  }
+  document.addEventListener("visibilitychange", backInView);
+  window.addEventListener("focus", backInView);
 
   // A question the page could not send (below) survives the reload or sign-in page that follows: it
   // is put back in the box, once, when this page loads again in the same tab, for the same user only.

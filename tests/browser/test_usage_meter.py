@@ -201,3 +201,34 @@ def test_a_question_refused_at_the_limit_says_one_wait_as_it_counts_down(app, pa
     expect(page.locator("#answer-error").get_by_role("alert")).to_contain_text("Rate limit reached (20/hour)")
     expect(page.locator("#ask-status")).to_contain_text("Rate limit reached (20/hour)")
     assert fake_anthropic.requests == []
+
+
+@pytest.mark.parametrize("returns", ["visibilitychange", "focus"])
+def test_a_key_saved_elsewhere_while_ask_waits_enables_it_when_the_page_is_back_in_view(
+    app, page, world, fake_anthropic, returns
+):
+    # At the platform key's 20, the meter tells the member an Owner or Admin can raise the limit to 200 by saving the
+    # organisation's own key. An Admin does (another tab, another person); back on the page, Ask went on counting
+    # down the platform key's 50 minutes, the meter saying "Limit reached" and "Opsion's platform key", until a reload.
+    seed(world.acme, *[3000] * 20, user=world.acme_member)
+    sign_in(page, app.url, "member@acme.test")
+    ask = page.get_by_role("button", name="Ask", exact=True)
+    expect(ask).to_be_disabled()
+    expect(page.locator("#ask-limit")).to_contain_text("Rate limit reached (20/hour)")
+    watch(page)
+    admin = world.membership(world.acme_admin, world.acme)
+    org_services.claude_api_key_set(membership=admin, raw_key=GOOD_KEY, ip=None)
+
+    # What the browser fires when its user comes back to the tab (switched back to it, or to the window).
+    target = "document" if returns == "visibilitychange" else "window"
+    page.evaluate(f"() => {target}.dispatchEvent(new Event('{returns}'))")
+
+    expect(ask).to_be_enabled()
+    expect(page.locator("#usage-limit")).to_have_text("200")
+    expect(page.locator("#usage-used")).to_have_text("20")
+    expect(page.locator("#usage-key-name")).to_have_text("your organisation's Anthropic key")
+    expect(page.locator("#usage-reset")).to_be_hidden()
+    expect(page.locator("#ask-limit")).to_be_hidden()
+    expect(page.locator("#ask-status")).to_have_text("Your organisation's limit was raised: you can ask again.")
+    assert contradictions(page) == []
+    assert fake_anthropic.requests == []

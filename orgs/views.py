@@ -166,7 +166,17 @@ def audit_log_csv(request: HttpRequest, slug: str) -> StreamingHttpResponse:
     return response
 
 
+NOTHING_TO_REMOVE = (
+    "No Claude API key is stored, so nothing was removed: it had already been removed (the audit log below says "
+    "by whom and when)."
+)
+
+
 def _removal_confirmation(request: HttpRequest, membership: Membership) -> HttpResponse:
+    if selectors.stored_claude_api_key(membership.organisation) is None:
+        # Remove pressed on a page that still showed a key a colleague has removed since: said, not asked.
+        messages.warning(request, NOTHING_TO_REMOVE)
+        return redirect("orgs:settings", membership.organisation.slug)
     # Said before removing: the queries already counted stay counted under the lower limit.
     after = ratelimit.window_on_platform_key(membership.organisation)
     locked_out = ratelimit.locked_out_words(after, who="Your organisation")
@@ -230,13 +240,16 @@ def byom_remove(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         # Only a confirmation's own form carries the key's time; anyone else meets the service's role check.
         shown = _shown_key(request) if membership.can_manage else None
-        services.claude_api_key_remove(membership=membership, ip=client_ip(request), saved_at=shown)
+        removed = services.claude_api_key_remove(membership=membership, ip=client_ip(request), saved_at=shown)
     except NotFound:
         raise Http404("No such organisation.") from None
     except Refused as refused:
         return _refused_page(request, membership, refused, key_error=refused.message)
     org = membership.organisation
-    if org.allows_byom:
+    if not removed:
+        # Two confirmations at once: the other removed it, as the audit log below says, not this one.
+        messages.warning(request, NOTHING_TO_REMOVE)
+    elif org.allows_byom:
         messages.success(request, "Claude API key removed. AI Insights queries now use Opsion's platform key.")
     else:
         # A key left behind by a downgrade: queries were on the platform key already, so nothing changes for them.

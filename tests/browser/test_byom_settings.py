@@ -140,6 +140,29 @@ def test_admin_removes_the_key_through_the_confirmation_step(app, page, world):
     expect(page.locator("#byom")).to_contain_text("No key stored.")
 
 
+def test_remove_pressed_after_a_colleague_removed_the_key_says_nothing_was_removed(app, page, world):
+    # The page still showed the masked key and its Remove button; pressing it landed on "No key stored." without a
+    # word, leaving the Owner to wonder whether they had just removed it.
+    admin = world.membership(world.acme_admin, world.acme)
+    org_services.claude_api_key_set(membership=admin, raw_key=GOOD_KEY, ip=None)
+    sign_in(page, app.url, "owner@acme.test")
+    open_settings(page)
+    card = page.locator("#byom")
+    org_services.claude_api_key_remove(membership=admin, ip=None)
+
+    card.get_by_role("button", name="Remove the stored key").click()
+
+    expect(page.get_by_role("status").filter(has_text="nothing was removed")).to_have_text(
+        "No Claude API key is stored, so nothing was removed: it had already been removed (the audit log below says "
+        "by whom and when)."
+    )
+    expect(page.get_by_role("alertdialog")).to_have_count(0)
+    expect(card).to_contain_text("No key stored.")
+    expect(page.get_by_role("region", name="Audit log").get_by_role("row").nth(1)).to_contain_text(
+        "Claude API key removed"
+    )
+
+
 def test_member_sees_the_card_read_only(app, page, world):
     org_services.claude_api_key_set(
         membership=world.membership(world.acme_admin, world.acme), raw_key=GOOD_KEY, ip=None

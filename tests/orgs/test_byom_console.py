@@ -29,6 +29,10 @@ from tests.orgs.helpers import (
 )
 
 ROLE_REFUSAL = "Only an Owner or Admin of this organisation can change its Claude API key."
+NOTHING_REMOVED = (
+    "No Claude API key is stored, so nothing was removed: it had already been removed (the audit log below says "
+    "by whom and when)."
+)
 
 
 def save_url(slug: str) -> str:
@@ -308,6 +312,31 @@ def test_a_confirmation_left_open_while_another_admin_replaced_the_key_keeps_the
     assert "The key was replaced after you asked to remove it, so the new key was kept." in response.content.decode()
     assert stored_key(world.acme) == OTHER_KEY
     assert audit_actions(world.acme) == [AuditAction.KEY_REPLACED]  # the Admin's rotation; no removal
+
+
+def test_a_confirmation_left_open_while_another_admin_removed_the_key_says_nothing_was_removed(world):
+    # Two Admins confirm at once: the second was told "Claude API key removed.", as if they had removed it, while the
+    # audit log beneath names the first.
+    store_key(world.acme, GOOD_KEY)
+    owner = console(world.acme_owner)
+    confirmation = confirmation_form(owner, "acme")
+    assert console(world.acme_admin).post(remove_url("acme"), confirmation_form(console(world.acme_admin), "acme"))
+
+    page = owner.post(remove_url("acme"), confirmation, follow=True).content.decode()
+
+    assert NOTHING_REMOVED in html.unescape(page)
+    assert "Claude API key removed." not in page
+    assert audit_actions(world.acme).count(AuditAction.KEY_REMOVED) == 1  # the Admin's alone
+
+
+def test_remove_pressed_on_a_page_showing_a_key_removed_since_says_there_is_none(world):
+    # The confirmation step asked nothing and said nothing: the page simply showed "No key stored."
+    owner = console(world.acme_owner)
+
+    page = owner.get(settings_url("acme"), {"confirm": "remove"}, follow=True).content.decode()
+
+    assert NOTHING_REMOVED in html.unescape(page)
+    assert "Remove the stored key?" not in page
 
 
 def test_another_organisations_key_does_not_stand_in_the_way_of_a_confirmed_removal(world):

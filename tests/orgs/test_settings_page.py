@@ -92,7 +92,9 @@ class TestNoKeyStored:
         assert "20 queries per rolling 60 minutes" in page
         assert 'name="api_key"' not in page
         assert SAVE_ACTION.format(slug="acme") not in page
-        assert "Only an Owner or Admin can change this key. Your role is Member." in page
+        # Not "can change this key", under "No key stored.": there is no key to change.
+        assert "Only an Owner or Admin can save a key for your organisation. Your role is Member." in page
+        assert "change this key" not in page
 
     def test_the_limit_lines_follow_the_configured_limits(self, world, settings):
         settings.INSIGHTS_PLATFORM_LIMIT = 7

@@ -120,6 +120,10 @@
   if (!limitNotice.hidden) {
     limitReached(function () { /* rendered by the page */ }, Number(limitNotice.dataset.resetSeconds) || 1);
   }
+  // A question refused at the limit by a plain post (Ask pressed before this script loaded): the page gives the wait in
+  // the answer card's alert too, which stands still while the one beside Ask and the meter's count down. It is said
+  // once, where it counts, as after a streamed refusal; without the script the alert's is the page's only wait.
+  errorBox.querySelectorAll(".retry-wait").forEach(function (el) { el.remove(); });
 
   // Back on a page whose Ask waits (from another tab or window), the window is read again: a key saved meanwhile (the
   // meter's own hint followed in another tab, or an Owner or Admin elsewhere) raises the limit at once, where the

@@ -231,4 +231,49 @@ def test_a_key_saved_elsewhere_while_ask_waits_enables_it_when_the_page_is_back_
     expect(page.locator("#ask-limit")).to_be_hidden()
     expect(page.locator("#ask-status")).to_have_text("Your organisation's limit was raised: you can ask again.")
     assert contradictions(page) == []
+
+
+# A plain post of the question form, as the browser sends it when Ask is pressed before the page's script has loaded
+# (or the script itself sends it): form.submit() runs no submit handler.
+PLAIN_POST = "() => HTMLFormElement.prototype.submit.call(document.getElementById('ask-form'))"
+
+
+def test_a_question_refused_at_the_limit_by_a_plain_post_says_one_wait_once_the_script_counts_it_down(
+    app, page, world, fake_anthropic, console
+):
+    # The page answering the plain post said "Try again in 1 min" in the answer card's alert, standing still, while
+    # the script counted down beside Ask and in the meter: seconds later the page said "1 min" beside "57 s".
+    console.allow(429)
+    sign_in(page, app.url, "member@acme.test")
+    seed(world.acme, 3540, *[600] * 19, user=world.acme_admin)
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    with page.expect_navigation():
+        page.evaluate(PLAIN_POST)
+    expect(page.locator("#ask-limit")).to_be_visible()
+    said = page.locator("#ask-limit").inner_text()
+
+    expect(page.locator("#ask-limit")).not_to_have_text(said, timeout=4000)  # counted down a second or more
+
+    assert len(times_said(page)) == 1, times_said(page)
+    expect(page.locator("#answer-error").get_by_role("alert")).to_have_text(
+        re.compile(r"^Rate limit reached \(20/hour\)\. An Owner or Admin can raise the limit")
+    )
+    expect(page.get_by_label("Your question")).to_have_value("What does MiCAR say about white papers?")
+    assert fake_anthropic.requests == []
+
+
+def test_without_javascript_a_question_refused_at_the_limit_keeps_the_wait_in_its_alert(
+    app, page_without_script, world, fake_anthropic
+):
+    # Nothing counts down without the script: the wait the alert gives is the page's, the same as beside Ask.
+    page = page_without_script
+    sign_in(page, app.url, "member@acme.test")
+    seed(world.acme, 3540, *[600] * 19, user=world.acme_admin)
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    expect(page.locator("#answer-error").get_by_role("alert")).to_contain_text(
+        "Rate limit reached (20/hour). Try again in 1 min."
+    )
+    assert times_said(page) == {"1 min"}, times_said(page)
     assert fake_anthropic.requests == []

@@ -27,6 +27,7 @@
   const meterSays = document.getElementById("usage-reset");
   const FREED = "A query has freed up: you can ask again.";
   const RAISED = "Your organisation's limit was raised: you can ask again.";
+  const PAST = "This question was not asked: the limit was reached at the time. A query has freed up since.";
   let asking = false;
   let limited = false;
   let limitTimer = 0;
@@ -106,6 +107,7 @@
     if (meterShown === shown) {
       const limitBefore = document.getElementById("usage-limit").textContent;
       if (usage) updateMeter(usage, usage.used, usage.keySource);
+      if (usage && !usage.limitReached) refusalPast();
       if (usage && usage.limitReached) {
         limitReached(function (el) { el.innerHTML = usage.limitReached; }, usage.resetSeconds);
       } else if (limited) {
@@ -115,6 +117,17 @@
       }
     }
     refreshAsk();
+  }
+
+  // A refusal at the limit shown in the answer card (data-limit-refusal) is true only while the limit holds: once the
+  // window has been read with room again, it says it was refused then, not "Rate limit reached", and is no alert
+  // (the status line beside Ask announces that a query has freed up). A failed read tells nothing, and leaves it.
+  function refusalPast() {
+    if (!errorBox.querySelector("[data-limit-refusal]")) return;
+    const past = document.createElement("p");
+    past.className = "muted";
+    past.textContent = PAST;
+    errorBox.replaceChildren(past);
   }
 
   if (!limitNotice.hidden) {
@@ -220,6 +233,7 @@
       }
       p.append(part);
     });
+    if (code === "rate_limited") p.setAttribute("data-limit-refusal", ""); // refusalPast, once a query frees up
     const hint = document.getElementById("key-invalid-hint");
     if (code === "claude_api_key_invalid" && hint) p.append(hint.content.cloneNode(true));
     // Refused at the platform key's limit, on a plan allowing the organisation's own key: say what raises it,

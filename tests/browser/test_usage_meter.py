@@ -277,3 +277,33 @@ def test_without_javascript_a_question_refused_at_the_limit_keeps_the_wait_in_it
     )
     assert times_said(page) == {"1 min"}, times_said(page)
     assert fake_anthropic.requests == []
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["streamed", "plain-post"])
+def test_a_refusal_in_the_answer_card_no_longer_claims_the_limit_once_a_query_frees_up(
+    app, page, world, fake_anthropic, console, plain
+):
+    # The refusal stayed in the answer card, "Rate limit reached", beside an enabled Ask and "A query has freed up"
+    # until the next question was asked.
+    console.allow(429)
+    sign_in(page, app.url, "member@acme.test")
+    seed(world.acme, 3594, *[600] * 19, user=world.acme_admin)  # the oldest leaves a few seconds from now
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    if plain:
+        with page.expect_navigation():
+            page.evaluate(PLAIN_POST)
+    else:
+        page.get_by_role("button", name="Ask", exact=True).click()
+    card = page.locator("#answer-error")
+    expect(card.get_by_role("alert")).to_contain_text("Rate limit reached (20/hour)")
+
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled(timeout=20_000)
+
+    expect(page.locator("#ask-status")).to_have_text("A query has freed up: you can ask again.")
+    expect(card.get_by_role("alert")).to_have_count(0)
+    expect(card).not_to_contain_text("Rate limit reached")
+    expect(card).to_have_text(
+        "This question was not asked: the limit was reached at the time. A query has freed up since."
+    )
+    expect(page.get_by_label("Your question")).to_have_value("What does MiCAR say about white papers?")
+    assert fake_anthropic.requests == []

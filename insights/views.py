@@ -4,7 +4,6 @@ from collections.abc import Iterator
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -15,7 +14,7 @@ from insights import ratelimit, services
 from insights.http import add_ratelimit_headers, sse, window_json
 from insights.rendering import render_markdown
 from insights.suggestions import SUGGESTED_QUERIES
-from opsion.errors import InvalidRequest, NotFound, Refused, refused_json
+from opsion.errors import InvalidRequest, NotFound, Refused, error_json, refused_json
 from orgs import access, drafts, guards, landing
 from orgs.account_views import SIGNED_IN_LANDING
 from orgs.models import Membership
@@ -227,12 +226,18 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
     return add_ratelimit_headers(response, pending.window)
 
 
+SIGNED_OUT = "Your session has ended. Sign in again to go on."
+
+
 @require_safe
-@login_required
 def usage_read(request: HttpRequest, slug: str) -> JsonResponse:
     """The window as the page's script reads it again (a query freed up, a stream ended without saying how the window
     stands): the stream's `usage`, with the refusal the next query would meet in the page's own words, so the meter
-    and Ask can say the same."""
+    and Ask can say the same. Signed out, a JSON 401 `unauthenticated` (not the sign-in redirect, which fetch follows
+    to a page of HTML): the script then says the session ended, rather than take it for a failed read."""
+    if not request.user.is_authenticated:
+        # Before the organisation is looked up: a signed-out request learns nothing of which ones exist.
+        return error_json("unauthenticated", SIGNED_OUT, 401)
     membership = access.membership_or_http404(request.user, slug)
     usage = services.usage(membership.organisation)
     return add_ratelimit_headers(JsonResponse(usage_json(usage)), usage.window)

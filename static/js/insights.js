@@ -30,13 +30,14 @@
   const PAST = "This question was not asked: the limit was reached at the time. A query has freed up since.";
   let asking = false;
   let limited = false;
+  let signedOut = false; // a usage read found the session ended: nothing can be asked until the user signs in again
   let limitTimer = 0;
   let countdown = 0;
   let meterShown = 0; // counts the meter's updates: a usage read answered after a newer one must not undo it
   let reading = 0; // usage reads on their way: Ask waits for what they say
 
   function refreshAsk() {
-    button.disabled = asking || limited || reading > 0;
+    button.disabled = asking || limited || signedOut || reading > 0;
   }
 
   // `fill` puts the words in the notice; `seconds` is the refusal's Retry-After (setTimeout never fires early).
@@ -90,21 +91,26 @@
 
   // The window as it stands now, read with this page's session (insights:usage), as a reload would show it: at the
   // limit, the refusal the next query would meet, in the page's own words and time, and Ask waits for that; otherwise
-  // Ask is enabled beside a meter showing the queries left. Where the read fails (signed out meanwhile), Ask is enabled
-  // and the meter stops saying "Limit reached" (its count waits for a reload): pressing Ask lets the server answer,
-  // with the sign-in page or its refusal. A read answered after a newer update of the meter (a question's own
-  // answer) is dropped: it is older than what the meter shows.
+  // Ask is enabled beside a meter showing the queries left. Signed out meanwhile (the read's 401), Ask stays disabled
+  // and the status line says the session ended, with a link to sign in again that keeps the question (sessionEnded).
+  // Where the read fails otherwise, Ask is enabled and the meter stops saying "Limit reached" (its count waits for a
+  // reload): pressing Ask lets the server answer, with its refusal if any. A read answered after a newer update of the
+  // meter (a question's own answer) is dropped: it is older than what the meter shows.
   async function readUsage() {
     const shown = meterShown;
     let usage = null;
+    let ended = false;
     reading += 1;
     refreshAsk();
     try {
       const response = await fetch(meter.dataset.usageUrl, { headers: { "Accept": "application/json" }, credentials: "same-origin" });
       if (response.ok) usage = await response.json();
+      ended = response.status === 401;
     } catch (ignored) { /* as a failed read, below */ }
     reading -= 1;
-    if (meterShown === shown) {
+    if (ended) {
+      sessionEnded();
+    } else if (meterShown === shown) {
       const limitBefore = document.getElementById("usage-limit").textContent;
       if (usage) updateMeter(usage, usage.used, usage.keySource);
       if (usage && !usage.limitReached) refusalPast();
@@ -128,6 +134,22 @@
     past.className = "muted";
     past.textContent = PAST;
     errorBox.replaceChildren(past);
+  }
+
+  // The session ended (signed out in another tab, or expired): Ask cannot send anything, so it stays disabled, and the
+  // meter no longer says "Limit reached" or counts down (the window can no longer be read). The status line says so,
+  // with a link to sign in again, coming back here; the question is kept for this tab's next page, as when Ask itself
+  // meets the sign-in page (keepDraft), and put back only for the same user.
+  function sessionEnded() {
+    limitLifted();
+    signedOut = true;
+    const link = document.createElement("a");
+    link.href = meter.dataset.signInUrl;
+    link.textContent = "Sign in again";
+    link.addEventListener("click", function () { keepDraft(false); });
+    status.replaceChildren("Your session has ended. ", link, " to ask: your question is kept.");
+    button.setAttribute("aria-describedby", "ask-status");
+    refreshAsk();
   }
 
   if (!limitNotice.hidden) {
@@ -341,7 +363,7 @@
 
   async function ask(event) {
     event.preventDefault();
-    if (asking || limited) return; // Ask is disabled: nothing else may send the form meanwhile
+    if (asking || limited || signedOut) return; // Ask is disabled: nothing else may send the form meanwhile
     if (!textarea.value.trim()) {
       // The box's `required` lets spaces through: say what the server would (insights.services.start).
       status.textContent = "Type a question first.";

@@ -4,11 +4,12 @@ enabled Ask beside a meter with queries left, whatever changed the window (the c
 import re
 
 import pytest
+from django.contrib.sessions.models import Session
 from playwright.sync_api import Page, expect
 
 from insights.models import KeySource
 from orgs import services as org_services
-from tests.base import GOOD_KEY
+from tests.base import GOOD_KEY, PASSWORD
 from tests.browser.support import sign_in
 from tests.insights.helpers import seed
 
@@ -305,5 +306,37 @@ def test_a_refusal_in_the_answer_card_no_longer_claims_the_limit_once_a_query_fr
     expect(card).to_have_text(
         "This question was not asked: the limit was reached at the time. A query has freed up since."
     )
+    expect(page.get_by_label("Your question")).to_have_value("What does MiCAR say about white papers?")
+    assert fake_anthropic.requests == []
+
+
+def test_a_session_ended_while_ask_waits_says_so_and_offers_sign_in_keeping_the_question(
+    app, page, world, fake_anthropic, console
+):
+    # The usage read answered a signed-out request with the sign-in page, which the script took for a failed read: Ask
+    # was enabled beside the old count, "A query has freed up: you can ask again", and pressing it led to sign in.
+    console.allow(401)
+    seed(world.acme, 3592, *[600] * 19, user=world.acme_admin)  # the oldest leaves a few seconds from now
+    sign_in(page, app.url, "member@acme.test")
+    ask = page.get_by_role("button", name="Ask", exact=True)
+    expect(ask).to_be_disabled()
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    watch(page)
+    Session.objects.all().delete()  # the session ends (expired, or signed out in another tab)
+
+    status = page.locator("#ask-status")
+    expect(status).to_have_text("Your session has ended. Sign in again to ask: your question is kept.", timeout=20_000)
+    expect(status).not_to_contain_text("freed up")
+    expect(ask).to_be_disabled()
+    expect(ask).to_have_accessible_description("Your session has ended. Sign in again to ask: your question is kept.")
+    expect(page.locator("#usage-reset")).to_be_hidden()  # the window is not known any more
+    assert contradictions(page) == []
+
+    status.get_by_role("link", name="Sign in again").click()
+    page.get_by_label("E-mail").fill("member@acme.test")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+
+    expect(page).to_have_url(re.compile(r"/orgs/acme/insights/$"))
     expect(page.get_by_label("Your question")).to_have_value("What does MiCAR say about white papers?")
     assert fake_anthropic.requests == []

@@ -63,6 +63,19 @@ def test_it_is_for_members_only(world, console):
     seed_spread(world.acme, 3, oldest=1800, newest=60)
 
     assert console(world.globex_member).get(USAGE.format("acme")).status_code == 404
-    signed_out = Client().get(USAGE.format("acme"))
-    assert signed_out.status_code == 302 and signed_out["Location"].startswith("/accounts/login/")
     assert console(world.acme_member).post(USAGE.format("acme")).status_code == 405
+
+
+def test_signed_out_it_answers_401_in_json_not_the_sign_in_page(world):
+    # The script reads it with fetch, which followed the redirect to the sign-in page: a 200 of HTML that it could
+    # not tell from any other failed read, so it enabled Ask beside the old count, saying a query had freed up.
+    seed_spread(world.acme, 3, oldest=1800, newest=60)
+
+    signed_out = Client().get(USAGE.format("acme"), headers={"Accept": "application/json"})
+
+    assert signed_out.status_code == 401
+    assert "Location" not in signed_out
+    assert signed_out["Content-Type"].startswith("application/json")
+    assert signed_out.json()["error"]["code"] == "unauthenticated"
+    assert "used" not in signed_out.json()  # nothing of the organisation's window
+    assert Client().get(USAGE.format("nowhere")).status_code == 401  # nor whether an organisation exists

@@ -17,6 +17,7 @@
   let finished = true; // false while a stream is open and has sent neither `done` nor `error`
   let usageSaid = true; // false while a stream is open and has not sent its last event, `usage`
   let outcome = ""; // how the last question ended, said beside Ask once the answer card is no longer busy
+  let sent = ""; // the question being asked, as the box held it: its draft is forgotten once it is answered
 
   // At the limit the page disables Ask itself and says beside it when the next query frees up (#ask-limit, in the
   // refusal's words and time), and the meter says "Limit reached": one state, shown together or not at all, changed
@@ -169,26 +170,43 @@
   document.addEventListener("visibilitychange", backInView);
   window.addEventListener("focus", backInView);
 
-  // A question the page could not send (below) survives the reload or sign-in page that follows: it
-  // is put back in the box, once, when this page loads again in the same tab, for the same user only.
-  // The form's `draft_by` is an opaque mark of the page's user (orgs.drafts): whoever else signs in on
-  // that sign-in page (a shared computer) must not find the question typed there.
+  // The question in the box, unsent, survives a reload of this page in the same tab (F5 empties a form; Back and
+  // Forward keep it), the reload or sign-in page that follows a question the page could not send (below), and a
+  // session that ended meanwhile: it is kept in the tab's sessionStorage as it is typed, one per organisation (the
+  // page's path), and put back when this page loads again with an empty box. It is kept until the question is
+  // answered (a refused or failed one stays a draft), and forgotten by every Sign out button (sign_out.js):
+  // sessionStorage is the tab's alone and gone when it closes. The form's `draft_by` is an opaque mark
+  // of the page's user (orgs.drafts): a draft is put back only for that user, and whoever else signs in in that tab
+  // (a shared computer) finds it deleted, never shown.
   const draftKey = "opsion:insights-draft:" + location.pathname;
   const draftBy = form.elements.draft_by ? form.elements.draft_by.value : "";
   const REFRESHED = "Your sign-in changed since this page was loaded, so it was refreshed. Your question is still here: press Ask again.";
   try {
     const saved = JSON.parse(sessionStorage.getItem(draftKey) || "null");
-    sessionStorage.removeItem(draftKey);
     if (saved && saved.text && saved.by && saved.by === draftBy && !textarea.value) {
       textarea.value = saved.text;
       if (saved.refreshed) status.textContent = REFRESHED;
     }
   } catch (ignored) { /* storage disabled or unreadable: nothing to restore */ }
+  keepDraft(false); // what the box holds now, by this page's user (said REFRESHED once), or nothing
 
   function keepDraft(refreshed) {
     try {
-      sessionStorage.setItem(draftKey, JSON.stringify({ text: textarea.value, refreshed: refreshed, by: draftBy }));
+      if (textarea.value.trim() && draftBy) {
+        sessionStorage.setItem(draftKey, JSON.stringify({ text: textarea.value, refreshed: refreshed, by: draftBy }));
+      } else {
+        sessionStorage.removeItem(draftKey);
+      }
     } catch (ignored) { /* best effort */ }
+  }
+
+  textarea.addEventListener("input", function () { keepDraft(false); });
+
+  // Answered: the question was sent, so it is no longer a draft, unless the box holds another one typed meanwhile.
+  function draftAnswered(sent) {
+    if (textarea.value === sent) {
+      try { sessionStorage.removeItem(draftKey); } catch (ignored) { /* best effort */ }
+    }
   }
 
   document.querySelectorAll("button.suggestion").forEach(function (el) {
@@ -341,6 +359,7 @@
         outcome = notice.textContent;
       }
       remember(evt.data.historyItem);
+      draftAnswered(sent);
     } else if (evt.event === "error") {
       finished = true;
       body.classList.remove("streaming");
@@ -371,6 +390,7 @@
       return;
     }
     asking = true;
+    sent = textarea.value;
     refreshAsk();
     // Screen readers announce the answer once, when it is complete, not every streamed piece.
     answer.setAttribute("aria-busy", "true");

@@ -8,6 +8,7 @@ from playwright.sync_api import expect
 from insights.models import KeySource
 from insights.suggestions import SUGGESTED_QUERIES
 from orgs import services as org_services
+from orgs.models import Membership, Role
 from tests.base import GOOD_KEY, PASSWORD
 from tests.browser.support import assert_no_accessibility_violations, sign_in
 from tests.conftest import PLATFORM_KEY
@@ -356,8 +357,10 @@ def test_asking_after_the_session_expired_leads_to_sign_in_not_a_blank_answer(ap
     expect(question).to_have_accessible_description(
         "You were signed out before this question was sent: nothing was asked yet. Press Ask to send it."
     )
+    # The server hands it back once; the tab keeps it, unsent, over a reload, without saying so again.
     page.reload()
-    expect(page.get_by_label("Your question")).to_have_value("")  # restored once, not forever
+    expect(page.get_by_label("Your question")).to_have_value("What does MiCAR say about white papers?")
+    expect(page.locator("#ask-status")).to_have_text("")
     assert fake_anthropic.requests == []
 
 
@@ -721,3 +724,47 @@ def test_answers_that_fill_a_page_begun_empty_offer_show_older_queries_too(app, 
     expect(entries).to_have_text(["Third question?", "Second question?"])
     page.get_by_role("link", name="Show older queries").click()
     expect(entries).to_have_text(["First question?"])
+
+
+DRAFTS_KEPT = "() => Object.keys(sessionStorage).filter((key) => key.startsWith('opsion:'))"
+
+
+def test_an_unsent_question_survives_a_reload_in_the_same_tab_until_it_is_answered(app, page, world, fake_anthropic):
+    # F5 emptied the box (only Back/Forward kept it): a question typed at length was lost to a stray key press.
+    Membership.objects.create(user=world.acme_member, organisation=world.globex, role=Role.MEMBER)
+    sign_in(page, app.url, "member@acme.test")
+    question = page.get_by_label("Your question")
+    question.fill("What does MiCAR say about white papers?")
+
+    page.reload()
+
+    expect(question).to_have_value("What does MiCAR say about white papers?")
+    expect(page.locator("#ask-status")).to_have_text("")  # nothing to say: it is simply still there
+    page.goto(f"{app.url}/orgs/globex/insights/")  # kept per organisation: not another one's question
+    page.wait_for_load_state("load")
+    assert question.input_value() == ""
+    page.goto(f"{app.url}/orgs/acme/insights/")
+    expect(question).to_have_value("What does MiCAR say about white papers?")
+
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#answer-body").get_by_role("heading", name="Authorisation under MiCAR")).to_be_visible()
+    page.reload()
+    page.wait_for_load_state("load")
+    assert question.input_value() == ""  # sent and answered: no longer a draft
+    assert page.evaluate(DRAFTS_KEPT) == []
+
+
+def test_signing_out_forgets_the_unsent_question_this_tab_kept(app, page, fake_anthropic):
+    # A shared computer: the member types a question, signs out and walks away. Neither the page after signing out
+    # nor signing in again in that tab may find it (the tab's storage is readable by anyone at its keyboard).
+    sign_in(page, app.url, "member@acme.test")
+    page.get_by_label("Your question").fill("Can we delay our MiCAR white paper?")
+
+    page.get_by_role("button", name="Sign out").click()
+
+    expect(page.get_by_text("You are signed out.")).to_be_visible()
+    page.wait_for_load_state("load")
+    assert page.evaluate(DRAFTS_KEPT) == []
+    sign_in(page, app.url, "member@acme.test")
+    assert page.get_by_label("Your question").input_value() == ""
+    assert fake_anthropic.requests == []

@@ -29,6 +29,7 @@
   const FREED = "A query has freed up: you can ask again.";
   const RAISED = "Your organisation's limit was raised: you can ask again.";
   const PAST = "This question was not asked: the limit was reached at the time. A query has freed up since.";
+  const PAST_RAISED = "This question was not asked: the limit was reached at the time. Your organisation's limit has been raised since.";
   let asking = false;
   let limited = false;
   let signedOut = false; // a usage read found the session ended: nothing can be asked until the user signs in again
@@ -113,13 +114,13 @@
       sessionEnded();
     } else if (meterShown === shown) {
       const limitBefore = document.getElementById("usage-limit").textContent;
+      const raised = usage && String(usage.limit) !== limitBefore;
       if (usage) updateMeter(usage, usage.used, usage.keySource);
-      if (usage && !usage.limitReached) refusalPast();
+      if (usage && !usage.limitReached) refusalPast(raised);
       if (usage && usage.limitReached) {
         limitReached(function (el) { el.innerHTML = usage.limitReached; }, usage.resetSeconds);
       } else if (limited) {
         limitLifted();
-        const raised = usage && String(usage.limit) !== limitBefore;
         if (!asking) status.textContent = raised ? RAISED : FREED;
       }
     }
@@ -128,12 +129,13 @@
 
   // A refusal at the limit shown in the answer card (data-limit-refusal) is true only while the limit holds: once the
   // window has been read with room again, it says it was refused then, not "Rate limit reached", and is no alert
-  // (the status line beside Ask announces that a query has freed up). A failed read tells nothing, and leaves it.
-  function refusalPast() {
+  // (the status line beside Ask announces that a query has freed up, or that the limit was raised: a key saved
+  // meanwhile). A failed read tells nothing, and leaves it.
+  function refusalPast(raised) {
     if (!errorBox.querySelector("[data-limit-refusal]")) return;
     const past = document.createElement("p");
     past.className = "muted";
-    past.textContent = PAST;
+    past.textContent = raised ? PAST_RAISED : PAST;
     errorBox.replaceChildren(past);
   }
 

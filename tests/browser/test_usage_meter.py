@@ -340,3 +340,29 @@ def test_a_session_ended_while_ask_waits_says_so_and_offers_sign_in_keeping_the_
     expect(page).to_have_url(re.compile(r"/orgs/acme/insights/$"))
     expect(page.get_by_label("Your question")).to_have_value("What does MiCAR say about white papers?")
     assert fake_anthropic.requests == []
+
+
+def test_a_refusal_in_the_answer_card_says_the_limit_was_raised_when_a_key_saved_elsewhere_lifts_it(
+    app, page, world, fake_anthropic, console
+):
+    # Refused at the platform key's 20, then an Admin saves the organisation's key elsewhere: back on the page, the
+    # status line said the limit was raised while the card said "A query has freed up since", which none had.
+    console.allow(429)
+    sign_in(page, app.url, "member@acme.test")
+    seed(world.acme, *[3000] * 20, user=world.acme_admin)
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    page.evaluate(PLAIN_POST)
+    card = page.locator("#answer-error")
+    expect(card.get_by_role("alert")).to_contain_text("Rate limit reached (20/hour)")
+    admin = world.membership(world.acme_admin, world.acme)
+    org_services.claude_api_key_set(membership=admin, raw_key=GOOD_KEY, ip=None)
+
+    page.evaluate("() => window.dispatchEvent(new Event('focus'))")
+
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()
+    expect(page.locator("#ask-status")).to_have_text("Your organisation's limit was raised: you can ask again.")
+    expect(card).to_have_text(
+        "This question was not asked: the limit was reached at the time. "
+        "Your organisation's limit has been raised since."
+    )
+    assert fake_anthropic.requests == []

@@ -4,7 +4,8 @@
 // is not the one signed in when it loads (insights.js), and the tab's closing forgets the rest.
 (function () {
   "use strict";
-  document.querySelectorAll("form[data-sign-out]").forEach(function (form) {
+  // form[data-sign-out]: the site's Sign out buttons; #logout-form: Django admin's "Log out" (templates/admin/base_site.html).
+  document.querySelectorAll("form[data-sign-out], form#logout-form").forEach(function (form) {
     form.addEventListener("submit", function () {
       try {
         Object.keys(sessionStorage).forEach(function (key) {

@@ -164,3 +164,7 @@ def screenshot(page: Page, name: str, *, docs: bool = True) -> Path:
         DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, DOCS_SCREENSHOTS / path.name)
     return path
+
+
+# What this tab's pages keep in its sessionStorage (AI Insights' unsent question): every sign-out forgets it.
+DRAFTS_KEPT = "() => Object.keys(sessionStorage).filter((key) => key.startsWith('opsion:'))"

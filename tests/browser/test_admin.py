@@ -1,5 +1,5 @@
 """Django admin as staff see it on a laptop (1280 CSS px): the audit, organisations, memberships, users, outbox, query
-log and API tokens lists, their widest rows included."""
+log and API tokens lists, their widest rows included; and admin's own sign-out."""
 
 import pytest
 from django.utils import timezone
@@ -17,7 +17,7 @@ from orgs.models import (
     Role,
 )
 from tests.base import GOOD_KEY, make_user
-from tests.browser.support import LONG_EMAIL, screenshot, sign_in
+from tests.browser.support import DRAFTS_KEPT, LONG_EMAIL, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -159,3 +159,20 @@ def test_the_api_tokens_list_fits_a_laptop_screen_with_its_widest_rows(app, page
 
     shown = (LONG_EMAIL, "opsn_AbCdEfG", "Expires at", "Last used at")
     assert_the_list_fits(page, app, world.staff, "/admin/orgs/apitoken/", shown)
+
+
+def test_signing_out_of_admin_forgets_the_unsent_question_this_tab_kept(app, page, world):
+    # A member of staff who is also an organisation's member types a question in AI Insights, goes to admin in the same
+    # tab and signs out there: admin's own "Log out" left the question in the tab's storage (only the site's Sign out
+    # buttons forgot it), for whoever sits at that computer next.
+    Membership.objects.create(user=world.staff, organisation=world.acme, role=Role.MEMBER)
+    sign_in(page, app.url, world.staff.email)
+    page.goto(f"{app.url}/orgs/acme/insights/")
+    page.get_by_label("Your question").fill("Can we delay our MiCAR white paper?")
+    page.goto(f"{app.url}/admin/")
+    assert page.evaluate(DRAFTS_KEPT) != []
+
+    page.get_by_role("button", name="Log out").click()
+
+    page.wait_for_load_state("load")
+    assert page.evaluate(DRAFTS_KEPT) == []

@@ -10,7 +10,7 @@ from insights.suggestions import SUGGESTED_QUERIES
 from orgs import services as org_services
 from orgs.models import Membership, Role
 from tests.base import GOOD_KEY, PASSWORD
-from tests.browser.support import assert_no_accessibility_violations, sign_in
+from tests.browser.support import DRAFTS_KEPT, assert_no_accessibility_violations, sign_in
 from tests.conftest import PLATFORM_KEY
 from tests.insights.helpers import seed
 
@@ -724,9 +724,6 @@ def test_answers_that_fill_a_page_begun_empty_offer_show_older_queries_too(app, 
     expect(entries).to_have_text(["Third question?", "Second question?"])
     page.get_by_role("link", name="Show older queries").click()
     expect(entries).to_have_text(["First question?"])
-
-
-DRAFTS_KEPT = "() => Object.keys(sessionStorage).filter((key) => key.startsWith('opsion:'))"
 
 
 def test_an_unsent_question_survives_a_reload_in_the_same_tab_until_it_is_answered(app, page, world, fake_anthropic):

@@ -24,20 +24,20 @@ def client_ip(request: HttpRequest) -> str | None:
 
 
 def holds_secret(value: str) -> bool:
-    """Whether `value` (a query string's parameter) holds a Claude API key or an API token, as log lines redact them.
-    A local address (a sign-in's `next`) is judged by its own query string and fragment: its path names pages and an
-    organisation, whose slug is no secret though it may have a key's form (sk-ant-capital-markets)."""
-    if value.startswith("/") and not value.startswith("//"):
-        parts = urlsplit(value)
-        value = f"{parts.query}#{parts.fragment}"
+    """Whether `value` (a request's path, a query string's parameter, a sign-in's `next`) holds a Claude API key or an
+    API token, as log lines redact them. An organisation's slug may not take such a form (Organisation.clean), so no
+    page's own address does."""
     return would_redact(value)
 
 
-def without_secret_query(url: str) -> str:
-    """`url` (a sign-in's `next`), without its query string when that holds a Claude API key or an API token
-    (anything log lines redact): sent on in a redirect or a form, it would come back (opsion.middleware refuses such
-    an address)."""
-    return urlsplit(url).path if url and holds_secret(url) else url
+def without_secret(url: str) -> str:
+    """`url` (a sign-in's `next`) as it may be sent back, in a redirect or a form: without its query string when that
+    holds a Claude API key or an API token (anything log lines redact), and "" (the default page) when its path does.
+    Sent on, it would come back (opsion.middleware refuses such an address)."""
+    if not url or not holds_secret(url):
+        return url
+    path = urlsplit(url).path
+    return "" if holds_secret(path) else path
 
 
 def atomic_for_post(request: HttpRequest) -> AbstractContextManager:

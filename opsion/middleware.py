@@ -10,6 +10,7 @@ from django.urls import Resolver404, resolve
 
 from opsion.errors import error_json
 from opsion.http import holds_secret
+from opsion.reporting import redact
 
 log = logging.getLogger("opsion")
 
@@ -54,8 +55,9 @@ class NulInQueryString(SuspiciousOperation):
     """A NUL in the query string (RejectNulMiddleware), passed to the 400 page so the API's error names it."""
 
 
-class SecretInQueryString(SuspiciousOperation):
-    """A Claude API key or an API token in a console address's query string (RejectNulMiddleware)."""
+class SecretInAddress(SuspiciousOperation):
+    """A Claude API key or an API token in a request's path, or in a console address's query string
+    (RejectNulMiddleware)."""
 
 
 class RejectNulMiddleware:
@@ -72,6 +74,11 @@ class RejectNulMiddleware:
     its page, and in every redirect keeping the query string. The API never sends a query string back (an unknown
     parameter is named redacted), so its requests are left as they were.
 
+    So is any address whose path holds one (a key pasted into the address bar, `/orgs/acme/sk-ant-…`), the API's
+    included: the sign-in redirect's `next`, a missing slash's redirect, admin's own sign-in redirect and the DEBUG 404
+    page sent it back. No address Opsion serves holds one (an organisation's slug may not take that form). Its log line
+    names the path redacted, as every log line would write it.
+
     A form body of more fields than that, or larger than DATA_UPLOAD_MAX_MEMORY_SIZE (a huge paste), is refused the same
     way: read here just before the CSRF check would read it (a POST to a view it guards), or caught as it leaves a view
     that read it itself (the API's CSRF check of a session request; the API answers a body too large itself, 413).
@@ -83,6 +90,9 @@ class RejectNulMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         # Each refused here, at WARNING: scanners send these by the thousand; no traceback is worth logging.
+        if holds_secret(request.path):
+            log.warning("a key or token in the path of %s %s", request.method, redact(request.path))
+            return _bad_request(request, SecretInAddress())
         try:
             parameters = request.GET.lists()
         except TooManyFieldsSent as refused:
@@ -93,7 +103,7 @@ class RejectNulMiddleware:
             return _bad_request(request, NulInQueryString())
         if not request.path.startswith("/api/") and _parameters_hold_secret(request.GET.lists()):
             log.warning("a key or token in the query string of %s %s", request.method, request.path)
-            return _bad_request(request, SecretInQueryString())
+            return _bad_request(request, SecretInAddress())
         return self.get_response(request)
 
     def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs) -> HttpResponse | None:

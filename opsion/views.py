@@ -12,8 +12,8 @@ from django.urls import Resolver404, resolve, reverse
 from django.views import csrf
 
 from opsion.errors import error_json
-from opsion.http import without_secret_query
-from opsion.middleware import API_ERRORS, NulInQueryString, SecretInQueryString
+from opsion.http import without_secret
+from opsion.middleware import API_ERRORS, NulInQueryString, SecretInAddress
 from orgs import drafts
 
 TOO_LARGE = "What you sent is too large. Go back, check what you pasted, and try again."
@@ -31,6 +31,8 @@ API_BAD_REQUESTS = {
     DisallowedHost: "This server does not answer to the host name the request was sent to (its Host header): check "
     "the address, or the proxy in front of Opsion.",
     NulInQueryString: "The query string contains a NUL character.",
+    SecretInAddress: "The address's path holds what looks like a Claude API key or an API token, so it was not "
+    "opened. A key belongs only in the body of PUT …/settings/claude-api-key: if it was a real one, replace it.",
     # Django reads no more than this many of a request's parameters: the query string's, or a form body's (a session
     # write's CSRF check reads one before the API can refuse its media type).
     TooManyFieldsSent: f"More than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS:,} parameters were sent (in the query "
@@ -53,9 +55,13 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
         return error_json(*API_ERRORS[400], 400)
     if isinstance(exception, RequestDataTooBig):
         return HttpResponse(render_to_string("400.html", {"title": "Too large", "message": TOO_LARGE}), status=400)
-    if isinstance(exception, SecretInQueryString):
+    if isinstance(exception, SecretInAddress):
         context = {"title": "Not opened", "message": SECRET_IN_ADDRESS}
-        return HttpResponse(render_to_string("400.html", context), status=400)
+        response = HttpResponse(render_to_string("400.html", context), status=400)
+        # The page's stylesheet and icon load with the address as their Referer otherwise (same-origin), and a proxy
+        # in front of Opsion logs that header as it came.
+        response["Referrer-Policy"] = "no-referrer"
+        return response
     return HttpResponse(render_to_string("400.html"), status=400)
 
 
@@ -96,7 +102,7 @@ def _sign_in_again(request: HttpRequest) -> HttpResponse:
     checks `next` and sends a signed-in visitor on); otherwise they are asked to sign in again. No password is
     checked: the form is only turned into a GET of the sign-in page. What it carried along (orgs.drafts) is
     not dropped: kept for the page it came from, as a sign-in keeps it, or carried by the sign-in page again."""
-    next_url = without_secret_query(request.POST.get("next", ""))  # sent back below, in a redirect or a form
+    next_url = without_secret(request.POST.get("next", ""))  # sent back below, in a redirect or a form
     draft, choice, by = drafts.posted(request), drafts.posted_choice(request), drafts.posted_by(request)
     if request.user.is_authenticated:
         # Kept for the page itself, without `next`'s query string, as a sign-in keeps it; only for the user it was

@@ -15,7 +15,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.debug import sensitive_post_parameters
 
 from opsion import requestid
-from opsion.http import atomic_for_post, without_secret_query
+from opsion.http import atomic_for_post, without_secret
 from orgs import drafts, guards, notifications, recent_auth, services
 from orgs.forms import ChangePasswordForm, SignInForm
 
@@ -79,7 +79,7 @@ class SignInView(GuardedPost, LoginView):
         # `next` naming the sign-in page itself would make Django raise (a 500) for a signed-in visitor,
         # who is sent to the default page instead.
         # A key or token in its query string (a `next` typed by hand) is not sent on; the page itself is.
-        url = without_secret_query(super().get_redirect_url())
+        url = without_secret(super().get_redirect_url())
         return "" if url and urlsplit(url).path == self.request.path else url
 
     def form_valid(self, form):

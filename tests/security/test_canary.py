@@ -256,6 +256,37 @@ def test_the_key_is_in_no_response_and_no_log_line_for_any_url_and_any_visitor(g
     assert guard.responses > 300
 
 
+def _with_the_key_typed_in(url: str) -> list[str]:
+    """`url` with the canary where someone pasting into the address bar might put it: after the address, in the
+    organisation's place, and as the whole path."""
+    typed = [f"{url.split('?')[0].rstrip('/')}/{CANARY_KEY}", f"/{CANARY_KEY}/"]
+    if "/acme/" in url:
+        typed.append(url.replace("/acme/", f"/{CANARY_KEY}/"))
+    return typed
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["debug-off", "debug-on"])
+def test_the_key_is_in_no_response_and_no_log_line_when_typed_into_any_address(
+    guard, world, api_token, settings, debug
+):
+    """A key pasted into the address bar (`/orgs/acme/sk-ant-…`, or in the slug's place) came back in the sign-in
+    redirect's `next`, in a missing slash's redirect, in admin's own sign-in redirect and on the DEBUG 404 page. Every
+    address the project serves, with the key typed into its path, by every visitor: refused, echoing nothing."""
+    settings.DEBUG, settings.EMAIL_CONFIGURED = debug, True
+    # Rows for every admin page to walk: a replaced key's e-mail, a group, a query.
+    services.claude_api_key_set(membership=world.membership(world.acme_admin, world.acme), raw_key=CANARY_KEY, ip=None)
+    Group.objects.create(name="Support")
+    _client(world.acme_admin).post("/api/v1/orgs/acme/insights/queries", {"query": "Seed a row"}, "application/json")
+    urls = list(dict.fromkeys(typed for url in every_url(world) for typed in _with_the_key_typed_in(url)))
+    urls += [f"/accounts/login/?next=/orgs/{CANARY_KEY}/settings/", f"/static/{CANARY_KEY}.css"]
+    for role, client in _visitors(world, api_token).items():
+        for url in urls:
+            for method in ("get", "post"):
+                response = getattr(client, method)(url)
+                guard.check(f"{method.upper()} {url} as {role}", response)
+                assert response.status_code == 400, f"{method.upper()} {url} as {role}: {response.status_code}"
+
+
 @pytest.mark.parametrize("surface", ["api", "console", "sse"])
 def test_the_key_is_in_no_response_and_no_log_line_when_a_query_fails(
     guard, world, fake_anthropic, settings, monkeypatch, surface

@@ -67,10 +67,12 @@ def test_gunicorns_access_log_and_every_logger_at_debug_write_the_key_redacted(w
         ]
     logged = (tmp_path / "gunicorn-1.log").read_text()
 
-    assert statuses == [200, 400, 200, 401, 404], statuses
+    assert statuses == [200, 400, 200, 401, 400], statuses  # the last, a key typed into the path, is refused
     assert fake_anthropic.keys_used[-1] == CANARY_KEY  # the query ran on the saved key, and Anthropic refused it
     assert '"GET /api/v1/orgs/acme/settings?apiKey=sk-ant-[redacted] HTTP/1.1" 200' in logged, logged[-3000:]
     assert "sk-ant-[redacted] Bearer sk-ant-[redacted]" in logged, logged[-3000:]  # the access log's header atoms
+    assert '"GET /sk-ant-[redacted]/ HTTP/1.1" 400' in logged, logged[-3000:]  # the request line, as its path
+    assert "a key or token in the path of GET /sk-ant-[redacted]/" in logged, logged[-3000:]
     # ANTHROPIC_LOG lowers the SDK's loggers when it is imported, after LOGGING set them to WARNING: its debug lines
     # hold each request's options, the member's question and the system prompt included. LOGGING's levels stand.
     assert "anthropic._base_client" not in logged

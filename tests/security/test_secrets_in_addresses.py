@@ -2,7 +2,13 @@
 
 Nothing Opsion links to puts one there, but a script or a hand-made form can (a key posted as a GET to the URL its
 form posts to). Left alone, the address came back whole: in the sign-in redirect's `next` (its Location header and
-the sign-in page's form) and, signed in, in each redirect that keeps the query string (a missing trailing slash)."""
+the sign-in page's form) and, signed in, in each redirect that keeps the query string (a missing trailing slash).
+
+A key pasted into the address bar lands in the path instead (`/orgs/acme/sk-ant-…`, or in the slug's place), and came
+back the same ways, and on admin's own sign-in redirect and the DEBUG 404 page: a path holding one is refused too, on
+every surface."""
+
+import logging
 
 import pytest
 from django.test import Client
@@ -68,7 +74,10 @@ def test_ordinary_console_addresses_with_query_strings_still_work(world, acme_ke
 
 @pytest.mark.parametrize("signed_in", [False, True], ids=["signed-out", "signed-in"])
 @pytest.mark.parametrize("draft", ["", "A question typed before the session expired"], ids=["no-draft", "draft"])
-def test_a_stale_sign_in_form_whose_next_address_holds_a_key_does_not_send_it_back(world, signed_in, draft):
+@pytest.mark.parametrize(
+    "next_url", [f"{SAVE}?api_key={CANARY_KEY}", f"/orgs/{CANARY_KEY}/insights/"], ids=["query", "path"]
+)
+def test_a_stale_sign_in_form_whose_next_address_holds_a_key_does_not_send_it_back(world, signed_in, draft, next_url):
     """The sign-in form gone stale (another tab signed in, or signed in and out) is turned into a GET of the sign-in
     page with its `next`, or the sign-in page again: a `next` holding a key came back in its Location or its form."""
     client = Client(enforce_csrf_checks=True)
@@ -77,7 +86,7 @@ def test_a_stale_sign_in_form_whose_next_address_holds_a_key_does_not_send_it_ba
     if signed_in:
         client.force_login(world.acme_admin)
     form = {"username": "admin@acme.test", "password": PASSWORD, "csrfmiddlewaretoken": token}
-    form |= {"next": f"{SAVE}?api_key={CANARY_KEY}", "draft": draft, "draft_by": typed_by(world.acme_admin)}
+    form |= {"next": next_url, "draft": draft, "draft_by": typed_by(world.acme_admin)}
 
     response = client.post("/accounts/login/", form)
 
@@ -87,21 +96,77 @@ def test_a_stale_sign_in_form_whose_next_address_holds_a_key_does_not_send_it_ba
         assert client.get(response["Location"]).status_code in (200, 302)  # an address that opens, not the 400
 
 
-def test_an_organisation_whose_slug_looks_like_a_key_is_still_reached_through_the_sign_in(world):
-    """A slug is no secret, though one may have a key's form (an organisation named SK Ant Capital Markets): the
-    sign-in page the organisation's pages send a signed-out member to names it in `next`, and was refused."""
+@pytest.mark.parametrize("debug", [False, True], ids=["debug-off", "debug-on"])
+@pytest.mark.parametrize("signed_in", [False, True], ids=["signed-out", "signed-in"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/orgs/acme/{key}",  # pasted after the organisation's address: a 404, whose DEBUG page printed the path
+        "/orgs/{key}/settings/",  # in the slug's place: the sign-in redirect's `next` carried it
+        "/orgs/{key}/settings",  # …and a missing slash's redirect
+        "/admin/orgs/organisation/{key}/change/",  # admin's own sign-in redirect
+        "/orgs/acme/insights/{token}/",  # an API token, as its query string is screened
+        "/orgs/acme/settings/{encoded_key}",  # percent-encoded: the path Django reads is decoded
+    ],
+)
+def test_a_key_or_token_typed_into_an_address_path_is_refused_and_sent_back_nowhere(
+    world, token, caplog, settings, debug, signed_in, path
+):
+    settings.DEBUG = debug
+    client = Client()
+    if signed_in:
+        client.force_login(world.acme_admin)
+
+    with caplog.at_level(logging.DEBUG):
+        response = client.get(path.format(key=CANARY_KEY, token=token, encoded_key=CANARY_KEY.replace("-", "%2D")))
+
+    assert response.status_code == 400
+    shown = _shown(response)
+    for secret in (CANARY_KEY, CANARY_KEY[13:45], token, token[12:]):
+        assert secret not in shown
+        assert secret not in caplog.text
+    assert "looks like a Claude API key or an API token" in shown
+    # Nothing on the page loads with the address as its Referer (a proxy's log in front of Opsion keeps those).
+    assert response["Referrer-Policy"] == "no-referrer"
+    assert "a key or token in the path of GET /" in caplog.text  # the operator is told what was refused
+
+
+def test_a_key_typed_into_an_api_path_is_refused_in_the_apis_shape(world, token, caplog):
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+
+    with caplog.at_level(logging.DEBUG):
+        response = client.get(f"/api/v1/orgs/{CANARY_KEY}/settings")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert "looks like a Claude API key or an API token" in response.json()["error"]["message"]
+    assert CANARY_KEY[13:45] not in _shown(response) and CANARY_KEY[13:45] not in caplog.text
+
+
+def test_a_sign_in_whose_next_address_holds_a_key_in_its_path_does_not_send_it_on(world):
+    """A `next` naming a path with a key in it (typed by hand, or kept from before this check): opened, the sign-in
+    page is refused; posted, signing in lands on the default page, without it."""
+    assert Client().get(f"/accounts/login/?next=/orgs/{CANARY_KEY}/settings/").status_code == 400
+    form = {"username": "admin@acme.test", "password": PASSWORD, "next": f"/orgs/{CANARY_KEY}/settings/"}
+
+    response = Client().post("/accounts/login/", form)
+
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert CANARY_KEY[13:45] not in _shown(response)
+
+
+def test_an_organisation_whose_slug_looks_like_a_key_is_refused_naming_nothing(world):
+    """A slug may not have a key's form (admin refuses it: log lines blank such text wherever it appears), but one
+    saved before that rule has addresses that look like a pasted key: they are refused like one, echoing nothing, and
+    staff rename it in admin (its change page is addressed by number)."""
     org = Organisation.objects.create(
         slug="sk-ant-capital-markets", name="SK Ant Capital Markets", plan=Plan.INSTITUTIONAL
     )
     Membership.objects.create(user=world.acme_admin, organisation=org, role=Role.OWNER)
     client = Client()
 
-    sign_in = client.get("/orgs/sk-ant-capital-markets/insights/", follow=True)
+    response = client.get("/orgs/sk-ant-capital-markets/insights/")
 
-    assert sign_in.status_code == 200 and sign_in.redirect_chain[-1][0].startswith("/accounts/login/?next=")
-    form = {"username": "admin@acme.test", "password": PASSWORD, "next": "/orgs/sk-ant-capital-markets/insights/"}
-    assert client.post("/accounts/login/", form)["Location"] == "/orgs/sk-ant-capital-markets/insights/"
-    assert (
-        client.get(f"/accounts/login/?next=/orgs/sk-ant-capital-markets/settings/%3Fapi_key%3D{CANARY_KEY}").status_code
-        == 400
-    )
+    assert response.status_code == 400 and "sk-ant-capital-markets" not in _shown(response)
+    client.force_login(world.staff)
+    assert client.get(f"/admin/orgs/organisation/{org.pk}/change/").status_code == 200

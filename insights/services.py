@@ -13,6 +13,7 @@ from insights.models import IDEMPOTENCY_KEY_INDEX, InsightQuery, KeySource, Outc
 from opsion import paging
 from opsion.errors import InvalidRequest, NotFound, Refused
 from opsion.middleware import UNAVAILABLE_RETRY_SECONDS
+from opsion.reporting import would_redact
 from orgs import selectors as org_selectors
 from orgs import services as org_services
 from orgs.crypto import DecryptionFailed
@@ -139,6 +140,13 @@ def validate_idempotency_key(key: str) -> str:
     if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX or not all("!" <= c <= "~" for c in key):
         raise InvalidRequest(
             f"The Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters (a UUID, say)."
+        )
+    # Kept, it is stored as it came, in plain text: a Claude API key or a token sent there by mistake would sit in the
+    # query's row (its admin page, dumpdata, every backup) beside the encrypted copy.
+    if would_redact(key):
+        raise InvalidRequest(
+            "The Idempotency-Key header holds what looks like a Claude API key or an API token: send a key of your "
+            "own (a UUID, say), and if that was a real one, replace it."
         )
     return key
 

@@ -17,7 +17,9 @@ from django.utils import timezone
 from insights import keys, services
 from insights.models import InsightQuery, KeySource, Outcome
 from opsion.errors import NotFound
+from orgs import services as orgs_services
 from orgs.models import ClaudeApiKey, Membership, Role
+from tests.base import CANARY_KEY
 from tests.conftest import PLATFORM_KEY
 
 from ..reliability.test_deleted_while_answering import wait_for
@@ -212,6 +214,27 @@ def test_a_malformed_key_is_refused_before_anything_is_asked(world, fake_anthrop
     assert response.status_code == 400, response.content
     assert response.json()["error"]["code"] == "invalid_request"
     assert "Idempotency-Key" in response.json()["error"]["message"]
+    assert not fake_anthropic.requests and not InsightQuery.objects.exists()
+
+
+@pytest.mark.parametrize("secret", ["claude-api-key", "api-token"])
+def test_a_claude_api_key_or_token_sent_as_the_idempotency_key_is_refused_and_stored_nowhere(
+    world, fake_anthropic, api_client, secret
+):
+    """A client mixing up its headers (its Anthropic key, or its own token, sent as Idempotency-Key): taken as the key,
+    it sat in plain text in the query's row (its admin page, dumpdata, every backup), beside the encrypted copy."""
+    raw = (
+        CANARY_KEY if secret == "claude-api-key" else orgs_services.api_token_create(user=world.acme_admin, name="x")[1]
+    )
+
+    response = ask(api_client(world.globex_member), key=raw)
+
+    assert_invalid_request(
+        response,
+        "The Idempotency-Key header holds what looks like a Claude API key or an API token: send a key of your own "
+        "(a UUID, say), and if that was a real one, replace it.",
+    )
+    assert raw[13:40] not in response.content.decode()
     assert not fake_anthropic.requests and not InsightQuery.objects.exists()
 
 

@@ -36,20 +36,21 @@ def key_state(org: Organisation) -> str:
         return "unused"
     # Not selectors.claude_api_key_readable: a list page of unreadable keys would log an ERROR line per row at
     # every view. The change page's Encryption line, Settings and each refused query log it.
-    return "in_use" if org._key_secret is not None and org._key_secret.readable() else "unreadable"
+    return "in_use" if org._key_secret is not None and org._key_secret.bound_to(org.pk).readable() else "unreadable"
 
 
 def byom_keys_readable(request: HttpRequest) -> dict[int, bool]:
     """Whether a configured FIELD_ENCRYPTION_KEYS entry opens each key stored on a BYOM plan, by organisation id.
 
     SQL cannot check a Fernet signature, so every such key is read and checked here (about 11 µs each with its
-    fetch on SQLite, nothing decrypted: a third of a second for 30,000), once per request however many of the
+    fetch on SQLite, nothing decrypted, and about 15 µs more to derive its organisation's key, orgs.crypto: under a
+    second for 30,000), once per request however many of the
     list's filter choices, their counts (?_facets=1) and its sort ask: each asked on its own, and the counts ask
     once per choice and again for each other filter's counts. Only ids and answers are kept, no ciphertext.
     """
     if not hasattr(request, "_byom_keys_readable"):
         keys = ClaudeApiKey.objects.filter(organisation__plan__in=BYOM_PLANS).values_list("organisation_id", "secret")
-        request._byom_keys_readable = {org_id: secret.readable() for org_id, secret in keys.iterator()}
+        request._byom_keys_readable = {org_id: secret.bound_to(org_id).readable() for org_id, secret in keys.iterator()}
     return request._byom_keys_readable
 
 

@@ -7,7 +7,7 @@ from django.db import models
 from django.utils import timezone
 
 from opsion.reporting import would_redact
-from orgs.crypto import EncryptedTextField
+from orgs.crypto import EncryptedTextField, Sealed
 
 
 class UserManager(BaseUserManager):
@@ -159,6 +159,15 @@ class ClaudeApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"Claude API key for {self.organisation}"
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        row = super().from_db(db, field_names, values)
+        # Its secret opens only for its own organisation: a ciphertext copied from another organisation's row does not
+        # (orgs.crypto), and reads as a key no entry opens.
+        if isinstance(row.__dict__.get("secret"), Sealed):
+            row.secret = row.secret.bound_to(row.organisation_id)
+        return row
 
 
 # A token expiring within this is called out on the pages listing it, so its owner replaces it in time.

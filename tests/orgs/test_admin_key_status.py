@@ -120,17 +120,23 @@ def test_staff_who_may_only_view_organisations_see_the_same(world):
     assert_nothing_of_the_key(response.content.decode(), row)
 
 
-def store_unreadable_key(org) -> ClaudeApiKey:
-    """A key sealed with an encryption key no longer in FIELD_ENCRYPTION_KEYS (dropped too early)."""
-    sealed = Fernet(Fernet.generate_key()).encrypt(CANARY_KEY.encode()).decode()
+def store_unreadable_key(org, *, how: str = "entry-dropped") -> ClaudeApiKey:
+    """A key sealed with an encryption key no longer in FIELD_ENCRYPTION_KEYS (dropped too early), or one whose
+    ciphertext was copied from another organisation's row (someone with write access to the database)."""
+    if how == "copied-from-another-organisation":
+        other = Organisation.objects.create(slug="umbrella", name="Umbrella", plan=Plan.INSTITUTIONAL)
+        sealed = store_key(other, CANARY_KEY).secret.ciphertext
+    else:
+        sealed = Fernet(Fernet.generate_key()).encrypt(CANARY_KEY.encode()).decode()
     return ClaudeApiKey.objects.create(organisation=org, secret=crypto.Sealed(sealed))
 
 
 class TestTheListSaysWhichStoredKeysCannotBeOpened:
     # The list said "In use" of a key no configured entry opens, whose organisation's queries are all refused.
 
-    def test_a_key_no_configured_entry_opens_reads_stored_unreadable(self, world, staff):
-        row = store_unreadable_key(world.acme)
+    @pytest.mark.parametrize("how", ["entry-dropped", "copied-from-another-organisation"])
+    def test_a_key_no_configured_entry_opens_reads_stored_unreadable(self, world, staff, how):
+        row = store_unreadable_key(world.acme, how=how)
         store_key(world.initech, GOOD_KEY)
 
         response = staff.get(ORGS)
@@ -217,7 +223,6 @@ def test_the_filter_counts_every_key_however_many_whatever_the_databases_variabl
     # database's limit on bound values (tens of thousands of keys, on a SQLite built with the upstream limit), the
     # page was a 500, "too many SQL variables". Either side may be the larger (a dropped encryption key leaves
     # nearly all unreadable).
-    good = crypto.encrypt(GOOD_KEY)
     lost = Fernet(Fernet.generate_key())
     Organisation.objects.bulk_create(
         Organisation(slug=f"many-{n}", name=f"Many {n}", plan=Plan.INSTITUTIONAL) for n in range(readable + unreadable)
@@ -225,7 +230,7 @@ def test_the_filter_counts_every_key_however_many_whatever_the_databases_variabl
     ClaudeApiKey.objects.bulk_create(
         ClaudeApiKey(
             organisation_id=org.pk,
-            secret=crypto.Sealed(good if n < readable else lost.encrypt(CANARY_KEY.encode()).decode()),
+            secret=GOOD_KEY if n < readable else crypto.Sealed(lost.encrypt(CANARY_KEY.encode()).decode()),
         )
         for n, org in enumerate(Organisation.objects.filter(slug__startswith="many-").order_by("pk"))
     )

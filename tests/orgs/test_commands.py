@@ -6,11 +6,12 @@ import signal
 from contextlib import contextmanager
 
 import pytest
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import Group, Permission
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
+from django.test import override_settings
 
 from orgs import crypto, mailer, services
 from orgs.management.commands import rotate_encryption_keys as rotate_command
@@ -113,6 +114,47 @@ class TestRotateEncryptionKeys:
         assert "Re-encrypted 2 stored key(s) with the first FIELD_ENCRYPTION_KEYS entry; 0 already were." in output
         settings.FIELD_ENCRYPTION_KEYS = [new]
         assert self.revealed() == {"acme": CANARY_KEY, "initech": GOOD_KEY}
+
+    @staticmethod
+    def copy_ciphertext(*, source: str, target: str) -> None:
+        """Someone able to write to the database, holding no entry, puts one organisation's ciphertext in another's
+        row."""
+        ciphertext = ClaudeApiKey.objects.get(organisation__slug=source).secret
+        ClaudeApiKey.objects.filter(organisation__slug=target).update(secret=ciphertext)
+
+    def test_rotated_keys_stay_bound_to_their_organisation(self, old_rows, settings):
+        old, new = old_rows
+        settings.FIELD_ENCRYPTION_KEYS = [new, old]
+        run("rotate_encryption_keys")
+
+        self.copy_ciphertext(source="acme", target="initech")
+
+        rows = {row.organisation.slug: row.secret for row in ClaudeApiKey.objects.select_related("organisation")}
+        assert rows["acme"].reveal() == CANARY_KEY
+        assert not rows["initech"].readable()
+        out = io.StringIO()
+        with pytest.raises(CommandError, match="1 of 2 stored key"):
+            call_command("rotate_encryption_keys", "--check", stdout=out)
+        assert "initech" in out.getvalue() and "acme" not in out.getvalue().split("decrypt")[-1]
+
+    def test_a_ciphertext_moved_before_a_rotation_is_left_unreadable_not_bound_to_its_new_row(self, old_rows, settings):
+        # Re-encrypting it for the row it was found in would make the copied key work there.
+        old, new = old_rows
+        self.copy_ciphertext(source="acme", target="initech")
+        moved = ClaudeApiKey.objects.get(organisation__slug="initech").secret.ciphertext
+        settings.FIELD_ENCRYPTION_KEYS = [new, old]
+
+        with pytest.raises(CommandError, match="1 of 2 stored key"):
+            run("rotate_encryption_keys")
+
+        assert ClaudeApiKey.objects.get(organisation__slug="initech").secret.ciphertext == moved
+        assert self.revealed_readable() == {"acme": True, "initech": False}
+
+    @staticmethod
+    def revealed_readable() -> dict[str, bool]:
+        return {
+            row.organisation.slug: row.secret.readable() for row in ClaudeApiKey.objects.select_related("organisation")
+        }
 
     def test_a_second_run_moves_nothing(self, old_rows, settings):
         old, new = old_rows
@@ -515,15 +557,10 @@ class TestRotateEncryptionKeysInBatches:
 
 
 def _slugs_opened_by(key: str) -> set[str]:
-    """The organisations whose stored key this Fernet key opens (by its signature; nothing is decrypted)."""
-    opened = set()
-    for row in ClaudeApiKey.objects.select_related("organisation"):
-        try:
-            Fernet(key).extract_timestamp(row.secret.ciphertext.encode())
-        except InvalidToken:
-            continue
-        opened.add(row.organisation.slug)
-    return opened
+    """The organisations whose stored key this entry opens, bound to each (by its signature; nothing is decrypted)."""
+    with override_settings(FIELD_ENCRYPTION_KEYS=[key]):
+        rows = ClaudeApiKey.objects.select_related("organisation")
+        return {row.organisation.slug for row in rows if row.secret.readable()}
 
 
 class TestSeedDemo:

@@ -1,10 +1,13 @@
 """The Claude API key at rest: encrypted with FIELD_ENCRYPTION_KEYS, independent of SECRET_KEY, never dumped."""
 
+import base64
 import io
 import json
 
 import pytest
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.core.exceptions import FieldError
 from django.core.management import call_command
 from django.db import connection
@@ -38,7 +41,10 @@ def test_the_stored_column_holds_ciphertext_not_the_key(world, settings):
     assert CANARY_KEY not in stored
     assert "CANARY" not in stored
     assert "sk-ant-" not in stored
-    assert Fernet(settings.FIELD_ENCRYPTION_KEYS[0]).decrypt(stored.encode()).decode() == CANARY_KEY
+    assert crypto.decrypt(stored, organisation_id=world.acme.pk) == CANARY_KEY
+    # Not under the entry itself, but under a key derived from it for acme alone.
+    with pytest.raises(InvalidToken):
+        Fernet(settings.FIELD_ENCRYPTION_KEYS[0]).decrypt(stored.encode())
 
 
 def test_the_same_key_encrypts_differently_each_time(world):
@@ -93,7 +99,9 @@ def test_a_new_key_put_first_keeps_old_rows_readable_and_encrypts_new_ones(world
 
     assert reload().secret.reveal() == CANARY_KEY
     save(world, GOOD_KEY)
-    assert Fernet(new).decrypt(raw_column().encode()).decode() == GOOD_KEY
+    assert crypto.is_current(raw_column(), organisation_id=world.acme.pk)
+    settings.FIELD_ENCRYPTION_KEYS = [new]
+    assert reload().secret.reveal() == GOOD_KEY
 
 
 def test_a_wrong_key_fails_loudly_instead_of_returning_ciphertext(world, settings):
@@ -105,7 +113,7 @@ def test_a_wrong_key_fails_loudly_instead_of_returning_ciphertext(world, setting
     with pytest.raises(crypto.DecryptionFailed):
         row.secret.reveal()
     with pytest.raises(crypto.DecryptionFailed):
-        crypto.decrypt(raw_column())
+        crypto.decrypt(raw_column(), organisation_id=world.acme.pk)
 
 
 def test_a_tampered_ciphertext_fails_loudly(world):
@@ -114,7 +122,7 @@ def test_a_tampered_ciphertext_fails_loudly(world):
     tampered = ciphertext[:-6] + ("A" if ciphertext[-6] != "A" else "B") + ciphertext[-5:]
 
     with pytest.raises(crypto.DecryptionFailed):
-        crypto.Sealed(tampered).reveal()
+        crypto.Sealed(tampered, world.acme.pk).reveal()
 
 
 def test_malformed_encryption_keys_are_a_configuration_error(world, settings):
@@ -123,7 +131,7 @@ def test_malformed_encryption_keys_are_a_configuration_error(world, settings):
     settings.FIELD_ENCRYPTION_KEYS = ["not-a-fernet-key"]
 
     with pytest.raises(ImproperlyConfigured, match="FIELD_ENCRYPTION_KEYS"):
-        crypto.encrypt("x")
+        crypto.encrypt("x", organisation_id=world.acme.pk)
 
 
 def test_only_isnull_lookups_are_allowed(world):
@@ -147,7 +155,8 @@ def test_dumpdata_writes_ciphertext_never_the_key(world):
     assert CANARY_KEY not in dump
     (row,) = [obj for obj in json.loads(dump) if obj["model"] == "orgs.claudeapikey"]
     assert row["fields"]["secret"].startswith(crypto.SEALED_MARKER)
-    assert crypto.decrypt(row["fields"]["secret"].removeprefix(crypto.SEALED_MARKER)) == CANARY_KEY
+    ciphertext = row["fields"]["secret"].removeprefix(crypto.SEALED_MARKER)
+    assert crypto.decrypt(ciphertext, organisation_id=world.acme.pk) == CANARY_KEY
 
 
 def test_loaddata_of_a_dump_restores_a_readable_key(world, tmp_path):
@@ -179,3 +188,50 @@ def test_removing_the_key_deletes_the_ciphertext(world):
     with connection.cursor() as cursor:
         cursor.execute("SELECT COUNT(*) FROM orgs_claudeapikey")
         assert cursor.fetchone() == (0,)
+
+
+def copy_ciphertext(*, source: Organisation, target: Organisation) -> None:
+    """What someone able to write to the database, holding no FIELD_ENCRYPTION_KEYS entry, can do: put one
+    organisation's stored ciphertext into another's row."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE orgs_claudeapikey SET secret = (SELECT secret FROM orgs_claudeapikey WHERE organisation_id = %s) "
+            "WHERE organisation_id = %s",
+            [source.pk, target.pk],
+        )
+
+
+def test_a_ciphertext_copied_into_another_organisations_row_cannot_be_decrypted_there(world):
+    # Before, it opened in any row: acme's queries ran, and billed, on initech's key.
+    save(world, GOOD_KEY)
+    services.claude_api_key_set(
+        membership=world.membership(world.initech_admin, world.initech), raw_key=CANARY_KEY, ip=None
+    )
+
+    copy_ciphertext(source=world.initech, target=world.acme)
+
+    moved = ClaudeApiKey.objects.get(organisation=world.acme).secret
+    assert not moved.readable()
+    with pytest.raises(crypto.DecryptionFailed):
+        moved.reveal()
+    assert ClaudeApiKey.objects.get(organisation=world.initech).secret.reveal() == CANARY_KEY  # still its own
+
+
+def test_a_secret_bound_to_no_organisation_is_a_programming_error_not_an_unreadable_key(world):
+    save(world)
+
+    with pytest.raises(TypeError):
+        crypto.Sealed(raw_column()).reveal()
+    with pytest.raises(TypeError):
+        ClaudeApiKey.objects.filter(organisation=world.acme).update(secret=CANARY_KEY)  # plaintext, bound to nothing
+
+
+def test_each_organisations_key_is_derived_by_hkdf_sha256_from_each_entry(settings):
+    # README names the derivation; crypto computes its two steps itself, at a fifth of the library's cost.
+    entry = settings.FIELD_ENCRYPTION_KEYS[0]
+    info = b"opsion claude api key of organisation 42"
+
+    derived = crypto.derived_key(crypto._extracted((entry,))[0], 42)
+
+    assert derived == HKDF(algorithm=SHA256(), length=32, salt=None, info=info).derive(base64.urlsafe_b64decode(entry))
+    assert derived != crypto.derived_key(crypto._extracted((entry,))[0], 43)

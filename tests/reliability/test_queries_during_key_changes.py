@@ -151,7 +151,7 @@ def test_a_query_waiting_while_the_key_is_replaced_is_sent_with_the_new_key(worl
     # The same plan and a key stored before and after: only which save of the key is in force tells them apart.
     store_key(world.acme, GOOD_KEY)
     replaced = "UPDATE orgs_claudeapikey SET secret = '{}', saved_at = {} WHERE organisation_id = %(org)s".format(
-        crypto.encrypt(OTHER_KEY),
+        crypto.encrypt(OTHER_KEY, organisation_id=world.acme.pk),
         "clock_timestamp()" if connection.vendor == "postgresql" else "STRFTIME('%Y-%m-%d %H:%M:%f', 'NOW')",
     )
 

@@ -1,4 +1,6 @@
-"""FIELD_ENCRYPTION_KEYS no longer holds the key a stored Claude API key was written with.
+"""FIELD_ENCRYPTION_KEYS no longer holds the key a stored Claude API key was written with, or its ciphertext was
+copied from another organisation's row (by someone with write access to the database but no entry), so acme's queries
+would run and bill on initech's key.
 
 Owners see "the stored key cannot be read; save it again" on the settings page, in the settings
 API and when they query; operators get a log line; nobody gets a 500; and nothing, least of all
@@ -10,13 +12,15 @@ import logging
 
 import pytest
 from cryptography.fernet import Fernet
+from django.db import connection
 from django.urls import reverse
 from django.utils.html import escape
 
 from insights import services
 from insights.models import InsightQuery, Outcome
 from orgs.models import ClaudeApiKey
-from tests.base import GOOD_KEY, OTHER_KEY
+from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY
+from tests.orgs.helpers import store_key
 
 UNREADABLE = (
     "Your organisation's stored Claude API key cannot be read. An Owner or Admin should save it again "
@@ -33,6 +37,21 @@ def key_lost(acme_key, settings):
     return old
 
 
+@pytest.fixture(params=["entry-dropped", "copied-from-another-organisation"])
+def key_unreadable(request, world, acme_key, settings):
+    """Acme's stored key is one no configured entry opens for acme."""
+    if request.param == "entry-dropped":
+        settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+        return
+    store_key(world.initech, CANARY_KEY)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE orgs_claudeapikey SET secret = (SELECT secret FROM orgs_claudeapikey WHERE organisation_id = %s) "
+            "WHERE organisation_id = %s",
+            [world.initech.pk, world.acme.pk],
+        )
+
+
 def ask(client):
     return client.post(
         "/api/v1/orgs/acme/insights/queries",
@@ -41,7 +60,7 @@ def ask(client):
     )
 
 
-def test_the_settings_page_says_the_stored_key_cannot_be_read(world, key_lost, console, caplog):
+def test_the_settings_page_says_the_stored_key_cannot_be_read(world, key_unreadable, console, caplog):
     with caplog.at_level(logging.ERROR, logger="opsion"):
         response = console(world.acme_owner).get(reverse("orgs:settings", args=["acme"]))
 
@@ -55,7 +74,7 @@ def test_the_settings_page_says_the_stored_key_cannot_be_read(world, key_lost, c
     assert OPERATOR_LOG in caplog.text
 
 
-def test_the_settings_api_reports_the_key_as_unreadable(world, key_lost, api_client):
+def test_the_settings_api_reports_the_key_as_unreadable(world, key_unreadable, api_client):
     response = api_client(world.acme_member).get("/api/v1/orgs/acme/settings")
 
     assert response.status_code == 200
@@ -63,7 +82,9 @@ def test_the_settings_api_reports_the_key_as_unreadable(world, key_lost, api_cli
     assert response.json()["claudeApiKeyStatus"] == "unreadable"
 
 
-def test_a_query_says_save_it_again_and_sends_nothing_to_anthropic(world, key_lost, api_client, fake_anthropic, caplog):
+def test_a_query_says_save_it_again_and_sends_nothing_to_anthropic(
+    world, key_unreadable, api_client, fake_anthropic, caplog
+):
     ciphertext = ClaudeApiKey.objects.get(organisation=world.acme).secret.ciphertext
 
     with caplog.at_level(logging.ERROR, logger="opsion"):
@@ -78,7 +99,7 @@ def test_a_query_says_save_it_again_and_sends_nothing_to_anthropic(world, key_lo
     assert not InsightQuery.objects.filter(organisation=world.acme).exists()
 
 
-def test_the_console_query_page_says_save_it_again(world, key_lost, console, fake_anthropic):
+def test_the_console_query_page_says_save_it_again(world, key_unreadable, console, fake_anthropic):
     response = console(world.acme_member).post(reverse("insights:query", args=["acme"]), {"query": "MiCAR Article 59?"})
 
     assert response.status_code == 400
@@ -86,7 +107,7 @@ def test_the_console_query_page_says_save_it_again(world, key_lost, console, fak
     assert fake_anthropic.requests == []
 
 
-def test_saving_the_key_again_makes_queries_work(world, key_lost, console, api_client, fake_anthropic):
+def test_saving_the_key_again_makes_queries_work(world, key_unreadable, console, api_client, fake_anthropic):
     saved = console(world.acme_admin).post(reverse("orgs:byom_save", args=["acme"]), {"api_key": OTHER_KEY})
     assert saved.status_code == 302
 

@@ -150,11 +150,13 @@ class Command(BaseCommand):
                     rows = rows.select_for_update(of=("self",))
                 rows = list(rows.filter(pk__gt=after).order_by("pk")[:size])
                 for row in rows:
-                    if crypto.is_current(row.secret.ciphertext):
+                    # Bound to the row's organisation (orgs.crypto): a ciphertext moved from another organisation's row
+                    # is unreadable here too, and is never re-encrypted into this one's.
+                    if crypto.is_current(row.secret.ciphertext, organisation_id=row.organisation_id):
                         batch.current += 1
                         continue
                     try:
-                        rotated = crypto.rotate(row.secret.ciphertext)
+                        rotated = crypto.rotate(row.secret.ciphertext, organisation_id=row.organisation_id)
                     except crypto.DecryptionFailed:
                         batch.unreadable.append(row.organisation.slug)
                         continue

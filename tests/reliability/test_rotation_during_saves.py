@@ -69,3 +69,41 @@ def test_a_key_saved_while_a_later_batch_runs_goes_through_at_once_and_is_kept(w
     settings.FIELD_ENCRYPTION_KEYS = [new]
     assert ClaudeApiKey.objects.get(organisation=world.acme).secret.reveal() == OTHER_KEY
     assert {row.secret.reveal() for row in ClaudeApiKey.objects.exclude(organisation=world.acme)} == {GOOD_KEY}
+
+
+def test_a_key_saved_after_its_batch_read_it_is_never_overwritten_by_the_old_key_re_encrypted(world, settings):
+    # The batch reads acme's ciphertext, then an Owner saves a new key from another connection before the batch writes
+    # its re-encryption back. Unless the batch locked the rows it read, the save commits at once and the batch then
+    # overwrites it with the old key, re-encrypted: the organisation's queries silently run on the key it replaced.
+    store_key(world.acme, GOOD_KEY)
+    old, new = settings.FIELD_ENCRYPTION_KEYS[0], Fernet.generate_key().decode()
+    settings.FIELD_ENCRYPTION_KEYS = [new, old]
+    saved = threading.Event()
+
+    def owner_saves() -> None:
+        try:
+            services.claude_api_key_set(
+                membership=world.membership(world.acme_owner, world.acme), raw_key=OTHER_KEY, ip=None
+            )
+            saved.set()
+        finally:
+            connections.close_all()
+
+    owner = threading.Thread(target=owner_saves)
+    saved_before_the_batch_wrote = []
+
+    def hook(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if not owner.is_alive() and not saved_before_the_batch_wrote and 'FROM "orgs_claudeapikey"' in sql:
+            owner.start()
+            saved_before_the_batch_wrote.append(saved.wait(timeout=2))
+        return result
+
+    with connection.execute_wrapper(hook):
+        call_command("rotate_encryption_keys", stdout=io.StringIO())
+    owner.join(timeout=30)
+
+    assert saved.is_set()
+    settings.FIELD_ENCRYPTION_KEYS = [new]
+    assert ClaudeApiKey.objects.get(organisation=world.acme).secret.reveal() == OTHER_KEY
+    assert saved_before_the_batch_wrote == [False]  # the save waited for the batch holding its row

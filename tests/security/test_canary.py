@@ -354,6 +354,24 @@ def test_the_key_is_in_no_error_page(guard, world, settings, debug):
     assert b"RuntimeError" in bodies["500 in a view holding the key"] or not debug  # the technical page
 
 
+@pytest.mark.parametrize("accept", ["text/html", "text/plain"], ids=["html-page", "text-page"])
+def test_a_key_sent_in_an_innocently_named_header_is_in_no_technical_error_page(world, settings, accept):
+    """The filter hides META values by name (KEY, TOKEN…) only: a key pasted into a header called anything else is
+    hidden by the reporter's pass over the whole report, the HTML page and the text one (a client not asking for
+    HTML, the report e-mailed to ADMINS) alike."""
+    settings.DEBUG = True
+    settings.ROOT_URLCONF = "tests.security.urls"
+    services.claude_api_key_set(membership=world.membership(world.acme_owner, world.acme), raw_key=GOOD_KEY, ip=None)
+
+    response = _client(world.acme_admin).get("/boom/acme/", HTTP_ACCEPT=accept, HTTP_X_CLIENT_NOTE=CANARY_KEY)
+
+    body = response.content.decode()
+    assert response.status_code == 500
+    assert "RuntimeError" in body and "HTTP_X_CLIENT_NOTE" in body  # the technical page, listing the header
+    for fragment in FRAGMENTS:
+        assert fragment not in body
+
+
 def test_passwords_inside_urls_and_connection_parameters_are_in_no_error_page(world, settings):
     """Django hides values by name (KEY, PASS…); these hide inside innocently named URLs, or in a
     driver's frame. With DEBUG on the technical page shows settings, request.META and locals."""
@@ -602,6 +620,23 @@ def test_a_key_in_a_log_calls_arguments_is_redacted_even_when_its_message_does_n
     assert record.getMessage() in ("using key sk-ant-api03…", "saved for acme", '127.0.0.1 "GET / HTTP/1.1"')
     for fragment in FRAGMENTS:
         assert fragment not in repr(record.args) and fragment not in record.getMessage()
+
+
+def test_a_key_in_the_source_line_a_log_calls_stack_shows_is_redacted(caplog, tmp_path, monkeypatch):
+    # stack_info=True prints each frame's source line: a script or module holding a key literal (a developer's
+    # scratch file, a hard-coded test key) puts it in the log line unless the stack is redacted too.
+    (tmp_path / "scratch_with_a_key.py").write_text(
+        "import logging\n\n\ndef call():\n"
+        f"    logging.getLogger('some.library').warning('calling', stack_info=True); key = '{CANARY_KEY}'\n"
+    )
+    monkeypatch.syspath_prepend(tmp_path)
+    from scratch_with_a_key import call
+
+    call()
+
+    assert "scratch_with_a_key.py" in caplog.text  # the stack was written
+    for fragment in FRAGMENTS:
+        assert fragment not in caplog.text
 
 
 # A platform-key query through the real SDK and its HTTP stack, every logger at DEBUG.

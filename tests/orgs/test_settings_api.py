@@ -21,7 +21,7 @@ from insights.services import (
 from orgs import services as org_services
 from orgs.access import PlanRequired, RoleRequired
 from orgs.guards import TooManyAttempts
-from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Plan, Role
+from orgs.models import ApiToken, AuditAction, AuditEvent, ClaudeApiKey, KeyStatus, Membership, Organisation, Plan, Role
 from orgs.validation import KeyMalformed
 from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY
 from tests.clients import KEY_API, api_delete_key, api_put_key, bearer, console, token_client
@@ -175,6 +175,38 @@ class TestCheckOrder:
         assert but_the_request_id(get_settings("initech", **headers)) == but_the_request_id(
             get_settings("no-such-org", **headers)
         )
+
+
+class TestJudgedAsItIsNow:
+    """Staff may demote the member or change the plan after a request's membership was read: the key write is judged
+    on the membership and plan as they are when it writes, on every database (tests/reliability/test_key_write_races.py
+    interleaves the two on PostgreSQL)."""
+
+    def test_a_save_by_an_admin_demoted_since_their_membership_was_read_is_refused(self, world):
+        membership = world.membership(world.acme_admin, world.acme)
+        Membership.objects.filter(pk=membership.pk).update(role=Role.MEMBER)
+
+        with pytest.raises(RoleRequired):
+            org_services.claude_api_key_set(membership=membership, raw_key=GOOD_KEY, ip=None)
+        assert not ClaudeApiKey.objects.exists()
+        assert not AuditEvent.objects.exists()
+
+    def test_a_save_after_the_plan_was_downgraded_since_the_membership_was_read_is_refused(self, world):
+        membership = world.membership(world.acme_admin, world.acme)
+        Organisation.objects.filter(pk=world.acme.pk).update(plan=Plan.PROFESSIONAL)
+
+        with pytest.raises(PlanRequired):
+            org_services.claude_api_key_set(membership=membership, raw_key=GOOD_KEY, ip=None)
+        assert not ClaudeApiKey.objects.exists()
+
+    def test_a_removal_by_an_admin_demoted_since_their_membership_was_read_is_refused(self, world):
+        store_key(world.acme, GOOD_KEY)
+        membership = world.membership(world.acme_admin, world.acme)
+        Membership.objects.filter(pk=membership.pk).update(role=Role.MEMBER)
+
+        with pytest.raises(RoleRequired):
+            org_services.claude_api_key_remove(membership=membership, ip=None)
+        assert stored_key(world.acme) == GOOD_KEY
 
 
 class TestShapes:

@@ -28,24 +28,28 @@ pytestmark = [
 ]
 
 
+def saving_in_another_connection(membership) -> tuple[threading.Thread, threading.Event]:
+    """A thread (not started) in which `membership` saves OTHER_KEY on its own connection, and the event it sets once
+    the save has committed."""
+    saved = threading.Event()
+
+    def saves() -> None:
+        try:
+            services.claude_api_key_set(membership=membership, raw_key=OTHER_KEY, ip=None)
+            saved.set()
+        finally:
+            connections.close_all()
+
+    return threading.Thread(target=saves), saved
+
+
 def test_a_key_saved_while_a_later_batch_runs_goes_through_at_once_and_is_kept(world, settings):
     store_key(world.acme, GOOD_KEY)  # the first row, so in the first batch
     for slug in ["b-org", "c-org", "d-org"]:
         store_key(Organisation.objects.create(slug=slug, name=slug, plan=Plan.INSTITUTIONAL), GOOD_KEY)
     old, new = settings.FIELD_ENCRYPTION_KEYS[0], Fernet.generate_key().decode()
     settings.FIELD_ENCRYPTION_KEYS = [new, old]
-    saved = threading.Event()
-
-    def owner_saves() -> None:
-        try:
-            services.claude_api_key_set(
-                membership=world.membership(world.acme_admin, world.acme), raw_key=OTHER_KEY, ip=None
-            )
-            saved.set()
-        finally:
-            connections.close_all()
-
-    owner = threading.Thread(target=owner_saves)
+    owner, saved = saving_in_another_connection(world.membership(world.acme_admin, world.acme))
     updates, saved_during_the_run = 0, []
 
     def hook(execute, sql, params, many, context):
@@ -78,18 +82,7 @@ def test_a_key_saved_after_its_batch_read_it_is_never_overwritten_by_the_old_key
     store_key(world.acme, GOOD_KEY)
     old, new = settings.FIELD_ENCRYPTION_KEYS[0], Fernet.generate_key().decode()
     settings.FIELD_ENCRYPTION_KEYS = [new, old]
-    saved = threading.Event()
-
-    def owner_saves() -> None:
-        try:
-            services.claude_api_key_set(
-                membership=world.membership(world.acme_owner, world.acme), raw_key=OTHER_KEY, ip=None
-            )
-            saved.set()
-        finally:
-            connections.close_all()
-
-    owner = threading.Thread(target=owner_saves)
+    owner, saved = saving_in_another_connection(world.membership(world.acme_owner, world.acme))
     saved_before_the_batch_wrote = []
 
     def hook(execute, sql, params, many, context):

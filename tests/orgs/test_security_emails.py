@@ -523,6 +523,24 @@ def test_manage_py_changepassword_holds_no_transaction_while_the_operator_types(
     assert_password_mail(outbox, "member@acme.test", "by Opsion staff")
 
 
+def test_manage_py_changepassword_keeps_what_staff_changed_while_the_operator_typed(world, committed, monkeypatch):
+    # The user is read before the prompt and saved after it: saved whole, the row as read then put back whatever staff
+    # changed meanwhile, an account deactivated in admin (its sessions and tokens stopped) active again, with a
+    # password just set.
+    def typing(prompt=""):
+        models.User.objects.filter(pk=world.acme_member.pk).update(is_active=False, name="Renamed meanwhile")
+        return NEW
+
+    monkeypatch.setattr("getpass.getpass", typing)
+
+    with committed():
+        call_command("changepassword", "member@acme.test", stdout=io.StringIO(), stderr=io.StringIO())
+
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(NEW)
+    assert not world.acme_member.is_active and world.acme_member.name == "Renamed meanwhile"
+
+
 def test_manage_py_changepassword_refused_mails_no_one(world, committed, monkeypatch):
     monkeypatch.setattr("getpass.getpass", lambda prompt="": "x")  # never a password the validators accept
 

@@ -35,9 +35,15 @@ class Command(changepassword.Command):
         # Then the new password and its e-mail's outbox row commit together, as every other new password's do: a
         # failure between them (or the process dying) leaves the old password and sends nothing, never a new
         # password its user is not told of. Django's own command saves the password alone.
+        # The row is read again, locked, and only its password written: the one read before the prompt would put back
+        # whatever staff changed while the operator typed (an account deactivated in admin, active again).
         with transaction.atomic(using=database):
+            try:
+                user = User._default_manager.using(database).select_for_update().get(pk=user.pk)
+            except User.DoesNotExist:
+                raise CommandError(f"user '{username}' was deleted while the password was typed") from None
             user.set_password(password)
-            user.save()
+            user.save(update_fields=["password"])
             services.password_changed(user=user, how="staff")
         return f"Password changed successfully for user '{user}'"
 

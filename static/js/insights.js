@@ -113,8 +113,9 @@
     if (ended) {
       sessionEnded();
     } else if (meterShown === shown) {
-      const limitBefore = document.getElementById("usage-limit").textContent;
-      const raised = usage && String(usage.limit) !== limitBefore;
+      // Raised only when higher: a key removed meanwhile lowers it (the window drained below the lower limit since).
+      const limitBefore = Number(document.getElementById("usage-limit").textContent);
+      const raised = Boolean(usage) && Number(usage.limit) > limitBefore;
       if (usage) updateMeter(usage, usage.used, usage.keySource);
       if (usage && !usage.limitReached) refusalPast(raised);
       if (usage && usage.limitReached) {

@@ -366,3 +366,32 @@ def test_a_refusal_in_the_answer_card_says_the_limit_was_raised_when_a_key_saved
         "Your organisation's limit has been raised since."
     )
     assert fake_anthropic.requests == []
+
+
+def test_a_refusal_lifted_after_the_key_was_removed_does_not_say_the_limit_was_raised(
+    app, page, world, fake_anthropic, console
+):
+    # Refused at the organisation's own key's 200; an Admin then removes the key (the limit is 20 again) and the window
+    # drains below it. The script took any change of the limit for a raise: the status line said "Your organisation's
+    # limit was raised" and the card "Your organisation's limit has been raised since", after it had been lowered.
+    console.allow(429)
+    admin = world.membership(world.acme_admin, world.acme)
+    org_services.claude_api_key_set(membership=admin, raw_key=GOOD_KEY, ip=None)
+    rows = seed(world.acme, *[3000] * 200, user=world.acme_admin)
+    sign_in(page, app.url, "member@acme.test")
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    page.evaluate(PLAIN_POST)
+    card = page.locator("#answer-error")
+    expect(card.get_by_role("alert")).to_contain_text("Rate limit reached (200/hour)")
+    org_services.claude_api_key_remove(membership=admin, ip=None)
+    type(rows[0]).objects.filter(pk__in=[row.pk for row in rows[5:]]).delete()  # the window drains to 5 of 20
+
+    page.evaluate("() => window.dispatchEvent(new Event('focus'))")
+
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled()
+    expect(page.locator("#usage-limit")).to_have_text("20")
+    expect(page.locator("#ask-status")).to_have_text("A query has freed up: you can ask again.")
+    expect(card).to_have_text(
+        "This question was not asked: the limit was reached at the time. A query has freed up since."
+    )
+    assert fake_anthropic.requests == []

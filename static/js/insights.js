@@ -28,6 +28,7 @@
   const meterSays = document.getElementById("usage-reset");
   const FREED = "A query has freed up: you can ask again.";
   const RAISED = "Your organisation's limit was raised: you can ask again.";
+  const SIGNED_IN_AGAIN = "You are signed in again: you can ask.";
   const PAST = "This question was not asked: the limit was reached at the time. A query has freed up since.";
   const PAST_RAISED = "This question was not asked: the limit was reached at the time. Your organisation's limit has been raised since.";
   let asking = false;
@@ -112,6 +113,17 @@
     reading -= 1;
     if (ended) {
       sessionEnded();
+    } else if (signedOut && usage) {
+      // Signed in again (in another tab) since a read found the session ended: the window is known again.
+      signedOut = false;
+      button.removeAttribute("aria-describedby");
+      updateMeter(usage, usage.used, usage.keySource);
+      if (usage.limitReached) {
+        status.textContent = "";
+        limitReached(function (el) { el.innerHTML = usage.limitReached; }, usage.resetSeconds);
+      } else {
+        status.textContent = SIGNED_IN_AGAIN;
+      }
     } else if (meterShown === shown) {
       // Raised only when higher: a key removed meanwhile lowers it (the window drained below the lower limit since).
       const limitBefore = Number(document.getElementById("usage-limit").textContent);
@@ -166,9 +178,11 @@
 
   // Back on a page whose Ask waits (from another tab or window), the window is read again: a key saved meanwhile (the
   // meter's own hint followed in another tab, or an Owner or Admin elsewhere) raises the limit at once, where the
-  // countdown would keep Ask waiting out the platform key's window, up to an hour, until a reload.
+  // countdown would keep Ask waiting out the platform key's window, up to an hour, until a reload. So too after the
+  // session ended: signed in again in another tab, Ask is enabled again here (its form's token is then stale, and
+  // pressing it refreshes the page, keeping the question).
   function backInView() {
-    if (limited && !asking && reading === 0 && document.visibilityState === "visible") readUsage();
+    if ((limited || signedOut) && !asking && reading === 0 && document.visibilityState === "visible") readUsage();
   }
   document.addEventListener("visibilitychange", backInView);
   window.addEventListener("focus", backInView);

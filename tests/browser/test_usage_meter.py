@@ -395,3 +395,33 @@ def test_a_refusal_lifted_after_the_key_was_removed_does_not_say_the_limit_was_r
         "This question was not asked: the limit was reached at the time. A query has freed up since."
     )
     assert fake_anthropic.requests == []
+
+
+def test_a_page_whose_session_ended_lets_ask_again_once_signed_in_again_in_another_tab(
+    app, page, world, fake_anthropic, console
+):
+    # Once a read had found the session ended, nothing read the window again: signed in again in another tab and back
+    # on this one, Ask stayed disabled beside "Your session has ended", however long the page stood, until a reload.
+    console.allow(401)
+    seed(world.acme, 3592, *[600] * 19, user=world.acme_admin)  # the oldest leaves a few seconds from now
+    sign_in(page, app.url, "member@acme.test")
+    ask = page.get_by_role("button", name="Ask", exact=True)
+    expect(ask).to_be_disabled()
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    watch(page)
+    Session.objects.all().delete()
+    status = page.locator("#ask-status")
+    expect(status).to_have_text("Your session has ended. Sign in again to ask: your question is kept.", timeout=20_000)
+    other_tab = page.context.new_page()
+    sign_in(other_tab, app.url, "member@acme.test")
+    other_tab.close()
+
+    page.evaluate("() => window.dispatchEvent(new Event('focus'))")
+
+    expect(ask).to_be_enabled()
+    expect(status).to_have_text("You are signed in again: you can ask.")
+    expect(ask).not_to_have_accessible_description(re.compile("session has ended"))
+    expect(page.locator("#usage-used")).to_have_text("19")
+    expect(page.get_by_label("Your question")).to_have_value("What does MiCAR say about white papers?")
+    assert contradictions(page) == []
+    assert fake_anthropic.requests == []

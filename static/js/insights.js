@@ -113,28 +113,27 @@
     reading -= 1;
     if (ended) {
       sessionEnded();
-    } else if (signedOut && usage) {
-      // Signed in again (in another tab) since a read found the session ended: the window is known again.
-      signedOut = false;
-      button.removeAttribute("aria-describedby");
-      updateMeter(usage, usage.used, usage.keySource);
-      if (usage.limitReached) {
-        status.textContent = "";
-        limitReached(function (el) { el.innerHTML = usage.limitReached; }, usage.resetSeconds);
-      } else {
-        status.textContent = SIGNED_IN_AGAIN;
+    } else {
+      // Signed in again (in another tab) since a read found the session ended: the window is known again, and read as
+      // any other (the meter, Ask, a refusal in the answer card); the status line says so unless Ask waits.
+      const resumed = signedOut && usage !== null;
+      if (resumed) {
+        signedOut = false;
+        button.removeAttribute("aria-describedby");
+        status.textContent = usage.limitReached ? "" : SIGNED_IN_AGAIN;
       }
-    } else if (meterShown === shown) {
-      // Raised only when higher: a key removed meanwhile lowers it (the window drained below the lower limit since).
-      const limitBefore = Number(document.getElementById("usage-limit").textContent);
-      const raised = Boolean(usage) && Number(usage.limit) > limitBefore;
-      if (usage) updateMeter(usage, usage.used, usage.keySource);
-      if (usage && !usage.limitReached) refusalPast(raised);
-      if (usage && usage.limitReached) {
-        limitReached(function (el) { el.innerHTML = usage.limitReached; }, usage.resetSeconds);
-      } else if (limited) {
-        limitLifted();
-        if (!asking) status.textContent = raised ? RAISED : FREED;
+      if (resumed || meterShown === shown) {
+        // Raised only when higher: a key removed meanwhile lowers it (the window drained below the lower limit since).
+        const limitBefore = Number(document.getElementById("usage-limit").textContent);
+        const raised = Boolean(usage) && Number(usage.limit) > limitBefore;
+        if (usage) updateMeter(usage, usage.used, usage.keySource);
+        if (usage && !usage.limitReached) refusalPast(raised);
+        if (usage && usage.limitReached) {
+          limitReached(function (el) { el.innerHTML = usage.limitReached; }, usage.resetSeconds);
+        } else if (limited) {
+          limitLifted();
+          if (!asking) status.textContent = raised ? RAISED : FREED;
+        }
       }
     }
     refreshAsk();

@@ -403,11 +403,16 @@ def test_a_page_whose_session_ended_lets_ask_again_once_signed_in_again_in_anoth
     # Once a read had found the session ended, nothing read the window again: signed in again in another tab and back
     # on this one, Ask stayed disabled beside "Your session has ended", however long the page stood, until a reload.
     console.allow(401)
-    seed(world.acme, 3592, *[600] * 19, user=world.acme_admin)  # the oldest leaves a few seconds from now
+    console.allow(429)
     sign_in(page, app.url, "member@acme.test")
+    seed(world.acme, 3592, *[600] * 19, user=world.acme_admin)  # the oldest leaves a few seconds from now
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    with page.expect_navigation():
+        page.evaluate(PLAIN_POST)  # refused at the limit: the answer card says so
+    card = page.locator("#answer-error")
+    expect(card.get_by_role("alert")).to_contain_text("Rate limit reached (20/hour)")
     ask = page.get_by_role("button", name="Ask", exact=True)
     expect(ask).to_be_disabled()
-    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
     watch(page)
     Session.objects.all().delete()
     status = page.locator("#ask-status")
@@ -422,6 +427,9 @@ def test_a_page_whose_session_ended_lets_ask_again_once_signed_in_again_in_anoth
     expect(status).to_have_text("You are signed in again: you can ask.")
     expect(ask).not_to_have_accessible_description(re.compile("session has ended"))
     expect(page.locator("#usage-used")).to_have_text("19")
+    expect(card).to_have_text(
+        "This question was not asked: the limit was reached at the time. A query has freed up since."
+    )
     expect(page.get_by_label("Your question")).to_have_value("What does MiCAR say about white papers?")
     assert contradictions(page) == []
     assert fake_anthropic.requests == []

@@ -8,8 +8,10 @@ import redis
 from django.conf import settings
 from django.core.checks import Tags, register
 from django.core.checks import Warning as CheckWarning
+from django.db import connections
 
 from opsion import health
+from opsion.reporting import would_redact
 from orgs import guards
 
 
@@ -166,3 +168,31 @@ def static_files_collected(app_configs, **kwargs) -> list[CheckWarning]:
             id="opsion.W005",
         )
     ]
+
+
+@register(Tags.database)
+def no_slug_looks_like_a_secret(app_configs, databases=None, **kwargs) -> list[CheckWarning]:
+    """An organisation saved with a slug of a key's or a token's form before admin refused such slugs (seed_demo, a
+    shell, an old release) is refused at every page and API address, as a key pasted into the address bar is
+    (opsion.middleware), and its WARNING line names the path redacted: this names each, by number, when `migrate`
+    (or `check --database default`) runs the checks that read the database. Slugs are few, and read in Python: SQL
+    cannot apply the log lines' patterns."""
+    from orgs.models import Organisation  # the app registry is ready by the time checks run
+
+    warnings = []
+    for database in databases or ():
+        if Organisation._meta.db_table not in connections[database].introspection.table_names():
+            continue  # `migrate` runs the checks before it creates the tables
+        rows = Organisation.objects.using(database).values_list("pk", "slug").order_by("pk")
+        numbers = [pk for pk, slug in rows.iterator() if would_redact(slug)]
+        if numbers:
+            pages = ", ".join(f"/admin/orgs/organisation/{pk}/change/" for pk in numbers)
+            warnings.append(
+                CheckWarning(
+                    f"{len(numbers)} organisation(s) have a slug that looks like a Claude API key or an API token: "
+                    "every page and API address of theirs is refused (400 'Not opened').",
+                    hint=f"Give each a new slug in admin ({pages}), and tell its members the new address.",
+                    id="opsion.W008",
+                )
+            )
+    return warnings

@@ -11,6 +11,8 @@ every surface."""
 import logging
 
 import pytest
+from cryptography.fernet import Fernet
+from django.core.checks import run_checks
 from django.test import Client
 
 from orgs import services
@@ -18,6 +20,7 @@ from orgs.drafts import typed_by
 from orgs.models import Membership, Organisation, Plan, Role
 from tests.base import CANARY_KEY, PASSWORD
 from tests.orgs.helpers import csrf_token_from
+from tests.security.conftest import base_env, run_python
 
 SAVE = "/orgs/acme/settings/claude-api-key/save"
 
@@ -170,3 +173,31 @@ def test_an_organisation_whose_slug_looks_like_a_key_is_refused_naming_nothing(w
     assert response.status_code == 400 and "sk-ant-capital-markets" not in _shown(response)
     client.force_login(world.staff)
     assert client.get(f"/admin/orgs/organisation/{org.pk}/change/").status_code == 200
+
+
+def test_migrate_names_each_organisation_whose_slug_now_refuses_every_one_of_its_pages(world):
+    """Refused like a pasted key, such an organisation's members met 'Not opened' at every page and the API, and staff
+    could not tell which one from the log (its WARNING line names the path redacted). The checks `migrate` runs (with
+    the database) name each, by the number its admin change page is addressed by."""
+    assert [m for m in run_checks(databases=["default"]) if m.id == "opsion.W008"] == []
+    org = Organisation.objects.create(slug="sk-ant-capital-markets", name="SK Ant Capital Markets", plan=Plan.CUSTOM)
+
+    (warning,) = [m for m in run_checks(databases=["default"]) if m.id == "opsion.W008"]
+
+    assert f"/admin/orgs/organisation/{org.pk}/change/" in warning.msg + warning.hint
+    assert "sk-ant-capital" not in warning.msg + warning.hint  # log lines would blank it: the number is enough
+    assert [m for m in run_checks() if m.id == "opsion.W008"] == []  # without the database, as start-up runs them
+
+
+def test_migrate_runs_that_check_on_a_database_it_is_about_to_create(tmp_path):
+    # The checks run before the migrations: on a new database there is no organisation table to read yet.
+    env = base_env(
+        DEBUG="1",
+        SECRET_KEY="test-secret-key-not-for-production",
+        FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'new.sqlite3'}",
+    )
+
+    result = run_python(["manage.py", "migrate", "--noinput"], env, timeout=180)
+
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -205,6 +205,16 @@
     }
   } catch (ignored) { /* storage disabled or unreadable: nothing to restore */ }
   keepDraft(false); // what the box holds now, by this page's user (said REFRESHED once), or nothing
+  // Another user's question kept for another organisation's page of this tab (their session ended without a sign-out,
+  // and someone else signed in here) is deleted too, unseen: the tab's storage is readable by whoever sits at it.
+  try {
+    Object.keys(sessionStorage).forEach(function (key) {
+      if (!key.startsWith("opsion:insights-draft:") || key === draftKey) return;
+      let kept = null;
+      try { kept = JSON.parse(sessionStorage.getItem(key) || "null"); } catch (ignored) { /* unreadable: deleted */ }
+      if (!kept || !draftBy || kept.by !== draftBy) sessionStorage.removeItem(key);
+    });
+  } catch (ignored) { /* storage disabled: nothing was kept */ }
 
   function keepDraft(refreshed) {
     try {

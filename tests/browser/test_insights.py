@@ -765,3 +765,24 @@ def test_signing_out_forgets_the_unsent_question_this_tab_kept(app, page, fake_a
     sign_in(page, app.url, "member@acme.test")
     assert page.get_by_label("Your question").input_value() == ""
     assert fake_anthropic.requests == []
+
+
+def test_another_users_ai_insights_page_in_the_tab_deletes_the_question_kept_for_another_organisation(
+    app, page, world, fake_anthropic
+):
+    # A shared computer: the session of the member who typed the question ends without a sign-out; someone else signs
+    # in in that tab. Only a page of the same organisation deleted the question: the next person's own organisation's
+    # page left it in the tab's storage, readable by whoever sits there.
+    from django.contrib.sessions.models import Session
+
+    sign_in(page, app.url, "member@acme.test")
+    page.get_by_label("Your question").fill("Can we delay our MiCAR white paper?")
+    assert page.evaluate(DRAFTS_KEPT) != []
+    Session.objects.all().delete()  # expired, or signed out in another tab
+
+    sign_in(page, app.url, world.globex_member.email)
+    page.goto(f"{app.url}/orgs/globex/insights/")
+    page.wait_for_load_state("load")
+
+    assert page.evaluate(DRAFTS_KEPT) == []
+    assert fake_anthropic.requests == []

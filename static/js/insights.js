@@ -156,6 +156,8 @@
   // with a link to sign in again, coming back here; the question is kept for this tab's next page, as when Ask itself
   // meets the sign-in page (keepDraft), and put back only for the same user.
   function sessionEnded() {
+    // Said once: the status line is a live region, and each return to the tab reads the window again (backInView).
+    if (signedOut) return;
     limitLifted();
     signedOut = true;
     const link = document.createElement("a");

@@ -433,3 +433,29 @@ def test_a_page_whose_session_ended_lets_ask_again_once_signed_in_again_in_anoth
     expect(page.get_by_label("Your question")).to_have_value("What does MiCAR say about white papers?")
     assert contradictions(page) == []
     assert fake_anthropic.requests == []
+
+
+def test_coming_back_to_a_page_whose_session_ended_does_not_say_so_again(app, page, world, fake_anthropic, console):
+    # Each return to the tab reads the window again (a sign-in elsewhere lets Ask again); signed out still, the read's
+    # 401 rewrote the status line, a live region, so a screen reader announced "Your session has ended" every time.
+    console.allow(401)
+    seed(world.acme, *[3000] * 20, user=world.acme_admin)
+    sign_in(page, app.url, "member@acme.test")
+    Session.objects.all().delete()
+    page.evaluate("() => window.dispatchEvent(new Event('focus'))")
+    status = page.locator("#ask-status")
+    expect(status).to_have_text("Your session has ended. Sign in again to ask: your question is kept.")
+    page.evaluate(
+        """() => { window.statusRewritten = 0;
+        new MutationObserver(() => { window.statusRewritten += 1; }).observe(
+            document.getElementById("ask-status"), { childList: true, characterData: true, subtree: true }); }"""
+    )
+
+    with page.expect_response(lambda response: "/insights/usage" in response.url) as read:
+        page.evaluate("() => window.dispatchEvent(new Event('focus'))")
+    assert read.value.status == 401
+    page.wait_for_timeout(200)  # the script's handling of the answer, after it arrived
+
+    assert page.evaluate("() => window.statusRewritten") == 0
+    expect(status).to_have_text("Your session has ended. Sign in again to ask: your question is kept.")
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_disabled()

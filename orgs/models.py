@@ -2,7 +2,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FieldError, ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -166,8 +166,24 @@ class ClaudeApiKey(models.Model):
         # Its secret opens only for its own organisation: a ciphertext copied from another organisation's row does not
         # (orgs.crypto), and reads as a key no entry opens.
         if isinstance(row.__dict__.get("secret"), Sealed):
+            if "organisation_id" not in row.__dict__:
+                # Reading the deferred column would cost a query per row, unseen (`.only("secret")`): refused instead.
+                raise FieldError(
+                    "ClaudeApiKey.secret is bound to its row's organisation_id (orgs.crypto): load the two together, "
+                    'e.g. .only("secret", "organisation")'
+                )
             row.secret = row.secret.bound_to(row.organisation_id)
         return row
+
+    def refresh_from_db(self, using=None, fields=None, from_queryset=None):
+        """A deferred secret is loaded with the organisation_id that binds it, in the same query (from_db refuses it
+        alone); the organisation loaded with the row is kept while the id is unchanged."""
+        if fields is None or "secret" not in fields:
+            return super().refresh_from_db(using, fields, from_queryset)
+        organisation = self._state.fields_cache.get("organisation")
+        super().refresh_from_db(using, {*fields, "organisation_id"}, from_queryset)
+        if organisation is not None and organisation.pk == self.organisation_id:
+            self._state.fields_cache["organisation"] = organisation
 
 
 # A token expiring within this is called out on the pages listing it, so its owner replaces it in time.

@@ -12,6 +12,7 @@ from django.core.exceptions import FieldError
 from django.core.management import call_command
 from django.db import connection
 from django.template import Context, Template
+from django.test.utils import CaptureQueriesContext
 
 from orgs import crypto, services
 from orgs.models import ClaudeApiKey, Organisation
@@ -224,6 +225,47 @@ def test_a_secret_bound_to_no_organisation_is_a_programming_error_not_an_unreada
         crypto.Sealed(raw_column()).reveal()
     with pytest.raises(TypeError):
         ClaudeApiKey.objects.filter(organisation=world.acme).update(secret=CANARY_KEY)  # plaintext, bound to nothing
+
+
+def test_a_key_loaded_without_its_organisation_id_is_refused_at_once_not_read_by_another_query(world):
+    # Before, `.only("secret")` worked but cost a second query per row, to fetch the organisation_id that binds it.
+    save(world)
+
+    for rows in (
+        ClaudeApiKey.objects.only("secret"),
+        ClaudeApiKey.objects.defer("organisation"),
+        Organisation.objects.select_related("claude_api_key").only("claude_api_key__secret").filter(slug="acme"),
+    ):
+        with CaptureQueriesContext(connection) as queries, pytest.raises(FieldError, match="organisation_id"):
+            list(rows)
+        assert len(queries) == 1
+
+
+def test_a_deferred_secret_loads_with_its_organisation_id_in_one_query(world):
+    save(world)
+    row = ClaudeApiKey.objects.select_related("organisation").defer("secret").get()
+
+    with CaptureQueriesContext(connection) as queries:
+        secret = row.secret
+        name = row.organisation.name  # the organisation loaded with the row is kept
+
+    assert len(queries) == 1  # before: two, the second for organisation_id
+    assert "organisation_id" in queries[0]["sql"]
+    assert (secret.reveal(), name) == (CANARY_KEY, world.acme.name)
+    assert ClaudeApiKey.objects.only("status").get().secret.reveal() == CANARY_KEY
+
+
+def test_a_deferred_secret_copied_from_another_organisation_still_cannot_be_decrypted(world):
+    save(world, GOOD_KEY)
+    services.claude_api_key_set(
+        membership=world.membership(world.initech_admin, world.initech), raw_key=CANARY_KEY, ip=None
+    )
+    copy_ciphertext(source=world.initech, target=world.acme)
+
+    moved = ClaudeApiKey.objects.only("status").get(organisation=world.acme).secret
+
+    with pytest.raises(crypto.DecryptionFailed):
+        moved.reveal()
 
 
 def test_each_organisations_key_is_derived_by_hkdf_sha256_from_each_entry(settings):

@@ -66,9 +66,18 @@ class SettingsOut(Schema):
     role: Literal[tuple(Role.values)] = ROLE
     byomAvailable: bool = BYOM_AVAILABLE
     claudeApiKeySet: bool = Field(description="A key is stored. The key itself is never returned.")
+    claudeApiKeyInUse: bool = Field(
+        description="Whether the organisation's AI Insights queries use the stored key: true when one is stored "
+        "and the plan allows it (`byomAvailable`), so a key Anthropic rejected (`invalid`) or the server cannot "
+        "decrypt (`unreadable`) fails them. False when none is stored, and for a key left behind by a downgrade: it "
+        "stays stored, unused (queries use Opsion's platform key, at its limit), until an Owner or Admin removes it, "
+        "and is used again if the plan allows it again."
+    )
     claudeApiKeyStatus: Literal[(*KeyStatus.values, selectors.KEY_UNREADABLE)] | None = Field(
         description="What Anthropic last said of the stored key; `unreadable` when the server cannot decrypt "
-        "it (save it again); null when none is stored."
+        "it (save it again); null when none is stored. Given for a stored key whether or not it is used "
+        "(`claudeApiKeyInUse`): a key left behind by a downgrade keeps what was known of it when it was last used, "
+        "and fails no query while it is not used."
     )
 
 
@@ -266,6 +275,7 @@ def _settings(membership) -> dict:
         "role": membership.role,
         "byomAvailable": org.allows_byom,
         "claudeApiKeySet": state.is_set,
+        "claudeApiKeyInUse": state.is_set and org.allows_byom,  # as insights.keys.resolve chooses the key
         "claudeApiKeyStatus": state.status,
     }
 

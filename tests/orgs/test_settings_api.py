@@ -78,6 +78,7 @@ def test_get_settings_is_for_any_member(people, role, plan):
             "role": role,
             "byomAvailable": plan in ELIGIBLE,
             "claudeApiKeySet": False,
+            "claudeApiKeyInUse": False,
             "claudeApiKeyStatus": None,
         }
 
@@ -219,6 +220,25 @@ class TestShapes:
         assert body["claudeApiKeySet"] is True
         assert body["claudeApiKeyStatus"] == "unverified"
         assert GOOD_KEY not in str(body)
+
+    def test_settings_say_a_key_left_by_a_downgrade_is_not_used_and_is_again_when_the_plan_returns(self, world):
+        # Before, a downgraded organisation's settings said only `claudeApiKeyStatus: "invalid"` beside
+        # `byomAvailable: false`, as if a rejected key still failed its queries; they run on the platform key.
+        headers = bearer(world.acme_member)
+        api_put_key(console(), "acme", {"apiKey": GOOD_KEY}, **bearer(world.acme_admin))
+        row = ClaudeApiKey.objects.get()
+        org_services.claude_api_key_mark(org=world.acme, status=KeyStatus.INVALID, saved_at=row.saved_at)
+        assert get_settings("acme", **headers).json()["claudeApiKeyInUse"] is True
+
+        world.acme.plan = Plan.PROFESSIONAL
+        world.acme.save()
+        body = get_settings("acme", **headers).json()
+
+        assert (body["byomAvailable"], body["claudeApiKeySet"], body["claudeApiKeyInUse"]) == (False, True, False)
+        assert body["claudeApiKeyStatus"] == "invalid"  # what Anthropic said when it was last used, kept
+        world.acme.plan = Plan.INSTITUTIONAL
+        world.acme.save()
+        assert get_settings("acme", **headers).json()["claudeApiKeyInUse"] is True
 
     def test_saving_again_replaces_the_key(self, world):
         headers = bearer(world.acme_owner)
@@ -512,8 +532,13 @@ class TestOpenApi:
             "role",
             "byomAvailable",
             "claudeApiKeySet",
+            "claudeApiKeyInUse",
             "claudeApiKeyStatus",
         }
+        # A client reading the status of a key left behind by a downgrade is told it is not used.
+        settings_out = components["SettingsOut"]["properties"]
+        assert "platform key" in settings_out["claudeApiKeyInUse"]["description"]
+        assert "claudeApiKeyInUse" in settings_out["claudeApiKeyStatus"]["description"]
         assert set(components["ErrorOut"]["properties"]) == {"error", "requestId"}
 
     def test_the_schema_says_the_bodies_take_no_other_fields(self, db):

@@ -114,6 +114,7 @@ FILTERS = {
     "date: past 7 days": "created_at__gte={week_ago}&created_at__lt={tomorrow}",
     "date: today": "created_at__gte={today}&created_at__lt={tomorrow}",
     "key: platform": "key_source__exact=platform",
+    "outcome: failed, page 12": "outcome__exact=failed&p=12",
     "error code + past 7 days": "error_code__exact=claude_api_key_invalid"
     "&created_at__gte={week_ago}&created_at__lt={tomorrow}",
 }

@@ -3,6 +3,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 
 from insights import services
+from insights.admin_paging import CappedCountPaginator, only_filtered_by, page_number
 from insights.models import ENDED, InsightQuery, KeySource, StopReason
 from insights.ratelimit import counted, window_words
 from insights.services import FAILURE_MESSAGES, INTERRUPTED
@@ -92,6 +93,13 @@ class InsightQueryAdmin(RelatedLinksByPermission, admin.ModelAdmin):
     actions = ["delete_selected"]  # the stock action, in the window's words below
     # Every query ever asked is a row: no second count of the whole table beside each filtered list ("N total").
     show_full_result_count = False
+    # Filtered by outcome, by how it ended or by key alone, the list's count would read the whole table at every page
+    # (about a second at a million queries, docs/benchmarks.md): no index can serve them without costing every
+    # insert, or the outcome's UPDATE its heap-only write. Those lists count at most one row past `count_cap` (or
+    # past the page asked for, so staff can page on) and say "More than 1000". The others keep their exact count:
+    # the whole log's, the error code's and the date's are counted by an index, and a search is left as it was.
+    count_cap = 1_000
+    CAPPED_FILTERS = {"outcome__exact", KeySourceFilter.parameter_name, EndedFilter.parameter_name}
 
     class Media:
         css = {"all": ["css/admin/lists.css"]}  # the error code and the columns after it stay on a laptop's screen
@@ -121,6 +129,12 @@ class InsightQueryAdmin(RelatedLinksByPermission, admin.ModelAdmin):
     @admin.display(description="Key", ordering="key_source")
     def key(self, obj: InsightQuery) -> str:
         return STAFF_KEY_LABELS.get(obj.key_source, obj.key_source)
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        if not only_filtered_by(request, self.CAPPED_FILTERS):
+            return super().get_paginator(request, queryset, per_page, orphans, allow_empty_first_page)
+        cap = max(self.count_cap, page_number(request) * per_page)  # the page asked for, and one more if there is
+        return CappedCountPaginator(queryset, per_page, orphans, allow_empty_first_page, cap=cap)
 
     def has_view_permission(self, request, obj=None) -> bool:
         return may_view(request, self.opts)  # "Can change insight query", never offered, does not stand for it

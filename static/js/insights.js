@@ -200,6 +200,10 @@
   const draftBy = form.elements.draft_by ? form.elements.draft_by.value : "";
   const REFRESHED = "Your sign-in changed since this page was loaded, so it was refreshed. Your question is still here: press Ask again.";
   try {
+    // The page a plain post led to (no script ran on the page that sent it): the box's whole text was sent, so what the
+    // tab kept from before is that question, or an older wording of it (a box filled by Back, then rewritten), not an
+    // unsent one. A question a suggestion button left unsent is back in the box, from the server.
+    if (form.hasAttribute("data-asked-by-post")) sessionStorage.removeItem(draftKey);
     const saved = JSON.parse(sessionStorage.getItem(draftKey) || "null");
     if (saved && saved.text && saved.by && saved.by === draftBy && !textarea.value) {
       textarea.value = saved.text;

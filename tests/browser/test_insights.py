@@ -786,3 +786,80 @@ def test_another_users_ai_insights_page_in_the_tab_deletes_the_question_kept_for
 
     assert page.evaluate(DRAFTS_KEPT) == []
     assert fake_anthropic.requests == []
+
+
+def _back_to_insights_without_its_script(page, app, console) -> list:
+    """Type a question on Acme's page, go to Settings, and come Back with the page's script failing to load (a flaky
+    network): the browser puts the question back in the box, and Ask then sends the form as a plain post. Returns the
+    script requests refused."""
+    sign_in(page, app.url, "member@acme.test")
+    page.get_by_label("Your question").fill("Can we delay our MiCAR white paper?")
+    assert page.evaluate(DRAFTS_KEPT) != []  # kept by the script as it was typed
+    page.goto(f"{app.url}/orgs/acme/settings/")
+    console.allow(503)
+    refused = []
+
+    def fail_first(route):
+        if refused:
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.fulfill(status=503, body="")
+
+    page.route("**/js/insights.js", fail_first)
+    page.go_back()
+    expect(page.get_by_label("Your question")).to_have_value("Can we delay our MiCAR white paper?")
+    assert refused, "the script was not refused: Ask would not be a plain post"
+    return refused
+
+
+def test_a_question_asked_before_the_script_loaded_does_not_come_back_once_answered(app, page, fake_anthropic, console):
+    # Back put the question in the box and Ask sent it by a plain post, the script having failed to load, so no script
+    # learnt it was sent: the answered page's empty box got it back from the tab's storage, as if still unsent.
+    _back_to_insights_without_its_script(page, app, console)
+
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    expect(page.locator("#answer-body").get_by_role("heading", name="Authorisation under MiCAR")).to_be_visible()
+    page.wait_for_load_state("load")
+    assert page.get_by_label("Your question").input_value() == ""
+    assert page.evaluate(DRAFTS_KEPT) == []
+    page.reload()
+    page.wait_for_load_state("load")
+    assert page.get_by_label("Your question").input_value() == ""
+    assert len(fake_anthropic.requests) == 1
+    # Said once, to the page the post led to: a question typed on it afterwards is kept over a reload as ever.
+    page.get_by_label("Your question").fill("And for e-money tokens?")
+    page.reload()
+    expect(page.get_by_label("Your question")).to_have_value("And for e-money tokens?")
+
+
+def test_a_question_rewritten_after_back_and_asked_before_the_script_loaded_leaves_no_older_draft(
+    app, page, fake_anthropic, console
+):
+    # The question Back restored was rewritten before Ask: the older wording, never sent, came back once answered.
+    _back_to_insights_without_its_script(page, app, console)
+    page.get_by_label("Your question").fill("Which MiCAR articles govern ART reserves?")
+
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    expect(page.locator("#answer .answer__question")).to_contain_text("Which MiCAR articles govern ART reserves?")
+    page.wait_for_load_state("load")
+    assert page.get_by_label("Your question").input_value() == ""
+    assert page.evaluate(DRAFTS_KEPT) == []
+
+
+def test_a_suggestion_asked_before_the_script_loaded_leaves_the_typed_question_in_the_box(
+    app, page, fake_anthropic, console
+):
+    # The suggestion was asked, not the question in the box: that one is still unsent, and stays, kept over a reload.
+    _back_to_insights_without_its_script(page, app, console)
+    page.get_by_label("Your question").fill("Which MiCAR articles govern ART reserves?")
+
+    page.get_by_role("button", name=SUGGESTED_QUERIES[1]).click()
+
+    expect(page.locator("#answer .answer__question")).to_contain_text(SUGGESTED_QUERIES[1])
+    page.wait_for_load_state("load")
+    expect(page.get_by_label("Your question")).to_have_value("Which MiCAR articles govern ART reserves?")
+    page.reload()
+    expect(page.get_by_label("Your question")).to_have_value("Which MiCAR articles govern ART reserves?")

@@ -677,6 +677,32 @@ def test_a_refused_suggestion_leaves_the_question_typed_in_the_box_where_it_was(
     assert not fake_anthropic.requests
 
 
+def test_an_answered_suggestion_leaves_the_question_typed_in_the_box_on_the_page_it_leads_to(
+    world, fake_anthropic, console
+):
+    # Without JavaScript a suggestion button sends its own question: the one typed in the box is still unsent, and
+    # was lost once the suggestion was answered. The page the post leads to puts it back, once.
+    typed = "How long may a CASP keep client records?"
+    client = console(world.globex_member)
+
+    response = client.post(PAGE.format("globex"), {"query": typed, "suggestion": SUGGESTED_QUERIES[2]})
+
+    page = client.get(response["Location"]).content.decode()
+    assert f">{typed}</textarea>" in page
+    assert "data-asked-by-post" in page
+    again = client.get(response["Location"]).content.decode()
+    assert "></textarea>" in again and "data-asked-by-post" not in again
+
+
+def test_a_question_asked_from_the_box_leaves_it_empty_on_the_page_it_leads_to(world, fake_anthropic, console):
+    client = console(world.globex_member)
+
+    response = client.post(PAGE.format("globex"), {"query": "How are CASPs authorised?"})
+
+    page = client.get(response["Location"]).content.decode()
+    assert "></textarea>" in page and "data-asked-by-post" in page
+
+
 def answer_card(page: str) -> str:
     return page[page.index('id="answer"') : page.index('id="answer-body"')]
 

@@ -104,6 +104,7 @@
     let usage = null;
     let ended = false;
     reading += 1;
+    meter.setAttribute("aria-busy", "true"); // being read: what it shows is about to change
     refreshAsk();
     try {
       const response = await fetch(meter.dataset.usageUrl, { headers: { "Accept": "application/json" }, credentials: "same-origin" });
@@ -137,6 +138,8 @@
       }
     }
     refreshAsk();
+    // Only once the reads' answers are handled: the page's tests wait on it, rather than for a while after the answer.
+    if (reading === 0) meter.removeAttribute("aria-busy");
   }
 
   // A refusal at the limit shown in the answer card (data-limit-refusal) is true only while the limit holds: once the

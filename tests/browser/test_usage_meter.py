@@ -445,17 +445,23 @@ def test_coming_back_to_a_page_whose_session_ended_does_not_say_so_again(app, pa
     page.evaluate("() => window.dispatchEvent(new Event('focus'))")
     status = page.locator("#ask-status")
     expect(status).to_have_text("Your session has ended. Sign in again to ask: your question is kept.")
+    # The meter is busy (aria-busy) while it is read: the read is over, its answer handled, once it no longer is. The
+    # status line's rewrites are counted until then, rather than for a while after the answer arrived.
     page.evaluate(
-        """() => { window.statusRewritten = 0;
+        """() => { window.statusRewritten = 0; window.readsOver = 0; window.readsBegun = 0;
+        const meter = document.getElementById("usage-meter");
         new MutationObserver(() => { window.statusRewritten += 1; }).observe(
-            document.getElementById("ask-status"), { childList: true, characterData: true, subtree: true }); }"""
+            document.getElementById("ask-status"), { childList: true, characterData: true, subtree: true });
+        new MutationObserver(() => {
+            if (meter.hasAttribute("aria-busy")) window.readsBegun += 1; else window.readsOver += 1;
+        }).observe(meter, { attributes: true, attributeFilter: ["aria-busy"] }); }"""
     )
 
     with page.expect_response(lambda response: "/insights/usage" in response.url) as read:
         page.evaluate("() => window.dispatchEvent(new Event('focus'))")
     assert read.value.status == 401
-    page.wait_for_timeout(200)  # the script's handling of the answer, after it arrived
+    page.wait_for_function("() => window.readsOver === 1")
 
-    assert page.evaluate("() => window.statusRewritten") == 0
+    assert page.evaluate("() => [window.readsBegun, window.statusRewritten]") == [1, 0]
     expect(status).to_have_text("Your session has ended. Sign in again to ask: your question is kept.")
     expect(page.get_by_role("button", name="Ask", exact=True)).to_be_disabled()

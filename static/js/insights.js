@@ -29,6 +29,7 @@
   const FREED = "A query has freed up: you can ask again.";
   const RAISED = "Your organisation's limit was raised: you can ask again.";
   const SIGNED_IN_AGAIN = "You are signed in again: you can ask.";
+  const NOT_SENT_AT_LIMIT = "Not sent: your organisation's limit is reached. Ask is enabled again once a query frees up.";
   const PAST = "This question was not asked: the limit was reached at the time. A query has freed up since.";
   const PAST_RAISED = "This question was not asked: the limit was reached at the time. Your organisation's limit has been raised since.";
   let asking = false;
@@ -559,5 +560,8 @@
     if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey) || event.isComposing) return;
     event.preventDefault();
     if (!button.disabled) form.requestSubmit(button);
+    // At the limit Ask is disabled, out of the keyboard's reach: its shortcut says why nothing was sent, in the live
+    // status line, without the time (beside Ask, counting down, where a copy here would stand still).
+    else if (limited && !asking && !signedOut) status.textContent = NOT_SENT_AT_LIMIT;
   });
 })();

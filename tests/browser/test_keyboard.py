@@ -176,3 +176,23 @@ def test_ctrl_enter_on_an_empty_box_is_stopped_by_the_forms_own_check_and_sends_
     assert page.evaluate("document.getElementById('query').validity.valueMissing")
     assert posts == []
     assert fake_anthropic.requests == []
+
+
+def test_ctrl_enter_at_the_limit_says_nothing_was_sent_and_why(app, page, world, fake_anthropic):
+    # Ask is disabled at the limit, so a keyboard user never reaches it; its shortcut did nothing, without a word, and a
+    # screen reader user typing in the box was never told why the question was not sent.
+    from tests.insights.helpers import seed
+
+    seed(world.acme, *[600] * 20, user=world.acme_member)
+    sign_in(page, app.url, "member@acme.test")
+    box = page.get_by_label("Your question")
+    box.fill("What does MiCAR say about white papers?")
+
+    box.press("Control+Enter")
+
+    expect(page.locator("#ask-status")).to_have_text(
+        "Not sent: your organisation's limit is reached. Ask is enabled again once a query frees up."
+    )
+    expect(box).to_have_value("What does MiCAR say about white papers?")
+    expect(box).to_be_focused()
+    assert fake_anthropic.requests == []

@@ -17,7 +17,8 @@
   let finished = true; // false while a stream is open and has sent neither `done` nor `error`
   let usageSaid = true; // false while a stream is open and has not sent its last event, `usage`
   let outcome = ""; // how the last question ended, said beside Ask once the answer card is no longer busy
-  let sent = ""; // the question being asked, as the box held it: its draft is forgotten once it is answered
+  let sent = ""; // the question being asked, as the box held it: its draft is forgotten once it is being answered
+  let leaving = false; // the page is being left (a reload): its stream is cut by that, not by a failure
 
   // At the limit the page disables Ask itself and says beside it when the next query frees up (#ask-limit, in the
   // refusal's words and time), and the meter says "Limit reached": one state, shown together or not at all, changed
@@ -238,7 +239,7 @@
 
   textarea.addEventListener("input", function () { keepDraft(false); });
 
-  // Answered: the question was sent, so it is no longer a draft, unless the box holds another one typed meanwhile.
+  // Sent and being answered, or answered: no longer a draft, unless the box holds another one typed meanwhile.
   function draftAnswered(sent) {
     if (textarea.value === sent) {
       try { sessionStorage.removeItem(draftKey); } catch (ignored) { /* best effort */ }
@@ -379,6 +380,9 @@
   function handle(evt, requestId) {
     if (evt.event === "start") {
       updateMeter(evt.data.rateLimit, evt.data.used, evt.data.keySource);
+      // Sent, counted and being answered (its history entry says so after a reload): no longer a draft, which a reload
+      // would put back in the box as if unsent, for Ask to send, and bill, twice. A failure keeps it again (keepDraft).
+      draftAnswered(sent);
     } else if (evt.event === "delta") {
       body.classList.add("streaming");
       body.append(document.createTextNode(evt.data.text));
@@ -405,6 +409,7 @@
       if (notice && evt.data.notice) notice.innerHTML = evt.data.notice;
       showError(evt.data.message, evt.data.code, requestId);
       remember(evt.data.historyItem);
+      keepDraft(false);
     } else if (evt.event === "usage") {
       usageSaid = true;
       updateMeter(evt.data, evt.data.used, evt.data.keySource);
@@ -527,9 +532,13 @@
           buffer = buffer.slice(split + 2);
         }
       }
-      if (!finished) showError("The answer was interrupted before it finished. Please try again.", "", requestId);
+      if (!finished) {
+        showError("The answer was interrupted before it finished. Please try again.", "", requestId);
+        keepDraft(false); // failed: still unsent, as the box shows it
+      }
     } catch (err) {
       showError("The connection was interrupted. Please try again.", "", requestId);
+      if (!leaving) keepDraft(false); // a page left (a reload) cuts its own stream: the question is still being answered
     } finally {
       answer.removeAttribute("aria-busy");
       const hadFocus = document.activeElement === button || document.activeElement === document.body;
@@ -552,6 +561,7 @@
   }
 
   form.addEventListener("submit", ask);
+  window.addEventListener("pagehide", function () { leaving = true; });
 
   // Ctrl+Enter (⌘+Enter on a Mac) in the question box asks, as in a mail or chat client; Enter alone still starts a
   // new line. requestSubmit runs the form's own checks (an empty box is said so) and the handler above.

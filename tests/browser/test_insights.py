@@ -863,3 +863,33 @@ def test_a_suggestion_asked_before_the_script_loaded_leaves_the_typed_question_i
     expect(page.get_by_label("Your question")).to_have_value("Which MiCAR articles govern ART reserves?")
     page.reload()
     expect(page.get_by_label("Your question")).to_have_value("Which MiCAR articles govern ART reserves?")
+
+
+def test_a_reload_while_the_answer_is_written_does_not_offer_the_question_as_unsent(app, page, fake_anthropic):
+    # The tab kept the question until its answer was done: a reload while Claude was still writing put it back in the
+    # box, saying nothing, beside its history entry "still being written", and Ask would send it, and bill it, twice.
+    fake_anthropic.behave(PLATFORM_KEY, "hold")
+    sign_in(page, app.url, "member@acme.test")
+    page.get_by_label("Your question").fill("Can we delay our MiCAR white paper?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#answer-body")).to_contain_text("## Authorisation under")  # sent, and being answered
+
+    page.reload()
+
+    expect(page.locator("#history .history__item").first).to_contain_text("The answer is still being written.")
+    page.wait_for_load_state("load")
+    assert page.get_by_label("Your question").input_value() == ""
+    assert page.evaluate(DRAFTS_KEPT) == []
+    fake_anthropic.release.set()
+
+
+def test_a_question_whose_answer_failed_midway_stays_kept_over_a_reload(app, page, fake_anthropic):
+    fake_anthropic.behave(PLATFORM_KEY, "midstream_error")
+    sign_in(page, app.url, "member@acme.test")
+    page.get_by_label("Your question").fill("Can we delay our MiCAR white paper?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#answer-error").get_by_role("alert")).to_be_visible()
+
+    page.reload()
+
+    expect(page.get_by_label("Your question")).to_have_value("Can we delay our MiCAR white paper?")

@@ -45,11 +45,14 @@ def _page(
         # Another member's, another organisation's or a deleted query: the same answer for each, so the page tells
         # nothing of queries that are not theirs.
         raise Http404() from None
+    # Only the page the post's redirect opens (its answer's): another load of the page (another tab; the redirect never
+    # followed, its tab closed) is no page of that post's, and leaves the mark for it.
+    asked = request.session.get(ASKED_BY_POST)
+    if take_draft and asked and (asked.get("path"), asked.get("answered")) == (request.path, answered_id):
+        del request.session[ASKED_BY_POST]
+        extra |= {"asked_by_post": True, "draft": asked.get("unsent", "")}
     # A question kept across sign-in is taken only now that this page will show it: taken before a 404 (an older
     # queries link naming a query since pruned), it would be lost without ever being put back in the box.
-    if take_draft and (asked := request.session.pop(ASKED_BY_POST, None)) is not None:
-        if asked.get("path") == request.path:
-            extra |= {"asked_by_post": True, "draft": asked.get("unsent", "")}
     if take_draft and (kept := drafts.take(request)):
         extra |= {"draft": kept.text, "draft_kept": True, "draft_stale": kept.stale}
     recent = rows[:HISTORY_PAGE]
@@ -111,7 +114,7 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
         # A double click without JavaScript (the script disables Ask instead): the question is asked, and
         # billed, once. The browser shows this second response; the first one's answer is in the history.
         messages.info(request, ALREADY_ASKED)
-        _asked_by_post(request, text)
+        _asked_by_post(request, text, answered=None)
         return redirect("insights:query", slug)
     try:
         pending = services.start(membership=membership, text=text)
@@ -144,21 +147,22 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
         if refused.retry_after is not None:
             page["Retry-After"] = str(refused.retry_after)
         return page
-    _asked_by_post(request, text)
+    _asked_by_post(request, text, answered=pending.row.pk)
     # Every insights response carries the RateLimit fields, the redirect after a plain POST included.
     answered = redirect(f"{reverse('insights:query', args=[slug])}?answered={pending.row.pk}#answer")
     return add_ratelimit_headers(answered, pending.window)
 
 
-def _asked_by_post(request: HttpRequest, asked: str) -> None:
-    """Tell the page the redirect shows that a plain post (no script ran on the page: it failed to load, or was turned
-    off) asked `asked`. That page's script then drops the question the tab kept (sessionStorage) from before: the box's
-    whole text was posted, so what the tab kept is what was just sent, or an older wording of it (a box filled by
-    Back, then rewritten), and would otherwise come back in the empty box as if unsent. A question typed in the box
-    and left unsent by a suggestion button, which asks its own, goes back in the box."""
+def _asked_by_post(request: HttpRequest, asked: str, *, answered: int | None) -> None:
+    """Tell the page the redirect shows (`?answered=<answered>`, or the plain page) that a plain post (no script ran on
+    the page: it failed to load, or was turned off) asked `asked`. That page's script then drops the question the tab
+    kept (sessionStorage) from before: the box's whole text was posted, so what the tab kept is what was just sent, or
+    an older wording of it (a box filled by Back, then rewritten), and would otherwise come back in the empty box as if
+    unsent. A question typed in the box and left unsent by a suggestion button, which asks its own, goes back in the
+    box."""
     typed = request.POST.get("query", "")
     unsent = typed if typed.strip() and typed != asked else ""
-    request.session[ASKED_BY_POST] = {"path": request.path, "unsent": unsent}
+    request.session[ASKED_BY_POST] = {"path": request.path, "answered": answered, "unsent": unsent}
 
 
 def _older_than(request: HttpRequest) -> int | None:

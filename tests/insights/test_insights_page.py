@@ -703,6 +703,17 @@ def test_a_question_asked_from_the_box_leaves_it_empty_on_the_page_it_leads_to(w
     assert "></textarea>" in page and "data-asked-by-post" in page
 
 
+def test_a_plain_post_whose_answer_page_was_never_opened_leaves_other_loads_of_the_page_as_they_were(
+    world, fake_anthropic, console
+):
+    # The tab closed before the post's redirect was followed: the next load of the page, in another tab, would have
+    # been told a question was just asked from its box, and its script would have dropped that tab's unsent question.
+    client = console(world.globex_member)
+    client.post(PAGE.format("globex"), {"query": "How are CASPs authorised?"})
+
+    assert "data-asked-by-post" not in client.get(PAGE.format("globex")).content.decode()
+
+
 def answer_card(page: str) -> str:
     return page[page.index('id="answer"') : page.index('id="answer-body"')]
 

@@ -217,7 +217,10 @@ def _with_examples(extra: dict, by_status: dict) -> dict:
     f"{services.UNAVAILABLE_RETRY_SECONDS}, a hint), `idempotency_key_in_use` (409, Retry-After: "
     f"{services.IN_USE_RETRY_SECONDS}: the first request with this `Idempotency-Key` is still being answered, or "
     "copies of it sent at once kept taking the key while failing), "
-    "`idempotency_key_reused` (422: this `Idempotency-Key` was sent with another question). It takes no query-string "
+    "`idempotency_key_reused` (422: this `Idempotency-Key` was sent with another question), "
+    f"`{services.QueryHoldsSecret.code}` (400: the question holds what looks like a Claude API key or an API token, "
+    "which would be stored with it and sent to Anthropic: nothing is stored, sent or counted; take it out and ask "
+    "again). It takes no query-string "
     "parameter, and does not read `X-Idempotency-Key`: either is an `invalid_request` (400) naming it. "
     + RATE_LIMIT_HEADERS
     + errors(AUTH_ERRORS, BODY_ERRORS, CSRF_ERRORS),

@@ -12,8 +12,8 @@ from insights import claude, keys, ratelimit
 from insights.models import IDEMPOTENCY_KEY_INDEX, InsightQuery, KeySource, Outcome, abandoned_after
 from opsion import paging
 from opsion.errors import InvalidRequest, NotFound, Refused
+from opsion.http import holds_secret
 from opsion.middleware import UNAVAILABLE_RETRY_SECONDS
-from opsion.reporting import would_redact
 from orgs import selectors as org_selectors
 from orgs import services as org_services
 from orgs.crypto import DecryptionFailed
@@ -128,6 +128,18 @@ class AlreadyAsked(Exception):  # noqa: N818 (not an error: the question was ask
         self.row = row
 
 
+class QueryHoldsSecret(Refused):
+    """A question holding what log lines redact (a Claude API key, an API token): asked, it would be stored as typed
+    in the query's row (its admin page, dumpdata, every backup) and sent to Anthropic. Refused before either, the
+    message echoing none of it; the console keeps the question in its box for its user to take the key out."""
+
+    code, status = "query_holds_secret", 400
+    default_message = (
+        "Your question holds what looks like a Claude API key or an API token, so it was not asked: nothing was "
+        "sent to Claude or kept. Take it out and ask again."
+    )
+
+
 IDEMPOTENCY_KEY_MAX = 255
 
 
@@ -143,7 +155,7 @@ def validate_idempotency_key(key: str) -> str:
         )
     # Kept, it is stored as it came, in plain text: a Claude API key or a token sent there by mistake would sit in the
     # query's row (its admin page, dumpdata, every backup) beside the encrypted copy.
-    if would_redact(key):
+    if holds_secret(key):
         raise InvalidRequest(
             "The Idempotency-Key header holds what looks like a Claude API key or an API token: send a key of your "
             "own (a UUID, say), and if that was a real one, replace it."
@@ -188,7 +200,8 @@ class Usage:
 
 
 def validate_query(text: str) -> str:
-    """The trimmed question. Raises InvalidRequest when empty, too long or holding control characters.
+    """The trimmed question. Raises InvalidRequest when empty, too long or holding control characters, and
+    QueryHoldsSecret when it holds a Claude API key or an API token (as opsion.http.holds_secret recognises them).
 
     Line breaks count as one character, as the browser counts them: a plain form post sends each as CRLF.
     """
@@ -204,6 +217,8 @@ def validate_query(text: str) -> str:
             text.encode()
         except UnicodeEncodeError:  # a lone surrogate: valid JSON ("\ud800"), but no database can store it
             raise InvalidRequest("The question contains characters that are not valid text.") from None
+    if holds_secret(text):
+        raise QueryHoldsSecret()
     return text
 
 
@@ -356,8 +371,9 @@ KEY_CHOICES = 5
 def start(*, membership: Membership, text: str, idempotency_key: str | None = None) -> PendingQuery:
     """Validate, choose the key and count the query.
 
-    Raises InvalidRequest, KeyUnreadable, InsightsUnavailable or RateLimited; with an `idempotency_key` the member
-    sent before, AlreadyAsked (the query it holds) or IdempotencyKeyReused (it holds another question), or
+    Raises InvalidRequest, QueryHoldsSecret, KeyUnreadable, InsightsUnavailable or RateLimited; with an
+    `idempotency_key` the member sent before, AlreadyAsked (the query it holds) or IdempotencyKeyReused (it holds
+    another question), or
     IdempotencyKeyContested (other requests with it kept taking it as this one decided); NotFound, a non-member's
     answer, nothing counted, when the member was removed (or deactivated) while the decision waited.
 

@@ -893,3 +893,19 @@ def test_a_question_whose_answer_failed_midway_stays_kept_over_a_reload(app, pag
     page.reload()
 
     expect(page.get_by_label("Your question")).to_have_value("Can we delay our MiCAR white paper?")
+
+
+def test_a_question_holding_a_pasted_key_is_refused_and_stays_in_the_box(app, page, fake_anthropic, console):
+    console.allow(400)
+    sign_in(page, app.url, "member@acme.test")
+    question = f"Our key {GOOD_KEY} stopped working: why?"
+
+    page.get_by_label("Your question").fill(question)
+    page.get_by_role("button", name="Ask", exact=True).click()
+
+    alert = page.locator("#answer-error").get_by_role("alert")
+    expect(alert).to_contain_text("Your question holds what looks like a Claude API key or an API token")
+    expect(alert).not_to_contain_text(GOOD_KEY[13:30])
+    expect(page.get_by_label("Your question")).to_have_value(question)
+    expect(page.locator("#usage-used")).to_have_text("0")
+    assert fake_anthropic.requests == []

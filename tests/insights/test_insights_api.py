@@ -14,7 +14,7 @@ from insights import claude
 from insights.models import InsightQuery, KeySource, Outcome
 from orgs import services as org_services
 from orgs.models import ClaudeApiKey
-from tests.base import GOOD_KEY, OTHER_KEY
+from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY
 
 from .helpers import INVALID_KEY_MESSAGE, seed
 
@@ -603,3 +603,36 @@ def test_the_document_shows_a_question_its_answer_and_a_429_by_example(client):
     assert rate_limited["error"]["code"] == "rate_limited"
     assert rate_limited["error"]["message"] == f"Rate limit reached ({settings.INSIGHTS_BYOM_LIMIT}/hour)"
     assert examples[("200", "answered")][0]["stopReason"] == "complete"
+
+
+SECRET_IN_QUESTION = "Your question holds what looks like a Claude API key or an API token"
+
+
+@pytest.mark.parametrize("secret", ["key", "token"])
+def test_a_question_holding_a_key_or_token_is_refused_before_anything_is_stored_sent_or_counted(
+    world, fake_anthropic, api_client, secret
+):
+    # A key pasted into the question would sit in the query's row as typed (admin, dumpdata, every backup) and reach
+    # Claude: refused first, echoing nothing.
+    client = api_client(world.globex_member)
+    pasted = CANARY_KEY if secret == "key" else org_services.api_token_create(user=world.globex_member, name="x")[1]
+    question = f"Is this key still working? {pasted} Thanks."
+
+    response = client.post(
+        QUERIES.format("globex"), {"query": question}, content_type="application/json", HTTP_IDEMPOTENCY_KEY="q-1"
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "query_holds_secret"
+    assert response.json()["error"]["message"].startswith(SECRET_IN_QUESTION)
+    assert pasted[13:45] not in response.content.decode()
+    assert not InsightQuery.objects.exists()
+    assert fake_anthropic.requests == []
+    assert_ratelimit_headers(response, limit=20, remaining=20)  # the refusal used no query of the window
+    assert ask(client, "globex").status_code == 200  # and the same member asks a question without one
+
+
+def test_the_document_names_the_refusal_of_a_question_holding_a_key(client):
+    operation = client.get("/api/v1/openapi.json").json()["paths"]["/api/v1/orgs/{slug}/insights/queries"]["post"]
+
+    assert "`query_holds_secret` (400" in operation["description"]

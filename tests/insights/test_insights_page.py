@@ -18,7 +18,7 @@ from insights.models import InsightQuery, KeySource, Outcome
 from insights.suggestions import SUGGESTED_QUERIES
 from orgs.drafts import typed_by
 from orgs.models import ClaudeApiKey, KeyStatus, Membership, Role
-from tests.base import PASSWORD
+from tests.base import CANARY_KEY, PASSWORD
 from tests.conftest import PLATFORM_KEY
 
 from .helpers import UNAVAILABLE_MESSAGE, history_items, parse_sse, seed, seed_spread, sse_events
@@ -1307,3 +1307,31 @@ def test_a_question_kept_across_sign_in_is_not_given_to_the_next_person_to_sign_
 
     assert landed["Location"] == "/orgs/globex/insights/"
     assert html.escape(QUESTION) not in page and "signed out before" not in page
+
+
+def test_a_question_holding_a_key_is_refused_on_the_page_kept_in_the_box_and_never_stored(
+    world, fake_anthropic, console
+):
+    question = f"Why does Anthropic refuse our key {CANARY_KEY}?"
+    form = {"query": question, "once": "a-form"}
+
+    response = console(world.globex_member).post(PAGE.format("globex"), form)
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "Your question holds what looks like a Claude API key or an API token" in text_of(response)
+    assert f">{html.escape(question)}</textarea>" in page  # kept in the box, for its user to take the key out
+    assert page.count(CANARY_KEY[13:45]) == 1  # there and nowhere else on the page
+    assert not InsightQuery.objects.exists() and fake_anthropic.requests == []
+    assert response["RateLimit"].startswith('"insights";r=20;')
+
+
+def test_a_streamed_question_holding_a_key_is_refused_in_json_echoing_nothing(world, fake_anthropic, console):
+    response = console(world.globex_member).post(
+        PAGE.format("globex"), {"query": f"Is {CANARY_KEY} valid?"}, HTTP_ACCEPT="text/event-stream"
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "query_holds_secret"
+    assert CANARY_KEY[13:45] not in response.content.decode()
+    assert not InsightQuery.objects.exists() and fake_anthropic.requests == []

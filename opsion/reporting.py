@@ -4,6 +4,7 @@ its filter, and every line the logging configuration writes."""
 import logging
 import logging.config
 import re
+from urllib.parse import unquote
 
 from django.conf import settings
 from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
@@ -81,7 +82,20 @@ class KeySafeExceptionReporter(ExceptionReporter):
 
 def redact(text: str) -> str:
     """`text` with every Anthropic key (by form, and the platform key by value), API token (by form), stored key's
-    ciphertext (by form) and encryption key blanked."""
+    ciphertext (by form) and encryption key blanked.
+
+    Percent-encoded too (`sk%2Dant%2D…`, typed so into an address): a server decodes it, and an access log keeps the
+    request line and query string as sent (gunicorn's `%(r)s`, `%(q)s`). Such a text is given decoded, then blanked:
+    its other escapes are decoded with it, as a server would read them, which only a text holding one ever sees."""
+    text = _redacted_text(text)
+    if "%" in text:
+        decoded = unquote(text)
+        if decoded != text and (blanked := _redacted_text(decoded)) != decoded:
+            return blanked
+    return text
+
+
+def _redacted_text(text: str) -> str:
     text = ANTHROPIC_KEY.sub("sk-ant-[redacted]", text)
     text = API_TOKEN.sub("opsn_[redacted]", text)
     text = FERNET_TOKEN.sub("[ciphertext redacted]", text)

@@ -622,6 +622,23 @@ def test_a_key_in_a_log_calls_arguments_is_redacted_even_when_its_message_does_n
         assert fragment not in repr(record.args) and fragment not in record.getMessage()
 
 
+@pytest.mark.parametrize(
+    "encoded",
+    [CANARY_KEY.replace("-", "%2D"), CANARY_KEY.replace("-", "%2d"), "%73%6B-ant-" + CANARY_KEY[7:]],
+    ids=["upper-hex", "lower-hex", "every-letter"],
+)
+def test_a_percent_encoded_key_in_a_log_line_is_redacted_as_the_server_would_decode_it(caplog, encoded):
+    # gunicorn's access log writes the request line (%(r)s) and query string (%(q)s) as sent: a key typed encoded
+    # into an address reached it whole, though the path Django reads (decoded) is refused.
+    logging.getLogger("gunicorn.access").info(
+        '%(h)s "%(r)s" %(s)s', {"h": "h", "r": f"GET /x/{encoded} HTTP/1.1", "s": 400}
+    )
+
+    message = caplog.records[-1].getMessage()
+    assert message == 'h "GET /x/sk-ant-[redacted] HTTP/1.1" 400'
+    assert caplog.records[-1].args is None
+
+
 def test_a_key_in_the_source_line_a_log_calls_stack_shows_is_redacted(caplog, tmp_path, monkeypatch):
     # stack_info=True prints each frame's source line: a script or module holding a key literal (a developer's
     # scratch file, a hard-coded test key) puts it in the log line unless the stack is redacted too.

@@ -31,6 +31,36 @@ class CSPMiddleware(BaseCSPMiddleware):
         return super().process_response(request, response)
 
 
+class WithholdHttpsRedirectMiddleware:
+    """Directly above Django's SecurityMiddleware: with HTTPS on (SECURE_SSL_REDIRECT), a plain-HTTP request whose
+    address holds a Claude API key or an API token (in its path or query string, percent-encoded or not) is not
+    redirected to HTTPS, whose Location sent the address back whole (a copy in every proxy log, and in browser
+    histories that keep redirects). RejectNulMiddleware refuses it instead, below every layer that adds headers, so
+    the 400 carries them all, as over HTTPS; the API's too, whose query string HTTPS would have served as it came.
+
+    SecurityMiddleware reads only `request.is_secure()` to decide, and stays in MIDDLEWARE under its own name, which
+    `check --deploy`'s HSTS and redirect checks look for: this request alone is told it is secure while it passes,
+    and the HSTS header that then adds is dropped (browsers ignore one sent over HTTP; it would still be untrue)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not settings.SECURE_SSL_REDIRECT or request.is_secure() or not holds_secret(request.get_full_path()):
+            return self.get_response(request)
+        setattr(request, HTTPS_REDIRECT_WITHHELD, True)
+        request.is_secure = lambda: True
+        try:
+            response = self.get_response(request)
+        finally:
+            del request.is_secure
+        response.headers.pop("Strict-Transport-Security", None)
+        return response
+
+
+HTTPS_REDIRECT_WITHHELD = "opsion_https_redirect_withheld"
+
+
 class HeadWithoutBodyMiddleware:
     """A HEAD answer is headers only (RFC 9110, 9.3.2). Django leaves dropping the body to the server, and
     gunicorn sends whatever it is given: on a kept-alive connection the client then reads that body as the
@@ -77,7 +107,8 @@ class RejectNulMiddleware:
     So is any address whose path holds one (a key pasted into the address bar, `/orgs/acme/sk-ant-…`), the API's
     included: the sign-in redirect's `next`, a missing slash's redirect, admin's own sign-in redirect and the DEBUG 404
     page sent it back. No address Opsion serves holds one (an organisation's slug may not take that form). Its log line
-    names the path redacted, as every log line would write it.
+    names the path redacted, as every log line would write it. Over plain HTTP with HTTPS on, so is any address holding
+    one, its query string included (the API's too), whose redirect to HTTPS WithholdHttpsRedirectMiddleware withheld.
 
     A form body of more fields than that, or larger than DATA_UPLOAD_MAX_MEMORY_SIZE (a huge paste), is refused the same
     way: read here just before the CSRF check would read it (a POST to a view it guards), or caught as it leaves a view
@@ -92,6 +123,10 @@ class RejectNulMiddleware:
         # Each refused here, at WARNING: scanners send these by the thousand; no traceback is worth logging.
         if holds_secret(request.path):
             log.warning("a key or token in the path of %s %s", request.method, redact(request.path))
+            return _bad_request(request, SecretInAddress())
+        if getattr(request, HTTPS_REDIRECT_WITHHELD, False):
+            # Over plain HTTP, its redirect to HTTPS withheld (SecurityMiddleware, above): the query string holds one.
+            log.warning("a key or token in the query string of %s %s over plain HTTP", request.method, request.path)
             return _bad_request(request, SecretInAddress())
         try:
             parameters = request.GET.lists()

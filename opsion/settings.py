@@ -148,6 +148,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "opsion.requestid.RequestIdMiddleware",  # first: every other layer's log lines and answers carry the ID
     "opsion.middleware.HeadWithoutBodyMiddleware",  # it drops whatever body the others wrote
+    # No HTTPS redirect sending back an address that holds a key (RejectNulMiddleware refuses it).
+    "opsion.middleware.WithholdHttpsRedirectMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Above whatever may refuse a request itself (a NUL, an unknown Host), so its 400 carries them too.

@@ -201,3 +201,44 @@ def test_migrate_runs_that_check_on_a_database_it_is_about_to_create(tmp_path):
     result = run_python(["manage.py", "migrate", "--noinput"], env, timeout=180)
 
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "/orgs/{key}/settings/",  # a key in the path
+        "/orgs/acme/settings/{encoded_key}",  # …percent-encoded
+        "/orgs/acme/settings/?api_key={key}",  # in a console address's query string
+        "/api/v1/orgs/acme/settings?apiKey={encoded_key}",  # in an API query string, which HTTPS would have served
+        "/orgs/acme/insights/?access_token={token}",  # an API token
+    ],
+)
+def test_over_plain_http_a_key_in_the_address_is_refused_not_echoed_in_the_https_redirect(
+    world, token, settings, caplog, address
+):
+    # With HTTPS=1 Django's SecurityMiddleware, above the refusal, redirected to https:// with the address whole.
+    settings.SECURE_SSL_REDIRECT = True
+    url = address.format(key=CANARY_KEY, token=token, encoded_key=CANARY_KEY.replace("-", "%2D"))
+
+    with caplog.at_level(logging.DEBUG):
+        response = Client().get(url)
+
+    assert response.status_code == 400, response.get("Location")
+    shown = _shown(response)
+    for secret in (CANARY_KEY[13:45], token[12:]):
+        assert secret not in shown and secret not in caplog.text
+    assert "looks like a Claude API key or an API token" in shown
+    # Every layer's headers, as on the refusal over HTTPS: the request's ID, the security and no-store headers.
+    assert response["X-Request-ID"] and response["X-Frame-Options"] == "DENY"
+    assert response["Cache-Control"] == "no-store" and response["X-Content-Type-Options"] == "nosniff"
+    assert "Content-Security-Policy" in response
+    assert "Strict-Transport-Security" not in response  # never sent over plain HTTP
+
+
+def test_over_plain_http_an_ordinary_address_is_still_redirected_to_https(world, settings):
+    settings.SECURE_SSL_REDIRECT = True
+
+    response = Client().get("/api/v1/orgs/acme/settings?limit=1")
+
+    assert response.status_code == 301
+    assert response["Location"] == "https://testserver/api/v1/orgs/acme/settings?limit=1"

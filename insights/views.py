@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect, render, resolve_url
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_safe
@@ -259,10 +259,20 @@ def usage_read(request: HttpRequest, slug: str) -> JsonResponse:
     to a page of HTML): the script then says the session ended, rather than take it for a failed read."""
     if not request.user.is_authenticated:
         # Before the organisation is looked up: a signed-out request learns nothing of which ones exist.
-        return error_json("unauthenticated", SIGNED_OUT, 401)
+        response = error_json("unauthenticated", SIGNED_OUT, 401)
+        response["WWW-Authenticate"] = session_challenge()
+        return response
     membership = access.membership_or_http404(request.user, slug)
     usage = services.usage(membership.organisation)
     return add_ratelimit_headers(JsonResponse(usage_json(usage)), usage.window)
+
+
+def session_challenge() -> str:
+    """The usage read's 401 challenge (RFC 9110 requires one): it reads only the session, signed in on the sign-in
+    page, so it names that page in the `Cookie` scheme of draft-broyer-http-cookie-auth, registered nowhere. Not
+    `Bearer` (the API's, whose getUsage reads a token: this read would refuse one as it came) and not `Basic`, which
+    would open a browser's own sign-in dialog."""
+    return f'Cookie form-action="{resolve_url(settings.LOGIN_URL)}"'
 
 
 def usage_json(usage: services.Usage) -> dict:

@@ -79,3 +79,13 @@ def test_signed_out_it_answers_401_in_json_not_the_sign_in_page(world):
     assert signed_out.json()["error"]["code"] == "unauthenticated"
     assert "used" not in signed_out.json()  # nothing of the organisation's window
     assert Client().get(USAGE.format("nowhere")).status_code == 401  # nor whether an organisation exists
+
+
+def test_signed_out_its_401_names_how_to_authenticate_without_a_browser_dialog(world):
+    # RFC 9110 (11.6.1): a 401 MUST carry a challenge applicable to the resource. Only the session signs in here (an
+    # API token is read by the API's getUsage, not this page's read), so not Bearer; and not Basic, whose challenge
+    # makes a browser open its own sign-in dialog.
+    signed_out = Client().get(USAGE.format("acme"))
+
+    assert signed_out.status_code == 401
+    assert signed_out["WWW-Authenticate"] == 'Cookie form-action="/accounts/login/"'

@@ -29,6 +29,7 @@ from django.shortcuts import render
 from django.urls import Resolver404, get_script_prefix, resolve, reverse
 from django.utils.crypto import constant_time_compare, salted_hmac
 
+from opsion.reporting import redact
 from orgs.forms import SignInForm
 
 KEPT_DRAFT = "kept_draft"
@@ -148,7 +149,9 @@ def keep(request: HttpRequest, *, path: str, draft: str, choice: str = "", by: s
     typed for the user now signed in (`by`, their mark); another's is dropped. Says whether it was kept."""
     if not (_clean(draft) and by and constant_time_compare(by, typed_by(request.user))):
         return False
-    kept = {"path": path, "text": _clean(draft), "choice": _clean_choice(choice)}
+    # Kept in the session, a database row: a Claude API key or an API token pasted into the text (which asking would
+    # refuse) is blanked as log lines blank it, and the rest comes back, for its user to see what was taken out.
+    kept = {"path": path, "text": redact(_clean(draft)), "choice": _clean_choice(choice)}
     request.session[KEPT_DRAFT] = kept | ({"stale": True} if stale else {})
     return True
 

@@ -1335,3 +1335,19 @@ def test_a_streamed_question_holding_a_key_is_refused_in_json_echoing_nothing(wo
     assert response.json()["error"]["code"] == "query_holds_secret"
     assert CANARY_KEY[13:45] not in response.content.decode()
     assert not InsightQuery.objects.exists() and fake_anthropic.requests == []
+
+
+def test_a_question_holding_a_key_kept_across_sign_in_is_kept_without_it(world, fake_anthropic, client):
+    # Posted after the session expired, the question is kept in the session (the database) between sign-in and its
+    # page: a key in it was stored there as typed, though asking refuses it.
+    from django.contrib.sessions.models import Session
+
+    question = f"Why does Anthropic refuse {CANARY_KEY}?"
+    login = {"username": "member@globex.test", "password": PASSWORD, "next": "/orgs/globex/insights/"}
+
+    client.post("/accounts/login/", {**login, "draft": question, "draft_by": typed_by(world.globex_member)})
+
+    assert all(CANARY_KEY[13:45] not in repr(s.get_decoded()) for s in Session.objects.all())
+    back = client.get(PAGE.format("globex")).content.decode()
+    assert ">Why does Anthropic refuse sk-ant-[redacted]?</textarea>" in back  # the rest of it comes back
+    assert CANARY_KEY[13:45] not in back

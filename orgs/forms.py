@@ -8,6 +8,7 @@ from django.contrib.auth.forms import (
 )
 from django.views.decorators.debug import sensitive_variables
 
+from opsion.reporting import would_redact
 from orgs import recent_auth, selectors, services
 from orgs.models import User
 
@@ -52,13 +53,23 @@ def _lifetime_words(days: int) -> str:
     return "1 year" if days == 365 else f"{days} days"
 
 
+class TokenNameField(forms.CharField):
+    """A token's name, refused first (whatever its length) when it holds a Claude API key or an API token, as the
+    service refuses it: the one error said is what is wrong with it."""
+
+    def clean(self, value):
+        if value and would_redact(value):
+            raise forms.ValidationError(services.TOKEN_NAME_HOLDS_SECRET, code="holds_secret")
+        return super().clean(value)
+
+
 class ApiTokenForm(forms.Form):
     """A new API token's name and lifetime; and, given `confirming` (the user, whose session last saw their password
     too long ago: orgs.recent_auth), their password, checked here. The view counts the guess first (guards)."""
 
     # The service's own words for a missing or long name (Django's "This field is required." under a box showing
     # the spaces typed said nothing of what to type); the field trims, as the service does.
-    name = forms.CharField(
+    name = TokenNameField(
         max_length=services.TOKEN_NAME_MAX,
         label="Token name",
         error_messages={"required": services.TOKEN_NAME_MISSING, "max_length": services.TOKEN_NAME_TOO_LONG},
@@ -96,7 +107,8 @@ class ApiTokenForm(forms.Form):
     def typed_name(self) -> str:
         """The name for the box after a refusal, trimmed as it would be stored: spaces alone come back as nothing,
         so the browser's `required` stops the next empty try there."""
-        return (self["name"].value() or "").strip()
+        typed = (self["name"].value() or "").strip()
+        return "" if would_redact(typed) else typed  # a key typed there is never sent back, even to its typist
 
     @sensitive_variables("password")  # as Django's clean_old_password: error pages list this frame's variables
     def clean_password(self) -> str:

@@ -13,6 +13,7 @@ from django.views.decorators.debug import sensitive_variables
 from insights import ratelimit
 from opsion.batches import delete_in_batches
 from opsion.errors import InvalidRequest, NotFound, Refused
+from opsion.reporting import would_redact
 from orgs import access, guards, models, notifications
 from orgs.models import (
     BYOM_PLANS,
@@ -34,6 +35,12 @@ TOKEN_PREFIX = "opsn_"
 TOKEN_NAME_MAX = 100
 TOKEN_NAME_MISSING = "Give the token a name, e.g. “CI pipeline”."
 TOKEN_NAME_TOO_LONG = f"Token names are at most {TOKEN_NAME_MAX} characters."
+# A key pasted into the wrong box of Settings (the token's name sits below the key's): a name is listed, mailed to its
+# user and stored as typed, so it would carry the key out of the server. Said before the length (a whole key is long).
+TOKEN_NAME_HOLDS_SECRET = (
+    "Token names are shown in lists and e-mails, and this one holds what looks like a Claude API key or an API "
+    "token, so no token was created. Choose another name."
+)
 # last_used_at is written at most once a minute per token, so API traffic does not turn
 # every read into a write.
 LAST_USED_RESOLUTION_SECONDS = 60
@@ -239,6 +246,8 @@ def api_token_create(
     name = (name or "").strip()
     if not name:
         raise InvalidRequest(TOKEN_NAME_MISSING)
+    if would_redact(name):
+        raise InvalidRequest(TOKEN_NAME_HOLDS_SECRET)
     if len(name) > TOKEN_NAME_MAX:
         raise InvalidRequest(TOKEN_NAME_TOO_LONG)
     lifetime = _lifetime(expires_in_days)

@@ -362,6 +362,44 @@ def test_a_token_name_may_not_be_too_long(world):
     assert not ApiToken.objects.exists()
 
 
+NAME_HOLDS_SECRET = (
+    "Token names are shown in lists and e-mails, and this one holds what looks like a Claude API key or an API "
+    "token, so no token was created. Choose another name."
+)
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        GOOD_KEY,  # longer than a name may be: refused for what it holds, not for its length
+        "sk-ant-api03-half-of-a-pasted",  # part of a key, short enough to be a name
+        "CI " + GOOD_KEY[:40],
+        "opsn_" + "x" * 30,  # another token pasted as this one's name
+    ],
+)
+def test_a_name_holding_a_key_or_a_token_is_refused_and_not_shown_back(world, typed):
+    # The Anthropic key pasted into the wrong box of Settings (the token's name sits below the key's): a name is
+    # listed, mailed to its user and kept in the table as typed, so it would carry the key out of the server.
+    response = console(world.acme_admin).post(CREATE, {"name": typed})
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert f'<p class="field-error" id="token-name-error">{NAME_HOLDS_SECRET}</p>' in page
+    assert typed not in page and typed[:20] not in page
+    name_box = re.search(r'<input type="text" name="name" id="id_name"[^>]*>', page)[0]
+    assert 'value=""' in name_box and "autofocus" in name_box
+    assert not ApiToken.objects.exists()
+
+
+def test_the_service_refuses_a_name_holding_a_key_whoever_calls_it(world):
+    # create_api_token --name and any other caller meet the same rule as the console.
+    with pytest.raises(services.InvalidRequest) as refused:
+        services.api_token_create(user=world.acme_admin, name="pipeline sk-ant-api03-abcdefghijkl")
+
+    assert refused.value.message == NAME_HOLDS_SECRET
+    assert not ApiToken.objects.exists()
+
+
 def test_creating_tokens_needs_the_csrf_token(world):
     client = console(world.acme_admin, enforce_csrf_checks=True)
 

@@ -2,6 +2,7 @@
 
 import json
 import re
+from datetime import timedelta
 
 import pytest
 from django.test import Client
@@ -437,6 +438,27 @@ class TestSessionAuthentication:
         assert put.json() == {"claudeApiKeySet": True}
         assert delete.json() == {"claudeApiKeySet": False}
         assert audit_actions(world.acme) == [AuditAction.KEY_SAVED, AuditAction.KEY_REMOVED]
+
+    def test_a_write_without_valid_credentials_is_told_to_authenticate_not_that_csrf_failed(self, world):
+        # With the CSRF check on, as a real client meets it (Django's test client skips it by default): a write
+        # with no session is told what to send, whether it sent no token, an unknown one or an expired one.
+        client = console(enforce_csrf_checks=True)
+        _, expired = org_services.api_token_create(
+            user=world.acme_admin, name="old", expires_in_days=1, now=timezone.now() - timedelta(days=2)
+        )
+
+        anonymous = api_put_key(client, "acme", {"apiKey": GOOD_KEY})
+        forged = api_delete_key(client, "acme", Authorization="Bearer opsn_forged")
+        late = api_put_key(client, "acme", {"apiKey": GOOD_KEY}, Authorization=f"Bearer {expired}")
+
+        assert (anonymous.status_code, error_of(anonymous)) == (401, UNAUTHENTICATED)
+        assert anonymous["WWW-Authenticate"] == "Bearer"
+        assert (forged.status_code, error_of(forged)) == (401, UNAUTHENTICATED)
+        assert forged["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+        assert late.status_code == 401
+        assert error_of(late)["code"] == "unauthenticated"
+        assert "This API token expired on" in error_of(late)["message"]
+        assert not ClaudeApiKey.objects.exists() and not AuditEvent.objects.exists()
 
     def test_token_writes_need_no_csrf(self, world):
         client = console(enforce_csrf_checks=True)

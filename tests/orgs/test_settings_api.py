@@ -303,6 +303,19 @@ class TestShapes:
         event = AuditEvent.objects.get()
         assert (event.actor, event.ip, event.via) == (world.acme_admin, "192.0.2.44", "api")
 
+    def test_a_removal_through_the_api_is_audited_with_the_api_as_its_channel_and_where_from(self, world):
+        store_key(world.acme, GOOD_KEY)
+
+        api_delete_key(console(REMOTE_ADDR="192.0.2.45"), "acme", **bearer(world.acme_owner))
+
+        event = AuditEvent.objects.get()
+        assert (event.action, event.actor, event.ip, event.via) == (
+            AuditAction.KEY_REMOVED,
+            world.acme_owner,
+            "192.0.2.45",
+            "api",
+        )
+
 
 class TestInvalidRequests:
     @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from django.test import Client, RequestFactory
 
 from insights.models import InsightQuery
 from orgs import guards, mailer
-from orgs.models import ApiToken, AuditEvent, ClaudeApiKey
+from orgs.models import ApiToken, AuditEvent, ClaudeApiKey, Membership, Role
 from tests.base import GOOD_KEY, OTHER_KEY, PASSWORD
 from tests.clients import api_delete_key, api_put_key, closed_port, console, token_client
 from tests.orgs.helpers import store_key
@@ -664,6 +664,24 @@ def test_key_changes_are_counted_per_organisation_across_its_admins(world, clock
     assert json_error(response)["code"] == "too_many_attempts"
     assert ClaudeApiKey.objects.get(organisation=world.acme).secret.reveal() == GOOD_KEY
     # Another organisation's admins are not affected.
+    assert _put_key(console(world.initech_admin), "initech", OTHER_KEY).status_code == 200
+
+
+def test_key_changes_are_counted_per_user_across_their_organisations(world, clock):
+    # An Admin of two organisations is held to ten changes a minute in all, though neither organisation reaches its
+    # own ten: a stolen session cannot rotate keys at twice the rate by spreading them over its organisations.
+    Membership.objects.create(user=world.acme_admin, organisation=world.initech, role=Role.ADMIN)
+    admin = console(world.acme_admin)
+    for _ in range(5):
+        assert _put_key(admin, "acme", GOOD_KEY).status_code == 200
+        assert _put_key(admin, "initech", GOOD_KEY).status_code == 200
+
+    response = _put_key(admin, "initech", OTHER_KEY)
+
+    assert response.status_code == 429
+    assert json_error(response)["code"] == "too_many_attempts"
+    assert ClaudeApiKey.objects.get(organisation=world.initech).secret.reveal() == GOOD_KEY
+    # The organisation itself is not full: its other Admin may still change its key.
     assert _put_key(console(world.initech_admin), "initech", OTHER_KEY).status_code == 200
 
 

@@ -950,6 +950,19 @@ class TestOtherModels:
             assert raw not in page
         assert staff.get("/admin/orgs/apitoken/add/").status_code == 403
 
+    def test_a_token_cannot_be_moved_to_another_user_renamed_or_given_a_new_expiry_in_admin(self, world, staff):
+        # A token acts as its user: moved to another, whoever holds it (staff who made it, say) would act as them.
+        token, _ = services.api_token_create(user=world.acme_member, name="pipeline")
+        url = f"/admin/orgs/apitoken/{token.pk}/change/"
+
+        page = staff.get(url).content.decode()
+        staff.post(url, {"user": world.acme_owner.pk, "name": "renamed", "expires_at_0": "2099-01-01"})
+
+        for field in ("user", "name", "expires_at", "last_used_at"):
+            assert f'name="{field}' not in page
+        token.refresh_from_db()
+        assert (token.user, token.name) == (world.acme_member, "pipeline")
+
     def test_a_token_is_found_by_the_prefix_its_owner_sees_in_settings(self, world, staff):
         # "Our token opsn_AbC… leaked": Settings lists it by that prefix, and staff deleting it search by it.
         leaked, _ = services.api_token_create(user=world.acme_owner, name="CI")

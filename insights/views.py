@@ -15,6 +15,7 @@ from insights.http import add_ratelimit_headers, sse, window_json
 from insights.rendering import render_markdown
 from insights.suggestions import SUGGESTED_QUERIES
 from opsion.errors import InvalidRequest, NotFound, Refused, error_json, refused_json
+from opsion.reporting import redact
 from orgs import access, drafts, guards, landing
 from orgs.account_views import SIGNED_IN_LANDING
 from orgs.models import Membership
@@ -159,9 +160,10 @@ def _asked_by_post(request: HttpRequest, asked: str, *, answered: int | None) ->
     kept (sessionStorage) from before: the box's whole text was posted, so what the tab kept is what was just sent, or
     an older wording of it (a box filled by Back, then rewritten), and would otherwise come back in the empty box as if
     unsent. A question typed in the box and left unsent by a suggestion button, which asks its own, goes back in the
-    box."""
+    box. Kept in the session, a database row, a Claude API key or an API token pasted there (which asking would
+    refuse) is blanked, as drafts.keep blanks it."""
     typed = request.POST.get("query", "")
-    unsent = typed if typed.strip() and typed != asked else ""
+    unsent = redact(typed) if typed.strip() and typed != asked else ""
     request.session[ASKED_BY_POST] = {"path": request.path, "answered": answered, "unsent": unsent}
 
 

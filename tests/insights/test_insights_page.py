@@ -694,6 +694,26 @@ def test_an_answered_suggestion_leaves_the_question_typed_in_the_box_on_the_page
     assert "></textarea>" in again and "data-asked-by-post" not in again
 
 
+def test_a_key_typed_in_the_box_and_left_unsent_by_a_suggestion_is_kept_in_the_session_without_it(
+    world, fake_anthropic, console
+):
+    # The page a suggestion's plain post leads to puts the box's unsent text back, from the session (a database row):
+    # a key pasted there was stored as typed, though asking refuses it and a draft kept across sign-in blanks it.
+    from django.contrib.sessions.models import Session
+
+    client = console(world.globex_member)
+
+    response = client.post(
+        PAGE.format("globex"), {"query": f"Why does Anthropic refuse {CANARY_KEY}?", "suggestion": SUGGESTED_QUERIES[2]}
+    )
+
+    assert response.status_code == 302
+    assert all(CANARY_KEY[13:45] not in repr(s.get_decoded()) for s in Session.objects.all())
+    page = client.get(response["Location"]).content.decode()
+    assert ">Why does Anthropic refuse sk-ant-[redacted]?</textarea>" in page  # the rest of it comes back
+    assert CANARY_KEY[13:45] not in page
+
+
 def test_a_question_asked_from_the_box_leaves_it_empty_on_the_page_it_leads_to(world, fake_anthropic, console):
     client = console(world.globex_member)
 

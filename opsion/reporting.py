@@ -4,7 +4,6 @@ its filter, and every line the logging configuration writes."""
 import logging
 import logging.config
 import re
-from urllib.parse import unquote
 
 from django.conf import settings
 from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
@@ -86,13 +85,24 @@ def redact(text: str) -> str:
 
     Percent-encoded too (`sk%2Dant%2D…`, typed so into an address): a server decodes it, and an access log keeps the
     request line and query string as sent (gunicorn's `%(r)s`, `%(q)s`). Such a text is given decoded, then blanked:
-    its other escapes are decoded with it, as a server would read them, which only a text holding one ever sees."""
+    its other escapes of printable ASCII characters are decoded with it, which only a text holding one ever sees.
+    Escapes of anything else (a line break, a terminal's escape, any non-ASCII character) stay as they were sent:
+    decoded, a line sent as one would write another, forged, into the log."""
     text = _redacted_text(text)
     if "%" in text:
-        decoded = unquote(text)
+        decoded = _printable_unquoted(text)
         if decoded != text and (blanked := _redacted_text(decoded)) != decoded:
             return blanked
     return text
+
+
+# A percent-escape of a printable ASCII character (space to "~"): every key, token and encryption key redaction knows
+# is written in those alone, so decoding these reveals one however it was encoded.
+PRINTABLE_ESCAPE = re.compile(r"%(2[0-9A-Fa-f]|[3-6][0-9A-Fa-f]|7[0-9A-Ea-e])")
+
+
+def _printable_unquoted(text: str) -> str:
+    return PRINTABLE_ESCAPE.sub(lambda escape: chr(int(escape[1], 16)), text)
 
 
 def _redacted_text(text: str) -> str:

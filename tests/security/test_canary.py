@@ -639,6 +639,17 @@ def test_a_percent_encoded_key_in_a_log_line_is_redacted_as_the_server_would_dec
     assert caplog.records[-1].args is None
 
 
+def test_decoding_a_log_line_to_redact_its_key_writes_no_control_character_it_was_sent_encoded(caplog):
+    # The access log writes the request line as sent, so an encoded line break or escape stays one there. Decoded
+    # whole to blank the key beside it, the line forged a second one (and a terminal's colours) into the log.
+    line = f'GET /x/{CANARY_KEY.replace("-", "%2D")}%0D%0A1.2.3.4 "GET /forged HTTP/1.1" 200%1B[2J HTTP/1.1'
+
+    logging.getLogger("gunicorn.access").info('%(h)s "%(r)s" %(s)s', {"h": "h", "r": line, "s": 400})
+
+    message = caplog.records[-1].getMessage()
+    assert message == 'h "GET /x/sk-ant-[redacted]%0D%0A1.2.3.4 "GET /forged HTTP/1.1" 200%1B[2J HTTP/1.1" 400'
+
+
 def test_a_key_in_the_source_line_a_log_calls_stack_shows_is_redacted(caplog, tmp_path, monkeypatch):
     # stack_info=True prints each frame's source line: a script or module holding a key literal (a developer's
     # scratch file, a hard-coded test key) puts it in the log line unless the stack is redacted too.

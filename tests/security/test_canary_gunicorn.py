@@ -12,9 +12,9 @@ from tests.base import CANARY_KEY
 from tests.reliability.app_servers import server_environment, servers
 from tests.security.test_canary import FRAGMENTS
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True)  # the server process reads what the test committed
 
-ENCODED_KEY = CANARY_KEY.replace("-", "%2D")  # the server process reads what the test committed
+ENCODED_KEY = CANARY_KEY.replace("-", "%2D")  # as typed into an address, percent-encoded
 
 # README's access log format (Running in production), plus two headers a client may put a key in.
 ACCESS_LOG = (

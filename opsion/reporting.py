@@ -86,8 +86,8 @@ def redact(text: str) -> str:
     Percent-encoded too (`sk%2Dant%2D…`, typed so into an address): a server decodes it, and an access log keeps the
     request line and query string as sent (gunicorn's `%(r)s`, `%(q)s`). Such a text is given decoded, then blanked:
     its other escapes of printable ASCII characters are decoded with it, which only a text holding one ever sees.
-    Escapes of anything else (a line break, a terminal's escape, any non-ASCII character) stay as they were sent:
-    decoded, a line sent as one would write another, forged, into the log."""
+    Escapes of anything else stay as they were sent: a line break or a terminal's escape (decoded, a line sent as one
+    would write another, forged, into the log), markup and a space (an error report's HTML), any non-ASCII character."""
     text = _redacted_text(text)
     if "%" in text:
         decoded = _printable_unquoted(text)
@@ -96,13 +96,20 @@ def redact(text: str) -> str:
     return text
 
 
-# A percent-escape of a printable ASCII character (space to "~"): every key, token and encryption key redaction knows
-# is written in those alone, so decoding these reveals one however it was encoded.
+# A percent-escape of a printable ASCII character: every key, token and encryption key redaction knows is written in
+# those alone, so decoding them reveals one however it was encoded.
 PRINTABLE_ESCAPE = re.compile(r"%(2[0-9A-Fa-f]|[3-6][0-9A-Fa-f]|7[0-9A-Ea-e])")
+# …but for markup and a space, which no key holds: decoded in an error report's HTML (its headers, as sent), they
+# would be markup there (%3Cscript%3E), and in a log line a field of its own.
+KEPT_ESCAPED = frozenset(" \"&'<>`")
 
 
 def _printable_unquoted(text: str) -> str:
-    return PRINTABLE_ESCAPE.sub(lambda escape: chr(int(escape[1], 16)), text)
+    def decoded(escape: re.Match) -> str:
+        character = chr(int(escape[1], 16))
+        return escape[0] if character in KEPT_ESCAPED else character
+
+    return PRINTABLE_ESCAPE.sub(decoded, text)
 
 
 def _redacted_text(text: str) -> str:

@@ -695,6 +695,24 @@ def test_a_platform_key_mounted_with_a_newline_works_and_stays_out_of_debug_logs
     assert PLATFORM_KEY not in result.stdout + result.stderr
 
 
+def test_an_error_page_whose_request_holds_an_encoded_key_decodes_no_markup_into_its_html(world, settings):
+    # The report's HTML lists the request's headers as sent, a Referer's address among them. Decoded whole to blank
+    # the key there, its other escapes became markup: a %3Cscript%3E ran in the DEBUG page, and stood in the HTML
+    # e-mail ADMINS are sent.
+    settings.DEBUG = True
+    settings.ROOT_URLCONF = "tests.security.urls"
+    markup = "%3Cscript%3Ealert(1)%3C/script%3E%22%27%26"
+    referer = f"https://elsewhere.example/?a={markup}&b={CANARY_KEY.replace('-', '%2D')}"
+
+    response = Client(raise_request_exception=False).get("/boom-with-credentials/", HTTP_REFERER=referer)
+
+    assert response.status_code == 500
+    page = response.content.decode()
+    assert "<script>alert(1)" not in page and "alert(1)</script>" not in page
+    assert markup in page  # as sent, as on any other error page
+    assert CANARY_KEY[13:45] not in page and CANARY_KEY.replace("-", "%2D")[15:45] not in page
+
+
 def test_error_reports_hide_the_platform_key_and_the_encryption_keys_by_value_whatever_their_form(settings):
     # An operator's platform key need not look like sk-ant-… (a proxy's token, say): the pattern cannot catch it.
     settings.ANTHROPIC_API_KEY = "platform-canary-of-another-form-0123456789"

@@ -36,7 +36,9 @@ class WithholdHttpsRedirectMiddleware:
     address holds a Claude API key or an API token (in its path or query string, percent-encoded or not) is not
     redirected to HTTPS, whose Location sent the address back whole (a copy in every proxy log, and in browser
     histories that keep redirects). RejectNulMiddleware refuses it instead, below every layer that adds headers, so
-    the 400 carries them all, as over HTTPS; the API's too, whose query string HTTPS would have served as it came.
+    the 400 carries them all, as over HTTPS; the API's too, whose query string HTTPS would have served as it came. A
+    static file's address is served by WhiteNoise, above the refusal, over plain HTTP as over HTTPS (nothing of the
+    address goes back).
 
     SecurityMiddleware reads only `request.is_secure()` to decide, and stays in MIDDLEWARE under its own name, which
     `check --deploy`'s HSTS and redirect checks look for: this request alone is told it is secure while it passes,

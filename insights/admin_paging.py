@@ -16,8 +16,9 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        # Newest first, as the list's own page reads them (the rows that page has just read), whatever column the
-        # list is sorted by: under a sort by another column, a LIMIT would have the database sort every match first.
+        # Newest first, as the list's own page reads them unsorted (ChangeList counts first, then reads the page: the
+        # rows it reads next), whatever column the list is sorted by: under a sort by another column, a LIMIT would
+        # have the database sort every match first.
         return self.object_list.order_by("-pk")[: self.cap + 1].count()
 
     @property

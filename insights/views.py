@@ -142,9 +142,11 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
                 said = {"limitReached": limit_sentence(refused), "keySource": refused.key_source}
             response = refused_json(refused, extra=said)
             return add_ratelimit_headers(response, services.window_after(refused, membership.organisation))
-        # What was typed stays in the box, even when a suggestion button sent its own question instead.
+        # What was typed stays in the box, even when a suggestion button sent its own question instead; a key or token
+        # pasted there (refused as query_holds_secret) blanked: the page sends none back, even to its typist.
         typed = request.POST.get("query", "")
-        page = _page(request, membership, status=refused.status, error=refused, draft=typed if typed.strip() else text)
+        draft = redact(typed if typed.strip() else text)
+        page = _page(request, membership, status=refused.status, error=refused, draft=draft)
         if refused.retry_after is not None:
             page["Retry-After"] = str(refused.retry_after)
         return page

@@ -610,7 +610,7 @@ def test_an_interrupted_querys_own_page_says_no_refusal_was_given_and_what_a_str
     InsightQuery.objects.filter(pk=cut.pk).update(outcome="failed", error_code="interrupted", stop_reason=None)
     (answered,) = seed(world.globex, 40)
     script = (settings.BASE_DIR / "static/js/insights.js").read_text()
-    (streamed,) = re.findall(r'if \(!finished\) showError\("([^"]+)"', script)
+    (streamed,) = re.findall(r'if \(!finished\)\s*\{?\s*showError\("([^"]+)"', script)
 
     cut_page = page_text(staff.get(f"/admin/insights/insightquery/{cut.pk}/change/"))
     answered_page = page_text(staff.get(f"/admin/insights/insightquery/{answered.pk}/change/"))

@@ -238,7 +238,10 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
         except Refused as refused:
             # What arrived before the failure, rendered as the history will show it.
             partial = str(render_markdown(pending.row.answer)) if pending.row.answer else ""
-            said = render_to_string("insights/_partial_notice.html").strip() if partial else ""
+            # A key Anthropic rejects, or an account that cannot pay, fails every question the same way until someone
+            # fixes it (the alert says who and where): the notice then does not invite asking again.
+            retry = not isinstance(refused, services.KeyInvalid | services.KeyUnreadable | services.UpstreamBilling)
+            said = render_to_string("insights/_partial_notice.html", {"retry": retry}).strip() if partial else ""
             error = {"code": refused.code, "message": refused.message, "html": partial, "notice": said}
             yield sse("error", error | {"historyItem": history_item()})
         else:

@@ -466,6 +466,25 @@ def test_the_part_of_an_answer_that_arrived_before_a_failure_says_it_is_only_par
     expect(page.locator("#answer-notice")).to_be_empty()  # a whole answer: nothing to say
 
 
+@pytest.mark.parametrize(
+    ("error_type", "alert_says"),
+    [("authentication_error", INVALID_KEY_MESSAGE), ("billing_error", "should check Plans & Billing")],
+)
+def test_part_of_an_answer_cut_off_by_the_organisations_key_or_account_does_not_invite_asking_again(
+    app, page, world, fake_anthropic, error_type, alert_says
+):
+    # The alert says the key or the Anthropic account must be fixed first; the notice above the part that arrived said
+    # "Ask again for a whole answer", and asking again fails the same way until then.
+    fake_anthropic.midstream_error = error_type
+    alert = ask_on_acmes_own_key(page, app, world, fake_anthropic, "midstream_error", as_="member@acme.test")
+
+    expect(alert).to_contain_text(alert_says)
+    expect(page.locator("#answer-body h3")).to_have_text("Authorisation under MiCAR")
+    expect(page.locator("#answer-notice")).to_have_text(
+        "Only part of the answer was received: it stops where the failure cut it off."
+    )
+
+
 def test_a_new_answer_closes_the_entry_the_page_had_opened_but_not_those_the_reader_opened(
     app, page, world, fake_anthropic
 ):

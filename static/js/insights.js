@@ -41,6 +41,17 @@
   let meterShown = 0; // counts the meter's updates: a usage read answered after a newer one must not undo it
   let reading = 0; // usage reads on their way: Ask waits for what they say
 
+  // The question box is described by the limit's sentence too while Ask waits: a screen reader landing in the box hears
+  // why Ask is disabled, beside whatever else describes the box (the answer card's error, the status line).
+  function describeBox(id, said) {
+    const ids = (textarea.getAttribute("aria-describedby") || "").split(/\s+/).filter(function (each) {
+      return each && each !== id;
+    });
+    if (said) ids.push(id);
+    if (ids.length) textarea.setAttribute("aria-describedby", ids.join(" "));
+    else textarea.removeAttribute("aria-describedby");
+  }
+
   function refreshAsk() {
     button.disabled = asking || limited || signedOut || reading > 0;
   }
@@ -53,6 +64,7 @@
     meter.classList.add("meter--full");
     limited = true;
     button.setAttribute("aria-describedby", "ask-limit");
+    describeBox("ask-limit", true);
     refreshAsk();
     clearTimeout(limitTimer);
     // A browser runs a longer timer at once (it overflows 2^31 ms, about 24 days): past that, a reload enables Ask.
@@ -70,6 +82,7 @@
     meterSays.hidden = true;
     meter.classList.remove("meter--full");
     button.removeAttribute("aria-describedby");
+    describeBox("ask-limit", false);
     refreshAsk();
   }
 

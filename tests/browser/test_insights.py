@@ -86,6 +86,53 @@ def test_at_the_limit_ask_waits_beside_a_usable_question_box_until_the_next_quer
     assert len(fake_anthropic.requests) == 1  # the one Ask sent once enabled; Ctrl+Enter sent nothing
 
 
+def test_at_the_limit_the_question_box_is_described_by_why_ask_is_disabled_until_a_query_frees_up(
+    app, page, world, fake_anthropic
+):
+    # A screen reader landing in the question box heard nothing of the limit: only the disabled Ask, out of the
+    # keyboard's reach, was described by it.
+    seed(world.acme, 3590, *[600] * 19, user=world.acme_member)
+    sign_in(page, app.url, "member@acme.test")
+    question = page.get_by_label("Your question")
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_disabled()
+    expect(question).to_have_accessible_description(
+        re.compile(r"^Rate limit reached \(20/hour\)\. Try again in \d+ s\.$")
+    )
+
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled(timeout=20_000)
+    expect(question).not_to_have_attribute("aria-describedby", re.compile("ask-limit"))
+    expect(question).to_have_accessible_description("")
+
+
+def test_at_the_limit_a_question_box_already_described_keeps_that_description_beside_the_limits(
+    app, page, world, fake_anthropic
+):
+    # Signed out before the question was sent, and the limit reached meanwhile: the page the sign-in leads back to
+    # describes the box by what happened to the question, and by the limit while Ask waits.
+    sign_in(page, app.url, "member@acme.test")
+    page.context.clear_cookies(name="sessionid")
+    page.get_by_label("Your question").fill("What does MiCAR say about white papers?")
+    seed(world.acme, 3590, *[600] * 19, user=world.acme_member)
+    page.get_by_role("button", name="Ask", exact=True).click()
+    page.get_by_label("E-mail").fill("member@acme.test")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+
+    question = page.get_by_label("Your question")
+    expect(question).to_have_value("What does MiCAR say about white papers?")
+    expect(question).to_have_accessible_description(
+        re.compile(
+            r"^You were signed out before this question was sent: nothing was asked yet\. Press Ask to send it\. "
+            r"Rate limit reached \(20/hour\)\. Try again in \d+ s\.$"
+        )
+    )
+
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled(timeout=20_000)
+    expect(question).to_have_attribute("aria-describedby", "ask-status")
+    expect(question).to_have_accessible_description("A query has freed up: you can ask again.")
+    assert fake_anthropic.requests == []
+
+
 def test_at_the_limit_the_meter_counts_down_and_stops_saying_limit_reached_once_a_query_frees_up(
     app, page, world, fake_anthropic
 ):

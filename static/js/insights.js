@@ -575,6 +575,9 @@
 
   form.addEventListener("submit", ask);
   window.addEventListener("pagehide", function () { leaving = true; });
+  // Back from the back/forward cache, the page is in use again: a stream it opens now is cut by a failure, not by a
+  // reload, and the question is kept for one.
+  window.addEventListener("pageshow", function (event) { if (event.persisted) leaving = false; });
 
   // Ctrl+Enter (⌘+Enter on a Mac) in the question box asks, as in a mail or chat client; Enter alone still starts a
   // new line. requestSubmit runs the form's own checks (an empty box is said so) and the handler above.

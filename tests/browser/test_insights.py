@@ -961,6 +961,36 @@ def test_a_question_whose_answer_failed_midway_stays_kept_over_a_reload(app, pag
     expect(page.get_by_label("Your question")).to_have_value("Can we delay our MiCAR white paper?")
 
 
+def test_a_page_back_from_the_back_forward_cache_keeps_a_question_whose_connection_then_failed(
+    app, page, fake_anthropic
+):
+    # Leaving the page (pagehide) marked it as left for good, so its own cut stream would not count as a failure; back
+    # from the back/forward cache (pageshow, persisted) it stayed marked, and a question whose connection then failed
+    # was dropped from the tab: a reload lost it.
+    fake_anthropic.behave(PLATFORM_KEY, "hold")
+    sign_in(page, app.url, "member@acme.test")
+    page.evaluate(
+        """() => {
+            window.dispatchEvent(new PageTransitionEvent("pagehide", { persisted: true }));
+            window.dispatchEvent(new PageTransitionEvent("pageshow", { persisted: true }));
+        }"""
+    )
+    page.get_by_label("Your question").fill("Can we delay our MiCAR white paper?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#answer-body")).to_contain_text("## Authorisation under")  # sent, and being answered
+    assert page.evaluate(DRAFTS_KEPT) == []
+
+    page.evaluate("() => window.stop()")  # the connection to the app fails (as the browser's Stop does)
+
+    expect(page.locator("#answer-error").get_by_role("alert")).to_have_text(
+        "The connection was interrupted. Please try again."
+    )
+    fake_anthropic.release.set()
+    assert page.evaluate(DRAFTS_KEPT) != []
+    page.reload()
+    expect(page.get_by_label("Your question")).to_have_value("Can we delay our MiCAR white paper?")
+
+
 def test_a_question_holding_a_pasted_key_is_refused_and_stays_in_the_box(app, page, fake_anthropic, console):
     console.allow(400)
     sign_in(page, app.url, "member@acme.test")

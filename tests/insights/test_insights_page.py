@@ -96,8 +96,10 @@ def test_at_the_limit_ask_is_disabled_and_says_when_the_refusal_would_say_to_ret
     waits = int(re.search(r'id="ask-limit"[^>]*data-reset-seconds="(\d+)"', page)[1])
     assert abs(waits - int(refused["Retry-After"])) <= 1
     assert beside_ask(page) + " " in text_of(refused)  # the refusal's own words
-    # The question box stays usable, so a draft is not lost.
+    # The question box stays usable, so a draft is not lost, and says why Ask is off to whoever lands in it (a
+    # screen reader in the box, Ask out of the keyboard's reach).
     assert re.search(r"<textarea [^>]*>", page)[0].count("disabled") == 0
+    assert 'aria-describedby="ask-limit"' in re.search(r"<textarea [^>]*>", page)[0]
 
 
 def test_below_the_limit_ask_is_enabled_and_nothing_is_said_beside_it(world, console):
@@ -107,6 +109,7 @@ def test_below_the_limit_ask_is_enabled_and_nothing_is_said_beside_it(world, con
 
     assert " disabled" not in ask_button(page)
     assert "aria-describedby" not in ask_button(page)
+    assert "aria-describedby" not in re.search(r"<textarea [^>]*>", page)[0]
     assert beside_ask(page) == ""
 
 
@@ -169,6 +172,8 @@ def test_a_refused_post_at_the_limit_keeps_the_question_and_ask_stays_disabled(w
 
     assert ">One more?</textarea>" in refused
     assert " disabled" in ask_button(refused)
+    # Described by the refusal (focused there), which says the limit: not by the same sentence twice.
+    assert 'aria-describedby="answer-error"' in re.search(r"<textarea [^>]*>", refused)[0]
     assert beside_ask(refused) == "Rate limit reached (20/hour). Try again in 30 min."
 
 

@@ -218,6 +218,7 @@ def test_over_plain_http_a_key_in_the_address_is_refused_not_echoed_in_the_https
 ):
     # With HTTPS=1 Django's SecurityMiddleware, above the refusal, redirected to https:// with the address whole.
     settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_HSTS_SECONDS = 31536000  # as HTTPS=1 sets it: the header the refusal must not carry over HTTP
     url = address.format(key=CANARY_KEY, token=token, encoded_key=CANARY_KEY.replace("-", "%2D"))
 
     with caplog.at_level(logging.DEBUG):
@@ -242,3 +243,16 @@ def test_over_plain_http_an_ordinary_address_is_still_redirected_to_https(world,
 
     assert response.status_code == 301
     assert response["Location"] == "https://testserver/api/v1/orgs/acme/settings?limit=1"
+
+
+def test_over_https_an_address_holding_a_key_is_refused_with_the_hsts_header_as_ever(world, settings):
+    # Only a plain-HTTP request is told it is secure while it passes (its HSTS header, untrue there, dropped): one
+    # already over HTTPS is refused below, as before, and keeps every header HTTPS adds.
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_HSTS_SECONDS = 31536000
+
+    response = Client().get(f"/orgs/acme/settings/?api_key={CANARY_KEY}", secure=True)
+
+    assert response.status_code == 400
+    assert "looks like a Claude API key or an API token" in _shown(response)
+    assert response["Strict-Transport-Security"].startswith("max-age=31536000")

@@ -833,3 +833,19 @@ def test_the_key_is_in_no_security_e_mail_of_its_saves_and_removals(guard, world
         wire = message.message().as_string()
         for fragment in FRAGMENTS:
             assert fragment not in wire and fragment not in message.body, message.subject
+
+
+@pytest.mark.parametrize(
+    "key, redacted",
+    [("sk-ant-api03-" + "zZ09y_-" * 8, "sk-ant-[redacted]"), ("opsn_" + "Az9-_" * 9, "opsn_[redacted]")],
+    ids=["anthropic-key", "api-token"],
+)
+def test_a_key_every_character_of_which_is_percent_encoded_is_redacted_in_a_log_line(caplog, key, redacted):
+    # Each character a key or token is written in may be typed escaped into an address (%30 for "0", %7A for "z"):
+    # every one is decoded to find it, or the access log would keep it whole.
+    encoded = "".join(f"%{ord(character):02X}" for character in key)
+    request_line = f"GET /x/{encoded} HTTP/1.1"
+
+    logging.getLogger("gunicorn.access").info('%(h)s "%(r)s" %(s)s', {"h": "h", "r": request_line, "s": 400})
+
+    assert caplog.records[-1].getMessage() == f'h "GET /x/{redacted} HTTP/1.1" 400'

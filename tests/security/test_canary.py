@@ -849,3 +849,14 @@ def test_a_key_every_character_of_which_is_percent_encoded_is_redacted_in_a_log_
     logging.getLogger("gunicorn.access").info('%(h)s "%(r)s" %(s)s', {"h": "h", "r": request_line, "s": 400})
 
     assert caplog.records[-1].getMessage() == f'h "GET /x/{redacted} HTTP/1.1" 400'
+
+
+def test_decoding_a_log_line_to_redact_its_key_leaves_a_delete_a_space_and_a_backtick_as_sent(caplog):
+    # DEL (%7F) is a control character as a line break is; a space would split the log line's field in two, and a
+    # backtick is markup in an error report's HTML: none is in any key, so each stays escaped as it was sent.
+    line = f"GET /x/{CANARY_KEY.replace('-', '%2D')}?a=%7F%20b%60c HTTP/1.1"
+
+    logging.getLogger("gunicorn.access").info('%(h)s "%(r)s" %(s)s', {"h": "h", "r": line, "s": 400})
+
+    message = caplog.records[-1].getMessage()
+    assert message == 'h "GET /x/sk-ant-[redacted]?a=%7F%20b%60c HTTP/1.1" 400'

@@ -860,3 +860,12 @@ def test_decoding_a_log_line_to_redact_its_key_leaves_a_delete_a_space_and_a_bac
 
     message = caplog.records[-1].getMessage()
     assert message == 'h "GET /x/sk-ant-[redacted]?a=%7F%20b%60c HTTP/1.1" 400'
+
+
+def test_a_log_line_without_a_key_keeps_its_percent_escapes_as_sent(caplog):
+    # Only a line holding an encoded key is decoded to blank it: any other keeps the request line as sent.
+    line = "GET /search?q=%41%2D%7Efoo%2Fbar HTTP/1.1"
+
+    logging.getLogger("gunicorn.access").info('%(h)s "%(r)s" %(s)s', {"h": "h", "r": line, "s": 200})
+
+    assert caplog.records[-1].getMessage() == f'h "{line}" 200'

@@ -628,3 +628,15 @@ def test_revoking_all_deletes_every_token_of_the_user_expired_too_and_counts_the
     assert not ApiToken.objects.filter(user=world.acme_admin).exists()
     assert list(ApiToken.objects.values_list("name", flat=True)) == ["Theirs"]
     assert services.api_tokens_revoke_all(user=world.acme_admin, now=now) == 0
+
+
+def test_the_service_refuses_a_long_name_for_the_key_it_holds_not_for_its_length(world):
+    # create_api_token --name given a whole pasted key and more: told what is wrong with it, as the console says.
+    name = f"CI pipeline {GOOD_KEY} for the nightly build"
+    assert len(name) > services.TOKEN_NAME_MAX
+
+    with pytest.raises(services.InvalidRequest) as refused:
+        services.api_token_create(user=world.acme_admin, name=name)
+
+    assert refused.value.message == NAME_HOLDS_SECRET
+    assert not ApiToken.objects.exists()

@@ -636,3 +636,16 @@ def test_the_document_names_the_refusal_of_a_question_holding_a_key(client):
     operation = client.get("/api/v1/openapi.json").json()["paths"]["/api/v1/orgs/{slug}/insights/queries"]["post"]
 
     assert "`query_holds_secret` (400" in operation["description"]
+
+
+def test_a_key_anywhere_in_a_long_question_is_refused(world, fake_anthropic, api_client):
+    # Pasted below a long question (a log excerpt, say), the key is refused as it would be at its start.
+    question = "Why did our nightly sync stop? Here is the log it wrote:\n" + "sync ok\n" * 100 + CANARY_KEY
+
+    response = api_client(world.globex_member).post(
+        QUERIES.format("globex"), {"query": question}, content_type="application/json", HTTP_IDEMPOTENCY_KEY="q-1"
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "query_holds_secret"
+    assert not InsightQuery.objects.exists() and fake_anthropic.requests == []

@@ -123,3 +123,19 @@ def test_select_all_past_the_cap_still_acts_on_every_filtered_query(world, staff
     )
 
     assert f"Insight queries: {CAP + 5}" in text(response)  # the confirmation's summary: the count is not capped
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"q": ""}, {"_facets": "True"}, {"o": "1"}, {"p": "2"}],
+    ids=["empty-search", "facets", "sorted", "paged"],
+)
+def test_a_list_filtered_by_outcome_alone_is_capped_whatever_else_its_address_says(world, staff, extra):
+    # The search form sends `q=` with its box empty; facets' counts, a sort or a page filter nothing more: the list
+    # is still one filtered by outcome alone, which only a capped count keeps from reading the whole log.
+    failed(world, CAP + 1)
+
+    response = staff.get(QUERIES, {"outcome__exact": "failed", **extra})
+
+    assert response.status_code == 200
+    assert f"More than {CAP} insight queries" in text(response)

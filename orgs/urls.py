@@ -1,10 +1,15 @@
 from django.urls import path
+from django.views.generic import RedirectView
 
 from orgs import views
 
 app_name = "orgs"
 
 urlpatterns = [
+    # Addresses typed by trimming a page's own lead on rather than to "Page not found"; the page they lead to checks
+    # who may see it (a redirect answers any slug the same way, so it tells nothing of which organisations exist).
+    path("", RedirectView.as_view(pattern_name="home"), name="index"),
+    path("<slug:slug>/", RedirectView.as_view(pattern_name="insights:query"), name="organisation"),
     path("<slug:slug>/settings/", views.settings_page, name="settings"),
     path("<slug:slug>/settings/claude-api-key/save", views.byom_save, name="byom_save"),
     path("<slug:slug>/settings/claude-api-key/remove", views.byom_remove, name="byom_remove"),

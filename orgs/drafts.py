@@ -89,8 +89,9 @@ def posted_by(request: HttpRequest) -> str:
 def sign_in_context(*, draft: str, choice: str, by: str, next_url: str) -> dict:
     """What the sign-in page shows of a draft it carries: the fields, and what the text is (`draft_for`: "token"
     for a token's name going back to Settings, else "question"), for its words. A draft with no mark of its user is
-    not carried: no one could be given it."""
-    draft = _clean(draft) if by else ""
+    not carried: no one could be given it. A Claude API key or an API token in the text is blanked, as `keep` blanks
+    it: the page carrying it is left open, perhaps on a shared computer, and sent again with a mistyped password."""
+    draft = redact(_clean(draft)) if by else ""
     return {
         "draft": draft,
         "draft_choice": _clean_choice(choice) if draft else "",

@@ -1378,3 +1378,18 @@ def test_a_question_holding_a_key_kept_across_sign_in_is_kept_without_it(world, 
     back = client.get(PAGE.format("globex")).content.decode()
     assert ">Why does Anthropic refuse sk-ant-[redacted]?</textarea>" in back  # the rest of it comes back
     assert CANARY_KEY[13:45] not in back
+
+
+def test_a_question_holding_a_key_posted_after_the_session_expired_is_carried_without_it(world, fake_anthropic, client):
+    # The sign-in page answering the post carries the question in a hidden field, a page left open on what may be a
+    # shared computer (and sent again with a mistyped password): the key is blanked there too, the rest carried.
+    question = f"Why does Anthropic refuse {CANARY_KEY}?"
+    by = typed_by(world.globex_member)
+
+    expired = client.post(PAGE.format("globex"), {"query": question, "draft_by": by}).content.decode()
+    wrong = {"username": "member@globex.test", "password": "wrong", "next": "/orgs/globex/insights/"}
+    retry = client.post("/accounts/login/", {**wrong, "draft": question, "draft_by": by}).content.decode()
+
+    for page in (expired, retry):
+        assert 'name="draft" value="Why does Anthropic refuse sk-ant-[redacted]?"' in page
+        assert CANARY_KEY[13:45] not in page

@@ -272,3 +272,18 @@ def test_a_stale_token_form_from_another_origin_keeps_nothing(world):
 
     assert refused.status_code == 403
     assert html.escape(NAME) not in client.get(SETTINGS).content.decode()
+
+
+def test_a_token_name_holding_a_key_posted_after_the_session_expired_is_carried_without_it(world):
+    # The key pasted into the name box below the key's: the sign-in page answering the post, left open on what may be
+    # a shared computer, carries the name in a hidden field, and sends it again with a mistyped password.
+    client, by = Client(), typed_by(world.acme_admin)
+
+    expired = client.post(CREATE, {"name": CANARY_KEY, "expires": "30", "draft_by": by}).content.decode()
+    wrong = {"username": "admin@acme.test", "password": "wrong", "next": SETTINGS}
+    retry = client.post(LOGIN, {**wrong, "draft": CANARY_KEY, "draft_by": by}).content.decode()
+
+    assert SIGNED_OUT in text_of(expired)
+    for page in (expired, retry):
+        assert '<input type="hidden" name="draft" value="sk-ant-[redacted]">' in page
+        assert CANARY_KEY[7:30] not in page

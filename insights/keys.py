@@ -20,6 +20,9 @@ class PlatformKey:
     def reveal(self) -> str:
         return settings.ANTHROPIC_API_KEY
 
+    # Templates call argument-free methods; this one they must refuse, as Sealed.reveal ({{ choice.secret.reveal }}).
+    reveal.alters_data = True
+
     def __repr__(self) -> str:
         return "<PlatformKey>"
 

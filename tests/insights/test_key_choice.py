@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.template import Context, Template
 from django.utils import timezone
 
 from insights import keys, services
@@ -153,6 +154,18 @@ def test_a_key_choice_never_shows_either_key_when_printed(world, acme_key):
 
     assert PLATFORM_KEY not in shown and GOOD_KEY not in shown
     assert "<PlatformKey>" in shown and on_own.secret.reveal() == GOOD_KEY
+
+
+def test_no_template_can_reveal_either_key_from_a_key_choice(world, acme_key, settings):
+    # Templates call argument-free methods: {{ choice.secret.reveal }} must print nothing, on the platform key as on
+    # an organisation's own (Sealed refuses it the same way).
+    settings.ANTHROPIC_API_KEY = PLATFORM_KEY
+    page = Template("[{{ platform.secret.reveal }}][{{ own.secret.reveal }}]").render(
+        Context({"platform": keys.resolve(world.globex), "own": keys.resolve(world.acme)})
+    )
+
+    assert PLATFORM_KEY not in page and GOOD_KEY not in page
+    assert page == "[][]"
 
 
 def test_a_query_whose_key_keeps_changing_as_it_is_decided_is_refused_as_unavailable_and_not_counted(

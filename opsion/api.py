@@ -292,14 +292,17 @@ def _unexpected(request, exc):
 
 def _describe(errors: list[dict]) -> str:
     """A short human sentence from pydantic's error list, without echoing submitted values. A field the body does not
-    take is named first, with the field required in its place if one is missing (`apikey` sent for `apiKey`): the
-    missing field alone would not tell a client that sent a value under another name which name was wrong."""
+    take is named first, whatever else is wrong, then the field required in its place if one is missing (`apikey`
+    sent for `apiKey`) or else the next error: the missing field alone would not tell a client that sent a value
+    under another name which name was wrong, and a field of the wrong type alone would leave the unknown one to a
+    second refusal (an `idempotencyKey` in the body, say, never pointed to its header)."""
     if not errors:
         return "The request body is not valid."
     unknown = [e for e in errors if e.get("type") == "extra_forbidden"]
     missing = [e for e in errors if e.get("type") == "missing"]
-    if unknown and missing:
-        return f"{_describe_one(unknown[0])} {_describe_one(missing[0])}"
+    others = missing + [e for e in errors if e.get("type") not in ("extra_forbidden", "missing")]
+    if unknown and others:
+        return f"{_describe_one(unknown[0])} {_describe_one(others[0])}"
     return _describe_one(errors[0])
 
 

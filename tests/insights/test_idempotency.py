@@ -288,6 +288,23 @@ def test_a_key_sent_in_the_body_without_the_question_points_at_the_header_too(wo
     assert not fake_anthropic.requests and not InsightQuery.objects.exists()
 
 
+def test_a_key_sent_in_the_body_beside_a_question_of_the_wrong_type_points_at_the_header_too(
+    world, fake_anthropic, api_client
+):
+    # A client told only that `query` is not valid fixes it and sends the key in the body again: refused again, with
+    # a second round trip to learn what the first answer could have said.
+    response = api_client(world.globex_member).post(
+        QUERIES.format("globex"), {"query": 42, "idempotencyKey": KEY}, content_type="application/json"
+    )
+
+    assert_invalid_request(
+        response,
+        "The field `idempotencyKey` is unknown: an idempotency key goes in the `Idempotency-Key` header, not the "
+        "body. The field `query` is not valid: Input should be a valid string.",
+    )
+    assert not fake_anthropic.requests and not InsightQuery.objects.exists()
+
+
 @pytest.mark.parametrize("parameter", ["idempotencyKey", "idempotency_key", "Idempotency-Key"])
 def test_a_key_sent_in_the_query_string_is_refused_pointing_at_the_header(world, fake_anthropic, api_client, parameter):
     # As in the body: ignored, each retry of the question would be asked and counted again, the client believing it

@@ -381,6 +381,21 @@ class TestInvalidRequests:
         assert GOOD_KEY not in response.content.decode() and OTHER_KEY not in response.content.decode()
         assert not ClaudeApiKey.objects.exists() and not AuditEvent.objects.exists()
 
+    def test_a_field_the_body_does_not_take_is_named_beside_a_field_of_the_wrong_type(self, world):
+        # The unknown field must be named whatever else is wrong: told only of `apiKey`, a client fixes it and meets
+        # a second refusal for what the first could have named. A key in the unknown field's name stays redacted.
+        body = {"apiKey": 42, CANARY_KEY: GOOD_KEY}
+        response = api_put_key(console(), "acme", body, **bearer(world.acme_admin))
+
+        assert response.status_code == 400
+        assert error_of(response) == {
+            "code": "invalid_request",
+            "message": "The field `sk-ant-[redacted]` is unknown: send only the fields the OpenAPI document lists for "
+            "this body (names are case-sensitive). The field `apiKey` is not valid: Input should be a valid string.",
+        }
+        assert CANARY_KEY[13:45] not in response.content.decode() and GOOD_KEY not in response.content.decode()
+        assert not ClaudeApiKey.objects.exists() and not AuditEvent.objects.exists()
+
     def test_a_field_sent_twice_in_the_body_is_refused_by_name_not_read_as_its_last_value(self, world):
         # JSON lets an object name a field twice and leaves its meaning open; Python reads the last. A client that
         # merged a default body with its own (a stale key and the new one, say) must not have either saved unasked.

@@ -291,10 +291,23 @@ def _settings(membership) -> dict:
     summary="Your organisations",
     description="The organisations you belong to, whatever their plan, by name then slug, each with your role "
     "there: the `slug` the other operations take. Every one of them, in one answer (not paged: a user belongs to "
-    "few organisations). " + errors(UNAUTHENTICATED_ERRORS, REQUEST_ERRORS),
+    "few organisations). It takes no query-string parameter: any is an `invalid_request` (400) naming it. "
+    + errors(UNAUTHENTICATED_ERRORS, REQUEST_ERRORS),
 )
 def list_organisations(request: HttpRequest):
+    _refuse_parameters(request)
     return {"items": [_membership(m) for m in Membership.objects.for_user(request.auth)]}
+
+
+def _refuse_parameters(request: HttpRequest) -> None:
+    """listOrganisations takes no parameter, and refuses one by name (InvalidRequest) rather than ignore it, as the
+    paged lists refuse one they do not take: a client sending `?limit=1` or `?page=2` would take every organisation,
+    answered again, for the page it asked for."""
+    for name in request.GET:
+        raise InvalidRequest(
+            f"The parameter `{redact(name)}` is unknown: this list takes no parameter (it is not paged: every "
+            "organisation you belong to is in one answer)."
+        )
 
 
 def _membership(membership) -> dict:

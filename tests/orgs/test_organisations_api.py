@@ -139,3 +139,27 @@ def test_it_costs_two_queries_however_many_organisations(world, pat, django_asse
     with django_assert_num_queries(2):
         assert len(client.get(ORGS, headers=headers).json()["items"]) == 7
     assert ApiToken.objects.get(user=pat).last_used_at is not None
+
+
+@pytest.mark.parametrize("query", ["?limit=1", "?page=2", "?cursor=abc", "?slug=acme"])
+def test_a_query_string_parameter_is_refused_by_name_not_ignored(world, pat, query):
+    # The list is not paged and takes no filter: answered with every organisation again, a client that asked for one
+    # page, or one organisation, would take what it got for what it asked for.
+    response = token_client(pat).get(ORGS + query)
+
+    assert response.status_code == 400
+    name = query[1:].split("=")[0]
+    assert error_of(response) == {
+        "code": "invalid_request",
+        "message": f"The parameter `{name}` is unknown: this list takes no parameter (it is not paged: every "
+        "organisation you belong to is in one answer).",
+    }
+
+
+def test_a_key_in_a_parameters_name_is_not_sent_back(world, pat):
+    key = "sk-ant-api03-CANARY0canary1CANARY2canary3CANARY4canary5-NEVER-LEAK-ME_0123456789"
+
+    response = token_client(pat).get(f"{ORGS}?{key}=1")
+
+    assert response.status_code == 400 and "sk-ant-[redacted]" in error_of(response)["message"]
+    assert key[13:] not in response.content.decode()

@@ -189,6 +189,11 @@ def _nul(ctx: Ctx):
     return ctx.send(token(ctx.world.acme_owner), query="?x=%00")
 
 
+@case(["listOrganisations", "askQuestion", *PAGED], 400, "invalid_request", "a query-string parameter it does not take")
+def _unknown_parameter(ctx: Ctx):
+    return ctx.send(token(ctx.world.acme_owner), query="?page=2")
+
+
 @case(NAMED, 400, "invalid_request", "a key in the path")
 def _key_in_path(ctx: Ctx):
     return ctx.send(token(ctx.world.acme_owner), slug=CANARY_KEY)

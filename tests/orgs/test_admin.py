@@ -28,6 +28,7 @@ from orgs.models import (
     KeyStatus,
     Membership,
     Organisation,
+    OutboxMail,
     Plan,
     Role,
     User,
@@ -1467,6 +1468,25 @@ def test_a_password_set_by_staff_signs_the_user_out_everywhere_but_their_api_tok
     assert usage.status_code == 200
     no_tokens = html.unescape(staff.get(f"/admin/orgs/user/{world.acme_admin.pk}/password/").content.decode())
     assert "keep working" not in no_tokens and "keeps working" not in no_tokens
+
+
+def test_staff_are_not_offered_to_disable_a_users_password_sign_in_which_opsion_has_no_other(world, staff):
+    # Django's page offers "Disable password-based authentication", saying the user "may still be able to
+    # authenticate using other backends, such as Single Sign-On or LDAP". Opsion has none: the user could no longer
+    # sign in, nor reset (no reset link goes to an account without a usable password), while their e-mail said a
+    # password was set and to use "Forgot your password?".
+    url = f"/admin/orgs/user/{world.acme_member.pk}/password/"
+
+    page = html.unescape(staff.get(url).content.decode())
+    response = staff.post(url, {"usable_password": "false", "unset-password": "1", "password1": "", "password2": ""})
+
+    assert "Disable password-based authentication" not in page
+    assert 'name="usable_password"' not in page
+    assert "Single Sign-On" not in page
+    assert response.status_code == 200  # the form again, refused: no password was typed
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(PASSWORD)
+    assert not OutboxMail.objects.filter(to="member@acme.test").exists()
 
 
 def test_a_large_organisations_page_lists_only_its_managers_so_its_plan_can_still_be_changed(world, staff, monkeypatch):

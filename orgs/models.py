@@ -322,4 +322,6 @@ class OutboxMail(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.what
+        # Admin's title and breadcrumb for the e-mail's own page: which e-mail, to whom. Log lines name `what`, which
+        # holds no address.
+        return f"{self.subject}, to {self.to}"

@@ -98,6 +98,18 @@ def test_a_given_up_emails_own_page_says_what_it_was_for_and_when_it_was_given_u
     assert "State: Given up" in text and "Attempts: 20" in text and "Given up at: 11 Mar 2026, 08:43 UTC" in text
 
 
+def test_an_emails_own_page_is_titled_by_its_subject_and_recipient_not_its_log_name(support, rows):
+    # Its log name ("claude api key removed e-mail to user 7", no address, for log lines) titled the page and its
+    # breadcrumb: support could not tell from either which e-mail, to whom, they were reading.
+    page = html.unescape(support.get(f"{OUTBOX}{rows['sent'].pk}/change/").content.decode())
+
+    title = re.search(r"<title>(.*?)</title>", page, re.S).group(1)
+    crumbs = " ".join(re.sub(r"<[^>]+>", "", re.search(r'<div class="breadcrumbs">(.*?)</div>', page, re.S)[1]).split())
+    named = "Claude API key removed from Acme Digital Assets, to sent@acme.test"
+    assert title.startswith(f"{named} | View outbox e-mail")
+    assert crumbs.endswith(f"Outbox e-mails › {named}")
+
+
 def test_a_sent_or_given_up_email_shows_no_time_it_is_due(support, rows):
     # Its due_at is the last lease or backoff it had: "due" beside "sent" would read as if it were to go again.
     for state in ("sent", "given_up"):

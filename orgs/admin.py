@@ -352,10 +352,10 @@ class _HoldsEveryPermission:
 def _permissions_admin_checks(site: admin.AdminSite):
     """The permissions admin honours: those of the models `site` has pages for, less those admin refuses whoever
     holds them (adding or changing audit events, queries and outbox e-mails, deleting audit events and outbox e-mails,
-    adding tokens, managing groups, which only superusers do). Any other (sessions, content types, the Claude API key,
-    which is deliberately not in admin) grants nothing in admin or anywhere else in Opsion, and in a picker "Can view
-    Claude API key" read as if staff could grant access to customers' keys, "Can delete audit event" as if they could
-    erase an audit log."""
+    adding or changing tokens, managing groups, which only superusers do). Any other (sessions, content types, the
+    Claude API key, which is deliberately not in admin) grants nothing in admin or anywhere else in Opsion, and in a
+    picker "Can view Claude API key" read as if staff could grant access to customers' keys, "Can delete audit event"
+    as if they could erase an audit log."""
     request = HttpRequest()
     request.user = _HoldsEveryPermission()
     honoured = Q(pk__in=[])
@@ -640,8 +640,16 @@ class ApiTokenAdmin(RelatedLinksByPermission, admin.ModelAdmin):
     class Media:
         css = {"all": ["css/admin/lists.css"]}  # a long name or address wraps: expiry and last use stay on screen
 
+    def has_view_permission(self, request, obj=None) -> bool:
+        return may_view(request, self.opts)  # "Can change API token", never offered, does not stand for it
+
     def has_add_permission(self, request) -> bool:
         return False  # tokens are created by their owner (console or create_api_token), shown once
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # Nothing of a token is staff's to change (moved to another user, whoever held it would act as them): its
+        # page is for viewing and deleting. Its Save buttons said "changed successfully" and logged "No fields changed."
+        return False
 
     def lookup_allowed(self, lookup, value, request=None) -> bool:
         # The hash is never shown, but a filter on it (?token_hash__startswith=) would read it out a character

@@ -964,6 +964,25 @@ class TestOtherModels:
         token.refresh_from_db()
         assert (token.user, token.name) == (world.acme_member, "pipeline")
 
+    def test_a_tokens_page_is_for_viewing_and_deleting_with_no_save_that_changes_nothing(self, world, staff):
+        # Every field is read-only, yet the page read "Change API token" with Save buttons: a Save said "was changed
+        # successfully" and wrote "No fields changed." into the token's history.
+        token, _ = services.api_token_create(user=world.acme_member, name="pipeline")
+        url = f"/admin/orgs/apitoken/{token.pk}/change/"
+
+        page = html.unescape(staff.get(url).content.decode())
+        listing = html.unescape(staff.get("/admin/orgs/apitoken/").content.decode())
+        saved = staff.post(url, {"_save": "Save"})
+
+        assert "<title>pipeline (" in page and "| View API token |" in page
+        assert 'name="_save"' not in page and 'name="_continue"' not in page
+        assert f'href="/admin/orgs/apitoken/{token.pk}/delete/"' in page
+        assert "Select API token to view" in listing
+        assert saved.status_code == 403
+        assert not LogEntry.objects.filter(object_id=str(token.pk)).exists()
+        assert staff.post(f"/admin/orgs/apitoken/{token.pk}/delete/", {"post": "yes"}).status_code == 302
+        assert not ApiToken.objects.filter(pk=token.pk).exists()
+
     def test_a_token_is_found_by_the_prefix_its_owner_sees_in_settings(self, world, staff):
         # "Our token opsn_AbC… leaked": Settings lists it by that prefix, and staff deleting it search by it.
         leaked, _ = services.api_token_create(user=world.acme_owner, name="CI")

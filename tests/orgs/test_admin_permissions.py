@@ -96,6 +96,7 @@ NEVER_GRANTED = {
     "add_insightquery",
     "change_insightquery",
     "add_apitoken",
+    "change_apitoken",  # a token's page is for viewing and deleting: nothing of it is staff's to change
     "add_group",
     "change_group",
     "delete_group",
@@ -120,7 +121,7 @@ def test_the_pickers_offer_no_permission_admin_refuses_whoever_holds_it(world):
             "view_auditevent",
             "view_insightquery",
             "delete_insightquery",
-            "change_apitoken",
+            "view_apitoken",
             "delete_apitoken",
             "view_group",
             "add_organisation",

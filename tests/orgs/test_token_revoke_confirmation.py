@@ -57,9 +57,21 @@ def test_the_revoke_button_opens_the_confirmation_as_a_page_of_its_own(world):
     form = re.search(r'<form method="get" action="/orgs/acme/settings/">.*?</form>', page, re.S)
     assert form, "the Revoke button is not a GET form to the settings page"
     assert f'name="revoke" value="{token.pk}"' in form.group(0)
-    assert 'aria-label="Revoke token Nightly export"' in form.group(0)
+    assert f'aria-label="Revoke token Nightly export ({token.prefix}…)"' in form.group(0)
     assert f'action="{revoke_url(token)}"' not in page
     assert confirmation_of(page) is None
+
+
+def test_tokens_sharing_a_name_have_revoke_buttons_told_apart_by_their_prefix(world):
+    # Rotating a token, its replacement is usually given the old one's name: a screen reader listing the buttons must
+    # still tell the old one's Revoke from the new one's, as the rows' prefixes tell them apart on screen.
+    old = make(world.acme_admin, "Nightly export", expires_in=timedelta(days=2))
+    new = make(world.acme_admin, "Nightly export")
+
+    page = console(world.acme_admin).get(SETTINGS).content.decode()
+
+    labels = re.findall(r'<button[^>]*aria-label="(Revoke token [^"]*)"', page)
+    assert sorted(labels) == sorted(f"Revoke token Nightly export ({t.prefix}…)" for t in (old, new))
 
 
 def test_the_confirmation_names_the_token_and_says_what_revoking_does(world):
@@ -123,8 +135,8 @@ def test_the_row_being_confirmed_has_no_second_revoke_button(world):
 
     page = console(world.acme_admin).get(SETTINGS, {"revoke": token.pk}).content.decode()
 
-    assert 'aria-label="Revoke token Nightly export"' not in page
-    assert 'aria-label="Revoke token Backup job"' in page
+    assert 'aria-label="Revoke token Nightly export' not in page
+    assert f'aria-label="Revoke token Backup job ({other.prefix}…)"' in page
     assert f'id="token-{token.pk}"' in page and f'id="token-{other.pk}"' in page
 
 

@@ -1,6 +1,6 @@
 """Signing in and out, and changing one's password: the site's pages and admin's, each under an abuse guard."""
 
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -11,6 +11,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import Resolver404, get_script_prefix, resolve, reverse, reverse_lazy
+from django.utils.decorators import method_decorator
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.debug import sensitive_post_parameters
 
@@ -188,6 +189,10 @@ def admin_password_change(request: HttpRequest) -> HttpResponse:
 
 
 PASSWORD_CHANGED = "Your password was changed. Other browsers signed in as you were signed out."
+PASSWORD_CHANGE_SIGNED_OUT = (
+    "You were signed out before this was sent, so nothing was changed: your password was not changed. Type it again."
+)
+CHANGE_SENT_SIGNED_OUT = "password_change_sent_signed_out"
 
 
 class PasswordChangeView(GuardedPost, auth_views.PasswordChangeView):
@@ -204,6 +209,21 @@ class PasswordChangeView(GuardedPost, auth_views.PasswordChangeView):
 
     def refused(self, request):
         return guards.password_check_attempt(user=request.user)
+
+    @method_decorator(sensitive_post_parameters("old_password", "new_password1", "new_password2"))
+    def dispatch(self, request, *args, **kwargs):
+        # A change sent after the session expired goes to sign in, as every console form does, and the page it lands on
+        # again says that nothing was changed (the passwords typed are kept nowhere: they are typed again). Only such a
+        # post marks the session: the page opened signed out (a bookmark) says nothing of a change after sign-in.
+        if request.method == "POST" and not request.user.is_authenticated:
+            request.session[CHANGE_SENT_SIGNED_OUT] = True  # kept by the sign-in, which cycles the session's key
+            back_to = self.back_to()  # the page it was opened from, where the change returns once made
+            again = f"{request.path}?{urlencode({'next': back_to}, safe='/')}" if back_to else request.path
+            return redirect_to_login(again)
+        if request.method == "GET" and request.session.pop(CHANGE_SENT_SIGNED_OUT, False):
+            if request.user.is_authenticated and request.session.pop(SIGNED_IN_TO, None) == request.path:
+                messages.warning(request, PASSWORD_CHANGE_SIGNED_OUT)
+        return super().dispatch(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs):
         # This form needs the old password, and the sign-in page, where "Forgot your password?" lives, sends a

@@ -180,6 +180,40 @@ def test_signed_out_visitors_are_sent_to_sign_in_first(db):
     assert response["Location"] == f"/accounts/login/?next={URL}"
 
 
+def sign_in(client: Client, url: str, email: str):
+    """The sign-in page `url` sent `client` to, filled in and sent: where it lands."""
+    page = client.get(url).content.decode()
+    back = re.search(r'<input type="hidden" name="next" value="([^"]*)">', page)[1]
+    return client.post("/accounts/login/", {"username": email, "password": PASSWORD, "next": back})
+
+
+def test_a_change_sent_after_the_session_expired_says_after_sign_in_that_nothing_was_changed(world):
+    # Every other form of the console says so; here the form came back empty without a word, and someone who had just
+    # typed a new password could not tell whether it was now theirs.
+    client = Client()
+
+    response = change(client, next="/orgs/acme/settings/")
+
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+    landed = sign_in(client, response["Location"], world.acme_member.email)
+    page = client.get(landed["Location"]).content.decode()
+    assert "You were signed out before this was sent, so nothing was changed: your password was not changed." in page
+    back = re.search(r'<input type="hidden" name="next" value="([^"]*)">', page)
+    assert back and back[1] == "/orgs/acme/settings/", "the page it was opened from is forgotten"
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.check_password(PASSWORD)
+
+
+def test_opening_the_page_signed_out_says_nothing_of_a_change_after_sign_in(world):
+    client = Client()
+
+    response = client.get(URL, {"next": "/orgs/acme/settings/"})
+
+    landed = sign_in(client, response["Location"], world.acme_member.email)
+    page = client.get(landed["Location"]).content.decode()
+    assert "Change your password" in page and "nothing was changed" not in page
+
+
 def test_the_hint_names_the_rules_a_new_password_is_checked_against(world):
     # The validators: length, digits alone, common passwords, likeness to the e-mail address; each one the hint
     # names refuses what it says.

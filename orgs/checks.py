@@ -109,8 +109,12 @@ def platform_key_is_set(app_configs, **kwargs) -> list[CheckWarning]:
             )
         ]
     try:
-        validate_claude_api_key(settings.ANTHROPIC_API_KEY)
+        # The key as it is sent: validation trims a pasted key of invisible characters (a byte-order mark), which
+        # the settings do not take off the platform key.
+        malformed = validate_claude_api_key(settings.ANTHROPIC_API_KEY) != settings.ANTHROPIC_API_KEY
     except KeyMalformed:
+        malformed = True
+    if malformed:
         return [
             CheckWarning(
                 "ANTHROPIC_API_KEY is not of an Anthropic key's form (sk-ant- then letters, digits, - and _): "

@@ -1,6 +1,7 @@
 """The form an Anthropic API key must have before we store it."""
 
 import re
+import unicodedata
 
 from opsion.errors import Refused
 
@@ -16,9 +17,27 @@ class KeyMalformed(Refused):
     code, status = "claude_api_key_malformed", 400
 
 
+def _invisible(ch: str) -> bool:
+    """Whitespace, or a character that takes no room on screen (Unicode's format characters: a zero-width space,
+    a byte-order mark, a direction mark), which a copy from a chat app, a document or a file can carry along."""
+    return ch.isspace() or unicodedata.category(ch) == "Cf"
+
+
+def _trim(raw: str) -> str:
+    """`raw` without the invisible characters around it; inside the key they stay, to be refused by name."""
+    start, end = 0, len(raw)
+    while start < end and _invisible(raw[start]):
+        start += 1
+    while end > start and _invisible(raw[end - 1]):
+        end -= 1
+    return raw[start:end]
+
+
 def validate_claude_api_key(raw: str) -> str:
     """Return the trimmed key. Raises KeyMalformed with a message saying what is wrong."""
-    key = (raw or "").strip()
+    # Trimmed of what the person cannot see as well as of whitespace: refused, "starts with sk-ant-" would be said of
+    # a key that visibly does.
+    key = _trim(raw or "")
     if not key:
         raise KeyMalformed("Enter your Anthropic API key.")
     if len(key) > MAX_LENGTH:

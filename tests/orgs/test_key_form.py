@@ -167,6 +167,41 @@ def test_the_api_trims_surrounding_whitespace_and_accepts_the_key(world):
     assert stored_key(world.acme) == GOOD_KEY
 
 
+# Invisible characters a copy can carry along with the key: a zero-width space or joiner (chat apps, wikis), a word
+# joiner or soft hyphen (word processors), a byte-order mark (a file saved by Notepad), a direction mark (a page in
+# a right-to-left language). Around the key they are trimmed as whitespace is: refused, the message named what the
+# person could not see, "starts with sk-ant-" beside a key that visibly does. Inside the key they are refused.
+INVISIBLE_EDGES = ["\u200b", "\u200c", "\u200d", "\u2060", "\u00ad", "\ufeff", "\u200e", "\u200f"]
+
+
+@pytest.mark.parametrize("mark", INVISIBLE_EDGES, ids=[f"U+{ord(c):04X}" for c in INVISIBLE_EDGES])
+def test_invisible_characters_around_a_pasted_key_are_trimmed_as_whitespace_is(mark):
+    assert validate_claude_api_key(f"{mark} {GOOD_KEY}\n{mark}") == GOOD_KEY
+
+
+def test_the_console_trims_a_byte_order_mark_and_a_zero_width_space_around_the_key(world):
+    response = console(world.acme_admin).post(
+        "/orgs/acme/settings/claude-api-key/save", {"api_key": f"\ufeff{GOOD_KEY}\u200b"}
+    )
+
+    assert response.status_code == 302
+    assert stored_key(world.acme) == GOOD_KEY
+
+
+def test_the_api_trims_a_byte_order_mark_and_a_zero_width_space_around_the_key(world):
+    response = api_put_key(console(), "acme", {"apiKey": f"\ufeff{GOOD_KEY}\u200b"}, **bearer(world.acme_admin))
+
+    assert response.status_code == 200
+    assert stored_key(world.acme) == GOOD_KEY
+
+
+def test_an_invisible_character_alone_is_an_empty_key():
+    with pytest.raises(KeyMalformed) as refused:
+        validate_claude_api_key("\u200b \ufeff")
+
+    assert refused.value.message == "Enter your Anthropic API key."
+
+
 MEGABYTE_KEY = f"sk-ant-api03-{MARK}" + "a" * (1024 * 1024)
 
 

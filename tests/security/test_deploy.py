@@ -150,11 +150,19 @@ def test_check_deploy_warns_when_there_is_no_platform_key(value):
 
 
 @pytest.mark.parametrize(
-    "value", ['"sk-ant-api03-platform-canary-0000000000000000"', "platform-canary-0000000000000000000000000"]
+    "value",
+    [
+        '"sk-ant-api03-platform-canary-0000000000000000"',
+        "platform-canary-0000000000000000000000000",
+        "\ufeffsk-ant-api03-platform-canary-0000000000000000",
+    ],
+    ids=["quoted", "another secret", "byte-order mark"],
 )
 def test_check_deploy_warns_when_the_platform_key_is_not_of_an_anthropic_keys_form(value):
     # Quotes kept by an env file (docker's --env-file keeps them), or another secret pasted: every platform-key
     # question failed upstream as "temporarily unavailable", with check --deploy clean. The key is never printed.
+    # A byte-order mark (an env file saved by Notepad) is trimmed from a key pasted in Settings, but the settings
+    # send the platform key as it is set: it must be warned of, not passed as the pasted key is.
     result = check_deploy(ANTHROPIC_API_KEY=value)
     output = result.stdout + result.stderr
 

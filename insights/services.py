@@ -12,8 +12,8 @@ from insights import claude, keys, ratelimit
 from insights.models import IDEMPOTENCY_KEY_INDEX, InsightQuery, KeySource, Outcome, abandoned_after
 from opsion import paging
 from opsion.errors import InvalidRequest, NotFound, Refused
-from opsion.http import holds_secret
 from opsion.middleware import UNAVAILABLE_RETRY_SECONDS
+from opsion.reporting import holds_secret
 from orgs import selectors as org_selectors
 from orgs import services as org_services
 from orgs.crypto import DecryptionFailed
@@ -201,7 +201,7 @@ class Usage:
 
 def validate_query(text: str) -> str:
     """The trimmed question. Raises InvalidRequest when empty, too long or holding control characters, and
-    QueryHoldsSecret when it holds a Claude API key or an API token (as opsion.http.holds_secret recognises them).
+    QueryHoldsSecret when it holds a Claude API key or an API token (as opsion.reporting.holds_secret recognises them).
 
     Line breaks count as one character, as the browser counts them: a plain form post sends each as CRLF.
     """

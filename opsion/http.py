@@ -5,7 +5,7 @@ from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest
 
-from opsion.reporting import would_redact
+from opsion.reporting import holds_secret
 
 
 def trusts_proxy_headers() -> bool:
@@ -21,13 +21,6 @@ def client_ip(request: HttpRequest) -> str | None:
         if forwarded:
             return forwarded.split(",")[-1].strip() or None
     return request.META.get("REMOTE_ADDR") or None
-
-
-def holds_secret(value: str) -> bool:
-    """Whether `value` (a request's path, a query string's parameter, a sign-in's `next`) holds a Claude API key or an
-    API token, as log lines redact them. An organisation's slug may not take such a form (Organisation.clean), so no
-    page's own address does."""
-    return would_redact(value)
 
 
 def without_secret(url: str) -> str:

@@ -9,8 +9,7 @@ from django.template.loader import render_to_string
 from django.urls import Resolver404, resolve
 
 from opsion.errors import error_json
-from opsion.http import holds_secret
-from opsion.reporting import redact
+from opsion.reporting import holds_secret, redact
 
 log = logging.getLogger("opsion")
 

@@ -60,7 +60,7 @@ class KeySafeExceptionReporterFilter(SafeExceptionReporterFilter):
             text = repr(value)
         except Exception:  # a broken __repr__ must not break the error page
             return self.cleansed_substitute
-        if would_redact(text):
+        if holds_secret(text):
             return self.cleansed_substitute
         return value
 
@@ -96,6 +96,13 @@ def redact(text: str) -> str:
     return text
 
 
+def holds_secret(text: str) -> bool:
+    """Whether `text` (a question, a token's name, a request's path, a query string's parameter, a sign-in's `next`)
+    holds anything `redact` blanks: a Claude API key, an API token, a stored key's ciphertext, an encryption key. An
+    organisation's slug may not take such a form (Organisation.clean), so no page's own address does."""
+    return redact(text) != text
+
+
 # A percent-escape of a printable ASCII character: every key, token and encryption key redaction knows is written in
 # those alone, so decoding them reveals one however it was encoded.
 PRINTABLE_ESCAPE = re.compile(r"%(2[0-9A-Fa-f]|[3-6][0-9A-Fa-f]|7[0-9A-Ea-e])")
@@ -120,11 +127,6 @@ def _redacted_text(text: str) -> str:
         if secret and secret in text:
             text = text.replace(secret, "[redacted]")
     return text
-
-
-def would_redact(text: str) -> bool:
-    """Whether `text` holds anything `redact` blanks."""
-    return redact(text) != text
 
 
 def configure_logging(config: dict) -> None:
@@ -212,4 +214,4 @@ def _args_hold_secret(args) -> bool:
         text = repr(args)
     except Exception:  # a broken __repr__: the formatted message is all that is kept
         return True
-    return would_redact(text)
+    return holds_secret(text)

@@ -24,7 +24,7 @@ from django.utils.html import format_html
 from django.utils.log import log_response
 
 from opsion.http import trusts_proxy_headers
-from opsion.reporting import would_redact
+from opsion.reporting import holds_secret
 
 HEADER = "X-Request-ID"
 SAFE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -53,7 +53,7 @@ def choose(request: HttpRequest) -> str:
     """A trusted proxy's ID when it is safe to log and show, otherwise a new one."""
     if trusts_proxy_headers():
         incoming = request.META.get("HTTP_X_REQUEST_ID", "")
-        if SAFE.fullmatch(incoming) and not would_redact(incoming):
+        if SAFE.fullmatch(incoming) and not holds_secret(incoming):
             return incoming
     return uuid.uuid4().hex
 

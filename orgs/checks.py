@@ -11,7 +11,7 @@ from django.core.checks import Warning as CheckWarning
 from django.db import connections
 
 from opsion import health
-from opsion.reporting import would_redact
+from opsion.reporting import holds_secret
 from orgs import guards
 
 
@@ -188,7 +188,7 @@ def no_slug_looks_like_a_secret(app_configs, databases=None, **kwargs) -> list[C
         if Organisation._meta.db_table not in connections[database].introspection.table_names():
             continue  # `migrate` runs the checks before it creates the tables
         rows = Organisation.objects.using(database).values_list("pk", "slug").order_by("pk")
-        numbers = [pk for pk, slug in rows.iterator() if would_redact(slug)]
+        numbers = [pk for pk, slug in rows.iterator() if holds_secret(slug)]
         if numbers:
             pages = ", ".join(f"/admin/orgs/organisation/{pk}/change/" for pk in numbers)
             warnings.append(

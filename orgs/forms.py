@@ -8,7 +8,7 @@ from django.contrib.auth.forms import (
 )
 from django.views.decorators.debug import sensitive_variables
 
-from opsion.reporting import would_redact
+from opsion.reporting import holds_secret
 from orgs import recent_auth, selectors, services
 from orgs.models import User
 
@@ -58,7 +58,7 @@ class TokenNameField(forms.CharField):
     service refuses it: the one error said is what is wrong with it."""
 
     def clean(self, value):
-        if value and would_redact(value):
+        if value and holds_secret(value):
             raise forms.ValidationError(services.TOKEN_NAME_HOLDS_SECRET, code="holds_secret")
         return super().clean(value)
 
@@ -108,7 +108,7 @@ class ApiTokenForm(forms.Form):
         """The name for the box after a refusal, trimmed as it would be stored: spaces alone come back as nothing,
         so the browser's `required` stops the next empty try there."""
         typed = (self["name"].value() or "").strip()
-        return "" if would_redact(typed) else typed  # a key typed there is never sent back, even to its typist
+        return "" if holds_secret(typed) else typed  # a key typed there is never sent back, even to its typist
 
     @sensitive_variables("password")  # as Django's clean_old_password: error pages list this frame's variables
     def clean_password(self) -> str:

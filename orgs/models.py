@@ -6,7 +6,7 @@ from django.core.exceptions import FieldError, ValidationError
 from django.db import models
 from django.utils import timezone
 
-from opsion.reporting import would_redact
+from opsion.reporting import holds_secret
 from orgs.crypto import EncryptedTextField, Sealed
 
 
@@ -91,7 +91,7 @@ class Organisation(models.Model):
         # Log lines hide a key's or a token's form wherever it appears, and a console address carrying one in a
         # parameter (a search, a sign-in's next) is refused (opsion.middleware): such a slug would be blanked in its
         # organisation's own log lines, and refused there.
-        if would_redact(self.slug):
+        if holds_secret(self.slug):
             raise ValidationError({"slug": SLUG_LIKE_A_SECRET})
 
     @property

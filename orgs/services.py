@@ -13,7 +13,7 @@ from django.views.decorators.debug import sensitive_variables
 from insights import ratelimit
 from opsion.batches import delete_in_batches
 from opsion.errors import InvalidRequest, NotFound, Refused
-from opsion.reporting import would_redact
+from opsion.reporting import holds_secret
 from orgs import access, guards, models, notifications
 from orgs.models import (
     BYOM_PLANS,
@@ -246,7 +246,7 @@ def api_token_create(
     name = (name or "").strip()
     if not name:
         raise InvalidRequest(TOKEN_NAME_MISSING)
-    if would_redact(name):
+    if holds_secret(name):
         raise InvalidRequest(TOKEN_NAME_HOLDS_SECRET)
     if len(name) > TOKEN_NAME_MAX:
         raise InvalidRequest(TOKEN_NAME_TOO_LONG)

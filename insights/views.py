@@ -82,7 +82,18 @@ def _page(
         and access.can_see_operator_notices(request.user, membership),
         **extra,
     }
+    context["box_described_by"] = _box_described_by(context)
     return add_ratelimit_headers(render(request, "insights/query.html", context, status=status), usage.window)
+
+
+def _box_described_by(context: dict) -> str:
+    """The question box's aria-describedby (ids, space-separated; "" for none). A refusal describes it alone: at the
+    limit it says the limit, and the sentence beside the disabled Ask would say it again. Otherwise the status line when
+    it says a question was kept across sign-in, and the limit's sentence while Ask waits."""
+    if context.get("error"):
+        return "answer-error"
+    said = ["ask-status"] if context.get("draft_kept") else []
+    return " ".join(said + (["ask-limit"] if context["limit_reached"] else []))
 
 
 # What a question form gone stale (its user signed in again elsewhere) did not do, when its question is not kept

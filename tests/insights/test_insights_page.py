@@ -177,6 +177,61 @@ def test_a_refused_post_at_the_limit_keeps_the_question_and_ask_stays_disabled(w
     assert beside_ask(refused) == "Rate limit reached (20/hour). Try again in 30 min."
 
 
+def box_described_by(response) -> str | None:
+    """The question box's aria-describedby as the page renders it, None when it has none."""
+    described = re.search(r'<textarea [^>]*?aria-describedby="([^"]*)"', response.content.decode())
+    return described[1] if described else None
+
+
+def sign_in_keeping_a_question(client, user) -> object:
+    """`user` signs in again after their session expired with a question in the box: the page it leads to."""
+    login = {"username": user.email, "password": PASSWORD, "next": "/orgs/globex/insights/"}
+    return client.post("/accounts/login/", {**login, "draft": QUESTION, "draft_by": typed_by(user)}, follow=True)
+
+
+def test_the_question_box_is_described_by_nothing_below_the_limit(world, console):
+    page = console(world.globex_member).get(PAGE.format("globex"))
+
+    assert page.context["box_described_by"] == ""
+    assert box_described_by(page) is None
+
+
+def test_at_the_limit_the_question_box_is_described_by_the_sentence_beside_ask(world, fake_anthropic, console):
+    seed_spread(world.globex, 20, oldest=1800, newest=60)
+
+    page = console(world.globex_member).get(PAGE.format("globex"))
+
+    assert page.context["box_described_by"] == box_described_by(page) == "ask-limit"
+
+
+def test_a_refused_question_box_is_described_by_the_refusal_alone(world, fake_anthropic, console):
+    client = console(world.globex_member)
+    refused = client.post(PAGE.format("globex"), {"query": "   "})
+    seed_spread(world.globex, 20, oldest=1800, newest=60)
+    refused_at_limit = client.post(PAGE.format("globex"), {"query": "One more?"})
+
+    assert refused.status_code == 400 and refused_at_limit.status_code == 429
+    # At the limit too: the refusal says the limit, and the sentence beside Ask would say it again.
+    assert refused.context["box_described_by"] == box_described_by(refused) == "answer-error"
+    assert refused_at_limit.context["box_described_by"] == box_described_by(refused_at_limit) == "answer-error"
+
+
+def test_a_question_kept_across_sign_in_is_described_by_the_status_saying_so(world, client):
+    page = sign_in_keeping_a_question(client, world.globex_member)
+
+    assert page.context["box_described_by"] == box_described_by(page) == "ask-status"
+
+
+def test_a_question_kept_across_sign_in_at_the_limit_is_described_by_the_status_and_the_limit(
+    world, fake_anthropic, client
+):
+    seed_spread(world.globex, 20, oldest=1800, newest=60)
+
+    page = sign_in_keeping_a_question(client, world.globex_member)
+
+    assert page.context["box_described_by"] == box_described_by(page) == "ask-status ask-limit"
+
+
 def test_the_stream_that_takes_the_last_query_says_the_limit_is_reached(world, fake_anthropic, console):
     seed_spread(world.globex, 19, oldest=1800, newest=60)
 

@@ -42,12 +42,15 @@
   let reading = 0; // usage reads on their way: Ask waits for what they say
 
   // The question box is described by the limit's sentence too while Ask waits: a screen reader landing in the box hears
-  // why Ask is disabled, beside whatever else describes the box (the answer card's error, the status line).
+  // why Ask is disabled, beside whatever else describes the box (the answer card's error, the status line). Not beside
+  // a refusal at the limit that already describes it (the answer card's, as the page answering a plain post gives it):
+  // that says the limit, and a screen reader would hear it twice, as the page itself never says it.
   function describeBox(id, said) {
     const ids = (textarea.getAttribute("aria-describedby") || "").split(/\s+/).filter(function (each) {
       return each && each !== id;
     });
-    if (said) ids.push(id);
+    const saysLimit = ids.indexOf("answer-error") !== -1 && errorBox.querySelector("[data-limit-refusal]");
+    if (said && !(id === "ask-limit" && saysLimit)) ids.push(id);
     if (ids.length) textarea.setAttribute("aria-describedby", ids.join(" "));
     else textarea.removeAttribute("aria-describedby");
   }
@@ -335,6 +338,7 @@
       p.append(ownKey.content.cloneNode(true));
     }
     errorBox.replaceChildren(p);
+    if (limited) describeBox("ask-limit", true); // a refusal at the limit now describing the box says it: not twice
     if (referenceBox && requestId) {
       const reference = document.createElement("p");
       reference.className = "reference";

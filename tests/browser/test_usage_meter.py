@@ -280,6 +280,38 @@ def test_without_javascript_a_question_refused_at_the_limit_keeps_the_wait_in_it
     assert fake_anthropic.requests == []
 
 
+@pytest.mark.parametrize("first", ["at-the-limit", "empty"])
+def test_a_question_box_described_by_a_refusal_at_the_limit_hears_the_limit_once(
+    app, page, world, fake_anthropic, console, first
+):
+    # The page answering a plain post refused at the limit describes the box by that refusal alone; the script, once
+    # it ran at the limit, added the sentence beside Ask to it, so a screen reader heard "Rate limit reached" twice.
+    # So too for a question then refused at the limit by the script, on a page answering a plain post refused first.
+    console.allow(400)
+    console.allow(429)
+    sign_in(page, app.url, "member@acme.test")
+    if first == "at-the-limit":
+        seed(world.acme, 3540, *[600] * 19, user=world.acme_admin)
+    question = page.get_by_label("Your question")
+    question.fill("What does MiCAR say about white papers?" if first == "at-the-limit" else "   ")
+    with page.expect_navigation():
+        page.evaluate(PLAIN_POST)
+    if first == "empty":
+        expect(page.locator("#answer-error").get_by_role("alert")).to_have_text("Type a question first.")
+        seed(world.acme, 3540, *[600] * 19, user=world.acme_admin)
+        question.fill("What does MiCAR say about white papers?")
+        page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#ask-limit")).to_be_visible()
+    expect(page.locator("#answer-error .retry-wait")).to_have_count(0)  # the script ran, at the limit
+    expect(page.locator("#answer-error").get_by_role("alert")).to_contain_text("Rate limit reached (20/hour)")
+
+    expect(question).to_have_attribute("aria-describedby", "answer-error")
+    expect(question).to_have_accessible_description(
+        re.compile(r"^Rate limit reached \(20/hour\)\. An Owner or Admin can raise the limit[^()]*$")
+    )
+    assert fake_anthropic.requests == []
+
+
 @pytest.mark.parametrize("plain", [False, True], ids=["streamed", "plain-post"])
 def test_a_refusal_in_the_answer_card_no_longer_claims_the_limit_once_a_query_frees_up(
     app, page, world, fake_anthropic, console, plain

@@ -174,9 +174,9 @@ def _asked_by_post(request: HttpRequest, asked: str, *, answered: int | None) ->
     an older wording of it (a box filled by Back, then rewritten), and would otherwise come back in the empty box as if
     unsent. A question typed in the box and left unsent by a suggestion button, which asks its own, goes back in the
     box. Kept in the session, a database row, a Claude API key or an API token pasted there (which asking would
-    refuse) is blanked, as drafts.keep blanks it."""
+    refuse) is blanked, and a question too long to ask is cut, as drafts.keep does."""
     typed = request.POST.get("query", "")
-    unsent = redact(typed) if typed.strip() and typed != asked else ""
+    unsent = drafts.bounded(redact(typed)) if typed.strip() and typed != asked else ""
     request.session[ASKED_BY_POST] = {"path": request.path, "answered": answered, "unsent": unsent}
 
 

@@ -53,9 +53,22 @@ class Keeps(NamedTuple):
 
 
 def _clean(text: str) -> str:
-    # Kept whole, even past the longest question: asking then says so, instead of sending a shortened one.
-    # (Django caps the request body, so nothing unbounded is carried.)
+    # Carried whole by the sign-in page (Django caps the request body, so nothing unbounded is); kept in the session
+    # cut by `bounded`.
     return text if text.strip() else ""
+
+
+def bounded(text: str) -> str:
+    """`text` as the session (a database row) keeps it: whole when asking would not refuse it as too long (counted as
+    insights.services.validate_query counts it: trimmed, a line break one character), else trimmed, cut to the longest
+    question (INSIGHTS_MAX_QUERY_CHARS) and marked "…" there. A paste up to the request body's cap then cannot grow the
+    row with it, and the one character past the longest question keeps asking it refused as too long, as the whole
+    would be, rather than send a shortened question without a word."""
+    limit = settings.INSIGHTS_MAX_QUERY_CHARS
+    if len(text) <= limit:
+        return text
+    asked = text.replace("\r\n", "\n").strip()
+    return asked if len(asked) <= limit else asked[:limit] + "…"
 
 
 def _clean_choice(choice: str) -> str:
@@ -152,7 +165,7 @@ def keep(request: HttpRequest, *, path: str, draft: str, choice: str = "", by: s
         return False
     # Kept in the session, a database row: a Claude API key or an API token pasted into the text (which asking would
     # refuse) is blanked as log lines blank it, and the rest comes back, for its user to see what was taken out.
-    kept = {"path": path, "text": redact(_clean(draft)), "choice": _clean_choice(choice)}
+    kept = {"path": path, "text": bounded(redact(_clean(draft))), "choice": _clean_choice(choice)}
     request.session[KEPT_DRAFT] = kept | ({"stale": True} if stale else {})
     return True
 

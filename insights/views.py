@@ -128,6 +128,7 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
         messages.info(request, ALREADY_ASKED)
         _asked_by_post(request, text, answered=None)
         return redirect("insights:query", slug)
+    pending = None
     try:
         pending = services.start(membership=membership, text=text)
         if wants_stream:
@@ -157,7 +158,17 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
         # pasted there (refused as query_holds_secret) blanked: the page sends none back, even to its typist.
         typed = request.POST.get("query", "")
         draft = redact(typed if typed.strip() else text)
-        page = _page(request, membership, status=refused.status, error=refused, draft=draft)
+        # The part of an answer that arrived before it failed, shown under the error as the streaming page shows it.
+        partial = pending.row.answer if pending else ""
+        page = _page(
+            request,
+            membership,
+            status=refused.status,
+            error=refused,
+            draft=draft,
+            partial=partial,
+            partial_retry=retry_helps(refused),
+        )
         if refused.retry_after is not None:
             page["Retry-After"] = str(refused.retry_after)
         return page
@@ -249,10 +260,8 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
         except Refused as refused:
             # What arrived before the failure, rendered as the history will show it.
             partial = str(render_markdown(pending.row.answer)) if pending.row.answer else ""
-            # A key Anthropic rejects, or an account that cannot pay, fails every question the same way until someone
-            # fixes it (the alert says who and where): the notice then does not invite asking again.
-            retry = not isinstance(refused, services.KeyInvalid | services.KeyUnreadable | services.UpstreamBilling)
-            said = render_to_string("insights/_partial_notice.html", {"retry": retry}).strip() if partial else ""
+            retry = {"retry": retry_helps(refused)}
+            said = render_to_string("insights/_partial_notice.html", retry).strip() if partial else ""
             error = {"code": refused.code, "message": refused.message, "html": partial, "notice": said}
             yield sse("error", error | {"historyItem": history_item()})
         else:
@@ -264,6 +273,13 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
     response = StreamingHttpResponse(events(), content_type="text/event-stream")
     response["X-Accel-Buffering"] = "no"
     return add_ratelimit_headers(response, pending.window)
+
+
+def retry_helps(refused: Refused) -> bool:
+    """Whether the notice before the part of an answer cut off by `refused` invites asking again. A key Anthropic
+    rejects, or an account that cannot pay, fails every question the same way until someone fixes it (the alert says
+    who and where)."""
+    return not isinstance(refused, services.KeyInvalid | services.KeyUnreadable | services.UpstreamBilling)
 
 
 SIGNED_OUT = "Your session has ended. Sign in again to go on."

@@ -4,6 +4,7 @@ The messages are the product documentation's contract; no SDK text or traceback 
 """
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -270,6 +271,41 @@ def test_an_error_mid_stream_keeps_the_partial_answer_and_marks_the_row_failed(w
     reloaded = console(world.globex_member).get(f"/orgs/globex/insights/?answered={row.pk}").content.decode()
     assert history_items(events[-2][1]["historyItem"]) == history_items(reloaded)[:1]
     assert '<span class="badge badge--bad">failed</span>' in events[-2][1]["historyItem"]
+
+
+PARTIAL = "Only part of the answer was received: it stops where the failure cut it off."
+
+
+@pytest.mark.parametrize(
+    ("slug", "error_type", "alert_says", "notice_says"),
+    [
+        ("globex", "overloaded_error", UNAVAILABLE_MESSAGE, PARTIAL + " Ask again for a whole answer."),
+        ("acme", "authentication_error", INVALID_KEY_MESSAGE, PARTIAL),
+    ],
+    ids=["platform-unavailable", "own-key-rejected"],
+)
+def test_without_javascript_an_error_mid_answer_shows_the_part_received_marked_as_such_in_the_answer_card(
+    world, acme_key, fake_anthropic, console, slug, error_type, alert_says, notice_says
+):
+    # The page answering the plain post gave the error alone in the answer card: the part that arrived was only in
+    # "Your recent queries". The streaming page shows it under the error, after the notice saying it is only part.
+    fake_anthropic.behave(PLATFORM_KEY, "midstream_error")
+    fake_anthropic.behave(GOOD_KEY, "midstream_error")
+    fake_anthropic.midstream_error = error_type
+    user = world.globex_member if slug == "globex" else world.acme_member
+
+    page = console(user).post(f"/orgs/{slug}/insights/", {"query": "MiCAR?"}).content.decode()
+
+    card = page[page.index('id="answer"') : page.index('id="usage-meter"')]
+    error = re.search(r'<div id="answer-error">(.*?)</div>', card, re.DOTALL)[1]
+    notice = re.search(r'<div id="answer-notice">(.*?)</div>', card, re.DOTALL)[1]
+    body = re.search(r'<div id="answer-body" class="prose">(.*?)</div>', card, re.DOTALL)[1]
+    row = InsightQuery.objects.get()
+    assert row.outcome == Outcome.FAILED and row.answer
+    assert escape(alert_says) in error
+    assert 'role="note"' in notice and " ".join(re.sub(r"<[^>]+>", "", notice).split()) == notice_says
+    # Rendered as the history renders it (the fake's answer opens with a heading), not left as raw Markdown.
+    assert body.startswith("<h3>Authorisation under MiCAR</h3>") and "##" not in body
 
 
 def test_operators_get_a_log_line_without_the_key_when_the_platform_key_is_rejected(

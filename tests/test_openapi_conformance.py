@@ -2,10 +2,11 @@
 
 For each operation and each status it lists, at least one real request reaches that status, and its answer must be
 what the document says of it: the status declared, `application/json; charset=utf-8`, a body the declared schema takes
-(its `$ref`s resolved in the document's components), and every header the document calls required, of its declared
-type. A status an operation answers with but does not declare fails here; a case for a status no longer declared fails
-too, and `test_every_declared_answer_is_driven` fails when an operation or a status is added without a case, so the
-list cannot fall behind the document.
+(its `$ref`s resolved in the document's components, its formats checked, and no property it does not list), every
+header the document calls required, of its declared type, and no Claude API key anywhere in it. A status an operation
+answers with but does not declare fails here; a case for a status no longer declared fails too, and
+`test_every_declared_answer_is_driven` fails when an operation or a status is added without a case, so the list cannot
+fall behind the document.
 
 Schemathesis (tests/security/test_schemathesis.py) checks whatever answers its generated requests happen to reach;
 this module makes sure each declared one is reached. Faults are real: the database refusing a read (a connection-class
@@ -379,6 +380,20 @@ def document(django_db_blocker) -> dict:
         return Client().get("/api/v1/openapi.json").json()
 
 
+def closed(schema):
+    """`schema` with every object it describes closed to properties it does not list, and formats checked: the
+    document leaves its answers open (`additionalProperties` unsaid), so a field no schema declares (a `detail`
+    holding an exception's text, say) would otherwise pass as documented."""
+    if isinstance(schema, list):
+        return [closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    shut = {name: closed(value) for name, value in schema.items()}
+    if "properties" in schema and "additionalProperties" not in schema:
+        shut["additionalProperties"] = False
+    return shut
+
+
 def assert_as_documented(document: dict, operation_id: str, response) -> None:
     method, path = PATHS[operation_id]
     operation = document["paths"][path][method]
@@ -387,8 +402,8 @@ def assert_as_documented(document: dict, operation_id: str, response) -> None:
     assert status in operation["responses"], f"{operation_id} answered {status}, which it does not declare"
     declared = operation["responses"][status]
     assert response["Content-Type"] == JSON
-    schema = declared["content"]["application/json"]["schema"]
-    validator = Draft202012Validator({"components": document["components"], **schema})
+    schema = closed({"components": document["components"], **declared["content"]["application/json"]["schema"]})
+    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
     body = response.json()
     errors = [f"{list(error.absolute_path)}: {error.message}" for error in validator.iter_errors(body)]
     assert not errors, (operation_id, status, errors, body)
@@ -415,7 +430,8 @@ def test_each_answer_is_what_the_document_declares(
     if code is not None:
         assert response.json()["error"]["code"] == code
         assert response.json()["requestId"] == response["X-Request-ID"]
-        assert CANARY_KEY[13:45] not in response.content.decode()
+    shown = response.content.decode() + " ".join(response.headers.values())
+    assert CANARY_KEY[13:45] not in shown and GOOD_KEY[13:45] not in shown  # no answer, 200s included, holds a key
     assert_as_documented(document, operation_id, response)
 
 

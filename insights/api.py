@@ -12,7 +12,6 @@ from insights.models import KeySource, Outcome, StopReason
 from insights.ratelimit import window_words
 from opsion.errors import JSON, InvalidRequest, NotFound, Refused, refused_json
 from opsion.idempotency import names_idempotency_key
-from opsion.reporting import redact
 from orgs import access
 from orgs.api import (
     AFTER,
@@ -247,12 +246,11 @@ def _refuse_misplaced_input(request: HttpRequest) -> None:
     leave a client believing its retries safe while each one was asked and counted again."""
     if "X-Idempotency-Key" in request.headers:
         raise InvalidRequest("The header `X-Idempotency-Key` is not read: send the key as `Idempotency-Key`.")
-    for name in request.GET:
-        if names_idempotency_key(name):
-            where = "an idempotency key goes in the `Idempotency-Key` header, not the query string."
-        else:
-            where = "this operation takes no query-string parameter (the question goes in the JSON body)."
-        raise InvalidRequest(f"The parameter `{redact(name)}` is unknown: {where}")
+    if names_idempotency_key(next(iter(request.GET), "")):
+        why = "an idempotency key goes in the `Idempotency-Key` header, not the query string."
+    else:
+        why = "this operation takes no query-string parameter (the question goes in the JSON body)."
+    refuse_unknown_parameters(request, why=why)
 
 
 def _answer_body(row, window) -> dict:

@@ -209,17 +209,19 @@ HEADERS = {
 }
 
 
-def refuse_unknown_parameters(request: HttpRequest, page: type[Schema]) -> None:
-    """Refuse a query-string parameter the list `page` does not declare (InvalidRequest, naming it), as a body field
-    is refused: ninja drops it unread, and a misspelt or guessed paging parameter (`?cursor=`, `?page=2`, `?Limit=5`)
-    would be answered with the first page, `hasMore` true, again and again."""
-    unknown = [name for name in request.GET if name not in page.model_fields]
-    if unknown:
-        *names, last = (f"`{name}`" for name in page.model_fields)
-        raise InvalidRequest(
-            f"The parameter `{redact(unknown[0])}` is unknown: this list takes {', '.join(names)} and {last} "
-            "(names are case-sensitive)."
-        )
+def refuse_unknown_parameters(request: HttpRequest, page: type[Schema] | None = None, *, why: str = "") -> None:
+    """Refuse a query-string parameter the list `page` does not declare, or any for an operation without one (`why`
+    saying it takes none), by name (InvalidRequest, the name redacted), as a body field is refused: ninja drops it
+    unread, and a misspelt or guessed paging parameter (`?cursor=`, `?page=2`, `?Limit=5`) would be answered with the
+    first page, `hasMore` true, again and again (listOrganisations: every organisation, for the page asked for)."""
+    taken = page.model_fields if page else {}
+    unknown = [name for name in request.GET if name not in taken]
+    if not unknown:
+        return
+    if page:
+        *names, last = (f"`{name}`" for name in taken)
+        why = f"this list takes {', '.join(names)} and {last} (names are case-sensitive)."
+    raise InvalidRequest(f"The parameter `{redact(unknown[0])}` is unknown: {why}")
 
 
 def page_body(items: list, *, limit: int, offset: int, after: int | None) -> dict:
@@ -295,19 +297,11 @@ def _settings(membership) -> dict:
     + errors(UNAUTHENTICATED_ERRORS, REQUEST_ERRORS),
 )
 def list_organisations(request: HttpRequest):
-    _refuse_parameters(request)
+    refuse_unknown_parameters(
+        request,
+        why="this list takes no parameter (it is not paged: every organisation you belong to is in one answer).",
+    )
     return {"items": [_membership(m) for m in Membership.objects.for_user(request.auth)]}
-
-
-def _refuse_parameters(request: HttpRequest) -> None:
-    """listOrganisations takes no parameter, and refuses one by name (InvalidRequest) rather than ignore it, as the
-    paged lists refuse one they do not take: a client sending `?limit=1` or `?page=2` would take every organisation,
-    answered again, for the page it asked for."""
-    for name in request.GET:
-        raise InvalidRequest(
-            f"The parameter `{redact(name)}` is unknown: this list takes no parameter (it is not paged: every "
-            "organisation you belong to is in one answer)."
-        )
 
 
 def _membership(membership) -> dict:

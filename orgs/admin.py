@@ -7,7 +7,7 @@ from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_permission_codename
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
-from django.contrib.auth.forms import AdminPasswordChangeForm
+from django.contrib.auth.forms import AdminPasswordChangeForm, AdminUserCreationForm
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
@@ -380,16 +380,24 @@ def _left_without_manager(users) -> list[Organisation]:
     return list(orgs.exclude(pk__in=managing.exclude(user__in=users).values("organisation")))
 
 
-class StaffSetPasswordForm(AdminPasswordChangeForm):
-    """Django's form for staff setting a user's password, less its choice to disable password-based authentication,
-    which says the user may still sign in "using other backends, such as Single Sign-On or LDAP". Opsion has none: the
-    user could neither sign in nor reset (no reset link goes to an account without a usable password), and their
-    e-mail said a password was set. A new password is required; a posted `usable_password` is ignored."""
+class _PasswordRequired:
+    """Django's admin password forms, less their choice to disable password-based authentication, which says the user
+    may still sign in "using other backends, such as Single Sign-On or LDAP". Opsion has none: the user could neither
+    sign in nor reset (no reset link goes to an account without a usable password). A password is required; a posted
+    `usable_password` is ignored."""
 
-    def __init__(self, user, *args, **kwargs):
-        super().__init__(user, *args, **kwargs)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.fields.pop("usable_password", None)
         self.fields["password1"].required = self.fields["password2"].required = True
+
+
+class StaffSetPasswordForm(_PasswordRequired, AdminPasswordChangeForm):
+    """Staff setting a user's password (whose e-mail says a password was set): a new one is required."""
+
+
+class StaffAddUserForm(_PasswordRequired, AdminUserCreationForm):
+    """Staff adding a user: its page shows no `usable_password`, and one posted is not obeyed."""
 
 
 @admin.register(User)
@@ -405,6 +413,7 @@ class UserAdmin(RelatedLinksByPermission, TimesSayTheirZone, BaseUserAdmin):
     ]
     add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]})]
     privilege_fields = ("is_staff", "is_superuser", "groups", "user_permissions")
+    add_form = StaffAddUserForm
     change_password_form = StaffSetPasswordForm
     change_user_password_template = "admin/orgs/user/change_password.html"
 

@@ -1508,6 +1508,19 @@ def test_staff_are_not_offered_to_disable_a_users_password_sign_in_which_opsion_
     assert not OutboxMail.objects.filter(to="member@acme.test").exists()
 
 
+def test_staff_cannot_add_a_user_without_a_password_which_opsion_has_no_other_way_to_sign_in_with(staff):
+    # Django's add form takes `usable_password=false` too (Opsion's page does not show it, but a post sending it was
+    # obeyed): the account made could neither sign in nor ever be sent a reset link.
+    response = staff.post(
+        "/admin/orgs/user/add/",
+        {"email": "new@acme.test", "usable_password": "false", "password1": "", "password2": ""},
+    )
+
+    assert response.status_code == 200  # the form again, refused: no password was typed
+    assert 'name="usable_password"' not in response.content.decode()
+    assert not User.objects.filter(email="new@acme.test").exists()
+
+
 def test_a_large_organisations_page_lists_only_its_managers_so_its_plan_can_still_be_changed(world, staff, monkeypatch):
     # Every membership row posts four fields: past Django's 1,000-field cap (about 250 members) the whole change
     # form was refused (400), the plan (the BYOM gate) with it, and 5,000 rows took seconds to render.

@@ -448,6 +448,7 @@ class TestSessionAuthentication:
         client = console(world.acme_admin, enforce_csrf_checks=True)
         client.get("/orgs/acme/settings/")
         csrf = {"X-CSRFToken": client.cookies["csrftoken"].value}
+        headers = dict(headers)  # the parametrize case's own dict, shared by a second collection of this file
         secure = headers.pop("secure", False)
 
         response = client.delete(KEY_API.format("acme"), headers=csrf | headers, secure=secure)

@@ -230,22 +230,23 @@ def _holds_secret(ctx: Ctx):
     return ctx.send(token(ctx.world.acme_owner), body={"query": f"Is {CANARY_KEY} valid?"})
 
 
-@case("askQuestion", 400, "claude_api_key_invalid", "Anthropic rejecting the organisation's key")
-def _key_invalid(ctx: Ctx):
+def _asked_on_own_key(ctx: Ctx, behaviour: str):
+    """acme's Owner asks on acme's own key, which the fake answers with `behaviour`."""
     org_services.claude_api_key_set(
         membership=ctx.world.membership(ctx.world.acme_owner, ctx.world.acme), raw_key=GOOD_KEY, ip=None
     )
-    ctx.fake.behave(GOOD_KEY, "auth_error")
+    ctx.fake.behave(GOOD_KEY, behaviour)
     return ctx.send(token(ctx.world.acme_owner))
+
+
+@case("askQuestion", 400, "claude_api_key_invalid", "Anthropic rejecting the organisation's key")
+def _key_invalid(ctx: Ctx):
+    return _asked_on_own_key(ctx, "auth_error")
 
 
 @case("askQuestion", 400, "upstream_billing", "the organisation's account out of credit")
 def _billing(ctx: Ctx):
-    org_services.claude_api_key_set(
-        membership=ctx.world.membership(ctx.world.acme_owner, ctx.world.acme), raw_key=GOOD_KEY, ip=None
-    )
-    ctx.fake.behave(GOOD_KEY, "credit_exhausted")
-    return ctx.send(token(ctx.world.acme_owner))
+    return _asked_on_own_key(ctx, "credit_exhausted")
 
 
 # --- 401 ---
@@ -342,11 +343,7 @@ def _rate_limited(ctx: Ctx):
 
 @case("askQuestion", 429, "upstream_rate_limited", "Anthropic limiting the organisation's own account")
 def _upstream_limited(ctx: Ctx):
-    org_services.claude_api_key_set(
-        membership=ctx.world.membership(ctx.world.acme_owner, ctx.world.acme), raw_key=GOOD_KEY, ip=None
-    )
-    ctx.fake.behave(GOOD_KEY, "rate_limited")
-    return ctx.send(token(ctx.world.acme_owner))
+    return _asked_on_own_key(ctx, "rate_limited")
 
 
 # --- 500, 503 ---

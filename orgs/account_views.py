@@ -27,6 +27,8 @@ SIGNED_IN_TO = "signed_in_to"  # the page a sign-in returned to, until a form's 
 # until that page is shown, which then starts in the question box (typing a question is a keyboard user's first step
 # there). Only that once: a reload, or the page opened later, starts at the top as every page does.
 SIGNED_IN_LANDING = "signed_in_landing"
+# Said after signing in again to someone whose form was sent once their session had ended, then what it did not do.
+SIGNED_OUT = "You were signed out before this was sent, so nothing was changed: "
 
 
 class GuardedPost:
@@ -189,9 +191,7 @@ def admin_password_change(request: HttpRequest) -> HttpResponse:
 
 
 PASSWORD_CHANGED = "Your password was changed. Other browsers signed in as you were signed out."
-PASSWORD_CHANGE_SIGNED_OUT = (
-    "You were signed out before this was sent, so nothing was changed: your password was not changed. Type it again."
-)
+PASSWORD_CHANGE_SIGNED_OUT = SIGNED_OUT + "your password was not changed. Type it again."
 CHANGE_SENT_SIGNED_OUT = "password_change_sent_signed_out"
 
 

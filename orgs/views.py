@@ -18,7 +18,7 @@ from insights import ratelimit
 from opsion.errors import NotFound, Refused
 from opsion.http import client_ip
 from orgs import access, audit_export, drafts, guards, landing, recent_auth, selectors, services
-from orgs.account_views import SIGNED_IN_LANDING, SIGNED_IN_TO
+from orgs.account_views import SIGNED_IN_LANDING, SIGNED_IN_TO, SIGNED_OUT
 from orgs.forms import ApiTokenForm
 from orgs.models import Membership
 
@@ -77,9 +77,6 @@ def form_action(not_done: str, *, own_page: bool = False):
         return run
 
     return decorate
-
-
-SIGNED_OUT = "You were signed out before this was sent, so nothing was changed: "
 
 
 def _settings_page(request: HttpRequest, membership: Membership, *, status: int = 200, **extra) -> HttpResponse:

@@ -290,6 +290,7 @@ def _replay(request: HttpRequest, row, org) -> Response:
     + errors(AUTH_ERRORS, REQUEST_ERRORS),
 )
 def get_usage(request: HttpRequest, slug: str):
+    refuse_unknown_parameters(request)
     membership = access.membership_or_404(request.auth, slug)
     usage = services.usage(membership.organisation)
     w = usage.window
@@ -362,6 +363,7 @@ QueryId = Annotated[
     ),
 )
 def get_query(request: HttpRequest, slug: str, query_id: QueryId):
+    refuse_unknown_parameters(request)
     membership = access.membership_or_404(request.auth, slug)
     row = services.own_query(membership=membership, pk=query_id)
     window = services.usage(membership.organisation).window

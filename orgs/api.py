@@ -18,11 +18,12 @@ UNAUTHENTICATED_ERRORS = "`unauthenticated` (401)"
 AUTH_ERRORS = UNAUTHENTICATED_ERRORS + ", `not_found` (404: not a member, or no such organisation)"
 # Where an operation has no parameter or body of its own to refuse: the 400 every request can meet (see ANY).
 REQUEST_ERRORS = (
-    "`invalid_request` (400: a NUL in the query string, more than 1,000 parameters in it, or a `Host` this server "
-    "does not answer to)"
+    "`invalid_request` (400: a query-string parameter the operation does not take, a NUL in the query string, more "
+    "than 1,000 parameters in it, or a `Host` this server does not answer to)"
 )
 BODY_ERRORS = (
-    "`invalid_request` (400: a body field missing, not valid, given twice, or one the body does not take), "
+    "`invalid_request` (400: a body field missing, not valid, given twice, or one the body does not take, or a "
+    "query-string parameter the operation does not take), "
     "`payload_too_large` (413), `unsupported_media_type` (415)"
 )
 CSRF_ERRORS = "`csrf_failed` (403, writes with the browser session)"
@@ -209,7 +210,10 @@ HEADERS = {
 }
 
 
-def refuse_unknown_parameters(request: HttpRequest, page: type[Schema] | None = None, *, why: str = "") -> None:
+TAKES_NONE = "this operation takes no query-string parameter."
+
+
+def refuse_unknown_parameters(request: HttpRequest, page: type[Schema] | None = None, *, why: str = TAKES_NONE) -> None:
     """Refuse a query-string parameter the list `page` does not declare, or any for an operation without one (`why`
     saying it takes none), by name (InvalidRequest, the name redacted), as a body field is refused: ninja drops it
     unread, and a misspelt or guessed paging parameter (`?cursor=`, `?page=2`, `?Limit=5`) would be answered with the
@@ -319,6 +323,7 @@ def _membership(membership) -> dict:
     description="Any member. " + errors(AUTH_ERRORS, REQUEST_ERRORS),
 )
 def get_settings(request: HttpRequest, slug: str):
+    refuse_unknown_parameters(request)
     return _settings(access.membership_or_404(request.auth, slug))
 
 
@@ -371,6 +376,7 @@ def list_audit_events(request: HttpRequest, slug: str, page: Query[AuditPage]):
     + errors(AUTH_ERRORS, BODY_ERRORS, CSRF_ERRORS),
 )
 def put_claude_api_key(request: HttpRequest, slug: str, payload: KeyIn):
+    refuse_unknown_parameters(request)
     membership = access.membership_or_404(request.auth, slug)
     services.claude_api_key_set(membership=membership, raw_key=payload.apiKey, ip=client_ip(request), via="api")
     return {"claudeApiKeySet": True}
@@ -386,6 +392,7 @@ def put_claude_api_key(request: HttpRequest, slug: str, payload: KeyIn):
     "`forbidden_role` (403), `too_many_attempts` (429). " + errors(AUTH_ERRORS, REQUEST_ERRORS, CSRF_ERRORS),
 )
 def delete_claude_api_key(request: HttpRequest, slug: str):
+    refuse_unknown_parameters(request)
     membership = access.membership_or_404(request.auth, slug)
     services.claude_api_key_remove(membership=membership, ip=client_ip(request), via="api")
     return {"claudeApiKeySet": False}

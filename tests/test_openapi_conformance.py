@@ -190,9 +190,14 @@ def _nul(ctx: Ctx):
     return ctx.send(token(ctx.world.acme_owner), query="?x=%00")
 
 
-@case(["listOrganisations", "askQuestion", *PAGED], 400, "invalid_request", "a query-string parameter it does not take")
+@case(EVERY, 400, "invalid_request", "a query-string parameter it does not take")
 def _unknown_parameter(ctx: Ctx):
-    return ctx.send(token(ctx.world.acme_owner), query="?page=2")
+    # Refused by name, not ignored: `?page=2` answered with the first page, or a write that went ahead beside a
+    # misplaced argument, would leave the client believing it was heard. Nothing is written first.
+    own_query(ctx)
+    response = ctx.send(token(ctx.world.acme_owner), query="?page=2")
+    assert response.json()["error"]["message"].startswith("The parameter `page` is unknown: ")
+    return response
 
 
 @case(NAMED, 400, "invalid_request", "a key in the path")

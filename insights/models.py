@@ -126,3 +126,9 @@ def abandoned_after() -> timedelta:
     """How long a pending query may take: the first read and the whole answer each have
     ANTHROPIC_TIMEOUT_SECONDS, plus a minute for clocks and the outcome's write."""
     return timedelta(seconds=2 * settings.ANTHROPIC_TIMEOUT_SECONDS + 60)
+
+
+def as_asked(text: str) -> str:
+    """A question as asking reads and counts it (insights.services.validate_query) and the history keeps it: trimmed,
+    each line break one character, as the browser counts it (a plain form post sends each as CRLF)."""
+    return text.replace("\r\n", "\n").strip()

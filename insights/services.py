@@ -9,7 +9,7 @@ from django.db import IntegrityError
 from django.db.models.functions import Now
 
 from insights import claude, keys, ratelimit
-from insights.models import IDEMPOTENCY_KEY_INDEX, InsightQuery, KeySource, Outcome, abandoned_after
+from insights.models import IDEMPOTENCY_KEY_INDEX, InsightQuery, KeySource, Outcome, abandoned_after, as_asked
 from opsion import paging
 from opsion.errors import InvalidRequest, NotFound, Refused
 from opsion.middleware import UNAVAILABLE_RETRY_SECONDS
@@ -203,9 +203,9 @@ def validate_query(text: str) -> str:
     """The trimmed question. Raises InvalidRequest when empty, too long or holding control characters, and
     QueryHoldsSecret when it holds a Claude API key or an API token (as opsion.reporting.holds_secret recognises them).
 
-    Line breaks count as one character, as the browser counts them: a plain form post sends each as CRLF.
+    Counted as insights.models.as_asked reads it: a line break is one character, as the browser counts it.
     """
-    text = (text or "").replace("\r\n", "\n").strip()
+    text = as_asked(text or "")
     if not text:
         raise InvalidRequest("Type a question first.")
     if len(text) > settings.INSIGHTS_MAX_QUERY_CHARS:

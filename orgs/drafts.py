@@ -29,6 +29,7 @@ from django.shortcuts import render
 from django.urls import Resolver404, get_script_prefix, resolve, reverse
 from django.utils.crypto import constant_time_compare, salted_hmac
 
+from insights.models import as_asked
 from opsion.reporting import redact
 from orgs.forms import SignInForm
 
@@ -60,14 +61,14 @@ def _clean(text: str) -> str:
 
 def bounded(text: str) -> str:
     """`text` as the session (a database row) keeps it: whole when asking would not refuse it as too long (counted as
-    insights.services.validate_query counts it: trimmed, a line break one character), else trimmed, cut to the longest
-    question (INSIGHTS_MAX_QUERY_CHARS) and marked "…" there. A paste up to the request body's cap then cannot grow the
-    row with it, and the one character past the longest question keeps asking it refused as too long, as the whole
-    would be, rather than send a shortened question without a word."""
+    asking counts it, insights.models.as_asked), else trimmed, cut to the longest question (INSIGHTS_MAX_QUERY_CHARS)
+    and marked "…" there. A paste up to the request body's cap then cannot grow the row with it, and the one character
+    past the longest question keeps asking it refused as too long, as the whole would be, rather than send a shortened
+    question without a word."""
     limit = settings.INSIGHTS_MAX_QUERY_CHARS
     if len(text) <= limit:
         return text
-    asked = text.replace("\r\n", "\n").strip()
+    asked = as_asked(text)
     return asked if len(asked) <= limit else asked[:limit] + "…"
 
 

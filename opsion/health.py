@@ -34,7 +34,10 @@ def healthz(request: HttpRequest) -> JsonResponse:
     body["staticFiles"] = static_files
     if not static_files:
         body["reason"] = NO_STATIC_FILES
-    return JsonResponse(body, status=200 if database and static_files else 503)
+    # The API's media type (opsion.api), charset named: JsonResponse's default names none.
+    return JsonResponse(
+        body, status=200 if database and static_files else 503, content_type="application/json; charset=utf-8"
+    )
 
 
 def _database_answers() -> bool:

@@ -16,6 +16,8 @@ def test_healthz_answers_200_when_the_database_answers(client):
 
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": True, "staticFiles": True}
+    # The media type of every other JSON answer, charset named (RFC 8259 needs none, but the API's say it).
+    assert response["Content-Type"] == "application/json; charset=utf-8"
 
 
 @postgres_only

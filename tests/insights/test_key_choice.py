@@ -15,6 +15,7 @@ from insights.models import InsightQuery
 from orgs import services as org_services
 from orgs.models import ClaudeApiKey, KeyStatus, Plan
 from tests.base import GOOD_KEY, OTHER_KEY
+from tests.clients import closed_port
 from tests.conftest import PLATFORM_KEY
 
 
@@ -100,6 +101,22 @@ def test_nothing_one_organisations_call_received_rides_along_with_anothers(world
 
     assert fake_anthropic.keys_used == [GOOD_KEY, PLATFORM_KEY, GOOD_KEY]
     assert [r["cookie"] for r in fake_anthropic.requests] == [None, None, None]
+
+
+def test_the_sdks_own_environment_variables_change_neither_the_key_nor_the_address(
+    world, fake_anthropic, acme_key, monkeypatch
+):
+    # The SDK reads credentials and an address from the environment when a caller names none. Every call names
+    # both, so a token or address left in the server's environment cannot ride along with an organisation's call
+    # (the fake records a Bearer token, were one sent, as the key used) nor send it elsewhere.
+    monkeypatch.setenv("ANTHROPIC_AUTH_TOKEN", "sk-ant-oat01-environment-token")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-api03-environment-key")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{closed_port()}")
+
+    ask(world, world.acme_member, world.acme)
+    ask(world, world.globex_member, world.globex)
+
+    assert fake_anthropic.keys_used == [GOOD_KEY, PLATFORM_KEY]
 
 
 def test_limits_follow_the_settings(world, settings):

@@ -130,7 +130,7 @@ def test_without_mail_the_page_links_to_support_when_there_is_an_address_for_it(
 def test_the_sign_in_page_links_to_the_reset_page(db, mail):
     page = Client().get(LOGIN).content.decode()
 
-    assert f'<a href="{RESET}">Forgot your password?</a>' in page
+    assert f'<a href="{RESET}" data-carry-address="id_username">Forgot your password?</a>' in page
 
 
 def test_the_sign_in_page_answering_a_question_posted_after_the_session_expired_links_to_it_too(world, mail):
@@ -141,7 +141,7 @@ def test_the_sign_in_page_answering_a_question_posted_after_the_session_expired_
     )
 
     assert 'name="draft"' in page  # that sign-in page (orgs.drafts)
-    assert f'<a href="{RESET}">Forgot your password?</a>' in page
+    assert f'<a href="{RESET}" data-carry-address="id_username">Forgot your password?</a>' in page
 
 
 def test_the_reset_page_asks_for_the_address(db, mail):

@@ -14,14 +14,31 @@ from orgs.models import User
 
 # The site's word, where Django's EmailValidator says "Enter a valid email address."
 INVALID_ADDRESS = {"invalid": "Enter a valid e-mail address."}
+ADDRESS_HOLDS_SECRET = (
+    "That looks like a Claude API key or an API token, not an e-mail address: it was not kept. Enter the e-mail "
+    "address you sign in with."
+)
+
+
+class AddressField(forms.EmailField):
+    """The address someone signs in with. One holding a Claude API key or an API token (the wrong clipboard, where
+    the browser does not check the address) is refused saying so, and the box comes back empty: a key typed there is
+    never sent back, even to its typist, as a token's name holding one is not (TokenNameField)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(label="E-mail", error_messages=INVALID_ADDRESS, **kwargs)
+
+    def bound_data(self, data, initial):
+        return "" if data and holds_secret(data) else super().bound_data(data, initial)
+
+    def clean(self, value):
+        if value and holds_secret(value):
+            raise forms.ValidationError(ADDRESS_HOLDS_SECRET, code="holds_secret")
+        return super().clean(value)
 
 
 class SignInForm(AuthenticationForm):
-    username = forms.EmailField(
-        label="E-mail",
-        widget=forms.EmailInput(attrs={"autofocus": True, "autocomplete": "email"}),
-        error_messages=INVALID_ADDRESS,
-    )
+    username = AddressField(widget=forms.EmailInput(attrs={"autofocus": True, "autocomplete": "email"}))
 
     error_messages = {
         **AuthenticationForm.error_messages,
@@ -37,7 +54,7 @@ class SignInForm(AuthenticationForm):
 class ResetRequestForm(PasswordResetForm):
     """Django's, with the site's word for a malformed address."""
 
-    email = forms.EmailField(label="E-mail", max_length=254, error_messages=INVALID_ADDRESS)
+    email = AddressField(max_length=254)
 
     def get_users(self, email):
         """Django's accounts for `email`, in its one query, each also carrying how many of its API tokens still work

@@ -869,3 +869,31 @@ def test_a_log_line_without_a_key_keeps_its_percent_escapes_as_sent(caplog):
     logging.getLogger("gunicorn.access").info('%(h)s "%(r)s" %(s)s', {"h": "h", "r": line, "s": 200})
 
     assert caplog.records[-1].getMessage() == f'h "{line}" 200'
+
+
+ADDRESS_HOLDS_SECRET = (
+    "That looks like a Claude API key or an API token, not an e-mail address: it was not kept. Enter the e-mail "
+    "address you sign in with."
+)
+
+
+@pytest.mark.parametrize(
+    "url, box",
+    [("/accounts/login/", "username"), ("/accounts/password/reset/", "email")],
+    ids=["sign-in", "reset request"],
+)
+@pytest.mark.parametrize(
+    "pasted", [CANARY_KEY, f"  {CANARY_KEY}\n", "opsn_" + "A1b2C3d4" * 5], ids=["key", "spaced", "token"]
+)
+def test_a_key_pasted_into_an_address_box_is_not_sent_back_even_to_its_typist(db, settings, url, box, pasted):
+    # The wrong clipboard, in a browser that does not check the address (no JavaScript, an old one): the refusal
+    # says what happened, and the box comes back empty, as a token's name holding one does (Settings).
+    settings.EMAIL_CONFIGURED = True
+
+    response = Client().post(url, {box: pasted, "password": "anything"})
+
+    assert response.status_code == 200
+    page = html.unescape(response.content.decode())
+    assert pasted.strip()[8:] not in page
+    assert ADDRESS_HOLDS_SECRET in page
+    assert re.search(rf'<input type="email" name="{box}"[^>]*\bvalue=""', page)

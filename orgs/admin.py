@@ -136,7 +136,9 @@ class OrganisationAdmin(RelatedLinksByPermission, admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change) -> None:
         super().save_model(request, obj, form, change)
-        if change and "plan" in form.changed_data:
+        if not change:  # its log starts with the plan it began on (save_formset records its first members)
+            audit_staff(request, obj, AuditAction.ORGANISATION_CREATED, f"on the {obj.get_plan_display()} plan")
+        elif "plan" in form.changed_data:
             old = Plan(form.initial["plan"])
             after = services.plan_changed_as_staff(
                 org=obj, staff_user=request.user, old_plan=old, ip=client_ip(request)

@@ -249,6 +249,8 @@ class AuditAction(models.TextChoices):
     KEY_REPLACED = "claude_api_key.replaced", "Claude API key replaced"  # another key was stored: a rotation
     KEY_REMOVED = "claude_api_key.removed", "Claude API key removed"
     # Made by Opsion staff in admin; they change who may manage the key, or whether it is used.
+    # Added in admin: the plan it began on, before any change of it was recorded.
+    ORGANISATION_CREATED = "organisation.created", "Organisation created"
     PLAN_CHANGED = "organisation.plan_changed", "Plan changed"
     MEMBER_ADDED = "membership.added", "Member added"
     ROLE_CHANGED = "membership.role_changed", "Role changed"

@@ -304,6 +304,32 @@ class TestStaffChangesReachTheCustomersAuditLog:
         page = console(world.acme_owner).get("/orgs/acme/settings/").content.decode()
         assert "Plan changed: Institutional → Professional (by Opsion staff)" in page
 
+    def test_an_organisation_added_starts_its_log_with_its_plan_and_first_members(self, world, staff):
+        # Its Owners and Admins can then tell from the log alone which plan it began on (whether its key could be
+        # used), as every later change of plan is recorded, and who was given the right to manage the key.
+        data = {
+            "name": "Hooli",
+            "slug": "hooli",
+            "plan": Plan.INSTITUTIONAL,
+            "memberships-TOTAL_FORMS": "1",
+            "memberships-INITIAL_FORMS": "0",
+            "memberships-MIN_NUM_FORMS": "0",
+            "memberships-MAX_NUM_FORMS": "1000",
+            "memberships-0-user": str(world.acme_member.pk),
+            "memberships-0-role": Role.OWNER,
+        }
+
+        assert staff.post(f"{ORGS}add/", data).status_code == 302
+
+        org = Organisation.objects.get(slug="hooli")
+        recorded = [(e.action, e.detail, e.via, e.actor_email) for e in reversed(org.audit_events.all())]
+        assert recorded == [
+            (AuditAction.ORGANISATION_CREATED, "on the Institutional plan", "admin", world.staff.email),
+            (AuditAction.MEMBER_ADDED, "member@acme.test as Owner", "admin", world.staff.email),
+        ]
+        page = console(world.acme_member).get("/orgs/hooli/settings/").content.decode()
+        assert "Organisation created: on the Institutional plan (by Opsion staff)" in page
+
     def test_a_name_change_alone_records_nothing(self, world, staff):
         response = staff.post(f"{ORGS}{world.acme.pk}/change/", organisation_admin_form(world.acme, name="Acme Assets"))
 

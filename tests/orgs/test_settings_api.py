@@ -626,6 +626,7 @@ class TestOpenApi:
             "claude_api_key.saved",
             "claude_api_key.replaced",
             "claude_api_key.removed",
+            "organisation.created",
             "organisation.plan_changed",
             "membership.added",
             "membership.role_changed",

@@ -281,7 +281,7 @@ def _settings(membership) -> dict:
         "role": membership.role,
         "byomAvailable": org.allows_byom,
         "claudeApiKeySet": state.is_set,
-        "claudeApiKeyInUse": state.is_set and org.allows_byom,  # as insights.keys.resolve chooses the key
+        "claudeApiKeyInUse": state.in_use,
         "claudeApiKeyStatus": state.status,
     }
 

@@ -24,6 +24,9 @@ KEY_UNREADABLE = "unreadable"
 @dataclass(frozen=True)
 class KeyState:
     is_set: bool
+    # Queries run on the stored key: one is stored and the plan allows it, as insights.keys.resolve chooses. A key
+    # left behind by a downgrade stays stored, unused.
+    in_use: bool = False
     status: str | None = None
     saved_at: datetime | None = None
     row: ClaudeApiKey | None = field(default=None, repr=False)
@@ -67,7 +70,7 @@ def claude_api_key_state(org: Organisation) -> KeyState:
     if row is None:
         return KeyState(is_set=False)
     status = row.status if claude_api_key_readable(org, row.secret) else KEY_UNREADABLE
-    return KeyState(is_set=True, status=status, saved_at=row.saved_at, row=row)
+    return KeyState(is_set=True, in_use=org.allows_byom, status=status, saved_at=row.saved_at, row=row)
 
 
 def claude_api_key_readable(org: Organisation, secret) -> bool:

@@ -353,7 +353,7 @@ def list_audit_events(request: HttpRequest, slug: str, page: Query[AuditPage]):
         {
             "id": e.pk,
             "action": e.action,
-            "description": e.get_action_display() + (f": {e.detail}" if e.detail else ""),
+            "description": e.description,
             "actorEmail": e.actor_email,
             "via": e.via,
             "ip": e.customer_ip,

@@ -281,6 +281,12 @@ class AuditEvent(models.Model):
         return f"{self.get_action_display()} by {self.actor_email or 'unknown'}"
 
     @property
+    def description(self) -> str:
+        """The action in words, with what changed when the row says (`Plan changed: Institutional → Professional`):
+        as the console's audit log shows it and the API's listAuditEvents gives it."""
+        return self.get_action_display() + (f": {self.detail}" if self.detail else "")
+
+    @property
     def customer_ip(self) -> str | None:
         """Where the change came from, as the customer sees it (page, CSV, API): staff's own network stays
         with Opsion, in admin."""

@@ -466,6 +466,21 @@ class TestFullAuditLog:
         ]
         assert page.count("Claude API key replaced") == 1 and page.count("Claude API key saved") == 2
 
+    def test_the_page_and_the_api_describe_each_event_in_the_same_words(self, world):
+        # One description (AuditEvent.description), shown by the console's log and given by listAuditEvents.
+        AuditEvent.objects.create(organisation=world.acme, action=AuditAction.KEY_SAVED, actor_email="o@acme.test")
+        AuditEvent.objects.create(
+            organisation=world.acme, action=AuditAction.PLAN_CHANGED, detail="Institutional → Professional"
+        )
+        described = ["Plan changed: Institutional → Professional", "Claude API key saved"]
+
+        items = console().get("/api/v1/orgs/acme/audit-events", headers=bearer(world.acme_owner)).json()["items"]
+        page = console(world.acme_owner).get("/orgs/acme/settings/audit-log/").content.decode()
+
+        assert [event.description for event in AuditEvent.objects.filter(organisation=world.acme)] == described
+        assert [item["description"] for item in items] == described
+        assert all(f"<td>{words}" in page for words in described)
+
     def test_a_csv_cell_a_spreadsheet_would_run_as_a_formula_is_defused(self, world):
         AuditEvent.objects.create(
             organisation=world.acme, action=AuditAction.MEMBER_ADDED, actor_email="=cmd@x.test", detail="+SUM(A1)"

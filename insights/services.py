@@ -84,6 +84,13 @@ FAILURE_MESSAGES = {
 }
 
 
+def retry_helps(refused: Refused) -> bool:
+    """Whether asking again could succeed after `refused` cut an answer off, so the notice before the part received
+    invites it. A key Anthropic rejects, a key the server cannot read, or an account that cannot pay fails every
+    question the same way until someone fixes it (the alert says who and where). Raises nothing."""
+    return not isinstance(refused, KeyInvalid | KeyUnreadable | UpstreamBilling)
+
+
 class IdempotencyKeyReused(Refused):
     code, status = "idempotency_key_reused", 422
 

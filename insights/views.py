@@ -167,7 +167,7 @@ def query_page(request: HttpRequest, slug: str) -> HttpResponse:
             error=refused,
             draft=draft,
             partial=partial,
-            partial_retry=retry_helps(refused),
+            partial_retry=services.retry_helps(refused),
         )
         if refused.retry_after is not None:
             page["Retry-After"] = str(refused.retry_after)
@@ -260,7 +260,7 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
         except Refused as refused:
             # What arrived before the failure, rendered as the history will show it.
             partial = str(render_markdown(pending.row.answer)) if pending.row.answer else ""
-            retry = {"retry": retry_helps(refused)}
+            retry = {"retry": services.retry_helps(refused)}
             said = render_to_string("insights/_partial_notice.html", retry).strip() if partial else ""
             error = {"code": refused.code, "message": refused.message, "html": partial, "notice": said}
             yield sse("error", error | {"historyItem": history_item()})
@@ -273,13 +273,6 @@ def _stream(pending: services.PendingQuery) -> StreamingHttpResponse:
     response = StreamingHttpResponse(events(), content_type="text/event-stream")
     response["X-Accel-Buffering"] = "no"
     return add_ratelimit_headers(response, pending.window)
-
-
-def retry_helps(refused: Refused) -> bool:
-    """Whether the notice before the part of an answer cut off by `refused` invites asking again. A key Anthropic
-    rejects, or an account that cannot pay, fails every question the same way until someone fixes it (the alert says
-    who and where)."""
-    return not isinstance(refused, services.KeyInvalid | services.KeyUnreadable | services.UpstreamBilling)
 
 
 SIGNED_OUT = "Your session has ended. Sign in again to go on."

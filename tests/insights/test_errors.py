@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 from django.utils.html import escape
 
+from insights import services
 from insights.models import InsightQuery, Outcome
 from tests.base import GOOD_KEY
 from tests.clients import closed_port
@@ -306,6 +307,22 @@ def test_without_javascript_an_error_mid_answer_shows_the_part_received_marked_a
     assert 'role="note"' in notice and " ".join(re.sub(r"<[^>]+>", "", notice).split()) == notice_says
     # Rendered as the history renders it (the fake's answer opens with a heading), not left as raw Markdown.
     assert body.startswith("<h3>Authorisation under MiCAR</h3>") and "##" not in body
+
+
+@pytest.mark.parametrize(
+    ("refused", "helps"),
+    [
+        (services.InsightsUnavailable(), True),
+        (services.UpstreamRateLimited(30), True),
+        (services.KeyInvalid(), False),  # an Owner or Admin must save a valid key first
+        (services.KeyUnreadable(), False),  # saved again first
+        (services.UpstreamBilling(), False),  # whoever manages the Anthropic account pays first
+    ],
+    ids=lambda value: getattr(value, "code", str(value)),
+)
+def test_asking_again_is_suggested_only_where_it_could_succeed(refused, helps):
+    # The console's notice before the part of an answer cut off by `refused`, on the page and in the stream alike.
+    assert services.retry_helps(refused) is helps
 
 
 def test_operators_get_a_log_line_without_the_key_when_the_platform_key_is_rejected(

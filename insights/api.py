@@ -326,11 +326,12 @@ def list_queries(request: HttpRequest, slug: str, page: Query[Page]):
     membership = access.membership_or_404(request.auth, slug)
     limit, offset = page.limit, page.offset
     try:
-        rows = services.recent_queries(membership=membership, limit=limit + 1, offset=offset, after=page.after)
+        history = services.recent_queries(membership=membership, limit=limit, offset=offset, after=page.after)
     except Refused as refused:  # `after` not one of theirs here: a member's refusal, with the window as any other
         return add_ratelimit_headers(refused_json(refused), services.usage(membership.organisation).window)
     window = services.usage(membership.organisation).window
-    body = page_body([_history_item(r) for r in rows], limit=limit, offset=offset, after=page.after)
+    items = [_history_item(r) for r in history.items]
+    body = page_body(items, has_more=history.has_more, limit=limit, offset=offset, after=page.after)
     return _answer(body, window)
 
 

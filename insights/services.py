@@ -500,12 +500,13 @@ def own_query(*, membership: Membership, pk: int) -> InsightQuery | None:
 
 def recent_queries(
     *, membership: Membership, limit: int = 20, offset: int = 0, after: int | None = None
-) -> list[InsightQuery]:
-    """The member's own queries, newest first, from the `offset`-th after the query `after` (if given). Raises
-    InvalidRequest if `after` is not one of them."""
+) -> paging.Page:
+    """A page of `limit` of the member's own queries, newest first, from the `offset`-th after the query `after` (if
+    given), and whether more follow: "Your recent queries" and listQueries alike. Raises InvalidRequest if `after` is
+    not one of them."""
     rows = InsightQuery.objects.recent_for(org=membership.organisation, user=membership.user)
     rows = paging.after(rows, after, what="one of your queries here")
-    return _settled(list(rows[offset : offset + limit]))
+    return paging.one_past(_settled(list(rows[offset : offset + limit + 1])), limit)
 
 
 def settle_abandoned() -> int:

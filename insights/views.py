@@ -38,10 +38,10 @@ def _page(
     **extra,
 ) -> HttpResponse:
     usage = services.usage(membership.organisation)
-    # One more than shown says whether older ones follow. `after` is the last entry of the page before (keyset, as
-    # the API pages): queries asked since do not shift the older pages.
+    # `after` is the last entry of the page before (keyset, as the API pages): queries asked since do not shift the
+    # older pages.
     try:
-        rows = services.recent_queries(membership=membership, limit=HISTORY_PAGE + 1, after=after)
+        history = services.recent_queries(membership=membership, limit=HISTORY_PAGE, after=after)
     except InvalidRequest:
         # Another member's, another organisation's or a deleted query: the same answer for each, so the page tells
         # nothing of queries that are not theirs.
@@ -56,7 +56,7 @@ def _page(
     # queries link naming a query since pruned), it would be lost without ever being put back in the box.
     if take_draft and (kept := drafts.take(request)):
         extra |= {"draft": kept.text, "draft_kept": True, "draft_stale": kept.stale}
-    recent = rows[:HISTORY_PAGE]
+    recent = history.items
     # The answer a plain POST redirected to: usually the newest entry; an old link may name an older
     # one, and one that is not this member's (or no longer exists) shows no answer card at all.
     answered = next((q for q in recent if q.pk == answered_id), None)
@@ -72,7 +72,7 @@ def _page(
         "ask_once": secrets.token_urlsafe(12),
         "recent": recent,
         "history_page": HISTORY_PAGE,
-        "older_after": recent[-1].pk if len(rows) > HISTORY_PAGE else None,
+        "older_after": recent[-1].pk if history.has_more else None,
         "older_page": after is not None,
         "key_invalid_message": services.KeyInvalid.default_message,
         "key_unreadable_message": services.KeyUnreadable.default_message,

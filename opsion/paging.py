@@ -1,5 +1,7 @@
 """Keyset paging for the API's newest-first lists (ordered by created_at, then id, both descending)."""
 
+from dataclasses import dataclass
+
 from django.db.models import Q, QuerySet, Subquery
 
 from opsion.errors import InvalidRequest
@@ -19,3 +21,15 @@ def after(rows: QuerySet, pk: int | None, *, what: str) -> QuerySet:
     anchor = Subquery(rows.model._default_manager.filter(pk=pk).values("created_at"))
     # The bound on created_at alone is what an index can start from: the OR is then checked on the rows it reads.
     return rows.filter(Q(created_at__lt=anchor) | Q(created_at=anchor, pk__lt=pk), created_at__lte=anchor)
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list
+    has_more: bool  # more follow the last of `items`: the next page is not empty
+
+
+def one_past(items: list, limit: int) -> Page:
+    """The page of `limit` from `items`, read one past its end: that one, never shown, says whether more follow,
+    without counting them."""
+    return Page(items=items[:limit], has_more=len(items) > limit)

@@ -228,11 +228,10 @@ def refuse_unknown_parameters(request: HttpRequest, page: type[Schema] | None = 
     raise InvalidRequest(f"The parameter `{redact(unknown[0])}` is unknown: {why}")
 
 
-def page_body(items: list, *, limit: int, offset: int, after: int | None) -> dict:
-    """A list endpoint's page from `limit + 1` items, the one past its end showing whether more follow (past the
-    offset cap too: `after` reaches them)."""
-    has_more = len(items) > limit
-    return {"items": items[:limit], "limit": limit, "offset": offset, "after": after, "hasMore": has_more}
+def page_body(items: list, *, has_more: bool, limit: int, offset: int, after: int | None) -> dict:
+    """A list endpoint's page of `items` as asked for (paging.Page says whether more follow, past the offset cap
+    too: `after` reaches them)."""
+    return {"items": items, "limit": limit, "offset": offset, "after": after, "hasMore": has_more}
 
 
 # Sent with every answer of that status, on every operation: 401's challenge, and 503's Retry-After (the database
@@ -346,8 +345,8 @@ def list_audit_events(request: HttpRequest, slug: str, page: Query[AuditPage]):
     refuse_unknown_parameters(request, AuditPage)
     membership = access.membership_or_404(request.auth, slug)
     access.require_audit_reader(membership)
-    events = selectors.audit_events_for(
-        membership.organisation, offset=page.offset, limit=page.limit + 1, after=page.after
+    events = selectors.audit_events_page(
+        membership.organisation, offset=page.offset, limit=page.limit, after=page.after
     )
     items = [
         {
@@ -359,9 +358,9 @@ def list_audit_events(request: HttpRequest, slug: str, page: Query[AuditPage]):
             "ip": e.customer_ip,
             "createdAt": e.created_at.isoformat(),
         }
-        for e in events
+        for e in events.items
     ]
-    return page_body(items, limit=page.limit, offset=page.offset, after=page.after)
+    return page_body(items, has_more=events.has_more, limit=page.limit, offset=page.offset, after=page.after)
 
 
 @router.put(

@@ -99,6 +99,12 @@ def audit_events_for(
     return list(events[offset : offset + limit])
 
 
+def audit_events_page(org: Organisation, *, limit: int, offset: int = 0, after: int | None = None) -> paging.Page:
+    """A page of `limit` events as audit_events_for reads them, and whether more follow (listAuditEvents). Raises
+    InvalidRequest if `after` is not one of the organisation's events."""
+    return paging.one_past(audit_events_for(org, offset=offset, limit=limit + 1, after=after), limit)
+
+
 def audit_log_page(org: Organisation, page: str | int | None) -> Page:
     """One page of the organisation's whole audit log, newest first; a page number out of range gives the
     nearest page (an old link after events were added still lands somewhere)."""

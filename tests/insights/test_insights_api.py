@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from insights import claude
+from insights import claude, services
 from insights.models import InsightQuery, KeySource, Outcome
 from orgs import services as org_services
 from orgs.models import ClaudeApiKey
@@ -175,6 +175,19 @@ def test_history_says_why_a_query_failed_and_pages_exactly(world, fake_anthropic
     assert [item["errorCode"] for item in two["items"]] == ["", "claude_api_key_invalid"]
     assert [item["outcome"] for item in two["items"]] == ["answered", "failed"]
     assert two["hasMore"] is False and one["hasMore"] is True
+
+
+@pytest.mark.parametrize(("limit", "offset", "shown", "more"), [(2, 0, 2, True), (3, 0, 3, False), (2, 2, 1, False)])
+def test_a_history_page_says_whether_older_queries_follow(world, limit, offset, shown, more):
+    # One page for both surfaces: the API's `hasMore` and the console's "Show older queries" read it.
+    seed(world.acme, 30, 20, 10, user=world.acme_member)
+    seed(world.acme, 5, user=world.acme_admin)  # another member's: never on this member's pages
+    membership = world.membership(world.acme_member, world.acme)
+
+    page = services.recent_queries(membership=membership, limit=limit, offset=offset)
+
+    assert (len(page.items), page.has_more) == (shown, more)
+    assert {row.user_id for row in page.items} == {world.acme_member.pk}
 
 
 def test_remaining_is_never_negative_above_a_lowered_limit(world, api_client):

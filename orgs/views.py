@@ -91,8 +91,8 @@ def _settings_page(request: HttpRequest, membership: Membership, *, status: int 
         # Asked for whenever the page is drawn past the window, whatever form it was handed.
         "token_needs_password": not recent_auth.is_recent(request),
         "recent_auth_window": recent_auth.window(),
-        "audit_events": selectors.audit_events_for(org) if membership.can_manage else None,
-        "audit_card_events": selectors.AUDIT_CARD_EVENTS,
+        # The card's latest events, and whether older ones are left for the full log.
+        "audit": selectors.audit_events_page(org, limit=selectors.AUDIT_CARD_EVENTS) if membership.can_manage else None,
         "platform_limit": settings.INSIGHTS_PLATFORM_LIMIT,
         "byom_limit": settings.INSIGHTS_BYOM_LIMIT,
         **extra,

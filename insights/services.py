@@ -403,6 +403,13 @@ def start(*, membership: Membership, text: str, idempotency_key: str | None = No
             return _count(membership=membership, query=query, idempotency_key=idempotency_key)
         except ratelimit.NotMember:
             raise NotFound() from None
+        except ratelimit.RateLimited:
+            if idempotency_key is not None:
+                # Another request with this key may have taken the window's last query after this one looked: the
+                # limit then refuses this one before its insert meets the unique index. It is a retry of that query,
+                # nothing counted, and is given it (AlreadyAsked), not "Rate limit reached".
+                _check_asked(membership=membership, key=idempotency_key, query=query)
+            raise
         except ratelimit.KeyChanged:
             # Read again, key included (resolve() reads it afresh), for this decision and whatever the page shows after.
             membership.organisation = Organisation.objects.get(pk=membership.organisation_id)

@@ -23,6 +23,7 @@ from tests.base import CANARY_KEY
 from tests.conftest import PLATFORM_KEY
 
 from ..reliability.test_deleted_while_answering import wait_for
+from .helpers import seed_spread
 
 QUERIES = "/api/v1/orgs/{}/insights/queries"
 QUESTION = "Which reserve rules apply to asset-referenced tokens?"
@@ -383,6 +384,35 @@ def test_a_key_in_the_body_is_refused_beside_the_header_too(world, fake_anthropi
 
 def test_the_longest_key_is_accepted(world, fake_anthropic, api_client):
     assert ask(api_client(world.globex_member), key="k" * 255).status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_requests_with_one_key_deciding_at_once_on_the_last_query_left_ask_once_and_the_loser_is_not_told_429(
+    world, fake_anthropic, api_client, monkeypatch
+):
+    # As above, with one query left in the window: the winner's query takes it, so the loser's decision is refused by
+    # the limit before its insert could meet the unique index. It is still a retry of a question being answered, to
+    # be told so (409, nothing counted), not "Rate limit reached" for a question it has already had asked.
+    seed_spread(world.globex, 19, oldest=1800)
+    client = api_client(world.globex_member)
+    looked = services._by_idempotency_key
+    winner = {}
+
+    def racing(*, membership, key):
+        found = looked(membership=membership, key=key)
+        if not winner:
+            winner["row"] = pending_row(world.globex_member, world.globex)
+        return found
+
+    monkeypatch.setattr(services, "_by_idempotency_key", racing)
+
+    response = ask(client)
+
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "idempotency_key_in_use"
+    assert f"(query {winner['row'].pk})" in response.json()["error"]["message"]
+    assert not fake_anthropic.requests
+    assert InsightQuery.objects.count() == 20  # nothing counted
 
 
 @pytest.mark.django_db(transaction=True)  # on PostgreSQL the refused insert would abort a test's own transaction

@@ -82,11 +82,14 @@ def _refuse(org_id: int, *, used: int, limit: int, oldest, now, window_seconds: 
 # `_orm_stats` as the ORM writes it for SQLite, written out once: building that statement through the
 # ORM cost more than the rest of a SQLite decision put together (docs/benchmarks.md). Same clock
 # (SQLite's NOW, as the column's default), same arithmetic (Django's own django_format_dtdelta);
-# tests/insights/test_ratelimit.py checks the two agree.
+# tests/insights/test_ratelimit.py checks the two agree. One difference: SQLite compares the times as text, and
+# django_format_dtdelta writes a time on the second without its fraction ("…10:00:00"), which sorts before the
+# column default's "…10:00:00.000": a query exactly a window old would still count. STRFTIME writes the cutoff as the
+# default writes created_at.
 _SQLITE_STATS = (
     "SELECT COUNT(*), MIN(created_at), STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
-    " FROM insights_insightquery WHERE organisation_id = %s"
-    " AND created_at > django_format_dtdelta('-', STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW'), %s)"
+    " FROM insights_insightquery WHERE organisation_id = %s AND created_at >"
+    " STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', django_format_dtdelta('-', STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW'), %s))"
 )
 
 
@@ -174,9 +177,11 @@ def _frees_in(org_id: int, *, used: int, limit: int, oldest, now, window_seconds
     if limit <= 0:
         return window_seconds
     if used > limit:
-        cutoff = now - timedelta(seconds=window_seconds)
+        # At or after the first microsecond inside the window, not after its start: on SQLite, which compares times as
+        # text, a start on the second is written "…10:00:00", before a row stamped at it ("…10:00:00.000").
+        first_inside = now - timedelta(seconds=window_seconds) + timedelta(microseconds=1)
         oldest = (
-            InsightQuery.objects.filter(organisation_id=org_id, created_at__gt=cutoff)
+            InsightQuery.objects.filter(organisation_id=org_id, created_at__gte=first_inside)
             .order_by("created_at")
             .values_list("created_at", flat=True)[used - limit]
         )

@@ -6,7 +6,7 @@ Time is controlled by seeding rows with past `created_at` values; nothing sleeps
 import math
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connections, transaction
@@ -355,3 +355,53 @@ def test_a_decision_for_someone_no_longer_an_active_member_counts_nothing(world,
         with pytest.raises(ratelimit.NotMember):
             decide()
         assert not InsightQuery.objects.exists()
+
+
+# Stamped by the column's default on SQLite: milliseconds, always three digits ("…:00.000"), as SQLite's clock writes.
+EDGE_NOW = "2026-03-02 11:00:00.000"
+
+
+@pytest.mark.skipif(connections["default"].vendor != "sqlite", reason="SQLite compares stored times as text")
+@pytest.mark.parametrize(
+    "created_at, counts",
+    [
+        ("2026-03-02 10:00:00.000", False),  # exactly a window old: left it
+        ("2026-03-02 10:00:00.001", True),
+        ("2026-03-02 09:59:59.999", False),
+        ("2026-03-02 10:00:00", False),  # written by the ORM from a time on the second
+        ("2026-03-02 10:00:00.000001", True),  # written by the ORM, a microsecond inside
+    ],
+)
+def test_on_sqlite_a_query_exactly_a_window_old_has_left_it_even_on_the_second(world, created_at, counts):
+    # The window counts queries newer than a window ago (PostgreSQL compares times; SQLite compares their text). A
+    # cutoff that falls on a whole second was written without its fraction ("…10:00:00"), which sorts before the
+    # default's "…10:00:00.000": the query exactly a window old was counted, one query too many refused (and the
+    # usage meter said so). The decision's own statement, with SQLite's clock read as EDGE_NOW.
+    (row,) = seed(world.globex, 10)
+    with connections["default"].cursor() as cursor:
+        cursor.execute("UPDATE insights_insightquery SET created_at = %s WHERE id = %s", [created_at, row.pk])
+        cursor.execute(
+            ratelimit._SQLITE_STATS.replace("'NOW'", "%s"), [EDGE_NOW, world.globex.pk, EDGE_NOW, 3600 * 10**6]
+        )
+        used, _, now = cursor.fetchone()
+
+    assert now == EDGE_NOW
+    assert used == (1 if counts else 0)
+
+
+@pytest.mark.skipif(connections["default"].vendor != "sqlite", reason="SQLite compares stored times as text")
+def test_on_sqlite_when_the_limit_fell_a_query_exactly_a_window_old_does_not_make_retry_after_early(world):
+    # Two count against a limit of one (it fell: the key removed), the next fits once the newer of them has left: in
+    # 45 minutes. The query exactly a window old (stamped by the column's default, "…10:00:00.000") has left already;
+    # taken for a counted one, Retry-After would be when the older of the two leaves, 15 minutes early.
+    rows = seed(world.globex, 10, 20, 30)
+    with connections["default"].cursor() as cursor:
+        for row, created_at in zip(rows, ["10:00:00.000", "10:30:00.000", "10:45:00.000"], strict=True):
+            cursor.execute(
+                "UPDATE insights_insightquery SET created_at = %s WHERE id = %s", [f"2026-03-02 {created_at}", row.pk]
+            )
+    now = datetime(2026, 3, 2, 11, tzinfo=UTC)
+
+    frees_in = ratelimit._frees_in(world.globex.pk, used=2, limit=1, oldest=None, now=now, window_seconds=3600)
+
+    assert frees_in == 45 * 60

@@ -283,21 +283,32 @@ def _acquire_in_one_round_trip(
 ) -> tuple[InsightQuery, Window]:
     query = InsightQuery(organisation=org, **row)
     checked = key_saved_at is not UNCHECKED
-    with connections[using].cursor() as cursor:
-        cursor.execute(
-            "SELECT used, oldest, db_now, new_id, new_created_at, key_changed, not_member"
-            " FROM insights_ratelimit_acquire(%s, %s, %s, %s::jsonb, %s::text[], %s::timestamptz, %s::bigint)",
-            [
-                org.pk,
-                limit,
-                window_seconds,
-                _row_json(query, using),
-                sorted(str(plan) for plan in BYOM_PLANS) if checked else None,
-                key_saved_at if checked else None,
-                member_id,
-            ],
-        )
-        used, oldest, now, new_id, created_at, key_changed, not_member = cursor.fetchone()
+    call = (
+        "SELECT used, oldest, db_now, new_id, new_created_at, key_changed, not_member"
+        " FROM insights_ratelimit_acquire(%s, %s, %s, %s::jsonb, %s::text[], %s::timestamptz, %s::bigint)"
+    )
+    params = [
+        org.pk,
+        limit,
+        window_seconds,
+        _row_json(query, using),
+        sorted(str(plan) for plan in BYOM_PLANS) if checked else None,
+        key_saved_at if checked else None,
+        member_id,
+    ]
+    connection = connections[using]
+    if connection.in_atomic_block or _reads_committed(connection):
+        with connection.cursor() as cursor:
+            cursor.execute(call, params)
+            used, oldest, now, new_id, created_at, key_changed, not_member = cursor.fetchone()
+    else:
+        # The server starts a statement's own transaction at another level (default_transaction_isolation): under
+        # REPEATABLE READ the function's count would keep the snapshot taken before it waited for the lock, and miss
+        # the query of the decision it waited for. Two round trips more, on such a server only.
+        with transaction.atomic(using=using, durable=True), connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            cursor.execute(call, params)
+            used, oldest, now, new_id, created_at, key_changed, not_member = cursor.fetchone()
     if not_member:
         raise NotMember()
     if key_changed:
@@ -311,6 +322,19 @@ def _acquire_in_one_round_trip(
     query._state.adding, query._state.db = False, using
     oldest = oldest or created_at
     return query, Window(limit, window_seconds, used + 1, _reset(oldest, created_at, window_seconds))
+
+
+def _reads_committed(connection) -> bool:
+    """Whether a statement outside a transaction runs under READ COMMITTED on this connection, as the limiter's
+    function needs. Asked once per connection to the server: a database's or role's default applies as it opens."""
+    connection.ensure_connection()
+    known = getattr(connection, "_limiter_read_committed", None)
+    if known is None or known[0] is not connection.connection:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW default_transaction_isolation")
+            known = (connection.connection, cursor.fetchone()[0] == "read committed")
+        connection._limiter_read_committed = known
+    return known[1]
 
 
 def _require_autocommit(connection) -> None:

@@ -405,3 +405,41 @@ def test_on_sqlite_when_the_limit_fell_a_query_exactly_a_window_old_does_not_mak
     frees_in = ratelimit._frees_in(world.globex.pk, used=2, limit=1, oldest=None, now=now, window_seconds=3600)
 
     assert frees_in == 45 * 60
+
+
+@pytest.mark.skipif(connections["default"].vendor != "postgresql", reason="PostgreSQL's isolation levels")
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("isolation", ["repeatable read", "serializable"])
+def test_a_server_defaulting_to_another_isolation_level_still_lets_no_query_past_the_limit(world, isolation):
+    # The decision counts after it holds the organisation's lock, which only READ COMMITTED sees afresh: under
+    # REPEATABLE READ its snapshot is taken before it waits for the lock, and it missed the query committed by the
+    # decision it waited for. A server (ALTER DATABASE … SET default_transaction_isolation) may default to either;
+    # the limit must hold, or be enforced, whatever it says. Another connection holds the lock and counts one query.
+    connections["default"].close()  # a connection of its own, as one to such a server would be
+    with connections["default"].cursor() as cursor:
+        cursor.execute(f"SET default_transaction_isolation = '{isolation}'")
+    locked = threading.Event()
+
+    def decide_first() -> None:
+        try:
+            with transaction.atomic():
+                Organisation.objects.select_for_update().filter(pk=world.globex.pk).values_list("pk").get()
+                InsightQuery.objects.create(organisation=world.globex, key_source="platform", query="first")
+                locked.set()
+                time.sleep(0.5)  # the decision below is waiting for this lock by now
+        finally:
+            connections["default"].close()
+
+    first = threading.Thread(target=decide_first)
+    first.start()
+    try:
+        assert locked.wait(10)
+        with pytest.raises(ratelimit.RateLimited):
+            ratelimit.acquire(
+                org=world.globex, limit=1, window_seconds=3600, row={"key_source": "platform", "query": "q"}
+            )
+    finally:
+        first.join()
+        connections["default"].close()  # the session's default goes with it
+
+    assert InsightQuery.objects.count() == 1

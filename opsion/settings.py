@@ -219,8 +219,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 else:
-    # The limiter relies on READ COMMITTED (PostgreSQL's default): each statement after the
-    # row lock sees rows committed by the transaction that held it.
+    from psycopg import IsolationLevel
+
+    # The limiter, and every other decision that locks a row and then counts (the API token cap, a key write's
+    # re-check), relies on READ COMMITTED: each statement after the row lock sees rows committed by the transaction
+    # that held it. PostgreSQL's default, but a server or role may be given another: named here, every transaction
+    # Django begins says its level (no round trip more). The limiter's own call runs outside one: insights/ratelimit.py
+    # checks the server's default for it.
+    DATABASES["default"].setdefault("OPTIONS", {})["isolation_level"] = IsolationLevel.READ_COMMITTED
     # Health checks drop connections that died while idle.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     # A persistent connection whose server vanished (a failover, a dropped network path) would hold its

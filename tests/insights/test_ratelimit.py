@@ -443,3 +443,20 @@ def test_a_server_defaulting_to_another_isolation_level_still_lets_no_query_past
         connections["default"].close()  # the session's default goes with it
 
     assert InsightQuery.objects.count() == 1
+
+
+@pytest.mark.skipif(connections["default"].vendor != "postgresql", reason="PostgreSQL's isolation levels")
+@pytest.mark.django_db(transaction=True)
+def test_every_transaction_of_the_app_reads_committed_whatever_the_servers_default(world):
+    # Other decisions lock a row and then count, as the limiter does: the API token cap, a key write's re-check under
+    # the organisation's lock. Each runs in a transaction of its own (transaction.atomic), begun READ COMMITTED by
+    # the connection's settings, whatever default the server or role was given.
+    connections["default"].close()
+    try:
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SET default_transaction_isolation = 'repeatable read'")
+        with transaction.atomic(), connections["default"].cursor() as cursor:
+            cursor.execute("SHOW transaction_isolation")
+            assert cursor.fetchone()[0] == "read committed"
+    finally:
+        connections["default"].close()

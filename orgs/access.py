@@ -19,6 +19,15 @@ class PlanRequired(Refused):
     code, status = "byom_plan_required", 403
     default_message = "Bring Your Own Model requires the Enterprise plan"
 
+    @classmethod
+    def of(cls, org: Organisation) -> "PlanRequired":
+        """The refusal for `org`, on the console and the API alike: the documentation's words name a plan Opsion does
+        not sell, so the organisation's plan and the documentation's way out follow them."""
+        return cls(
+            f"{cls.default_message}. {org.name} is on the {org.get_plan_display()} plan. Upgrade to Institutional to "
+            "use your own key."
+        )
+
 
 # What Organisation.slug (a SlugField) can hold. Anything else names no organisation, and turning it away
 # before the query keeps a NUL byte, which PostgreSQL refuses outright, away from the database.
@@ -75,7 +84,7 @@ def require_byom_admin(membership: Membership) -> None:
     """Role first, then plan. Raises RoleRequired or PlanRequired."""
     require_key_manager(membership)
     if not membership.organisation.allows_byom:
-        raise PlanRequired()
+        raise PlanRequired.of(membership.organisation)
 
 
 def can_see_operator_notices(user, membership: Membership | None) -> bool:

@@ -196,13 +196,11 @@ def byom_save(request: HttpRequest, slug: str) -> HttpResponse:
     except Refused as refused:
         # Re-render (never echoing the submitted key) so the message sits next to the field.
         message = refused.message
-        if isinstance(refused, access.PlanRequired):
-            # The documentation's words name a plan Opsion does not sell: its plan and the way out follow.
-            org = membership.organisation
-            message += (
-                f". {org.name} is on the {org.get_plan_display()} plan. Upgrade to Institutional to use your own key."
-            )
-        elif membership.can_manage and selectors.stored_claude_api_key(membership.organisation) is not None:
+        if (
+            not isinstance(refused, access.PlanRequired)
+            and membership.can_manage
+            and selectors.stored_claude_api_key(membership.organisation) is not None
+        ):
             # The card's "Key saved." describes the stored key: just after "Save new key" it reads as this one's.
             message += " Your new key was not saved: the stored key is unchanged."
         return _refused_page(request, membership, refused, key_error=message)

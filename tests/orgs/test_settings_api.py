@@ -47,7 +47,14 @@ FORBIDDEN_ROLE = {
     "code": "forbidden_role",
     "message": "Only an Owner or Admin of this organisation can change its Claude API key.",
 }
-PLAN_REQUIRED = {"code": "byom_plan_required", "message": PLAN_REFUSAL}
+
+
+def plan_required(org) -> dict:
+    return {
+        "code": "byom_plan_required",
+        "message": f"{PLAN_REFUSAL}. {org.name} is on the {org.get_plan_display()} plan. Upgrade to Institutional to "
+        "use your own key.",
+    }
 
 
 def auth_for(user) -> dict:
@@ -95,7 +102,7 @@ def test_put_key_obeys_authentication_membership_role_then_plan(people, role, pl
         "anonymous": (401, UNAUTHENTICATED),
         "outsider": (404, NOT_FOUND),
         "member": (403, FORBIDDEN_ROLE),
-    }.get(role) or ((403, PLAN_REQUIRED) if plan not in ELIGIBLE else None)
+    }.get(role) or ((403, plan_required(org)) if plan not in ELIGIBLE else None)
     assert CANARY_KEY not in response.content.decode()
     if expected is None:
         assert response.status_code == 200
@@ -158,7 +165,18 @@ class TestCheckOrder:
     def test_plan_comes_before_the_keys_form(self, world):
         response = api_put_key(console(), "globex", {"apiKey": "junk"}, **bearer(world.globex_admin))
 
-        assert (response.status_code, error_of(response)) == (403, PLAN_REQUIRED)
+        assert (response.status_code, error_of(response)) == (403, plan_required(world.globex))
+
+    def test_the_plan_refusal_names_the_organisations_plan_and_the_way_out_as_settings_does(self, world):
+        # The documentation's words name a plan Opsion does not sell ("Enterprise"): an API client's user is told
+        # which plan the organisation is on and what to do, in the words Settings shows beside the key's field.
+        response = api_put_key(console(), "globex", {"apiKey": GOOD_KEY}, **bearer(world.globex_admin))
+
+        assert error_of(response) == {
+            "code": "byom_plan_required",
+            "message": f"{PLAN_REFUSAL}. Globex Payments is on the Professional plan. Upgrade to Institutional to use "
+            "your own key.",
+        }
 
     def test_the_keys_form_comes_last(self, world):
         response = api_put_key(console(), "acme", {"apiKey": "junk"}, **bearer(world.acme_admin))
@@ -285,7 +303,7 @@ class TestShapes:
         body = get_settings("acme", **headers).json()
         assert (body["byomAvailable"], body["claudeApiKeySet"]) == (False, True)
         refused = api_put_key(console(), "acme", {"apiKey": OTHER_KEY}, **headers)
-        assert error_of(refused) == PLAN_REQUIRED
+        assert error_of(refused) == plan_required(world.acme)
         assert stored_key(world.acme) == GOOD_KEY
 
         assert api_delete_key(console(), "acme", **headers).json() == {"claudeApiKeySet": False}

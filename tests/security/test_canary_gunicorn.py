@@ -66,21 +66,22 @@ def test_gunicorns_access_log_and_every_logger_at_debug_write_the_key_redacted(w
             _send(f"{api}/settings?apiKey={CANARY_KEY}", headers={"Authorization": f"Bearer {member_token}"}),
             _send(f"{api}/settings", headers={"X-Api-Key": CANARY_KEY, "Authorization": f"Bearer {CANARY_KEY}"}),
             _send(f"{base_urls[0]}/{CANARY_KEY}/"),
-            # Percent-encoded, as no browser sends it by itself: the path is refused, the query string the API ignores.
+            # Percent-encoded, as no browser sends it by itself: the path is refused, and the query string's parameter too.
             _send(f"{base_urls[0]}/orgs/acme/{ENCODED_KEY}/"),
             _send(f"{api}/settings?apiKey={ENCODED_KEY}", headers={"Authorization": f"Bearer {member_token}"}),
         ]
     logged = (tmp_path / "gunicorn-1.log").read_text()
 
-    assert statuses == [200, 400, 200, 401, 400, 400, 200], statuses  # the last, a key typed into the path, is refused
+    # A parameter getSettings does not take is refused by name (never by value); a key typed into the path is refused.
+    assert statuses == [200, 400, 400, 401, 400, 400, 400], statuses
     assert fake_anthropic.keys_used[-1] == CANARY_KEY  # the query ran on the saved key, and Anthropic refused it
-    assert '"GET /api/v1/orgs/acme/settings?apiKey=sk-ant-[redacted] HTTP/1.1" 200' in logged, logged[-3000:]
+    assert '"GET /api/v1/orgs/acme/settings?apiKey=sk-ant-[redacted] HTTP/1.1" 400' in logged, logged[-3000:]
     assert "sk-ant-[redacted] Bearer sk-ant-[redacted]" in logged, logged[-3000:]  # the access log's header atoms
     assert '"GET /sk-ant-[redacted]/ HTTP/1.1" 400' in logged, logged[-3000:]  # the request line, as its path
     assert "a key or token in the path of GET /sk-ant-[redacted]/" in logged, logged[-3000:]
     # The request line as sent, decoded so that its key is redacted as the app reads it.
     assert '"GET /orgs/acme/sk-ant-[redacted]/ HTTP/1.1" 400' in logged, logged[-3000:]
-    assert '"GET /api/v1/orgs/acme/settings?apiKey=sk-ant-[redacted] HTTP/1.1" 200' in logged, logged[-3000:]
+    assert '"GET /api/v1/orgs/acme/settings?apiKey=sk-ant-[redacted] HTTP/1.1" 400' in logged, logged[-3000:]
     assert ENCODED_KEY[20:50] not in logged, logged[logged.index(ENCODED_KEY[20:50]) - 500 :][:1000]
     # ANTHROPIC_LOG lowers the SDK's loggers when it is imported, after LOGGING set them to WARNING: its debug lines
     # hold each request's options, the member's question and the system prompt included. LOGGING's levels stand.

@@ -66,13 +66,15 @@ def test_gunicorns_access_log_and_every_logger_at_debug_write_the_key_redacted(w
             _send(f"{api}/settings?apiKey={CANARY_KEY}", headers={"Authorization": f"Bearer {member_token}"}),
             _send(f"{api}/settings", headers={"X-Api-Key": CANARY_KEY, "Authorization": f"Bearer {CANARY_KEY}"}),
             _send(f"{base_urls[0]}/{CANARY_KEY}/"),
-            # Percent-encoded, as no browser sends it by itself: the path is refused, and the query string's parameter too.
+            # Percent-encoded, as no browser sends it by itself: the path is refused,
+            # and the query string's parameter too.
             _send(f"{base_urls[0]}/orgs/acme/{ENCODED_KEY}/"),
             _send(f"{api}/settings?apiKey={ENCODED_KEY}", headers={"Authorization": f"Bearer {member_token}"}),
         ]
     logged = (tmp_path / "gunicorn-1.log").read_text()
 
-    # A parameter getSettings does not take is refused by name (never by value); a key typed into the path is refused.
+    # A parameter getSettings does not take is refused by name (never by value);
+    # a key typed into the path is refused.
     assert statuses == [200, 400, 400, 401, 400, 400, 400], statuses
     assert fake_anthropic.keys_used[-1] == CANARY_KEY  # the query ran on the saved key, and Anthropic refused it
     assert '"GET /api/v1/orgs/acme/settings?apiKey=sk-ant-[redacted] HTTP/1.1" 400' in logged, logged[-3000:]

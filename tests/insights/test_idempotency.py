@@ -386,15 +386,9 @@ def test_the_longest_key_is_accepted(world, fake_anthropic, api_client):
     assert ask(api_client(world.globex_member), key="k" * 255).status_code == 200
 
 
-@pytest.mark.django_db(transaction=True)
-def test_two_requests_with_one_key_deciding_at_once_on_the_last_query_left_ask_once_and_the_loser_is_not_told_429(
-    world, fake_anthropic, api_client, monkeypatch
-):
-    # As above, with one query left in the window: the winner's query takes it, so the loser's decision is refused by
-    # the limit before its insert could meet the unique index. It is still a retry of a question being answered, to
-    # be told so (409, nothing counted), not "Rate limit reached" for a question it has already had asked.
-    seed_spread(world.globex, 19, oldest=1800)
-    client = api_client(world.globex_member)
+def _another_request_inserts_first(world, monkeypatch) -> dict:
+    """Another request with the same key inserts its row between this one's look and its decision; the returned dict
+    holds that row as "row" once it has."""
     looked = services._by_idempotency_key
     winner = {}
 
@@ -405,6 +399,19 @@ def test_two_requests_with_one_key_deciding_at_once_on_the_last_query_left_ask_o
         return found
 
     monkeypatch.setattr(services, "_by_idempotency_key", racing)
+    return winner
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_requests_with_one_key_deciding_at_once_on_the_last_query_left_ask_once_and_the_loser_is_not_told_429(
+    world, fake_anthropic, api_client, monkeypatch
+):
+    # As above, with one query left in the window: the winner's query takes it, so the loser's decision is refused by
+    # the limit before its insert could meet the unique index. It is still a retry of a question being answered, to
+    # be told so (409, nothing counted), not "Rate limit reached" for a question it has already had asked.
+    seed_spread(world.globex, 19, oldest=1800)
+    client = api_client(world.globex_member)
+    winner = _another_request_inserts_first(world, monkeypatch)
 
     response = ask(client)
 
@@ -420,16 +427,7 @@ def test_two_requests_with_one_key_deciding_at_once_ask_once(world, fake_anthrop
     # Both read "no query with this key yet" before either inserted one: the database's unique index decides, and the
     # loser is told the winner's query is being answered, counting nothing.
     client = api_client(world.globex_member)
-    looked = services._by_idempotency_key
-    winner = {}
-
-    def racing(*, membership, key):
-        found = looked(membership=membership, key=key)
-        if not winner:  # the other request inserts its row between this one's look and its decision
-            winner["row"] = pending_row(world.globex_member, world.globex)
-        return found
-
-    monkeypatch.setattr(services, "_by_idempotency_key", racing)
+    winner = _another_request_inserts_first(world, monkeypatch)
 
     response = ask(client)
 

@@ -11,6 +11,10 @@ MAX_LENGTH = 256
 _ALLOWED = re.compile(r"[A-Za-z0-9_-]+")
 # The whole rule in one JSON Schema pattern, for the API's document (the checks below say which part failed).
 KEY_PATTERN = f"^{KEY_PREFIX}[A-Za-z0-9_-]{{{MIN_LENGTH - len(KEY_PREFIX)},{MAX_LENGTH - len(KEY_PREFIX)}}}$"
+# What a copy from a shell line, a .env file or a document brings along with a key: quotes (straight or curly) and
+# a variable name ("export ANTHROPIC_API_KEY=", "ANTHROPIC_API_KEY: ").
+_QUOTES = "\"'`\u201c\u201d\u2018\u2019"
+_ASSIGNMENT = re.compile(r"(?:export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*[=:]")
 
 
 class KeyMalformed(Refused):
@@ -33,6 +37,11 @@ def _trim(raw: str) -> str:
     return raw[start:end]
 
 
+def _pasted_with_its_surroundings(key: str) -> bool:
+    """A key pasted with the quotes around it or the variable name before it, as a shell line or a .env file has it."""
+    return KEY_PREFIX in key and (key[0] in _QUOTES or key[-1] in _QUOTES or bool(_ASSIGNMENT.match(key)))
+
+
 def validate_claude_api_key(raw: str) -> str:
     """Return the trimmed key. Raises KeyMalformed with a message saying what is wrong."""
     # Trimmed of what the person cannot see as well as of whitespace: refused, "starts with sk-ant-" would be said of
@@ -42,6 +51,11 @@ def validate_claude_api_key(raw: str) -> str:
         raise KeyMalformed("Enter your Anthropic API key.")
     if len(key) > MAX_LENGTH:
         raise KeyMalformed(f"That is too long to be an Anthropic API key (at most {MAX_LENGTH} characters).")
+    if _pasted_with_its_surroundings(key):
+        raise KeyMalformed(
+            "Paste the key alone, without quotes around it or a variable name such as ANTHROPIC_API_KEY= before it. "
+            f"It starts with “{KEY_PREFIX}”."
+        )
     if not key.startswith(KEY_PREFIX):
         raise KeyMalformed(f"An Anthropic API key starts with “{KEY_PREFIX}”.")
     if any(ch.isspace() for ch in key):

@@ -12,6 +12,10 @@ from tests.orgs.helpers import error_of, stored_key
 
 MARK = "ECHOmark7"
 BODY = "a" * 40
+PASTE_ALONE = (
+    "Paste the key alone, without quotes around it or a variable name such as ANTHROPIC_API_KEY= before it. "
+    "It starts with “sk-ant-”."
+)
 
 # (id, submitted key, what the refusal must say). Every key carries MARK so a test can prove it is never echoed.
 MALFORMED = [
@@ -44,6 +48,19 @@ MALFORMED = [
         f"sk-ant-api03-{MARK}<script>{BODY}",
         "The key may contain only letters, digits, hyphens (-) and underscores (_).",
     ),
+    *[
+        (case_id, raw, PASTE_ALONE)
+        for case_id, raw in [
+            ("double quotes", f'"sk-ant-api03-{MARK}{BODY}"'),
+            ("single quotes", f"'sk-ant-api03-{MARK}{BODY}'"),
+            ("curly quotes", f"\u201csk-ant-api03-{MARK}{BODY}\u201d"),
+            ("closing quote only", f"sk-ant-api03-{MARK}{BODY}'"),
+            ("env line", f"ANTHROPIC_API_KEY=sk-ant-api03-{MARK}{BODY}"),
+            ("env line quoted", f'ANTHROPIC_API_KEY="sk-ant-api03-{MARK}{BODY}"'),
+            ("shell export", f"export ANTHROPIC_API_KEY=sk-ant-api03-{MARK}{BODY}"),
+            ("yaml line", f"anthropic_api_key: sk-ant-api03-{MARK}{BODY}"),
+        ]
+    ],
     (
         "too short",
         f"sk-ant-{MARK}",

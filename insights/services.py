@@ -216,7 +216,10 @@ def validate_query(text: str) -> str:
     if not text:
         raise InvalidRequest("Type a question first.")
     if len(text) > settings.INSIGHTS_MAX_QUERY_CHARS:
-        raise InvalidRequest(f"Questions are limited to {settings.INSIGHTS_MAX_QUERY_CHARS:,} characters.")
+        raise InvalidRequest(
+            f"Questions are limited to {settings.INSIGHTS_MAX_QUERY_CHARS:,} characters; yours has {len(text):,}. "
+            "Shorten it and ask again."
+        )
     if "\x00" in text:
         raise InvalidRequest("The question contains a NUL character.")
     if not text.isascii():

@@ -565,7 +565,7 @@ def test_a_question_over_the_limit_is_refused_whole_not_cut_short_in_silence(app
     page.get_by_role("button", name="Ask", exact=True).click()
 
     expect(page.locator("#answer-error").get_by_role("alert")).to_have_text(
-        "Questions are limited to 4,000 characters."
+        f"Questions are limited to 4,000 characters; yours has {len(long_question):,}. Shorten it and ask again."
     )
     expect(page.get_by_label("Your question")).to_have_value(long_question)
     assert fake_anthropic.requests == []

@@ -639,7 +639,8 @@ def test_a_kept_question_over_the_limit_is_kept_cut_short_and_still_refused_as_t
 
     assert len(kept) < 5000 and "THE END?" not in kept
     assert html.unescape(shown) == long_question[:4000].strip() + "…"
-    assert asked.status_code == 400 and "Questions are limited to 4,000 characters." in asked.content.decode()
+    assert asked.status_code == 400
+    assert "Questions are limited to 4,000 characters; yours has 4,001." in asked.content.decode()
     assert not InsightQuery.objects.exists()
 
 

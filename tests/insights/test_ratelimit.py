@@ -172,6 +172,17 @@ def test_a_refused_question_does_not_count(world, fake_anthropic, api_client, qu
     assert fake_anthropic.requests == []
 
 
+def test_a_question_over_the_limit_is_told_how_long_it_is(world, fake_anthropic, api_client):
+    # "Limited to 4,000 characters" alone leaves the person counting: how much must go?
+    response = post(api_client(world.globex_member), "globex", "  " + "x" * 4100 + "\n")
+
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "invalid_request",
+        "message": "Questions are limited to 4,000 characters; yours has 4,100. Shorten it and ask again.",
+    }
+
+
 def test_a_4000_character_question_is_accepted(world, fake_anthropic, api_client):
     response = post(api_client(world.globex_member), "globex", "x" * 4000)
 

@@ -120,6 +120,7 @@ class TestKeyStored:
         assert offers_removal(page, "acme")
         assert 'id="byom-remove"' in page
         assert "Replace with a new key" in page
+        assert '<details class="replace">' in page  # a working key's replacement form stays folded away
         assert CANARY_KEY not in page
 
     def test_the_remove_button_is_labelled_remove_and_sits_next_to_the_masked_key(self, world, saved):
@@ -149,6 +150,8 @@ class TestKeyStored:
 
         assert ask.status_code == status and changed is not None
         assert f"Saved 14 Mar 2026, 09:26 UTC by admin@acme.test. {said} {changed:%-d %b %Y, %H:%M} UTC." in page
+        # A rejected key must be replaced: its form is open.
+        assert ('<details class="replace" open>' in page) == (behaviour != "ok")
 
     def test_a_key_accepted_again_after_a_rejection_is_not_said_to_be_first_accepted_then(
         self, world, saved, fake_anthropic

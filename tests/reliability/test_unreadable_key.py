@@ -71,6 +71,8 @@ def test_the_settings_page_says_the_stored_key_cannot_be_read(world, key_unreada
     # Nor a promise that queries run on it: they are refused until the key is saved again.
     assert "Queries use your organisation's key" not in body
     assert "AI Insights queries are refused until the key is saved again." in body
+    # Saving it again is the way out: the form for it is open, not behind "Replace with a new key".
+    assert '<details class="replace" open>' in body
     assert OPERATOR_LOG in caplog.text
 
 

@@ -17,6 +17,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from opsion import requestid
 from opsion.http import atomic_for_post, without_secret
+from opsion.reporting import holds_secret
 from orgs import drafts, guards, notifications, recent_auth, services
 from orgs.forms import ChangePasswordForm, SignInForm
 
@@ -48,7 +49,9 @@ class GuardedPost:
         if wait is None:
             return super().post(request, *args, **kwargs)
         unbound = {name: value for name, value in self.get_form_kwargs().items() if name not in ("data", "files")}
+        # A key or token pasted into a kept box is not typed back, as the checked form would not (forms.AddressField).
         initial = {name: request.POST.get(name, "") for name in self.kept_fields}
+        initial = {name: "" if holds_secret(value) else value for name, value in initial.items()}
         form = self.get_form_class()(**unbound | {"initial": initial})
         refusal = guards.refusal(self.locked_message, wait)
         locked = self.render_to_response(self.get_context_data(form=form, locked=refusal.message), status=429)

@@ -1,5 +1,6 @@
 """Abuse guards: sign-in, key changes and token creation are refused with 429 past their limits."""
 
+import html
 import logging
 import re
 import socket
@@ -18,7 +19,7 @@ from django.test import Client, RequestFactory
 from insights.models import InsightQuery
 from orgs import guards, mailer
 from orgs.models import ApiToken, AuditEvent, ClaudeApiKey, Membership, Role
-from tests.base import GOOD_KEY, OTHER_KEY, PASSWORD
+from tests.base import CANARY_KEY, GOOD_KEY, OTHER_KEY, PASSWORD
 from tests.clients import api_delete_key, api_put_key, closed_port, console, token_client
 from tests.orgs.helpers import store_key
 from tests.orgs.test_password_reset import ask, link_in, set_password
@@ -67,6 +68,31 @@ def test_the_lockout_page_shows_its_reference_as_the_error_pages_do(world, clock
     page = locked.content.decode()
     assert f'<p class="reference">Reference: <code>{locked["X-Request-ID"]}</code></p>' in page
     assert page.count("Reference:") == 1
+
+
+@pytest.mark.parametrize(
+    "url, box, lock",
+    [
+        (LOGIN, "username", lambda: [_sign_in(f"guess{i}@nowhere.test", "wrong") for i in range(10)]),
+        (
+            "/accounts/password/reset/",
+            "email",
+            lambda: [ask(f"who{i}@nowhere.test", REMOTE_ADDR="203.0.113.10") for i in range(20)],
+        ),
+    ],
+    ids=["sign-in", "reset request"],
+)
+def test_a_key_pasted_into_the_address_box_of_a_locked_out_page_is_not_typed_back(world, clock, mail, url, box, lock):
+    # The locked-out page types back the address (the form is not checked: nothing posted is), but not one holding a
+    # key or token: the box comes back empty, as it does from a page that checked it (orgs.forms.AddressField).
+    lock()
+
+    locked = Client().post(url, {box: CANARY_KEY, "password": "anything"}, REMOTE_ADDR="203.0.113.10")
+
+    assert locked.status_code == 429
+    page = html.unescape(locked.content.decode())
+    assert CANARY_KEY[8:] not in page
+    assert re.search(rf'<input type="email" name="{box}"[^>]*\bvalue=""', page)
 
 
 def test_a_refused_sign_in_that_is_not_locked_out_shows_no_reference(world, clock):

@@ -12,7 +12,9 @@
     if (!box) return;
     var plain = link.getAttribute("href").split("#")[0];
     function update() {
-      var address = box.value.trim();
+      // Only what the browser takes for an e-mail address: anything else (a key or token pasted from the wrong
+      // clipboard, which the server refuses to send back in the box) stays out of an URL, where history keeps it.
+      var address = box.validity.valid ? box.value.trim() : "";
       link.setAttribute("href", address ? plain + PREFIX + encodeURIComponent(address) : plain);
     }
     // Set before the click is followed, whichever way it comes (mouse, Enter, middle-click to a new tab).

@@ -6,7 +6,7 @@ URL, and the page it opens takes it out of its address bar (and history) as it f
 import pytest
 from playwright.sync_api import expect
 
-from tests.base import PASSWORD
+from tests.base import CANARY_KEY, PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -61,3 +61,19 @@ def test_an_empty_box_carries_nothing_and_a_mangled_fragment_is_ignored(app, pag
     page.goto(f"{app.url}/accounts/password/reset/#email=member%40acme.te%E0%A4%A")
     expect(page.get_by_label("E-mail")).to_have_value("")
     expect(page.get_by_label("E-mail")).to_be_focused()
+
+
+def test_a_key_pasted_into_the_address_box_is_not_carried_into_an_address_or_the_other_box(app, page, world, mail):
+    # The wrong clipboard: what the server refuses to send back in the box (orgs.forms.AddressField) must not be put
+    # into an address either, where the browser's history keeps it, nor into the other page's box. Only what the
+    # browser takes for an e-mail address goes along.
+    visited = []
+    page.on("framenavigated", lambda frame: visited.append(frame.url))
+    page.goto(f"{app.url}/accounts/login/")
+    page.get_by_label("E-mail").fill(CANARY_KEY)
+
+    page.get_by_role("link", name="Forgot your password?").click()
+
+    expect(page.get_by_role("heading", name="Forgot your password?")).to_be_visible()
+    expect(page.get_by_label("E-mail")).to_have_value("")
+    assert not [url for url in visited if CANARY_KEY[13:45] in url], visited

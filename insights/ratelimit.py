@@ -150,7 +150,9 @@ def ago(age: timedelta) -> ExpressionWrapper:
 
 def counted(rows: QuerySet, window_seconds: int) -> QuerySet:
     """The rows inside the rolling window: the ones the limit counts."""
-    return rows.filter(created_at__gt=ago(timedelta(seconds=window_seconds)))
+    # From the first microsecond inside the window, as _frees_in reads it: on SQLite a start on the second is written
+    # "…10:00:00", before a row stamped at it ("…10:00:00.000"), which would still count here and not in a decision.
+    return rows.filter(created_at__gte=ago(timedelta(seconds=window_seconds) - timedelta(microseconds=1)))
 
 
 def _orm_stats(org_id: int, window_seconds: int) -> tuple[int, datetime | None, datetime | None]:

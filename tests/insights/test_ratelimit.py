@@ -401,6 +401,32 @@ def test_on_sqlite_a_query_exactly_a_window_old_has_left_it_even_on_the_second(w
 
 
 @pytest.mark.skipif(connections["default"].vendor != "sqlite", reason="SQLite compares stored times as text")
+@pytest.mark.parametrize(
+    "created_at, counts",
+    [
+        ("2026-03-02 10:00:00.000", False),  # exactly a window old: left it
+        ("2026-03-02 10:00:00.001", True),
+        ("2026-03-02 10:00:00", False),
+        ("2026-03-02 10:00:00.000001", True),
+    ],
+)
+def test_on_sqlite_the_orms_window_agrees_with_the_decisions_on_the_second(world, created_at, counts):
+    # ratelimit.counted, the window as the ORM writes it (admin refuses to delete a query inside it), must count what
+    # the decision counts: the query exactly a window old has left it there too. SQLite's clock read as EDGE_NOW.
+    (row,) = seed(world.globex, 10)
+    rows = ratelimit.counted(InsightQuery.objects.filter(pk=row.pk), 3600).values_list("pk")
+    sql, params = rows.query.sql_with_params()
+    before, after = sql.split("'NOW'")
+    at = before.count("%s")
+    with connections["default"].cursor() as cursor:
+        cursor.execute("UPDATE insights_insightquery SET created_at = %s WHERE id = %s", [created_at, row.pk])
+        cursor.execute(before + "%s" + after, [*params[:at], EDGE_NOW, *params[at:]])
+        found = cursor.fetchall()
+
+    assert len(found) == (1 if counts else 0)
+
+
+@pytest.mark.skipif(connections["default"].vendor != "sqlite", reason="SQLite compares stored times as text")
 def test_on_sqlite_when_the_limit_fell_a_query_exactly_a_window_old_does_not_make_retry_after_early(world):
     # Two count against a limit of one (it fell: the key removed), the next fits once the newer of them has left: in
     # 45 minutes. The query exactly a window old (stamped by the column's default, "…10:00:00.000") has left already;

@@ -306,9 +306,9 @@ def _acquire_in_one_round_trip(
     else:
         # The server starts a statement's own transaction at another level (default_transaction_isolation): under
         # REPEATABLE READ the function's count would keep the snapshot taken before it waited for the lock, and miss
-        # the query of the decision it waited for. Two round trips more, on such a server only.
+        # the query of the decision it waited for. A transaction Django begins says READ COMMITTED (the connection's
+        # isolation_level, opsion/settings.py): BEGIN and COMMIT, two round trips more, on such a server only.
         with transaction.atomic(using=using, durable=True), connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
             cursor.execute(call, params)
             used, oldest, now, new_id, created_at, key_changed, not_member = cursor.fetchone()
     if not_member:

@@ -11,10 +11,8 @@ MAX_LENGTH = 256
 _ALLOWED = re.compile(r"[A-Za-z0-9_-]+")
 # The whole rule in one JSON Schema pattern, for the API's document (the checks below say which part failed).
 KEY_PATTERN = f"^{KEY_PREFIX}[A-Za-z0-9_-]{{{MIN_LENGTH - len(KEY_PREFIX)},{MAX_LENGTH - len(KEY_PREFIX)}}}$"
-# What a copy from a shell line, a .env file or a document brings along with a key: quotes (straight or curly) and
-# a variable name ("export ANTHROPIC_API_KEY=", "ANTHROPIC_API_KEY: ").
+# Quotes (straight or curly) a copy from a shell line, a .env file, JSON or a document brings along with a key.
 _QUOTES = "\"'`\u201c\u201d\u2018\u2019"
-_ASSIGNMENT = re.compile(r"(?:export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*[=:]")
 
 
 class KeyMalformed(Refused):
@@ -38,8 +36,10 @@ def _trim(raw: str) -> str:
 
 
 def _pasted_with_its_surroundings(key: str) -> bool:
-    """A key pasted with the quotes around it or the variable name before it, as a shell line or a .env file has it."""
-    return KEY_PREFIX in key and (key[0] in _QUOTES or key[-1] in _QUOTES or bool(_ASSIGNMENT.match(key)))
+    """A key pasted with what surrounded it: quotes, a variable name ("export ANTHROPIC_API_KEY="), a header's
+    ("x-api-key: "). The box visibly holds a key starting with sk-ant-: saying a key must start so would not tell
+    the person what is wrong."""
+    return KEY_PREFIX in key and (not key.startswith(KEY_PREFIX) or key[-1] in _QUOTES)
 
 
 def validate_claude_api_key(raw: str) -> str:

@@ -59,6 +59,8 @@ MALFORMED = [
             ("env line quoted", f'ANTHROPIC_API_KEY="sk-ant-api03-{MARK}{BODY}"'),
             ("shell export", f"export ANTHROPIC_API_KEY=sk-ant-api03-{MARK}{BODY}"),
             ("yaml line", f"anthropic_api_key: sk-ant-api03-{MARK}{BODY}"),
+            ("header line", f"x-api-key: sk-ant-api03-{MARK}{BODY}"),
+            ("authorization header", f"Bearer sk-ant-api03-{MARK}{BODY}"),
         ]
     ],
     (

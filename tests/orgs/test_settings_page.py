@@ -203,9 +203,30 @@ class TestKeyStored:
         page = page_of(world.acme_admin, "acme")
 
         assert ask.json()["error"]["code"] == refused  # the query failed, and not for the key
-        assert "It will be checked on the next AI Insights query." not in page
+        assert "Anthropic has not checked it yet" not in page
         assert "Key saved and accepted by Anthropic." in page
         assert "indicator--ok" in page
+
+    @pytest.mark.parametrize("behaviour", ["server_error", "overloaded"])
+    def test_a_key_whose_query_anthropic_did_not_answer_is_not_promised_a_check_by_the_next_query(
+        self, world, saved, fake_anthropic, behaviour
+    ):
+        # A query that Anthropic failed before looking at the key (5xx, overloaded, unreachable) leaves the key
+        # unchecked. The card said "It will be checked on the next AI Insights query" to someone who had just made
+        # that query: it now says what is known, and when that changes.
+        fake_anthropic.behave(CANARY_KEY, behaviour)
+        ask = console(world.acme_member).post(
+            "/api/v1/orgs/acme/insights/queries", {"query": "MiCAR?"}, "application/json"
+        )
+
+        page = page_of(world.acme_admin, "acme")
+
+        assert ask.json()["error"]["code"] == "insights_unavailable"
+        assert "checked on the next AI Insights query" not in page
+        assert (
+            "Key saved. Anthropic has not checked it yet: it is checked when Anthropic next answers an AI Insights "
+            "query." in page
+        )
 
     def test_members_see_the_same_state_read_only(self, world, saved):
         page = page_of(world.acme_member, "acme")

@@ -160,7 +160,8 @@ class KeyIn(BodyIn):
     # Stated for clients built from the document; the service checks it (orgs.validation), and says what is wrong.
     apiKey: str = Field(
         description=f"Your Anthropic API key: `{validation.KEY_PREFIX}` then letters, digits, `-` and `_`, "
-        f"{validation.MIN_LENGTH}–{validation.MAX_LENGTH} characters in all (surrounding spaces are trimmed).",
+        f"{validation.MIN_LENGTH}–{validation.MAX_LENGTH} characters in all (surrounding spaces are trimmed); "
+        f"not an Admin API key (`{validation.ADMIN_KEY_PREFIX}…`), which cannot ask Claude.",
         json_schema_extra={"pattern": validation.KEY_PATTERN},
     )
 

@@ -6,11 +6,14 @@ import unicodedata
 from opsion.errors import Refused
 
 KEY_PREFIX = "sk-ant-"
+# Anthropic's Admin API keys share the prefix but manage an organisation (its members, its keys): the Messages API
+# refuses them, so one saved here would fail every query as an invalid key. Refused at once, saying which key it is.
+ADMIN_KEY_PREFIX = "sk-ant-admin"
 MIN_LENGTH = 40
 MAX_LENGTH = 256
 _ALLOWED = re.compile(r"[A-Za-z0-9_-]+")
 # The whole rule in one JSON Schema pattern, for the API's document (the checks below say which part failed).
-KEY_PATTERN = f"^{KEY_PREFIX}[A-Za-z0-9_-]{{{MIN_LENGTH - len(KEY_PREFIX)},{MAX_LENGTH - len(KEY_PREFIX)}}}$"
+KEY_PATTERN = f"^{KEY_PREFIX}(?!admin)[A-Za-z0-9_-]{{{MIN_LENGTH - len(KEY_PREFIX)},{MAX_LENGTH - len(KEY_PREFIX)}}}$"
 # Quotes (straight or curly) a copy from a shell line, a .env file, JSON or a document brings along with a key.
 _QUOTES = "\"'`\u201c\u201d\u2018\u2019"
 
@@ -64,4 +67,9 @@ def validate_claude_api_key(raw: str) -> str:
         raise KeyMalformed("The key may contain only letters, digits, hyphens (-) and underscores (_).")
     if len(key) < MIN_LENGTH:
         raise KeyMalformed(f"That is too short to be an Anthropic API key (at least {MIN_LENGTH} characters).")
+    if key.startswith(ADMIN_KEY_PREFIX):
+        raise KeyMalformed(
+            "That is an Anthropic Admin API key, which cannot ask Claude questions. "
+            "Create an API key (not an Admin key) at console.anthropic.com and save that."
+        )
     return key

@@ -64,6 +64,14 @@ MALFORMED = [
         ]
     ],
     (
+        # Anthropic's Admin API keys (Console → Admin keys) manage an organisation's members and keys; the Messages
+        # API refuses them, so saved they would fail every query as "invalid". The look-alike is a common mix-up.
+        "admin key",
+        f"sk-ant-admin01-{MARK}{BODY}",
+        "That is an Anthropic Admin API key, which cannot ask Claude questions. Create an API key (not an Admin key) "
+        "at console.anthropic.com and save that.",
+    ),
+    (
         "too short",
         f"sk-ant-{MARK}",
         "That is too short to be an Anthropic API key (at least 40 characters).",

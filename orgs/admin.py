@@ -551,14 +551,16 @@ class UserAdmin(RelatedLinksByPermission, TimesSayTheirZone, BaseUserAdmin):
                 request, f"The user {user.email} can no longer sign in, and their sessions are refused from now on."
             )
             return
-        tokens = "API token is" if count == 1 else f"{count} API tokens are"
+        # "their sessions and … are refused": the verb agrees with the sessions and the tokens together, one or many.
+        tokens, them = ("API token", "its API token") if count == 1 else (f"{count} API tokens", "its API tokens")
         listed = f"{reverse('admin:orgs_apitoken_changelist')}?user__id__exact={user.pk}"
-        delete = link_if_allowed(request, self, ApiToken, listed, "delete its API tokens")
+        delete = link_if_allowed(request, self, ApiToken, listed, f"delete {them}")
         messages.info(
             request,
             format_html(
-                "The user {} can no longer sign in, and their sessions and {} refused from now on. Nothing is deleted: "
-                "reactivating the account brings them back. If it was compromised, set a new password and {} too.",
+                "The user {} can no longer sign in, and their sessions and {} are refused from now on. Nothing is "
+                "deleted: reactivating the account brings them back. If it was compromised, set a new password and {} "
+                "too.",
                 user.email,
                 tokens,
                 delete,

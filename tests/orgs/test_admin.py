@@ -459,23 +459,34 @@ def test_deactivating_an_organisations_last_active_manager_is_allowed_and_warned
     assert f"The user {target.email} was the last active Owner or Admin of {org}" in response.content.decode()
 
 
-def test_deactivating_a_user_says_what_it_ends_and_that_their_tokens_are_kept_not_deleted(world, staff):
+@pytest.mark.parametrize(
+    ("names", "refused", "delete"),
+    [
+        (["CI", "Laptop"], "their sessions and 2 API tokens are refused", "delete its API tokens"),
+        # One token: "their sessions and API token is refused" read as if only the token were.
+        (["CI"], "their sessions and API token are refused", "delete its API token"),
+    ],
+    ids=["two-tokens", "one-token"],
+)
+def test_deactivating_a_user_says_what_it_ends_and_that_their_tokens_are_kept_not_deleted(
+    world, staff, names, refused, delete
+):
     # Deactivation refuses sessions and tokens but deletes nothing: for a compromised account staff must be told the
     # tokens come back with a reactivation, and where to delete them.
-    services.api_token_create(user=world.acme_member, name="CI")
-    services.api_token_create(user=world.acme_member, name="Laptop")
+    for name in names:
+        services.api_token_create(user=world.acme_member, name=name)
     form = user_admin_form(world.acme_member, is_active=None)
 
     response = staff.post(f"/admin/orgs/user/{world.acme_member.pk}/change/", form, follow=True)
 
     text = page_text(response)
     assert (
-        "The user member@acme.test can no longer sign in, and their sessions and 2 API tokens are refused from now "
-        "on. Nothing is deleted: reactivating the account brings them back. If it was compromised, set a new password "
-        "and delete its API tokens too." in text
+        f"The user member@acme.test can no longer sign in, and {refused} from now on. Nothing is deleted: "
+        f"reactivating the account brings them back. If it was compromised, set a new password and {delete} too."
+        in text
     )
     assert f'href="/admin/orgs/apitoken/?user__id__exact={world.acme_member.pk}"' in response.content.decode()
-    assert ApiToken.objects.filter(user=world.acme_member).count() == 2
+    assert ApiToken.objects.filter(user=world.acme_member).count() == len(names)
 
 
 def test_deactivating_a_user_without_tokens_says_nothing_of_tokens(world, staff):

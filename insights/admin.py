@@ -161,12 +161,18 @@ class InsightQueryAdmin(RelatedLinksByPermission, admin.ModelAdmin):
         if not inside:
             return delete_selected(self, request, queryset)
         total = queryset.count()
-        verb, them = ("is", "it") if inside == 1 else ("are", "them")
+        # Counted as selected: "1 of the 1 selected queries" read as if a second one had been left out.
+        if total == 1:
+            which, them = "The selected query is", "it"
+        elif inside == total:
+            which, them = f"All {total} selected queries are", "them"
+        else:
+            verb, them = ("is", "it") if inside == 1 else ("are", "them")
+            which = f"{inside} of the {total} selected queries {verb}"
         self.message_user(
             request,
-            f"{inside} of the {total} selected queries {verb} inside the rolling window (the last "
-            f"{window_words(settings.INSIGHTS_WINDOW_SECONDS)}): the limit counts {them}, so nothing was deleted. "
-            "Select only older queries.",
+            f"{which} inside the rolling window (the last {window_words(settings.INSIGHTS_WINDOW_SECONDS)}): the "
+            f"limit counts {them}, so nothing was deleted. Select only older queries.",
             messages.ERROR,
         )
         return None

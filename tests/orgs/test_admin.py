@@ -1817,8 +1817,21 @@ class TestDeleteQueries:
         assert staff.post(f"{self.QUERIES}{late.pk}/delete/", {"post": "yes"}).status_code == 403
         page = html.unescape(staff.post(self.QUERIES, action, follow=True).content.decode())
 
-        assert "1 of the 1 selected queries is inside the rolling window" in page
+        assert "The selected query is inside the rolling window (the last 60 minutes): the limit counts it" in page
         assert InsightQuery.objects.filter(pk=late.pk).exists()
+
+    def test_a_bulk_delete_wholly_inside_the_window_says_all_of_them_are(self, world, staff):
+        # "2 of the 2 selected queries", as "1 of the 1", read as if some had been left out of the count.
+        queries = seed(world.acme, 60, 120)
+        action = {"action": "delete_selected", "_selected_action": [q.pk for q in queries]}
+
+        page = html.unescape(staff.post(self.QUERIES, action, follow=True).content.decode())
+
+        assert (
+            "All 2 selected queries are inside the rolling window (the last 60 minutes): the limit counts them, so "
+            "nothing was deleted. Select only older queries." in page
+        )
+        assert InsightQuery.objects.count() == 2
 
     def test_a_bulk_delete_of_queries_older_than_the_window_goes_through(self, world, staff):
         seed(world.acme, 3700, 7200)

@@ -323,7 +323,7 @@ class OrganisationAdmin(RelatedLinksByPermission, admin.ModelAdmin):
         selected = [str(pk) for pk in queryset.values_list("pk", flat=True)]
         context = {
             **self.admin_site.each_context(request),
-            "title": "Remove Claude API keys?",
+            "title": "Remove the Claude API key?" if len(rows) == 1 else "Remove Claude API keys?",
             "opts": self.model._meta,
             "rows": rows,
             "selected": selected,

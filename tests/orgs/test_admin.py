@@ -832,7 +832,9 @@ class TestRemoveKeyAction:
 
         action = {"action": "remove_claude_api_key", "_selected_action": [world.acme.pk, world.initech.pk]}
         asked = staff.post(ORGS, action, REMOTE_ADDR="10.1.2.3")
-        assert "Remove the stored Claude API key of these organisations?" in asked.content.decode()
+        # One key to remove (initech has none): asked of "this organisation", not "these organisations".
+        assert "<title>Remove the Claude API key? |" in asked.content.decode()
+        assert "Remove the stored Claude API key of this organisation?" in asked.content.decode()
         assert stored_key(world.acme) == CANARY_KEY and not AuditEvent.objects.exists()  # nothing yet
 
         response = staff.post(ORGS, {**action, "confirm": "yes"}, REMOTE_ADDR="10.1.2.3", follow=True)
@@ -867,6 +869,8 @@ class TestRemoveKeyAction:
             "can ask AI Insights for about 21 min." in text
         )
         assert "Globex Payments (Professional): the key is not in use on this plan" in text
+        assert "Remove the stored Claude API key of these organisations?" in text
+        assert "<title>Remove Claude API keys? |" in page
         assert "1 other selected organisation has no key stored." in text
         assert page.count('name="_selected_action"') == 3 and 'name="confirm" value="yes"' in page
         assert CANARY_KEY not in page and GOOD_KEY not in page

@@ -208,10 +208,16 @@ class DatabaseUnavailableMiddleware:
         return database_unavailable(request)
 
 
+def is_api_path(path: str) -> bool:
+    """Whether an address answers in the API's JSON shape: everything under /api/, and "/api" itself, the API's
+    root without its slash (a client's base URL cut short), which would otherwise get the console's HTML 404."""
+    return path == "/api" or path.startswith("/api/")
+
+
 def database_unavailable(request: HttpRequest) -> HttpResponse:
     """The 503 for a lost database: JSON under /api/, a plain page elsewhere."""
     log.error("database unavailable while serving %s %s", request.method, request.path)
-    if request.path.startswith("/api/"):
+    if is_api_path(request.path):
         return error_json("service_unavailable", UNAVAILABLE, 503, retry_after=UNAVAILABLE_RETRY_SECONDS)
     response = HttpResponse(render_to_string("503.html", {"message": UNAVAILABLE}), status=503)
     response["Retry-After"] = str(UNAVAILABLE_RETRY_SECONDS)
@@ -228,7 +234,7 @@ class ApiHeadMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if not request.path.startswith("/api/"):
+        if not is_api_path(request.path):
             # A console page answers HEAD only if its view says so: its Allow is left as the view wrote it.
             return self.get_response(request)
         if request.method != "HEAD":
@@ -297,7 +303,7 @@ class ApiErrorShapeMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         if (
-            not request.path.startswith("/api/")
+            not is_api_path(request.path)
             or response.status_code < 400
             or response.get("Content-Type", "").startswith("application/json")
         ):

@@ -13,7 +13,7 @@ from django.views import csrf
 
 from opsion.errors import error_json
 from opsion.http import without_secret
-from opsion.middleware import API_ERRORS, NulInQueryString, SecretInAddress
+from opsion.middleware import API_ERRORS, NulInQueryString, SecretInAddress, is_api_path
 from orgs import drafts
 
 TOO_LARGE = "What you sent is too large. Go back, check what you pasted, and try again."
@@ -46,7 +46,7 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     The CSRF check reads the form before any view can, so this is the only place a console user
     can be told why such a request failed. Nothing of the request is echoed.
     """
-    if request.path.startswith("/api/"):  # e.g. a Host not in ALLOWED_HOSTS: API clients get the JSON shape
+    if is_api_path(request.path):  # e.g. a Host not in ALLOWED_HOSTS: API clients get the JSON shape
         # Said for what it is (an integrator behind a proxy that rewrites Host had only "The request is not valid."
         # to go on), echoing nothing.
         for cause, message in API_BAD_REQUESTS.items():

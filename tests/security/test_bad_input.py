@@ -332,11 +332,12 @@ def test_a_slash_is_blamed_only_where_the_address_without_it_is_an_operation(bef
     assert "/api/v1/openapi.json" in json_error(response)["message"]
 
 
-@pytest.mark.parametrize("path", ["/api/v1/", "/api/v1"])
+@pytest.mark.parametrize("path", ["/api/v1/", "/api/v1", "/api/", "/api"])
 @pytest.mark.parametrize("method", ["get", "post", "put", "delete", "options"])
 def test_the_api_base_address_is_no_operation_for_any_method(before, api_token, path, method):
     # The base URL a client is configured with, requested by mistake: a 404 saying where the operations are, as any
     # address without one, never Django's CSRF refusal (403 `forbidden`) of a write, nor a redirect to the slash.
+    # "/api" too, the API's root without its slash: not the console's HTML 404 (with DEBUG on, Django's URL list).
     client = Client(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Bearer {api_token}")
 
     response = client.generic(method.upper(), path, "{}", "application/json")

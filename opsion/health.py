@@ -10,6 +10,9 @@ from django.db import connection
 from django.db.utils import DatabaseError
 from django.dispatch import receiver
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from opsion.errors import error_json
 
 log = logging.getLogger("opsion")
 
@@ -26,8 +29,15 @@ _static_files_ok = False
 _static_files_failure_logged = False
 
 
+@csrf_exempt  # it reads no body and changes nothing: another method meets the JSON 405 below, not the HTML 403
 def healthz(request: HttpRequest) -> JsonResponse:
     """200 when the database answers and pages can be rendered; 503, saying which is not so, otherwise."""
+    if request.method not in ("GET", "HEAD"):
+        # As the API answers a method an address does not take: a probe sent as POST or OPTIONS (a misconfigured
+        # load balancer) is told so, rather than answered 200 as if the method were one.
+        refused = error_json("method_not_allowed", f"{request.method} is not allowed here. Use GET, HEAD.", 405)
+        refused["Allow"] = "GET, HEAD"
+        return refused
     database = _database_answers()
     static_files = _static_files_resolve()
     body = {"status": "ok" if database and static_files else "unavailable", "database": database}

@@ -20,6 +20,34 @@ def test_healthz_answers_200_when_the_database_answers(client):
     assert response["Content-Type"] == "application/json; charset=utf-8"
 
 
+@pytest.mark.django_db
+def test_healthz_answers_head_as_get(client):
+    response = client.head("/healthz")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json; charset=utf-8"
+    assert response.content == b""
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+def test_healthz_refuses_any_other_method_with_a_json_405(method):
+    # As a client meets it, CSRF checked: a POST was the console's HTML 403 (CSRF), an OPTIONS ran the probe and
+    # answered 200, where every /healthz answer is JSON and a GET-only address answers 405 naming GET and HEAD.
+    client = Client(enforce_csrf_checks=True)
+
+    response = client.generic(method, "/healthz", "{}", "application/json")
+
+    assert response.status_code == 405
+    assert response["Content-Type"] == "application/json; charset=utf-8"
+    assert response["Allow"] == "GET, HEAD"
+    assert response.json()["error"] == {
+        "code": "method_not_allowed",
+        "message": f"{method} is not allowed here. Use GET, HEAD.",
+    }
+    assert response.json()["requestId"] == response["X-Request-ID"]
+
+
 @postgres_only
 @pytest.mark.django_db(transaction=True)
 def test_healthz_answers_503_while_postgresql_is_unreachable_and_200_once_it_is_back(client):

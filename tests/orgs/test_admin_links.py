@@ -180,6 +180,7 @@ class TestMessagesLinkOnlyWhereAllowed:
 
     @pytest.mark.parametrize("may_see_tokens", [False, True])
     def test_deactivating_a_user_names_their_tokens(self, world, may_see_tokens):
+        # One token: "delete its API token", in the singular.
         services.api_token_create(user=world.acme_member, name="CI")
         tokens = ["view_apitoken"] if may_see_tokens else []
         client = console(support_with("view_user", "change_user", *tokens))
@@ -193,7 +194,7 @@ class TestMessagesLinkOnlyWhereAllowed:
 
         response = client.post(f"/admin/orgs/user/{world.acme_member.pk}/change/", form, follow=True)
 
-        assert "set a new password and delete its API tokens too." in page_text(response)
+        assert "set a new password and delete its API token too." in page_text(response)
         linked = f'href="{self.TOKENS.format(world.acme_member.pk)}"' in response.content.decode()
         assert linked is may_see_tokens
 

@@ -370,19 +370,18 @@ def test_a_decision_for_someone_no_longer_an_active_member_counts_nothing(world,
 
 # Stamped by the column's default on SQLite: milliseconds, always three digits ("…:00.000"), as SQLite's clock writes.
 EDGE_NOW = "2026-03-02 11:00:00.000"
+# A query's stored time a window before EDGE_NOW, and whether the window still counts it.
+AT_THE_EDGE = [
+    ("2026-03-02 10:00:00.000", False),  # exactly a window old: left it
+    ("2026-03-02 10:00:00.001", True),
+    ("2026-03-02 09:59:59.999", False),
+    ("2026-03-02 10:00:00", False),  # written by the ORM from a time on the second
+    ("2026-03-02 10:00:00.000001", True),  # written by the ORM, a microsecond inside
+]
 
 
 @pytest.mark.skipif(connections["default"].vendor != "sqlite", reason="SQLite compares stored times as text")
-@pytest.mark.parametrize(
-    "created_at, counts",
-    [
-        ("2026-03-02 10:00:00.000", False),  # exactly a window old: left it
-        ("2026-03-02 10:00:00.001", True),
-        ("2026-03-02 09:59:59.999", False),
-        ("2026-03-02 10:00:00", False),  # written by the ORM from a time on the second
-        ("2026-03-02 10:00:00.000001", True),  # written by the ORM, a microsecond inside
-    ],
-)
+@pytest.mark.parametrize("created_at, counts", AT_THE_EDGE)
 def test_on_sqlite_a_query_exactly_a_window_old_has_left_it_even_on_the_second(world, created_at, counts):
     # The window counts queries newer than a window ago (PostgreSQL compares times; SQLite compares their text). A
     # cutoff that falls on a whole second was written without its fraction ("…10:00:00"), which sorts before the
@@ -401,15 +400,7 @@ def test_on_sqlite_a_query_exactly_a_window_old_has_left_it_even_on_the_second(w
 
 
 @pytest.mark.skipif(connections["default"].vendor != "sqlite", reason="SQLite compares stored times as text")
-@pytest.mark.parametrize(
-    "created_at, counts",
-    [
-        ("2026-03-02 10:00:00.000", False),  # exactly a window old: left it
-        ("2026-03-02 10:00:00.001", True),
-        ("2026-03-02 10:00:00", False),
-        ("2026-03-02 10:00:00.000001", True),
-    ],
-)
+@pytest.mark.parametrize("created_at, counts", AT_THE_EDGE)
 def test_on_sqlite_the_orms_window_agrees_with_the_decisions_on_the_second(world, created_at, counts):
     # ratelimit.counted, the window as the ORM writes it (admin refuses to delete a query inside it), must count what
     # the decision counts: the query exactly a window old has left it there too. SQLite's clock read as EDGE_NOW.

@@ -42,5 +42,12 @@ def error_json(
     return response
 
 
+def method_not_allowed(method: str, allowed: str) -> JsonResponse:
+    """The API's 405 (and /healthz's): the method named, the ones the address takes said and sent as Allow."""
+    response = error_json("method_not_allowed", f"{method} is not allowed here. Use {allowed}.", 405)
+    response["Allow"] = allowed
+    return response
+
+
 def refused_json(refused: Refused, *, extra: dict | None = None) -> JsonResponse:
     return error_json(refused.code, refused.message, refused.status, retry_after=refused.retry_after, extra=extra)

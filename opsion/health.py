@@ -12,7 +12,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from opsion.errors import error_json
+from opsion.errors import method_not_allowed
 
 log = logging.getLogger("opsion")
 
@@ -35,9 +35,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     if request.method not in ("GET", "HEAD"):
         # As the API answers a method an address does not take: a probe sent as POST or OPTIONS (a misconfigured
         # load balancer) is told so, rather than answered 200 as if the method were one.
-        refused = error_json("method_not_allowed", f"{request.method} is not allowed here. Use GET, HEAD.", 405)
-        refused["Allow"] = "GET, HEAD"
-        return refused
+        return method_not_allowed(request.method, "GET, HEAD")
     database = _database_answers()
     static_files = _static_files_resolve()
     body = {"status": "ok" if database and static_files else "unavailable", "database": database}

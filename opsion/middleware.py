@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse, UnreadablePostError
 from django.template.loader import render_to_string
 from django.urls import Resolver404, resolve
 
-from opsion.errors import error_json
+from opsion.errors import error_json, method_not_allowed
 from opsion.reporting import holds_secret, redact
 
 log = logging.getLogger("opsion")
@@ -309,8 +309,7 @@ class ApiErrorShapeMiddleware:
         ):
             return response
         if response.status_code == 405:
-            allowed = response.get("Allow", "")
-            replacement = error_json("method_not_allowed", f"{request.method} is not allowed here. Use {allowed}.", 405)
+            replacement = method_not_allowed(request.method, response.get("Allow", ""))
         else:
             code, message = API_ERRORS.get(response.status_code, ("error", response.reason_phrase))
             if response.status_code == 404 and _only_the_slash_is_wrong(request.path_info):

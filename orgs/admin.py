@@ -664,6 +664,14 @@ class ApiTokenAdmin(RelatedLinksByPermission, admin.ModelAdmin):
         # page is for viewing and deleting. Its Save buttons said "changed successfully" and logged "No fields changed."
         return False
 
+    def delete_model(self, request, obj) -> None:
+        self.delete_queryset(request, ApiToken.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset) -> None:
+        """Through the service the console's revocation uses: each user is mailed that Opsion staff deleted their
+        tokens (as they are of a token created on their account), once the deletion commits."""
+        services.api_tokens_revoke_as_staff(tokens=queryset, staff_user=request.user)
+
     def lookup_allowed(self, lookup, value, request=None) -> bool:
         # The hash is never shown, but a filter on it (?token_hash__startswith=) would read it out a character
         # at a time: refused, a 400.

@@ -1,7 +1,7 @@
 """Security e-mails: what changed, on whose account or organisation, by whom and when, and what to do if it was not
 expected. A customer's compliance team wants to hear of a change to its Claude API key from Opsion, not to find it
-in the audit log weeks later; a user whose password was changed, or who has a new API token, by someone else learns
-it here first.
+in the audit log weeks later; a user whose password was changed or who has a new API token, by someone else, or
+whose tokens Opsion staff deleted, learns it here first.
 
 Each e-mail is written on the request's thread (recipients, names, times: everything read from the database), kept
 as a row of the outbox (orgs.outbox) in the change's own transaction, and handed to the mail thread (orgs.mailer) only
@@ -147,6 +147,18 @@ def api_token_created(*, token: ApiToken) -> None:
     }
     body = render_to_string("orgs/email/api_token_created.txt", context)
     _send_on_commit(user, "A new API token was created on your Opsion account", body, "api token created e-mail")
+
+
+def api_tokens_revoked_by_staff(*, user: User, names: list[str], at: datetime) -> None:
+    """Tell `user` that Opsion staff deleted their API tokens named `names` in admin (never a token or its prefix),
+    once the transaction commits: a token they did not revoke stops working, and an integration with it."""
+    if not settings.EMAIL_CONFIGURED or not user.is_active:
+        return
+    context = {"email": user.email, "names": names, "when": at, "support": settings.SUPPORT_URL}
+    body = render_to_string("orgs/email/api_tokens_revoked_by_staff.txt", context)
+    tokens = "An API token was" if len(names) == 1 else f"{len(names)} API tokens were"
+    subject = f"{tokens} deleted from your Opsion account by Opsion staff"
+    _send_on_commit(user, subject, body, "api tokens revoked by staff e-mail")
 
 
 def _managers(org: Organisation):

@@ -3,6 +3,7 @@
 import hashlib
 import logging
 import secrets
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -308,6 +309,25 @@ def api_token_revoke(*, user, token_id: int) -> str:
     if not deleted:  # not theirs, or revoked meanwhile (a second tab): the delete, not the read, decides
         raise NotFound(models.TOKEN_NOT_FOUND)
     return name
+
+
+def api_tokens_revoke_as_staff(*, tokens, staff_user) -> int:
+    """Opsion staff delete `tokens` (a query of ApiToken) in admin, each through api_token_revoke, and each user is
+    mailed the names of theirs once it commits; returns how many went. Raises what the database raises, and then
+    deletes and mails nothing."""
+    revoked = defaultdict(list)
+    with transaction.atomic():  # admin's list action runs outside Django's own transaction
+        for token in tokens.select_related("user").order_by("user_id", "name", "pk"):
+            try:
+                revoked[token.user].append(api_token_revoke(user=token.user, token_id=token.pk))
+            except NotFound:
+                continue  # its user revoked it as staff confirmed: theirs to know already
+        at = timezone.now()
+        for user, names in revoked.items():
+            notifications.api_tokens_revoked_by_staff(user=user, names=names, at=at)
+    for user, names in revoked.items():  # who did it: admin's own history (LogEntry) names the staff member too
+        log.info("api tokens revoked by staff user=%s count=%s staff=%s", user.pk, len(names), staff_user.pk)
+    return sum(len(names) for names in revoked.values())
 
 
 def api_tokens_revoke_all(*, user, now: datetime | None = None) -> int:

@@ -1,4 +1,5 @@
 from collections import defaultdict
+from functools import partial
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -31,6 +32,7 @@ from orgs.admin_memberships import MembershipInline, audit_staff, joined
 from orgs.admin_outbox import OutboxMailAdmin
 from orgs.admin_read_only import ReadOnlyAdmin, may_view
 from orgs.admin_times import TimesSayTheirZone
+from orgs.forms import NOT_AN_ADDRESS, AddressField
 from orgs.models import (
     BYOM_PLANS,
     MANAGING_ROLES,
@@ -463,6 +465,14 @@ class UserAdmin(RelatedLinksByPermission, TimesSayTheirZone, BaseUserAdmin):
             return "None."
         changelist = f"{reverse('admin:orgs_membership_changelist')}?user__id__exact={obj.pk}"
         return format_html('{} <a href="{}">Their memberships</a>', listed, changelist)
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "email":
+            # Django's e-mail check lets `sk-ant-…@acme.test` through: the sign-in form would refuse it, and log lines
+            # and audit details would blank it. Refused as sign-in refuses it: not typed back, nor in the page's title.
+            refusal = f"{NOT_AN_ADDRESS} Enter the user's e-mail address."
+            kwargs["form_class"] = partial(AddressField, holds_secret_message=refusal)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def formfield_for_manytomany(self, db_field, request, **kwargs):
         if db_field.name == "user_permissions":

@@ -14,10 +14,8 @@ from orgs.models import User
 
 # The site's word, where Django's EmailValidator says "Enter a valid email address."
 INVALID_ADDRESS = {"invalid": "Enter a valid e-mail address."}
-ADDRESS_HOLDS_SECRET = (
-    "That looks like a Claude API key or an API token, not an e-mail address: it was not kept. Enter the e-mail "
-    "address you sign in with."
-)
+NOT_AN_ADDRESS = "That looks like a Claude API key or an API token, not an e-mail address: it was not kept."
+ADDRESS_HOLDS_SECRET = f"{NOT_AN_ADDRESS} Enter the e-mail address you sign in with."
 
 
 class AddressField(forms.EmailField):
@@ -25,15 +23,16 @@ class AddressField(forms.EmailField):
     the browser does not check the address) is refused saying so, and the box comes back empty: a key typed there is
     never sent back, even to its typist, as a token's name holding one is not (TokenNameField)."""
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(label="E-mail", error_messages=INVALID_ADDRESS, **kwargs)
+    def __init__(self, *, label: str = "E-mail", holds_secret_message: str = ADDRESS_HOLDS_SECRET, **kwargs) -> None:
+        super().__init__(label=label, error_messages=INVALID_ADDRESS, **kwargs)
+        self.holds_secret_message = holds_secret_message
 
     def bound_data(self, data, initial):
         return "" if data and holds_secret(data) else super().bound_data(data, initial)
 
     def clean(self, value):
         if value and holds_secret(value):
-            raise forms.ValidationError(ADDRESS_HOLDS_SECRET, code="holds_secret")
+            raise forms.ValidationError(self.holds_secret_message, code="holds_secret")
         return super().clean(value)
 
 

@@ -1181,6 +1181,39 @@ def test_staff_cannot_add_an_address_that_differs_from_a_users_only_in_case(staf
     assert User.objects.filter(email__iexact="admin@acme.test").count() == 1
 
 
+@pytest.mark.parametrize(
+    "address", ["sk-ant-api03-abcdefghijklmnopqrstuvwx@acme.test", "opsn_abcdefghijklmnopqrstuvwx@acme.test"]
+)
+def test_staff_cannot_add_an_address_in_the_form_of_a_key_or_token(staff, world, address):
+    # Such an address passes Django's e-mail check, then is blanked in every log line and audit detail naming the
+    # user, and refused by the sign-in form: the account could never sign in. The box does not type it back.
+    response = staff.post(
+        "/admin/orgs/user/add/",
+        {"email": address, "password1": "a-long-new-password-1", "password2": "a-long-new-password-1"},
+    )
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "That looks like a Claude API key or an API token, not an e-mail address: it was not kept." in page
+    assert address.split("@")[0] not in page
+    assert not User.objects.filter(email=address).exists()
+
+
+def test_staff_cannot_change_an_address_into_the_form_of_a_key(staff, world):
+    address = "sk-ant-api03-abcdefghijklmnopqrstuvwx@acme.test"
+    response = staff.post(
+        f"/admin/orgs/user/{world.acme_member.pk}/change/",
+        TestStaffPrivileges.change_form(world.acme_member, email=address),
+    )
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "That looks like a Claude API key or an API token, not an e-mail address: it was not kept." in page
+    assert address.split("@")[0] not in page
+    world.acme_member.refresh_from_db()
+    assert world.acme_member.email == "member@acme.test"
+
+
 class TestStaffPrivileges:
     """Support staff who may change users cannot grant privileges or take over other staff accounts."""
 

@@ -23,11 +23,12 @@ from django.utils.html import format_html
 from django.utils.text import capfirst
 
 from insights import ratelimit
+from insights.models import InsightQuery
 from insights.ratelimit import window_words
 from opsion.http import atomic_for_post, client_ip
 from orgs import selectors, services
 from orgs.admin_key_state import KEY_STATES, ClaudeApiKeyFilter, KeyStateChangeList, key_state
-from orgs.admin_links import RelatedLinksByPermission, link_if_allowed
+from orgs.admin_links import RelatedLinksByPermission, link_if_allowed, may_open
 from orgs.admin_memberships import MembershipInline, audit_staff, joined
 from orgs.admin_outbox import OutboxMailAdmin
 from orgs.admin_read_only import ReadOnlyAdmin, may_view
@@ -84,8 +85,33 @@ class OrganisationAdmin(RelatedLinksByPermission, admin.ModelAdmin):
     inlines = [MembershipInline]
     actions = ["remove_claude_api_key"]
 
+    # Its page's link to its AI Insights queries counts no further: a busy organisation has hundreds of thousands, and
+    # the page is opened far more often than the list, which counts them exactly.
+    query_count_cap = 1_000
+
     class Media:
         css = {"all": ["css/admin/lists.css"]}  # a long name or slug wraps: the list fits a laptop's screen
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and obj.pk is not None:
+            context["related_lists"] = self._related_lists(request, obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def _related_lists(self, request, org: Organisation) -> list[tuple[str, str]]:
+        """The organisation's audit events and AI Insights queries: each list filtered to it, with how many it holds,
+        beside the page's History (admin's own log). Staff who may not open a list are not sent to it, nor is it
+        counted for them. The audit count is exact (an index range, and an organisation's events are few)."""
+        lists = []
+        if may_open(request, self.admin_site, AuditEvent):
+            events = AuditEvent.objects.filter(organisation=org).order_by().count()
+            url = f"{reverse('admin:orgs_auditevent_changelist')}?organisation__id__exact={org.pk}"
+            lists.append((url, f"Audit events ({events:,})"))
+        if may_open(request, self.admin_site, InsightQuery):
+            cap = self.query_count_cap
+            queries = InsightQuery.objects.filter(organisation=org).order_by()[: cap + 1].count()
+            url = f"{reverse('admin:insights_insightquery_changelist')}?organisation__id__exact={org.pk}"
+            lists.append((url, f"AI Insights queries ({f'more than {cap:,}' if queries > cap else f'{queries:,}'})"))
+        return lists
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change, **kwargs)

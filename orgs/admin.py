@@ -174,6 +174,20 @@ class OrganisationAdmin(RelatedLinksByPermission, admin.ModelAdmin):
             if (old in BYOM_PLANS) != obj.allows_byom:
                 self._say_which_key_is_used_now(request, obj, after)
 
+    def construct_change_message(self, request, form, formsets, add=False):
+        """Django's message, which History renders from its JSON, with the plan's change saying from which plan to
+        which: "Changed Plan." left staff to find the audit log for it. Only form fields are named, as in Django's,
+        and the key is none of them."""
+        message = super().construct_change_message(request, form, formsets, add)
+        if add or "plan" not in form.changed_data:
+            return message
+        form_entry, *formsets_entries = message  # the form's own entry comes first, then the inline's rows
+        fields = form_entry["changed"]["fields"]
+        fields.remove(form.fields["plan"].label or "plan")  # as Django named it
+        old, new = Plan(form.initial["plan"]).label, Plan(form.cleaned_data["plan"]).label
+        plan = {"changed": {"fields": [f"plan from {old} to {new}"]}}  # History reads "Changed plan from … to …."
+        return [*([form_entry] if fields else []), plan, *formsets_entries]
+
     def get_formset_kwargs(self, request, obj, inline, prefix):
         kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
         if isinstance(inline, MembershipInline) and getattr(obj, "_members", 0) > inline.all_rows_up_to:

@@ -1,14 +1,18 @@
 """An organisation's own page in admin: where its audit events and AI Insights queries are, what its History says."""
 
+import json
 import re
 
 import pytest
+from django.contrib.admin.models import LogEntry
 
 from insights.models import InsightQuery
 from orgs.admin import OrganisationAdmin
-from orgs.models import AuditAction, AuditEvent
+from orgs.models import AuditAction, AuditEvent, Plan, Role
+from tests.base import CANARY_KEY, organisation_admin_form
 from tests.clients import console
 from tests.insights.helpers import seed
+from tests.orgs.helpers import store_key
 from tests.orgs.test_admin import page_text_of
 from tests.orgs.test_admin_links import support_with
 
@@ -96,3 +100,55 @@ class TestLinksToTheOrganisationsLists:
 
         assert "Audit events (" not in page and "AI Insights queries (" not in page
         assert InsightQuery.objects.count() == 0
+
+
+class TestHistorySaysWhatChanged:
+    def history(self, client, org) -> str:
+        return page_text_of(client.get(f"{ORGS}{org.pk}/history/").content.decode())
+
+    def test_a_plan_change_says_from_which_plan_to_which(self, world):
+        client = console(world.staff)
+
+        client.post(f"{ORGS}{world.globex.pk}/change/", organisation_admin_form(world.globex, plan=Plan.INSTITUTIONAL))
+
+        assert "Changed plan from Professional to Institutional." in self.history(client, world.globex)
+        entry = LogEntry.objects.get()
+        assert json.loads(entry.change_message) == [
+            {"changed": {"fields": ["plan from Professional to Institutional"]}}
+        ]
+
+    def test_other_changes_made_in_the_same_save_are_still_said(self, world):
+        client = console(world.staff)
+        data = organisation_admin_form(world.acme, name="Acme Assets", plan=Plan.CUSTOM)
+        rows = {v: k.removesuffix("-user") for k, v in data.items() if k.endswith("-user")}
+        data[rows[str(world.acme_member.pk)] + "-role"] = Role.ADMIN
+
+        assert client.post(f"{ORGS}{world.acme.pk}/change/", data).status_code == 302
+
+        said = self.history(client, world.acme)
+        assert (
+            "Changed Name. Changed plan from Institutional to Custom. "
+            "Changed Role for membership “member@acme.test — Acme Assets (Admin)”." in said
+        )
+
+    def test_a_save_that_leaves_the_plan_as_it_was_says_nothing_of_it(self, world):
+        client = console(world.staff)
+
+        client.post(f"{ORGS}{world.acme.pk}/change/", organisation_admin_form(world.acme, name="Acme Assets"))
+
+        said = self.history(client, world.acme)
+        assert "Changed Name." in said and "plan" not in said.lower()
+
+    def test_it_never_names_the_stored_key_in_any_form(self, world):
+        # The key is no field of the form, so nothing of it (not even its mask, or that one is stored) is said.
+        store_key(world.acme, CANARY_KEY)
+        client = console(world.staff)
+
+        client.post(f"{ORGS}{world.acme.pk}/change/", organisation_admin_form(world.acme, plan=Plan.PROFESSIONAL))
+
+        said = self.history(client, world.acme)
+        assert "Changed plan from Institutional to Professional." in said
+        message = LogEntry.objects.get().change_message
+        for text in (said, message):
+            assert CANARY_KEY not in text and "sk-ant" not in text and "•" not in text and "gAAAA" not in text
+        assert "key" not in message.lower()

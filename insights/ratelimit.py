@@ -19,9 +19,10 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import Count, DateTimeField, ExpressionWrapper, Max, Min, QuerySet
+from django.db.models import Count, DateTimeField, ExpressionWrapper, F, Max, Min, QuerySet
+from django.db.models import Window as Over
 from django.db.models.expressions import DatabaseDefault
-from django.db.models.functions import Now
+from django.db.models.functions import Now, RowNumber
 
 from insights.models import InsightQuery
 from opsion.errors import Refused
@@ -202,7 +203,47 @@ def window_on_platform_key(org: Organisation) -> Window:
     change taking it out of use, would leave (the queries already counted stay counted). Here, not in
     insights.services, so that orgs.notifications can import it: insights.services imports orgs.services, which
     imports orgs.notifications."""
-    return peek(org=org, limit=settings.INSIGHTS_PLATFORM_LIMIT, window_seconds=settings.INSIGHTS_WINDOW_SECONDS)
+    return windows_on_platform_key([org])[org.pk]
+
+
+def counted_by_organisation(org_ids, window_seconds: int) -> QuerySet:
+    """`counted` for many organisations in one grouped statement, however many: a row for each with queries in the
+    window, holding how many count (`used`), the oldest one's time (`oldest`) and the database's clock (`now`)."""
+    rows = counted(InsightQuery.objects.filter(organisation_id__in=org_ids), window_seconds).order_by()
+    return rows.values("organisation_id").annotate(used=Count("*"), oldest=Min("created_at"), now=Max(Now()))
+
+
+def windows_on_platform_key(orgs) -> dict[int, Window]:
+    """window_on_platform_key of each of `orgs`, by primary key, in one query however many there are: two when some
+    have used more than the limit, where the next query fits only once several have left (as _frees_in reads it)."""
+    limit, window_seconds = settings.INSIGHTS_PLATFORM_LIMIT, settings.INSIGHTS_WINDOW_SECONDS
+    stats = {row["organisation_id"]: row for row in counted_by_organisation([org.pk for org in orgs], window_seconds)}
+    over = [org_id for org_id, row in stats.items() if 0 < limit < row["used"]]
+    frees_at = _limit_th_newest(over, limit, now=stats[over[0]]["now"], window_seconds=window_seconds) if over else {}
+    windows = {}
+    for org in orgs:
+        row = stats.get(org.pk, {"used": 0, "oldest": None, "now": None})
+        if limit <= 0:
+            frees_in = window_seconds  # nothing is let through however many leave, as _frees_in says
+        else:
+            frees_in = _reset(frees_at.get(org.pk, row["oldest"]), row["now"], window_seconds)
+        windows[org.pk] = Window(limit, window_seconds, row["used"], frees_in)
+    return windows
+
+
+def _limit_th_newest(org_ids: list[int], limit: int, *, now: datetime, window_seconds: int) -> dict[int, datetime]:
+    """By organisation, the time of the `limit`-th newest query counted at `now`: the one whose leaving lets the next
+    query fit, the row _frees_in finds for one organisation at a time as the oldest but (used - limit), here for all
+    of them in one statement."""
+    first_inside = now - timedelta(seconds=window_seconds) + timedelta(microseconds=1)  # as _frees_in counts them
+    newest_first = Over(RowNumber(), partition_by=F("organisation_id"), order_by=F("created_at").desc())
+    rows = (
+        InsightQuery.objects.filter(organisation_id__in=org_ids, created_at__gte=first_inside)
+        .annotate(newest_first=newest_first)
+        .filter(newest_first=limit)
+        .values_list("organisation_id", "created_at")
+    )
+    return dict(rows)
 
 
 def locked_out_words(window: Window, *, who: str, counted_in: str = "") -> str:

@@ -351,21 +351,24 @@ class OrganisationAdmin(RelatedLinksByPermission, admin.ModelAdmin):
         self.message_user(request, f"Removed the Claude API key of {removed} {orgs}.", messages.SUCCESS)
 
     def _confirm_key_removal(self, request, queryset) -> TemplateResponse:
-        with_key = queryset.filter(claude_api_key__isnull=False).order_by("name")
+        with_key = list(queryset.filter(claude_api_key__isnull=False).order_by("name"))
+        # Every organisation's window read together: one query (two when some used more than the limit), not one or
+        # two for each organisation selected.
+        windows = ratelimit.windows_on_platform_key(with_key)
         rows = [
             {
                 "org": org,
                 "in_use": org.allows_byom,
-                "locked_out": ratelimit.locked_out_words(
-                    ratelimit.window_on_platform_key(org), who="It", counted_in="in the window"
-                ),
+                "locked_out": ratelimit.locked_out_words(windows[org.pk], who="It", counted_in="in the window"),
             }
             for org in with_key
         ]
         selected = [str(pk) for pk in queryset.values_list("pk", flat=True)]
+        one_key = len(rows) == 1  # the title, the question and its button each say "key" or "keys" by it
         context = {
             **self.admin_site.each_context(request),
-            "title": "Remove the Claude API key?" if len(rows) == 1 else "Remove Claude API keys?",
+            "title": "Remove the Claude API key?" if one_key else "Remove Claude API keys?",
+            "one_key": one_key,
             "opts": self.model._meta,
             "rows": rows,
             "selected": selected,

@@ -399,22 +399,98 @@ def test_on_sqlite_a_query_exactly_a_window_old_has_left_it_even_on_the_second(w
     assert used == (1 if counts else 0)
 
 
+def at_edge_now(rows) -> list[tuple]:
+    """What the queryset `rows` reads with the database's clock (Django's Now(), each time the statement reads it) at
+    EDGE_NOW: SQLite's 'NOW', PostgreSQL's STATEMENT_TIMESTAMP()."""
+    sql, params = rows.query.sql_with_params()
+    clock, at = (
+        ("'NOW'", "%s") if connections["default"].vendor == "sqlite" else ("STATEMENT_TIMESTAMP()", "%s::timestamptz")
+    )
+    pieces, params, interleaved = sql.split(clock), list(params), []
+    for piece in pieces[:-1]:
+        taken = piece.count("%s")
+        interleaved += [*params[:taken], EDGE_NOW]
+        params = params[taken:]
+    with connections["default"].cursor() as cursor:
+        cursor.execute(at.join(pieces), [*interleaved, *params])
+        return cursor.fetchall()
+
+
+def stored_at(row: InsightQuery, created_at: str) -> None:
+    """`row` stored as made at `created_at`, written as given (SQLite keeps the text; PostgreSQL reads it in UTC)."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute("UPDATE insights_insightquery SET created_at = %s WHERE id = %s", [created_at, row.pk])
+
+
 @pytest.mark.skipif(connections["default"].vendor != "sqlite", reason="SQLite compares stored times as text")
 @pytest.mark.parametrize("created_at, counts", AT_THE_EDGE)
 def test_on_sqlite_the_orms_window_agrees_with_the_decisions_on_the_second(world, created_at, counts):
     # ratelimit.counted, the window as the ORM writes it (admin refuses to delete a query inside it), must count what
     # the decision counts: the query exactly a window old has left it there too. SQLite's clock read as EDGE_NOW.
     (row,) = seed(world.globex, 10)
-    rows = ratelimit.counted(InsightQuery.objects.filter(pk=row.pk), 3600).values_list("pk")
-    sql, params = rows.query.sql_with_params()
-    before, after = sql.split("'NOW'")
-    at = before.count("%s")
-    with connections["default"].cursor() as cursor:
-        cursor.execute("UPDATE insights_insightquery SET created_at = %s WHERE id = %s", [created_at, row.pk])
-        cursor.execute(before + "%s" + after, [*params[:at], EDGE_NOW, *params[at:]])
-        found = cursor.fetchall()
+    stored_at(row, created_at)
+
+    found = at_edge_now(ratelimit.counted(InsightQuery.objects.filter(pk=row.pk), 3600).values_list("pk"))
 
     assert len(found) == (1 if counts else 0)
+
+
+@pytest.mark.parametrize("created_at, counts", AT_THE_EDGE)
+def test_the_count_grouped_by_organisation_agrees_with_each_ones_own_at_the_windows_edge(world, created_at, counts):
+    # Admin's removal confirmation reads many organisations' windows in one statement: each count must be what
+    # ratelimit.counted gives that organisation alone, the query exactly a window old included. The clock at EDGE_NOW.
+    acme_edge, acme_inside = seed(world.acme, 10, 20)
+    (globex_edge,) = seed(world.globex, 10)
+    stored_at(acme_edge, created_at)
+    stored_at(globex_edge, created_at)
+    stored_at(acme_inside, "2026-03-02 10:30:00.000")
+    orgs = [world.acme, world.globex, world.initech]
+
+    grouped = at_edge_now(
+        ratelimit.counted_by_organisation([o.pk for o in orgs], 3600).values_list("organisation_id", "used")
+    )
+    alone = {o.pk: len(at_edge_now(ratelimit.counted(o.insight_queries.all(), 3600).values_list("pk"))) for o in orgs}
+
+    assert alone == {world.acme.pk: 2 if counts else 1, world.globex.pk: 1 if counts else 0, world.initech.pk: 0}
+    assert dict(grouped) == {org_id: used for org_id, used in alone.items() if used}
+
+
+@pytest.mark.parametrize("limit", [3, 1, 0])
+def test_the_windows_of_many_organisations_read_at_once_are_those_each_reads_alone(world, settings, limit):
+    settings.INSIGHTS_PLATFORM_LIMIT = limit
+    hooli = Organisation.objects.create(name="Hooli", slug="hooli")
+    seed(world.acme, 3000, 2000, 1000, 500, 100, 7200)  # five in the window, more than the limit
+    seed(world.globex, 3000, 2000, 1000)  # three
+    seed(world.initech, 1800, 5000)  # one
+    orgs = [world.acme, world.globex, world.initech, hooli]  # hooli has asked nothing
+
+    together = ratelimit.windows_on_platform_key(orgs)
+
+    assert set(together) == {o.pk for o in orgs}
+    for org in orgs:  # as the limiter itself reads each one's window
+        alone, read = ratelimit.peek(org=org, limit=limit, window_seconds=3600), together[org.pk]
+        assert (read.limit, read.window_seconds, read.used) == (alone.limit, alone.window_seconds, alone.used)
+        assert abs(read.reset_seconds - alone.reset_seconds) <= 1, org  # each read its own clock, a moment apart
+    assert [together[o.pk].used for o in orgs] == [5, 3, 1, 0]
+    # Five count against a limit of three: the next query fits once the third oldest has left; against one, once the
+    # newest has; against none, never (a whole window).
+    expected = {3: 3600 - 1000, 1: 3600 - 100, 0: 3600}[limit]
+    assert abs(together[world.acme.pk].reset_seconds - expected) <= 1
+
+
+def test_the_windows_of_many_organisations_take_two_queries_however_many(world, settings, django_assert_num_queries):
+    settings.INSIGHTS_PLATFORM_LIMIT = 2
+    orgs = [Organisation.objects.create(name=f"Org {i}", slug=f"org-{i}") for i in range(6)]
+    for org in orgs:
+        seed(org, 300, 200, 100)  # each over the limit: when the next fits needs more than the oldest's time
+
+    with django_assert_num_queries(2):
+        few = ratelimit.windows_on_platform_key(orgs[:1])
+    with django_assert_num_queries(2):
+        many = ratelimit.windows_on_platform_key(orgs)
+
+    assert few[orgs[0].pk].used == many[orgs[0].pk].used == 3 and len(many) == 6
+    assert {window.used for window in many.values()} == {3}
 
 
 @pytest.mark.skipif(connections["default"].vendor != "sqlite", reason="SQLite compares stored times as text")

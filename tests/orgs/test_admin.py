@@ -872,9 +872,36 @@ class TestRemoveKeyAction:
         assert "Remove the stored Claude API key of these organisations?" in text
         assert "<title>Remove Claude API keys? |" in page
         assert "1 other selected organisation has no key stored." in text
+        assert 'value="Yes, remove the keys"' in page
         assert page.count('name="_selected_action"') == 3 and 'name="confirm" value="yes"' in page
         assert CANARY_KEY not in page and GOOD_KEY not in page
         assert ClaudeApiKey.objects.count() == 2
+
+    def test_the_confirmation_reads_every_organisations_window_in_as_many_queries_however_many(self, world, staff):
+        # Each organisation's window was counted in a query of its own (and when its next query fits in another):
+        # a confirmation for 50 organisations made 100 queries more.
+        orgs = [
+            Organisation.objects.create(name=f"Org {i}", slug=f"org-{i}", plan=Plan.INSTITUTIONAL) for i in range(4)
+        ]
+        for org in orgs:
+            store_key(org, GOOD_KEY)
+            seed_spread(org, 25, oldest=3000, newest=60, source="organisation")  # locked out on the platform key
+
+        def confirmation_for(selected) -> tuple[str, int]:
+            action = {"action": "remove_claude_api_key", "_selected_action": [org.pk for org in selected]}
+            with CaptureQueriesContext(connection) as queries:
+                response = staff.post(ORGS, action)
+            assert response.status_code == 200
+            return page_text(response), len(queries)
+
+        confirmation_for(orgs[:1])  # fills the caches the first view fills
+        one, for_one = confirmation_for(orgs[:1])
+        every, for_every = confirmation_for(orgs)
+
+        locked_out = "It has used 25 queries in the window, so no one in it can ask AI Insights for about 21 min."
+        assert one.count(locked_out) == 1 and every.count(locked_out) == 4
+        assert "Remove the stored Claude API key of these organisations?" in every
+        assert for_every == for_one
 
     def test_the_confirmation_looks_like_djangos_own_and_leads_back_to_the_organisations(self, world, staff):
         # Django's deletion confirmation marks its "Yes" as destructive (red) and its "No" as the way out (grey), by

@@ -7,7 +7,7 @@ from insights.admin_paging import CappedCountPaginator, only_filtered_by, page_n
 from insights.models import ENDED, InsightQuery, KeySource, StopReason
 from insights.ratelimit import counted, window_words
 from insights.services import FAILURE_MESSAGES, INTERRUPTED
-from orgs.admin_links import RelatedLinksByPermission
+from orgs.admin_links import RelatedLinksByPermission, TitledByOrganisation
 from orgs.admin_read_only import may_view
 
 # The customer's history says "Your organisation's Anthropic key"; to Opsion staff "your organisation" is
@@ -72,7 +72,8 @@ class ErrorCodeFilter(admin.SimpleListFilter):
 
 
 @admin.register(InsightQuery)
-class InsightQueryAdmin(RelatedLinksByPermission, admin.ModelAdmin):
+class InsightQueryAdmin(TitledByOrganisation, RelatedLinksByPermission, admin.ModelAdmin):
+    list_of = "AI Insights queries"
     list_display = [
         "created_at",
         "organisation",

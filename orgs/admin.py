@@ -28,7 +28,7 @@ from insights.ratelimit import window_words
 from opsion.http import atomic_for_post, client_ip
 from orgs import selectors, services
 from orgs.admin_key_state import KEY_STATES, ClaudeApiKeyFilter, KeyStateChangeList, key_state
-from orgs.admin_links import RelatedLinksByPermission, link_if_allowed, may_open
+from orgs.admin_links import RelatedLinksByPermission, TitledByOrganisation, link_if_allowed, may_open
 from orgs.admin_memberships import MembershipInline, audit_staff, joined
 from orgs.admin_outbox import OutboxMailAdmin
 from orgs.admin_read_only import ReadOnlyAdmin, may_view
@@ -747,7 +747,8 @@ class MadeInFilter(admin.SimpleListFilter):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin):
+class AuditEventAdmin(TitledByOrganisation, ReadOnlyAdmin):
+    list_of = "Audit events"
     # What changed ("Institutional → Professional", whose membership) beside who changed it: without it staff opened
     # each row to answer a customer's "who changed what?".
     list_display = ["created_at", "organisation", "action", "detail", "actor_email", "ip_address", "made_in"]

@@ -13,6 +13,8 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 from django.utils.text import capfirst
 
+from orgs.models import Organisation
+
 
 def may_open(request, site: admin.AdminSite, model: type[models.Model]) -> bool:
     """Whether `site`'s page of `model` objects opens for the request's user, as its change view asks. True of a model
@@ -132,3 +134,17 @@ class RelatedLinksByPermission(admin.options.BaseModelAdmin):
             for name, (model, shown) in self._unlinked.items()
             if not may_open(request, self.admin_site, model)
         }
+
+
+class TitledByOrganisation:
+    """A list reached filtered to one organisation (its page links to its memberships, audit events and queries) says
+    which in its title: "Memberships of Acme Digital Assets", where Django's says "Select membership to change"."""
+
+    list_of: str  # "Memberships", as the title begins
+
+    def changelist_view(self, request, extra_context=None):
+        org_id = request.GET.get("organisation__id__exact", "")
+        org = Organisation.objects.filter(pk=org_id).first() if org_id.isdigit() else None
+        if org is not None:
+            extra_context = {**(extra_context or {}), "title": f"{self.list_of} of {org}"}
+        return super().changelist_view(request, extra_context)

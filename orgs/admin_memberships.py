@@ -11,7 +11,7 @@ from django.utils.html import conditional_escape
 
 from opsion.http import client_ip
 from orgs import services
-from orgs.admin_links import RelatedLinksByPermission, may_open
+from orgs.admin_links import RelatedLinksByPermission, TitledByOrganisation, may_open
 from orgs.models import MANAGING_ROLES, AuditAction, Membership, Organisation, Role, User
 
 LEAVES_NO_MANAGER = (
@@ -180,10 +180,12 @@ class AccountActiveFilter(admin.BooleanFieldListFilter):
 
 
 @admin.register(Membership)
-class MembershipAdmin(RelatedLinksByPermission, admin.ModelAdmin):
+class MembershipAdmin(TitledByOrganisation, RelatedLinksByPermission, admin.ModelAdmin):
     """Every membership, searchable: where a large organisation's members are managed, since its own page lists only
     its Owners and Admins. Changes reach the organisation's audit log, as the inline's do; a membership's user and
     organisation are fixed once made (remove it and add another)."""
+
+    list_of = "Memberships"
 
     form = MembershipForm
     # A deactivated Owner or Admin still holds the role but cannot sign in to manage the key: staff refused a save for
@@ -204,14 +206,6 @@ class MembershipAdmin(RelatedLinksByPermission, admin.ModelAdmin):
     @admin.display(boolean=True, description="Account active", ordering="user__is_active")
     def account_active(self, obj: Membership) -> bool:
         return obj.user.is_active
-
-    def changelist_view(self, request, extra_context=None):
-        # Reached from a large organisation's page, filtered to it: the title says which organisation that is.
-        org_id = request.GET.get("organisation__id__exact", "")
-        org = Organisation.objects.filter(pk=org_id).first() if org_id.isdigit() else None
-        if org is not None:
-            extra_context = {**(extra_context or {}), "title": f"Memberships of {org}"}
-        return super().changelist_view(request, extra_context)
 
     def get_actions(self, request):
         # Removals one at a time, each checked against leaving an organisation without an Owner or Admin.

@@ -54,6 +54,9 @@ class TestLinksToTheOrganisationsLists:
         assert {row.organisation for row in queries.context["cl"].result_list} == {world.acme}
         assert queries.context["cl"].result_count == 3
         assert f"/admin/insights/insightquery/{globex_query.pk}/change/" not in queries.content.decode()
+        # Each list's title says whose it is, as a large organisation's list of memberships does.
+        assert "<h1>Audit events of Acme Digital Assets</h1>" in events.content.decode()
+        assert "<h1>AI Insights queries of Acme Digital Assets</h1>" in queries.content.decode()
 
     def test_an_organisation_with_none_yet_still_links_to_both_lists(self, world):
         tools = object_tools(console(world.staff).get(f"{ORGS}{world.initech.pk}/change/").content.decode())
